@@ -1,0 +1,40 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strictSwift: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Aspen",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "AspenCore", targets: ["AspenCore"]),
+        .library(name: "AspenRaft", targets: ["AspenRaft"]),
+        .library(name: "AspenTesting", targets: ["AspenTesting"]),
+        .executable(name: "aspen-sim", targets: ["aspen-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Foundation of everything: ids, limits, hashing, seeded randomness. No I/O.
+        .target(name: "AspenCore", swiftSettings: strictSwift),
+        // The pure Raft instance. Imports only AspenCore; no I/O, clocks, randomness or async.
+        .target(name: "AspenRaft", dependencies: ["AspenCore"], swiftSettings: strictSwift),
+        // Deterministic cluster simulator and linearizability checker. Never used in production.
+        .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft"], swiftSettings: strictSwift),
+        .executableTarget(
+            name: "aspen-sim",
+            dependencies: [
+                "AspenCore", "AspenRaft", "AspenTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(name: "AspenCoreTests", dependencies: ["AspenCore"], swiftSettings: strictSwift),
+        .testTarget(name: "AspenRaftTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),
+        .testTarget(name: "AspenTestingTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,51 @@
+/// Every bound in Aspen, named once.
+///
+/// A request over a bound is refused with an error that names the bound; nothing is silently
+/// truncated or dropped. The defaults are the production values; tests and the simulator may
+/// lower them to reach the edges quickly.
+public struct Limits: Sendable, Equatable {
+    // MARK: Data model
+    /// Largest key, in bytes.
+    public var keyBytesMax = 1024
+    /// Largest value, in bytes.
+    public var valueBytesMax = 1024 * 1024
+    /// Most keys in one atomic batch write or transaction.
+    public var batchKeysMax = 1000
+    /// Default and largest scan page.
+    public var scanPageDefault = 1000
+    public var scanPageMax = 10_000
+
+    // MARK: Raft
+    /// Most entries in one proposal batch, one append message, and one group-commit batch.
+    public var raftBatchEntriesMax = 1000
+    /// Largest payload of one log entry, in bytes (a value plus its key and framing).
+    public var raftEntryBytesMax = 2 * 1024 * 1024
+    /// Most entry bytes in one append message. Stays well below `rpcMessageBytesMax`.
+    public var raftAppendBytesMax = 4 * 1024 * 1024
+    /// Most append messages in flight to one follower in the replicate state.
+    public var raftInflightAppendsMax = 256
+    /// Most proposed entries the leader holds uncommitted; beyond it proposals are refused.
+    public var raftPendingProposalsMax = 10_000
+    /// Most proposed bytes the leader holds uncommitted.
+    public var raftPendingProposalBytesMax = 64 * 1024 * 1024
+    /// Most linearizable reads waiting for a ReadIndex round.
+    public var raftPendingReadsMax = 10_000
+    /// Most committed entries handed to the state machine in one Ready.
+    public var raftApplyEntriesMax = 1000
+    /// Snapshot chunk size, and the largest snapshot accepted.
+    public var raftSnapshotChunkBytes = 1024 * 1024
+    public var raftSnapshotBytesMax = 1024 * 1024 * 1024
+    /// Most members (voters and learners) of one Raft group.
+    public var raftMembersMax = 64
+
+    // MARK: Network
+    /// Largest RPC frame on the wire.
+    public var rpcMessageBytesMax = 10 * 1024 * 1024
+    /// Most peer connections a node keeps.
+    public var peersMax = 1000
+
+    public init() {}
+
+    /// The production limits.
+    public static let standard = Limits()
+}

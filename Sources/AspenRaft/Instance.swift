@@ -1,0 +1,224 @@
+import AspenCore
+
+extension Raft {
+    /// One member of one Raft group, as a pure value.
+    ///
+    /// Feed it inputs (`tick`, `step`, `propose`, `proposeMembership`, `transferLeadership`,
+    /// `readIndex`, and the shell's acknowledgements `persisted` and `snapshotInstalled`), then call
+    /// `ready()` to collect what the shell must do; see `Ready` for the order in which to do it.
+    /// Several inputs may be given before one `ready()`: proposals that arrive together leave in
+    /// one append per follower (the basis of group commit).
+    public struct Instance: Sendable {
+        public let config: Config
+        public var id: NodeID { config.id }
+        var random: SplitMix64
+
+        public internal(set) var role: Role = .follower
+        public internal(set) var term: Term
+        public internal(set) var vote: NodeID?
+        /// The leader of `term`, if known.
+        public internal(set) var leader: NodeID?
+        var log: Log
+
+        /// The configuration in force: the last committed membership entry.
+        public internal(set) var membership: Membership
+        /// Committed membership entries after the snapshot, for compaction.
+        var membershipHistory: [(index: Index, membership: Membership)] = []
+        var snapshotMembership: Membership
+        /// The index of the last membership entry this leader appended (one change at a time).
+        var pendingMembershipIndex: Index = 0
+
+        var progress: [NodeID: Progress] = [:]
+        var votes: [NodeID: Bool] = [:]
+        var electionElapsed = 0
+        var heartbeatElapsed = 0
+        var randomizedElectionTimeout = 0
+        /// Logical time: ticks since this instance was created.
+        var ticks: UInt64 = 0
+        public internal(set) var transferTarget: NodeID?
+        var transferElapsed = 0
+        var uncommittedBytes = 0
+
+        // Linearizable reads (leader side).
+        var readRound: UInt64 = 0
+        var readsAwaitingCommit: [PendingRead] = []
+        var readsAwaitingQuorum: [PendingRead] = []
+        var readRoundRequested = false
+
+        // Snapshots.
+        var snapshot: Snapshot
+        var incomingSnapshot: Snapshot?
+        var snapshotToInstall: Snapshot?
+
+        // Output not yet collected by `ready()`.
+        var outbox = Ready()
+        var broadcastRequested = false
+        var lastHardState: HardState
+        var appliedHandedOut: Index
+
+        public init(config: Config, state: PersistentState) {
+            config.validate()
+            self.config = config
+            self.random = SplitMix64(seed: config.seed ^ 0xA5BE_2D11_0F00_D5E7)
+            let metadata = state.snapshot.metadata
+            self.term = state.hardState.term
+            self.vote = state.hardState.vote
+            self.log = Log(
+                snapshotIndex: metadata.index, snapshotTerm: metadata.term, entries: state.entries,
+                committed: max(state.hardState.commit, state.appliedIndex))
+            self.snapshot = state.snapshot
+            self.snapshotMembership = metadata.membership
+            self.membership = metadata.membership
+            self.lastHardState = state.hardState
+            self.appliedHandedOut = min(max(state.appliedIndex, metadata.index), log.committed)
+            if log.committed > log.snapshotIndex {
+                for index in log.firstIndex...log.committed {
+                    if case .membership(let next)? = log.entry(at: index)?.payload {
+                        membership = next
+                        membershipHistory.append((index, next))
+                    }
+                }
+            }
+            resetRandomizedElectionTimeout()
+        }
+
+        // MARK: Observation
+
+        public var commitIndex: Index { log.committed }
+        public var lastIndex: Index { log.lastIndex }
+        public var lastTerm: Term { log.lastTerm }
+        public var firstIndex: Index { log.firstIndex }
+        /// Entries through this index are durable on this node.
+        public var persistedIndex: Index { log.stable }
+        /// Committed entries through this index have been handed to the shell to apply.
+        public var appliedIndex: Index { appliedHandedOut }
+        public var snapshotMetadata: SnapshotMetadata { snapshot.metadata }
+        public var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
+        public var isLeader: Bool { role == .leader }
+
+        /// The entry at `index`, if it is still in the in-memory log.
+        public func entry(at index: Index) -> Entry? { log.entry(at: index) }
+        public func term(at index: Index) -> Term? { log.term(at: index) }
+
+        /// True if there is anything for `ready()` to return.
+        public var hasReady: Bool {
+            broadcastRequested || readRoundRequested || !outbox.isEmpty || snapshotToInstall != nil
+                || log.handedOut < log.lastIndex || hardState != lastHardState
+                || appliedHandedOut < log.committed
+        }
+
+        /// The leader's view of a follower, for status displays.
+        public struct FollowerStatus: Sendable, Equatable {
+            public var id: NodeID
+            public var matchIndex: Index
+            public var nextIndex: Index
+            public var state: String
+        }
+
+        public var followers: [FollowerStatus] {
+            guard role == .leader else { return [] }
+            return membership.allMembers.compactMap { member in
+                guard member != id, let pr = progress[member] else { return nil }
+                return FollowerStatus(id: member, matchIndex: pr.match, nextIndex: pr.next, state: "\(pr.state)")
+            }
+        }
+
+        // MARK: Output
+
+        /// Collects everything the shell must do. See `Ready` for the order.
+        public mutating func ready() -> Ready {
+            if broadcastRequested {
+                broadcastRequested = false
+                broadcastAppend()
+            }
+            if readRoundRequested {
+                readRoundRequested = false
+                readRound += 1
+                broadcastHeartbeat()
+            }
+            var ready = outbox
+            outbox = Ready()
+            if let install = snapshotToInstall {
+                ready.snapshot = install
+                snapshotToInstall = nil
+            }
+            if log.handedOut < log.lastIndex {
+                ready.entries = log.entries(from: log.handedOut + 1, countMax: .max, bytesMax: .max)
+                log.handedOut = log.lastIndex
+            }
+            let state = hardState
+            if state != lastHardState {
+                ready.hardState = state
+                lastHardState = state
+            }
+            if appliedHandedOut < log.committed {
+                ready.committedEntries = log.entries(
+                    from: appliedHandedOut + 1, through: log.committed,
+                    countMax: config.limits.raftApplyEntriesMax, bytesMax: config.limits.raftAppendBytesMax)
+                appliedHandedOut = ready.committedEntries.last?.index ?? appliedHandedOut
+            }
+            return ready
+        }
+
+        // MARK: Acknowledgements from the shell
+
+        /// The shell has made entries through `index` (of `term`) durable. If the log was
+        /// overwritten meanwhile, the acknowledgement is ignored.
+        public mutating func persisted(upTo index: Index, term entryTerm: Term) {
+            log.markStable(upTo: index, term: entryTerm)
+            if role == .leader, commitIfQuorum() { broadcastRequested = true }
+        }
+
+        /// The shell has installed the snapshot that a Ready carried.
+        public mutating func snapshotInstalled(_ metadata: SnapshotMetadata) {
+            precondition(metadata.index <= log.committed, "installed a snapshot ahead of the commit index")
+        }
+
+        /// The shell has taken a snapshot of its state machine at `index` (which it has applied
+        /// and persisted): the log through `index` is dropped, and the snapshot is what followers
+        /// that fall behind it will receive. Returns the metadata for the shell to store with it.
+        @discardableResult
+        public mutating func compact(through index: Index, data: [UInt8]) throws(CompactionError) -> SnapshotMetadata {
+            guard index > log.snapshotIndex else {
+                throw .alreadyCompacted(index: index, snapshotIndex: log.snapshotIndex)
+            }
+            let limit = min(appliedHandedOut, log.stable, log.committed)
+            guard index <= limit else { throw .notApplied(index: index, applied: limit) }
+            guard data.count <= config.limits.raftSnapshotBytesMax else {
+                throw .snapshotTooLarge(bytes: data.count, limit: config.limits.raftSnapshotBytesMax)
+            }
+            let entryTerm = log.term(at: index)!
+            let membershipThen = membershipHistory.last(where: { $0.index <= index })?.membership ?? snapshotMembership
+            log.compact(through: index)
+            membershipHistory.removeAll { $0.index <= index }
+            snapshotMembership = membershipThen
+            snapshot = Snapshot(
+                metadata: SnapshotMetadata(index: index, term: entryTerm, membership: membershipThen), data: data)
+            return snapshot.metadata
+        }
+
+        // MARK: Helpers
+
+        mutating func send(to: NodeID, _ kind: Message.Kind, term messageTerm: Term? = nil) {
+            let message = Message(group: config.group, from: id, to: to, term: messageTerm ?? term, kind: kind)
+            if message.maySendBeforePersist {
+                outbox.messages.append(message)
+            } else {
+                outbox.messagesAfterPersist.append(message)
+            }
+        }
+
+        mutating func resetRandomizedElectionTimeout() {
+            randomizedElectionTimeout = config.electionTicks
+                + Int(random.next(in: 0...UInt64(config.electionTicks - 1)))
+        }
+
+        /// A follower that has heard from a leader within the election timeout ignores vote
+        /// requests, so a node that was cut off cannot depose a leader the quorum still follows.
+        var inLease: Bool {
+            config.checkQuorum && leader != nil && electionElapsed < config.electionTicks
+        }
+
+        var isPromotable: Bool { membership.isVoter(id) }
+    }
+}

@@ -1,0 +1,115 @@
+import AspenCore
+
+extension Raft {
+    /// One message between members of a Raft group. Every message names its group, so one
+    /// connection per peer carries all groups.
+    public struct Message: Sendable, Equatable {
+        public var group: GroupID
+        public var from: NodeID
+        public var to: NodeID
+        public var term: Term
+        public var kind: Kind
+
+        public init(group: GroupID, from: NodeID, to: NodeID, term: Term, kind: Kind) {
+            self.group = group
+            self.from = from
+            self.to = to
+            self.term = term
+            self.kind = kind
+        }
+
+        public enum Kind: Sendable, Equatable {
+            /// "Would you vote for me in `term`?" Changes nobody's term.
+            case preVote(lastIndex: Index, lastTerm: Term)
+            case preVoteResponse(granted: Bool)
+            /// `transfer` is set when the leader asked for this election; it overrides leader leases.
+            case vote(lastIndex: Index, lastTerm: Term, transfer: Bool)
+            case voteResponse(granted: Bool)
+            case append(Append)
+            case appendResponse(AppendResponse)
+            /// `readRound` lets one heartbeat round confirm leadership for every pending read.
+            case heartbeat(commit: Index, readRound: UInt64)
+            case heartbeatResponse(readRound: UInt64)
+            case snapshotChunk(SnapshotChunk)
+            case snapshotResponse(SnapshotResponse)
+            /// "Campaign now": the last step of a leadership transfer.
+            case timeoutNow
+            /// A follower forwards a linearizable read to the leader.
+            case readIndex(context: ReadContext)
+            /// The leader's answer; `index` is nil when the read could not be served.
+            case readIndexResponse(context: ReadContext, index: Index?)
+        }
+
+        /// Whether the message may leave before the sender's pending writes are durable. Only the
+        /// leader's own replication traffic may: a follower's answers (votes, acknowledgements)
+        /// and a candidate's vote requests depend on state that must survive a crash.
+        public var maySendBeforePersist: Bool {
+            switch kind {
+            case .append, .heartbeat, .snapshotChunk, .timeoutNow, .readIndex, .readIndexResponse: return true
+            default: return false
+            }
+        }
+    }
+
+    public struct Append: Sendable, Equatable {
+        public var prevIndex: Index
+        public var prevTerm: Term
+        public var entries: [Entry]
+        public var commit: Index
+
+        public init(prevIndex: Index, prevTerm: Term, entries: [Entry], commit: Index) {
+            self.prevIndex = prevIndex
+            self.prevTerm = prevTerm
+            self.entries = entries
+            self.commit = commit
+        }
+    }
+
+    public struct AppendResponse: Sendable, Equatable {
+        /// On success the follower's log matches the leader's through `index`. On rejection,
+        /// `index` is the `prevIndex` that did not match.
+        public var index: Index
+        public var rejected: Bool
+        /// On rejection: the last index of the follower's log that might match, and its term, so
+        /// the leader can skip a whole term of mismatching entries at once.
+        public var hintIndex: Index
+        public var hintTerm: Term
+
+        public init(index: Index, rejected: Bool = false, hintIndex: Index = 0, hintTerm: Term = 0) {
+            self.index = index
+            self.rejected = rejected
+            self.hintIndex = hintIndex
+            self.hintTerm = hintTerm
+        }
+    }
+
+    public struct SnapshotChunk: Sendable, Equatable {
+        public var metadata: SnapshotMetadata
+        public var totalBytes: Int
+        public var offset: Int
+        public var data: [UInt8]
+        public var isLast: Bool { offset + data.count == totalBytes }
+
+        public init(metadata: SnapshotMetadata, totalBytes: Int, offset: Int, data: [UInt8]) {
+            self.metadata = metadata
+            self.totalBytes = totalBytes
+            self.offset = offset
+            self.data = data
+        }
+    }
+
+    public struct SnapshotResponse: Sendable, Equatable {
+        public var snapshotIndex: Index
+        /// The next byte offset the follower expects.
+        public var nextOffset: Int
+        /// Set once the whole snapshot has been received; `matchIndex` is then where the follower's
+        /// log now matches the leader's.
+        public var matchIndex: Index?
+
+        public init(snapshotIndex: Index, nextOffset: Int, matchIndex: Index? = nil) {
+            self.snapshotIndex = snapshotIndex
+            self.nextOffset = nextOffset
+            self.matchIndex = matchIndex
+        }
+    }
+}

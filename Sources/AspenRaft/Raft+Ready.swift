@@ -1,0 +1,41 @@
+import AspenCore
+
+extension Raft {
+    /// Everything an instance asks its shell to do, collected since the last `ready()`.
+    ///
+    /// The shell handles one Ready at a time, in order, and each one in this order:
+    ///
+    /// 1. **Persist**: install `snapshot` (if any), then write `entries` (replacing any stored
+    ///    entries at the same or higher indexes) and `hardState`, in one durable write.
+    ///    `messages` may be sent while this write is in flight: they are only the leader's own
+    ///    replication traffic, which is safe to send before the leader's copy is durable (the
+    ///    leader counts itself toward a quorum only for entries it has persisted).
+    /// 2. **Send** `messagesAfterPersist` once the write is durable: votes, vote requests and
+    ///    acknowledgements, which promise durable state to their receiver.
+    /// 3. **Apply** `committedEntries` to the state machine in order (they may be applied in the same
+    ///    durable transaction as step 1), and serve `readStates` once the state machine has applied
+    ///    their index. Fail the reads in `droppedReads`.
+    /// 4. **Advance**: report `persisted(upTo:term:)` for the last entry written and
+    ///    `snapshotInstalled(_:)` for an installed snapshot.
+    public struct Ready: Sendable {
+        public var hardState: HardState?
+        public var snapshot: Snapshot?
+        public var entries: [Entry] = []
+        public var messages: [Message] = []
+        public var messagesAfterPersist: [Message] = []
+        public var committedEntries: [Entry] = []
+        public var readStates: [ReadState] = []
+        /// Reads that can never be served here (leadership lost, or the leader refused them).
+        public var droppedReads: [ReadContext] = []
+
+        public init() {}
+
+        /// True when something must be written before `messagesAfterPersist` may leave.
+        public var needsPersist: Bool { hardState != nil || snapshot != nil || !entries.isEmpty }
+
+        public var isEmpty: Bool {
+            !needsPersist && messages.isEmpty && messagesAfterPersist.isEmpty && committedEntries.isEmpty
+                && readStates.isEmpty && droppedReads.isEmpty
+        }
+    }
+}
