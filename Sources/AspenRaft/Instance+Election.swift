@@ -28,6 +28,11 @@ extension Raft.Instance {
             transferElapsed += 1
             if transferElapsed >= config.electionTicks { transferTarget = nil }
         }
+        if leaving {
+            leavingElapsed += 1
+            handOverIfLeaving()
+            guard role == .leader else { return }
+        }
         if electionElapsed >= config.electionTicks {
             electionElapsed = 0
             if config.checkQuorum {
@@ -103,6 +108,8 @@ extension Raft.Instance {
         votes = [:]
         transferTarget = nil
         transferElapsed = 0
+        leaving = false
+        leavingElapsed = 0
         progress = [:]
         broadcastRequested = false
         readRoundRequested = false
@@ -201,8 +208,12 @@ extension Raft.Instance {
             handleHeartbeatResponse(readRound: round, from: message.from)
         case .snapshotResponse(let response):
             handleSnapshotResponse(response, from: message.from)
-        case .timeoutNow:
+        case .timeoutNow(let commit):
             guard role != .leader else { return }
+            if leader == message.from {
+                // Sent only once our log matched the leader's through its last index.
+                advanceCommit(to: min(commit, log.lastIndex))
+            }
             campaign(transfer: true)
         case .readIndex(let context):
             handleForwardedRead(context: context, from: message.from)

@@ -31,7 +31,7 @@ extension Raft.Instance {
         transferTarget = target
         transferElapsed = 0
         if pr.match == log.lastIndex {
-            send(to: target, .timeoutNow)
+            send(to: target, .timeoutNow(commit: log.committed))
         } else {
             sendAppend(to: target, evenIfEmpty: true)
         }
@@ -51,20 +51,29 @@ extension Raft.Instance {
         }
         if let target = transferTarget, !next.voters.contains(target) { transferTarget = nil }
         if !next.isVoter(id) {
-            handOverAfterRemoval()
+            // Removed: stop taking proposals, and hand over once a voter has caught up.
+            leaving = true
+            leavingElapsed = 0
+            transferTarget = nil
+            handOverIfLeaving()
         }
     }
 
-    /// The leader has been removed from the voters: it asks the most caught-up voter to campaign
-    /// at once, then steps down.
-    private mutating func handOverAfterRemoval() {
+    /// A leader removed from the voters keeps replicating until one of the remaining voters has
+    /// its whole log, then tells it to campaign (with the commit index, so it campaigns under the
+    /// new membership) and steps down. Stepping down at once could strand followers that still
+    /// count the old leader's vote in the joint configuration.
+    mutating func handOverIfLeaving() {
+        guard role == .leader, leaving else { return }
         let successor = membership.voters
             .compactMap { voter in progress[voter].map { (voter, $0.match) } }
             .max { $0.1 < $1.1 }
         if let (voter, match) = successor, match == log.lastIndex {
-            send(to: voter, .timeoutNow)
+            send(to: voter, .timeoutNow(commit: log.committed))
+            becomeFollower(term: term, leader: nil)
+        } else if leavingElapsed >= config.electionTicks {
+            becomeFollower(term: term, leader: nil)
         }
-        becomeFollower(term: term, leader: nil)
     }
 
     /// In a joint configuration whose entry has committed, propose leaving it.

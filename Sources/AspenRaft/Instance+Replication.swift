@@ -26,7 +26,7 @@ extension Raft.Instance {
     }
 
     func checkCanPropose(count: Int) throws(Raft.ProposalError) {
-        guard role == .leader else { throw .notLeader(leaderHint: leader) }
+        guard role == .leader, !leaving else { throw .notLeader(leaderHint: leaving ? nil : leader) }
         if let target = transferTarget { throw .leadershipTransferInProgress(to: target) }
         guard count > 0 else { throw .emptyProposal }
         guard count <= config.limits.raftBatchEntriesMax else {
@@ -169,8 +169,9 @@ extension Raft.Instance {
         }
         while sendAppend(to: follower, evenIfEmpty: false) {}
         if transferTarget == follower && pr.match == log.lastIndex {
-            send(to: follower, .timeoutNow)
+            send(to: follower, .timeoutNow(commit: log.committed))
         }
+        handOverIfLeaving()
     }
 
     mutating func handleHeartbeatResponse(readRound round: UInt64, from follower: NodeID) {

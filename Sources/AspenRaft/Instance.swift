@@ -36,6 +36,9 @@ extension Raft {
         /// Logical time: ticks since this instance was created.
         var ticks: UInt64 = 0
         public internal(set) var transferTarget: NodeID?
+        /// This leader has been removed from the voters and is handing over.
+        var leaving = false
+        var leavingElapsed = 0
         var transferElapsed = 0
         var uncommittedBytes = 0
 

@@ -32,8 +32,10 @@ extension Raft {
             case heartbeatResponse(readRound: UInt64)
             case snapshotChunk(SnapshotChunk)
             case snapshotResponse(SnapshotResponse)
-            /// "Campaign now": the last step of a leadership transfer.
-            case timeoutNow
+            /// "Campaign now": the last step of a leadership transfer. Carries the leader's commit
+            /// index, which the target (whose log matches the leader's) adopts first, so that it
+            /// campaigns under the newest committed membership.
+            case timeoutNow(commit: Index)
             /// A follower forwards a linearizable read to the leader.
             case readIndex(context: ReadContext)
             /// The leader's answer; `index` is nil when the read could not be served.
@@ -45,7 +47,7 @@ extension Raft {
         /// and a candidate's vote requests depend on state that must survive a crash.
         public var maySendBeforePersist: Bool {
             switch kind {
-            case .append, .heartbeat, .snapshotChunk, .timeoutNow, .readIndex, .readIndexResponse: return true
+            case .append, .heartbeat, .snapshotChunk, .timeoutNow(_), .readIndex, .readIndexResponse: return true
             default: return false
             }
         }
