@@ -165,7 +165,8 @@ extension Raft.Instance {
         if commitIfQuorum() {
             broadcastRequested = true
         } else if wasPaused {
-            sendAppend(to: follower, evenIfEmpty: false)
+            // It may have missed the broadcast of the commit index while paused: tell it now.
+            sendAppend(to: follower, evenIfEmpty: true)
         }
         while sendAppend(to: follower, evenIfEmpty: false) {}
         if transferTarget == follower && pr.match == log.lastIndex {
