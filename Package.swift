@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .library(name: "AspenCore", targets: ["AspenCore"]),
         .library(name: "AspenRaft", targets: ["AspenRaft"]),
+        .library(name: "AspenKV", targets: ["AspenKV"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
     ],
@@ -22,6 +23,8 @@ let package = Package(
         .target(name: "AspenCore", swiftSettings: strictSwift),
         // The pure Raft instance. Imports only AspenCore; no I/O, clocks, randomness or async.
         .target(name: "AspenRaft", dependencies: ["AspenCore"], swiftSettings: strictSwift),
+        // The key-value data model, the deterministic state machine, the KeyValueStore protocol. No I/O.
+        .target(name: "AspenKV", dependencies: ["AspenCore"], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft"], swiftSettings: strictSwift),
         .executableTarget(
@@ -32,6 +35,7 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        .testTarget(name: "AspenKVTests", dependencies: ["AspenCore", "AspenKV"], swiftSettings: strictSwift),
         .testTarget(name: "AspenCoreTests", dependencies: ["AspenCore"], swiftSettings: strictSwift),
         .testTarget(name: "AspenRaftTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),
         .testTarget(name: "AspenTestingTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),

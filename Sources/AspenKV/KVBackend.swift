@@ -1,0 +1,40 @@
+import AspenCore
+
+/// The state a key-value state machine reads and writes: current values, history (MVCC),
+/// leases and counters. `MemoryKVBackend` keeps it in memory; the node store keeps it in SQLite,
+/// inside the same transaction as the Raft log. The logic that decides what to write lives once,
+/// in `KVStateMachine`, and runs unchanged over either.
+///
+/// Errors thrown by a backend are storage failures (I/O, corruption), never business outcomes.
+public protocol KVBackend {
+    func revision() throws -> Revision
+    /// Reads below this revision fail with `compacted`.
+    func compactedRevision() throws -> Revision
+    mutating func setRevision(_ revision: Revision) throws
+    mutating func setCompactedRevision(_ revision: Revision) throws
+
+    /// The key as of `revision` (nil: the current revision); nil if it did not exist then.
+    func get(_ key: Bytes, at revision: Revision?) throws -> KeyValue?
+    /// Keys in `bounds` as of `revision`, in order, strictly after `after` when given, at most `limit`.
+    func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int) throws -> [KeyValue]
+    func count(_ bounds: KeyBounds, at revision: Revision?) throws -> Int
+
+    /// Records a new version of `keyValue.key` at `keyValue.modRevision`.
+    mutating func write(_ keyValue: KeyValue) throws
+    /// Records that `key` stopped existing at `revision`.
+    mutating func remove(_ key: Bytes, at revision: Revision) throws
+    /// Drops history that no read at or after `revision` can see.
+    mutating func compactHistory(before revision: Revision) throws
+
+    func lease(_ id: LeaseID) throws -> Lease?
+    func leases() throws -> [Lease]
+    mutating func saveLease(_ lease: Lease) throws
+    mutating func deleteLease(_ id: LeaseID) throws
+    /// Current keys attached to the lease, in order.
+    func keys(attachedTo id: LeaseID) throws -> [Bytes]
+    /// Leases whose expiry is at or before `nowMs`, by id.
+    func expiredLeases(atMs nowMs: Int64) throws -> [LeaseID]
+    /// The largest lease id ever granted (ids are never reused).
+    func leaseSequence() throws -> LeaseID
+    mutating func setLeaseSequence(_ id: LeaseID) throws
+}

@@ -1,0 +1,62 @@
+import AspenCore
+
+/// Every way a key-value request can fail. Each case names the bound or the problem; `code` is
+/// stable for clients and scripts, `description` is safe to show to a user.
+public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
+    case emptyKey
+    case keyTooLarge(bytes: Int, limit: Int)
+    case valueTooLarge(bytes: Int, limit: Int)
+    case tooManyOperations(count: Int, limit: Int)
+    case invalidRange(String)
+    case duplicateKey(Bytes)
+    case compacted(requested: Revision, oldestAvailable: Revision)
+    case futureRevision(requested: Revision, current: Revision)
+    case leaseNotFound(LeaseID)
+    case leaseExists(LeaseID)
+    case invalidTTL(ms: Int64, reason: String)
+    case invalidContinuation(String)
+    case invalidCommand(String)
+    /// The storage below failed; the request may be retried.
+    case storage(String)
+
+    public var code: String {
+        switch self {
+        case .emptyKey: return "empty_key"
+        case .keyTooLarge: return "key_too_large"
+        case .valueTooLarge: return "value_too_large"
+        case .tooManyOperations: return "too_many_operations"
+        case .invalidRange: return "invalid_range"
+        case .duplicateKey: return "duplicate_key"
+        case .compacted: return "compacted"
+        case .futureRevision: return "future_revision"
+        case .leaseNotFound: return "lease_not_found"
+        case .leaseExists: return "lease_exists"
+        case .invalidTTL: return "invalid_ttl"
+        case .invalidContinuation: return "invalid_continuation"
+        case .invalidCommand: return "invalid_command"
+        case .storage: return "storage"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .emptyKey: return "a key must not be empty"
+        case .keyTooLarge(let bytes, let limit): return "key of \(bytes) bytes exceeds keyBytesMax (\(limit))"
+        case .valueTooLarge(let bytes, let limit): return "value of \(bytes) bytes exceeds valueBytesMax (\(limit))"
+        case .tooManyOperations(let count, let limit):
+            return "\(count) operations exceed batchKeysMax (\(limit)) for one batch or transaction"
+        case .invalidRange(let reason): return "invalid range: \(reason)"
+        case .duplicateKey(let key): return "key \(key.displayString) is written twice in one transaction"
+        case .compacted(let requested, let oldest):
+            return "revision \(requested) has been compacted; the oldest readable revision is \(oldest)"
+        case .futureRevision(let requested, let current):
+            return "revision \(requested) is in the future (the current revision is \(current))"
+        case .leaseNotFound(let id): return "lease \(id) does not exist (expired or revoked)"
+        case .leaseExists(let id): return "lease \(id) already exists"
+        case .invalidTTL(let ms, let reason): return "invalid lease TTL of \(ms) ms: \(reason)"
+        case .invalidContinuation(let reason): return "invalid continuation token: \(reason)"
+        case .invalidCommand(let reason): return "invalid command: \(reason)"
+        case .storage(let reason): return "storage failure: \(reason)"
+        }
+    }
+}

@@ -1,0 +1,265 @@
+import AspenCore
+
+/// The deterministic key-value state machine: `apply` decides what a committed command does, and
+/// `read` serves reads, over any `KVBackend`. The same code runs in the in-memory store, inside
+/// the node's SQLite transaction, and in every test.
+///
+/// Business outcomes (a failed compare, a missing lease) are part of the result, identical on
+/// every node; only storage failures throw.
+public enum KVStateMachine {
+    /// Applies one committed command. Returns the command's outcome; throws only when the backend fails.
+    public static func apply<Backend: KVBackend>(
+        _ command: KVCommand, to backend: inout Backend, limits: Limits = .standard
+    ) throws -> Result<KVResult, KVError> {
+        do {
+            try KVValidator.validate(command, limits: limits)
+        } catch {
+            return .failure(error)
+        }
+        var writer = try Writer(backend: backend)
+        let outcome: Result<KVResult, KVError>
+        do {
+            outcome = .success(try writer.run(command, on: &backend))
+        } catch let error as KVError {
+            return .failure(error)
+        }
+        if writer.changed { try backend.setRevision(writer.next) }
+        return outcome
+    }
+
+    /// Serves a read from the backend's state.
+    public static func read<Backend: KVBackend>(
+        _ request: RangeRequest, from backend: Backend, limits: Limits = .standard
+    ) throws -> Result<RangeResult, KVError> {
+        do {
+            return .success(try range(request, backend: backend, limits: limits))
+        } catch let error as KVError {
+            return .failure(error)
+        }
+    }
+
+    static func range<Backend: KVBackend>(_ request: RangeRequest, backend: Backend, limits: Limits) throws -> RangeResult {
+        try KVValidator.validate(request, limits: limits)
+        let bounds = request.selection.bounds
+        let current = try backend.revision()
+        var revision = request.revision == 0 ? current : request.revision
+        var after: Bytes?
+        if let token = request.continuation {
+            let position = try Continuation.decode(token, bounds: bounds)
+            revision = position.revision
+            after = position.lastKey
+        }
+        guard revision <= current else { throw KVError.futureRevision(requested: revision, current: current) }
+        let compacted = try backend.compactedRevision()
+        guard revision >= compacted else { throw KVError.compacted(requested: revision, oldestAvailable: compacted) }
+        let at: Revision? = revision == current ? nil : revision
+        let count = try backend.count(bounds, at: at)
+        if request.countOnly {
+            return RangeResult(kvs: [], count: count, more: false, continuation: nil, limitClamped: false, revision: revision)
+        }
+        let asked = request.limit ?? limits.scanPageDefault
+        let limit = max(1, min(asked, limits.scanPageMax))
+        var kvs = try backend.scan(bounds, at: at, after: after, limit: limit + 1)
+        let more = kvs.count > limit
+        if more { kvs.removeLast(kvs.count - limit) }
+        if request.keysOnly {
+            for position in kvs.indices { kvs[position].value = [] }
+        }
+        let token = more ? Continuation.encode(revision: revision, lastKey: kvs.last!.key, bounds: bounds) : nil
+        return RangeResult(
+            kvs: kvs, count: count, more: more, continuation: token, limitClamped: asked > limits.scanPageMax,
+            revision: revision)
+    }
+}
+
+extension KVStateMachine {
+    /// One command's writes: all at revision `next`, which becomes current only if a key changed.
+    struct Writer {
+        let current: Revision
+        var next: Revision { current + 1 }
+        var changed = false
+
+        init<Backend: KVBackend>(backend: Backend) throws {
+            current = try backend.revision()
+        }
+
+        mutating func run<Backend: KVBackend>(_ command: KVCommand, on backend: inout Backend) throws -> KVResult {
+            switch command {
+            case .put(let put): return .put(try self.put(put, on: &backend))
+            case .delete(let delete): return .delete(try self.delete(delete, on: &backend))
+            case .transaction(let transaction): return .transaction(try self.transaction(transaction, on: &backend))
+            case .batch(let operations):
+                try Self.requireLeases(of: operations.compactMap { if case .put(let put) = $0 { put } else { nil } }, in: backend)
+                for operation in operations {
+                    switch operation {
+                    case .put(let put): _ = try self.put(put, on: &backend)
+                    case .delete(let delete): _ = try self.delete(delete, on: &backend)
+                    }
+                }
+                return .batch(revision: changed ? next : current)
+            case .leaseGrant(let grant): return .leaseGranted(try self.grant(grant, on: &backend))
+            case .leaseRevoke(let id):
+                let deleted = try revoke(id, on: &backend)
+                return .leaseRevoked(id: id, deletedKeys: deleted, revision: changed ? next : current)
+            case .leaseKeepAlive(let id, let nowMs):
+                guard var lease = try backend.lease(id) else { throw KVError.leaseNotFound(id) }
+                lease.expiresAtMs = nowMs + lease.ttlMs
+                try backend.saveLease(lease)
+                return .leaseKeptAlive(lease)
+            case .expireLeases(let nowMs):
+                let expired = try backend.expiredLeases(atMs: nowMs)
+                for id in expired { _ = try revoke(id, on: &backend) }
+                return .leasesExpired(expired, revision: changed ? next : current)
+            case .compact(let revision):
+                guard revision <= current else { throw KVError.futureRevision(requested: revision, current: current) }
+                let compacted = try backend.compactedRevision()
+                guard revision > compacted else { throw KVError.compacted(requested: revision, oldestAvailable: compacted) }
+                try backend.compactHistory(before: revision)
+                try backend.setCompactedRevision(revision)
+                return .compacted(revision)
+            }
+        }
+
+        mutating func put<Backend: KVBackend>(_ put: Put, on backend: inout Backend) throws -> PutResult {
+            if put.lease != 0, try backend.lease(put.lease) == nil { throw KVError.leaseNotFound(put.lease) }
+            let previous = try backend.get(put.key, at: nil)
+            let keyValue = KeyValue(
+                key: put.key, value: put.value, createRevision: previous?.createRevision ?? next, modRevision: next,
+                version: (previous?.version ?? 0) + 1, lease: put.lease)
+            try backend.write(keyValue)
+            changed = true
+            return PutResult(revision: next, previous: put.returnPrevious ? previous : nil)
+        }
+
+        mutating func delete<Backend: KVBackend>(_ delete: Delete, on backend: inout Backend) throws -> DeleteResult {
+            let victims = try backend.scan(delete.selection.bounds, at: nil, after: nil, limit: .max)
+            for victim in victims { try backend.remove(victim.key, at: next) }
+            if !victims.isEmpty { changed = true }
+            return DeleteResult(
+                revision: changed ? next : current, deleted: victims.count,
+                previous: delete.returnPrevious ? victims : [])
+        }
+
+        mutating func transaction<Backend: KVBackend>(
+            _ transaction: Transaction, on backend: inout Backend
+        ) throws -> TransactionResult {
+            var succeeded = true
+            for compare in transaction.compares where try !Self.holds(compare, backend: backend) {
+                succeeded = false
+                break
+            }
+            let branch = succeeded ? transaction.success : transaction.failure
+            try Self.requireLeases(of: branch.compactMap { if case .put(let put) = $0 { put } else { nil } }, in: backend)
+            var results: [TransactionOperationResult] = []
+            for operation in branch {
+                switch operation {
+                case .put(let put): results.append(.put(try self.put(put, on: &backend)))
+                case .delete(let delete): results.append(.delete(try self.delete(delete, on: &backend)))
+                case .get(let request):
+                    // Reads inside a transaction see its earlier writes, at the current state.
+                    var request = request
+                    request.revision = 0
+                    results.append(.get(try KVStateMachine.range(request, backend: backend, limits: .standard)))
+                }
+            }
+            return TransactionResult(succeeded: succeeded, revision: changed ? next : current, results: results)
+        }
+
+        /// Checked before the first write, so that a command fails whole or not at all.
+        static func requireLeases<Backend: KVBackend>(of puts: [Put], in backend: Backend) throws {
+            for put in puts where put.lease != 0 {
+                if try backend.lease(put.lease) == nil { throw KVError.leaseNotFound(put.lease) }
+            }
+        }
+
+        static func holds<Backend: KVBackend>(_ compare: Compare, backend: Backend) throws -> Bool {
+            let kv = try backend.get(compare.key, at: nil)
+            func test<T: Comparable>(_ actual: T, _ expected: T) -> Bool {
+                switch compare.op {
+                case .equal: return actual == expected
+                case .notEqual: return actual != expected
+                case .less: return actual < expected
+                case .greater: return actual > expected
+                }
+            }
+            switch compare.target {
+            case .value(let expected):
+                // A missing key has no value: a value compare on it is false, whatever the operator.
+                guard let kv else { return false }
+                return test(ByteOrder(kv.value), ByteOrder(expected))
+            case .version(let expected): return test(kv?.version ?? 0, expected)
+            case .createRevision(let expected): return test(kv?.createRevision ?? 0, expected)
+            case .modRevision(let expected): return test(kv?.modRevision ?? 0, expected)
+            case .lease(let expected): return test(kv?.lease ?? 0, expected)
+            }
+        }
+
+        mutating func grant<Backend: KVBackend>(_ grant: LeaseGrant, on backend: inout Backend) throws -> Lease {
+            let sequence = try backend.leaseSequence()
+            let id = grant.id == 0 ? sequence + 1 : grant.id
+            if try backend.lease(id) != nil { throw KVError.leaseExists(id) }
+            let lease = Lease(id: id, ttlMs: grant.ttlMs, expiresAtMs: grant.nowMs + grant.ttlMs)
+            try backend.saveLease(lease)
+            if id > sequence { try backend.setLeaseSequence(id) }
+            return lease
+        }
+
+        mutating func revoke<Backend: KVBackend>(_ id: LeaseID, on backend: inout Backend) throws -> Int {
+            guard try backend.lease(id) != nil else { throw KVError.leaseNotFound(id) }
+            let keys = try backend.keys(attachedTo: id)
+            for key in keys { try backend.remove(key, at: next) }
+            if !keys.isEmpty { changed = true }
+            try backend.deleteLease(id)
+            return keys.count
+        }
+    }
+}
+
+/// Bytes compared in key order.
+struct ByteOrder: Comparable {
+    var bytes: Bytes
+    init(_ bytes: Bytes) { self.bytes = bytes }
+    static func < (lhs: ByteOrder, rhs: ByteOrder) -> Bool { lhs.bytes.lexicographicallyPrecedes(rhs.bytes) }
+}
+
+/// The opaque token that resumes a scan: the revision it reads and the last key returned, tied to
+/// the selection so that it cannot be replayed against another range.
+enum Continuation {
+    static let version: UInt8 = 1
+
+    static func encode(revision: Revision, lastKey: Bytes, bounds: KeyBounds) -> Bytes {
+        var writer = ByteWriter()
+        writer.write(version)
+        writer.writeVarint(signed: revision)
+        writer.writeBytes(lastKey)
+        writer.writeFixed(fingerprint(bounds))
+        return writer.bytes
+    }
+
+    static func decode(_ token: Bytes, bounds: KeyBounds) throws(KVError) -> (revision: Revision, lastKey: Bytes) {
+        var reader = ByteReader(token)
+        do {
+            guard try reader.readByte() == version else { throw KVError.invalidContinuation("unknown token version") }
+            let revision = try reader.readSignedVarint()
+            let lastKey = try reader.readBytes(limit: Limits.standard.keyBytesMax)
+            let check = try reader.readFixed32()
+            try reader.expectEnd()
+            guard check == fingerprint(bounds) else {
+                throw KVError.invalidContinuation("the token belongs to another range")
+            }
+            guard revision > 0 else { throw KVError.invalidContinuation("bad revision") }
+            return (revision, lastKey)
+        } catch let error as KVError {
+            throw error
+        } catch {
+            throw KVError.invalidContinuation("\(error)")
+        }
+    }
+
+    static func fingerprint(_ bounds: KeyBounds) -> UInt32 {
+        var writer = ByteWriter()
+        writer.writeBytes(bounds.start)
+        writer.writeOptionalBytes(bounds.end)
+        return CRC32C.checksum(writer.bytes)
+    }
+}

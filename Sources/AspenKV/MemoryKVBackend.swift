@@ -1,0 +1,127 @@
+import AspenCore
+
+/// The key-value state in memory: every key's versions (MVCC), a sorted key index for ranges,
+/// leases. A value type, so a copy is a consistent snapshot.
+public struct MemoryKVBackend: KVBackend, Sendable {
+    struct Version: Sendable {
+        var revision: Revision
+        /// nil marks a deletion.
+        var keyValue: KeyValue?
+    }
+
+    var history: [Bytes: [Version]] = [:]
+    /// Every key with history, in byte order.
+    var sortedKeys: [Bytes] = []
+    var currentRevision: Revision = 0
+    var oldestRevision: Revision = 0
+    var leaseTable: [LeaseID: Lease] = [:]
+    var leaseKeys: [LeaseID: Set<Bytes>] = [:]
+    var lastLeaseID: LeaseID = 0
+
+    public init() {}
+
+    public func revision() -> Revision { currentRevision }
+    public func compactedRevision() -> Revision { oldestRevision }
+    public mutating func setRevision(_ revision: Revision) { currentRevision = revision }
+    public mutating func setCompactedRevision(_ revision: Revision) { oldestRevision = revision }
+
+    func visible(_ versions: [Version], at revision: Revision?) -> KeyValue? {
+        guard let revision else { return versions.last?.keyValue }
+        // Versions ascend; find the last at or before `revision`.
+        var low = 0
+        var high = versions.count
+        while low < high {
+            let middle = (low + high) / 2
+            if versions[middle].revision <= revision { low = middle + 1 } else { high = middle }
+        }
+        return low == 0 ? nil : versions[low - 1].keyValue
+    }
+
+    public func get(_ key: Bytes, at revision: Revision?) -> KeyValue? {
+        history[key].flatMap { visible($0, at: revision) }
+    }
+
+    /// The position of the first key not before `key`.
+    func lowerBound(_ key: Bytes) -> Int {
+        var low = 0
+        var high = sortedKeys.count
+        while low < high {
+            let middle = (low + high) / 2
+            if sortedKeys[middle].lexicographicallyPrecedes(key) { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    public func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int) -> [KeyValue] {
+        var position = lowerBound(bounds.start)
+        if let after {
+            position = max(position, lowerBound(after))
+            if position < sortedKeys.count && sortedKeys[position] == after { position += 1 }
+        }
+        var found: [KeyValue] = []
+        while position < sortedKeys.count && found.count < limit {
+            let key = sortedKeys[position]
+            if let end = bounds.end, !key.lexicographicallyPrecedes(end) { break }
+            if let keyValue = get(key, at: revision) { found.append(keyValue) }
+            position += 1
+        }
+        return found
+    }
+
+    public func count(_ bounds: KeyBounds, at revision: Revision?) -> Int {
+        scan(bounds, at: revision, after: nil, limit: .max).count
+    }
+
+    public mutating func write(_ keyValue: KeyValue) {
+        let previousLease = get(keyValue.key, at: nil)?.lease ?? 0
+        if previousLease != 0 && previousLease != keyValue.lease { leaseKeys[previousLease]?.remove(keyValue.key) }
+        if keyValue.lease != 0 { leaseKeys[keyValue.lease, default: []].insert(keyValue.key) }
+        if history[keyValue.key] == nil {
+            sortedKeys.insert(keyValue.key, at: lowerBound(keyValue.key))
+        }
+        history[keyValue.key, default: []].append(Version(revision: keyValue.modRevision, keyValue: keyValue))
+    }
+
+    public mutating func remove(_ key: Bytes, at revision: Revision) {
+        guard let current = get(key, at: nil) else { return }
+        if current.lease != 0 { leaseKeys[current.lease]?.remove(key) }
+        history[key, default: []].append(Version(revision: revision, keyValue: nil))
+    }
+
+    public mutating func compactHistory(before revision: Revision) {
+        var emptied: Set<Bytes> = []
+        for (key, versions) in history {
+            // Keep the version visible at `revision` (if it is a value) and everything after.
+            guard let keep = versions.lastIndex(where: { $0.revision <= revision }) else { continue }
+            var kept = Array(versions[keep...])
+            if kept.first?.keyValue == nil { kept.removeFirst() }
+            if kept.isEmpty {
+                emptied.insert(key)
+                history[key] = nil
+            } else {
+                history[key] = kept
+            }
+        }
+        if !emptied.isEmpty { sortedKeys.removeAll { emptied.contains($0) } }
+    }
+
+    public func lease(_ id: LeaseID) -> Lease? { leaseTable[id] }
+    public func leases() -> [Lease] { leaseTable.values.sorted { $0.id < $1.id } }
+    public mutating func saveLease(_ lease: Lease) { leaseTable[lease.id] = lease }
+
+    public mutating func deleteLease(_ id: LeaseID) {
+        leaseTable[id] = nil
+        leaseKeys[id] = nil
+    }
+
+    public func keys(attachedTo id: LeaseID) -> [Bytes] {
+        (leaseKeys[id] ?? []).sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    public func expiredLeases(atMs nowMs: Int64) -> [LeaseID] {
+        leaseTable.values.filter { $0.expiresAtMs <= nowMs }.map(\.id).sorted()
+    }
+
+    public func leaseSequence() -> LeaseID { lastLeaseID }
+    public mutating func setLeaseSequence(_ id: LeaseID) { lastLeaseID = id }
+}
