@@ -27,6 +27,9 @@ extension Raft.Instance {
 
     func checkCanPropose(count: Int) throws(Raft.ProposalError) {
         guard role == .leader, !leaving else { throw .notLeader(leaderHint: leaving ? nil : leader) }
+        // A leader on its way out adds nothing after the final configuration: when that commits,
+        // the remaining voters then hold its whole log and can elect a successor without it.
+        guard !(membership.isJoint && !membership.voters.contains(id)) else { throw .leaderBeingRemoved }
         if let target = transferTarget { throw .leadershipTransferInProgress(to: target) }
         guard count > 0 else { throw .emptyProposal }
         guard count <= config.limits.raftBatchEntriesMax else {

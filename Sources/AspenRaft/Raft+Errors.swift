@@ -5,6 +5,7 @@ extension Raft {
     /// proposal was not appended anywhere; it is safe to retry elsewhere.
     public enum ProposalError: Error, Sendable, Equatable, CustomStringConvertible {
         case notLeader(leaderHint: NodeID?)
+        case leaderBeingRemoved
         case leadershipTransferInProgress(to: NodeID)
         case emptyProposal
         case batchTooLarge(entries: Int, limit: Int)
@@ -19,6 +20,8 @@ extension Raft {
             switch self {
             case .notLeader(let hint):
                 return "not the leader" + (hint.map { "; the leader is \($0)" } ?? "; no leader is known")
+            case .leaderBeingRemoved:
+                return "this leader is being removed from the cluster; retry on another member"
             case .leadershipTransferInProgress(let target):
                 return "leadership is being transferred to \(target); retry shortly"
             case .emptyProposal: return "a proposal must carry at least one entry"
