@@ -12,11 +12,13 @@ let package = Package(
         .library(name: "AspenCore", targets: ["AspenCore"]),
         .library(name: "AspenRaft", targets: ["AspenRaft"]),
         .library(name: "AspenKV", targets: ["AspenKV"]),
+        .library(name: "AspenStorage", targets: ["AspenStorage"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // Foundation of everything: ids, limits, hashing, seeded randomness. No I/O.
@@ -25,6 +27,12 @@ let package = Package(
         .target(name: "AspenRaft", dependencies: ["AspenCore"], swiftSettings: strictSwift),
         // The key-value data model, the deterministic state machine, the KeyValueStore protocol. No I/O.
         .target(name: "AspenKV", dependencies: ["AspenCore"], swiftSettings: strictSwift),
+        // The durable node store: Raft log, hard state and KV state in one SQLite file (GRDB).
+        .target(
+            name: "AspenStorage",
+            dependencies: ["AspenCore", "AspenRaft", "AspenKV", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strictSwift
+        ),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft"], swiftSettings: strictSwift),
         .executableTarget(
@@ -35,7 +43,10 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
-        .testTarget(name: "AspenKVTests", dependencies: ["AspenCore", "AspenKV"], swiftSettings: strictSwift),
+        .testTarget(name: "AspenKVTests", dependencies: ["AspenCore", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "AspenStorageTests", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"],
+            swiftSettings: strictSwift),
         .testTarget(name: "AspenCoreTests", dependencies: ["AspenCore"], swiftSettings: strictSwift),
         .testTarget(name: "AspenRaftTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),
         .testTarget(name: "AspenTestingTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),

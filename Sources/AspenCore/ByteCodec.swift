@@ -11,6 +11,9 @@ public struct ByteWriter: Sendable {
 
     public mutating func write(_ byte: UInt8) { bytes.append(byte) }
 
+    /// Bytes as they are, without a length prefix.
+    public mutating func writeRaw(_ raw: some Sequence<UInt8>) { bytes.append(contentsOf: raw) }
+
     public mutating func write(_ value: Bool) { bytes.append(value ? 1 : 0) }
 
     public mutating func writeFixed(_ value: UInt64) {

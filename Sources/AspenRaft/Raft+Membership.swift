@@ -19,6 +19,14 @@ extension Raft {
             self.learnersNext = []
         }
 
+        /// Every part given explicitly, as a decoder needs it.
+        public init(voters: [NodeID], outgoingVoters: [NodeID], learners: [NodeID], learnersNext: [NodeID]) {
+            self.voters = Array(Set(voters)).sorted()
+            self.outgoingVoters = Array(Set(outgoingVoters)).sorted()
+            self.learners = Array(Set(learners)).sorted()
+            self.learnersNext = Array(Set(learnersNext)).sorted()
+        }
+
         public var isJoint: Bool { !outgoingVoters.isEmpty }
         public var isEmpty: Bool { voters.isEmpty && outgoingVoters.isEmpty && learners.isEmpty }
 

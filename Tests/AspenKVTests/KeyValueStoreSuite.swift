@@ -1,5 +1,7 @@
 import AspenCore
 import AspenKV
+import AspenStorage
+import Foundation
 import Synchronization
 import Testing
 
@@ -15,12 +17,19 @@ func bytes(_ text: String) -> Bytes { Array(text.utf8) }
 /// The behaviour every `KeyValueStore` must have. Each implementation runs the whole suite.
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
     case memory
+    case memoryNodeStorage
+    case sqlite
 
     var testDescription: String { rawValue }
 
     func make(_ clock: TestClock, limits: Limits = .standard) -> any KeyValueStore {
         switch self {
         case .memory: return MemoryKeyValueStore(limits: limits, nowMs: { clock.read() })
+        case .memoryNodeStorage:
+            return try! LocalKeyValueStore(storage: MemoryNodeStorage(limits: limits), limits: limits, nowMs: { clock.read() })
+        case .sqlite:
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("aspen-kv-\(UUID().uuidString).db").path
+            return try! LocalKeyValueStore(storage: SQLiteNodeStorage(path: path, limits: limits), limits: limits, nowMs: { clock.read() })
         }
     }
 }

@@ -1,0 +1,225 @@
+import AspenCore
+
+/// The binary form of a `KVCommand` as it is stored in the Raft log. A version byte, then tagged
+/// fields; decoding checks every length against `Limits` before allocating.
+extension KVCommand {
+    static let codecVersion: UInt8 = 1
+
+    public func encoded() -> Bytes {
+        var writer = ByteWriter()
+        writer.write(Self.codecVersion)
+        switch self {
+        case .put(let put):
+            writer.write(1)
+            KVCodec.write(put, into: &writer)
+        case .delete(let delete):
+            writer.write(2)
+            KVCodec.write(delete, into: &writer)
+        case .transaction(let transaction):
+            writer.write(3)
+            writer.writeVarint(UInt64(transaction.compares.count))
+            for compare in transaction.compares { KVCodec.write(compare, into: &writer) }
+            for branch in [transaction.success, transaction.failure] {
+                writer.writeVarint(UInt64(branch.count))
+                for operation in branch { KVCodec.write(operation, into: &writer) }
+            }
+        case .batch(let operations):
+            writer.write(4)
+            writer.writeVarint(UInt64(operations.count))
+            for operation in operations {
+                switch operation {
+                case .put(let put): KVCodec.write(TransactionOperation.put(put), into: &writer)
+                case .delete(let delete): KVCodec.write(TransactionOperation.delete(delete), into: &writer)
+                }
+            }
+        case .leaseGrant(let grant):
+            writer.write(5)
+            writer.writeVarint(signed: grant.id)
+            writer.writeVarint(signed: grant.ttlMs)
+            writer.writeVarint(signed: grant.nowMs)
+        case .leaseRevoke(let id):
+            writer.write(6)
+            writer.writeVarint(signed: id)
+        case .leaseKeepAlive(let id, let nowMs):
+            writer.write(7)
+            writer.writeVarint(signed: id)
+            writer.writeVarint(signed: nowMs)
+        case .expireLeases(let nowMs):
+            writer.write(8)
+            writer.writeVarint(signed: nowMs)
+        case .compact(let revision):
+            writer.write(9)
+            writer.writeVarint(signed: revision)
+        }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: Bytes, limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        guard try reader.readByte() == Self.codecVersion else { throw .invalid("unknown command encoding version") }
+        let codec = KVCodec(limits: limits)
+        switch try reader.readByte() {
+        case 1: self = .put(try codec.readPut(&reader))
+        case 2: self = .delete(try codec.readDelete(&reader))
+        case 3:
+            let compareCount = try reader.readCount(limit: limits.batchKeysMax)
+            var compares: [Compare] = []
+            for _ in 0..<compareCount { compares.append(try codec.readCompare(&reader)) }
+            var branches: [[TransactionOperation]] = []
+            for _ in 0..<2 {
+                let count = try reader.readCount(limit: limits.batchKeysMax)
+                var branch: [TransactionOperation] = []
+                for _ in 0..<count { branch.append(try codec.readOperation(&reader)) }
+                branches.append(branch)
+            }
+            self = .transaction(Transaction(compares: compares, success: branches[0], failure: branches[1]))
+        case 4:
+            let count = try reader.readCount(limit: limits.batchKeysMax)
+            var operations: [WriteOperation] = []
+            for _ in 0..<count {
+                switch try codec.readOperation(&reader) {
+                case .put(let put): operations.append(.put(put))
+                case .delete(let delete): operations.append(.delete(delete))
+                case .get: throw .invalid("a batch holds only puts and deletes")
+                }
+            }
+            self = .batch(operations)
+        case 5:
+            self = .leaseGrant(
+                LeaseGrant(id: try reader.readSignedVarint(), ttlMs: try reader.readSignedVarint(), nowMs: try reader.readSignedVarint()))
+        case 6: self = .leaseRevoke(try reader.readSignedVarint())
+        case 7: self = .leaseKeepAlive(try reader.readSignedVarint(), nowMs: try reader.readSignedVarint())
+        case 8: self = .expireLeases(nowMs: try reader.readSignedVarint())
+        case 9: self = .compact(try reader.readSignedVarint())
+        case let tag: throw .unknownTag(tag, context: "key-value command")
+        }
+        try reader.expectEnd()
+    }
+}
+
+struct KVCodec {
+    let limits: Limits
+
+    static func write(_ put: Put, into writer: inout ByteWriter) {
+        writer.writeBytes(put.key)
+        writer.writeBytes(put.value)
+        writer.writeVarint(signed: put.lease)
+        writer.write(put.returnPrevious)
+    }
+
+    func readPut(_ reader: inout ByteReader) throws(DecodingError) -> Put {
+        Put(
+            key: try reader.readBytes(limit: limits.keyBytesMax), value: try reader.readBytes(limit: limits.valueBytesMax),
+            lease: try reader.readSignedVarint(), returnPrevious: try reader.readBool())
+    }
+
+    static func write(_ selection: KeySelection, into writer: inout ByteWriter) {
+        switch selection {
+        case .key(let key):
+            writer.write(0)
+            writer.writeBytes(key)
+        case .prefix(let prefix):
+            writer.write(1)
+            writer.writeBytes(prefix)
+        case .range(let start, let end):
+            writer.write(2)
+            writer.writeBytes(start)
+            writer.writeOptionalBytes(end)
+        }
+    }
+
+    func readSelection(_ reader: inout ByteReader) throws(DecodingError) -> KeySelection {
+        switch try reader.readByte() {
+        case 0: return .key(try reader.readBytes(limit: limits.keyBytesMax))
+        case 1: return .prefix(try reader.readBytes(limit: limits.keyBytesMax))
+        case 2:
+            return .range(
+                start: try reader.readBytes(limit: limits.keyBytesMax), end: try reader.readOptionalBytes(limit: limits.keyBytesMax))
+        case let tag: throw .unknownTag(tag, context: "key selection")
+        }
+    }
+
+    static func write(_ delete: Delete, into writer: inout ByteWriter) {
+        write(delete.selection, into: &writer)
+        writer.write(delete.returnPrevious)
+    }
+
+    func readDelete(_ reader: inout ByteReader) throws(DecodingError) -> Delete {
+        Delete(try readSelection(&reader), returnPrevious: try reader.readBool())
+    }
+
+    static func write(_ compare: Compare, into writer: inout ByteWriter) {
+        writer.writeBytes(compare.key)
+        switch compare.target {
+        case .value(let value):
+            writer.write(0)
+            writer.writeBytes(value)
+        case .version(let value):
+            writer.write(1)
+            writer.writeVarint(signed: value)
+        case .createRevision(let value):
+            writer.write(2)
+            writer.writeVarint(signed: value)
+        case .modRevision(let value):
+            writer.write(3)
+            writer.writeVarint(signed: value)
+        case .lease(let value):
+            writer.write(4)
+            writer.writeVarint(signed: value)
+        }
+        writer.write(["=", "!=", "<", ">"].firstIndex(of: compare.op.rawValue).map(UInt8.init) ?? 0)
+    }
+
+    func readCompare(_ reader: inout ByteReader) throws(DecodingError) -> Compare {
+        let key = try reader.readBytes(limit: limits.keyBytesMax)
+        let target: Compare.Target
+        switch try reader.readByte() {
+        case 0: target = .value(try reader.readBytes(limit: limits.valueBytesMax))
+        case 1: target = .version(try reader.readSignedVarint())
+        case 2: target = .createRevision(try reader.readSignedVarint())
+        case 3: target = .modRevision(try reader.readSignedVarint())
+        case 4: target = .lease(try reader.readSignedVarint())
+        case let tag: throw .unknownTag(tag, context: "compare target")
+        }
+        let operators: [Compare.Operator] = [.equal, .notEqual, .less, .greater]
+        let code = Int(try reader.readByte())
+        guard code < operators.count else { throw .unknownTag(UInt8(code), context: "compare operator") }
+        return Compare(key: key, target, operators[code])
+    }
+
+    static func write(_ operation: TransactionOperation, into writer: inout ByteWriter) {
+        switch operation {
+        case .put(let put):
+            writer.write(0)
+            write(put, into: &writer)
+        case .delete(let delete):
+            writer.write(1)
+            write(delete, into: &writer)
+        case .get(let request):
+            writer.write(2)
+            write(request.selection, into: &writer)
+            writer.writeVarint(signed: request.revision)
+            writer.writeVarint(signed: Int64(request.limit ?? 0))
+            writer.write(request.keysOnly)
+            writer.write(request.countOnly)
+            writer.writeOptionalBytes(request.continuation)
+        }
+    }
+
+    func readOperation(_ reader: inout ByteReader) throws(DecodingError) -> TransactionOperation {
+        switch try reader.readByte() {
+        case 0: return .put(try readPut(&reader))
+        case 1: return .delete(try readDelete(&reader))
+        case 2:
+            let selection = try readSelection(&reader)
+            let revision = try reader.readSignedVarint()
+            let limit = try reader.readSignedVarint()
+            guard limit >= 0, limit <= Int64(Int32.max) else { throw .invalid("page limit \(limit)") }
+            return .get(
+                RangeRequest(
+                    selection, revision: revision, limit: limit == 0 ? nil : Int(limit), keysOnly: try reader.readBool(),
+                    countOnly: try reader.readBool(), continuation: try reader.readOptionalBytes(limit: 4096)))
+        case let tag: throw .unknownTag(tag, context: "transaction operation")
+        }
+    }
+}

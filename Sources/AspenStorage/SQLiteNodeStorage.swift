@@ -1,0 +1,328 @@
+import AspenCore
+import AspenKV
+import AspenRaft
+import Foundation
+import GRDB
+
+/// A node's whole durable state in one SQLite file (WAL mode, `synchronous=FULL`): the Raft log
+/// with a checksum per entry, the hard state, snapshot metadata and membership, and the
+/// key-value state machine. One `commit` is one write transaction and so one fsync, however many
+/// entries it holds.
+public final class SQLiteNodeStorage: NodeStorage {
+    public let path: String
+    public let group: GroupID
+    let pool: DatabasePool
+    let limits: Limits
+
+    /// Opens (creating if needed) the database at `path`. Refuses a file that is not a usable
+    /// Aspen database, one that fails SQLite's integrity check, or a connection that would not
+    /// fsync on commit.
+    public init(path: String, group: GroupID = .root, limits: Limits = .standard, verify: Bool = true) throws {
+        self.path = path
+        self.group = group
+        self.limits = limits
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        configuration.busyMode = .timeout(5)
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try pool.writeWithoutTransaction { db in
+                // GRDB leaves WAL connections at synchronous=NORMAL, which does not fsync on commit.
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+                let level = try Int.fetchOne(db, sql: "PRAGMA synchronous")
+                guard level == 2 else {
+                    throw StorageError.durabilityNotGuaranteed(
+                        file: path, detail: "SQLite synchronous is \(level ?? -1), not FULL (2); refusing to run")
+                }
+                if verify {
+                    let verdict = try String.fetchOne(db, sql: "PRAGMA quick_check") ?? "no answer"
+                    guard verdict == "ok" else { throw StorageError.corrupted(file: path, detail: verdict) }
+                }
+                try Self.migrate(db)
+            }
+        } catch let error as StorageError {
+            throw error
+        } catch let error as DatabaseError {
+            throw Self.translate(error, file: path)
+        }
+    }
+
+    static func translate(_ error: DatabaseError, file: String) -> StorageError {
+        switch error.resultCode {
+        case .SQLITE_CORRUPT, .SQLITE_NOTADB:
+            return .corrupted(file: file, detail: error.message ?? "\(error.resultCode)")
+        default:
+            return .sqlite(file: file, detail: error.message ?? "\(error.resultCode)")
+        }
+    }
+
+    /// Runs `body`, turning SQLite's errors into `StorageError`s that name the file.
+    func guarded<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as DatabaseError {
+            throw Self.translate(error, file: path)
+        }
+    }
+
+    static func migrate(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                CREATE TABLE IF NOT EXISTS raft_log (
+                    grp INTEGER NOT NULL, idx INTEGER NOT NULL, term INTEGER NOT NULL,
+                    payload BLOB NOT NULL, checksum INTEGER NOT NULL,
+                    PRIMARY KEY (grp, idx)) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS raft_state (
+                    grp INTEGER PRIMARY KEY, term INTEGER NOT NULL, vote INTEGER, commit_index INTEGER NOT NULL,
+                    applied_index INTEGER NOT NULL, snapshot_index INTEGER NOT NULL, snapshot_term INTEGER NOT NULL,
+                    snapshot_membership BLOB NOT NULL);
+                CREATE TABLE IF NOT EXISTS kv_current (
+                    key BLOB PRIMARY KEY, value BLOB NOT NULL, create_revision INTEGER NOT NULL,
+                    mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE INDEX IF NOT EXISTS kv_current_lease ON kv_current(lease) WHERE lease != 0;
+                CREATE TABLE IF NOT EXISTS kv_history (
+                    key BLOB NOT NULL, revision INTEGER NOT NULL, value BLOB, create_revision INTEGER NOT NULL,
+                    version INTEGER NOT NULL, lease INTEGER NOT NULL, PRIMARY KEY (key, revision)) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL);
+                CREATE INDEX IF NOT EXISTS leases_expiry ON leases(expires_at_ms);
+                INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', 1);
+                """)
+    }
+
+    // MARK: Load
+
+    public func load() throws -> Raft.PersistentState? {
+        try guarded {
+            guard let row = try pool.read({ db in
+                try Row.fetchOne(db, sql: "SELECT term, vote, commit_index, applied_index, snapshot_index, snapshot_term, snapshot_membership FROM raft_state WHERE grp = ?", arguments: [group.rawValue])
+            }) else { return nil }
+            let membership: Raft.Membership
+            do {
+                membership = try Raft.decodeMembership(Bytes(row[6] as Data))
+            } catch {
+                throw StorageError.undecodable(file: path, what: "the snapshot membership", detail: "\(error)")
+            }
+            let hardState = Raft.HardState(term: row[0], vote: (row[1] as Int64?).map { NodeID(UInt64($0)) }, commit: row[2])
+            let applied: Raft.Index = row[3]
+            var metadata = Raft.SnapshotMetadata(index: row[4], term: row[5], membership: membership)
+            var entries = try readEntries(after: metadata.index)
+            var data: [UInt8] = []
+            if metadata.index > 0 {
+                // Only the state as of `applied` exists: re-snapshot there so the snapshot Raft
+                // may send is the true state at its index.
+                let fresh = try resnapshot(applied: applied, metadata: metadata, entries: entries)
+                metadata = fresh.metadata
+                data = fresh.data
+                entries.removeAll { $0.index <= metadata.index }
+            }
+            return Raft.PersistentState(
+                hardState: hardState, snapshot: Raft.Snapshot(metadata: metadata, data: data), entries: entries,
+                appliedIndex: applied)
+        }
+    }
+
+    /// Reads the log after `index`, verifying every checksum and that no entry is missing.
+    func readEntries(after index: Raft.Index) throws -> [Raft.Entry] {
+        try pool.read { db in
+            let cursor = try Row.fetchCursor(
+                db, sql: "SELECT idx, term, payload, checksum FROM raft_log WHERE grp = ? AND idx > ? ORDER BY idx",
+                arguments: [group.rawValue, index])
+            var entries: [Raft.Entry] = []
+            var expected = index + 1
+            while let row = try cursor.next() {
+                let entryIndex: Raft.Index = row[0]
+                guard entryIndex == expected else {
+                    throw StorageError.logGap(file: path, group: group, expected: expected, found: entryIndex)
+                }
+                let term: Raft.Term = row[1]
+                let payload = Bytes(row[2] as Data)
+                let stored: Int64 = row[3]
+                guard UInt32(truncatingIfNeeded: stored) == Raft.Entry.checksum(index: entryIndex, term: term, payload: payload) else {
+                    throw StorageError.checksumMismatch(file: path, group: group, index: entryIndex)
+                }
+                do {
+                    entries.append(Raft.Entry(term: term, index: entryIndex, payload: try Raft.Payload(decoding: payload, limits: limits)))
+                } catch {
+                    throw StorageError.undecodable(file: path, what: "log entry \(entryIndex)", detail: "\(error)")
+                }
+                expected += 1
+            }
+            return entries
+        }
+    }
+
+    private func resnapshot(applied: Raft.Index, metadata: Raft.SnapshotMetadata, entries: [Raft.Entry]) throws
+        -> Raft.Snapshot
+    {
+        var membership = metadata.membership
+        var term = metadata.term
+        for entry in entries where entry.index <= applied {
+            term = entry.term
+            if case .membership(let next) = entry.payload { membership = next }
+        }
+        let (index, data) = try snapshotData()
+        guard index == applied else {
+            throw StorageError.corrupted(file: path, detail: "applied index changed while loading")
+        }
+        let fresh = Raft.SnapshotMetadata(index: applied, term: term, membership: membership)
+        if applied > metadata.index { try compacted(fresh) }
+        return Raft.Snapshot(metadata: fresh, data: data)
+    }
+
+    public func bootstrap(_ state: Raft.PersistentState) throws {
+        try guarded {
+            try pool.write { db in
+                guard try Row.fetchOne(db, sql: "SELECT 1 FROM raft_state WHERE grp = ?", arguments: [group.rawValue]) == nil else {
+                    throw StorageError.invalidBatch("\(path) already holds group \(group.rawValue); refusing to bootstrap over it")
+                }
+                try writeState(
+                    db, hardState: state.hardState, applied: state.appliedIndex, snapshot: state.snapshot.metadata)
+                try appendEntries(db, state.entries)
+            }
+        }
+    }
+
+    // MARK: Commit
+
+    public func commit(_ batch: StorageBatch) throws -> [AppliedEntry] {
+        guard !batch.isEmpty else { return [] }
+        return try guarded {
+            try pool.write { db in try apply(batch, in: db) }
+        }
+    }
+
+    private func apply(_ batch: StorageBatch, in db: Database) throws -> [AppliedEntry] {
+        guard let row = try Row.fetchOne(
+            db, sql: "SELECT term, vote, commit_index, applied_index, snapshot_index, snapshot_term, snapshot_membership FROM raft_state WHERE grp = ?",
+            arguments: [group.rawValue])
+        else { throw StorageError.invalidBatch("group \(group.rawValue) was never bootstrapped in \(path)") }
+        var hardState = Raft.HardState(term: row[0], vote: (row[1] as Int64?).map { NodeID(UInt64($0)) }, commit: row[2])
+        var applied: Raft.Index = row[3]
+        var snapshot = Raft.SnapshotMetadata(
+            index: row[4], term: row[5], membership: (try? Raft.decodeMembership(Bytes(row[6] as Data))) ?? Raft.Membership())
+        if let installed = batch.snapshot {
+            let state: KVSnapshot
+            do {
+                state = try KVSnapshot(decoding: installed.data, limits: limits)
+            } catch {
+                throw StorageError.undecodable(file: path, what: "snapshot \(installed.metadata.index)", detail: "\(error)")
+            }
+            try SQLiteKVBackend.install(state, into: db)
+            try db.execute(sql: "DELETE FROM raft_log WHERE grp = ?", arguments: [group.rawValue])
+            snapshot = installed.metadata
+            applied = installed.metadata.index
+        }
+        if let first = batch.entries.first {
+            try db.execute(sql: "DELETE FROM raft_log WHERE grp = ? AND idx >= ?", arguments: [group.rawValue, first.index])
+            try appendEntries(db, batch.entries)
+        }
+        if let state = batch.hardState { hardState = state }
+        var results: [AppliedEntry] = []
+        if !batch.committedEntries.isEmpty {
+            var backend = try SQLiteKVBackend(db)
+            for entry in batch.committedEntries where entry.index > applied {
+                guard entry.index == applied + 1 else {
+                    throw StorageError.invalidBatch("entry \(entry.index) applied after \(applied)")
+                }
+                results.append(try Self.applyEntry(entry, to: &backend, limits: limits))
+                applied = entry.index
+            }
+        }
+        try writeState(db, hardState: hardState, applied: applied, snapshot: snapshot)
+        return results
+    }
+
+    static func applyEntry<Backend: KVBackend>(_ entry: Raft.Entry, to backend: inout Backend, limits: Limits) throws -> AppliedEntry {
+        guard case .command(let bytes) = entry.payload else {
+            return AppliedEntry(index: entry.index, term: entry.term, result: nil)
+        }
+        let result: Result<KVResult, KVError>
+        do {
+            let command = try KVCommand(decoding: bytes, limits: limits)
+            result = try KVStateMachine.apply(command, to: &backend, limits: limits)
+        } catch let error as DecodingError {
+            // Every node fails the same undecodable command the same way.
+            result = .failure(.invalidCommand("undecodable command: \(error)"))
+        }
+        return AppliedEntry(index: entry.index, term: entry.term, result: result)
+    }
+
+    private func appendEntries(_ db: Database, _ entries: [Raft.Entry]) throws {
+        let statement = try db.cachedStatement(
+            sql: "INSERT INTO raft_log(grp, idx, term, payload, checksum) VALUES (?, ?, ?, ?, ?)")
+        for entry in entries {
+            let payload = entry.payload.encoded()
+            let checksum = Raft.Entry.checksum(index: entry.index, term: entry.term, payload: payload)
+            try statement.execute(arguments: [group.rawValue, entry.index, entry.term, Data(payload), Int64(checksum)])
+        }
+    }
+
+    private func writeState(_ db: Database, hardState: Raft.HardState, applied: Raft.Index, snapshot: Raft.SnapshotMetadata) throws {
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO raft_state(grp, term, vote, commit_index, applied_index, snapshot_index, snapshot_term, snapshot_membership)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(grp) DO UPDATE SET term = excluded.term, vote = excluded.vote, commit_index = excluded.commit_index,
+                applied_index = excluded.applied_index, snapshot_index = excluded.snapshot_index,
+                snapshot_term = excluded.snapshot_term, snapshot_membership = excluded.snapshot_membership
+                """
+        ).execute(arguments: [
+            group.rawValue, hardState.term, hardState.vote.map { Int64($0.rawValue) }, hardState.commit, applied,
+            snapshot.index, snapshot.term, Data(Raft.encode(snapshot.membership)),
+        ])
+    }
+
+    // MARK: Snapshots and reads
+
+    public func snapshotData() throws -> (index: Raft.Index, data: [UInt8]) {
+        try guarded {
+            try pool.read { db in
+                let applied = try Raft.Index.fetchOne(
+                    db, sql: "SELECT applied_index FROM raft_state WHERE grp = ?", arguments: [group.rawValue]) ?? 0
+                return (applied, try KVSnapshot.capture(from: SQLiteKVBackend(db)).encoded())
+            }
+        }
+    }
+
+    public func compacted(_ metadata: Raft.SnapshotMetadata) throws {
+        try guarded {
+            try pool.write { db in
+                try db.execute(
+                    sql: "DELETE FROM raft_log WHERE grp = ? AND idx <= ?", arguments: [group.rawValue, metadata.index])
+                try db.execute(
+                    sql: "UPDATE raft_state SET snapshot_index = ?, snapshot_term = ?, snapshot_membership = ? WHERE grp = ?",
+                    arguments: [metadata.index, metadata.term, Data(Raft.encode(metadata.membership)), group.rawValue])
+            }
+        }
+    }
+
+    public func read(_ request: RangeRequest) throws -> Result<RangeResult, KVError> {
+        try guarded {
+            try pool.read { db in try KVStateMachine.read(request, from: SQLiteKVBackend(db), limits: limits) }
+        }
+    }
+
+    public func leases() throws -> [Lease] {
+        try guarded { try pool.read { db in try SQLiteKVBackend(db).leases() } }
+    }
+
+    public func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])? {
+        try guarded {
+            try pool.read { db in
+                let backend = try SQLiteKVBackend(db)
+                return try backend.lease(id).map { ($0, try backend.keys(attachedTo: id)) }
+            }
+        }
+    }
+
+    public var appliedIndex: Raft.Index {
+        get throws {
+            try guarded {
+                try pool.read { db in
+                    try Raft.Index.fetchOne(db, sql: "SELECT applied_index FROM raft_state WHERE grp = ?", arguments: [group.rawValue]) ?? 0
+                }
+            }
+        }
+    }
+}
