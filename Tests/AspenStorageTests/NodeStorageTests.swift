@@ -1,0 +1,203 @@
+import AspenCore
+import AspenKV
+import AspenRaft
+import AspenStorage
+import Foundation
+import GRDB
+import Testing
+
+/// A fresh database path in a directory removed when the test ends.
+final class TempDirectory {
+    let url: URL
+    init() {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("aspen-storage-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    func path(_ name: String = "node.db") -> String { url.appendingPathComponent(name).path }
+    deinit { try? FileManager.default.removeItem(at: url) }
+}
+
+func command(_ key: String, _ value: String) -> Raft.Payload {
+    .command(KVCommand.put(Put(key: Array(key.utf8), value: Array(value.utf8))).encoded())
+}
+
+enum BackendKind: String, CaseIterable, CustomTestStringConvertible {
+    case sqlite, memory
+    var testDescription: String { rawValue }
+    func make(_ directory: TempDirectory) throws -> any NodeStorage {
+        switch self {
+        case .sqlite: return try SQLiteNodeStorage(path: directory.path())
+        case .memory: return MemoryNodeStorage()
+        }
+    }
+}
+
+@Suite("Node storage")
+struct NodeStorageTests {
+    static let membership = Raft.Membership(voters: [1, 2, 3])
+
+    @Test("a Ready's entries, hard state and applies commit together and load back", arguments: BackendKind.allCases)
+    func commitAndLoad(_ kind: BackendKind) throws {
+        let directory = TempDirectory()
+        let storage = try kind.make(directory)
+        #expect(try storage.load() == nil)
+        try storage.bootstrap(.bootstrap(Self.membership))
+        let entries = [
+            Raft.Entry(term: 1, index: 1, payload: .noop),
+            Raft.Entry(term: 1, index: 2, payload: command("a", "1")),
+            Raft.Entry(term: 1, index: 3, payload: command("b", "2")),
+        ]
+        let applied = try storage.commit(
+            StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, vote: 1, commit: 2), committedEntries: Array(entries.prefix(2))))
+        #expect(applied.map(\.index) == [1, 2])
+        #expect(applied[0].result == nil)
+        guard case .success(.put(let put))? = applied[1].result else {
+            Issue.record("expected a put result, got \(String(describing: applied[1].result))")
+            return
+        }
+        #expect(put.revision == 1)
+        #expect(try storage.appliedIndex == 2)
+        let state = try #require(try storage.load())
+        #expect(state.hardState == Raft.HardState(term: 1, vote: 1, commit: 2))
+        #expect(state.entries == entries)
+        #expect(state.appliedIndex == 2)
+        #expect(try storage.read(RangeRequest(.key(Array("a".utf8)))).get().kvs.first?.value == Array("1".utf8))
+        #expect(try storage.read(RangeRequest(.key(Array("b".utf8)))).get().kvs.isEmpty)
+    }
+
+    @Test("new entries replace stored ones from their first index on", arguments: BackendKind.allCases)
+    func truncation(_ kind: BackendKind) throws {
+        let directory = TempDirectory()
+        let storage = try kind.make(directory)
+        try storage.bootstrap(.bootstrap(Self.membership))
+        _ = try storage.commit(StorageBatch(entries: (1...5).map { Raft.Entry(term: 1, index: $0, payload: .noop) }))
+        _ = try storage.commit(StorageBatch(entries: [Raft.Entry(term: 2, index: 3, payload: command("x", "y"))]))
+        let state = try #require(try storage.load())
+        #expect(state.entries.map(\.index) == [1, 2, 3])
+        #expect(state.entries.last?.term == 2)
+    }
+
+    @Test("a snapshot from one store installs atomically in another", arguments: BackendKind.allCases)
+    func snapshotInstall(_ kind: BackendKind) throws {
+        let directory = TempDirectory()
+        let source = try kind.make(directory)
+        try source.bootstrap(.bootstrap(Self.membership))
+        let entries = (1...50).map { Raft.Entry(term: 1, index: Raft.Index($0), payload: command("key\($0 % 10)", "v\($0)")) }
+        _ = try source.commit(StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, commit: 50), committedEntries: entries))
+        let (index, data) = try source.snapshotData()
+        #expect(index == 50)
+
+        let targetDirectory = TempDirectory()
+        let target = try BackendKind.sqlite.make(targetDirectory)
+        try target.bootstrap(.joining)
+        _ = try target.commit(StorageBatch(entries: [Raft.Entry(term: 1, index: 1, payload: command("stale", "x"))]))
+        let metadata = Raft.SnapshotMetadata(index: 50, term: 1, membership: Self.membership)
+        _ = try target.commit(StorageBatch(snapshot: Raft.Snapshot(metadata: metadata, data: data), hardState: Raft.HardState(term: 1, commit: 50)))
+        #expect(try target.appliedIndex == 50)
+        let all = try target.read(RangeRequest(.prefix([]))).get()
+        #expect(all.kvs.count == 10)
+        #expect(all.kvs.first { $0.key == Array("key3".utf8) }?.value == Array("v43".utf8))
+        let state = try #require(try target.load())
+        #expect(state.entries.isEmpty)
+        #expect(state.snapshot.metadata.index == 50)
+
+        // A damaged snapshot is refused whole: the old state stays.
+        var damaged = data
+        damaged[damaged.count / 2] ^= 0xFF
+        let later = Raft.SnapshotMetadata(index: 60, term: 2, membership: Self.membership)
+        #expect(throws: StorageError.self) {
+            try target.commit(StorageBatch(snapshot: Raft.Snapshot(metadata: later, data: damaged), hardState: Raft.HardState(term: 2, commit: 60)))
+        }
+        #expect(try target.appliedIndex == 50)
+        #expect(try target.read(RangeRequest(.prefix([]))).get().kvs.count == 10)
+    }
+
+    @Test("after compaction a restart snapshots the applied state, with the right term and membership", arguments: BackendKind.allCases)
+    func compactionAndReload(_ kind: BackendKind) throws {
+        let directory = TempDirectory()
+        let storage = try kind.make(directory)
+        try storage.bootstrap(.bootstrap(Self.membership))
+        let joint = Raft.Membership(voters: [1, 2, 4], outgoingVoters: [1, 2, 3], learners: [], learnersNext: [])
+        var entries = (1...20).map { Raft.Entry(term: 1, index: Raft.Index($0), payload: command("k\($0)", "v")) }
+        entries.append(Raft.Entry(term: 2, index: 21, payload: .membership(joint)))
+        entries.append(contentsOf: (22...30).map { Raft.Entry(term: 2, index: Raft.Index($0), payload: command("k\($0)", "v")) })
+        _ = try storage.commit(StorageBatch(entries: entries, hardState: Raft.HardState(term: 2, commit: 25), committedEntries: Array(entries.prefix(25))))
+        try storage.compacted(Raft.SnapshotMetadata(index: 10, term: 1, membership: Self.membership))
+        let state = try #require(try storage.load())
+        // Re-snapshotted at the applied index 25: term 2, the joint membership, entries after it only.
+        #expect(state.snapshot.metadata.index == 25)
+        #expect(state.snapshot.metadata.term == 2)
+        #expect(state.snapshot.metadata.membership == joint)
+        #expect(state.entries.map(\.index) == Array(26...30))
+        let restored = try KVSnapshot(decoding: state.snapshot.data)
+        #expect(restored.keyValues.count == 24)
+    }
+
+    @Test("a flipped bit in a stored entry is caught by its checksum, naming the file and index")
+    func checksumCatchesCorruption() throws {
+        let directory = TempDirectory()
+        let path = directory.path()
+        do {
+            let storage = try SQLiteNodeStorage(path: path)
+            try storage.bootstrap(.bootstrap(Self.membership))
+            _ = try storage.commit(StorageBatch(entries: (1...10).map { Raft.Entry(term: 1, index: $0, payload: command("k", "value\($0)")) }))
+        }
+        let raw = try DatabaseQueue(path: path)
+        try raw.write { db in
+            try db.execute(sql: "UPDATE raft_log SET payload = CAST(replace(CAST(payload AS TEXT), 'value7', 'valuX') AS BLOB) WHERE idx = 7")
+        }
+        let storage = try SQLiteNodeStorage(path: path)
+        let error = #expect(throws: StorageError.self) { try storage.load() }
+        #expect(error == .checksumMismatch(file: path, group: .root, index: 7))
+        #expect(error?.description.contains(path) == true)
+        #expect(error?.description.contains("entry 7") == true)
+    }
+
+    @Test("a missing log entry is reported, not skipped")
+    func gapIsReported() throws {
+        let directory = TempDirectory()
+        let path = directory.path()
+        do {
+            let storage = try SQLiteNodeStorage(path: path)
+            try storage.bootstrap(.bootstrap(Self.membership))
+            _ = try storage.commit(StorageBatch(entries: (1...5).map { Raft.Entry(term: 1, index: $0, payload: .noop) }))
+        }
+        try DatabaseQueue(path: path).write { try $0.execute(sql: "DELETE FROM raft_log WHERE idx = 3") }
+        #expect(throws: StorageError.logGap(file: path, group: .root, expected: 3, found: 4)) {
+            try SQLiteNodeStorage(path: path).load()
+        }
+    }
+
+    @Test("a file that is not a database, or a truncated one, is refused at open with a clear error")
+    func garbageAndTruncation() throws {
+        let directory = TempDirectory()
+        let garbage = directory.path("garbage.db")
+        var generator = SplitMix64(seed: 5)
+        let bytes = (0..<8192).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        FileManager.default.createFile(atPath: garbage, contents: Data(bytes))
+        let garbageError = #expect(throws: StorageError.self) { try SQLiteNodeStorage(path: garbage) }
+        #expect(garbageError?.description.contains(garbage) == true)
+
+        let truncated = directory.path("truncated.db")
+        do {
+            let storage = try SQLiteNodeStorage(path: truncated)
+            try storage.bootstrap(.bootstrap(Self.membership))
+            let payload = String(repeating: "x", count: 2000)
+            for batch in 0..<20 {
+                let entries = (1...20).map { Raft.Entry(term: 1, index: Raft.Index(batch * 20 + $0), payload: command("k\($0)", payload)) }
+                _ = try storage.commit(StorageBatch(entries: entries))
+            }
+        }
+        // Fold the WAL into the main file, then cut the file in half.
+        try DatabaseQueue(path: truncated).writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+        let size = try FileManager.default.attributesOfItem(atPath: truncated)[.size] as! Int
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: truncated))
+        try handle.truncate(atOffset: UInt64(size / 2))
+        try handle.close()
+        let error = #expect(throws: (any Error).self) {
+            let storage = try SQLiteNodeStorage(path: truncated)
+            _ = try storage.load()
+        }
+        #expect("\(error.map { "\($0)" } ?? "")".contains(truncated))
+    }
+}
