@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "AspenStorage", targets: ["AspenStorage"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
+        .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -30,7 +31,10 @@ let package = Package(
         // The durable node store: Raft log, hard state and KV state in one SQLite file (GRDB).
         .target(
             name: "AspenStorage",
-            dependencies: ["AspenCore", "AspenRaft", "AspenKV", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "AspenCore", "AspenRaft", "AspenKV", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ],
             swiftSettings: strictSwift
         ),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
@@ -45,8 +49,16 @@ let package = Package(
         ),
         .testTarget(name: "AspenKVTests", dependencies: ["AspenCore", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .testTarget(
-            name: "AspenStorageTests", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"],
+            name: "AspenStorageTests", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "aspen-storage-bench"],
             swiftSettings: strictSwift),
+        .executableTarget(
+            name: "aspen-storage-bench",
+            dependencies: [
+                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .testTarget(name: "AspenCoreTests", dependencies: ["AspenCore"], swiftSettings: strictSwift),
         .testTarget(name: "AspenRaftTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),
         .testTarget(name: "AspenTestingTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),

@@ -53,6 +53,12 @@ public enum KVStateMachine {
         let compacted = try backend.compactedRevision()
         guard revision >= compacted else { throw KVError.compacted(requested: revision, oldestAvailable: compacted) }
         let at: Revision? = revision == current ? nil : revision
+        if case .key = request.selection, !request.countOnly {
+            // One key: its count is whether it exists; no second query.
+            var kvs = try backend.scan(bounds, at: at, after: after, limit: 1)
+            if request.keysOnly { kvs = kvs.map { var kv = $0; kv.value = []; return kv } }
+            return RangeResult(kvs: kvs, count: kvs.count, more: false, continuation: nil, limitClamped: false, revision: revision)
+        }
         let count = try backend.count(bounds, at: at)
         if request.countOnly {
             return RangeResult(kvs: [], count: count, more: false, continuation: nil, limitClamped: false, revision: revision)

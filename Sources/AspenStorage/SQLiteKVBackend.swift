@@ -8,19 +8,27 @@ import GRDB
 /// NULL value for a deletion) serves reads at past revisions, `leases` and `meta` the rest.
 struct SQLiteKVBackend: KVBackend {
     let db: Database
-    private var currentRevision: Revision
-    private var oldestRevision: Revision
-    private var lastLeaseID: LeaseID
+    let file: String
+    private var currentRevision: Revision = 0
+    private var oldestRevision: Revision = 0
+    private var lastLeaseID: LeaseID = 0
+    /// Counters change in memory and reach `meta` once, in `flush()`, at the end of a batch.
+    private var dirty = false
 
-    init(_ db: Database) throws {
+    init(_ db: Database, file: String) throws {
         self.db = db
-        currentRevision = try Self.meta(db, "revision")
-        oldestRevision = try Self.meta(db, "compacted_revision")
-        lastLeaseID = try Self.meta(db, "lease_sequence")
-    }
-
-    static func meta(_ db: Database, _ name: String) throws -> Int64 {
-        try Int64.fetchOne(db.cachedStatement(sql: "SELECT value FROM meta WHERE name = ?"), arguments: [name]) ?? 0
+        self.file = file
+        let statement = try RawStatement(db, "SELECT name, value FROM meta", file: file)
+        while try statement.step() {
+            let name = String(decoding: statement.bytes(0), as: UTF8.self)
+            switch name {
+            case "revision": currentRevision = statement.int64(1)
+            case "compacted_revision": oldestRevision = statement.int64(1)
+            case "lease_sequence": lastLeaseID = statement.int64(1)
+            default: break
+            }
+        }
+        statement.finish()
     }
 
     static func setMeta(_ db: Database, _ name: String, _ value: Int64) throws {
@@ -29,17 +37,26 @@ struct SQLiteKVBackend: KVBackend {
         ).execute(arguments: [name, value])
     }
 
+    /// Writes the counters changed since the last flush. Call before the transaction commits.
+    mutating func flush() throws {
+        guard dirty else { return }
+        try Self.setMeta(db, "revision", currentRevision)
+        try Self.setMeta(db, "compacted_revision", oldestRevision)
+        try Self.setMeta(db, "lease_sequence", lastLeaseID)
+        dirty = false
+    }
+
     func revision() -> Revision { currentRevision }
     func compactedRevision() -> Revision { oldestRevision }
 
-    mutating func setRevision(_ revision: Revision) throws {
-        try Self.setMeta(db, "revision", revision)
+    mutating func setRevision(_ revision: Revision) {
         currentRevision = revision
+        dirty = true
     }
 
-    mutating func setCompactedRevision(_ revision: Revision) throws {
-        try Self.setMeta(db, "compacted_revision", revision)
+    mutating func setCompactedRevision(_ revision: Revision) {
         oldestRevision = revision
+        dirty = true
     }
 
     // MARK: Reads
@@ -47,25 +64,28 @@ struct SQLiteKVBackend: KVBackend {
     private static let currentColumns = "key, value, create_revision, mod_revision, version, lease"
     private static let historyColumns = "key, value, create_revision, revision, version, lease"
 
-    static func keyValue(_ row: Row) -> KeyValue? {
-        guard let value = row[1] as Data? else { return nil }
-        return KeyValue(
-            key: Bytes(row[0] as Data), value: Bytes(value), createRevision: row[2], modRevision: row[3], version: row[4],
-            lease: row[5])
+    func get(_ key: Bytes, at revision: Revision?) throws -> KeyValue? {
+        let statement: RawStatement
+        if let revision {
+            statement = try RawStatement(
+                db, "SELECT \(Self.historyColumns) FROM kv_history WHERE key = ? AND revision <= ? ORDER BY revision DESC LIMIT 1",
+                file: file)
+            statement.bind(1, key)
+            statement.bind(2, revision)
+        } else {
+            statement = try RawStatement(db, "SELECT \(Self.currentColumns) FROM kv_current WHERE key = ?", file: file)
+            statement.bind(1, key)
+        }
+        defer { statement.finish() }
+        guard try statement.step() else { return nil }
+        return Self.keyValue(statement)
     }
 
-    func get(_ key: Bytes, at revision: Revision?) throws -> KeyValue? {
-        let row: Row?
-        if let revision {
-            row = try Row.fetchOne(
-                db.cachedStatement(
-                    sql: "SELECT \(Self.historyColumns) FROM kv_history WHERE key = ? AND revision <= ? ORDER BY revision DESC LIMIT 1"),
-                arguments: [Data(key), revision])
-        } else {
-            row = try Row.fetchOne(
-                db.cachedStatement(sql: "SELECT \(Self.currentColumns) FROM kv_current WHERE key = ?"), arguments: [Data(key)])
-        }
-        return row.flatMap(Self.keyValue)
+    static func keyValue(_ statement: RawStatement) -> KeyValue? {
+        guard !statement.isNull(1) else { return nil }
+        return KeyValue(
+            key: statement.bytes(0), value: statement.bytes(1), createRevision: statement.int64(2),
+            modRevision: statement.int64(3), version: statement.int64(4), lease: statement.int64(5))
     }
 
     /// The WHERE clause and arguments selecting `bounds` (and keys after `after`).
@@ -100,10 +120,15 @@ struct SQLiteKVBackend: KVBackend {
             arguments = values
         }
         arguments.append(Int64(min(limit, Int(Int64.max))))
-        let cursor = try Row.fetchCursor(db.cachedStatement(sql: sql), arguments: StatementArguments(arguments))
+        let statement = try RawStatement(db, sql, file: file)
+        defer { statement.finish() }
+        for (offset, argument) in arguments.enumerated() {
+            let position = Int32(offset + 1)
+            if let data = argument as? Data { statement.bind(position, Bytes(data)) } else if let number = argument as? Int64 { statement.bind(position, number) }
+        }
         var found: [KeyValue] = []
-        while let row = try cursor.next() {
-            if let kv = Self.keyValue(row) { found.append(kv) }
+        while try statement.step() {
+            if let kv = Self.keyValue(statement) { found.append(kv) }
         }
         return found
     }
@@ -126,27 +151,43 @@ struct SQLiteKVBackend: KVBackend {
     // MARK: Writes
 
     mutating func write(_ kv: KeyValue) throws {
-        let key = Data(kv.key)
-        let value = Data(kv.value)
-        try db.cachedStatement(
-            sql: """
-                INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease) VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT(key) DO UPDATE SET value = excluded.value, create_revision = excluded.create_revision,
-                mod_revision = excluded.mod_revision, version = excluded.version, lease = excluded.lease
-                """
-        ).execute(arguments: [key, value, kv.createRevision, kv.modRevision, kv.version, kv.lease])
-        try db.cachedStatement(
-            sql: "INSERT INTO kv_history(key, revision, value, create_revision, version, lease) VALUES (?, ?, ?, ?, ?, ?)"
-        ).execute(arguments: [key, kv.modRevision, value, kv.createRevision, kv.version, kv.lease])
+        let current = try RawStatement(
+            db,
+            """
+            INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT(key) DO UPDATE SET value = excluded.value, create_revision = excluded.create_revision,
+            mod_revision = excluded.mod_revision, version = excluded.version, lease = excluded.lease
+            """, file: file)
+        current.bind(1, kv.key)
+        current.bind(2, kv.value)
+        current.bind(3, kv.createRevision)
+        current.bind(4, kv.modRevision)
+        current.bind(5, kv.version)
+        current.bind(6, kv.lease)
+        try current.run()
+        let history = try RawStatement(
+            db, "INSERT INTO kv_history(key, revision, value, create_revision, version, lease) VALUES (?, ?, ?, ?, ?, ?)",
+            file: file)
+        history.bind(1, kv.key)
+        history.bind(2, kv.modRevision)
+        history.bind(3, kv.value)
+        history.bind(4, kv.createRevision)
+        history.bind(5, kv.version)
+        history.bind(6, kv.lease)
+        try history.run()
     }
 
     mutating func remove(_ key: Bytes, at revision: Revision) throws {
-        let data = Data(key)
-        try db.cachedStatement(sql: "DELETE FROM kv_current WHERE key = ?").execute(arguments: [data])
+        let delete = try RawStatement(db, "DELETE FROM kv_current WHERE key = ?", file: file)
+        delete.bind(1, key)
+        try delete.run()
         guard db.changesCount > 0 else { return }
-        try db.cachedStatement(
-            sql: "INSERT INTO kv_history(key, revision, value, create_revision, version, lease) VALUES (?, ?, NULL, 0, 0, 0)"
-        ).execute(arguments: [data, revision])
+        let history = try RawStatement(
+            db, "INSERT INTO kv_history(key, revision, value, create_revision, version, lease) VALUES (?, ?, NULL, 0, 0, 0)",
+            file: file)
+        history.bind(1, key)
+        history.bind(2, revision)
+        try history.run()
     }
 
     mutating func compactHistory(before revision: Revision) throws {
@@ -195,19 +236,20 @@ struct SQLiteKVBackend: KVBackend {
 
     func leaseSequence() -> LeaseID { lastLeaseID }
 
-    mutating func setLeaseSequence(_ id: LeaseID) throws {
-        try Self.setMeta(db, "lease_sequence", id)
+    mutating func setLeaseSequence(_ id: LeaseID) {
         lastLeaseID = id
+        dirty = true
     }
 
     /// Replaces the whole state by a snapshot's; its revision becomes the oldest readable one.
-    static func install(_ snapshot: KVSnapshot, into db: Database) throws {
+    static func install(_ snapshot: KVSnapshot, into db: Database, file: String) throws {
         try db.execute(sql: "DELETE FROM kv_current; DELETE FROM kv_history; DELETE FROM leases;")
-        var backend = try SQLiteKVBackend(db)
+        var backend = try SQLiteKVBackend(db, file: file)
         for kv in snapshot.keyValues { try backend.write(kv) }
         for lease in snapshot.leases { try backend.saveLease(lease) }
-        try backend.setRevision(snapshot.revision)
-        try backend.setCompactedRevision(snapshot.revision)
-        try backend.setLeaseSequence(snapshot.leaseSequence)
+        backend.setRevision(snapshot.revision)
+        backend.setCompactedRevision(snapshot.revision)
+        backend.setLeaseSequence(snapshot.leaseSequence)
+        try backend.flush()
     }
 }

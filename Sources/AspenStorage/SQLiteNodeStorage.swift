@@ -208,7 +208,7 @@ public final class SQLiteNodeStorage: NodeStorage {
             } catch {
                 throw StorageError.undecodable(file: path, what: "snapshot \(installed.metadata.index)", detail: "\(error)")
             }
-            try SQLiteKVBackend.install(state, into: db)
+            try SQLiteKVBackend.install(state, into: db, file: path)
             try db.execute(sql: "DELETE FROM raft_log WHERE grp = ?", arguments: [group.rawValue])
             snapshot = installed.metadata
             applied = installed.metadata.index
@@ -220,7 +220,7 @@ public final class SQLiteNodeStorage: NodeStorage {
         if let state = batch.hardState { hardState = state }
         var results: [AppliedEntry] = []
         if !batch.committedEntries.isEmpty {
-            var backend = try SQLiteKVBackend(db)
+            var backend = try SQLiteKVBackend(db, file: path)
             for entry in batch.committedEntries where entry.index > applied {
                 guard entry.index == applied + 1 else {
                     throw StorageError.invalidBatch("entry \(entry.index) applied after \(applied)")
@@ -228,6 +228,7 @@ public final class SQLiteNodeStorage: NodeStorage {
                 results.append(try Self.applyEntry(entry, to: &backend, limits: limits))
                 applied = entry.index
             }
+            try backend.flush()
         }
         try writeState(db, hardState: hardState, applied: applied, snapshot: snapshot)
         return results
@@ -249,12 +250,16 @@ public final class SQLiteNodeStorage: NodeStorage {
     }
 
     private func appendEntries(_ db: Database, _ entries: [Raft.Entry]) throws {
-        let statement = try db.cachedStatement(
-            sql: "INSERT INTO raft_log(grp, idx, term, payload, checksum) VALUES (?, ?, ?, ?, ?)")
         for entry in entries {
+            let statement = try RawStatement(
+                db, "INSERT INTO raft_log(grp, idx, term, payload, checksum) VALUES (?, ?, ?, ?, ?)", file: path)
             let payload = entry.payload.encoded()
-            let checksum = Raft.Entry.checksum(index: entry.index, term: entry.term, payload: payload)
-            try statement.execute(arguments: [group.rawValue, entry.index, entry.term, Data(payload), Int64(checksum)])
+            statement.bind(1, Int64(group.rawValue))
+            statement.bind(2, Int64(entry.index))
+            statement.bind(3, Int64(entry.term))
+            statement.bind(4, payload)
+            statement.bind(5, Int64(Raft.Entry.checksum(index: entry.index, term: entry.term, payload: payload)))
+            try statement.run()
         }
     }
 
@@ -280,7 +285,7 @@ public final class SQLiteNodeStorage: NodeStorage {
             try pool.read { db in
                 let applied = try Raft.Index.fetchOne(
                     db, sql: "SELECT applied_index FROM raft_state WHERE grp = ?", arguments: [group.rawValue]) ?? 0
-                return (applied, try KVSnapshot.capture(from: SQLiteKVBackend(db)).encoded())
+                return (applied, try KVSnapshot.capture(from: SQLiteKVBackend(db, file: path)).encoded())
             }
         }
     }
@@ -299,18 +304,18 @@ public final class SQLiteNodeStorage: NodeStorage {
 
     public func read(_ request: RangeRequest) throws -> Result<RangeResult, KVError> {
         try guarded {
-            try pool.read { db in try KVStateMachine.read(request, from: SQLiteKVBackend(db), limits: limits) }
+            try pool.read { db in try KVStateMachine.read(request, from: SQLiteKVBackend(db, file: path), limits: limits) }
         }
     }
 
     public func leases() throws -> [Lease] {
-        try guarded { try pool.read { db in try SQLiteKVBackend(db).leases() } }
+        try guarded { try pool.read { db in try SQLiteKVBackend(db, file: path).leases() } }
     }
 
     public func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])? {
         try guarded {
             try pool.read { db in
-                let backend = try SQLiteKVBackend(db)
+                let backend = try SQLiteKVBackend(db, file: path)
                 return try backend.lease(id).map { ($0, try backend.keys(attachedTo: id)) }
             }
         }

@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+
+@main
+struct AspenStorageBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aspen-storage-bench",
+        abstract: "Measure Aspen's node store on this machine's disk.",
+        subcommands: [Run.self, CrashWriterCommand.self],
+        defaultSubcommand: Run.self)
+
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "run",
+            abstract: "Raw fsync rate, commit rates by batch size, apply rates, read latencies.")
+
+        @Option(help: "Directory for the benchmark files (on the disk to measure).")
+        var directory: String = FileManager.default.temporaryDirectory.path
+
+        @Option(help: "Multiplies the number of operations.")
+        var scale: Int = 1
+
+        func run() throws {
+            try StorageBench(directory: directory, scale: max(1, scale), print: { print($0) }).run()
+        }
+    }
+
+    struct CrashWriterCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "crash-writer",
+            abstract: "Write batches until killed (used by the crash-safety test).",
+            shouldDisplay: false)
+
+        @Option(help: "The database to write.")
+        var path: String
+
+        @Option(help: "Stop after this many batches.")
+        var batches: Int = 1_000_000
+
+        func run() throws {
+            try CrashWriter.run(path: path, batches: batches)
+        }
+    }
+}
