@@ -38,7 +38,7 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
-        .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft"], swiftSettings: strictSwift),
+        .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .executableTarget(
             name: "aspen-sim",
             dependencies: [

@@ -57,41 +57,51 @@ public final class MemoryNodeStorage: NodeStorage {
 
     public func commit(_ batch: StorageBatch) throws -> [AppliedEntry] {
         let limits = self.limits
-        return try state.withLock { state in
-            // Work on a copy; publish it only if everything succeeded.
-            var next = state
-            let results = try Self.apply(batch, to: &next, limits: limits)
-            state = next
-            return results
-        }
+        return try state.withLock { state in try Self.apply(batch, to: &state, limits: limits) }
     }
 
+    /// Every check that can fail runs before the first change, so a commit that throws changes
+    /// nothing; after that, nothing can fail (the in-memory state machine never throws).
     static func apply(_ batch: StorageBatch, to state: inout State, limits: Limits) throws -> [AppliedEntry] {
         guard state.bootstrapped else { throw StorageError.invalidBatch("the store was never bootstrapped") }
-        if let installed = batch.snapshot {
+        var installed: (metadata: Raft.SnapshotMetadata, kv: MemoryKVBackend)?
+        if let snapshot = batch.snapshot {
             do {
-                state.kv = MemoryKVBackend(snapshot: try KVSnapshot(decoding: installed.data, limits: limits))
+                installed = (snapshot.metadata, MemoryKVBackend(snapshot: try KVSnapshot(decoding: snapshot.data, limits: limits)))
             } catch {
-                throw StorageError.undecodable(file: "memory", what: "snapshot \(installed.metadata.index)", detail: "\(error)")
+                throw StorageError.undecodable(file: "memory", what: "snapshot \(snapshot.metadata.index)", detail: "\(error)")
             }
+        }
+        let base = installed?.metadata.index ?? state.snapshot.index
+        let stored = installed == nil ? state.entries.count : 0
+        var keep = stored
+        if let first = batch.entries.first {
+            keep = Int(first.index) - Int(base) - 1
+            guard keep >= 0 && keep <= stored else {
+                throw StorageError.invalidBatch("entry \(first.index) does not follow the stored log")
+            }
+        }
+        var applied = installed?.metadata.index ?? state.applied
+        for entry in batch.committedEntries where entry.index > applied {
+            guard entry.index == applied + 1 else {
+                throw StorageError.invalidBatch("entry \(entry.index) applied after \(applied)")
+            }
+            applied = entry.index
+        }
+        // From here on nothing throws.
+        if let installed {
+            state.kv = installed.kv
             state.entries = []
             state.snapshot = installed.metadata
             state.applied = installed.metadata.index
         }
-        if let first = batch.entries.first {
-            let keep = Int(first.index) - Int(state.snapshot.index) - 1
-            guard keep >= 0 && keep <= state.entries.count else {
-                throw StorageError.invalidBatch("entry \(first.index) does not follow the stored log")
-            }
+        if !batch.entries.isEmpty {
             state.entries.removeSubrange(keep...)
             state.entries.append(contentsOf: batch.entries)
         }
         if let hardState = batch.hardState { state.hardState = hardState }
         var results: [AppliedEntry] = []
         for entry in batch.committedEntries where entry.index > state.applied {
-            guard entry.index == state.applied + 1 else {
-                throw StorageError.invalidBatch("entry \(entry.index) applied after \(state.applied)")
-            }
             results.append(try SQLiteNodeStorage.applyEntry(entry, to: &state.kv, limits: limits))
             state.applied = entry.index
         }
@@ -122,6 +132,11 @@ public final class MemoryNodeStorage: NodeStorage {
     }
 
     public var appliedIndex: Raft.Index { state.withLock { $0.applied } }
+
+    /// The durable hard state, snapshot index and last log index, without a full load.
+    public var durableHardState: Raft.HardState { state.withLock { $0.hardState } }
+    public var snapshotIndex: Raft.Index { state.withLock { $0.snapshot.index } }
+    public var lastIndex: Raft.Index { state.withLock { $0.entries.last?.index ?? $0.snapshot.index } }
 }
 
 /// The snapshot bytes of a memory store's current state (empty before anything was applied,
