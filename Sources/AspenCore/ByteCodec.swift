@@ -12,7 +12,7 @@ public struct ByteWriter: Sendable {
     public mutating func write(_ byte: UInt8) { bytes.append(byte) }
 
     /// Bytes as they are, without a length prefix.
-    public mutating func writeRaw(_ raw: some Sequence<UInt8>) { bytes.append(contentsOf: raw) }
+    public mutating func writeRaw(_ raw: [UInt8]) { bytes.append(contentsOf: raw) }
 
     public mutating func write(_ value: Bool) { bytes.append(value ? 1 : 0) }
 
@@ -38,7 +38,12 @@ public struct ByteWriter: Sendable {
         writeVarint(UInt64(bitPattern: (value << 1) ^ (value >> 63)))
     }
 
-    public mutating func writeBytes(_ value: some Collection<UInt8>) {
+    public mutating func writeBytes(_ value: [UInt8]) {
+        writeVarint(UInt64(value.count))
+        bytes.append(contentsOf: value)
+    }
+
+    public mutating func writeBytes(_ value: ArraySlice<UInt8>) {
         writeVarint(UInt64(value.count))
         bytes.append(contentsOf: value)
     }

@@ -9,7 +9,11 @@ public struct FNV1a64: Sendable {
         value = (value ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
     }
 
-    public mutating func combine(_ bytes: some Sequence<UInt8>) {
+    public mutating func combine(_ bytes: [UInt8]) {
+        for byte in bytes { combine(byte) }
+    }
+
+    public mutating func combine(_ bytes: String.UTF8View) {
         for byte in bytes { combine(byte) }
     }
 
@@ -23,7 +27,7 @@ public struct FNV1a64: Sendable {
 
     public mutating func combine(_ string: String) { combine(string.utf8) }
 
-    public static func hash(_ bytes: some Sequence<UInt8>) -> UInt64 {
+    public static func hash(_ bytes: [UInt8]) -> UInt64 {
         var hasher = FNV1a64()
         hasher.combine(bytes)
         return hasher.value
