@@ -15,34 +15,35 @@ struct SQLiteKVBackend: KVBackend {
     /// Counters change in memory and reach `meta` once, in `flush()`, at the end of a batch.
     private var dirty = false
 
-    init(_ db: Database, file: String) throws {
+    let group: GroupID
+
+    init(_ db: Database, file: String, group: GroupID = .root) throws {
         self.db = db
         self.file = file
-        let statement = try RawStatement(db, "SELECT name, value FROM meta", file: file)
-        while try statement.step() {
-            let name = String(decoding: statement.bytes(0), as: UTF8.self)
-            switch name {
-            case "revision": currentRevision = statement.int64(1)
-            case "compacted_revision": oldestRevision = statement.int64(1)
-            case "lease_sequence": lastLeaseID = statement.int64(1)
-            default: break
-            }
+        self.group = group
+        // The counters live in the group's raft_state row: a commit then touches one page for
+        // both the hard state and the key-value counters.
+        let statement = try RawStatement(
+            db, "SELECT revision, compacted_revision, lease_sequence FROM raft_state WHERE grp = ?", file: file)
+        statement.bind(1, Int64(group.rawValue))
+        if try statement.step() {
+            currentRevision = statement.int64(0)
+            oldestRevision = statement.int64(1)
+            lastLeaseID = statement.int64(2)
         }
         statement.finish()
-    }
-
-    static func setMeta(_ db: Database, _ name: String, _ value: Int64) throws {
-        try db.cachedStatement(
-            sql: "INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
-        ).execute(arguments: [name, value])
     }
 
     /// Writes the counters changed since the last flush. Call before the transaction commits.
     mutating func flush() throws {
         guard dirty else { return }
-        try Self.setMeta(db, "revision", currentRevision)
-        try Self.setMeta(db, "compacted_revision", oldestRevision)
-        try Self.setMeta(db, "lease_sequence", lastLeaseID)
+        let statement = try RawStatement(
+            db, "UPDATE raft_state SET revision = ?, compacted_revision = ?, lease_sequence = ? WHERE grp = ?", file: file)
+        statement.bind(1, currentRevision)
+        statement.bind(2, oldestRevision)
+        statement.bind(3, lastLeaseID)
+        statement.bind(4, Int64(group.rawValue))
+        try statement.run()
         dirty = false
     }
 
@@ -242,9 +243,9 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     /// Replaces the whole state by a snapshot's; its revision becomes the oldest readable one.
-    static func install(_ snapshot: KVSnapshot, into db: Database, file: String) throws {
+    static func install(_ snapshot: KVSnapshot, into db: Database, file: String, group: GroupID) throws {
         try db.execute(sql: "DELETE FROM kv_current; DELETE FROM kv_history; DELETE FROM leases;")
-        var backend = try SQLiteKVBackend(db, file: file)
+        var backend = try SQLiteKVBackend(db, file: file, group: group)
         for kv in snapshot.keyValues { try backend.write(kv) }
         for lease in snapshot.leases { try backend.saveLease(lease) }
         backend.setRevision(snapshot.revision)

@@ -76,7 +76,8 @@ public final class SQLiteNodeStorage: NodeStorage {
                 CREATE TABLE IF NOT EXISTS raft_state (
                     grp INTEGER PRIMARY KEY, term INTEGER NOT NULL, vote INTEGER, commit_index INTEGER NOT NULL,
                     applied_index INTEGER NOT NULL, snapshot_index INTEGER NOT NULL, snapshot_term INTEGER NOT NULL,
-                    snapshot_membership BLOB NOT NULL);
+                    snapshot_membership BLOB NOT NULL, revision INTEGER NOT NULL DEFAULT 0,
+                    compacted_revision INTEGER NOT NULL DEFAULT 0, lease_sequence INTEGER NOT NULL DEFAULT 0);
                 CREATE TABLE IF NOT EXISTS kv_current (
                     key BLOB PRIMARY KEY, value BLOB NOT NULL, create_revision INTEGER NOT NULL,
                     mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL) WITHOUT ROWID;
@@ -208,7 +209,7 @@ public final class SQLiteNodeStorage: NodeStorage {
             } catch {
                 throw StorageError.undecodable(file: path, what: "snapshot \(installed.metadata.index)", detail: "\(error)")
             }
-            try SQLiteKVBackend.install(state, into: db, file: path)
+            try SQLiteKVBackend.install(state, into: db, file: path, group: group)
             try db.execute(sql: "DELETE FROM raft_log WHERE grp = ?", arguments: [group.rawValue])
             snapshot = installed.metadata
             applied = installed.metadata.index
@@ -220,7 +221,7 @@ public final class SQLiteNodeStorage: NodeStorage {
         if let state = batch.hardState { hardState = state }
         var results: [AppliedEntry] = []
         if !batch.committedEntries.isEmpty {
-            var backend = try SQLiteKVBackend(db, file: path)
+            var backend = try SQLiteKVBackend(db, file: path, group: group)
             for entry in batch.committedEntries where entry.index > applied {
                 guard entry.index == applied + 1 else {
                     throw StorageError.invalidBatch("entry \(entry.index) applied after \(applied)")
@@ -285,7 +286,7 @@ public final class SQLiteNodeStorage: NodeStorage {
             try pool.read { db in
                 let applied = try Raft.Index.fetchOne(
                     db, sql: "SELECT applied_index FROM raft_state WHERE grp = ?", arguments: [group.rawValue]) ?? 0
-                return (applied, try KVSnapshot.capture(from: SQLiteKVBackend(db, file: path)).encoded())
+                return (applied, try KVSnapshot.capture(from: SQLiteKVBackend(db, file: path, group: group)).encoded())
             }
         }
     }
@@ -304,18 +305,18 @@ public final class SQLiteNodeStorage: NodeStorage {
 
     public func read(_ request: RangeRequest) throws -> Result<RangeResult, KVError> {
         try guarded {
-            try pool.read { db in try KVStateMachine.read(request, from: SQLiteKVBackend(db, file: path), limits: limits) }
+            try pool.read { db in try KVStateMachine.read(request, from: SQLiteKVBackend(db, file: path, group: group), limits: limits) }
         }
     }
 
     public func leases() throws -> [Lease] {
-        try guarded { try pool.read { db in try SQLiteKVBackend(db, file: path).leases() } }
+        try guarded { try pool.read { db in try SQLiteKVBackend(db, file: path, group: group).leases() } }
     }
 
     public func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])? {
         try guarded {
             try pool.read { db in
-                let backend = try SQLiteKVBackend(db, file: path)
+                let backend = try SQLiteKVBackend(db, file: path, group: group)
                 return try backend.lease(id).map { ($0, try backend.keys(attachedTo: id)) }
             }
         }

@@ -67,6 +67,20 @@ struct StorageBench {
                 ].joined(separator: " "))
         }
         print("")
+        print("log appends only (entries and hard state, no apply: what a Ready of new entries costs):")
+        print("batch   commits/s   entries/s   p50 µs   p99 µs   p50 vs raw fsync")
+        for (batch, rounds) in [(1, 1000 * scale), (10, 500 * scale), (100, 200 * scale), (1000, 40 * scale)] {
+            let summary = try commits(batch: batch, commits: rounds, apply: false)
+            let ratio = summary.percentile(0.5) / fsync.percentile(0.5)
+            print(
+                [
+                    pad("\(batch)", 5), pad(Self.format(summary.perSecond, digits: 0), 11),
+                    pad(Self.format(summary.perSecond * Double(batch), digits: 0), 11),
+                    pad(Self.format(summary.percentile(0.5)), 8), pad(Self.format(summary.percentile(0.99)), 8),
+                    pad(Self.format(ratio, digits: 2) + "x", 17),
+                ].joined(separator: " "))
+        }
+        print("")
         let memory = applyInMemory(puts: 100_000 * scale)
         print("state-machine apply, in memory: \(Self.format(memory.perSecond, digits: 0)) puts/s")
         let sqliteApply = try applyOnSQLite(puts: 50_000 * scale)
@@ -99,7 +113,7 @@ struct StorageBench {
         }
     }
 
-    func commits(batch: Int, commits: Int) throws -> Summary {
+    func commits(batch: Int, commits: Int, apply: Bool = true) throws -> Summary {
         let path = freshPath("commits-\(batch)")
         defer { removeDatabase(path) }
         let storage = try SQLiteNodeStorage(path: path, verify: false)
@@ -115,7 +129,9 @@ struct StorageBench {
                 entries.append(Raft.Entry(term: 1, index: index, payload: .command(KVCommand.put(Put(key: key, value: value)).encoded())))
             }
             _ = try storage.commit(
-                StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, vote: 1, commit: index), committedEntries: entries))
+                StorageBatch(
+                    entries: entries, hardState: Raft.HardState(term: 1, vote: 1, commit: apply ? index : 0),
+                    committedEntries: apply ? entries : []))
         }
     }
 

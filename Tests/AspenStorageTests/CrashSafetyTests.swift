@@ -77,9 +77,15 @@ struct CrashSafetyTests {
         let marker = try storage.read(RangeRequest(.key(Array("last-batch".utf8)))).get().kvs.first
         let lastBatch = marker.flatMap { Int(String(decoding: $0.value, as: UTF8.self)) } ?? 0
         if let acknowledged { #expect(lastBatch >= acknowledged.batch) }
-        let all = try storage.read(RangeRequest(.prefix(Array("b".utf8)), limit: 10_000)).get()
+        var all: [KeyValue] = []
+        var token: Bytes?
+        repeat {
+            let page = try storage.read(RangeRequest(.prefix(Array("b".utf8)), limit: 10_000, continuation: token)).get()
+            all += page.kvs
+            token = page.continuation
+        } while token != nil
         var perBatch: [Int: Int] = [:]
-        for kv in all.kvs {
+        for kv in all {
             let text = String(decoding: kv.key, as: UTF8.self)
             let parts = text.dropFirst().split(separator: "/i")
             guard parts.count == 2, let batch = Int(parts[0]), let item = Int(parts[1]) else {
