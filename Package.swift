@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "AspenRaft", targets: ["AspenRaft"]),
         .library(name: "AspenKV", targets: ["AspenKV"]),
         .library(name: "AspenStorage", targets: ["AspenStorage"]),
+        .library(name: "AspenTransport", targets: ["AspenTransport"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
@@ -20,6 +21,11 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // Foundation of everything: ids, limits, hashing, seeded randomness. No I/O.
@@ -34,6 +40,21 @@ let package = Package(
             dependencies: [
                 "AspenCore", "AspenRaft", "AspenKV", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // Node identity (Ed25519), TLS 1.3 with pinned keys, ALPN routing, bounded framing.
+        .target(
+            name: "AspenTransport",
+            dependencies: [
+                "AspenCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift
         ),
@@ -59,6 +80,7 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        .testTarget(name: "AspenTransportTests", dependencies: ["AspenCore", "AspenTransport"], swiftSettings: strictSwift),
         .testTarget(name: "AspenCoreTests", dependencies: ["AspenCore"], swiftSettings: strictSwift),
         .testTarget(name: "AspenRaftTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),
         .testTarget(name: "AspenTestingTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),

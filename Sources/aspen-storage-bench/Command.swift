@@ -20,8 +20,17 @@ struct AspenStorageBench: ParsableCommand {
         @Option(help: "Multiplies the number of operations.")
         var scale: Int = 1
 
+        @Option(help: "Run only single-entry commits, this many (for profiling).")
+        var singleCommits: Int?
+
         func run() throws {
-            try StorageBench(directory: directory, scale: max(1, scale), print: { print($0) }).run()
+            let bench = StorageBench(directory: directory, scale: max(1, scale), print: { print($0) })
+            if let count = singleCommits {
+                let summary = try bench.commits(batch: 1, commits: count)
+                print("single commits: p50 \(StorageBench.format(summary.percentile(0.5)))µs")
+                return
+            }
+            try bench.run()
         }
     }
 

@@ -1,0 +1,226 @@
+import AspenCore
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import Synchronization
+
+/// What the server does with one application protocol: who may speak it, and how a request is
+/// answered. Requests are opaque bytes; the protocol's own codec lives above the transport.
+public struct TransportRoute: Sendable {
+    public var authorize: @Sendable (NodeKey) -> Bool
+    public var handle: @Sendable (NodeKey, [UInt8]) async -> [UInt8]
+
+    public init(authorize: @escaping @Sendable (NodeKey) -> Bool, handle: @escaping @Sendable (NodeKey, [UInt8]) async -> [UInt8]) {
+        self.authorize = authorize
+        self.handle = handle
+    }
+}
+
+/// Timeouts and bounds of the transport (DESIGN §9).
+public struct TransportOptions: Sendable {
+    public var connectTimeoutSeconds: Double = 5
+    public var handshakeTimeoutSeconds: Double = 5
+    public var requestTimeoutSeconds: Double = 10
+    public var limits = Limits.standard
+
+    public init() {}
+}
+
+/// The peer key a connection's TLS handshake proved, set by the verification callback.
+final class PeerBox: Sendable {
+    private let key = Mutex<NodeKey?>(nil)
+    var value: NodeKey? {
+        get { key.withLock { $0 } }
+        set { key.withLock { $0 = newValue } }
+    }
+}
+
+/// One TCP port, TLS 1.3 with both sides pinned by Ed25519 key, and ALPN choosing the protocol.
+/// Garbage, oversized frames, unknown protocols and unknown keys close that one connection (and
+/// are logged with the peer's address); everyone else is served as before.
+public final class TransportServer: Sendable {
+    public let port: Int
+    private let channel: any Channel
+    private let connections: Connections
+
+    final class Connections: Sendable {
+        private let count = Mutex(0)
+        func open(limit: Int) -> Bool {
+            count.withLock { count in
+                guard count < limit else { return false }
+                count += 1
+                return true
+            }
+        }
+        func close() { count.withLock { $0 -= 1 } }
+        var current: Int { count.withLock { $0 } }
+    }
+
+    public var connectionCount: Int { connections.current }
+
+    private init(channel: any Channel, connections: Connections) {
+        self.channel = channel
+        self.connections = connections
+        self.port = channel.localAddress?.port ?? 0
+    }
+
+    public static func start(
+        host: String, port: Int, tls: TLSMaterial, routes: [String: TransportRoute], options: TransportOptions = TransportOptions(),
+        logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> TransportServer {
+        let context = try NIOSSLContext(configuration: tls.serverConfiguration(protocols: routes.keys.sorted()))
+        let connections = Connections()
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let remote = channel.remoteAddress?.description ?? "unknown"
+                    guard connections.open(limit: options.limits.peersMax) else {
+                        logger.warning("connection refused", metadata: ["peer": "\(remote)", "reason": "\(TransportError.tooManyConnections(limit: options.limits.peersMax))"])
+                        channel.close(promise: nil)
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in connections.close() }
+                    let peer = PeerBox()
+                    let ssl = NIOSSLServerHandler(context: context) { certificates, promise in
+                        // Any well-formed Ed25519 identity may finish the handshake; what it may
+                        // do is decided per protocol once ALPN has chosen one.
+                        if let key = TLSMaterial.peerKey(certificates) {
+                            peer.value = key
+                            promise.succeed(.certificateVerified)
+                        } else {
+                            promise.succeed(.failed)
+                        }
+                    }
+                    try channel.pipeline.syncOperations.addHandler(ssl)
+                    try channel.pipeline.syncOperations.addHandler(
+                        RouterHandler(routes: routes, peer: peer, options: options, logger: logger, remote: remote))
+                }
+            }
+        let channel = try await bootstrap.bind(host: host, port: port).get()
+        return TransportServer(channel: channel, connections: connections)
+    }
+
+    public func close() async throws {
+        try await channel.close()
+    }
+}
+
+/// Waits for the handshake, checks the negotiated protocol and the peer's right to it, then
+/// installs framing and the protocol's handler in its place.
+final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    let routes: [String: TransportRoute]
+    let peer: PeerBox
+    let options: TransportOptions
+    let logger: Logger
+    let remote: String
+    var handshakeDone = false
+
+    init(routes: [String: TransportRoute], peer: PeerBox, options: TransportOptions, logger: Logger, remote: String) {
+        self.routes = routes
+        self.peer = peer
+        self.options = options
+        self.logger = logger
+        self.remote = remote
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        let logger = self.logger
+        let remote = self.remote
+        let seconds = options.handshakeTimeoutSeconds
+        let task = context.eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
+            logger.warning("connection dropped", metadata: ["peer": "\(remote)", "reason": "\(TransportError.timedOut(operation: "TLS handshake", seconds: seconds))"])
+            channel.close(promise: nil)
+        }
+        channel.closeFuture.whenComplete { _ in task.cancel() }
+        handshakeTask = task
+    }
+
+    var handshakeTask: Scheduled<Void>?
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let tls = event as? TLSUserEvent, case .handshakeCompleted(let negotiated) = tls else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        handshakeDone = true
+        handshakeTask?.cancel()
+        guard let name = negotiated, let route = routes[name] else {
+            drop(context, TransportError.unknownProtocol(negotiated))
+            return
+        }
+        guard let key = peer.value, route.authorize(key) else {
+            drop(context, peer.value.map { TransportError.unauthorizedPeer($0, protocol: name) } ?? .notEd25519Certificate)
+            return
+        }
+        do {
+            try context.pipeline.syncOperations.addHandlers(
+                [
+                    ByteToMessageHandler(FrameDecoder(limit: options.limits.rpcMessageBytesMax)),
+                    MessageToByteHandler(FrameEncoder()),
+                    ServerRequestHandler(route: route, peer: key, logger: logger, remote: remote),
+                ], position: .after(self))
+            context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        } catch {
+            drop(context, error)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        drop(context, error)
+    }
+
+    private func drop(_ context: ChannelHandlerContext, _ error: any Error) {
+        logger.warning("connection dropped", metadata: ["peer": "\(remote)", "reason": "\(error)"])
+        context.close(promise: nil)
+    }
+}
+
+/// Requests on an established connection: `[id: UInt64][body]`, answered `[id][body]`.
+final class ServerRequestHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let route: TransportRoute
+    let peer: NodeKey
+    let logger: Logger
+    let remote: String
+
+    init(route: TransportRoute, peer: NodeKey, logger: Logger, remote: String) {
+        self.route = route
+        self.peer = peer
+        self.logger = logger
+        self.remote = remote
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var frame = unwrapInboundIn(data)
+        guard let id = frame.readInteger(as: UInt64.self) else {
+            logger.warning("connection dropped", metadata: ["peer": "\(remote)", "reason": "a frame shorter than its request id"])
+            context.close(promise: nil)
+            return
+        }
+        let body = Array(frame.readableBytesView)
+        let channel = context.channel
+        let handle = route.handle
+        let peer = self.peer
+        Task {
+            let response = await handle(peer, body)
+            var buffer = channel.allocator.buffer(capacity: 8 + response.count)
+            buffer.writeInteger(id)
+            buffer.writeBytes(response)
+            channel.writeAndFlush(buffer, promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.warning("connection dropped", metadata: ["peer": "\(remote)", "reason": "\(error)"])
+        context.close(promise: nil)
+    }
+}

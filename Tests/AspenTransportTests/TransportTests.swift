@@ -1,0 +1,172 @@
+import AspenCore
+import AspenTransport
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class TempDir {
+    let path: String
+    init() {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("aspen-transport-\(UUID().uuidString)").path
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+@Suite("Node identity")
+struct NodeIdentityTests {
+    @Test("the key is created once with mode 0600 and loads back the same")
+    func createAndReload() throws {
+        let directory = TempDir()
+        let first = try NodeIdentity.loadOrCreate(directory: directory.path)
+        var status = stat()
+        #expect(stat(directory.path + "/node.key", &status) == 0)
+        #expect(status.st_mode & 0o777 == 0o600)
+        let second = try NodeIdentity.loadOrCreate(directory: directory.path)
+        #expect(first.key == second.key)
+    }
+
+    @Test("a key file others can read is refused, naming the file and the fix")
+    func tooOpen() throws {
+        let directory = TempDir()
+        _ = try NodeIdentity.loadOrCreate(directory: directory.path)
+        chmod(directory.path + "/node.key", 0o644)
+        let error = #expect(throws: TransportError.self) { try NodeIdentity.loadOrCreate(directory: directory.path) }
+        #expect(error == .keyFileTooOpen(path: directory.path + "/node.key", mode: 0o644))
+        #expect(error?.description.contains("chmod 600") == true)
+    }
+
+    @Test("a key file that holds no Ed25519 key is refused")
+    func garbageKey() throws {
+        let directory = TempDir()
+        let path = directory.path + "/node.key"
+        _ = FileManager.default.createFile(atPath: path, contents: Data("not a key".utf8), attributes: [.posixPermissions: 0o600])
+        #expect(throws: TransportError.self) { try NodeIdentity.loadOrCreate(directory: directory.path) }
+    }
+
+    @Test("node keys parse from hex and reject anything else")
+    func keyParsing() {
+        let key = NodeIdentity().key
+        #expect(NodeKey(hex: key.hex) == key)
+        #expect(NodeKey(hex: "abc") == nil)
+        #expect(NodeKey(hex: String(repeating: "zz", count: 32)) == nil)
+    }
+}
+
+@Suite("Transport", .serialized)
+struct TransportTests {
+    static let logger = Logger(label: "aspen.transport.test")
+
+    struct Fixture {
+        let server: TransportServer
+        let serverTLS: TLSMaterial
+        let members: Set<NodeKey>
+    }
+
+    /// A server that echoes on the client protocol (anyone) and on the raft protocol (members only).
+    static func fixture(members: [NodeIdentity] = []) async throws -> Fixture {
+        let tls = try TLSMaterial(identity: NodeIdentity())
+        let allowed = Set(members.map(\.key))
+        let echo: @Sendable (NodeKey, [UInt8]) async -> [UInt8] = { _, body in Array("echo:".utf8) + body }
+        let server = try await TransportServer.start(
+            host: "127.0.0.1", port: 0, tls: tls,
+            routes: [
+                AspenProtocol.client: TransportRoute(authorize: { _ in true }, handle: echo),
+                AspenProtocol.raft: TransportRoute(authorize: { allowed.contains($0) }, handle: echo),
+            ], logger: logger)
+        return Fixture(server: server, serverTLS: tls, members: allowed)
+    }
+
+    @Test("a request and its answer cross a mutually authenticated TLS 1.3 connection")
+    func roundTrip() async throws {
+        let fixture = try await Self.fixture()
+        defer { Task { try? await fixture.server.close() } }
+        let client = try TLSMaterial(identity: NodeIdentity())
+        let connection = try await TransportConnection.connect(
+            host: "127.0.0.1", port: fixture.server.port, protocol: AspenProtocol.client, tls: client,
+            expecting: fixture.serverTLS.identity.key)
+        #expect(connection.peer == fixture.serverTLS.identity.key)
+        let answers = try await withThrowingTaskGroup(of: [UInt8].self) { group in
+            for number in 0..<50 { group.addTask { try await connection.request(Array("\(number)".utf8)) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(Set(answers) == Set((0..<50).map { Array("echo:\($0)".utf8) }))
+        await connection.close()
+    }
+
+    @Test("a server that proves another key than the pinned one is refused")
+    func pinning() async throws {
+        let fixture = try await Self.fixture()
+        defer { Task { try? await fixture.server.close() } }
+        let impostor = NodeIdentity().key
+        let error = await #expect(throws: TransportError.self) {
+            _ = try await TransportConnection.connect(
+                host: "127.0.0.1", port: fixture.server.port, protocol: AspenProtocol.client, tls: TLSMaterial(identity: NodeIdentity()),
+                expecting: impostor)
+        }
+        #expect(error == .unexpectedPeer(expected: impostor, actual: fixture.serverTLS.identity.key))
+    }
+
+    @Test("the raft protocol accepts members' keys only; others are cut off and the server keeps serving")
+    func raftMembersOnly() async throws {
+        let member = NodeIdentity()
+        let fixture = try await Self.fixture(members: [member])
+        defer { Task { try? await fixture.server.close() } }
+        let stranger = try await TransportConnection.connect(
+            host: "127.0.0.1", port: fixture.server.port, protocol: AspenProtocol.raft, tls: TLSMaterial(identity: NodeIdentity()))
+        await #expect(throws: TransportError.self) { try await stranger.request([1, 2, 3]) }
+        let trusted = try await TransportConnection.connect(
+            host: "127.0.0.1", port: fixture.server.port, protocol: AspenProtocol.raft, tls: TLSMaterial(identity: member))
+        #expect(try await trusted.request([7]) == Array("echo:".utf8) + [7])
+    }
+
+    @Test("an unknown application protocol is refused")
+    func unknownProtocol() async throws {
+        let fixture = try await Self.fixture()
+        defer { Task { try? await fixture.server.close() } }
+        await #expect(throws: (any Error).self) {
+            let connection = try await TransportConnection.connect(
+                host: "127.0.0.1", port: fixture.server.port, protocol: "aspen/nonsense/9", tls: TLSMaterial(identity: NodeIdentity()))
+            _ = try await connection.request([1])
+        }
+    }
+
+    @Test("garbage bytes and an oversized frame drop only that connection")
+    func badInput() async throws {
+        let fixture = try await Self.fixture()
+        defer { Task { try? await fixture.server.close() } }
+        // Plain garbage instead of a TLS handshake.
+        let raw = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(fixture.server.port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(raw, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(connected == 0)
+        let garbage = (0..<512).map { UInt8(truncatingIfNeeded: $0 &* 37) }
+        _ = garbage.withUnsafeBytes { send(raw, $0.baseAddress, $0.count, 0) }
+        var reply = [UInt8](repeating: 0, count: 64)
+        _ = reply.withUnsafeMutableBytes { recv(raw, $0.baseAddress, $0.count, 0) }
+        close(raw)
+
+        // A frame that claims 100 MiB, inside a proper TLS connection.
+        let client = try TLSMaterial(identity: NodeIdentity())
+        let victim = try await TransportConnection.connect(
+            host: "127.0.0.1", port: fixture.server.port, protocol: AspenProtocol.client, tls: client)
+        try await victim.sendRawForTesting([0x06, 0x40, 0x00, 0x00, 1, 2, 3])
+        await #expect(throws: TransportError.self) { try await victim.request([1]) }
+
+        // Everyone else is still served.
+        let healthy = try await TransportConnection.connect(
+            host: "127.0.0.1", port: fixture.server.port, protocol: AspenProtocol.client, tls: client)
+        #expect(try await healthy.request([9]) == Array("echo:".utf8) + [9])
+    }
+}
