@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "AspenKV", targets: ["AspenKV"]),
         .library(name: "AspenStorage", targets: ["AspenStorage"]),
         .library(name: "AspenTransport", targets: ["AspenTransport"]),
+        .library(name: "AspenNode", targets: ["AspenNode"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
@@ -58,6 +59,15 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The node shell: RaftNode (Ready loop, group commit, ReadIndex), peer network.
+        .target(
+            name: "AspenNode",
+            dependencies: [
+                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .executableTarget(
@@ -81,6 +91,10 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .testTarget(name: "AspenTransportTests", dependencies: ["AspenCore", "AspenTransport"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "AspenNodeTests",
+            dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenTesting"],
+            swiftSettings: strictSwift),
         .testTarget(name: "AspenCoreTests", dependencies: ["AspenCore"], swiftSettings: strictSwift),
         .testTarget(name: "AspenRaftTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),
         .testTarget(name: "AspenTestingTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),

@@ -1,0 +1,336 @@
+import AspenCore
+import AspenKV
+import AspenRaft
+import AspenStorage
+import Logging
+
+/// Why a request to a node failed.
+public enum NodeError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Writes and linearizable reads go to the leader; the hint names it when known.
+    case notLeader(leaderHint: NodeID?)
+    /// The proposal was overwritten by another leader's entry: it did not and will not apply.
+    case proposalLost
+    /// The node lost track of the proposal (it installed a snapshot or stopped): it may or may
+    /// not have applied.
+    case outcomeUnknown
+    case stopped
+    case refused(String)
+
+    public var description: String {
+        switch self {
+        case .notLeader(let hint): return "not the leader" + (hint.map { "; try \($0)" } ?? "; no leader is known yet")
+        case .proposalLost: return "the write was superseded by a new leader and did not apply; retry it"
+        case .outcomeUnknown: return "the outcome of the write is unknown (the node restarted or caught up by snapshot)"
+        case .stopped: return "the node is shutting down"
+        case .refused(let reason): return reason
+        }
+    }
+}
+
+public struct NodeConfiguration: Sendable {
+    public var id: NodeID
+    /// One Raft tick; heartbeats go out every tick, elections time out after `electionTicks`.
+    public var tickMs: Int = 100
+    public var electionTicks: Int = 15
+    public var limits = Limits.standard
+    /// Compact the log once this many applied entries follow the last snapshot.
+    public var compactionThreshold: Raft.Index = 10_000
+
+    public init(id: NodeID) { self.id = id }
+}
+
+/// The shell around one Raft instance: it ticks it, carries out its Readies (persist, send,
+/// apply, advance) against the node store, answers writes once their entry applies, and serves
+/// linearizable reads through ReadIndex.
+///
+/// **Group commit is adaptive:** the storage commit of a Ready runs off the actor; proposals that
+/// arrive meanwhile accumulate in the instance and leave together in the next Ready.
+public actor RaftNode {
+    public nonisolated let id: NodeID
+    let configuration: NodeConfiguration
+    var raft: Raft.Instance
+    let storage: any NodeStorage
+    let send: @Sendable (Raft.Message) -> Void
+    let nowMs: @Sendable () -> Int64
+    let logger: Logger
+
+    struct Proposal {
+        var term: Raft.Term
+        var continuation: CheckedContinuation<Result<KVResult, KVError>, any Error>
+    }
+
+    var proposals: [Raft.Index: Proposal] = [:]
+    var readIndexWaiters: [Raft.ReadContext: CheckedContinuation<Raft.Index, any Error>] = [:]
+    var applyWaiters: [(index: Raft.Index, continuation: CheckedContinuation<Void, Never>)] = []
+    var appliedIndex: Raft.Index
+    var committing = false
+    var nextReadContext: Raft.ReadContext = 1
+    var tickTask: Task<Void, Never>?
+    var stopped = false
+    var expiryInFlight = false
+    var lastRole: Raft.Role = .follower
+    var lastTerm: Raft.Term = 0
+
+    public init(
+        configuration: NodeConfiguration, storage: any NodeStorage, state: Raft.PersistentState,
+        send: @escaping @Sendable (Raft.Message) -> Void, nowMs: @escaping @Sendable () -> Int64, logger: Logger
+    ) {
+        self.id = configuration.id
+        self.configuration = configuration
+        var raftConfiguration = Raft.Config(
+            id: configuration.id, electionTicks: configuration.electionTicks, heartbeatTicks: 1,
+            seed: configuration.id.rawValue &* 0x9E37_79B9 &+ UInt64(nowMs()), limits: configuration.limits)
+        raftConfiguration.appendRetryTicks = 3
+        self.raft = Raft.Instance(config: raftConfiguration, state: state)
+        self.storage = storage
+        self.send = send
+        self.nowMs = nowMs
+        self.appliedIndex = state.appliedIndex
+        var logger = logger
+        logger[metadataKey: "node"] = "\(configuration.id)"
+        self.logger = logger
+    }
+
+    // MARK: Lifecycle
+
+    public func start() {
+        guard tickTask == nil else { return }
+        let interval = Duration.milliseconds(configuration.tickMs)
+        tickTask = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                await self?.tick()
+            }
+        }
+    }
+
+    /// Stops ticking and fails everything still waiting.
+    public func stop() {
+        stopped = true
+        tickTask?.cancel()
+        tickTask = nil
+        for (_, proposal) in proposals { proposal.continuation.resume(throwing: NodeError.stopped) }
+        proposals = [:]
+        for (_, waiter) in readIndexWaiters { waiter.resume(throwing: NodeError.stopped) }
+        readIndexWaiters = [:]
+        for waiter in applyWaiters { waiter.continuation.resume() }
+        applyWaiters = []
+    }
+
+    // MARK: Inputs
+
+    public func receive(_ message: Raft.Message) {
+        guard !stopped else { return }
+        raft.step(message)
+        pump()
+    }
+
+    func tick() {
+        guard !stopped else { return }
+        raft.tick()
+        expireLeasesIfDue()
+        pump()
+    }
+
+    public func campaign() {
+        raft.campaign()
+        pump()
+    }
+
+    /// Applies a write through the log; returns its result once it has applied here.
+    public func write(_ request: KVWriteRequest) async throws -> KVResult {
+        guard !stopped else { throw NodeError.stopped }
+        let command = request.command(nowMs: nowMs())
+        try KVValidator.validate(command, limits: configuration.limits)
+        let result = try await propose(command)
+        return try result.get()
+    }
+
+    func propose(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
+        let receipt: Raft.ProposalReceipt
+        do {
+            receipt = try raft.propose(command.encoded())
+        } catch {
+            switch error {
+            case .notLeader(let hint): throw NodeError.notLeader(leaderHint: hint)
+            case .leaderBeingRemoved, .leadershipTransferInProgress: throw NodeError.notLeader(leaderHint: nil)
+            default: throw NodeError.refused(error.description)
+            }
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            proposals[receipt.indexes.lowerBound] = Proposal(term: receipt.term, continuation: continuation)
+            pump()
+        }
+    }
+
+    /// Reads the applied state: after a ReadIndex round with a quorum (linearizable), or as it is
+    /// here (stale).
+    public func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
+        guard !stopped else { throw NodeError.stopped }
+        try KVValidator.validate(request, limits: configuration.limits)
+        if consistency == .linearizable {
+            let context = nextReadContext
+            nextReadContext += 1
+            let index: Raft.Index = try await withCheckedThrowingContinuation { continuation in
+                do {
+                    try raft.readIndex(context: context)
+                    readIndexWaiters[context] = continuation
+                    pump()
+                } catch {
+                    continuation.resume(throwing: NodeError.notLeader(leaderHint: raft.leader))
+                }
+            }
+            await waitUntilApplied(index)
+        }
+        return try storage.read(request).get()
+    }
+
+    public func proposeMembership(_ changes: [Raft.MembershipChange]) throws {
+        do {
+            try raft.proposeMembership(changes)
+        } catch {
+            if case .notLeader(let hint) = error { throw NodeError.notLeader(leaderHint: hint) }
+            throw NodeError.refused(error.description)
+        }
+        pump()
+    }
+
+    public func transferLeadership(to target: NodeID) throws {
+        do {
+            try raft.transferLeadership(to: target)
+        } catch {
+            if case .notLeader(let hint) = error { throw NodeError.notLeader(leaderHint: hint) }
+            throw NodeError.refused(error.description)
+        }
+        pump()
+    }
+
+    public struct Status: Sendable, Equatable {
+        public var id: NodeID
+        public var role: Raft.Role
+        public var term: Raft.Term
+        public var leader: NodeID?
+        public var commitIndex: Raft.Index
+        public var appliedIndex: Raft.Index
+        public var lastIndex: Raft.Index
+        public var membership: Raft.Membership
+    }
+
+    public var status: Status {
+        Status(
+            id: id, role: raft.role, term: raft.term, leader: raft.leader, commitIndex: raft.commitIndex,
+            appliedIndex: appliedIndex, lastIndex: raft.lastIndex, membership: raft.membership)
+    }
+
+    // MARK: Leases: time decided by the leader
+
+    /// The leader proposes the expiry of leases past their time by its clock; every node applies
+    /// the same command with the same timestamp.
+    func expireLeasesIfDue() {
+        guard raft.isLeader, !expiryInFlight else { return }
+        let now = nowMs()
+        guard let leases = try? storage.leases(), leases.contains(where: { $0.expiresAtMs <= now }) else { return }
+        expiryInFlight = true
+        Task {
+            _ = try? await self.propose(.expireLeases(nowMs: now))
+            self.expiryDone()
+        }
+    }
+
+    func expiryDone() { expiryInFlight = false }
+
+    // MARK: The Ready loop
+
+    func pump() {
+        guard !committing, !stopped else { return }
+        committing = true
+        Task { await self.drain() }
+    }
+
+    /// Persist, send, apply, advance — until the instance has nothing more to do.
+    func drain() async {
+        defer { committing = false }
+        while !stopped {
+            let ready = raft.ready()
+            if ready.isEmpty { break }
+            noteRoleChange()
+            for message in ready.messages { send(message) }
+            let batch = StorageBatch(ready)
+            var applied: [AppliedEntry] = []
+            if !batch.isEmpty {
+                let storage = self.storage
+                do {
+                    // Off the actor: proposals keep arriving and join the next batch.
+                    applied = try await Task.detached { try storage.commit(batch) }.value
+                } catch {
+                    logger.critical("storage failed; stopping the node", metadata: ["error": "\(error)"])
+                    stop()
+                    return
+                }
+                if let snapshot = batch.snapshot {
+                    raft.snapshotInstalled(snapshot.metadata)
+                    failProposals(through: snapshot.metadata.index, with: NodeError.outcomeUnknown)
+                    advanceApplied(to: snapshot.metadata.index)
+                }
+                if let last = batch.entries.last { raft.persisted(upTo: last.index, term: last.term) }
+            }
+            for message in ready.messagesAfterPersist { send(message) }
+            for entry in applied { resolve(entry) }
+            if let last = batch.committedEntries.last { advanceApplied(to: last.index) }
+            for state in ready.readStates { readIndexWaiters.removeValue(forKey: state.context)?.resume(returning: state.index) }
+            for context in ready.droppedReads {
+                readIndexWaiters.removeValue(forKey: context)?.resume(throwing: NodeError.notLeader(leaderHint: raft.leader))
+            }
+        }
+        compactIfDue()
+    }
+
+    func noteRoleChange() {
+        if raft.role != lastRole || raft.term != lastTerm {
+            lastRole = raft.role
+            lastTerm = raft.term
+            logger.info("role changed", metadata: ["role": "\(raft.role)", "term": "\(raft.term)", "leader": "\(raft.leader.map(\.description) ?? "none")"])
+        }
+    }
+
+    func resolve(_ entry: AppliedEntry) {
+        guard let proposal = proposals.removeValue(forKey: entry.index) else { return }
+        guard proposal.term == entry.term, let result = entry.result else {
+            proposal.continuation.resume(throwing: NodeError.proposalLost)
+            return
+        }
+        proposal.continuation.resume(returning: result)
+    }
+
+    func failProposals(through index: Raft.Index, with error: NodeError) {
+        for key in proposals.keys where key <= index {
+            proposals.removeValue(forKey: key)?.continuation.resume(throwing: error)
+        }
+    }
+
+    func advanceApplied(to index: Raft.Index) {
+        guard index > appliedIndex else { return }
+        appliedIndex = index
+        let ready = applyWaiters.filter { $0.index <= index }
+        applyWaiters.removeAll { $0.index <= index }
+        for waiter in ready { waiter.continuation.resume() }
+    }
+
+    func waitUntilApplied(_ index: Raft.Index) async {
+        guard index > appliedIndex else { return }
+        await withCheckedContinuation { continuation in applyWaiters.append((index, continuation)) }
+    }
+
+    func compactIfDue() {
+        guard appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold,
+            let (index, data) = try? storage.snapshotData(), index > raft.snapshotMetadata.index,
+            let metadata = try? raft.compact(through: index, data: data)
+        else { return }
+        do {
+            try storage.compacted(metadata)
+            logger.info("log compacted", metadata: ["through": "\(metadata.index)"])
+        } catch {
+            logger.error("compaction failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,160 @@
+import AspenCore
+import AspenKV
+import AspenNode
+import AspenRaft
+import AspenStorage
+import AspenTransport
+import Foundation
+import Logging
+import Testing
+
+/// Three real nodes in one process: SQLite stores on disk, TLS connections on loopback.
+final class InProcessCluster: @unchecked Sendable {
+    // @unchecked: the arrays are filled once in `start` and only read afterwards.
+    struct Member {
+        let id: NodeID
+        let node: RaftNode
+        let server: TransportServer
+        let network: PeerNetwork
+        let storage: SQLiteNodeStorage
+    }
+
+    let directory: URL
+    var members: [Member] = []
+
+    init() {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("aspen-node-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+
+    static func start(nodes count: Int) async throws -> InProcessCluster {
+        let cluster = InProcessCluster()
+        let ids = (1...UInt64(count)).map { NodeID($0) }
+        let membership = Raft.Membership(voters: ids)
+        var logger = Logger(label: "aspen.node.test")
+        logger.logLevel = .warning
+        var addresses: [NodeID: PeerAddress] = [:]
+        for id in ids {
+            let identity = NodeIdentity()
+            let tls = try TLSMaterial(identity: identity)
+            let storage = try SQLiteNodeStorage(path: cluster.directory.appendingPathComponent("n\(id.rawValue).db").path)
+            try storage.bootstrap(.bootstrap(membership))
+            let network = PeerNetwork(tls: tls, peers: [:], logger: logger)
+            var configuration = NodeConfiguration(id: id)
+            configuration.tickMs = 20
+            configuration.electionTicks = 10
+            let node = RaftNode(
+                configuration: configuration, storage: storage, state: try storage.load()!, send: { network.send($0) },
+                nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger)
+            let server = try await TransportServer.start(
+                host: "127.0.0.1", port: 0, tls: tls, routes: [AspenProtocol.raft: network.route(to: node)], logger: logger)
+            addresses[id] = PeerAddress(host: "127.0.0.1", port: server.port, key: identity.key)
+            cluster.members.append(Member(id: id, node: node, server: server, network: network, storage: storage))
+        }
+        for member in cluster.members {
+            for (id, address) in addresses where id != member.id { member.network.setPeer(id, address) }
+            await member.node.start()
+        }
+        return cluster
+    }
+
+    func member(_ id: NodeID) -> Member { members.first { $0.id == id }! }
+
+    /// Waits for a leader that the given members agree on.
+    func leader(among ids: [NodeID]? = nil, timeoutSeconds: Double = 10) async throws -> NodeID {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        let candidates = ids ?? members.map(\.id)
+        while Date() < deadline {
+            for id in candidates {
+                let status = await member(id).node.status
+                if status.role == .leader { return id }
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw NodeError.refused("no leader within \(timeoutSeconds) s")
+    }
+
+    func stop() async {
+        for member in members {
+            await member.node.stop()
+            try? await member.server.close()
+        }
+    }
+}
+
+@Suite("Raft nodes over TLS", .serialized)
+struct RaftNodeClusterTests {
+    @Test("three nodes elect a leader, commit writes, and serve linearizable and stale reads")
+    func writesAndReads() async throws {
+        let cluster = try await InProcessCluster.start(nodes: 3)
+        let leader = try await cluster.leader()
+        let node = cluster.member(leader).node
+        let put = try await node.write(.put(Put(key: Array("hello".utf8), value: Array("world".utf8))))
+        guard case .put(let result) = put else {
+            Issue.record("unexpected \(put)")
+            return
+        }
+        #expect(result.revision == 1)
+        let read = try await node.read(RangeRequest(.key(Array("hello".utf8))), consistency: .linearizable)
+        #expect(read.kvs.first?.value == Array("world".utf8))
+        // A follower answers a linearizable read through the leader's ReadIndex.
+        let follower = cluster.members.first { $0.id != leader }!.node
+        let viaFollower = try await follower.read(RangeRequest(.key(Array("hello".utf8))), consistency: .linearizable)
+        #expect(viaFollower.kvs.first?.value == Array("world".utf8))
+        // A follower refuses writes and names the leader.
+        await #expect(throws: NodeError.notLeader(leaderHint: leader)) {
+            try await follower.write(.put(Put(key: Array("x".utf8), value: [])))
+        }
+        // Bad input is refused before it reaches the log, naming the limit.
+        await #expect(throws: KVError.keyTooLarge(bytes: 2000, limit: 1024)) {
+            try await node.write(.put(Put(key: Bytes(repeating: 1, count: 2000), value: [])))
+        }
+        await cluster.stop()
+    }
+
+    @Test("concurrent writes are all acknowledged and applied everywhere (group commit)")
+    func concurrentWrites() async throws {
+        let cluster = try await InProcessCluster.start(nodes: 3)
+        let leader = try await cluster.leader()
+        let node = cluster.member(leader).node
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for number in 0..<200 {
+                group.addTask {
+                    _ = try await node.write(.put(Put(key: Array("k\(number)".utf8), value: Array("\(number)".utf8))))
+                }
+            }
+            try await group.waitForAll()
+        }
+        let count = try await node.read(RangeRequest(.prefix(Array("k".utf8)), countOnly: true), consistency: .linearizable).count
+        #expect(count == 200)
+        // Every node applies the same 200 writes.
+        let deadline = Date().addingTimeInterval(5)
+        for member in cluster.members {
+            while try member.storage.read(RangeRequest(.prefix(Array("k".utf8)), countOnly: true)).get().count < 200 && Date() < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(try member.storage.read(RangeRequest(.prefix(Array("k".utf8)), countOnly: true)).get().count == 200)
+        }
+        await cluster.stop()
+    }
+
+    @Test("when the leader stops, the others elect a new one and keep every acknowledged write")
+    func leaderFailover() async throws {
+        let cluster = try await InProcessCluster.start(nodes: 3)
+        let first = try await cluster.leader()
+        for number in 0..<20 {
+            _ = try await cluster.member(first).node.write(.put(Put(key: Array("a\(number)".utf8), value: [1])))
+        }
+        await cluster.member(first).node.stop()
+        try? await cluster.member(first).server.close()
+        let others = cluster.members.map(\.id).filter { $0 != first }
+        let second = try await cluster.leader(among: others)
+        #expect(second != first)
+        _ = try await cluster.member(second).node.write(.put(Put(key: Array("after".utf8), value: [2])))
+        let page = try await cluster.member(second).node.read(RangeRequest(.prefix(Array("a".utf8))), consistency: .linearizable)
+        #expect(page.count == 21)
+        await cluster.stop()
+    }
+}
