@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "AspenStorage", targets: ["AspenStorage"]),
         .library(name: "AspenTransport", targets: ["AspenTransport"]),
         .library(name: "AspenNode", targets: ["AspenNode"]),
+        .library(name: "AspenClient", targets: ["AspenClient"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
@@ -68,6 +69,8 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
+        .target(name: "AspenClient", dependencies: ["AspenCore", "AspenKV", "AspenTransport"], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .executableTarget(
@@ -93,7 +96,7 @@ let package = Package(
         .testTarget(name: "AspenTransportTests", dependencies: ["AspenCore", "AspenTransport"], swiftSettings: strictSwift),
         .testTarget(
             name: "AspenNodeTests",
-            dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenTesting"],
+            dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenClient", "AspenTesting"],
             swiftSettings: strictSwift),
         .testTarget(name: "AspenCoreTests", dependencies: ["AspenCore"], swiftSettings: strictSwift),
         .testTarget(name: "AspenRaftTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),

@@ -1,3 +1,4 @@
+import AspenClient
 import AspenCore
 import AspenKV
 import AspenNode
@@ -17,6 +18,7 @@ final class InProcessCluster: @unchecked Sendable {
         let server: TransportServer
         let network: PeerNetwork
         let storage: SQLiteNodeStorage
+        let key: NodeKey
     }
 
     let directory: URL
@@ -49,9 +51,13 @@ final class InProcessCluster: @unchecked Sendable {
                 configuration: configuration, storage: storage, state: try storage.load()!, send: { network.send($0) },
                 nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger)
             let server = try await TransportServer.start(
-                host: "127.0.0.1", port: 0, tls: tls, routes: [AspenProtocol.raft: network.route(to: node)], logger: logger)
+                host: "127.0.0.1", port: 0, tls: tls,
+                routes: [
+                    AspenProtocol.raft: network.route(to: node),
+                    AspenProtocol.client: ClientService(node: node, logger: logger).route,
+                ], logger: logger)
             addresses[id] = PeerAddress(host: "127.0.0.1", port: server.port, key: identity.key)
-            cluster.members.append(Member(id: id, node: node, server: server, network: network, storage: storage))
+            cluster.members.append(Member(id: id, node: node, server: server, network: network, storage: storage, key: identity.key))
         }
         for member in cluster.members {
             for (id, address) in addresses where id != member.id { member.network.setPeer(id, address) }
@@ -61,6 +67,11 @@ final class InProcessCluster: @unchecked Sendable {
     }
 
     func member(_ id: NodeID) -> Member { members.first { $0.id == id }! }
+
+    /// Every node as a client endpoint, pinned by key.
+    var endpoints: [Endpoint] {
+        members.map { Endpoint(id: $0.id, host: "127.0.0.1", port: $0.server.port, key: $0.key) }
+    }
 
     /// Waits for a leader that the given members agree on.
     func leader(among ids: [NodeID]? = nil, timeoutSeconds: Double = 10) async throws -> NodeID {

@@ -1,0 +1,177 @@
+import AspenCore
+import AspenKV
+import AspenTransport
+import Synchronization
+
+/// One node a client may talk to.
+public struct Endpoint: Sendable, Equatable {
+    public var id: NodeID?
+    public var host: String
+    public var port: Int
+    /// The node's key; when given, the connection is refused unless the node proves it.
+    public var key: NodeKey?
+
+    public init(id: NodeID? = nil, host: String, port: Int, key: NodeKey? = nil) {
+        self.id = id
+        self.host = host
+        self.port = port
+        self.key = key
+    }
+}
+
+/// Why the client gave up.
+public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// No node answered in time (all down, partitioned, or no leader yet).
+    case unavailable(String)
+    /// The node answered with an error the client has no better type for.
+    case rejected(RPCFailure)
+    case malformedResponse(String)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let reason): return "the cluster is unavailable: \(reason)"
+        case .rejected(let failure): return failure.description
+        case .malformedResponse(let reason): return "malformed response: \(reason)"
+        }
+    }
+}
+
+/// Aspen's client: finds the leader among the endpoints, follows `not_leader` hints, retries dead
+/// nodes with bounded backoff, and speaks the same `KeyValueStore` protocol as every store.
+public final class AspenClient: KeyValueStore {
+    let endpoints: [Endpoint]
+    let tls: TLSMaterial
+    let options: TransportOptions
+    /// Attempts per request before giving up.
+    let attemptsMax: Int
+    private let preferred = Mutex(0)
+    private let connections = Mutex<[Int: Task<TransportConnection, any Error>]>([:])
+
+    public init(endpoints: [Endpoint], identity: NodeIdentity = NodeIdentity(), options: TransportOptions = TransportOptions(), attemptsMax: Int = 20) throws {
+        precondition(!endpoints.isEmpty, "a client needs at least one endpoint")
+        self.endpoints = endpoints
+        self.tls = try TLSMaterial(identity: identity)
+        self.options = options
+        self.attemptsMax = attemptsMax
+    }
+
+    private func connection(_ position: Int) -> Task<TransportConnection, any Error> {
+        connections.withLock { connections in
+            if let existing = connections[position] { return existing }
+            let endpoint = endpoints[position]
+            let tls = self.tls
+            let options = self.options
+            let task = Task {
+                try await TransportConnection.connect(
+                    host: endpoint.host, port: endpoint.port, protocol: AspenProtocol.client, tls: tls, expecting: endpoint.key,
+                    options: options)
+            }
+            connections[position] = task
+            return task
+        }
+    }
+
+    private func forget(_ position: Int) {
+        connections.withLock { $0.removeValue(forKey: position) }?.cancel()
+    }
+
+    /// Sends a request, following leader hints and rotating past dead nodes.
+    func call(_ domain: String, _ operation: String, _ body: [UInt8]) async throws -> [UInt8] {
+        let request = RPCRequest(domain: domain, operation: operation, body: body).encoded()
+        var lastProblem = "no attempt made"
+        var backoffMs = 20
+        for attempt in 0..<attemptsMax {
+            let position = preferred.withLock { $0 }
+            do {
+                let connection = try await connection(position).value
+                let response = try RPCResponse(decoding: try await connection.request(request), limits: options.limits)
+                switch response {
+                case .ok(let body):
+                    return body
+                case .failure(let failure) where failure.code == "not_leader":
+                    lastProblem = failure.message
+                    let hinted = failure.leaderHint.flatMap { hint in endpoints.firstIndex { $0.id?.rawValue == hint } }
+                    preferred.withLock { $0 = hinted ?? (position + 1) % endpoints.count }
+                    if hinted == nil { try await pause(&backoffMs, attempt) }
+                    continue
+                case .failure(let failure) where failure.code == "unavailable" || failure.code == "proposal_lost":
+                    lastProblem = failure.message
+                    preferred.withLock { $0 = (position + 1) % endpoints.count }
+                    try await pause(&backoffMs, attempt)
+                    continue
+                case .failure(let failure):
+                    if !failure.detail.isEmpty, let error = try? KVWire.decodeError(failure.detail) { throw error }
+                    throw ClientError.rejected(failure)
+                }
+            } catch let error as KVError {
+                throw error
+            } catch let error as ClientError {
+                throw error
+            } catch {
+                // The node is unreachable or the connection broke: try another.
+                lastProblem = "\(endpoints[position].host):\(endpoints[position].port): \(error)"
+                forget(position)
+                preferred.withLock { $0 = (position + 1) % endpoints.count }
+                try await pause(&backoffMs, attempt)
+            }
+        }
+        throw ClientError.unavailable(lastProblem)
+    }
+
+    private func pause(_ backoffMs: inout Int, _ attempt: Int) async throws {
+        try await Task.sleep(for: .milliseconds(backoffMs))
+        backoffMs = min(backoffMs * 2, 1000)
+    }
+
+    // MARK: KeyValueStore
+
+    public func write(_ request: KVWriteRequest) async throws -> KVResult {
+        // Refused here, with the same error the node would give, before anything is sent.
+        try KVValidator.validate(request.command(nowMs: 0), limits: options.limits)
+        let body = try await call("kv", "write", KVWire.encode(request))
+        do {
+            return try KVWire.decodeResult(body)
+        } catch {
+            throw ClientError.malformedResponse("\(error)")
+        }
+    }
+
+    public func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
+        try KVValidator.validate(request, limits: options.limits)
+        let body = try await call("kv", "read", KVWire.encode(request, consistency: consistency))
+        do {
+            return try KVWire.decodeRange(body)
+        } catch {
+            throw ClientError.malformedResponse("\(error)")
+        }
+    }
+
+    public func leaseStatus(_ id: LeaseID, withKeys: Bool) async throws -> LeaseStatus {
+        var writer = ByteWriter()
+        writer.writeVarint(signed: id)
+        writer.write(withKeys)
+        let body = try await call("kv", "lease", writer.bytes)
+        do {
+            return try KVWire.decodeLeaseStatus(body)
+        } catch {
+            throw ClientError.malformedResponse("\(error)")
+        }
+    }
+
+    public func leases() async throws -> [Lease] {
+        let body = try await call("kv", "leases", [])
+        do {
+            return try KVWire.decodeLeases(body)
+        } catch {
+            throw ClientError.malformedResponse("\(error)")
+        }
+    }
+
+    public func close() async {
+        let all = connections.withLock { connections -> [Task<TransportConnection, any Error>] in
+            defer { connections = [:] }
+            return Array(connections.values)
+        }
+        for task in all { await (try? task.value)?.close() }
+    }
+}

@@ -1,0 +1,87 @@
+/// A client request on `aspen/client/1`: a domain (`kv`, `cluster`, later `lock`, `queue`, …), an
+/// operation within it, and the operation's own encoded body.
+public struct RPCRequest: Sendable, Equatable {
+    public var domain: String
+    public var operation: String
+    public var body: [UInt8]
+
+    public init(domain: String, operation: String, body: [UInt8]) {
+        self.domain = domain
+        self.operation = operation
+        self.body = body
+    }
+
+    static let version: UInt8 = 1
+
+    public func encoded() -> [UInt8] {
+        var writer = ByteWriter(capacity: body.count + 32)
+        writer.write(Self.version)
+        writer.writeString(domain)
+        writer.writeString(operation)
+        writer.writeBytes(body)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        guard try reader.readByte() == Self.version else { throw .invalid("unknown request version") }
+        domain = try reader.readString(limit: 64)
+        operation = try reader.readString(limit: 64)
+        body = try reader.readBytes(limit: limits.rpcMessageBytesMax)
+        try reader.expectEnd()
+    }
+}
+
+/// The answer: a body, or an error with a stable code, a message safe to show (never a path or a
+/// stack trace), the leader's id when the node is not the leader, and the domain's typed error.
+public enum RPCResponse: Sendable, Equatable {
+    case ok([UInt8])
+    case failure(RPCFailure)
+
+    public func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        switch self {
+        case .ok(let body):
+            writer.write(0)
+            writer.writeBytes(body)
+        case .failure(let failure):
+            writer.write(1)
+            writer.writeString(failure.code)
+            writer.writeString(failure.message)
+            writer.writeVarint(failure.leaderHint ?? 0)
+            writer.writeBytes(failure.detail)
+        }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        switch try reader.readByte() {
+        case 0: self = .ok(try reader.readBytes(limit: limits.rpcMessageBytesMax))
+        case 1:
+            let code = try reader.readString(limit: 64)
+            let message = try reader.readString(limit: 4096)
+            let hint = try reader.readVarint()
+            let detail = try reader.readBytes(limit: 64 * 1024)
+            self = .failure(RPCFailure(code: code, message: message, leaderHint: hint == 0 ? nil : hint, detail: detail))
+        case let tag: throw .unknownTag(tag, context: "response")
+        }
+        try reader.expectEnd()
+    }
+}
+
+public struct RPCFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    public var code: String
+    public var message: String
+    public var leaderHint: UInt64?
+    public var detail: [UInt8]
+
+    public init(code: String, message: String, leaderHint: UInt64? = nil, detail: [UInt8] = []) {
+        self.code = code
+        self.message = message
+        self.leaderHint = leaderHint
+        self.detail = detail
+    }
+
+    public var description: String { "\(code): \(message)" }
+}

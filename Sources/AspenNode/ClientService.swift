@@ -1,0 +1,85 @@
+import AspenCore
+import AspenKV
+import AspenRaft
+import AspenTransport
+import Logging
+
+/// The node's side of `aspen/client/1`: decodes a request, hands it to the domain's handler and
+/// answers with a result or a sanitized, coded error. Followers answer writes and linearizable
+/// reads with `not_leader` and the leader's id.
+public struct ClientService: Sendable {
+    let node: RaftNode
+    let limits: Limits
+    let logger: Logger
+
+    public init(node: RaftNode, limits: Limits = .standard, logger: Logger) {
+        self.node = node
+        self.limits = limits
+        self.logger = logger
+    }
+
+    public var route: TransportRoute {
+        TransportRoute(authorize: { _ in true }, handle: { _, body in await self.handle(body).encoded() })
+    }
+
+    func handle(_ bytes: [UInt8]) async -> RPCResponse {
+        let request: RPCRequest
+        do {
+            request = try RPCRequest(decoding: bytes, limits: limits)
+        } catch {
+            return .failure(RPCFailure(code: "bad_request", message: "undecodable request: \(error)"))
+        }
+        do {
+            switch (request.domain, request.operation) {
+            case ("kv", "write"):
+                let write = try KVWire.decodeWrite(request.body, limits: limits)
+                return .ok(KVWire.encode(try await node.write(write)))
+            case ("kv", "read"):
+                let (range, consistency) = try KVWire.decodeRead(request.body, limits: limits)
+                return .ok(KVWire.encode(try await node.read(range, consistency: consistency)))
+            case ("kv", "lease"):
+                var reader = ByteReader(request.body)
+                let id = try reader.readSignedVarint()
+                let withKeys = try reader.readBool()
+                return .ok(KVWire.encode(try await node.leaseStatus(id, withKeys: withKeys)))
+            case ("kv", "leases"):
+                return .ok(KVWire.encode(try await node.leases()))
+            default:
+                return .failure(
+                    RPCFailure(code: "unknown_operation", message: "unknown operation \(request.domain).\(request.operation)"))
+            }
+        } catch let error as KVError {
+            return .failure(RPCFailure(code: error.code, message: error.description, detail: KVWire.encode(error)))
+        } catch let error as NodeError {
+            switch error {
+            case .notLeader(let hint):
+                return .failure(RPCFailure(code: "not_leader", message: error.description, leaderHint: hint?.rawValue))
+            case .proposalLost: return .failure(RPCFailure(code: "proposal_lost", message: error.description))
+            case .outcomeUnknown: return .failure(RPCFailure(code: "outcome_unknown", message: error.description))
+            case .stopped: return .failure(RPCFailure(code: "unavailable", message: error.description))
+            case .refused(let reason): return .failure(RPCFailure(code: "refused", message: reason))
+            }
+        } catch let error as DecodingError {
+            return .failure(RPCFailure(code: "bad_request", message: "undecodable request body: \(error)"))
+        } catch {
+            logger.error("request failed", metadata: ["error": "\(error)"])
+            return .failure(RPCFailure(code: "internal", message: "the node could not complete the request"))
+        }
+    }
+}
+
+extension RaftNode {
+    /// A lease's time to live, as the leader sees it.
+    public func leaseStatus(_ id: LeaseID, withKeys: Bool) async throws -> LeaseStatus {
+        guard raft.isLeader else { throw NodeError.notLeader(leaderHint: raft.leader) }
+        // A lease past its time is gone, even before the expiry command has applied.
+        guard let (lease, keys) = try storage.lease(id), lease.expiresAtMs > nowMs() else { throw KVError.leaseNotFound(id) }
+        return LeaseStatus(lease: lease, remainingMs: max(0, lease.expiresAtMs - nowMs()), keys: withKeys ? keys : [])
+    }
+
+    public func leases() async throws -> [Lease] {
+        guard raft.isLeader else { throw NodeError.notLeader(leaderHint: raft.leader) }
+        let now = nowMs()
+        return try storage.leases().filter { $0.expiresAtMs > now }
+    }
+}
