@@ -19,6 +19,8 @@ let package = Package(
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
+        .executable(name: "aspen-node", targets: ["aspen-node"]),
+        .executable(name: "aspen", targets: ["aspen"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -98,6 +100,23 @@ let package = Package(
             name: "AspenNodeTests",
             dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenClient", "AspenTesting"],
             swiftSettings: strictSwift),
+        .executableTarget(
+            name: "aspen-node",
+            dependencies: [
+                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "aspen",
+            dependencies: [
+                "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .testTarget(name: "AspenCoreTests", dependencies: ["AspenCore"], swiftSettings: strictSwift),
         .testTarget(name: "AspenRaftTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),
         .testTarget(name: "AspenTestingTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),

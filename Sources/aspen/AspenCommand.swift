@@ -1,0 +1,111 @@
+import AspenClient
+import AspenCore
+import AspenKV
+import AspenNode
+import AspenTransport
+import ArgumentParser
+import Foundation
+
+@main
+struct AspenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aspen",
+        abstract: "Talk to an Aspen cluster, or run one locally.",
+        discussion: """
+            Point the CLI at a cluster with --endpoints (or ASPEN_ENDPOINTS): ID=KEYHEX@HOST:PORT,...
+            `aspen dev` starts a local cluster and prints the line to export.
+
+            Exit codes: 0 ok, 1 not found, 2 condition failed, 3 unavailable, 4 bad input.
+            """,
+        subcommands: [KV.self, LeaseCommand.self, Dev.self])
+}
+
+/// Options every cluster command takes.
+struct ClusterOptions: ParsableArguments {
+    @Option(help: "Cluster endpoints ID=KEYHEX@HOST:PORT,... (default: $ASPEN_ENDPOINTS).")
+    var endpoints: String?
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    @Option(help: "Give up after this many milliseconds.")
+    var timeoutMs: Int = 10_000
+
+    func client() throws -> AspenClient {
+        guard let text = endpoints ?? ProcessInfo.processInfo.environment["ASPEN_ENDPOINTS"], !text.isEmpty else {
+            throw CLIError.badInput("no endpoints: pass --endpoints or export ASPEN_ENDPOINTS (see `aspen dev`)")
+        }
+        let peers: [NodeID: PeerAddress]
+        do {
+            peers = try PeerList.parse(text)
+        } catch {
+            throw CLIError.badInput("\(error)")
+        }
+        var options = TransportOptions()
+        options.requestTimeoutSeconds = Double(timeoutMs) / 1000
+        let attempts = max(3, timeoutMs / 200)
+        return try AspenClient(
+            endpoints: peers.keys.sorted().map { Endpoint(id: $0, host: peers[$0]!.host, port: peers[$0]!.port, key: peers[$0]!.key) },
+            options: options, attemptsMax: attempts)
+    }
+}
+
+/// Errors mapped to exit codes a script can tell apart.
+enum CLIError: Error, CustomStringConvertible {
+    case notFound(String)
+    case conditionFailed(String)
+    case unavailable(String)
+    case badInput(String)
+
+    var description: String {
+        switch self {
+        case .notFound(let text), .conditionFailed(let text), .unavailable(let text), .badInput(let text): return text
+        }
+    }
+
+    var exitCode: Int32 {
+        switch self {
+        case .notFound: return 1
+        case .conditionFailed: return 2
+        case .unavailable: return 3
+        case .badInput: return 4
+        }
+    }
+}
+
+/// Runs a command body, turning every failure into a message on stderr and the right exit code.
+func runReporting(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as CLIError {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        throw ExitCode(error.exitCode)
+    } catch let error as KVError {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        let notFound = if case .leaseNotFound = error { true } else { false }
+        throw ExitCode(notFound ? 1 : 4)
+    } catch let error as ClientError {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        throw ExitCode(3)
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        throw ExitCode(3)
+    }
+}
+
+func output(_ json: Bool, _ object: [String: Any], text: String) {
+    if json, let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
+        print(String(decoding: data, as: UTF8.self))
+    } else {
+        print(text)
+    }
+}
+
+func describe(_ kv: KeyValue) -> [String: Any] {
+    [
+        "key": String(decoding: kv.key, as: UTF8.self), "value": String(decoding: kv.value, as: UTF8.self),
+        "createRevision": kv.createRevision, "modRevision": kv.modRevision, "version": kv.version, "lease": kv.lease,
+    ]
+}
