@@ -167,6 +167,25 @@ public final class AspenClient: KeyValueStore {
         }
     }
 
+    /// What each endpoint says about itself (unreachable ones are reported as errors).
+    public func status() async -> [(endpoint: Endpoint, status: Result<NodeStatusInfo, any Error>)] {
+        var results: [(Endpoint, Result<NodeStatusInfo, any Error>)] = []
+        let request = RPCRequest(domain: "cluster", operation: "status", body: []).encoded()
+        for position in endpoints.indices {
+            do {
+                let connection = try await connection(position).value
+                switch try RPCResponse(decoding: try await connection.request(request)) {
+                case .ok(let body): results.append((endpoints[position], .success(try NodeStatusWire.decode(body))))
+                case .failure(let failure): results.append((endpoints[position], .failure(ClientError.rejected(failure))))
+                }
+            } catch {
+                forget(position)
+                results.append((endpoints[position], .failure(error)))
+            }
+        }
+        return results
+    }
+
     public func close() async {
         let all = connections.withLock { connections -> [Task<TransportConnection, any Error>] in
             defer { connections = [:] }

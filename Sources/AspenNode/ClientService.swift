@@ -44,6 +44,14 @@ public struct ClientService: Sendable {
                 return .ok(KVWire.encode(try await node.leaseStatus(id, withKeys: withKeys)))
             case ("kv", "leases"):
                 return .ok(KVWire.encode(try await node.leases()))
+            case ("cluster", "status"):
+                let status = await node.status
+                return .ok(
+                    NodeStatusWire.encode(
+                        NodeStatusInfo(
+                            id: status.id.rawValue, role: status.role.rawValue, term: status.term, leader: status.leader?.rawValue,
+                            commitIndex: status.commitIndex, appliedIndex: status.appliedIndex, lastIndex: status.lastIndex,
+                            voters: status.membership.allVoters.map(\.rawValue), learners: status.membership.learners.map(\.rawValue))))
             default:
                 return .failure(
                     RPCFailure(code: "unknown_operation", message: "unknown operation \(request.domain).\(request.operation)"))
