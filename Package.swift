@@ -98,7 +98,10 @@ let package = Package(
         .testTarget(name: "AspenTransportTests", dependencies: ["AspenCore", "AspenTransport"], swiftSettings: strictSwift),
         .testTarget(
             name: "AspenNodeTests",
-            dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenClient", "AspenTesting"],
+            dependencies: [
+                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenClient", "AspenTesting",
+                "aspen-node", "aspen",
+            ],
             swiftSettings: strictSwift),
         .executableTarget(
             name: "aspen-node",

@@ -173,19 +173,20 @@ final class ClientResponseHandler: ChannelInboundHandler {
     }
 }
 
-/// Completes when the TLS handshake has finished with the requested protocol.
+/// Completes when the TLS handshake has finished with the requested protocol. Its promise is
+/// completed exactly once, whatever happens first: the handshake, an error, the channel closing,
+/// or the handler being removed from a channel that never became active.
 final class HandshakeWatcher: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
     let name: String
     private let promise = Mutex<EventLoopPromise<Void>?>(nil)
-    private let result = Mutex<Result<Void, any Error>?>(nil)
+    private let futureStorage = Mutex<EventLoopFuture<Void>?>(nil)
 
     init(protocol name: String) { self.name = name }
 
     var completed: EventLoopFuture<Void> {
         get throws { try futureStorage.withLock { $0! } }
     }
-    private let futureStorage = Mutex<EventLoopFuture<Void>?>(nil)
 
     func handlerAdded(context: ChannelHandlerContext) {
         let made = context.eventLoop.makePromise(of: Void.self)
@@ -193,26 +194,34 @@ final class HandshakeWatcher: ChannelInboundHandler, Sendable {
         futureStorage.withLock { $0 = made.futureResult }
     }
 
-    func fail(_ error: any Error) { promise.withLock { $0 }?.fail(error) }
+    private func complete(_ result: Result<Void, any Error>) {
+        let pending = promise.withLock { promise -> EventLoopPromise<Void>? in
+            defer { promise = nil }
+            return promise
+        }
+        pending?.completeWith(result)
+    }
+
+    func fail(_ error: any Error) { complete(.failure(error)) }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        complete(.failure(TransportError.connectionClosed))
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let tls = event as? TLSUserEvent, case .handshakeCompleted(let negotiated) = tls {
-            if negotiated == name {
-                promise.withLock { $0 }?.succeed(())
-            } else {
-                promise.withLock { $0 }?.fail(TransportError.unknownProtocol(negotiated))
-            }
+            complete(negotiated == name ? .success(()) : .failure(TransportError.unknownProtocol(negotiated)))
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        promise.withLock { $0 }?.fail(TransportError.connectionClosed)
+        complete(.failure(TransportError.connectionClosed))
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.withLock { $0 }?.fail(error)
+        complete(.failure(error))
         context.fireErrorCaught(error)
     }
 }

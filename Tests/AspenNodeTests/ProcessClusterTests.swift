@@ -1,0 +1,220 @@
+import AspenClient
+import AspenCore
+import AspenKV
+import AspenNode
+import AspenTesting
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `aspen-node` processes on loopback ports, killed and restarted like real machines.
+final class ProcessCluster: @unchecked Sendable {
+    // @unchecked: mutated only from the test's own task.
+    let directory: URL
+    let basePort: Int
+    var entries: [String] = []
+    var processes: [Int: Process] = [:]
+
+    static var binaryDirectory: URL { URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent() }
+    static func binary(_ name: String) -> String {
+        [binaryDirectory, binaryDirectory.deletingLastPathComponent()].map { $0.appendingPathComponent(name).path }
+            .first { FileManager.default.isExecutableFile(atPath: $0) } ?? binaryDirectory.appendingPathComponent(name).path
+    }
+
+    init(nodes: Int) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("aspen-processes-\(UUID().uuidString)")
+        basePort = 20_000 + Int.random(in: 0..<2_000) * 10
+        for id in 1...nodes {
+            let key = try Self.run(Self.binary("aspen-node"), ["key", "--data-dir", dataDirectory(id)])
+            entries.append("\(id)=\(key.trimmingCharacters(in: .whitespacesAndNewlines))@127.0.0.1:\(basePort + id)")
+        }
+    }
+
+    deinit {
+        for process in processes.values where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func dataDirectory(_ id: Int) -> String { directory.appendingPathComponent("n\(id)").path }
+    var endpointsText: String { entries.joined(separator: ",") }
+
+    static func run(_ binary: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func start(_ id: Int) throws {
+        let peers = entries.enumerated().filter { $0.offset != id - 1 }.map(\.element).joined(separator: ",")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary("aspen-node"))
+        process.arguments = [
+            "run", "--node-id", "\(id)", "--data-dir", dataDirectory(id), "--listen", "127.0.0.1:\(basePort + id)", "--peers", peers,
+            "--bootstrap", "--heartbeat-ms", "30", "--election-ticks", "10", "--log-level", "warning",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        processes[id] = process
+    }
+
+    func startAll() throws { for id in 1...entries.count { try start(id) } }
+
+    func kill9(_ id: Int) {
+        guard let process = processes[id] else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func terminateAll() {
+        for process in processes.values where process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    func client(only id: Int? = nil) throws -> AspenClient {
+        let text = id.map { entries[$0 - 1] } ?? endpointsText
+        let peers = try PeerList.parse(text)
+        return try AspenClient(
+            endpoints: peers.keys.sorted().map { Endpoint(id: $0, host: peers[$0]!.host, port: peers[$0]!.port, key: peers[$0]!.key) },
+            attemptsMax: 60)
+    }
+
+    func leader(timeoutSeconds: Double = 15) async throws -> Int {
+        let client = try client()
+        defer { Task { await client.close() } }
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while Date() < deadline {
+            for (_, result) in await client.status() {
+                if case .success(let status) = result, status.role == "leader" { return Int(status.id) }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ClientError.unavailable("no leader")
+    }
+}
+
+@Suite("Real aspen-node processes", .serialized)
+struct ProcessClusterTests {
+    @Test("kill -9 of the leader under load loses no acknowledged write; the killed node restarts and catches up; histories are linearizable")
+    func killLeaderUnderLoad() async throws {
+        let cluster = try ProcessCluster(nodes: 3)
+        try cluster.startAll()
+        let leader = try await cluster.leader()
+        let client = try cluster.client()
+        let history = HistoryRecorder()
+        let clock = ContinuousClock()
+        let start = clock.now
+        // Microseconds since the start: the real-time order the checker needs.
+        func now() -> UInt64 {
+            let elapsed = (clock.now - start).components
+            return UInt64(elapsed.seconds) * 1_000_000 + UInt64(elapsed.attoseconds / 1_000_000_000_000)
+        }
+        let writers = (0..<4).map { writer in
+            Task {
+                for number in 0..<40 {
+                    let key = UInt8(writer)
+                    let value = UInt64(writer * 1000 + number)
+                    let invoked = now()
+                    do {
+                        _ = try await client.put([UInt8(ascii: "r"), key], SimulatedCommandBytes.encode(value))
+                        await history.add(key: key, value: value, invoked: invoked, completed: now())
+                    } catch {
+                        await history.add(key: key, value: value, invoked: invoked, completed: nil)
+                    }
+                    let readInvoked = now()
+                    if let read = try? await client.get([UInt8(ascii: "r"), key]) {
+                        await history.read(key: key, value: SimulatedCommandBytes.decode(read.value), invoked: readInvoked, completed: now())
+                    }
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        cluster.kill9(leader)
+        for writer in writers { await writer.value }
+        let acknowledged = await history.acknowledgedWrites
+        #expect(acknowledged.count > 100, "only \(acknowledged.count) writes were acknowledged")
+        // The killed node restarts from its data directory and catches up.
+        try cluster.start(leader)
+        let newLeader = try await cluster.leader()
+        let final = try await client.put(Array("marker".utf8), [1])
+        for id in 1...3 {
+            let single = try cluster.client(only: id)
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline, (try? await single.get(Array("marker".utf8), consistency: .stale)) == nil {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let page = try await single.scan(.prefix([UInt8(ascii: "r")]), consistency: .stale)
+            #expect(page.revision >= final.revision, "node \(id) did not catch up")
+            await single.close()
+        }
+        // Every register's history through the failover is linearizable.
+        let verdict = Linearizability.check(await history.operations)
+        #expect(verdict == .linearizable, "\(verdict)")
+        #expect(newLeader >= 1)
+        await client.close()
+        cluster.terminateAll()
+    }
+
+    @Test("restarting the whole cluster keeps all data")
+    func restartEverything() async throws {
+        let cluster = try ProcessCluster(nodes: 3)
+        try cluster.startAll()
+        _ = try await cluster.leader()
+        let client = try cluster.client()
+        for number in 0..<30 { try await client.put(Array("k\(number)".utf8), Array("v\(number)".utf8)) }
+        await client.close()
+        cluster.terminateAll()
+        try cluster.startAll()
+        _ = try await cluster.leader()
+        let again = try cluster.client()
+        #expect(try await again.count(.prefix(Array("k".utf8))) == 30)
+        #expect(try await again.get(Array("k7".utf8))?.value == Array("v7".utf8))
+        await again.close()
+        cluster.terminateAll()
+    }
+}
+
+/// Values as the simulator encodes them, so histories check with the same register model.
+enum SimulatedCommandBytes {
+    static func encode(_ value: UInt64) -> Bytes { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+    static func decode(_ bytes: Bytes) -> UInt64? {
+        guard bytes.count == 8 else { return nil }
+        return bytes.reversed().reduce(0) { ($0 << 8) | UInt64($1) }
+    }
+}
+
+actor HistoryRecorder {
+    var operations: [Linearizability.Operation] = []
+    var nextID: UInt64 = 1
+
+    var acknowledgedWrites: [Linearizability.Operation] {
+        operations.filter { $0.output == .ok }
+    }
+
+    func add(key: UInt8, value: UInt64, invoked: UInt64, completed: UInt64?) {
+        operations.append(
+            Linearizability.Operation(
+                id: nextID, client: Int(key), key: key, input: .put(value), output: completed == nil ? nil : .ok, invokedAt: invoked,
+                completedAt: completed))
+        nextID += 1
+    }
+
+    func read(key: UInt8, value: UInt64?, invoked: UInt64, completed: UInt64) {
+        operations.append(
+            Linearizability.Operation(
+                id: nextID, client: 100 + Int(key), key: key, input: .get, output: .value(value), invokedAt: invoked,
+                completedAt: completed))
+        nextID += 1
+    }
+}
