@@ -17,7 +17,7 @@ struct AspenCommand: AsyncParsableCommand {
 
             Exit codes: 0 ok, 1 not found, 2 condition failed, 3 unavailable, 4 bad input.
             """,
-        subcommands: [KV.self, LeaseCommand.self, Cluster.self, Dev.self])
+        subcommands: [KV.self, LeaseCommand.self, Cluster.self, Bench.self, Dev.self])
 }
 
 /// Options every cluster command takes.

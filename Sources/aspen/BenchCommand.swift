@@ -1,0 +1,119 @@
+import AspenClient
+import AspenCore
+import AspenKV
+import ArgumentParser
+import Foundation
+import Synchronization
+
+/// `aspen bench`: closed-loop clients over the real protocol; throughput and latency percentiles.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure a running cluster: put, get or mixed load.")
+
+    enum Workload: String, ExpressibleByArgument, CaseIterable { case put, get, mixed }
+
+    @OptionGroup var cluster: ClusterOptions
+    @Argument(help: "put, get or mixed.") var workload: Workload
+    @Option(help: "Concurrent closed-loop clients.") var clients: Int = 16
+    @Option(help: "Seconds to run.") var duration: Double = 10
+    @Option(help: "Key size in bytes.") var keySize: Int = 16
+    @Option(help: "Value size in bytes.") var valueSize: Int = 256
+    @Option(help: "Distinct keys.") var keyspace: Int = 10_000
+    @Option(help: "Share of reads in the mixed workload.") var readRatio: Double = 0.5
+    @Flag(help: "Stale reads instead of linearizable ones.") var stale = false
+
+    func validate() throws {
+        guard (1...10_000).contains(clients), duration > 0, keySize >= 4, keySize <= 1024, valueSize >= 0, keyspace > 0 else {
+            throw ValidationError("clients 1-10000, positive duration and keyspace, key size 4-1024")
+        }
+        guard (0...1).contains(readRatio) else { throw ValidationError("--read-ratio must be between 0 and 1") }
+    }
+
+    func key(_ number: Int) -> Bytes {
+        let digits = Array(String(number).utf8)
+        return Array(repeating: UInt8(ascii: "k"), count: max(0, keySize - digits.count)) + digits
+    }
+
+    final class Recorder: Sendable {
+        struct State {
+            var latencies: [Double] = []
+            var errors: [String: Int] = [:]
+            var operations = 0
+        }
+        let state = Mutex(State())
+        func record(_ micros: Double) { state.withLock { $0.latencies.append(micros); $0.operations += 1 } }
+        func fail(_ kind: String) { state.withLock { $0.errors[kind, default: 0] += 1 } }
+        var operations: Int { state.withLock { $0.operations } }
+    }
+
+    func run() async throws {
+        try await runReporting {
+            let client = try cluster.client()
+            let value = Bytes(repeating: 0xAB, count: valueSize)
+            if workload != .put {
+                // Reads find data: fill the keyspace first, a thousand keys per write.
+                for start in stride(from: 0, to: keyspace, by: 1000) {
+                    try await client.batch((start..<min(start + 1000, keyspace)).map { .put(Put(key: key($0), value: value)) })
+                }
+            }
+            let recorder = Recorder()
+            let clock = ContinuousClock()
+            let started = clock.now
+            let deadline = started + .milliseconds(Int64(duration * 1000))
+            let progress = Task {
+                var last = 0
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    let total = recorder.operations
+                    FileHandle.standardError.write(Data("\(total - last) ops/s, \(total) total\n".utf8))
+                    last = total
+                }
+            }
+            await withTaskGroup(of: Void.self) { group in
+                for worker in 0..<clients {
+                    group.addTask {
+                        var generator = SplitMix64(seed: UInt64(worker) &+ 1)
+                        while clock.now < deadline {
+                            let target = key(Int(generator.next(in: 0...UInt64(keyspace - 1))))
+                            let read = workload == .get || (workload == .mixed && generator.chance(readRatio))
+                            let before = clock.now
+                            do {
+                                if read {
+                                    _ = try await client.read(RangeRequest(.key(target), limit: 1), consistency: stale ? .stale : .linearizable)
+                                } else {
+                                    _ = try await client.write(.put(Put(key: target, value: value)))
+                                }
+                                let elapsed = (clock.now - before).components
+                                recorder.record(Double(elapsed.seconds) * 1e6 + Double(elapsed.attoseconds) / 1e12)
+                            } catch let error as KVError {
+                                recorder.fail(error.code)
+                            } catch let error as ClientError {
+                                let kind = if case .unavailable = error { "unavailable" } else { "rejected" }
+                                recorder.fail(kind)
+                            } catch {
+                                recorder.fail("other")
+                            }
+                        }
+                    }
+                }
+            }
+            progress.cancel()
+            let elapsed = (clock.now - started).components
+            let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+            let state = recorder.state.withLock { $0 }
+            let sorted = state.latencies.sorted()
+            func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+            let opsPerSecond = Double(state.operations) / seconds
+            let object: [String: Any] = [
+                "workload": workload.rawValue, "clients": clients, "seconds": seconds, "operations": state.operations,
+                "opsPerSecond": opsPerSecond, "p50Us": percentile(0.5), "p90Us": percentile(0.9), "p99Us": percentile(0.99),
+                "p999Us": percentile(0.999), "maxUs": sorted.last ?? 0, "errors": state.errors, "stale": stale,
+            ]
+            let text = String(
+                format: "%@ clients=%d ops=%d ops/s=%.0f p50=%.0fµs p90=%.0fµs p99=%.0fµs p99.9=%.0fµs max=%.0fµs errors=%@",
+                workload.rawValue, clients, state.operations, opsPerSecond, percentile(0.5), percentile(0.9), percentile(0.99),
+                percentile(0.999), sorted.last ?? 0, state.errors.isEmpty ? "none" : "\(state.errors)")
+            output(cluster.json, object, text: text)
+            await client.close()
+        }
+    }
+}
