@@ -7,7 +7,7 @@ import Foundation
 struct KV: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kv", abstract: "Read and write keys.",
-        subcommands: [Get.self, Put.self, Delete.self, CompareAndSwap.self, CompareAndDelete.self, Scan.self, Compact.self])
+        subcommands: [Get.self, Put.self, Delete.self, CompareAndSwap.self, CompareAndDelete.self, Scan.self, BatchRead.self, BatchWrite.self, Compact.self])
 
     struct Get: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print a key's value.")
@@ -121,6 +121,39 @@ struct KV: AsyncParsableCommand {
                 if let next { lines.append("-- more: --token \(next)") }
                 if page.limitClamped { lines.append("-- the page was clamped to the maximum of 10000 keys") }
                 output(cluster.json, object, text: lines.joined(separator: "\n"))
+            }
+        }
+    }
+
+    struct BatchRead: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "batch-read", abstract: "Read several keys at one revision.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var keys: [String]
+
+        func run() async throws {
+            try await runReporting {
+                let values = try await cluster.client().getMany(keys.map { Array($0.utf8) })
+                let pairs = zip(keys, values).map { key, kv in (key, kv.map { String(decoding: $0.value, as: UTF8.self) }) }
+                output(
+                    cluster.json, ["values": pairs.map { ["key": $0.0, "value": $0.1 as Any] }],
+                    text: pairs.map { "\($0.0)\t\($0.1 ?? "(absent)")" }.joined(separator: "\n"))
+            }
+        }
+    }
+
+    struct BatchWrite: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "batch-write", abstract: "Write KEY=VALUE pairs atomically, at one revision.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var pairs: [String]
+
+        func run() async throws {
+            try await runReporting {
+                let operations = try pairs.map { pair -> WriteOperation in
+                    guard let equals = pair.firstIndex(of: "=") else { throw CLIError.badInput("'\(pair)' is not KEY=VALUE") }
+                    return .put(AspenKV.Put(key: Array(pair[..<equals].utf8), value: Array(pair[pair.index(after: equals)...].utf8)))
+                }
+                let revision = try await cluster.client().batch(operations)
+                output(cluster.json, ["revision": revision, "written": operations.count], text: "OK revision \(revision)")
             }
         }
     }
