@@ -31,21 +31,9 @@ public struct KVSnapshot: Sendable, Equatable {
         writer.writeRaw(Self.magic)
         writer.writeVarint(signed: revision)
         writer.writeVarint(signed: leaseSequence)
-        writer.writeVarint(UInt64(keyValues.count))
-        for kv in keyValues {
-            writer.writeBytes(kv.key)
-            writer.writeBytes(kv.value)
-            writer.writeVarint(signed: kv.createRevision)
-            writer.writeVarint(signed: kv.modRevision)
-            writer.writeVarint(signed: kv.version)
-            writer.writeVarint(signed: kv.lease)
-        }
+        KVWire.write(keyValues, into: &writer)
         writer.writeVarint(UInt64(leases.count))
-        for lease in leases {
-            writer.writeVarint(signed: lease.id)
-            writer.writeVarint(signed: lease.ttlMs)
-            writer.writeVarint(signed: lease.expiresAtMs)
-        }
+        for lease in leases { KVWire.write(lease, into: &writer) }
         writer.writeFixed(CRC32C.checksum(writer.bytes))
         return writer.bytes
     }
@@ -61,22 +49,10 @@ public struct KVSnapshot: Sendable, Equatable {
         var reader = ByteReader(Array(bytes[4..<(bytes.count - 4)]))
         revision = try reader.readSignedVarint()
         leaseSequence = try reader.readSignedVarint()
-        let count = try reader.readCount(limit: reader.remaining)
-        keyValues = []
-        keyValues.reserveCapacity(count)
-        for _ in 0..<count {
-            keyValues.append(
-                KeyValue(
-                    key: try reader.readBytes(limit: limits.keyBytesMax), value: try reader.readBytes(limit: limits.valueBytesMax),
-                    createRevision: try reader.readSignedVarint(), modRevision: try reader.readSignedVarint(),
-                    version: try reader.readSignedVarint(), lease: try reader.readSignedVarint()))
-        }
+        keyValues = try KVWire.readKeyValues(&reader)
         let leaseCount = try reader.readCount(limit: reader.remaining)
         leases = []
-        for _ in 0..<leaseCount {
-            leases.append(
-                Lease(id: try reader.readSignedVarint(), ttlMs: try reader.readSignedVarint(), expiresAtMs: try reader.readSignedVarint()))
-        }
+        for _ in 0..<leaseCount { leases.append(try KVWire.readLease(&reader)) }
         try reader.expectEnd()
     }
 }
