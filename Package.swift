@@ -68,6 +68,9 @@ let package = Package(
             dependencies: [
                 "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strictSwift
         ),

@@ -167,6 +167,13 @@ public final class AspenClient: KeyValueStore {
         }
     }
 
+    /// Asks the leader to hand leadership to `target` (which must be a caught-up voter).
+    public func transferLeadership(to target: NodeID) async throws {
+        var writer = ByteWriter()
+        writer.writeVarint(target.rawValue)
+        _ = try await call("cluster", "transfer-leader", writer.bytes)
+    }
+
     /// What each endpoint says about itself (unreachable ones are reported as errors).
     public func status() async -> [(endpoint: Endpoint, status: Result<NodeStatusInfo, any Error>)] {
         var results: [(Endpoint, Result<NodeStatusInfo, any Error>)] = []

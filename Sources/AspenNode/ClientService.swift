@@ -44,6 +44,10 @@ public struct ClientService: Sendable {
                 return .ok(KVWire.encode(try await node.leaseStatus(id, withKeys: withKeys)))
             case ("kv", "leases"):
                 return .ok(KVWire.encode(try await node.leases()))
+            case ("cluster", "transfer-leader"):
+                var reader = ByteReader(request.body)
+                try await node.transferLeadership(to: NodeID(try reader.readVarint()))
+                return .ok([])
             case ("cluster", "status"):
                 let status = await node.status
                 return .ok(

@@ -70,6 +70,18 @@ public actor RaftNode {
     var expiryInFlight = false
     var lastRole: Raft.Role = .follower
     var lastTerm: Raft.Term = 0
+    /// Counters for /metrics.
+    public private(set) var counters = Counters()
+
+    public struct Counters: Sendable {
+        public var proposals = 0
+        public var reads = 0
+        public var storageCommits = 0
+        /// Entries written by those commits: with `storageCommits`, the mean group-commit batch.
+        public var committedEntries = 0
+        public var storageCommitSeconds = 0.0
+        public var storageCommitSecondsMax = 0.0
+    }
 
     public init(
         configuration: NodeConfiguration, storage: any NodeStorage, state: Raft.PersistentState,
@@ -148,6 +160,7 @@ public actor RaftNode {
 
     func propose(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
         let receipt: Raft.ProposalReceipt
+        counters.proposals += 1
         do {
             receipt = try raft.propose(command.encoded())
         } catch {
@@ -168,6 +181,7 @@ public actor RaftNode {
     public func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
         guard !stopped else { throw NodeError.stopped }
         try KVValidator.validate(request, limits: configuration.limits)
+        counters.reads += 1
         if consistency == .linearizable {
             let context = nextReadContext
             nextReadContext += 1
@@ -261,7 +275,15 @@ public actor RaftNode {
                 let storage = self.storage
                 do {
                     // Off the actor: proposals keep arriving and join the next batch.
+                    let clock = ContinuousClock()
+                    let started = clock.now
                     applied = try await Task.detached { try storage.commit(batch) }.value
+                    let elapsed = (clock.now - started).components
+                    let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18
+                    counters.storageCommits += 1
+                    counters.committedEntries += batch.entries.count
+                    counters.storageCommitSeconds += seconds
+                    counters.storageCommitSecondsMax = max(counters.storageCommitSecondsMax, seconds)
                 } catch {
                     logger.critical("storage failed; stopping the node", metadata: ["error": "\(error)"])
                     stop()

@@ -32,6 +32,7 @@ struct AspenNodeCommand: AsyncParsableCommand {
         @Option(help: "The node's data directory (identity key and database).") var dataDir: String
         @Option(help: "Address to listen on, HOST:PORT.") var listen: String = "127.0.0.1:7000"
         @Option(help: "The other members: ID=KEYHEX@HOST:PORT,...") var peers: String = ""
+        @Option(help: "Admin HTTP address HOST:PORT for /health and /metrics (off unless given).") var http: String?
         @Flag(help: "Found a new cluster whose voters are this node and --peers (first start only).") var bootstrap = false
         @Option(help: "sqlite (default) or memory.") var storage: String = "sqlite"
         @Option(help: "Heartbeat interval in milliseconds (one Raft tick).") var heartbeatMs: Int = 100
@@ -45,6 +46,7 @@ struct AspenNodeCommand: AsyncParsableCommand {
             do {
                 _ = try PeerList.parseAddress(listen)
                 _ = try PeerList.parse(peers)
+                if let http { _ = try PeerList.parseAddress(http) }
             } catch {
                 throw ValidationError("\(error)")
             }
@@ -81,11 +83,17 @@ struct AspenNodeCommand: AsyncParsableCommand {
                 logger: logger)
             // Phase 5: services.
             await node.start()
+            var admin: AdminServer?
+            if let http {
+                let (adminHost, adminPort) = try PeerList.parseAddress(http)
+                admin = try await AdminServer.start(host: adminHost, port: adminPort, node: node)
+            }
             logger.info("node ready", metadata: ["id": "\(id)", "key": "\(identity.key.hex)", "listen": "\(host):\(server.port)"])
             FileHandle.standardOutput.write(Data("aspen-node \(id.rawValue) ready key=\(identity.key.hex) listen=\(host):\(server.port)\n".utf8))
             await waitForTerminationSignal()
             // Shutdown in dependency order: stop accepting, stop Raft, close the network.
             logger.info("shutting down")
+            try? await admin?.close()
             try? await server.close()
             await node.stop()
         }

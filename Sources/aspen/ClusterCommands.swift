@@ -1,10 +1,24 @@
 import AspenClient
+import AspenCore
 import AspenKV
 import ArgumentParser
 import Foundation
 
 struct Cluster: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Inspect the cluster.", subcommands: [Status.self])
+    static let configuration = CommandConfiguration(abstract: "Inspect and steer the cluster.", subcommands: [Status.self, TransferLeader.self])
+
+    struct TransferLeader: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "transfer-leader", abstract: "Hand leadership to another voter.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument(help: "The node id to lead.") var node: UInt64
+
+        func run() async throws {
+            try await runReporting {
+                try await cluster.client().transferLeadership(to: NodeID(node))
+                output(cluster.json, ["transferTo": node], text: "OK, leadership is moving to \(node)")
+            }
+        }
+    }
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Every member's role, term, commit and applied index.")

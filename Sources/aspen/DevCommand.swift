@@ -40,7 +40,7 @@ struct Dev: AsyncParsableCommand {
             process.arguments = [
                 "run", "--node-id", "\(id)", "--data-dir", root.appendingPathComponent("n\(id)").path,
                 "--listen", "127.0.0.1:\(basePort + id)", "--peers", peers, "--bootstrap", "--heartbeat-ms", "\(heartbeatMs)",
-                "--election-ticks", "10", "--log-level", "warning",
+                "--election-ticks", "10", "--log-level", "warning", "--http", "127.0.0.1:\(basePort + 50 + id)",
             ]
             try process.run()
             processes.append(process)
@@ -50,6 +50,7 @@ struct Dev: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data("""
             Aspen dev cluster: \(nodes) nodes, data in \(root.path)
             export ASPEN_ENDPOINTS=\(endpoints)
+            Admin: http://127.0.0.1:\(basePort + 51)/metrics and /health (node N on port \(basePort + 50) + N)
             Try: aspen kv put hello world && aspen kv get hello   (Ctrl-C stops the cluster)
 
             """.utf8))

@@ -1,0 +1,100 @@
+import AspenCore
+import AspenRaft
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The admin HTTP endpoint (loopback by default): `/health` is 200 only while the node knows a
+/// leader and is applying, `/metrics` is the Prometheus text format.
+public final class AdminServer: Sendable {
+    let channel: any Channel
+    public var port: Int { channel.localAddress?.port ?? 0 }
+
+    private init(channel: any Channel) { self.channel = channel }
+
+    public static func start(host: String, port: Int, node: RaftNode, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> AdminServer {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(AdminHandler(node: node))
+                }
+            }
+            .bind(host: host, port: port).get()
+        return AdminServer(channel: channel)
+    }
+
+    public func close() async throws { try await channel.close() }
+
+    /// The Prometheus exposition of a node's state and counters.
+    public static func metrics(_ status: RaftNode.Status, _ counters: RaftNode.Counters) -> String {
+        var lines: [String] = []
+        func gauge(_ name: String, _ help: String, _ value: String) {
+            lines.append("# HELP \(name) \(help)")
+            lines.append("# TYPE \(name) gauge")
+            lines.append("\(name) \(value)")
+        }
+        func counter(_ name: String, _ help: String, _ value: String) {
+            lines.append("# HELP \(name) \(help)")
+            lines.append("# TYPE \(name) counter")
+            lines.append("\(name) \(value)")
+        }
+        gauge("aspen_raft_term", "Current Raft term.", "\(status.term)")
+        gauge("aspen_raft_is_leader", "1 if this node leads.", status.role == .leader ? "1" : "0")
+        gauge("aspen_raft_leader_id", "The known leader's id (0: none).", "\(status.leader?.rawValue ?? 0)")
+        gauge("aspen_raft_commit_index", "Highest committed log index.", "\(status.commitIndex)")
+        gauge("aspen_raft_applied_index", "Highest applied log index.", "\(status.appliedIndex)")
+        gauge("aspen_raft_last_index", "Last log index.", "\(status.lastIndex)")
+        gauge("aspen_raft_voters", "Voters in the configuration.", "\(status.membership.allVoters.count)")
+        counter("aspen_node_proposals_total", "Writes received by this node (followers count the ones they refuse).", "\(counters.proposals)")
+        counter("aspen_node_reads_total", "Reads served by this node.", "\(counters.reads)")
+        counter("aspen_storage_commits_total", "Storage transactions (one fsync each).", "\(counters.storageCommits)")
+        counter("aspen_storage_committed_entries_total", "Log entries written by those transactions (group-commit batch = this / commits).", "\(counters.committedEntries)")
+        counter("aspen_storage_commit_seconds_total", "Time spent in storage commits (fsync included).", "\(counters.storageCommitSeconds)")
+        gauge("aspen_storage_commit_seconds_max", "Slowest storage commit so far.", "\(counters.storageCommitSecondsMax)")
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+final class AdminHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    let node: RaftNode
+
+    init(node: RaftNode) { self.node = node }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let head) = unwrapInboundIn(data) else { return }
+        let channel = context.channel
+        let node = self.node
+        let uri = head.uri
+        Task {
+            let status = await node.status
+            let (code, body): (HTTPResponseStatus, String)
+            switch uri {
+            case "/health":
+                let healthy = status.leader != nil && status.appliedIndex >= status.commitIndex.saturatingSubtract(1_000)
+                code = healthy ? .ok : .serviceUnavailable
+                body = healthy ? "ok\n" : "unhealthy: \(status.leader == nil ? "no leader known" : "applying behind the commit index")\n"
+            case "/metrics":
+                code = .ok
+                body = AdminServer.metrics(status, await node.counters)
+            default:
+                code = .notFound
+                body = "not found; try /health or /metrics\n"
+            }
+            var headers = HTTPHeaders()
+            headers.add(name: "content-type", value: "text/plain; version=0.0.4")
+            headers.add(name: "content-length", value: "\(body.utf8.count)")
+            var buffer = channel.allocator.buffer(capacity: body.utf8.count)
+            buffer.writeString(body)
+            channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: code, headers: headers)), promise: nil)
+            channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
+            channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        }
+    }
+}
+
+extension UInt64 {
+    func saturatingSubtract(_ other: UInt64) -> UInt64 { self > other ? self - other : 0 }
+}
