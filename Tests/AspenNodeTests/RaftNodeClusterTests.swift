@@ -169,3 +169,53 @@ struct RaftNodeClusterTests {
         await cluster.stop()
     }
 }
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+@Suite("Admin HTTP", .serialized)
+struct AdminServerTests {
+    static func get(_ url: String) async throws -> (Int, String) {
+        let (data, response) = try await URLSession.shared.data(from: URL(string: url)!)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test("/health is ok once a leader is known, /metrics exposes Raft and storage figures")
+    func healthAndMetrics() async throws {
+        let cluster = try await InProcessCluster.start(nodes: 3)
+        let leader = try await cluster.leader()
+        let node = cluster.member(leader).node
+        _ = try await node.write(.put(Put(key: Array("m".utf8), value: [1])))
+        let admin = try await AdminServer.start(host: "127.0.0.1", port: 0, node: node)
+        let (healthCode, healthBody) = try await Self.get("http://127.0.0.1:\(admin.port)/health")
+        #expect(healthCode == 200)
+        #expect(healthBody == "ok\n")
+        let (metricsCode, metrics) = try await Self.get("http://127.0.0.1:\(admin.port)/metrics")
+        #expect(metricsCode == 200)
+        #expect(metrics.contains("aspen_raft_is_leader 1"))
+        #expect(metrics.contains("# TYPE aspen_storage_commits_total counter"))
+        #expect(metrics.contains("aspen_raft_leader_id \(leader.rawValue)"))
+        let (missingCode, _) = try await Self.get("http://127.0.0.1:\(admin.port)/nope")
+        #expect(missingCode == 404)
+        // A node that knows no leader is unhealthy.
+        await cluster.stop()
+        let lonely = try await InProcessCluster.start(nodes: 3)
+        let first = lonely.members[0].node
+        await lonely.members[1].node.stop()
+        await lonely.members[2].node.stop()
+        let lonelyAdmin = try await AdminServer.start(host: "127.0.0.1", port: 0, node: first)
+        // Whatever it was, within a few election timeouts it knows no leader.
+        var (lonelyCode, lonelyBody) = try await Self.get("http://127.0.0.1:\(lonelyAdmin.port)/health")
+        let deadline = Date().addingTimeInterval(5)
+        while lonelyCode != 503 && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            (lonelyCode, lonelyBody) = try await Self.get("http://127.0.0.1:\(lonelyAdmin.port)/health")
+        }
+        #expect(lonelyCode == 503, "\(lonelyBody)")
+        #expect(lonelyBody.contains("no leader"))
+        try await admin.close()
+        try await lonelyAdmin.close()
+        await lonely.stop()
+    }
+}
