@@ -26,6 +26,7 @@ public final class PeerNetwork: Sendable {
     let logger: Logger
     private let peers: Mutex<[NodeID: PeerAddress]>
     private let connections = Mutex<[NodeID: Task<TransportConnection, any Error>]>([:])
+    private let established = Mutex<[NodeID: TransportConnection]>([:])
 
     public init(tls: TLSMaterial, peers: [NodeID: PeerAddress], options: TransportOptions = TransportOptions(), logger: Logger) {
         self.tls = tls
@@ -37,6 +38,7 @@ public final class PeerNetwork: Sendable {
     public func setPeer(_ id: NodeID, _ address: PeerAddress) {
         peers.withLock { $0[id] = address }
         connections.withLock { $0.removeValue(forKey: id) }?.cancel()
+        established.withLock { $0[id] = nil }
     }
 
     /// Keys allowed on the raft protocol: the known peers.
@@ -46,6 +48,11 @@ public final class PeerNetwork: Sendable {
 
     public func send(_ message: Raft.Message) {
         guard let address = peers.withLock({ $0[message.to] }) else { return }
+        let bytes = message.encoded()
+        // An established connection: write at once, in order, without waiting for anything.
+        if let ready = established.withLock({ $0[message.to] }), ready.isActive, (try? ready.send(bytes)) != nil {
+            return
+        }
         let connecting = connections.withLock { connections -> Task<TransportConnection, any Error> in
             if let existing = connections[message.to] { return existing }
             let tls = self.tls
@@ -58,12 +65,12 @@ public final class PeerNetwork: Sendable {
             connections[message.to] = task
             return task
         }
-        let bytes = message.encoded()
         Task {
             do {
                 let connection = try await connecting.value
                 guard connection.isActive else { throw TransportError.connectionClosed }
-                _ = try await connection.request(bytes)
+                self.established.withLock { $0[message.to] = connection }
+                try connection.send(bytes)
             } catch {
                 self.forget(message.to, task: connecting)
             }
@@ -75,6 +82,7 @@ public final class PeerNetwork: Sendable {
             // Only if no newer connection replaced it meanwhile.
             if let current = connections[id], current == task { connections[id] = nil }
         }
+        established.withLock { $0[id] = nil }
     }
 
     /// The server side: decode a peer's message, check that it comes from the node its key belongs

@@ -96,6 +96,18 @@ public final class TransportConnection: Sendable {
         return try await promise.futureResult.get()
     }
 
+    /// Sends a one-way message (request id 0): no answer, no waiting. Messages sent from one
+    /// thread leave in order.
+    public func send(_ body: [UInt8]) throws {
+        let limit = options.limits.rpcMessageBytesMax
+        guard body.count + 8 <= limit else { throw TransportError.frameTooLarge(length: body.count + 8, limit: limit) }
+        guard channel.isActive else { throw TransportError.connectionClosed }
+        var buffer = channel.allocator.buffer(capacity: 8 + body.count)
+        buffer.writeInteger(UInt64(0))
+        buffer.writeBytes(body)
+        channel.writeAndFlush(buffer, promise: nil)
+    }
+
     /// Sends raw bytes on the connection, bypassing framing (for tests of garbage input).
     public func sendRawForTesting(_ bytes: [UInt8]) async throws {
         var buffer = channel.allocator.buffer(capacity: bytes.count)

@@ -212,6 +212,8 @@ final class ServerRequestHandler: ChannelInboundHandler {
         let peer = self.peer
         Task {
             let response = await handle(peer, body)
+            // Id 0 marks a one-way message: nothing goes back.
+            guard id != 0 else { return }
             var buffer = channel.allocator.buffer(capacity: 8 + response.count)
             buffer.writeInteger(id)
             buffer.writeBytes(response)
