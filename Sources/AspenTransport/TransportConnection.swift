@@ -32,6 +32,9 @@ public final class TransportConnection: Sendable {
         let context = try NIOSSLContext(configuration: tls.clientConfiguration(protocol: name))
         let seen = PeerBox()
         let pending = PendingRequests()
+        // Held here, not looked up in the pipeline later: a failed handshake may already have
+        // emptied the pipeline by the time `connect` returns.
+        let watcher = HandshakeWatcher(protocol: name)
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(.milliseconds(Int64(options.connectTimeoutSeconds * 1000)))
             .channelInitializer { channel in
@@ -46,14 +49,13 @@ public final class TransportConnection: Sendable {
                         }
                     }
                     try channel.pipeline.syncOperations.addHandlers([
-                        ssl, HandshakeWatcher(protocol: name),
+                        ssl, watcher,
                         ByteToMessageHandler(FrameDecoder(limit: options.limits.rpcMessageBytesMax)),
                         MessageToByteHandler(FrameEncoder()), ClientResponseHandler(pending: pending),
                     ])
                 }
             }
             .connect(host: host, port: port).get()
-        let watcher = try await channel.pipeline.handler(type: HandshakeWatcher.self).get()
         let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(options.handshakeTimeoutSeconds * 1000))) {
             watcher.fail(TransportError.timedOut(operation: "TLS handshake", seconds: options.handshakeTimeoutSeconds))
             channel.close(promise: nil)

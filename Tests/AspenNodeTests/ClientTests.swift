@@ -6,7 +6,7 @@ import AspenRaft
 import Foundation
 import Testing
 
-@Suite("AspenClient against three nodes", .serialized)
+@Suite("AspenClient against three nodes", .serialized, .timeLimit(.minutes(3)))
 struct ClientTests {
     @Test("every kind of key-value operation works through the client, with the store's own errors")
     func operations() async throws {

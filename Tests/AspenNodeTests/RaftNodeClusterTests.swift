@@ -74,7 +74,7 @@ final class InProcessCluster: @unchecked Sendable {
     }
 
     /// Waits for a leader that the given members agree on.
-    func leader(among ids: [NodeID]? = nil, timeoutSeconds: Double = 10) async throws -> NodeID {
+    func leader(among ids: [NodeID]? = nil, timeoutSeconds: Double = 30) async throws -> NodeID {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         let candidates = ids ?? members.map(\.id)
         while Date() < deadline {
@@ -95,7 +95,7 @@ final class InProcessCluster: @unchecked Sendable {
     }
 }
 
-@Suite("Raft nodes over TLS", .serialized)
+@Suite("Raft nodes over TLS", .serialized, .timeLimit(.minutes(3)))
 struct RaftNodeClusterTests {
     @Test("three nodes elect a leader, commit writes, and serve linearizable and stale reads")
     func writesAndReads() async throws {
@@ -174,7 +174,7 @@ struct RaftNodeClusterTests {
 import FoundationNetworking
 #endif
 
-@Suite("Admin HTTP", .serialized)
+@Suite("Admin HTTP", .serialized, .timeLimit(.minutes(3)))
 struct AdminServerTests {
     static func get(_ url: String) async throws -> (Int, String) {
         let (data, response) = try await URLSession.shared.data(from: URL(string: url)!)
