@@ -12,8 +12,9 @@ struct AspenCommand: AsyncParsableCommand {
         commandName: "aspen",
         abstract: "Talk to an Aspen cluster, or run one locally.",
         discussion: """
-            Point the CLI at a cluster with --endpoints (or ASPEN_ENDPOINTS): ID=KEYHEX@HOST:PORT,...
-            `aspen dev` starts a local cluster and prints the line to export.
+            Point the CLI at a cluster with --ticket (or ASPEN_TICKET), or with --endpoints (or
+            ASPEN_ENDPOINTS): ID=KEYHEX@HOST:PORT,... `aspen dev` starts a local cluster and prints
+            the line to export.
 
             Exit codes: 0 ok, 1 not found, 2 condition failed, 3 unavailable, 4 bad input.
             """,
@@ -22,7 +23,10 @@ struct AspenCommand: AsyncParsableCommand {
 
 /// Options every cluster command takes.
 struct ClusterOptions: ParsableArguments {
-    @Option(help: "Cluster endpoints ID=KEYHEX@HOST:PORT,... (default: $ASPEN_ENDPOINTS).")
+    @Option(help: "Cluster ticket aspen1... (default: $ASPEN_TICKET).")
+    var ticket: String?
+
+    @Option(help: "Cluster endpoints ID=KEYHEX@HOST:PORT,... (default: $ASPEN_ENDPOINTS), when there is no ticket.")
     var endpoints: String?
 
     @Flag(help: "Print JSON instead of text.")
@@ -32,14 +36,25 @@ struct ClusterOptions: ParsableArguments {
     var timeoutMs: Int = 10_000
 
     func client() throws -> AspenClient {
-        guard let text = endpoints ?? ProcessInfo.processInfo.environment["ASPEN_ENDPOINTS"], !text.isEmpty else {
-            throw CLIError.badInput("no endpoints: pass --endpoints or export ASPEN_ENDPOINTS (see `aspen dev`)")
-        }
-        let peers: [NodeID: PeerAddress]
-        do {
-            peers = try PeerList.parse(text)
-        } catch {
-            throw CLIError.badInput("\(error)")
+        let environment = ProcessInfo.processInfo.environment
+        var peers: [NodeID: PeerAddress] = [:]
+        if let text = ticket ?? (endpoints == nil ? environment["ASPEN_TICKET"] : nil), !text.isEmpty {
+            do {
+                for peer in try ClusterTicket(parsing: text).peers {
+                    peers[peer.id] = PeerAddress(host: peer.host, port: peer.port, key: peer.key)
+                }
+            } catch {
+                throw CLIError.badInput("\(error)")
+            }
+        } else {
+            guard let text = endpoints ?? environment["ASPEN_ENDPOINTS"], !text.isEmpty else {
+                throw CLIError.badInput("no cluster given: pass --ticket or export ASPEN_TICKET (see `aspen dev`)")
+            }
+            do {
+                peers = try PeerList.parse(text)
+            } catch {
+                throw CLIError.badInput("\(error)")
+            }
         }
         var options = TransportOptions()
         options.requestTimeoutSeconds = Double(timeoutMs) / 1000

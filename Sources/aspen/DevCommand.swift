@@ -1,5 +1,6 @@
 import AspenCore
 import AspenNode
+import AspenTransport
 import ArgumentParser
 import Foundation
 
@@ -46,10 +47,11 @@ struct Dev: AsyncParsableCommand {
             processes.append(process)
         }
         let endpoints = entries.joined(separator: ",")
+        let ticket = try Self.ticket(root: root, entries: entries)
         // Written unbuffered: the line to export must appear while the cluster runs.
         FileHandle.standardOutput.write(Data("""
             Aspen dev cluster: \(nodes) nodes, data in \(root.path)
-            export ASPEN_ENDPOINTS=\(endpoints)
+            export ASPEN_TICKET=\(ticket)
             Admin: http://127.0.0.1:\(basePort + 51)/metrics and /health (node N on port \(basePort + 50) + N)
             Try: aspen kv put hello world && aspen kv get hello   (Ctrl-C stops the cluster)
 
@@ -58,6 +60,21 @@ struct Dev: AsyncParsableCommand {
         for process in processes where process.isRunning { process.terminate() }
         for process in processes { process.waitUntilExit() }
         FileHandle.standardOutput.write(Data("stopped\n".utf8))
+    }
+
+    /// The dev cluster's ticket; its cluster id is made once and kept with the data.
+    static func ticket(root: URL, entries: [String]) throws -> String {
+        let idFile = root.appendingPathComponent("cluster-id")
+        var clusterID = (try? Data(contentsOf: idFile)).map(Array.init) ?? []
+        if clusterID.count != 16 {
+            clusterID = (0..<16).map { _ in UInt8.random(in: 0...255) }
+            try Data(clusterID).write(to: idFile)
+        }
+        let peers = try PeerList.parse(entries.joined(separator: ","))
+        return ClusterTicket(
+            clusterID: clusterID,
+            peers: peers.keys.sorted().map { ClusterTicket.Peer(id: $0, key: peers[$0]!.key, host: peers[$0]!.host, port: peers[$0]!.port) }
+        ).encoded
     }
 
     static func capture(_ binary: String, _ arguments: [String]) throws -> String {

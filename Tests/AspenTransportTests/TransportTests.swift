@@ -170,3 +170,34 @@ struct TransportTests {
         #expect(try await healthy.request([9]) == Array("echo:".utf8) + [9])
     }
 }
+
+@Suite("Cluster tickets")
+struct ClusterTicketTests {
+    static let ticket = ClusterTicket(
+        clusterID: Array(1...16),
+        peers: [
+            .init(id: 1, key: NodeIdentity().key, host: "127.0.0.1", port: 7101),
+            .init(id: 2, key: NodeIdentity().key, host: "::1", port: 7102),
+        ])
+
+    @Test("a ticket round-trips through its aspen1 string")
+    func roundTrip() throws {
+        let text = Self.ticket.encoded
+        #expect(text.hasPrefix("aspen1"))
+        #expect(text.allSatisfy { $0.isLowercase || $0.isNumber })
+        #expect(try ClusterTicket(parsing: text) == Self.ticket)
+        #expect(try ClusterTicket(parsing: "  \(text)\n") == Self.ticket)
+    }
+
+    @Test("truncated, altered and foreign tickets give clear errors")
+    func malformed() {
+        let text = Self.ticket.encoded
+        #expect(throws: ClusterTicket.ParseError.notATicket) { try ClusterTicket(parsing: "etcd://x") }
+        #expect(throws: ClusterTicket.ParseError.checksumMismatch) { try ClusterTicket(parsing: String(text.dropLast(7))) }
+        var altered = Array(text)
+        altered[20] = altered[20] == "a" ? "b" : "a"
+        #expect(throws: ClusterTicket.ParseError.checksumMismatch) { try ClusterTicket(parsing: String(altered)) }
+        #expect(throws: ClusterTicket.ParseError.invalidCharacter("!")) { try ClusterTicket(parsing: "aspen1abc!") }
+        #expect(ClusterTicket.ParseError.checksumMismatch.description.contains("truncated"))
+    }
+}
