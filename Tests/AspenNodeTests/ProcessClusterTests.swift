@@ -168,6 +168,53 @@ struct ProcessClusterTests {
         cluster.terminateAll()
     }
 
+    @Test("the aspen CLI against real nodes: values, JSON, and exit codes that tell failures apart")
+    func commandLine() async throws {
+        let cluster = try ProcessCluster(nodes: 3)
+        try cluster.startAll()
+        _ = try await cluster.leader()
+        func aspen(_ arguments: [String], stdin: String? = nil) throws -> (Int32, String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: ProcessCluster.binary("aspen"))
+            process.arguments = arguments + ["--endpoints", cluster.endpointsText]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            let input = Pipe()
+            process.standardInput = input
+            try process.run()
+            if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+            try input.fileHandleForWriting.close()
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        #expect(try aspen(["kv", "put", "greeting", "hello"]).0 == 0)
+        #expect(try aspen(["kv", "get", "greeting"]) == (0, "hello"))
+        let json = try aspen(["kv", "get", "greeting", "--json"]).1
+        #expect(json.contains("\"value\":\"hello\""))
+        #expect(try aspen(["kv", "get", "absent"]).0 == 1)
+        #expect(try aspen(["kv", "cas", "greeting", "--expected", "nope", "--new", "x"]).0 == 2)
+        #expect(try aspen(["kv", "cas", "greeting", "--expected", "hello", "--new", "hi"]).0 == 0)
+        #expect(try aspen(["kv", "put", String(repeating: "k", count: 1100), "v"]).0 == 4)
+        let transaction = #"{"compare":[{"key":"greeting","value":"hi"}],"success":[{"put":{"key":"greeting","value":"bye"}}]}"#
+        #expect(try aspen(["kv", "txn"], stdin: transaction).0 == 0)
+        #expect(try aspen(["kv", "get", "greeting"]).1 == "bye")
+        #expect(try aspen(["kv", "scan", "", "--keys-only"]).1 == "greeting")
+        let status = try aspen(["cluster", "status", "--json"])
+        #expect(status.0 == 0)
+        #expect(status.1.contains("\"leaderId\""))
+        // A broken ticket is bad input; nothing was sent.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ProcessCluster.binary("aspen"))
+        process.arguments = ["kv", "get", "greeting", "--ticket", "aspen1tooshort"]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 4)
+        cluster.terminateAll()
+    }
+
     @Test("restarting the whole cluster keeps all data")
     func restartEverything() async throws {
         let cluster = try ProcessCluster(nodes: 3)
