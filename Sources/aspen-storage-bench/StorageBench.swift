@@ -53,40 +53,33 @@ struct StorageBench {
         let fsync = try rawFsync(count: 1000 * scale)
         print("raw write(4 KiB)+fsync: \(Self.format(fsync.perSecond, digits: 0))/s  p50 \(Self.format(fsync.percentile(0.5)))µs  p99 \(Self.format(fsync.percentile(0.99)))µs")
         print("")
-        print("storage commits (256-byte puts, log + hard state + apply in one transaction):")
-        print("batch   commits/s   entries/s   p50 µs   p99 µs   p50 vs raw fsync")
-        for (batch, rounds) in [(1, 1000 * scale), (10, 500 * scale), (100, 200 * scale), (1000, 40 * scale)] {
-            let summary = try commits(batch: batch, commits: rounds)
-            let ratio = summary.percentile(0.5) / fsync.percentile(0.5)
-            print(
-                [
-                    pad("\(batch)", 5), pad(Self.format(summary.perSecond, digits: 0), 11),
-                    pad(Self.format(summary.perSecond * Double(batch), digits: 0), 11),
-                    pad(Self.format(summary.percentile(0.5)), 8), pad(Self.format(summary.percentile(0.99)), 8),
-                    pad(Self.format(ratio, digits: 2) + "x", 17),
-                ].joined(separator: " "))
-        }
-        print("")
-        print("log appends only (entries and hard state, no apply: what a Ready of new entries costs):")
-        print("batch   commits/s   entries/s   p50 µs   p99 µs   p50 vs raw fsync")
-        for (batch, rounds) in [(1, 1000 * scale), (10, 500 * scale), (100, 200 * scale), (1000, 40 * scale)] {
-            let summary = try commits(batch: batch, commits: rounds, apply: false)
-            let ratio = summary.percentile(0.5) / fsync.percentile(0.5)
-            print(
-                [
-                    pad("\(batch)", 5), pad(Self.format(summary.perSecond, digits: 0), 11),
-                    pad(Self.format(summary.perSecond * Double(batch), digits: 0), 11),
-                    pad(Self.format(summary.percentile(0.5)), 8), pad(Self.format(summary.percentile(0.99)), 8),
-                    pad(Self.format(ratio, digits: 2) + "x", 17),
-                ].joined(separator: " "))
-        }
-        print("")
+        try commitTable("storage commits (256-byte puts, log + hard state + apply in one transaction):", apply: true, fsync: fsync)
+        try commitTable(
+            "log appends only (entries and hard state, no apply: what a Ready of new entries costs):", apply: false, fsync: fsync)
         let memory = applyInMemory(puts: 100_000 * scale)
         print("state-machine apply, in memory: \(Self.format(memory.perSecond, digits: 0)) puts/s")
         let sqliteApply = try applyOnSQLite(puts: 50_000 * scale)
         print("state-machine apply, on SQLite (batches of 1000): \(Self.format(sqliteApply.perSecond * 1000, digits: 0)) puts/s")
         print("")
         try reads(keys: 100_000, gets: 20_000 * scale, scans: 500 * scale)
+    }
+
+    /// Commit rates for batches of 1, 10, 100 and 1 000 entries, against the raw fsync.
+    func commitTable(_ title: String, apply: Bool, fsync: Summary) throws {
+        print(title)
+        print("batch   commits/s   entries/s   p50 µs   p99 µs   p50 vs raw fsync")
+        for (batch, rounds) in [(1, 1000 * scale), (10, 500 * scale), (100, 200 * scale), (1000, 40 * scale)] {
+            let summary = try commits(batch: batch, commits: rounds, apply: apply)
+            let ratio = summary.percentile(0.5) / fsync.percentile(0.5)
+            print(
+                [
+                    pad("\(batch)", 5), pad(Self.format(summary.perSecond, digits: 0), 11),
+                    pad(Self.format(summary.perSecond * Double(batch), digits: 0), 11),
+                    pad(Self.format(summary.percentile(0.5)), 8), pad(Self.format(summary.percentile(0.99)), 8),
+                    pad(Self.format(ratio, digits: 2) + "x", 17),
+                ].joined(separator: " "))
+        }
+        print("")
     }
 
     func pad(_ text: String, _ width: Int) -> String {
