@@ -109,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "aspen-node",
             dependencies: [
-                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode",
+                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -174,6 +174,65 @@ public final class AspenClient: KeyValueStore {
         _ = try await call("cluster", "transfer-leader", writer.bytes)
     }
 
+    // MARK: Membership
+
+    /// The members, their roles and recorded addresses, as the answering node knows them.
+    public func members() async throws -> ClusterMembers {
+        try decodeMembers(try await call("cluster", "members", []))
+    }
+
+    /// Founds a one-member cluster on the (single) endpoint, which must never have been part of
+    /// one; returns the new cluster's id.
+    public func initializeCluster() async throws -> [UInt8] {
+        try await call("cluster", "init", [])
+    }
+
+    /// Tells a node that has not joined yet where the cluster's members are.
+    public func adopt(_ members: ClusterMembers) async throws {
+        _ = try await call("cluster", "adopt", members.encoded)
+    }
+
+    /// Adds a member as a learner, and promotes it once caught up when `voter` is true.
+    @discardableResult
+    public func addMember(_ id: NodeID, record: MemberRecord, voter: Bool) async throws -> ClusterMembers {
+        var writer = ByteWriter()
+        writer.writeVarint(id.rawValue)
+        writer.writeBytes(record.encoded)
+        writer.write(voter)
+        return try decodeMembers(try await call("cluster", "add-member", writer.bytes))
+    }
+
+    @discardableResult
+    public func promote(_ id: NodeID) async throws -> ClusterMembers {
+        var writer = ByteWriter()
+        writer.writeVarint(id.rawValue)
+        return try decodeMembers(try await call("cluster", "promote", writer.bytes))
+    }
+
+    @discardableResult
+    public func removeMember(_ id: NodeID) async throws -> ClusterMembers {
+        var writer = ByteWriter()
+        writer.writeVarint(id.rawValue)
+        return try decodeMembers(try await call("cluster", "remove", writer.bytes))
+    }
+
+    /// Makes exactly these nodes the voters (members not named are removed).
+    @discardableResult
+    public func setVoters(_ voters: [NodeID]) async throws -> ClusterMembers {
+        var writer = ByteWriter()
+        writer.writeVarint(UInt64(voters.count))
+        for id in voters { writer.writeVarint(id.rawValue) }
+        return try decodeMembers(try await call("cluster", "set-voters", writer.bytes))
+    }
+
+    private func decodeMembers(_ body: [UInt8]) throws -> ClusterMembers {
+        do {
+            return try ClusterMembers(decoding: body, limits: options.limits)
+        } catch {
+            throw ClientError.malformedResponse("\(error)")
+        }
+    }
+
     /// What each endpoint says about itself (unreachable ones are reported as errors).
     public func status() async -> [(endpoint: Endpoint, status: Result<NodeStatusInfo, any Error>)] {
         var results: [(Endpoint, Result<NodeStatusInfo, any Error>)] = []

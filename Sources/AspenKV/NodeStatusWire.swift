@@ -12,6 +12,8 @@ public struct NodeStatusInfo: Sendable, Equatable {
     public var lastIndex: UInt64
     public var voters: [UInt64]
     public var learners: [UInt64]
+    /// The last index the node's snapshot covers: its log starts after it.
+    public var snapshotIndex: UInt64 = 0
 
     public init(
         id: UInt64, role: String, term: UInt64, leader: UInt64?, commitIndex: UInt64, appliedIndex: UInt64, lastIndex: UInt64,
@@ -43,6 +45,7 @@ public enum NodeStatusWire {
             writer.writeVarint(UInt64(set.count))
             for id in set { writer.writeVarint(id) }
         }
+        writer.writeVarint(status.snapshotIndex)
         return writer.bytes
     }
 
@@ -62,9 +65,12 @@ public enum NodeStatusWire {
             for _ in 0..<count { set.append(try reader.readVarint()) }
             sets.append(set)
         }
+        let snapshotIndex = try reader.readVarint()
         try reader.expectEnd()
-        return NodeStatusInfo(
+        var status = NodeStatusInfo(
             id: id, role: role, term: term, leader: leader == 0 ? nil : leader, commitIndex: commit, appliedIndex: applied,
             lastIndex: last, voters: sets[0], learners: sets[1])
+        status.snapshotIndex = snapshotIndex
+        return status
     }
 }

@@ -11,9 +11,15 @@ public struct ClientService: Sendable {
     let node: RaftNode
     let limits: Limits
     let logger: Logger
+    /// For membership requests: the node's network (addresses it learns before joining) and its
+    /// own record (key and listen address), when it has them.
+    let network: PeerNetwork?
+    let selfRecord: MemberRecord?
 
-    public init(node: RaftNode, limits: Limits = .standard, logger: Logger) {
+    public init(node: RaftNode, network: PeerNetwork? = nil, selfRecord: MemberRecord? = nil, limits: Limits = .standard, logger: Logger) {
         self.node = node
+        self.network = network
+        self.selfRecord = selfRecord
         self.limits = limits
         self.logger = logger
     }
@@ -44,18 +50,8 @@ public struct ClientService: Sendable {
                 return .ok(KVWire.encode(try await node.leaseStatus(id, withKeys: withKeys)))
             case ("kv", "leases"):
                 return .ok(KVWire.encode(try await node.leases()))
-            case ("cluster", "transfer-leader"):
-                var reader = ByteReader(request.body)
-                try await node.transferLeadership(to: NodeID(try reader.readVarint()))
-                return .ok([])
-            case ("cluster", "status"):
-                let status = await node.status
-                return .ok(
-                    NodeStatusWire.encode(
-                        NodeStatusInfo(
-                            id: status.id.rawValue, role: status.role.rawValue, term: status.term, leader: status.leader?.rawValue,
-                            commitIndex: status.commitIndex, appliedIndex: status.appliedIndex, lastIndex: status.lastIndex,
-                            voters: status.membership.allVoters.map(\.rawValue), learners: status.membership.learners.map(\.rawValue))))
+            case ("cluster", _):
+                return .ok(try await handleCluster(request.operation, request.body))
             default:
                 return .failure(
                     RPCFailure(code: "unknown_operation", message: "unknown operation \(request.domain).\(request.operation)"))

@@ -24,30 +24,94 @@ public final class PeerNetwork: Sendable {
     let tls: TLSMaterial
     let options: TransportOptions
     let logger: Logger
-    private let peers: Mutex<[NodeID: PeerAddress]>
+
+    struct Book {
+        /// Addresses given on the command line or in a ticket: enough to find the cluster.
+        var given: [NodeID: PeerAddress]
+        /// Addresses recorded in the committed membership; they win over given ones.
+        var recorded: [NodeID: PeerAddress] = [:]
+        /// The committed membership's members; empty while the node has not joined yet.
+        var members: Set<NodeID> = []
+        var clusterID: [UInt8]?
+
+        func address(_ id: NodeID) -> PeerAddress? { recorded[id] ?? given[id] }
+
+        func node(for key: NodeKey) -> NodeID? {
+            recorded.first { $0.value.key == key }?.key ?? given.first { $0.value.key == key && recorded[$0.key] == nil }?.key
+        }
+
+        /// Only members may speak Raft to this node; before it has joined, the nodes it was
+        /// told about (the ones that will add it).
+        func isAuthorized(_ key: NodeKey) -> Bool {
+            guard let id = node(for: key) else { return false }
+            return members.isEmpty || members.contains(id)
+        }
+    }
+
+    private let book: Mutex<Book>
     private let connections = Mutex<[NodeID: Task<TransportConnection, any Error>]>([:])
     private let established = Mutex<[NodeID: TransportConnection]>([:])
 
     public init(tls: TLSMaterial, peers: [NodeID: PeerAddress], options: TransportOptions = TransportOptions(), logger: Logger) {
         self.tls = tls
-        self.peers = Mutex(peers)
+        self.book = Mutex(Book(given: peers))
         self.options = options
         self.logger = logger
     }
 
-    public func setPeer(_ id: NodeID, _ address: PeerAddress) {
-        peers.withLock { $0[id] = address }
-        connections.withLock { $0.removeValue(forKey: id) }?.cancel()
-        established.withLock { $0[id] = nil }
+    /// Adds addresses to the given ones (a joining node learning where the cluster is).
+    public func addGiven(_ peers: [NodeID: PeerAddress]) {
+        let changed = book.withLock { book -> [NodeID] in
+            let changed = peers.filter { book.given[$0.key] != $0.value }.map(\.key)
+            book.given.merge(peers) { $1 }
+            return changed
+        }
+        for id in changed { dropConnection(id) }
     }
 
-    /// Keys allowed on the raft protocol: the known peers.
-    public func isPeer(_ key: NodeKey) -> Bool { peers.withLock { $0.values.contains { $0.key == key } } }
+    /// The committed membership changed: route to and accept exactly its members.
+    public func update(membership: Raft.Membership) {
+        var recorded: [NodeID: PeerAddress] = [:]
+        var clusterID: [UInt8]?
+        for (id, bytes) in membership.addresses {
+            guard let record = try? MemberRecord(decoding: bytes) else {
+                logger.error("undecodable member record ignored", metadata: ["member": "\(id)"])
+                continue
+            }
+            recorded[id] = PeerAddress(host: record.host, port: record.port, key: record.key)
+            clusterID = record.clusterID
+        }
+        let changed = book.withLock { book -> [NodeID] in
+            let before = Set(book.recorded.keys).union(book.given.keys).filter { book.address($0) != nil }
+            let old = Dictionary(uniqueKeysWithValues: before.map { ($0, book.address($0)!) })
+            book.recorded = recorded
+            book.members = Set(membership.allMembers)
+            if let clusterID { book.clusterID = clusterID }
+            return old.filter { book.address($0.key) != $0.value }.map(\.key)
+        }
+        for id in changed { dropConnection(id) }
+    }
 
-    public func node(for key: NodeKey) -> NodeID? { peers.withLock { $0.first { $0.value.key == key }?.key } }
+    /// Where a node listens, as far as this node knows.
+    public func address(of id: NodeID) -> PeerAddress? { book.withLock { $0.address(id) } }
+
+    public var givenPeers: [NodeID: PeerAddress] { book.withLock { $0.given } }
+
+    /// The cluster id recorded in the membership, when there is one.
+    public var recordedClusterID: [UInt8]? { book.withLock { $0.clusterID } }
+
+    /// Keys allowed on the raft protocol.
+    public func isAuthorized(_ key: NodeKey) -> Bool { book.withLock { $0.isAuthorized(key) } }
+
+    public func node(for key: NodeKey) -> NodeID? { book.withLock { $0.node(for: key) } }
+
+    private func dropConnection(_ id: NodeID) {
+        connections.withLock { $0.removeValue(forKey: id) }?.cancel()
+        if let connection = established.withLock({ $0.removeValue(forKey: id) }) { Task { await connection.close() } }
+    }
 
     public func send(_ message: Raft.Message) {
-        guard let address = peers.withLock({ $0[message.to] }) else { return }
+        guard let address = address(of: message.to) else { return }
         let bytes = message.encoded()
         // An established connection: write at once, in order, without waiting for anything.
         if let ready = established.withLock({ $0[message.to] }), ready.isActive, (try? ready.send(bytes)) != nil {
@@ -90,9 +154,14 @@ public final class PeerNetwork: Sendable {
     public func route(to node: RaftNode) -> TransportRoute {
         let logger = self.logger
         return TransportRoute(
-            authorize: { [weak self] key in self?.isPeer(key) ?? false },
+            authorize: { [weak self] key in self?.isAuthorized(key) ?? false },
             handle: { [weak self] key, body in
                 guard let self else { return [] }
+                // Checked per message too: a member removed while connected is cut off.
+                guard self.isAuthorized(key) else {
+                    logger.warning("raft message from a key that is no longer a member's dropped", metadata: ["peer": "\(key)"])
+                    return []
+                }
                 do {
                     let message = try Raft.Message(decoding: body, limits: self.options.limits)
                     guard self.node(for: key) == message.from else {

@@ -51,6 +51,7 @@ public actor RaftNode {
     var raft: Raft.Instance
     let storage: any NodeStorage
     let send: @Sendable (Raft.Message) -> Void
+    let membershipChanged: @Sendable (Raft.Membership) -> Void
     let nowMs: @Sendable () -> Int64
     let logger: Logger
 
@@ -70,6 +71,11 @@ public actor RaftNode {
     var expiryInFlight = false
     var lastRole: Raft.Role = .follower
     var lastTerm: Raft.Term = 0
+    var lastMembership: Raft.Membership?
+    /// Member records this node can vouch for: its own (always current) and, for founders, the
+    /// addresses given at bootstrap. The leader records whichever the membership lacks.
+    var localRecords: [NodeID: [UInt8]] = [:]
+    var recordProposalIndex: Raft.Index = 0
     /// Counters for /metrics.
     public private(set) var counters = Counters()
 
@@ -85,17 +91,15 @@ public actor RaftNode {
 
     public init(
         configuration: NodeConfiguration, storage: any NodeStorage, state: Raft.PersistentState,
-        send: @escaping @Sendable (Raft.Message) -> Void, nowMs: @escaping @Sendable () -> Int64, logger: Logger
+        send: @escaping @Sendable (Raft.Message) -> Void, nowMs: @escaping @Sendable () -> Int64, logger: Logger,
+        membershipChanged: @escaping @Sendable (Raft.Membership) -> Void = { _ in }
     ) {
         self.id = configuration.id
         self.configuration = configuration
-        var raftConfiguration = Raft.Config(
-            id: configuration.id, electionTicks: configuration.electionTicks, heartbeatTicks: 1,
-            seed: configuration.id.rawValue &* 0x9E37_79B9 &+ UInt64(nowMs()), limits: configuration.limits)
-        raftConfiguration.appendRetryTicks = 3
-        self.raft = Raft.Instance(config: raftConfiguration, state: state)
+        self.raft = Raft.Instance(config: Self.raftConfig(configuration, nowMs: nowMs), state: state)
         self.storage = storage
         self.send = send
+        self.membershipChanged = membershipChanged
         self.nowMs = nowMs
         self.appliedIndex = state.appliedIndex
         var logger = logger
@@ -103,9 +107,18 @@ public actor RaftNode {
         self.logger = logger
     }
 
+    static func raftConfig(_ configuration: NodeConfiguration, nowMs: () -> Int64) -> Raft.Config {
+        var raftConfiguration = Raft.Config(
+            id: configuration.id, electionTicks: configuration.electionTicks, heartbeatTicks: 1,
+            seed: configuration.id.rawValue &* 0x9E37_79B9 &+ UInt64(nowMs()), limits: configuration.limits)
+        raftConfiguration.appendRetryTicks = 3
+        return raftConfiguration
+    }
+
     // MARK: Lifecycle
 
     public func start() {
+        noteMembershipChange()
         guard tickTask == nil else { return }
         let interval = Duration.milliseconds(configuration.tickMs)
         tickTask = Task { [weak self] in
@@ -141,6 +154,7 @@ public actor RaftNode {
         guard !stopped else { return }
         raft.tick()
         expireLeasesIfDue()
+        publishRecordsIfDue()
         pump()
     }
 
@@ -228,12 +242,14 @@ public actor RaftNode {
         public var appliedIndex: Raft.Index
         public var lastIndex: Raft.Index
         public var membership: Raft.Membership
+        public var snapshotIndex: Raft.Index
     }
 
     public var status: Status {
         Status(
             id: id, role: raft.role, term: raft.term, leader: raft.leader, commitIndex: raft.commitIndex,
-            appliedIndex: appliedIndex, lastIndex: raft.lastIndex, membership: raft.membership)
+            appliedIndex: appliedIndex, lastIndex: raft.lastIndex, membership: raft.membership,
+            snapshotIndex: raft.snapshotMetadata.index)
     }
 
     // MARK: Leases: time decided by the leader
@@ -299,12 +315,20 @@ public actor RaftNode {
             for message in ready.messagesAfterPersist { send(message) }
             for entry in applied { resolve(entry) }
             if let last = batch.committedEntries.last { advanceApplied(to: last.index) }
+            noteMembershipChange()
             for state in ready.readStates { readIndexWaiters.removeValue(forKey: state.context)?.resume(returning: state.index) }
             for context in ready.droppedReads {
                 readIndexWaiters.removeValue(forKey: context)?.resume(throwing: NodeError.notLeader(leaderHint: raft.leader))
             }
         }
         compactIfDue()
+    }
+
+    func noteMembershipChange() {
+        guard raft.membership != lastMembership else { return }
+        if lastMembership != nil { logger.info("membership changed", metadata: ["membership": "\(raft.membership)", "term": "\(raft.term)"]) }
+        lastMembership = raft.membership
+        membershipChanged(raft.membership)
     }
 
     func noteRoleChange() {

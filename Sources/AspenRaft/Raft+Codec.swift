@@ -4,12 +4,18 @@ import AspenCore
 /// hard states and snapshot metadata. Each starts with a version byte; every decoder checks its
 /// lengths against `Limits` before allocating.
 extension Raft {
-    static let codecVersion: UInt8 = 1
+    static let codecVersion: UInt8 = 2
 
     public static func encode(_ membership: Membership, into writer: inout ByteWriter) {
         for set in [membership.voters, membership.outgoingVoters, membership.learners, membership.learnersNext] {
             writer.writeVarint(UInt64(set.count))
             for id in set { writer.writeVarint(id.rawValue) }
+        }
+        let addressed = membership.addresses.keys.sorted()
+        writer.writeVarint(UInt64(addressed.count))
+        for id in addressed {
+            writer.writeVarint(id.rawValue)
+            writer.writeBytes(membership.addresses[id]!)
         }
     }
 
@@ -21,7 +27,12 @@ extension Raft {
             for _ in 0..<count { set.append(NodeID(try reader.readVarint())) }
             sets.append(set)
         }
-        return Membership(voters: sets[0], outgoingVoters: sets[1], learners: sets[2], learnersNext: sets[3])
+        var addresses: [NodeID: [UInt8]] = [:]
+        for _ in 0..<(try reader.readCount(limit: limits.raftMembersMax * 2)) {
+            let id = NodeID(try reader.readVarint())
+            addresses[id] = try reader.readBytes(limit: Membership.addressBytesMax)
+        }
+        return Membership(voters: sets[0], outgoingVoters: sets[1], learners: sets[2], learnersNext: sets[3], addresses: addresses)
     }
 
     public static func encode(_ membership: Membership) -> [UInt8] {

@@ -11,20 +11,30 @@ extension Raft {
         /// Voters being demoted: voters of the outgoing set that become learners when the joint
         /// configuration is left.
         public private(set) var learnersNext: [NodeID]
+        /// Opaque bytes per member that Raft only carries: the shell records there where a member
+        /// listens and how to authenticate it, so the address book travels with the membership
+        /// (in the log and in snapshots) and always describes exactly the current members.
+        public private(set) var addresses: [NodeID: [UInt8]]
 
-        public init(voters: [NodeID] = [], learners: [NodeID] = []) {
+        public init(voters: [NodeID] = [], learners: [NodeID] = [], addresses: [NodeID: [UInt8]] = [:]) {
             self.voters = Array(Set(voters)).sorted()
             self.learners = Array(Set(learners).subtracting(voters)).sorted()
             self.outgoingVoters = []
             self.learnersNext = []
+            let members = Set(voters).union(learners)
+            self.addresses = addresses.filter { members.contains($0.key) }
         }
 
         /// Every part given explicitly, as a decoder needs it.
-        public init(voters: [NodeID], outgoingVoters: [NodeID], learners: [NodeID], learnersNext: [NodeID]) {
+        public init(
+            voters: [NodeID], outgoingVoters: [NodeID], learners: [NodeID], learnersNext: [NodeID],
+            addresses: [NodeID: [UInt8]] = [:]
+        ) {
             self.voters = Array(Set(voters)).sorted()
             self.outgoingVoters = Array(Set(outgoingVoters)).sorted()
             self.learners = Array(Set(learners)).sorted()
             self.learnersNext = Array(Set(learnersNext)).sorted()
+            self.addresses = addresses
         }
 
         public var isJoint: Bool { !outgoingVoters.isEmpty }
@@ -111,6 +121,7 @@ extension Raft {
             guard !changes.isEmpty else { throw .invalidMembership("no change requested") }
             var newVoters = Set(voters)
             var newLearners = Set(learners)
+            var newAddresses = addresses
             for change in changes {
                 switch change {
                 case .addVoter(let id):
@@ -125,7 +136,16 @@ extension Raft {
                     }
                     newVoters.remove(id)
                     newLearners.remove(id)
+                case .setAddress(let id, let address):
+                    guard address.count <= Self.addressBytesMax else {
+                        throw .invalidMembership("the address of \(id) exceeds \(Self.addressBytesMax) bytes")
+                    }
+                    newAddresses[id] = address
                 }
+            }
+            newAddresses = newAddresses.filter { newVoters.contains($0.key) || newLearners.contains($0.key) }
+            for case .setAddress(let id, _) in changes where newAddresses[id] == nil {
+                throw .invalidMembership("\(id) is given an address but is not a member")
             }
             guard !newVoters.isEmpty else { throw .invalidMembership("the change would leave no voters") }
             guard newVoters.count + newLearners.count <= membersMax else {
@@ -133,6 +153,7 @@ extension Raft {
             }
             let oldVoters = Set(voters)
             var next = Membership(voters: Array(newVoters), learners: [])
+            next.addresses = newAddresses
             if newVoters == oldVoters {
                 next.learners = Array(newLearners).sorted()
                 if next == self { throw .invalidMembership("the change does not alter the membership") }
@@ -143,8 +164,13 @@ extension Raft {
             let demoted = newLearners.intersection(oldVoters)
             next.learners = Array(newLearners.subtracting(demoted)).sorted()
             next.learnersNext = Array(demoted).sorted()
+            // Members leaving keep their address until the joint configuration is left.
+            for id in next.allMembers where next.addresses[id] == nil { next.addresses[id] = addresses[id] }
             return next
         }
+
+        /// The bound on one member's address bytes.
+        public static let addressBytesMax = 1024
 
         /// The configuration that ends a joint configuration.
         func leavingJoint() -> Membership {
@@ -152,6 +178,7 @@ extension Raft {
             next.outgoingVoters = []
             next.learners = Array(Set(learners).union(learnersNext)).sorted()
             next.learnersNext = []
+            next.addresses = addresses.filter { next.isMember($0.key) }
             return next
         }
     }
@@ -162,5 +189,7 @@ extension Raft {
         case addVoter(NodeID)
         case addLearner(NodeID)
         case remove(NodeID)
+        /// Records the member's opaque address bytes (see `Membership.addresses`).
+        case setAddress(NodeID, [UInt8])
     }
 }

@@ -46,7 +46,11 @@ public final class MemoryNodeStorage: NodeStorage {
 
     public func bootstrap(_ initial: Raft.PersistentState) throws {
         try state.withLock { state in
-            guard !state.bootstrapped else { throw StorageError.invalidBatch("the store is already bootstrapped") }
+            // Only an untouched joining state may be replaced (a node founding a cluster).
+            let untouched =
+                state.hardState == Raft.HardState() && state.entries.isEmpty && state.applied == 0 && state.snapshot.index == 0
+                && state.snapshot.membership.isEmpty
+            guard !state.bootstrapped || untouched else { throw StorageError.invalidBatch("the store is already bootstrapped") }
             state.hardState = initial.hardState
             state.snapshot = initial.snapshot.metadata
             state.entries = initial.entries

@@ -44,7 +44,8 @@ public protocol NodeStorage: AnyObject, Sendable {
     /// What Raft restarts from. For a brand-new store, nil.
     func load() throws -> Raft.PersistentState?
 
-    /// Stores the founding state of a new cluster member.
+    /// Stores the founding state of a new cluster member; refused over anything but a joining
+    /// state that has not heard from a cluster yet.
     func bootstrap(_ state: Raft.PersistentState) throws
 
     /// One atomic, durable transaction: install the snapshot, replace entries from the first new

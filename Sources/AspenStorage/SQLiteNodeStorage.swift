@@ -174,8 +174,22 @@ public final class SQLiteNodeStorage: NodeStorage {
     public func bootstrap(_ state: Raft.PersistentState) throws {
         try guarded {
             try pool.write { db in
-                guard try Row.fetchOne(db, sql: "SELECT 1 FROM raft_state WHERE grp = ?", arguments: [group.rawValue]) == nil else {
-                    throw StorageError.invalidBatch("\(path) already holds group \(group.rawValue); refusing to bootstrap over it")
+                // Only an untouched joining state may be replaced (a node founding a cluster).
+                if let row = try Row.fetchOne(
+                    db, sql: "SELECT term, vote, applied_index, snapshot_index, snapshot_membership FROM raft_state WHERE grp = ?",
+                    arguments: [group.rawValue])
+                {
+                    let term: Int64 = row[0]
+                    let vote: Int64? = row[1]
+                    let applied: Int64 = row[2]
+                    let snapshotIndex: Int64 = row[3]
+                    let membership = try? Raft.decodeMembership(Bytes(row[4] as Data))
+                    let logged = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM raft_log WHERE grp = ?", arguments: [group.rawValue]) ?? 0
+                    let counters: [Int64] = [term, applied, snapshotIndex, Int64(logged)]
+                    let untouched = vote == nil && counters.allSatisfy { $0 == 0 } && membership?.isEmpty == true
+                    guard untouched else {
+                        throw StorageError.invalidBatch("\(path) already holds group \(group.rawValue); refusing to bootstrap over it")
+                    }
                 }
                 try writeState(
                     db, hardState: state.hardState, applied: state.appliedIndex, snapshot: state.snapshot.metadata)

@@ -35,10 +35,11 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "Give up after this many milliseconds.")
     var timeoutMs: Int = 10_000
 
-    func client() throws -> AspenClient {
+    func client(_ given: [NodeID: PeerAddress]? = nil) throws -> AspenClient {
         let environment = ProcessInfo.processInfo.environment
-        var peers: [NodeID: PeerAddress] = [:]
-        if let text = ticket ?? (endpoints == nil ? environment["ASPEN_TICKET"] : nil), !text.isEmpty {
+        var peers: [NodeID: PeerAddress] = given ?? [:]
+        if given != nil {
+        } else if let text = ticket ?? (endpoints == nil ? environment["ASPEN_TICKET"] : nil), !text.isEmpty {
             do {
                 for peer in try ClusterTicket(parsing: text).peers {
                     peers[peer.id] = PeerAddress(host: peer.host, port: peer.port, key: peer.key)
@@ -101,6 +102,12 @@ func runReporting(_ body: () async throws -> Void) async throws {
         throw ExitCode(notFound ? 1 : 4)
     } catch let error as ClientError {
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        // A node refusing a request it understood (e.g. removing a non-member) is a failed
+        // precondition; bad requests are bad input; everything else is unavailability.
+        if case .rejected(let failure) = error {
+            if failure.code == "refused" { throw ExitCode(2) }
+            if failure.code == "bad_request" || failure.code == "unknown_operation" { throw ExitCode(4) }
+        }
         throw ExitCode(3)
     } catch let error as ExitCode {
         throw error

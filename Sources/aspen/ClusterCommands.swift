@@ -1,11 +1,16 @@
 import AspenClient
+import AspenNode
+import AspenTransport
 import AspenCore
 import AspenKV
 import ArgumentParser
 import Foundation
 
 struct Cluster: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Inspect and steer the cluster.", subcommands: [Status.self, TransferLeader.self])
+    static let configuration = CommandConfiguration(abstract: "Inspect and steer the cluster.", subcommands: [
+            Status.self, Members.self, Init.self, Ticket.self, AddLearner.self, Promote.self, Remove.self, ChangeMembership.self,
+            TransferLeader.self,
+        ])
 
     struct TransferLeader: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "transfer-leader", abstract: "Hand leadership to another voter.")
@@ -26,8 +31,14 @@ struct Cluster: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                let client = try cluster.client()
+                var client = try cluster.client()
+                // Ask every recorded member, not only the ones the ticket names.
+                if let members = try? await client.members(), !members.records.isEmpty {
+                    await client.close()
+                    client = try cluster.client(members.records.mapValues { PeerAddress(host: $0.host, port: $0.port, key: $0.key) })
+                }
                 let statuses = await client.status()
+                await client.close()
                 var rows: [[String: Any]] = []
                 var lines = ["ID  ADDRESS               ROLE          TERM  COMMIT  APPLIED"]
                 var leaderID: UInt64?
@@ -36,7 +47,7 @@ struct Cluster: AsyncParsableCommand {
                     switch result {
                     case .success(let status):
                         if status.role == "leader" { leaderID = status.id }
-                        let role = status.role == "follower" && status.learners.contains(status.id) ? "learner" : status.role
+                        let role = status.role != "leader" && status.learners.contains(status.id) ? "learner" : status.role
                         rows.append([
                             "id": status.id, "address": address, "role": role, "term": status.term, "commitIndex": status.commitIndex,
                             "appliedIndex": status.appliedIndex,
@@ -59,4 +70,142 @@ struct Cluster: AsyncParsableCommand {
 
         func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
     }
+
+    struct Members: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The members with their roles, keys and addresses.")
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            try await runReporting {
+                let members = try await cluster.client().members()
+                printMembers(members, json: cluster.json)
+            }
+        }
+    }
+
+    struct Init: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Found a one-member cluster on a node that has never been part of one.",
+            discussion: "Start the node without --bootstrap or --ticket, then point this at it with --endpoints ID=KEY@HOST:PORT.")
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            try await runReporting {
+                let client = try cluster.client()
+                let clusterID = try await client.initializeCluster()
+                // The new member records itself; wait until it leads and the ticket names it.
+                let deadline = Date().addingTimeInterval(Double(cluster.timeoutMs) / 1000)
+                while Date() < deadline {
+                    if let members = try? await client.members(), !members.records.isEmpty {
+                        let ticket = members.ticket.encoded
+                        output(
+                            cluster.json, ["clusterId": hex(clusterID), "ticket": ticket],
+                            text: "OK, cluster \(hex(clusterID)) founded\nexport ASPEN_TICKET=\(ticket)")
+                        return
+                    }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                throw CLIError.unavailable("the cluster was founded but did not elect its leader in time")
+            }
+        }
+    }
+
+    struct Ticket: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a ticket naming every current member.")
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            try await runReporting {
+                let members = try await cluster.client().members()
+                guard !members.records.isEmpty else { throw CLIError.unavailable("the cluster has not recorded its members' addresses yet") }
+                output(cluster.json, ["ticket": members.ticket.encoded], text: members.ticket.encoded)
+            }
+        }
+    }
+
+    struct AddLearner: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "add-learner",
+            abstract: "Add a running node as a learner (it replicates but does not vote).",
+            discussion: "The node must be running and never have been part of a cluster; `aspen-node key` prints its key.")
+        @OptionGroup var cluster: ClusterOptions
+        @Option(help: "The new member's id.") var nodeId: UInt64
+        @Option(help: "The new member's KEYHEX@HOST:PORT.") var addr: String
+        @Flag(help: "Promote it to voter once it has caught up.") var voter = false
+
+        func run() async throws {
+            try await runReporting {
+                let peer: PeerAddress
+                do {
+                    guard let entry = try PeerList.parse("\(nodeId)=\(addr)")[NodeID(nodeId)] else { throw CLIError.badInput("--addr") }
+                    peer = entry
+                } catch {
+                    throw CLIError.badInput("--addr must be KEYHEX@HOST:PORT: \(error)")
+                }
+                guard nodeId > 0 else { throw CLIError.badInput("--node-id must be positive") }
+                let client = try cluster.client()
+                let members = try await client.members()
+                // Tell the new node where the members are, so it accepts their Raft traffic.
+                let newcomer = try AspenClient(
+                    endpoints: [Endpoint(id: NodeID(nodeId), host: peer.host, port: peer.port, key: peer.key)], attemptsMax: 3)
+                try await newcomer.adopt(members)
+                await newcomer.close()
+                let record = MemberRecord(key: peer.key, host: peer.host, port: peer.port, clusterID: members.clusterID)
+                let after = try await client.addMember(NodeID(nodeId), record: record, voter: voter)
+                printMembers(after, json: cluster.json)
+            }
+        }
+    }
+
+    struct Promote: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make a learner a voter once it has caught up.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument(help: "The learner's id.") var node: UInt64
+
+        func run() async throws {
+            try await runReporting { printMembers(try await cluster.client().promote(NodeID(node)), json: cluster.json) }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a member (voter or learner).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument(help: "The member's id.") var node: UInt64
+
+        func run() async throws {
+            try await runReporting { printMembers(try await cluster.client().removeMember(NodeID(node)), json: cluster.json) }
+        }
+    }
+
+    struct ChangeMembership: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "change-membership",
+            abstract: "Make exactly these members the voters (through joint consensus); voters not named are removed.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument(help: "The ids of the voters.") var nodes: [UInt64]
+
+        func run() async throws {
+            try await runReporting {
+                guard !nodes.isEmpty else { throw CLIError.badInput("name at least one voter") }
+                printMembers(try await cluster.client().setVoters(nodes.map { NodeID($0) }), json: cluster.json)
+            }
+        }
+    }
 }
+
+func printMembers(_ members: ClusterMembers, json: Bool) {
+    var rows: [[String: Any]] = []
+    var lines = ["ID  ROLE     ADDRESS               KEY"]
+    for id in (members.voters + members.learners).sorted() {
+        let role = members.voters.contains(id) ? "voter" : "learner"
+        let record = members.records[id]
+        rows.append(["id": id.rawValue, "role": role, "address": record?.address ?? "", "key": record?.key.hex ?? ""])
+        let address = record?.address ?? "(not recorded yet)"
+        lines.append(
+            String(id.rawValue).padding(toLength: 4, withPad: " ", startingAt: 0) + role.padding(toLength: 9, withPad: " ", startingAt: 0)
+                + address.padding(toLength: 22, withPad: " ", startingAt: 0) + (record?.key.hex ?? ""))
+    }
+    output(json, ["members": rows, "clusterId": hex(members.clusterID)], text: lines.joined(separator: "\n"))
+}
+
+func hex(_ bytes: [UInt8]) -> String { bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() }

@@ -1,3 +1,4 @@
+import AspenClient
 import AspenCore
 import AspenNode
 import AspenTransport
@@ -27,27 +28,45 @@ struct Dev: AsyncParsableCommand {
             throw CLIError.badInput("aspen-node not found beside aspen (\(nodeBinary)); build the package first")
         }
         let root = URL(fileURLWithPath: dataDir).standardizedFileURL
-        var entries: [String] = []
+        let fresh = !FileManager.default.fileExists(atPath: root.appendingPathComponent("n1/aspen.db").path)
+        var endpoints: [Endpoint] = []
         for id in 1...nodes {
             let directory = root.appendingPathComponent("n\(id)").path
             let key = try Self.capture(nodeBinary, ["key", "--data-dir", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
-            entries.append("\(id)=\(key)@127.0.0.1:\(basePort + id)")
+            endpoints.append(Endpoint(id: NodeID(UInt64(id)), host: "127.0.0.1", port: basePort + id, key: NodeKey(hex: key)))
         }
         var processes: [Process] = []
-        for id in 1...nodes {
-            let peers = entries.enumerated().filter { $0.offset != id - 1 }.map(\.element).joined(separator: ",")
+        func launch(_ id: Int, ticket: String?) throws {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: nodeBinary)
             process.arguments = [
                 "run", "--node-id", "\(id)", "--data-dir", root.appendingPathComponent("n\(id)").path,
-                "--listen", "127.0.0.1:\(basePort + id)", "--peers", peers, "--bootstrap", "--heartbeat-ms", "\(heartbeatMs)",
+                "--listen", "127.0.0.1:\(basePort + id)", "--heartbeat-ms", "\(heartbeatMs)",
                 "--election-ticks", "10", "--log-level", "warning", "--http", "127.0.0.1:\(basePort + 50 + id)",
-            ]
+            ] + (ticket.map { ["--ticket", $0] } ?? [])
             try process.run()
             processes.append(process)
         }
-        let endpoints = entries.joined(separator: ",")
-        let ticket = try Self.ticket(root: root, entries: entries)
+        let client = try AspenClient(endpoints: endpoints, attemptsMax: 50)
+        let ticket: String
+        do {
+            if fresh {
+                // Found the cluster on node 1, then let the others join it with its ticket.
+                try launch(1, ticket: nil)
+                let first = try AspenClient(endpoints: [endpoints[0]], attemptsMax: 50)
+                _ = try await first.initializeCluster()
+                let founded = try await Self.waitForMembers(first, voters: 1)
+                await first.close()
+                for id in 2...max(2, nodes) where id <= nodes { try launch(id, ticket: founded.ticket.encoded) }
+            } else {
+                for id in 1...nodes { try launch(id, ticket: nil) }
+            }
+            ticket = try await Self.waitForMembers(client, voters: nodes).ticket.encoded
+        } catch {
+            for process in processes where process.isRunning { process.terminate() }
+            throw CLIError.unavailable("the dev cluster did not come up: \(error)")
+        }
+        await client.close()
         // Written unbuffered: the line to export must appear while the cluster runs.
         FileHandle.standardOutput.write(Data("""
             Aspen dev cluster: \(nodes) nodes, data in \(root.path)
@@ -62,19 +81,21 @@ struct Dev: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data("stopped\n".utf8))
     }
 
-    /// The dev cluster's ticket; its cluster id is made once and kept with the data.
-    static func ticket(root: URL, entries: [String]) throws -> String {
-        let idFile = root.appendingPathComponent("cluster-id")
-        var clusterID = (try? Data(contentsOf: idFile)).map(Array.init) ?? []
-        if clusterID.count != 16 {
-            clusterID = (0..<16).map { _ in UInt8.random(in: 0...255) }
-            try Data(clusterID).write(to: idFile)
+    /// Waits (up to a minute) until the cluster has this many voters, all with recorded addresses.
+    static func waitForMembers(_ client: AspenClient, voters: Int) async throws -> ClusterMembers {
+        let deadline = Date().addingTimeInterval(60)
+        var last = "no answer yet"
+        while Date() < deadline {
+            do {
+                let members = try await client.members()
+                if members.voters.count >= voters, members.voters.allSatisfy({ members.records[$0] != nil }) { return members }
+                last = "\(members.voters.count) of \(voters) voters so far"
+            } catch {
+                last = "\(error)"
+            }
+            try await Task.sleep(for: .milliseconds(100))
         }
-        let peers = try PeerList.parse(entries.joined(separator: ","))
-        return ClusterTicket(
-            clusterID: clusterID,
-            peers: peers.keys.sorted().map { ClusterTicket.Peer(id: $0, key: peers[$0]!.key, host: peers[$0]!.host, port: peers[$0]!.port) }
-        ).encoded
+        throw CLIError.unavailable(last)
     }
 
     static func capture(_ binary: String, _ arguments: [String]) throws -> String {

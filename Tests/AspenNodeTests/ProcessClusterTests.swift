@@ -57,12 +57,17 @@ final class ProcessCluster: @unchecked Sendable {
 
     func start(_ id: Int) throws {
         let peers = entries.enumerated().filter { $0.offset != id - 1 }.map(\.element).joined(separator: ",")
+        try start(id, arguments: ["--peers", peers, "--bootstrap"])
+    }
+
+    /// Starts node `id` with its data directory, address and test timings plus `arguments`.
+    func start(_ id: Int, arguments: [String]) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary("aspen-node"))
         process.arguments = [
-            "run", "--node-id", "\(id)", "--data-dir", dataDirectory(id), "--listen", "127.0.0.1:\(basePort + id)", "--peers", peers,
-            "--bootstrap", "--heartbeat-ms", "30", "--election-ticks", "10", "--log-level", "warning",
-        ]
+            "run", "--node-id", "\(id)", "--data-dir", dataDirectory(id), "--listen", "127.0.0.1:\(basePort + id)",
+            "--heartbeat-ms", "30", "--election-ticks", "10", "--log-level", "warning",
+        ] + arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -90,6 +95,24 @@ final class ProcessCluster: @unchecked Sendable {
         return try AspenClient(
             endpoints: peers.keys.sorted().map { Endpoint(id: $0, host: peers[$0]!.host, port: peers[$0]!.port, key: peers[$0]!.key) },
             attemptsMax: 60)
+    }
+
+    /// Runs the `aspen` CLI against the cluster (or `endpoints`); returns its exit status and output.
+    func aspen(_ arguments: [String], stdin: String? = nil, endpoints: String? = nil) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary("aspen"))
+        process.arguments = arguments + ["--endpoints", endpoints ?? endpointsText]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        let input = Pipe()
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
     func leader(timeoutSeconds: Double = 15) async throws -> Int {
@@ -173,22 +196,7 @@ struct ProcessClusterTests {
         let cluster = try ProcessCluster(nodes: 3)
         try cluster.startAll()
         _ = try await cluster.leader()
-        func aspen(_ arguments: [String], stdin: String? = nil) throws -> (Int32, String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: ProcessCluster.binary("aspen"))
-            process.arguments = arguments + ["--endpoints", cluster.endpointsText]
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = FileHandle.nullDevice
-            let input = Pipe()
-            process.standardInput = input
-            try process.run()
-            if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-            try input.fileHandleForWriting.close()
-            let data = output.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
-        }
+        func aspen(_ arguments: [String], stdin: String? = nil) throws -> (Int32, String) { try cluster.aspen(arguments, stdin: stdin) }
         #expect(try aspen(["kv", "put", "greeting", "hello"]).0 == 0)
         #expect(try aspen(["kv", "get", "greeting"]) == (0, "hello"))
         let json = try aspen(["kv", "get", "greeting", "--json"]).1

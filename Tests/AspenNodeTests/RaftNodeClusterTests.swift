@@ -60,7 +60,7 @@ final class InProcessCluster: @unchecked Sendable {
             cluster.members.append(Member(id: id, node: node, server: server, network: network, storage: storage, key: identity.key))
         }
         for member in cluster.members {
-            for (id, address) in addresses where id != member.id { member.network.setPeer(id, address) }
+            for (id, address) in addresses where id != member.id { member.network.addGiven([id: address]) }
             await member.node.start()
         }
         return cluster

@@ -152,6 +152,40 @@ struct ScenarioTests {
         #expect(cluster.invariants.ok)
     }
 
+    @Test("member addresses travel with the membership: set with a change, dropped on removal, carried by snapshots")
+    func memberAddresses() throws {
+        let cluster = LockstepCluster(voters: 3, seed: 12)
+        cluster.addJoiningNode(4)
+        cluster.addJoiningNode(5)
+        cluster.elect(1)
+        try cluster.with(1) { try $0.proposeMembership([.setAddress(1, [1]), .setAddress(2, [2]), .setAddress(3, [3])]) }
+        cluster.deliverAll()
+        #expect(cluster.raft(2).membership.addresses == [1: [1], 2: [2], 3: [3]])
+        // An address for a node that is not (and does not become) a member is refused.
+        #expect(throws: Raft.ProposalError.self) { try cluster.with(1) { try $0.proposeMembership([.setAddress(9, [9])]) } }
+        // The same addresses again change nothing and are refused as such.
+        #expect(throws: Raft.ProposalError.self) { try cluster.with(1) { try $0.proposeMembership([.setAddress(2, [2])]) } }
+        try cluster.with(1) { try $0.proposeMembership([.addLearner(4), .setAddress(4, [4, 4])]) }
+        cluster.deliverAll()
+        #expect(cluster.raft(4).membership.addresses[4] == [4, 4])
+        // Removing a voter goes through the joint configuration; its address goes when it does.
+        try cluster.with(1) { try $0.proposeMembership([.remove(3)]) }
+        cluster.deliverAll()
+        cluster.tickAll(times: 3)
+        #expect(cluster.raft(1).membership.addresses == [1: [1], 2: [2], 4: [4, 4]])
+        // The encoding round-trips, addresses included.
+        let membership = cluster.raft(1).membership
+        #expect(try Raft.decodeMembership(Raft.encode(membership)) == membership)
+        // A snapshot carries them to a node that never saw the entries.
+        for value in UInt64(1)...10 { try cluster.put(UInt8(value % 4), value, via: 1) }
+        let snapshot = try #require(cluster.compact(1))
+        try cluster.with(1) { try $0.proposeMembership([.addLearner(5)]) }
+        cluster.run { cluster.raft(5).membership.learners.contains(5) }
+        #expect(cluster.node(5).snapshotIndex >= snapshot.index, "node 5 caught up through the snapshot")
+        #expect(cluster.raft(5).membership.addresses == [1: [1], 2: [2], 4: [4, 4]])
+        #expect(cluster.invariants.ok)
+    }
+
     @Test("a follower behind the compacted log gets a chunked snapshot; a membership change during the transfer applies after")
     func snapshotCatchUp() throws {
         let cluster = LockstepCluster(voters: 3, seed: 4) { config in

@@ -1,0 +1,72 @@
+import AspenCore
+import AspenKV
+import AspenRaft
+import AspenTransport
+
+extension ClientService {
+    /// `cluster.*`: status, members, founding, membership changes, leadership transfer.
+    func handleCluster(_ operation: String, _ body: [UInt8]) async throws -> [UInt8] {
+        var reader = ByteReader(body)
+        switch operation {
+        case "status":
+            let status = await node.status
+            var info = NodeStatusInfo(
+                id: status.id.rawValue, role: status.role.rawValue, term: status.term, leader: status.leader?.rawValue,
+                commitIndex: status.commitIndex, appliedIndex: status.appliedIndex, lastIndex: status.lastIndex,
+                voters: status.membership.allVoters.map(\.rawValue), learners: status.membership.learners.map(\.rawValue))
+            info.snapshotIndex = status.snapshotIndex
+            return NodeStatusWire.encode(info)
+        case "members":
+            return Self.members(await node.membership).encoded
+        case "transfer-leader":
+            try await node.transferLeadership(to: NodeID(try reader.readVarint()))
+            return []
+        case "init":
+            guard var record = selfRecord else { throw NodeError.refused("this node cannot found a cluster (it has no address)") }
+            record.clusterID = MemberRecord.foundingClusterID([(node.id, record.key)])
+            try await node.initialize(record: record.encoded)
+            return record.clusterID
+        case "adopt":
+            // A node that has not joined yet learns where the cluster's members are, so that it
+            // accepts and answers their Raft traffic once it is added.
+            let members = try ClusterMembers(decoding: body, limits: limits)
+            guard await node.membership.isEmpty else { throw NodeError.refused("this node is already a member of a cluster") }
+            guard let network else { throw NodeError.refused("this node cannot join a cluster") }
+            network.addGiven(members.records.mapValues { PeerAddress(host: $0.host, port: $0.port, key: $0.key) })
+            return []
+        case "add-member":
+            let member = NodeID(try reader.readVarint())
+            let record = try MemberRecord(decoding: try reader.readBytes(limit: Raft.Membership.addressBytesMax))
+            let voter = try reader.readBool()
+            try reader.expectEnd()
+            guard member.rawValue > 0 else { throw NodeError.refused("node id 0 is not valid") }
+            let members = await node.membership
+            if let taken = members.addresses.first(where: { (try? MemberRecord(decoding: $0.value))?.key == record.key && $0.key != member }) {
+                throw NodeError.refused("that key already belongs to member \(taken.key)")
+            }
+            try await node.addMember(member, record: record.encoded, voter: voter)
+            return Self.members(await node.membership).encoded
+        case "promote":
+            try await node.promote(NodeID(try reader.readVarint()))
+            return Self.members(await node.membership).encoded
+        case "remove":
+            let member = NodeID(try reader.readVarint())
+            guard await node.membership.isMember(member) else { throw NodeError.refused("\(member) is not a member") }
+            try await node.changeMembership([.remove(member)])
+            return Self.members(await node.membership).encoded
+        case "set-voters":
+            var voters: [NodeID] = []
+            for _ in 0..<(try reader.readCount(limit: limits.raftMembersMax)) { voters.append(NodeID(try reader.readVarint())) }
+            try await node.setVoters(voters)
+            return Self.members(await node.membership).encoded
+        default:
+            throw NodeError.refused("unknown operation cluster.\(operation)")
+        }
+    }
+
+    static func members(_ membership: Raft.Membership) -> ClusterMembers {
+        ClusterMembers(
+            voters: membership.allVoters, learners: membership.learners + membership.learnersNext,
+            records: membership.addresses.compactMapValues { try? MemberRecord(decoding: $0) })
+    }
+}
