@@ -174,6 +174,50 @@ public final class AspenClient: KeyValueStore {
         _ = try await call("cluster", "transfer-leader", writer.bytes)
     }
 
+    // MARK: Watch
+
+    /// Watches changes to the keys in `request.bounds` on one node (the first that answers):
+    /// `created`, then events (history first when a start revision is given), progress messages
+    /// while idle, and finally `ended` with the reason. The stream throws if the connection breaks;
+    /// resume from the last revision seen + 1.
+    public func watch(_ request: WatchRequest) async throws -> AsyncThrowingStream<WatchMessage, any Error> {
+        try KVValidator.validate(.range(start: request.bounds.start, end: request.bounds.end), limits: options.limits)
+        var lastProblem = "no endpoint"
+        let first = preferred.withLock { $0 }
+        for offset in endpoints.indices {
+            let endpoint = endpoints[(first + offset) % endpoints.count]
+            do {
+                let connection = try await TransportConnection.connect(
+                    host: endpoint.host, port: endpoint.port, protocol: AspenProtocol.logs, tls: tls, expecting: endpoint.key,
+                    options: options)
+                let frames = try connection.stream(WatchWire.encode(request))
+                let limits = options.limits
+                return AsyncThrowingStream { continuation in
+                    let reader = Task {
+                        do {
+                            for try await frame in frames {
+                                let message = try WatchWire.decodeMessage(frame, limits: limits)
+                                continuation.yield(message)
+                                if case .ended = message { break }
+                            }
+                            continuation.finish()
+                        } catch {
+                            continuation.finish(throwing: error)
+                        }
+                        await connection.close()
+                    }
+                    continuation.onTermination = { _ in
+                        reader.cancel()
+                        Task { await connection.close() }
+                    }
+                }
+            } catch {
+                lastProblem = "\(endpoint.host):\(endpoint.port): \(error)"
+            }
+        }
+        throw ClientError.unavailable(lastProblem)
+    }
+
     // MARK: Membership
 
     /// The members, their roles and recorded addresses, as the answering node knows them.

@@ -43,6 +43,12 @@ public struct Limits: Sendable, Equatable {
     public var rpcMessageBytesMax = 10 * 1024 * 1024
     /// Most peer connections a node keeps.
     public var peersMax = 1000
+    /// Watch streams one node serves at once.
+    public var watchersMax = 1000
+    /// Messages queued for one watcher before it is cut off as lagging.
+    public var watchQueueMessagesMax = 1024
+    /// Events per watch message when replaying history.
+    public var watchReplayPageEvents = 1000
 
     public init() {}
 

@@ -19,6 +19,10 @@ public protocol KVBackend {
     func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int) throws -> [KeyValue]
     func count(_ bounds: KeyBounds, at revision: Revision?) throws -> Int
 
+    /// The versions (and deletions) of keys in `bounds` recorded at revisions `from...through`,
+    /// ordered by revision then key, at most `limit`.
+    func history(in bounds: KeyBounds, from: Revision, through: Revision, limit: Int) throws -> [KVChange]
+
     /// Records a new version of `keyValue.key` at `keyValue.modRevision`.
     mutating func write(_ keyValue: KeyValue) throws
     /// Records that `key` stopped existing at `revision`.

@@ -11,20 +11,28 @@ public enum KVStateMachine {
     public static func apply<Backend: KVBackend>(
         _ command: KVCommand, to backend: inout Backend, limits: Limits = .standard
     ) throws -> Result<KVResult, KVError> {
+        try applyRecording(command, to: &backend, limits: limits).result
+    }
+
+    /// Applies one committed command and also returns the changes it made, for watchers (each
+    /// with the version it replaced).
+    public static func applyRecording<Backend: KVBackend>(
+        _ command: KVCommand, to backend: inout Backend, limits: Limits = .standard
+    ) throws -> (result: Result<KVResult, KVError>, events: [WatchEvent]) {
         do {
             try KVValidator.validate(command, limits: limits)
         } catch {
-            return .failure(error)
+            return (.failure(error), [])
         }
         var writer = try Writer(backend: backend)
         let outcome: Result<KVResult, KVError>
         do {
             outcome = .success(try writer.run(command, on: &backend))
         } catch let error as KVError {
-            return .failure(error)
+            return (.failure(error), [])
         }
         if writer.changed { try backend.setRevision(writer.next) }
-        return outcome
+        return (outcome, writer.events)
     }
 
     /// Serves a read from the backend's state.
@@ -84,6 +92,7 @@ extension KVStateMachine {
         let current: Revision
         var next: Revision { current + 1 }
         var changed = false
+        var events: [WatchEvent] = []
 
         init<Backend: KVBackend>(backend: Backend) throws {
             current = try backend.revision()
@@ -134,12 +143,16 @@ extension KVStateMachine {
                 version: (previous?.version ?? 0) + 1, lease: put.lease)
             try backend.write(keyValue)
             changed = true
+            events.append(WatchEvent(kind: .put, keyValue: keyValue, previous: previous))
             return PutResult(revision: next, previous: put.returnPrevious ? previous : nil)
         }
 
         mutating func delete<Backend: KVBackend>(_ delete: Delete, on backend: inout Backend) throws -> DeleteResult {
             let victims = try backend.scan(delete.selection.bounds, at: nil, after: nil, limit: .max)
-            for victim in victims { try backend.remove(victim.key, at: next) }
+            for victim in victims {
+                try backend.remove(victim.key, at: next)
+                events.append(.deletion(of: victim.key, at: next, previous: victim))
+            }
             if !victims.isEmpty { changed = true }
             return DeleteResult(
                 revision: changed ? next : current, deleted: victims.count,
@@ -213,7 +226,11 @@ extension KVStateMachine {
         mutating func revoke<Backend: KVBackend>(_ id: LeaseID, on backend: inout Backend) throws -> Int {
             guard try backend.lease(id) != nil else { throw KVError.leaseNotFound(id) }
             let keys = try backend.keys(attachedTo: id)
-            for key in keys { try backend.remove(key, at: next) }
+            for key in keys {
+                let previous = try backend.get(key, at: nil)
+                try backend.remove(key, at: next)
+                events.append(.deletion(of: key, at: next, previous: previous))
+            }
             if !keys.isEmpty { changed = true }
             try backend.deleteLease(id)
             return keys.count

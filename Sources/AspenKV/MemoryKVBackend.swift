@@ -72,6 +72,21 @@ public struct MemoryKVBackend: KVBackend, Sendable {
         scan(bounds, at: revision, after: nil, limit: .max).count
     }
 
+    public func history(in bounds: KeyBounds, from: Revision, through: Revision, limit: Int) -> [KVChange] {
+        var found: [KVChange] = []
+        var position = lowerBound(bounds.start)
+        while position < sortedKeys.count {
+            let key = sortedKeys[position]
+            if let end = bounds.end, !key.lexicographicallyPrecedes(end) { break }
+            for version in history[key] ?? [] where version.revision >= from && version.revision <= through {
+                found.append(KVChange(key: key, revision: version.revision, keyValue: version.keyValue))
+            }
+            position += 1
+        }
+        found.sort { $0.revision != $1.revision ? $0.revision < $1.revision : $0.key.lexicographicallyPrecedes($1.key) }
+        return Array(found.prefix(limit))
+    }
+
     public mutating func write(_ keyValue: KeyValue) {
         let previousLease = get(keyValue.key, at: nil)?.lease ?? 0
         if previousLease != 0 && previousLease != keyValue.lease { leaseKeys[previousLease]?.remove(keyValue.key) }

@@ -50,6 +50,8 @@ public actor RaftNode {
     let configuration: NodeConfiguration
     var raft: Raft.Instance
     let storage: any NodeStorage
+    /// Watchers of this node's applied changes.
+    public nonisolated let watches: WatchHub
     let send: @Sendable (Raft.Message) -> Void
     let membershipChanged: @Sendable (Raft.Membership) -> Void
     let nowMs: @Sendable () -> Int64
@@ -98,6 +100,7 @@ public actor RaftNode {
         self.configuration = configuration
         self.raft = Raft.Instance(config: Self.raftConfig(configuration, nowMs: nowMs), state: state)
         self.storage = storage
+        self.watches = WatchHub(storage: storage, limits: configuration.limits)
         self.send = send
         self.membershipChanged = membershipChanged
         self.nowMs = nowMs
@@ -140,6 +143,7 @@ public actor RaftNode {
         readIndexWaiters = [:]
         for waiter in applyWaiters { waiter.continuation.resume() }
         applyWaiters = []
+        watches.close()
     }
 
     // MARK: Inputs
@@ -306,6 +310,8 @@ public actor RaftNode {
                     return
                 }
                 if let snapshot = batch.snapshot {
+                    // Watchers cannot be told the changes a snapshot skipped: they resume.
+                    watches.endAll(.lagged)
                     raft.snapshotInstalled(snapshot.metadata)
                     failProposals(through: snapshot.metadata.index, with: NodeError.outcomeUnknown)
                     advanceApplied(to: snapshot.metadata.index)
@@ -313,6 +319,7 @@ public actor RaftNode {
                 if let last = batch.entries.last { raft.persisted(upTo: last.index, term: last.term) }
             }
             for message in ready.messagesAfterPersist { send(message) }
+            watches.publish(applied.flatMap(\.events))
             for entry in applied { resolve(entry) }
             if let last = batch.committedEntries.last { advanceApplied(to: last.index) }
             noteMembershipChange()

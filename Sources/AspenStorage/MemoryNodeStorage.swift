@@ -124,6 +124,18 @@ public final class MemoryNodeStorage: NodeStorage {
         }
     }
 
+    public func changes(in bounds: KeyBounds, from: Revision, through: Revision, withPrevious: Bool, limit: Int) throws
+        -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>
+    {
+        try state.withLock { state in
+            try KVStateMachine.changes(in: bounds, from: from, through: through, withPrevious: withPrevious, limit: limit, backend: state.kv)
+        }
+    }
+
+    public func revisions() throws -> (current: Revision, compacted: Revision) {
+        state.withLock { ($0.kv.revision(), $0.kv.compactedRevision()) }
+    }
+
     public func read(_ request: RangeRequest) throws -> Result<RangeResult, KVError> {
         let limits = self.limits
         return try state.withLock { try KVStateMachine.read(request, from: $0.kv, limits: limits) }

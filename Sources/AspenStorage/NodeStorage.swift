@@ -34,6 +34,8 @@ public struct AppliedEntry: Sendable, Equatable {
     public var term: Raft.Term
     /// The command's outcome; nil for entries that carry no command (no-ops, membership).
     public var result: Result<KVResult, KVError>?
+    /// The changes the command made, in order, each with the version it replaced (for watchers).
+    public var events: [WatchEvent] = []
 }
 
 /// A node's durable state: the Raft log, hard state and snapshot metadata, and the key-value
@@ -61,6 +63,12 @@ public protocol NodeStorage: AnyObject, Sendable {
 
     /// Serves a read from the applied state.
     func read(_ request: RangeRequest) throws -> Result<RangeResult, KVError>
+    /// Recorded changes to keys in `bounds` from revision `from` through `through` (see
+    /// `KVStateMachine.changes`); `compacted` when `from` is no longer in history.
+    func changes(in bounds: KeyBounds, from: Revision, through: Revision, withPrevious: Bool, limit: Int) throws
+        -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>
+    /// The current and compacted revisions of the applied state.
+    func revisions() throws -> (current: Revision, compacted: Revision)
     func leases() throws -> [Lease]
     func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])?
 

@@ -149,6 +149,28 @@ struct SQLiteKVBackend: KVBackend {
         return try Int.fetchOne(db.cachedStatement(sql: sql), arguments: StatementArguments(arguments)) ?? 0
     }
 
+    func history(in bounds: KeyBounds, from: Revision, through: Revision, limit: Int) throws -> [KVChange] {
+        let (clause, values) = Self.filter(bounds, after: nil, column: "key")
+        let statement = try RawStatement(
+            db,
+            "SELECT \(Self.historyColumns) FROM kv_history WHERE \(clause) AND revision >= ? AND revision <= ? ORDER BY revision, key LIMIT ?",
+            file: file)
+        defer { statement.finish() }
+        var position: Int32 = 1
+        for value in values {
+            statement.bind(position, Bytes(value as! Data))
+            position += 1
+        }
+        statement.bind(position, from)
+        statement.bind(position + 1, through)
+        statement.bind(position + 2, Int64(min(limit, Int(Int64.max))))
+        var found: [KVChange] = []
+        while try statement.step() {
+            found.append(KVChange(key: statement.bytes(0), revision: statement.int64(3), keyValue: Self.keyValue(statement)))
+        }
+        return found
+    }
+
     // MARK: Writes
 
     mutating func write(_ kv: KeyValue) throws {

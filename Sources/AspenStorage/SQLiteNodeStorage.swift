@@ -253,15 +253,14 @@ public final class SQLiteNodeStorage: NodeStorage {
         guard case .command(let bytes) = entry.payload else {
             return AppliedEntry(index: entry.index, term: entry.term, result: nil)
         }
-        let result: Result<KVResult, KVError>
         do {
             let command = try KVCommand(decoding: bytes, limits: limits)
-            result = try KVStateMachine.apply(command, to: &backend, limits: limits)
+            let (result, events) = try KVStateMachine.applyRecording(command, to: &backend, limits: limits)
+            return AppliedEntry(index: entry.index, term: entry.term, result: result, events: events)
         } catch let error as DecodingError {
             // Every node fails the same undecodable command the same way.
-            result = .failure(.invalidCommand("undecodable command: \(error)"))
+            return AppliedEntry(index: entry.index, term: entry.term, result: .failure(.invalidCommand("undecodable command: \(error)")))
         }
-        return AppliedEntry(index: entry.index, term: entry.term, result: result)
     }
 
     private func appendEntries(_ db: Database, _ entries: [Raft.Entry]) throws {
@@ -313,6 +312,27 @@ public final class SQLiteNodeStorage: NodeStorage {
                 try db.execute(
                     sql: "UPDATE raft_state SET snapshot_index = ?, snapshot_term = ?, snapshot_membership = ? WHERE grp = ?",
                     arguments: [metadata.index, metadata.term, Data(Raft.encode(metadata.membership)), group.rawValue])
+            }
+        }
+    }
+
+    public func changes(in bounds: KeyBounds, from: Revision, through: Revision, withPrevious: Bool, limit: Int) throws
+        -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>
+    {
+        try guarded {
+            try pool.read { db in
+                try KVStateMachine.changes(
+                    in: bounds, from: from, through: through, withPrevious: withPrevious, limit: limit,
+                    backend: SQLiteKVBackend(db, file: path, group: group))
+            }
+        }
+    }
+
+    public func revisions() throws -> (current: Revision, compacted: Revision) {
+        try guarded {
+            try pool.read { db in
+                let backend = try SQLiteKVBackend(db, file: path, group: group)
+                return (backend.revision(), backend.compactedRevision())
             }
         }
     }

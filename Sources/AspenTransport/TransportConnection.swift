@@ -98,6 +98,21 @@ public final class TransportConnection: Sendable {
         return try await promise.futureResult.get()
     }
 
+    /// Sends a request answered by a stream of frames (a streaming protocol such as watch). The
+    /// stream ends with an error when the connection closes; cancel the iteration to stop reading.
+    public func stream(_ body: [UInt8]) throws -> AsyncThrowingStream<[UInt8], any Error> {
+        let limit = options.limits.rpcMessageBytesMax
+        guard body.count + 8 <= limit else { throw TransportError.frameTooLarge(length: body.count + 8, limit: limit) }
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let (stream, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
+        guard pending.addStream(id, continuation) else { throw TransportError.connectionClosed }
+        var buffer = channel.allocator.buffer(capacity: 8 + body.count)
+        buffer.writeInteger(id)
+        buffer.writeBytes(body)
+        channel.writeAndFlush(buffer, promise: nil)
+        return stream
+    }
+
     /// Sends a one-way message (request id 0): no answer, no waiting. Messages sent from one
     /// thread leave in order.
     public func send(_ body: [UInt8]) throws {
@@ -132,6 +147,16 @@ public final class TransportConnection: Sendable {
 /// Requests waiting for answers, by id; all fail at once when the connection closes.
 final class PendingRequests: Sendable {
     private let state = Mutex<(open: Bool, promises: [UInt64: EventLoopPromise<[UInt8]>])>((true, [:]))
+    private let streams = Mutex<[UInt64: AsyncThrowingStream<[UInt8], any Error>.Continuation]>([:])
+
+    func addStream(_ id: UInt64, _ continuation: AsyncThrowingStream<[UInt8], any Error>.Continuation) -> Bool {
+        // Under the state lock, so that `closeAll` either sees this stream or refuses it.
+        state.withLock { state in
+            guard state.open else { return false }
+            streams.withLock { $0[id] = continuation }
+            return true
+        }
+    }
 
     func add(_ id: UInt64, _ promise: EventLoopPromise<[UInt8]>) -> Bool {
         let added = state.withLock { state -> Bool in
@@ -144,6 +169,10 @@ final class PendingRequests: Sendable {
     }
 
     func succeed(_ id: UInt64, _ body: [UInt8]) {
+        if let stream = streams.withLock({ $0[id] }) {
+            stream.yield(body)
+            return
+        }
         state.withLock { $0.promises.removeValue(forKey: id) }?.succeed(body)
     }
 
@@ -158,6 +187,11 @@ final class PendingRequests: Sendable {
             return Array(state.promises.values)
         }
         for promise in promises { promise.fail(TransportError.connectionClosed) }
+        let open = streams.withLock { streams in
+            defer { streams = [:] }
+            return Array(streams.values)
+        }
+        for stream in open { stream.finish(throwing: TransportError.connectionClosed) }
     }
 }
 

@@ -11,11 +11,40 @@ import Synchronization
 public struct TransportRoute: Sendable {
     public var authorize: @Sendable (NodeKey) -> Bool
     public var handle: @Sendable (NodeKey, [UInt8]) async -> [UInt8]
+    /// For streaming protocols: each request is answered by any number of frames sent through
+    /// the sink, until the handler returns. Takes the place of `handle` when set.
+    public var stream: (@Sendable (NodeKey, [UInt8], StreamSink) async -> Void)?
 
     public init(authorize: @escaping @Sendable (NodeKey) -> Bool, handle: @escaping @Sendable (NodeKey, [UInt8]) async -> [UInt8]) {
         self.authorize = authorize
         self.handle = handle
     }
+
+    public init(authorize: @escaping @Sendable (NodeKey) -> Bool, stream: @escaping @Sendable (NodeKey, [UInt8], StreamSink) async -> Void) {
+        self.authorize = authorize
+        self.handle = { _, _ in [] }
+        self.stream = stream
+    }
+}
+
+/// Where a streaming handler writes its answers to one request. `send` waits until the frame is
+/// written, so a slow reader slows the handler rather than filling memory.
+public struct StreamSink: Sendable {
+    let channel: any Channel
+    let id: UInt64
+
+    public func send(_ body: [UInt8]) async throws {
+        guard channel.isActive else { throw TransportError.connectionClosed }
+        var buffer = channel.allocator.buffer(capacity: 8 + body.count)
+        buffer.writeInteger(id)
+        buffer.writeBytes(body)
+        try await channel.writeAndFlush(buffer)
+    }
+
+    public var isActive: Bool { channel.isActive }
+
+    /// Completes when the connection closes.
+    public func closed() async { try? await channel.closeFuture.get() }
 }
 
 /// Timeouts and bounds of the transport (DESIGN §9).
@@ -210,6 +239,10 @@ final class ServerRequestHandler: ChannelInboundHandler {
         let channel = context.channel
         let handle = route.handle
         let peer = self.peer
+        if let stream = route.stream {
+            Task { await stream(peer, body, StreamSink(channel: channel, id: id)) }
+            return
+        }
         Task {
             let response = await handle(peer, body)
             // Id 0 marks a one-way message: nothing goes back.

@@ -98,6 +98,7 @@ struct AspenNodeCommand: AsyncParsableCommand {
                 host: host, port: port, tls: tls,
                 routes: [
                     AspenProtocol.raft: network.route(to: node),
+                    AspenProtocol.logs: WatchService(hub: node.watches, logger: logger).route(),
                     AspenProtocol.client: ClientService(
                         node: node, network: network,
                         selfRecord: MemberRecord(key: identity.key, host: host, port: port, clusterID: clusterID), logger: logger

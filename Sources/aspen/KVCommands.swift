@@ -7,7 +7,7 @@ import Foundation
 struct KV: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kv", abstract: "Read and write keys.",
-        subcommands: [Get.self, Put.self, Delete.self, CompareAndSwap.self, CompareAndDelete.self, Scan.self, BatchRead.self, BatchWrite.self, Txn.self, Compact.self])
+        subcommands: [Get.self, Put.self, Delete.self, CompareAndSwap.self, CompareAndDelete.self, Scan.self, BatchRead.self, BatchWrite.self, Txn.self, Watch.self, Compact.self])
 
     struct Get: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print a key's value.")

@@ -209,6 +209,11 @@ struct ProcessClusterTests {
         #expect(try aspen(["kv", "txn"], stdin: transaction).0 == 0)
         #expect(try aspen(["kv", "get", "greeting"]).1 == "bye")
         #expect(try aspen(["kv", "scan", "", "--keys-only"]).1 == "greeting")
+        // Watch replays the key's history from revision 1: three puts so far.
+        let watched = try aspen(["kv", "watch", "greeting", "--exact", "--from-revision", "1", "--count", "3", "--json"])
+        #expect(watched.0 == 0)
+        #expect(watched.1.split(separator: "\n").count == 3)
+        #expect(watched.1.contains("\"value\":\"bye\""))
         let status = try aspen(["cluster", "status", "--json"])
         #expect(status.0 == 0)
         #expect(status.1.contains("\"leaderId\""))

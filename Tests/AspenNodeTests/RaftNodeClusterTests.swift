@@ -49,11 +49,13 @@ final class InProcessCluster: @unchecked Sendable {
             configuration.electionTicks = 10
             let node = RaftNode(
                 configuration: configuration, storage: storage, state: try storage.load()!, send: { network.send($0) },
-                nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger)
+                nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger,
+                membershipChanged: { network.update(membership: $0) })
             let server = try await TransportServer.start(
                 host: "127.0.0.1", port: 0, tls: tls,
                 routes: [
                     AspenProtocol.raft: network.route(to: node),
+                    AspenProtocol.logs: WatchService(hub: node.watches, logger: logger).route(),
                     AspenProtocol.client: ClientService(node: node, logger: logger).route,
                 ], logger: logger)
             addresses[id] = PeerAddress(host: "127.0.0.1", port: server.port, key: identity.key)

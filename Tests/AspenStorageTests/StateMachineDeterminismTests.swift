@@ -46,6 +46,7 @@ struct StateMachineDeterminismTests {
         var generator = SplitMix64(seed: seed)
         var now: Int64 = 0
         var entries: [Raft.Entry] = []
+        var live: [WatchEvent] = []
         for index in 1...400 {
             now += Int64(generator.next(in: 0...5))
             entries.append(
@@ -57,9 +58,27 @@ struct StateMachineDeterminismTests {
             let fromSQLite = try sqlite.commit(storageBatch)
             let fromMemory = try memory.commit(storageBatch)
             #expect(fromSQLite == fromMemory, "seed \(seed): results differ in entries \(chunk + 1)...")
+            live += fromMemory.flatMap(\.events)
         }
         #expect(try sqlite.snapshotData().data == memory.snapshotData().data, "seed \(seed): final states differ")
         let pastRevision = RangeRequest(.prefix([]), revision: 35)
         #expect(try sqlite.read(pastRevision) == memory.read(pastRevision))
+        // Watch replay from history gives exactly the events that were published live (after
+        // the last compaction), previous values included, in pages that end on whole revisions.
+        let (current, compacted) = try memory.revisions()
+        #expect(try sqlite.revisions() == (current, compacted))
+        for storage in [sqlite, memory] as [any NodeStorage] {
+            var replayed: [WatchEvent] = []
+            var next = compacted + 1
+            while next <= current {
+                let page = try storage.changes(in: KeySelection.prefix([]).bounds, from: next, through: current, withPrevious: true, limit: 7).get()
+                replayed += page.events
+                next = page.nextRevision
+            }
+            #expect(replayed == live.filter { $0.revision > compacted }, "seed \(seed): replay differs from the live events")
+            #expect(throws: KVError.self) {
+                try storage.changes(in: KeySelection.prefix([]).bounds, from: compacted, through: current, withPrevious: false, limit: 7).get()
+            }
+        }
     }
 }

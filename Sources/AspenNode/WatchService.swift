@@ -1,0 +1,65 @@
+import AspenCore
+import AspenKV
+import AspenTransport
+import Logging
+
+/// The node's side of `aspen/logs/1`: each request is one watch, answered by a stream of
+/// messages that ends with the reason it ended.
+public struct WatchService: Sendable {
+    let hub: WatchHub
+    let limits: Limits
+    let logger: Logger
+
+    public init(hub: WatchHub, limits: Limits = .standard, logger: Logger) {
+        self.hub = hub
+        self.limits = limits
+        self.logger = logger
+    }
+
+    public func route(authorize: @escaping @Sendable (NodeKey) -> Bool = { _ in true }) -> TransportRoute {
+        TransportRoute(authorize: authorize, stream: { _, body, sink in await self.serve(body, sink) })
+    }
+
+    func serve(_ body: [UInt8], _ sink: StreamSink) async {
+        let request: WatchRequest
+        do {
+            request = try WatchWire.decodeRequest(body, limits: limits)
+            try KVValidator.validate(.range(start: request.bounds.start, end: request.bounds.end), limits: limits)
+        } catch {
+            try? await sink.send(WatchWire.encode(.ended(.failed("bad watch request: \(error)"))))
+            return
+        }
+        let subscription: WatchHub.Subscription
+        do {
+            subscription = try hub.subscribe(request)
+        } catch {
+            try? await sink.send(WatchWire.encode(.ended(error)))
+            return
+        }
+        // A closed connection ends the watch even when nothing is being sent.
+        let watchdog = Task {
+            await sink.closed()
+            subscription.cancel()
+        }
+        let keepAlive = Task {
+            guard request.progressIntervalMs > 0 else { return }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(request.progressIntervalMs))
+                subscription.progress()
+            }
+        }
+        defer {
+            watchdog.cancel()
+            keepAlive.cancel()
+        }
+        for await message in subscription.messages {
+            subscription.consumed()
+            do {
+                try await sink.send(WatchWire.encode(message))
+            } catch {
+                subscription.cancel()
+                return
+            }
+        }
+    }
+}
