@@ -62,11 +62,11 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
-        // The node shell: RaftNode (Ready loop, group commit, ReadIndex), peer network.
+        // The node shell: RaftNode (Ready loop, group commit, ReadIndex), peer network, services, runtime.
         .target(
             name: "AspenNode",
             dependencies: [
-                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport",
+                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -109,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "aspen-node",
             dependencies: [
-                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenClient",
+                "AspenCore", "AspenNode", "AspenTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -44,12 +44,18 @@ public final class AspenClient: KeyValueStore {
     let options: TransportOptions
     /// Attempts per request before giving up.
     let attemptsMax: Int
+    /// Proof of the cluster cookie sent with every request (empty without a cookie).
+    let proof: [UInt8]
     private let preferred = Mutex(0)
     private let connections = Mutex<[Int: Task<TransportConnection, any Error>]>([:])
 
-    public init(endpoints: [Endpoint], identity: NodeIdentity = NodeIdentity(), options: TransportOptions = TransportOptions(), attemptsMax: Int = 20) throws {
+    public init(
+        endpoints: [Endpoint], identity: NodeIdentity = NodeIdentity(), options: TransportOptions = TransportOptions(),
+        attemptsMax: Int = 20, cookie: ClusterCookie? = nil
+    ) throws {
         precondition(!endpoints.isEmpty, "a client needs at least one endpoint")
         self.endpoints = endpoints
+        self.proof = cookie?.proof(for: identity.key) ?? []
         self.tls = try TLSMaterial(identity: identity)
         self.options = options
         self.attemptsMax = attemptsMax
@@ -77,7 +83,7 @@ public final class AspenClient: KeyValueStore {
 
     /// Sends a request, following leader hints and rotating past dead nodes.
     func call(_ domain: String, _ operation: String, _ body: [UInt8]) async throws -> [UInt8] {
-        let request = RPCRequest(domain: domain, operation: operation, body: body).encoded()
+        let request = RPCRequest(domain: domain, operation: operation, body: body, proof: proof).encoded()
         var lastProblem = "no attempt made"
         var backoffMs = 20
         for attempt in 0..<attemptsMax {
@@ -190,6 +196,8 @@ public final class AspenClient: KeyValueStore {
                 let connection = try await TransportConnection.connect(
                     host: endpoint.host, port: endpoint.port, protocol: AspenProtocol.logs, tls: tls, expecting: endpoint.key,
                     options: options)
+                var request = request
+                request.proof = proof
                 let frames = try connection.stream(WatchWire.encode(request))
                 let limits = options.limits
                 return AsyncThrowingStream { continuation in
@@ -280,7 +288,7 @@ public final class AspenClient: KeyValueStore {
     /// What each endpoint says about itself (unreachable ones are reported as errors).
     public func status() async -> [(endpoint: Endpoint, status: Result<NodeStatusInfo, any Error>)] {
         var results: [(Endpoint, Result<NodeStatusInfo, any Error>)] = []
-        let request = RPCRequest(domain: "cluster", operation: "status", body: []).encoded()
+        let request = RPCRequest(domain: "cluster", operation: "status", body: [], proof: proof).encoded()
         for position in endpoints.indices {
             do {
                 let connection = try await connection(position).value

@@ -4,11 +4,14 @@ public struct RPCRequest: Sendable, Equatable {
     public var domain: String
     public var operation: String
     public var body: [UInt8]
+    /// Proof that the client knows the cluster cookie (empty when it has none).
+    public var proof: [UInt8]
 
-    public init(domain: String, operation: String, body: [UInt8]) {
+    public init(domain: String, operation: String, body: [UInt8], proof: [UInt8] = []) {
         self.domain = domain
         self.operation = operation
         self.body = body
+        self.proof = proof
     }
 
     static let version: UInt8 = 1
@@ -19,6 +22,7 @@ public struct RPCRequest: Sendable, Equatable {
         writer.writeString(domain)
         writer.writeString(operation)
         writer.writeBytes(body)
+        writer.writeBytes(proof)
         return writer.bytes
     }
 
@@ -28,6 +32,7 @@ public struct RPCRequest: Sendable, Equatable {
         domain = try reader.readString(limit: 64)
         operation = try reader.readString(limit: 64)
         body = try reader.readBytes(limit: limits.rpcMessageBytesMax)
+        proof = try reader.readBytes(limit: 64)
         try reader.expectEnd()
     }
 }

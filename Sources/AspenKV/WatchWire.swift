@@ -8,6 +8,8 @@ public struct WatchRequest: Sendable, Equatable {
     public var withPrevious: Bool
     /// Progress (keep-alive) messages while idle, every this many milliseconds; 0 for none.
     public var progressIntervalMs: Int
+    /// Proof of the cluster cookie, when the cluster has one (set by the client).
+    public var proof: Bytes = []
 
     public init(bounds: KeyBounds, startRevision: Revision = 0, withPrevious: Bool = false, progressIntervalMs: Int = 5000) {
         self.bounds = bounds
@@ -58,6 +60,7 @@ public enum WatchWire {
         writer.writeVarint(signed: request.startRevision)
         writer.write(request.withPrevious)
         writer.writeVarint(UInt64(max(0, request.progressIntervalMs)))
+        writer.writeBytes(request.proof)
         return writer.bytes
     }
 
@@ -68,9 +71,12 @@ public enum WatchWire {
         let revision = try reader.readSignedVarint()
         let withPrevious = try reader.readBool()
         let interval = try reader.readCount(limit: 3_600_000)
+        let proof = try reader.readBytes(limit: 64)
         try reader.expectEnd()
-        return WatchRequest(
+        var request = WatchRequest(
             bounds: KeyBounds(start: start, end: end), startRevision: revision, withPrevious: withPrevious, progressIntervalMs: interval)
+        request.proof = proof
+        return request
     }
 
     public static func encode(_ message: WatchMessage) -> Bytes {

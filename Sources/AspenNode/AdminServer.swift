@@ -1,5 +1,6 @@
 import AspenCore
 import AspenRaft
+import AspenTransport
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -12,12 +13,14 @@ public final class AdminServer: Sendable {
 
     private init(channel: any Channel) { self.channel = channel }
 
-    public static func start(host: String, port: Int, node: RaftNode, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> AdminServer {
+    public static func start(
+        host: String, port: Int, node: RaftNode, requests: RequestMetrics? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> AdminServer {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(AdminHandler(node: node))
+                    channel.pipeline.addHandler(AdminHandler(node: node, requests: requests))
                 }
             }
             .bind(host: host, port: port).get()
@@ -27,7 +30,7 @@ public final class AdminServer: Sendable {
     public func close() async throws { try await channel.close() }
 
     /// The Prometheus exposition of a node's state and counters.
-    public static func metrics(_ status: RaftNode.Status, _ counters: RaftNode.Counters) -> String {
+    public static func metrics(_ status: RaftNode.Status, _ counters: RaftNode.Counters, requests: RequestMetrics? = nil, watchers: Int = 0) -> String {
         var lines: [String] = []
         func gauge(_ name: String, _ help: String, _ value: String) {
             lines.append("# HELP \(name) \(help)")
@@ -52,6 +55,14 @@ public final class AdminServer: Sendable {
         counter("aspen_storage_committed_entries_total", "Log entries written by those transactions (group-commit batch = this / commits).", "\(counters.committedEntries)")
         counter("aspen_storage_commit_seconds_total", "Time spent in storage commits (fsync included).", "\(counters.storageCommitSeconds)")
         gauge("aspen_storage_commit_seconds_max", "Slowest storage commit so far.", "\(counters.storageCommitSecondsMax)")
+        gauge("aspen_raft_snapshot_index", "Index the node's snapshot covers (its log starts after it).", "\(status.snapshotIndex)")
+        counter("aspen_raft_snapshots_installed_total", "Snapshots received from a leader and installed.", "\(counters.snapshotsInstalled)")
+        gauge("aspen_watchers", "Watch streams served by this node.", "\(watchers)")
+        lines += ["# HELP aspen_storage_commit_seconds Storage commit latency (log, hard state and apply; one fsync).", "# TYPE aspen_storage_commit_seconds histogram"]
+        lines += counters.storageCommitLatency.lines("aspen_storage_commit_seconds")
+        lines += ["# HELP aspen_group_commit_entries Log entries written per storage commit.", "# TYPE aspen_group_commit_entries histogram"]
+        lines += counters.groupCommitEntries.lines("aspen_group_commit_entries")
+        if let requests { lines += requests.exposition }
         return lines.joined(separator: "\n") + "\n"
     }
 }
@@ -60,13 +71,18 @@ final class AdminHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
     let node: RaftNode
+    let requests: RequestMetrics?
 
-    init(node: RaftNode) { self.node = node }
+    init(node: RaftNode, requests: RequestMetrics?) {
+        self.node = node
+        self.requests = requests
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let head) = unwrapInboundIn(data) else { return }
         let channel = context.channel
         let node = self.node
+        let requests = self.requests
         let uri = head.uri
         Task {
             let status = await node.status
@@ -78,10 +94,14 @@ final class AdminHandler: ChannelInboundHandler, Sendable {
                 body = healthy ? "ok\n" : "unhealthy: \(status.leader == nil ? "no leader known" : "applying behind the commit index")\n"
             case "/metrics":
                 code = .ok
-                body = AdminServer.metrics(status, await node.counters)
+                body = AdminServer.metrics(status, await node.counters, requests: requests, watchers: node.watches.watcherCount)
+            case "/cluster-ticket":
+                let members = ClusterMembers(await node.membership)
+                code = members.records.isEmpty ? .serviceUnavailable : .ok
+                body = members.records.isEmpty ? "no member addresses are recorded yet\n" : members.ticket.encoded + "\n"
             default:
                 code = .notFound
-                body = "not found; try /health or /metrics\n"
+                body = "not found; try /health, /metrics or /cluster-ticket\n"
             }
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: "text/plain; version=0.0.4")

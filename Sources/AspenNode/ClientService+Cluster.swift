@@ -60,12 +60,17 @@ extension ClientService {
             try await node.setVoters(voters)
             return Self.members(await node.membership).encoded
         default:
-            throw NodeError.refused("unknown operation cluster.\(operation)")
+            throw RPCFailure(code: "unknown_operation", message: "unknown operation cluster.\(operation)")
         }
     }
 
-    static func members(_ membership: Raft.Membership) -> ClusterMembers {
-        ClusterMembers(
+    static func members(_ membership: Raft.Membership) -> ClusterMembers { ClusterMembers(membership) }
+}
+
+extension ClusterMembers {
+    /// The members of a Raft membership with their decoded records.
+    public init(_ membership: Raft.Membership) {
+        self.init(
             voters: membership.allVoters, learners: membership.learners + membership.learnersNext,
             records: membership.addresses.compactMapValues { try? MemberRecord(decoding: $0) })
     }

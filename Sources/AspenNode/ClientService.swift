@@ -15,9 +15,17 @@ public struct ClientService: Sendable {
     /// own record (key and listen address), when it has them.
     let network: PeerNetwork?
     let selfRecord: MemberRecord?
+    /// When set, every request must prove knowledge of the cluster cookie.
+    let cookie: ClusterCookie?
+    let metrics: RequestMetrics?
 
-    public init(node: RaftNode, network: PeerNetwork? = nil, selfRecord: MemberRecord? = nil, limits: Limits = .standard, logger: Logger) {
+    public init(
+        node: RaftNode, network: PeerNetwork? = nil, selfRecord: MemberRecord? = nil, cookie: ClusterCookie? = nil,
+        metrics: RequestMetrics? = nil, limits: Limits = .standard, logger: Logger
+    ) {
         self.node = node
+        self.metrics = metrics
+        self.cookie = cookie
         self.network = network
         self.selfRecord = selfRecord
         self.limits = limits
@@ -25,15 +33,39 @@ public struct ClientService: Sendable {
     }
 
     public var route: TransportRoute {
-        TransportRoute(authorize: { _ in true }, handle: { _, body in await self.handle(body).encoded() })
+        TransportRoute(authorize: { _ in true }, handle: { key, body in await self.handle(body, from: key).encoded() })
     }
 
-    func handle(_ bytes: [UInt8]) async -> RPCResponse {
+    func handle(_ bytes: [UInt8], from key: NodeKey) async -> RPCResponse {
         let request: RPCRequest
         do {
             request = try RPCRequest(decoding: bytes, limits: limits)
         } catch {
+            metrics?.record("undecodable", seconds: 0, outcome: "bad_request")
             return .failure(RPCFailure(code: "bad_request", message: "undecodable request: \(error)"))
+        }
+        guard let metrics else { return await respond(to: request, from: key) }
+        let clock = ContinuousClock()
+        let started = clock.now
+        let response = await respond(to: request, from: key)
+        let elapsed = (clock.now - started).components
+        let outcome = if case .failure(let failure) = response { failure.code } else { "ok" }
+        // Only operations the node knows get their own label; the rest count as unknown.
+        let known = outcome != "unknown_operation"
+        metrics.record(
+            known ? "\(request.domain).\(request.operation)" : "unknown",
+            seconds: Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18, outcome: outcome)
+        return response
+    }
+
+    func respond(to request: RPCRequest, from key: NodeKey) async -> RPCResponse {
+        if let cookie, !cookie.accepts(request.proof, from: key) {
+            logger.warning("request without a valid cookie proof refused", metadata: ["client": "\(key)"])
+            return .failure(
+                RPCFailure(
+                    code: "unauthorized",
+                    message: request.proof.isEmpty
+                        ? "this cluster requires a cookie: pass --cookie or set ASPEN_COOKIE" : "wrong cluster cookie"))
         }
         do {
             switch (request.domain, request.operation) {
@@ -67,6 +99,8 @@ public struct ClientService: Sendable {
             case .stopped: return .failure(RPCFailure(code: "unavailable", message: error.description))
             case .refused(let reason): return .failure(RPCFailure(code: "refused", message: reason))
             }
+        } catch let failure as RPCFailure {
+            return .failure(failure)
         } catch let error as DecodingError {
             return .failure(RPCFailure(code: "bad_request", message: "undecodable request body: \(error)"))
         } catch {

@@ -105,6 +105,20 @@ public final class PeerNetwork: Sendable {
 
     public func node(for key: NodeKey) -> NodeID? { book.withLock { $0.node(for: key) } }
 
+    /// Closes every outgoing connection (at shutdown).
+    public func closeAll() {
+        let tasks = connections.withLock { connections in
+            defer { connections = [:] }
+            return Array(connections.values)
+        }
+        for task in tasks { task.cancel() }
+        let open = established.withLock { established in
+            defer { established = [:] }
+            return Array(established.values)
+        }
+        for connection in open { Task { await connection.close() } }
+    }
+
     private func dropConnection(_ id: NodeID) {
         connections.withLock { $0.removeValue(forKey: id) }?.cancel()
         if let connection = established.withLock({ $0.removeValue(forKey: id) }) { Task { await connection.close() } }

@@ -32,6 +32,8 @@ public struct NodeConfiguration: Sendable {
     /// One Raft tick; heartbeats go out every tick, elections time out after `electionTicks`.
     public var tickMs: Int = 100
     public var electionTicks: Int = 15
+    /// The longest randomized election timeout, in ticks (default: twice `electionTicks`, less one).
+    public var electionTicksMax: Int?
     public var limits = Limits.standard
     /// Compact the log once this many applied entries follow the last snapshot.
     public var compactionThreshold: Raft.Index = 10_000
@@ -89,6 +91,10 @@ public actor RaftNode {
         public var committedEntries = 0
         public var storageCommitSeconds = 0.0
         public var storageCommitSecondsMax = 0.0
+        /// Storage commit latency (one fsync each) and entries per commit (the group-commit batch).
+        public var storageCommitLatency = Histogram.latency
+        public var groupCommitEntries = Histogram.batchSize
+        public var snapshotsInstalled = 0
     }
 
     public init(
@@ -115,6 +121,7 @@ public actor RaftNode {
             id: configuration.id, electionTicks: configuration.electionTicks, heartbeatTicks: 1,
             seed: configuration.id.rawValue &* 0x9E37_79B9 &+ UInt64(nowMs()), limits: configuration.limits)
         raftConfiguration.appendRetryTicks = 3
+        raftConfiguration.electionTicksMax = configuration.electionTicksMax
         return raftConfiguration
     }
 
@@ -144,6 +151,15 @@ public actor RaftNode {
         for waiter in applyWaiters { waiter.continuation.resume() }
         applyWaiters = []
         watches.close()
+    }
+
+    /// Waits (bounded) for a storage commit that was under way when the node stopped.
+    public func waitUntilIdle(timeoutMs: Int = 5000) async {
+        var waited = 0
+        while committing && waited < timeoutMs {
+            try? await Task.sleep(for: .milliseconds(5))
+            waited += 5
+        }
     }
 
     // MARK: Inputs
@@ -304,6 +320,8 @@ public actor RaftNode {
                     counters.committedEntries += batch.entries.count
                     counters.storageCommitSeconds += seconds
                     counters.storageCommitSecondsMax = max(counters.storageCommitSecondsMax, seconds)
+                    counters.storageCommitLatency.observe(seconds)
+                    if !batch.entries.isEmpty { counters.groupCommitEntries.observe(Double(batch.entries.count)) }
                 } catch {
                     logger.critical("storage failed; stopping the node", metadata: ["error": "\(error)"])
                     stop()
@@ -312,6 +330,7 @@ public actor RaftNode {
                 if let snapshot = batch.snapshot {
                     // Watchers cannot be told the changes a snapshot skipped: they resume.
                     watches.endAll(.lagged)
+                    counters.snapshotsInstalled += 1
                     raft.snapshotInstalled(snapshot.metadata)
                     failProposals(through: snapshot.metadata.index, with: NodeError.outcomeUnknown)
                     advanceApplied(to: snapshot.metadata.index)

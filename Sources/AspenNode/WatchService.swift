@@ -9,24 +9,31 @@ public struct WatchService: Sendable {
     let hub: WatchHub
     let limits: Limits
     let logger: Logger
+    let cookie: ClusterCookie?
 
-    public init(hub: WatchHub, limits: Limits = .standard, logger: Logger) {
+    public init(hub: WatchHub, cookie: ClusterCookie? = nil, limits: Limits = .standard, logger: Logger) {
         self.hub = hub
+        self.cookie = cookie
         self.limits = limits
         self.logger = logger
     }
 
     public func route(authorize: @escaping @Sendable (NodeKey) -> Bool = { _ in true }) -> TransportRoute {
-        TransportRoute(authorize: authorize, stream: { _, body, sink in await self.serve(body, sink) })
+        TransportRoute(authorize: authorize, stream: { key, body, sink in await self.serve(body, from: key, sink) })
     }
 
-    func serve(_ body: [UInt8], _ sink: StreamSink) async {
+    func serve(_ body: [UInt8], from key: NodeKey, _ sink: StreamSink) async {
         let request: WatchRequest
         do {
             request = try WatchWire.decodeRequest(body, limits: limits)
             try KVValidator.validate(.range(start: request.bounds.start, end: request.bounds.end), limits: limits)
         } catch {
             try? await sink.send(WatchWire.encode(.ended(.failed("bad watch request: \(error)"))))
+            return
+        }
+        if let cookie, !cookie.accepts(request.proof, from: key) {
+            logger.warning("watch without a valid cookie proof refused", metadata: ["client": "\(key)"])
+            try? await sink.send(WatchWire.encode(.ended(.failed("unauthorized: this cluster requires its cookie"))))
             return
         }
         let subscription: WatchHub.Subscription

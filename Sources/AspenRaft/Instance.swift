@@ -212,8 +212,8 @@ extension Raft {
         }
 
         mutating func resetRandomizedElectionTimeout() {
-            randomizedElectionTimeout = config.electionTicks
-                + Int(random.next(in: 0...UInt64(config.electionTicks - 1)))
+            let spread = (config.electionTicksMax ?? 2 * config.electionTicks - 1) - config.electionTicks
+            randomizedElectionTimeout = config.electionTicks + Int(random.next(in: 0...UInt64(max(0, spread))))
         }
 
         /// A follower that has heard from a leader within the election timeout ignores vote

@@ -7,6 +7,8 @@ extension Raft {
         /// The base election timeout in ticks; each node draws its timeout from
         /// `electionTicks ..< 2 * electionTicks` with its seeded generator.
         public var electionTicks: Int
+        /// The longest randomized election timeout in ticks (default `2 * electionTicks - 1`).
+        public var electionTicksMax: Int?
         /// A leader sends heartbeats every `heartbeatTicks`.
         public var heartbeatTicks: Int
         /// Campaign in two phases so a node that was cut off cannot raise the term and depose a
@@ -45,6 +47,7 @@ extension Raft {
         func validate() {
             precondition(electionTicks > heartbeatTicks, "electionTicks must exceed heartbeatTicks")
             precondition(heartbeatTicks > 0, "heartbeatTicks must be positive")
+            precondition((electionTicksMax ?? electionTicks) >= electionTicks, "electionTicksMax must not be below electionTicks")
             precondition(!leaseRead || checkQuorum, "leaseRead requires checkQuorum")
         }
     }

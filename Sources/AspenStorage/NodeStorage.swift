@@ -69,6 +69,8 @@ public protocol NodeStorage: AnyObject, Sendable {
         -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>
     /// The current and compacted revisions of the applied state.
     func revisions() throws -> (current: Revision, compacted: Revision)
+    /// Checkpoints and closes the store; nothing may use it afterwards.
+    func close() throws
     func leases() throws -> [Lease]
     func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])?
 
@@ -98,4 +100,8 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidBatch(let reason): return "invalid storage batch: \(reason)"
         }
     }
+}
+
+extension NodeStorage {
+    public func close() throws {}
 }

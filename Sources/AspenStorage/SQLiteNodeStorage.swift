@@ -328,6 +328,13 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
+    public func close() throws {
+        try guarded {
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+            try pool.close()
+        }
+    }
+
     public func revisions() throws -> (current: Revision, compacted: Revision) {
         try guarded {
             try pool.read { db in

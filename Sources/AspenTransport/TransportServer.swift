@@ -75,16 +75,23 @@ public final class TransportServer: Sendable {
     private let connections: Connections
 
     final class Connections: Sendable {
-        private let count = Mutex(0)
-        func open(limit: Int) -> Bool {
-            count.withLock { count in
-                guard count < limit else { return false }
-                count += 1
+        private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+        private let requests = Atomic<Int>(0)
+
+        func open(_ channel: any Channel, limit: Int) -> Bool {
+            channels.withLock { channels in
+                guard channels.count < limit else { return false }
+                channels[ObjectIdentifier(channel)] = channel
                 return true
             }
         }
-        func close() { count.withLock { $0 -= 1 } }
-        var current: Int { count.withLock { $0 } }
+        func close(_ channel: any Channel) { channels.withLock { $0[ObjectIdentifier(channel)] = nil } }
+        var current: Int { channels.withLock { $0.count } }
+        var all: [any Channel] { channels.withLock { Array($0.values) } }
+
+        func requestStarted() { requests.add(1, ordering: .relaxed) }
+        func requestFinished() { requests.subtract(1, ordering: .relaxed) }
+        var inFlight: Int { requests.load(ordering: .relaxed) }
     }
 
     public var connectionCount: Int { connections.current }
@@ -107,12 +114,12 @@ public final class TransportServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let remote = channel.remoteAddress?.description ?? "unknown"
-                    guard connections.open(limit: options.limits.peersMax) else {
+                    guard connections.open(channel, limit: options.limits.peersMax) else {
                         logger.warning("connection refused", metadata: ["peer": "\(remote)", "reason": "\(TransportError.tooManyConnections(limit: options.limits.peersMax))"])
                         channel.close(promise: nil)
                         return
                     }
-                    channel.closeFuture.whenComplete { _ in connections.close() }
+                    channel.closeFuture.whenComplete { _ in connections.close(channel) }
                     let peer = PeerBox()
                     let ssl = NIOSSLServerHandler(context: context) { certificates, promise in
                         // Any well-formed Ed25519 identity may finish the handshake; what it may
@@ -126,15 +133,33 @@ public final class TransportServer: Sendable {
                     }
                     try channel.pipeline.syncOperations.addHandler(ssl)
                     try channel.pipeline.syncOperations.addHandler(
-                        RouterHandler(routes: routes, peer: peer, options: options, logger: logger, remote: remote))
+                        RouterHandler(routes: routes, peer: peer, options: options, logger: logger, remote: remote, connections: connections))
                 }
             }
         let channel = try await bootstrap.bind(host: host, port: port).get()
         return TransportServer(channel: channel, connections: connections)
     }
 
+    /// Stops accepting connections; established ones keep being served.
+    public func stopAccepting() async {
+        try? await channel.close()
+    }
+
+    /// Requests being answered right now (streams included).
+    public var requestsInFlight: Int { connections.inFlight }
+
+    /// Waits until no request is in flight, or `seconds` have passed; returns what is left.
+    public func drain(seconds: Double) async -> Int {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .milliseconds(Int64(seconds * 1000))
+        while connections.inFlight > 0 && clock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        return connections.inFlight
+    }
+
+    /// Closes the listening socket and every connection.
     public func close() async throws {
-        try await channel.close()
+        try? await channel.close()
+        for connection in connections.all { try? await connection.close() }
     }
 }
 
@@ -148,9 +173,14 @@ final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
     let options: TransportOptions
     let logger: Logger
     let remote: String
+    let connections: TransportServer.Connections
     var handshakeDone = false
 
-    init(routes: [String: TransportRoute], peer: PeerBox, options: TransportOptions, logger: Logger, remote: String) {
+    init(
+        routes: [String: TransportRoute], peer: PeerBox, options: TransportOptions, logger: Logger, remote: String,
+        connections: TransportServer.Connections
+    ) {
+        self.connections = connections
         self.routes = routes
         self.peer = peer
         self.options = options
@@ -193,7 +223,7 @@ final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
                 [
                     ByteToMessageHandler(FrameDecoder(limit: options.limits.rpcMessageBytesMax)),
                     MessageToByteHandler(FrameEncoder()),
-                    ServerRequestHandler(route: route, peer: key, logger: logger, remote: remote),
+                    ServerRequestHandler(route: route, peer: key, logger: logger, remote: remote, connections: connections),
                 ], position: .after(self))
             context.pipeline.syncOperations.removeHandler(self, promise: nil)
         } catch {
@@ -220,8 +250,10 @@ final class ServerRequestHandler: ChannelInboundHandler {
     let peer: NodeKey
     let logger: Logger
     let remote: String
+    let connections: TransportServer.Connections
 
-    init(route: TransportRoute, peer: NodeKey, logger: Logger, remote: String) {
+    init(route: TransportRoute, peer: NodeKey, logger: Logger, remote: String, connections: TransportServer.Connections) {
+        self.connections = connections
         self.route = route
         self.peer = peer
         self.logger = logger
@@ -239,12 +271,18 @@ final class ServerRequestHandler: ChannelInboundHandler {
         let channel = context.channel
         let handle = route.handle
         let peer = self.peer
+        let connections = self.connections
+        connections.requestStarted()
         if let stream = route.stream {
-            Task { await stream(peer, body, StreamSink(channel: channel, id: id)) }
+            Task {
+                await stream(peer, body, StreamSink(channel: channel, id: id))
+                connections.requestFinished()
+            }
             return
         }
         Task {
             let response = await handle(peer, body)
+            connections.requestFinished()
             // Id 0 marks a one-way message: nothing goes back.
             guard id != 0 else { return }
             var buffer = channel.allocator.buffer(capacity: 8 + response.count)

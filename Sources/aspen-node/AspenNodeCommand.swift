@@ -26,114 +26,79 @@ struct AspenNodeCommand: AsyncParsableCommand {
     }
 
     struct Run: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Start the node and serve until SIGINT or SIGTERM.")
+        static let configuration = CommandConfiguration(
+            abstract: "Start the node and serve until SIGINT or SIGTERM.",
+            discussion: """
+                Every option can also be set by an environment variable (ASPEN_ and the option's name in
+                upper case with _ for -, e.g. ASPEN_NODE_ID) or in the config file (TOML, top-level
+                key = value lines, e.g. node-id = 1). Flags win over the environment, which wins over the
+                file, which wins over the defaults; --print-config shows the result and where each value
+                came from.
+                """)
 
-        @Option(help: "This node's id (a positive integer, unique in the cluster).") var nodeId: UInt64
-        @Option(help: "The node's data directory (identity key and database).") var dataDir: String
-        @Option(help: "Address to listen on, HOST:PORT.") var listen: String = "127.0.0.1:7000"
-        @Option(help: "The other members: ID=KEYHEX@HOST:PORT,...") var peers: String = ""
-        @Option(help: "Admin HTTP address HOST:PORT for /health and /metrics (off unless given).") var http: String?
-        @Flag(help: "Found a new cluster whose voters are this node and --peers (first start only).") var bootstrap = false
+        @Option(help: "This node's id (a positive integer, unique in the cluster).") var nodeId: String?
+        @Option(help: "The node's data directory (identity key and database).") var dataDir: String?
+        @Option(help: "Address to listen on, HOST:PORT (default 127.0.0.1:7000).") var listen: String?
+        @Option(help: "Admin HTTP address HOST:PORT for /health, /metrics and /cluster-ticket (off unless given).") var http: String?
+        @Option(help: "Cluster cookie: clients must prove they know it.") var cookie: String?
         @Option(help: "Join the cluster of this ticket (aspen1...) on first start: as a learner, then a voter once caught up.")
         var ticket: String?
+        @Option(help: "With --bootstrap, the other founding members: ID=KEYHEX@HOST:PORT,...") var peers: String?
+        @Flag(help: "Found a new cluster whose voters are this node and --peers (first start only).") var bootstrap = false
         @Flag(help: "With --ticket: stay a learner (no vote) after joining.") var learner = false
-        @Option(help: "sqlite (default) or memory.") var storage: String = "sqlite"
-        @Option(help: "Heartbeat interval in milliseconds (one Raft tick).") var heartbeatMs: Int = 100
-        @Option(help: "Election timeout in heartbeats (randomized up to twice this).") var electionTicks: Int = 15
-        @Option(help: "Snapshot the state and compact the log once this many entries applied since the last snapshot.")
-        var compactAfterEntries: UInt64 = 10_000
-        @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String = "info"
+        @Option(help: "sqlite (default) or memory.") var storage: String?
+        @Option(help: "Heartbeat interval in milliseconds (one Raft tick; default 100).") var heartbeatMs: String?
+        @Option(help: "Election timeout MIN-MAX in milliseconds (default 10 to 20 heartbeats).") var electionTimeoutMs: String?
+        @Option(help: "Snapshot and compact the log after this many applied entries (default 10000).") var compactAfterEntries: String?
+        @Option(help: "trace, debug, info (default), notice, warning, error or critical.") var logLevel: String?
+        @Option(help: "A TOML config file (default: $ASPEN_CONFIG).") var config: String?
+        @Flag(help: "Print the effective settings and where each came from, then exit.") var printConfig = false
 
-        func validate() throws {
-            guard nodeId > 0 else { throw ValidationError("--node-id must be a positive integer") }
-            guard ["sqlite", "memory"].contains(storage) else { throw ValidationError("--storage must be sqlite or memory") }
-            guard heartbeatMs > 0, electionTicks > 1 else { throw ValidationError("--heartbeat-ms must be positive and --election-ticks above 1") }
+        func settings() throws -> NodeSettings {
+            var flags: [String: String] = [:]
+            let given: [(String, String?)] = [
+                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("cookie", cookie), ("ticket", ticket),
+                ("peers", peers), ("storage", storage), ("heartbeat-ms", heartbeatMs), ("election-timeout-ms", electionTimeoutMs),
+                ("compact-after-entries", compactAfterEntries), ("log-level", logLevel),
+                ("bootstrap", bootstrap ? "true" : nil), ("learner", learner ? "true" : nil),
+            ]
+            for case (let name, let value?) in given { flags[name] = value }
+            let environment = ProcessInfo.processInfo.environment
+            var file: [String: String] = [:]
+            if let path = config ?? environment["ASPEN_CONFIG"] {
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                    throw ValidationError("cannot read the config file \(path)")
+                }
+                do {
+                    file = try ConfigFile.parse(text, name: path)
+                } catch {
+                    throw ValidationError("\(error)")
+                }
+            }
             do {
-                _ = try PeerList.parseAddress(listen)
-                _ = try PeerList.parse(peers)
-                if let http { _ = try PeerList.parseAddress(http) }
-                if let ticket { _ = try ClusterTicket(parsing: ticket) }
+                return try NodeSettings.resolve(flags: flags, environment: environment, file: file)
             } catch {
                 throw ValidationError("\(error)")
             }
-            guard !(bootstrap && ticket != nil) else { throw ValidationError("--bootstrap founds a cluster and --ticket joins one: give one of them") }
         }
 
+        func validate() throws { _ = try settings() }
+
         func run() async throws {
+            let settings = try settings()
+            if printConfig {
+                print(settings.summary)
+                return
+            }
             var logger = Logger(label: "aspen.node")
-            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            let id = NodeID(nodeId)
-            // Phase 1: identity.
-            let identity = try NodeIdentity.loadOrCreate(directory: dataDir)
-            let tls = try TLSMaterial(identity: identity)
-            // Phase 2: storage.
-            let store: any NodeStorage =
-                storage == "memory" ? MemoryNodeStorage() : try SQLiteNodeStorage(path: (dataDir as NSString).appendingPathComponent("aspen.db"))
-            var given = try PeerList.parse(peers)
-            let joining = try ticket.map { try ClusterTicket(parsing: $0) }
-            for peer in joining?.peers ?? [] where peer.id != id {
-                given[peer.id] = PeerAddress(host: peer.host, port: peer.port, key: peer.key)
-            }
-            if try store.load() == nil {
-                try store.bootstrap(bootstrap ? .bootstrap(Raft.Membership(voters: [id] + Array(given.keys))) : .joining)
-            }
-            guard let state = try store.load() else { throw ValidationError("the store did not load after bootstrap") }
-            let (host, port) = try PeerList.parseAddress(listen)
-            // Phase 3: Raft, and the network that follows its membership.
-            let network = PeerNetwork(tls: tls, peers: given, logger: logger)
-            var configuration = NodeConfiguration(id: id)
-            configuration.tickMs = heartbeatMs
-            configuration.electionTicks = electionTicks
-            configuration.compactionThreshold = max(1, compactAfterEntries)
-            let node = RaftNode(
-                configuration: configuration, storage: store, state: state, send: { network.send($0) },
-                nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger,
-                membershipChanged: { network.update(membership: $0) })
-            // The cluster id: recorded with the members, or derived by the founders, or the ticket's.
-            let recordedID = state.snapshot.metadata.membership.addresses.values.lazy.compactMap { try? MemberRecord(decoding: $0) }.first?.clusterID
-            let foundingID = MemberRecord.foundingClusterID([(id, identity.key)] + given.map { ($0.key, $0.value.key) })
-            let clusterID = recordedID ?? joining?.clusterID ?? (bootstrap ? foundingID : [])
-            // Phase 4: transport and handlers.
-            let server = try await TransportServer.start(
-                host: host, port: port, tls: tls,
-                routes: [
-                    AspenProtocol.raft: network.route(to: node),
-                    AspenProtocol.logs: WatchService(hub: node.watches, logger: logger).route(),
-                    AspenProtocol.client: ClientService(
-                        node: node, network: network,
-                        selfRecord: MemberRecord(key: identity.key, host: host, port: port, clusterID: clusterID), logger: logger
-                    ).route,
-                ],
-                logger: logger)
-            let selfRecord = MemberRecord(key: identity.key, host: host, port: server.port, clusterID: clusterID)
-            var records = [id: selfRecord.encoded]
-            if bootstrap {
-                for (peer, address) in given {
-                    records[peer] = MemberRecord(key: address.key, host: address.host, port: address.port, clusterID: clusterID).encoded
-                }
-            }
-            await node.setLocalRecords(records)
-            // Phase 5: services.
-            await node.start()
-            var admin: AdminServer?
-            if let http {
-                let (adminHost, adminPort) = try PeerList.parseAddress(http)
-                admin = try await AdminServer.start(host: adminHost, port: adminPort, node: node)
-            }
-            let joiner: Task<Void, Never>? =
-                if let joining, await node.membership.isEmpty {
-                    Task { await Joiner.join(id: id, record: selfRecord, ticket: joining, asVoter: !learner, node: node, network: network, logger: logger) }
-                } else { nil }
-            logger.info("node ready", metadata: ["id": "\(id)", "key": "\(identity.key.hex)", "listen": "\(host):\(server.port)"])
-            FileHandle.standardOutput.write(Data("aspen-node \(id.rawValue) ready key=\(identity.key.hex) listen=\(host):\(server.port)\n".utf8))
+            logger.logLevel = Logger.Level(rawValue: settings.logLevel) ?? .info
+            let runtime = try await NodeRuntime.start(settings, logger: logger)
+            let id = settings.nodeID
+            logger.info("node ready", metadata: ["id": "\(id)", "key": "\(runtime.identity.key.hex)", "listen": "\(runtime.listenAddress)"])
+            FileHandle.standardOutput.write(
+                Data("aspen-node \(id.rawValue) ready key=\(runtime.identity.key.hex) listen=\(runtime.listenAddress)\n".utf8))
             await waitForTerminationSignal()
-            // Shutdown in dependency order: stop accepting, stop Raft, close the network.
-            logger.info("shutting down")
-            joiner?.cancel()
-            try? await admin?.close()
-            try? await server.close()
-            await node.stop()
+            await runtime.shutdown()
         }
     }
 }
-

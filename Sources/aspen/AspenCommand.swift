@@ -29,11 +29,19 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "Cluster endpoints ID=KEYHEX@HOST:PORT,... (default: $ASPEN_ENDPOINTS), when there is no ticket.")
     var endpoints: String?
 
+    @Option(help: "The cluster cookie, when the cluster has one (default: $ASPEN_COOKIE).")
+    var cookie: String?
+
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
     @Option(help: "Give up after this many milliseconds.")
     var timeoutMs: Int = 10_000
+
+    /// The cookie from --cookie or $ASPEN_COOKIE, if any.
+    var clusterCookie: ClusterCookie? {
+        (cookie ?? ProcessInfo.processInfo.environment["ASPEN_COOKIE"]).flatMap { $0.isEmpty ? nil : ClusterCookie($0) }
+    }
 
     func client(_ given: [NodeID: PeerAddress]? = nil) throws -> AspenClient {
         let environment = ProcessInfo.processInfo.environment
@@ -62,7 +70,8 @@ struct ClusterOptions: ParsableArguments {
         let attempts = max(3, timeoutMs / 200)
         return try AspenClient(
             endpoints: peers.keys.sorted().map { Endpoint(id: $0, host: peers[$0]!.host, port: peers[$0]!.port, key: peers[$0]!.key) },
-            options: options, attemptsMax: attempts)
+            options: options, attemptsMax: attempts,
+            cookie: clusterCookie)
     }
 }
 
@@ -106,7 +115,7 @@ func runReporting(_ body: () async throws -> Void) async throws {
         // precondition; bad requests are bad input; everything else is unavailability.
         if case .rejected(let failure) = error {
             if failure.code == "refused" { throw ExitCode(2) }
-            if failure.code == "bad_request" || failure.code == "unknown_operation" { throw ExitCode(4) }
+            if ["bad_request", "unknown_operation", "unauthorized"].contains(failure.code) { throw ExitCode(4) }
         }
         throw ExitCode(3)
     } catch let error as ExitCode {

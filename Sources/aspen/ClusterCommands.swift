@@ -147,7 +147,8 @@ struct Cluster: AsyncParsableCommand {
                 let members = try await client.members()
                 // Tell the new node where the members are, so it accepts their Raft traffic.
                 let newcomer = try AspenClient(
-                    endpoints: [Endpoint(id: NodeID(nodeId), host: peer.host, port: peer.port, key: peer.key)], attemptsMax: 3)
+                    endpoints: [Endpoint(id: NodeID(nodeId), host: peer.host, port: peer.port, key: peer.key)], attemptsMax: 3,
+                    cookie: cluster.clusterCookie)
                 try await newcomer.adopt(members)
                 await newcomer.close()
                 let record = MemberRecord(key: peer.key, host: peer.host, port: peer.port, clusterID: members.clusterID)

@@ -42,7 +42,7 @@ struct Dev: AsyncParsableCommand {
             process.arguments = [
                 "run", "--node-id", "\(id)", "--data-dir", root.appendingPathComponent("n\(id)").path,
                 "--listen", "127.0.0.1:\(basePort + id)", "--heartbeat-ms", "\(heartbeatMs)",
-                "--election-ticks", "10", "--log-level", "warning", "--http", "127.0.0.1:\(basePort + 50 + id)",
+                "--election-timeout-ms", "\(heartbeatMs * 10)-\(heartbeatMs * 20 - 1)", "--log-level", "warning", "--http", "127.0.0.1:\(basePort + 50 + id)",
             ] + (ticket.map { ["--ticket", $0] } ?? [])
             try process.run()
             processes.append(process)

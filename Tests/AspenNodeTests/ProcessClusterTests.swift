@@ -66,7 +66,7 @@ final class ProcessCluster: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: Self.binary("aspen-node"))
         process.arguments = [
             "run", "--node-id", "\(id)", "--data-dir", dataDirectory(id), "--listen", "127.0.0.1:\(basePort + id)",
-            "--heartbeat-ms", "30", "--election-ticks", "10", "--log-level", "warning",
+            "--heartbeat-ms", "30", "--election-timeout-ms", "300-599", "--log-level", "warning",
         ] + arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice

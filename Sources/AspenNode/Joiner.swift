@@ -1,6 +1,5 @@
 import AspenClient
 import AspenCore
-import AspenNode
 import AspenTransport
 import Logging
 
@@ -8,13 +7,15 @@ import Logging
 /// until it is a member or it is stopped.
 enum Joiner {
     static func join(
-        id: NodeID, record: MemberRecord, ticket: ClusterTicket, asVoter: Bool, node: RaftNode, network: PeerNetwork, logger: Logger
+        id: NodeID, record: MemberRecord, ticket: ClusterTicket, asVoter: Bool, node: RaftNode, network: PeerNetwork,
+        cookie: ClusterCookie?, logger: Logger
     ) async {
         var delayMs = 200
         while !Task.isCancelled {
             do {
                 let client = try AspenClient(
-                    endpoints: ticket.peers.map { Endpoint(id: $0.id, host: $0.host, port: $0.port, key: $0.key) }, attemptsMax: 10)
+                    endpoints: ticket.peers.map { Endpoint(id: $0.id, host: $0.host, port: $0.port, key: $0.key) }, attemptsMax: 10,
+                    cookie: cookie)
                 defer { Task { await client.close() } }
                 // Learn every current member's address first: the ticket may predate some of them.
                 if let members = try? await client.members() {

@@ -1,0 +1,138 @@
+import AspenCore
+import AspenKV
+import AspenRaft
+import AspenStorage
+import AspenTransport
+import Foundation
+import Logging
+
+/// One running node, assembled from its settings in clear phases (identity, storage, Raft,
+/// transport and handlers, services) and taken down in dependency order.
+public final class NodeRuntime: Sendable {
+    public let settings: NodeSettings
+    public let identity: NodeIdentity
+    public let node: RaftNode
+    public let server: TransportServer
+    public let admin: AdminServer?
+    let network: PeerNetwork
+    let storage: any NodeStorage
+    let joiner: Task<Void, Never>?
+    let logger: Logger
+
+    private init(
+        settings: NodeSettings, identity: NodeIdentity, node: RaftNode, server: TransportServer, admin: AdminServer?,
+        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, logger: Logger
+    ) {
+        self.settings = settings
+        self.identity = identity
+        self.node = node
+        self.server = server
+        self.admin = admin
+        self.network = network
+        self.storage = storage
+        self.joiner = joiner
+        self.logger = logger
+    }
+
+    public var listenAddress: String { "\(settings.listen.host):\(server.port)" }
+
+    public static func start(_ settings: NodeSettings, logger: Logger) async throws -> NodeRuntime {
+        let id = settings.nodeID
+        var logger = logger
+        logger[metadataKey: "node"] = "\(id)"
+        // Phase 1: identity.
+        let identity = try NodeIdentity.loadOrCreate(directory: settings.dataDirectory)
+        let tls = try TLSMaterial(identity: identity)
+        logger.info("identity loaded", metadata: ["key": "\(identity.key.hex)"])
+        // Phase 2: storage. A fresh store founds a cluster (bootstrap) or waits to be added.
+        let store: any NodeStorage =
+            settings.storage == "memory"
+            ? MemoryNodeStorage() : try SQLiteNodeStorage(path: (settings.dataDirectory as NSString).appendingPathComponent("aspen.db"))
+        var given = settings.peers
+        for peer in settings.ticket?.peers ?? [] where peer.id != id {
+            given[peer.id] = PeerAddress(host: peer.host, port: peer.port, key: peer.key)
+        }
+        if try store.load() == nil {
+            try store.bootstrap(settings.bootstrap ? .bootstrap(Raft.Membership(voters: [id] + Array(given.keys))) : .joining)
+        }
+        guard let state = try store.load() else { throw NodeError.refused("the store did not load after bootstrap") }
+        logger.info("storage opened", metadata: ["applied": "\(state.appliedIndex)", "term": "\(state.hardState.term)"])
+        // Phase 3: Raft, and the network that follows its membership.
+        let network = PeerNetwork(tls: tls, peers: given, logger: logger)
+        var configuration = NodeConfiguration(id: id)
+        configuration.tickMs = settings.heartbeatMs
+        configuration.electionTicks = max(2, settings.electionTimeoutMs.lowerBound / settings.heartbeatMs)
+        configuration.electionTicksMax = max(configuration.electionTicks, settings.electionTimeoutMs.upperBound / settings.heartbeatMs)
+        configuration.compactionThreshold = settings.compactAfterEntries
+        let node = RaftNode(
+            configuration: configuration, storage: store, state: state, send: { network.send($0) },
+            nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger,
+            membershipChanged: { network.update(membership: $0) })
+        // The cluster id: recorded with the members, or derived by the founders, or the ticket's.
+        let recorded = state.snapshot.metadata.membership.addresses.values.lazy.compactMap { try? MemberRecord(decoding: $0) }.first
+        let foundingID = MemberRecord.foundingClusterID([(id, identity.key)] + given.map { ($0.key, $0.value.key) })
+        let clusterID = recorded?.clusterID ?? settings.ticket?.clusterID ?? (settings.bootstrap ? foundingID : [])
+        // Phase 4: transport and handlers.
+        let cookie = settings.cookie.map(ClusterCookie.init)
+        let requestMetrics = RequestMetrics()
+        let (host, port) = settings.listen
+        let server = try await TransportServer.start(
+            host: host, port: port, tls: tls,
+            routes: [
+                AspenProtocol.raft: network.route(to: node),
+                AspenProtocol.logs: WatchService(hub: node.watches, cookie: cookie, logger: logger).route(),
+                AspenProtocol.client: ClientService(
+                    node: node, network: network, selfRecord: MemberRecord(key: identity.key, host: host, port: port, clusterID: clusterID),
+                    cookie: cookie, metrics: requestMetrics, logger: logger
+                ).route,
+            ],
+            logger: logger)
+        let selfRecord = MemberRecord(key: identity.key, host: host, port: server.port, clusterID: clusterID)
+        var records = [id: selfRecord.encoded]
+        if settings.bootstrap {
+            for (peer, address) in given {
+                records[peer] = MemberRecord(key: address.key, host: address.host, port: address.port, clusterID: clusterID).encoded
+            }
+        }
+        await node.setLocalRecords(records)
+        logger.info("transport listening", metadata: ["address": "\(host):\(server.port)"])
+        // Phase 5: services.
+        await node.start()
+        var admin: AdminServer?
+        if let http = settings.http {
+            admin = try await AdminServer.start(host: http.host, port: http.port, node: node, requests: requestMetrics)
+        }
+        var joiner: Task<Void, Never>?
+        if let ticket = settings.ticket, await node.membership.isEmpty {
+            joiner = Task {
+                await Joiner.join(
+                    id: id, record: selfRecord, ticket: ticket, asVoter: !settings.learner, node: node, network: network, cookie: cookie,
+                    logger: logger)
+            }
+        }
+        return NodeRuntime(
+            settings: settings, identity: identity, node: node, server: server, admin: admin, network: network, storage: store,
+            joiner: joiner, logger: logger)
+    }
+
+    /// Stops in dependency order: stop accepting, drain in-flight requests (bounded), stop Raft
+    /// (failing what still waits), end watches, close the store (checkpointed), close the network.
+    public func shutdown(drainSeconds: Double = 5) async {
+        logger.info("shutting down: no new connections")
+        joiner?.cancel()
+        await server.stopAccepting()
+        try? await admin?.close()
+        let left = await server.drain(seconds: drainSeconds)
+        if left > 0 { logger.warning("requests still in flight after the drain period", metadata: ["requests": "\(left)"]) }
+        await node.stop()
+        await node.waitUntilIdle()
+        do {
+            try storage.close()
+        } catch {
+            logger.error("closing the store failed", metadata: ["error": "\(error)"])
+        }
+        try? await server.close()
+        network.closeAll()
+        logger.info("stopped")
+    }
+}

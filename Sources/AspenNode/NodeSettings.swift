@@ -1,0 +1,230 @@
+import AspenCore
+import AspenTransport
+import Foundation
+
+/// Everything `aspen-node run` can be told, each setting resolved from the first of: a
+/// command-line flag, an `ASPEN_*` environment variable, the config file, the default.
+public struct NodeSettings: Sendable, Equatable {
+    public enum Source: String, Sendable { case flag, environment, file, `default` }
+
+    public var nodeID: NodeID
+    public var dataDirectory: String
+    public var listen: (host: String, port: Int)
+    public var http: (host: String, port: Int)?
+    public var cookie: String?
+    public var ticket: ClusterTicket?
+    public var peers: [NodeID: PeerAddress]
+    public var bootstrap: Bool
+    public var learner: Bool
+    public var storage: String
+    public var heartbeatMs: Int
+    public var electionTimeoutMs: ClosedRange<Int>
+    public var compactAfterEntries: UInt64
+    public var logLevel: String
+    /// Where each setting came from, by name.
+    public var sources: [String: Source]
+
+    /// Every setting's name as a flag, environment variable (`ASPEN_` + upper case, `_` for `-`)
+    /// and config file key, with its default (nil: required or off).
+    public static let known: [(name: String, defaultValue: String?)] = [
+        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("cookie", nil), ("ticket", nil),
+        ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
+        ("election-timeout-ms", nil), ("compact-after-entries", "10000"), ("log-level", "info"),
+    ]
+
+    public static func environmentName(_ name: String) -> String {
+        "ASPEN_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
+    }
+
+    public static func == (lhs: NodeSettings, rhs: NodeSettings) -> Bool {
+        lhs.nodeID == rhs.nodeID && lhs.dataDirectory == rhs.dataDirectory && lhs.listen == rhs.listen
+            && lhs.http?.host == rhs.http?.host && lhs.http?.port == rhs.http?.port && lhs.cookie == rhs.cookie
+            && lhs.ticket == rhs.ticket && lhs.peers == rhs.peers && lhs.bootstrap == rhs.bootstrap && lhs.learner == rhs.learner
+            && lhs.storage == rhs.storage && lhs.heartbeatMs == rhs.heartbeatMs && lhs.electionTimeoutMs == rhs.electionTimeoutMs
+            && lhs.compactAfterEntries == rhs.compactAfterEntries && lhs.logLevel == rhs.logLevel && lhs.sources == rhs.sources
+    }
+
+    public struct Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        public var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Resolves the settings. `flags` holds only the flags actually given; `file` the parsed
+    /// config file (see `ConfigFile`). Every problem names the setting and where it came from.
+    public static func resolve(flags: [String: String], environment: [String: String], file: [String: String]) throws(Problem)
+        -> NodeSettings
+    {
+        let names = Set(known.map(\.name))
+        if let unknown = file.keys.sorted().first(where: { !names.contains($0) }) {
+            throw Problem("unknown setting '\(unknown)' in the config file (known: \(known.map(\.name).joined(separator: ", ")))")
+        }
+        var sources: [String: Source] = [:]
+        func value(_ name: String) -> String? {
+            if let given = flags[name] {
+                sources[name] = .flag
+                return given
+            }
+            if let given = environment[environmentName(name)] {
+                sources[name] = .environment
+                return given
+            }
+            if let given = file[name] {
+                sources[name] = .file
+                return given
+            }
+            sources[name] = .default
+            return known.first { $0.name == name }?.defaultValue
+        }
+        func origin(_ name: String) -> String {
+            switch sources[name] ?? .default {
+            case .flag: return "--\(name)"
+            case .environment: return environmentName(name)
+            case .file: return "'\(name)' in the config file"
+            case .default: return "the default of \(name)"
+            }
+        }
+        func integer(_ name: String, _ range: ClosedRange<Int>) throws(Problem) -> Int {
+            guard let text = value(name), let number = Int(text), range.contains(number) else {
+                throw Problem("\(origin(name)) must be an integer in \(range.lowerBound)...\(range.upperBound), not '\(value(name) ?? "")'")
+            }
+            return number
+        }
+        func boolean(_ name: String) throws(Problem) -> Bool {
+            switch value(name) {
+            case "true", "1", "yes": return true
+            case "false", "0", "no", nil: return false
+            case let other?: throw Problem("\(origin(name)) must be true or false, not '\(other)'")
+            }
+        }
+        func address(_ name: String) throws(Problem) -> (String, Int)? {
+            guard let text = value(name) else { return nil }
+            do {
+                return try PeerList.parseAddress(text)
+            } catch {
+                throw Problem("\(origin(name)) is not HOST:PORT: '\(text)'")
+            }
+        }
+
+        guard let idText = value("node-id"), let id = UInt64(idText), id > 0 else {
+            throw Problem("a positive node id is required: --node-id, \(environmentName("node-id")) or 'node-id' in the config file")
+        }
+        guard let dataDirectory = value("data-dir"), !dataDirectory.isEmpty else {
+            throw Problem("a data directory is required: --data-dir, \(environmentName("data-dir")) or 'data-dir' in the config file")
+        }
+        let listen = try address("listen")!
+        let http = try address("http")
+        let storage = value("storage") ?? "sqlite"
+        guard ["sqlite", "memory"].contains(storage) else { throw Problem("\(origin("storage")) must be sqlite or memory, not '\(storage)'") }
+        let heartbeat = try integer("heartbeat-ms", 1...60_000)
+        var election = (10 * heartbeat)...(20 * heartbeat - 1)
+        if let text = value("election-timeout-ms") {
+            let parts = text.split(separator: "-").map { Int($0) }
+            guard parts.count == 2, let low = parts[0], let high = parts[1], low > heartbeat, high >= low else {
+                throw Problem("\(origin("election-timeout-ms")) must be MIN-MAX in milliseconds with heartbeat-ms < MIN <= MAX, not '\(text)'")
+            }
+            election = low...high
+        }
+        var ticket: ClusterTicket?
+        if let text = value("ticket") {
+            do {
+                ticket = try ClusterTicket(parsing: text)
+            } catch {
+                throw Problem("\(origin("ticket")): \(error)")
+            }
+        }
+        let peers: [NodeID: PeerAddress]
+        do {
+            peers = try PeerList.parse(value("peers") ?? "")
+        } catch {
+            throw Problem("\(origin("peers")): \(error) (expected ID=KEYHEX@HOST:PORT,...)")
+        }
+        let bootstrap = try boolean("bootstrap")
+        guard !(bootstrap && ticket != nil) else {
+            throw Problem("bootstrap (from \(origin("bootstrap"))) founds a cluster and ticket (from \(origin("ticket"))) joins one: give one of them")
+        }
+        let logLevel = value("log-level") ?? "info"
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
+            throw Problem("\(origin("log-level")) must be trace, debug, info, notice, warning, error or critical")
+        }
+        let cookie = value("cookie")
+        if let cookie, cookie.isEmpty { throw Problem("\(origin("cookie")) must not be empty") }
+        return NodeSettings(
+            nodeID: NodeID(id), dataDirectory: dataDirectory, listen: listen, http: http, cookie: cookie, ticket: ticket, peers: peers,
+            bootstrap: bootstrap, learner: try boolean("learner"), storage: storage, heartbeatMs: heartbeat, electionTimeoutMs: election,
+            compactAfterEntries: UInt64(try integer("compact-after-entries", 1...100_000_000)), logLevel: logLevel, sources: sources)
+    }
+
+    /// The effective settings with their sources, one per line (`aspen-node run --print-config`).
+    public var summary: String {
+        func line(_ name: String, _ value: String) -> String { "\(name) = \(value)    # from \(sources[name]?.rawValue ?? "default")" }
+        return [
+            line("node-id", "\(nodeID.rawValue)"), line("data-dir", dataDirectory), line("listen", "\(listen.host):\(listen.port)"),
+            line("http", http.map { "\($0.host):\($0.port)" } ?? "(off)"), line("cookie", cookie == nil ? "(none)" : "(set)"),
+            line("ticket", ticket == nil ? "(none)" : "(set)"), line("peers", PeerList.format(peers)), line("bootstrap", "\(bootstrap)"),
+            line("learner", "\(learner)"), line("storage", storage), line("heartbeat-ms", "\(heartbeatMs)"),
+            line("election-timeout-ms", "\(electionTimeoutMs.lowerBound)-\(electionTimeoutMs.upperBound)"),
+            line("compact-after-entries", "\(compactAfterEntries)"), line("log-level", logLevel),
+        ].joined(separator: "\n")
+    }
+}
+
+/// The node's config file: a TOML document of top-level `key = value` lines (strings in double
+/// quotes, integers, booleans; `#` comments). Tables and arrays are refused with the line number.
+public enum ConfigFile {
+    public struct Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        public var description: String
+    }
+
+    public static func parse(_ text: String, name: String = "the config file") throws(Problem) -> [String: String] {
+        var values: [String: String] = [:]
+        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            func problem(_ what: String) -> Problem { Problem(description: "\(name), line \(number + 1): \(what)") }
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("[") { throw problem("tables are not supported; write every setting at the top level") }
+            guard let equals = line.firstIndex(of: "=") else { throw problem("expected key = value") }
+            let key = line[..<equals].trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "_", with: "-")
+            guard !key.isEmpty, key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) else { throw problem("invalid key '\(key)'") }
+            var rest = Substring(line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces))
+            let value: String
+            if rest.hasPrefix("\"") {
+                rest = rest.dropFirst()
+                var parsed = ""
+                var closed = false
+                var escaped = false
+                while let character = rest.first {
+                    rest = rest.dropFirst()
+                    if escaped {
+                        switch character {
+                        case "n": parsed.append("\n")
+                        case "t": parsed.append("\t")
+                        case "\"", "\\": parsed.append(character)
+                        default: throw problem("unsupported escape \\\(character)")
+                        }
+                        escaped = false
+                    } else if character == "\\" {
+                        escaped = true
+                    } else if character == "\"" {
+                        closed = true
+                        break
+                    } else {
+                        parsed.append(character)
+                    }
+                }
+                guard closed else { throw problem("unterminated string") }
+                let trailing = rest.trimmingCharacters(in: .whitespaces)
+                guard trailing.isEmpty || trailing.hasPrefix("#") else { throw problem("unexpected text after the string") }
+                value = parsed
+            } else {
+                let bare = rest.split(separator: "#", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+                guard bare == "true" || bare == "false" || Int(bare.replacingOccurrences(of: "_", with: "")) != nil else {
+                    throw problem("value of '\(key)' must be a \"string\", an integer or true/false, not '\(bare)'")
+                }
+                value = bare.replacingOccurrences(of: "_", with: "")
+            }
+            guard values[key] == nil else { throw problem("'\(key)' is set twice") }
+            values[key] = value
+        }
+        return values
+    }
+}
