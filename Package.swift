@@ -98,7 +98,7 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
-        .testTarget(name: "AspenTransportTests", dependencies: ["AspenCore", "AspenTransport"], swiftSettings: strictSwift),
+        .testTarget(name: "AspenTransportTests", dependencies: ["AspenCore", "AspenTransport", "AspenTesting"], swiftSettings: strictSwift),
         .testTarget(
             name: "AspenNodeTests",
             dependencies: [

@@ -3,6 +3,7 @@ import AspenCore
 import AspenKV
 import AspenNode
 import AspenTesting
+import AspenTransport
 import Foundation
 import Testing
 
@@ -89,12 +90,12 @@ final class ProcessCluster: @unchecked Sendable {
         }
     }
 
-    func client(only id: Int? = nil) throws -> AspenClient {
+    func client(only id: Int? = nil, cookie: ClusterCookie? = nil) throws -> AspenClient {
         let text = id.map { entries[$0 - 1] } ?? endpointsText
         let peers = try PeerList.parse(text)
         return try AspenClient(
             endpoints: peers.keys.sorted().map { Endpoint(id: $0, host: peers[$0]!.host, port: peers[$0]!.port, key: peers[$0]!.key) },
-            attemptsMax: 60)
+            attemptsMax: 60, cookie: cookie)
     }
 
     /// Runs the `aspen` CLI against the cluster (or `endpoints`); returns its exit status and output.

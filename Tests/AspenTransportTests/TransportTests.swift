@@ -1,4 +1,5 @@
 import AspenCore
+import AspenTesting
 import AspenTransport
 import Foundation
 import Logging
@@ -142,20 +143,7 @@ struct TransportTests {
         let fixture = try await Self.fixture()
         defer { Task { try? await fixture.server.close() } }
         // Plain garbage instead of a TLS handshake.
-        let raw = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(fixture.server.port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(raw, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        #expect(connected == 0)
-        let garbage = (0..<512).map { UInt8(truncatingIfNeeded: $0 &* 37) }
-        _ = garbage.withUnsafeBytes { send(raw, $0.baseAddress, $0.count, 0) }
-        var reply = [UInt8](repeating: 0, count: 64)
-        _ = reply.withUnsafeMutableBytes { recv(raw, $0.baseAddress, $0.count, 0) }
-        close(raw)
+        #expect(RawSocket.sendGarbage(port: fixture.server.port, (0..<512).map { UInt8(truncatingIfNeeded: $0 &* 37) }))
 
         // A frame that claims 100 MiB, inside a proper TLS connection.
         let client = try TLSMaterial(identity: NodeIdentity())

@@ -1,0 +1,80 @@
+import AspenCore
+import AspenNode
+import AspenTransport
+import Testing
+
+@Suite("Node settings")
+struct NodeSettingsTests {
+    let file = """
+        # a node's config
+        node-id = 3
+        data_dir = "/var/lib/aspen"   # underscores work too
+        listen = "127.0.0.1:7103"
+        heartbeat-ms = 50
+        bootstrap = true
+        """
+
+    @Test("flags win over the environment, which wins over the file, which wins over the defaults")
+    func precedence() throws {
+        let parsed = try ConfigFile.parse(file)
+        #expect(parsed["data-dir"] == "/var/lib/aspen")
+        let settings = try NodeSettings.resolve(
+            flags: ["listen": "127.0.0.1:9000"], environment: ["ASPEN_LISTEN": "127.0.0.1:8000", "ASPEN_HEARTBEAT_MS": "20"],
+            file: parsed)
+        #expect(settings.nodeID == 3)
+        #expect(settings.listen.port == 9000)
+        #expect(settings.sources["listen"] == .flag)
+        #expect(settings.heartbeatMs == 20)
+        #expect(settings.sources["heartbeat-ms"] == .environment)
+        #expect(settings.dataDirectory == "/var/lib/aspen")
+        #expect(settings.sources["data-dir"] == .file)
+        #expect(settings.storage == "sqlite")
+        #expect(settings.sources["storage"] == .default)
+        #expect(settings.bootstrap)
+        // The election timeout defaults to 10 to 20 heartbeats.
+        #expect(settings.electionTimeoutMs == 200...399)
+        #expect(settings.summary.contains("listen = 127.0.0.1:9000    # from flag"))
+    }
+
+    @Test("every bad setting is refused with its name and where it came from")
+    func problems() throws {
+        func problem(flags: [String: String] = [:], environment: [String: String] = [:], file: [String: String] = [:]) -> String {
+            do {
+                _ = try NodeSettings.resolve(flags: flags, environment: environment, file: file)
+                return "accepted"
+            } catch {
+                return error.description
+            }
+        }
+        let base = ["node-id": "1", "data-dir": "/tmp/x"]
+        #expect(problem(flags: ["data-dir": "/tmp/x"]).contains("node id is required"))
+        #expect(problem(flags: base, environment: ["ASPEN_HEARTBEAT_MS": "fast"]).contains("ASPEN_HEARTBEAT_MS must be an integer"))
+        #expect(problem(flags: base, file: ["storage": "floppy"]).contains("'storage' in the config file must be sqlite or memory"))
+        #expect(problem(flags: base.merging(["election-timeout-ms": "900-100"]) { $1 }).contains("--election-timeout-ms must be MIN-MAX"))
+        #expect(problem(flags: base.merging(["ticket": "aspen1broken"]) { $1 }).contains("--ticket"))
+        #expect(problem(flags: base, file: ["colour": "blue"]).contains("unknown setting 'colour'"))
+        #expect(problem(flags: base.merging(["peers": "2=nokey@host"]) { $1 }).contains("--peers"))
+        #expect(problem(flags: base.merging(["bootstrap": "true", "ticket": Self.ticket]) { $1 }).contains("give one of them"))
+        #expect(problem(flags: base.merging(["listen": "nowhere"]) { $1 }).contains("--listen is not HOST:PORT"))
+    }
+
+    static let ticket = ClusterTicket(clusterID: [1], peers: [.init(id: 1, key: NodeIdentity().key, host: "127.0.0.1", port: 1)]).encoded
+
+    @Test("the config file format: strings, integers, booleans, comments; anything else names its line")
+    func configFile() throws {
+        #expect(try ConfigFile.parse("a = \"x # not a comment\" # comment\nb = 1_000\nc = false") == ["a": "x # not a comment", "b": "1000", "c": "false"])
+        func problem(_ text: String) -> String {
+            do {
+                _ = try ConfigFile.parse(text, name: "node.toml")
+                return "accepted"
+            } catch {
+                return error.description
+            }
+        }
+        #expect(problem("[server]\nport = 1") == "node.toml, line 1: tables are not supported; write every setting at the top level")
+        #expect(problem("a = 1\nb = [1, 2]").hasPrefix("node.toml, line 2:"))
+        #expect(problem("a = \"open").contains("unterminated string"))
+        #expect(problem("a = 1\na = 2").contains("'a' is set twice"))
+        #expect(problem("just words").contains("expected key = value"))
+    }
+}
