@@ -226,6 +226,21 @@ public final class AspenClient: KeyValueStore {
         throw ClientError.unavailable(lastProblem)
     }
 
+    /// The answering node's metrics in the Prometheus text format.
+    public func metrics() async throws -> String {
+        String(decoding: try await call("cluster", "metrics", []), as: UTF8.self)
+    }
+
+    /// Has the answering node snapshot its state and compact its log now.
+    public func snapshot() async throws -> (index: UInt64, term: UInt64, bytes: Int) {
+        var reader = ByteReader(try await call("cluster", "snapshot", []))
+        do {
+            return (try reader.readVarint(), try reader.readVarint(), Int(try reader.readVarint()))
+        } catch {
+            throw ClientError.malformedResponse("\(error)")
+        }
+    }
+
     // MARK: Membership
 
     /// The members, their roles and recorded addresses, as the answering node knows them.

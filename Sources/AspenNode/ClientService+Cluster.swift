@@ -18,6 +18,17 @@ extension ClientService {
             return NodeStatusWire.encode(info)
         case "members":
             return Self.members(await node.membership).encoded
+        case "metrics":
+            // The same text as the admin endpoint's /metrics, from whichever node answers.
+            let text = AdminServer.metrics(await node.status, await node.counters, requests: metrics, watchers: node.watches.watcherCount)
+            return Array(text.utf8)
+        case "snapshot":
+            let (index, term, bytes) = try await node.snapshotNow()
+            var writer = ByteWriter()
+            writer.writeVarint(index)
+            writer.writeVarint(term)
+            writer.writeVarint(UInt64(bytes))
+            return writer.bytes
         case "transfer-leader":
             try await node.transferLeadership(to: NodeID(try reader.readVarint()))
             return []

@@ -394,15 +394,24 @@ public actor RaftNode {
     }
 
     func compactIfDue() {
-        guard appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold,
-            let (index, data) = try? storage.snapshotData(), index > raft.snapshotMetadata.index,
-            let metadata = try? raft.compact(through: index, data: data)
-        else { return }
+        guard appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold else { return }
+        _ = try? snapshotNow()
+    }
+
+    /// Snapshots the applied state and compacts the log through it (`aspen cluster snapshot`).
+    /// Returns the snapshot's index, term and size; nothing new to snapshot returns the last one.
+    @discardableResult
+    public func snapshotNow() throws -> (index: Raft.Index, term: Raft.Term, bytes: Int) {
+        let (index, data) = try storage.snapshotData()
+        guard index > raft.snapshotMetadata.index else { return (raft.snapshotMetadata.index, raft.snapshotMetadata.term, data.count) }
         do {
+            let metadata = try raft.compact(through: index, data: data)
             try storage.compacted(metadata)
-            logger.info("log compacted", metadata: ["through": "\(metadata.index)"])
+            logger.info("log compacted", metadata: ["through": "\(metadata.index)", "bytes": "\(data.count)", "term": "\(raft.term)"])
+            return (metadata.index, metadata.term, data.count)
         } catch {
             logger.error("compaction failed", metadata: ["error": "\(error)"])
+            throw NodeError.refused("the snapshot could not be taken: \(error)")
         }
     }
 }

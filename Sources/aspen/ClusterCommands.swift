@@ -9,7 +9,7 @@ import Foundation
 struct Cluster: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Inspect and steer the cluster.", subcommands: [
             Status.self, Members.self, Init.self, Ticket.self, AddLearner.self, Promote.self, Remove.self, ChangeMembership.self,
-            TransferLeader.self,
+            TransferLeader.self, Snapshot.self, Metrics.self,
         ])
 
     struct TransferLeader: AsyncParsableCommand {
@@ -69,6 +69,31 @@ struct Cluster: AsyncParsableCommand {
         }
 
         func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
+    }
+
+    struct Snapshot: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Have the node (the leader unless --endpoints names another) snapshot its state and compact its log now.")
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            try await runReporting {
+                let (index, term, bytes) = try await cluster.client().snapshot()
+                output(
+                    cluster.json, ["index": index, "term": term, "bytes": bytes],
+                    text: "OK, snapshot at index \(index) (term \(term)), \(bytes) bytes; the log before it is compacted")
+            }
+        }
+    }
+
+    struct Metrics: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print a node's metrics in the Prometheus text format (the leader unless --endpoints names another).")
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            try await runReporting { print(try await cluster.client().metrics(), terminator: "") }
+        }
     }
 
     struct Members: AsyncParsableCommand {
