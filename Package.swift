@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "AspenTransport", targets: ["AspenTransport"]),
         .library(name: "AspenNode", targets: ["AspenNode"]),
         .library(name: "AspenClient", targets: ["AspenClient"]),
+        .library(name: "AspenEtcd", targets: ["AspenEtcd"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
@@ -30,6 +31,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
     ],
     targets: [
         // Foundation of everything: ids, limits, hashing, seeded randomness. No I/O.
@@ -74,6 +79,19 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // etcd's v3 gRPC API over Aspen's own state machine (generated protobuf code in Generated/).
+        .target(
+            name: "AspenEtcd",
+            dependencies: [
+                "AspenCore", "AspenKV", "AspenRaft", "AspenTransport", "AspenNode", "AspenClient",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
         .target(name: "AspenClient", dependencies: ["AspenCore", "AspenKV", "AspenTransport"], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
@@ -109,7 +127,7 @@ let package = Package(
         .executableTarget(
             name: "aspen-node",
             dependencies: [
-                "AspenCore", "AspenNode", "AspenTransport",
+                "AspenCore", "AspenNode", "AspenTransport", "AspenEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -118,7 +136,7 @@ let package = Package(
         .executableTarget(
             name: "aspen",
             dependencies: [
-                "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport",
+                "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift

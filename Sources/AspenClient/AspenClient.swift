@@ -259,13 +259,15 @@ public final class AspenClient: KeyValueStore {
         _ = try await call("cluster", "adopt", members.encoded)
     }
 
-    /// Adds a member as a learner, and promotes it once caught up when `voter` is true.
+    /// Adds a member as a learner, and promotes it once caught up when `voter` is true (or at
+    /// once, without waiting, when `waitForCatchUp` is false).
     @discardableResult
-    public func addMember(_ id: NodeID, record: MemberRecord, voter: Bool) async throws -> ClusterMembers {
+    public func addMember(_ id: NodeID, record: MemberRecord, voter: Bool, waitForCatchUp: Bool = true) async throws -> ClusterMembers {
         var writer = ByteWriter()
         writer.writeVarint(id.rawValue)
         writer.writeBytes(record.encoded)
         writer.write(voter)
+        writer.write(!waitForCatchUp)
         return try decodeMembers(try await call("cluster", "add-member", writer.bytes))
     }
 

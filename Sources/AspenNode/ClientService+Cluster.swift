@@ -49,13 +49,19 @@ extension ClientService {
             let member = NodeID(try reader.readVarint())
             let record = try MemberRecord(decoding: try reader.readBytes(limit: Raft.Membership.addressBytesMax))
             let voter = try reader.readBool()
+            // A voter added at once (etcd's MemberAdd) does not wait for the node to catch up.
+            let immediately = reader.isAtEnd ? false : try reader.readBool()
             try reader.expectEnd()
             guard member.rawValue > 0 else { throw NodeError.refused("node id 0 is not valid") }
             let members = await node.membership
             if let taken = members.addresses.first(where: { (try? MemberRecord(decoding: $0.value))?.key == record.key && $0.key != member }) {
                 throw NodeError.refused("that key already belongs to member \(taken.key)")
             }
-            try await node.addMember(member, record: record.encoded, voter: voter)
+            if immediately && voter {
+                try await node.addVoterNow(member, record: record.encoded)
+            } else {
+                try await node.addMember(member, record: record.encoded, voter: voter)
+            }
             return Self.members(await node.membership).encoded
         case "promote":
             try await node.promote(NodeID(try reader.readVarint()))

@@ -18,11 +18,13 @@ public final class NodeRuntime: Sendable {
     let storage: any NodeStorage
     let joiner: Task<Void, Never>?
     let logger: Logger
+    let initialClusterID: [UInt8]
 
     private init(
         settings: NodeSettings, identity: NodeIdentity, node: RaftNode, server: TransportServer, admin: AdminServer?,
-        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, logger: Logger
+        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, logger: Logger, clusterID: [UInt8]
     ) {
+        self.initialClusterID = clusterID
         self.settings = settings
         self.identity = identity
         self.node = node
@@ -35,6 +37,15 @@ public final class NodeRuntime: Sendable {
     }
 
     public var listenAddress: String { "\(settings.listen.host):\(server.port)" }
+
+    /// The cluster's id: as recorded with the members, or as this node knew it when it started.
+    public func clusterID() async -> [UInt8] {
+        let recorded = ClusterMembers(await node.membership).clusterID
+        return recorded.isEmpty ? initialClusterID : recorded
+    }
+
+    /// The cookie clients of this node must prove, if any.
+    public var cookie: ClusterCookie? { settings.cookie.map(ClusterCookie.init) }
 
     public static func start(_ settings: NodeSettings, logger: Logger) async throws -> NodeRuntime {
         let id = settings.nodeID
@@ -82,12 +93,17 @@ public final class NodeRuntime: Sendable {
                 AspenProtocol.raft: network.route(to: node),
                 AspenProtocol.logs: WatchService(hub: node.watches, cookie: cookie, logger: logger).route(),
                 AspenProtocol.client: ClientService(
-                    node: node, network: network, selfRecord: MemberRecord(key: identity.key, host: host, port: port, clusterID: clusterID),
+                    node: node, network: network,
+                    selfRecord: MemberRecord(
+                        key: identity.key, host: host, port: port, clusterID: clusterID,
+                        etcdAddress: settings.etcdListen.map { "\($0.host):\($0.port)" }),
                     cookie: cookie, metrics: requestMetrics, logger: logger
                 ).route,
             ],
             logger: logger)
-        let selfRecord = MemberRecord(key: identity.key, host: host, port: server.port, clusterID: clusterID)
+        let selfRecord = MemberRecord(
+            key: identity.key, host: host, port: server.port, clusterID: clusterID,
+            etcdAddress: settings.etcdListen.map { "\($0.host):\($0.port)" })
         var records = [id: selfRecord.encoded]
         if settings.bootstrap {
             for (peer, address) in given {
@@ -112,7 +128,7 @@ public final class NodeRuntime: Sendable {
         }
         return NodeRuntime(
             settings: settings, identity: identity, node: node, server: server, admin: admin, network: network, storage: store,
-            joiner: joiner, logger: logger)
+            joiner: joiner, logger: logger, clusterID: clusterID)
     }
 
     /// Stops in dependency order: stop accepting, drain in-flight requests (bounded), stop Raft

@@ -11,6 +11,8 @@ public struct NodeSettings: Sendable, Equatable {
     public var dataDirectory: String
     public var listen: (host: String, port: Int)
     public var http: (host: String, port: Int)?
+    /// Where to serve etcd's v3 gRPC API (plaintext), if anywhere.
+    public var etcdListen: (host: String, port: Int)?
     public var cookie: String?
     public var ticket: ClusterTicket?
     public var peers: [NodeID: PeerAddress]
@@ -27,7 +29,7 @@ public struct NodeSettings: Sendable, Equatable {
     /// Every setting's name as a flag, environment variable (`ASPEN_` + upper case, `_` for `-`)
     /// and config file key, with its default (nil: required or off).
     public static let known: [(name: String, defaultValue: String?)] = [
-        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("cookie", nil), ("ticket", nil),
+        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("cookie", nil), ("ticket", nil),
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
         ("election-timeout-ms", nil), ("compact-after-entries", "10000"), ("log-level", "info"),
     ]
@@ -39,6 +41,7 @@ public struct NodeSettings: Sendable, Equatable {
     public static func == (lhs: NodeSettings, rhs: NodeSettings) -> Bool {
         lhs.nodeID == rhs.nodeID && lhs.dataDirectory == rhs.dataDirectory && lhs.listen == rhs.listen
             && lhs.http?.host == rhs.http?.host && lhs.http?.port == rhs.http?.port && lhs.cookie == rhs.cookie
+            && lhs.etcdListen?.host == rhs.etcdListen?.host && lhs.etcdListen?.port == rhs.etcdListen?.port
             && lhs.ticket == rhs.ticket && lhs.peers == rhs.peers && lhs.bootstrap == rhs.bootstrap && lhs.learner == rhs.learner
             && lhs.storage == rhs.storage && lhs.heartbeatMs == rhs.heartbeatMs && lhs.electionTimeoutMs == rhs.electionTimeoutMs
             && lhs.compactAfterEntries == rhs.compactAfterEntries && lhs.logLevel == rhs.logLevel && lhs.sources == rhs.sources
@@ -113,6 +116,7 @@ public struct NodeSettings: Sendable, Equatable {
         }
         let listen = try address("listen")!
         let http = try address("http")
+        let etcdListen = try address("etcd-listen")
         let storage = value("storage") ?? "sqlite"
         guard ["sqlite", "memory"].contains(storage) else { throw Problem("\(origin("storage")) must be sqlite or memory, not '\(storage)'") }
         let heartbeat = try integer("heartbeat-ms", 1...60_000)
@@ -149,7 +153,7 @@ public struct NodeSettings: Sendable, Equatable {
         let cookie = value("cookie")
         if let cookie, cookie.isEmpty { throw Problem("\(origin("cookie")) must not be empty") }
         return NodeSettings(
-            nodeID: NodeID(id), dataDirectory: dataDirectory, listen: listen, http: http, cookie: cookie, ticket: ticket, peers: peers,
+            nodeID: NodeID(id), dataDirectory: dataDirectory, listen: listen, http: http, etcdListen: etcdListen, cookie: cookie, ticket: ticket, peers: peers,
             bootstrap: bootstrap, learner: try boolean("learner"), storage: storage, heartbeatMs: heartbeat, electionTimeoutMs: election,
             compactAfterEntries: UInt64(try integer("compact-after-entries", 1...100_000_000)), logLevel: logLevel, sources: sources)
     }
@@ -159,7 +163,8 @@ public struct NodeSettings: Sendable, Equatable {
         func line(_ name: String, _ value: String) -> String { "\(name) = \(value)    # from \(sources[name]?.rawValue ?? "default")" }
         return [
             line("node-id", "\(nodeID.rawValue)"), line("data-dir", dataDirectory), line("listen", "\(listen.host):\(listen.port)"),
-            line("http", http.map { "\($0.host):\($0.port)" } ?? "(off)"), line("cookie", cookie == nil ? "(none)" : "(set)"),
+            line("http", http.map { "\($0.host):\($0.port)" } ?? "(off)"),
+            line("etcd-listen", etcdListen.map { "\($0.host):\($0.port)" } ?? "(off)"), line("cookie", cookie == nil ? "(none)" : "(set)"),
             line("ticket", ticket == nil ? "(none)" : "(set)"), line("peers", PeerList.format(peers)), line("bootstrap", "\(bootstrap)"),
             line("learner", "\(learner)"), line("storage", storage), line("heartbeat-ms", "\(heartbeatMs)"),
             line("election-timeout-ms", "\(electionTimeoutMs.lowerBound)-\(electionTimeoutMs.upperBound)"),

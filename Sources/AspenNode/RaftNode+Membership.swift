@@ -82,6 +82,14 @@ extension RaftNode {
         logger.info("member promoted to voter", metadata: ["member": "\(member)", "term": "\(raft.term)"])
     }
 
+    /// Adds a voter at once, without waiting for it to catch up (etcd's MemberAdd): until it runs
+    /// and catches up, the cluster needs a quorum among the others.
+    public func addVoterNow(_ member: NodeID, record: [UInt8]) async throws {
+        guard raft.isLeader else { throw NodeError.notLeader(leaderHint: raft.leader) }
+        guard !raft.membership.isVoter(member) else { return }
+        try await changeMembership([.addVoter(member), .setAddress(member, record)])
+    }
+
     /// Promotes a learner once it holds the log up to the commit index.
     public func promote(_ member: NodeID, catchUpTimeoutMs: Int = 60_000) async throws {
         guard raft.isLeader else { throw NodeError.notLeader(leaderHint: raft.leader) }

@@ -9,12 +9,15 @@ public struct MemberRecord: Sendable, Equatable {
     public var host: String
     public var port: Int
     public var clusterID: [UInt8]
+    /// Where the member serves etcd's v3 API (HOST:PORT), when it does.
+    public var etcdAddress: String?
 
-    public init(key: NodeKey, host: String, port: Int, clusterID: [UInt8]) {
+    public init(key: NodeKey, host: String, port: Int, clusterID: [UInt8], etcdAddress: String? = nil) {
         self.key = key
         self.host = host
         self.port = port
         self.clusterID = clusterID
+        self.etcdAddress = etcdAddress
     }
 
     static let version: UInt8 = 1
@@ -26,6 +29,7 @@ public struct MemberRecord: Sendable, Equatable {
         writer.writeString(host)
         writer.writeVarint(UInt64(port))
         writer.writeBytes(clusterID)
+        if let etcdAddress { writer.writeString(etcdAddress) }
         return writer.bytes
     }
 
@@ -39,10 +43,16 @@ public struct MemberRecord: Sendable, Equatable {
         host = try reader.readString(limit: 255)
         port = try reader.readCount(limit: 65535)
         clusterID = try reader.readBytes(limit: 64)
+        etcdAddress = reader.isAtEnd ? nil : try reader.readString(limit: 300)
         try reader.expectEnd()
     }
 
     public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// The cluster id as etcd's 64-bit form (its first eight bytes).
+    public static func etcdClusterID(_ clusterID: [UInt8]) -> UInt64 {
+        clusterID.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
 
     /// The id of a cluster founded by these members (id and key of each): every founder derives
     /// the same one without talking to the others.

@@ -1,4 +1,5 @@
 import AspenCore
+import AspenEtcd
 import AspenKV
 import AspenNode
 import AspenRaft
@@ -40,6 +41,8 @@ struct AspenNodeCommand: AsyncParsableCommand {
         @Option(help: "The node's data directory (identity key and database).") var dataDir: String?
         @Option(help: "Address to listen on, HOST:PORT (default 127.0.0.1:7000).") var listen: String?
         @Option(help: "Admin HTTP address HOST:PORT for /health, /metrics and /cluster-ticket (off unless given).") var http: String?
+        @Option(help: "Serve etcd's v3 gRPC API (plaintext) on HOST:PORT, so etcdctl and etcd clients work (off unless given).")
+        var etcdListen: String?
         @Option(help: "Cluster cookie: clients must prove they know it.") var cookie: String?
         @Option(help: "Join the cluster of this ticket (aspen1...) on first start: as a learner, then a voter once caught up.")
         var ticket: String?
@@ -57,7 +60,8 @@ struct AspenNodeCommand: AsyncParsableCommand {
         func settings() throws -> NodeSettings {
             var flags: [String: String] = [:]
             let given: [(String, String?)] = [
-                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("cookie", cookie), ("ticket", ticket),
+                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("etcd-listen", etcdListen), ("cookie", cookie),
+                ("ticket", ticket),
                 ("peers", peers), ("storage", storage), ("heartbeat-ms", heartbeatMs), ("election-timeout-ms", electionTimeoutMs),
                 ("compact-after-entries", compactAfterEntries), ("log-level", logLevel),
                 ("bootstrap", bootstrap ? "true" : nil), ("learner", learner ? "true" : nil),
@@ -97,8 +101,20 @@ struct AspenNodeCommand: AsyncParsableCommand {
             logger.info("node ready", metadata: ["id": "\(id)", "key": "\(runtime.identity.key.hex)", "listen": "\(runtime.listenAddress)"])
             FileHandle.standardOutput.write(
                 Data("aspen-node \(id.rawValue) ready key=\(runtime.identity.key.hex) listen=\(runtime.listenAddress)\n".utf8))
+            var etcd: EtcdServer?
+            if let address = settings.etcdListen {
+                let gateway = EtcdGateway(
+                    node: runtime.node, identity: runtime.identity, cookie: runtime.cookie,
+                    databasePath: settings.storage == "sqlite" ? (settings.dataDirectory as NSString).appendingPathComponent("aspen.db") : nil,
+                    clusterID: { await runtime.clusterID() })
+                etcd = try await EtcdServer.start(host: address.host, port: address.port, gateway: gateway, logger: logger)
+                FileHandle.standardOutput.write(Data("aspen-node \(id.rawValue) etcd endpoint \(address.host):\(etcd!.port)\n".utf8))
+            }
             await waitForTerminationSignal()
+            // etcd's endpoint stops accepting with the node's own; its watches end when the node's do.
+            etcd?.beginShutdown()
             await runtime.shutdown()
+            await etcd?.finishShutdown()
         }
     }
 }

@@ -43,6 +43,7 @@ struct Dev: AsyncParsableCommand {
                 "run", "--node-id", "\(id)", "--data-dir", root.appendingPathComponent("n\(id)").path,
                 "--listen", "127.0.0.1:\(basePort + id)", "--heartbeat-ms", "\(heartbeatMs)",
                 "--election-timeout-ms", "\(heartbeatMs * 10)-\(heartbeatMs * 20 - 1)", "--log-level", "warning", "--http", "127.0.0.1:\(basePort + 50 + id)",
+                "--etcd-listen", "127.0.0.1:\(basePort + 30 + id)",
             ] + (ticket.map { ["--ticket", $0] } ?? [])
             try process.run()
             processes.append(process)
@@ -72,6 +73,7 @@ struct Dev: AsyncParsableCommand {
             Aspen dev cluster: \(nodes) nodes, data in \(root.path)
             export ASPEN_TICKET=\(ticket)
             Admin: http://127.0.0.1:\(basePort + 51)/metrics and /health (node N on port \(basePort + 50) + N)
+            etcd endpoints: \((1...nodes).map { "127.0.0.1:\(basePort + 30 + $0)" }.joined(separator: ",")) (e.g. etcdctl --endpoints=127.0.0.1:\(basePort + 31) member list)
             Try: aspen kv put hello world && aspen kv get hello   (Ctrl-C stops the cluster)
 
             """.utf8))

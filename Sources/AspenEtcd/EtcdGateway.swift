@@ -1,0 +1,158 @@
+import AspenClient
+import AspenCore
+import AspenKV
+import AspenNode
+import AspenRaft
+import AspenTransport
+import Foundation
+import GRPCCore
+import Synchronization
+
+/// What every etcd service of a node shares: the local node (reads, status, watches, and writes
+/// when it leads), a client to the other members for what only the leader can do, and etcd's
+/// response headers. Semantics are Aspen's own state machine; there is no second store.
+public final class EtcdGateway: Sendable {
+    let node: RaftNode
+    let identity: NodeIdentity
+    let cookie: ClusterCookie?
+    let limits: Limits
+    /// The node's database file, for `Status.dbSize` (nil in memory).
+    let databasePath: String?
+    let clusterIDSource: @Sendable () async -> [UInt8]
+    private let forwarder = Mutex<(members: [NodeID: MemberRecord], client: AspenClient)?>(nil)
+
+    public init(
+        node: RaftNode, identity: NodeIdentity, cookie: ClusterCookie?, databasePath: String?, limits: Limits = .standard,
+        clusterID: @escaping @Sendable () async -> [UInt8]
+    ) {
+        self.node = node
+        self.identity = identity
+        self.cookie = cookie
+        self.databasePath = databasePath
+        self.limits = limits
+        self.clusterIDSource = clusterID
+    }
+
+    // MARK: Headers
+
+    func header(revision: Revision? = nil) async -> Etcdserverpb_ResponseHeader {
+        let status = await node.status
+        var header = Etcdserverpb_ResponseHeader()
+        header.clusterID = MemberRecord.etcdClusterID(await clusterIDSource())
+        header.memberID = node.id.rawValue
+        header.revision = revision ?? node.watches.revision
+        header.raftTerm = status.term
+        return header
+    }
+
+    // MARK: Local first, then the leader
+
+    /// The client used when this node is not the leader, rebuilt when the members change.
+    func leaderClient() async throws -> AspenClient {
+        let members = ClusterMembers(await node.membership).records
+        if let current = forwarder.withLock({ $0 }), current.members == members { return current.client }
+        guard !members.isEmpty else { throw RPCError(code: .unavailable, message: "etcdserver: no leader (the members' addresses are not known yet)") }
+        let client = try AspenClient(
+            endpoints: members.keys.sorted().map { Endpoint(id: $0, host: members[$0]!.host, port: members[$0]!.port, key: members[$0]!.key) },
+            identity: identity, attemptsMax: 20, cookie: cookie)
+        let old = forwarder.withLock { forwarder in
+            defer { forwarder = (members, client) }
+            return forwarder?.client
+        }
+        if let old { Task { await old.close() } }
+        return client
+    }
+
+    /// Runs `local` on this node; if it is not the leader, `remote` through the leader.
+    func onLeader<T: Sendable>(
+        _ local: () async throws -> T, remote: (AspenClient) async throws -> T
+    ) async throws -> T {
+        do {
+            return try await local()
+        } catch NodeError.notLeader {
+            return try await remote(try await leaderClient())
+        }
+    }
+
+    func write(_ request: KVWriteRequest) async throws -> KVResult {
+        try await translatingErrors {
+            try await onLeader({ try await node.write(request) }, remote: { try await $0.write(request) })
+        }
+    }
+
+    /// Reads on this node: linearizable ones confirm the leader's commit index first (ReadIndex,
+    /// also from a follower); serializable ones read what this node has applied.
+    func read(_ request: RangeRequest, serializable: Bool) async throws -> RangeResult {
+        try await translatingErrors {
+            try await onLeader(
+                { try await node.read(request, consistency: serializable ? .stale : .linearizable) },
+                remote: { try await $0.read(request, consistency: serializable ? .stale : .linearizable) })
+        }
+    }
+
+    /// Maps Aspen's errors to gRPC statuses with etcd's messages where etcd clients recognise them.
+    func translatingErrors<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as RPCError {
+            throw error
+        } catch let error as KVError {
+            throw Self.rpcError(error)
+        } catch let error as NodeError {
+            switch error {
+            case .notLeader: throw RPCError(code: .unavailable, message: "etcdserver: no leader")
+            case .stopped: throw RPCError(code: .unavailable, message: "etcdserver: server stopped")
+            case .proposalLost, .outcomeUnknown: throw RPCError(code: .unavailable, message: "etcdserver: request timed out, \(error)")
+            case .refused(let reason): throw RPCError(code: .failedPrecondition, message: reason)
+            }
+        } catch let error as ClientError {
+            switch error {
+            case .unavailable(let reason): throw RPCError(code: .unavailable, message: "etcdserver: no leader reachable: \(reason)")
+            case .rejected(let failure):
+                throw RPCError(code: failure.code == "refused" ? .failedPrecondition : .unavailable, message: failure.message)
+            case .malformedResponse(let reason): throw RPCError(code: .internalError, message: reason)
+            }
+        }
+    }
+
+    static func rpcError(_ error: KVError) -> RPCError {
+        switch error {
+        case .compacted: return RPCError(code: .outOfRange, message: "etcdserver: mvcc: required revision has been compacted")
+        case .futureRevision: return RPCError(code: .outOfRange, message: "etcdserver: mvcc: required revision is a future revision")
+        case .leaseNotFound: return RPCError(code: .notFound, message: "etcdserver: requested lease not found")
+        case .leaseExists: return RPCError(code: .failedPrecondition, message: "etcdserver: lease already exists")
+        case .emptyKey: return RPCError(code: .invalidArgument, message: "etcdserver: key is not provided")
+        case .duplicateKey: return RPCError(code: .invalidArgument, message: "etcdserver: duplicate key given in txn request")
+        case .tooManyOperations: return RPCError(code: .invalidArgument, message: "etcdserver: too many operations in txn request (\(error))")
+        case .keyTooLarge, .valueTooLarge: return RPCError(code: .invalidArgument, message: "etcdserver: request is too large (\(error))")
+        default: return RPCError(code: .invalidArgument, message: "etcdserver: \(error)")
+        }
+    }
+
+    static func unsupported(_ what: String) -> RPCError {
+        RPCError(code: .unimplemented, message: "\(what) is not supported by Aspen's etcd endpoint")
+    }
+
+    // MARK: Conversions
+
+    /// etcd's key/range_end pair as a selection; nil when the range is empty (start not before end).
+    static func selection(key: Data, rangeEnd: Data) -> KeySelection? {
+        let key = Bytes(key)
+        if rangeEnd.isEmpty { return .key(key) }
+        if rangeEnd == Data([0]) { return .range(start: key, end: nil) }
+        let end = Bytes(rangeEnd)
+        guard key.lexicographicallyPrecedes(end) else { return nil }
+        return .range(start: key, end: end)
+    }
+
+    static func keyValue(_ kv: KeyValue) -> Mvccpb_KeyValue {
+        var out = Mvccpb_KeyValue()
+        out.key = Data(kv.key)
+        out.value = Data(kv.value)
+        out.createRevision = kv.createRevision
+        out.modRevision = kv.modRevision
+        out.version = kv.version
+        out.lease = kv.lease
+        return out
+    }
+}

@@ -1,0 +1,68 @@
+import AspenCore
+import AspenNode
+import Foundation
+import GRPCCore
+
+/// etcd's `Maintenance` service: Status, the alarm list and MoveLeader; the rest is refused
+/// explicitly.
+struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
+    let gateway: EtcdGateway
+    /// Reported as the server version (etcd's API level that Aspen serves).
+    static let version = "3.4.0"
+
+    func status(request: Etcdserverpb_StatusRequest, context: ServerContext) async throws -> Etcdserverpb_StatusResponse {
+        let status = await gateway.node.status
+        var response = Etcdserverpb_StatusResponse()
+        response.header = await gateway.header()
+        response.version = Self.version
+        response.leader = status.leader?.rawValue ?? 0
+        response.raftIndex = status.commitIndex
+        response.raftTerm = status.term
+        response.raftAppliedIndex = status.appliedIndex
+        response.isLearner = status.membership.learners.contains(gateway.node.id)
+        if let path = gateway.databasePath {
+            let size = ["", "-wal"].compactMap { (try? FileManager.default.attributesOfItem(atPath: path + $0))?[.size] as? Int64 }.reduce(0, +)
+            response.dbSize = size
+            response.dbSizeInUse = size
+        }
+        if status.leader == nil { response.errors = ["etcdserver: no leader"] }
+        return response
+    }
+
+    func alarm(request: Etcdserverpb_AlarmRequest, context: ServerContext) async throws -> Etcdserverpb_AlarmResponse {
+        guard request.action == .get else { throw EtcdGateway.unsupported("activating or deactivating alarms") }
+        // Aspen raises no alarms: a full disk fails writes with an error instead.
+        var response = Etcdserverpb_AlarmResponse()
+        response.header = await gateway.header()
+        return response
+    }
+
+    func moveLeader(request: Etcdserverpb_MoveLeaderRequest, context: ServerContext) async throws -> Etcdserverpb_MoveLeaderResponse {
+        let target = NodeID(request.targetID)
+        try await gateway.translatingErrors {
+            try await gateway.onLeader(
+                { try await gateway.node.transferLeadership(to: target) }, remote: { try await $0.transferLeadership(to: target) })
+        }
+        var response = Etcdserverpb_MoveLeaderResponse()
+        response.header = await gateway.header()
+        return response
+    }
+
+    func defragment(request: Etcdserverpb_DefragmentRequest, context: ServerContext) async throws -> Etcdserverpb_DefragmentResponse {
+        throw EtcdGateway.unsupported("Defragment (the SQLite store reuses freed pages itself)")
+    }
+
+    func hash(request: Etcdserverpb_HashRequest, context: ServerContext) async throws -> Etcdserverpb_HashResponse {
+        throw EtcdGateway.unsupported("Hash")
+    }
+
+    func hashKV(request: Etcdserverpb_HashKVRequest, context: ServerContext) async throws -> Etcdserverpb_HashKVResponse {
+        throw EtcdGateway.unsupported("HashKV")
+    }
+
+    func snapshot(
+        request: Etcdserverpb_SnapshotRequest, response: RPCWriter<Etcdserverpb_SnapshotResponse>, context: ServerContext
+    ) async throws {
+        throw EtcdGateway.unsupported("Snapshot (use `aspen cluster snapshot`)")
+    }
+}

@@ -1,0 +1,56 @@
+import AspenCore
+import AspenNode
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+
+/// A node's etcd v3 endpoint: gRPC over HTTP/2 (plaintext; meant for loopback or a trusted
+/// network) serving KV, Watch, Lease, Cluster and Maintenance. The Auth service is not served:
+/// its calls fail with `Unimplemented`.
+public final class EtcdServer: Sendable {
+    let server: GRPCServer<HTTP2ServerTransport.Posix>
+    let serving: Task<Void, any Error>
+    public let port: Int
+
+    private init(server: GRPCServer<HTTP2ServerTransport.Posix>, serving: Task<Void, any Error>, port: Int) {
+        self.server = server
+        self.serving = serving
+        self.port = port
+    }
+
+    public static func start(host: String, port: Int, gateway: EtcdGateway, progressIntervalMs: Int = 10_000, logger: Logger) async throws
+        -> EtcdServer
+    {
+        let transport = HTTP2ServerTransport.Posix(
+            address: host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port), transportSecurity: .plaintext)
+        let server = GRPCServer(
+            transport: transport,
+            services: [
+                EtcdKVService(gateway: gateway), EtcdWatchService(gateway: gateway, progressIntervalMs: progressIntervalMs),
+                EtcdLeaseService(gateway: gateway), EtcdClusterService(gateway: gateway), EtcdMaintenanceService(gateway: gateway),
+            ])
+        let serving = Task { try await server.serve() }
+        let bound = try await transport.listeningAddress
+        guard let boundPort = bound.ipv4?.port ?? bound.ipv6?.port else {
+            server.beginGracefulShutdown()
+            throw RPCError(code: .internalError, message: "the etcd endpoint did not bind an IP address")
+        }
+        logger.info("etcd endpoint listening", metadata: ["address": "\(host):\(boundPort)"])
+        return EtcdServer(server: server, serving: serving, port: boundPort)
+    }
+
+    /// Stops accepting calls; the ones under way may finish.
+    public func beginShutdown() { server.beginGracefulShutdown() }
+
+    /// Waits for the calls under way (bounded: long-lived streams such as lease keep-alives are
+    /// cut after `seconds`).
+    public func finishShutdown(seconds: Double = 2) async {
+        let serving = self.serving
+        let deadline = Task {
+            try? await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+            serving.cancel()
+        }
+        _ = await serving.result
+        deadline.cancel()
+    }
+}
