@@ -138,6 +138,9 @@ let package = Package(
             dependencies: [
                 "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             ],
             swiftSettings: strictSwift
         ),

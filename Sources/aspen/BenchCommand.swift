@@ -2,6 +2,7 @@ import AspenClient
 import AspenCore
 import AspenKV
 import ArgumentParser
+import GRPCCore
 import Foundation
 import Synchronization
 
@@ -10,6 +11,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Measure a running cluster: put, get or mixed load.")
 
     enum Workload: String, ExpressibleByArgument, CaseIterable { case put, get, mixed }
+    enum WireProtocol: String, ExpressibleByArgument, CaseIterable { case aspen, etcd }
 
     @OptionGroup var cluster: ClusterOptions
     @Argument(help: "put, get or mixed.") var workload: Workload
@@ -19,7 +21,10 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Value size in bytes.") var valueSize: Int = 256
     @Option(help: "Distinct keys.") var keyspace: Int = 10_000
     @Option(help: "Share of reads in the mixed workload.") var readRatio: Double = 0.5
-    @Flag(help: "Stale reads instead of linearizable ones.") var stale = false
+    @Flag(help: "Stale (serializable) reads instead of linearizable ones.") var stale = false
+    @Option(
+        help: "aspen (the native protocol) or etcd (etcd's v3 gRPC API; --endpoints then lists etcd endpoints HOST:PORT,..., Aspen's or etcd's own, and the clients are spread over them).")
+    var `protocol`: WireProtocol = .aspen
 
     func validate() throws {
         guard (1...10_000).contains(clients), duration > 0, keySize >= 4, keySize <= 1024, valueSize >= 0, keyspace > 0 else {
@@ -47,13 +52,19 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         try await runReporting {
-            let client = try cluster.client()
+            let client: any BenchTarget
+            switch `protocol` {
+            case .aspen: client = try cluster.client()
+            case .etcd:
+                guard let text = cluster.endpoints, !text.isEmpty else {
+                    throw CLIError.badInput("--protocol etcd needs --endpoints HOST:PORT,... (etcd endpoints)")
+                }
+                client = try EtcdBenchTarget(endpoints: text)
+            }
             let value = Bytes(repeating: 0xAB, count: valueSize)
             if workload != .put {
-                // Reads find data: fill the keyspace first, a thousand keys per write.
-                for start in stride(from: 0, to: keyspace, by: 1000) {
-                    try await client.batch((start..<min(start + 1000, keyspace)).map { .put(Put(key: key($0), value: value)) })
-                }
+                // Reads find data: fill the keyspace first.
+                try await client.fill((0..<keyspace).map(key), value: value)
             }
             let recorder = Recorder()
             let clock = ContinuousClock()
@@ -78,9 +89,9 @@ struct Bench: AsyncParsableCommand {
                             let before = clock.now
                             do {
                                 if read {
-                                    _ = try await client.read(RangeRequest(.key(target), limit: 1), consistency: stale ? .stale : .linearizable)
+                                    try await client.get(target, stale: stale)
                                 } else {
-                                    _ = try await client.write(.put(Put(key: target, value: value)))
+                                    try await client.put(target, value)
                                 }
                                 let elapsed = (clock.now - before).components
                                 recorder.record(Double(elapsed.seconds) * 1e6 + Double(elapsed.attoseconds) / 1e12)
@@ -89,6 +100,8 @@ struct Bench: AsyncParsableCommand {
                             } catch let error as ClientError {
                                 let kind = if case .unavailable = error { "unavailable" } else { "rejected" }
                                 recorder.fail(kind)
+                            } catch let error as RPCError {
+                                recorder.fail("grpc \(error.code)")
                             } catch {
                                 recorder.fail("other")
                             }
@@ -107,6 +120,7 @@ struct Bench: AsyncParsableCommand {
                 "workload": workload.rawValue, "clients": clients, "seconds": seconds, "operations": state.operations,
                 "opsPerSecond": opsPerSecond, "p50Us": percentile(0.5), "p90Us": percentile(0.9), "p99Us": percentile(0.99),
                 "p999Us": percentile(0.999), "maxUs": sorted.last ?? 0, "errors": state.errors, "stale": stale,
+                "protocol": `protocol`.rawValue, "valueSize": valueSize,
             ]
             let text = String(
                 format: "%@ clients=%d ops=%d ops/s=%.0f p50=%.0fµs p90=%.0fµs p99=%.0fµs p99.9=%.0fµs max=%.0fµs errors=%@",

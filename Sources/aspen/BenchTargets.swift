@@ -1,0 +1,98 @@
+import AspenClient
+import AspenCore
+import AspenEtcd
+import AspenKV
+import Foundation
+import Synchronization
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCProtobuf
+
+/// What `aspen bench` drives: the same operations over Aspen's protocol or etcd's.
+protocol BenchTarget: Sendable {
+    func put(_ key: Bytes, _ value: Bytes) async throws
+    func get(_ key: Bytes, stale: Bool) async throws
+    /// Writes every key once, so that reads find data.
+    func fill(_ keys: [Bytes], value: Bytes) async throws
+    func close() async
+}
+
+extension AspenClient: BenchTarget {
+    func put(_ key: Bytes, _ value: Bytes) async throws { _ = try await write(.put(Put(key: key, value: value))) }
+
+    func get(_ key: Bytes, stale: Bool) async throws {
+        _ = try await read(RangeRequest(.key(key), limit: 1), consistency: stale ? .stale : .linearizable)
+    }
+
+    func fill(_ keys: [Bytes], value: Bytes) async throws {
+        for start in stride(from: 0, to: keys.count, by: 1000) {
+            try await batch(keys[start..<min(start + 1000, keys.count)].map { .put(Put(key: $0, value: value)) })
+        }
+    }
+}
+
+/// etcd's v3 API over gRPC: one HTTP/2 connection per endpoint, calls spread over them.
+final class EtcdBenchTarget: BenchTarget {
+    let clients: [GRPCClient<HTTP2ClientTransport.Posix>]
+    let running: [Task<Void, any Error>]
+    let next = Atomic<Int>(0)
+
+    init(endpoints text: String) throws {
+        var clients: [GRPCClient<HTTP2ClientTransport.Posix>] = []
+        for item in text.split(separator: ",") {
+            var endpoint = String(item).trimmingCharacters(in: .whitespaces)
+            if let scheme = endpoint.range(of: "://") { endpoint = String(endpoint[scheme.upperBound...]) }
+            guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else {
+                throw CLIError.badInput("etcd endpoint \(item) is not HOST:PORT")
+            }
+            let host = String(endpoint[..<colon])
+            clients.append(
+                GRPCClient(
+                    transport: try .http2NIOPosix(
+                        target: host.contains(":") ? .ipv6(address: host, port: port) : .ipv4(address: host, port: port),
+                        transportSecurity: .plaintext)))
+        }
+        guard !clients.isEmpty else { throw CLIError.badInput("no etcd endpoints given") }
+        self.clients = clients
+        running = clients.map { client in Task { try await client.runConnections() } }
+    }
+
+    var kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix> {
+        Etcdserverpb_KV.Client(wrapping: clients[next.wrappingAdd(1, ordering: .relaxed).oldValue % clients.count])
+    }
+
+    func put(_ key: Bytes, _ value: Bytes) async throws {
+        var request = Etcdserverpb_PutRequest()
+        request.key = Data(key)
+        request.value = Data(value)
+        _ = try await kv.put(request)
+    }
+
+    func get(_ key: Bytes, stale: Bool) async throws {
+        var request = Etcdserverpb_RangeRequest()
+        request.key = Data(key)
+        request.serializable = stale
+        _ = try await kv.range(request)
+    }
+
+    func fill(_ keys: [Bytes], value: Bytes) async throws {
+        // etcd limits a Txn to 128 operations by default.
+        for start in stride(from: 0, to: keys.count, by: 128) {
+            var txn = Etcdserverpb_TxnRequest()
+            txn.success = keys[start..<min(start + 128, keys.count)].map { key in
+                var op = Etcdserverpb_RequestOp()
+                var put = Etcdserverpb_PutRequest()
+                put.key = Data(key)
+                put.value = Data(value)
+                op.requestPut = put
+                return op
+            }
+            _ = try await kv.txn(txn)
+        }
+    }
+
+    func close() async {
+        for client in clients { client.beginGracefulShutdown() }
+        for task in running { _ = await task.result }
+    }
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Aspen against etcd, measured by one client on this machine in one run:
+#   1. a 3-node etcd cluster on loopback, driven through etcd's v3 API;
+#   2. a 3-node Aspen cluster (aspen dev) on loopback, driven through its etcd endpoints and
+#      through Aspen's native protocol.
+# Every workload × client count runs against all three; then `etcdctl check perf` (--load=m and
+# --load=l) runs against both clusters. Durability is equivalent: etcd fsyncs its WAL on every
+# commit (its default) and Aspen runs SQLite with synchronous=FULL, one fsync per group commit.
+# Both keep their data under the same directory, on the same disk.
+#
+# Usage: benchmarks/vs-etcd.sh [SECONDS_PER_RUN (default 5)]   Set BENCH_DIR to choose the disk.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-5}"
+clients=(1 16 64 256)
+export ETCDCTL_API=3
+
+if ! command -v etcd > /dev/null || ! command -v etcdctl > /dev/null; then
+    echo "installing etcd-server and etcd-client from Debian" >&2
+    apt-get update -q > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client > /dev/null
+fi
+swift build -c release --product aspen > /dev/null
+swift build -c release --product aspen-node > /dev/null
+aspen=.build/release/aspen
+
+work=$(mktemp -d "${BENCH_DIR:-/tmp}/aspen-vs-etcd.XXXXXX")
+results="$work/results.jsonl"
+: > "$results"
+cleanup() {
+    kill $(jobs -p) 2> /dev/null || true
+    pkill -f "$work" 2> /dev/null || true
+    wait 2> /dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+echo "working in $work ($(df -h "$work" | awk 'NR == 2 { print $1 }'))" >&2
+
+# bench SYSTEM PROTOCOL ENDPOINT-ARGS... : every workload and client count, one JSON line each.
+bench() {
+    local system="$1" proto="$2"
+    shift 2
+    for workload in put get get-stale; do
+        for count in "${clients[@]}"; do
+            local args=("${workload%-stale}" --clients "$count" --duration "$seconds" --keyspace 10000 --value-size 256 --json --protocol "$proto")
+            [ "$workload" = get-stale ] && args+=(--stale)
+            "$aspen" bench "${args[@]}" "$@" 2> /dev/null |
+                python3 -c "import json, sys; r = json.load(sys.stdin); r['system'] = '$system'; r['workload'] = '$workload'; print(json.dumps(r))" >> "$results"
+            tail -1 "$results" | python3 -c "import json, sys; r = json.load(sys.stdin); print(f\"{r['system']:<13} {r['workload']:<10} clients={r['clients']:<4} {r['opsPerSecond']:>9.0f} ops/s  p50 {r['p50Us']/1000:7.2f} ms  p99 {r['p99Us']/1000:7.2f} ms  errors {r['errors']}\")" >&2
+        done
+    done
+}
+
+checkperf() {
+    local system="$1" endpoints="$2"
+    for load in m l; do
+        echo "== etcdctl check perf --load=$load against $system" >&2
+        etcdctl --endpoints="$endpoints" check perf --load="$load" 2>&1 | tr '\r' '\n' | grep -E '^(PASS|FAIL)' | sed "s/^/$system load=$load: /" | tee -a "$work/checkperf.txt" >&2 || true
+    done
+}
+
+# --- etcd ---
+cluster=""
+for i in 1 2 3; do cluster+="${cluster:+,}e$i=http://127.0.0.1:$((23800 + i))"; done
+for i in 1 2 3; do
+    etcd --name "e$i" --data-dir "$work/etcd/e$i" \
+        --listen-client-urls "http://127.0.0.1:$((23790 + i))" --advertise-client-urls "http://127.0.0.1:$((23790 + i))" \
+        --listen-peer-urls "http://127.0.0.1:$((23800 + i))" --initial-advertise-peer-urls "http://127.0.0.1:$((23800 + i))" \
+        --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token aspen-bench \
+        --log-level error > "$work/etcd-$i.log" 2>&1 &
+done
+etcd_endpoints="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
+for _ in $(seq 1 100); do etcdctl --endpoints="$etcd_endpoints" endpoint health > /dev/null 2>&1 && break; sleep 0.2; done
+echo "== etcd $(etcd --version | head -1 | awk '{print $3}') cluster up" >&2
+bench etcd etcd --endpoints "$etcd_endpoints"
+checkperf etcd "$etcd_endpoints"
+pkill -f "$work/etcd" || true
+sleep 1
+
+# --- Aspen ---
+"$aspen" dev --data-dir "$work/aspen" --base-port 24100 > "$work/dev.out" 2>&1 &
+for _ in $(seq 1 300); do grep -q '^export ASPEN_TICKET' "$work/dev.out" && break; sleep 0.1; done
+ticket=$(sed -n 's/^export ASPEN_TICKET=//p' "$work/dev.out")
+[ -n "$ticket" ] || { cat "$work/dev.out" >&2; exit 1; }
+aspen_etcd="127.0.0.1:24131,127.0.0.1:24132,127.0.0.1:24133"
+echo "== Aspen cluster up" >&2
+bench aspen-etcd etcd --endpoints "$aspen_etcd"
+bench aspen-native aspen --ticket "$ticket"
+checkperf aspen "$aspen_etcd"
+
+# --- the table ---
+python3 - "$results" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+by = {(r["system"], r["workload"], r["clients"]): r for r in rows}
+print(f"{'workload':<10} {'clients':>7} | {'etcd ops/s':>10} {'p50 ms':>7} {'p99 ms':>7} | {'aspen-etcd':>10} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} | {'aspen-nat':>10} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6}")
+for workload in ["put", "get", "get-stale"]:
+    for clients in [1, 16, 64, 256]:
+        e = by.get(("etcd", workload, clients)); a = by.get(("aspen-etcd", workload, clients)); n = by.get(("aspen-native", workload, clients))
+        if not (e and a and n): continue
+        cell = lambda r: f"{r['opsPerSecond']:>10.0f} {r['p50Us']/1000:>7.2f} {r['p99Us']/1000:>7.2f}"
+        ratio = lambda r: f"{r['opsPerSecond'] / e['opsPerSecond']:>6.2f}" if e['opsPerSecond'] else "   n/a"
+        print(f"{workload:<10} {clients:>7} | {cell(e)} | {cell(a)} {ratio(a)} | {cell(n)} {ratio(n)}")
+PY
+echo
+cat "$work/checkperf.txt"
