@@ -20,6 +20,8 @@ public final class EtcdGateway: Sendable {
     let databasePath: String?
     let clusterIDSource: @Sendable () async -> [UInt8]
     private let forwarder = Mutex<(members: [NodeID: MemberRecord], client: AspenClient)?>(nil)
+    /// The cluster id in etcd's form, once known (it never changes).
+    private let etcdClusterID = Mutex<UInt64?>(nil)
 
     public init(
         node: RaftNode, identity: NodeIdentity, cookie: ClusterCookie?, databasePath: String?, limits: Limits = .standard,
@@ -36,12 +38,17 @@ public final class EtcdGateway: Sendable {
     // MARK: Headers
 
     func header(revision: Revision? = nil) async -> Etcdserverpb_ResponseHeader {
-        let status = await node.status
         var header = Etcdserverpb_ResponseHeader()
-        header.clusterID = MemberRecord.etcdClusterID(await clusterIDSource())
+        if let known = etcdClusterID.withLock({ $0 }) {
+            header.clusterID = known
+        } else {
+            let id = await clusterIDSource()
+            header.clusterID = MemberRecord.etcdClusterID(id)
+            if !id.isEmpty { etcdClusterID.withLock { $0 = header.clusterID } }
+        }
         header.memberID = node.id.rawValue
         header.revision = revision ?? node.watches.revision
-        header.raftTerm = status.term
+        header.raftTerm = node.term
         return header
     }
 

@@ -31,7 +31,7 @@ public struct NodeSettings: Sendable, Equatable {
     public static let known: [(name: String, defaultValue: String?)] = [
         ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("cookie", nil), ("ticket", nil),
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
-        ("election-timeout-ms", nil), ("compact-after-entries", "10000"), ("log-level", "info"),
+        ("election-timeout-ms", nil), ("compact-after-entries", "100000"), ("log-level", "info"),
     ]
 
     public static func environmentName(_ name: String) -> String {

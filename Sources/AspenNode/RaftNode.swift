@@ -3,6 +3,7 @@ import AspenKV
 import AspenRaft
 import AspenStorage
 import Logging
+import Synchronization
 
 /// Why a request to a node failed.
 public enum NodeError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -35,8 +36,9 @@ public struct NodeConfiguration: Sendable {
     /// The longest randomized election timeout, in ticks (default: twice `electionTicks`, less one).
     public var electionTicksMax: Int?
     public var limits = Limits.standard
-    /// Compact the log once this many applied entries follow the last snapshot.
-    public var compactionThreshold: Raft.Index = 10_000
+    /// Compact the log once this many applied entries follow the last snapshot (etcd's default
+    /// snapshot count): a snapshot reads the whole state, so not too often.
+    public var compactionThreshold: Raft.Index = 100_000
 
     public init(id: NodeID) { self.id = id }
 }
@@ -54,6 +56,9 @@ public actor RaftNode {
     let storage: any NodeStorage
     /// Watchers of this node's applied changes.
     public nonisolated let watches: WatchHub
+    /// The current term, readable without waiting for the actor (for response headers).
+    private nonisolated let termNow = Atomic<UInt64>(0)
+    public nonisolated var term: Raft.Term { termNow.load(ordering: .relaxed) }
     let send: @Sendable (Raft.Message) -> Void
     let membershipChanged: @Sendable (Raft.Membership) -> Void
     let nowMs: @Sendable () -> Int64
@@ -73,6 +78,7 @@ public actor RaftNode {
     var tickTask: Task<Void, Never>?
     var stopped = false
     var expiryInFlight = false
+    var snapshotting = false
     var lastRole: Raft.Role = .follower
     var lastTerm: Raft.Term = 0
     var lastMembership: Raft.Membership?
@@ -361,6 +367,7 @@ public actor RaftNode {
         if raft.role != lastRole || raft.term != lastTerm {
             lastRole = raft.role
             lastTerm = raft.term
+            termNow.store(raft.term, ordering: .relaxed)
             logger.info("role changed", metadata: ["role": "\(raft.role)", "term": "\(raft.term)", "leader": "\(raft.leader.map(\.description) ?? "none")"])
         }
     }
@@ -394,8 +401,26 @@ public actor RaftNode {
     }
 
     func compactIfDue() {
-        guard appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold else { return }
-        _ = try? snapshotNow()
+        guard !snapshotting, appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold else { return }
+        // The state is read off the actor (a read transaction, while writes go on).
+        snapshotting = true
+        let storage = self.storage
+        Task {
+            let captured = await Task.detached { try? storage.snapshotData() }.value
+            self.finishSnapshot(captured)
+        }
+    }
+
+    func finishSnapshot(_ captured: (index: Raft.Index, data: [UInt8])?) {
+        snapshotting = false
+        guard let (index, data) = captured, !stopped, index > raft.snapshotMetadata.index else { return }
+        do {
+            let metadata = try raft.compact(through: index, data: data)
+            try storage.compacted(metadata)
+            logger.info("log compacted", metadata: ["through": "\(metadata.index)", "bytes": "\(data.count)", "term": "\(raft.term)"])
+        } catch {
+            logger.error("compaction failed", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Snapshots the applied state and compacts the log through it (`aspen cluster snapshot`).

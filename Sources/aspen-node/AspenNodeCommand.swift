@@ -52,7 +52,7 @@ struct AspenNodeCommand: AsyncParsableCommand {
         @Option(help: "sqlite (default) or memory.") var storage: String?
         @Option(help: "Heartbeat interval in milliseconds (one Raft tick; default 100).") var heartbeatMs: String?
         @Option(help: "Election timeout MIN-MAX in milliseconds (default 10 to 20 heartbeats).") var electionTimeoutMs: String?
-        @Option(help: "Snapshot and compact the log after this many applied entries (default 10000).") var compactAfterEntries: String?
+        @Option(help: "Snapshot and compact the log after this many applied entries (default 100000).") var compactAfterEntries: String?
         @Option(help: "trace, debug, info (default), notice, warning, error or critical.") var logLevel: String?
         @Option(help: "A TOML config file (default: $ASPEN_CONFIG).") var config: String?
         @Flag(help: "Print the effective settings and where each came from, then exit.") var printConfig = false
