@@ -54,7 +54,7 @@ checkperf() {
     local system="$1" endpoints="$2"
     for load in m l; do
         echo "== etcdctl check perf --load=$load against $system" >&2
-        etcdctl --endpoints="$endpoints" check perf --load="$load" 2>&1 | tr '\r' '\n' | grep -E '^(PASS|FAIL)' | sed "s/^/$system load=$load: /" | tee -a "$work/checkperf.txt" >&2 || true
+        etcdctl --endpoints="$endpoints" check perf --load="$load" 2>&1 | tr '\r' '\n' | grep -oE '(PASS|FAIL)(: .*)?$' | sed "s/^/$system load=$load: /" | tee -a "$work/checkperf.txt" >&2 || true
     done
 }
 
