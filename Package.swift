@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "AspenNode", targets: ["AspenNode"]),
         .library(name: "AspenClient", targets: ["AspenClient"]),
         .library(name: "AspenEtcd", targets: ["AspenEtcd"]),
+        .library(name: "AspenLayer", targets: ["AspenLayer"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
@@ -92,6 +93,9 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // Layers over KeyValueStore: tuple encoding, subspaces (and, next, the directory layer).
+        .target(name: "AspenLayer", dependencies: ["AspenCore", "AspenKV"], swiftSettings: strictSwift),
+        .testTarget(name: "AspenLayerTests", dependencies: ["AspenCore", "AspenKV", "AspenLayer"], swiftSettings: strictSwift),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
         .target(name: "AspenClient", dependencies: ["AspenCore", "AspenKV", "AspenTransport"], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
