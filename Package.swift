@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "AspenClient", targets: ["AspenClient"]),
         .library(name: "AspenEtcd", targets: ["AspenEtcd"]),
         .library(name: "AspenLayer", targets: ["AspenLayer"]),
+        .library(name: "AspenCoordination", targets: ["AspenCoordination"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
@@ -96,6 +97,11 @@ let package = Package(
         // Layers over KeyValueStore: tuple encoding, subspaces (and, next, the directory layer).
         .target(name: "AspenLayer", dependencies: ["AspenCore", "AspenKV"], swiftSettings: strictSwift),
         .testTarget(name: "AspenLayerTests", dependencies: ["AspenCore", "AspenKV", "AspenLayer"], swiftSettings: strictSwift),
+        // Coordination primitives (locks, counters, sequences, ...), each a layer over KeyValueStore.
+        .target(name: "AspenCoordination", dependencies: ["AspenCore", "AspenKV", "AspenLayer"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "AspenCoordinationTests", dependencies: ["AspenCore", "AspenKV", "AspenLayer", "AspenCoordination"],
+            swiftSettings: strictSwift),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
         .target(name: "AspenClient", dependencies: ["AspenCore", "AspenKV", "AspenTransport"], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
@@ -140,7 +146,7 @@ let package = Package(
         .executableTarget(
             name: "aspen",
             dependencies: [
-                "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd",
+                "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -1,4 +1,5 @@
 import AspenClient
+import AspenCoordination
 import AspenCore
 import AspenKV
 import AspenNode
@@ -18,7 +19,7 @@ struct AspenCommand: AsyncParsableCommand {
 
             Exit codes: 0 ok, 1 not found, 2 condition failed, 3 unavailable, 4 bad input.
             """,
-        subcommands: [KV.self, LeaseCommand.self, Cluster.self, Bench.self, Dev.self])
+        subcommands: [KV.self, LeaseCommand.self, LockCommand.self, CounterCommand.self, SequenceCommand.self, Cluster.self, Bench.self, Dev.self])
 }
 
 /// Options every cluster command takes.
@@ -105,6 +106,13 @@ func runReporting(_ body: () async throws -> Void) async throws {
     } catch let error as CLIError {
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))
         throw ExitCode(error.exitCode)
+    } catch let error as CoordinationError {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        switch error {
+        case .held, .staleToken, .notHeld: throw ExitCode(2)
+        case .invalidArgument: throw ExitCode(4)
+        case .contention: throw ExitCode(3)
+        }
     } catch let error as KVError {
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))
         let notFound = if case .leaseNotFound = error { true } else { false }
