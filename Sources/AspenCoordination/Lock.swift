@@ -46,6 +46,14 @@ public struct LockGrant: Sendable, Equatable {
     public var token: Int64
     public var lease: LeaseID
     public var ttlMs: Int64
+
+    public init(name: String, holder: String, token: Int64, lease: LeaseID, ttlMs: Int64) {
+        self.name = name
+        self.holder = holder
+        self.token = token
+        self.lease = lease
+        self.ttlMs = ttlMs
+    }
 }
 
 /// A distributed lock with fencing tokens, as a layer over `KeyValueStore`. The lock is a key

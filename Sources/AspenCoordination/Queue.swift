@@ -13,6 +13,15 @@ public struct QueueDelivery: Sendable, Equatable {
     /// Names this delivery; a receipt from an earlier delivery is refused.
     public var receipt: Int64
     public var visibleAtMs: Int64
+
+    public init(queue: String, id: Int64, payload: [UInt8], deliveries: Int64, receipt: Int64, visibleAtMs: Int64) {
+        self.queue = queue
+        self.id = id
+        self.payload = payload
+        self.deliveries = deliveries
+        self.receipt = receipt
+        self.visibleAtMs = visibleAtMs
+    }
 }
 
 public struct QueueStatus: Sendable, Equatable {

@@ -19,7 +19,10 @@ struct AspenCommand: AsyncParsableCommand {
 
             Exit codes: 0 ok, 1 not found, 2 condition failed, 3 unavailable, 4 bad input.
             """,
-        subcommands: [KV.self, LeaseCommand.self, LockCommand.self, CounterCommand.self, SequenceCommand.self, Cluster.self, Bench.self, Dev.self])
+        subcommands: [
+            KV.self, LeaseCommand.self, LockCommand.self, ElectionCommand.self, CounterCommand.self, SequenceCommand.self, QueueCommand.self,
+            RateLimitCommand.self, Cluster.self, Bench.self, Dev.self,
+        ])
 }
 
 /// Options every cluster command takes.

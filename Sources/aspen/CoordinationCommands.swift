@@ -137,3 +137,187 @@ struct SequenceCommand: AsyncParsableCommand {
         }
     }
 }
+
+/// `aspen election`: leader election on a name.
+struct ElectionCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "election", abstract: "Leader election: campaign, leader, resign.", subcommands: [Campaign.self, Leader.self, Resign.self])
+
+    struct Campaign: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Become the leader (waiting up to --wait-ms); prints the term's token.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+        @Option var candidate: String
+        @Option(help: "The office lapses unless renewed within this many milliseconds.") var ttlMs: Int64 = 30_000
+        @Option var waitMs: Int64 = 0
+
+        func run() async throws {
+            try await runReporting {
+                let term = try await LeaderElection(store: try cluster.client()).campaign(name, candidate: candidate, ttlMs: ttlMs, waitMs: waitMs)
+                output(cluster.json, ["term": term.token, "leader": term.holder, "lease": term.lease], text: "\(term.token)")
+            }
+        }
+    }
+
+    struct Leader: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The current leader and term (exit 1 if none).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+
+        func run() async throws {
+            try await runReporting {
+                guard let current = try await LeaderElection(store: try cluster.client()).leader(name) else {
+                    throw CLIError.notFound("\(name) has no leader")
+                }
+                output(cluster.json, ["leader": current.leader, "term": current.term], text: "\(current.leader) \(current.term)")
+            }
+        }
+    }
+
+    struct Resign: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Step down; a stale term is refused (exit 2).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+        @Option var candidate: String
+        @Option var term: Int64
+
+        func run() async throws {
+            try await runReporting {
+                let election = LeaderElection(store: try cluster.client())
+                try await election.resign(LockGrant(name: name, holder: candidate, token: term, lease: 0, ttlMs: 0))
+                output(cluster.json, ["resigned": true], text: "OK, resigned")
+            }
+        }
+    }
+}
+
+/// `aspen queue`: work queues with visibility timeouts.
+struct QueueCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "queue", abstract: "Work queues: enqueue, dequeue, ack, nack, status, redrive.",
+        subcommands: [Enqueue.self, Dequeue.self, Ack.self, Nack.self, Status.self, Redrive.self])
+
+    static func queue(_ cluster: ClusterOptions) throws -> WorkQueue {
+        WorkQueue(store: try cluster.client(), nowMs: { Int64(Date().timeIntervalSince1970 * 1000) })
+    }
+
+    struct Enqueue: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add an item; prints its id.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var queue: String
+        @Argument var payload: String
+        @Option(help: "A deduplication id: enqueuing it again while the item is queued is a no-op.") var dedup: String?
+        @Option var delayMs: Int64 = 0
+
+        func run() async throws {
+            try await runReporting {
+                let id = try await QueueCommand.queue(cluster).enqueue(queue, Array(payload.utf8), dedupID: dedup, delayMs: delayMs)
+                output(cluster.json, ["id": id], text: "\(id)")
+            }
+        }
+    }
+
+    struct Dequeue: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Take the oldest visible item: prints id, receipt and payload (exit 1 if none).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var queue: String
+        @Option var visibilityMs: Int64 = 30_000
+
+        func run() async throws {
+            try await runReporting {
+                guard let item = try await QueueCommand.queue(cluster).dequeue(queue, visibilityMs: visibilityMs) else {
+                    throw CLIError.notFound("queue \(queue) has no visible item")
+                }
+                let payload = String(decoding: item.payload, as: UTF8.self)
+                output(
+                    cluster.json, ["id": item.id, "receipt": item.receipt, "payload": payload, "deliveries": item.deliveries],
+                    text: "\(item.id) \(item.receipt) \(payload)")
+            }
+        }
+    }
+
+    struct Ack: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a delivered item for good (exit 2 if the receipt is stale).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var queue: String
+        @Option var id: Int64
+        @Option var receipt: Int64
+
+        func run() async throws {
+            try await runReporting {
+                try await QueueCommand.queue(cluster).ack(
+                    QueueDelivery(queue: queue, id: id, payload: [], deliveries: 0, receipt: receipt, visibleAtMs: 0))
+                output(cluster.json, ["acked": id], text: "OK, acked")
+            }
+        }
+    }
+
+    struct Nack: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make a delivered item visible again (exit 2 if the receipt is stale).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var queue: String
+        @Option var id: Int64
+        @Option var receipt: Int64
+        @Option var delayMs: Int64 = 0
+
+        func run() async throws {
+            try await runReporting {
+                try await QueueCommand.queue(cluster).nack(
+                    QueueDelivery(queue: queue, id: id, payload: [], deliveries: 0, receipt: receipt, visibleAtMs: 0), delayMs: delayMs)
+                output(cluster.json, ["nacked": id], text: "OK, visible again")
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Counts of visible, in-flight, delayed and dead-letter items.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var queue: String
+
+        func run() async throws {
+            try await runReporting {
+                let status = try await QueueCommand.queue(cluster).status(queue)
+                output(
+                    cluster.json,
+                    ["visible": status.visible, "inFlight": status.inFlight, "delayed": status.delayed, "deadLetters": status.deadLetters],
+                    text: "visible \(status.visible)  in flight \(status.inFlight)  delayed \(status.delayed)  dead letters \(status.deadLetters)")
+            }
+        }
+    }
+
+    struct Redrive: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Move every dead letter back to the queue.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var queue: String
+
+        func run() async throws {
+            try await runReporting {
+                let moved = try await QueueCommand.queue(cluster).redrive(queue)
+                output(cluster.json, ["moved": moved], text: "OK, \(moved) items back in the queue")
+            }
+        }
+    }
+}
+
+/// `aspen ratelimit`: shared token buckets.
+struct RateLimitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ratelimit", abstract: "Take tokens from a shared token bucket (exit 2 when it is empty).")
+    @OptionGroup var cluster: ClusterOptions
+    @Argument var name: String
+    @Option var capacity: Double
+    @Option var perSecond: Double
+    @Option var count: Double = 1
+    @Option(help: "Wait this long for tokens.") var waitMs: Int64 = 0
+
+    func run() async throws {
+        try await runReporting {
+            let limiter = RateLimiter(
+                store: try cluster.client(), capacity: capacity, refillPerSecond: perSecond, nowMs: { Int64(Date().timeIntervalSince1970 * 1000) })
+            guard try await limiter.acquire(name, count: count, waitMs: waitMs) else {
+                throw CLIError.conditionFailed("rate limit \(name) has fewer than \(count) tokens")
+            }
+            output(cluster.json, ["acquired": count, "available": try await limiter.available(name)], text: "OK")
+        }
+    }
+}
