@@ -131,7 +131,7 @@ let package = Package(
             name: "AspenNodeTests",
             dependencies: [
                 "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenClient", "AspenTesting",
-                "aspen-node", "aspen",
+                "AspenCoordination", "aspen-node", "aspen",
             ],
             swiftSettings: strictSwift),
         .executableTarget(

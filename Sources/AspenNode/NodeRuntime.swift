@@ -70,6 +70,9 @@ public final class NodeRuntime: Sendable {
         logger.info("storage opened", metadata: ["applied": "\(state.appliedIndex)", "term": "\(state.hardState.term)"])
         // Phase 3: Raft, and the network that follows its membership.
         let network = PeerNetwork(tls: tls, peers: given, logger: logger)
+        // For tests of clock skew only: this node's clock reads ahead (or behind) by this much.
+        let clockSkewMs = Int64(ProcessInfo.processInfo.environment["ASPEN_TEST_CLOCK_SKEW_MS"] ?? "") ?? 0
+        if clockSkewMs != 0 { logger.warning("this node's clock is skewed for testing", metadata: ["skewMs": "\(clockSkewMs)"]) }
         var configuration = NodeConfiguration(id: id)
         configuration.tickMs = settings.heartbeatMs
         configuration.electionTicks = max(2, settings.electionTimeoutMs.lowerBound / settings.heartbeatMs)
@@ -77,7 +80,7 @@ public final class NodeRuntime: Sendable {
         configuration.compactionThreshold = settings.compactAfterEntries
         let node = RaftNode(
             configuration: configuration, storage: store, state: state, send: { network.send($0) },
-            nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger,
+            nowMs: { Int64(Date().timeIntervalSince1970 * 1000) + clockSkewMs }, logger: logger,
             membershipChanged: { network.update(membership: $0) })
         // The cluster id: recorded with the members, or derived by the founders, or the ticket's.
         let recorded = state.snapshot.metadata.membership.addresses.values.lazy.compactMap { try? MemberRecord(decoding: $0) }.first

@@ -369,6 +369,30 @@ public actor RaftNode {
             lastTerm = raft.term
             termNow.store(raft.term, ordering: .relaxed)
             logger.info("role changed", metadata: ["role": "\(raft.role)", "term": "\(raft.term)", "leader": "\(raft.leader.map(\.description) ?? "none")"])
+            if raft.isLeader { refreshLeasesAsNewLeader() }
+        }
+    }
+
+    /// A new leader judges lease expiry by its own clock, which may run ahead of the clock that
+    /// set the expiries. So before expiring anything it extends every lease to its time plus
+    /// the lease's TTL (as etcd does): a lease can outlive its TTL by a failover, never expire
+    /// early because clocks disagree.
+    func refreshLeasesAsNewLeader() {
+        expiryInFlight = true
+        let term = raft.term
+        Task {
+            // The state must include everything committed before this term: wait until an entry
+            // of this term (the leader's no-op) has committed and applied.
+            while self.raft.isLeader, self.raft.term == term,
+                self.raft.term(at: self.raft.commitIndex) != term || self.appliedIndex < self.raft.commitIndex
+            {
+                try? await Task.sleep(for: .milliseconds(self.configuration.tickMs))
+            }
+            if self.raft.isLeader, self.raft.term == term, let leases = try? self.storage.leases() {
+                for lease in leases { _ = try? await self.propose(.leaseKeepAlive(lease.id, nowMs: self.nowMs())) }
+                if !leases.isEmpty { self.logger.info("leases extended by the new leader's clock", metadata: ["leases": "\(leases.count)", "term": "\(term)"]) }
+            }
+            self.expiryDone()
         }
     }
 

@@ -62,8 +62,9 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// Starts node `id` with its data directory, address and test timings plus `arguments`.
-    func start(_ id: Int, arguments: [String]) throws {
+    func start(_ id: Int, arguments: [String], environment: [String: String] = [:]) throws {
         let process = Process()
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.executableURL = URL(fileURLWithPath: Self.binary("aspen-node"))
         process.arguments = [
             "run", "--node-id", "\(id)", "--data-dir", dataDirectory(id), "--listen", "127.0.0.1:\(basePort + id)",

@@ -1,0 +1,148 @@
+import AspenClient
+import AspenCoordination
+import AspenCore
+import AspenKV
+import Foundation
+import Synchronization
+import Testing
+
+/// Coordination layers against a real 3-node cluster, through `AspenClient`, with faults.
+@Suite("Coordination on a real cluster", .serialized, .timeLimit(.minutes(3)))
+struct CoordinationProcessTests {
+    final class Log: Sendable {
+        let inside = Atomic<Int>(0)
+        let overlaps = Atomic<Int>(0)
+        let tokens = Mutex<[Int64]>([])
+        let acked = Mutex<[Int64: Date]>([:])
+        let deliveredAfterAck = Mutex<[Int64]>([])
+    }
+
+    @Test("contending clients never hold a lock together, and tokens only grow")
+    func lockContention() async throws {
+        let cluster = try ProcessCluster(nodes: 3)
+        try cluster.startAll()
+        defer { cluster.terminateAll() }
+        _ = try await cluster.leader()
+        let log = Log()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in 0..<6 {
+                group.addTask {
+                    let lock = DistributedLock(store: try cluster.client())
+                    for _ in 0..<5 {
+                        let grant = try await lock.acquire("shared", holder: "c\(client)", ttlMs: 10_000, waitMs: 60_000)
+                        if log.inside.add(1, ordering: .relaxed).newValue > 1 { log.overlaps.add(1, ordering: .relaxed) }
+                        log.tokens.withLock { $0.append(grant.token) }
+                        try await Task.sleep(for: .milliseconds(2))
+                        log.inside.subtract(1, ordering: .relaxed)
+                        try await lock.release("shared", holder: grant.holder, token: grant.token)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(log.overlaps.load(ordering: .relaxed) == 0)
+        let tokens = log.tokens.withLock { $0 }
+        #expect(tokens.count == 30)
+        #expect(tokens == tokens.sorted() && Set(tokens).count == 30)
+    }
+
+    @Test("queue items are neither lost nor delivered after their ack when the Raft leader is killed mid-run")
+    func queueThroughLeaderKill() async throws {
+        let cluster = try ProcessCluster(nodes: 3)
+        try cluster.startAll()
+        defer { cluster.terminateAll() }
+        let leader = try await cluster.leader()
+        let now: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+        let producer = WorkQueue(store: try cluster.client(), nowMs: now)
+        let count = 60
+        for index in 0..<count { try await producer.enqueue("jobs", Array(String(index).utf8)) }
+        let log = Log()
+        let killer = Task {
+            try await Task.sleep(for: .milliseconds(300))
+            cluster.kill9(leader)
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    let queue = WorkQueue(store: try cluster.client(), nowMs: now)
+                    var idle = 0
+                    while idle < 30 {
+                        let delivery: QueueDelivery?
+                        do {
+                            delivery = try await queue.dequeue("jobs", visibilityMs: 1500)
+                        } catch {
+                            try await Task.sleep(for: .milliseconds(50))  // failover under way
+                            continue
+                        }
+                        guard let delivery else {
+                            idle += 1
+                            try await Task.sleep(for: .milliseconds(100))
+                            continue
+                        }
+                        idle = 0
+                        if log.acked.withLock({ $0[delivery.id] != nil }) { log.deliveredAfterAck.withLock { $0.append(delivery.id) } }
+                        try await Task.sleep(for: .milliseconds(20))  // the work
+                        do {
+                            try await queue.ack(delivery)
+                            log.acked.withLock { $0[delivery.id] = Date() }
+                        } catch {
+                            // Stale receipt (redelivered meanwhile) or an unknown outcome: the
+                            // item comes back after its visibility timeout if it was not acked.
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        _ = await killer.result
+        let acked = log.acked.withLock { $0 }
+        let status = try await producer.status("jobs")
+        // Nothing lost: every item was acked or is still in the queue (an ack whose answer was
+        // lost in the failover leaves the item acked without the client knowing).
+        #expect(status.deadLetters == 0)
+        #expect(acked.count + status.visible + status.inFlight >= count, "\(acked.count) acked, \(status)")
+        #expect(status.visible == 0 && status.inFlight == 0, "\(status)")
+        #expect(log.deliveredAfterAck.withLock { $0 }.isEmpty, "an acked item was delivered again")
+    }
+}
+
+@Suite("Clock skew", .serialized, .timeLimit(.minutes(3)))
+struct ClockSkewTests {
+    @Test("a lock does not expire early when leadership moves to a node whose clock runs 30 s ahead")
+    func leaderClockAhead() async throws {
+        let cluster = try ProcessCluster(nodes: 3)
+        // Node 3's clock reads 30 s ahead of the others.
+        for id in 1...3 {
+            let peers = cluster.entries.enumerated().filter { $0.offset != id - 1 }.map(\.element).joined(separator: ",")
+            try cluster.start(id, arguments: ["--peers", peers, "--bootstrap"], environment: id == 3 ? ["ASPEN_TEST_CLOCK_SKEW_MS": "30000"] : [:])
+        }
+        defer { cluster.terminateAll() }
+        let client = try cluster.client()
+        var leader = try await cluster.leader()
+        if leader == 3 {
+            try await client.transferLeadership(to: 1)
+            try await Task.sleep(for: .milliseconds(500))
+            leader = try await cluster.leader()
+        }
+        #expect(leader != 3)
+        let lock = DistributedLock(store: client)
+        let grant = try await lock.tryAcquire("skewed", holder: "a", ttlMs: 20_000)
+        // Hand leadership to the node whose clock is ahead by more than the TTL.
+        try await client.transferLeadership(to: 3)
+        let deadline = Date().addingTimeInterval(10)
+        while try await cluster.leader() != 3, Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(try await cluster.leader() == 3)
+        // By node 3's clock the lease was due long ago; it must still be held (extended by the
+        // new leader's clock), and its holder can renew it.
+        try await Task.sleep(for: .milliseconds(1000))
+        #expect(try await lock.holder("skewed")?.token == grant.token)
+        try await lock.renew(grant)
+        // Leases still expire under the new leader, by its clock: a short one granted now goes.
+        let short = try await lock.tryAcquire("short", holder: "b", ttlMs: 1000)
+        let expiry = Date().addingTimeInterval(10)
+        while try await lock.holder("short") != nil, Date() < expiry { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(try await lock.holder("short") == nil, "lease \(short.lease) did not expire")
+        #expect(try await lock.holder("skewed")?.token == grant.token)
+        await client.close()
+    }
+}
