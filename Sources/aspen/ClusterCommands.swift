@@ -172,7 +172,8 @@ struct Cluster: AsyncParsableCommand {
                 let members = try await client.members()
                 // Tell the new node where the members are, so it accepts their Raft traffic.
                 let newcomer = try AspenClient(
-                    endpoints: [Endpoint(id: NodeID(nodeId), host: peer.host, port: peer.port, key: peer.key)], attemptsMax: 3,
+                    endpoints: [Endpoint(id: NodeID(nodeId), host: peer.host, port: peer.port, key: peer.key)],
+                    attemptsMax: max(3, cluster.timeoutMs / 200),
                     cookie: cluster.clusterCookie)
                 try await newcomer.adopt(members)
                 await newcomer.close()

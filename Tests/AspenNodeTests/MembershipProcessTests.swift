@@ -54,9 +54,11 @@ struct MembershipProcessTests {
         try cluster.start(3, arguments: compaction)
         let three = cluster.entries[2]
         let address = String(three[three.index(after: three.firstIndex(of: "=")!)...])
-        let added = try cluster.aspen(["cluster", "add-learner", "--node-id", "3", "--addr", address], endpoints: one)
-        #expect(added.0 == 0, "\(added.1)")
-        #expect(try cluster.aspen(["cluster", "promote", "3"], endpoints: one).0 == 0)
+        // (Retried while node 3 is still starting, on a loaded machine.)
+        try await eventually("node 3 is added as a learner") {
+            try cluster.aspen(["cluster", "add-learner", "--node-id", "3", "--addr", address], endpoints: one).0 == 0
+        }
+        try await eventually("node 3 is promoted") { try cluster.aspen(["cluster", "promote", "3"], endpoints: one).0 == 0 }
         let members = try await client.members()
         #expect(members.voters == [1, 2, 3])
         #expect(members.records.count == 3)
