@@ -55,3 +55,47 @@ struct SemaphoreTests {
         #expect(try await barrier.status("start") == .init(entered: 2, released: true))
     }
 }
+
+@Suite("Lock sets, service registry, buffered counters")
+struct RegistryTests {
+    @Test("a lock set is taken all or none")
+    func lockSet() async throws {
+        let lock = DistributedLock(store: MemoryKeyValueStore(nowMs: { 0 }))
+        let held = try await lock.tryAcquire("b", holder: "x", ttlMs: 10_000)
+        await #expect(throws: CoordinationError.held(name: "b", holder: "x", token: held.token)) {
+            try await lock.acquireAll(["a", "b", "c"], holder: "y", ttlMs: 10_000)
+        }
+        #expect(try await lock.holder("a") == nil, "none of the set was taken")
+        #expect(try await lock.holder("c") == nil)
+        try await lock.release("b", holder: "x", token: held.token)
+        let grants = try await lock.acquireAll(["a", "b", "c"], holder: "y", ttlMs: 10_000)
+        #expect(grants.map(\.name) == ["a", "b", "c"])
+        for grant in grants { #expect(try await lock.holder(grant.name)?.holder == "y") }
+    }
+
+    @Test("instances register with tags and metadata, are discovered, and vanish when they stop heartbeating")
+    func registry() async throws {
+        let clock = TestClock()
+        let registry = ServiceRegistry(store: MemoryKeyValueStore(nowMs: clock.read))
+        let web1 = try await registry.register("web", instance: "w1", address: "10.0.0.1:80", tags: ["eu", "canary"], metadata: ["v": "2"], ttlMs: 1000)
+        try await registry.register("web", instance: "w2", address: "10.0.0.2:80", tags: ["eu"], ttlMs: 1000)
+        #expect(try await registry.discover("web").map(\.instance) == ["w1", "w2"])
+        #expect(try await registry.discover("web", tags: ["canary"]).map(\.metadata) == [["v": "2"]])
+        clock.advance(800)
+        try await registry.heartbeat(web1)
+        clock.advance(400)
+        #expect(try await registry.discover("web").map(\.instance) == ["w1"], "w2 stopped heartbeating")
+        try await registry.deregister("web", instance: "w1")
+        #expect(try await registry.discover("web").isEmpty)
+    }
+
+    @Test("a buffered counter writes gathered increments in one change")
+    func buffered() async throws {
+        let counter = Counter(store: MemoryKeyValueStore(nowMs: { 0 }))
+        let buffer = BufferedCounter(counter, name: "views")
+        for _ in 0..<100 { await buffer.add(1) }
+        #expect(try await counter.get("views") == 0)
+        #expect(try await buffer.flush() == 100)
+        #expect(try await counter.get("views") == 100)
+    }
+}
