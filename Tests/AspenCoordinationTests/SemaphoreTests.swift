@@ -99,3 +99,60 @@ struct RegistryTests {
         #expect(try await counter.get("views") == 100)
     }
 }
+
+@Suite("Read-write lock")
+struct ReadWriteLockTests {
+    @Test("many readers or one writer, bounded readers, a waiting writer is not starved, downgrade")
+    func exclusion() async throws {
+        let store = MemoryKeyValueStore(nowMs: { 0 })
+        let lock = ReadWriteLock(store: store, readersMax: 4)
+        final class State: Sendable {
+            let readers = Atomic<Int>(0)
+            let writers = Atomic<Int>(0)
+            let violations = Atomic<Int>(0)
+            let writes = Atomic<Int>(0)
+        }
+        let state = State()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for reader in 0..<8 {
+                group.addTask {
+                    for _ in 0..<30 {
+                        guard let hold = try await lock.tryRead("doc", holder: "r\(reader)", ttlMs: 60_000) else {
+                            await Task.yield()
+                            continue
+                        }
+                        let inside = state.readers.add(1, ordering: .relaxed).newValue
+                        if inside > 4 || state.writers.load(ordering: .relaxed) > 0 { state.violations.add(1, ordering: .relaxed) }
+                        await Task.yield()
+                        state.readers.subtract(1, ordering: .relaxed)
+                        try await lock.releaseRead(hold)
+                    }
+                }
+            }
+            for writer in 0..<2 {
+                group.addTask {
+                    for _ in 0..<5 {
+                        let hold = try await lock.write("doc", holder: "w\(writer)", ttlMs: 60_000, waitMs: 60_000)
+                        if state.writers.add(1, ordering: .relaxed).newValue > 1 || state.readers.load(ordering: .relaxed) > 0 {
+                            state.violations.add(1, ordering: .relaxed)
+                        }
+                        await Task.yield()
+                        state.writers.subtract(1, ordering: .relaxed)
+                        state.writes.add(1, ordering: .relaxed)
+                        try await lock.releaseWrite(hold)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(state.violations.load(ordering: .relaxed) == 0)
+        #expect(state.writes.load(ordering: .relaxed) == 10, "writers were not starved by readers")
+        // Downgrade: the writer keeps reading, other readers may join, writers may not.
+        let writeHold = try await lock.write("doc", holder: "w", ttlMs: 60_000, waitMs: 0)
+        #expect(try await lock.tryRead("doc", holder: "r", ttlMs: 60_000) == nil)
+        let readHold = try await lock.downgrade(writeHold)
+        #expect(try await lock.tryRead("doc", holder: "r", ttlMs: 60_000) != nil)
+        await #expect(throws: CoordinationError.self) { try await lock.write("doc", holder: "w2", ttlMs: 60_000, waitMs: 20) }
+        try await lock.releaseRead(readHold)
+    }
+}
