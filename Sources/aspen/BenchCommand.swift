@@ -10,7 +10,14 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Measure a running cluster: put, get or mixed load.")
 
-    enum Workload: String, ExpressibleByArgument, CaseIterable { case put, get, mixed }
+    enum Workload: String, ExpressibleByArgument, CaseIterable {
+        case put, get, mixed
+        /// Coordination layers over the native client: one op is a lock acquire+release on one
+        /// contended lock, an enqueue+dequeue+ack, a counter increment, or a buffered increment
+        /// (flushed every 100).
+        case lock, queue, counter, bufferedCounter = "buffered-counter"
+        var isLayer: Bool { [.lock, .queue, .counter, .bufferedCounter].contains(self) }
+    }
     enum WireProtocol: String, ExpressibleByArgument, CaseIterable { case aspen, etcd }
 
     @OptionGroup var cluster: ClusterOptions
@@ -62,7 +69,11 @@ struct Bench: AsyncParsableCommand {
                 client = try EtcdBenchTarget(endpoints: text)
             }
             let value = Bytes(repeating: 0xAB, count: valueSize)
-            if workload != .put {
+            if workload.isLayer && `protocol` != .aspen {
+                throw CLIError.badInput("the \(workload.rawValue) workload runs over the native protocol only")
+            }
+            let native = client as? AspenClient
+            if workload == .get || workload == .mixed {
                 // Reads find data: fill the keyspace first.
                 try await client.fill((0..<keyspace).map(key), value: value)
             }
@@ -83,12 +94,15 @@ struct Bench: AsyncParsableCommand {
                 for worker in 0..<clients {
                     group.addTask {
                         var generator = SplitMix64(seed: UInt64(worker) &+ 1)
+                        let layer = native.map { LayerOperation(workload, store: $0, worker: worker) }
                         while clock.now < deadline {
                             let target = key(Int(generator.next(in: 0...UInt64(keyspace - 1))))
                             let read = workload == .get || (workload == .mixed && generator.chance(readRatio))
                             let before = clock.now
                             do {
-                                if read {
+                                if let layer, workload.isLayer {
+                                    try await layer.run()
+                                } else if read {
                                     try await client.get(target, stale: stale)
                                 } else {
                                     try await client.put(target, value)

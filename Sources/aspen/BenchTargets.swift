@@ -1,4 +1,5 @@
 import AspenClient
+import AspenCoordination
 import AspenCore
 import AspenEtcd
 import AspenKV
@@ -94,5 +95,37 @@ final class EtcdBenchTarget: BenchTarget {
     func close() async {
         for client in clients { client.beginGracefulShutdown() }
         for task in running { _ = await task.result }
+    }
+}
+
+/// One operation of a coordination-layer workload, for `aspen bench lock|queue|counter|buffered-counter`.
+struct LayerOperation: Sendable {
+    let run: @Sendable () async throws -> Void
+
+    init(_ workload: Bench.Workload, store: AspenClient, worker: Int) {
+        switch workload {
+        case .lock:
+            let lock = DistributedLock(store: store)
+            run = {
+                let grant = try await lock.acquire("bench", holder: "worker-\(worker)", ttlMs: 10_000, waitMs: 60_000)
+                try await lock.release("bench", holder: grant.holder, token: grant.token)
+            }
+        case .queue:
+            let queue = WorkQueue(store: store, nowMs: { Int64(Date().timeIntervalSince1970 * 1000) })
+            run = {
+                try await queue.enqueue("bench", Array("job from \(worker)".utf8))
+                if let delivery = try await queue.dequeue("bench", visibilityMs: 30_000) { try await queue.ack(delivery) }
+            }
+        case .bufferedCounter:
+            let buffer = BufferedCounter(Counter(store: store), name: "bench")
+            let count = Atomic<Int>(0)
+            run = {
+                await buffer.add(1)
+                if count.add(1, ordering: .relaxed).newValue % 100 == 0 { try await buffer.flush() }
+            }
+        default:
+            let counter = Counter(store: store)
+            run = { try await counter.increment("bench") }
+        }
     }
 }
