@@ -146,7 +146,7 @@ let package = Package(
         .executableTarget(
             name: "aspen",
             dependencies: [
-                "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination",
+                "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination", "AspenLayer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -21,7 +21,7 @@ struct AspenCommand: AsyncParsableCommand {
             """,
         subcommands: [
             KV.self, LeaseCommand.self, LockCommand.self, ElectionCommand.self, CounterCommand.self, SequenceCommand.self, QueueCommand.self,
-            RateLimitCommand.self, Cluster.self, Bench.self, Dev.self,
+            RateLimitCommand.self, SemaphoreCommand.self, BarrierCommand.self, ServiceCommand.self, Cluster.self, Bench.self, Dev.self,
         ])
 }
 

@@ -1,5 +1,6 @@
 import AspenClient
 import AspenCoordination
+import AspenLayer
 import AspenCore
 import ArgumentParser
 import Foundation
@@ -318,6 +319,146 @@ struct RateLimitCommand: AsyncParsableCommand {
                 throw CLIError.conditionFailed("rate limit \(name) has fewer than \(count) tokens")
             }
             output(cluster.json, ["acquired": count, "available": try await limiter.available(name)], text: "OK")
+        }
+    }
+}
+
+/// `aspen semaphore`: bounded holders.
+struct SemaphoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "semaphore", abstract: "Counting semaphores: acquire (prints the permit), release, holders.",
+        subcommands: [Acquire.self, Release.self, Holders.self])
+
+    struct Acquire: AsyncParsableCommand {
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+        @Option var capacity: Int
+        @Option var holder: String
+        @Option var ttlMs: Int64 = 30_000
+        @Option var waitMs: Int64 = 0
+
+        func run() async throws {
+            try await runReporting {
+                let permit = try await DistributedSemaphore(store: try cluster.client(), capacity: capacity)
+                    .acquire(name, holder: holder, ttlMs: ttlMs, waitMs: waitMs)
+                output(cluster.json, ["permit": permit.name, "token": permit.token], text: "\(permit.name) \(permit.token)")
+            }
+        }
+    }
+
+    struct Release: AsyncParsableCommand {
+        @OptionGroup var cluster: ClusterOptions
+        @Argument(help: "The permit acquire printed.") var permit: String
+        @Option var holder: String
+        @Option var token: Int64
+
+        func run() async throws {
+            try await runReporting {
+                try await DistributedLock(store: try cluster.client(), space: Subspace(["aspen", "semaphore"]))
+                    .release(permit, holder: holder, token: token)
+                output(cluster.json, ["released": true], text: "OK, released")
+            }
+        }
+    }
+
+    struct Holders: AsyncParsableCommand {
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+        @Option var capacity: Int
+
+        func run() async throws {
+            try await runReporting {
+                let holders = try await DistributedSemaphore(store: try cluster.client(), capacity: capacity).holders(name)
+                output(cluster.json, ["holders": holders], text: holders.joined(separator: "\n"))
+            }
+        }
+    }
+}
+
+/// `aspen barrier`: release everyone once a count is reached.
+struct BarrierCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "barrier", abstract: "Barriers: enter (waiting up to --wait-ms for the release), leave, status.")
+
+    enum Verb: String, ExpressibleByArgument, CaseIterable { case enter, leave, status }
+
+    @OptionGroup var cluster: ClusterOptions
+    @Argument var verb: Verb
+    @Argument var name: String
+    @Option var participant: String?
+    @Option var count: Int = 1
+    @Option var waitMs: Int64 = 0
+
+    func run() async throws {
+        try await runReporting {
+            let barrier = DistributedBarrier(store: try cluster.client())
+            switch verb {
+            case .enter:
+                guard let participant else { throw CLIError.badInput("enter needs --participant") }
+                try await barrier.enter(name, participant: participant, count: count)
+                guard try await barrier.wait(name, waitMs: waitMs) else { throw CLIError.conditionFailed("barrier \(name) is not released yet") }
+            case .leave:
+                guard let participant else { throw CLIError.badInput("leave needs --participant") }
+                try await barrier.leave(name, participant: participant)
+            case .status: break
+            }
+            let status = try await barrier.status(name)
+            output(
+                cluster.json, ["entered": status.entered, "released": status.released],
+                text: "\(status.entered) entered, \(status.released ? "released" : "waiting")")
+        }
+    }
+}
+
+/// `aspen service`: service discovery.
+struct ServiceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "service", abstract: "Service registry: register (then heartbeat), discover, deregister.",
+        subcommands: [Register.self, Discover.self, Deregister.self])
+
+    struct Register: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Register an instance; it stays listed while the lease printed is kept alive (aspen lease keepalive).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var service: String
+        @Option var instance: String
+        @Option var address: String
+        @Option(help: "Comma-separated tags.") var tags: String = ""
+        @Option var ttlMs: Int64 = 30_000
+
+        func run() async throws {
+            try await runReporting {
+                let entry = try await ServiceRegistry(store: try cluster.client()).register(
+                    service, instance: instance, address: address, tags: tags.split(separator: ",").map(String.init), ttlMs: ttlMs)
+                output(cluster.json, ["lease": entry.lease], text: "\(entry.lease)")
+            }
+        }
+    }
+
+    struct Discover: AsyncParsableCommand {
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var service: String
+        @Option(help: "Comma-separated tags every instance must carry.") var tags: String = ""
+
+        func run() async throws {
+            try await runReporting {
+                let found = try await ServiceRegistry(store: try cluster.client()).discover(service, tags: tags.split(separator: ",").map(String.init))
+                output(
+                    cluster.json, ["instances": found.map { ["instance": $0.instance, "address": $0.address, "tags": $0.tags] }],
+                    text: found.map { "\($0.instance) \($0.address) \($0.tags.joined(separator: ","))" }.joined(separator: "\n"))
+            }
+        }
+    }
+
+    struct Deregister: AsyncParsableCommand {
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var service: String
+        @Option var instance: String
+
+        func run() async throws {
+            try await runReporting {
+                try await ServiceRegistry(store: try cluster.client()).deregister(service, instance: instance)
+                output(cluster.json, ["deregistered": instance], text: "OK, deregistered")
+            }
         }
     }
 }
