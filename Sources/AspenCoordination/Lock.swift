@@ -100,21 +100,19 @@ public struct DistributedLock: Sendable {
     }
 
     /// Takes the lock, waiting up to `waitMs` (bounded by `lockWaitMsMax`) for it to be free.
-    public func acquire(_ name: String, holder: String, ttlMs: Int64, waitMs: Int64, sleep: @Sendable (Int64) async throws -> Void = { try await Task.sleep(for: .milliseconds($0)) }) async throws -> LockGrant {
+    public func acquire(
+        _ name: String, holder: String, ttlMs: Int64, waitMs: Int64,
+        sleep: @escaping @Sendable (Int64) async throws -> Void = { try await Task.sleep(for: .milliseconds($0)) }
+    ) async throws -> LockGrant {
         guard (0...limits.lockWaitMsMax).contains(waitMs) else {
             throw CoordinationError.invalidArgument("a lock wait must be 0 to \(limits.lockWaitMsMax) ms, not \(waitMs)")
         }
-        var waited: Int64 = 0
-        var backoff: Int64 = 5
+        var backoff = Backoff(budgetMs: waitMs, firstMs: 5, capMs: 200, sleep: sleep)
         while true {
             do {
                 return try await tryAcquire(name, holder: holder, ttlMs: ttlMs)
-            } catch let error as CoordinationError {
-                guard case .held = error, waited < waitMs else { throw error }
-                let pause = min(backoff, waitMs - waited)
-                try await sleep(pause)
-                waited += pause
-                backoff = min(backoff * 2, 200)
+            } catch CoordinationError.held(let name, let holder, let token) {
+                guard try await backoff.pause() else { throw CoordinationError.held(name: name, holder: holder, token: token) }
             }
         }
     }

@@ -43,8 +43,7 @@ public struct ReadWriteLock: Sendable {
     /// readers and any writer to finish.
     public func write(_ name: String, holder: String, ttlMs: Int64, waitMs: Int64) async throws -> LockGrant {
         let lease = try await store.grantLease(ttlMs: ttlMs)
-        var waited: Int64 = 0
-        var backoff: Int64 = 2
+        var backoff = Backoff(budgetMs: waitMs, firstMs: 2, capMs: 50)
         while true {
             // Post (or keep) the intent; another writer's intent makes us wait our turn.
             _ = try await store.transaction(
@@ -63,15 +62,11 @@ public struct ReadWriteLock: Sendable {
                         ]))
                 if outcome.succeeded { return LockGrant(name: name, holder: holder, token: outcome.revision, lease: lease.id, ttlMs: ttlMs) }
             }
-            guard waited < waitMs else {
+            guard try await backoff.pause() else {
                 if intent?.value == Array(holder.utf8) { _ = try? await store.delete(intentKey(name)) }
                 _ = try? await store.revokeLease(lease.id)
                 throw CoordinationError.held(name: name, holder: "readers or another writer", token: 0)
             }
-            let pause = min(backoff, waitMs - waited)
-            try await Task.sleep(for: .milliseconds(pause))
-            waited += pause
-            backoff = min(backoff * 2, 50)
         }
     }
 

@@ -31,15 +31,10 @@ public struct DistributedSemaphore: Sendable {
 
     /// Takes a permit, waiting up to `waitMs` for one to be released or to expire.
     public func acquire(_ name: String, holder: String, ttlMs: Int64, waitMs: Int64) async throws -> LockGrant {
-        var waited: Int64 = 0
-        var backoff: Int64 = 5
+        var backoff = Backoff(budgetMs: waitMs, firstMs: 5, capMs: 200)
         while true {
             if let grant = try await tryAcquire(name, holder: holder, ttlMs: ttlMs) { return grant }
-            guard waited < waitMs else { throw CoordinationError.held(name: name, holder: "\(capacity) holders", token: 0) }
-            let pause = min(backoff, waitMs - waited)
-            try await Task.sleep(for: .milliseconds(pause))
-            waited += pause
-            backoff = min(backoff * 2, 200)
+            guard try await backoff.pause() else { throw CoordinationError.held(name: name, holder: "\(capacity) holders", token: 0) }
         }
     }
 
