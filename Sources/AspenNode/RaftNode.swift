@@ -437,30 +437,33 @@ public actor RaftNode {
 
     func finishSnapshot(_ captured: (index: Raft.Index, data: [UInt8])?) {
         snapshotting = false
-        guard let (index, data) = captured, !stopped, index > raft.snapshotMetadata.index else { return }
-        do {
-            let metadata = try raft.compact(through: index, data: data)
-            try storage.compacted(metadata)
-            logger.info("log compacted", metadata: ["through": "\(metadata.index)", "bytes": "\(data.count)", "term": "\(raft.term)"])
-        } catch {
-            logger.error("compaction failed", metadata: ["error": "\(error)"])
-        }
+        guard let (index, data) = captured, !stopped else { return }
+        _ = try? compact(through: index, data: data)
     }
 
-    /// Snapshots the applied state and compacts the log through it (`aspen cluster snapshot`).
-    /// Returns the snapshot's index, term and size; nothing new to snapshot returns the last one.
-    @discardableResult
-    public func snapshotNow() throws -> (index: Raft.Index, term: Raft.Term, bytes: Int) {
-        let (index, data) = try storage.snapshotData()
-        guard index > raft.snapshotMetadata.index else { return (raft.snapshotMetadata.index, raft.snapshotMetadata.term, data.count) }
+    /// Compacts the log through `index` with the state captured there; nothing when the last
+    /// snapshot already covers it. Returns the snapshot now in force.
+    func compact(through index: Raft.Index, data: [UInt8]) throws -> Raft.SnapshotMetadata {
+        guard index > raft.snapshotMetadata.index else { return raft.snapshotMetadata }
         do {
             let metadata = try raft.compact(through: index, data: data)
             try storage.compacted(metadata)
             logger.info("log compacted", metadata: ["through": "\(metadata.index)", "bytes": "\(data.count)", "term": "\(raft.term)"])
-            return (metadata.index, metadata.term, data.count)
+            return metadata
         } catch {
             logger.error("compaction failed", metadata: ["error": "\(error)"])
             throw NodeError.refused("the snapshot could not be taken: \(error)")
         }
+    }
+
+    /// Snapshots the applied state and compacts the log through it (`aspen cluster snapshot`).
+    /// The state is read off the actor, as for automatic compaction. Returns the snapshot's
+    /// index, term and size; nothing new to snapshot returns the last one.
+    @discardableResult
+    public func snapshotNow() async throws -> (index: Raft.Index, term: Raft.Term, bytes: Int) {
+        let storage = self.storage
+        let (index, data) = try await Task.detached { try storage.snapshotData() }.value
+        let metadata = try compact(through: index, data: data)
+        return (metadata.index, metadata.term, data.count)
     }
 }
