@@ -33,10 +33,7 @@ extension ClientService {
             try await node.transferLeadership(to: NodeID(try reader.readVarint()))
             return []
         case "init":
-            guard var record = selfRecord else { throw NodeError.refused("this node cannot found a cluster (it has no address)") }
-            record.clusterID = MemberRecord.foundingClusterID([(node.id, record.key)])
-            try await node.initialize(record: record.encoded)
-            return record.clusterID
+            return try await node.initialize()
         case "adopt":
             // A node that has not joined yet learns where the cluster's members are, so that it
             // accepts and answers their Raft traffic once it is added.

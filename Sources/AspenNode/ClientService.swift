@@ -11,23 +11,20 @@ public struct ClientService: Sendable {
     let node: RaftNode
     let limits: Limits
     let logger: Logger
-    /// For membership requests: the node's network (addresses it learns before joining) and its
-    /// own record (key and listen address), when it has them.
+    /// For membership requests: the node's network (addresses it learns before joining).
     let network: PeerNetwork?
-    let selfRecord: MemberRecord?
     /// When set, every request must prove knowledge of the cluster cookie.
     let cookie: ClusterCookie?
     let metrics: RequestMetrics?
 
     public init(
-        node: RaftNode, network: PeerNetwork? = nil, selfRecord: MemberRecord? = nil, cookie: ClusterCookie? = nil,
+        node: RaftNode, network: PeerNetwork? = nil, cookie: ClusterCookie? = nil,
         metrics: RequestMetrics? = nil, limits: Limits = .standard, logger: Logger
     ) {
         self.node = node
         self.metrics = metrics
         self.cookie = cookie
         self.network = network
-        self.selfRecord = selfRecord
         self.limits = limits
         self.logger = logger
     }

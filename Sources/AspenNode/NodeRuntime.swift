@@ -95,15 +95,11 @@ public final class NodeRuntime: Sendable {
             routes: [
                 AspenProtocol.raft: network.route(to: node),
                 AspenProtocol.logs: WatchService(hub: node.watches, cookie: cookie, logger: logger).route(),
-                AspenProtocol.client: ClientService(
-                    node: node, network: network,
-                    selfRecord: MemberRecord(
-                        key: identity.key, host: host, port: port, clusterID: clusterID,
-                        etcdAddress: settings.etcdListen.map { "\($0.host):\($0.port)" }),
-                    cookie: cookie, metrics: requestMetrics, logger: logger
-                ).route,
+                AspenProtocol.client: ClientService(node: node, network: network, cookie: cookie, metrics: requestMetrics, logger: logger)
+                    .route,
             ],
             logger: logger)
+        // This node's record, with the port actually bound (`cluster init` founds with it).
         let selfRecord = MemberRecord(
             key: identity.key, host: host, port: server.port, clusterID: clusterID,
             etcdAddress: settings.etcdListen.map { "\($0.host):\($0.port)" })

@@ -1,5 +1,6 @@
 import AspenCore
 import AspenRaft
+import AspenTransport
 
 extension RaftNode {
     /// The member records this node vouches for (its own, and for founders the given peers').
@@ -13,29 +14,41 @@ extension RaftNode {
         guard raft.isLeader, raft.commitIndex >= recordProposalIndex, !raft.membership.isJoint else { return }
         let membership = raft.membership
         let changes: [Raft.MembershipChange] = localRecords.keys.sorted().compactMap { member in
-            guard membership.isMember(member), let record = localRecords[member] else { return nil }
-            let current = membership.addresses[member]
-            guard current == nil || (member == id && current != record) else { return nil }
-            return .setAddress(member, record)
+            guard membership.isMember(member), var record = localRecords[member] else { return nil }
+            guard let current = membership.addresses[member] else { return .setAddress(member, record) }
+            guard member == id else { return nil }
+            // The cluster id is the cluster's, as recorded; only this node's address is its own.
+            if let recorded = try? MemberRecord(decoding: current), var mine = try? MemberRecord(decoding: record) {
+                mine.clusterID = recorded.clusterID
+                record = mine.encoded
+            }
+            return current == record ? nil : .setAddress(member, record)
         }
         guard !changes.isEmpty, let receipt = try? raft.proposeMembership(changes) else { return }
         recordProposalIndex = receipt.indexes.upperBound
         logger.info("recording member addresses", metadata: ["members": "\(changes.count)", "term": "\(raft.term)"])
     }
 
-    /// Founds a one-member cluster on a node that has never been part of one (`aspen cluster init`).
-    public func initialize(record: [UInt8]) throws {
+    /// Founds a one-member cluster on a node that has never been part of one (`aspen cluster init`),
+    /// recording this node's own record under the new cluster's id; returns that id.
+    @discardableResult
+    public func initialize() throws -> [UInt8] {
         guard raft.membership.isEmpty else { throw NodeError.refused("this node is already a member of a cluster") }
         guard raft.term == 0, raft.lastIndex == 0, !committing else {
             throw NodeError.refused("this node has already heard from a cluster; it cannot found a new one")
         }
-        let state = Raft.PersistentState.bootstrap(Raft.Membership(voters: [id], addresses: [id: record]))
+        guard let own = localRecords[id], var record = try? MemberRecord(decoding: own) else {
+            throw NodeError.refused("this node cannot found a cluster (it has no address)")
+        }
+        record.clusterID = MemberRecord.foundingClusterID([(id, record.key)])
+        let state = Raft.PersistentState.bootstrap(Raft.Membership(voters: [id], addresses: [id: record.encoded]))
         try storage.bootstrap(state)
         raft = Raft.Instance(config: Self.raftConfig(configuration, nowMs: nowMs), state: state)
         logger.info("founded a new cluster", metadata: ["term": "0"])
         noteMembershipChange()
         raft.campaign()
         pump()
+        return record.clusterID
     }
 
     /// Proposes a membership change and returns once it is in force (joint consensus left, when

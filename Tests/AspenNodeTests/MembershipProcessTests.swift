@@ -62,6 +62,10 @@ struct MembershipProcessTests {
         let members = try await client.members()
         #expect(members.voters == [1, 2, 3])
         #expect(members.records.count == 3)
+        // Every record carries the id the cluster was founded with (no member's own address
+        // update may replace it).
+        let foundedID = try #require(founded.1.split(separator: "\"").drop { $0 != "clusterId" }.dropFirst(2).first.map(String.init))
+        #expect(Set(members.records.values.map { $0.clusterID.map { String(format: "%02x", $0) }.joined() }) == [foundedID])
 
         // Node 3 never saw the compacted entries: it holds the data because it installed a snapshot.
         let onThree = try cluster.client(only: 3)
