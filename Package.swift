@@ -73,7 +73,7 @@ let package = Package(
         .target(
             name: "AspenNode",
             dependencies: [
-                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient",
+                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient", "AspenCoordination",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -103,7 +103,8 @@ let package = Package(
             name: "AspenCoordinationTests", dependencies: ["AspenCore", "AspenKV", "AspenLayer", "AspenCoordination"],
             swiftSettings: strictSwift),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
-        .target(name: "AspenClient", dependencies: ["AspenCore", "AspenKV", "AspenTransport"], swiftSettings: strictSwift),
+        .target(
+            name: "AspenClient", dependencies: ["AspenCore", "AspenKV", "AspenTransport", "AspenCoordination"], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .executableTarget(

@@ -1,4 +1,5 @@
 import AspenCore
+import AspenCoordination
 import AspenKV
 import AspenTransport
 import Synchronization
@@ -82,7 +83,7 @@ public final class AspenClient: KeyValueStore {
     }
 
     /// Sends a request, following leader hints and rotating past dead nodes.
-    func call(_ domain: String, _ operation: String, _ body: [UInt8]) async throws -> [UInt8] {
+    func call(_ domain: String, _ operation: String, _ body: [UInt8], extraSeconds: Double = 0) async throws -> [UInt8] {
         let request = RPCRequest(domain: domain, operation: operation, body: body, proof: proof).encoded()
         var lastProblem = "no attempt made"
         var backoffMs = 20
@@ -90,7 +91,8 @@ public final class AspenClient: KeyValueStore {
             let position = preferred.withLock { $0 }
             do {
                 let connection = try await connection(position).value
-                let response = try RPCResponse(decoding: try await connection.request(request), limits: options.limits)
+                let response = try RPCResponse(
+                    decoding: try await connection.request(request, extraSeconds: extraSeconds), limits: options.limits)
                 switch response {
                 case .ok(let body):
                     return body
@@ -105,6 +107,8 @@ public final class AspenClient: KeyValueStore {
                     preferred.withLock { $0 = (position + 1) % endpoints.count }
                     try await pause(&backoffMs, attempt)
                     continue
+                case .failure(let failure) where failure.code == CoordinationError.rpcCode:
+                    throw CoordinationError(decoding: failure.detail) ?? ClientError.rejected(failure)
                 case .failure(let failure):
                     if !failure.detail.isEmpty, let error = try? KVWire.decodeError(failure.detail) { throw error }
                     throw ClientError.rejected(failure)
@@ -112,6 +116,8 @@ public final class AspenClient: KeyValueStore {
             } catch let error as KVError {
                 throw error
             } catch let error as ClientError {
+                throw error
+            } catch let error as CoordinationError {
                 throw error
             } catch {
                 // The node is unreachable or the connection broke: try another.
@@ -171,6 +177,14 @@ public final class AspenClient: KeyValueStore {
         } catch {
             throw ClientError.malformedResponse("\(error)")
         }
+    }
+
+    /// Runs a coordination operation (lock, election, counter, queue, …) on the leader, in one
+    /// round trip: the layer executes next to the log, with the leader's clock. Layer failures
+    /// come back as the same `CoordinationError` the layer raised.
+    public func coordinate(_ call: CoordinationCall) async throws -> CoordinationAnswer {
+        let body = try await self.call("coord", "call", call.encoded, extraSeconds: Double(call.waitMs) / 1000)
+        return try CoordinationAnswer(decoding: body)
     }
 
     /// Asks the leader to hand leadership to `target` (which must be a caught-up voter).

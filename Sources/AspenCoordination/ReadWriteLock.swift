@@ -72,10 +72,11 @@ public struct ReadWriteLock: Sendable {
 
     /// Ends a read hold.
     public func releaseRead(_ grant: LockGrant) async throws {
-        guard let slot = Int(grant.name.split(separator: "/").last ?? ""), let base = grant.name.split(separator: "/").first else {
+        // The hold is named NAME/reader/SLOT; NAME itself may contain slashes.
+        guard let marker = grant.name.ranges(of: "/reader/").last, let slot = Int(grant.name[marker.upperBound...]) else {
             throw CoordinationError.invalidArgument("not a read hold: \(grant.name)")
         }
-        let key = readerKey(String(base), slot)
+        let key = readerKey(String(grant.name[..<marker.lowerBound]), slot)
         let outcome = try await store.transaction(
             Transaction(compares: [Compare(key: key, .createRevision(grant.token))], success: [.delete(Delete(.key(key)))]))
         guard outcome.succeeded else { throw CoordinationError.staleToken(name: grant.name, token: grant.token, current: nil) }

@@ -28,6 +28,27 @@ extension DistributedLock {
         }
         return unique.map { LockGrant(name: $0, holder: holder, token: outcome.revision, lease: lease.id, ttlMs: ttlMs) }
     }
+
+    /// Frees a lock set taken by `acquireAll`, all or none: if any of the locks is no longer
+    /// held with `token` by `holder` (it expired, or was taken over), nothing changes.
+    public func releaseAll(_ names: [String], holder: String, token: Int64) async throws {
+        let unique = Array(Set(names)).sorted()
+        guard !unique.isEmpty, unique.count <= 100 else { throw CoordinationError.invalidArgument("a lock set has 1 to 100 locks") }
+        let keys = try unique.map { try key($0) }
+        let outcome = try await store.transaction(
+            Transaction(
+                compares: keys.flatMap { [Compare(key: $0, .createRevision(token)), Compare(key: $0, .value(Array(holder.utf8)))] },
+                success: keys.map { .get(RangeRequest(.key($0))) } + keys.map { .delete(Delete(.key($0))) },
+                failure: keys.map { .get(RangeRequest(.key($0))) }))
+        let found = outcome.results.prefix(keys.count).map { result -> KeyValue? in
+            if case .get(let range) = result { range.kvs.first } else { nil }
+        }
+        guard outcome.succeeded else {
+            let stale = zip(unique, found).first { $0.1?.createRevision != token || $0.1?.value != Array(holder.utf8) }
+            throw CoordinationError.staleToken(name: stale?.0 ?? unique[0], token: token, current: stale?.1?.createRevision)
+        }
+        for lease in Set(found.compactMap { $0?.lease }) where lease != 0 { _ = try? await store.revokeLease(lease) }
+    }
 }
 
 /// A service instance as registered.
@@ -38,6 +59,15 @@ public struct ServiceInstance: Sendable, Equatable {
     public var tags: [String]
     public var metadata: [String: String]
     public var lease: LeaseID
+
+    public init(service: String, instance: String, address: String, tags: [String] = [], metadata: [String: String] = [:], lease: LeaseID = 0) {
+        self.service = service
+        self.instance = instance
+        self.address = address
+        self.tags = tags
+        self.metadata = metadata
+        self.lease = lease
+    }
 }
 
 /// Service discovery: instances register under a service name with an address, tags and

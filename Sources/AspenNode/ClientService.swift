@@ -1,4 +1,5 @@
 import AspenCore
+import AspenCoordination
 import AspenKV
 import AspenRaft
 import AspenTransport
@@ -81,6 +82,12 @@ public struct ClientService: Sendable {
                 return .ok(KVWire.encode(try await node.leases()))
             case ("cluster", _):
                 return .ok(try await handleCluster(request.operation, request.body))
+            case ("coord", "call"):
+                // The layer runs here, next to the log, against the node itself (a follower
+                // answers not_leader at its first write or linearizable read).
+                let call = try CoordinationCall(decoding: request.body)
+                let executor = CoordinationExecutor(store: node, nowMs: node.nowMs)
+                return .ok(try await executor.run(call).encoded)
             default:
                 return .failure(
                     RPCFailure(code: "unknown_operation", message: "unknown operation \(request.domain).\(request.operation)"))
@@ -96,6 +103,8 @@ public struct ClientService: Sendable {
             case .stopped: return .failure(RPCFailure(code: "unavailable", message: error.description))
             case .refused(let reason): return .failure(RPCFailure(code: "refused", message: reason))
             }
+        } catch let error as CoordinationError {
+            return .failure(RPCFailure(code: CoordinationError.rpcCode, message: error.description, detail: error.encoded))
         } catch let failure as RPCFailure {
             return .failure(failure)
         } catch let error as DecodingError {
@@ -107,7 +116,7 @@ public struct ClientService: Sendable {
     }
 }
 
-extension RaftNode {
+extension RaftNode: KeyValueStore {
     /// A lease's time to live, as the leader sees it.
     public func leaseStatus(_ id: LeaseID, withKeys: Bool) async throws -> LeaseStatus {
         guard raft.isLeader else { throw NodeError.notLeader(leaderHint: raft.leader) }

@@ -77,7 +77,9 @@ public final class TransportConnection: Sendable {
     }
 
     /// Sends one request and waits for its answer.
-    public func request(_ body: [UInt8]) async throws -> [UInt8] {
+    /// Sends a request and waits for its answer, up to the transport's request timeout plus
+    /// `extraSeconds` (for requests that wait on purpose, such as a lock acquire with a wait).
+    public func request(_ body: [UInt8], extraSeconds: Double = 0) async throws -> [UInt8] {
         let limit = options.limits.rpcMessageBytesMax
         guard body.count + 8 <= limit else { throw TransportError.frameTooLarge(length: body.count + 8, limit: limit) }
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
@@ -85,7 +87,7 @@ public final class TransportConnection: Sendable {
         guard pending.add(id, promise) else {
             throw TransportError.connectionClosed
         }
-        let seconds = options.requestTimeoutSeconds
+        let seconds = options.requestTimeoutSeconds + max(0, extraSeconds)
         let pending = self.pending
         let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
             pending.fail(id, TransportError.timedOut(operation: "request", seconds: seconds))

@@ -20,7 +20,7 @@ struct AspenCommand: AsyncParsableCommand {
             Exit codes: 0 ok, 1 not found, 2 condition failed, 3 unavailable, 4 bad input.
             """,
         subcommands: [
-            KV.self, LeaseCommand.self, LockCommand.self, ElectionCommand.self, CounterCommand.self, SequenceCommand.self, QueueCommand.self,
+            KV.self, LeaseCommand.self, LockCommand.self, LockSetCommand.self, ReadWriteLockCommand.self, ElectionCommand.self, CounterCommand.self, SequenceCommand.self, QueueCommand.self,
             RateLimitCommand.self, SemaphoreCommand.self, BarrierCommand.self, ServiceCommand.self, Cluster.self, Bench.self, Dev.self,
         ])
 }
@@ -85,6 +85,8 @@ enum CLIError: Error, CustomStringConvertible {
     case conditionFailed(String)
     case unavailable(String)
     case badInput(String)
+    /// The node answered with something this command did not ask for (a version mismatch).
+    static let unexpectedAnswer = CLIError.unavailable("the node answered with an unexpected kind of result; is it the same Aspen version?")
 
     var description: String {
         switch self {

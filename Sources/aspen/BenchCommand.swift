@@ -29,6 +29,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Distinct keys.") var keyspace: Int = 10_000
     @Option(help: "Share of reads in the mixed workload.") var readRatio: Double = 0.5
     @Flag(help: "Stale (serializable) reads instead of linearizable ones.") var stale = false
+    @Flag(help: "Layer workloads: run the layer in this process over the key-value API instead of on the leader.") var clientSide = false
     @Option(
         help: "aspen (the native protocol) or etcd (etcd's v3 gRPC API; --endpoints then lists etcd endpoints HOST:PORT,..., Aspen's or etcd's own, and the clients are spread over them).")
     var `protocol`: WireProtocol = .aspen
@@ -94,7 +95,7 @@ struct Bench: AsyncParsableCommand {
                 for worker in 0..<clients {
                     group.addTask {
                         var generator = SplitMix64(seed: UInt64(worker) &+ 1)
-                        let layer = native.map { LayerOperation(workload, store: $0, worker: worker) }
+                        let layer = native.map { LayerOperation(workload, store: $0, worker: worker, clientSide: clientSide) }
                         while clock.now < deadline {
                             let target = key(Int(generator.next(in: 0...UInt64(keyspace - 1))))
                             let read = workload == .get || (workload == .mixed && generator.chance(readRatio))

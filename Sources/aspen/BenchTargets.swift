@@ -98,32 +98,50 @@ final class EtcdBenchTarget: BenchTarget {
     }
 }
 
-/// One operation of a coordination-layer workload, for `aspen bench lock|queue|counter|buffered-counter`.
+/// One operation of a coordination-layer workload, for `aspen bench lock|queue|counter|buffered-counter`:
+/// by default each layer operation is one coordination call run on the leader; `clientSide`
+/// runs the same layer in the bench process over the key-value API instead.
 struct LayerOperation: Sendable {
     let run: @Sendable () async throws -> Void
 
-    init(_ workload: Bench.Workload, store: AspenClient, worker: Int) {
-        switch workload {
-        case .lock:
+    init(_ workload: Bench.Workload, store: AspenClient, worker: Int, clientSide: Bool) {
+        switch (workload, clientSide) {
+        case (.lock, false):
+            run = {
+                guard case .grant(let grant) = try await store.coordinate(.lockAcquire(name: "bench", holder: "worker-\(worker)", ttlMs: 10_000, waitMs: 60_000))
+                else { throw CLIError.unexpectedAnswer }
+                _ = try await store.coordinate(.lockRelease(name: "bench", holder: grant.holder, token: grant.token))
+            }
+        case (.lock, true):
             let lock = DistributedLock(store: store)
             run = {
                 let grant = try await lock.acquire("bench", holder: "worker-\(worker)", ttlMs: 10_000, waitMs: 60_000)
                 try await lock.release("bench", holder: grant.holder, token: grant.token)
             }
-        case .queue:
+        case (.queue, false):
+            run = {
+                _ = try await store.coordinate(.enqueue(queue: "bench", payloads: [Array("job from \(worker)".utf8)], dedupID: nil, delayMs: 0))
+                if case .delivery(let delivery?) = try await store.coordinate(.dequeue(queue: "bench", visibilityMs: 30_000, maxDeliveries: 5)) {
+                    _ = try await store.coordinate(.ack(delivery))
+                }
+            }
+        case (.queue, true):
             let queue = WorkQueue(store: store, nowMs: { Int64(Date().timeIntervalSince1970 * 1000) })
             run = {
                 try await queue.enqueue("bench", Array("job from \(worker)".utf8))
                 if let delivery = try await queue.dequeue("bench", visibilityMs: 30_000) { try await queue.ack(delivery) }
             }
-        case .bufferedCounter:
+        case (.bufferedCounter, _):
+            // The buffer lives in the client by design; its flush is one counter change.
             let buffer = BufferedCounter(Counter(store: store), name: "bench")
             let count = Atomic<Int>(0)
             run = {
                 await buffer.add(1)
                 if count.add(1, ordering: .relaxed).newValue % 100 == 0 { try await buffer.flush() }
             }
-        default:
+        case (_, false):
+            run = { _ = try await store.coordinate(.counter(name: "bench", signed: false, .add(1))) }
+        case (_, true):
             let counter = Counter(store: store)
             run = { try await counter.increment("bench") }
         }

@@ -5,8 +5,8 @@ import AspenCore
 import ArgumentParser
 import Foundation
 
-/// `aspen lock`: distributed locks with fencing tokens (the layer runs in the CLI over the
-/// cluster's key-value API).
+/// `aspen lock`: distributed locks with fencing tokens. Every command here is one coordination
+/// call that the leader runs next to the log (`CoordinationCall`), one round trip each.
 struct LockCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lock", abstract: "Distributed locks with fencing tokens.",
@@ -25,7 +25,7 @@ struct LockCommand: AsyncParsableCommand {
         func run() async throws {
             try await runReporting {
                 let who = holder ?? "\(ProcessInfo.processInfo.hostName)/\(ProcessInfo.processInfo.processIdentifier)"
-                let grant = try await DistributedLock(store: try cluster.client()).acquire(name, holder: who, ttlMs: ttlMs, waitMs: waitMs)
+                let grant = try await cluster.grant(.lockAcquire(name: name, holder: who, ttlMs: ttlMs, waitMs: waitMs))
                 output(
                     cluster.json, ["token": grant.token, "holder": grant.holder, "lease": grant.lease, "ttlMs": grant.ttlMs],
                     text: "\(grant.token)")
@@ -42,7 +42,7 @@ struct LockCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                _ = try await DistributedLock(store: try cluster.client()).renew(name, holder: holder, token: token)
+                _ = try await cluster.grant(.lockRenew(name: name, holder: holder, token: token))
                 output(cluster.json, ["renewed": true, "token": token], text: "OK, renewed")
             }
         }
@@ -57,7 +57,7 @@ struct LockCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                try await DistributedLock(store: try cluster.client()).release(name, holder: holder, token: token)
+                try await cluster.done(.lockRelease(name: name, holder: holder, token: token))
                 output(cluster.json, ["released": true], text: "OK, released")
             }
         }
@@ -70,10 +70,9 @@ struct LockCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                guard let current = try await DistributedLock(store: try cluster.client()).holder(name) else {
-                    throw CLIError.notFound("lock \(name) is free")
-                }
-                output(cluster.json, ["holder": current.holder, "token": current.token], text: "\(current.holder) \(current.token)")
+                guard case .holder(let found) = try await cluster.coordinate(.lockHolder(name: name)) else { throw CLIError.unexpectedAnswer }
+                guard let current = found else { throw CLIError.notFound("lock \(name) is free") }
+                output(cluster.json, ["holder": current.name, "token": current.token], text: "\(current.name) \(current.token)")
             }
         }
     }
@@ -97,24 +96,27 @@ struct CounterCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runReporting {
-            let counter = Counter(store: try cluster.client(), signed: signed)
             func amount() throws -> Int64 {
                 guard let value else { throw CLIError.badInput("\(verb.rawValue) needs a value") }
                 return value
             }
-            let result: Int64
+            let operation: CoordinationCall.CounterOperation
             switch verb {
-            case .get: result = try await counter.get(name)
-            case .incr: result = try await counter.increment(name)
-            case .add: result = try await counter.add(name, try amount())
-            case .sub: result = try await counter.subtract(name, try amount())
-            case .set: result = try await counter.set(name, try amount())
+            case .get: operation = .get
+            case .incr: operation = .add(1)
+            case .add: operation = .add(try amount())
+            case .sub: operation = .subtract(try amount())
+            case .set: operation = .set(try amount())
             case .cas:
                 guard let expected else { throw CLIError.badInput("cas needs --expected") }
-                guard try await counter.compareAndSet(name, expected: expected, new: try amount()) else {
-                    throw CLIError.conditionFailed("counter \(name) is not \(expected)")
-                }
-                result = try amount()
+                operation = .compareAndSet(expected: expected, new: try amount())
+            }
+            let result: Int64
+            switch try await cluster.coordinate(.counter(name: name, signed: signed, operation)) {
+            case .value(let value): result = value
+            case .flag(true): result = try amount()
+            case .flag(false): throw CLIError.conditionFailed("counter \(name) is not \(expected ?? 0)")
+            default: throw CLIError.unexpectedAnswer
             }
             output(cluster.json, ["name": name, "value": result], text: "\(result)")
         }
@@ -131,7 +133,9 @@ struct SequenceCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runReporting {
-            let range = try await SequenceGenerator(store: try cluster.client()).reserve(name, count: reserve)
+            guard case .range(let range) = try await cluster.coordinate(.sequenceReserve(name: name, count: reserve)) else {
+                throw CLIError.unexpectedAnswer
+            }
             output(
                 cluster.json, ["first": range.lowerBound, "last": range.upperBound],
                 text: reserve == 1 ? "\(range.lowerBound)" : "\(range.lowerBound)-\(range.upperBound)")
@@ -154,7 +158,7 @@ struct ElectionCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                let term = try await LeaderElection(store: try cluster.client()).campaign(name, candidate: candidate, ttlMs: ttlMs, waitMs: waitMs)
+                let term = try await cluster.grant(.campaign(name: name, candidate: candidate, ttlMs: ttlMs, waitMs: waitMs))
                 output(cluster.json, ["term": term.token, "leader": term.holder, "lease": term.lease], text: "\(term.token)")
             }
         }
@@ -167,10 +171,9 @@ struct ElectionCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                guard let current = try await LeaderElection(store: try cluster.client()).leader(name) else {
-                    throw CLIError.notFound("\(name) has no leader")
-                }
-                output(cluster.json, ["leader": current.leader, "term": current.term], text: "\(current.leader) \(current.term)")
+                guard case .holder(let found) = try await cluster.coordinate(.electionLeader(name: name)) else { throw CLIError.unexpectedAnswer }
+                guard let current = found else { throw CLIError.notFound("\(name) has no leader") }
+                output(cluster.json, ["leader": current.name, "term": current.token], text: "\(current.name) \(current.token)")
             }
         }
     }
@@ -184,8 +187,7 @@ struct ElectionCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                let election = LeaderElection(store: try cluster.client())
-                try await election.resign(LockGrant(name: name, holder: candidate, token: term, lease: 0, ttlMs: 0))
+                try await cluster.done(.resign(name: name, candidate: candidate, term: term))
                 output(cluster.json, ["resigned": true], text: "OK, resigned")
             }
         }
@@ -198,10 +200,6 @@ struct QueueCommand: AsyncParsableCommand {
         commandName: "queue", abstract: "Work queues: enqueue, dequeue, ack, nack, status, redrive.",
         subcommands: [Enqueue.self, Dequeue.self, Ack.self, Nack.self, Status.self, Redrive.self])
 
-    static func queue(_ cluster: ClusterOptions) throws -> WorkQueue {
-        WorkQueue(store: try cluster.client(), nowMs: { Int64(Date().timeIntervalSince1970 * 1000) })
-    }
-
     struct Enqueue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add an item; prints its id.")
         @OptionGroup var cluster: ClusterOptions
@@ -212,7 +210,9 @@ struct QueueCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                let id = try await QueueCommand.queue(cluster).enqueue(queue, Array(payload.utf8), dedupID: dedup, delayMs: delayMs)
+                guard case .ids(let ids) = try await cluster.coordinate(.enqueue(queue: queue, payloads: [Array(payload.utf8)], dedupID: dedup, delayMs: delayMs)),
+                    let id = ids.first
+                else { throw CLIError.unexpectedAnswer }
                 output(cluster.json, ["id": id], text: "\(id)")
             }
         }
@@ -223,12 +223,13 @@ struct QueueCommand: AsyncParsableCommand {
         @OptionGroup var cluster: ClusterOptions
         @Argument var queue: String
         @Option var visibilityMs: Int64 = 30_000
+        @Option(help: "An item delivered this many times goes to the dead-letter queue instead.") var maxDeliveries: Int64 = 5
 
         func run() async throws {
             try await runReporting {
-                guard let item = try await QueueCommand.queue(cluster).dequeue(queue, visibilityMs: visibilityMs) else {
-                    throw CLIError.notFound("queue \(queue) has no visible item")
-                }
+                guard case .delivery(let found) = try await cluster.coordinate(.dequeue(queue: queue, visibilityMs: visibilityMs, maxDeliveries: maxDeliveries))
+                else { throw CLIError.unexpectedAnswer }
+                guard let item = found else { throw CLIError.notFound("queue \(queue) has no visible item") }
                 let payload = String(decoding: item.payload, as: UTF8.self)
                 output(
                     cluster.json, ["id": item.id, "receipt": item.receipt, "payload": payload, "deliveries": item.deliveries],
@@ -246,8 +247,7 @@ struct QueueCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                try await QueueCommand.queue(cluster).ack(
-                    QueueDelivery(queue: queue, id: id, payload: [], deliveries: 0, receipt: receipt, visibleAtMs: 0))
+                try await cluster.done(.ack(QueueDelivery(queue: queue, id: id, payload: [], deliveries: 0, receipt: receipt, visibleAtMs: 0)))
                 output(cluster.json, ["acked": id], text: "OK, acked")
             }
         }
@@ -263,8 +263,8 @@ struct QueueCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                try await QueueCommand.queue(cluster).nack(
-                    QueueDelivery(queue: queue, id: id, payload: [], deliveries: 0, receipt: receipt, visibleAtMs: 0), delayMs: delayMs)
+                try await cluster.done(
+                    .nack(QueueDelivery(queue: queue, id: id, payload: [], deliveries: 0, receipt: receipt, visibleAtMs: 0), delayMs: delayMs))
                 output(cluster.json, ["nacked": id], text: "OK, visible again")
             }
         }
@@ -277,7 +277,7 @@ struct QueueCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                let status = try await QueueCommand.queue(cluster).status(queue)
+                guard case .queueStatus(let status) = try await cluster.coordinate(.queueStatus(queue: queue)) else { throw CLIError.unexpectedAnswer }
                 output(
                     cluster.json,
                     ["visible": status.visible, "inFlight": status.inFlight, "delayed": status.delayed, "deadLetters": status.deadLetters],
@@ -293,7 +293,7 @@ struct QueueCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                let moved = try await QueueCommand.queue(cluster).redrive(queue)
+                guard case .value(let moved) = try await cluster.coordinate(.redrive(queue: queue)) else { throw CLIError.unexpectedAnswer }
                 output(cluster.json, ["moved": moved], text: "OK, \(moved) items back in the queue")
             }
         }
@@ -313,12 +313,10 @@ struct RateLimitCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runReporting {
-            let limiter = RateLimiter(
-                store: try cluster.client(), capacity: capacity, refillPerSecond: perSecond, nowMs: { Int64(Date().timeIntervalSince1970 * 1000) })
-            guard try await limiter.acquire(name, count: count, waitMs: waitMs) else {
-                throw CLIError.conditionFailed("rate limit \(name) has fewer than \(count) tokens")
-            }
-            output(cluster.json, ["acquired": count, "available": try await limiter.available(name)], text: "OK")
+            let call = CoordinationCall.rateAcquire(name: name, capacity: capacity, perSecond: perSecond, count: count, waitMs: waitMs)
+            guard case .rate(let acquired, let available) = try await cluster.coordinate(call) else { throw CLIError.unexpectedAnswer }
+            guard acquired else { throw CLIError.conditionFailed("rate limit \(name) has fewer than \(count) tokens (\(available) available)") }
+            output(cluster.json, ["acquired": count, "available": available], text: "OK")
         }
     }
 }
@@ -339,8 +337,8 @@ struct SemaphoreCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                let permit = try await DistributedSemaphore(store: try cluster.client(), capacity: capacity)
-                    .acquire(name, holder: holder, ttlMs: ttlMs, waitMs: waitMs)
+                let permit = try await cluster.grant(
+                    .semaphoreAcquire(name: name, capacity: Int64(capacity), holder: holder, ttlMs: ttlMs, waitMs: waitMs))
                 output(cluster.json, ["permit": permit.name, "token": permit.token], text: "\(permit.name) \(permit.token)")
             }
         }
@@ -354,8 +352,7 @@ struct SemaphoreCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                try await DistributedLock(store: try cluster.client(), space: Subspace(["aspen", "semaphore"]))
-                    .release(permit, holder: holder, token: token)
+                try await cluster.done(.semaphoreRelease(permit: permit, holder: holder, token: token))
                 output(cluster.json, ["released": true], text: "OK, released")
             }
         }
@@ -368,7 +365,9 @@ struct SemaphoreCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                let holders = try await DistributedSemaphore(store: try cluster.client(), capacity: capacity).holders(name)
+                guard case .holders(let holders) = try await cluster.coordinate(.semaphoreHolders(name: name, capacity: Int64(capacity))) else {
+                    throw CLIError.unexpectedAnswer
+                }
                 output(cluster.json, ["holders": holders], text: holders.joined(separator: "\n"))
             }
         }
@@ -391,18 +390,19 @@ struct BarrierCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runReporting {
-            let barrier = DistributedBarrier(store: try cluster.client())
+            let call: CoordinationCall
             switch verb {
             case .enter:
                 guard let participant else { throw CLIError.badInput("enter needs --participant") }
-                try await barrier.enter(name, participant: participant, count: count)
-                guard try await barrier.wait(name, waitMs: waitMs) else { throw CLIError.conditionFailed("barrier \(name) is not released yet") }
+                call = .barrierEnter(name: name, participant: participant, count: Int64(count), waitMs: waitMs)
             case .leave:
                 guard let participant else { throw CLIError.badInput("leave needs --participant") }
-                try await barrier.leave(name, participant: participant)
-            case .status: break
+                try await cluster.done(.barrierLeave(name: name, participant: participant))
+                call = .barrierStatus(name: name)
+            case .status: call = .barrierStatus(name: name)
             }
-            let status = try await barrier.status(name)
+            guard case .barrier(let status) = try await cluster.coordinate(call) else { throw CLIError.unexpectedAnswer }
+            if verb == .enter && !status.released { throw CLIError.conditionFailed("barrier \(name) is not released yet (\(status.entered) of \(count) entered)") }
             output(
                 cluster.json, ["entered": status.entered, "released": status.released],
                 text: "\(status.entered) entered, \(status.released ? "released" : "waiting")")
@@ -427,8 +427,8 @@ struct ServiceCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                let entry = try await ServiceRegistry(store: try cluster.client()).register(
-                    service, instance: instance, address: address, tags: tags.split(separator: ",").map(String.init), ttlMs: ttlMs)
+                let wanted = ServiceInstance(service: service, instance: instance, address: address, tags: tags.split(separator: ",").map(String.init))
+                guard case .instance(let entry) = try await cluster.coordinate(.register(wanted, ttlMs: ttlMs)) else { throw CLIError.unexpectedAnswer }
                 output(cluster.json, ["lease": entry.lease], text: "\(entry.lease)")
             }
         }
@@ -441,7 +441,8 @@ struct ServiceCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                let found = try await ServiceRegistry(store: try cluster.client()).discover(service, tags: tags.split(separator: ",").map(String.init))
+                let call = CoordinationCall.discover(service: service, tags: tags.split(separator: ",").map(String.init))
+                guard case .instances(let found) = try await cluster.coordinate(call) else { throw CLIError.unexpectedAnswer }
                 output(
                     cluster.json, ["instances": found.map { ["instance": $0.instance, "address": $0.address, "tags": $0.tags] }],
                     text: found.map { "\($0.instance) \($0.address) \($0.tags.joined(separator: ","))" }.joined(separator: "\n"))
@@ -456,9 +457,164 @@ struct ServiceCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                try await ServiceRegistry(store: try cluster.client()).deregister(service, instance: instance)
+                try await cluster.done(.deregister(service: service, instance: instance))
                 output(cluster.json, ["deregistered": instance], text: "OK, deregistered")
             }
         }
+    }
+}
+
+/// `aspen lockset`: several locks taken and freed together, all or none.
+struct LockSetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lockset", abstract: "Take or free several locks at once, all or none.", subcommands: [Acquire.self, Release.self])
+
+    struct Acquire: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Take every named lock (waiting up to --wait-ms) on one lease; prints the shared fencing token.",
+            discussion: "Exit 2 if any of them is still held by someone else after the wait; then none is taken.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var names: [String]
+        @Option(help: "Who holds them (default: this host and process).") var holder: String?
+        @Option var ttlMs: Int64 = 30_000
+        @Option var waitMs: Int64 = 0
+
+        func run() async throws {
+            try await runReporting {
+                let who = holder ?? "\(ProcessInfo.processInfo.hostName)/\(ProcessInfo.processInfo.processIdentifier)"
+                guard case .grants(let grants) = try await cluster.coordinate(.lockSetAcquire(names: names, holder: who, ttlMs: ttlMs, waitMs: waitMs)),
+                    let first = grants.first
+                else { throw CLIError.unexpectedAnswer }
+                output(
+                    cluster.json, ["token": first.token, "holder": who, "lease": first.lease, "locks": grants.map(\.name)], text: "\(first.token)")
+            }
+        }
+    }
+
+    struct Release: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Free every named lock; if any token is stale none is freed (exit 2).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var names: [String]
+        @Option var holder: String
+        @Option var token: Int64
+
+        func run() async throws {
+            try await runReporting {
+                try await cluster.done(.lockSetRelease(names: names, holder: holder, token: token))
+                output(cluster.json, ["released": names], text: "OK, released")
+            }
+        }
+    }
+}
+
+/// `aspen rwlock`: many readers or one writer.
+struct ReadWriteLockCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rwlock", abstract: "Read-write locks: many readers or one writer; a waiting writer keeps new readers out.",
+        subcommands: [Read.self, Write.self, ReleaseRead.self, ReleaseWrite.self, Downgrade.self])
+
+    struct HoldOptions: ParsableArguments {
+        @Argument var name: String
+        @Option(help: "Who holds it (default: this host and process).") var holder: String?
+        @Option var ttlMs: Int64 = 30_000
+        @Option var waitMs: Int64 = 0
+
+        var who: String { holder ?? "\(ProcessInfo.processInfo.hostName)/\(ProcessInfo.processInfo.processIdentifier)" }
+    }
+
+    /// The hold as a user passes it back: its name (NAME or NAME/reader/SLOT), token and lease.
+    struct GrantOptions: ParsableArguments {
+        @Argument(help: "The hold name printed when it was taken.") var hold: String
+        @Option var holder: String
+        @Option var token: Int64
+        @Option var lease: Int64
+
+        var grant: LockGrant { LockGrant(name: hold, holder: holder, token: token, lease: lease, ttlMs: 0) }
+    }
+
+    static func report(_ grant: LockGrant, _ json: Bool) {
+        output(
+            json, ["hold": grant.name, "holder": grant.holder, "token": grant.token, "lease": grant.lease],
+            text: "\(grant.name) \(grant.token) \(grant.lease)")
+    }
+
+    struct Read: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Take a read hold (waiting up to --wait-ms); prints the hold, its token and lease (exit 2 if a writer holds or waits).")
+        @OptionGroup var cluster: ClusterOptions
+        @OptionGroup var options: HoldOptions
+
+        func run() async throws {
+            try await runReporting {
+                let call = CoordinationCall.readLock(name: options.name, holder: options.who, ttlMs: options.ttlMs, waitMs: options.waitMs)
+                report(try await cluster.grant(call), cluster.json)
+            }
+        }
+    }
+
+    struct Write: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Take the write hold (waiting up to --wait-ms for readers to leave); prints the hold, its token and lease.")
+        @OptionGroup var cluster: ClusterOptions
+        @OptionGroup var options: HoldOptions
+
+        func run() async throws {
+            try await runReporting {
+                let call = CoordinationCall.writeLock(name: options.name, holder: options.who, ttlMs: options.ttlMs, waitMs: options.waitMs)
+                report(try await cluster.grant(call), cluster.json)
+            }
+        }
+    }
+
+    struct ReleaseRead: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "release-read", abstract: "End a read hold (exit 2 if it is stale).")
+        @OptionGroup var cluster: ClusterOptions
+        @OptionGroup var options: GrantOptions
+
+        func run() async throws {
+            try await runReporting {
+                try await cluster.done(.readUnlock(options.grant))
+                output(cluster.json, ["released": options.hold], text: "OK, released")
+            }
+        }
+    }
+
+    struct ReleaseWrite: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "release-write", abstract: "End the write hold (exit 2 if it is stale).")
+        @OptionGroup var cluster: ClusterOptions
+        @OptionGroup var options: GrantOptions
+
+        func run() async throws {
+            try await runReporting {
+                try await cluster.done(.writeUnlock(options.grant))
+                output(cluster.json, ["released": options.hold], text: "OK, released")
+            }
+        }
+    }
+
+    struct Downgrade: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Turn the write hold into a read hold atomically; prints the read hold.")
+        @OptionGroup var cluster: ClusterOptions
+        @OptionGroup var options: GrantOptions
+
+        func run() async throws {
+            try await runReporting { report(try await cluster.grant(.downgrade(options.grant)), cluster.json) }
+        }
+    }
+}
+
+extension ClusterOptions {
+    /// Runs one coordination call on the leader.
+    func coordinate(_ call: CoordinationCall) async throws -> CoordinationAnswer {
+        try await client().coordinate(call)
+    }
+
+    func grant(_ call: CoordinationCall) async throws -> LockGrant {
+        guard case .grant(let grant) = try await coordinate(call) else { throw CLIError.unexpectedAnswer }
+        return grant
+    }
+
+    func done(_ call: CoordinationCall) async throws {
+        guard case .done = try await coordinate(call) else { throw CLIError.unexpectedAnswer }
     }
 }

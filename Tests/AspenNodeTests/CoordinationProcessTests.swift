@@ -26,17 +26,33 @@ struct CoordinationProcessTests {
         _ = try await cluster.leader()
         let log = Log()
         try await withThrowingTaskGroup(of: Void.self) { group in
+            // Half the clients run the layer themselves over the key-value API, half ask the
+            // leader to run it (one call per operation): the same layer, the same keys.
             for client in 0..<6 {
                 group.addTask {
-                    let lock = DistributedLock(store: try cluster.client())
+                    let remote = try cluster.client()
+                    let lock = DistributedLock(store: remote)
                     for _ in 0..<5 {
-                        let grant = try await lock.acquire("shared", holder: "c\(client)", ttlMs: 10_000, waitMs: 60_000)
+                        let grant: LockGrant
+                        if client.isMultiple(of: 2) {
+                            grant = try await lock.acquire("shared", holder: "c\(client)", ttlMs: 10_000, waitMs: 60_000)
+                        } else {
+                            guard case .grant(let granted) = try await remote.coordinate(
+                                .lockAcquire(name: "shared", holder: "c\(client)", ttlMs: 10_000, waitMs: 60_000))
+                            else { throw CoordinationError.invalidArgument("not a grant") }
+                            grant = granted
+                        }
                         if log.inside.add(1, ordering: .relaxed).newValue > 1 { log.overlaps.add(1, ordering: .relaxed) }
                         log.tokens.withLock { $0.append(grant.token) }
                         try await Task.sleep(for: .milliseconds(2))
                         log.inside.subtract(1, ordering: .relaxed)
-                        try await lock.release("shared", holder: grant.holder, token: grant.token)
+                        if client.isMultiple(of: 2) {
+                            try await lock.release("shared", holder: grant.holder, token: grant.token)
+                        } else {
+                            _ = try await remote.coordinate(.lockRelease(name: "shared", holder: grant.holder, token: grant.token))
+                        }
                     }
+                    await remote.close()
                 }
             }
             try await group.waitForAll()
@@ -45,6 +61,70 @@ struct CoordinationProcessTests {
         let tokens = log.tokens.withLock { $0 }
         #expect(tokens.count == 30)
         #expect(tokens == tokens.sorted() && Set(tokens).count == 30)
+    }
+
+    @Test("an election survives SIGKILL of the node its leader's client talks to: same leader, same term, and the next term is greater")
+    func electionThroughNodeKill() async throws {
+        let cluster = try ProcessCluster(nodes: 3)
+        try cluster.startAll()
+        defer { cluster.terminateAll() }
+        let raftLeader = try await cluster.leader()
+        // The office holder's client talks to the Raft leader (every coordination call goes there).
+        let holder = try cluster.client()
+        let rival = try cluster.client()
+        guard case .grant(let term) = try await holder.coordinate(.campaign(name: "office", candidate: "a", ttlMs: 5000, waitMs: 0)) else {
+            Issue.record("no grant")
+            return
+        }
+        let lost = Mutex<CoordinationError?>(nil)
+        let renewals = Atomic<Int>(0)
+        let keeper = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(1000))
+                do {
+                    _ = try await holder.coordinate(.electionRenew(name: "office", candidate: "a", term: term.token))
+                    renewals.add(1, ordering: .relaxed)
+                } catch let error as CoordinationError {
+                    lost.withLock { $0 = error }
+                    return
+                } catch {
+                    continue  // failover under way
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        cluster.kill9(raftLeader)
+        // Through the failover and well past the office's TTL, the rival never gets it.
+        let until = Date().addingTimeInterval(8)
+        var rivalWon = false
+        while Date() < until {
+            do {
+                _ = try await rival.coordinate(.campaign(name: "office", candidate: "b", ttlMs: 5000, waitMs: 0))
+                rivalWon = true
+                break
+            } catch CoordinationError.held(_, let current, let token) {
+                #expect(current == "a" && token == term.token)
+            } catch {
+                // The cluster was electing a new Raft leader.
+            }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        keeper.cancel()
+        _ = await keeper.result
+        #expect(!rivalWon, "the rival took an office that was being renewed")
+        #expect(lost.withLock { $0 } == nil, "the holder lost the office: \(String(describing: lost.withLock { $0 }))")
+        #expect(renewals.load(ordering: .relaxed) >= 4)
+        guard case .holder(let current) = try await rival.coordinate(.electionLeader(name: "office")) else { return }
+        #expect(current?.name == "a" && current?.token == term.token)
+        // Resigning hands it over at once, with a greater term.
+        _ = try await holder.coordinate(.resign(name: "office", candidate: "a", term: term.token))
+        guard case .grant(let next) = try await rival.coordinate(.campaign(name: "office", candidate: "b", ttlMs: 5000, waitMs: 2000)) else {
+            Issue.record("the rival did not get the office after the resignation")
+            return
+        }
+        #expect(next.token > term.token)
+        await holder.close()
+        await rival.close()
     }
 
     @Test("queue items are neither lost nor delivered after their ack when the Raft leader is killed mid-run")

@@ -245,6 +245,25 @@ struct ProcessClusterTests {
         #expect(try aspen(["barrier", "enter", "go", "--participant", "p1", "--count", "1"]).1 == "1 entered, released")
         #expect(try aspen(["service", "register", "web", "--instance", "w1", "--address", "10.0.0.1:80", "--tags", "eu"]).0 == 0)
         #expect(try aspen(["service", "discover", "web", "--tags", "eu"]).1 == "w1 10.0.0.1:80 eu")
+        // Lock sets: all or none; release refuses a stale token and frees nothing then.
+        let set = try aspen(["lockset", "acquire", "a", "b", "--holder", "s1"])
+        #expect(set.0 == 0)
+        #expect(try aspen(["lockset", "acquire", "b", "c", "--holder", "s2"]).0 == 2, "b is held")
+        #expect(try aspen(["lock", "holder", "c"]).0 == 1, "none of a refused set is taken")
+        #expect(try aspen(["lockset", "release", "a", "b", "--holder", "s1", "--token", "1"]).0 == 2)
+        #expect(try aspen(["lockset", "release", "a", "b", "--holder", "s1", "--token", set.1]).0 == 0)
+        #expect(try aspen(["lock", "holder", "a"]).0 == 1)
+        // Read-write locks: readers share, a writer waits for them; a hold name may contain '/'.
+        let reader = try aspen(["rwlock", "read", "docs/main", "--holder", "r1", "--json"])
+        #expect(reader.0 == 0)
+        #expect(try aspen(["rwlock", "read", "docs/main", "--holder", "r2"]).0 == 0)
+        #expect(try aspen(["rwlock", "write", "docs/main", "--holder", "w", "--wait-ms", "200"]).0 == 2, "readers hold it")
+        let hold = try JSONSerialization.jsonObject(with: Data(reader.1.utf8)) as? [String: Any] ?? [:]
+        let released = try aspen([
+            "rwlock", "release-read", hold["hold"] as? String ?? "", "--holder", "r1", "--token", "\(hold["token"] as? Int ?? 0)",
+            "--lease", "\(hold["lease"] as? Int ?? 0)",
+        ])
+        #expect(released.0 == 0, "\(released.1)")
         let members = try aspen(["cluster", "members", "--json"])
         #expect(members.1.contains("\"role\":\"voter\""))
         let status = try aspen(["cluster", "status", "--json"])
