@@ -9,11 +9,35 @@ public struct CoordinationExecutor: Sendable {
     public let store: any KeyValueStore
     let limits: CoordinationLimits
     let nowMs: @Sendable () -> Int64
+    let local: LocalCoordination?
 
-    public init(store: any KeyValueStore, limits: CoordinationLimits = .standard, nowMs: @escaping @Sendable () -> Int64) {
+    /// `local`, shared by every call a node runs, orders same-name changes and wakes waiters.
+    public init(
+        store: any KeyValueStore, limits: CoordinationLimits = .standard, local: LocalCoordination? = nil,
+        nowMs: @escaping @Sendable () -> Int64
+    ) {
         self.store = store
         self.limits = limits
+        self.local = local
         self.nowMs = nowMs
+    }
+
+    /// A backoff sleep that ends early when a call here frees `name`.
+    private func sleeper(_ name: String) -> @Sendable (Int64) async throws -> Void {
+        guard let wakeups = local?.wakeups else { return { try await Task.sleep(for: .milliseconds($0)) } }
+        return { ms in
+            await wakeups.sleep(name, upToMs: ms)
+            try Task.checkCancellation()
+        }
+    }
+
+    /// Tells one waiter on `name` that it may be free now.
+    private func freed(_ name: String) async { await local?.wakeups.wakeOne(name) }
+
+    /// Runs `body` in `name`'s turn (when shared), so changes to one counter do not race.
+    private func inTurn<T: Sendable>(_ name: String, _ body: @Sendable () async throws -> T) async throws -> T {
+        guard let turns = local?.turns else { return try await body() }
+        return try await turns.inTurn(name, body)
     }
 
     public func run(_ call: CoordinationCall) async throws -> CoordinationAnswer {
@@ -23,10 +47,11 @@ public struct CoordinationExecutor: Sendable {
         let lock = DistributedLock(store: store, limits: limits)
         switch call {
         case .lockAcquire(let name, let holder, let ttl, let wait):
-            return .grant(try await lock.acquire(name, holder: holder, ttlMs: ttl, waitMs: wait))
+            return .grant(try await lock.acquire(name, holder: holder, ttlMs: ttl, waitMs: wait, sleep: sleeper("lock/" + name)))
         case .lockRenew(let name, let holder, let token): return .grant(try await lock.renew(name, holder: holder, token: token))
         case .lockRelease(let name, let holder, let token):
             try await lock.release(name, holder: holder, token: token)
+            await freed("lock/" + name)
             return .done
         case .lockHolder(let name): return .holder(try await lock.holder(name).map { ($0.holder, $0.token) })
         case .lockSetAcquire(let names, let holder, let ttl, let wait):
@@ -40,27 +65,34 @@ public struct CoordinationExecutor: Sendable {
             }
         case .lockSetRelease(let names, let holder, let token):
             try await lock.releaseAll(names, holder: holder, token: token)
+            for name in names { await freed("lock/" + name) }
             return .done
         case .campaign(let name, let candidate, let ttl, let wait):
-            return .grant(try await LeaderElection(store: store, limits: limits).campaign(name, candidate: candidate, ttlMs: ttl, waitMs: wait))
+            let election = LeaderElection(store: store, limits: limits)
+            return .grant(try await election.lock.acquire(name, holder: candidate, ttlMs: ttl, waitMs: wait, sleep: sleeper("election/" + name)))
         case .electionLeader(let name):
             return .holder(try await LeaderElection(store: store, limits: limits).leader(name).map { ($0.leader, $0.term) })
         case .electionRenew(let name, let candidate, let term):
             return .grant(try await LeaderElection(store: store, limits: limits).lock.renew(name, holder: candidate, token: term))
         case .resign(let name, let candidate, let term):
             try await LeaderElection(store: store, limits: limits).resign(LockGrant(name: name, holder: candidate, token: term, lease: 0, ttlMs: 0))
+            await freed("election/" + name)
             return .done
         case .counter(let name, let signed, let operation):
             let counter = Counter(store: store, signed: signed, limits: limits)
-            switch operation {
-            case .get: return .value(try await counter.get(name))
-            case .add(let amount): return .value(try await counter.add(name, amount))
-            case .subtract(let amount): return .value(try await counter.subtract(name, amount))
-            case .set(let value): return .value(try await counter.set(name, value))
-            case .compareAndSet(let expected, let new): return .flag(try await counter.compareAndSet(name, expected: expected, new: new))
+            if case .get = operation { return .value(try await counter.get(name)) }
+            return try await inTurn((signed ? "signed/" : "counter/") + name) {
+                switch operation {
+                case .get: return .value(try await counter.get(name))
+                case .add(let amount): return .value(try await counter.add(name, amount))
+                case .subtract(let amount): return .value(try await counter.subtract(name, amount))
+                case .set(let value): return .value(try await counter.set(name, value))
+                case .compareAndSet(let expected, let new): return .flag(try await counter.compareAndSet(name, expected: expected, new: new))
+                }
             }
         case .sequenceReserve(let name, let count):
-            return .range(try await SequenceGenerator(store: store, limits: limits).reserve(name, count: count))
+            let sequence = SequenceGenerator(store: store, limits: limits)
+            return .range(try await inTurn("sequence/" + name) { try await sequence.reserve(name, count: count) })
         case .rateAcquire(let name, let capacity, let rate, let count, let wait):
             let limiter = RateLimiter(store: store, capacity: capacity, refillPerSecond: rate, limits: limits, nowMs: nowMs)
             let acquired = try await limiter.acquire(name, count: count, waitMs: wait)
@@ -90,9 +122,11 @@ public struct CoordinationExecutor: Sendable {
         case .redrive(let queue): return .value(Int64(try await workQueue().redrive(queue)))
         case .semaphoreAcquire(let name, let capacity, let holder, let ttl, let wait):
             let semaphore = DistributedSemaphore(store: store, capacity: Int(clamping: capacity), limits: limits)
-            return .grant(try await semaphore.acquire(name, holder: holder, ttlMs: ttl, waitMs: wait))
+            return .grant(try await semaphore.acquire(name, holder: holder, ttlMs: ttl, waitMs: wait, sleep: sleeper("semaphore/" + name)))
         case .semaphoreRelease(let permit, let holder, let token):
             try await DistributedSemaphore(store: store, capacity: 1, limits: limits).lock.release(permit, holder: holder, token: token)
+            // The permit is NAME\0SLOT; its waiters wait on NAME.
+            await freed("semaphore/" + String(permit.split(separator: "\u{0}", omittingEmptySubsequences: false).first ?? ""))
             return .done
         case .semaphoreHolders(let name, let capacity):
             guard (1...10_000).contains(capacity) else { throw CoordinationError.invalidArgument("a semaphore holds 1 to 10000 permits") }

@@ -111,8 +111,12 @@ public struct DistributedLock: Sendable {
         while true {
             do {
                 return try await tryAcquire(name, holder: holder, ttlMs: ttlMs)
-            } catch CoordinationError.held(let name, let holder, let token) {
-                guard try await backoff.pause() else { throw CoordinationError.held(name: name, holder: holder, token: token) }
+            } catch CoordinationError.held(let name, let current, let token) {
+                // Wait until it looks free (a read, no write), then try again: a failed try
+                // costs a lease grant, a transaction and a revoke in the log.
+                repeat {
+                    guard try await backoff.pause() else { throw CoordinationError.held(name: name, holder: current, token: token) }
+                } while try await self.holder(name) != nil
             }
         }
     }

@@ -30,8 +30,11 @@ public struct DistributedSemaphore: Sendable {
     }
 
     /// Takes a permit, waiting up to `waitMs` for one to be released or to expire.
-    public func acquire(_ name: String, holder: String, ttlMs: Int64, waitMs: Int64) async throws -> LockGrant {
-        var backoff = Backoff(budgetMs: waitMs, firstMs: 5, capMs: 200)
+    public func acquire(
+        _ name: String, holder: String, ttlMs: Int64, waitMs: Int64,
+        sleep: @escaping @Sendable (Int64) async throws -> Void = { try await Task.sleep(for: .milliseconds($0)) }
+    ) async throws -> LockGrant {
+        var backoff = Backoff(budgetMs: waitMs, firstMs: 5, capMs: 200, sleep: sleep)
         while true {
             if let grant = try await tryAcquire(name, holder: holder, ttlMs: ttlMs) { return grant }
             guard try await backoff.pause() else { throw CoordinationError.held(name: name, holder: "\(capacity) holders", token: 0) }

@@ -17,6 +17,8 @@ public struct ClientService: Sendable {
     /// When set, every request must prove knowledge of the cluster cookie.
     let cookie: ClusterCookie?
     let metrics: RequestMetrics?
+    /// Shared by the coordination calls this node runs.
+    let coordination = LocalCoordination()
 
     public init(
         node: RaftNode, network: PeerNetwork? = nil, cookie: ClusterCookie? = nil,
@@ -86,7 +88,7 @@ public struct ClientService: Sendable {
                 // The layer runs here, next to the log, against the node itself (a follower
                 // answers not_leader at its first write or linearizable read).
                 let call = try CoordinationCall(decoding: request.body)
-                let executor = CoordinationExecutor(store: node, nowMs: node.nowMs)
+                let executor = CoordinationExecutor(store: node, local: coordination, nowMs: node.nowMs)
                 return .ok(try await executor.run(call).encoded)
             default:
                 return .failure(
