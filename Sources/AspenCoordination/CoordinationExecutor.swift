@@ -129,8 +129,7 @@ public struct CoordinationExecutor: Sendable {
             await freed("semaphore/" + String(permit.split(separator: "\u{0}", omittingEmptySubsequences: false).first ?? ""))
             return .done
         case .semaphoreHolders(let name, let capacity):
-            guard (1...10_000).contains(capacity) else { throw CoordinationError.invalidArgument("a semaphore holds 1 to 10000 permits") }
-            return .holders(try await DistributedSemaphore(store: store, capacity: Int(capacity), limits: limits).holders(name))
+            return .holders(try await DistributedSemaphore(store: store, capacity: Int(clamping: capacity), limits: limits).holders(name))
         case .barrierEnter(let name, let participant, let count, let wait):
             let barrier = DistributedBarrier(store: store)
             var status = try await barrier.enter(name, participant: participant, count: Int(clamping: count))

@@ -34,6 +34,15 @@ public struct CoordinationLimits: Sendable {
     /// Attempts of one compare-and-swap loop before giving up.
     public var casRetriesMax = 100
     public var nameBytesMax = 255
+    /// Locks in one lock set.
+    public var lockSetLocksMax = 100
+    /// Permits of one semaphore (each is a slot a waiter may try).
+    public var semaphorePermitsMax = 10_000
+    /// Concurrent readers of one read-write lock (a writer checks every slot in one transaction).
+    public var readersMax = 64
+    /// Bytes of one queue item, and the longest visibility timeout or delay.
+    public var queuePayloadBytesMax = 256 * 1024
+    public var queueVisibilityMsMax: Int64 = 12 * 3600 * 1000
     public init() {}
     public static let standard = CoordinationLimits()
 }

@@ -49,8 +49,8 @@ public struct WorkQueue: Sendable {
     let limits: CoordinationLimits
     /// Deliveries after which an item goes to the dead-letter queue instead.
     public let maxDeliveries: Int64
-    public static let payloadBytesMax = 256 * 1024
-    public static let visibilityMsMax: Int64 = 12 * 3600 * 1000
+    public var payloadBytesMax: Int { limits.queuePayloadBytesMax }
+    public var visibilityMsMax: Int64 { limits.queueVisibilityMsMax }
     let nowMs: @Sendable () -> Int64
 
     public init(
@@ -107,10 +107,10 @@ public struct WorkQueue: Sendable {
     @discardableResult
     public func enqueue(_ queue: String, _ payload: [UInt8], dedupID: String? = nil, delayMs: Int64 = 0) async throws -> Int64 {
         try check(queue)
-        guard payload.count <= Self.payloadBytesMax else {
-            throw CoordinationError.invalidArgument("a queue item of \(payload.count) bytes exceeds payloadBytesMax (\(Self.payloadBytesMax))")
+        guard payload.count <= payloadBytesMax else {
+            throw CoordinationError.invalidArgument("a queue item of \(payload.count) bytes exceeds payloadBytesMax (\(payloadBytesMax))")
         }
-        guard (0...Self.visibilityMsMax).contains(delayMs) else { throw CoordinationError.invalidArgument("a delay must be 0 to \(Self.visibilityMsMax) ms") }
+        guard (0...visibilityMsMax).contains(delayMs) else { throw CoordinationError.invalidArgument("a delay must be 0 to \(visibilityMsMax) ms") }
         let id = try await sequence.next("queue/\(queue)")
         let item = Item(payload: payload, visibleAtMs: nowMs() + delayMs, deliveries: 0, dedup: dedupID)
         var operations: [TransactionOperation] = [.put(Put(key: items(queue).pack([.int(id)]), value: item.encoded))]
@@ -142,8 +142,8 @@ public struct WorkQueue: Sendable {
     /// delivered `maxDeliveries` times already go to the dead-letter queue instead.
     public func dequeue(_ queue: String, visibilityMs: Int64) async throws -> QueueDelivery? {
         try check(queue)
-        guard (1...Self.visibilityMsMax).contains(visibilityMs) else {
-            throw CoordinationError.invalidArgument("a visibility timeout must be 1 to \(Self.visibilityMsMax) ms")
+        guard (1...visibilityMsMax).contains(visibilityMs) else {
+            throw CoordinationError.invalidArgument("a visibility timeout must be 1 to \(visibilityMsMax) ms")
         }
         for _ in 0..<limits.casRetriesMax {
             guard let (kv, id, item) = try await firstVisible(queue) else { return nil }
@@ -213,7 +213,7 @@ public struct WorkQueue: Sendable {
 
     /// Keeps a delivered item invisible `byMs` longer; returns the delivery with its new receipt.
     public func extend(_ delivery: QueueDelivery, byMs: Int64) async throws -> QueueDelivery {
-        guard (1...Self.visibilityMsMax).contains(byMs) else { throw CoordinationError.invalidArgument("extend by 1 to \(Self.visibilityMsMax) ms") }
+        guard (1...visibilityMsMax).contains(byMs) else { throw CoordinationError.invalidArgument("extend by 1 to \(visibilityMsMax) ms") }
         return try await setVisibility(delivery, at: max(delivery.visibleAtMs, nowMs()) + byMs)
     }
 

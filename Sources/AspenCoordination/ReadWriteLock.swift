@@ -11,11 +11,12 @@ public struct ReadWriteLock: Sendable {
     let limits: CoordinationLimits
     public let readersMax: Int
 
-    public init(store: any KeyValueStore, readersMax: Int = 64, limits: CoordinationLimits = .standard) {
+    /// `readersMax` defaults to, and is bounded by, `limits.readersMax`.
+    public init(store: any KeyValueStore, readersMax: Int? = nil, limits: CoordinationLimits = .standard) {
         self.store = store
         self.space = Subspace(["aspen", "rwlock"])
         self.limits = limits
-        self.readersMax = readersMax
+        self.readersMax = max(1, min(readersMax ?? limits.readersMax, limits.readersMax))
     }
 
     func writerKey(_ name: String) -> [UInt8] { space.pack([.string(name), "writer"]) }

@@ -7,7 +7,9 @@ extension DistributedLock {
     /// share the lease and each lock's token.
     public func acquireAll(_ names: [String], holder: String, ttlMs: Int64) async throws -> [LockGrant] {
         let unique = Array(Set(names)).sorted()
-        guard !unique.isEmpty, unique.count <= 100 else { throw CoordinationError.invalidArgument("a lock set has 1 to 100 locks") }
+        guard !unique.isEmpty, unique.count <= limits.lockSetLocksMax else {
+            throw CoordinationError.invalidArgument("a lock set has 1 to \(limits.lockSetLocksMax) locks (lockSetLocksMax), not \(unique.count)")
+        }
         guard (limits.lockTTLMsMin...limits.lockTTLMsMax).contains(ttlMs) else {
             throw CoordinationError.invalidArgument("a lock TTL must be \(limits.lockTTLMsMin) to \(limits.lockTTLMsMax) ms, not \(ttlMs)")
         }
@@ -33,7 +35,9 @@ extension DistributedLock {
     /// held with `token` by `holder` (it expired, or was taken over), nothing changes.
     public func releaseAll(_ names: [String], holder: String, token: Int64) async throws {
         let unique = Array(Set(names)).sorted()
-        guard !unique.isEmpty, unique.count <= 100 else { throw CoordinationError.invalidArgument("a lock set has 1 to 100 locks") }
+        guard !unique.isEmpty, unique.count <= limits.lockSetLocksMax else {
+            throw CoordinationError.invalidArgument("a lock set has 1 to \(limits.lockSetLocksMax) locks (lockSetLocksMax), not \(unique.count)")
+        }
         let keys = try unique.map { try key($0) }
         let outcome = try await store.transaction(
             Transaction(

@@ -14,11 +14,16 @@ public struct DistributedSemaphore: Sendable {
         self.capacity = capacity
     }
 
+    func check() throws(CoordinationError) {
+        let most = lock.limits.semaphorePermitsMax
+        guard (1...most).contains(capacity) else { throw .invalidArgument("a semaphore holds 1 to \(most) permits (semaphorePermitsMax), not \(capacity)") }
+    }
+
     func slot(_ name: String, _ index: Int) -> String { "\(name)\u{0}\(index)" }
 
     /// Takes a permit if one is free; nil if all `capacity` are held.
     public func tryAcquire(_ name: String, holder: String, ttlMs: Int64) async throws -> LockGrant? {
-        guard (1...10_000).contains(capacity) else { throw CoordinationError.invalidArgument("a semaphore holds 1 to 10000 permits") }
+        try check()
         for index in 0..<capacity {
             do {
                 return try await lock.tryAcquire(slot(name, index), holder: holder, ttlMs: ttlMs)
@@ -46,6 +51,7 @@ public struct DistributedSemaphore: Sendable {
 
     /// The current holders.
     public func holders(_ name: String) async throws -> [String] {
+        try check()
         var found: [String] = []
         for index in 0..<capacity { if let current = try await lock.holder(slot(name, index)) { found.append(current.holder) } }
         return found

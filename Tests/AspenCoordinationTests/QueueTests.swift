@@ -54,7 +54,7 @@ struct QueueTests {
         #expect(try await queue.redrive("q") == 1)
         let redriven = try #require(try await queue.dequeue("q", visibilityMs: 100))
         #expect(redriven.payload == [1] && redriven.deliveries == 1)
-        await #expect(throws: CoordinationError.self) { try await queue.enqueue("q", Array(repeating: 0, count: WorkQueue.payloadBytesMax + 1)) }
+        await #expect(throws: CoordinationError.self) { try await queue.enqueue("q", Array(repeating: 0, count: queue.payloadBytesMax + 1)) }
     }
 
     @Test("concurrent consumers: every item acked exactly once, none lost")
