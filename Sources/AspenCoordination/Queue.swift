@@ -145,25 +145,33 @@ public struct WorkQueue: Sendable {
         guard (1...visibilityMsMax).contains(visibilityMs) else {
             throw CoordinationError.invalidArgument("a visibility timeout must be 1 to \(visibilityMsMax) ms")
         }
-        for _ in 0..<limits.casRetriesMax {
-            guard let (kv, id, item) = try await firstVisible(queue) else { return nil }
-            let now = nowMs()
-            if item.deliveries >= maxDeliveries {
-                _ = try await store.transaction(
+        var attempts = 0
+        while attempts < limits.casRetriesMax {
+            // The oldest few visible items: when another consumer takes one first, the next is
+            // tried at once instead of every consumer racing for the head again.
+            let candidates = try await visible(queue, upTo: 8)
+            guard !candidates.isEmpty else { return nil }
+            for (kv, id, item) in candidates {
+                attempts += 1
+                let now = nowMs()
+                if item.deliveries >= maxDeliveries {
+                    _ = try await store.transaction(
+                        Transaction(
+                            compares: [Compare(key: kv.key, .modRevision(kv.modRevision))],
+                            success: [.delete(Delete(.key(kv.key))), .put(Put(key: deadLetters(queue).pack([.int(id)]), value: item.encoded))]))
+                    continue
+                }
+                var delivered = item
+                delivered.deliveries += 1
+                delivered.visibleAtMs = now + visibilityMs
+                let outcome = try await store.transaction(
                     Transaction(
-                        compares: [Compare(key: kv.key, .modRevision(kv.modRevision))],
-                        success: [.delete(Delete(.key(kv.key))), .put(Put(key: deadLetters(queue).pack([.int(id)]), value: item.encoded))]))
-                continue
-            }
-            var delivered = item
-            delivered.deliveries += 1
-            delivered.visibleAtMs = now + visibilityMs
-            let outcome = try await store.transaction(
-                Transaction(compares: [Compare(key: kv.key, .modRevision(kv.modRevision))], success: [.put(Put(key: kv.key, value: delivered.encoded))]))
-            if outcome.succeeded {
-                return QueueDelivery(
-                    queue: queue, id: id, payload: item.payload, deliveries: delivered.deliveries, receipt: outcome.revision,
-                    visibleAtMs: delivered.visibleAtMs)
+                        compares: [Compare(key: kv.key, .modRevision(kv.modRevision))], success: [.put(Put(key: kv.key, value: delivered.encoded))]))
+                if outcome.succeeded {
+                    return QueueDelivery(
+                        queue: queue, id: id, payload: item.payload, deliveries: delivered.deliveries, receipt: outcome.revision,
+                        visibleAtMs: delivered.visibleAtMs)
+                }
             }
         }
         throw CoordinationError.contention(attempts: limits.casRetriesMax)
@@ -175,6 +183,12 @@ public struct WorkQueue: Sendable {
     }
 
     func firstVisible(_ queue: String) async throws -> (kv: KeyValue, id: Int64, item: Item)? {
+        try await visible(queue, upTo: 1).first
+    }
+
+    /// The oldest visible items, at most `most` of them, oldest first.
+    func visible(_ queue: String, upTo most: Int) async throws -> [(kv: KeyValue, id: Int64, item: Item)] {
+        var found: [(kv: KeyValue, id: Int64, item: Item)] = []
         let now = nowMs()
         let range = items(queue).range
         var continuation: Bytes?
@@ -185,11 +199,12 @@ public struct WorkQueue: Sendable {
                 guard let item = Item(kv.value), item.visibleAtMs <= now,
                     case .int(let id)? = try items(queue).unpack(kv.key).elements.first
                 else { continue }
-                return (kv, id, item)
+                found.append((kv, id, item))
+                if found.count == most { return found }
             }
             continuation = page.more ? page.continuation : nil
         } while continuation != nil
-        return nil
+        return found
     }
 
     // MARK: Settling
