@@ -1,3 +1,4 @@
+import Foundation
 import AspenCore
 import AspenNode
 import GRPCCore
@@ -21,8 +22,13 @@ public final class EtcdServer: Sendable {
     public static func start(host: String, port: Int, gateway: EtcdGateway, progressIntervalMs: Int = 10_000, logger: Logger) async throws
         -> EtcdServer
     {
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        if let text = ProcessInfo.processInfo.environment["ASPEN_ETCD_FLUSH_US"], let us = Int(text) {
+            config.connection.flushCoalescing = us == 0 ? nil : .init(maxFlushDelay: .microseconds(us), maxBytes: 64 * 1024)
+        }
         let transport = HTTP2ServerTransport.Posix(
-            address: host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port), transportSecurity: .plaintext)
+            address: host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port), transportSecurity: .plaintext,
+            config: config)
         let server = GRPCServer(
             transport: transport,
             services: [

@@ -58,13 +58,16 @@ public actor RaftNode {
     public nonisolated let watches: WatchHub
     /// The current term, readable without waiting for the actor (for response headers).
     private nonisolated let termNow = Atomic<UInt64>(0)
+    /// The highest index whose writer was answered before its batch was durable; stale reads
+    /// wait until it has applied, so a node's reads always show the writes it acknowledged.
+    private nonisolated let answeredThrough = Atomic<UInt64>(0)
     public nonisolated var term: Raft.Term { termNow.load(ordering: .relaxed) }
     let send: @Sendable (Raft.Message) -> Void
     let membershipChanged: @Sendable (Raft.Membership) -> Void
     let nowMs: @Sendable () -> Int64
     let logger: Logger
 
-    struct Proposal {
+    struct Proposal: Sendable {
         var term: Raft.Term
         var continuation: CheckedContinuation<Result<KVResult, KVError>, any Error>
     }
@@ -78,6 +81,9 @@ public actor RaftNode {
     var tickTask: Task<Void, Never>?
     var stopped = false
     var expiryInFlight = false
+    /// The term in which this node, as leader, has extended every lease by its own clock; it
+    /// expires nothing in a term before that (see `refreshLeasesAsNewLeader`).
+    var leasesRefreshedInTerm: Raft.Term = 0
     var snapshotting = false
     var lastRole: Raft.Role = .follower
     var lastTerm: Raft.Term = 0
@@ -235,6 +241,8 @@ public actor RaftNode {
                 }
             }
             await waitUntilApplied(index)
+        } else {
+            await waitUntilApplied(answeredThrough.load(ordering: .relaxed))
         }
         return try storage.read(request).get()
     }
@@ -283,7 +291,10 @@ public actor RaftNode {
     /// The leader proposes the expiry of leases past their time by its clock; every node applies
     /// the same command with the same timestamp.
     func expireLeasesIfDue() {
-        guard raft.isLeader, !expiryInFlight else { return }
+        // A node that just won an election may tick before its Ready loop has noticed (and
+        // before it has applied what earlier leaders committed): judging leases then would
+        // expire ones a failover kept from being renewed. Only after this term's refresh.
+        guard raft.isLeader, leasesRefreshedInTerm == raft.term, !expiryInFlight else { return }
         let now = nowMs()
         guard let leases = try? storage.leases(), leases.contains(where: { $0.expiresAtMs <= now }) else { return }
         expiryInFlight = true
@@ -294,6 +305,8 @@ public actor RaftNode {
     }
 
     func expiryDone() { expiryInFlight = false }
+
+    func leasesRefreshed(in term: Raft.Term) { leasesRefreshedInTerm = max(leasesRefreshedInTerm, term) }
 
     // MARK: The Ready loop
 
@@ -315,11 +328,26 @@ public actor RaftNode {
             var applied: [AppliedEntry] = []
             if !batch.isEmpty {
                 let storage = self.storage
+                // The writers of the entries this batch applies are answered as soon as their
+                // results are known, without waiting for the batch's fsync (see
+                // `NodeStorage.commit(_:resultsKnown:)`); whoever is not answered then is after.
+                let waiting = Mutex<[Raft.Index: Proposal]>([:])
+                for entry in batch.committedEntries {
+                    if let proposal = proposals.removeValue(forKey: entry.index) { waiting.withLock { $0[entry.index] = proposal } }
+                }
                 do {
                     // Off the actor: proposals keep arriving and join the next batch.
                     let clock = ContinuousClock()
                     let started = clock.now
-                    applied = try await Task.detached { try storage.commit(batch) }.value
+                    applied = try await Task.detached { [self] in
+                        try storage.commit(batch) { results in
+                            for entry in results {
+                                guard let proposal = waiting.withLock({ $0.removeValue(forKey: entry.index) }) else { continue }
+                                self.answeredThrough.max(entry.index, ordering: .relaxed)
+                                Self.answer(proposal, with: entry)
+                            }
+                        }
+                    }.value
                     let elapsed = (clock.now - started).components
                     let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18
                     counters.storageCommits += 1
@@ -329,10 +357,13 @@ public actor RaftNode {
                     counters.storageCommitLatency.observe(seconds)
                     if !batch.entries.isEmpty { counters.groupCommitEntries.observe(Double(batch.entries.count)) }
                 } catch {
+                    for (index, proposal) in waiting.withLock({ $0 }) { proposals[index] = proposal }
                     logger.critical("storage failed; stopping the node", metadata: ["error": "\(error)"])
                     stop()
                     return
                 }
+                // Entries the store skipped (already applied) are answered below, as before.
+                for (index, proposal) in waiting.withLock({ $0 }) { proposals[index] = proposal }
                 if let snapshot = batch.snapshot {
                     // Watchers cannot be told the changes a snapshot skipped: they resume.
                     watches.endAll(.lagged)
@@ -391,6 +422,7 @@ public actor RaftNode {
             if self.raft.isLeader, self.raft.term == term, let leases = try? self.storage.leases() {
                 for lease in leases { _ = try? await self.propose(.leaseKeepAlive(lease.id, nowMs: self.nowMs())) }
                 if !leases.isEmpty { self.logger.info("leases extended by the new leader's clock", metadata: ["leases": "\(leases.count)", "term": "\(term)"]) }
+                self.leasesRefreshed(in: term)
             }
             self.expiryDone()
         }
@@ -398,6 +430,12 @@ public actor RaftNode {
 
     func resolve(_ entry: AppliedEntry) {
         guard let proposal = proposals.removeValue(forKey: entry.index) else { return }
+        Self.answer(proposal, with: entry)
+    }
+
+    /// Answers a proposal with what its index applied: its result, or `proposalLost` when
+    /// another term's entry took the index.
+    nonisolated static func answer(_ proposal: Proposal, with entry: AppliedEntry) {
         guard proposal.term == entry.term, let result = entry.result else {
             proposal.continuation.resume(throwing: NodeError.proposalLost)
             return

@@ -4,6 +4,7 @@ extension Raft.Instance {
     /// Advances logical time by one tick.
     public mutating func tick() {
         ticks += 1
+        expireForwardedReads()
         if role == .leader {
             tickLeader()
             return
@@ -218,11 +219,7 @@ extension Raft.Instance {
         case .readIndex(let context):
             handleForwardedRead(context: context, from: message.from)
         case .readIndexResponse(let context, let index):
-            if let index {
-                outbox.readStates.append(Raft.ReadState(index: index, context: context))
-            } else {
-                outbox.droppedReads.append(context)
-            }
+            handleReadIndexResponse(context: context, index: index)
         }
     }
 

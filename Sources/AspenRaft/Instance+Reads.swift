@@ -20,7 +20,30 @@ extension Raft.Instance {
             return
         }
         guard let leader else { throw .noLeader }
+        let limit = config.limits.raftPendingReadsMax
+        guard readsForwarded.count < limit else { throw .tooManyPendingReads(limit: limit) }
+        readsForwarded[context] = (leader, ticks)
         send(to: leader, .readIndex(context: context))
+    }
+
+    /// The leader answered a forwarded read (with its index, or nil when it could not serve it).
+    mutating func handleReadIndexResponse(context: Raft.ReadContext, index: Raft.Index?) {
+        guard readsForwarded.removeValue(forKey: context) != nil else { return }  // already given up
+        if let index {
+            outbox.readStates.append(Raft.ReadState(index: index, context: context))
+        } else {
+            outbox.droppedReads.append(context)
+        }
+    }
+
+    /// Gives up on forwarded reads whose leader is gone or that went unanswered too long.
+    mutating func expireForwardedReads() {
+        guard !readsForwarded.isEmpty else { return }
+        let patience = UInt64(max(1, config.electionTicks))
+        for (context, sent) in readsForwarded where sent.leader != leader || role == .leader || ticks - sent.sentAt > patience {
+            readsForwarded.removeValue(forKey: context)
+            outbox.droppedReads.append(context)
+        }
     }
 
     mutating func handleForwardedRead(context: Raft.ReadContext, from follower: NodeID) {

@@ -47,6 +47,10 @@ extension Raft {
         var readsAwaitingCommit: [PendingRead] = []
         var readsAwaitingQuorum: [PendingRead] = []
         var readRoundRequested = false
+        /// Reads this follower forwarded to a leader: to whom, and when (in ticks). Dropped if that
+        /// leader is no longer the leader, or no answer came within an election timeout (the
+        /// request or its answer was lost), so a read never waits forever.
+        var readsForwarded: [ReadContext: (leader: NodeID, sentAt: UInt64)] = [:]
 
         // Snapshots.
         var snapshot: Snapshot

@@ -54,6 +54,13 @@ public protocol NodeStorage: AnyObject, Sendable {
     /// index, store the hard state, apply the committed entries. Returns what each applied.
     func commit(_ batch: StorageBatch) throws -> [AppliedEntry]
 
+    /// As `commit(_:)`, and hands the results of the committed entries to `known` as soon as
+    /// they are computed, possibly before the transaction is durable. Their outcome is final
+    /// already: the entries are durable in a quorum's logs, and applying them again after a crash
+    /// gives the same results. So a node may answer its clients without waiting for this
+    /// transaction's fsync (which is for the new entries and hard state in the same batch).
+    func commit(_ batch: StorageBatch, resultsKnown known: ([AppliedEntry]) -> Void) throws -> [AppliedEntry]
+
     /// The applied state as snapshot bytes, with the index it reflects, read consistently while
     /// writes go on.
     func snapshotData() throws -> (index: Raft.Index, data: [UInt8])
@@ -104,4 +111,12 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
 
 extension NodeStorage {
     public func close() throws {}
+}
+
+extension NodeStorage {
+    public func commit(_ batch: StorageBatch, resultsKnown known: ([AppliedEntry]) -> Void) throws -> [AppliedEntry] {
+        let results = try commit(batch)
+        known(results)
+        return results
+    }
 }

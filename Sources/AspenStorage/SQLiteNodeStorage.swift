@@ -210,7 +210,14 @@ public final class SQLiteNodeStorage: NodeStorage {
     // MARK: Commit
 
     public func commit(_ batch: StorageBatch) throws -> [AppliedEntry] {
-        guard !batch.isEmpty else { return [] }
+        try commit(batch, resultsKnown: { _ in })
+    }
+
+    public func commit(_ batch: StorageBatch, resultsKnown known: ([AppliedEntry]) -> Void) throws -> [AppliedEntry] {
+        guard !batch.isEmpty else {
+            known([])
+            return []
+        }
         return try guarded {
             // A batch that only applies committed entries (and moves the commit index) needs no
             // fsync of its own: the entries are already durable in the log, so after a power loss
@@ -222,7 +229,7 @@ public final class SQLiteNodeStorage: NodeStorage {
                 batch.entries.isEmpty && batch.snapshot == nil
                 && (batch.hardState.map { durable != nil && $0.term == durable!.term && $0.vote == durable!.vote } ?? true)
             if !applyOnly {
-                let results = try pool.write { db in try apply(batch, in: db) }
+                let results = try pool.write { db in try apply(batch, in: db, known: known) }
                 if let state = batch.hardState { lastDurable.withLock { $0 = state } }
                 return results
             }
@@ -231,7 +238,7 @@ public final class SQLiteNodeStorage: NodeStorage {
                 var results: [AppliedEntry] = []
                 let outcome = Result {
                     try db.inTransaction {
-                        results = try apply(batch, in: db)
+                        results = try apply(batch, in: db, known: known)
                         return .commit
                     }
                 }
@@ -243,7 +250,7 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
-    private func apply(_ batch: StorageBatch, in db: Database) throws -> [AppliedEntry] {
+    private func apply(_ batch: StorageBatch, in db: Database, known: ([AppliedEntry]) -> Void) throws -> [AppliedEntry] {
         guard let row = try Row.fetchOne(
             db, sql: "SELECT term, vote, commit_index, applied_index, snapshot_index, snapshot_term, snapshot_membership FROM raft_state WHERE grp = ?",
             arguments: [group.rawValue])
@@ -281,6 +288,7 @@ public final class SQLiteNodeStorage: NodeStorage {
             }
             try backend.flush()
         }
+        known(results)
         try writeState(db, hardState: hardState, applied: applied, snapshot: snapshot)
         return results
     }

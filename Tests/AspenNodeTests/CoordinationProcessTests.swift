@@ -77,6 +77,8 @@ struct CoordinationProcessTests {
             return
         }
         let lost = Mutex<CoordinationError?>(nil)
+        let problems = Mutex<[String]>([])
+        let started = Date()
         let renewals = Atomic<Int>(0)
         let keeper = Task {
             while !Task.isCancelled {
@@ -84,16 +86,19 @@ struct CoordinationProcessTests {
                 do {
                     _ = try await holder.coordinate(.electionRenew(name: "office", candidate: "a", term: term.token))
                     renewals.add(1, ordering: .relaxed)
+                    problems.withLock { $0.append("\(Date().timeIntervalSince(started)): renewed") }
                 } catch let error as CoordinationError {
                     lost.withLock { $0 = error }
                     return
                 } catch {
+                    problems.withLock { $0.append("\(Date().timeIntervalSince(started)): \(error)") }
                     continue  // failover under way
                 }
             }
         }
         try await Task.sleep(for: .milliseconds(500))
         cluster.kill9(raftLeader)
+        problems.withLock { $0.append("\(Date().timeIntervalSince(started)): killed \(raftLeader)") }
         // Through the failover and well past the office's TTL, the rival never gets it.
         let until = Date().addingTimeInterval(8)
         var rivalWon = false
@@ -112,8 +117,8 @@ struct CoordinationProcessTests {
         keeper.cancel()
         _ = await keeper.result
         #expect(!rivalWon, "the rival took an office that was being renewed")
-        #expect(lost.withLock { $0 } == nil, "the holder lost the office: \(String(describing: lost.withLock { $0 }))")
-        #expect(renewals.load(ordering: .relaxed) >= 4)
+        #expect(lost.withLock { $0 } == nil, "the holder lost the office: \(String(describing: lost.withLock { $0 })) after \(problems.withLock { $0 })")
+        #expect(renewals.load(ordering: .relaxed) >= 4, "renewals failed: \(problems.withLock { $0 })")
         guard case .holder(let current) = try await rival.coordinate(.electionLeader(name: "office")) else { return }
         #expect(current?.name == "a" && current?.token == term.token)
         // Resigning hands it over at once, with a greater term.

@@ -24,10 +24,16 @@ struct EtcdCompatibilityTests {
 
         /// Runs etcdctl; returns its exit status, standard output and standard error.
         @discardableResult
-        func callAsFunction(_ arguments: [String], stdin: String? = nil, endpoints: String? = nil) throws -> (Int32, String, String) {
+        func callAsFunction(_ arguments: [String], stdin: String? = nil, endpoints: String? = nil) async throws -> (Int32, String, String) {
+            let binary = self.binary
+            let endpoints = endpoints ?? self.endpoints
+            return try await offThePool { try Self.run(binary, arguments, stdin: stdin, endpoints: endpoints) }
+        }
+
+        static func run(_ binary: String, _ arguments: [String], stdin: String?, endpoints: String) throws -> (Int32, String, String) {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["--endpoints=\(endpoints ?? self.endpoints)", "--command-timeout=20s"] + arguments
+            process.arguments = ["--endpoints=\(endpoints)", "--command-timeout=20s"] + arguments
             process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
             let output = Pipe()
             let errors = Pipe()
@@ -63,7 +69,7 @@ struct EtcdCompatibilityTests {
         let etcdctl = Etcdctl(binary: binary, endpoints: endpoints)
         // Wait until the members have recorded their addresses (followers forward through them).
         let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline, try etcdctl(["member", "list"]).1.split(separator: "\n").filter({ $0.contains("aspen://") }).count < 3 {
+        while Date() < deadline, try await etcdctl(["member", "list"]).1.split(separator: "\n").filter({ $0.contains("aspen://") }).count < 3 {
             try await Task.sleep(for: .milliseconds(100))
         }
         return (cluster, etcdctl)
@@ -75,38 +81,38 @@ struct EtcdCompatibilityTests {
         defer { cluster.terminateAll() }
         let follower = "127.0.0.1:\(cluster.basePort + 30 + ((try? await cluster.leader()) ?? 1) % 3 + 1)"
 
-        #expect(try etcdctl(["put", "app/a", "1"]).1 == "OK")
+        #expect(try await etcdctl(["put", "app/a", "1"]).1 == "OK")
         // Through a follower: it forwards the write to the leader.
-        #expect(try etcdctl(["put", "app/b", "2"], endpoints: follower).1 == "OK")
-        #expect(try etcdctl(["put", "app/a", "3"]).1 == "OK")
-        #expect(try etcdctl(["get", "app/a"]).1 == "app/a\n3")
-        #expect(try etcdctl(["get", "app/", "--prefix", "--keys-only"]).1 == "app/a\n\napp/b")
-        #expect(try etcdctl(["get", "app/", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--print-value-only"]).1 == "3\n2")
-        #expect(try etcdctl(["get", "app/a", "--rev=1"]).1 == "app/a\n1")
-        let page = try etcdctl(["get", "app/", "--prefix", "--limit=1", "-w", "json"]).1
+        #expect(try await etcdctl(["put", "app/b", "2"], endpoints: follower).1 == "OK")
+        #expect(try await etcdctl(["put", "app/a", "3"]).1 == "OK")
+        #expect(try await etcdctl(["get", "app/a"]).1 == "app/a\n3")
+        #expect(try await etcdctl(["get", "app/", "--prefix", "--keys-only"]).1 == "app/a\n\napp/b")
+        #expect(try await etcdctl(["get", "app/", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--print-value-only"]).1 == "3\n2")
+        #expect(try await etcdctl(["get", "app/a", "--rev=1"]).1 == "app/a\n1")
+        let page = try await etcdctl(["get", "app/", "--prefix", "--limit=1", "-w", "json"]).1
         #expect(page.contains("\"more\":true") && page.contains("\"count\":2"), "\(page)")
         // A serializable read on a follower.
-        #expect(try etcdctl(["get", "app/b", "--consistency=s"], endpoints: follower).1 == "app/b\n2")
+        #expect(try await etcdctl(["get", "app/b", "--consistency=s"], endpoints: follower).1 == "app/b\n2")
 
         // The interactive transaction form on stdin: compares, success ops, failure ops.
-        let txn = try etcdctl(["txn"], stdin: "value(\"app/a\") = \"3\"\n\nput app/c 4\ndel app/b\n\nput app/c failed\n\n")
+        let txn = try await etcdctl(["txn"], stdin: "value(\"app/a\") = \"3\"\n\nput app/c 4\ndel app/b\n\nput app/c failed\n\n")
         #expect(txn.1.hasPrefix("SUCCESS"), "\(txn)")
-        #expect(try etcdctl(["get", "app/c", "--print-value-only"]).1 == "4")
-        let failed = try etcdctl(["txn"], stdin: "version(\"app/a\") = \"99\"\n\nput app/c never\n\nput app/d other\n\n")
+        #expect(try await etcdctl(["get", "app/c", "--print-value-only"]).1 == "4")
+        let failed = try await etcdctl(["txn"], stdin: "version(\"app/a\") = \"99\"\n\nput app/c never\n\nput app/d other\n\n")
         #expect(failed.1.hasPrefix("FAILURE"), "\(failed)")
-        #expect(try etcdctl(["get", "app/d", "--print-value-only"]).1 == "other")
-        #expect(try etcdctl(["del", "app/", "--prefix"]).1 == "3")
+        #expect(try await etcdctl(["get", "app/d", "--print-value-only"]).1 == "other")
+        #expect(try await etcdctl(["del", "app/", "--prefix"]).1 == "3")
 
         // Leases: grant, attach, time to live with keys, keep-alive, list, revoke (deletes the key).
-        let granted = try etcdctl(["lease", "grant", "60"]).1
+        let granted = try await etcdctl(["lease", "grant", "60"]).1
         let lease = try #require(granted.split(separator: " ").dropFirst().first.map(String.init), "\(granted)")
-        #expect(try etcdctl(["put", "session", "alive", "--lease=\(lease)"]).1 == "OK")
-        #expect(try etcdctl(["lease", "timetolive", lease, "--keys"]).1.contains("attached keys([session])"))
-        #expect(try etcdctl(["lease", "keep-alive", "--once", lease]).1.contains("keepalived with TTL(60)"))
-        #expect(try etcdctl(["lease", "list"]).1.contains(lease))
-        #expect(try etcdctl(["lease", "revoke", lease]).1.contains("revoked"))
-        #expect(try etcdctl(["get", "session"]).1 == "")
-        #expect(try etcdctl(["lease", "timetolive", lease]).1.contains("already expired"))
+        #expect(try await etcdctl(["put", "session", "alive", "--lease=\(lease)"]).1 == "OK")
+        #expect(try await etcdctl(["lease", "timetolive", lease, "--keys"]).1.contains("attached keys([session])"))
+        #expect(try await etcdctl(["lease", "keep-alive", "--once", lease]).1.contains("keepalived with TTL(60)"))
+        #expect(try await etcdctl(["lease", "list"]).1.contains(lease))
+        #expect(try await etcdctl(["lease", "revoke", lease]).1.contains("revoked"))
+        #expect(try await etcdctl(["get", "session"]).1 == "")
+        #expect(try await etcdctl(["lease", "timetolive", lease]).1.contains("already expired"))
 
         // Watch, with a concurrent put and delete.
         let watcher = Process()
@@ -117,9 +123,9 @@ struct EtcdCompatibilityTests {
         watcher.standardOutput = watched
         try watcher.run()
         try await Task.sleep(for: .milliseconds(500))
-        try etcdctl(["put", "w/1", "first"])
-        try etcdctl(["put", "w/1", "second"])
-        try etcdctl(["del", "w/1"])
+        try await etcdctl(["put", "w/1", "first"])
+        try await etcdctl(["put", "w/1", "second"])
+        try await etcdctl(["del", "w/1"])
         try await Task.sleep(for: .milliseconds(500))
         kill(watcher.processIdentifier, SIGINT)
         watcher.waitUntilExit()
@@ -130,23 +136,23 @@ struct EtcdCompatibilityTests {
             "\(events)")
 
         // Members and status, as etcd prints them.
-        let members = try etcdctl(["member", "list"]).1.split(separator: "\n")
+        let members = try await etcdctl(["member", "list"]).1.split(separator: "\n")
         #expect(members.count == 3)
         #expect(members.allSatisfy { $0.contains(", started, aspen-") && $0.hasSuffix(", false") })
-        let status = try etcdctl(["endpoint", "status", "-w", "json"]).1
+        let status = try await etcdctl(["endpoint", "status", "-w", "json"]).1
         #expect(status.contains("\"leader\":"))
         #expect(status.contains("\"raft_term\":"))
-        #expect(try etcdctl(["endpoint", "health"]).0 == 0)
+        #expect(try await etcdctl(["endpoint", "health"]).0 == 0)
 
         // Compaction: older revisions are gone, with etcd's error; a watch from them is canceled.
-        let revision = try etcdctl(["put", "last", "x", "-w", "json"]).1
+        let revision = try await etcdctl(["put", "last", "x", "-w", "json"]).1
         let current = try #require(revision.split(separator: "\"revision\":").last?.prefix { $0.isNumber }).description
-        #expect(try etcdctl(["compaction", current]).1 == "compacted revision \(current)")
-        let old = try etcdctl(["get", "app/a", "--rev=1"])
+        #expect(try await etcdctl(["compaction", current]).1 == "compacted revision \(current)")
+        let old = try await etcdctl(["get", "app/a", "--rev=1"])
         #expect(old.0 != 0)
         #expect(old.2.contains("required revision has been compacted"))
         // Unsupported calls say so.
-        let defrag = try etcdctl(["defrag"])
+        let defrag = try await etcdctl(["defrag"])
         #expect(defrag.2.contains("not supported") || defrag.1.contains("not supported"), "\(defrag)")
     }
 
@@ -154,7 +160,7 @@ struct EtcdCompatibilityTests {
     func checkPerf() async throws {
         guard let (cluster, etcdctl) = try await Self.startCluster() else { return }
         defer { cluster.terminateAll() }
-        let (code, output, errors) = try etcdctl(["check", "perf", "--load=s"])
+        let (code, output, errors) = try await etcdctl(["check", "perf", "--load=s"])
         let verdict = output.split(separator: "\n").filter { $0.hasPrefix("PASS") || $0.hasPrefix("FAIL") }
         #expect(code == 0, "\(verdict) \(errors.suffix(500))")
         #expect(verdict.last == "PASS", "\(verdict)")

@@ -28,12 +28,12 @@ struct MembershipProcessTests {
         let one = cluster.entries[0]
         var founded = (Int32(-1), "")
         try await eventually("cluster init succeeds", seconds: 15) {
-            founded = try cluster.aspen(["cluster", "init", "--json"], endpoints: one)
+            founded = try await cluster.aspen(["cluster", "init", "--json"], endpoints: one)
             return founded.0 == 0
         }
         let ticket = try #require(founded.1.split(separator: "\"").first { $0.hasPrefix("aspen1") }.map(String.init))
         // A second init is refused: the node already belongs to a cluster.
-        #expect(try cluster.aspen(["cluster", "init"], endpoints: one).0 == 2)
+        #expect(try await cluster.aspen(["cluster", "init"], endpoints: one).0 == 2)
 
         // Node 2 joins with the ticket and becomes a voter by itself.
         try cluster.start(2, arguments: ["--ticket", ticket] + compaction)
@@ -56,9 +56,9 @@ struct MembershipProcessTests {
         let address = String(three[three.index(after: three.firstIndex(of: "=")!)...])
         // (Retried while node 3 is still starting, on a loaded machine.)
         try await eventually("node 3 is added as a learner") {
-            try cluster.aspen(["cluster", "add-learner", "--node-id", "3", "--addr", address], endpoints: one).0 == 0
+            try await cluster.aspen(["cluster", "add-learner", "--node-id", "3", "--addr", address], endpoints: one).0 == 0
         }
-        try await eventually("node 3 is promoted") { try cluster.aspen(["cluster", "promote", "3"], endpoints: one).0 == 0 }
+        try await eventually("node 3 is promoted") { try await cluster.aspen(["cluster", "promote", "3"], endpoints: one).0 == 0 }
         let members = try await client.members()
         #expect(members.voters == [1, 2, 3])
         #expect(members.records.count == 3)
@@ -80,12 +80,12 @@ struct MembershipProcessTests {
         try await eventually("node 3 applied the last write") { try await onThree.get(Bytes("after".utf8), consistency: .stale) != nil }
 
         // The ticket the cluster hands out now names all three members.
-        let fresh = try cluster.aspen(["cluster", "ticket"], endpoints: one)
+        let fresh = try await cluster.aspen(["cluster", "ticket"], endpoints: one)
         #expect(try ClusterTicket(parsing: fresh.1).peers.map(\.id) == [1, 2, 3])
 
         // Removing node 2 leaves a two-voter cluster that still commits; removing it again is refused.
-        #expect(try cluster.aspen(["cluster", "remove", "2"], endpoints: one).0 == 0)
-        #expect(try cluster.aspen(["cluster", "remove", "2"], endpoints: one).0 == 2)
+        #expect(try await cluster.aspen(["cluster", "remove", "2"], endpoints: one).0 == 0)
+        #expect(try await cluster.aspen(["cluster", "remove", "2"], endpoints: one).0 == 2)
         try await client.put(Bytes("after".utf8), Bytes("removal".utf8))
         #expect(try await client.members().voters == [1, 3])
         await onThree.close()

@@ -52,11 +52,11 @@ struct NodeProcessHardeningTests {
         // Without the cookie, or with a wrong one, requests are refused with the reason.
         let noCookie = try cluster.client()
         await #expect(throws: ClientError.self) { try await noCookie.get(Bytes("before".utf8)) }
-        let (code, _) = try cluster.aspen(["kv", "get", "before"])
+        let (code, _) = try await cluster.aspen(["kv", "get", "before"])
         #expect(code == 4)
-        let (wrongCode, _) = try cluster.aspen(["kv", "get", "before", "--cookie", "open"])
+        let (wrongCode, _) = try await cluster.aspen(["kv", "get", "before", "--cookie", "open"])
         #expect(wrongCode == 4)
-        #expect(try cluster.aspen(["kv", "get", "before", "--cookie", cookie]) == (0, "1"))
+        #expect(try await cluster.aspen(["kv", "get", "before", "--cookie", cookie]) == (0, "1"))
 
         // Every node still serves, and the admin endpoint counts what happened.
         try await client.put(Bytes("after".utf8), Bytes("2".utf8))

@@ -100,10 +100,15 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// Runs the `aspen` CLI against the cluster (or `endpoints`); returns its exit status and output.
-    func aspen(_ arguments: [String], stdin: String? = nil, endpoints: String? = nil) throws -> (Int32, String) {
+    func aspen(_ arguments: [String], stdin: String? = nil, endpoints: String? = nil) async throws -> (Int32, String) {
+        let endpointsText = self.endpointsText
+        return try await offThePool { try Self.runAspen(arguments, stdin: stdin, endpoints: endpoints ?? endpointsText) }
+    }
+
+    static func runAspen(_ arguments: [String], stdin: String?, endpoints: String) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary("aspen"))
-        process.arguments = arguments + ["--endpoints", endpoints ?? endpointsText]
+        process.arguments = arguments + ["--endpoints", endpoints]
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
@@ -198,75 +203,75 @@ struct ProcessClusterTests {
         let cluster = try ProcessCluster(nodes: 3)
         try cluster.startAll()
         _ = try await cluster.leader()
-        func aspen(_ arguments: [String], stdin: String? = nil) throws -> (Int32, String) { try cluster.aspen(arguments, stdin: stdin) }
-        #expect(try aspen(["kv", "put", "greeting", "hello"]).0 == 0)
-        #expect(try aspen(["kv", "get", "greeting"]) == (0, "hello"))
-        let json = try aspen(["kv", "get", "greeting", "--json"]).1
+        func aspen(_ arguments: [String], stdin: String? = nil) async throws -> (Int32, String) { try await cluster.aspen(arguments, stdin: stdin) }
+        #expect(try await aspen(["kv", "put", "greeting", "hello"]).0 == 0)
+        #expect(try await aspen(["kv", "get", "greeting"]) == (0, "hello"))
+        let json = try await aspen(["kv", "get", "greeting", "--json"]).1
         #expect(json.contains("\"value\":\"hello\""))
-        #expect(try aspen(["kv", "get", "absent"]).0 == 1)
-        #expect(try aspen(["kv", "cas", "greeting", "--expected", "nope", "--new", "x"]).0 == 2)
-        #expect(try aspen(["kv", "cas", "greeting", "--expected", "hello", "--new", "hi"]).0 == 0)
-        #expect(try aspen(["kv", "put", String(repeating: "k", count: 1100), "v"]).0 == 4)
+        #expect(try await aspen(["kv", "get", "absent"]).0 == 1)
+        #expect(try await aspen(["kv", "cas", "greeting", "--expected", "nope", "--new", "x"]).0 == 2)
+        #expect(try await aspen(["kv", "cas", "greeting", "--expected", "hello", "--new", "hi"]).0 == 0)
+        #expect(try await aspen(["kv", "put", String(repeating: "k", count: 1100), "v"]).0 == 4)
         let transaction = #"{"compare":[{"key":"greeting","value":"hi"}],"success":[{"put":{"key":"greeting","value":"bye"}}]}"#
-        #expect(try aspen(["kv", "txn"], stdin: transaction).0 == 0)
-        #expect(try aspen(["kv", "get", "greeting"]).1 == "bye")
-        #expect(try aspen(["kv", "scan", "", "--keys-only"]).1 == "greeting")
+        #expect(try await aspen(["kv", "txn"], stdin: transaction).0 == 0)
+        #expect(try await aspen(["kv", "get", "greeting"]).1 == "bye")
+        #expect(try await aspen(["kv", "scan", "", "--keys-only"]).1 == "greeting")
         // Watch replays the key's history from revision 1: three puts so far.
-        let watched = try aspen(["kv", "watch", "greeting", "--exact", "--from-revision", "1", "--count", "3", "--json"])
+        let watched = try await aspen(["kv", "watch", "greeting", "--exact", "--from-revision", "1", "--count", "3", "--json"])
         #expect(watched.0 == 0)
         #expect(watched.1.split(separator: "\n").count == 3)
         #expect(watched.1.contains("\"value\":\"bye\""))
-        let snapshot = try aspen(["cluster", "snapshot", "--json"])
+        let snapshot = try await aspen(["cluster", "snapshot", "--json"])
         #expect(snapshot.0 == 0)
         #expect(snapshot.1.contains("\"index\""))
-        let metrics = try aspen(["cluster", "metrics"])
+        let metrics = try await aspen(["cluster", "metrics"])
         #expect(metrics.0 == 0)
         #expect(metrics.1.contains("aspen_raft_snapshot_index"))
         #expect(metrics.1.contains("aspen_request_seconds_bucket{op=\"kv.write\""))
         // Coordination layers through the CLI: a lock with fencing tokens, a counter, a sequence.
-        let token = try aspen(["lock", "acquire", "jobs", "--holder", "me", "--ttl-ms", "10000"])
+        let token = try await aspen(["lock", "acquire", "jobs", "--holder", "me", "--ttl-ms", "10000"])
         #expect(token.0 == 0)
-        #expect(try aspen(["lock", "acquire", "jobs", "--holder", "you"]).0 == 2)
-        #expect(try aspen(["lock", "release", "jobs", "--holder", "me", "--token", "\((Int(token.1) ?? 0) + 1000)"]).0 == 2)
-        #expect(try aspen(["lock", "release", "jobs", "--holder", "me", "--token", token.1]).0 == 0)
-        #expect(try aspen(["counter", "add", "hits", "5"]).1 == "5")
-        #expect(try aspen(["counter", "sub", "hits", "9"]).1 == "0")
-        #expect(try aspen(["sequence", "orders", "--reserve", "3"]).1 == "1-3")
-        #expect(try aspen(["queue", "enqueue", "work", "job-1"]).0 == 0)
-        let taken = try aspen(["queue", "dequeue", "work", "--visibility-ms", "60000"]).1.split(separator: " ")
+        #expect(try await aspen(["lock", "acquire", "jobs", "--holder", "you"]).0 == 2)
+        #expect(try await aspen(["lock", "release", "jobs", "--holder", "me", "--token", "\((Int(token.1) ?? 0) + 1000)"]).0 == 2)
+        #expect(try await aspen(["lock", "release", "jobs", "--holder", "me", "--token", token.1]).0 == 0)
+        #expect(try await aspen(["counter", "add", "hits", "5"]).1 == "5")
+        #expect(try await aspen(["counter", "sub", "hits", "9"]).1 == "0")
+        #expect(try await aspen(["sequence", "orders", "--reserve", "3"]).1 == "1-3")
+        #expect(try await aspen(["queue", "enqueue", "work", "job-1"]).0 == 0)
+        let taken = try await aspen(["queue", "dequeue", "work", "--visibility-ms", "60000"]).1.split(separator: " ")
         #expect(taken.count == 3 && taken[2] == "job-1", "\(taken)")
-        #expect(try aspen(["queue", "dequeue", "work"]).0 == 1, "nothing else is visible")
-        #expect(try aspen(["queue", "ack", "work", "--id", String(taken[0]), "--receipt", "1"]).0 == 2, "a wrong receipt is refused")
-        #expect(try aspen(["queue", "ack", "work", "--id", String(taken[0]), "--receipt", String(taken[1])]).0 == 0)
-        #expect(try aspen(["election", "campaign", "cron", "--candidate", "n1"]).0 == 0)
-        #expect(try aspen(["election", "leader", "cron"]).1.hasPrefix("n1 "))
-        #expect(try aspen(["semaphore", "acquire", "pool", "--capacity", "1", "--holder", "a"]).0 == 0)
-        #expect(try aspen(["semaphore", "acquire", "pool", "--capacity", "1", "--holder", "b"]).0 == 2, "the only permit is taken")
-        #expect(try aspen(["barrier", "enter", "go", "--participant", "p1", "--count", "1"]).1 == "1 entered, released")
-        #expect(try aspen(["service", "register", "web", "--instance", "w1", "--address", "10.0.0.1:80", "--tags", "eu"]).0 == 0)
-        #expect(try aspen(["service", "discover", "web", "--tags", "eu"]).1 == "w1 10.0.0.1:80 eu")
+        #expect(try await aspen(["queue", "dequeue", "work"]).0 == 1, "nothing else is visible")
+        #expect(try await aspen(["queue", "ack", "work", "--id", String(taken[0]), "--receipt", "1"]).0 == 2, "a wrong receipt is refused")
+        #expect(try await aspen(["queue", "ack", "work", "--id", String(taken[0]), "--receipt", String(taken[1])]).0 == 0)
+        #expect(try await aspen(["election", "campaign", "cron", "--candidate", "n1"]).0 == 0)
+        #expect(try await aspen(["election", "leader", "cron"]).1.hasPrefix("n1 "))
+        #expect(try await aspen(["semaphore", "acquire", "pool", "--capacity", "1", "--holder", "a"]).0 == 0)
+        #expect(try await aspen(["semaphore", "acquire", "pool", "--capacity", "1", "--holder", "b"]).0 == 2, "the only permit is taken")
+        #expect(try await aspen(["barrier", "enter", "go", "--participant", "p1", "--count", "1"]).1 == "1 entered, released")
+        #expect(try await aspen(["service", "register", "web", "--instance", "w1", "--address", "10.0.0.1:80", "--tags", "eu"]).0 == 0)
+        #expect(try await aspen(["service", "discover", "web", "--tags", "eu"]).1 == "w1 10.0.0.1:80 eu")
         // Lock sets: all or none; release refuses a stale token and frees nothing then.
-        let set = try aspen(["lockset", "acquire", "a", "b", "--holder", "s1"])
+        let set = try await aspen(["lockset", "acquire", "a", "b", "--holder", "s1"])
         #expect(set.0 == 0)
-        #expect(try aspen(["lockset", "acquire", "b", "c", "--holder", "s2"]).0 == 2, "b is held")
-        #expect(try aspen(["lock", "holder", "c"]).0 == 1, "none of a refused set is taken")
-        #expect(try aspen(["lockset", "release", "a", "b", "--holder", "s1", "--token", "1"]).0 == 2)
-        #expect(try aspen(["lockset", "release", "a", "b", "--holder", "s1", "--token", set.1]).0 == 0)
-        #expect(try aspen(["lock", "holder", "a"]).0 == 1)
+        #expect(try await aspen(["lockset", "acquire", "b", "c", "--holder", "s2"]).0 == 2, "b is held")
+        #expect(try await aspen(["lock", "holder", "c"]).0 == 1, "none of a refused set is taken")
+        #expect(try await aspen(["lockset", "release", "a", "b", "--holder", "s1", "--token", "1"]).0 == 2)
+        #expect(try await aspen(["lockset", "release", "a", "b", "--holder", "s1", "--token", set.1]).0 == 0)
+        #expect(try await aspen(["lock", "holder", "a"]).0 == 1)
         // Read-write locks: readers share, a writer waits for them; a hold name may contain '/'.
-        let reader = try aspen(["rwlock", "read", "docs/main", "--holder", "r1", "--json"])
+        let reader = try await aspen(["rwlock", "read", "docs/main", "--holder", "r1", "--json"])
         #expect(reader.0 == 0)
-        #expect(try aspen(["rwlock", "read", "docs/main", "--holder", "r2"]).0 == 0)
-        #expect(try aspen(["rwlock", "write", "docs/main", "--holder", "w", "--wait-ms", "200"]).0 == 2, "readers hold it")
+        #expect(try await aspen(["rwlock", "read", "docs/main", "--holder", "r2"]).0 == 0)
+        #expect(try await aspen(["rwlock", "write", "docs/main", "--holder", "w", "--wait-ms", "200"]).0 == 2, "readers hold it")
         let hold = try JSONSerialization.jsonObject(with: Data(reader.1.utf8)) as? [String: Any] ?? [:]
-        let released = try aspen([
+        let released = try await aspen([
             "rwlock", "release-read", hold["hold"] as? String ?? "", "--holder", "r1", "--token", "\(hold["token"] as? Int ?? 0)",
             "--lease", "\(hold["lease"] as? Int ?? 0)",
         ])
         #expect(released.0 == 0, "\(released.1)")
-        let members = try aspen(["cluster", "members", "--json"])
+        let members = try await aspen(["cluster", "members", "--json"])
         #expect(members.1.contains("\"role\":\"voter\""))
-        let status = try aspen(["cluster", "status", "--json"])
+        let status = try await aspen(["cluster", "status", "--json"])
         #expect(status.0 == 0)
         #expect(status.1.contains("\"leaderId\""))
         // A broken ticket is bad input; nothing was sent.
@@ -330,5 +335,14 @@ actor HistoryRecorder {
                 id: nextID, client: 100 + Int(key), key: key, input: .get, output: .value(value), invokedAt: invoked,
                 completedAt: completed))
         nextID += 1
+    }
+}
+
+/// Runs blocking work (a child process, to its end) on a thread of its own: a test waiting for a
+/// CLI must not hold one of the few threads that every test running at the same time needs (on
+/// 2 cores, two such waits starve every other test's timers and renewals).
+func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
     }
 }

@@ -86,6 +86,36 @@ struct ReadIndexTests {
         #expect(Self.served(cluster, 44) == nil)
     }
 
+    @Test("a read a follower forwarded to a leader that dies is reported dropped, never left waiting")
+    func forwardedReadToDeadLeader() throws {
+        let cluster = LockstepCluster(voters: 3)
+        cluster.elect(1)
+        try cluster.put(1, 5, via: 1)
+        // The leader is cut off before it answers the follower's forwarded read.
+        cluster.partition([1])
+        try cluster.read(0, via: 3, context: 61)
+        cluster.deliverAll()
+        cluster.run { cluster.outcomes.contains(.readFailed(context: 61)) }
+        #expect(cluster.outcomes.contains(.readFailed(context: 61)))
+        #expect(Self.served(cluster, 61) == nil)
+    }
+
+    @Test("a forwarded read whose answer is lost while the leader stays is dropped after an election timeout")
+    func forwardedReadAnswerLost() throws {
+        let cluster = LockstepCluster(voters: 3)
+        cluster.elect(1)
+        cluster.filter = { message in
+            if case .readIndexResponse = message.kind { return false }
+            return true
+        }
+        try cluster.read(0, via: 2, context: 62)
+        cluster.deliverAll()
+        cluster.tickAll(times: 15)
+        cluster.deliverAll()
+        #expect(cluster.raft(1).role == .leader)
+        #expect(cluster.outcomes.contains(.readFailed(context: 62)))
+    }
+
     @Test("a follower without a known leader refuses a read at once")
     func noLeader() {
         let cluster = LockstepCluster(voters: 3)
