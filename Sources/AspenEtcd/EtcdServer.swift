@@ -1,4 +1,3 @@
-import Foundation
 import AspenCore
 import AspenNode
 import GRPCCore
@@ -23,9 +22,9 @@ public final class EtcdServer: Sendable {
         -> EtcdServer
     {
         var config = HTTP2ServerTransport.Posix.Config.defaults
-        if let text = ProcessInfo.processInfo.environment["ASPEN_ETCD_FLUSH_US"], let us = Int(text) {
-            config.connection.flushCoalescing = us == 0 ? nil : .init(maxFlushDelay: .microseconds(us), maxBytes: 64 * 1024)
-        }
+        // Flush each response at once: coalescing flushes (up to 100 µs) cost 8 % of the write
+        // rate at one client and 20 % of the read rate at sixteen here (measured with aspen bench).
+        config.connection.flushCoalescing = nil
         let transport = HTTP2ServerTransport.Posix(
             address: host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port), transportSecurity: .plaintext,
             config: config)
