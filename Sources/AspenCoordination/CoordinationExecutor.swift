@@ -31,6 +31,18 @@ public struct CoordinationExecutor: Sendable {
         }
     }
 
+    /// When others already wait for `name` here, sleeps at the back of their line (up to
+    /// `upToMs`); returns how long it waited.
+    private func waitYourTurn(_ name: String, upToMs: Int64) async throws -> Int64 {
+        guard upToMs > 0, let wakeups = local?.wakeups, await wakeups.hasSleepers(name) else { return 0 }
+        let clock = ContinuousClock()
+        let started = clock.now
+        await wakeups.sleep(name, upToMs: min(upToMs, 200))
+        try Task.checkCancellation()
+        let waited = (clock.now - started).components
+        return waited.seconds * 1000 + waited.attoseconds / 1_000_000_000_000_000
+    }
+
     /// Tells one waiter on `name` that it may be free now.
     private func freed(_ name: String) async { await local?.wakeups.wakeOne(name) }
 
@@ -47,7 +59,11 @@ public struct CoordinationExecutor: Sendable {
         let lock = DistributedLock(store: store, limits: limits)
         switch call {
         case .lockAcquire(let name, let holder, let ttl, let wait):
-            return .grant(try await lock.acquire(name, holder: holder, ttlMs: ttl, waitMs: wait, sleep: sleeper("lock/" + name)))
+            // First come, first served among this node's waiters: a newcomer (often the last
+            // holder, coming straight back) queues behind them instead of barging in.
+            let queued = try await waitYourTurn("lock/" + name, upToMs: wait)
+            return .grant(
+                try await lock.acquire(name, holder: holder, ttlMs: ttl, waitMs: max(0, wait - queued), sleep: sleeper("lock/" + name)))
         case .lockRenew(let name, let holder, let token): return .grant(try await lock.renew(name, holder: holder, token: token))
         case .lockRelease(let name, let holder, let token):
             try await lock.release(name, holder: holder, token: token)

@@ -71,6 +71,8 @@ actor Wakeups {
         if sleeping[name]!.isEmpty { sleeping[name] = nil }
     }
 
+    func hasSleepers(_ name: String) -> Bool { !(sleeping[name]?.isEmpty ?? true) }
+
     /// Wakes the longest sleeper on `name`, if any.
     func wakeOne(_ name: String) {
         guard let first = sleeping[name]?.first else { return }

@@ -122,7 +122,7 @@ final class ProcessCluster: @unchecked Sendable {
         return (process.terminationStatus, String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
-    func leader(timeoutSeconds: Double = 15) async throws -> Int {
+    func leader(timeoutSeconds: Double = 30) async throws -> Int {
         let client = try client()
         defer { Task { await client.close() } }
         let deadline = Date().addingTimeInterval(timeoutSeconds)
