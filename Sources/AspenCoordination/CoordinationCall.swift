@@ -201,8 +201,6 @@ extension CoordinationCall.CounterOperation {
 public enum CoordinationAnswer: Sendable, Equatable {
     case done
     case grant(LockGrant)
-    /// A try that found the resource taken (read lock, semaphore without a wait).
-    case noGrant
     case grants([LockGrant])
     case holder((name: String, token: Int64)?)
     case value(Int64)
@@ -224,7 +222,6 @@ public enum CoordinationAnswer: Sendable, Equatable {
         switch self {
         case .done: ["done"]
         case .grant(let grant): ["grant", .tuple(grant.elements)]
-        case .noGrant: ["no-grant"]
         case .grants(let grants): ["grants", .tuple(grants.map { .tuple($0.elements) })]
         case .holder(let found): ["holder"] + (found.map { [.string($0.name), .int($0.token)] } ?? [])
         case .value(let value): ["value", .int(value)]
@@ -248,7 +245,6 @@ public enum CoordinationAnswer: Sendable, Equatable {
         switch try fields.string() {
         case "done": self = .done
         case "grant": self = .grant(try fields.nested { try LockGrant(&$0) })
-        case "no-grant": self = .noGrant
         case "grants": self = .grants(try fields.list { try LockGrant(&$0) })
         case "holder": self = .holder(fields.isAtEnd ? nil : (try fields.string(), try fields.int()))
         case "value": self = .value(try fields.int())

@@ -33,7 +33,7 @@ struct CoordinationCallTests {
     func roundTrips() throws {
         for call in Self.calls { #expect(try CoordinationCall(decoding: call.encoded) == call) }
         let answers: [CoordinationAnswer] = [
-            .done, .grant(Self.grant), .noGrant, .grants([Self.grant, Self.grant]), .holder(nil), .holder(("h", 3)), .value(-4), .flag(true),
+            .done, .grant(Self.grant), .grants([Self.grant, Self.grant]), .holder(nil), .holder(("h", 3)), .value(-4), .flag(true),
             .range(3...9), .ids([1, 2]), .delivery(nil), .delivery(Self.delivery), .peeked(nil), .peeked((2, [9])),
             .queueStatus(QueueStatus(visible: 1, inFlight: 2, delayed: 3, deadLetters: 4)), .holders(["a", "b"]),
             .barrier(DistributedBarrier.Status(entered: 2, released: true)), .rate(acquired: false, available: 0.25), .instance(Self.instance),
