@@ -28,6 +28,9 @@ public struct Limits: Sendable, Equatable {
     public var raftPendingProposalsMax = 10_000
     /// Most proposed bytes the leader holds uncommitted.
     public var raftPendingProposalBytesMax = 64 * 1024 * 1024
+    /// Most Raft messages a node holds received but not yet handed to its instance; beyond it,
+    /// messages are dropped and Raft's retries recover.
+    public var raftInboxMessagesMax = 10_000
     /// Most linearizable reads waiting for a ReadIndex round.
     public var raftPendingReadsMax = 10_000
     /// Most committed entries handed to the state machine in one Ready.

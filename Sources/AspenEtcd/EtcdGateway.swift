@@ -81,9 +81,13 @@ public final class EtcdGateway: Sendable {
         }
     }
 
+    /// A write through the log. On a follower it travels to the leader inside Raft's own
+    /// traffic (as etcd's followers forward proposals); only writes the node cannot forward so
+    /// (no leader known yet, or lease grants and keep-alives, which take the leader's clock) go
+    /// to the leader as client requests.
     func write(_ request: KVWriteRequest) async throws -> KVResult {
         try await translatingErrors {
-            try await onLeader({ try await node.write(request) }, remote: { try await $0.write(request) })
+            try await onLeader({ try await node.write(request, forwarding: true) }, remote: { try await $0.write(request) })
         }
     }
 

@@ -20,6 +20,15 @@ public enum KVWriteRequest: Sendable, Equatable {
     case leaseKeepAlive(LeaseID)
     case compact(Revision)
 
+    /// Whether the command carries no time of its own. Only such writes may be stamped and
+    /// proposed on a follower; lease grants and keep-alives take the leader's clock.
+    public var isTimeless: Bool {
+        switch self {
+        case .leaseGrant, .leaseKeepAlive: return false
+        default: return true
+        }
+    }
+
     /// The command to propose, with the leader's time.
     public func command(nowMs: Int64) -> KVCommand {
         switch self {

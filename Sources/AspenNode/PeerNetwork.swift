@@ -164,29 +164,29 @@ public final class PeerNetwork: Sendable {
     }
 
     /// The server side: decode a peer's message, check that it comes from the node its key belongs
-    /// to, and hand it to Raft.
+    /// to, and queue it for Raft, in the order the connection delivered it.
     public func route(to node: RaftNode) -> TransportRoute {
         let logger = self.logger
+        let limits = options.limits
         return TransportRoute(
             authorize: { [weak self] key in self?.isAuthorized(key) ?? false },
-            handle: { [weak self] key, body in
-                guard let self else { return [] }
+            receive: { [weak self] key, body in
+                guard let self else { return }
                 // Checked per message too: a member removed while connected is cut off.
                 guard self.isAuthorized(key) else {
                     logger.warning("raft message from a key that is no longer a member's dropped", metadata: ["peer": "\(key)"])
-                    return []
+                    return
                 }
                 do {
-                    let message = try Raft.Message(decoding: body, limits: self.options.limits)
+                    let message = try Raft.Message(decoding: body, limits: limits)
                     guard self.node(for: key) == message.from else {
                         logger.warning("raft message from a key that is not its sender's", metadata: ["peer": "\(key)"])
-                        return []
+                        return
                     }
-                    await node.receive(message)
+                    node.enqueue(message)
                 } catch {
                     logger.warning("undecodable raft message dropped", metadata: ["peer": "\(key)", "error": "\(error)"])
                 }
-                return []
             })
     }
 }

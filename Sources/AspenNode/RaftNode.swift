@@ -73,6 +73,12 @@ public actor RaftNode {
     }
 
     var proposals: [Raft.Index: Proposal] = [:]
+    /// Writers whose commands this follower forwarded to the leader, until the leader says where
+    /// it put them (they then wait in `proposals`, like the leader's own writers).
+    var forwardedWriters: [Raft.ProposalContext: CheckedContinuation<Result<KVResult, KVError>, any Error>] = [:]
+    /// Increasing across restarts too, as `Raft.Instance.forward` requires: it starts from the
+    /// clock (milliseconds, shifted past any number of writes a millisecond could see).
+    var nextProposalContext: Raft.ProposalContext
     var readIndexWaiters: [Raft.ReadContext: CheckedContinuation<Raft.Index, any Error>] = [:]
     var applyWaiters: [(index: Raft.Index, continuation: CheckedContinuation<Void, Never>)] = []
     var appliedIndex: Raft.Index
@@ -97,6 +103,8 @@ public actor RaftNode {
 
     public struct Counters: Sendable {
         public var proposals = 0
+        /// Writes this node forwarded to the leader inside Raft's traffic.
+        public var proposalsForwarded = 0
         public var reads = 0
         public var storageCommits = 0
         /// Entries written by those commits: with `storageCommits`, the mean group-commit batch.
@@ -123,6 +131,7 @@ public actor RaftNode {
         self.membershipChanged = membershipChanged
         self.nowMs = nowMs
         self.appliedIndex = state.appliedIndex
+        self.nextProposalContext = UInt64(max(1, nowMs())) << 20
         var logger = logger
         logger[metadataKey: "node"] = "\(configuration.id)"
         self.logger = logger
@@ -158,6 +167,8 @@ public actor RaftNode {
         tickTask = nil
         for (_, proposal) in proposals { proposal.continuation.resume(throwing: NodeError.stopped) }
         proposals = [:]
+        for (_, writer) in forwardedWriters { writer.resume(throwing: NodeError.stopped) }
+        forwardedWriters = [:]
         for (_, waiter) in readIndexWaiters { waiter.resume(throwing: NodeError.stopped) }
         readIndexWaiters = [:]
         for waiter in applyWaiters { waiter.continuation.resume() }
@@ -182,6 +193,39 @@ public actor RaftNode {
         pump()
     }
 
+    /// Raft messages received and not yet stepped, in arrival order, and whether a task is on
+    /// its way to step them.
+    private nonisolated let inbox = Mutex<(messages: [Raft.Message], scheduled: Bool)>(([], false))
+
+    /// Queues a message from a peer without waiting for the actor. One task at a time steps
+    /// everything queued, in order, and pumps once: under load that is one actor turn for many
+    /// messages instead of one each, and messages from one connection are never reordered.
+    /// Beyond `raftInboxMessagesMax` queued messages, new ones are dropped (Raft's retries
+    /// recover, as from any lost message).
+    public nonisolated func enqueue(_ message: Raft.Message) {
+        let limit = configuration.limits.raftInboxMessagesMax
+        let schedule = inbox.withLock { inbox -> Bool in
+            guard inbox.messages.count < limit else { return false }
+            inbox.messages.append(message)
+            defer { inbox.scheduled = true }
+            return !inbox.scheduled
+        }
+        if schedule { Task { await self.stepInbox() } }
+    }
+
+    func stepInbox() {
+        let messages = inbox.withLock { inbox -> [Raft.Message] in
+            defer {
+                inbox.messages = []
+                inbox.scheduled = false
+            }
+            return inbox.messages
+        }
+        guard !stopped else { return }
+        for message in messages { raft.step(message) }
+        pump()
+    }
+
     func tick() {
         guard !stopped else { return }
         raft.tick()
@@ -195,13 +239,32 @@ public actor RaftNode {
         pump()
     }
 
-    /// Applies a write through the log; returns its result once it has applied here.
+    /// Applies a write through the log; returns its result once it has applied here. A follower
+    /// answers `notLeader`.
     public func write(_ request: KVWriteRequest) async throws -> KVResult {
+        try await write(request, forwarding: false)
+    }
+
+    /// Applies a write through the log; returns its result once it has applied here.
+    ///
+    /// A follower answers `notLeader`, unless `forwarding` is set: then it forwards the command
+    /// to the leader inside Raft's own traffic (batched with the others that arrive meanwhile)
+    /// and answers once it has applied the command itself. Commands that carry time (lease
+    /// grants and keep-alives) are never forwarded: the leader's clock stamps those.
+    public func write(_ request: KVWriteRequest, forwarding: Bool) async throws -> KVResult {
         guard !stopped else { throw NodeError.stopped }
         let command = request.command(nowMs: nowMs())
         try KVValidator.validate(command, limits: configuration.limits)
-        let result = try await propose(command)
+        let result = forwarding && request.isTimeless && !raft.isLeader ? try await forward(command) : try await propose(command)
         return try result.get()
+    }
+
+    static func nodeError(_ error: Raft.ProposalError) -> NodeError {
+        switch error {
+        case .notLeader(let hint): return .notLeader(leaderHint: hint)
+        case .leaderBeingRemoved, .leadershipTransferInProgress: return .notLeader(leaderHint: nil)
+        default: return .refused(error.description)
+        }
     }
 
     func propose(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
@@ -210,15 +273,43 @@ public actor RaftNode {
         do {
             receipt = try raft.propose(command.encoded())
         } catch {
-            switch error {
-            case .notLeader(let hint): throw NodeError.notLeader(leaderHint: hint)
-            case .leaderBeingRemoved, .leadershipTransferInProgress: throw NodeError.notLeader(leaderHint: nil)
-            default: throw NodeError.refused(error.description)
-            }
+            throw Self.nodeError(error)
         }
         return try await withCheckedThrowingContinuation { continuation in
             proposals[receipt.indexes.lowerBound] = Proposal(term: receipt.term, continuation: continuation)
             pump()
+        }
+    }
+
+    func forward(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
+        let context = nextProposalContext
+        nextProposalContext += 1
+        counters.proposalsForwarded += 1
+        do {
+            try raft.forward(command.encoded(), context: context)
+        } catch {
+            throw Self.nodeError(error)
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            forwardedWriters[context] = continuation
+            pump()
+        }
+    }
+
+    /// The leader placed (or refused, or never answered about) a forwarded command. Called before
+    /// the Ready that carried the answer applies anything, so an index it applies is waited for.
+    func place(_ outcome: Raft.ForwardedOutcome) {
+        guard let writer = forwardedWriters.removeValue(forKey: outcome.context) else { return }
+        switch outcome.result {
+        case .appended(let term, let index) where index > appliedIndex:
+            proposals[index] = Proposal(term: term, continuation: writer)
+        case .appended:
+            // Applied before the answer came (its result is gone): rare, and not a loss.
+            writer.resume(throwing: NodeError.outcomeUnknown)
+        case .refused:
+            writer.resume(throwing: NodeError.notLeader(leaderHint: raft.leader))
+        case .unknown:
+            writer.resume(throwing: NodeError.outcomeUnknown)
         }
     }
 
@@ -323,6 +414,7 @@ public actor RaftNode {
             let ready = raft.ready()
             if ready.isEmpty { break }
             noteRoleChange()
+            for outcome in ready.forwardedProposals { place(outcome) }
             for message in ready.messages { send(message) }
             let batch = StorageBatch(ready)
             var applied: [AppliedEntry] = []

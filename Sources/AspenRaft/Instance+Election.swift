@@ -5,6 +5,7 @@ extension Raft.Instance {
     public mutating func tick() {
         ticks += 1
         expireForwardedReads()
+        expireForwardedProposals()
         if role == .leader {
             tickLeader()
             return
@@ -130,6 +131,7 @@ extension Raft.Instance {
             progress[member] = Raft.Progress(next: next)
         }
         uncommittedBytes = 0
+        forwardedHighWater = [:]
         // Commit an entry of this term at once: earlier terms' entries commit with it (Raft §5.4.2),
         // and reads may be served only once it has committed.
         appendAsLeader([.noop])
@@ -220,6 +222,10 @@ extension Raft.Instance {
             handleForwardedRead(context: context, from: message.from)
         case .readIndexResponse(let context, let index):
             handleReadIndexResponse(context: context, index: index)
+        case .propose(let proposals):
+            handleForwardedProposals(proposals, from: message.from)
+        case .proposeResponse(let contexts, let placement):
+            handleProposeResponse(contexts: contexts, placement: placement)
         }
     }
 

@@ -40,7 +40,9 @@ extension Raft.Instance {
     mutating func expireForwardedReads() {
         guard !readsForwarded.isEmpty else { return }
         let patience = UInt64(max(1, config.electionTicks))
-        for (context, sent) in readsForwarded where sent.leader != leader || role == .leader || ticks - sent.sentAt > patience {
+        // In context order: a dictionary's own order differs from run to run.
+        let expired = readsForwarded.filter { $0.value.leader != leader || role == .leader || ticks - $0.value.sentAt > patience }
+        for context in expired.keys.sorted() {
             readsForwarded.removeValue(forKey: context)
             outbox.droppedReads.append(context)
         }

@@ -52,6 +52,16 @@ extension Raft {
         /// request or its answer was lost), so a read never waits forever.
         var readsForwarded: [ReadContext: (leader: NodeID, sentAt: UInt64)] = [:]
 
+        // Commands forwarded to the leader (follower side): queued until the next `ready()`, so
+        // commands that arrive together leave in one message; then awaiting the leader's answer,
+        // given up like forwarded reads.
+        var forwardQueue: [(context: ProposalContext, command: [UInt8])] = []
+        var proposalsForwarded: [ProposalContext: (leader: NodeID, sentAt: UInt64)] = [:]
+        /// Leader side: the last context appended for each follower in this term. A forwarded
+        /// command at or below it is a duplicate or a reordered copy, refused rather than
+        /// appended twice.
+        var forwardedHighWater: [NodeID: ProposalContext] = [:]
+
         // Snapshots.
         var snapshot: Snapshot
         var incomingSnapshot: Snapshot?
@@ -109,7 +119,7 @@ extension Raft {
 
         /// True if there is anything for `ready()` to return.
         public var hasReady: Bool {
-            broadcastRequested || readRoundRequested || !outbox.isEmpty || snapshotToInstall != nil
+            broadcastRequested || readRoundRequested || !outbox.isEmpty || snapshotToInstall != nil || !forwardQueue.isEmpty
                 || log.handedOut < log.lastIndex || hardState != lastHardState
                 || appliedHandedOut < log.committed
         }
@@ -134,6 +144,7 @@ extension Raft {
 
         /// Collects everything the shell must do. See `Ready` for the order.
         public mutating func ready() -> Ready {
+            if !forwardQueue.isEmpty { flushForwardQueue() }
             if broadcastRequested {
                 broadcastRequested = false
                 broadcastAppend()

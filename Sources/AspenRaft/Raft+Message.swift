@@ -40,6 +40,12 @@ extension Raft {
             case readIndex(context: ReadContext)
             /// The leader's answer; `index` is nil when the read could not be served.
             case readIndexResponse(context: ReadContext, index: Index?)
+            /// A follower forwards commands to the leader (etcd's MsgProp), each under the
+            /// follower's own context, so the follower can answer its writers once it applies them.
+            case propose(ForwardedProposals)
+            /// The leader's answer to a `propose`: where it appended the commands (the i-th context
+            /// at `firstIndex + i`, in `term`), or nil when it appended none of them.
+            case proposeResponse(contexts: [ProposalContext], placement: ProposalPlacement?)
         }
 
         /// Whether the message may leave before the sender's pending writes are durable. Only the
@@ -47,9 +53,33 @@ extension Raft {
         /// and a candidate's vote requests depend on state that must survive a crash.
         public var maySendBeforePersist: Bool {
             switch kind {
-            case .append, .heartbeat, .snapshotChunk, .timeoutNow(_), .readIndex, .readIndexResponse: return true
+            case .append, .heartbeat, .snapshotChunk, .timeoutNow(_), .readIndex, .readIndexResponse, .propose, .proposeResponse:
+                return true
             default: return false
             }
+        }
+    }
+
+    /// Commands a follower asks the leader to append, each with the follower's context.
+    public struct ForwardedProposals: Sendable, Equatable {
+        public var contexts: [ProposalContext]
+        public var commands: [[UInt8]]
+
+        public init(contexts: [ProposalContext], commands: [[UInt8]]) {
+            precondition(contexts.count == commands.count, "one context per forwarded command")
+            self.contexts = contexts
+            self.commands = commands
+        }
+    }
+
+    /// Where a leader appended forwarded commands: consecutive indexes from `firstIndex`, in `term`.
+    public struct ProposalPlacement: Sendable, Equatable {
+        public var term: Term
+        public var firstIndex: Index
+
+        public init(term: Term, firstIndex: Index) {
+            self.term = term
+            self.firstIndex = firstIndex
         }
     }
 

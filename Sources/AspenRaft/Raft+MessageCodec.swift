@@ -78,6 +78,20 @@ extension Raft.Message {
             writer.writeVarint(context)
             writer.write(index != nil)
             writer.writeVarint(index ?? 0)
+        case .propose(let proposals):
+            writer.write(14)
+            writer.writeVarint(UInt64(proposals.commands.count))
+            for (context, command) in zip(proposals.contexts, proposals.commands) {
+                writer.writeVarint(context)
+                writer.writeBytes(command)
+            }
+        case .proposeResponse(let contexts, let placement):
+            writer.write(15)
+            writer.writeVarint(UInt64(contexts.count))
+            for context in contexts { writer.writeVarint(context) }
+            writer.write(placement != nil)
+            writer.writeVarint(placement?.term ?? 0)
+            writer.writeVarint(placement?.firstIndex ?? 0)
         }
         return writer.bytes
     }
@@ -147,6 +161,26 @@ extension Raft.Message {
             let hasIndex = try reader.readBool()
             let index = try reader.readVarint()
             return .readIndexResponse(context: context, index: hasIndex ? index : nil)
+        case 14:
+            let count = try reader.readCount(limit: limits.raftBatchEntriesMax)
+            var contexts: [Raft.ProposalContext] = []
+            var commands: [[UInt8]] = []
+            contexts.reserveCapacity(count)
+            commands.reserveCapacity(count)
+            for _ in 0..<count {
+                contexts.append(try reader.readVarint())
+                commands.append(try reader.readBytes(limit: limits.raftEntryBytesMax))
+            }
+            return .propose(Raft.ForwardedProposals(contexts: contexts, commands: commands))
+        case 15:
+            let count = try reader.readCount(limit: limits.raftBatchEntriesMax)
+            var contexts: [Raft.ProposalContext] = []
+            contexts.reserveCapacity(count)
+            for _ in 0..<count { contexts.append(try reader.readVarint()) }
+            let placed = try reader.readBool()
+            let term = try reader.readVarint()
+            let firstIndex = try reader.readVarint()
+            return .proposeResponse(contexts: contexts, placement: placed ? Raft.ProposalPlacement(term: term, firstIndex: firstIndex) : nil)
         case let tag: throw .unknownTag(tag, context: "Raft message")
         }
     }

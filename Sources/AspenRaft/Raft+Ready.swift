@@ -27,6 +27,10 @@ extension Raft {
         public var readStates: [ReadState] = []
         /// Reads that can never be served here (leadership lost, or the leader refused them).
         public var droppedReads: [ReadContext] = []
+        /// What became of commands given to `forward(_:context:)`: where they were appended (the
+        /// shell answers their writers when that index applies), or that they were refused, or
+        /// that no answer came.
+        public var forwardedProposals: [ForwardedOutcome] = []
 
         public init() {}
 
@@ -35,7 +39,29 @@ extension Raft {
 
         public var isEmpty: Bool {
             !needsPersist && messages.isEmpty && messagesAfterPersist.isEmpty && committedEntries.isEmpty
-                && readStates.isEmpty && droppedReads.isEmpty
+                && readStates.isEmpty && droppedReads.isEmpty && forwardedProposals.isEmpty
+        }
+    }
+
+    /// The fate of one forwarded command.
+    public struct ForwardedOutcome: Sendable, Equatable {
+        public var context: ProposalContext
+        public var result: Result
+
+        public init(context: ProposalContext, result: Result) {
+            self.context = context
+            self.result = result
+        }
+
+        public enum Result: Sendable, Equatable {
+            /// The leader appended it at `index` in `term`: it applies there, unless an entry of
+            /// another term takes that index (then it never applies).
+            case appended(term: Term, index: Index)
+            /// It was appended nowhere: safe to retry.
+            case refused
+            /// No answer came (the leader changed, or the request or its answer was lost): it
+            /// may or may not apply.
+            case unknown
         }
     }
 }

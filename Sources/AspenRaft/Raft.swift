@@ -11,6 +11,8 @@ public enum Raft {
     public typealias Term = UInt64
     /// An opaque value the shell attaches to a linearizable read, returned with its `ReadState`.
     public typealias ReadContext = UInt64
+    /// A follower's name for a command it forwarded to the leader.
+    public typealias ProposalContext = UInt64
 }
 
 extension Raft {

@@ -14,6 +14,10 @@ public struct TransportRoute: Sendable {
     /// For streaming protocols: each request is answered by any number of frames sent through
     /// the sink, until the handler returns. Takes the place of `handle` when set.
     public var stream: (@Sendable (NodeKey, [UInt8], StreamSink) async -> Void)?
+    /// For protocols of one-way messages (Raft): called on the connection's event loop for each
+    /// frame, in the order the frames arrived, with no task per message. It must not block.
+    /// Takes the place of `handle` when set.
+    public var receive: (@Sendable (NodeKey, [UInt8]) -> Void)?
 
     public init(authorize: @escaping @Sendable (NodeKey) -> Bool, handle: @escaping @Sendable (NodeKey, [UInt8]) async -> [UInt8]) {
         self.authorize = authorize
@@ -24,6 +28,12 @@ public struct TransportRoute: Sendable {
         self.authorize = authorize
         self.handle = { _, _ in [] }
         self.stream = stream
+    }
+
+    public init(authorize: @escaping @Sendable (NodeKey) -> Bool, receive: @escaping @Sendable (NodeKey, [UInt8]) -> Void) {
+        self.authorize = authorize
+        self.handle = { _, _ in [] }
+        self.receive = receive
     }
 }
 
@@ -268,6 +278,10 @@ final class ServerRequestHandler: ChannelInboundHandler {
             return
         }
         let body = Array(frame.readableBytesView)
+        if let receive = route.receive {
+            receive(peer, body)
+            return
+        }
         let channel = context.channel
         let handle = route.handle
         let peer = self.peer

@@ -46,7 +46,8 @@ final class InProcessCluster: @unchecked Sendable {
             let network = PeerNetwork(tls: tls, peers: [:], logger: logger)
             var configuration = NodeConfiguration(id: id)
             configuration.tickMs = 20
-            configuration.electionTicks = 10
+            // 0.5-1 s: a loaded two-core machine can hold an actor up for a few hundred ms.
+            configuration.electionTicks = 25
             let node = RaftNode(
                 configuration: configuration, storage: storage, state: try storage.load()!, send: { network.send($0) },
                 nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger,
@@ -123,6 +124,35 @@ struct RaftNodeClusterTests {
         // Bad input is refused before it reaches the log, naming the limit.
         await #expect(throws: KVError.keyTooLarge(bytes: 2000, limit: 1024)) {
             try await node.write(.put(Put(key: Bytes(repeating: 1, count: 2000), value: [])))
+        }
+        await cluster.stop()
+    }
+
+    @Test("a follower forwards writes to the leader inside Raft's traffic and answers each with its own result")
+    func forwardedWrites() async throws {
+        let cluster = try await InProcessCluster.start(nodes: 3)
+        let leader = try await cluster.leader()
+        let follower = cluster.members.first { $0.id != leader }!.node
+        // The follower must know the leader before it can forward.
+        while await follower.status.leader != leader { try await Task.sleep(for: .milliseconds(20)) }
+        let revisions = try await withThrowingTaskGroup(of: Revision.self) { group in
+            for number in 0..<100 {
+                group.addTask {
+                    let result = try await follower.write(.put(Put(key: Array("f\(number)".utf8), value: Array("\(number)".utf8))), forwarding: true)
+                    guard case .put(let put) = result else { throw NodeError.refused("unexpected \(result)") }
+                    return put.revision
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        // Each writer got its own entry's result: 100 distinct revisions.
+        #expect(Set(revisions).count == 100)
+        let read = try await cluster.member(leader).node.read(RangeRequest(.prefix(Array("f".utf8))), consistency: .linearizable)
+        #expect(read.kvs.count == 100)
+        #expect(await follower.counters.proposalsForwarded == 100)
+        // A lease grant takes the leader's clock: never forwarded.
+        await #expect(throws: NodeError.notLeader(leaderHint: leader)) {
+            try await follower.write(.leaseGrant(id: 0, ttlMs: 10_000), forwarding: true)
         }
         await cluster.stop()
     }

@@ -18,6 +18,7 @@ struct MessageCodecTests {
         cluster.elect(1)
         for value in UInt64(1)...20 { try cluster.put(UInt8(value % 3), value, via: 1) }
         try cluster.read(1, via: 2, context: 99)
+        try cluster.forward(1, 77, via: 3)
         cluster.deliverAll()
         cluster.compact(1)
         try cluster.with(1) { try $0.proposeMembership([.addLearner(4)]) }
@@ -30,7 +31,24 @@ struct MessageCodecTests {
             #expect(decoded == message)
             kinds.insert(String("\(message.kind)".prefix(while: { $0 != "(" })))
         }
-        #expect(kinds.isSuperset(of: ["append", "appendResponse", "heartbeat", "heartbeatResponse", "snapshotChunk", "snapshotResponse", "timeoutNow", "readIndex", "readIndexResponse"]), "\(kinds)")
+        #expect(kinds.isSuperset(of: ["append", "appendResponse", "heartbeat", "heartbeatResponse", "snapshotChunk", "snapshotResponse", "timeoutNow", "readIndex", "readIndexResponse", "propose", "proposeResponse"]), "\(kinds)")
+    }
+
+    @Test("forwarded proposals and their answers round-trip; a refusal carries no placement")
+    func proposeRoundTrip() throws {
+        let kinds: [Raft.Message.Kind] = [
+            .propose(Raft.ForwardedProposals(contexts: [5, 6], commands: [[1, 2], []])),
+            .proposeResponse(contexts: [5, 6], placement: Raft.ProposalPlacement(term: 4, firstIndex: 10)),
+            .proposeResponse(contexts: [7], placement: nil),
+        ]
+        for kind in kinds {
+            let message = Raft.Message(group: 0, from: 2, to: 1, term: 4, kind: kind)
+            #expect(try Raft.Message(decoding: message.encoded()) == message)
+        }
+        var limits = Limits()
+        limits.raftBatchEntriesMax = 1
+        let two = Raft.Message(group: 0, from: 2, to: 1, term: 4, kind: kinds[0]).encoded()
+        #expect(throws: DecodingError.lengthTooLarge(length: 2, limit: 1)) { try Raft.Message(decoding: two, limits: limits) }
     }
 
     @Test("truncated, garbled and oversized messages are errors, never crashes")
