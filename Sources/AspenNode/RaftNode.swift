@@ -83,6 +83,7 @@ public actor RaftNode {
     var applyWaiters: [(index: Raft.Index, continuation: CheckedContinuation<Void, Never>)] = []
     var appliedIndex: Raft.Index
     var committing = false
+    var earlySendScheduled = false
     var nextReadContext: Raft.ReadContext = 1
     var tickTask: Task<Void, Never>?
     var stopped = false
@@ -402,9 +403,30 @@ public actor RaftNode {
     // MARK: The Ready loop
 
     func pump() {
-        guard !committing, !stopped else { return }
+        guard !stopped else { return }
+        guard !committing else {
+            scheduleEarlySend()
+            return
+        }
         committing = true
         Task { await self.drain() }
+    }
+
+    /// While a storage commit is in flight, what may leave before it ends (new appends to
+    /// followers, forwarded commands, answers to them) leaves in a task of its own rather than
+    /// after the commit: followers write new entries while the leader does, and a follower's
+    /// forwarded command does not wait for its own fsync. One task serves every input that
+    /// arrives before it runs.
+    func scheduleEarlySend() {
+        guard !earlySendScheduled else { return }
+        earlySendScheduled = true
+        Task { self.sendEarly() }
+    }
+
+    func sendEarly() {
+        earlySendScheduled = false
+        guard !stopped else { return }
+        for message in raft.takeMessagesSendableNow() { send(message) }
     }
 
     /// Persist, send, apply, advance — until the instance has nothing more to do.

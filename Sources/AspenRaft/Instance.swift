@@ -144,16 +144,7 @@ extension Raft {
 
         /// Collects everything the shell must do. See `Ready` for the order.
         public mutating func ready() -> Ready {
-            if !forwardQueue.isEmpty { flushForwardQueue() }
-            if broadcastRequested {
-                broadcastRequested = false
-                broadcastAppend()
-            }
-            if readRoundRequested {
-                readRoundRequested = false
-                readRound += 1
-                broadcastHeartbeat()
-            }
+            prepareOutgoing()
             var ready = outbox
             outbox = Ready()
             if let install = snapshotToInstall {
@@ -176,6 +167,32 @@ extension Raft {
                 appliedHandedOut = ready.committedEntries.last?.index ?? appliedHandedOut
             }
             return ready
+        }
+
+        /// The messages that may leave at once (`Ready.messages`: the leader's replication
+        /// traffic, forwarded commands and reads, and their answers), taken out of the next
+        /// Ready. A shell whose storage write is in flight sends these without waiting for it:
+        /// followers then persist new entries while the leader does, and forwarded commands
+        /// reach the leader at once. Everything else stays for `ready()`.
+        public mutating func takeMessagesSendableNow() -> [Message] {
+            prepareOutgoing()
+            defer { outbox.messages = [] }
+            return outbox.messages
+        }
+
+        /// Turns pending requests to send (forwarded commands, a broadcast, a read round) into
+        /// messages in the outbox.
+        mutating func prepareOutgoing() {
+            if !forwardQueue.isEmpty { flushForwardQueue() }
+            if broadcastRequested {
+                broadcastRequested = false
+                broadcastAppend()
+            }
+            if readRoundRequested {
+                readRoundRequested = false
+                readRound += 1
+                broadcastHeartbeat()
+            }
         }
 
         // MARK: Acknowledgements from the shell
