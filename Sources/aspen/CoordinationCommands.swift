@@ -197,8 +197,41 @@ struct ElectionCommand: AsyncParsableCommand {
 /// `aspen queue`: work queues with visibility timeouts.
 struct QueueCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "queue", abstract: "Work queues: enqueue, dequeue, ack, nack, status, redrive.",
-        subcommands: [Enqueue.self, Dequeue.self, Ack.self, Nack.self, Status.self, Redrive.self])
+        commandName: "queue", abstract: "Work queues: enqueue, dequeue, peek, ack, nack, extend, status, redrive.",
+        subcommands: [Enqueue.self, Dequeue.self, Peek.self, Ack.self, Nack.self, Extend.self, Status.self, Redrive.self])
+
+    struct Peek: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the oldest visible item without taking it (exit 1 if none).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var queue: String
+
+        func run() async throws {
+            try await runReporting {
+                guard case .peeked(let found) = try await cluster.coordinate(.peek(queue: queue)) else { throw CLIError.unexpectedAnswer }
+                guard let item = found else { throw CLIError.notFound("queue \(queue) has no visible item") }
+                let payload = String(decoding: item.payload, as: UTF8.self)
+                output(cluster.json, ["id": item.id, "payload": payload], text: "\(item.id) \(payload)")
+            }
+        }
+    }
+
+    struct Extend: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Keep a delivered item invisible for longer; prints the new receipt (exit 2 if the receipt is stale).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var queue: String
+        @Option var id: Int64
+        @Option var receipt: Int64
+        @Option(help: "Milliseconds to add, from now.") var byMs: Int64
+
+        func run() async throws {
+            try await runReporting {
+                let delivery = QueueDelivery(queue: queue, id: id, payload: [], deliveries: 0, receipt: receipt, visibleAtMs: 0)
+                guard case .delivery(let extended?) = try await cluster.coordinate(.extend(delivery, byMs: byMs)) else { throw CLIError.unexpectedAnswer }
+                output(cluster.json, ["id": extended.id, "receipt": extended.receipt, "visibleAtMs": extended.visibleAtMs], text: "\(extended.receipt)")
+            }
+        }
+    }
 
     struct Enqueue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add an item; prints its id.")
@@ -303,20 +336,41 @@ struct QueueCommand: AsyncParsableCommand {
 /// `aspen ratelimit`: shared token buckets.
 struct RateLimitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "ratelimit", abstract: "Take tokens from a shared token bucket (exit 2 when it is empty).")
-    @OptionGroup var cluster: ClusterOptions
-    @Argument var name: String
-    @Option var capacity: Double
-    @Option var perSecond: Double
-    @Option var count: Double = 1
-    @Option(help: "Wait this long for tokens.") var waitMs: Int64 = 0
+        commandName: "ratelimit", abstract: "Shared token buckets: acquire (the default), reset.",
+        subcommands: [Acquire.self, Reset.self], defaultSubcommand: Acquire.self)
 
-    func run() async throws {
-        try await runReporting {
-            let call = CoordinationCall.rateAcquire(name: name, capacity: capacity, perSecond: perSecond, count: count, waitMs: waitMs)
-            guard case .rate(let acquired, let available) = try await cluster.coordinate(call) else { throw CLIError.unexpectedAnswer }
-            guard acquired else { throw CLIError.conditionFailed("rate limit \(name) has fewer than \(count) tokens (\(available) available)") }
-            output(cluster.json, ["acquired": count, "available": available], text: "OK")
+    struct Acquire: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Take tokens (exit 2 when there are too few); prints how many are left. --count 0 only reads them.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+        @Option var capacity: Double
+        @Option var perSecond: Double
+        @Option var count: Double = 1
+        @Option(help: "Wait this long for tokens.") var waitMs: Int64 = 0
+
+        func run() async throws {
+            try await runReporting {
+                let call = CoordinationCall.rateAcquire(name: name, capacity: capacity, perSecond: perSecond, count: count, waitMs: waitMs)
+                guard case .rate(let acquired, let available) = try await cluster.coordinate(call) else { throw CLIError.unexpectedAnswer }
+                guard acquired else { throw CLIError.conditionFailed("rate limit \(name) has fewer than \(count) tokens (\(available) available)") }
+                output(cluster.json, ["acquired": count, "available": available], text: "OK, \(available) left")
+            }
+        }
+    }
+
+    struct Reset: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Refill the bucket to its capacity.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+        @Option var capacity: Double
+        @Option var perSecond: Double
+
+        func run() async throws {
+            try await runReporting {
+                try await cluster.done(.rateReset(name: name, capacity: capacity, perSecond: perSecond))
+                output(cluster.json, ["reset": name], text: "OK, full again")
+            }
         }
     }
 }
