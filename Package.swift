@@ -132,7 +132,9 @@ let package = Package(
             name: "AspenNodeTests",
             dependencies: [
                 "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenClient", "AspenTesting",
-                "AspenCoordination", "aspen-node", "aspen",
+                "AspenCoordination", "AspenEtcd", "aspen-node", "aspen",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ],
             swiftSettings: strictSwift),
         .executableTarget(

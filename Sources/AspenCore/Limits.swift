@@ -11,6 +11,8 @@ public struct Limits: Sendable, Equatable {
     public var valueBytesMax = 1024 * 1024
     /// Most keys in one atomic batch write or transaction.
     public var batchKeysMax = 1000
+    /// Deepest nesting of transactions inside transactions.
+    public var transactionDepthMax = 8
     /// Default and largest scan page.
     public var scanPageDefault = 1000
     public var scanPageMax = 10_000

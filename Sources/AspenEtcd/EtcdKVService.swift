@@ -107,35 +107,45 @@ struct EtcdKVService: Etcdserverpb_KV.SimpleServiceProtocol {
     }
 
     func txn(request: Etcdserverpb_TxnRequest, context: ServerContext) async throws -> Etcdserverpb_TxnResponse {
-        let transaction = Transaction(
+        let result = try await gateway.write(.transaction(try Self.transaction(request, gateway)))
+        guard case .transaction(let outcome) = result else { throw RPCError(code: .internalError, message: "unexpected result \(result)") }
+        return Self.response(outcome, header: await gateway.header(revision: outcome.revision))
+    }
+
+    static func transaction(_ request: Etcdserverpb_TxnRequest, _ gateway: EtcdGateway) throws -> Transaction {
+        Transaction(
             compares: try request.compare.map(Self.compare), success: try request.success.map { try Self.operation($0, gateway) },
             failure: try request.failure.map { try Self.operation($0, gateway) })
-        let result = try await gateway.write(.transaction(transaction))
-        guard case .transaction(let outcome) = result else { throw RPCError(code: .internalError, message: "unexpected result \(result)") }
+    }
+
+    /// A Txn's response, nested Txns' included; every one carries the same header.
+    static func response(_ outcome: TransactionResult, header: Etcdserverpb_ResponseHeader) -> Etcdserverpb_TxnResponse {
         var response = Etcdserverpb_TxnResponse()
-        response.header = await gateway.header(revision: outcome.revision)
+        response.header = header
         response.succeeded = outcome.succeeded
         for operation in outcome.results {
             var op = Etcdserverpb_ResponseOp()
             switch operation {
             case .put(let put):
                 var out = Etcdserverpb_PutResponse()
-                out.header = response.header
+                out.header = header
                 if let previous = put.previous { out.prevKv = EtcdGateway.keyValue(previous) }
                 op.responsePut = out
             case .delete(let delete):
                 var out = Etcdserverpb_DeleteRangeResponse()
-                out.header = response.header
+                out.header = header
                 out.deleted = Int64(delete.deleted)
                 out.prevKvs = delete.previous.map(EtcdGateway.keyValue)
                 op.responseDeleteRange = out
             case .get(let range):
                 var out = Etcdserverpb_RangeResponse()
-                out.header = response.header
+                out.header = header
                 out.kvs = range.kvs.map(EtcdGateway.keyValue)
                 out.count = Int64(range.count)
                 out.more = range.more
                 op.responseRange = out
+            case .transaction(let nested):
+                op.responseTxn = Self.response(nested, header: header)
             }
             response.responses.append(op)
         }
@@ -190,7 +200,7 @@ struct EtcdKVService: Etcdserverpb_KV.SimpleServiceProtocol {
                 RangeRequest(
                     selection, revision: range.revision, limit: range.limit > 0 ? Int(range.limit) : gateway.limits.scanPageMax,
                     keysOnly: range.keysOnly, countOnly: range.countOnly))
-        case .requestTxn?: throw EtcdGateway.unsupported("a Txn nested in a Txn")
+        case .requestTxn(let nested)?: return .transaction(try transaction(nested, gateway))
         case nil: throw RPCError(code: .invalidArgument, message: "etcdserver: an empty request op")
         }
     }

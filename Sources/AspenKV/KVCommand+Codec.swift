@@ -17,12 +17,7 @@ extension KVCommand {
             KVCodec.write(delete, into: &writer)
         case .transaction(let transaction):
             writer.write(3)
-            writer.writeVarint(UInt64(transaction.compares.count))
-            for compare in transaction.compares { KVCodec.write(compare, into: &writer) }
-            for branch in [transaction.success, transaction.failure] {
-                writer.writeVarint(UInt64(branch.count))
-                for operation in branch { KVCodec.write(operation, into: &writer) }
-            }
+            KVCodec.write(transaction, into: &writer)
         case .batch(let operations):
             writer.write(4)
             writer.writeVarint(UInt64(operations.count))
@@ -61,18 +56,7 @@ extension KVCommand {
         switch try reader.readByte() {
         case 1: self = .put(try codec.readPut(&reader))
         case 2: self = .delete(try codec.readDelete(&reader))
-        case 3:
-            let compareCount = try reader.readCount(limit: limits.batchKeysMax)
-            var compares: [Compare] = []
-            for _ in 0..<compareCount { compares.append(try codec.readCompare(&reader)) }
-            var branches: [[TransactionOperation]] = []
-            for _ in 0..<2 {
-                let count = try reader.readCount(limit: limits.batchKeysMax)
-                var branch: [TransactionOperation] = []
-                for _ in 0..<count { branch.append(try codec.readOperation(&reader)) }
-                branches.append(branch)
-            }
-            self = .transaction(Transaction(compares: compares, success: branches[0], failure: branches[1]))
+        case 3: self = .transaction(try codec.readTransaction(&reader, depth: 1))
         case 4:
             let count = try reader.readCount(limit: limits.batchKeysMax)
             var operations: [WriteOperation] = []
@@ -80,7 +64,7 @@ extension KVCommand {
                 switch try codec.readOperation(&reader) {
                 case .put(let put): operations.append(.put(put))
                 case .delete(let delete): operations.append(.delete(delete))
-                case .get: throw .invalid("a batch holds only puts and deletes")
+                case .get, .transaction: throw .invalid("a batch holds only puts and deletes")
                 }
             }
             self = .batch(operations)
@@ -187,6 +171,34 @@ struct KVCodec {
         return Compare(key: key, target, operators[code])
     }
 
+    static func write(_ transaction: Transaction, into writer: inout ByteWriter) {
+        writer.writeVarint(UInt64(transaction.compares.count))
+        for compare in transaction.compares { write(compare, into: &writer) }
+        for branch in [transaction.success, transaction.failure] {
+            writer.writeVarint(UInt64(branch.count))
+            for operation in branch { write(operation, into: &writer) }
+        }
+    }
+
+    /// A transaction at nesting `depth` (1 for the command's own), refused deeper than
+    /// `transactionDepthMax`.
+    func readTransaction(_ reader: inout ByteReader, depth: Int) throws(DecodingError) -> Transaction {
+        guard depth <= limits.transactionDepthMax else {
+            throw .invalid("transactions nested deeper than transactionDepthMax (\(limits.transactionDepthMax))")
+        }
+        let compareCount = try reader.readCount(limit: limits.batchKeysMax)
+        var compares: [Compare] = []
+        for _ in 0..<compareCount { compares.append(try readCompare(&reader)) }
+        var branches: [[TransactionOperation]] = []
+        for _ in 0..<2 {
+            let count = try reader.readCount(limit: limits.batchKeysMax)
+            var branch: [TransactionOperation] = []
+            for _ in 0..<count { branch.append(try readOperation(&reader, depth: depth)) }
+            branches.append(branch)
+        }
+        return Transaction(compares: compares, success: branches[0], failure: branches[1])
+    }
+
     static func write(_ operation: TransactionOperation, into writer: inout ByteWriter) {
         switch operation {
         case .put(let put):
@@ -203,10 +215,14 @@ struct KVCodec {
             writer.write(request.keysOnly)
             writer.write(request.countOnly)
             writer.writeOptionalBytes(request.continuation)
+        case .transaction(let nested):
+            writer.write(3)
+            write(nested, into: &writer)
         }
     }
 
-    func readOperation(_ reader: inout ByteReader) throws(DecodingError) -> TransactionOperation {
+    /// One operation of a transaction at nesting `depth` (a nested transaction is one deeper).
+    func readOperation(_ reader: inout ByteReader, depth: Int = 1) throws(DecodingError) -> TransactionOperation {
         switch try reader.readByte() {
         case 0: return .put(try readPut(&reader))
         case 1: return .delete(try readDelete(&reader))
@@ -219,6 +235,7 @@ struct KVCodec {
                 RangeRequest(
                     selection, revision: revision, limit: limit == 0 ? nil : Int(limit), keysOnly: try reader.readBool(),
                     countOnly: try reader.readBool(), continuation: try reader.readOptionalBytes(limit: 4096)))
+        case 3: return .transaction(try readTransaction(&reader, depth: depth + 1))
         case let tag: throw .unknownTag(tag, context: "transaction operation")
         }
     }

@@ -65,6 +65,9 @@ public enum TransactionOperation: Sendable, Equatable {
     case put(Put)
     case delete(Delete)
     case get(RangeRequest)
+    /// A transaction inside a transaction (etcd's nested Txn): its compares are decided, with
+    /// the outer ones, against the state before the command writes anything.
+    case transaction(Transaction)
 }
 
 public struct Compare: Sendable, Equatable {
@@ -170,6 +173,7 @@ public enum TransactionOperationResult: Sendable, Equatable {
     case put(PutResult)
     case delete(DeleteResult)
     case get(RangeResult)
+    case transaction(TransactionResult)
 }
 
 public struct RangeResult: Sendable, Equatable {

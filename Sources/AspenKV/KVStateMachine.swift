@@ -162,15 +162,52 @@ extension KVStateMachine {
         mutating func transaction<Backend: KVBackend>(
             _ transaction: Transaction, on backend: inout Backend
         ) throws -> TransactionResult {
+            // Every branch on the way, nested ones included, is chosen before anything is
+            // written (as etcd does), so the leases of all the puts that will run can be
+            // checked first and the command fails whole or not at all.
+            let path = try Self.path(of: transaction, backend: backend)
+            try Self.requireLeases(of: Self.puts(along: path, of: transaction), in: backend)
+            return try run(transaction, along: path, on: &backend)
+        }
+
+        /// Which branch a transaction takes, and the paths of the transactions nested in it.
+        struct Path {
+            var succeeded: Bool
+            var nested: [Path]
+        }
+
+        static func path<Backend: KVBackend>(of transaction: Transaction, backend: Backend) throws -> Path {
             var succeeded = true
-            for compare in transaction.compares where try !Self.holds(compare, backend: backend) {
+            for compare in transaction.compares where try !holds(compare, backend: backend) {
                 succeeded = false
                 break
             }
-            let branch = succeeded ? transaction.success : transaction.failure
-            try Self.requireLeases(of: branch.compactMap { if case .put(let put) = $0 { put } else { nil } }, in: backend)
+            var nested: [Path] = []
+            for operation in succeeded ? transaction.success : transaction.failure {
+                if case .transaction(let inner) = operation { nested.append(try path(of: inner, backend: backend)) }
+            }
+            return Path(succeeded: succeeded, nested: nested)
+        }
+
+        static func puts(along path: Path, of transaction: Transaction) -> [Put] {
+            var puts: [Put] = []
+            var inner = path.nested.makeIterator()
+            for operation in path.succeeded ? transaction.success : transaction.failure {
+                switch operation {
+                case .put(let put): puts.append(put)
+                case .transaction(let nested): if let next = inner.next() { puts += Self.puts(along: next, of: nested) }
+                case .delete, .get: break
+                }
+            }
+            return puts
+        }
+
+        mutating func run<Backend: KVBackend>(
+            _ transaction: Transaction, along path: Path, on backend: inout Backend
+        ) throws -> TransactionResult {
             var results: [TransactionOperationResult] = []
-            for operation in branch {
+            var inner = path.nested.makeIterator()
+            for operation in path.succeeded ? transaction.success : transaction.failure {
                 switch operation {
                 case .put(let put): results.append(.put(try self.put(put, on: &backend)))
                 case .delete(let delete): results.append(.delete(try self.delete(delete, on: &backend)))
@@ -179,9 +216,12 @@ extension KVStateMachine {
                     var request = request
                     request.revision = 0
                     results.append(.get(try KVStateMachine.range(request, backend: backend, limits: .standard)))
+                case .transaction(let nested):
+                    guard let next = inner.next() else { preconditionFailure("a nested transaction without its path") }
+                    results.append(.transaction(try run(nested, along: next, on: &backend)))
                 }
             }
-            return TransactionResult(succeeded: succeeded, revision: changed ? next : current, results: results)
+            return TransactionResult(succeeded: path.succeeded, revision: changed ? next : current, results: results)
         }
 
         /// Checked before the first write, so that a command fails whole or not at all.

@@ -60,13 +60,8 @@ public enum KVValidator {
                 }
             }, limits: limits)
         case .transaction(let transaction):
-            try validateCount(transaction.compares.count + max(transaction.success.count, transaction.failure.count), limits: limits)
-            for compare in transaction.compares {
-                try validate(key: compare.key, limits: limits)
-                if case .value(let value) = compare.target { try validate(value: value, limits: limits) }
-            }
-            try validateWrites(transaction.success, limits: limits)
-            try validateWrites(transaction.failure, limits: limits)
+            try validateCount(operationCount(transaction), limits: limits)
+            _ = try validate(transaction, depth: 1, limits: limits)
         case .leaseGrant(let grant):
             guard grant.ttlMs > 0 else { throw .invalidTTL(ms: grant.ttlMs, reason: "it must be positive") }
             guard grant.ttlMs <= leaseTTLMsMax else {
@@ -89,26 +84,78 @@ public enum KVValidator {
         guard count <= limits.batchKeysMax else { throw .tooManyOperations(count: count, limit: limits.batchKeysMax) }
     }
 
-    /// Puts and deletes of one atomic command may not touch a key twice: each key gets one new
-    /// version per revision.
-    private static func validateWrites(_ operations: [TransactionOperation], limits: Limits) throws(KVError) {
-        var written = Set<Bytes>()
+    /// What a transaction counts against `batchKeysMax`: its compares and the larger of its
+    /// branches, nested transactions included.
+    public static func operationCount(_ transaction: Transaction) -> Int {
+        func count(_ branch: [TransactionOperation]) -> Int {
+            branch.reduce(0) { total, operation in
+                if case .transaction(let nested) = operation { return total + 1 + operationCount(nested) }
+                return total + 1
+            }
+        }
+        return transaction.compares.count + max(count(transaction.success), count(transaction.failure))
+    }
+
+    /// The keys a command's writes may touch: each at most once per revision.
+    struct Writes {
+        var keys = Set<Bytes>()
         var deleted: [KeyBounds] = []
+
+        mutating func put(_ key: Bytes) throws(KVError) {
+            guard keys.insert(key).inserted, !deleted.contains(where: { $0.contains(key) }) else { throw .duplicateKey(key) }
+        }
+
+        mutating func delete(_ bounds: KeyBounds) throws(KVError) {
+            if let clash = keys.first(where: { bounds.contains($0) }) { throw .duplicateKey(clash) }
+            deleted.append(bounds)
+        }
+
+        /// Adds writes that may happen along with these (a nested transaction's).
+        mutating func add(_ other: Writes) throws(KVError) {
+            for key in other.keys { try put(key) }
+            for bounds in other.deleted { try delete(bounds) }
+        }
+
+        /// Writes of which only one set happens (a transaction's two branches).
+        func either(_ other: Writes) -> Writes {
+            Writes(keys: keys.union(other.keys), deleted: deleted + other.deleted)
+        }
+    }
+
+    /// A transaction at nesting `depth`; returns the writes either of its branches may make.
+    private static func validate(_ transaction: Transaction, depth: Int, limits: Limits) throws(KVError) -> Writes {
+        guard depth <= limits.transactionDepthMax else {
+            throw .invalidCommand("transactions are nested deeper than transactionDepthMax (\(limits.transactionDepthMax))")
+        }
+        for compare in transaction.compares {
+            try validate(key: compare.key, limits: limits)
+            if case .value(let value) = compare.target { try validate(value: value, limits: limits) }
+        }
+        let success = try validateWrites(transaction.success, depth: depth, limits: limits)
+        let failure = try validateWrites(transaction.failure, depth: depth, limits: limits)
+        return success.either(failure)
+    }
+
+    /// Puts and deletes of one atomic command may not touch a key twice: each key gets one new
+    /// version per revision. A nested transaction counts with everything either of its branches
+    /// may write (as etcd checks).
+    @discardableResult
+    private static func validateWrites(_ operations: [TransactionOperation], depth: Int = 1, limits: Limits) throws(KVError) -> Writes {
+        var writes = Writes()
         for operation in operations {
             switch operation {
             case .put(let put):
                 try validate(put, limits: limits)
-                guard written.insert(put.key).inserted, !deleted.contains(where: { $0.contains(put.key) }) else {
-                    throw .duplicateKey(put.key)
-                }
+                try writes.put(put.key)
             case .delete(let delete):
                 try validate(delete.selection, limits: limits)
-                let bounds = delete.selection.bounds
-                if let clash = written.first(where: { bounds.contains($0) }) { throw .duplicateKey(clash) }
-                deleted.append(bounds)
+                try writes.delete(delete.selection.bounds)
             case .get(let request):
                 try validate(request, limits: limits)
+            case .transaction(let nested):
+                try writes.add(try validate(nested, depth: depth + 1, limits: limits))
             }
         }
+        return writes
     }
 }

@@ -129,6 +129,47 @@ public enum KVWire {
         DeleteResult(revision: try reader.readSignedVarint(), deleted: try reader.readCount(limit: Int.max), previous: try readKeyValues(&reader))
     }
 
+    static func write(_ result: TransactionResult, into writer: inout ByteWriter) {
+        writer.write(result.succeeded)
+        writer.writeVarint(signed: result.revision)
+        writer.writeVarint(UInt64(result.results.count))
+        for operation in result.results {
+            switch operation {
+            case .put(let put):
+                writer.write(0)
+                write(put, into: &writer)
+            case .delete(let delete):
+                writer.write(1)
+                write(delete, into: &writer)
+            case .get(let range):
+                writer.write(2)
+                write(range, into: &writer)
+            case .transaction(let nested):
+                writer.write(3)
+                write(nested, into: &writer)
+            }
+        }
+    }
+
+    /// A transaction's result at nesting `depth`, refused deeper than the standard limit.
+    static func readTransaction(_ reader: inout ByteReader, depth: Int) throws(DecodingError) -> TransactionResult {
+        guard depth <= Limits.standard.transactionDepthMax else { throw .invalid("transaction results nested too deep") }
+        let succeeded = try reader.readBool()
+        let revision = try reader.readSignedVarint()
+        let count = try reader.readCount(limit: Limits.standard.batchKeysMax * 2)
+        var results: [TransactionOperationResult] = []
+        for _ in 0..<count {
+            switch try reader.readByte() {
+            case 0: results.append(.put(try readPut(&reader)))
+            case 1: results.append(.delete(try readDelete(&reader)))
+            case 2: results.append(.get(try readRange(&reader)))
+            case 3: results.append(.transaction(try readTransaction(&reader, depth: depth + 1)))
+            case let tag: throw .unknownTag(tag, context: "transaction result")
+            }
+        }
+        return TransactionResult(succeeded: succeeded, revision: revision, results: results)
+    }
+
     public static func encode(_ result: KVResult) -> Bytes {
         var writer = ByteWriter()
         switch result {
@@ -140,22 +181,7 @@ public enum KVWire {
             write(delete, into: &writer)
         case .transaction(let transaction):
             writer.write(3)
-            writer.write(transaction.succeeded)
-            writer.writeVarint(signed: transaction.revision)
-            writer.writeVarint(UInt64(transaction.results.count))
-            for result in transaction.results {
-                switch result {
-                case .put(let put):
-                    writer.write(0)
-                    write(put, into: &writer)
-                case .delete(let delete):
-                    writer.write(1)
-                    write(delete, into: &writer)
-                case .get(let range):
-                    writer.write(2)
-                    write(range, into: &writer)
-                }
-            }
+            write(transaction, into: &writer)
         case .batch(let revision):
             writer.write(4)
             writer.writeVarint(signed: revision)
@@ -188,20 +214,7 @@ public enum KVWire {
         switch try reader.readByte() {
         case 1: result = .put(try readPut(&reader))
         case 2: result = .delete(try readDelete(&reader))
-        case 3:
-            let succeeded = try reader.readBool()
-            let revision = try reader.readSignedVarint()
-            let count = try reader.readCount(limit: Limits.standard.batchKeysMax * 2)
-            var results: [TransactionOperationResult] = []
-            for _ in 0..<count {
-                switch try reader.readByte() {
-                case 0: results.append(.put(try readPut(&reader)))
-                case 1: results.append(.delete(try readDelete(&reader)))
-                case 2: results.append(.get(try readRange(&reader)))
-                case let tag: throw .unknownTag(tag, context: "transaction result")
-                }
-            }
-            result = .transaction(TransactionResult(succeeded: succeeded, revision: revision, results: results))
+        case 3: result = .transaction(try readTransaction(&reader, depth: 1))
         case 4: result = .batch(revision: try reader.readSignedVarint())
         case 5: result = .leaseGranted(try readLease(&reader))
         case 6: result = .leaseRevoked(id: try reader.readSignedVarint(), deletedKeys: try reader.readCount(limit: Int.max), revision: try reader.readSignedVarint())

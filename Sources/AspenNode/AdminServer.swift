@@ -51,6 +51,8 @@ public final class AdminServer: Sendable {
         gauge("aspen_raft_voters", "Voters in the configuration.", "\(status.membership.allVoters.count)")
         counter("aspen_node_proposals_total", "Writes received by this node (followers count the ones they refuse).", "\(counters.proposals)")
         counter("aspen_node_proposals_forwarded_total", "Writes this node forwarded to the leader inside Raft's traffic.", "\(counters.proposalsForwarded)")
+        counter("aspen_node_proposals_forwarded_unknown_total", "Forwarded writes whose outcome this node could not tell.", "\(counters.proposalsForwardedUnknown)")
+        counter("aspen_node_proposals_forwarded_refused_total", "Forwarded writes the leader refused (retried as requests).", "\(counters.proposalsForwardedRefused)")
         counter("aspen_node_reads_total", "Reads served by this node.", "\(counters.reads)")
         counter("aspen_storage_commits_total", "Storage transactions (one fsync each).", "\(counters.storageCommits)")
         counter("aspen_storage_committed_entries_total", "Log entries written by those transactions (group-commit batch = this / commits).", "\(counters.committedEntries)")

@@ -104,8 +104,12 @@ public actor RaftNode {
 
     public struct Counters: Sendable {
         public var proposals = 0
-        /// Writes this node forwarded to the leader inside Raft's traffic.
+        /// Writes this node forwarded to the leader inside Raft's traffic, and of those the
+        /// ones whose outcome it could not tell (no answer, or the answer came after the entry
+        /// applied) and the ones the leader refused.
         public var proposalsForwarded = 0
+        public var proposalsForwardedUnknown = 0
+        public var proposalsForwardedRefused = 0
         public var reads = 0
         public var storageCommits = 0
         /// Entries written by those commits: with `storageCommits`, the mean group-commit batch.
@@ -306,10 +310,13 @@ public actor RaftNode {
             proposals[index] = Proposal(term: term, continuation: writer)
         case .appended:
             // Applied before the answer came (its result is gone): rare, and not a loss.
+            counters.proposalsForwardedUnknown += 1
             writer.resume(throwing: NodeError.outcomeUnknown)
         case .refused:
+            counters.proposalsForwardedRefused += 1
             writer.resume(throwing: NodeError.notLeader(leaderHint: raft.leader))
         case .unknown:
+            counters.proposalsForwardedUnknown += 1
             writer.resume(throwing: NodeError.outcomeUnknown)
         }
     }

@@ -98,11 +98,14 @@ extension Raft.Instance {
         }
     }
 
-    /// Gives up on forwarded commands whose leader is gone or that went unanswered for an
-    /// election timeout: their outcome is unknown (the leader may have appended them).
+    /// Gives up on forwarded commands whose leader is gone or that went unanswered for ten
+    /// election timeouts: their outcome is unknown (the leader may have appended them). The
+    /// answer is the leader's first reaction to the message, so only a lost connection keeps
+    /// it away that long; a busy leader under heavy load can take longer than one election
+    /// timeout, and giving up then would turn writes that succeed into errors.
     mutating func expireForwardedProposals() {
         guard !proposalsForwarded.isEmpty else { return }
-        let patience = UInt64(max(1, config.electionTicks))
+        let patience = UInt64(max(1, config.electionTicks) * 10)
         // In context order: a dictionary's own order differs from run to run.
         let expired = proposalsForwarded.filter { $0.value.leader != leader || role == .leader || ticks - $0.value.sentAt > patience }
         for context in expired.keys.sorted() {

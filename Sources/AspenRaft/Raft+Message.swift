@@ -48,12 +48,16 @@ extension Raft {
             case proposeResponse(contexts: [ProposalContext], placement: ProposalPlacement?)
         }
 
-        /// Whether the message may leave before the sender's pending writes are durable. Only the
-        /// leader's own replication traffic may: a follower's answers (votes, acknowledgements)
-        /// and a candidate's vote requests depend on state that must survive a crash.
+        /// Whether the message may leave before the sender's pending writes are durable: the
+        /// leader's own replication traffic, forwarded reads and commands and their answers, and
+        /// heartbeat answers (which promise nothing about the log; holding them behind a long
+        /// write, such as applying a delete of many keys, would make the leader think it had lost
+        /// its quorum). Votes, vote requests and append acknowledgements depend on state that
+        /// must survive a crash, and wait.
         public var maySendBeforePersist: Bool {
             switch kind {
-            case .append, .heartbeat, .snapshotChunk, .timeoutNow(_), .readIndex, .readIndexResponse, .propose, .proposeResponse:
+            case .append, .heartbeat, .heartbeatResponse, .snapshotChunk, .timeoutNow(_), .readIndex, .readIndexResponse, .propose,
+                .proposeResponse:
                 return true
             default: return false
             }

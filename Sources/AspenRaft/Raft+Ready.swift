@@ -7,9 +7,10 @@ extension Raft {
     ///
     /// 1. **Persist**: install `snapshot` (if any), then write `entries` (replacing any stored
     ///    entries at the same or higher indexes) and `hardState`, in one durable write.
-    ///    `messages` may be sent while this write is in flight: they are only the leader's own
-    ///    replication traffic, which is safe to send before the leader's copy is durable (the
-    ///    leader counts itself toward a quorum only for entries it has persisted).
+    ///    `messages` may be sent while this write is in flight (see
+    ///    `Message.maySendBeforePersist`): the leader's own replication traffic, which is safe to
+    ///    send before the leader's copy is durable (the leader counts itself toward a quorum only
+    ///    for entries it has persisted), forwarded reads and commands, and heartbeat answers.
     /// 2. **Send** `messagesAfterPersist` once the write is durable: votes, vote requests and
     ///    acknowledgements, which promise durable state to their receiver.
     /// 3. **Apply** `committedEntries` to the state machine in order (they may be applied in the same

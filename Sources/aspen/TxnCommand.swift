@@ -18,7 +18,7 @@ struct Txn: AsyncParsableCommand {
         discussion: """
             {"compare": [{"key": "k", "target": "value|version|create|mod|lease", "op": "=|!=|<|>", "value": "v" or 3}],
              "success": [{"put": {"key": "k", "value": "v", "lease": 0}}, {"delete": {"key": "k", "prefix": false}},
-                         {"get": {"key": "k", "prefix": false}}],
+                         {"get": {"key": "k", "prefix": false}}, {"txn": {"compare": [...], "success": [...]}}],
              "failure": [...]}
             Exits 2 when the compares do not hold (the failure branch ran).
             """)
@@ -30,30 +30,46 @@ struct Txn: AsyncParsableCommand {
             let input = FileHandle.standardInput.readDataToEndOfFile()
             let transaction = try Self.parse(input)
             let result = try await cluster.client().transaction(transaction)
-            var lines = [result.succeeded ? "SUCCESS" : "FAILURE"]
-            var results: [[String: Any]] = []
-            for item in result.results {
-                switch item {
-                case .put(let put):
-                    lines.append("put: revision \(put.revision)")
-                    results.append(["put": ["revision": put.revision]])
-                case .delete(let delete):
-                    lines.append("delete: \(delete.deleted)")
-                    results.append(["delete": ["deleted": delete.deleted]])
-                case .get(let range):
-                    lines += range.kvs.map { "\(String(decoding: $0.key, as: UTF8.self))\t\(String(decoding: $0.value, as: UTF8.self))" }
-                    results.append(["get": ["kvs": range.kvs.map(describe), "count": range.count]])
-                }
-            }
-            output(cluster.json, ["succeeded": result.succeeded, "revision": result.revision, "results": results], text: lines.joined(separator: "\n"))
+            let (lines, object) = Self.summarize(result)
+            output(cluster.json, object, text: lines.joined(separator: "\n"))
             if !result.succeeded { throw CLIError.conditionFailed("the compares did not hold; the failure branch ran") }
         }
+    }
+
+    /// The result as lines (etcdctl's style: SUCCESS or FAILURE, then each operation's) and as
+    /// JSON; a nested transaction's come indented.
+    static func summarize(_ result: TransactionResult) -> (lines: [String], json: [String: Any]) {
+        var lines = [result.succeeded ? "SUCCESS" : "FAILURE"]
+        var results: [[String: Any]] = []
+        for item in result.results {
+            switch item {
+            case .put(let put):
+                lines.append("put: revision \(put.revision)")
+                results.append(["put": ["revision": put.revision]])
+            case .delete(let delete):
+                lines.append("delete: \(delete.deleted)")
+                results.append(["delete": ["deleted": delete.deleted]])
+            case .get(let range):
+                lines += range.kvs.map { "\(String(decoding: $0.key, as: UTF8.self))\t\(String(decoding: $0.value, as: UTF8.self))" }
+                results.append(["get": ["kvs": range.kvs.map(describe), "count": range.count]])
+            case .transaction(let nested):
+                let (inner, json) = summarize(nested)
+                lines += inner.map { "  " + $0 }
+                results.append(["txn": json])
+            }
+        }
+        return (lines, ["succeeded": result.succeeded, "revision": result.revision, "results": results])
     }
 
     static func parse(_ data: Data) throws -> Transaction {
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw CLIError.badInput("standard input is not a JSON object")
         }
+        return try parse(object)
+    }
+
+    /// A transaction object; `{"txn": {…}}` in a branch nests one.
+    static func parse(_ object: [String: Any]) throws -> Transaction {
         let compares = try (object["compare"] as? [[String: Any]] ?? []).map(compare)
         let success = try (object["success"] as? [[String: Any]] ?? []).map(operation)
         let failure = try (object["failure"] as? [[String: Any]] ?? []).map(operation)
@@ -99,6 +115,9 @@ struct Txn: AsyncParsableCommand {
             let key = Array(try string(get, "key").utf8)
             return .get(RangeRequest((get["prefix"] as? Bool ?? false) ? .prefix(key) : .key(key)))
         }
-        throw CLIError.badInput("an operation is {\"put\": …}, {\"delete\": …} or {\"get\": …}, not \(object)")
+        if let nested = object["txn"] as? [String: Any] {
+            return .transaction(try parse(nested))
+        }
+        throw CLIError.badInput("an operation is {\"put\": …}, {\"delete\": …}, {\"get\": …} or {\"txn\": …}, not \(object)")
     }
 }

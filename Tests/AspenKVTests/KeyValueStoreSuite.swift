@@ -1,5 +1,5 @@
 import AspenCore
-import AspenKV
+@testable import AspenKV
 import AspenStorage
 import Foundation
 import Synchronization
@@ -161,6 +161,68 @@ struct KeyValueStoreSuite {
         #expect(seen.kvs.map(\.key) == [bytes("k"), bytes("n")])
         #expect(deleted.deleted == 1)
         #expect(deleted.revision == result.revision)
+    }
+
+    @Test("nested transactions: branches chosen against the state before any write, one revision, all or nothing", arguments: StoreKind.allCases)
+    func nestedTransactions(_ kind: StoreKind) async throws {
+        let store = kind.make(TestClock())
+        try await store.put(bytes("flag"), bytes("on"))
+        // The outer put changes "flag", but the nested compare sees it as it was before.
+        let inner = Transaction(
+            compares: [Compare(key: bytes("flag"), .value(bytes("on")))],
+            success: [.put(Put(key: bytes("a"), value: bytes("1"))), .get(RangeRequest(.key(bytes("flag"))))],
+            failure: [.put(Put(key: bytes("b"), value: bytes("1")))])
+        let result = try await store.transaction(
+            Transaction(compares: [], success: [.put(Put(key: bytes("flag"), value: bytes("off"))), .transaction(inner)]))
+        #expect(result.succeeded)
+        guard case .transaction(let nested)? = result.results.last, case .get(let seen)? = nested.results.last else {
+            Issue.record("unexpected results \(result.results)")
+            return
+        }
+        #expect(nested.succeeded)
+        #expect(nested.revision == result.revision, "one revision for the whole command")
+        #expect(seen.kvs.first?.value == bytes("off"), "reads still see earlier writes")
+        #expect(try await store.get(bytes("a"))?.value == bytes("1"))
+        #expect(try await store.get(bytes("b")) == nil)
+        // A put on a missing lease anywhere on the chosen path fails the whole command first.
+        let before = try await store.get(bytes("flag"))
+        await #expect(throws: KVError.leaseNotFound(999)) {
+            try await store.transaction(
+                Transaction(
+                    compares: [],
+                    success: [
+                        .put(Put(key: bytes("flag"), value: bytes("x"))),
+                        .transaction(Transaction(compares: [], success: [.put(Put(key: bytes("c"), value: [], lease: 999))])),
+                    ]))
+        }
+        #expect(try await store.get(bytes("flag")) == before)
+        // A key written by the outer branch and by either nested branch is refused.
+        await #expect(throws: KVError.duplicateKey(bytes("a"))) {
+            try await store.transaction(
+                Transaction(
+                    compares: [],
+                    success: [
+                        .put(Put(key: bytes("a"), value: [])),
+                        .transaction(Transaction(compares: [], success: [], failure: [.delete(Delete(.key(bytes("a"))))])),
+                    ]))
+        }
+        // Nesting is bounded.
+        var deep = Transaction(compares: [], success: [])
+        for _ in 0..<Limits.standard.transactionDepthMax { deep = Transaction(compares: [], success: [.transaction(deep)]) }
+        await #expect(throws: KVError.self) { try await store.transaction(deep) }
+    }
+
+    @Test("a nested transaction survives the log's encoding; too deep an encoding is refused")
+    func nestedTransactionCodec() throws {
+        let inner = Transaction(compares: [Compare(key: bytes("k"), .version(1))], success: [.delete(Delete(.prefix(bytes("p"))))])
+        let command = KVCommand.transaction(Transaction(compares: [], success: [.transaction(inner)], failure: [.get(RangeRequest(.key(bytes("k"))))]))
+        #expect(try KVCommand(decoding: command.encoded()) == command)
+        var limits = Limits.standard
+        limits.transactionDepthMax = 1
+        #expect(throws: DecodingError.self) { try KVCommand(decoding: command.encoded(), limits: limits) }
+        let result = KVResult.transaction(
+            TransactionResult(succeeded: true, revision: 4, results: [.transaction(TransactionResult(succeeded: false, revision: 4, results: []))]))
+        #expect(try KVWire.decodeResult(KVWire.encode(result)) == result)
     }
 
     @Test("a batch is atomic and bounded", arguments: StoreKind.allCases)
