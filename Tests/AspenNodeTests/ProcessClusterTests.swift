@@ -136,181 +136,183 @@ final class ProcessCluster: @unchecked Sendable {
     }
 }
 
-@Suite("Real aspen-node processes", .serialized, .timeLimit(.minutes(3)))
-struct ProcessClusterTests {
-    @Test("kill -9 of the leader under load loses no acknowledged write; the killed node restarts and catches up; histories are linearizable")
-    func killLeaderUnderLoad() async throws {
-        let cluster = try ProcessCluster(nodes: 3)
-        try cluster.startAll()
-        let leader = try await cluster.leader()
-        let client = try cluster.client()
-        let history = HistoryRecorder()
-        let clock = ContinuousClock()
-        let start = clock.now
-        // Microseconds since the start: the real-time order the checker needs.
-        func now() -> UInt64 {
-            let elapsed = (clock.now - start).components
-            return UInt64(elapsed.seconds) * 1_000_000 + UInt64(elapsed.attoseconds / 1_000_000_000_000)
-        }
-        let writers = (0..<4).map { writer in
-            Task {
-                for number in 0..<40 {
-                    let key = UInt8(writer)
-                    let value = UInt64(writer * 1000 + number)
-                    let invoked = now()
-                    do {
-                        _ = try await client.put([UInt8(ascii: "r"), key], SimulatedCommandBytes.encode(value))
-                        await history.add(key: key, value: value, invoked: invoked, completed: now())
-                    } catch {
-                        await history.add(key: key, value: value, invoked: invoked, completed: nil)
-                    }
-                    let readInvoked = now()
-                    if let read = try? await client.get([UInt8(ascii: "r"), key]) {
-                        await history.read(key: key, value: SimulatedCommandBytes.decode(read.value), invoked: readInvoked, completed: now())
+extension ClusterSuites {
+    @Suite("Real aspen-node processes", .serialized, .timeLimit(.minutes(3)))
+    struct ProcessClusterTests {
+        @Test("kill -9 of the leader under load loses no acknowledged write; the killed node restarts and catches up; histories are linearizable")
+        func killLeaderUnderLoad() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll()
+            let leader = try await cluster.leader()
+            let client = try cluster.client()
+            let history = HistoryRecorder()
+            let clock = ContinuousClock()
+            let start = clock.now
+            // Microseconds since the start: the real-time order the checker needs.
+            func now() -> UInt64 {
+                let elapsed = (clock.now - start).components
+                return UInt64(elapsed.seconds) * 1_000_000 + UInt64(elapsed.attoseconds / 1_000_000_000_000)
+            }
+            let writers = (0..<4).map { writer in
+                Task {
+                    for number in 0..<40 {
+                        let key = UInt8(writer)
+                        let value = UInt64(writer * 1000 + number)
+                        let invoked = now()
+                        do {
+                            _ = try await client.put([UInt8(ascii: "r"), key], SimulatedCommandBytes.encode(value))
+                            await history.add(key: key, value: value, invoked: invoked, completed: now())
+                        } catch {
+                            await history.add(key: key, value: value, invoked: invoked, completed: nil)
+                        }
+                        let readInvoked = now()
+                        if let read = try? await client.get([UInt8(ascii: "r"), key]) {
+                            await history.read(key: key, value: SimulatedCommandBytes.decode(read.value), invoked: readInvoked, completed: now())
+                        }
                     }
                 }
             }
-        }
-        try await Task.sleep(for: .milliseconds(300))
-        cluster.kill9(leader)
-        for writer in writers { await writer.value }
-        let acknowledged = await history.acknowledgedWrites
-        #expect(acknowledged.count > 100, "only \(acknowledged.count) writes were acknowledged")
-        // The killed node restarts from its data directory and catches up.
-        try cluster.start(leader)
-        let newLeader = try await cluster.leader()
-        let final = try await client.put(Array("marker".utf8), [1])
-        for id in 1...3 {
-            let single = try cluster.client(only: id)
-            let deadline = Date().addingTimeInterval(10)
-            while Date() < deadline, (try? await single.get(Array("marker".utf8), consistency: .stale)) == nil {
-                try await Task.sleep(for: .milliseconds(50))
+            try await Task.sleep(for: .milliseconds(300))
+            cluster.kill9(leader)
+            for writer in writers { await writer.value }
+            let acknowledged = await history.acknowledgedWrites
+            #expect(acknowledged.count > 100, "only \(acknowledged.count) writes were acknowledged")
+            // The killed node restarts from its data directory and catches up.
+            try cluster.start(leader)
+            let newLeader = try await cluster.leader()
+            let final = try await client.put(Array("marker".utf8), [1])
+            for id in 1...3 {
+                let single = try cluster.client(only: id)
+                let deadline = Date().addingTimeInterval(10)
+                while Date() < deadline, (try? await single.get(Array("marker".utf8), consistency: .stale)) == nil {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                let page = try await single.scan(.prefix([UInt8(ascii: "r")]), consistency: .stale)
+                #expect(page.revision >= final.revision, "node \(id) did not catch up")
+                await single.close()
             }
-            let page = try await single.scan(.prefix([UInt8(ascii: "r")]), consistency: .stale)
-            #expect(page.revision >= final.revision, "node \(id) did not catch up")
-            await single.close()
+            // Every register's history through the failover is linearizable.
+            let verdict = Linearizability.check(await history.operations)
+            #expect(verdict == .linearizable, "\(verdict)")
+            #expect(newLeader >= 1)
+            await client.close()
+            cluster.terminateAll()
         }
-        // Every register's history through the failover is linearizable.
-        let verdict = Linearizability.check(await history.operations)
-        #expect(verdict == .linearizable, "\(verdict)")
-        #expect(newLeader >= 1)
-        await client.close()
-        cluster.terminateAll()
-    }
 
-    @Test("the aspen CLI against real nodes: values, JSON, and exit codes that tell failures apart")
-    func commandLine() async throws {
-        let cluster = try ProcessCluster(nodes: 3)
-        try cluster.startAll()
-        _ = try await cluster.leader()
-        func aspen(_ arguments: [String], stdin: String? = nil) async throws -> (Int32, String) { try await cluster.aspen(arguments, stdin: stdin) }
-        #expect(try await aspen(["kv", "put", "greeting", "hello"]).0 == 0)
-        #expect(try await aspen(["kv", "get", "greeting"]) == (0, "hello"))
-        let json = try await aspen(["kv", "get", "greeting", "--json"]).1
-        #expect(json.contains("\"value\":\"hello\""))
-        #expect(try await aspen(["kv", "get", "absent"]).0 == 1)
-        #expect(try await aspen(["kv", "cas", "greeting", "--expected", "nope", "--new", "x"]).0 == 2)
-        #expect(try await aspen(["kv", "cas", "greeting", "--expected", "hello", "--new", "hi"]).0 == 0)
-        #expect(try await aspen(["kv", "put", String(repeating: "k", count: 1100), "v"]).0 == 4)
-        let transaction = #"{"compare":[{"key":"greeting","value":"hi"}],"success":[{"put":{"key":"greeting","value":"bye"}}]}"#
-        #expect(try await aspen(["kv", "txn"], stdin: transaction).0 == 0)
-        #expect(try await aspen(["kv", "get", "greeting"]).1 == "bye")
-        #expect(try await aspen(["kv", "scan", "", "--keys-only"]).1 == "greeting")
-        // Watch replays the key's history from revision 1: three puts so far.
-        let watched = try await aspen(["kv", "watch", "greeting", "--exact", "--from-revision", "1", "--count", "3", "--json"])
-        #expect(watched.0 == 0)
-        #expect(watched.1.split(separator: "\n").count == 3)
-        #expect(watched.1.contains("\"value\":\"bye\""))
-        let snapshot = try await aspen(["cluster", "snapshot", "--json"])
-        #expect(snapshot.0 == 0)
-        #expect(snapshot.1.contains("\"index\""))
-        let metrics = try await aspen(["cluster", "metrics"])
-        #expect(metrics.0 == 0)
-        #expect(metrics.1.contains("aspen_raft_snapshot_index"))
-        #expect(metrics.1.contains("aspen_request_seconds_bucket{op=\"kv.write\""))
-        // Coordination layers through the CLI: a lock with fencing tokens, a counter, a sequence.
-        let token = try await aspen(["lock", "acquire", "jobs", "--holder", "me", "--ttl-ms", "10000"])
-        #expect(token.0 == 0)
-        #expect(try await aspen(["lock", "acquire", "jobs", "--holder", "you"]).0 == 2)
-        #expect(try await aspen(["lock", "release", "jobs", "--holder", "me", "--token", "\((Int(token.1) ?? 0) + 1000)"]).0 == 2)
-        #expect(try await aspen(["lock", "release", "jobs", "--holder", "me", "--token", token.1]).0 == 0)
-        #expect(try await aspen(["counter", "add", "hits", "5"]).1 == "5")
-        #expect(try await aspen(["counter", "sub", "hits", "9"]).1 == "0")
-        #expect(try await aspen(["sequence", "orders", "--reserve", "3"]).1 == "1-3")
-        #expect(try await aspen(["queue", "enqueue", "work", "job-1"]).0 == 0)
-        #expect(try await aspen(["queue", "peek", "work"]).1.hasSuffix(" job-1"), "peek shows the item and leaves it")
-        let taken = try await aspen(["queue", "dequeue", "work", "--visibility-ms", "60000"]).1.split(separator: " ")
-        #expect(taken.count == 3 && taken[2] == "job-1", "\(taken)")
-        #expect(try await aspen(["queue", "dequeue", "work"]).0 == 1, "nothing else is visible")
-        #expect(try await aspen(["queue", "peek", "work"]).0 == 1, "an in-flight item is not visible to peek either")
-        #expect(try await aspen(["queue", "ack", "work", "--id", String(taken[0]), "--receipt", "1"]).0 == 2, "a wrong receipt is refused")
-        let extended = try await aspen(["queue", "extend", "work", "--id", String(taken[0]), "--receipt", String(taken[1]), "--by-ms", "60000"])
-        #expect(extended.0 == 0, "\(extended)")
-        #expect(try await aspen(["queue", "ack", "work", "--id", String(taken[0]), "--receipt", extended.1]).0 == 0, "the extended receipt acks")
-        // Rate limits: the bucket empties, refuses, and is refilled by reset.
-        let bucket = ["--capacity", "2", "--per-second", "0.001"]
-        #expect(try await aspen(["ratelimit", "api", "--count", "2"] + bucket).0 == 0)
-        #expect(try await aspen(["ratelimit", "api"] + bucket).0 == 2, "the bucket is empty")
-        #expect(try await aspen(["ratelimit", "reset", "api"] + bucket).0 == 0)
-        #expect(try await aspen(["ratelimit", "acquire", "api"] + bucket).0 == 0, "full again after the reset")
-        #expect(try await aspen(["election", "campaign", "cron", "--candidate", "n1"]).0 == 0)
-        #expect(try await aspen(["election", "leader", "cron"]).1.hasPrefix("n1 "))
-        #expect(try await aspen(["semaphore", "acquire", "pool", "--capacity", "1", "--holder", "a"]).0 == 0)
-        #expect(try await aspen(["semaphore", "acquire", "pool", "--capacity", "1", "--holder", "b"]).0 == 2, "the only permit is taken")
-        #expect(try await aspen(["barrier", "enter", "go", "--participant", "p1", "--count", "1"]).1 == "1 entered, released")
-        #expect(try await aspen(["service", "register", "web", "--instance", "w1", "--address", "10.0.0.1:80", "--tags", "eu"]).0 == 0)
-        #expect(try await aspen(["service", "discover", "web", "--tags", "eu"]).1 == "w1 10.0.0.1:80 eu")
-        // Lock sets: all or none; release refuses a stale token and frees nothing then.
-        let set = try await aspen(["lockset", "acquire", "a", "b", "--holder", "s1"])
-        #expect(set.0 == 0)
-        #expect(try await aspen(["lockset", "acquire", "b", "c", "--holder", "s2"]).0 == 2, "b is held")
-        #expect(try await aspen(["lock", "holder", "c"]).0 == 1, "none of a refused set is taken")
-        #expect(try await aspen(["lockset", "release", "a", "b", "--holder", "s1", "--token", "1"]).0 == 2)
-        #expect(try await aspen(["lockset", "release", "a", "b", "--holder", "s1", "--token", set.1]).0 == 0)
-        #expect(try await aspen(["lock", "holder", "a"]).0 == 1)
-        // Read-write locks: readers share, a writer waits for them; a hold name may contain '/'.
-        let reader = try await aspen(["rwlock", "read", "docs/main", "--holder", "r1", "--json"])
-        #expect(reader.0 == 0)
-        #expect(try await aspen(["rwlock", "read", "docs/main", "--holder", "r2"]).0 == 0)
-        #expect(try await aspen(["rwlock", "write", "docs/main", "--holder", "w", "--wait-ms", "200"]).0 == 2, "readers hold it")
-        let hold = try JSONSerialization.jsonObject(with: Data(reader.1.utf8)) as? [String: Any] ?? [:]
-        let released = try await aspen([
-            "rwlock", "release-read", hold["hold"] as? String ?? "", "--holder", "r1", "--token", "\(hold["token"] as? Int ?? 0)",
-            "--lease", "\(hold["lease"] as? Int ?? 0)",
-        ])
-        #expect(released.0 == 0, "\(released.1)")
-        let members = try await aspen(["cluster", "members", "--json"])
-        #expect(members.1.contains("\"role\":\"voter\""))
-        let status = try await aspen(["cluster", "status", "--json"])
-        #expect(status.0 == 0)
-        #expect(status.1.contains("\"leaderId\""))
-        // A broken ticket is bad input; nothing was sent.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ProcessCluster.binary("aspen"))
-        process.arguments = ["kv", "get", "greeting", "--ticket", "aspen1tooshort"]
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 4)
-        cluster.terminateAll()
-    }
+        @Test("the aspen CLI against real nodes: values, JSON, and exit codes that tell failures apart")
+        func commandLine() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll()
+            _ = try await cluster.leader()
+            func aspen(_ arguments: [String], stdin: String? = nil) async throws -> (Int32, String) { try await cluster.aspen(arguments, stdin: stdin) }
+            #expect(try await aspen(["kv", "put", "greeting", "hello"]).0 == 0)
+            #expect(try await aspen(["kv", "get", "greeting"]) == (0, "hello"))
+            let json = try await aspen(["kv", "get", "greeting", "--json"]).1
+            #expect(json.contains("\"value\":\"hello\""))
+            #expect(try await aspen(["kv", "get", "absent"]).0 == 1)
+            #expect(try await aspen(["kv", "cas", "greeting", "--expected", "nope", "--new", "x"]).0 == 2)
+            #expect(try await aspen(["kv", "cas", "greeting", "--expected", "hello", "--new", "hi"]).0 == 0)
+            #expect(try await aspen(["kv", "put", String(repeating: "k", count: 1100), "v"]).0 == 4)
+            let transaction = #"{"compare":[{"key":"greeting","value":"hi"}],"success":[{"put":{"key":"greeting","value":"bye"}}]}"#
+            #expect(try await aspen(["kv", "txn"], stdin: transaction).0 == 0)
+            #expect(try await aspen(["kv", "get", "greeting"]).1 == "bye")
+            #expect(try await aspen(["kv", "scan", "", "--keys-only"]).1 == "greeting")
+            // Watch replays the key's history from revision 1: three puts so far.
+            let watched = try await aspen(["kv", "watch", "greeting", "--exact", "--from-revision", "1", "--count", "3", "--json"])
+            #expect(watched.0 == 0)
+            #expect(watched.1.split(separator: "\n").count == 3)
+            #expect(watched.1.contains("\"value\":\"bye\""))
+            let snapshot = try await aspen(["cluster", "snapshot", "--json"])
+            #expect(snapshot.0 == 0)
+            #expect(snapshot.1.contains("\"index\""))
+            let metrics = try await aspen(["cluster", "metrics"])
+            #expect(metrics.0 == 0)
+            #expect(metrics.1.contains("aspen_raft_snapshot_index"))
+            #expect(metrics.1.contains("aspen_request_seconds_bucket{op=\"kv.write\""))
+            // Coordination layers through the CLI: a lock with fencing tokens, a counter, a sequence.
+            let token = try await aspen(["lock", "acquire", "jobs", "--holder", "me", "--ttl-ms", "10000"])
+            #expect(token.0 == 0)
+            #expect(try await aspen(["lock", "acquire", "jobs", "--holder", "you"]).0 == 2)
+            #expect(try await aspen(["lock", "release", "jobs", "--holder", "me", "--token", "\((Int(token.1) ?? 0) + 1000)"]).0 == 2)
+            #expect(try await aspen(["lock", "release", "jobs", "--holder", "me", "--token", token.1]).0 == 0)
+            #expect(try await aspen(["counter", "add", "hits", "5"]).1 == "5")
+            #expect(try await aspen(["counter", "sub", "hits", "9"]).1 == "0")
+            #expect(try await aspen(["sequence", "orders", "--reserve", "3"]).1 == "1-3")
+            #expect(try await aspen(["queue", "enqueue", "work", "job-1"]).0 == 0)
+            #expect(try await aspen(["queue", "peek", "work"]).1.hasSuffix(" job-1"), "peek shows the item and leaves it")
+            let taken = try await aspen(["queue", "dequeue", "work", "--visibility-ms", "60000"]).1.split(separator: " ")
+            #expect(taken.count == 3 && taken[2] == "job-1", "\(taken)")
+            #expect(try await aspen(["queue", "dequeue", "work"]).0 == 1, "nothing else is visible")
+            #expect(try await aspen(["queue", "peek", "work"]).0 == 1, "an in-flight item is not visible to peek either")
+            #expect(try await aspen(["queue", "ack", "work", "--id", String(taken[0]), "--receipt", "1"]).0 == 2, "a wrong receipt is refused")
+            let extended = try await aspen(["queue", "extend", "work", "--id", String(taken[0]), "--receipt", String(taken[1]), "--by-ms", "60000"])
+            #expect(extended.0 == 0, "\(extended)")
+            #expect(try await aspen(["queue", "ack", "work", "--id", String(taken[0]), "--receipt", extended.1]).0 == 0, "the extended receipt acks")
+            // Rate limits: the bucket empties, refuses, and is refilled by reset.
+            let bucket = ["--capacity", "2", "--per-second", "0.001"]
+            #expect(try await aspen(["ratelimit", "api", "--count", "2"] + bucket).0 == 0)
+            #expect(try await aspen(["ratelimit", "api"] + bucket).0 == 2, "the bucket is empty")
+            #expect(try await aspen(["ratelimit", "reset", "api"] + bucket).0 == 0)
+            #expect(try await aspen(["ratelimit", "acquire", "api"] + bucket).0 == 0, "full again after the reset")
+            #expect(try await aspen(["election", "campaign", "cron", "--candidate", "n1"]).0 == 0)
+            #expect(try await aspen(["election", "leader", "cron"]).1.hasPrefix("n1 "))
+            #expect(try await aspen(["semaphore", "acquire", "pool", "--capacity", "1", "--holder", "a"]).0 == 0)
+            #expect(try await aspen(["semaphore", "acquire", "pool", "--capacity", "1", "--holder", "b"]).0 == 2, "the only permit is taken")
+            #expect(try await aspen(["barrier", "enter", "go", "--participant", "p1", "--count", "1"]).1 == "1 entered, released")
+            #expect(try await aspen(["service", "register", "web", "--instance", "w1", "--address", "10.0.0.1:80", "--tags", "eu"]).0 == 0)
+            #expect(try await aspen(["service", "discover", "web", "--tags", "eu"]).1 == "w1 10.0.0.1:80 eu")
+            // Lock sets: all or none; release refuses a stale token and frees nothing then.
+            let set = try await aspen(["lockset", "acquire", "a", "b", "--holder", "s1"])
+            #expect(set.0 == 0)
+            #expect(try await aspen(["lockset", "acquire", "b", "c", "--holder", "s2"]).0 == 2, "b is held")
+            #expect(try await aspen(["lock", "holder", "c"]).0 == 1, "none of a refused set is taken")
+            #expect(try await aspen(["lockset", "release", "a", "b", "--holder", "s1", "--token", "1"]).0 == 2)
+            #expect(try await aspen(["lockset", "release", "a", "b", "--holder", "s1", "--token", set.1]).0 == 0)
+            #expect(try await aspen(["lock", "holder", "a"]).0 == 1)
+            // Read-write locks: readers share, a writer waits for them; a hold name may contain '/'.
+            let reader = try await aspen(["rwlock", "read", "docs/main", "--holder", "r1", "--json"])
+            #expect(reader.0 == 0)
+            #expect(try await aspen(["rwlock", "read", "docs/main", "--holder", "r2"]).0 == 0)
+            #expect(try await aspen(["rwlock", "write", "docs/main", "--holder", "w", "--wait-ms", "200"]).0 == 2, "readers hold it")
+            let hold = try JSONSerialization.jsonObject(with: Data(reader.1.utf8)) as? [String: Any] ?? [:]
+            let released = try await aspen([
+                "rwlock", "release-read", hold["hold"] as? String ?? "", "--holder", "r1", "--token", "\(hold["token"] as? Int ?? 0)",
+                "--lease", "\(hold["lease"] as? Int ?? 0)",
+            ])
+            #expect(released.0 == 0, "\(released.1)")
+            let members = try await aspen(["cluster", "members", "--json"])
+            #expect(members.1.contains("\"role\":\"voter\""))
+            let status = try await aspen(["cluster", "status", "--json"])
+            #expect(status.0 == 0)
+            #expect(status.1.contains("\"leaderId\""))
+            // A broken ticket is bad input; nothing was sent.
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: ProcessCluster.binary("aspen"))
+            process.arguments = ["kv", "get", "greeting", "--ticket", "aspen1tooshort"]
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 4)
+            cluster.terminateAll()
+        }
 
-    @Test("restarting the whole cluster keeps all data")
-    func restartEverything() async throws {
-        let cluster = try ProcessCluster(nodes: 3)
-        try cluster.startAll()
-        _ = try await cluster.leader()
-        let client = try cluster.client()
-        for number in 0..<30 { try await client.put(Array("k\(number)".utf8), Array("v\(number)".utf8)) }
-        await client.close()
-        cluster.terminateAll()
-        try cluster.startAll()
-        _ = try await cluster.leader()
-        let again = try cluster.client()
-        #expect(try await again.count(.prefix(Array("k".utf8))) == 30)
-        #expect(try await again.get(Array("k7".utf8))?.value == Array("v7".utf8))
-        await again.close()
-        cluster.terminateAll()
+        @Test("restarting the whole cluster keeps all data")
+        func restartEverything() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll()
+            _ = try await cluster.leader()
+            let client = try cluster.client()
+            for number in 0..<30 { try await client.put(Array("k\(number)".utf8), Array("v\(number)".utf8)) }
+            await client.close()
+            cluster.terminateAll()
+            try cluster.startAll()
+            _ = try await cluster.leader()
+            let again = try cluster.client()
+            #expect(try await again.count(.prefix(Array("k".utf8))) == 30)
+            #expect(try await again.get(Array("k7".utf8))?.value == Array("v7".utf8))
+            await again.close()
+            cluster.terminateAll()
+        }
     }
 }
 

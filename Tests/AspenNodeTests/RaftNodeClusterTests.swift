@@ -98,107 +98,109 @@ final class InProcessCluster: @unchecked Sendable {
     }
 }
 
-@Suite("Raft nodes over TLS", .serialized, .timeLimit(.minutes(3)))
-struct RaftNodeClusterTests {
-    @Test("three nodes elect a leader, commit writes, and serve linearizable and stale reads")
-    func writesAndReads() async throws {
-        let cluster = try await InProcessCluster.start(nodes: 3)
-        let leader = try await cluster.leader()
-        let node = cluster.member(leader).node
-        let put = try await node.write(.put(Put(key: Array("hello".utf8), value: Array("world".utf8))))
-        guard case .put(let result) = put else {
-            Issue.record("unexpected \(put)")
-            return
+extension ClusterSuites {
+    @Suite("Raft nodes over TLS", .serialized, .timeLimit(.minutes(3)))
+    struct RaftNodeClusterTests {
+        @Test("three nodes elect a leader, commit writes, and serve linearizable and stale reads")
+        func writesAndReads() async throws {
+            let cluster = try await InProcessCluster.start(nodes: 3)
+            let leader = try await cluster.leader()
+            let node = cluster.member(leader).node
+            let put = try await node.write(.put(Put(key: Array("hello".utf8), value: Array("world".utf8))))
+            guard case .put(let result) = put else {
+                Issue.record("unexpected \(put)")
+                return
+            }
+            #expect(result.revision == 1)
+            let read = try await node.read(RangeRequest(.key(Array("hello".utf8))), consistency: .linearizable)
+            #expect(read.kvs.first?.value == Array("world".utf8))
+            // A follower answers a linearizable read through the leader's ReadIndex.
+            let follower = cluster.members.first { $0.id != leader }!.node
+            let viaFollower = try await follower.read(RangeRequest(.key(Array("hello".utf8))), consistency: .linearizable)
+            #expect(viaFollower.kvs.first?.value == Array("world".utf8))
+            // A follower refuses writes and names the leader.
+            await #expect(throws: NodeError.notLeader(leaderHint: leader)) {
+                try await follower.write(.put(Put(key: Array("x".utf8), value: [])))
+            }
+            // Bad input is refused before it reaches the log, naming the limit.
+            await #expect(throws: KVError.keyTooLarge(bytes: 2000, limit: 1024)) {
+                try await node.write(.put(Put(key: Bytes(repeating: 1, count: 2000), value: [])))
+            }
+            await cluster.stop()
         }
-        #expect(result.revision == 1)
-        let read = try await node.read(RangeRequest(.key(Array("hello".utf8))), consistency: .linearizable)
-        #expect(read.kvs.first?.value == Array("world".utf8))
-        // A follower answers a linearizable read through the leader's ReadIndex.
-        let follower = cluster.members.first { $0.id != leader }!.node
-        let viaFollower = try await follower.read(RangeRequest(.key(Array("hello".utf8))), consistency: .linearizable)
-        #expect(viaFollower.kvs.first?.value == Array("world".utf8))
-        // A follower refuses writes and names the leader.
-        await #expect(throws: NodeError.notLeader(leaderHint: leader)) {
-            try await follower.write(.put(Put(key: Array("x".utf8), value: [])))
-        }
-        // Bad input is refused before it reaches the log, naming the limit.
-        await #expect(throws: KVError.keyTooLarge(bytes: 2000, limit: 1024)) {
-            try await node.write(.put(Put(key: Bytes(repeating: 1, count: 2000), value: [])))
-        }
-        await cluster.stop()
-    }
 
-    @Test("a follower forwards writes to the leader inside Raft's traffic and answers each with its own result")
-    func forwardedWrites() async throws {
-        let cluster = try await InProcessCluster.start(nodes: 3)
-        let leader = try await cluster.leader()
-        let follower = cluster.members.first { $0.id != leader }!.node
-        // The follower must know the leader before it can forward.
-        while await follower.status.leader != leader { try await Task.sleep(for: .milliseconds(20)) }
-        let revisions = try await withThrowingTaskGroup(of: Revision.self) { group in
-            for number in 0..<100 {
-                group.addTask {
-                    let result = try await follower.write(.put(Put(key: Array("f\(number)".utf8), value: Array("\(number)".utf8))), forwarding: true)
-                    guard case .put(let put) = result else { throw NodeError.refused("unexpected \(result)") }
-                    return put.revision
+        @Test("a follower forwards writes to the leader inside Raft's traffic and answers each with its own result")
+        func forwardedWrites() async throws {
+            let cluster = try await InProcessCluster.start(nodes: 3)
+            let leader = try await cluster.leader()
+            let follower = cluster.members.first { $0.id != leader }!.node
+            // The follower must know the leader before it can forward.
+            while await follower.status.leader != leader { try await Task.sleep(for: .milliseconds(20)) }
+            let revisions = try await withThrowingTaskGroup(of: Revision.self) { group in
+                for number in 0..<100 {
+                    group.addTask {
+                        let result = try await follower.write(.put(Put(key: Array("f\(number)".utf8), value: Array("\(number)".utf8))), forwarding: true)
+                        guard case .put(let put) = result else { throw NodeError.refused("unexpected \(result)") }
+                        return put.revision
+                    }
                 }
+                return try await group.reduce(into: []) { $0.append($1) }
             }
-            return try await group.reduce(into: []) { $0.append($1) }
+            // Each writer got its own entry's result: 100 distinct revisions.
+            #expect(Set(revisions).count == 100)
+            let read = try await cluster.member(leader).node.read(RangeRequest(.prefix(Array("f".utf8))), consistency: .linearizable)
+            #expect(read.kvs.count == 100)
+            #expect(await follower.counters.proposalsForwarded == 100)
+            // A lease grant takes the leader's clock: never forwarded.
+            await #expect(throws: NodeError.notLeader(leaderHint: leader)) {
+                try await follower.write(.leaseGrant(id: 0, ttlMs: 10_000), forwarding: true)
+            }
+            await cluster.stop()
         }
-        // Each writer got its own entry's result: 100 distinct revisions.
-        #expect(Set(revisions).count == 100)
-        let read = try await cluster.member(leader).node.read(RangeRequest(.prefix(Array("f".utf8))), consistency: .linearizable)
-        #expect(read.kvs.count == 100)
-        #expect(await follower.counters.proposalsForwarded == 100)
-        // A lease grant takes the leader's clock: never forwarded.
-        await #expect(throws: NodeError.notLeader(leaderHint: leader)) {
-            try await follower.write(.leaseGrant(id: 0, ttlMs: 10_000), forwarding: true)
-        }
-        await cluster.stop()
-    }
 
-    @Test("concurrent writes are all acknowledged and applied everywhere (group commit)")
-    func concurrentWrites() async throws {
-        let cluster = try await InProcessCluster.start(nodes: 3)
-        let leader = try await cluster.leader()
-        let node = cluster.member(leader).node
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for number in 0..<200 {
-                group.addTask {
-                    _ = try await node.write(.put(Put(key: Array("k\(number)".utf8), value: Array("\(number)".utf8))))
+        @Test("concurrent writes are all acknowledged and applied everywhere (group commit)")
+        func concurrentWrites() async throws {
+            let cluster = try await InProcessCluster.start(nodes: 3)
+            let leader = try await cluster.leader()
+            let node = cluster.member(leader).node
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for number in 0..<200 {
+                    group.addTask {
+                        _ = try await node.write(.put(Put(key: Array("k\(number)".utf8), value: Array("\(number)".utf8))))
+                    }
                 }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
-        }
-        let count = try await node.read(RangeRequest(.prefix(Array("k".utf8)), countOnly: true), consistency: .linearizable).count
-        #expect(count == 200)
-        // Every node applies the same 200 writes.
-        let deadline = Date().addingTimeInterval(5)
-        for member in cluster.members {
-            while try member.storage.read(RangeRequest(.prefix(Array("k".utf8)), countOnly: true)).get().count < 200 && Date() < deadline {
-                try await Task.sleep(for: .milliseconds(20))
+            let count = try await node.read(RangeRequest(.prefix(Array("k".utf8)), countOnly: true), consistency: .linearizable).count
+            #expect(count == 200)
+            // Every node applies the same 200 writes.
+            let deadline = Date().addingTimeInterval(5)
+            for member in cluster.members {
+                while try member.storage.read(RangeRequest(.prefix(Array("k".utf8)), countOnly: true)).get().count < 200 && Date() < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(try member.storage.read(RangeRequest(.prefix(Array("k".utf8)), countOnly: true)).get().count == 200)
             }
-            #expect(try member.storage.read(RangeRequest(.prefix(Array("k".utf8)), countOnly: true)).get().count == 200)
+            await cluster.stop()
         }
-        await cluster.stop()
-    }
 
-    @Test("when the leader stops, the others elect a new one and keep every acknowledged write")
-    func leaderFailover() async throws {
-        let cluster = try await InProcessCluster.start(nodes: 3)
-        let first = try await cluster.leader()
-        for number in 0..<20 {
-            _ = try await cluster.member(first).node.write(.put(Put(key: Array("a\(number)".utf8), value: [1])))
+        @Test("when the leader stops, the others elect a new one and keep every acknowledged write")
+        func leaderFailover() async throws {
+            let cluster = try await InProcessCluster.start(nodes: 3)
+            let first = try await cluster.leader()
+            for number in 0..<20 {
+                _ = try await cluster.member(first).node.write(.put(Put(key: Array("a\(number)".utf8), value: [1])))
+            }
+            await cluster.member(first).node.stop()
+            try? await cluster.member(first).server.close()
+            let others = cluster.members.map(\.id).filter { $0 != first }
+            let second = try await cluster.leader(among: others)
+            #expect(second != first)
+            _ = try await cluster.member(second).node.write(.put(Put(key: Array("after".utf8), value: [2])))
+            let page = try await cluster.member(second).node.read(RangeRequest(.prefix(Array("a".utf8))), consistency: .linearizable)
+            #expect(page.count == 21)
+            await cluster.stop()
         }
-        await cluster.member(first).node.stop()
-        try? await cluster.member(first).server.close()
-        let others = cluster.members.map(\.id).filter { $0 != first }
-        let second = try await cluster.leader(among: others)
-        #expect(second != first)
-        _ = try await cluster.member(second).node.write(.put(Put(key: Array("after".utf8), value: [2])))
-        let page = try await cluster.member(second).node.read(RangeRequest(.prefix(Array("a".utf8))), consistency: .linearizable)
-        #expect(page.count == 21)
-        await cluster.stop()
     }
 }
 
@@ -206,48 +208,50 @@ struct RaftNodeClusterTests {
 import FoundationNetworking
 #endif
 
-@Suite("Admin HTTP", .serialized, .timeLimit(.minutes(3)))
-struct AdminServerTests {
-    static func get(_ url: String) async throws -> (Int, String) {
-        let (data, response) = try await URLSession.shared.data(from: URL(string: url)!)
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
-    }
-
-    @Test("/health is ok once a leader is known, /metrics exposes Raft and storage figures")
-    func healthAndMetrics() async throws {
-        let cluster = try await InProcessCluster.start(nodes: 3)
-        let leader = try await cluster.leader()
-        let node = cluster.member(leader).node
-        _ = try await node.write(.put(Put(key: Array("m".utf8), value: [1])))
-        let admin = try await AdminServer.start(host: "127.0.0.1", port: 0, node: node)
-        let (healthCode, healthBody) = try await Self.get("http://127.0.0.1:\(admin.port)/health")
-        #expect(healthCode == 200)
-        #expect(healthBody == "ok\n")
-        let (metricsCode, metrics) = try await Self.get("http://127.0.0.1:\(admin.port)/metrics")
-        #expect(metricsCode == 200)
-        #expect(metrics.contains("aspen_raft_is_leader 1"))
-        #expect(metrics.contains("# TYPE aspen_storage_commits_total counter"))
-        #expect(metrics.contains("aspen_raft_leader_id \(leader.rawValue)"))
-        let (missingCode, _) = try await Self.get("http://127.0.0.1:\(admin.port)/nope")
-        #expect(missingCode == 404)
-        // A node that knows no leader is unhealthy.
-        await cluster.stop()
-        let lonely = try await InProcessCluster.start(nodes: 3)
-        let first = lonely.members[0].node
-        await lonely.members[1].node.stop()
-        await lonely.members[2].node.stop()
-        let lonelyAdmin = try await AdminServer.start(host: "127.0.0.1", port: 0, node: first)
-        // Whatever it was, within a few election timeouts it knows no leader.
-        var (lonelyCode, lonelyBody) = try await Self.get("http://127.0.0.1:\(lonelyAdmin.port)/health")
-        let deadline = Date().addingTimeInterval(5)
-        while lonelyCode != 503 && Date() < deadline {
-            try await Task.sleep(for: .milliseconds(100))
-            (lonelyCode, lonelyBody) = try await Self.get("http://127.0.0.1:\(lonelyAdmin.port)/health")
+extension ClusterSuites {
+    @Suite("Admin HTTP", .serialized, .timeLimit(.minutes(3)))
+    struct AdminServerTests {
+        static func get(_ url: String) async throws -> (Int, String) {
+            let (data, response) = try await URLSession.shared.data(from: URL(string: url)!)
+            return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
         }
-        #expect(lonelyCode == 503, "\(lonelyBody)")
-        #expect(lonelyBody.contains("no leader"))
-        try await admin.close()
-        try await lonelyAdmin.close()
-        await lonely.stop()
+
+        @Test("/health is ok once a leader is known, /metrics exposes Raft and storage figures")
+        func healthAndMetrics() async throws {
+            let cluster = try await InProcessCluster.start(nodes: 3)
+            let leader = try await cluster.leader()
+            let node = cluster.member(leader).node
+            _ = try await node.write(.put(Put(key: Array("m".utf8), value: [1])))
+            let admin = try await AdminServer.start(host: "127.0.0.1", port: 0, node: node)
+            let (healthCode, healthBody) = try await Self.get("http://127.0.0.1:\(admin.port)/health")
+            #expect(healthCode == 200)
+            #expect(healthBody == "ok\n")
+            let (metricsCode, metrics) = try await Self.get("http://127.0.0.1:\(admin.port)/metrics")
+            #expect(metricsCode == 200)
+            #expect(metrics.contains("aspen_raft_is_leader 1"))
+            #expect(metrics.contains("# TYPE aspen_storage_commits_total counter"))
+            #expect(metrics.contains("aspen_raft_leader_id \(leader.rawValue)"))
+            let (missingCode, _) = try await Self.get("http://127.0.0.1:\(admin.port)/nope")
+            #expect(missingCode == 404)
+            // A node that knows no leader is unhealthy.
+            await cluster.stop()
+            let lonely = try await InProcessCluster.start(nodes: 3)
+            let first = lonely.members[0].node
+            await lonely.members[1].node.stop()
+            await lonely.members[2].node.stop()
+            let lonelyAdmin = try await AdminServer.start(host: "127.0.0.1", port: 0, node: first)
+            // Whatever it was, within a few election timeouts it knows no leader.
+            var (lonelyCode, lonelyBody) = try await Self.get("http://127.0.0.1:\(lonelyAdmin.port)/health")
+            let deadline = Date().addingTimeInterval(5)
+            while lonelyCode != 503 && Date() < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+                (lonelyCode, lonelyBody) = try await Self.get("http://127.0.0.1:\(lonelyAdmin.port)/health")
+            }
+            #expect(lonelyCode == 503, "\(lonelyBody)")
+            #expect(lonelyBody.contains("no leader"))
+            try await admin.close()
+            try await lonelyAdmin.close()
+            await lonely.stop()
+        }
     }
 }
