@@ -281,9 +281,16 @@ public actor RaftNode {
             throw Self.nodeError(error)
         }
         return try await withCheckedThrowingContinuation { continuation in
-            proposals[receipt.indexes.lowerBound] = Proposal(term: receipt.term, continuation: continuation)
+            wait(Proposal(term: receipt.term, continuation: continuation), at: receipt.indexes.lowerBound)
             pump()
         }
+    }
+
+    /// Waits for the entry at `index` to apply. A writer already waiting there (a forward placed
+    /// by a leader that died before this node got the entry, say) waited for an entry of another
+    /// term, which the new one replaces: it never applies, and is told so rather than forgotten.
+    func wait(_ proposal: Proposal, at index: Raft.Index) {
+        proposals.updateValue(proposal, forKey: index)?.continuation.resume(throwing: NodeError.proposalLost)
     }
 
     func forward(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
@@ -307,7 +314,7 @@ public actor RaftNode {
         guard let writer = forwardedWriters.removeValue(forKey: outcome.context) else { return }
         switch outcome.result {
         case .appended(let term, let index) where index > appliedIndex:
-            proposals[index] = Proposal(term: term, continuation: writer)
+            wait(Proposal(term: term, continuation: writer), at: index)
         case .appended:
             // Applied before the answer came (its result is gone): rare, and not a loss.
             counters.proposalsForwardedUnknown += 1
