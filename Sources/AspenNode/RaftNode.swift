@@ -192,12 +192,6 @@ public actor RaftNode {
 
     // MARK: Inputs
 
-    public func receive(_ message: Raft.Message) {
-        guard !stopped else { return }
-        raft.step(message)
-        pump()
-    }
-
     /// Raft messages received and not yet stepped, in arrival order, and whether a task is on
     /// its way to step them.
     private nonisolated let inbox = Mutex<(messages: [Raft.Message], scheduled: Bool)>(([], false))

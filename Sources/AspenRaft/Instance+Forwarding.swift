@@ -105,10 +105,7 @@ extension Raft.Instance {
     /// timeout, and giving up then would turn writes that succeed into errors.
     mutating func expireForwardedProposals() {
         guard !proposalsForwarded.isEmpty else { return }
-        let patience = UInt64(max(1, config.electionTicks) * 10)
-        // In context order: a dictionary's own order differs from run to run.
-        let expired = proposalsForwarded.filter { $0.value.leader != leader || role == .leader || ticks - $0.value.sentAt > patience }
-        for context in expired.keys.sorted() {
+        for context in overdue(proposalsForwarded, patience: UInt64(max(1, config.electionTicks) * 10)) {
             proposalsForwarded.removeValue(forKey: context)
             outbox.forwardedProposals.append(Raft.ForwardedOutcome(context: context, result: .unknown))
         }

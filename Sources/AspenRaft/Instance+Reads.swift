@@ -39,13 +39,17 @@ extension Raft.Instance {
     /// Gives up on forwarded reads whose leader is gone or that went unanswered too long.
     mutating func expireForwardedReads() {
         guard !readsForwarded.isEmpty else { return }
-        let patience = UInt64(max(1, config.electionTicks))
-        // In context order: a dictionary's own order differs from run to run.
-        let expired = readsForwarded.filter { $0.value.leader != leader || role == .leader || ticks - $0.value.sentAt > patience }
-        for context in expired.keys.sorted() {
+        for context in overdue(readsForwarded, patience: UInt64(max(1, config.electionTicks))) {
             readsForwarded.removeValue(forKey: context)
             outbox.droppedReads.append(context)
         }
+    }
+
+    /// Of requests forwarded to a leader (reads, commands), the ones to give up on: sent to a
+    /// node that is no longer this one's leader, or unanswered for more than `patience` ticks.
+    /// In context order: a dictionary's own order differs from run to run.
+    func overdue(_ pending: [UInt64: (leader: NodeID, sentAt: UInt64)], patience: UInt64) -> [UInt64] {
+        pending.filter { $0.value.leader != leader || role == .leader || ticks - $0.value.sentAt > patience }.keys.sorted()
     }
 
     mutating func handleForwardedRead(context: Raft.ReadContext, from follower: NodeID) {
