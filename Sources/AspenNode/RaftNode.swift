@@ -323,8 +323,15 @@ public actor RaftNode {
     }
 
     /// Reads the applied state: after a ReadIndex round with a quorum (linearizable), or as it is
-    /// here (stale).
-    public func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
+    /// here (stale). Only the wait for the index to read at is the actor's; the read itself runs
+    /// on the caller's thread (the store serves reads concurrently, each in its own transaction).
+    public nonisolated func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
+        try await readable(request, consistency: consistency)
+        return try storage.read(request).get()
+    }
+
+    /// Returns once the applied state may serve `request` at `consistency`.
+    func readable(_ request: RangeRequest, consistency: ReadConsistency) async throws {
         guard !stopped else { throw NodeError.stopped }
         try KVValidator.validate(request, limits: configuration.limits)
         counters.reads += 1
@@ -344,7 +351,6 @@ public actor RaftNode {
         } else {
             await waitUntilApplied(answeredThrough.load(ordering: .relaxed))
         }
-        return try storage.read(request).get()
     }
 
     public func proposeMembership(_ changes: [Raft.MembershipChange]) throws {
