@@ -123,6 +123,11 @@ public final class EtcdGateway: Sendable {
                 throw RPCError(code: failure.code == "refused" ? .failedPrecondition : .unavailable, message: failure.message)
             case .malformedResponse(let reason): throw RPCError(code: .internalError, message: reason)
             }
+        } catch is CancellationError {
+            throw RPCError(code: .cancelled, message: "etcdserver: request cancelled")
+        } catch {
+            // A storage failure and the like: its message, not an anonymous `unknown`.
+            throw RPCError(code: .internalError, message: "etcdserver: \(error)")
         }
     }
 

@@ -3,8 +3,8 @@ import AspenNode
 import Foundation
 import GRPCCore
 
-/// etcd's `Maintenance` service: Status, the alarm list and MoveLeader; the rest is refused
-/// explicitly.
+/// etcd's `Maintenance` service: Status, the alarm list, MoveLeader, Defragment, Hash and
+/// HashKV; Snapshot is refused explicitly.
 struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     let gateway: EtcdGateway
     /// Reported as the server version (etcd's API level that Aspen serves).
@@ -48,16 +48,33 @@ struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         return response
     }
 
+    /// Rewrites this member's database without its free pages (SQLite's VACUUM); this member's
+    /// writes wait meanwhile, as they do in etcd.
     func defragment(request: Etcdserverpb_DefragmentRequest, context: ServerContext) async throws -> Etcdserverpb_DefragmentResponse {
-        throw EtcdGateway.unsupported("Defragment (the SQLite store reuses freed pages itself)")
+        _ = try await gateway.translatingErrors { try await gateway.node.defragment() }
+        var response = Etcdserverpb_DefragmentResponse()
+        response.header = await gateway.header()
+        return response
     }
 
+    /// The checksum of this member's whole key-value state (live keys and recorded history).
     func hash(request: Etcdserverpb_HashRequest, context: ServerContext) async throws -> Etcdserverpb_HashResponse {
-        throw EtcdGateway.unsupported("Hash")
+        let state = try await gateway.translatingErrors { try await gateway.node.stateHash(at: 0) }
+        var response = Etcdserverpb_HashResponse()
+        response.header = await gateway.header(revision: state.revision)
+        response.hash = state.hash
+        return response
     }
 
+    /// The checksum of the key-value state as of a revision (0: the current one): members that
+    /// applied the same log agree on it (`etcdctl endpoint hashkv --cluster` compares them).
     func hashKV(request: Etcdserverpb_HashKVRequest, context: ServerContext) async throws -> Etcdserverpb_HashKVResponse {
-        throw EtcdGateway.unsupported("HashKV")
+        let state = try await gateway.translatingErrors { try await gateway.node.stateHash(at: request.revision) }
+        var response = Etcdserverpb_HashKVResponse()
+        response.header = await gateway.header(revision: state.revision)
+        response.hash = state.hash
+        response.compactRevision = state.compactedRevision
+        return response
     }
 
     func snapshot(

@@ -330,6 +330,19 @@ public actor RaftNode {
         return try storage.read(request).get()
     }
 
+    /// The checksum of this node's applied key-value state as of `revision` (0: the current
+    /// one), read off the actor; see `NodeStorage.stateHash(at:page:)`.
+    public nonisolated func stateHash(at revision: Revision) async throws -> StateHash {
+        let storage = self.storage
+        return try await Task.detached { try storage.stateHash(at: revision) }.value.get()
+    }
+
+    /// Rewrites this node's database without its free pages; see `NodeStorage.defragment()`.
+    public nonisolated func defragment() async throws -> (before: Int64, after: Int64)? {
+        let storage = self.storage
+        return try await Task.detached { try storage.defragment() }.value
+    }
+
     /// Returns once the applied state may serve `request` at `consistency`.
     func readable(_ request: RangeRequest, consistency: ReadConsistency) async throws {
         guard !stopped else { throw NodeError.stopped }

@@ -82,6 +82,10 @@ public protocol NodeStorage: AnyObject, Sendable {
     func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])?
 
     var appliedIndex: Raft.Index { get throws }
+
+    /// Rewrites the file without its free pages (etcd's defragment); writes wait meanwhile.
+    /// Returns the file's size before and after, in bytes (nil in memory).
+    func defragment() throws -> (before: Int64, after: Int64)?
 }
 
 /// Why the store cannot serve. Each names the file and, where there is one, the log index.
@@ -111,6 +115,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
 
 extension NodeStorage {
     public func close() throws {}
+    public func defragment() throws -> (before: Int64, after: Int64)? { nil }
 }
 
 extension NodeStorage {
@@ -118,5 +123,58 @@ extension NodeStorage {
         let results = try commit(batch)
         known(results)
         return results
+    }
+}
+
+/// A checksum of a store's key-value state, comparable between members.
+public struct StateHash: Sendable, Equatable {
+    /// CRC32C over every live key as of `revision` (key, value, revisions, version, lease, in key
+    /// order), then every recorded change after `compactedRevision` through `revision` (in
+    /// revision order).
+    public var hash: UInt32
+    public var revision: Revision
+    public var compactedRevision: Revision
+}
+
+extension NodeStorage {
+    /// The checksum of the state as of `revision` (0: the current one). Members that applied the
+    /// same log agree on it whatever their snapshots, compaction of the Raft log or file layout;
+    /// a member that diverged does not. Read in pages, each consistent at `revision`.
+    public func stateHash(at revision: Revision = 0, page: Int = 1_000) throws -> Result<StateHash, KVError> {
+        let (current, compacted) = try revisions()
+        let at = revision == 0 ? current : revision
+        guard at <= current else { return .failure(.futureRevision(requested: at, current: current)) }
+        guard at >= compacted else { return .failure(.compacted(requested: at, oldestAvailable: compacted)) }
+        var hash: UInt32 = 0
+        func fold(_ kind: UInt8, _ kv: KeyValue) {
+            var writer = ByteWriter()
+            writer.write(kind)
+            writer.writeBytes(kv.key)
+            writer.writeBytes(kv.value)
+            for number in [kv.createRevision, kv.modRevision, kv.version, kv.lease] { writer.writeFixed(UInt64(bitPattern: number)) }
+            hash = CRC32C.checksum(writer.bytes, seed: hash)
+        }
+        var continuation: Bytes?
+        repeat {
+            guard at > 0 else { break }
+            switch try read(RangeRequest(.range(start: [], end: nil), revision: at, limit: page, continuation: continuation)) {
+            case .success(let result):
+                for kv in result.kvs { fold(0, kv) }
+                continuation = result.more ? result.continuation : nil
+            case .failure(let error):
+                return .failure(error)
+            }
+        } while continuation != nil
+        var from = compacted + 1
+        while from <= at {
+            switch try changes(in: KeyBounds(start: [], end: nil), from: from, through: at, withPrevious: false, limit: page) {
+            case .success(let (events, next)):
+                for event in events { fold(event.kind == .put ? 1 : 2, event.keyValue) }
+                from = next
+            case .failure(let error):
+                return .failure(error)
+            }
+        }
+        return .success(StateHash(hash: hash, revision: at, compactedRevision: compacted))
     }
 }

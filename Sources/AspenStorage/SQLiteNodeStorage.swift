@@ -375,6 +375,22 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
+    public func defragment() throws -> (before: Int64, after: Int64)? {
+        try guarded {
+            let before = fileBytes()
+            try pool.writeWithoutTransaction { db in
+                try db.execute(sql: "VACUUM")
+                try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+            }
+            return (before, fileBytes())
+        }
+    }
+
+    /// The database file and its write-ahead log, in bytes.
+    public func fileBytes() -> Int64 {
+        ["", "-wal"].compactMap { (try? FileManager.default.attributesOfItem(atPath: path + $0))?[.size] as? Int64 }.reduce(0, +)
+    }
+
     public func close() throws {
         try guarded {
             try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }

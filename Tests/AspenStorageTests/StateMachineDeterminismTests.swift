@@ -80,5 +80,25 @@ struct StateMachineDeterminismTests {
                 try storage.changes(in: KeySelection.prefix([]).bounds, from: compacted, through: current, withPrevious: false, limit: 7).get()
             }
         }
+        // The state hash (etcd's HashKV) is the same over either store, whatever the page size,
+        // at the current revision and at an earlier one; a revision outside history is refused.
+        let hash = try memory.stateHash().get()
+        #expect(hash.revision == current && hash.compactedRevision == compacted)
+        #expect(try sqlite.stateHash(page: 3).get() == hash)
+        let middle = (compacted + current) / 2
+        #expect(try sqlite.stateHash(at: middle).get() == memory.stateHash(at: middle, page: 5).get())
+        if middle < current { #expect(try memory.stateHash(at: middle).get().hash != hash.hash) }
+        #expect(throws: KVError.self) { try memory.stateHash(at: current + 1).get() }
+        if compacted > 1 { #expect(throws: KVError.self) { try sqlite.stateHash(at: compacted - 1).get() } }
+        // Defragmenting rewrites the file and keeps the state.
+        let sizes = try #require(try sqlite.defragment())
+        #expect(sizes.after > 0)
+        #expect(try sqlite.stateHash().get() == hash)
+        #expect(try sqlite.snapshotData().data == memory.snapshotData().data)
+        // One more change on one store only: the hashes differ.
+        let extra = Raft.Entry(
+            term: 1, index: Raft.Index(entries.count + 1), payload: .command(KVCommand.put(Put(key: Array("extra".utf8), value: [1])).encoded()))
+        _ = try sqlite.commit(StorageBatch(entries: [extra], hardState: Raft.HardState(term: 1, commit: extra.index), committedEntries: [extra]))
+        #expect(try sqlite.stateHash().get().hash != hash.hash)
     }
 }
