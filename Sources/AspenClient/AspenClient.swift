@@ -318,13 +318,55 @@ public final class AspenClient: KeyValueStore {
 
     /// What each endpoint says about itself (unreachable ones are reported as errors).
     public func status() async -> [(endpoint: Endpoint, status: Result<NodeStatusInfo, any Error>)] {
-        var results: [(Endpoint, Result<NodeStatusInfo, any Error>)] = []
-        let request = RPCRequest(domain: "cluster", operation: "status", body: [], proof: proof).encoded()
+        await eachEndpoint("status", []).map { ($0.endpoint, $0.answer.flatMap { body in Result { try NodeStatusWire.decode(body) } }) }
+    }
+
+    /// The checksum of every endpoint's applied key-value state as of `revision` (0: each one's
+    /// current revision; etcd's HashKV). Members that applied the same log agree.
+    public func stateHashes(at revision: Int64 = 0) async
+        -> [(endpoint: Endpoint, hash: Result<(hash: UInt32, revision: Int64, compactedRevision: Int64), any Error>)]
+    {
+        var writer = ByteWriter()
+        writer.writeVarint(signed: revision)
+        return await eachEndpoint("hash", writer.bytes).map { reply in
+            (reply.endpoint, reply.answer.flatMap { body in
+                Result {
+                    var reader = ByteReader(body)
+                    let hash = UInt32(truncatingIfNeeded: try reader.readVarint())
+                    let found = (hash, try reader.readSignedVarint(), try reader.readSignedVarint())
+                    try reader.expectEnd()
+                    return found
+                }
+            })
+        }
+    }
+
+    /// Has every endpoint rewrite its database without its free pages (etcd's defragment; each
+    /// node's writes wait while it runs). Answers each file's size before and after, in bytes.
+    public func defragment() async -> [(endpoint: Endpoint, sizes: Result<(before: Int64, after: Int64), any Error>)] {
+        await eachEndpoint("defragment", [], extraSeconds: 600).map { reply in
+            (reply.endpoint, reply.answer.flatMap { body in
+                Result {
+                    var reader = ByteReader(body)
+                    let sizes = (try reader.readSignedVarint(), try reader.readSignedVarint())
+                    try reader.expectEnd()
+                    return sizes
+                }
+            })
+        }
+    }
+
+    /// Asks every endpoint, one after the other, `cluster.<operation>`.
+    func eachEndpoint(_ operation: String, _ body: [UInt8], extraSeconds: Double = 0) async
+        -> [(endpoint: Endpoint, answer: Result<[UInt8], any Error>)]
+    {
+        var results: [(Endpoint, Result<[UInt8], any Error>)] = []
+        let request = RPCRequest(domain: "cluster", operation: operation, body: body, proof: proof).encoded()
         for position in endpoints.indices {
             do {
                 let connection = try await connection(position).value
-                switch try RPCResponse(decoding: try await connection.request(request)) {
-                case .ok(let body): results.append((endpoints[position], .success(try NodeStatusWire.decode(body))))
+                switch try RPCResponse(decoding: try await connection.request(request, extraSeconds: extraSeconds)) {
+                case .ok(let body): results.append((endpoints[position], .success(body)))
                 case .failure(let failure): results.append((endpoints[position], .failure(ClientError.rejected(failure))))
                 }
             } catch {

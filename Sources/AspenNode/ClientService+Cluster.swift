@@ -4,7 +4,8 @@ import AspenRaft
 import AspenTransport
 
 extension ClientService {
-    /// `cluster.*`: status, members, founding, membership changes, leadership transfer.
+    /// `cluster.*`: status, members, founding, membership changes, leadership transfer, state
+    /// hashes and defragmentation.
     func handleCluster(_ operation: String, _ body: [UInt8]) async throws -> [UInt8] {
         var reader = ByteReader(body)
         switch operation {
@@ -28,6 +29,21 @@ extension ClientService {
             writer.writeVarint(index)
             writer.writeVarint(term)
             writer.writeVarint(UInt64(bytes))
+            return writer.bytes
+        case "hash":
+            let revision = try reader.readSignedVarint()
+            try reader.expectEnd()
+            let state = try await node.stateHash(at: revision)
+            var writer = ByteWriter()
+            writer.writeVarint(UInt64(state.hash))
+            writer.writeVarint(signed: state.revision)
+            writer.writeVarint(signed: state.compactedRevision)
+            return writer.bytes
+        case "defragment":
+            let sizes = try await node.defragment() ?? (0, 0)
+            var writer = ByteWriter()
+            writer.writeVarint(signed: sizes.before)
+            writer.writeVarint(signed: sizes.after)
             return writer.bytes
         case "transfer-leader":
             try await node.transferLeadership(to: NodeID(try reader.readVarint()))

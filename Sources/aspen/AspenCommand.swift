@@ -77,6 +77,14 @@ struct ClusterOptions: ParsableArguments {
             options: options, attemptsMax: attempts,
             cookie: clusterCookie)
     }
+
+    /// A client to every recorded member, not only the ones the ticket names.
+    func everyMember() async throws -> AspenClient {
+        let client = try self.client()
+        guard let members = try? await client.members(), !members.records.isEmpty else { return client }
+        await client.close()
+        return try self.client(members.records.mapValues { PeerAddress(host: $0.host, port: $0.port, key: $0.key) })
+    }
 }
 
 /// Errors mapped to exit codes a script can tell apart.

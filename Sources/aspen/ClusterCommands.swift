@@ -9,7 +9,7 @@ import Foundation
 struct Cluster: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Inspect and steer the cluster.", subcommands: [
             Status.self, Members.self, Init.self, Ticket.self, AddLearner.self, Promote.self, Remove.self, ChangeMembership.self,
-            TransferLeader.self, Snapshot.self, Metrics.self,
+            TransferLeader.self, Snapshot.self, Metrics.self, Hash.self, Defrag.self,
         ])
 
     struct TransferLeader: AsyncParsableCommand {
@@ -31,12 +31,7 @@ struct Cluster: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
-                var client = try cluster.client()
-                // Ask every recorded member, not only the ones the ticket names.
-                if let members = try? await client.members(), !members.records.isEmpty {
-                    await client.close()
-                    client = try cluster.client(members.records.mapValues { PeerAddress(host: $0.host, port: $0.port, key: $0.key) })
-                }
+                let client = try await cluster.everyMember()
                 let statuses = await client.status()
                 await client.close()
                 var rows: [[String: Any]] = []
@@ -69,6 +64,79 @@ struct Cluster: AsyncParsableCommand {
         }
 
         func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
+    }
+
+    struct Hash: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Every member's checksum of the key-value state at one revision (etcd's hashkv); exit 2 if they differ.")
+        @OptionGroup var cluster: ClusterOptions
+        @Option(help: "The revision to hash at (default: the leader's current one).") var revision: Int64 = 0
+
+        func run() async throws {
+            try await runReporting {
+                let client = try await cluster.everyMember()
+                var revision = self.revision
+                if revision == 0, let current = await client.stateHashes().compactMap({ try? $0.hash.get().revision }).max() {
+                    revision = current
+                }
+                // A member still applying the revision answers "future revision": ask again briefly.
+                var hashes = await client.stateHashes(at: revision)
+                for _ in 0..<20 where hashes.contains(where: { (try? $0.hash.get()) == nil }) {
+                    try await Task.sleep(for: .milliseconds(100))
+                    hashes = await client.stateHashes(at: revision)
+                }
+                await client.close()
+                var rows: [[String: Any]] = []
+                var lines = ["ADDRESS               REVISION  COMPACTED  HASH"]
+                for (endpoint, result) in hashes {
+                    let address = "\(endpoint.host):\(endpoint.port)"
+                    switch result {
+                    case .success(let state):
+                        rows.append(["address": address, "revision": state.revision, "compactedRevision": state.compactedRevision, "hash": state.hash])
+                        lines.append("\(address.padding(toLength: 21, withPad: " ", startingAt: 0)) \(String(state.revision).padding(toLength: 9, withPad: " ", startingAt: 0)) \(String(state.compactedRevision).padding(toLength: 10, withPad: " ", startingAt: 0)) \(state.hash)")
+                    case .failure(let error):
+                        rows.append(["address": address, "error": "\(error)"])
+                        lines.append("\(address.padding(toLength: 21, withPad: " ", startingAt: 0)) error: \(error)")
+                    }
+                }
+                let distinct = Set(hashes.compactMap { try? $0.hash.get().hash })
+                let agree = distinct.count == 1 && hashes.allSatisfy { (try? $0.hash.get()) != nil }
+                output(cluster.json, ["revision": revision, "members": rows, "agree": agree], text: lines.joined(separator: "\n"))
+                guard distinct.count <= 1 else { throw CLIError.conditionFailed("the members' states differ at revision \(revision)") }
+                guard agree else { throw CLIError.unavailable("not every member answered") }
+            }
+        }
+    }
+
+    struct Defrag: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rewrite every member's database without its free pages, one member at a time (its writes wait meanwhile).")
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            try await runReporting {
+                let client = try await cluster.everyMember()
+                let results = await client.defragment()
+                await client.close()
+                var rows: [[String: Any]] = []
+                var lines: [String] = []
+                for (endpoint, result) in results {
+                    let address = "\(endpoint.host):\(endpoint.port)"
+                    switch result {
+                    case .success(let sizes):
+                        rows.append(["address": address, "bytesBefore": sizes.before, "bytesAfter": sizes.after])
+                        lines.append("OK, \(address): \(sizes.before) → \(sizes.after) bytes")
+                    case .failure(let error):
+                        rows.append(["address": address, "error": "\(error)"])
+                        lines.append("\(address): failed: \(error)")
+                    }
+                }
+                output(cluster.json, ["members": rows], text: lines.joined(separator: "\n"))
+                if results.contains(where: { if case .failure = $0.sizes { true } else { false } }) {
+                    throw CLIError.unavailable("not every member was defragmented")
+                }
+            }
+        }
     }
 
     struct Snapshot: AsyncParsableCommand {

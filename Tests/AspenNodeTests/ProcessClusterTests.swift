@@ -225,6 +225,13 @@ extension ClusterSuites {
             let snapshot = try await aspen(["cluster", "snapshot", "--json"])
             #expect(snapshot.0 == 0)
             #expect(snapshot.1.contains("\"index\""))
+            // Every member hashes the same state (etcd's hashkv); defragmenting keeps it.
+            let hashed = try await aspen(["cluster", "hash", "--json"])
+            #expect(hashed.0 == 0 && hashed.1.contains("\"agree\":true"), "\(hashed)")
+            let defragmented = try await aspen(["cluster", "defrag"])
+            #expect(defragmented.0 == 0 && defragmented.1.split(separator: "\n").filter { $0.hasPrefix("OK, ") }.count == 3, "\(defragmented)")
+            #expect(try await aspen(["kv", "get", "greeting"]).1 == "bye")
+            #expect(try await aspen(["cluster", "hash", "--revision", "999999"]).0 != 0)
             let metrics = try await aspen(["cluster", "metrics"])
             #expect(metrics.0 == 0)
             #expect(metrics.1.contains("aspen_raft_snapshot_index"))
