@@ -137,6 +137,7 @@ public final class EtcdGateway: Sendable {
         case .futureRevision: return RPCError(code: .outOfRange, message: "etcdserver: mvcc: required revision is a future revision")
         case .leaseNotFound: return RPCError(code: .notFound, message: "etcdserver: requested lease not found")
         case .leaseExists: return RPCError(code: .failedPrecondition, message: "etcdserver: lease already exists")
+        case .keyNotFound: return RPCError(code: .invalidArgument, message: "etcdserver: key not found")
         case .emptyKey: return RPCError(code: .invalidArgument, message: "etcdserver: key is not provided")
         case .duplicateKey: return RPCError(code: .invalidArgument, message: "etcdserver: duplicate key given in txn request")
         case .tooManyOperations: return RPCError(code: .invalidArgument, message: "etcdserver: too many operations in txn request (\(error))")

@@ -82,9 +82,7 @@ struct EtcdKVService: Etcdserverpb_KV.SimpleServiceProtocol {
     }
 
     func put(request: Etcdserverpb_PutRequest, context: ServerContext) async throws -> Etcdserverpb_PutResponse {
-        guard !request.ignoreValue, !request.ignoreLease else { throw EtcdGateway.unsupported("Put with ignore_value or ignore_lease") }
-        let result = try await gateway.write(
-            .put(Put(key: Bytes(request.key), value: Bytes(request.value), lease: request.lease, returnPrevious: request.prevKv)))
+        let result = try await gateway.write(.put(try Self.put(request)))
         guard case .put(let put) = result else { throw RPCError(code: .internalError, message: "unexpected result \(result)") }
         var response = Etcdserverpb_PutResponse()
         response.header = await gateway.header(revision: put.revision)
@@ -153,7 +151,6 @@ struct EtcdKVService: Etcdserverpb_KV.SimpleServiceProtocol {
     }
 
     static func compare(_ compare: Etcdserverpb_Compare) throws -> Compare {
-        guard compare.rangeEnd.isEmpty else { throw EtcdGateway.unsupported("a Compare over a range (range_end)") }
         let op: Compare.Operator
         switch compare.result {
         case .equal: op = .equal
@@ -176,14 +173,25 @@ struct EtcdKVService: Etcdserverpb_KV.SimpleServiceProtocol {
             if case .lease(let value)? = union { target = .lease(value) } else { target = .lease(0) }
         case (.UNRECOGNIZED(let value), _): throw RPCError(code: .invalidArgument, message: "unknown compare target \(value)")
         }
-        return Compare(key: Bytes(compare.key), target, op)
+        // A range_end makes it a compare over every key in [key, range_end); "\0" runs to the end.
+        let extent: Compare.Extent =
+            compare.rangeEnd.isEmpty ? .key : .range(end: compare.rangeEnd == Data([0]) ? nil : Bytes(compare.rangeEnd))
+        return Compare(key: Bytes(compare.key), target, op, extent: extent)
+    }
+
+    /// etcd's Put, with its checks of `ignore_value` and `ignore_lease`.
+    static func put(_ put: Etcdserverpb_PutRequest) throws -> Put {
+        if put.ignoreValue && !put.value.isEmpty { throw RPCError(code: .invalidArgument, message: "etcdserver: value is provided") }
+        if put.ignoreLease && put.lease != 0 { throw RPCError(code: .invalidArgument, message: "etcdserver: lease is provided") }
+        return Put(
+            key: Bytes(put.key), value: Bytes(put.value), lease: put.lease, returnPrevious: put.prevKv, ignoreValue: put.ignoreValue,
+            ignoreLease: put.ignoreLease)
     }
 
     static func operation(_ op: Etcdserverpb_RequestOp, _ gateway: EtcdGateway) throws -> TransactionOperation {
         switch op.request {
         case .requestPut(let put)?:
-            guard !put.ignoreValue, !put.ignoreLease else { throw EtcdGateway.unsupported("Put with ignore_value or ignore_lease") }
-            return .put(Put(key: Bytes(put.key), value: Bytes(put.value), lease: put.lease, returnPrevious: put.prevKv))
+            return .put(try Self.put(put))
         case .requestDeleteRange(let delete)?:
             guard let selection = EtcdGateway.selection(key: delete.key, rangeEnd: delete.rangeEnd) else {
                 throw RPCError(code: .invalidArgument, message: "etcdserver: the range's end is not after its start")

@@ -88,13 +88,18 @@ struct KVCodec {
         writer.writeBytes(put.key)
         writer.writeBytes(put.value)
         writer.writeVarint(signed: put.lease)
-        writer.write(put.returnPrevious)
+        // One byte of flags; entries written before the ignore flags existed hold 0 or 1 here.
+        writer.write(UInt8(put.returnPrevious ? 1 : 0) | (put.ignoreValue ? 2 : 0) | (put.ignoreLease ? 4 : 0))
     }
 
     func readPut(_ reader: inout ByteReader) throws(DecodingError) -> Put {
-        Put(
-            key: try reader.readBytes(limit: limits.keyBytesMax), value: try reader.readBytes(limit: limits.valueBytesMax),
-            lease: try reader.readSignedVarint(), returnPrevious: try reader.readBool())
+        let key = try reader.readBytes(limit: limits.keyBytesMax)
+        let value = try reader.readBytes(limit: limits.valueBytesMax)
+        let lease = try reader.readSignedVarint()
+        let flags = try reader.readByte()
+        guard flags & ~7 == 0 else { throw .unknownTag(flags, context: "put flags") }
+        return Put(
+            key: key, value: value, lease: lease, returnPrevious: flags & 1 != 0, ignoreValue: flags & 2 != 0, ignoreLease: flags & 4 != 0)
     }
 
     static func write(_ selection: KeySelection, into writer: inout ByteWriter) {
@@ -151,7 +156,16 @@ struct KVCodec {
             writer.write(4)
             writer.writeVarint(signed: value)
         }
-        writer.write(["=", "!=", "<", ">"].firstIndex(of: compare.op.rawValue).map(UInt8.init) ?? 0)
+        // The operator's byte has its high bit set for a range compare, whose end follows; a
+        // one-key compare ends here, as compares written before ranges existed do.
+        let code = ["=", "!=", "<", ">"].firstIndex(of: compare.op.rawValue).map(UInt8.init) ?? 0
+        switch compare.extent {
+        case .key:
+            writer.write(code)
+        case .range(let end):
+            writer.write(code | 0x80)
+            writer.writeOptionalBytes(end)
+        }
     }
 
     func readCompare(_ reader: inout ByteReader) throws(DecodingError) -> Compare {
@@ -166,9 +180,11 @@ struct KVCodec {
         case let tag: throw .unknownTag(tag, context: "compare target")
         }
         let operators: [Compare.Operator] = [.equal, .notEqual, .less, .greater]
-        let code = Int(try reader.readByte())
-        guard code < operators.count else { throw .unknownTag(UInt8(code), context: "compare operator") }
-        return Compare(key: key, target, operators[code])
+        let byte = try reader.readByte()
+        let code = Int(byte & 0x7F)
+        guard code < operators.count else { throw .unknownTag(byte, context: "compare operator") }
+        let extent: Compare.Extent = byte & 0x80 != 0 ? .range(end: try reader.readOptionalBytes(limit: limits.keyBytesMax)) : .key
+        return Compare(key: key, target, operators[code], extent: extent)
     }
 
     static func write(_ transaction: Transaction, into writer: inout ByteWriter) {

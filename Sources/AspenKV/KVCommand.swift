@@ -24,12 +24,20 @@ public struct Put: Sendable, Equatable {
     public var lease: LeaseID
     /// Return the key's previous value in the result.
     public var returnPrevious: Bool
+    /// Keep the key's current value (etcd's `ignore_value`); the key must exist.
+    public var ignoreValue: Bool
+    /// Keep the key's current lease (etcd's `ignore_lease`); the key must exist.
+    public var ignoreLease: Bool
 
-    public init(key: Bytes, value: Bytes, lease: LeaseID = 0, returnPrevious: Bool = false) {
+    public init(
+        key: Bytes, value: Bytes, lease: LeaseID = 0, returnPrevious: Bool = false, ignoreValue: Bool = false, ignoreLease: Bool = false
+    ) {
         self.key = key
         self.value = value
         self.lease = lease
         self.returnPrevious = returnPrevious
+        self.ignoreValue = ignoreValue
+        self.ignoreLease = ignoreLease
     }
 }
 
@@ -86,14 +94,24 @@ public struct Compare: Sendable, Equatable {
         case greater = ">"
     }
 
+    /// What the compare looks at: the one key, or every current key of a range that starts at
+    /// `key` (etcd's `range_end`; an end of nil runs to the last key). A range holds when every
+    /// key in it passes; an empty one is judged as one missing key.
+    public enum Extent: Sendable, Equatable {
+        case key
+        case range(end: Bytes?)
+    }
+
     public var key: Bytes
     public var target: Target
     public var op: Operator
+    public var extent: Extent
 
-    public init(key: Bytes, _ target: Target, _ op: Operator = .equal) {
+    public init(key: Bytes, _ target: Target, _ op: Operator = .equal, extent: Extent = .key) {
         self.key = key
         self.target = target
         self.op = op
+        self.extent = extent
     }
 
     /// "The key does not exist" (its version is 0).

@@ -13,6 +13,8 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
     case futureRevision(requested: Revision, current: Revision)
     case leaseNotFound(LeaseID)
     case leaseExists(LeaseID)
+    /// A put that keeps the key's value or lease (`ignoreValue`, `ignoreLease`) on a key that does not exist.
+    case keyNotFound(Bytes)
     case invalidTTL(ms: Int64, reason: String)
     case invalidContinuation(String)
     case invalidCommand(String)
@@ -31,6 +33,7 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
         case .futureRevision: return "future_revision"
         case .leaseNotFound: return "lease_not_found"
         case .leaseExists: return "lease_exists"
+        case .keyNotFound: return "key_not_found"
         case .invalidTTL: return "invalid_ttl"
         case .invalidContinuation: return "invalid_continuation"
         case .invalidCommand: return "invalid_command"
@@ -53,6 +56,7 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
             return "revision \(requested) is in the future (the current revision is \(current))"
         case .leaseNotFound(let id): return "lease \(id) does not exist (expired or revoked)"
         case .leaseExists(let id): return "lease \(id) already exists"
+        case .keyNotFound(let key): return "key \(key.displayString) does not exist, so its value or lease cannot be kept"
         case .invalidTTL(let ms, let reason): return "invalid lease TTL of \(ms) ms: \(reason)"
         case .invalidContinuation(let reason): return "invalid continuation token: \(reason)"
         case .invalidCommand(let reason): return "invalid command: \(reason)"

@@ -136,11 +136,12 @@ extension KVStateMachine {
         }
 
         mutating func put<Backend: KVBackend>(_ put: Put, on backend: inout Backend) throws -> PutResult {
-            if put.lease != 0, try backend.lease(put.lease) == nil { throw KVError.leaseNotFound(put.lease) }
+            if !put.ignoreLease, put.lease != 0, try backend.lease(put.lease) == nil { throw KVError.leaseNotFound(put.lease) }
             let previous = try backend.get(put.key, at: nil)
+            if put.ignoreValue || put.ignoreLease, previous == nil { throw KVError.keyNotFound(put.key) }
             let keyValue = KeyValue(
-                key: put.key, value: put.value, createRevision: previous?.createRevision ?? next, modRevision: next,
-                version: (previous?.version ?? 0) + 1, lease: put.lease)
+                key: put.key, value: put.ignoreValue ? previous!.value : put.value, createRevision: previous?.createRevision ?? next,
+                modRevision: next, version: (previous?.version ?? 0) + 1, lease: put.ignoreLease ? previous!.lease : put.lease)
             try backend.write(keyValue)
             changed = true
             events.append(WatchEvent(kind: .put, keyValue: keyValue, previous: previous))
@@ -225,14 +226,33 @@ extension KVStateMachine {
         }
 
         /// Checked before the first write, so that a command fails whole or not at all.
+        /// The leases the puts attach exist, and the keys whose value or lease they keep do.
         static func requireLeases<Backend: KVBackend>(of puts: [Put], in backend: Backend) throws {
-            for put in puts where put.lease != 0 {
-                if try backend.lease(put.lease) == nil { throw KVError.leaseNotFound(put.lease) }
+            for put in puts {
+                if !put.ignoreLease, put.lease != 0, try backend.lease(put.lease) == nil { throw KVError.leaseNotFound(put.lease) }
+                if put.ignoreValue || put.ignoreLease, try backend.get(put.key, at: nil) == nil { throw KVError.keyNotFound(put.key) }
             }
         }
 
         static func holds<Backend: KVBackend>(_ compare: Compare, backend: Backend) throws -> Bool {
-            let kv = try backend.get(compare.key, at: nil)
+            guard case .range(let end) = compare.extent else { return try holds(compare, for: try backend.get(compare.key, at: nil)) }
+            // Every key of the range, a page at a time, until one fails.
+            let bounds = KeyBounds(start: compare.key, end: end)
+            var after: Bytes?
+            var seen = false
+            while true {
+                let page = try backend.scan(bounds, at: nil, after: after, limit: 1_000)
+                for kv in page where try !holds(compare, for: kv) { return false }
+                seen = seen || !page.isEmpty
+                guard page.count == 1_000, let last = page.last else { break }
+                after = last.key
+            }
+            if seen { return true }
+            return try holds(compare, for: nil)
+        }
+
+        /// The compare's test on one key's current version (nil: the key does not exist).
+        static func holds(_ compare: Compare, for kv: KeyValue?) throws -> Bool {
             func test<T: Comparable>(_ actual: T, _ expected: T) -> Bool {
                 switch compare.op {
                 case .equal: return actual == expected

@@ -130,6 +130,9 @@ public enum KVValidator {
         for compare in transaction.compares {
             try validate(key: compare.key, limits: limits)
             if case .value(let value) = compare.target { try validate(value: value, limits: limits) }
+            if case .range(let end?) = compare.extent, end.count > limits.keyBytesMax {
+                throw KVError.keyTooLarge(bytes: end.count, limit: limits.keyBytesMax)
+            }
         }
         let success = try validateWrites(transaction.success, depth: depth, limits: limits)
         let failure = try validateWrites(transaction.failure, depth: depth, limits: limits)

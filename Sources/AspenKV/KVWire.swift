@@ -283,7 +283,7 @@ public enum KVWire {
             writer.writeVarint(UInt64(limit))
         case .invalidRange(let text), .invalidContinuation(let text), .invalidCommand(let text), .storage(let text):
             writer.writeString(text)
-        case .duplicateKey(let key): writer.writeBytes(key)
+        case .duplicateKey(let key), .keyNotFound(let key): writer.writeBytes(key)
         case .compacted(let requested, let oldest):
             writer.writeVarint(signed: requested)
             writer.writeVarint(signed: oldest)
@@ -316,6 +316,7 @@ public enum KVWire {
         case "future_revision": error = .futureRevision(requested: try reader.readSignedVarint(), current: try reader.readSignedVarint())
         case "lease_not_found": error = .leaseNotFound(try reader.readSignedVarint())
         case "lease_exists": error = .leaseExists(try reader.readSignedVarint())
+        case "key_not_found": error = .keyNotFound(try reader.readBytes(limit: Limits.standard.keyBytesMax))
         case "invalid_ttl": error = .invalidTTL(ms: try reader.readSignedVarint(), reason: try reader.readString(limit: 4096))
         default: throw .invalid("unknown error code \(code)")
         }

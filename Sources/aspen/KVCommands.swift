@@ -31,13 +31,21 @@ struct KV: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Set a key.", aliases: ["set"])
         @OptionGroup var cluster: ClusterOptions
         @Argument var key: String
-        @Argument var value: String
+        @Argument(help: "The value (none with --ignore-value).") var value: String?
         @Option(help: "Attach the key to this lease.") var lease: Int64 = 0
         @Flag(help: "Print the previous value.") var prev = false
+        @Flag(help: "Keep the key's current value (the key must exist).") var ignoreValue = false
+        @Flag(help: "Keep the key's current lease (the key must exist).") var ignoreLease = false
 
         func run() async throws {
             try await runReporting {
-                let result = try await cluster.client().put(Array(key.utf8), Array(value.utf8), lease: lease, returnPrevious: prev)
+                if ignoreValue && value != nil { throw CLIError.badInput("--ignore-value keeps the current value: give no VALUE") }
+                if !ignoreValue && value == nil { throw CLIError.badInput("missing VALUE (or --ignore-value)") }
+                if ignoreLease && lease != 0 { throw CLIError.badInput("--ignore-lease keeps the current lease: give no --lease") }
+                let put = AspenKV.Put(
+                    key: Array(key.utf8), value: Array((value ?? "").utf8), lease: lease, returnPrevious: prev, ignoreValue: ignoreValue,
+                    ignoreLease: ignoreLease)
+                guard case .put(let result) = try await cluster.client().write(.put(put)) else { throw CLIError.unexpectedAnswer }
                 var object: [String: Any] = ["revision": result.revision]
                 if let previous = result.previous { object["previous"] = describe(previous) }
                 let previousText = result.previous.map { "\nprevious: \(String(decoding: $0.value, as: UTF8.self))" } ?? ""

@@ -16,10 +16,13 @@ struct Txn: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a transaction read as JSON from standard input (see --help).",
         discussion: """
-            {"compare": [{"key": "k", "target": "value|version|create|mod|lease", "op": "=|!=|<|>", "value": "v" or 3}],
-             "success": [{"put": {"key": "k", "value": "v", "lease": 0}}, {"delete": {"key": "k", "prefix": false}},
+            {"compare": [{"key": "k", "target": "value|version|create|mod|lease", "op": "=|!=|<|>", "value": "v" or 3,
+                          "prefix": false, "rangeEnd": "…"}],
+             "success": [{"put": {"key": "k", "value": "v", "lease": 0, "ignoreValue": false, "ignoreLease": false}},
+                         {"delete": {"key": "k", "prefix": false}},
                          {"get": {"key": "k", "prefix": false}}, {"txn": {"compare": [...], "success": [...]}}],
              "failure": [...]}
+            A compare with "prefix": true or a "rangeEnd" holds when every key of that range passes.
             Exits 2 when the compares do not hold (the failure branch ran).
             """)
 
@@ -82,6 +85,17 @@ struct Txn: AsyncParsableCommand {
     }
 
     static func compare(_ object: [String: Any]) throws -> Compare {
+        var compare = try oneKeyCompare(object)
+        // Over every key with the prefix, or of [key, rangeEnd): all of them must pass.
+        if object["prefix"] as? Bool == true {
+            compare.extent = .range(end: KeyBounds.prefixEnd(compare.key))
+        } else if let end = object["rangeEnd"] as? String {
+            compare.extent = .range(end: Array(end.utf8))
+        }
+        return compare
+    }
+
+    static func oneKeyCompare(_ object: [String: Any]) throws -> Compare {
         let key = Array(try string(object, "key").utf8)
         let operators: [String: Compare.Operator] = ["=": .equal, "==": .equal, "!=": .notEqual, "<": .less, ">": .greater]
         guard let op = operators[(object["op"] as? String) ?? "="] else { throw CLIError.badInput("unknown operator in \(object)") }
@@ -105,7 +119,8 @@ struct Txn: AsyncParsableCommand {
             return .put(
                 AspenKV.Put(
                     key: Array(try string(put, "key").utf8), value: Array(try string(put, "value").utf8),
-                    lease: (put["lease"] as? NSNumber)?.int64Value ?? 0))
+                    lease: (put["lease"] as? NSNumber)?.int64Value ?? 0, ignoreValue: put["ignoreValue"] as? Bool ?? false,
+                    ignoreLease: put["ignoreLease"] as? Bool ?? false))
         }
         if let delete = object["delete"] as? [String: Any] {
             let key = Array(try string(delete, "key").utf8)

@@ -212,6 +212,61 @@ struct KeyValueStoreSuite {
         await #expect(throws: KVError.self) { try await store.transaction(deep) }
     }
 
+    @Test("a put may keep the key's value or lease; on a missing key it fails, and fails its whole transaction", arguments: StoreKind.allCases)
+    func ignoreValueAndLease(_ kind: StoreKind) async throws {
+        let store = kind.make(TestClock())
+        let lease = try await store.grantLease(ttlMs: 60_000)
+        try await store.put(bytes("k"), bytes("v1"), lease: lease.id)
+        // A new value, the same lease.
+        _ = try await store.write(.put(Put(key: bytes("k"), value: bytes("v2"), ignoreLease: true)))
+        var kv = try #require(try await store.get(bytes("k")))
+        #expect(kv.value == bytes("v2") && kv.lease == lease.id && kv.version == 2)
+        // The same value, no lease.
+        _ = try await store.write(.put(Put(key: bytes("k"), value: [], lease: 0, ignoreValue: true)))
+        kv = try #require(try await store.get(bytes("k")))
+        #expect(kv.value == bytes("v2") && kv.lease == 0 && kv.version == 3)
+        await #expect(throws: KVError.keyNotFound(bytes("missing"))) {
+            try await store.write(.put(Put(key: bytes("missing"), value: [], ignoreValue: true)))
+        }
+        await #expect(throws: KVError.keyNotFound(bytes("missing"))) {
+            try await store.transaction(
+                Transaction(
+                    compares: [],
+                    success: [.put(Put(key: bytes("k"), value: bytes("never"))), .put(Put(key: bytes("missing"), value: [1], ignoreLease: true))]))
+        }
+        #expect(try await store.get(bytes("k"))?.value == bytes("v2"), "nothing of the failed transaction was written")
+        // Both flags survive the log's encoding; a flag byte from the future is refused.
+        let command = KVCommand.put(Put(key: bytes("k"), value: [], returnPrevious: true, ignoreValue: true, ignoreLease: true))
+        #expect(try KVCommand(decoding: command.encoded()) == command)
+        var encoded = command.encoded()
+        encoded[encoded.count - 1] |= 0x40
+        #expect(throws: DecodingError.self) { try KVCommand(decoding: encoded) }
+    }
+
+    @Test("a compare over a range holds when every key in it passes; an empty range is judged as a missing key", arguments: StoreKind.allCases)
+    func rangeCompares(_ kind: StoreKind) async throws {
+        let store = kind.make(TestClock())
+        for (key, value) in [("app/a", "1"), ("app/b", "1"), ("app/c", "2"), ("other", "9")] { try await store.put(bytes(key), bytes(value)) }
+        func succeeds(_ compare: Compare) async throws -> Bool {
+            try await store.transaction(Transaction(compares: [compare], success: [], failure: [])).succeeded
+        }
+        let prefixEnd = KeyBounds.prefixEnd(bytes("app/"))
+        #expect(try await succeeds(Compare(key: bytes("app/"), .value(bytes("3")), .less, extent: .range(end: prefixEnd))))
+        #expect(try await !succeeds(Compare(key: bytes("app/"), .value(bytes("1")), .equal, extent: .range(end: prefixEnd))))
+        #expect(try await succeeds(Compare(key: bytes("app/a"), .value(bytes("1")), .equal, extent: .range(end: bytes("app/c")))))
+        #expect(try await succeeds(Compare(key: bytes("app/"), .version(1), .equal, extent: .range(end: nil))), "to the last key")
+        #expect(try await !succeeds(Compare(key: bytes("app/"), .modRevision(4), .less, extent: .range(end: nil))))
+        // No key in the range: version 0, and no value to compare.
+        #expect(try await succeeds(Compare(key: bytes("none/"), .version(0), .equal, extent: .range(end: bytes("none0")))))
+        #expect(try await !succeeds(Compare(key: bytes("none/"), .value(bytes("")), .greater, extent: .range(end: bytes("none0")))))
+        // The range survives the log's encoding, with an end and without one.
+        for end in [prefixEnd, nil] as [Bytes?] {
+            let command = KVCommand.transaction(
+                Transaction(compares: [Compare(key: bytes("app/"), .lease(0), .notEqual, extent: .range(end: end)), .absent(bytes("x"))], success: []))
+            #expect(try KVCommand(decoding: command.encoded()) == command)
+        }
+    }
+
     @Test("a nested transaction survives the log's encoding; too deep an encoding is refused")
     func nestedTransactionCodec() throws {
         let inner = Transaction(compares: [Compare(key: bytes("k"), .version(1))], success: [.delete(Delete(.prefix(bytes("p"))))])

@@ -87,6 +87,11 @@ extension ClusterSuites {
             #expect(try await etcdctl(["put", "app/b", "2"], endpoints: follower).1 == "OK")
             #expect(try await etcdctl(["put", "app/a", "3"]).1 == "OK")
             #expect(try await etcdctl(["get", "app/a"]).1 == "app/a\n3")
+            // ignore_value keeps the value (a new version); on a missing key it is etcd's error.
+            #expect(try await etcdctl(["put", "app/a", "--ignore-value"]).1 == "OK")
+            #expect(try await etcdctl(["get", "app/a", "-w", "json"]).1.contains("\"version\":3"))
+            let missing = try await etcdctl(["put", "nothing-here", "--ignore-value"])
+            #expect(missing.0 != 0 && missing.2.contains("key not found"), "\(missing)")
             #expect(try await etcdctl(["get", "app/", "--prefix", "--keys-only"]).1 == "app/a\n\napp/b")
             #expect(try await etcdctl(["get", "app/", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--print-value-only"]).1 == "3\n2")
             #expect(try await etcdctl(["get", "app/a", "--rev=1"]).1 == "app/a\n1")
@@ -109,6 +114,10 @@ extension ClusterSuites {
             let lease = try #require(granted.split(separator: " ").dropFirst().first.map(String.init), "\(granted)")
             #expect(try await etcdctl(["put", "session", "alive", "--lease=\(lease)"]).1 == "OK")
             #expect(try await etcdctl(["lease", "timetolive", lease, "--keys"]).1.contains("attached keys([session])"))
+            // ignore_lease keeps the key on its lease while the value changes.
+            #expect(try await etcdctl(["put", "session", "still", "--ignore-lease"]).1 == "OK")
+            #expect(try await etcdctl(["lease", "timetolive", lease, "--keys"]).1.contains("attached keys([session])"))
+            #expect(try await etcdctl(["get", "session", "--print-value-only"]).1 == "still")
             #expect(try await etcdctl(["lease", "keep-alive", "--once", lease]).1.contains("keepalived with TTL(60)"))
             #expect(try await etcdctl(["lease", "list"]).1.contains(lease))
             #expect(try await etcdctl(["lease", "revoke", lease]).1.contains("revoked"))

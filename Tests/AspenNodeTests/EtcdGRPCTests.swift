@@ -26,7 +26,7 @@ extension ClusterSuites {
             return compare
         }
 
-        @Test("a Txn nested in a Txn runs on a follower as etcd runs it: inner compares see the state before the outer writes")
+        @Test("a Txn nested in a Txn runs on a follower as etcd runs it: inner compares see the state before the outer writes; compares over a range")
         func nestedTxn() async throws {
             guard let (cluster, etcdctl) = try await EtcdCompatibilityTests.startCluster() else { return }
             defer { cluster.terminateAll() }
@@ -72,6 +72,28 @@ extension ClusterSuites {
                 }
             }
             #expect(try await etcdctl(["get", "flag", "--print-value-only"]).1 == "off", "nothing of the refused Txn applied")
+
+            // A compare over a range (range_end): "no key under cfg/ has version > 1".
+            for key in ["cfg/a", "cfg/b"] { #expect(try await etcdctl(["put", key, "1"]).1 == "OK") }
+            func rangeTxn() async throws -> Bool {
+                var compare = Etcdserverpb_Compare()
+                compare.key = Data("cfg/".utf8)
+                compare.rangeEnd = Data("cfg0".utf8)
+                compare.target = .version
+                compare.result = .less
+                compare.version = 2
+                var request = Etcdserverpb_TxnRequest()
+                request.compare = [compare]
+                request.success = [Self.put("cfg-checked", "yes")]
+                return try await withGRPCClient(
+                    transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: followerPort), transportSecurity: .plaintext)
+                ) { client in
+                    try await Etcdserverpb_KV.Client(wrapping: client).txn(request).succeeded
+                }
+            }
+            #expect(try await rangeTxn())
+            #expect(try await etcdctl(["put", "cfg/b", "2"]).1 == "OK")
+            #expect(try await !rangeTxn(), "cfg/b is at version 2")
         }
     }
 }

@@ -216,6 +216,13 @@ extension ClusterSuites {
             let transaction = #"{"compare":[{"key":"greeting","value":"hi"}],"success":[{"put":{"key":"greeting","value":"bye"}}]}"#
             #expect(try await aspen(["kv", "txn"], stdin: transaction).0 == 0)
             #expect(try await aspen(["kv", "get", "greeting"]).1 == "bye")
+            // A compare over every key with a prefix; a put that keeps the value.
+            let overPrefix = #"{"compare":[{"key":"greet","prefix":true,"target":"version","op":"<","value":9}],"success":[{"put":{"key":"greeting","ignoreValue":true,"value":""}}]}"#
+            #expect(try await aspen(["kv", "txn"], stdin: overPrefix).0 == 0)
+            #expect(try await aspen(["kv", "put", "greeting", "--ignore-value"]).0 == 0)
+            #expect(try await aspen(["kv", "get", "greeting"]).1 == "bye")
+            #expect(try await aspen(["kv", "put", "nobody", "--ignore-value"]).0 != 0)
+            #expect(try await aspen(["kv", "put", "greeting", "x", "--ignore-value"]).0 == 4)
             #expect(try await aspen(["kv", "scan", "", "--keys-only"]).1 == "greeting")
             // Watch replays the key's history from revision 1: three puts so far.
             let watched = try await aspen(["kv", "watch", "greeting", "--exact", "--from-revision", "1", "--count", "3", "--json"])

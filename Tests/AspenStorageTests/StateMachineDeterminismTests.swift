@@ -14,16 +14,23 @@ struct StateMachineDeterminismTests {
         func value() -> Bytes { Array("v\(generator.next(in: 0...5))".utf8) }
         let lease = LeaseID(generator.next(in: 0...3))
         switch generator.next(in: 0...9) {
-        case 0, 1: return .put(Put(key: key(), value: value(), lease: generator.chance(0.3) ? lease : 0, returnPrevious: true))
+        case 0, 1:
+            let keep = generator.chance(0.1)
+            return .put(
+                Put(
+                    key: key(), value: keep ? [] : value(), lease: generator.chance(0.3) ? lease : 0, returnPrevious: true,
+                    ignoreValue: keep, ignoreLease: generator.chance(0.1)))
         case 2: return .delete(Delete(generator.chance(0.5) ? .key(key()) : .prefix(Array("k1".utf8)), returnPrevious: true))
         case 3:
-            let compare: Compare
+            var compare: Compare
             switch generator.next(in: 0...3) {
             case 0: compare = Compare(key: key(), .value(value()))
             case 1: compare = Compare(key: key(), .version(Int64(generator.next(in: 0...3))), .greater)
             case 2: compare = Compare(key: key(), .modRevision(Int64(generator.next(in: 0...40))), .less)
             default: compare = .absent(key())
             }
+            // Now and then over a range of keys instead of one.
+            if generator.chance(0.3) { compare.extent = .range(end: generator.chance(0.5) ? nil : Array("k5".utf8)) }
             return .transaction(
                 Transaction(
                     compares: [compare], success: [.put(Put(key: key(), value: value())), .get(RangeRequest(.prefix([])))],
