@@ -60,6 +60,9 @@ public final class AdminServer: Sendable {
         gauge("aspen_storage_commit_seconds_max", "Slowest storage commit so far.", "\(counters.storageCommitSecondsMax)")
         gauge("aspen_raft_snapshot_index", "Index the node's snapshot covers (its log starts after it).", "\(status.snapshotIndex)")
         counter("aspen_raft_snapshots_installed_total", "Snapshots received from a leader and installed.", "\(counters.snapshotsInstalled)")
+        counter(
+            "aspen_raft_compactions_follower_behind_total", "Log compactions a leader made while a follower still lacked entries before them.",
+            "\(counters.compactionsWithFollowerBehind)")
         gauge("aspen_watchers", "Watch streams served by this node.", "\(watchers)")
         lines += ["# HELP aspen_storage_commit_seconds Storage commit latency (log, hard state and apply; one fsync).", "# TYPE aspen_storage_commit_seconds histogram"]
         lines += counters.storageCommitLatency.lines("aspen_storage_commit_seconds")

@@ -39,6 +39,12 @@ public struct NodeConfiguration: Sendable {
     /// Compact the log once this many applied entries follow the last snapshot (etcd's default
     /// snapshot count): a snapshot reads the whole state, so not too often.
     public var compactionThreshold: Raft.Index = 100_000
+    /// A leader compacts through a snapshot only once every follower has the entries up to it,
+    /// so that one a little behind catches up from the log rather than by a whole snapshot
+    /// (which also ends its forwarded writes as of unknown outcome). It waits at most this long,
+    /// or until the log is twice `compactionThreshold` long; a follower that is down or far
+    /// behind then gets the snapshot.
+    public var compactionWaitMs = 10_000
 
     public init(id: NodeID) { self.id = id }
 }
@@ -92,6 +98,8 @@ public actor RaftNode {
     /// expires nothing in a term before that (see `refreshLeasesAsNewLeader`).
     var leasesRefreshedInTerm: Raft.Term = 0
     var snapshotting = false
+    /// A snapshot taken for compaction, waiting for the followers to reach its index.
+    var heldSnapshot: (index: Raft.Index, data: [UInt8], since: ContinuousClock.Instant)?
     var lastRole: Raft.Role = .follower
     var lastTerm: Raft.Term = 0
     var lastMembership: Raft.Membership?
@@ -120,6 +128,8 @@ public actor RaftNode {
         public var storageCommitLatency = Histogram.latency
         public var groupCommitEntries = Histogram.batchSize
         public var snapshotsInstalled = 0
+        /// Compactions a leader made while a follower still lacked entries before the snapshot.
+        public var compactionsWithFollowerBehind = 0
     }
 
     public init(
@@ -604,7 +614,10 @@ public actor RaftNode {
     }
 
     func compactIfDue() {
-        guard !snapshotting, appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold else { return }
+        if heldSnapshot != nil { compactHeldSnapshotIfCaughtUp() }
+        guard !snapshotting, heldSnapshot == nil,
+            appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold
+        else { return }
         // The state is read off the actor (a read transaction, while writes go on).
         snapshotting = true
         let storage = self.storage
@@ -617,7 +630,22 @@ public actor RaftNode {
     func finishSnapshot(_ captured: (index: Raft.Index, data: [UInt8])?) {
         snapshotting = false
         guard let (index, data) = captured, !stopped else { return }
-        _ = try? compact(through: index, data: data)
+        heldSnapshot = (index, data, ContinuousClock.now)
+        compactHeldSnapshotIfCaughtUp()
+    }
+
+    /// Compacts through the held snapshot once no follower still needs the entries before it
+    /// (see `NodeConfiguration.compactionWaitMs`); a follower compacts its own log at once.
+    func compactHeldSnapshotIfCaughtUp() {
+        guard let held = heldSnapshot, !stopped else { return }
+        if raft.isLeader, raft.followers.contains(where: { $0.matchIndex < held.index }) {
+            let waited = ContinuousClock.now - held.since
+            let logLength = raft.lastIndex - raft.snapshotMetadata.index
+            if waited < .milliseconds(configuration.compactionWaitMs) && logLength < 2 * configuration.compactionThreshold { return }
+            counters.compactionsWithFollowerBehind += 1
+        }
+        heldSnapshot = nil
+        _ = try? compact(through: held.index, data: held.data)
     }
 
     /// Compacts the log through `index` with the state captured there; nothing when the last

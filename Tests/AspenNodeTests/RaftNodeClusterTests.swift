@@ -31,7 +31,7 @@ final class InProcessCluster: @unchecked Sendable {
 
     deinit { try? FileManager.default.removeItem(at: directory) }
 
-    static func start(nodes count: Int) async throws -> InProcessCluster {
+    static func start(nodes count: Int, compactionThreshold: Raft.Index? = nil) async throws -> InProcessCluster {
         let cluster = InProcessCluster()
         let ids = (1...UInt64(count)).map { NodeID($0) }
         let membership = Raft.Membership(voters: ids)
@@ -48,6 +48,7 @@ final class InProcessCluster: @unchecked Sendable {
             configuration.tickMs = 20
             // 0.5-1 s: a loaded two-core machine can hold an actor up for a few hundred ms.
             configuration.electionTicks = 25
+            if let compactionThreshold { configuration.compactionThreshold = compactionThreshold }
             let node = RaftNode(
                 configuration: configuration, storage: storage, state: try storage.load()!, send: { network.send($0) },
                 nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger,
@@ -181,6 +182,28 @@ extension ClusterSuites {
                 }
                 #expect(try member.storage.read(RangeRequest(.prefix(Array("k".utf8)), countOnly: true)).get().count == 200)
             }
+            await cluster.stop()
+        }
+
+        @Test("the leader compacts its log while followers keep up, and none of them needs a snapshot")
+        func compactionLeavesFollowersTheLog() async throws {
+            let cluster = try await InProcessCluster.start(nodes: 3, compactionThreshold: 100)
+            let leader = try await cluster.leader()
+            let node = cluster.member(leader).node
+            for round in 0..<16 {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for number in 0..<25 {
+                        group.addTask { _ = try await node.write(.put(Put(key: Array("k\(number)".utf8), value: Array("\(round)".utf8)))) }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            #expect(await node.status.snapshotIndex > 0, "the leader compacted its log")
+            for member in cluster.members where member.id != leader {
+                #expect(await member.node.counters.snapshotsInstalled == 0, "follower \(member.id) caught up from the log")
+                #expect(await member.node.status.snapshotIndex > 0, "follower \(member.id) compacted its own log")
+            }
+            #expect(await node.counters.compactionsWithFollowerBehind == 0)
             await cluster.stop()
         }
 
