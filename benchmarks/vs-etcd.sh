@@ -96,6 +96,12 @@ echo "== Aspen cluster up" >&2
 bench aspen-etcd etcd --endpoints "$aspen_etcd"
 bench aspen-native aspen --ticket "$ticket"
 checkperf aspen "$aspen_etcd"
+# What each Aspen node counted: forwarded writes of unknown outcome, snapshots installed, terms.
+for i in 1 2 3; do
+    curl -s "http://127.0.0.1:$((24150 + i))/metrics" 2> /dev/null |
+        grep -E '^aspen_(raft_term|raft_is_leader|node_proposals_forwarded(_unknown|_refused)?_total|raft_snapshots_installed_total|raft_compactions_follower_behind_total) ' |
+        sed "s/^/aspen node $i: /" >> "$work/checkperf.txt" || true
+done
 
 # --- the table ---
 python3 - "$results" <<'PY'
