@@ -1,5 +1,6 @@
 import AspenCore
 import AspenNode
+import AspenStorage
 import Foundation
 import GRPCCore
 
@@ -21,7 +22,7 @@ struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         response.raftAppliedIndex = status.appliedIndex
         response.isLearner = status.membership.learners.contains(gateway.node.id)
         if let path = gateway.databasePath {
-            let size = ["", "-wal"].compactMap { (try? FileManager.default.attributesOfItem(atPath: path + $0))?[.size] as? Int64 }.reduce(0, +)
+            let size = SQLiteNodeStorage.fileBytes(at: path)
             response.dbSize = size
             response.dbSizeInUse = size
         }

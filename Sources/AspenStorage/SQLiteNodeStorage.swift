@@ -387,7 +387,10 @@ public final class SQLiteNodeStorage: NodeStorage {
     }
 
     /// The database file and its write-ahead log, in bytes.
-    public func fileBytes() -> Int64 {
+    public func fileBytes() -> Int64 { Self.fileBytes(at: path) }
+
+    /// The database at `path` and its write-ahead log, in bytes (0 for what does not exist).
+    public static func fileBytes(at path: String) -> Int64 {
         ["", "-wal"].compactMap { (try? FileManager.default.attributesOfItem(atPath: path + $0))?[.size] as? Int64 }.reduce(0, +)
     }
 

@@ -63,7 +63,6 @@ struct Cluster: AsyncParsableCommand {
             }
         }
 
-        func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
     }
 
     struct Hash: AsyncParsableCommand {
@@ -93,10 +92,10 @@ struct Cluster: AsyncParsableCommand {
                     switch result {
                     case .success(let state):
                         rows.append(["address": address, "revision": state.revision, "compactedRevision": state.compactedRevision, "hash": state.hash])
-                        lines.append("\(address.padding(toLength: 21, withPad: " ", startingAt: 0)) \(String(state.revision).padding(toLength: 9, withPad: " ", startingAt: 0)) \(String(state.compactedRevision).padding(toLength: 10, withPad: " ", startingAt: 0)) \(state.hash)")
+                        lines.append("\(pad(address, 21)) \(pad(String(state.revision), 9)) \(pad(String(state.compactedRevision), 10)) \(state.hash)")
                     case .failure(let error):
                         rows.append(["address": address, "error": "\(error)"])
-                        lines.append("\(address.padding(toLength: 21, withPad: " ", startingAt: 0)) error: \(error)")
+                        lines.append("\(pad(address, 21)) error: \(error)")
                     }
                 }
                 let distinct = Set(hashes.compactMap { try? $0.hash.get().hash })
@@ -304,3 +303,6 @@ func printMembers(_ members: ClusterMembers, json: Bool) {
 }
 
 func hex(_ bytes: [UInt8]) -> String { bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() }
+
+/// `text` padded with spaces to `width` columns (never cut).
+func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
