@@ -1,0 +1,211 @@
+@testable import AspenEtcd
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The etcd endpoint's gRPC layer (HTTP/2 frames to calls and back), driven by grpc-swift's
+/// client against methods defined here, so each behaviour is checked on its own.
+@Suite("gRPC endpoint", .timeLimit(.minutes(2)))
+struct GRPCEndpointTests {
+    /// What the test methods saw: calls cancelled by their client.
+    final class Observed: Sendable {
+        let cancelled = Atomic<Int>(0)
+    }
+
+    static func methods(_ observed: Observed) -> GRPCMethodTable {
+        var table = GRPCMethodTable()
+        // Put answers with the value's size and its last bytes, so a large request is checked whole.
+        table.unary(Etcdserverpb_KV.Method.Put.descriptor) { (request: Etcdserverpb_PutRequest, _) in
+            var response = Etcdserverpb_PutResponse()
+            response.header.revision = Int64(request.value.count)
+            response.prevKv.value = request.value.suffix(16)
+            return response
+        }
+        table.unary(Etcdserverpb_KV.Method.Range.descriptor) { (_: Etcdserverpb_RangeRequest, _) -> Etcdserverpb_RangeResponse in
+            throw RPCError(code: .failedPrecondition, message: "naïve: 100% refused\nsecond line")
+        }
+        // Txn waits until its client gives up.
+        table.unary(Etcdserverpb_KV.Method.Txn.descriptor) { (_: Etcdserverpb_TxnRequest, _) -> Etcdserverpb_TxnResponse in
+            do {
+                try await Task.sleep(for: .seconds(60))
+            } catch {
+                observed.cancelled.add(1, ordering: .relaxed)
+                throw error
+            }
+            return Etcdserverpb_TxnResponse()
+        }
+        // Watch answers each request with the size of its key.
+        table.bidirectional(Etcdserverpb_Watch.Method.Watch.descriptor) {
+            (requests: RPCAsyncSequence<Etcdserverpb_WatchRequest, any Error>, responses: RPCWriter<Etcdserverpb_WatchResponse>, _) in
+            for try await request in requests {
+                var response = Etcdserverpb_WatchResponse()
+                response.watchID = Int64(request.createRequest.key.count)
+                try await responses.write(response)
+            }
+        }
+        return table
+    }
+
+    static func withEndpoint<T: Sendable>(
+        _ body: @Sendable (_ port: Int, _ kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, _ observed: Observed) async throws -> T
+    ) async throws -> T {
+        let observed = Observed()
+        let server = try await EtcdServer.start(host: "127.0.0.1", port: 0, methods: methods(observed), logger: Logger(label: "test"))
+        do {
+            let result = try await withGRPCClient(
+                transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: server.port), transportSecurity: .plaintext)
+            ) { client in
+                try await body(server.port, Etcdserverpb_KV.Client(wrapping: client), observed)
+            }
+            server.beginShutdown()
+            await server.finishShutdown()
+            return result
+        } catch {
+            server.beginShutdown()
+            await server.finishShutdown()
+            throw error
+        }
+    }
+
+    static func put(size: Int) -> Etcdserverpb_PutRequest {
+        var request = Etcdserverpb_PutRequest()
+        request.key = Data("k".utf8)
+        request.value = Data((0..<size).map { UInt8(truncatingIfNeeded: $0 * 7) })
+        return request
+    }
+
+    @Test("a 3 MiB request crosses the HTTP/2 flow-control windows whole; many calls at once each get their own answer")
+    func largeAndConcurrentCalls() async throws {
+        try await Self.withEndpoint { _, kv, _ in
+            let big = Self.put(size: 3 << 20)
+            let response = try await kv.put(big)
+            #expect(response.header.revision == Int64(3 << 20))
+            #expect(response.prevKv.value == big.value.suffix(16))
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for size in 1...200 {
+                    group.addTask { try await kv.put(Self.put(size: size * 100)).header.revision == Int64(size * 100) }
+                }
+                for try await matched in group { #expect(matched) }
+            }
+        }
+    }
+
+    @Test("an oversized message is refused naming the limit; a method's error reaches the client with its code and message; unknown methods are Unimplemented")
+    func errors() async throws {
+        try await Self.withEndpoint { _, kv, _ in
+            do {
+                _ = try await kv.put(Self.put(size: GRPCConnectionHandler.maxMessageBytes + 1))
+                Issue.record("an oversized put was accepted")
+            } catch let error as RPCError {
+                #expect(error.code == .resourceExhausted)
+                #expect(error.message.contains("\(GRPCConnectionHandler.maxMessageBytes)-byte limit"), "\(error.message)")
+            }
+            // The connection still serves.
+            #expect(try await kv.put(Self.put(size: 10)).header.revision == 10)
+
+            do {
+                _ = try await kv.range(Etcdserverpb_RangeRequest())
+                Issue.record("Range should have failed")
+            } catch let error as RPCError {
+                #expect(error.code == .failedPrecondition)
+                #expect(error.message == "naïve: 100% refused\nsecond line")
+            }
+
+            do {
+                _ = try await kv.deleteRange(Etcdserverpb_DeleteRangeRequest())
+                Issue.record("DeleteRange is not served here")
+            } catch let error as RPCError {
+                #expect(error.code == .unimplemented)
+                #expect(error.message.contains("/etcdserverpb.KV/DeleteRange"))
+            }
+        }
+    }
+
+    @Test("a call whose deadline passes is cancelled on the server")
+    func cancellation() async throws {
+        try await Self.withEndpoint { _, kv, observed in
+            #expect(try await kv.put(Self.put(size: 1)).header.revision == 1)
+            var options = CallOptions.defaults
+            options.timeout = .milliseconds(200)
+            await #expect(throws: RPCError.self) { try await kv.txn(Etcdserverpb_TxnRequest(), options: options) }
+            let deadline = ContinuousClock.now + .seconds(5)
+            while observed.cancelled.load(ordering: .relaxed) == 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(observed.cancelled.load(ordering: .relaxed) == 1)
+        }
+    }
+
+    @Test("a bidirectional stream carries more requests than its window holds: the window is given back as the method reads")
+    func longStream() async throws {
+        try await Self.withEndpoint { port, _, _ in
+            try await withGRPCClient(
+                transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+            ) { client in
+                // 3000 requests of 1 KiB: three times the stream's 1 MiB window.
+                let count = 3000
+                let seen = try await Etcdserverpb_Watch.Client(wrapping: client).watch(
+                    requestProducer: { writer in
+                        for index in 0..<count {
+                            var request = Etcdserverpb_WatchRequest()
+                            var create = Etcdserverpb_WatchCreateRequest()
+                            create.key = Data(repeating: UInt8(index % 251), count: 1024 + index % 3)
+                            request.createRequest = create
+                            try await writer.write(request)
+                        }
+                    },
+                    onResponse: { response in
+                        var ids: [Int64] = []
+                        for try await message in response.messages { ids.append(message.watchID) }
+                        return ids
+                    })
+                #expect(seen.count == count)
+                #expect(seen == (0..<count).map { Int64(1024 + $0 % 3) })
+            }
+        }
+    }
+
+    /// Connects to `port`, sends an HTTP/1 request and binary junk, and says whether the server
+    /// closed the connection.
+    static func closesOnGarbage(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return false }
+        let junk = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8) + (0..<256).map { UInt8($0) }
+        _ = junk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        // The server closes the connection: read returns 0 (or a reset) instead of timing out.
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        for _ in 0..<100 {
+            let got = read(fd, &buffer, buffer.count)
+            if got == 0 { return true }
+            if got < 0 { return errno == ECONNRESET }
+        }
+        return false
+    }
+
+    @Test("bytes that are not HTTP/2 lose their connection and nothing else")
+    func garbage() async throws {
+        try await Self.withEndpoint { port, kv, _ in
+            #expect(Self.closesOnGarbage(port: port), "the endpoint kept a connection that spoke garbage")
+            let response = try await kv.put(Self.put(size: 5))
+            #expect(response.header.revision == 5)
+        }
+    }
+}
