@@ -99,7 +99,7 @@ checkperf aspen "$aspen_etcd"
 # What each Aspen node counted: forwarded writes of unknown outcome, snapshots installed, terms.
 for i in 1 2 3; do
     curl -s "http://127.0.0.1:$((24150 + i))/metrics" 2> /dev/null |
-        grep -E '^aspen_(raft_term|raft_is_leader|node_proposals_forwarded(_unknown|_refused)?_total|raft_snapshots_installed_total|raft_compactions_follower_behind_total) ' |
+        grep -E '^aspen_(raft_term|raft_is_leader|node_proposals_forwarded(_unknown|_refused)?_total|raft_snapshots_installed_total|raft_compactions_follower_behind_total|raft_messages_dropped_total) ' |
         sed "s/^/aspen node $i: /" >> "$work/checkperf.txt" || true
 done
 

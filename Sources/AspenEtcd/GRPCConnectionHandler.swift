@@ -8,7 +8,8 @@ import NIOHTTP2
 /// whose HEADERS name the method, whose DATA carry length-prefixed messages, and whose answer is
 /// response HEADERS, DATA and trailers carrying `grpc-status`. No channel, pipeline or async
 /// sequence per call: a unary call is one task that runs the method on the connection's event
-/// loop (measured: a third of the CPU grpc-swift's server spends per call here).
+/// loop (measured here: the leader's CPU per etcd put fell from 390 µs with grpc-swift's server
+/// to 140 µs, level with Aspen's native protocol).
 ///
 /// Flow control is the handler's own: the connection window is replenished as DATA arrives, a
 /// unary call's stream window likewise (its request is bounded by `maxMessageBytes`), and a
@@ -200,11 +201,12 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             let compressed = call.pending.getInteger(at: call.pending.readerIndex, as: UInt8.self)!
             let size = Int(call.pending.getInteger(at: call.pending.readerIndex + 1, as: UInt32.self)!)
             guard compressed == 0 else {
-                fail(id, RPCError(code: .unimplemented, message: "compressed messages are not supported; send them uncompressed"))
+                refuse(id, call, length, RPCError(code: .unimplemented, message: "compressed messages are not supported; send them uncompressed"))
                 return
             }
             guard size <= Self.maxMessageBytes else {
-                fail(id, RPCError(code: .resourceExhausted, message: "a message of \(size) bytes exceeds the \(Self.maxMessageBytes)-byte limit"))
+                refuse(
+                    id, call, length, RPCError(code: .resourceExhausted, message: "a message of \(size) bytes exceeds the \(Self.maxMessageBytes)-byte limit"))
                 return
             }
             guard call.pending.readableBytes >= 5 + size else { break }
@@ -214,7 +216,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             switch call.method {
             case .unary:
                 guard call.request == nil else {
-                    fail(id, RPCError(code: .invalidArgument, message: "\(call.descriptor.fullyQualifiedMethod) takes one request; more came"))
+                    refuse(id, call, length, RPCError(code: .invalidArgument, message: "\(call.descriptor.fullyQualifiedMethod) takes one request; more came"))
                     return
                 }
                 call.request = message
@@ -227,6 +229,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         // streaming call's as its method reads (`consumed`).
         if case .unary = call.method { acknowledge(id, call, length) } else { acknowledge(id, call, length - whole) }
         if data.endStream { requestsEnded(id) }
+    }
+
+    /// Ends a call over what its client sent, giving back the window of the frame that broke it.
+    private func refuse(_ id: HTTP2StreamID, _ call: Call, _ length: Int, _ error: RPCError) {
+        fail(id, error)
+        acknowledge(id, call, length)
+        context?.flush()
     }
 
     private func acknowledge(_ id: HTTP2StreamID, _ call: Call, _ length: Int) {

@@ -53,6 +53,7 @@ public final class AdminServer: Sendable {
         counter("aspen_node_proposals_forwarded_total", "Writes this node forwarded to the leader inside Raft's traffic.", "\(counters.proposalsForwarded)")
         counter("aspen_node_proposals_forwarded_unknown_total", "Forwarded writes whose outcome this node could not tell.", "\(counters.proposalsForwardedUnknown)")
         counter("aspen_node_proposals_forwarded_refused_total", "Forwarded writes the leader refused (retried as requests).", "\(counters.proposalsForwardedRefused)")
+        counter("aspen_raft_messages_dropped_total", "Raft messages dropped because too many were waiting to be stepped.", "\(counters.raftMessagesDropped)")
         counter("aspen_node_reads_total", "Reads served by this node.", "\(counters.reads)")
         counter("aspen_storage_commits_total", "Storage transactions (one fsync each).", "\(counters.storageCommits)")
         counter("aspen_storage_committed_entries_total", "Log entries written by those transactions (group-commit batch = this / commits).", "\(counters.committedEntries)")

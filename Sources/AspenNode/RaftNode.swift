@@ -21,7 +21,8 @@ public enum NodeError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .notLeader(let hint): return "not the leader" + (hint.map { "; try \($0)" } ?? "; no leader is known yet")
         case .proposalLost: return "the write was superseded by a new leader and did not apply; retry it"
-        case .outcomeUnknown: return "the outcome of the write is unknown (the node restarted or caught up by snapshot)"
+        case .outcomeUnknown:
+            return "the outcome of the write is unknown: it may or may not have applied (the leader changed, or this node caught up by snapshot, before it could tell)"
         case .stopped: return "the node is shutting down"
         case .refused(let reason): return reason
         }
@@ -118,6 +119,8 @@ public actor RaftNode {
         public var proposalsForwarded = 0
         public var proposalsForwardedUnknown = 0
         public var proposalsForwardedRefused = 0
+        /// Raft messages dropped because too many were waiting to be stepped.
+        public var raftMessagesDropped = 0
         public var reads = 0
         public var storageCommits = 0
         /// Entries written by those commits: with `storageCommits`, the mean group-commit batch.
@@ -210,17 +213,32 @@ public actor RaftNode {
     /// everything queued, in order, and pumps once: under load that is one actor turn for many
     /// messages instead of one each, and messages from one connection are never reordered.
     /// Beyond `raftInboxMessagesMax` queued messages, new ones are dropped (Raft's retries
-    /// recover, as from any lost message).
+    /// recover, as from any lost message) — except forwarded commands and the answers about
+    /// them, which nothing retries: a lost one leaves its writers waiting ten election timeouts
+    /// for an unknown outcome. Their number is bounded by each follower's own limit on
+    /// commands forwarded and unanswered.
     public nonisolated func enqueue(_ message: Raft.Message) {
         let limit = configuration.limits.raftInboxMessagesMax
-        let schedule = inbox.withLock { inbox -> Bool in
-            guard inbox.messages.count < limit else { return false }
+        let forwarding: Bool
+        switch message.kind {
+        case .propose, .proposeResponse: forwarding = true
+        default: forwarding = false
+        }
+        let schedule = inbox.withLock { inbox -> Bool? in
+            guard inbox.messages.count < limit || forwarding else { return nil }
             inbox.messages.append(message)
             defer { inbox.scheduled = true }
             return !inbox.scheduled
         }
+        guard let schedule else {
+            inboxDropped.add(1, ordering: .relaxed)
+            return
+        }
         if schedule { Task { await self.stepInbox() } }
     }
+
+    /// Raft messages dropped because the inbox was full.
+    private nonisolated let inboxDropped = Atomic<Int>(0)
 
     func stepInbox() {
         let messages = inbox.withLock { inbox -> [Raft.Message] in
@@ -231,6 +249,7 @@ public actor RaftNode {
             return inbox.messages
         }
         guard !stopped else { return }
+        counters.raftMessagesDropped = inboxDropped.load(ordering: .relaxed)
         for message in messages { raft.step(message) }
         pump()
     }

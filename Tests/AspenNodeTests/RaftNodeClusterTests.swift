@@ -31,7 +31,7 @@ final class InProcessCluster: @unchecked Sendable {
 
     deinit { try? FileManager.default.removeItem(at: directory) }
 
-    static func start(nodes count: Int, compactionThreshold: Raft.Index? = nil) async throws -> InProcessCluster {
+    static func start(nodes count: Int, compactionThreshold: Raft.Index? = nil, inboxMessagesMax: Int? = nil) async throws -> InProcessCluster {
         let cluster = InProcessCluster()
         let ids = (1...UInt64(count)).map { NodeID($0) }
         let membership = Raft.Membership(voters: ids)
@@ -49,6 +49,7 @@ final class InProcessCluster: @unchecked Sendable {
             // 0.5-1 s: a loaded two-core machine can hold an actor up for a few hundred ms.
             configuration.electionTicks = 25
             if let compactionThreshold { configuration.compactionThreshold = compactionThreshold }
+            if let inboxMessagesMax { configuration.limits.raftInboxMessagesMax = inboxMessagesMax }
             let node = RaftNode(
                 configuration: configuration, storage: storage, state: try storage.load()!, send: { network.send($0) },
                 nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger,
@@ -127,6 +128,34 @@ extension ClusterSuites {
             await #expect(throws: KVError.keyTooLarge(bytes: 2000, limit: 1024)) {
                 try await node.write(.put(Put(key: Bytes(repeating: 1, count: 2000), value: [])))
             }
+            await cluster.stop()
+        }
+
+        @Test("forwarded writes are never dropped with other messages when a node's inbox is full: every one applies and is answered")
+        func forwardedWritesSurviveAFullInbox() async throws {
+            // Two waiting messages at most: under load, appends and their answers are dropped
+            // (and retried by Raft); forwarded commands and their answers must not be, or their
+            // writers would wait ten election timeouts for an unknown outcome.
+            let cluster = try await InProcessCluster.start(nodes: 3, inboxMessagesMax: 2)
+            let leader = try await cluster.leader()
+            let follower = cluster.members.first { $0.id != leader }!.node
+            while await follower.status.leader != leader { try await Task.sleep(for: .milliseconds(20)) }
+            let clock = ContinuousClock()
+            let started = clock.now
+            let revisions = try await withThrowingTaskGroup(of: Revision.self) { group in
+                for number in 0..<300 {
+                    group.addTask {
+                        let result = try await follower.write(.put(Put(key: Array("g\(number)".utf8), value: Array(repeating: 7, count: 512))), forwarding: true)
+                        guard case .put(let put) = result else { throw NodeError.refused("unexpected \(result)") }
+                        return put.revision
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(revisions).count == 300)
+            #expect(await follower.counters.proposalsForwardedUnknown == 0)
+            // Well inside the ten election timeouts (5-10 s) a lost forward would cost.
+            #expect(clock.now - started < .seconds(5), "forwarded writes waited as if lost")
             await cluster.stop()
         }
 
