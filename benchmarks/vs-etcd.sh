@@ -69,6 +69,7 @@ checkperf() {
 }
 
 # --- etcd ---
+sync
 cluster=""
 for i in 1 2 3; do cluster+="${cluster:+,}e$i=http://127.0.0.1:$((23800 + i))"; done
 for i in 1 2 3; do
@@ -85,6 +86,11 @@ bench etcd etcd --endpoints "$etcd_endpoints"
 checkperf etcd "$etcd_endpoints"
 pkill -f "$work/etcd" || true
 sleep 1
+# etcd's files (preallocated WAL segments, its database) would still be on their way to the
+# disk and slow Aspen's fsyncs for a while: remove them and let the disk settle first.
+rm -rf "$work/etcd"
+sync
+sleep 3
 
 # --- Aspen ---
 "$aspen" dev --data-dir "$work/aspen" --base-port 24100 > "$work/dev.out" 2>&1 &
