@@ -90,6 +90,16 @@ extension Raft.Instance {
     }
 
     mutating func handleProposeResponse(contexts: [Raft.ProposalContext], placement: Raft.ProposalPlacement?) {
+        lastForwardAnswer = ticks
+        // The leader answers forwarded commands in the order they were sent (one connection,
+        // one inbox): commands sent before these that are still unanswered were skipped (their
+        // message or its answer was lost, or it arrived out of order and was ignored).
+        if let first = contexts.first {
+            for context in proposalsForwarded.keys.filter({ $0 < first }).sorted() {
+                proposalsForwarded.removeValue(forKey: context)
+                outbox.forwardedProposals.append(Raft.ForwardedOutcome(context: context, result: .unknown))
+            }
+        }
         for (offset, context) in contexts.enumerated() {
             guard proposalsForwarded.removeValue(forKey: context) != nil else { continue }  // already given up
             let result: Raft.ForwardedOutcome.Result =
@@ -98,14 +108,18 @@ extension Raft.Instance {
         }
     }
 
-    /// Gives up on forwarded commands whose leader is gone or that went unanswered for ten
-    /// election timeouts: their outcome is unknown (the leader may have appended them). The
-    /// answer is the leader's first reaction to the message, so only a lost connection keeps
-    /// it away that long; a busy leader under heavy load can take longer than one election
-    /// timeout, and giving up then would turn writes that succeed into errors.
+    /// Gives up on forwarded commands whose leader is gone, or when the leader has answered
+    /// none of this node's forwards for ten election timeouts: their outcome is unknown (the
+    /// leader may have appended them). The answer is the leader's first reaction to the
+    /// message, and answers come in order, so while the leader keeps answering earlier
+    /// forwards the later ones are only queued behind them — an overloaded leader can be
+    /// seconds behind, and giving up then would turn writes that succeed into errors. Only a
+    /// lost connection keeps every answer away that long.
     mutating func expireForwardedProposals() {
         guard !proposalsForwarded.isEmpty else { return }
-        for context in overdue(proposalsForwarded, patience: UInt64(max(1, config.electionTicks) * 10)) {
+        let patience = UInt64(max(1, config.electionTicks) * 10)
+        let silent = proposalsForwarded.filter { ticks - max($0.value.sentAt, lastForwardAnswer) > patience }
+        for context in Set(overdue(proposalsForwarded, patience: UInt64.max)).union(silent.keys).sorted() {
             proposalsForwarded.removeValue(forKey: context)
             outbox.forwardedProposals.append(Raft.ForwardedOutcome(context: context, result: .unknown))
         }

@@ -57,6 +57,8 @@ extension Raft {
         // given up like forwarded reads.
         var forwardQueue: [(context: ProposalContext, command: [UInt8])] = []
         var proposalsForwarded: [ProposalContext: (leader: NodeID, sentAt: UInt64)] = [:]
+        /// When the leader last answered a forwarded command of this node's (ticks).
+        var lastForwardAnswer: UInt64 = 0
         /// Leader side: the last context appended for each follower in this term. A forwarded
         /// command at or below it is a duplicate or a reordered copy, refused rather than
         /// appended twice.

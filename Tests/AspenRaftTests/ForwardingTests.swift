@@ -77,6 +77,29 @@ struct ForwardingTests {
         #expect(!Self.committed(cluster, operation))
     }
 
+    @Test("a forward the leader skipped is given up as soon as a later one is answered; an answered one waits while answers keep coming")
+    func skippedForward() throws {
+        let cluster = LockstepCluster(voters: 3)
+        cluster.elect(1)
+        var dropped = false
+        cluster.filter = { message in
+            if case .propose = message.kind, !dropped {
+                dropped = true
+                return false
+            }
+            return true
+        }
+        let lost = try cluster.forward(2, 5, via: 3)
+        cluster.deliverAll()
+        let kept = try cluster.forward(4, 6, via: 3)
+        cluster.deliverAll()
+        // No ticks passed: the later answer alone tells the follower the first was skipped.
+        #expect(cluster.outcomes.contains(.unknown(operationID: lost)))
+        #expect(Self.committed(cluster, kept))
+        #expect(cluster.value(4, on: 3) == 6)
+        #expect(cluster.value(2, on: 3) == nil, "the lost forward never reached the leader")
+    }
+
     @Test("a forward whose answer is lost while the leader stays is given up after ten election timeouts")
     func answerLost() throws {
         let cluster = LockstepCluster(voters: 3)
