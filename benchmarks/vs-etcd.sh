@@ -45,10 +45,13 @@ cleanup() {
 trap cleanup EXIT
 echo "working in $work ($(df -h "$work" | awk 'NR == 2 { print $1 }'))" >&2
 
-# bench SYSTEM PROTOCOL ENDPOINT-ARGS... : every workload and client count, one JSON line each.
+# bench SYSTEM PROTOCOL ENDPOINT-ARGS... : every workload and client count, one JSON line each,
+# after a warm-up that is not recorded (a fresh cluster's first seconds — connections, the first
+# checkpoints of its files — are not its steady state, for etcd or for Aspen).
 bench() {
     local system="$1" proto="$2"
     shift 2
+    "$aspen" bench put --clients 16 --duration 3 --keyspace 10000 --value-size 256 --protocol "$proto" "$@" > /dev/null 2>&1 || true
     for workload in put get get-stale; do
         for count in "${clients[@]}"; do
             local args=("${workload%-stale}" --clients "$count" --duration "$seconds" --keyspace 10000 --value-size 256 --json --protocol "$proto")
