@@ -149,7 +149,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
         guard let (descriptor, method) = methods[path] else {
             trailersOnly(
-                id, RPCError(code: .unimplemented, message: "Aspen's etcd endpoint does not serve \(path) (etcd's Auth service, for one, is not supported)"))
+                id,
+                Self.trailers(
+                    for: RPCError(code: .unimplemented, message: "Aspen's etcd endpoint does not serve \(path) (etcd's Auth service, for one, is not supported)")))
             return
         }
         let call = Call(descriptor: descriptor, method: method)
@@ -362,29 +364,32 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         call.finished = true
         call.deadline?.cancel()
         call.requests?.finish()
-        var trailers = trailers
-        if !call.responseHeadersSent {
-            // Trailers-only: one HEADERS frame carries both (pseudo-headers first).
-            var both = Self.responseHeaders
-            both.add(contentsOf: trailers)
-            trailers = both
-        }
         // A client still sending may finish (what it sends is read and dropped): resetting the
         // stream instead would leave its bytes in flight uncounted in the connection's window.
-        context?.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: trailers, endStream: true)))), promise: nil)
+        if call.responseHeadersSent {
+            endStream(id, trailers)
+        } else {
+            trailersOnly(id, trailers)
+        }
     }
 
     fileprivate func fail(_ id: HTTP2StreamID, _ error: any Error) {
         if calls[id] == nil {
-            trailersOnly(id, error)
+            trailersOnly(id, Self.trailers(for: error))
         } else {
             finish(id, Self.trailers(for: error))
         }
     }
 
-    private func trailersOnly(_ id: HTTP2StreamID, _ error: any Error) {
+    /// Answers with no response message: one HEADERS frame carries headers and trailers
+    /// (pseudo-headers first).
+    private func trailersOnly(_ id: HTTP2StreamID, _ trailers: HPACKHeaders) {
         var headers = Self.responseHeaders
-        headers.add(contentsOf: Self.trailers(for: error))
+        headers.add(contentsOf: trailers)
+        endStream(id, headers)
+    }
+
+    private func endStream(_ id: HTTP2StreamID, _ headers: HPACKHeaders) {
         context?.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: true)))), promise: nil)
     }
 

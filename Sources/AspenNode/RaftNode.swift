@@ -214,9 +214,9 @@ public actor RaftNode {
     /// messages instead of one each, and messages from one connection are never reordered.
     /// Beyond `raftInboxMessagesMax` queued messages, new ones are dropped (Raft's retries
     /// recover, as from any lost message) — except forwarded commands and the answers about
-    /// them, which nothing retries: a lost one leaves its writers waiting for an answer that never comes
-    /// for an unknown outcome. Their number is bounded by each follower's own limit on
-    /// commands forwarded and unanswered.
+    /// them, which nothing retries: a lost one leaves its writers with an unknown outcome.
+    /// Their number is bounded by each follower's own limit on commands forwarded and
+    /// unanswered.
     public nonisolated func enqueue(_ message: Raft.Message) {
         let limit = configuration.limits.raftInboxMessagesMax
         let forwarding: Bool

@@ -117,9 +117,7 @@ extension Raft.Instance {
     /// lost connection keeps every answer away that long.
     mutating func expireForwardedProposals() {
         guard !proposalsForwarded.isEmpty else { return }
-        let patience = UInt64(max(1, config.electionTicks) * 10)
-        let silent = proposalsForwarded.filter { ticks - max($0.value.sentAt, lastForwardAnswer) > patience }
-        for context in Set(overdue(proposalsForwarded, patience: UInt64.max)).union(silent.keys).sorted() {
+        for context in overdue(proposalsForwarded, patience: UInt64(max(1, config.electionTicks) * 10), answeredAt: lastForwardAnswer) {
             proposalsForwarded.removeValue(forKey: context)
             outbox.forwardedProposals.append(Raft.ForwardedOutcome(context: context, result: .unknown))
         }

@@ -46,10 +46,11 @@ extension Raft.Instance {
     }
 
     /// Of requests forwarded to a leader (reads, commands), the ones to give up on: sent to a
-    /// node that is no longer this one's leader, or unanswered for more than `patience` ticks.
+    /// node that is no longer this one's leader, or unanswered for more than `patience` ticks
+    /// since they were sent or, if later, since the leader last answered (`answeredAt`).
     /// In context order: a dictionary's own order differs from run to run.
-    func overdue(_ pending: [UInt64: (leader: NodeID, sentAt: UInt64)], patience: UInt64) -> [UInt64] {
-        pending.filter { $0.value.leader != leader || role == .leader || ticks - $0.value.sentAt > patience }.keys.sorted()
+    func overdue(_ pending: [UInt64: (leader: NodeID, sentAt: UInt64)], patience: UInt64, answeredAt: UInt64 = 0) -> [UInt64] {
+        pending.filter { $0.value.leader != leader || role == .leader || ticks - max($0.value.sentAt, answeredAt) > patience }.keys.sorted()
     }
 
     mutating func handleForwardedRead(context: Raft.ReadContext, from follower: NodeID) {

@@ -1,14 +1,11 @@
 @testable import AspenEtcd
+import AspenTesting
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 import Synchronization
 import Testing
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The etcd endpoint's gRPC layer (HTTP/2 frames to calls and back), driven by grpc-swift's
 /// client against methods defined here, so each behaviour is checked on its own.
@@ -172,38 +169,11 @@ struct GRPCEndpointTests {
         }
     }
 
-    /// Connects to `port`, sends an HTTP/1 request and binary junk, and says whether the server
-    /// closed the connection.
-    static func closesOnGarbage(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { return false }
-        let junk = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8) + (0..<256).map { UInt8($0) }
-        _ = junk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        // The server closes the connection: read returns 0 (or a reset) instead of timing out.
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        for _ in 0..<100 {
-            let got = read(fd, &buffer, buffer.count)
-            if got == 0 { return true }
-            if got < 0 { return errno == ECONNRESET }
-        }
-        return false
-    }
-
     @Test("bytes that are not HTTP/2 lose their connection and nothing else")
     func garbage() async throws {
         try await Self.withEndpoint { port, kv, _ in
-            #expect(Self.closesOnGarbage(port: port), "the endpoint kept a connection that spoke garbage")
+            let junk = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8) + (0..<256).map { UInt8($0) }
+            #expect(RawSocket.closesAfterGarbage(port: port, junk), "the endpoint kept a connection that spoke garbage")
             let response = try await kv.put(Self.put(size: 5))
             #expect(response.header.revision == 5)
         }
