@@ -653,6 +653,16 @@ public actor RaftNode {
         compactHeldSnapshotIfCaughtUp()
     }
 
+    /// Compacts the log through a held snapshot; its storage half (deleting the prefix) runs
+    /// off the actor, and no other compaction starts until it is done.
+    func compactHeld(_ held: (index: Raft.Index, data: [UInt8], since: ContinuousClock.Instant)) {
+        snapshotting = true
+        Task {
+            _ = try? await self.compact(through: held.index, data: held.data)
+            self.snapshotting = false
+        }
+    }
+
     /// Compacts through the held snapshot once no follower still needs the entries before it
     /// (see `NodeConfiguration.compactionWaitMs`); a follower compacts its own log at once.
     func compactHeldSnapshotIfCaughtUp() {
@@ -664,17 +674,29 @@ public actor RaftNode {
             counters.compactionsWithFollowerBehind += 1
         }
         heldSnapshot = nil
-        _ = try? compact(through: held.index, data: held.data)
+        compactHeld(held)
     }
 
     /// Compacts the log through `index` with the state captured there; nothing when the last
     /// snapshot already covers it. Returns the snapshot now in force.
-    func compact(through index: Raft.Index, data: [UInt8]) throws -> Raft.SnapshotMetadata {
+    ///
+    /// Raft's log is compacted at once; the store deletes the prefix off the actor (a hundred
+    /// thousand rows take long enough to delay heartbeats past an election timeout). Until it
+    /// is done the store still holds entries Raft no longer needs, which is harmless.
+    func compact(through index: Raft.Index, data: [UInt8]) async throws -> Raft.SnapshotMetadata {
         guard index > raft.snapshotMetadata.index else { return raft.snapshotMetadata }
         do {
             let metadata = try raft.compact(through: index, data: data)
-            try storage.compacted(metadata)
-            logger.info("log compacted", metadata: ["through": "\(metadata.index)", "bytes": "\(data.count)", "term": "\(raft.term)"])
+            let storage = self.storage
+            let clock = ContinuousClock()
+            let started = clock.now
+            try await Task.detached { try storage.compacted(metadata) }.value
+            logger.info(
+                "log compacted",
+                metadata: [
+                    "through": "\(metadata.index)", "bytes": "\(data.count)", "term": "\(raft.term)",
+                    "storage_ms": "\(Int((clock.now - started) / .milliseconds(1)))",
+                ])
             return metadata
         } catch {
             logger.error("compaction failed", metadata: ["error": "\(error)"])
@@ -689,7 +711,7 @@ public actor RaftNode {
     public func snapshotNow() async throws -> (index: Raft.Index, term: Raft.Term, bytes: Int) {
         let storage = self.storage
         let (index, data) = try await Task.detached { try storage.snapshotData() }.value
-        let metadata = try compact(through: index, data: data)
+        let metadata = try await compact(through: index, data: data)
         return (metadata.index, metadata.term, data.count)
     }
 }

@@ -118,6 +118,7 @@ public final class MemoryNodeStorage: NodeStorage {
 
     public func compacted(_ metadata: Raft.SnapshotMetadata) throws {
         state.withLock { state in
+            guard metadata.index > state.snapshot.index else { return }
             let drop = Int(metadata.index) - Int(state.snapshot.index)
             state.entries.removeFirst(max(0, min(drop, state.entries.count)))
             state.snapshot = metadata

@@ -65,7 +65,8 @@ public protocol NodeStorage: AnyObject, Sendable {
     /// writes go on.
     func snapshotData() throws -> (index: Raft.Index, data: [UInt8])
 
-    /// Records that Raft compacted through `metadata.index` and drops the log prefix.
+    /// Records that Raft compacted through `metadata.index` and drops the log prefix: a long
+    /// delete, so callers run it off their actor. It never moves the snapshot back.
     func compacted(_ metadata: Raft.SnapshotMetadata) throws
 
     /// Serves a read from the applied state.

@@ -351,17 +351,34 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
+    /// The snapshot's metadata is recorded first; the log prefix then goes in transactions of
+    /// at most `compactionRowsPerTransaction` rows, so that the writes committing meanwhile
+    /// wait for one short delete at a time, never for the whole prefix. Rows left by a crash
+    /// part-way lie below the snapshot, where nothing reads them, and go with the next
+    /// compaction. A snapshot recorded since (an installed one) is never moved back.
     public func compacted(_ metadata: Raft.SnapshotMetadata) throws {
         try guarded {
             try pool.write { db in
                 try db.execute(
-                    sql: "DELETE FROM raft_log WHERE grp = ? AND idx <= ?", arguments: [group.rawValue, metadata.index])
-                try db.execute(
-                    sql: "UPDATE raft_state SET snapshot_index = ?, snapshot_term = ?, snapshot_membership = ? WHERE grp = ?",
-                    arguments: [metadata.index, metadata.term, Data(Raft.encode(metadata.membership)), group.rawValue])
+                    sql: "UPDATE raft_state SET snapshot_index = ?, snapshot_term = ?, snapshot_membership = ? WHERE grp = ? AND snapshot_index < ?",
+                    arguments: [metadata.index, metadata.term, Data(Raft.encode(metadata.membership)), group.rawValue, metadata.index])
             }
+            var deleted = 0
+            repeat {
+                deleted = try pool.write { db in
+                    try db.execute(
+                        sql: """
+                            DELETE FROM raft_log WHERE grp = ? AND idx <= ?
+                            AND idx < (SELECT MIN(idx) FROM raft_log WHERE grp = ?) + ?
+                            """,
+                        arguments: [group.rawValue, metadata.index, group.rawValue, Self.compactionRowsPerTransaction])
+                    return db.changesCount
+                }
+            } while deleted > 0
         }
     }
+
+    static let compactionRowsPerTransaction = 4096
 
     public func changes(in bounds: KeyBounds, from: Revision, through: Revision, withPrevious: Bool, limit: Int) throws
         -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>

@@ -15,9 +15,13 @@ struct Dev: AsyncParsableCommand {
     @Option(help: "Where the nodes keep their keys and databases.") var dataDir: String = "./.aspen-dev"
     @Option(help: "Node N listens on 127.0.0.1:(base-port + N).") var basePort: Int = 7100
     @Option(help: "Heartbeat interval of the nodes, in milliseconds.") var heartbeatMs: Int = 50
+    @Option(help: "The nodes' log level (trace, debug, info, notice, warning, error, critical); they log to standard error.")
+    var logLevel: String = "warning"
 
     func validate() throws {
         guard (1...9).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 9") }
+        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+        guard levels.contains(logLevel) else { throw ValidationError("--log-level must be one of \(levels.joined(separator: ", "))") }
         guard basePort > 0, basePort + nodes < 65536 else { throw ValidationError("--base-port leaves no room for \(nodes) ports") }
     }
 
@@ -42,7 +46,7 @@ struct Dev: AsyncParsableCommand {
             process.arguments = [
                 "run", "--node-id", "\(id)", "--data-dir", root.appendingPathComponent("n\(id)").path,
                 "--listen", "127.0.0.1:\(basePort + id)", "--heartbeat-ms", "\(heartbeatMs)",
-                "--election-timeout-ms", "\(heartbeatMs * 10)-\(heartbeatMs * 20 - 1)", "--log-level", "warning", "--http", "127.0.0.1:\(basePort + 50 + id)",
+                "--election-timeout-ms", "\(heartbeatMs * 10)-\(heartbeatMs * 20 - 1)", "--log-level", logLevel, "--http", "127.0.0.1:\(basePort + 50 + id)",
                 "--etcd-listen", "127.0.0.1:\(basePort + 30 + id)",
             ] + (ticket.map { ["--ticket", $0] } ?? [])
             try process.run()

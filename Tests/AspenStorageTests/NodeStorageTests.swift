@@ -133,6 +133,23 @@ struct NodeStorageTests {
         #expect(restored.keyValues.count == 24)
     }
 
+    @Test("compaction drops a long log prefix in pieces and never moves the snapshot back", arguments: BackendKind.allCases)
+    func longCompaction(_ kind: BackendKind) throws {
+        let directory = TempDirectory()
+        let storage = try kind.make(directory)
+        try storage.bootstrap(.bootstrap(Self.membership))
+        let entries = (1...10_000).map { Raft.Entry(term: 1, index: Raft.Index($0), payload: command("k\($0 % 100)", "v\($0)")) }
+        _ = try storage.commit(
+            StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, commit: 9_500), committedEntries: Array(entries.prefix(9_500))))
+        try storage.compacted(Raft.SnapshotMetadata(index: 9_000, term: 1, membership: Self.membership))
+        // A compaction finishing late, after a newer one, changes nothing.
+        try storage.compacted(Raft.SnapshotMetadata(index: 5_000, term: 1, membership: Self.membership))
+        let state = try #require(try storage.load())
+        #expect(state.snapshot.metadata.index == 9_500)
+        #expect(state.entries.map(\.index) == Array(9_501...10_000))
+        #expect(try storage.read(RangeRequest(.key(Array("k7".utf8)))).get().kvs.first?.value == Array("v9407".utf8))
+    }
+
     @Test("a flipped bit in a stored entry is caught by its checksum, naming the file and index")
     func checksumCatchesCorruption() throws {
         let directory = TempDirectory()
