@@ -32,6 +32,13 @@ public final class SQLiteNodeStorage: NodeStorage {
             // main file go through a memory map instead of one pread per page.
             try db.execute(sql: "PRAGMA cache_size = -65536")
             try db.execute(sql: "PRAGMA mmap_size = 1073741824")
+            // A new database gets 8 KiB pages (an existing one keeps its size). The log and the
+            // history are WITHOUT ROWID tables, whose rows stay inside a page only up to about
+            // a quarter of it: with 4 KiB pages every entry or version over ~1 KB spilled into
+            // an overflow page of its own, mostly empty, and each 1 KiB write cost ~9 KB of
+            // pages (measured: 925 MB of database after `etcdctl check perf --load=m`, 373 MB
+            // with 8 KiB pages, and the slowest request 0.34 → 0.16 s).
+            try db.execute(sql: "PRAGMA page_size = \(Self.pageBytes)")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
@@ -55,6 +62,8 @@ public final class SQLiteNodeStorage: NodeStorage {
             throw Self.translate(error, file: path)
         }
     }
+
+    static let pageBytes = 8192
 
     static func translate(_ error: DatabaseError, file: String) -> StorageError {
         switch error.resultCode {

@@ -150,6 +150,31 @@ struct NodeStorageTests {
         #expect(try storage.read(RangeRequest(.key(Array("k7".utf8)))).get().kvs.first?.value == Array("v9407".utf8))
     }
 
+    @Test("writes of 1 KiB values take little more disk than their three copies (log, current, history)")
+    func kilobyteValuesStayCompact() throws {
+        let directory = TempDirectory()
+        let path = directory.path()
+        let storage = try SQLiteNodeStorage(path: path)
+        try storage.bootstrap(.bootstrap(Self.membership))
+        var random = SplitMix64(seed: 7)
+        let value = String(repeating: "v", count: 1024)
+        let count = 2000
+        var index: Raft.Index = 0
+        for _ in 0..<(count / 100) {
+            let entries = (0..<100).map { _ -> Raft.Entry in
+                index += 1
+                let key = "/check-perf/" + (0..<244).map { _ in String(UnicodeScalar(UInt8(97 + random.next() % 26))) }.joined()
+                return Raft.Entry(term: 1, index: index, payload: command(key, value))
+            }
+            _ = try storage.commit(StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, commit: index), committedEntries: entries))
+        }
+        try storage.close()
+        let copies = count * 3 * (1024 + 256)
+        let bytes = SQLiteNodeStorage.fileBytes(at: path)
+        print("\(count) writes of 1 KiB values with 256-byte keys: \(bytes) bytes of database, \(Double(bytes) / Double(copies)) × their three copies")
+        #expect(Double(bytes) < 1.6 * Double(copies))
+    }
+
     @Test("a flipped bit in a stored entry is caught by its checksum, naming the file and index")
     func checksumCatchesCorruption() throws {
         let directory = TempDirectory()
