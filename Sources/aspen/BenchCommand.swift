@@ -50,11 +50,18 @@ struct Bench: AsyncParsableCommand {
         struct State {
             var latencies: [Double] = []
             var errors: [String: Int] = [:]
+            /// The first message of each kind of error, so that a run that failed says why.
+            var firstMessages: [String: String] = [:]
             var operations = 0
         }
         let state = Mutex(State())
         func record(_ micros: Double) { state.withLock { $0.latencies.append(micros); $0.operations += 1 } }
-        func fail(_ kind: String) { state.withLock { $0.errors[kind, default: 0] += 1 } }
+        func fail(_ kind: String, _ error: any Error) {
+            state.withLock { state in
+                state.errors[kind, default: 0] += 1
+                if state.firstMessages[kind] == nil { state.firstMessages[kind] = "\(error)" }
+            }
+        }
         var operations: Int { state.withLock { $0.operations } }
     }
 
@@ -111,14 +118,14 @@ struct Bench: AsyncParsableCommand {
                                 let elapsed = (clock.now - before).components
                                 recorder.record(Double(elapsed.seconds) * 1e6 + Double(elapsed.attoseconds) / 1e12)
                             } catch let error as KVError {
-                                recorder.fail(error.code)
+                                recorder.fail(error.code, error)
                             } catch let error as ClientError {
                                 let kind = if case .unavailable = error { "unavailable" } else { "rejected" }
-                                recorder.fail(kind)
+                                recorder.fail(kind, error)
                             } catch let error as RPCError {
-                                recorder.fail("grpc \(error.code)")
+                                recorder.fail("grpc \(error.code)", error)
                             } catch {
-                                recorder.fail("other")
+                                recorder.fail("other", error)
                             }
                         }
                     }
@@ -141,6 +148,9 @@ struct Bench: AsyncParsableCommand {
                 format: "%@ clients=%d ops=%d ops/s=%.0f p50=%.0fµs p90=%.0fµs p99=%.0fµs p99.9=%.0fµs max=%.0fµs errors=%@",
                 workload.rawValue, clients, state.operations, opsPerSecond, percentile(0.5), percentile(0.9), percentile(0.99),
                 percentile(0.999), sorted.last ?? 0, state.errors.isEmpty ? "none" : "\(state.errors)")
+            for (kind, message) in state.firstMessages.sorted(by: { $0.key < $1.key }) {
+                FileHandle.standardError.write(Data("first \(kind) error: \(message)\n".utf8))
+            }
             output(cluster.json, object, text: text)
             await client.close()
         }

@@ -6,8 +6,7 @@ import AspenKV
 import Foundation
 import Synchronization
 import GRPCCore
-import GRPCNIOTransportHTTP2
-import GRPCProtobuf
+import SwiftProtobuf
 
 /// What `aspen bench` drives: the same operations over Aspen's protocol or etcd's.
 protocol BenchTarget: Sendable {
@@ -32,48 +31,46 @@ extension AspenClient: BenchTarget {
     }
 }
 
-/// etcd's v3 API over gRPC: one HTTP/2 connection per endpoint, calls spread over them.
+/// etcd's v3 API over gRPC: one HTTP/2 connection per endpoint, calls spread over them
+/// (see `GRPCFrameClient` for why not grpc-swift's client).
 final class EtcdBenchTarget: BenchTarget {
-    let clients: [GRPCClient<HTTP2ClientTransport.Posix>]
-    let running: [Task<Void, any Error>]
+    let clients: [GRPCFrameClient]
     let next = Atomic<Int>(0)
 
     init(endpoints text: String) throws {
-        var clients: [GRPCClient<HTTP2ClientTransport.Posix>] = []
+        var clients: [GRPCFrameClient] = []
         for item in text.split(separator: ",") {
             var endpoint = String(item).trimmingCharacters(in: .whitespaces)
             if let scheme = endpoint.range(of: "://") { endpoint = String(endpoint[scheme.upperBound...]) }
             guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else {
                 throw CLIError.badInput("etcd endpoint \(item) is not HOST:PORT")
             }
-            let host = String(endpoint[..<colon])
-            clients.append(
-                GRPCClient(
-                    transport: try .http2NIOPosix(
-                        target: host.contains(":") ? .ipv6(address: host, port: port) : .ipv4(address: host, port: port),
-                        transportSecurity: .plaintext)))
+            var host = String(endpoint[..<colon])
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            clients.append(GRPCFrameClient(host: host, port: port))
         }
         guard !clients.isEmpty else { throw CLIError.badInput("no etcd endpoints given") }
         self.clients = clients
-        running = clients.map { client in Task { try await client.runConnections() } }
     }
 
-    var kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix> {
-        Etcdserverpb_KV.Client(wrapping: clients[next.wrappingAdd(1, ordering: .relaxed).oldValue % clients.count])
+    /// One call to the next endpoint in turn.
+    func call<Response: SwiftProtobuf.Message>(_ path: String, _ request: some SwiftProtobuf.Message, _: Response.Type) async throws -> Response {
+        let client = clients[next.wrappingAdd(1, ordering: .relaxed).oldValue % clients.count]
+        return try Response(serializedBytes: try await client.call(path, try request.serializedBytes()))
     }
 
     func put(_ key: Bytes, _ value: Bytes) async throws {
         var request = Etcdserverpb_PutRequest()
         request.key = Data(key)
         request.value = Data(value)
-        _ = try await kv.put(request)
+        _ = try await call("/etcdserverpb.KV/Put", request, Etcdserverpb_PutResponse.self)
     }
 
     func get(_ key: Bytes, stale: Bool) async throws {
         var request = Etcdserverpb_RangeRequest()
         request.key = Data(key)
         request.serializable = stale
-        _ = try await kv.range(request)
+        _ = try await call("/etcdserverpb.KV/Range", request, Etcdserverpb_RangeResponse.self)
     }
 
     func fill(_ keys: [Bytes], value: Bytes) async throws {
@@ -88,13 +85,12 @@ final class EtcdBenchTarget: BenchTarget {
                 op.requestPut = put
                 return op
             }
-            _ = try await kv.txn(txn)
+            _ = try await call("/etcdserverpb.KV/Txn", txn, Etcdserverpb_TxnResponse.self)
         }
     }
 
     func close() async {
-        for client in clients { client.beginGracefulShutdown() }
-        for task in running { _ = await task.result }
+        for client in clients { await client.close() }
     }
 }
 
