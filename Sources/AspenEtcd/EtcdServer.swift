@@ -59,7 +59,7 @@ public final class EtcdServer: Sendable {
                         let key = ObjectIdentifier(channel)
                         connections.open.withLock { $0[key] = channel }
                         channel.closeFuture.whenComplete { _ in _ = connections.open.withLock { $0.removeValue(forKey: key) } }
-                        try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .server, initialSettings: settings))
+                        try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: .grpc(settings: settings), streamConfiguration: .init()))
                         try channel.pipeline.syncOperations.addHandler(GRPCConnectionHandler(methods: methods, executor: executor, logger: logger))
                     }
                 }
