@@ -140,6 +140,8 @@ let package = Package(
                 "AspenCoordination", "AspenEtcd", "aspen-node", "aspen",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             ],
             swiftSettings: strictSwift),
         .executableTarget(

@@ -55,7 +55,7 @@ public final class GRPCFrameClient: Sendable {
     }
 
     /// The live connection's handler, connecting first when there is none (or it was lost).
-    private func connected() -> EventLoopFuture<NIOLoopBound<Handler>> {
+    func connected() -> EventLoopFuture<NIOLoopBound<Handler>> {
         connection.withLock { box in
             if let future = box { return future }
             let future = connect()

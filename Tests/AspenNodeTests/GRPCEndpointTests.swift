@@ -4,6 +4,8 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOCore
+import NIOHTTP2
 import Synchronization
 import Testing
 
@@ -164,7 +166,8 @@ struct GRPCEndpointTests {
                         return ids
                     })
                 #expect(seen.count == count)
-                #expect(seen == (0..<count).map { Int64(1024 + $0 % 3) })
+                let expected: [Int64] = (0..<count).map { (index: Int) -> Int64 in Int64(1024 + index % 3) }
+                #expect(seen == expected)
             }
         }
     }
@@ -177,5 +180,75 @@ struct GRPCEndpointTests {
             let response = try await kv.put(Self.put(size: 5))
             #expect(response.header.revision == 5)
         }
+    }
+
+    @Test("the bench's frame-level client: answers matched to their calls, statuses with code and message, a PING storm keeps the connection, a restarted server is reached again")
+    func frameClient() async throws {
+        let observed = Observed()
+        var server = try await EtcdServer.start(host: "127.0.0.1", port: 0, methods: Self.methods(observed), logger: Logger(label: "test"))
+        let port = server.port
+        let client = GRPCFrameClient(host: "127.0.0.1", port: port)
+        func put(_ size: Int) async throws -> Etcdserverpb_PutResponse {
+            try Etcdserverpb_PutResponse(serializedBytes: try await client.call("/etcdserverpb.KV/Put", try Self.put(size: size).serializedBytes()))
+        }
+        do {
+            let large = try await put(3 << 20).header.revision
+            #expect(large == Int64(3 << 20))
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for size in 1...300 {
+                    group.addTask {
+                        let revision = try await put(size * 10).header.revision
+                        return revision == Int64(size * 10)
+                    }
+                }
+                for try await matched in group { #expect(matched) }
+            }
+            do {
+                _ = try await client.call("/etcdserverpb.KV/Range", [])
+                Issue.record("Range should have failed")
+            } catch let error as RPCError {
+                #expect(error.code == .failedPrecondition)
+                #expect(error.message == "naïve: 100% refused\nsecond line")
+            }
+            do {
+                _ = try await client.call("/etcdserverpb.Auth/Authenticate", [])
+                Issue.record("Auth is not served")
+            } catch let error as RPCError {
+                #expect(error.code == .unimplemented)
+            }
+
+            // grpc-go peers PING after most DATA frames: thousands in seconds must not cost the
+            // connection, on either side.
+            let handler = try await client.connected().get()
+            try await handler.eventLoop.submit {
+                let context = handler.value.context!
+                for round in 0..<3_000 {
+                    context.write(NIOAny(HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2PingData(withInteger: UInt64(round)), ack: false))), promise: nil)
+                }
+                context.flush()
+            }.get()
+            let afterPings = try await put(7).header.revision
+            #expect(afterPings == 7)
+            let current = try await client.connected().get()
+            let before = try await handler.eventLoop.submit { ObjectIdentifier(handler.value) }.get()
+            let after = try await current.eventLoop.submit { ObjectIdentifier(current.value) }.get()
+            #expect(before == after, "the PINGs cost the connection")
+
+            // The server goes away: calls fail as unavailable; once it is back, calls reach it.
+            server.beginShutdown()
+            await server.finishShutdown()
+            await #expect(throws: RPCError.self) { _ = try await put(1) }
+            server = try await EtcdServer.start(host: "127.0.0.1", port: port, methods: Self.methods(observed), logger: Logger(label: "test"))
+            let afterRestart = try await put(9).header.revision
+            #expect(afterRestart == 9)
+        } catch {
+            await client.close()
+            server.beginShutdown()
+            await server.finishShutdown()
+            throw error
+        }
+        await client.close()
+        server.beginShutdown()
+        await server.finishShutdown()
     }
 }
