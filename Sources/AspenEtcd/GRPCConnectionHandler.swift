@@ -21,8 +21,6 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// Largest message one call may send (larger ones fail with `RESOURCE_EXHAUSTED`).
     static let maxMessageBytes = 4 << 20
-    /// Window bytes consumed before the handler tells the peer it may send them again.
-    static let windowUpdateThreshold = 1 << 15
 
     static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
     static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
@@ -39,8 +37,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         var task: Task<Void, Never>?
         /// Cancels the call when the client's `grpc-timeout` runs out.
         var deadline: Scheduled<Void>?
-        /// Stream window bytes taken and not yet given back to the peer.
-        var unacknowledged = 0
+        /// The stream's window: bytes taken and not yet given back to the peer.
+        var window = ReceiveWindow()
         var responseHeadersSent = false
         /// Trailers sent: nothing more may be written on the stream.
         var finished = false
@@ -57,8 +55,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     let executor: EventLoopExecutor
     let logger: Logger
     var calls: [HTTP2StreamID: Call] = [:]
-    /// Connection window bytes taken and not yet given back.
-    var unacknowledged = 0
+    /// The connection's window: bytes taken and not yet given back.
+    var window = ReceiveWindow()
     var context: ChannelHandlerContext?
     var goingAway = false
     var remotePeer = "unknown"
@@ -183,11 +181,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     private func received(_ id: HTTP2StreamID, _ data: HTTP2Frame.FramePayload.Data) {
-        let length = data.data.readableBytes + (data.paddingBytes ?? 0)
-        unacknowledged += length
-        if unacknowledged >= Self.windowUpdateThreshold {
-            context?.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: unacknowledged))), promise: nil)
-            unacknowledged = 0
+        let length = data.windowBytes
+        if let increment = window.take(length) {
+            context?.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
         }
         guard let call = calls[id] else { return }
         guard !call.finished else {
@@ -241,10 +237,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     private func acknowledge(_ id: HTTP2StreamID, _ call: Call, _ length: Int) {
-        call.unacknowledged += length
-        guard call.unacknowledged >= Self.windowUpdateThreshold, !call.requestsEnded else { return }
-        context?.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: call.unacknowledged))), promise: nil)
-        call.unacknowledged = 0
+        guard let increment = call.window.take(length, announce: !call.requestsEnded) else { return }
+        context?.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
     }
 
     /// A streaming call's method took `length` bytes of messages.
@@ -350,13 +344,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         context?.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.responseHeaders)))), promise: nil)
     }
 
-    private func framed(_ message: [UInt8]) -> ByteBuffer {
-        var buffer = context!.channel.allocator.buffer(capacity: 5 + message.count)
-        buffer.writeInteger(UInt8(0))
-        buffer.writeInteger(UInt32(message.count))
-        buffer.writeBytes(message)
-        return buffer
-    }
+    private func framed(_ message: [UInt8]) -> ByteBuffer { grpcFramed(message, allocator: context!.channel.allocator) }
 
     /// Ends the call with `trailers` (its status).
     fileprivate func finish(_ id: HTTP2StreamID, _ trailers: HPACKHeaders) {

@@ -104,13 +104,12 @@ public final class GRPCFrameClient: Sendable {
         /// Each stream's window for the answer; a unary answer larger than this waits for the
         /// window updates below, as the connection's does.
         static let streamWindowBytes = 1 << 20
-        static let windowUpdateThreshold = 1 << 15
         static let maxMessageBytes = 64 << 20
 
         struct Call {
             let promise: EventLoopPromise<[UInt8]>
             var body = ByteBuffer()
-            var unacknowledged = 0
+            var window = ReceiveWindow()
         }
 
         let authority: String
@@ -118,7 +117,7 @@ public final class GRPCFrameClient: Sendable {
         var context: ChannelHandlerContext?
         var calls: [HTTP2StreamID: Call] = [:]
         var nextStreamID = HTTP2StreamID(1)
-        var unacknowledged = 0
+        var window = ReceiveWindow()
         var flushScheduled = false
         /// Set by a GOAWAY or a lost connection: new calls fail, as they would on a closed one.
         var failure: RPCError?
@@ -163,10 +162,7 @@ public final class GRPCFrameClient: Sendable {
             calls[id] = Call(promise: promise)
             var headers: HPACKHeaders = [":method": "POST", ":scheme": "http", ":path": path, ":authority": authority]
             headers.add(contentsOf: requestHeaders)
-            var buffer = context.channel.allocator.buffer(capacity: 5 + request.count)
-            buffer.writeInteger(UInt8(0))
-            buffer.writeInteger(UInt32(request.count))
-            buffer.writeBytes(request)
+            let buffer = grpcFramed(request, allocator: context.channel.allocator)
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(buffer), endStream: true)))), promise: nil)
             // Calls started in one turn of the event loop leave in one write.
@@ -209,11 +205,9 @@ public final class GRPCFrameClient: Sendable {
         }
 
         private func received(_ id: HTTP2StreamID, _ data: HTTP2Frame.FramePayload.Data) {
-            let length = data.data.readableBytes + (data.paddingBytes ?? 0)
-            unacknowledged += length
-            if unacknowledged >= Self.windowUpdateThreshold {
-                context?.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: unacknowledged))), promise: nil)
-                unacknowledged = 0
+            let length = data.windowBytes
+            if let increment = window.take(length) {
+                context?.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
             }
             guard var call = calls[id], case .byteBuffer(var bytes) = data.data else { return }
             guard call.body.readableBytes + bytes.readableBytes <= Self.maxMessageBytes + 5 else {
@@ -222,10 +216,8 @@ public final class GRPCFrameClient: Sendable {
                 return
             }
             call.body.writeBuffer(&bytes)
-            call.unacknowledged += length
-            if call.unacknowledged >= Self.windowUpdateThreshold, !data.endStream {
-                context?.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: call.unacknowledged))), promise: nil)
-                call.unacknowledged = 0
+            if let increment = call.window.take(length, announce: !data.endStream) {
+                context?.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
             }
             calls[id] = call
             if data.endStream { finish(id, RPCError(code: .internalError, message: "\(authority) ended the call without a status")) }
