@@ -3,9 +3,12 @@ import AspenKV
 import Foundation
 import GRDB
 
-/// The key-value state in SQLite, read and written inside whatever transaction the caller holds:
-/// `kv_current` (one row per live key) serves current reads, `kv_history` (one row per version,
-/// NULL value for a deletion) serves reads at past revisions, `leases` and `meta` the rest.
+/// The key-value state in SQLite, read and written inside whatever transaction the caller holds.
+/// `kv_current` has one row per key: its current version, or (NULL value) the deletion that
+/// ended it, kept until compaction. `kv_history` has one row per change, keyed by revision, so a
+/// commit appends to the end of one B-tree instead of touching a page per key; each row names
+/// the key's previous change (`prev_revision`), and a read at a past revision walks that chain
+/// back from the current row. `leases` and the counters hold the rest.
 struct SQLiteKVBackend: KVBackend {
     let db: Database
     let file: String
@@ -63,23 +66,21 @@ struct SQLiteKVBackend: KVBackend {
     // MARK: Reads
 
     private static let currentColumns = "key, value, create_revision, mod_revision, version, lease"
-    private static let historyColumns = "key, value, create_revision, revision, version, lease"
 
     func get(_ key: Bytes, at revision: Revision?) throws -> KeyValue? {
-        let statement: RawStatement
-        if let revision {
-            statement = try RawStatement(
-                db, "SELECT \(Self.historyColumns) FROM kv_history WHERE key = ? AND revision <= ? ORDER BY revision DESC LIMIT 1",
-                file: file)
-            statement.bind(1, key)
-            statement.bind(2, revision)
-        } else {
-            statement = try RawStatement(db, "SELECT \(Self.currentColumns) FROM kv_current WHERE key = ?", file: file)
-            statement.bind(1, key)
-        }
+        let statement = try RawStatement(db, "SELECT \(Self.currentColumns) FROM kv_current WHERE key = ?", file: file)
+        statement.bind(1, key)
         defer { statement.finish() }
         guard try statement.step() else { return nil }
-        return Self.keyValue(statement)
+        return try visible(statement, at: revision)
+    }
+
+    /// The version of the key in the current row `statement` points at that a read at
+    /// `revision` sees (nil: the current one).
+    private func visible(_ statement: RawStatement, at revision: Revision?) throws -> KeyValue? {
+        let modified = statement.int64(3)
+        guard let revision, modified > revision else { return Self.keyValue(statement) }
+        return try version(of: statement.bytes(0), changedAt: modified, at: revision)
     }
 
     static func keyValue(_ statement: RawStatement) -> KeyValue? {
@@ -89,81 +90,103 @@ struct SQLiteKVBackend: KVBackend {
             modRevision: statement.int64(3), version: statement.int64(4), lease: statement.int64(5))
     }
 
-    /// The WHERE clause and arguments selecting `bounds` (and keys after `after`).
-    private static func filter(_ bounds: KeyBounds, after: Bytes?, column: String) -> (String, [any DatabaseValueConvertible]) {
-        var clauses = ["\(column) >= ?"]
-        var arguments: [any DatabaseValueConvertible] = [Data(bounds.start)]
+    /// Walks the key's versions back from the one recorded at `changed` to the last at or
+    /// before `revision`. A missing row at or below the compacted revision was a deletion
+    /// that compaction removed (the key did not exist then); above it, the file is damaged.
+    private func version(of key: Bytes, changedAt changed: Revision, at revision: Revision) throws -> KeyValue? {
+        let statement = try RawStatement(
+            db, "SELECT key, value, create_revision, revision, version, lease, prev_revision FROM kv_history WHERE revision = ? AND key = ?",
+            file: file)
+        defer { statement.finish() }
+        var at = changed
+        while at > 0 {
+            statement.finish()
+            statement.bind(1, at)
+            statement.bind(2, key)
+            guard try statement.step() else {
+                guard at <= oldestRevision else {
+                    throw StorageError.corrupted(file: file, detail: "the version of a key at revision \(at) is missing from kv_history")
+                }
+                return nil
+            }
+            if at <= revision { return Self.keyValue(statement) }
+            at = statement.int64(6)
+        }
+        return nil
+    }
+
+    /// The WHERE clause selecting `bounds` (and keys after `after`), and the bytes to bind.
+    private static func filter(_ bounds: KeyBounds, after: Bytes?) -> (String, [Bytes]) {
+        var clauses = ["key >= ?"]
+        var arguments = [bounds.start]
         if let end = bounds.end {
-            clauses.append("\(column) < ?")
-            arguments.append(Data(end))
+            clauses.append("key < ?")
+            arguments.append(end)
         }
         if let after {
-            clauses.append("\(column) > ?")
-            arguments.append(Data(after))
+            clauses.append("key > ?")
+            arguments.append(after)
         }
         return (clauses.joined(separator: " AND "), arguments)
     }
 
-    /// Rows of `kv_history` visible at `revision`: each key's last version at or before it.
-    private static let visibleAt =
-        "h.revision = (SELECT max(revision) FROM kv_history WHERE key = h.key AND revision <= ?) AND h.value IS NOT NULL"
+    /// A statement over `kv_current` with the key filter bound from position 1.
+    private func currentRows(_ bounds: KeyBounds, after: Bytes?, select: String, suffix: String) throws -> (RawStatement, Int32) {
+        let (clause, keys) = Self.filter(bounds, after: after)
+        let statement = try RawStatement(db, "SELECT \(select) FROM kv_current WHERE \(clause) \(suffix)", file: file)
+        for (offset, key) in keys.enumerated() { statement.bind(Int32(offset + 1), key) }
+        return (statement, Int32(keys.count + 1))
+    }
 
     func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int) throws -> [KeyValue] {
-        let sql: String
-        var arguments: [any DatabaseValueConvertible]
-        if let revision {
-            let (clause, values) = Self.filter(bounds, after: after, column: "h.key")
-            sql = "SELECT \(Self.historyColumns.split(separator: ", ").map { "h.\($0)" }.joined(separator: ", ")) FROM kv_history h WHERE \(clause) AND \(Self.visibleAt) ORDER BY h.key LIMIT ?"
-            arguments = values + [revision]
-        } else {
-            let (clause, values) = Self.filter(bounds, after: after, column: "key")
-            sql = "SELECT \(Self.currentColumns) FROM kv_current WHERE \(clause) ORDER BY key LIMIT ?"
-            arguments = values
-        }
-        arguments.append(Int64(min(limit, Int(Int64.max))))
-        let statement = try RawStatement(db, sql, file: file)
+        let limit = Int64(min(limit, Int(Int64.max)))
+        // Deleted keys keep a row (NULL value) until compaction, so a read at a past revision
+        // finds every key that existed then among the current rows.
+        let (statement, next) = try currentRows(
+            bounds, after: after, select: Self.currentColumns,
+            suffix: revision == nil ? "AND value IS NOT NULL ORDER BY key LIMIT ?" : "ORDER BY key")
         defer { statement.finish() }
-        for (offset, argument) in arguments.enumerated() {
-            let position = Int32(offset + 1)
-            if let data = argument as? Data { statement.bind(position, Bytes(data)) } else if let number = argument as? Int64 { statement.bind(position, number) }
-        }
+        if revision == nil { statement.bind(next, limit) }
         var found: [KeyValue] = []
-        while try statement.step() {
-            if let kv = Self.keyValue(statement) { found.append(kv) }
+        while found.count < limit, try statement.step() {
+            if let kv = try visible(statement, at: revision) { found.append(kv) }
         }
         return found
     }
 
     func count(_ bounds: KeyBounds, at revision: Revision?) throws -> Int {
-        let sql: String
-        var arguments: [any DatabaseValueConvertible]
-        if let revision {
-            let (clause, values) = Self.filter(bounds, after: nil, column: "h.key")
-            sql = "SELECT count(*) FROM kv_history h WHERE \(clause) AND \(Self.visibleAt)"
-            arguments = values + [revision]
-        } else {
-            let (clause, values) = Self.filter(bounds, after: nil, column: "key")
-            sql = "SELECT count(*) FROM kv_current WHERE \(clause)"
-            arguments = values
+        // Keys unchanged since `revision` count in SQL; the others are looked up one by one.
+        let (counted, next) = try currentRows(
+            bounds, after: nil, select: "count(*)", suffix: "AND value IS NOT NULL AND mod_revision <= ?")
+        counted.bind(next, revision ?? .max)
+        _ = try counted.step()
+        var total = Int(counted.int64(0))
+        counted.finish()
+        guard let revision else { return total }
+        let (changed, position) = try currentRows(
+            bounds, after: nil, select: Self.currentColumns, suffix: "AND mod_revision > ?")
+        defer { changed.finish() }
+        changed.bind(position, revision)
+        while try changed.step() {
+            if try visible(changed, at: revision) != nil { total += 1 }
         }
-        return try Int.fetchOne(db.cachedStatement(sql: sql), arguments: StatementArguments(arguments)) ?? 0
+        return total
     }
 
     func history(in bounds: KeyBounds, from: Revision, through: Revision, limit: Int) throws -> [KVChange] {
-        let (clause, values) = Self.filter(bounds, after: nil, column: "key")
+        let (clause, keys) = Self.filter(bounds, after: nil)
         let statement = try RawStatement(
             db,
-            "SELECT \(Self.historyColumns) FROM kv_history WHERE \(clause) AND revision >= ? AND revision <= ? ORDER BY revision, key LIMIT ?",
+            """
+            SELECT key, value, create_revision, revision, version, lease FROM kv_history
+            WHERE revision >= ? AND revision <= ? AND \(clause) ORDER BY revision, key LIMIT ?
+            """,
             file: file)
         defer { statement.finish() }
-        var position: Int32 = 1
-        for value in values {
-            statement.bind(position, Bytes(value as! Data))
-            position += 1
-        }
-        statement.bind(position, from)
-        statement.bind(position + 1, through)
-        statement.bind(position + 2, Int64(min(limit, Int(Int64.max))))
+        statement.bind(1, from)
+        statement.bind(2, through)
+        for (offset, key) in keys.enumerated() { statement.bind(Int32(offset + 3), key) }
+        statement.bind(Int32(keys.count + 3), Int64(min(limit, Int(Int64.max))))
         var found: [KVChange] = []
         while try statement.step() {
             found.append(KVChange(key: statement.bytes(0), revision: statement.int64(3), keyValue: Self.keyValue(statement)))
@@ -173,7 +196,32 @@ struct SQLiteKVBackend: KVBackend {
 
     // MARK: Writes
 
+    /// The revision of the key's last recorded change (its current row, a deletion included),
+    /// 0 if it has none.
+    private func lastChange(of key: Bytes) throws -> Revision {
+        let statement = try RawStatement(db, "SELECT mod_revision FROM kv_current WHERE key = ?", file: file)
+        defer { statement.finish() }
+        statement.bind(1, key)
+        return try statement.step() ? statement.int64(0) : 0
+    }
+
+    private func record(_ key: Bytes, at revision: Revision, _ kv: KeyValue?, previous: Revision) throws {
+        let history = try RawStatement(
+            db,
+            "INSERT INTO kv_history(revision, key, value, create_revision, version, lease, prev_revision) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            file: file)
+        history.bind(1, revision)
+        history.bind(2, key)
+        if let kv { history.bind(3, kv.value) } else { history.bindNull(3) }
+        history.bind(4, kv?.createRevision ?? 0)
+        history.bind(5, kv?.version ?? 0)
+        history.bind(6, kv?.lease ?? 0)
+        history.bind(7, previous)
+        try history.run()
+    }
+
     mutating func write(_ kv: KeyValue) throws {
+        let previous = try lastChange(of: kv.key)
         let current = try RawStatement(
             db,
             """
@@ -188,39 +236,40 @@ struct SQLiteKVBackend: KVBackend {
         current.bind(5, kv.version)
         current.bind(6, kv.lease)
         try current.run()
-        let history = try RawStatement(
-            db, "INSERT INTO kv_history(key, revision, value, create_revision, version, lease) VALUES (?, ?, ?, ?, ?, ?)",
-            file: file)
-        history.bind(1, kv.key)
-        history.bind(2, kv.modRevision)
-        history.bind(3, kv.value)
-        history.bind(4, kv.createRevision)
-        history.bind(5, kv.version)
-        history.bind(6, kv.lease)
-        try history.run()
+        try record(kv.key, at: kv.modRevision, kv, previous: previous)
     }
 
     mutating func remove(_ key: Bytes, at revision: Revision) throws {
-        let delete = try RawStatement(db, "DELETE FROM kv_current WHERE key = ?", file: file)
-        delete.bind(1, key)
+        let previous = try lastChange(of: key)
+        // The row stays, marked deleted, so reads at earlier revisions still find the key.
+        let delete = try RawStatement(
+            db,
+            "UPDATE kv_current SET value = NULL, create_revision = 0, mod_revision = ?, version = 0, lease = 0 WHERE key = ? AND value IS NOT NULL",
+            file: file)
+        delete.bind(1, revision)
+        delete.bind(2, key)
         try delete.run()
         guard db.changesCount > 0 else { return }
-        let history = try RawStatement(
-            db, "INSERT INTO kv_history(key, revision, value, create_revision, version, lease) VALUES (?, ?, NULL, 0, 0, 0)",
-            file: file)
-        history.bind(1, key)
-        history.bind(2, revision)
-        try history.run()
+        try record(key, at: revision, nil, previous: previous)
     }
 
     mutating func compactHistory(before revision: Revision) throws {
-        // Versions older than the one visible at `revision` go; then visible deletions go too.
+        // A version is superseded at `revision` when a later one at or before it points back to
+        // it, and a deletion at or before it is what reads there see: both go, with the current
+        // rows that mark such deletions. Changes at or before the last compaction were dealt
+        // with then, so only the revisions since are read, in the history's own order.
+        let since = "revision > ? AND revision <= ?"
+        let bounds: StatementArguments = [oldestRevision, revision]
+        try db.execute(
+            sql: "DELETE FROM kv_history WHERE (revision, key) IN (SELECT prev_revision, key FROM kv_history WHERE \(since) AND prev_revision > 0)",
+            arguments: bounds)
         try db.execute(
             sql: """
-                DELETE FROM kv_history AS h WHERE h.revision <
-                (SELECT max(revision) FROM kv_history WHERE key = h.key AND revision <= ?)
-                """, arguments: [revision])
-        try db.execute(sql: "DELETE FROM kv_history WHERE value IS NULL AND revision <= ?", arguments: [revision])
+                DELETE FROM kv_current WHERE value IS NULL AND mod_revision <= ?
+                AND key IN (SELECT key FROM kv_history WHERE \(since) AND value IS NULL)
+                """,
+            arguments: [revision, oldestRevision, revision])
+        try db.execute(sql: "DELETE FROM kv_history WHERE \(since) AND value IS NULL", arguments: bounds)
     }
 
     // MARK: Leases

@@ -61,7 +61,10 @@ public final class SQLiteNodeStorage: NodeStorage {
                     let verdict = try String.fetchOne(db, sql: "PRAGMA quick_check") ?? "no answer"
                     guard verdict == "ok" else { throw StorageError.corrupted(file: path, detail: verdict) }
                 }
-                try Self.migrate(db)
+                try db.inTransaction {
+                    try Self.migrate(db, file: path)
+                    return .commit
+                }
             }
         } catch let error as StorageError {
             throw error
@@ -91,7 +94,9 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
-    static func migrate(_ db: Database) throws {
+    static let schemaVersion = 2
+
+    static func migrate(_ db: Database, file: String) throws {
         try db.execute(
             sql: """
                 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -104,16 +109,62 @@ public final class SQLiteNodeStorage: NodeStorage {
                     applied_index INTEGER NOT NULL, snapshot_index INTEGER NOT NULL, snapshot_term INTEGER NOT NULL,
                     snapshot_membership BLOB NOT NULL, revision INTEGER NOT NULL DEFAULT 0,
                     compacted_revision INTEGER NOT NULL DEFAULT 0, lease_sequence INTEGER NOT NULL DEFAULT 0);
-                CREATE TABLE IF NOT EXISTS kv_current (
-                    key BLOB PRIMARY KEY, value BLOB NOT NULL, create_revision INTEGER NOT NULL,
-                    mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL) WITHOUT ROWID;
-                CREATE INDEX IF NOT EXISTS kv_current_lease ON kv_current(lease) WHERE lease != 0;
-                CREATE TABLE IF NOT EXISTS kv_history (
-                    key BLOB NOT NULL, revision INTEGER NOT NULL, value BLOB, create_revision INTEGER NOT NULL,
-                    version INTEGER NOT NULL, lease INTEGER NOT NULL, PRIMARY KEY (key, revision)) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL);
                 CREATE INDEX IF NOT EXISTS leases_expiry ON leases(expires_at_ms);
-                INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', 1);
+                """)
+        let version = try Int.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'schema_version'")
+        if let version, version > schemaVersion {
+            throw StorageError.undecodable(
+                file: file, what: "the schema", detail: "version \(version) is newer than this build reads (\(schemaVersion))")
+        }
+        let hasKeyValues = try db.tableExists("kv_current")
+        if version == 1 && hasKeyValues {
+            try migrateHistoryToRevisionOrder(db)
+        } else if !hasKeyValues {
+            try createKeyValueTables(db)
+        }
+        try db.execute(sql: "INSERT INTO meta(name, value) VALUES ('schema_version', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", arguments: [schemaVersion])
+    }
+
+    /// Schema 2: deleted keys keep a current row until compaction, and history is keyed by
+    /// revision with a pointer to the key's previous change (see `SQLiteKVBackend`).
+    static func createKeyValueTables(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                CREATE TABLE kv_current (
+                    key BLOB PRIMARY KEY, value BLOB, create_revision INTEGER NOT NULL,
+                    mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE INDEX kv_current_lease ON kv_current(lease) WHERE lease != 0;
+                CREATE TABLE kv_history (
+                    revision INTEGER NOT NULL, key BLOB NOT NULL, value BLOB, create_revision INTEGER NOT NULL,
+                    version INTEGER NOT NULL, lease INTEGER NOT NULL, prev_revision INTEGER NOT NULL,
+                    PRIMARY KEY (revision, key)) WITHOUT ROWID;
+                """)
+    }
+
+    /// Schema 1 kept history keyed by (key, revision) and dropped a deleted key's current row.
+    /// Rewrites both tables into schema 2 inside the opening transaction.
+    static func migrateHistoryToRevisionOrder(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                DROP INDEX IF EXISTS kv_current_lease;
+                ALTER TABLE kv_current RENAME TO kv_current_v1;
+                ALTER TABLE kv_history RENAME TO kv_history_v1;
+                """)
+        try createKeyValueTables(db)
+        try db.execute(
+            sql: """
+                INSERT INTO kv_history(revision, key, value, create_revision, version, lease, prev_revision)
+                SELECT revision, key, value, create_revision, version, lease,
+                    coalesce(lag(revision) OVER (PARTITION BY key ORDER BY revision), 0)
+                FROM kv_history_v1;
+                INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease)
+                SELECT key, value, create_revision, mod_revision, version, lease FROM kv_current_v1;
+                INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease)
+                SELECT h.key, NULL, 0, h.revision, 0, 0 FROM kv_history_v1 h
+                WHERE h.value IS NULL AND h.revision = (SELECT max(revision) FROM kv_history_v1 WHERE key = h.key);
+                DROP TABLE kv_current_v1;
+                DROP TABLE kv_history_v1;
                 """)
     }
 

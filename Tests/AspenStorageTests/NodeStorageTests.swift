@@ -242,4 +242,66 @@ struct NodeStorageTests {
         }
         #expect("\(error.map { "\($0)" } ?? "")".contains(truncated))
     }
+
+    @Test("a file of the first schema opens with its history intact, and a newer schema is refused by name")
+    func firstSchemaMigrates() throws {
+        let directory = TempDirectory()
+        let path = directory.path()
+        // Schema 1 as earlier releases wrote it: history keyed by (key, revision), no current row
+        // for a deleted key. a: put at 1 and 2; b: put at 3, deleted at 4; c: put at 5.
+        try DatabaseQueue(path: path).write { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                    CREATE TABLE raft_log (grp INTEGER NOT NULL, idx INTEGER NOT NULL, term INTEGER NOT NULL,
+                        payload BLOB NOT NULL, checksum INTEGER NOT NULL, PRIMARY KEY (grp, idx)) WITHOUT ROWID;
+                    CREATE TABLE raft_state (grp INTEGER PRIMARY KEY, term INTEGER NOT NULL, vote INTEGER, commit_index INTEGER NOT NULL,
+                        applied_index INTEGER NOT NULL, snapshot_index INTEGER NOT NULL, snapshot_term INTEGER NOT NULL,
+                        snapshot_membership BLOB NOT NULL, revision INTEGER NOT NULL DEFAULT 0,
+                        compacted_revision INTEGER NOT NULL DEFAULT 0, lease_sequence INTEGER NOT NULL DEFAULT 0);
+                    CREATE TABLE kv_current (key BLOB PRIMARY KEY, value BLOB NOT NULL, create_revision INTEGER NOT NULL,
+                        mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL) WITHOUT ROWID;
+                    CREATE INDEX kv_current_lease ON kv_current(lease) WHERE lease != 0;
+                    CREATE TABLE kv_history (key BLOB NOT NULL, revision INTEGER NOT NULL, value BLOB, create_revision INTEGER NOT NULL,
+                        version INTEGER NOT NULL, lease INTEGER NOT NULL, PRIMARY KEY (key, revision)) WITHOUT ROWID;
+                    CREATE TABLE leases (id INTEGER PRIMARY KEY, ttl_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL);
+                    INSERT INTO meta VALUES ('schema_version', 1);
+                    INSERT INTO kv_current VALUES (CAST('a' AS BLOB), CAST('a2' AS BLOB), 1, 2, 2, 0), (CAST('c' AS BLOB), CAST('c5' AS BLOB), 5, 5, 1, 0);
+                    INSERT INTO kv_history VALUES (CAST('a' AS BLOB), 1, CAST('a1' AS BLOB), 1, 1, 0), (CAST('a' AS BLOB), 2, CAST('a2' AS BLOB), 1, 2, 0),
+                        (CAST('b' AS BLOB), 3, CAST('b3' AS BLOB), 3, 1, 0), (CAST('b' AS BLOB), 4, NULL, 0, 0, 0),
+                        (CAST('c' AS BLOB), 5, CAST('c5' AS BLOB), 5, 1, 0);
+                    """)
+            try db.execute(
+                sql: "INSERT INTO raft_state VALUES (0, 1, NULL, 5, 5, 5, 1, ?, 5, 0, 0)",
+                arguments: [Data(Raft.encode(Self.membership))])
+        }
+        let expected = MemoryNodeStorage()
+        try expected.bootstrap(.bootstrap(Self.membership))
+        let commands: [KVCommand] = [
+            .put(Put(key: Array("a".utf8), value: Array("a1".utf8))), .put(Put(key: Array("a".utf8), value: Array("a2".utf8))),
+            .put(Put(key: Array("b".utf8), value: Array("b3".utf8))), .delete(Delete(.key(Array("b".utf8)))),
+            .put(Put(key: Array("c".utf8), value: Array("c5".utf8))),
+        ]
+        let entries = commands.enumerated().map { Raft.Entry(term: 1, index: Raft.Index($0.offset + 1), payload: .command($0.element.encoded())) }
+        _ = try expected.commit(StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, commit: 5), committedEntries: entries))
+        do {
+            let storage = try SQLiteNodeStorage(path: path)
+            for revision in 1...5 as ClosedRange<Revision> {
+                let request = RangeRequest(.prefix([]), revision: revision)
+                #expect(try storage.read(request) == expected.read(request), "revision \(revision)")
+            }
+            // It keeps working in the new layout: compaction, then a read at the compacted revision.
+            let compact = Raft.Entry(term: 1, index: 6, payload: .command(KVCommand.compact(4).encoded()))
+            for store in [storage, expected] as [any NodeStorage] {
+                _ = try store.commit(StorageBatch(entries: [compact], hardState: Raft.HardState(term: 1, commit: 6), committedEntries: [compact]))
+            }
+            let request = RangeRequest(.prefix([]), revision: 4)
+            #expect(try storage.read(request) == expected.read(request))
+            #expect(try storage.stateHash().get() == expected.stateHash().get())
+            try storage.close()
+        }
+        try DatabaseQueue(path: path).write { try $0.execute(sql: "UPDATE meta SET value = 99 WHERE name = 'schema_version'") }
+        let error = #expect(throws: StorageError.self) { try SQLiteNodeStorage(path: path) }
+        #expect(error?.description.contains("version 99 is newer") == true)
+    }
 }
