@@ -5,10 +5,12 @@ import Logging
 import NIOCore
 import NIOHTTP2
 import NIOPosix
+import NIOSSL
+import Foundation
 import Synchronization
 
-/// A node's etcd v3 endpoint: gRPC over HTTP/2 (plaintext; meant for loopback or a trusted
-/// network) serving KV, Watch, Lease, Cluster and Maintenance. Methods it does not serve (the
+/// A node's etcd v3 endpoint: gRPC over HTTP/2, plaintext or over TLS (`EtcdTLS`), serving KV,
+/// Watch, Lease, Cluster and Maintenance. Methods it does not serve (the
 /// Auth service, for one) fail with `Unimplemented`.
 ///
 /// The gRPC layer is `GRPCConnectionHandler`, working on HTTP/2 frames; the generated service
@@ -35,14 +37,16 @@ public final class EtcdServer: Sendable {
         HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 14),
     ]
 
-    public static func start(host: String, port: Int, gateway: EtcdGateway, progressIntervalMs: Int = 10_000, logger: Logger) async throws
-        -> EtcdServer
-    {
-        try await start(host: host, port: port, methods: .etcd(gateway: gateway, progressIntervalMs: progressIntervalMs), logger: logger)
+    /// Serves etcd's API over `gateway` on HOST:PORT; with `tls`, only over TLS.
+    public static func start(
+        host: String, port: Int, gateway: EtcdGateway, tls: EtcdTLS? = nil, progressIntervalMs: Int = 10_000, logger: Logger
+    ) async throws -> EtcdServer {
+        try await start(
+            host: host, port: port, methods: .etcd(gateway: gateway, progressIntervalMs: progressIntervalMs), tls: tls, logger: logger)
     }
 
     /// Serves `methods` on HOST:PORT.
-    static func start(host: String, port: Int, methods: GRPCMethodTable, logger: Logger) async throws -> EtcdServer {
+    static func start(host: String, port: Int, methods: GRPCMethodTable, tls: EtcdTLS? = nil, logger: Logger) async throws -> EtcdServer {
         // One thread: measured here, calls served on the thread that reads their connection (and
         // the tasks running them preferring it) beat spreading them over more threads.
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -59,6 +63,11 @@ public final class EtcdServer: Sendable {
                         let key = ObjectIdentifier(channel)
                         connections.open.withLock { $0[key] = channel }
                         channel.closeFuture.whenComplete { _ in _ = connections.open.withLock { $0.removeValue(forKey: key) } }
+                        if let tls {
+                            // A failed handshake (no certificate, an untrusted one, not TLS at all)
+                            // closes this connection only.
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+                        }
                         try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: .grpc(settings: settings), streamConfiguration: .init()))
                         try channel.pipeline.syncOperations.addHandler(GRPCConnectionHandler(methods: methods, executor: executor, logger: logger))
                     }
@@ -73,7 +82,9 @@ public final class EtcdServer: Sendable {
             try? await loops.shutdownGracefully()
             throw RPCError(code: .internalError, message: "the etcd endpoint did not bind an IP address")
         }
-        logger.info("etcd endpoint listening", metadata: ["address": "\(host):\(boundPort)"])
+        logger.info(
+            "etcd endpoint listening",
+            metadata: ["address": "\(host):\(boundPort)", "tls": "\(tls == nil ? "off" : tls!.requiresClientCertificates ? "client certificates" : "on")"])
         return EtcdServer(listener: listener, loops: loops, connections: connections, port: boundPort)
     }
 
@@ -103,4 +114,44 @@ public final class EtcdServer: Sendable {
 /// The endpoint's open connections, so that shutting down can reach them.
 final class Connections: Sendable {
     let open = Mutex<[ObjectIdentifier: any Channel]>([:])
+}
+
+/// The etcd endpoint's TLS: a certificate chain and key from PEM files, HTTP/2 by ALPN (gRPC
+/// clients such as etcdctl insist on it), and, with a client CA, mutual TLS: a client must show a
+/// certificate that CA signed (etcd's --client-cert-auth with --trusted-ca-file).
+public struct EtcdTLS: Sendable {
+    let context: NIOSSLContext
+    public let requiresClientCertificates: Bool
+
+    /// Why the files cannot serve, naming the file.
+    public struct Problem: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(certificateFile: String, keyFile: String, clientCAFile: String? = nil) throws(Problem) {
+        func load<T>(_ what: String, _ file: String, _ body: () throws -> T) throws(Problem) -> T {
+            guard FileManager.default.isReadableFile(atPath: file) else {
+                throw Problem(description: "cannot read the etcd endpoint's \(what) \(file)")
+            }
+            do {
+                return try body()
+            } catch {
+                throw Problem(description: "the etcd endpoint's \(what) \(file) is not usable PEM: \(error)")
+            }
+        }
+        let chain = try load("certificate", certificateFile) { try NIOSSLCertificate.fromPEMFile(certificateFile) }
+        guard !chain.isEmpty else { throw Problem(description: "the etcd endpoint's certificate \(certificateFile) holds no certificate") }
+        let key = try load("key", keyFile) { try NIOSSLPrivateKey(file: keyFile, format: .pem) }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        configuration.applicationProtocols = ["h2"]
+        if let clientCAFile {
+            let roots = try load("trusted CA", clientCAFile) { try NIOSSLCertificate.fromPEMFile(clientCAFile) }
+            configuration.trustRoots = .certificates(roots)
+            configuration.certificateVerification = .noHostnameVerification
+        }
+        requiresClientCertificates = clientCAFile != nil
+        let built = configuration
+        context = try load("certificate and key", certificateFile) { try NIOSSLContext(configuration: built) }
+    }
 }

@@ -11,8 +11,11 @@ public struct NodeSettings: Sendable, Equatable {
     public var dataDirectory: String
     public var listen: (host: String, port: Int)
     public var http: (host: String, port: Int)?
-    /// Where to serve etcd's v3 gRPC API (plaintext), if anywhere.
+    /// Where to serve etcd's v3 gRPC API, if anywhere; plaintext unless `etcdTLS` is set.
     public var etcdListen: (host: String, port: Int)?
+    /// The etcd endpoint's TLS certificate and key (PEM files), and the CA whose certificates
+    /// clients must present when given (etcd's --cert-file, --key-file, --trusted-ca-file).
+    public var etcdTLS: TLSFiles?
     public var cookie: String?
     public var ticket: ClusterTicket?
     public var peers: [NodeID: PeerAddress]
@@ -29,7 +32,8 @@ public struct NodeSettings: Sendable, Equatable {
     /// Every setting's name as a flag, environment variable (`ASPEN_` + upper case, `_` for `-`)
     /// and config file key, with its default (nil: required or off).
     public static let known: [(name: String, defaultValue: String?)] = [
-        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("cookie", nil), ("ticket", nil),
+        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("etcd-cert-file", nil),
+        ("etcd-key-file", nil), ("etcd-trusted-ca-file", nil), ("cookie", nil), ("ticket", nil),
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
         ("election-timeout-ms", nil), ("compact-after-entries", "100000"), ("log-level", "info"),
     ]
@@ -41,10 +45,22 @@ public struct NodeSettings: Sendable, Equatable {
     public static func == (lhs: NodeSettings, rhs: NodeSettings) -> Bool {
         lhs.nodeID == rhs.nodeID && lhs.dataDirectory == rhs.dataDirectory && lhs.listen == rhs.listen
             && lhs.http?.host == rhs.http?.host && lhs.http?.port == rhs.http?.port && lhs.cookie == rhs.cookie
-            && lhs.etcdListen?.host == rhs.etcdListen?.host && lhs.etcdListen?.port == rhs.etcdListen?.port
+            && lhs.etcdListen?.host == rhs.etcdListen?.host && lhs.etcdListen?.port == rhs.etcdListen?.port && lhs.etcdTLS == rhs.etcdTLS
             && lhs.ticket == rhs.ticket && lhs.peers == rhs.peers && lhs.bootstrap == rhs.bootstrap && lhs.learner == rhs.learner
             && lhs.storage == rhs.storage && lhs.heartbeatMs == rhs.heartbeatMs && lhs.electionTimeoutMs == rhs.electionTimeoutMs
             && lhs.compactAfterEntries == rhs.compactAfterEntries && lhs.logLevel == rhs.logLevel && lhs.sources == rhs.sources
+    }
+
+    public struct TLSFiles: Sendable, Equatable {
+        public var certificate: String
+        public var key: String
+        /// Clients must present a certificate signed by this CA (nil: no client certificates).
+        public var clientCA: String?
+        public init(certificate: String, key: String, clientCA: String? = nil) {
+            self.certificate = certificate
+            self.key = key
+            self.clientCA = clientCA
+        }
     }
 
     public struct Problem: Error, Sendable, Equatable, CustomStringConvertible {
@@ -117,6 +133,18 @@ public struct NodeSettings: Sendable, Equatable {
         let listen = try address("listen")!
         let http = try address("http")
         let etcdListen = try address("etcd-listen")
+        var etcdTLS: TLSFiles?
+        switch (value("etcd-cert-file"), value("etcd-key-file")) {
+        case (let certificate?, let key?):
+            guard etcdListen != nil else { throw Problem("\(origin("etcd-cert-file")) needs etcd-listen: there is no etcd endpoint to secure") }
+            etcdTLS = TLSFiles(certificate: certificate, key: key, clientCA: value("etcd-trusted-ca-file"))
+        case (nil, nil):
+            if value("etcd-trusted-ca-file") != nil {
+                throw Problem("\(origin("etcd-trusted-ca-file")) needs etcd-cert-file and etcd-key-file: client certificates need TLS")
+            }
+        case (.some, nil): throw Problem("\(origin("etcd-cert-file")) needs etcd-key-file too")
+        case (nil, .some): throw Problem("\(origin("etcd-key-file")) needs etcd-cert-file too")
+        }
         let storage = value("storage") ?? "sqlite"
         guard ["sqlite", "memory"].contains(storage) else { throw Problem("\(origin("storage")) must be sqlite or memory, not '\(storage)'") }
         let heartbeat = try integer("heartbeat-ms", 1...60_000)
@@ -153,7 +181,7 @@ public struct NodeSettings: Sendable, Equatable {
         let cookie = value("cookie")
         if let cookie, cookie.isEmpty { throw Problem("\(origin("cookie")) must not be empty") }
         return NodeSettings(
-            nodeID: NodeID(id), dataDirectory: dataDirectory, listen: listen, http: http, etcdListen: etcdListen, cookie: cookie, ticket: ticket, peers: peers,
+            nodeID: NodeID(id), dataDirectory: dataDirectory, listen: listen, http: http, etcdListen: etcdListen, etcdTLS: etcdTLS, cookie: cookie, ticket: ticket, peers: peers,
             bootstrap: bootstrap, learner: try boolean("learner"), storage: storage, heartbeatMs: heartbeat, electionTimeoutMs: election,
             compactAfterEntries: UInt64(try integer("compact-after-entries", 1...100_000_000)), logLevel: logLevel, sources: sources)
     }
@@ -164,7 +192,9 @@ public struct NodeSettings: Sendable, Equatable {
         return [
             line("node-id", "\(nodeID.rawValue)"), line("data-dir", dataDirectory), line("listen", "\(listen.host):\(listen.port)"),
             line("http", http.map { "\($0.host):\($0.port)" } ?? "(off)"),
-            line("etcd-listen", etcdListen.map { "\($0.host):\($0.port)" } ?? "(off)"), line("cookie", cookie == nil ? "(none)" : "(set)"),
+            line("etcd-listen", etcdListen.map { "\($0.host):\($0.port)" } ?? "(off)"),
+            line("etcd-cert-file", etcdTLS?.certificate ?? "(plaintext)"), line("etcd-key-file", etcdTLS?.key ?? "(plaintext)"),
+            line("etcd-trusted-ca-file", etcdTLS?.clientCA ?? "(no client certificates)"), line("cookie", cookie == nil ? "(none)" : "(set)"),
             line("ticket", ticket == nil ? "(none)" : "(set)"), line("peers", PeerList.format(peers)), line("bootstrap", "\(bootstrap)"),
             line("learner", "\(learner)"), line("storage", storage), line("heartbeat-ms", "\(heartbeatMs)"),
             line("election-timeout-ms", "\(electionTimeoutMs.lowerBound)-\(electionTimeoutMs.upperBound)"),

@@ -41,8 +41,11 @@ struct AspenNodeCommand: AsyncParsableCommand {
         @Option(help: "The node's data directory (identity key and database).") var dataDir: String?
         @Option(help: "Address to listen on, HOST:PORT (default 127.0.0.1:7000).") var listen: String?
         @Option(help: "Admin HTTP address HOST:PORT for /health, /metrics and /cluster-ticket (off unless given).") var http: String?
-        @Option(help: "Serve etcd's v3 gRPC API (plaintext) on HOST:PORT, so etcdctl and etcd clients work (off unless given).")
+        @Option(help: "Serve etcd's v3 gRPC API on HOST:PORT, so etcdctl and etcd clients work (off unless given; plaintext unless --etcd-cert-file).")
         var etcdListen: String?
+        @Option(help: "The etcd endpoint's TLS certificate chain (PEM); with --etcd-key-file it serves TLS only.") var etcdCertFile: String?
+        @Option(help: "The etcd endpoint's TLS private key (PEM).") var etcdKeyFile: String?
+        @Option(help: "Require etcd clients to present a certificate signed by this CA (PEM).") var etcdTrustedCaFile: String?
         @Option(help: "Cluster cookie: clients must prove they know it.") var cookie: String?
         @Option(help: "Join the cluster of this ticket (aspen1...) on first start: as a learner, then a voter once caught up.")
         var ticket: String?
@@ -60,7 +63,8 @@ struct AspenNodeCommand: AsyncParsableCommand {
         func settings() throws -> NodeSettings {
             var flags: [String: String] = [:]
             let given: [(String, String?)] = [
-                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("etcd-listen", etcdListen), ("cookie", cookie),
+                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("etcd-listen", etcdListen), ("etcd-cert-file", etcdCertFile),
+                ("etcd-key-file", etcdKeyFile), ("etcd-trusted-ca-file", etcdTrustedCaFile), ("cookie", cookie),
                 ("ticket", ticket),
                 ("peers", peers), ("storage", storage), ("heartbeat-ms", heartbeatMs), ("election-timeout-ms", electionTimeoutMs),
                 ("compact-after-entries", compactAfterEntries), ("log-level", logLevel),
@@ -107,8 +111,18 @@ struct AspenNodeCommand: AsyncParsableCommand {
                     node: runtime.node, identity: runtime.identity, cookie: runtime.cookie,
                     databasePath: settings.storage == "sqlite" ? (settings.dataDirectory as NSString).appendingPathComponent("aspen.db") : nil,
                     clusterID: { await runtime.clusterID() })
-                etcd = try await EtcdServer.start(host: address.host, port: address.port, gateway: gateway, logger: logger)
-                FileHandle.standardOutput.write(Data("aspen-node \(id.rawValue) etcd endpoint \(address.host):\(etcd!.port)\n".utf8))
+                let tls: EtcdTLS?
+                do {
+                    tls = try settings.etcdTLS.map {
+                        try EtcdTLS(certificateFile: $0.certificate, keyFile: $0.key, clientCAFile: $0.clientCA)
+                    }
+                } catch {
+                    await runtime.shutdown()
+                    throw ValidationError("\(error)")
+                }
+                etcd = try await EtcdServer.start(host: address.host, port: address.port, gateway: gateway, tls: tls, logger: logger)
+                let scheme = tls == nil ? "" : "https://"
+                FileHandle.standardOutput.write(Data("aspen-node \(id.rawValue) etcd endpoint \(scheme)\(address.host):\(etcd!.port)\n".utf8))
             }
             await waitForTerminationSignal()
             // etcd's endpoint stops accepting with the node's own; its watches end when the node's do.

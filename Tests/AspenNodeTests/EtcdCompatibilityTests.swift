@@ -203,5 +203,88 @@ extension ClusterSuites {
             }
             Issue.record("etcdctl check perf --load=s failed twice: \(attempts)")
         }
+
+        /// A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl.
+        static func makeCertificates(in directory: URL) throws -> (ca: String, server: (String, String), client: (String, String))? {
+            guard let openssl = ["/usr/bin/openssl", "/usr/local/bin/openssl"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+                Issue.record("openssl is not installed (apt-get install openssl; .ci/run does it)")
+                return nil
+            }
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+            func run(_ arguments: [String]) throws {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: openssl)
+                process.arguments = arguments
+                process.standardOutput = FileHandle.nullDevice
+                process.standardError = FileHandle.nullDevice
+                try process.run()
+                process.waitUntilExit()
+                guard process.terminationStatus == 0 else { throw ClientError.unavailable("openssl \(arguments.first ?? "") failed") }
+            }
+            let curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            try run(["req", "-x509"] + curve + ["-keyout", path("ca.key"), "-out", path("ca.pem"), "-days", "2", "-subj", "/CN=aspen-test-ca"])
+            try "subjectAltName=IP:127.0.0.1\n".write(toFile: path("san.ext"), atomically: true, encoding: .utf8)
+            for name in ["server", "client"] {
+                try run(["req"] + curve + ["-keyout", path("\(name).key"), "-out", path("\(name).csr"), "-subj", "/CN=aspen-test-\(name)"])
+                try run([
+                    "x509", "-req", "-in", path("\(name).csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"), "-CAcreateserial",
+                    "-out", path("\(name).pem"), "-days", "2", "-extfile", path("san.ext"),
+                ])
+            }
+            return (path("ca.pem"), (path("server.pem"), path("server.key")), (path("client.pem"), path("client.key")))
+        }
+
+        @Test("over TLS with client certificates etcdctl works; without a certificate, or in plaintext, it is refused and the node keeps serving")
+        func etcdctlOverMutualTLS() async throws {
+            guard let binary = Self.etcdctl else {
+                Issue.record("etcdctl is not installed (apt-get install etcd-client; .ci/run does it)")
+                return
+            }
+            let cluster = try ProcessCluster(nodes: 1)
+            defer { cluster.terminateAll() }
+            guard let files = try Self.makeCertificates(in: cluster.directory.appendingPathComponent("tls")) else { return }
+            let port = cluster.basePort + 31
+            // A key file that is not there stops the node at start, naming the file.
+            let broken = Process()
+            broken.executableURL = URL(fileURLWithPath: ProcessCluster.binary("aspen-node"))
+            broken.arguments = [
+                "run", "--node-id", "1", "--data-dir", cluster.dataDirectory(1), "--listen", "127.0.0.1:\(cluster.basePort + 1)",
+                "--bootstrap", "--etcd-listen", "127.0.0.1:\(port)", "--etcd-cert-file", files.server.0, "--etcd-key-file", "/nonexistent/server.key",
+            ]
+            let errors = Pipe()
+            broken.standardOutput = FileHandle.nullDevice
+            broken.standardError = errors
+            try broken.run()
+            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            broken.waitUntilExit()
+            #expect(broken.terminationStatus != 0)
+            #expect(message.contains("/nonexistent/server.key"), "\(message)")
+
+            try cluster.start(1, arguments: [
+                "--bootstrap", "--etcd-listen", "127.0.0.1:\(port)", "--etcd-cert-file", files.server.0, "--etcd-key-file", files.server.1,
+                "--etcd-trusted-ca-file", files.ca,
+            ])
+            _ = try await cluster.leader()
+            let etcdctl = Etcdctl(binary: binary, endpoints: "https://127.0.0.1:\(port)")
+            let withCertificate = ["--cacert", files.ca, "--cert", files.client.0, "--key", files.client.1]
+            var put = (Int32(-1), "", "")
+            let deadline = Date().addingTimeInterval(20)
+            while Date() < deadline {
+                put = try await etcdctl(withCertificate + ["put", "secure/a", "1"])
+                if put.1 == "OK" { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(put.1 == "OK", "\(put)")
+            #expect(try await etcdctl(withCertificate + ["get", "secure/a", "--print-value-only"]).1 == "1")
+            // The server's certificate is checked by the client as well: an unknown CA fails.
+            let untrusted = try await etcdctl(["--cacert", files.client.0, "--cert", files.client.0, "--key", files.client.1, "--dial-timeout=2s", "--command-timeout=3s", "get", "secure/a"])
+            #expect(untrusted.0 != 0)
+            let anonymous = try await etcdctl(["--cacert", files.ca, "--dial-timeout=2s", "--command-timeout=3s", "get", "secure/a"])
+            #expect(anonymous.0 != 0, "a client without a certificate was served: \(anonymous)")
+            let plaintext = try await etcdctl(["--dial-timeout=2s", "--command-timeout=3s", "get", "secure/a"], endpoints: "127.0.0.1:\(port)")
+            #expect(plaintext.0 != 0, "a plaintext client was served: \(plaintext)")
+            #expect(try await etcdctl(withCertificate + ["get", "secure/a", "--print-value-only"]).1 == "1")
+        }
     }
 }

@@ -56,6 +56,15 @@ struct NodeSettingsTests {
         #expect(problem(flags: base.merging(["peers": "2=nokey@host"]) { $1 }).contains("--peers"))
         #expect(problem(flags: base.merging(["bootstrap": "true", "ticket": Self.ticket]) { $1 }).contains("give one of them"))
         #expect(problem(flags: base.merging(["listen": "nowhere"]) { $1 }).contains("--listen is not HOST:PORT"))
+        // The etcd endpoint's TLS files come as certificate and key, for an endpoint that exists.
+        let etcd = base.merging(["etcd-listen": "127.0.0.1:2379"]) { $1 }
+        #expect(problem(flags: etcd.merging(["etcd-cert-file": "c.pem"]) { $1 }).contains("--etcd-cert-file needs etcd-key-file too"))
+        #expect(problem(flags: etcd, environment: ["ASPEN_ETCD_KEY_FILE": "k.pem"]).contains("ASPEN_ETCD_KEY_FILE needs etcd-cert-file too"))
+        #expect(problem(flags: etcd, file: ["etcd-trusted-ca-file": "ca.pem"]).contains("client certificates need TLS"))
+        #expect(problem(flags: base.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem"]) { $1 }).contains("needs etcd-listen"))
+        let secured = try NodeSettings.resolve(
+            flags: etcd.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem"]) { $1 }, environment: [:], file: [:])
+        #expect(secured.etcdTLS == NodeSettings.TLSFiles(certificate: "c.pem", key: "k.pem"))
     }
 
     static let ticket = ClusterTicket(clusterID: [1], peers: [.init(id: 1, key: NodeIdentity().key, host: "127.0.0.1", port: 1)]).encoded
