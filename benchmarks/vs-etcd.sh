@@ -90,10 +90,23 @@ checkperf etcd "$etcd_endpoints"
 pkill -f "$work/etcd" || true
 sleep 1
 # etcd's files (preallocated WAL segments, its database) would still be on their way to the
-# disk and slow Aspen's fsyncs for a while: remove them and let the disk settle first.
+# disk and slow Aspen's fsyncs for a while: remove them and wait until the disk is quiet (under
+# 1 MB written in a second, at most 60 s). A fixed 3 s pause was not enough: Aspen's first rows
+# (through its etcd endpoint) then measured up to 30 % below the same rows in another run.
 rm -rf "$work/etcd"
 sync
-sleep 3
+disk=$(basename "$(df "$work" | awk 'NR == 2 { print $1 }')")
+written() { awk -v d="$disk" '$3 == d { print $10 }' /proc/diskstats; }
+if [ -n "$(written)" ]; then
+    for waited in $(seq 1 60); do
+        before=$(written)
+        sleep 1
+        [ $(($(written) - before)) -lt 2048 ] && break
+    done
+    echo "== disk quiet after ${waited} s" >&2
+else
+    sleep 10
+fi
 
 # --- Aspen ---
 "$aspen" dev --data-dir "$work/aspen" --base-port 24100 > "$work/dev.out" 2>&1 &
