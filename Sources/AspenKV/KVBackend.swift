@@ -22,6 +22,8 @@ public protocol KVBackend {
     /// The versions (and deletions) of keys in `bounds` recorded at revisions `from...through`,
     /// ordered by revision then key, at most `limit`.
     func history(in bounds: KeyBounds, from: Revision, through: Revision, limit: Int) throws -> [KVChange]
+    /// The version `change` replaced; nil if the key did not exist just before it.
+    func previous(of change: KVChange) throws -> KeyValue?
 
     /// Records a new version of `keyValue.key` at `keyValue.modRevision`.
     mutating func write(_ keyValue: KeyValue) throws
@@ -41,4 +43,10 @@ public protocol KVBackend {
     /// The largest lease id ever granted (ids are never reused).
     func leaseSequence() throws -> LeaseID
     mutating func setLeaseSequence(_ id: LeaseID) throws
+}
+
+extension KVBackend {
+    public func previous(of change: KVChange) throws -> KeyValue? {
+        try get(change.key, at: change.revision - 1)
+    }
 }

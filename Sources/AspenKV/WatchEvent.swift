@@ -31,11 +31,14 @@ public struct KVChange: Sendable, Equatable {
     public var key: Bytes
     public var revision: Revision
     public var keyValue: KeyValue?
+    /// The revision of the key's change before this one (0: none), where the backend records it.
+    public var previousRevision: Revision?
 
-    public init(key: Bytes, revision: Revision, keyValue: KeyValue?) {
+    public init(key: Bytes, revision: Revision, keyValue: KeyValue?, previousRevision: Revision? = nil) {
         self.key = key
         self.revision = revision
         self.keyValue = keyValue
+        self.previousRevision = previousRevision
     }
 }
 
@@ -62,7 +65,7 @@ extension KVStateMachine {
             }
         }
         let events = try changes.map { change in
-            let previous = withPrevious ? try backend.get(change.key, at: change.revision - 1) : nil
+            let previous = withPrevious ? try backend.previous(of: change) : nil
             guard let keyValue = change.keyValue else { return WatchEvent.deletion(of: change.key, at: change.revision, previous: previous) }
             return WatchEvent(kind: .put, keyValue: keyValue, previous: previous)
         }

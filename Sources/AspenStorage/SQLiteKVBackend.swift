@@ -7,8 +7,9 @@ import GRDB
 /// `kv_current` has one row per key: its current version, or (NULL value) the deletion that
 /// ended it, kept until compaction. `kv_history` has one row per change, keyed by revision, so a
 /// commit appends to the end of one B-tree instead of touching a page per key; each row names
-/// the key's previous change (`prev_revision`), and a read at a past revision walks that chain
-/// back from the current row. `leases` and the counters hold the rest.
+/// the key's previous change (`prev_revision`) and an older one to jump to (`jump_revision`, see
+/// `Link`), and a read at a past revision walks that chain back from the current row in
+/// O(log n) steps. `leases` and the counters hold the rest.
 struct SQLiteKVBackend: KVBackend {
     let db: Database
     let file: String
@@ -91,11 +92,15 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     /// Walks the key's versions back from the one recorded at `changed` to the last at or
-    /// before `revision`. A missing row at or below the compacted revision was a deletion
-    /// that compaction removed (the key did not exist then); above it, the file is damaged.
+    /// before `revision`, taking a row's jump whenever it does not pass that revision, so the
+    /// walk takes O(log n) steps over n versions. A missing row at or below the compacted
+    /// revision was a deletion that compaction removed (the key did not exist then); above it,
+    /// the file is damaged. (Jumps are only taken to revisions above the one read, and
+    /// compaction removes nothing above the compacted revision.)
     private func version(of key: Bytes, changedAt changed: Revision, at revision: Revision) throws -> KeyValue? {
         let statement = try RawStatement(
-            db, "SELECT key, value, create_revision, revision, version, lease, prev_revision FROM kv_history WHERE revision = ? AND key = ?",
+            db,
+            "SELECT key, value, create_revision, revision, version, lease, prev_revision, jump_revision FROM kv_history WHERE revision = ? AND key = ?",
             file: file)
         defer { statement.finish() }
         var at = changed
@@ -110,7 +115,8 @@ struct SQLiteKVBackend: KVBackend {
                 return nil
             }
             if at <= revision { return Self.keyValue(statement) }
-            at = statement.int64(6)
+            let jump = statement.int64(7)
+            at = jump > revision ? jump : statement.int64(6)
         }
         return nil
     }
@@ -178,7 +184,7 @@ struct SQLiteKVBackend: KVBackend {
         let statement = try RawStatement(
             db,
             """
-            SELECT key, value, create_revision, revision, version, lease FROM kv_history
+            SELECT key, value, create_revision, revision, version, lease, prev_revision FROM kv_history
             WHERE revision >= ? AND revision <= ? AND \(clause) ORDER BY revision, key LIMIT ?
             """,
             file: file)
@@ -189,26 +195,82 @@ struct SQLiteKVBackend: KVBackend {
         statement.bind(Int32(keys.count + 3), Int64(min(limit, Int(Int64.max))))
         var found: [KVChange] = []
         while try statement.step() {
-            found.append(KVChange(key: statement.bytes(0), revision: statement.int64(3), keyValue: Self.keyValue(statement)))
+            found.append(
+                KVChange(
+                    key: statement.bytes(0), revision: statement.int64(3), keyValue: Self.keyValue(statement),
+                    previousRevision: statement.int64(6)))
         }
         return found
     }
 
-    // MARK: Writes
-
-    /// The revision of the key's last recorded change (its current row, a deletion included),
-    /// 0 if it has none.
-    private func lastChange(of key: Bytes) throws -> Revision {
-        let statement = try RawStatement(db, "SELECT mod_revision FROM kv_current WHERE key = ?", file: file)
-        defer { statement.finish() }
-        statement.bind(1, key)
-        return try statement.step() ? statement.int64(0) : 0
+    /// One lookup by the change's own pointer, not a walk back from the current version: a
+    /// watch replaying a hot key's history with previous values stays linear.
+    func previous(of change: KVChange) throws -> KeyValue? {
+        guard let before = change.previousRevision else { return try get(change.key, at: change.revision - 1) }
+        guard before > 0 else { return nil }
+        return try version(of: change.key, changedAt: before, at: before)
     }
 
-    private func record(_ key: Bytes, at revision: Revision, _ kv: KeyValue?, previous: Revision) throws {
+    // MARK: Writes
+
+    /// A version's place in its key's chain: its depth, the older version it jumps to (with that
+    /// one's depth), and where that one jumps (with its depth). The jumps follow Myers'
+    /// skew-binary scheme: a version jumps as far as its parent's jump and that one's together
+    /// when those two were of equal length, else to its parent, so any earlier version is
+    /// O(log n) steps away. The current row carries its version's place, so placing the next
+    /// version reads at most one history row.
+    struct Link {
+        var depth: Int64 = 0
+        var jump: Revision = 0
+        var jumpDepth: Int64 = 0
+        var jump2: Revision = 0
+        var jump2Depth: Int64 = 0
+
+        static let columns = "chain_depth, jump_revision, jump_depth, jump2_revision, jump2_depth"
+    }
+
+    /// The key's last recorded change (its current row, a deletion included) and its place;
+    /// revision 0 if it has none.
+    private func lastChange(of key: Bytes) throws -> (revision: Revision, link: Link) {
+        let statement = try RawStatement(db, "SELECT mod_revision, \(Link.columns) FROM kv_current WHERE key = ?", file: file)
+        defer { statement.finish() }
+        statement.bind(1, key)
+        guard try statement.step() else { return (0, Link()) }
+        return (
+            statement.int64(0),
+            Link(depth: statement.int64(1), jump: statement.int64(2), jumpDepth: statement.int64(3), jump2: statement.int64(4), jump2Depth: statement.int64(5))
+        )
+    }
+
+    /// The place of a version recorded after `parent` (whose place is `above`).
+    private func link(after parent: Revision, _ above: Link, of key: Bytes) throws -> Link {
+        guard parent > 0 else { return Link(depth: 1) }
+        guard above.jump > 0, above.jump2 > 0, above.depth - above.jumpDepth == above.jumpDepth - above.jump2Depth else {
+            return Link(depth: above.depth + 1, jump: parent, jumpDepth: above.depth, jump2: above.jump, jump2Depth: above.jumpDepth)
+        }
+        let statement = try RawStatement(db, "SELECT jump_revision, jump_depth FROM kv_history WHERE revision = ? AND key = ?", file: file)
+        defer { statement.finish() }
+        statement.bind(1, above.jump2)
+        statement.bind(2, key)
+        let (further, furtherDepth) = try statement.step() ? (statement.int64(0), statement.int64(1)) : (0, 0)
+        return Link(depth: above.depth + 1, jump: above.jump2, jumpDepth: above.jump2Depth, jump2: further, jump2Depth: furtherDepth)
+    }
+
+    private func bind(_ link: Link, to statement: RawStatement, from position: Int32) {
+        statement.bind(position, link.depth)
+        statement.bind(position + 1, link.jump)
+        statement.bind(position + 2, link.jumpDepth)
+        statement.bind(position + 3, link.jump2)
+        statement.bind(position + 4, link.jump2Depth)
+    }
+
+    private func record(_ key: Bytes, at revision: Revision, _ kv: KeyValue?, previous: Revision, link: Link) throws {
         let history = try RawStatement(
             db,
-            "INSERT INTO kv_history(revision, key, value, create_revision, version, lease, prev_revision) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            """
+            INSERT INTO kv_history(revision, key, value, create_revision, version, lease, prev_revision, jump_revision, jump_depth)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
             file: file)
         history.bind(1, revision)
         history.bind(2, key)
@@ -217,17 +279,23 @@ struct SQLiteKVBackend: KVBackend {
         history.bind(5, kv?.version ?? 0)
         history.bind(6, kv?.lease ?? 0)
         history.bind(7, previous)
+        history.bind(8, link.jump)
+        history.bind(9, link.jumpDepth)
         try history.run()
     }
 
     mutating func write(_ kv: KeyValue) throws {
-        let previous = try lastChange(of: kv.key)
+        let (previous, above) = try lastChange(of: kv.key)
+        let link = try link(after: previous, above, of: kv.key)
         let current = try RawStatement(
             db,
             """
-            INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease) VALUES (?, ?, ?, ?, ?, ?)
+            INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease, \(Link.columns))
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(key) DO UPDATE SET value = excluded.value, create_revision = excluded.create_revision,
-            mod_revision = excluded.mod_revision, version = excluded.version, lease = excluded.lease
+            mod_revision = excluded.mod_revision, version = excluded.version, lease = excluded.lease,
+            chain_depth = excluded.chain_depth, jump_revision = excluded.jump_revision, jump_depth = excluded.jump_depth,
+            jump2_revision = excluded.jump2_revision, jump2_depth = excluded.jump2_depth
             """, file: file)
         current.bind(1, kv.key)
         current.bind(2, kv.value)
@@ -235,22 +303,30 @@ struct SQLiteKVBackend: KVBackend {
         current.bind(4, kv.modRevision)
         current.bind(5, kv.version)
         current.bind(6, kv.lease)
+        bind(link, to: current, from: 7)
         try current.run()
-        try record(kv.key, at: kv.modRevision, kv, previous: previous)
+        try record(kv.key, at: kv.modRevision, kv, previous: previous, link: link)
     }
 
     mutating func remove(_ key: Bytes, at revision: Revision) throws {
-        let previous = try lastChange(of: key)
+        let (previous, above) = try lastChange(of: key)
+        guard previous > 0 else { return }
+        let link = try link(after: previous, above, of: key)
         // The row stays, marked deleted, so reads at earlier revisions still find the key.
         let delete = try RawStatement(
             db,
-            "UPDATE kv_current SET value = NULL, create_revision = 0, mod_revision = ?, version = 0, lease = 0 WHERE key = ? AND value IS NOT NULL",
+            """
+            UPDATE kv_current SET value = NULL, create_revision = 0, mod_revision = ?, version = 0, lease = 0,
+            chain_depth = ?, jump_revision = ?, jump_depth = ?, jump2_revision = ?, jump2_depth = ?
+            WHERE key = ? AND value IS NOT NULL
+            """,
             file: file)
         delete.bind(1, revision)
-        delete.bind(2, key)
+        bind(link, to: delete, from: 2)
+        delete.bind(7, key)
         try delete.run()
         guard db.changesCount > 0 else { return }
-        try record(key, at: revision, nil, previous: previous)
+        try record(key, at: revision, nil, previous: previous, link: link)
     }
 
     mutating func compactHistory(before revision: Revision) throws {

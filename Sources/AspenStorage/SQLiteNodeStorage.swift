@@ -133,11 +133,14 @@ public final class SQLiteNodeStorage: NodeStorage {
             sql: """
                 CREATE TABLE kv_current (
                     key BLOB PRIMARY KEY, value BLOB, create_revision INTEGER NOT NULL,
-                    mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL) WITHOUT ROWID;
+                    mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL,
+                    chain_depth INTEGER NOT NULL, jump_revision INTEGER NOT NULL, jump_depth INTEGER NOT NULL,
+                    jump2_revision INTEGER NOT NULL, jump2_depth INTEGER NOT NULL) WITHOUT ROWID;
                 CREATE INDEX kv_current_lease ON kv_current(lease) WHERE lease != 0;
                 CREATE TABLE kv_history (
                     revision INTEGER NOT NULL, key BLOB NOT NULL, value BLOB, create_revision INTEGER NOT NULL,
                     version INTEGER NOT NULL, lease INTEGER NOT NULL, prev_revision INTEGER NOT NULL,
+                    jump_revision INTEGER NOT NULL, jump_depth INTEGER NOT NULL,
                     PRIMARY KEY (revision, key)) WITHOUT ROWID;
                 """)
     }
@@ -154,15 +157,23 @@ public final class SQLiteNodeStorage: NodeStorage {
         try createKeyValueTables(db)
         try db.execute(
             sql: """
-                INSERT INTO kv_history(revision, key, value, create_revision, version, lease, prev_revision)
-                SELECT revision, key, value, create_revision, version, lease,
-                    coalesce(lag(revision) OVER (PARTITION BY key ORDER BY revision), 0)
-                FROM kv_history_v1;
-                INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease)
-                SELECT key, value, create_revision, mod_revision, version, lease FROM kv_current_v1;
-                INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease)
-                SELECT h.key, NULL, 0, h.revision, 0, 0 FROM kv_history_v1 h
-                WHERE h.value IS NULL AND h.revision = (SELECT max(revision) FROM kv_history_v1 WHERE key = h.key);
+                CREATE TEMP TABLE numbered AS
+                SELECT *, coalesce(lag(revision, 1) OVER w, 0) AS p1, coalesce(lag(revision, 2) OVER w, 0) AS p2,
+                    row_number() OVER w AS depth
+                FROM kv_history_v1 WINDOW w AS (PARTITION BY key ORDER BY revision);
+                INSERT INTO kv_history(revision, key, value, create_revision, version, lease, prev_revision, jump_revision, jump_depth)
+                SELECT revision, key, value, create_revision, version, lease, p1, p1, max(depth - 1, 0) * (p1 > 0) FROM numbered;
+                INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease, chain_depth, jump_revision,
+                    jump_depth, jump2_revision, jump2_depth)
+                SELECT c.key, c.value, c.create_revision, c.mod_revision, c.version, c.lease, n.depth, n.p1,
+                    (n.depth - 1) * (n.p1 > 0), n.p2, (n.depth - 2) * (n.p2 > 0)
+                FROM kv_current_v1 c JOIN numbered n ON n.key = c.key AND n.revision = c.mod_revision;
+                INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease, chain_depth, jump_revision,
+                    jump_depth, jump2_revision, jump2_depth)
+                SELECT n.key, NULL, 0, n.revision, 0, 0, n.depth, n.p1, (n.depth - 1) * (n.p1 > 0), n.p2, (n.depth - 2) * (n.p2 > 0)
+                FROM numbered n
+                WHERE n.value IS NULL AND n.revision = (SELECT max(revision) FROM numbered WHERE key = n.key);
+                DROP TABLE numbered;
                 DROP TABLE kv_current_v1;
                 DROP TABLE kv_history_v1;
                 """)

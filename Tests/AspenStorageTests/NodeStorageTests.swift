@@ -243,6 +243,73 @@ struct NodeStorageTests {
         #expect("\(error.map { "\($0)" } ?? "")".contains(truncated))
     }
 
+    @Test("a key with thousands of versions, deletions among them, reads right at every revision before and after compaction")
+    func longVersionChains() throws {
+        let directory = TempDirectory()
+        let sqlite = try SQLiteNodeStorage(path: directory.path())
+        let memory = MemoryNodeStorage()
+        for store in [sqlite, memory] as [any NodeStorage] { try store.bootstrap(.bootstrap(Self.membership)) }
+        var index: Raft.Index = 0
+        func apply(_ commands: [KVCommand]) throws {
+            let entries = commands.map { command -> Raft.Entry in
+                index += 1
+                return Raft.Entry(term: 1, index: index, payload: .command(command.encoded()))
+            }
+            for store in [sqlite, memory] as [any NodeStorage] {
+                _ = try store.commit(StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, commit: index), committedEntries: entries))
+            }
+        }
+        let hot = Array("hot".utf8)
+        for round in 0..<30 {
+            try apply((0..<100).map { step in
+                let number = round * 100 + step
+                if number % 97 == 96 { return .delete(Delete(.key(hot))) }
+                return .put(Put(key: number % 5 == 0 ? Array("cold\(number % 7)".utf8) : hot, value: Array("v\(number)".utf8)))
+            })
+        }
+        func expectSameReads(from oldest: Revision, through latest: Revision) throws {
+            for revision in stride(from: max(1, oldest), through: latest, by: 7) {
+                for request in [RangeRequest(.key(hot), revision: revision), RangeRequest(.prefix([]), revision: revision, countOnly: true)] {
+                    #expect(try sqlite.read(request) == memory.read(request), "revision \(revision)")
+                }
+            }
+        }
+        // The walk back to any revision is logarithmic in the key's versions: replayed over the
+        // stored pointers, reaching any version takes a few dozen steps, never thousands.
+        func expectShortWalks(moreThan count: Int) throws {
+            let rows = try DatabaseQueue(path: directory.path()).read { db in
+                try Row.fetchAll(db, sql: "SELECT revision, prev_revision, jump_revision FROM kv_history WHERE key = ?", arguments: [Data(hot)])
+            }
+            var pointers: [Revision: (previous: Revision, jump: Revision)] = [:]
+            for row in rows { pointers[row[0]] = (row[1], row[2]) }
+            let newest = try #require(pointers.keys.max())
+            var longest = 0
+            for target in pointers.keys {
+                var at = newest
+                var steps = 0
+                while at > target, let step = pointers[at] {
+                    at = step.jump > target ? step.jump : step.previous
+                    steps += 1
+                }
+                #expect(at == target)
+                longest = max(longest, steps)
+            }
+            #expect(pointers.count > count && longest <= 40, "\(pointers.count) versions, longest walk \(longest) steps")
+        }
+        var (latest, oldest) = try memory.revisions()
+        try expectSameReads(from: oldest, through: latest)
+        try expectShortWalks(moreThan: 2_000)
+        try apply([.compact(latest / 2)])
+        (latest, oldest) = try memory.revisions()
+        try expectSameReads(from: oldest, through: latest)
+        // New versions after compaction build their jumps over the compacted part.
+        try apply((0..<500).map { .put(Put(key: hot, value: Array("w\($0)".utf8))) })
+        (latest, oldest) = try memory.revisions()
+        try expectSameReads(from: oldest, through: latest)
+        #expect(try sqlite.stateHash().get() == memory.stateHash().get())
+        try expectShortWalks(moreThan: 450)
+    }
+
     @Test("a file of the first schema opens with its history intact, and a newer schema is refused by name")
     func firstSchemaMigrates() throws {
         let directory = TempDirectory()
