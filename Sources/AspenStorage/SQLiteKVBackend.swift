@@ -229,16 +229,18 @@ struct SQLiteKVBackend: KVBackend {
         static let columns = "chain_depth, jump_revision, jump_depth, jump2_revision, jump2_depth"
     }
 
-    /// The key's last recorded change (its current row, a deletion included) and its place;
-    /// revision 0 if it has none.
-    private func lastChange(of key: Bytes) throws -> (revision: Revision, link: Link) {
-        let statement = try RawStatement(db, "SELECT mod_revision, \(Link.columns) FROM kv_current WHERE key = ?", file: file)
+    /// The key's last recorded change (its current row, a deletion included), its place, and
+    /// whether the key exists now; revision 0 if it has no row.
+    private func lastChange(of key: Bytes) throws -> (revision: Revision, link: Link, live: Bool) {
+        let statement = try RawStatement(
+            db, "SELECT mod_revision, \(Link.columns), value IS NOT NULL FROM kv_current WHERE key = ?", file: file)
         defer { statement.finish() }
         statement.bind(1, key)
-        guard try statement.step() else { return (0, Link()) }
+        guard try statement.step() else { return (0, Link(), false) }
         return (
             statement.int64(0),
-            Link(depth: statement.int64(1), jump: statement.int64(2), jumpDepth: statement.int64(3), jump2: statement.int64(4), jump2Depth: statement.int64(5))
+            Link(depth: statement.int64(1), jump: statement.int64(2), jumpDepth: statement.int64(3), jump2: statement.int64(4), jump2Depth: statement.int64(5)),
+            statement.int64(6) != 0
         )
     }
 
@@ -285,7 +287,7 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     mutating func write(_ kv: KeyValue) throws {
-        let (previous, above) = try lastChange(of: kv.key)
+        let (previous, above, _) = try lastChange(of: kv.key)
         let link = try link(after: previous, above, of: kv.key)
         let current = try RawStatement(
             db,
@@ -309,8 +311,8 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     mutating func remove(_ key: Bytes, at revision: Revision) throws {
-        let (previous, above) = try lastChange(of: key)
-        guard previous > 0 else { return }
+        let (previous, above, live) = try lastChange(of: key)
+        guard live else { return }
         let link = try link(after: previous, above, of: key)
         // The row stays, marked deleted, so reads at earlier revisions still find the key.
         let delete = try RawStatement(
@@ -318,14 +320,13 @@ struct SQLiteKVBackend: KVBackend {
             """
             UPDATE kv_current SET value = NULL, create_revision = 0, mod_revision = ?, version = 0, lease = 0,
             chain_depth = ?, jump_revision = ?, jump_depth = ?, jump2_revision = ?, jump2_depth = ?
-            WHERE key = ? AND value IS NOT NULL
+            WHERE key = ?
             """,
             file: file)
         delete.bind(1, revision)
         bind(link, to: delete, from: 2)
         delete.bind(7, key)
         try delete.run()
-        guard db.changesCount > 0 else { return }
         try record(key, at: revision, nil, previous: previous, link: link)
     }
 

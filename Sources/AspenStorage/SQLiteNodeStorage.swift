@@ -159,20 +159,16 @@ public final class SQLiteNodeStorage: NodeStorage {
             sql: """
                 CREATE TEMP TABLE numbered AS
                 SELECT *, coalesce(lag(revision, 1) OVER w, 0) AS p1, coalesce(lag(revision, 2) OVER w, 0) AS p2,
-                    row_number() OVER w AS depth
+                    row_number() OVER w AS depth, lead(revision) OVER w IS NULL AS last
                 FROM kv_history_v1 WINDOW w AS (PARTITION BY key ORDER BY revision);
                 INSERT INTO kv_history(revision, key, value, create_revision, version, lease, prev_revision, jump_revision, jump_depth)
-                SELECT revision, key, value, create_revision, version, lease, p1, p1, max(depth - 1, 0) * (p1 > 0) FROM numbered;
+                SELECT revision, key, value, create_revision, version, lease, p1, p1, (depth - 1) * (p1 > 0) FROM numbered;
+                -- Each key's last change is its current row: its live version (schema 1 kept it
+                -- in history as well), or the deletion that ended it.
                 INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease, chain_depth, jump_revision,
                     jump_depth, jump2_revision, jump2_depth)
-                SELECT c.key, c.value, c.create_revision, c.mod_revision, c.version, c.lease, n.depth, n.p1,
-                    (n.depth - 1) * (n.p1 > 0), n.p2, (n.depth - 2) * (n.p2 > 0)
-                FROM kv_current_v1 c JOIN numbered n ON n.key = c.key AND n.revision = c.mod_revision;
-                INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease, chain_depth, jump_revision,
-                    jump_depth, jump2_revision, jump2_depth)
-                SELECT n.key, NULL, 0, n.revision, 0, 0, n.depth, n.p1, (n.depth - 1) * (n.p1 > 0), n.p2, (n.depth - 2) * (n.p2 > 0)
-                FROM numbered n
-                WHERE n.value IS NULL AND n.revision = (SELECT max(revision) FROM numbered WHERE key = n.key);
+                SELECT key, value, create_revision, revision, version, lease, depth, p1, (depth - 1) * (p1 > 0), p2, (depth - 2) * (p2 > 0)
+                FROM numbered WHERE last;
                 DROP TABLE numbered;
                 DROP TABLE kv_current_v1;
                 DROP TABLE kv_history_v1;
