@@ -84,7 +84,7 @@ public final class EtcdServer: Sendable {
         }
         logger.info(
             "etcd endpoint listening",
-            metadata: ["address": "\(host):\(boundPort)", "tls": "\(tls == nil ? "off" : tls!.requiresClientCertificates ? "client certificates" : "on")"])
+            metadata: ["address": "\(host):\(boundPort)", "tls": "\(tls.map { $0.requiresClientCertificates ? "client certificates" : "on" } ?? "off")"])
         return EtcdServer(listener: listener, loops: loops, connections: connections, port: boundPort)
     }
 

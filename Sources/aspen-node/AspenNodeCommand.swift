@@ -98,6 +98,14 @@ struct AspenNodeCommand: AsyncParsableCommand {
                 print(settings.summary)
                 return
             }
+            // The etcd endpoint's TLS files are read before the node starts: a bad one stops
+            // the start, naming the file, with nothing to undo.
+            let tls: EtcdTLS?
+            do {
+                tls = try settings.etcdTLS.map { try EtcdTLS(certificateFile: $0.certificate, keyFile: $0.key, clientCAFile: $0.clientCA) }
+            } catch {
+                throw ValidationError("\(error)")
+            }
             var logger = Logger(label: "aspen.node")
             logger.logLevel = Logger.Level(rawValue: settings.logLevel) ?? .info
             let runtime = try await NodeRuntime.start(settings, logger: logger)
@@ -111,15 +119,6 @@ struct AspenNodeCommand: AsyncParsableCommand {
                     node: runtime.node, identity: runtime.identity, cookie: runtime.cookie,
                     databasePath: settings.storage == "sqlite" ? (settings.dataDirectory as NSString).appendingPathComponent("aspen.db") : nil,
                     clusterID: { await runtime.clusterID() })
-                let tls: EtcdTLS?
-                do {
-                    tls = try settings.etcdTLS.map {
-                        try EtcdTLS(certificateFile: $0.certificate, keyFile: $0.key, clientCAFile: $0.clientCA)
-                    }
-                } catch {
-                    await runtime.shutdown()
-                    throw ValidationError("\(error)")
-                }
                 etcd = try await EtcdServer.start(host: address.host, port: address.port, gateway: gateway, tls: tls, logger: logger)
                 let scheme = tls == nil ? "" : "https://"
                 FileHandle.standardOutput.write(Data("aspen-node \(id.rawValue) etcd endpoint \(scheme)\(address.host):\(etcd!.port)\n".utf8))
