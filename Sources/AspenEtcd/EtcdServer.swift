@@ -1,5 +1,6 @@
 import AspenCore
 import AspenNode
+import AspenTransport
 import GRPCCore
 import Logging
 import NIOCore
@@ -17,14 +18,15 @@ import Synchronization
 /// protocols and messages are grpc-swift's and swift-protobuf's.
 public final class EtcdServer: Sendable {
     let listener: any Channel
-    /// The endpoint's own event loop: its connections and the tasks serving their calls.
-    let loops: MultiThreadedEventLoopGroup
+    /// The endpoint's own event loop, when it was not given one: its connections and the tasks
+    /// serving their calls.
+    let ownLoops: MultiThreadedEventLoopGroup?
     let connections: Connections
     public let port: Int
 
-    private init(listener: any Channel, loops: MultiThreadedEventLoopGroup, connections: Connections, port: Int) {
+    private init(listener: any Channel, ownLoops: MultiThreadedEventLoopGroup?, connections: Connections, port: Int) {
         self.listener = listener
-        self.loops = loops
+        self.ownLoops = ownLoops
         self.connections = connections
         self.port = port
     }
@@ -39,22 +41,28 @@ public final class EtcdServer: Sendable {
 
     /// Serves etcd's API over `gateway` on HOST:PORT; with `tls`, only over TLS.
     public static func start(
-        host: String, port: Int, gateway: EtcdGateway, tls: EtcdTLS? = nil, progressIntervalMs: Int = 10_000, logger: Logger
+        host: String, port: Int, gateway: EtcdGateway, tls: EtcdTLS? = nil, progressIntervalMs: Int = 10_000,
+        loop: (any EventLoop)? = nil, logger: Logger
     ) async throws -> EtcdServer {
         try await start(
-            host: host, port: port, methods: .etcd(gateway: gateway, progressIntervalMs: progressIntervalMs), tls: tls, logger: logger)
+            host: host, port: port, methods: .etcd(gateway: gateway, progressIntervalMs: progressIntervalMs), tls: tls, loop: loop,
+            logger: logger)
     }
 
-    /// Serves `methods` on HOST:PORT.
-    static func start(host: String, port: Int, methods: GRPCMethodTable, tls: EtcdTLS? = nil, logger: Logger) async throws -> EtcdServer {
+    /// Serves `methods` on HOST:PORT, on `loop` (the node's, so that a call reaches the node's
+    /// actor without changing threads) or on an event loop of its own.
+    static func start(
+        host: String, port: Int, methods: GRPCMethodTable, tls: EtcdTLS? = nil, loop given: (any EventLoop)? = nil, logger: Logger
+    ) async throws -> EtcdServer {
         // One thread: measured here, calls served on the thread that reads their connection (and
         // the tasks running them preferring it) beat spreading them over more threads.
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let executor = EventLoopExecutor(loops.next())
+        let ownLoops = given == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
+        let loop = given ?? ownLoops!.next()
+        let executor = EventLoopExecutor(loop)
         let connections = Connections()
         let listener: any Channel
         do {
-            listener = try await ServerBootstrap(group: loops)
+            listener = try await ServerBootstrap(group: loop)
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -74,18 +82,18 @@ public final class EtcdServer: Sendable {
                 }
                 .bind(host: host, port: port).get()
         } catch {
-            try? await loops.shutdownGracefully()
+            try? await ownLoops?.shutdownGracefully()
             throw error
         }
         guard let boundPort = listener.localAddress?.port else {
             try? await listener.close()
-            try? await loops.shutdownGracefully()
+            try? await ownLoops?.shutdownGracefully()
             throw RPCError(code: .internalError, message: "the etcd endpoint did not bind an IP address")
         }
         logger.info(
             "etcd endpoint listening",
             metadata: ["address": "\(host):\(boundPort)", "tls": "\(tls.map { $0.requiresClientCertificates ? "client certificates" : "on" } ?? "off")"])
-        return EtcdServer(listener: listener, loops: loops, connections: connections, port: boundPort)
+        return EtcdServer(listener: listener, ownLoops: ownLoops, connections: connections, port: boundPort)
     }
 
     /// Stops accepting connections and tells every client (HTTP/2 GOAWAY) to start no new calls;
@@ -107,7 +115,7 @@ public final class EtcdServer: Sendable {
             try? await Task.sleep(for: .milliseconds(20))
         }
         for channel in connections.open.withLock({ Array($0.values) }) { try? await channel.close() }
-        try? await loops.shutdownGracefully()
+        try? await ownLoops?.shutdownGracefully()
     }
 }
 

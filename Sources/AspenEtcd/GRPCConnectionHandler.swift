@@ -1,3 +1,4 @@
+import AspenTransport
 import GRPCCore
 import Logging
 import NIOCore

@@ -2,6 +2,8 @@ import AspenCore
 import AspenRaft
 import AspenTransport
 import Logging
+import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Where a peer listens and the key it must prove.
@@ -24,6 +26,9 @@ public final class PeerNetwork: Sendable {
     let tls: TLSMaterial
     let options: TransportOptions
     let logger: Logger
+    /// Where outgoing connections live: the node's own event loop, so that Raft's sends from
+    /// the node's actor write straight to the socket.
+    let group: any EventLoopGroup
 
     struct Book {
         /// Addresses given on the command line or in a ticket: enough to find the cluster.
@@ -52,8 +57,12 @@ public final class PeerNetwork: Sendable {
     private let connections = Mutex<[NodeID: Task<TransportConnection, any Error>]>([:])
     private let established = Mutex<[NodeID: TransportConnection]>([:])
 
-    public init(tls: TLSMaterial, peers: [NodeID: PeerAddress], options: TransportOptions = TransportOptions(), logger: Logger) {
+    public init(
+        tls: TLSMaterial, peers: [NodeID: PeerAddress], options: TransportOptions = TransportOptions(), logger: Logger,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         self.tls = tls
+        self.group = group
         self.book = Mutex(Book(given: peers))
         self.options = options
         self.logger = logger
@@ -135,10 +144,11 @@ public final class PeerNetwork: Sendable {
             if let existing = connections[message.to] { return existing }
             let tls = self.tls
             let options = self.options
+            let group = self.group
             let task = Task {
                 try await TransportConnection.connect(
                     host: address.host, port: address.port, protocol: AspenProtocol.raft, tls: tls, expecting: address.key,
-                    options: options)
+                    options: options, group: group)
             }
             connections[message.to] = task
             return task

@@ -3,6 +3,8 @@ import AspenKV
 import AspenRaft
 import AspenStorage
 import Logging
+import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Why a request to a node failed.
@@ -58,6 +60,12 @@ public struct NodeConfiguration: Sendable {
 /// arrive meanwhile accumulate in the instance and leave together in the next Ready.
 public actor RaftNode {
     public nonisolated let id: NodeID
+    /// The event loop the actor runs on. Given the loop that also carries the node's
+    /// connections, a Raft message or a request is read, stepped, and its replies written on one
+    /// thread; only storage commits leave it.
+    public nonisolated let loop: any EventLoop
+    private nonisolated let executor: any SerialExecutor
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
     let configuration: NodeConfiguration
     var raft: Raft.Instance
     let storage: any NodeStorage
@@ -138,9 +146,12 @@ public actor RaftNode {
     public init(
         configuration: NodeConfiguration, storage: any NodeStorage, state: Raft.PersistentState,
         send: @escaping @Sendable (Raft.Message) -> Void, nowMs: @escaping @Sendable () -> Int64, logger: Logger,
-        membershipChanged: @escaping @Sendable (Raft.Membership) -> Void = { _ in }
+        membershipChanged: @escaping @Sendable (Raft.Membership) -> Void = { _ in },
+        loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()
     ) {
         self.id = configuration.id
+        self.loop = loop
+        self.executor = loop.executor
         self.configuration = configuration
         self.raft = Raft.Instance(config: Self.raftConfig(configuration, nowMs: nowMs), state: state)
         self.storage = storage
@@ -234,7 +245,8 @@ public actor RaftNode {
             inboxDropped.add(1, ordering: .relaxed)
             return
         }
-        if schedule { Task { await self.stepInbox() } }
+        // On the actor's own loop this queues behind the current read, without a wake-up.
+        if schedule { loop.execute { self.assumeIsolated { $0.stepInbox() } } }
     }
 
     /// Raft messages dropped because the inbox was full.

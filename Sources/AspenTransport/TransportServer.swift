@@ -233,7 +233,9 @@ final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
                 [
                     ByteToMessageHandler(FrameDecoder(limit: options.limits.rpcMessageBytesMax)),
                     MessageToByteHandler(FrameEncoder()),
-                    ServerRequestHandler(route: route, peer: key, logger: logger, remote: remote, connections: connections),
+                    ServerRequestHandler(
+                        route: route, peer: key, logger: logger, remote: remote, connections: connections,
+                        executor: EventLoopExecutor(context.eventLoop)),
                 ], position: .after(self))
             context.pipeline.syncOperations.removeHandler(self, promise: nil)
         } catch {
@@ -261,8 +263,15 @@ final class ServerRequestHandler: ChannelInboundHandler {
     let logger: Logger
     let remote: String
     let connections: TransportServer.Connections
+    /// Requests are served by tasks preferring the connection's own event loop: a handler that
+    /// calls an actor on that loop (the node's) runs without a thread hand-over either way.
+    let executor: EventLoopExecutor
 
-    init(route: TransportRoute, peer: NodeKey, logger: Logger, remote: String, connections: TransportServer.Connections) {
+    init(
+        route: TransportRoute, peer: NodeKey, logger: Logger, remote: String, connections: TransportServer.Connections,
+        executor: EventLoopExecutor
+    ) {
+        self.executor = executor
         self.connections = connections
         self.route = route
         self.peer = peer
@@ -288,13 +297,13 @@ final class ServerRequestHandler: ChannelInboundHandler {
         let connections = self.connections
         connections.requestStarted()
         if let stream = route.stream {
-            Task {
+            Task(executorPreference: executor) {
                 await stream(peer, body, StreamSink(channel: channel, id: id))
                 connections.requestFinished()
             }
             return
         }
-        Task {
+        Task(executorPreference: executor) {
             let response = await handle(peer, body)
             connections.requestFinished()
             // Id 0 marks a one-way message: nothing goes back.

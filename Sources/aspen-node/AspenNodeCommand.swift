@@ -119,7 +119,8 @@ struct AspenNodeCommand: AsyncParsableCommand {
                     node: runtime.node, identity: runtime.identity, cookie: runtime.cookie,
                     databasePath: settings.storage == "sqlite" ? (settings.dataDirectory as NSString).appendingPathComponent("aspen.db") : nil,
                     clusterID: { await runtime.clusterID() })
-                etcd = try await EtcdServer.start(host: address.host, port: address.port, gateway: gateway, tls: tls, logger: logger)
+                etcd = try await EtcdServer.start(host: address.host, port: address.port, gateway: gateway, tls: tls,
+                    loop: runtime.node.loop, logger: logger)
                 let scheme = tls == nil ? "" : "https://"
                 FileHandle.standardOutput.write(Data("aspen-node \(id.rawValue) etcd endpoint \(scheme)\(address.host):\(etcd!.port)\n".utf8))
             }
