@@ -365,11 +365,21 @@ public actor RaftNode {
 
     /// Reads the applied state: after a ReadIndex round with a quorum (linearizable), or as it is
     /// here (stale). Only the wait for the index to read at is the actor's; the read itself runs
-    /// on the caller's thread (the store serves reads concurrently, each in its own transaction).
+    /// on the caller's thread when it is the only one under way (usually the node's event loop:
+    /// no hand-over), and on the concurrency pool when others are, so that many reads use
+    /// every core rather than the loop's one (the store serves reads concurrently, each in its
+    /// own transaction).
     public nonisolated func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
         try await readable(request, consistency: consistency)
-        return try storage.read(request).get()
+        let alone = readsInFlight.wrappingAdd(1, ordering: .relaxed).newValue == 1
+        defer { readsInFlight.wrappingSubtract(1, ordering: .relaxed) }
+        if alone { return try storage.read(request).get() }
+        let storage = self.storage
+        return try await Task.detached { try storage.read(request).get() }.value
     }
+
+    /// Reads of the store under way (see `read(_:consistency:)`).
+    private nonisolated let readsInFlight = Atomic<Int>(0)
 
     /// The checksum of this node's applied key-value state as of `revision` (0: the current
     /// one), read off the actor; see `NodeStorage.stateHash(at:page:)`.

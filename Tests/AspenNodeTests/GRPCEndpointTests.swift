@@ -132,7 +132,9 @@ struct GRPCEndpointTests {
         try await Self.withEndpoint { _, kv, observed in
             #expect(try await kv.put(Self.put(size: 1)).header.revision == 1)
             var options = CallOptions.defaults
-            options.timeout = .milliseconds(200)
+            // Long enough for the call to reach the server on a loaded machine (a deadline that
+            // passes before the request leaves ends the call in the client alone).
+            options.timeout = .milliseconds(500)
             await #expect(throws: RPCError.self) { try await kv.txn(Etcdserverpb_TxnRequest(), options: options) }
             let deadline = ContinuousClock.now + .seconds(5)
             while observed.cancelled.load(ordering: .relaxed) == 0, ContinuousClock.now < deadline {

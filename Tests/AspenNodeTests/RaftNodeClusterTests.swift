@@ -6,6 +6,7 @@ import AspenRaft
 import AspenStorage
 import AspenTransport
 import Foundation
+import NIOPosix
 import Logging
 import Testing
 
@@ -19,6 +20,8 @@ final class InProcessCluster: @unchecked Sendable {
         let network: PeerNetwork
         let storage: SQLiteNodeStorage
         let key: NodeKey
+        /// The node's own event loop, as `NodeRuntime` gives each node.
+        let loops: MultiThreadedEventLoopGroup
     }
 
     let directory: URL
@@ -43,7 +46,8 @@ final class InProcessCluster: @unchecked Sendable {
             let tls = try TLSMaterial(identity: identity)
             let storage = try SQLiteNodeStorage(path: cluster.directory.appendingPathComponent("n\(id.rawValue).db").path)
             try storage.bootstrap(.bootstrap(membership))
-            let network = PeerNetwork(tls: tls, peers: [:], logger: logger)
+            let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let network = PeerNetwork(tls: tls, peers: [:], logger: logger, group: loops)
             var configuration = NodeConfiguration(id: id)
             configuration.tickMs = 20
             // 0.5-1 s: a loaded two-core machine can hold an actor up for a few hundred ms.
@@ -53,16 +57,17 @@ final class InProcessCluster: @unchecked Sendable {
             let node = RaftNode(
                 configuration: configuration, storage: storage, state: try storage.load()!, send: { network.send($0) },
                 nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger,
-                membershipChanged: { network.update(membership: $0) })
+                membershipChanged: { network.update(membership: $0) }, loop: loops.next())
             let server = try await TransportServer.start(
                 host: "127.0.0.1", port: 0, tls: tls,
                 routes: [
                     AspenProtocol.raft: network.route(to: node),
                     AspenProtocol.logs: WatchService(hub: node.watches, logger: logger).route(),
                     AspenProtocol.client: ClientService(node: node, logger: logger).route,
-                ], logger: logger)
+                ], logger: logger, group: loops)
             addresses[id] = PeerAddress(host: "127.0.0.1", port: server.port, key: identity.key)
-            cluster.members.append(Member(id: id, node: node, server: server, network: network, storage: storage, key: identity.key))
+            cluster.members.append(
+                Member(id: id, node: node, server: server, network: network, storage: storage, key: identity.key, loops: loops))
         }
         for member in cluster.members {
             for (id, address) in addresses where id != member.id { member.network.addGiven([id: address]) }
