@@ -88,6 +88,7 @@ public final class NodeRuntime: Sendable {
         configuration.electionTicks = max(2, settings.electionTimeoutMs.lowerBound / settings.heartbeatMs)
         configuration.electionTicksMax = max(configuration.electionTicks, settings.electionTimeoutMs.upperBound / settings.heartbeatMs)
         configuration.compactionThreshold = settings.compactAfterEntries
+        configuration.autoCompaction = settings.autoCompaction.map { AutoCompaction(mode: $0) }
         let node = RaftNode(
             configuration: configuration, storage: store, state: state, send: { network.send($0) },
             nowMs: { Int64(Date().timeIntervalSince1970 * 1000) + clockSkewMs }, logger: logger,

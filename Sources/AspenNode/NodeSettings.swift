@@ -25,6 +25,8 @@ public struct NodeSettings: Sendable, Equatable {
     public var heartbeatMs: Int
     public var electionTimeoutMs: ClosedRange<Int>
     public var compactAfterEntries: UInt64
+    /// How the leader compacts the key-value history by itself (nil: it does not).
+    public var autoCompaction: AutoCompaction.Mode?
     public var logLevel: String
     /// Where each setting came from, by name.
     public var sources: [String: Source]
@@ -35,7 +37,8 @@ public struct NodeSettings: Sendable, Equatable {
         ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("etcd-cert-file", nil),
         ("etcd-key-file", nil), ("etcd-trusted-ca-file", nil), ("cookie", nil), ("ticket", nil),
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
-        ("election-timeout-ms", nil), ("compact-after-entries", "100000"), ("log-level", "info"),
+        ("election-timeout-ms", nil), ("compact-after-entries", "100000"),
+        ("auto-compaction-mode", "periodic"), ("auto-compaction-retention", nil), ("log-level", "info"),
     ]
 
     public static func environmentName(_ name: String) -> String {
@@ -48,7 +51,7 @@ public struct NodeSettings: Sendable, Equatable {
             && lhs.etcdListen?.host == rhs.etcdListen?.host && lhs.etcdListen?.port == rhs.etcdListen?.port && lhs.etcdTLS == rhs.etcdTLS
             && lhs.ticket == rhs.ticket && lhs.peers == rhs.peers && lhs.bootstrap == rhs.bootstrap && lhs.learner == rhs.learner
             && lhs.storage == rhs.storage && lhs.heartbeatMs == rhs.heartbeatMs && lhs.electionTimeoutMs == rhs.electionTimeoutMs
-            && lhs.compactAfterEntries == rhs.compactAfterEntries && lhs.logLevel == rhs.logLevel && lhs.sources == rhs.sources
+            && lhs.compactAfterEntries == rhs.compactAfterEntries && lhs.autoCompaction == rhs.autoCompaction && lhs.logLevel == rhs.logLevel && lhs.sources == rhs.sources
     }
 
     public struct TLSFiles: Sendable, Equatable {
@@ -174,6 +177,17 @@ public struct NodeSettings: Sendable, Equatable {
         guard !(bootstrap && ticket != nil) else {
             throw Problem("bootstrap (from \(origin("bootstrap"))) founds a cluster and ticket (from \(origin("ticket"))) joins one: give one of them")
         }
+        var autoCompaction: AutoCompaction.Mode?
+        let mode = value("auto-compaction-mode") ?? "periodic"
+        if let retention = value("auto-compaction-retention"), retention != "0" {
+            switch AutoCompaction.Mode.parse(mode: mode, retention: retention) {
+            case .success(let parsed): autoCompaction = parsed
+            case .failure(.badMode(let why)): throw Problem("\(origin("auto-compaction-mode")) must be periodic or revision: \(why)")
+            case .failure(.badRetention(let why)): throw Problem("\(origin("auto-compaction-retention")) in \(mode) mode: \(why)")
+            }
+        } else if !["periodic", "revision"].contains(mode) {
+            throw Problem("\(origin("auto-compaction-mode")) must be periodic or revision, not '\(mode)'")
+        }
         let logLevel = value("log-level") ?? "info"
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw Problem("\(origin("log-level")) must be trace, debug, info, notice, warning, error or critical")
@@ -183,7 +197,8 @@ public struct NodeSettings: Sendable, Equatable {
         return NodeSettings(
             nodeID: NodeID(id), dataDirectory: dataDirectory, listen: listen, http: http, etcdListen: etcdListen, etcdTLS: etcdTLS, cookie: cookie, ticket: ticket, peers: peers,
             bootstrap: bootstrap, learner: try boolean("learner"), storage: storage, heartbeatMs: heartbeat, electionTimeoutMs: election,
-            compactAfterEntries: UInt64(try integer("compact-after-entries", 1...100_000_000)), logLevel: logLevel, sources: sources)
+            compactAfterEntries: UInt64(try integer("compact-after-entries", 1...100_000_000)), autoCompaction: autoCompaction,
+            logLevel: logLevel, sources: sources)
     }
 
     /// The effective settings with their sources, one per line (`aspen-node run --print-config`).
@@ -198,7 +213,10 @@ public struct NodeSettings: Sendable, Equatable {
             line("ticket", ticket == nil ? "(none)" : "(set)"), line("peers", PeerList.format(peers)), line("bootstrap", "\(bootstrap)"),
             line("learner", "\(learner)"), line("storage", storage), line("heartbeat-ms", "\(heartbeatMs)"),
             line("election-timeout-ms", "\(electionTimeoutMs.lowerBound)-\(electionTimeoutMs.upperBound)"),
-            line("compact-after-entries", "\(compactAfterEntries)"), line("log-level", logLevel),
+            line("compact-after-entries", "\(compactAfterEntries)"),
+            line("auto-compaction-mode", autoCompaction?.name ?? "(off)"),
+            line("auto-compaction-retention", autoCompaction?.retention ?? "(off)"),
+            line("log-level", logLevel),
         ].joined(separator: "\n")
     }
 }

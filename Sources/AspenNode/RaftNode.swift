@@ -48,6 +48,8 @@ public struct NodeConfiguration: Sendable {
     /// or until the log is twice `compactionThreshold` long; a follower that is down or far
     /// behind then gets the snapshot.
     public var compactionWaitMs = 10_000
+    /// The key-value history the leader compacts by itself (nil: only clients compact).
+    public var autoCompaction: AutoCompaction?
 
     public init(id: NodeID) { self.id = id }
 }
@@ -103,6 +105,8 @@ public actor RaftNode {
     var tickTask: Task<Void, Never>?
     var stopped = false
     var expiryInFlight = false
+    var autoCompaction: AutoCompaction?
+    var historyCompactionInFlight = false
     /// The term in which this node, as leader, has extended every lease by its own clock; it
     /// expires nothing in a term before that (see `refreshLeasesAsNewLeader`).
     var leasesRefreshedInTerm: Raft.Term = 0
@@ -160,6 +164,7 @@ public actor RaftNode {
         self.membershipChanged = membershipChanged
         self.nowMs = nowMs
         self.appliedIndex = state.appliedIndex
+        self.autoCompaction = configuration.autoCompaction
         self.nextProposalContext = UInt64(max(1, nowMs())) << 20
         var logger = logger
         logger[metadataKey: "node"] = "\(configuration.id)"
@@ -270,6 +275,7 @@ public actor RaftNode {
         guard !stopped else { return }
         raft.tick()
         expireLeasesIfDue()
+        compactHistoryIfDue()
         publishRecordsIfDue()
         pump()
     }
@@ -475,6 +481,32 @@ public actor RaftNode {
     }
 
     func expiryDone() { expiryInFlight = false }
+
+    /// The leader compacts the key-value history when its `AutoCompaction` says so, through the
+    /// log like a client's compaction; a node that is not leading forgets what it sampled.
+    func compactHistoryIfDue() {
+        guard autoCompaction != nil, !historyCompactionInFlight else { return }
+        guard raft.isLeader else {
+            autoCompaction?.reset()
+            return
+        }
+        guard let target = autoCompaction?.due(nowMs: nowMs(), revision: watches.revision),
+            let compacted = try? storage.revisions().compacted, target > compacted
+        else { return }
+        historyCompactionInFlight = true
+        let mode = autoCompaction.map { "\($0.mode)" } ?? ""
+        Task {
+            do {
+                _ = try await self.propose(.compact(target)).get()
+                self.logger.info("history compacted", metadata: ["revision": "\(target)", "auto-compaction": "\(mode)"])
+            } catch {
+                self.logger.warning("automatic compaction failed", metadata: ["revision": "\(target)", "error": "\(error)"])
+            }
+            self.historyCompactionDone()
+        }
+    }
+
+    func historyCompactionDone() { historyCompactionInFlight = false }
 
     func leasesRefreshed(in term: Raft.Term) { leasesRefreshedInTerm = max(leasesRefreshedInTerm, term) }
 

@@ -56,6 +56,12 @@ struct AspenNodeCommand: AsyncParsableCommand {
         @Option(help: "Heartbeat interval in milliseconds (one Raft tick; default 100).") var heartbeatMs: String?
         @Option(help: "Election timeout MIN-MAX in milliseconds (default 10 to 20 heartbeats).") var electionTimeoutMs: String?
         @Option(help: "Snapshot and compact the log after this many applied entries (default 100000).") var compactAfterEntries: String?
+        @Option(help: "periodic (default) or revision: how --auto-compaction-retention is counted.") var autoCompactionMode: String?
+        @Option(
+            help:
+                "The leader compacts the key-value history by itself, keeping this much: a duration (30m, 1h, or a number of hours) in periodic mode, a number of revisions in revision mode (off unless given, as etcd's)."
+        )
+        var autoCompactionRetention: String?
         @Option(help: "trace, debug, info (default), notice, warning, error or critical.") var logLevel: String?
         @Option(help: "A TOML config file (default: $ASPEN_CONFIG).") var config: String?
         @Flag(help: "Print the effective settings and where each came from, then exit.") var printConfig = false
@@ -67,7 +73,8 @@ struct AspenNodeCommand: AsyncParsableCommand {
                 ("etcd-key-file", etcdKeyFile), ("etcd-trusted-ca-file", etcdTrustedCaFile), ("cookie", cookie),
                 ("ticket", ticket),
                 ("peers", peers), ("storage", storage), ("heartbeat-ms", heartbeatMs), ("election-timeout-ms", electionTimeoutMs),
-                ("compact-after-entries", compactAfterEntries), ("log-level", logLevel),
+                ("compact-after-entries", compactAfterEntries), ("auto-compaction-mode", autoCompactionMode),
+                ("auto-compaction-retention", autoCompactionRetention), ("log-level", logLevel),
                 ("bootstrap", bootstrap ? "true" : nil), ("learner", learner ? "true" : nil),
             ]
             for case (let name, let value?) in given { flags[name] = value }

@@ -65,6 +65,22 @@ struct NodeSettingsTests {
         let secured = try NodeSettings.resolve(
             flags: etcd.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem"]) { $1 }, environment: [:], file: [:])
         #expect(secured.etcdTLS == NodeSettings.TLSFiles(certificate: "c.pem", key: "k.pem"))
+        // Automatic compaction: etcd's spellings, each mistake named.
+        #expect(problem(flags: base.merging(["auto-compaction-retention": "soon"]) { $1 }).contains("--auto-compaction-retention in periodic mode"))
+        #expect(
+            problem(flags: base.merging(["auto-compaction-retention": "1h", "auto-compaction-mode": "revision"]) { $1 })
+                .contains("not a positive number of revisions"))
+        #expect(problem(flags: base, environment: ["ASPEN_AUTO_COMPACTION_MODE": "daily"]).contains("ASPEN_AUTO_COMPACTION_MODE must be periodic or revision"))
+        func autoCompaction(_ settings: [String: String]) throws -> AutoCompaction.Mode? {
+            try NodeSettings.resolve(flags: base.merging(settings) { $1 }, environment: [:], file: [:]).autoCompaction
+        }
+        #expect(try autoCompaction([:]) == nil)
+        #expect(try autoCompaction(["auto-compaction-retention": "0"]) == nil)
+        #expect(try autoCompaction(["auto-compaction-retention": "30m"]) == .periodic(retentionMs: 1_800_000))
+        #expect(try autoCompaction(["auto-compaction-retention": "2"]) == .periodic(retentionMs: 7_200_000))
+        #expect(try autoCompaction(["auto-compaction-retention": "1000", "auto-compaction-mode": "revision"]) == .revision(revisions: 1000))
+        let summary = try NodeSettings.resolve(flags: base.merging(["auto-compaction-retention": "90s"]) { $1 }, environment: [:], file: [:]).summary
+        #expect(summary.contains("auto-compaction-retention = 90s    # from flag"))
     }
 
     static let ticket = ClusterTicket(clusterID: [1], peers: [.init(id: 1, key: NodeIdentity().key, host: "127.0.0.1", port: 1)]).encoded

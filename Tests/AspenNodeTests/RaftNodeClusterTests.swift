@@ -34,7 +34,9 @@ final class InProcessCluster: @unchecked Sendable {
 
     deinit { try? FileManager.default.removeItem(at: directory) }
 
-    static func start(nodes count: Int, compactionThreshold: Raft.Index? = nil, inboxMessagesMax: Int? = nil) async throws -> InProcessCluster {
+    static func start(
+        nodes count: Int, compactionThreshold: Raft.Index? = nil, inboxMessagesMax: Int? = nil, autoCompaction: AutoCompaction? = nil
+    ) async throws -> InProcessCluster {
         let cluster = InProcessCluster()
         let ids = (1...UInt64(count)).map { NodeID($0) }
         let membership = Raft.Membership(voters: ids)
@@ -54,6 +56,7 @@ final class InProcessCluster: @unchecked Sendable {
             configuration.electionTicks = 25
             if let compactionThreshold { configuration.compactionThreshold = compactionThreshold }
             if let inboxMessagesMax { configuration.limits.raftInboxMessagesMax = inboxMessagesMax }
+            configuration.autoCompaction = autoCompaction
             let node = RaftNode(
                 configuration: configuration, storage: storage, state: try storage.load()!, send: { network.send($0) },
                 nowMs: { Int64(Date().timeIntervalSince1970 * 1000) }, logger: logger,
@@ -133,6 +136,31 @@ extension ClusterSuites {
             await #expect(throws: KVError.keyTooLarge(bytes: 2000, limit: 1024)) {
                 try await node.write(.put(Put(key: Bytes(repeating: 1, count: 2000), value: [])))
             }
+            await cluster.stop()
+        }
+
+        @Test("with automatic compaction the leader compacts history by itself, on every member, keeping the last N revisions")
+        func automaticCompaction() async throws {
+            let cluster = try await InProcessCluster.start(
+                nodes: 3, autoCompaction: AutoCompaction(mode: .revision(revisions: 10), revisionCheckMs: 100))
+            let leader = try await cluster.leader()
+            let node = cluster.member(leader).node
+            for number in 1...50 {
+                _ = try await node.write(.put(Put(key: Array("key".utf8), value: Array("\(number)".utf8))))
+            }
+            let deadline = ContinuousClock.now + .seconds(20)
+            var compacted: [Revision] = []
+            repeat {
+                try await Task.sleep(for: .milliseconds(50))
+                compacted = try cluster.members.map { try $0.storage.revisions().compacted }
+            } while compacted.contains(where: { $0 < 40 }) && ContinuousClock.now < deadline
+            #expect(compacted.allSatisfy { $0 == 40 }, "compacted revisions \(compacted)")
+            // What was compacted is gone; the last ten revisions are still there.
+            await #expect(throws: KVError.compacted(requested: 39, oldestAvailable: 40)) {
+                try await node.read(RangeRequest(.key(Array("key".utf8)), revision: 39), consistency: .linearizable)
+            }
+            let kept = try await node.read(RangeRequest(.key(Array("key".utf8)), revision: 40), consistency: .linearizable)
+            #expect(kept.kvs.first?.value == Array("40".utf8))
             await cluster.stop()
         }
 
