@@ -115,6 +115,18 @@ ticket=$(sed -n 's/^export ASPEN_TICKET=//p' "$work/dev.out")
 [ -n "$ticket" ] || { cat "$work/dev.out" >&2; exit 1; }
 aspen_etcd="127.0.0.1:24131,127.0.0.1:24132,127.0.0.1:24133"
 echo "== Aspen cluster up" >&2
+# Every second, each node's term and whether it leads, with the cell being measured: a leader
+# change shows when it happened.
+(
+    last=""
+    while [ -d "$work" ]; do
+        now=$(for i in 1 2 3; do curl -s -m 1 "http://127.0.0.1:$((24150 + i))/metrics" 2> /dev/null |
+            awk '/^aspen_raft_term / { t = $2 } /^aspen_raft_is_leader / { l = $2 } END { printf "n'$i' term %s leader %s; ", t, l }'; done)
+        [ "$now" != "$last" ] && echo "$(date +%T) after $(wc -l < "$results") cells: $now" >> "$work/terms.txt"
+        last=$now
+        sleep 1
+    done
+) &
 bench aspen-etcd etcd --endpoints "$aspen_etcd"
 bench aspen-native aspen --ticket "$ticket"
 checkperf aspen "$aspen_etcd"
@@ -141,3 +153,5 @@ for workload in ["put", "get", "get-stale"]:
 PY
 echo
 cat "$work/checkperf.txt"
+echo "Aspen's terms and leaders as they changed (cells: of the $(wc -l < "$results") above):"
+cat "$work/terms.txt"
