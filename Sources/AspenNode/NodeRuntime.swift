@@ -142,8 +142,10 @@ public final class NodeRuntime: Sendable {
     }
 
     /// Stops in dependency order: stop accepting, drain in-flight requests (bounded), stop Raft
-    /// (failing what still waits), end watches, close the store (checkpointed), close the network.
-    public func shutdown(drainSeconds: Double = 5) async {
+    /// (failing what still waits), end watches, close the store (checkpointed), close the network,
+    /// let the services that share the node's event loop finish (`finishing`: its etcd
+    /// endpoint), and stop the loop.
+    public func shutdown(drainSeconds: Double = 5, finishing: () async -> Void = {}) async {
         logger.info("shutting down: no new connections")
         joiner?.cancel()
         await server.stopAccepting()
@@ -159,6 +161,7 @@ public final class NodeRuntime: Sendable {
         }
         try? await server.close()
         network.closeAll()
+        await finishing()
         try? await loops.shutdownGracefully()
         logger.info("stopped")
     }

@@ -134,8 +134,8 @@ struct AspenNodeCommand: AsyncParsableCommand {
             await waitForTerminationSignal()
             // etcd's endpoint stops accepting with the node's own; its watches end when the node's do.
             etcd?.beginShutdown()
-            await runtime.shutdown()
-            await etcd?.finishShutdown()
+            // It serves on the node's event loop, so it finishes before the loop stops.
+            await runtime.shutdown { await etcd?.finishShutdown() }
         }
     }
 }
