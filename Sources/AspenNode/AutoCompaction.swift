@@ -54,8 +54,8 @@ public struct AutoCompaction: Sendable {
         }
 
         static func parseDuration(_ text: String) -> Int64? {
-            if let hours = Int64(text) { return hours.multipliedReportingOverflow(by: 3_600_000).overflow ? nil : hours * 3_600_000 }
-            let units: [(suffix: String, milliseconds: Int64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)]
+            // A bare number is hours, as etcd reads it.
+            let units: [(suffix: String, milliseconds: Int64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("", 3_600_000)]
             for unit in units where text.hasSuffix(unit.suffix) {
                 guard let number = Int64(text.dropLast(unit.suffix.count)) else { continue }
                 let (total, overflow) = number.multipliedReportingOverflow(by: unit.milliseconds)
