@@ -29,6 +29,9 @@ public struct AutoCompaction: Sendable {
 
         public var description: String { "\(name), retention \(retention)" }
 
+        /// The modes `--auto-compaction-mode` takes.
+        public static let names = ["periodic", "revision"]
+
         /// etcd's spelling of a retention: `30m`, `1h`, `90s`, `500ms`, or a bare number of hours
         /// (periodic); a number of revisions (revision).
         public static func parse(mode: String, retention: String) -> Result<Mode, ParseError> {

@@ -185,7 +185,7 @@ public struct NodeSettings: Sendable, Equatable {
             case .failure(.badMode(let why)): throw Problem("\(origin("auto-compaction-mode")) must be periodic or revision: \(why)")
             case .failure(.badRetention(let why)): throw Problem("\(origin("auto-compaction-retention")) in \(mode) mode: \(why)")
             }
-        } else if !["periodic", "revision"].contains(mode) {
+        } else if !AutoCompaction.Mode.names.contains(mode) {
             throw Problem("\(origin("auto-compaction-mode")) must be periodic or revision, not '\(mode)'")
         }
         let logLevel = value("log-level") ?? "info"
