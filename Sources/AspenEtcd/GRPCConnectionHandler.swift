@@ -336,7 +336,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return
         }
         sendHeadersIfNeeded(id, call)
-        context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(framed(message)))))), promise: promise)
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(framed(message)))))), promise: promise)
+        flushSoon()
     }
 
     private func sendHeadersIfNeeded(_ id: HTTP2StreamID, _ call: Call) {
@@ -379,7 +380,24 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     private func endStream(_ id: HTTP2StreamID, _ headers: HPACKHeaders) {
-        context?.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: true)))), promise: nil)
+        context?.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: true)))), promise: nil)
+        flushSoon()
+    }
+
+    var flushScheduled = false
+
+    /// Flushes once the loop has run what is queued on it: the answers that one Ready releases
+    /// (every write it applied) leave in one flush, that is one pass of the HTTP/2 handler over
+    /// its streams and one write to the socket, rather than one each. Measured: a flush per
+    /// answer was a fifth of the leader's CPU at 256 clients.
+    private func flushSoon() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            handler.value.flushScheduled = false
+            handler.value.context?.flush()
+        }
     }
 
     static func trailers(for error: any Error) -> HPACKHeaders {

@@ -49,6 +49,14 @@ extension KVCommand {
         return writer.bytes
     }
 
+    /// Whether the encoded command's work is bounded by its own size (a put, a lease grant or
+    /// keep-alive), read from its tag without decoding it. Deletes, transactions, lease
+    /// revocations, expiries and compactions can touch any number of rows.
+    public static func hasBoundedWork(encoded bytes: Bytes) -> Bool {
+        guard bytes.count >= 2, bytes[0] == codecVersion else { return false }
+        return bytes[1] == 1 || bytes[1] == 5 || bytes[1] == 7
+    }
+
     public init(decoding bytes: Bytes, limits: Limits = .standard) throws(DecodingError) {
         var reader = ByteReader(bytes)
         guard try reader.readByte() == Self.codecVersion else { throw .invalid("unknown command encoding version") }

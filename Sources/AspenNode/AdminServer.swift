@@ -55,7 +55,12 @@ public final class AdminServer: Sendable {
         counter("aspen_node_proposals_forwarded_refused_total", "Forwarded writes the leader refused (retried as requests).", "\(counters.proposalsForwardedRefused)")
         counter("aspen_raft_messages_dropped_total", "Raft messages dropped because too many were waiting to be stepped.", "\(counters.raftMessagesDropped)")
         counter("aspen_node_reads_total", "Reads served by this node.", "\(counters.reads)")
-        counter("aspen_storage_commits_total", "Storage transactions (one fsync each).", "\(counters.storageCommits)")
+        counter(
+            "aspen_storage_commits_total", "Storage transactions (one fsync each, except those that only apply entries).",
+            "\(counters.storageCommits)")
+        counter(
+            "aspen_storage_commits_inline_total", "Storage transactions that only applied entries, run on the node's event loop.",
+            "\(counters.storageCommitsInline)")
         counter("aspen_storage_committed_entries_total", "Log entries written by those transactions (group-commit batch = this / commits).", "\(counters.committedEntries)")
         counter("aspen_storage_commit_seconds_total", "Time spent in storage commits (fsync included).", "\(counters.storageCommitSeconds)")
         gauge("aspen_storage_commit_seconds_max", "Slowest storage commit so far.", "\(counters.storageCommitSecondsMax)")
@@ -64,6 +69,10 @@ public final class AdminServer: Sendable {
         counter(
             "aspen_raft_compactions_follower_behind_total", "Log compactions a leader made while a follower still lacked entries before them.",
             "\(counters.compactionsWithFollowerBehind)")
+        counter(
+            "aspen_raft_ticks_late_total", "Raft ticks that came at least a tick late: the node's event loop or the machine was held up.",
+            "\(counters.ticksLate)")
+        gauge("aspen_raft_tick_delay_seconds_max", "The latest tick's delay beyond its interval, at worst so far.", "\(counters.tickDelaySecondsMax)")
         gauge("aspen_watchers", "Watch streams served by this node.", "\(watchers)")
         lines += ["# HELP aspen_storage_commit_seconds Storage commit latency (log, hard state and apply; one fsync).", "# TYPE aspen_storage_commit_seconds histogram"]
         lines += counters.storageCommitLatency.lines("aspen_storage_commit_seconds")

@@ -135,6 +135,8 @@ public actor RaftNode {
         public var raftMessagesDropped = 0
         public var reads = 0
         public var storageCommits = 0
+        /// Of those, the ones that only applied entries and ran on the node's loop.
+        public var storageCommitsInline = 0
         /// Entries written by those commits: with `storageCommits`, the mean group-commit batch.
         public var committedEntries = 0
         public var storageCommitSeconds = 0.0
@@ -143,6 +145,9 @@ public actor RaftNode {
         public var storageCommitLatency = Histogram.latency
         public var groupCommitEntries = Histogram.batchSize
         public var snapshotsInstalled = 0
+        /// Ticks that came at least a tick (and 100 ms) late, and the latest one's delay.
+        public var ticksLate = 0
+        public var tickDelaySecondsMax = 0.0
         /// Compactions a leader made while a follower still lacked entries before the snapshot.
         public var compactionsWithFollowerBehind = 0
     }
@@ -273,11 +278,38 @@ public actor RaftNode {
 
     func tick() {
         guard !stopped else { return }
+        noteTickDelay()
         raft.tick()
         expireLeasesIfDue()
         compactHistoryIfDue()
         publishRecordsIfDue()
         pump()
+    }
+
+    var lastTick: ContinuousClock.Instant?
+    var lateTickLoggedAt: ContinuousClock.Instant?
+
+    /// A tick that comes much later than its interval means the node's event loop (or the
+    /// machine) was held up: its heartbeats, elections and requests were late with it. Counted
+    /// for /metrics and logged, at most every few seconds, with how late (as etcd warns of a
+    /// heartbeat sent late).
+    func noteTickDelay() {
+        let now = ContinuousClock.now
+        defer { lastTick = now }
+        guard let last = lastTick else { return }
+        let delay = now - last - .milliseconds(configuration.tickMs)
+        guard delay >= .milliseconds(max(configuration.tickMs, 100)) else { return }
+        let delayMs = Int(delay / .milliseconds(1))
+        counters.ticksLate += 1
+        counters.tickDelaySecondsMax = max(counters.tickDelaySecondsMax, Double(delayMs) / 1000)
+        guard lateTickLoggedAt.map({ now - $0 >= .seconds(5) }) ?? true else { return }
+        lateTickLoggedAt = now
+        logger.warning(
+            "a Raft tick came late: the node's event loop or the machine was held up",
+            metadata: [
+                "late_ms": "\(delayMs)", "tick_ms": "\(configuration.tickMs)", "role": "\(raft.role)", "term": "\(raft.term)",
+                "late_ticks": "\(counters.ticksLate)",
+            ])
     }
 
     public func campaign() {
@@ -559,19 +591,23 @@ public actor RaftNode {
                 for entry in batch.committedEntries {
                     if let proposal = proposals.removeValue(forKey: entry.index) { waiting.withLock { $0[entry.index] = proposal } }
                 }
+                let answerKnown: @Sendable ([AppliedEntry]) -> Void = { [self] results in
+                    for entry in results {
+                        guard let proposal = waiting.withLock({ $0.removeValue(forKey: entry.index) }) else { continue }
+                        self.answeredThrough.max(entry.index, ordering: .relaxed)
+                        Self.answer(proposal, with: entry)
+                    }
+                }
                 do {
-                    // Off the actor: proposals keep arriving and join the next batch.
                     let clock = ContinuousClock()
                     let started = clock.now
-                    applied = try await Task.detached { [self] in
-                        try storage.commit(batch) { results in
-                            for entry in results {
-                                guard let proposal = waiting.withLock({ $0.removeValue(forKey: entry.index) }) else { continue }
-                                self.answeredThrough.max(entry.index, ordering: .relaxed)
-                                Self.answer(proposal, with: entry)
-                            }
-                        }
-                    }.value
+                    if appliesQuickly(batch) {
+                        counters.storageCommitsInline += 1
+                        applied = try storage.commit(batch, resultsKnown: answerKnown)
+                    } else {
+                        // Off the actor: proposals keep arriving and join the next batch.
+                        applied = try await Task.detached { try storage.commit(batch, resultsKnown: answerKnown) }.value
+                    }
                     let elapsed = (clock.now - started).components
                     let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18
                     counters.storageCommits += 1
@@ -610,6 +646,31 @@ public actor RaftNode {
         }
         compactIfDue()
     }
+
+    /// Whether to commit `batch` on the node's loop rather than hand it to a pool thread and
+    /// back: at low load those two thread switches, for the append and again for the apply, are
+    /// a good part of what a put costs. Only a batch that applies a few committed entries of
+    /// bounded work (puts, lease grants and keep-alives, no-ops) qualifies, and only when the
+    /// store says it needs no disk wait for it (no fsync, no checkpoint, no other write ahead of
+    /// it). Deletes of ranges, transactions and compactions, which can touch any number of
+    /// rows, always go to the pool.
+    func appliesQuickly(_ batch: StorageBatch) -> Bool {
+        guard batch.entries.isEmpty, batch.snapshot == nil, !batch.committedEntries.isEmpty,
+            batch.committedEntries.count <= Self.inlineApplyEntriesMax
+        else { return false }
+        var bytes = 0
+        for entry in batch.committedEntries {
+            guard case .command(let payload) = entry.payload else { continue }
+            bytes += payload.count
+            guard bytes <= Self.inlineApplyBytesMax, KVCommand.hasBoundedWork(encoded: payload) else { return false }
+        }
+        return storage.commitsWithoutDisk(batch)
+    }
+
+    /// Under load, batches are larger and the loop has sockets to serve: those go to the pool,
+    /// where they run beside the loop on another core.
+    static let inlineApplyEntriesMax = 4
+    static let inlineApplyBytesMax = 64 * 1024
 
     func noteMembershipChange() {
         guard raft.membership != lastMembership else { return }

@@ -59,6 +59,8 @@ public final class MemoryNodeStorage: NodeStorage {
         }
     }
 
+    public func commitsWithoutDisk(_ batch: StorageBatch) -> Bool { batch.entries.isEmpty && batch.snapshot == nil }
+
     public func commit(_ batch: StorageBatch) throws -> [AppliedEntry] {
         let limits = self.limits
         return try state.withLock { state in try Self.apply(batch, to: &state, limits: limits) }

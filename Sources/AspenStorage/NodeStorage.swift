@@ -61,6 +61,11 @@ public protocol NodeStorage: AnyObject, Sendable {
     /// transaction's fsync (which is for the new entries and hard state in the same batch).
     func commit(_ batch: StorageBatch, resultsKnown known: ([AppliedEntry]) -> Void) throws -> [AppliedEntry]
 
+    /// Whether committing `batch` would neither wait for the disk (an fsync, a checkpoint) nor
+    /// behind another write: it only applies entries already durable in the log. A node may
+    /// commit such a batch on its event loop.
+    func commitsWithoutDisk(_ batch: StorageBatch) -> Bool
+
     /// The applied state as snapshot bytes, with the index it reflects, read consistently while
     /// writes go on.
     func snapshotData() throws -> (index: Raft.Index, data: [UInt8])
@@ -115,6 +120,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 extension NodeStorage {
+    public func commitsWithoutDisk(_ batch: StorageBatch) -> Bool { false }
     public func close() throws {}
     public func defragment() throws -> (before: Int64, after: Int64)? { nil }
 }

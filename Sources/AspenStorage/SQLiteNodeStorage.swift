@@ -294,22 +294,16 @@ public final class SQLiteNodeStorage: NodeStorage {
             return []
         }
         return try guarded {
-            // A batch that only applies committed entries (and moves the commit index) needs no
-            // fsync of its own: the entries are already durable in the log, so after a power loss
-            // they are applied again. The next batch that writes entries, a term or a vote
-            // fsyncs the WAL, and with it every commit before it, so nothing after a durable
-            // commit can be lost. Everything else is committed with synchronous=FULL.
-            let durable = lastDurable.withLock { $0 }
-            let applyOnly =
-                batch.entries.isEmpty && batch.snapshot == nil
-                && (batch.hardState.map { durable != nil && $0.term == durable!.term && $0.vote == durable!.vote } ?? true)
-            if !applyOnly {
+            if !appliesOnly(batch) {
                 let results = try pool.write { db in try apply(batch, in: db, known: known) }
                 if let state = batch.hardState { lastDurable.withLock { $0 = state } }
                 return results
             }
+            // Neither an fsync nor a checkpoint (which copies the WAL into the main file and
+            // fsyncs it): the next durable commit checkpoints when the WAL is due.
             return try pool.writeWithoutTransaction { db in
                 try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
+                try db.cachedStatement(sql: "PRAGMA wal_autocheckpoint = 0").execute()
                 var results: [AppliedEntry] = []
                 let outcome = Result {
                     try db.inTransaction {
@@ -319,10 +313,37 @@ public final class SQLiteNodeStorage: NodeStorage {
                 }
                 // Back to FULL before anything else commits; if that fails, the store stops.
                 try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
+                try db.cachedStatement(sql: "PRAGMA wal_autocheckpoint = \(Self.checkpointPages)").execute()
                 try outcome.get()
                 return results
             }
         }
+    }
+
+    /// A batch that only applies committed entries (and moves the commit index) needs no fsync
+    /// of its own: the entries are already durable in the log, so after a power loss they are
+    /// applied again. The next batch that writes entries, a term or a vote fsyncs the WAL, and
+    /// with it every commit before it, so nothing after a durable commit can be lost. Everything
+    /// else is committed with synchronous=FULL.
+    private func appliesOnly(_ batch: StorageBatch) -> Bool {
+        guard batch.entries.isEmpty, batch.snapshot == nil else { return false }
+        guard let state = batch.hardState else { return true }
+        guard let durable = lastDurable.withLock({ $0 }) else { return false }
+        return state.term == durable.term && state.vote == durable.vote
+    }
+
+    public func commitsWithoutDisk(_ batch: StorageBatch) -> Bool {
+        appliesOnly(batch) && otherWrites.load(ordering: .relaxed) == 0
+    }
+
+    /// Writes under way besides commits (compaction's deletes, defragmentation), which a commit
+    /// would wait behind.
+    private let otherWrites = Atomic<Int>(0)
+
+    private func otherWrite<T>(_ body: () throws -> T) throws -> T {
+        otherWrites.add(1, ordering: .relaxed)
+        defer { otherWrites.subtract(1, ordering: .relaxed) }
+        return try guarded(body)
     }
 
     private func apply(_ batch: StorageBatch, in db: Database, known: ([AppliedEntry]) -> Void) throws -> [AppliedEntry] {
@@ -432,7 +453,7 @@ public final class SQLiteNodeStorage: NodeStorage {
     /// part-way lie below the snapshot, where nothing reads them, and go with the next
     /// compaction. A snapshot recorded since (an installed one) is never moved back.
     public func compacted(_ metadata: Raft.SnapshotMetadata) throws {
-        try guarded {
+        try otherWrite {
             try pool.write { db in
                 try db.execute(
                     sql: "UPDATE raft_state SET snapshot_index = ?, snapshot_term = ?, snapshot_membership = ? WHERE grp = ? AND snapshot_index < ?",
@@ -468,7 +489,7 @@ public final class SQLiteNodeStorage: NodeStorage {
     }
 
     public func defragment() throws -> (before: Int64, after: Int64)? {
-        try guarded {
+        try otherWrite {
             let before = fileBytes()
             try pool.writeWithoutTransaction { db in
                 try db.execute(sql: "VACUUM")

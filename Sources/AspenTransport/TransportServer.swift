@@ -303,6 +303,7 @@ final class ServerRequestHandler: ChannelInboundHandler {
             }
             return
         }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         Task(executorPreference: executor) {
             let response = await handle(peer, body)
             connections.requestFinished()
@@ -311,7 +312,31 @@ final class ServerRequestHandler: ChannelInboundHandler {
             var buffer = channel.allocator.buffer(capacity: 8 + response.count)
             buffer.writeInteger(id)
             buffer.writeBytes(response)
-            channel.writeAndFlush(buffer, promise: nil)
+            if channel.eventLoop.inEventLoop {
+                handler.value.answer(buffer)
+            } else {
+                channel.eventLoop.execute { handler.value.answer(buffer) }
+            }
+        }
+    }
+
+    var context: ChannelHandlerContext?
+    var flushScheduled = false
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Writes an answer and flushes once the loop has run what is queued on it: the answers one
+    /// Raft batch releases leave in one TLS record and one write, rather than one each.
+    func answer(_ buffer: ByteBuffer) {
+        guard let context else { return }
+        context.write(NIOAny(buffer), promise: nil)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            handler.value.flushScheduled = false
+            handler.value.context?.flush()
         }
     }
 

@@ -316,6 +316,20 @@ extension ClusterSuites {
             #expect(metrics.contains("aspen_raft_is_leader 1"))
             #expect(metrics.contains("# TYPE aspen_storage_commits_total counter"))
             #expect(metrics.contains("aspen_raft_leader_id \(leader.rawValue)"))
+            // A node whose event loop is held up for half a second ticks late, and says so.
+            func figure(_ name: String, in text: String) -> Double? {
+                text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
+            }
+            let lateBefore = try #require(figure("aspen_raft_ticks_late_total", in: metrics))
+            node.loop.execute { usleep(500_000) }
+            var late = metrics
+            let lateDeadline = Date().addingTimeInterval(5)
+            repeat {
+                try await Task.sleep(for: .milliseconds(50))
+                late = try await Self.get("http://127.0.0.1:\(admin.port)/metrics").1
+            } while figure("aspen_raft_ticks_late_total", in: late) == lateBefore && Date() < lateDeadline
+            #expect(figure("aspen_raft_ticks_late_total", in: late).map { $0 > lateBefore } == true)
+            #expect(figure("aspen_raft_tick_delay_seconds_max", in: late).map { $0 >= 0.4 && $0 < 5 } == true)
             let (missingCode, _) = try await Self.get("http://127.0.0.1:\(admin.port)/nope")
             #expect(missingCode == 404)
             // A node that knows no leader is unhealthy.
