@@ -504,7 +504,7 @@ public actor RaftNode {
         // expire ones a failover kept from being renewed. Only after this term's refresh.
         guard raft.isLeader, leasesRefreshedInTerm == raft.term, !expiryInFlight else { return }
         let now = nowMs()
-        guard let leases = try? storage.leases(), leases.contains(where: { $0.expiresAtMs <= now }) else { return }
+        guard let earliest = try? storage.earliestLeaseExpiry(), earliest <= now else { return }
         expiryInFlight = true
         Task {
             _ = try? await self.propose(.expireLeases(nowMs: now))
@@ -705,13 +705,24 @@ public actor RaftNode {
                 try? await Task.sleep(for: .milliseconds(self.configuration.tickMs))
             }
             if self.raft.isLeader, self.raft.term == term, let leases = try? self.storage.leases() {
-                for lease in leases { _ = try? await self.propose(.leaseKeepAlive(lease.id, nowMs: self.nowMs())) }
+                // Many at a time, so that they share appends and fsyncs rather than wait for one
+                // commit each: at a millisecond or so a commit, a hundred thousand leases one by one
+                // would take minutes.
+                for start in stride(from: 0, to: leases.count, by: Self.leaseRefreshesInFlight) {
+                    guard self.raft.isLeader, self.raft.term == term else { break }
+                    let chunk = leases[start..<min(start + Self.leaseRefreshesInFlight, leases.count)]
+                    await withTaskGroup(of: Void.self) { group in
+                        for lease in chunk { group.addTask { _ = try? await self.propose(.leaseKeepAlive(lease.id, nowMs: self.nowMs())) } }
+                    }
+                }
                 if !leases.isEmpty { self.logger.info("leases extended by the new leader's clock", metadata: ["leases": "\(leases.count)", "term": "\(term)"]) }
                 self.leasesRefreshed(in: term)
             }
             self.expiryDone()
         }
     }
+
+    static let leaseRefreshesInFlight = 256
 
     func resolve(_ entry: AppliedEntry) {
         guard let proposal = proposals.removeValue(forKey: entry.index) else { return }

@@ -85,6 +85,9 @@ public protocol NodeStorage: AnyObject, Sendable {
     /// Checkpoints and closes the store; nothing may use it afterwards.
     func close() throws
     func leases() throws -> [Lease]
+    /// When the first lease expires (nil: no leases). The leader asks on every tick, so it must
+    /// not read every lease.
+    func earliestLeaseExpiry() throws -> Int64?
     func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])?
 
     var appliedIndex: Raft.Index { get throws }
@@ -121,6 +124,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
 
 extension NodeStorage {
     public func commitsWithoutDisk(_ batch: StorageBatch) -> Bool { false }
+    public func earliestLeaseExpiry() throws -> Int64? { try leases().map(\.expiresAtMs).min() }
     public func close() throws {}
     public func defragment() throws -> (before: Int64, after: Int64)? { nil }
 }

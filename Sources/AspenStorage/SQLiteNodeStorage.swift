@@ -533,6 +533,10 @@ public final class SQLiteNodeStorage: NodeStorage {
         try guarded { try pool.read { db in try SQLiteKVBackend(db, file: path, group: group).leases() } }
     }
 
+    public func earliestLeaseExpiry() throws -> Int64? {
+        try guarded { try pool.read { db in try Int64.fetchOne(db.cachedStatement(sql: "SELECT MIN(expires_at_ms) FROM leases")) } }
+    }
+
     public func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])? {
         try guarded {
             try pool.read { db in

@@ -65,6 +65,58 @@ struct NodeStorageTests {
         #expect(try storage.read(RangeRequest(.key(Array("b".utf8)))).get().kvs.isEmpty)
     }
 
+    @Test("the first lease expiry is known, and follows grants, keep-alives and revocations", arguments: BackendKind.allCases)
+    func earliestLeaseExpiry(_ kind: BackendKind) throws {
+        let directory = TempDirectory()
+        let storage = try kind.make(directory)
+        try storage.bootstrap(.bootstrap(Self.membership))
+        #expect(try storage.earliestLeaseExpiry() == nil)
+        let commands: [KVCommand] = [
+            .leaseGrant(LeaseGrant(id: 1, ttlMs: 5_000, nowMs: 1_000)),
+            .leaseGrant(LeaseGrant(id: 2, ttlMs: 2_000, nowMs: 1_000)),
+            .leaseGrant(LeaseGrant(id: 3, ttlMs: 9_000, nowMs: 1_000)),
+        ]
+        var index: Raft.Index = 0
+        func apply(_ command: KVCommand) throws {
+            index += 1
+            let entry = Raft.Entry(term: 1, index: index, payload: .command(command.encoded()))
+            _ = try storage.commit(StorageBatch(entries: [entry], hardState: Raft.HardState(term: 1, vote: 1, commit: index), committedEntries: [entry]))
+        }
+        for command in commands { try apply(command) }
+        #expect(try storage.earliestLeaseExpiry() == 3_000)
+        try apply(.leaseKeepAlive(2, nowMs: 4_000))
+        #expect(try storage.earliestLeaseExpiry() == 6_000)
+        try apply(.leaseRevoke(1))
+        #expect(try storage.earliestLeaseExpiry() == 6_000)
+        try apply(.leaseRevoke(2))
+        #expect(try storage.earliestLeaseExpiry() == 10_000)
+        try apply(.leaseRevoke(3))
+        #expect(try storage.earliestLeaseExpiry() == nil)
+    }
+
+    @Test("only a batch that applies entries already durable in the log commits without waiting for the disk")
+    func applyOnlyCommitsSkipTheDisk() throws {
+        let directory = TempDirectory()
+        let storage = try SQLiteNodeStorage(path: directory.path())
+        try storage.bootstrap(.bootstrap(Self.membership))
+        let entries = [Raft.Entry(term: 1, index: 1, payload: command("a", "1")), Raft.Entry(term: 1, index: 2, payload: command("b", "2"))]
+        let applyFirst = StorageBatch(hardState: Raft.HardState(term: 1, vote: 1, commit: 1), committedEntries: [entries[0]])
+        // Nothing durable is known yet after opening: the first commit with a hard state fsyncs.
+        #expect(!storage.commitsWithoutDisk(applyFirst))
+        _ = try storage.commit(StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, vote: 1, commit: 0)))
+        #expect(storage.commitsWithoutDisk(applyFirst))
+        #expect(!storage.commitsWithoutDisk(StorageBatch(hardState: Raft.HardState(term: 2, vote: 1, commit: 1), committedEntries: [entries[0]])))
+        #expect(!storage.commitsWithoutDisk(StorageBatch(entries: [Raft.Entry(term: 1, index: 3, payload: .noop)])))
+        let applied = try storage.commit(applyFirst)
+        #expect(applied.map(\.index) == [1])
+        #expect(try storage.read(RangeRequest(.key(Array("a".utf8)))).get().kvs.first?.value == Array("1".utf8))
+        // And what it applied is there after a reopen.
+        try storage.close()
+        let reopened = try SQLiteNodeStorage(path: directory.path())
+        #expect(try reopened.appliedIndex == 1)
+        #expect(try reopened.read(RangeRequest(.key(Array("a".utf8)))).get().kvs.first?.value == Array("1".utf8))
+    }
+
     @Test("new entries replace stored ones from their first index on", arguments: BackendKind.allCases)
     func truncation(_ kind: BackendKind) throws {
         let directory = TempDirectory()
