@@ -48,16 +48,27 @@ echo "working in $work ($(df -h "$work" | awk 'NR == 2 { print $1 }'))" >&2
 # bench SYSTEM PROTOCOL ENDPOINT-ARGS... : every workload and client count, one JSON line each,
 # after a warm-up that is not recorded (a fresh cluster's first seconds — connections, the first
 # checkpoints of its files — are not its steady state, for etcd or for Aspen).
+# Bytes the server processes ($servers) have had written to disk so far (/proc/PID/io).
+servers=""
+written_by_servers() {
+    for pid in $servers; do awk '/^write_bytes/ { print $2 }' "/proc/$pid/io" 2> /dev/null; done | awk '{ s += $1 } END { printf "%.0f\n", s }'
+}
+
 bench() {
     local system="$1" proto="$2"
     shift 2
+    local nodes
+    nodes=$(echo $servers | wc -w)
     "$aspen" bench put --clients 16 --duration 3 --keyspace 10000 --value-size 256 --protocol "$proto" "$@" > /dev/null 2>&1 || true
     for workload in put get get-stale; do
         for count in "${clients[@]}"; do
             local args=("${workload%-stale}" --clients "$count" --duration "$seconds" --keyspace 10000 --value-size 256 --json --protocol "$proto")
             [ "$workload" = get-stale ] && args+=(--stale)
-            "$aspen" bench "${args[@]}" "$@" 2> /dev/null |
-                python3 -c "import json, sys; r = json.load(sys.stdin); r['system'] = '$system'; r['workload'] = '$workload'; print(json.dumps(r))" >> "$results"
+            local before
+            before=$(written_by_servers)
+            "$aspen" bench "${args[@]}" "$@" 2> /dev/null > "$work/cell.json"
+            local disk=$(($(written_by_servers) - before))
+            python3 -c "import json, sys; r = json.load(open('$work/cell.json')); r['system'] = '$system'; r['workload'] = '$workload'; r['diskBytesPerNode'] = $disk / max(1, $nodes); print(json.dumps(r))" >> "$results"
             tail -1 "$results" | python3 -c "import json, sys; r = json.load(sys.stdin); print(f\"{r['system']:<13} {r['workload']:<10} clients={r['clients']:<4} {r['opsPerSecond']:>9.0f} ops/s  p50 {r['p50Us']/1000:7.2f} ms  p99 {r['p99Us']/1000:7.2f} ms  errors {r['errors']}\")" >&2
         done
     done
@@ -108,6 +119,7 @@ done
 etcd_endpoints="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
 for _ in $(seq 1 100); do etcdctl --endpoints="$etcd_endpoints" endpoint health > /dev/null 2>&1 && break; sleep 0.2; done
 echo "== etcd $(etcd --version | head -1 | awk '{print $3}') cluster up" >&2
+servers=$(pgrep -f "etcd --name e[123] --data-dir $work" | tr '\n' ' ')
 bench etcd etcd --endpoints "$etcd_endpoints"
 checkperf etcd "$etcd_endpoints"
 pkill -f "$work/etcd" || true
@@ -148,6 +160,7 @@ ticket=$(sed -n 's/^export ASPEN_TICKET=//p' "$work/dev.out")
 [ -n "$ticket" ] || { cat "$work/dev.out" >&2; exit 1; }
 aspen_etcd="127.0.0.1:24131,127.0.0.1:24132,127.0.0.1:24133"
 echo "== Aspen cluster up" >&2
+servers=$(pgrep -f "aspen-node run .*$work" | tr '\n' ' ')
 # Every second, each node's term and whether it leads, with the cell being measured: a leader
 # change shows when it happened.
 (
@@ -183,6 +196,13 @@ for workload in ["put", "get", "get-stale"]:
         cell = lambda r: f"{r['opsPerSecond']:>10.0f} {r['p50Us']/1000:>7.2f} {r['p99Us']/1000:>7.2f}"
         ratio = lambda r: f"{r['opsPerSecond'] / e['opsPerSecond']:>6.2f}" if e['opsPerSecond'] else "   n/a"
         print(f"{workload:<10} {clients:>7} | {cell(e)} | {cell(a)} {ratio(a)} | {cell(n)} {ratio(n)}")
+print()
+print("Disk writes per put, KiB per node (write_bytes of the server processes over the cell / ops):")
+for clients in [1, 16, 64, 256]:
+    cells = [by.get((system, "put", clients)) for system in ["etcd", "aspen-etcd", "aspen-native"]]
+    if not all(cells) or not all(r["operations"] for r in cells): continue
+    per = lambda r: f"{r['diskBytesPerNode'] / r['operations'] / 1024:>7.1f}"
+    print(f"put {clients:>4} clients: etcd {per(cells[0])}   aspen-etcd {per(cells[1])}   aspen-native {per(cells[2])}")
 PY
 echo
 cat "$work/checkperf.txt"
