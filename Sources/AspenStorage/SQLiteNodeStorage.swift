@@ -13,6 +13,7 @@ public final class SQLiteNodeStorage: NodeStorage {
     public let path: String
     public let group: GroupID
     let pool: DatabasePool
+    let checkpointer: Checkpointer
     let limits: Limits
     /// The term and vote of the last fsynced commit (nil until the first).
     private let lastDurable = Mutex<Raft.HardState?>(nil)
@@ -44,8 +45,9 @@ public final class SQLiteNodeStorage: NodeStorage {
             // appear in the WAL many times over and a longer interval copies each once. Measured
             // here with 3 nodes on one disk: disk writes per second fell from ~12,000 to ~3,500
             // and puts rose 5-27 % (c=64 through the etcd API, c=256 native, alternating runs);
-            // 8,192 was no faster and its longer checkpoints showed in the p99.
-            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.checkpointPages)")
+            // 8,192 was no faster and its longer checkpoints showed in the p99. The checkpoints
+            // run on a connection of their own (`Checkpointer`), not inside a commit.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
@@ -66,6 +68,8 @@ public final class SQLiteNodeStorage: NodeStorage {
                     return .commit
                 }
             }
+            checkpointer = try Checkpointer(path: path, frames: Int32(Self.checkpointPages))
+            pool.writeWithoutTransaction { db in checkpointer.install(on: db) }
         } catch let error as StorageError {
             throw error
         } catch let error as DatabaseError {
@@ -299,11 +303,8 @@ public final class SQLiteNodeStorage: NodeStorage {
                 if let state = batch.hardState { lastDurable.withLock { $0 = state } }
                 return results
             }
-            // Neither an fsync nor a checkpoint (which copies the WAL into the main file and
-            // fsyncs it): the next durable commit checkpoints when the WAL is due.
             return try pool.writeWithoutTransaction { db in
                 try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
-                try db.cachedStatement(sql: "PRAGMA wal_autocheckpoint = 0").execute()
                 var results: [AppliedEntry] = []
                 let outcome = Result {
                     try db.inTransaction {
@@ -313,7 +314,6 @@ public final class SQLiteNodeStorage: NodeStorage {
                 }
                 // Back to FULL before anything else commits; if that fails, the store stops.
                 try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
-                try db.cachedStatement(sql: "PRAGMA wal_autocheckpoint = \(Self.checkpointPages)").execute()
                 try outcome.get()
                 return results
             }
@@ -333,7 +333,7 @@ public final class SQLiteNodeStorage: NodeStorage {
     }
 
     public func commitsWithoutDisk(_ batch: StorageBatch) -> Bool {
-        appliesOnly(batch) && otherWrites.load(ordering: .relaxed) == 0
+        appliesOnly(batch) && otherWrites.load(ordering: .relaxed) == 0 && !checkpointer.writerMayCheckpoint
     }
 
     /// Writes under way besides commits (compaction's deletes, defragmentation), which a commit
@@ -507,8 +507,19 @@ public final class SQLiteNodeStorage: NodeStorage {
         ["", "-wal"].compactMap { (try? FileManager.default.attributesOfItem(atPath: path + $0))?[.size] as? Int64 }.reduce(0, +)
     }
 
+    /// Checkpoints made so far: in the background, finished by the writer (the last few frames
+    /// of a background one), and made whole by the writer because the WAL had grown too long
+    /// (see `Checkpointer`).
+    public var checkpoints: (background: Int, finishedByWriter: Int, wholeByWriter: Int) {
+        (
+            checkpointer.background.load(ordering: .relaxed), checkpointer.finished.load(ordering: .relaxed),
+            checkpointer.fallback.load(ordering: .relaxed)
+        )
+    }
+
     public func close() throws {
         try guarded {
+            try checkpointer.close()
             try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
             try pool.close()
         }

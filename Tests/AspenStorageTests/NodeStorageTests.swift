@@ -227,6 +227,34 @@ struct NodeStorageTests {
         #expect(Double(bytes) < 1.6 * Double(copies))
     }
 
+    @Test("the WAL is copied into the database in the background: commits copy only its last frames, and it stays bounded")
+    func backgroundCheckpoints() throws {
+        let directory = TempDirectory()
+        let path = directory.path()
+        let storage = try SQLiteNodeStorage(path: path)
+        try storage.bootstrap(.bootstrap(Self.membership))
+        var random = SplitMix64(seed: 11)
+        let value = String(repeating: "v", count: 1024)
+        let commits = 3000
+        for index in 1...Raft.Index(commits) {
+            let key = "/k/" + (0..<64).map { _ in String(UnicodeScalar(UInt8(97 + random.next() % 26))) }.joined()
+            let entry = Raft.Entry(term: 1, index: index, payload: command(key, value))
+            _ = try storage.commit(StorageBatch(entries: [entry], hardState: Raft.HardState(term: 1, commit: index), committedEntries: [entry]))
+        }
+        let wal = ((try? FileManager.default.attributesOfItem(atPath: path + "-wal"))?[.size] as? Int64) ?? 0
+        let checkpoints = storage.checkpoints
+        print("\(commits) commits: WAL \(wal / 8216) frames long at most, \(checkpoints) checkpoints")
+        #expect(checkpoints.background >= 1)
+        #expect(checkpoints.finishedByWriter >= 1)
+        #expect(checkpoints.wholeByWriter == 0)
+        #expect(wal < 2 * 4096 * 8216)
+        // Everything is there after a reopen.
+        try storage.close()
+        let reopened = try SQLiteNodeStorage(path: path)
+        #expect(try reopened.appliedIndex == Raft.Index(commits))
+        #expect(try reopened.revisions().current == Revision(commits))
+    }
+
     @Test("a flipped bit in a stored entry is caught by its checksum, naming the file and index")
     func checksumCatchesCorruption() throws {
         let directory = TempDirectory()
