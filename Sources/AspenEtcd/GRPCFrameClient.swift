@@ -1,3 +1,4 @@
+import AspenTransport
 import GRPCCore
 import NIOCore
 import NIOHPACK
@@ -97,7 +98,7 @@ public final class GRPCFrameClient: Sendable {
         connection.withLock { $0 = nil }
     }
 
-    final class Handler: ChannelInboundHandler {
+    final class Handler: ChannelInboundHandler, FlushesOncePerPass {
         typealias InboundIn = HTTP2Frame
         typealias OutboundOut = HTTP2Frame
 
@@ -166,13 +167,7 @@ public final class GRPCFrameClient: Sendable {
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(buffer), endStream: true)))), promise: nil)
             // Calls started in one turn of the event loop leave in one write.
-            guard !flushScheduled else { return }
-            flushScheduled = true
-            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.execute {
-                handler.value.flushScheduled = false
-                handler.value.context?.flush()
-            }
+            flushSoon()
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {

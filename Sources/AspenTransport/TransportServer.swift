@@ -254,7 +254,7 @@ final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 /// Requests on an established connection: `[id: UInt64][body]`, answered `[id][body]`.
-final class ServerRequestHandler: ChannelInboundHandler {
+final class ServerRequestHandler: ChannelInboundHandler, FlushesOncePerPass {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -326,18 +326,10 @@ final class ServerRequestHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
-    /// Writes an answer and flushes once the loop has run what is queued on it: the answers one
-    /// Raft batch releases leave in one TLS record and one write, rather than one each.
     func answer(_ buffer: ByteBuffer) {
         guard let context else { return }
         context.write(NIOAny(buffer), promise: nil)
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        context.eventLoop.execute {
-            handler.value.flushScheduled = false
-            handler.value.context?.flush()
-        }
+        flushSoon()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -21,6 +21,11 @@ func command(_ key: String, _ value: String) -> Raft.Payload {
     .command(KVCommand.put(Put(key: Array(key.utf8), value: Array(value.utf8))).encoded())
 }
 
+/// `prefix` and then `letters` random lowercase letters.
+func randomKey(_ prefix: String, letters: Int, _ random: inout SplitMix64) -> String {
+    prefix + (0..<letters).map { _ in String(UnicodeScalar(UInt8(97 + random.next() % 26))) }.joined()
+}
+
 enum BackendKind: String, CaseIterable, CustomTestStringConvertible {
     case sqlite, memory
     var testDescription: String { rawValue }
@@ -202,24 +207,32 @@ struct NodeStorageTests {
         #expect(try storage.read(RangeRequest(.key(Array("k7".utf8)))).get().kvs.first?.value == Array("v9407".utf8))
     }
 
-    @Test("writes of 1 KiB values take little more disk than their three copies (log, current, history)")
-    func kilobyteValuesStayCompact() throws {
+    /// A fresh SQLite store after `commits` commits of `perCommit` 1 KiB values each, under keys
+    /// of `prefix` and `letters` random letters, every one applied in the commit that writes it.
+    static func kilobyteValues(commits: Int, perCommit: Int, prefix: String, letters: Int, seed: UInt64) throws
+        -> (directory: TempDirectory, storage: SQLiteNodeStorage)
+    {
         let directory = TempDirectory()
-        let path = directory.path()
-        let storage = try SQLiteNodeStorage(path: path)
+        let storage = try SQLiteNodeStorage(path: directory.path())
         try storage.bootstrap(.bootstrap(Self.membership))
-        var random = SplitMix64(seed: 7)
+        var random = SplitMix64(seed: seed)
         let value = String(repeating: "v", count: 1024)
-        let count = 2000
         var index: Raft.Index = 0
-        for _ in 0..<(count / 100) {
-            let entries = (0..<100).map { _ -> Raft.Entry in
+        for _ in 0..<commits {
+            let entries = (0..<perCommit).map { _ -> Raft.Entry in
                 index += 1
-                let key = "/check-perf/" + (0..<244).map { _ in String(UnicodeScalar(UInt8(97 + random.next() % 26))) }.joined()
-                return Raft.Entry(term: 1, index: index, payload: command(key, value))
+                return Raft.Entry(term: 1, index: index, payload: command(randomKey(prefix, letters: letters, &random), value))
             }
             _ = try storage.commit(StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, commit: index), committedEntries: entries))
         }
+        return (directory, storage)
+    }
+
+    @Test("writes of 1 KiB values take little more disk than their three copies (log, current, history)")
+    func kilobyteValuesStayCompact() throws {
+        let count = 2000
+        let (directory, storage) = try Self.kilobyteValues(commits: count / 100, perCommit: 100, prefix: "/check-perf/", letters: 244, seed: 7)
+        let path = directory.path()
         try storage.close()
         let copies = count * 3 * (1024 + 256)
         let bytes = SQLiteNodeStorage.fileBytes(at: path)
@@ -229,18 +242,9 @@ struct NodeStorageTests {
 
     @Test("the WAL is copied into the database in the background: commits copy only its last frames, and it stays bounded")
     func backgroundCheckpoints() throws {
-        let directory = TempDirectory()
-        let path = directory.path()
-        let storage = try SQLiteNodeStorage(path: path)
-        try storage.bootstrap(.bootstrap(Self.membership))
-        var random = SplitMix64(seed: 11)
-        let value = String(repeating: "v", count: 1024)
         let commits = 3000
-        for index in 1...Raft.Index(commits) {
-            let key = "/k/" + (0..<64).map { _ in String(UnicodeScalar(UInt8(97 + random.next() % 26))) }.joined()
-            let entry = Raft.Entry(term: 1, index: index, payload: command(key, value))
-            _ = try storage.commit(StorageBatch(entries: [entry], hardState: Raft.HardState(term: 1, commit: index), committedEntries: [entry]))
-        }
+        let (directory, storage) = try Self.kilobyteValues(commits: commits, perCommit: 1, prefix: "/k/", letters: 64, seed: 11)
+        let path = directory.path()
         let wal = ((try? FileManager.default.attributesOfItem(atPath: path + "-wal"))?[.size] as? Int64) ?? 0
         let checkpoints = storage.checkpoints
         print("\(commits) commits: WAL \(wal / 8216) frames long at most, \(checkpoints) checkpoints")
