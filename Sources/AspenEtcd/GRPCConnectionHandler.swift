@@ -312,11 +312,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
             } catch {
                 then = { handler in handler.fail(id, error) }
             }
-            if loop.inEventLoop {
-                then(handler.value)
-            } else {
-                loop.execute { then(handler.value) }
-            }
+            loop.executeHereOrQueue { then(handler.value) }
         }
     }
 
@@ -447,11 +443,7 @@ struct CallWriter: RPCWriterProtocol {
 
     func write(_ element: [UInt8]) async throws {
         let promise = loop.makePromise(of: Void.self)
-        if loop.inEventLoop {
-            handler.value.send(id, element, promise: promise)
-        } else {
-            loop.execute { [handler, id] in handler.value.send(id, element, promise: promise) }
-        }
+        loop.executeHereOrQueue { [handler, id] in handler.value.send(id, element, promise: promise) }
         try await promise.futureResult.get()
     }
 

@@ -41,11 +41,7 @@ public final class GRPCFrameClient: Sendable {
         let handler = try await connected().get()
         let loop = handler.eventLoop
         let promise = loop.makePromise(of: [UInt8].self)
-        if loop.inEventLoop {
-            handler.value.start(path, request, promise)
-        } else {
-            loop.execute { handler.value.start(path, request, promise) }
-        }
+        loop.executeHereOrQueue { handler.value.start(path, request, promise) }
         return try await promise.futureResult.get()
     }
 

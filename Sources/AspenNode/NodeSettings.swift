@@ -179,14 +179,15 @@ public struct NodeSettings: Sendable, Equatable {
         }
         var autoCompaction: AutoCompaction.Mode?
         let mode = value("auto-compaction-mode") ?? "periodic"
+        guard AutoCompaction.Mode.names.contains(mode) else {
+            throw Problem("\(origin("auto-compaction-mode")) must be periodic or revision, not '\(mode)'")
+        }
         if let retention = value("auto-compaction-retention"), retention != "0" {
             switch AutoCompaction.Mode.parse(mode: mode, retention: retention) {
             case .success(let parsed): autoCompaction = parsed
-            case .failure(.badMode(let why)): throw Problem("\(origin("auto-compaction-mode")) must be periodic or revision: \(why)")
-            case .failure(.badRetention(let why)): throw Problem("\(origin("auto-compaction-retention")) in \(mode) mode: \(why)")
+            case .failure(.badMode(let why)), .failure(.badRetention(let why)):
+                throw Problem("\(origin("auto-compaction-retention")) in \(mode) mode: \(why)")
             }
-        } else if !AutoCompaction.Mode.names.contains(mode) {
-            throw Problem("\(origin("auto-compaction-mode")) must be periodic or revision, not '\(mode)'")
         }
         let logLevel = value("log-level") ?? "info"
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {

@@ -655,8 +655,8 @@ public actor RaftNode {
     /// it). Deletes of ranges, transactions and compactions, which can touch any number of
     /// rows, always go to the pool.
     func appliesQuickly(_ batch: StorageBatch) -> Bool {
-        guard batch.entries.isEmpty, batch.snapshot == nil, !batch.committedEntries.isEmpty,
-            batch.committedEntries.count <= Self.inlineApplyEntriesMax
+        guard !batch.committedEntries.isEmpty, batch.committedEntries.count <= Self.inlineApplyEntriesMax,
+            storage.commitsWithoutDisk(batch)
         else { return false }
         var bytes = 0
         for entry in batch.committedEntries {
@@ -664,7 +664,7 @@ public actor RaftNode {
             bytes += payload.count
             guard bytes <= Self.inlineApplyBytesMax, KVCommand.hasBoundedWork(encoded: payload) else { return false }
         }
-        return storage.commitsWithoutDisk(batch)
+        return true
     }
 
     /// Under load, batches are larger and the loop has sockets to serve: those go to the pool,

@@ -16,3 +16,15 @@ public final class EventLoopExecutor: TaskExecutor, @unchecked Sendable {
         loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }
+
+extension EventLoop {
+    /// Runs `body` at once when called on this loop (as a task preferring it usually is), and
+    /// queues it there otherwise: no hop when none is needed.
+    public func executeHereOrQueue(_ body: @escaping @Sendable () -> Void) {
+        if inEventLoop {
+            body()
+        } else {
+            execute(body)
+        }
+    }
+}

@@ -312,11 +312,7 @@ final class ServerRequestHandler: ChannelInboundHandler, FlushesOncePerPass {
             var buffer = channel.allocator.buffer(capacity: 8 + response.count)
             buffer.writeInteger(id)
             buffer.writeBytes(response)
-            if channel.eventLoop.inEventLoop {
-                handler.value.answer(buffer)
-            } else {
-                channel.eventLoop.execute { handler.value.answer(buffer) }
-            }
+            channel.eventLoop.executeHereOrQueue { [buffer] in handler.value.answer(buffer) }
         }
     }
 
