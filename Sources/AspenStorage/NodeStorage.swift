@@ -105,6 +105,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     case undecodable(file: String, what: String, detail: String)
     case durabilityNotGuaranteed(file: String, detail: String)
     case sqlite(file: String, detail: String)
+    case io(file: String, detail: String)
     case invalidBatch(String)
 
     public var description: String {
@@ -116,7 +117,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
             return "\(file): log of group \(group.rawValue) is missing entry \(expected) (next stored entry is \(found))"
         case .undecodable(let file, let what, let detail): return "\(file): cannot decode \(what): \(detail)"
         case .durabilityNotGuaranteed(let file, let detail): return "\(file): \(detail)"
-        case .sqlite(let file, let detail): return "\(file): \(detail)"
+        case .sqlite(let file, let detail), .io(let file, let detail): return "\(file): \(detail)"
         case .invalidBatch(let reason): return "invalid storage batch: \(reason)"
         }
     }

@@ -5,23 +5,37 @@ import Foundation
 import GRDB
 import Synchronization
 
-/// A node's whole durable state in one SQLite file (WAL mode, `synchronous=FULL`): the Raft log
-/// with a checksum per entry, the hard state, snapshot metadata and membership, and the
-/// key-value state machine. One `commit` is one write transaction and so one fsync, however many
-/// entries it holds.
+/// A node's durable state: the Raft log with its term and vote in append-only segment files
+/// (`SegmentedLog`, in the directory `<path>-log`), and in one SQLite file (WAL mode) the
+/// key-value state machine, the applied index, snapshot metadata and membership.
+///
+/// A `commit` appends the batch's entries and hard state to the log and waits for the disk
+/// once; then it applies the committed entries in one SQLite transaction that does not wait for
+/// the disk (`synchronous=NORMAL`). After a power loss the state machine may be behind the log
+/// and catches up from it on restart, so the log keeps every entry after the last state that is
+/// surely on disk: before compaction deletes log files, a `synchronous=FULL` commit makes the
+/// state durable. Installing a snapshot commits with `FULL` too, before the log starts over.
 public final class SQLiteNodeStorage: NodeStorage {
     public let path: String
     public let group: GroupID
     let pool: DatabasePool
     let checkpointer: Checkpointer
+    let log: SegmentedLog
     let limits: Limits
-    /// The term and vote of the last fsynced commit (nil until the first).
+    /// The term and vote last made durable (nil until known).
     private let lastDurable = Mutex<Raft.HardState?>(nil)
 
-    /// Opens (creating if needed) the database at `path`. Refuses a file that is not a usable
-    /// Aspen database, one that fails SQLite's integrity check, or a connection that would not
-    /// fsync on commit.
-    public init(path: String, group: GroupID = .root, limits: Limits = .standard, verify: Bool = true) throws {
+    /// Where the log of `group` lives beside the database at `path`.
+    public static func logDirectory(_ path: String, group: GroupID = .root) -> String {
+        group == .root ? path + "-log" : path + "-log-\(group.rawValue)"
+    }
+
+    /// Opens (creating if needed) the database at `path` and its log. Refuses a file that is not
+    /// a usable Aspen database, one that fails SQLite's integrity check, a connection that could
+    /// not fsync on commit, or a log that is corrupted before its last segment.
+    public init(
+        path: String, group: GroupID = .root, limits: Limits = .standard, verify: Bool = true, logSegmentBytes: Int = 64 << 20
+    ) throws {
         self.path = path
         self.group = group
         self.limits = limits
@@ -52,13 +66,14 @@ public final class SQLiteNodeStorage: NodeStorage {
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try pool.writeWithoutTransaction { db in
-                // GRDB leaves WAL connections at synchronous=NORMAL, which does not fsync on commit.
+                // Commits that must be durable switch to FULL (`durableWrite`); check that it takes.
                 try db.execute(sql: "PRAGMA synchronous = FULL")
                 let level = try Int.fetchOne(db, sql: "PRAGMA synchronous")
                 guard level == 2 else {
                     throw StorageError.durabilityNotGuaranteed(
                         file: path, detail: "SQLite synchronous is \(level ?? -1), not FULL (2); refusing to run")
                 }
+                try db.execute(sql: "PRAGMA synchronous = NORMAL")
                 if verify {
                     let verdict = try String.fetchOne(db, sql: "PRAGMA quick_check") ?? "no answer"
                     guard verdict == "ok" else { throw StorageError.corrupted(file: path, detail: verdict) }
@@ -68,13 +83,17 @@ public final class SQLiteNodeStorage: NodeStorage {
                     return .commit
                 }
             }
-            checkpointer = try Checkpointer(path: path, frames: Int32(Self.checkpointPages))
+            let checkpointer = try Checkpointer(path: path, frames: Int32(Self.checkpointPages))
             pool.writeWithoutTransaction { db in checkpointer.install(on: db) }
+            self.checkpointer = checkpointer
+            log = try SegmentedLog(
+                directory: Self.logDirectory(path, group: group), group: group, limits: limits, segmentBytes: logSegmentBytes)
         } catch let error as StorageError {
             throw error
         } catch let error as DatabaseError {
             throw Self.translate(error, file: path)
         }
+        try guarded { try moveLogOutOfDatabase() }
     }
 
     static let pageBytes = 8192
@@ -98,7 +117,8 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
-    static let schemaVersion = 2
+    /// 3: the log lives in segment files, no longer in `raft_log` (which is emptied on opening).
+    static let schemaVersion = 3
 
     static func migrate(_ db: Database, file: String) throws {
         try db.execute(
@@ -192,10 +212,16 @@ public final class SQLiteNodeStorage: NodeStorage {
             } catch {
                 throw StorageError.undecodable(file: path, what: "the snapshot membership", detail: "\(error)")
             }
-            let hardState = Raft.HardState(term: row[0], vote: (row[1] as Int64?).map { NodeID(UInt64($0)) }, commit: row[2])
+            var hardState = Raft.HardState(term: row[0], vote: (row[1] as Int64?).map { NodeID(UInt64($0)) }, commit: row[2])
             let applied: Raft.Index = row[3]
             var metadata = Raft.SnapshotMetadata(index: row[4], term: row[5], membership: membership)
-            var entries = try readEntries(after: metadata.index)
+            let contents = try log.contents()
+            // The log is written before the database, so its term and vote are the newer ones.
+            if let logged = contents.hardState, logged.term >= hardState.term {
+                hardState = Raft.HardState(term: logged.term, vote: logged.vote, commit: max(logged.commit, hardState.commit))
+            }
+            lastDurable.withLock { $0 = hardState }
+            var entries = try entriesAfterSnapshot(contents, metadata)
             var data: [UInt8] = []
             if metadata.index > 0 {
                 // Only the state as of `applied` exists: re-snapshot there so the snapshot Raft
@@ -211,8 +237,41 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
-    /// Reads the log after `index`, verifying every checksum and that no entry is missing.
-    func readEntries(after index: Raft.Index) throws -> [Raft.Entry] {
+    /// The log's entries after the snapshot. A log holding the snapshot's index with another term
+    /// is the log from before a snapshot was installed, when a crash came before the log started
+    /// over: as Raft's rule for installing a snapshot says, none of it follows the snapshot.
+    private func entriesAfterSnapshot(_ contents: SegmentedLog.Contents, _ snapshot: Raft.SnapshotMetadata) throws -> [Raft.Entry] {
+        if let term = contents.term(at: snapshot.index), term != snapshot.term { return [] }
+        let entries = contents.entries.drop { $0.index <= snapshot.index }
+        if let first = entries.first, first.index != snapshot.index + 1 {
+            throw StorageError.logGap(file: log.directory, group: group, expected: snapshot.index + 1, found: first.index)
+        }
+        return Array(entries)
+    }
+
+    /// Moves the log of a database written before the log had files of its own (schema 2 and
+    /// earlier) into the log files, with its term and vote; then empties `raft_log`. A crash
+    /// part-way leaves the rows, and the move runs again.
+    private func moveLogOutOfDatabase() throws {
+        let (rows, state) = try pool.read { db in
+            (
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM raft_log WHERE grp = ?", arguments: [group.rawValue]) ?? 0,
+                try Row.fetchOne(db, sql: "SELECT term, vote, commit_index, snapshot_index FROM raft_state WHERE grp = ?", arguments: [group.rawValue])
+            )
+        }
+        if let state, log.isEmpty {
+            let hardState = Raft.HardState(term: state[0], vote: (state[1] as Int64?).map { NodeID(UInt64($0)) }, commit: state[2])
+            if rows > 0 || hardState.term > 0 || hardState.vote != nil {
+                try log.append(try legacyEntries(after: state[3]), hardState: hardState)
+            }
+        }
+        guard rows > 0 else { return }
+        try durableWrite { db in try db.execute(sql: "DELETE FROM raft_log WHERE grp = ?", arguments: [group.rawValue]) }
+    }
+
+    /// Reads the log that schema 2 kept in `raft_log` after `index`, verifying every checksum and
+    /// that no entry is missing.
+    func legacyEntries(after index: Raft.Index) throws -> [Raft.Entry] {
         try pool.read { db in
             let cursor = try Row.fetchCursor(
                 db, sql: "SELECT idx, term, payload, checksum FROM raft_log WHERE grp = ? AND idx > ? ORDER BY idx",
@@ -261,7 +320,7 @@ public final class SQLiteNodeStorage: NodeStorage {
 
     public func bootstrap(_ state: Raft.PersistentState) throws {
         try guarded {
-            try pool.write { db in
+            try durableWrite { db in
                 // Only an untouched joining state may be replaced (a node founding a cluster).
                 if let row = try Row.fetchOne(
                     db, sql: "SELECT term, vote, applied_index, snapshot_index, snapshot_membership FROM raft_state WHERE grp = ?",
@@ -272,16 +331,37 @@ public final class SQLiteNodeStorage: NodeStorage {
                     let applied: Int64 = row[2]
                     let snapshotIndex: Int64 = row[3]
                     let membership = try? Raft.decodeMembership(Bytes(row[4] as Data))
-                    let logged = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM raft_log WHERE grp = ?", arguments: [group.rawValue]) ?? 0
-                    let counters: [Int64] = [term, applied, snapshotIndex, Int64(logged)]
-                    let untouched = vote == nil && counters.allSatisfy { $0 == 0 } && membership?.isEmpty == true
+                    let counters: [Int64] = [term, applied, snapshotIndex]
+                    let untouched = vote == nil && counters.allSatisfy { $0 == 0 } && membership?.isEmpty == true && log.isEmpty
                     guard untouched else {
                         throw StorageError.invalidBatch("\(path) already holds group \(group.rawValue); refusing to bootstrap over it")
                     }
                 }
                 try writeState(
                     db, hardState: state.hardState, applied: state.appliedIndex, snapshot: state.snapshot.metadata)
-                try appendEntries(db, state.entries)
+            }
+            try log.append(state.entries, hardState: state.hardState)
+            lastDurable.withLock { $0 = state.hardState }
+        }
+    }
+
+    /// A write transaction that is on disk when it returns (`synchronous=FULL`), and with it
+    /// every commit before it.
+    private func durableWrite<T>(_ body: (Database) throws -> T) throws -> T {
+        try guarded {
+            try pool.writeWithoutTransaction { db in
+                try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
+                var result: T?
+                let outcome = Result {
+                    try db.inTransaction {
+                        result = try body(db)
+                        return .commit
+                    }
+                }
+                // Back to NORMAL before anything else commits.
+                try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
+                try outcome.get()
+                return result!
             }
         }
     }
@@ -298,38 +378,32 @@ public final class SQLiteNodeStorage: NodeStorage {
             return []
         }
         return try guarded {
-            if !appliesOnly(batch) {
-                let results = try pool.write { db in try apply(batch, in: db, known: known) }
+            if let snapshot = batch.snapshot { try install(snapshot, hardState: batch.hardState) }
+            if !batch.entries.isEmpty || needsDurableState(batch.hardState) {
+                try log.append(batch.entries, hardState: batch.hardState)
                 if let state = batch.hardState { lastDurable.withLock { $0 = state } }
-                return results
             }
-            return try pool.writeWithoutTransaction { db in
-                try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
-                var results: [AppliedEntry] = []
-                let outcome = Result {
-                    try db.inTransaction {
-                        results = try apply(batch, in: db, known: known)
-                        return .commit
-                    }
-                }
-                // Back to FULL before anything else commits; if that fails, the store stops.
-                try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
-                try outcome.get()
-                return results
+            guard !batch.committedEntries.isEmpty else {
+                known([])
+                return []
             }
+            return try pool.write { db in try apply(batch.committedEntries, hardState: batch.hardState, in: db, known: known) }
         }
     }
 
-    /// A batch that only applies committed entries (and moves the commit index) needs no fsync
-    /// of its own: the entries are already durable in the log, so after a power loss they are
-    /// applied again. The next batch that writes entries, a term or a vote fsyncs the WAL, and
-    /// with it every commit before it, so nothing after a durable commit can be lost. Everything
-    /// else is committed with synchronous=FULL.
+    /// Whether `state` changes the term or the vote, which must be on disk before the node
+    /// acts on them. The commit index alone need not be: it is learned again from the leader.
+    private func needsDurableState(_ state: Raft.HardState?) -> Bool {
+        guard let state else { return false }
+        guard let durable = lastDurable.withLock({ $0 }) else { return true }
+        return state.term != durable.term || state.vote != durable.vote
+    }
+
+    /// A batch that only applies committed entries (and moves the commit index) writes nothing to
+    /// the log, and its SQLite commit does not wait for the disk: the entries are durable in
+    /// the log already, and are applied again after a power loss.
     private func appliesOnly(_ batch: StorageBatch) -> Bool {
-        guard batch.entries.isEmpty, batch.snapshot == nil else { return false }
-        guard let state = batch.hardState else { return true }
-        guard let durable = lastDurable.withLock({ $0 }) else { return false }
-        return state.term == durable.term && state.vote == durable.vote
+        batch.entries.isEmpty && batch.snapshot == nil && !needsDurableState(batch.hardState)
     }
 
     public func commitsWithoutDisk(_ batch: StorageBatch) -> Bool {
@@ -346,7 +420,7 @@ public final class SQLiteNodeStorage: NodeStorage {
         return try guarded(body)
     }
 
-    private func apply(_ batch: StorageBatch, in db: Database, known: ([AppliedEntry]) -> Void) throws -> [AppliedEntry] {
+    private func storedState(_ db: Database) throws -> (hardState: Raft.HardState, applied: Raft.Index, snapshot: Raft.SnapshotMetadata) {
         // Statements run on every commit are prepared once per connection (cached): preparing
         // costs more than running them.
         guard let row = try Row.fetchOne(
@@ -354,41 +428,47 @@ public final class SQLiteNodeStorage: NodeStorage {
                 sql: "SELECT term, vote, commit_index, applied_index, snapshot_index, snapshot_term, snapshot_membership FROM raft_state WHERE grp = ?"),
             arguments: [group.rawValue])
         else { throw StorageError.invalidBatch("group \(group.rawValue) was never bootstrapped in \(path)") }
-        var hardState = Raft.HardState(term: row[0], vote: (row[1] as Int64?).map { NodeID(UInt64($0)) }, commit: row[2])
-        var applied: Raft.Index = row[3]
-        var snapshot = Raft.SnapshotMetadata(
-            index: row[4], term: row[5], membership: (try? Raft.decodeMembership(Bytes(row[6] as Data))) ?? Raft.Membership())
-        if let installed = batch.snapshot {
-            let state: KVSnapshot
-            do {
-                state = try KVSnapshot(decoding: installed.data, limits: limits)
-            } catch {
-                throw StorageError.undecodable(file: path, what: "snapshot \(installed.metadata.index)", detail: "\(error)")
-            }
+        return (
+            Raft.HardState(term: row[0], vote: (row[1] as Int64?).map { NodeID(UInt64($0)) }, commit: row[2]), row[3],
+            Raft.SnapshotMetadata(
+                index: row[4], term: row[5], membership: (try? Raft.decodeMembership(Bytes(row[6] as Data))) ?? Raft.Membership())
+        )
+    }
+
+    /// Replaces the state machine with a snapshot's, durably; then the log starts over after it.
+    private func install(_ snapshot: Raft.Snapshot, hardState: Raft.HardState?) throws {
+        let state: KVSnapshot
+        do {
+            state = try KVSnapshot(decoding: snapshot.data, limits: limits)
+        } catch {
+            throw StorageError.undecodable(file: path, what: "snapshot \(snapshot.metadata.index)", detail: "\(error)")
+        }
+        try durableWrite { db in
+            let stored = try storedState(db)
             try SQLiteKVBackend.install(state, into: db, file: path, group: group)
-            try db.execute(sql: "DELETE FROM raft_log WHERE grp = ?", arguments: [group.rawValue])
-            snapshot = installed.metadata
-            applied = installed.metadata.index
+            try writeState(db, hardState: hardState ?? stored.hardState, applied: snapshot.metadata.index, snapshot: snapshot.metadata)
         }
-        if let first = batch.entries.first {
-            try db.cachedStatement(sql: "DELETE FROM raft_log WHERE grp = ? AND idx >= ?").execute(arguments: [group.rawValue, first.index])
-            try appendEntries(db, batch.entries)
-        }
-        if let state = batch.hardState { hardState = state }
+        try log.reset(after: snapshot.metadata.index, term: snapshot.metadata.term, hardState: hardState)
+        if let hardState { lastDurable.withLock { $0 = hardState } }
+    }
+
+    private func apply(_ committed: [Raft.Entry], hardState: Raft.HardState?, in db: Database, known: ([AppliedEntry]) -> Void) throws
+        -> [AppliedEntry]
+    {
+        let stored = try storedState(db)
+        var applied = stored.applied
         var results: [AppliedEntry] = []
-        if !batch.committedEntries.isEmpty {
-            var backend = try SQLiteKVBackend(db, file: path, group: group)
-            for entry in batch.committedEntries where entry.index > applied {
-                guard entry.index == applied + 1 else {
-                    throw StorageError.invalidBatch("entry \(entry.index) applied after \(applied)")
-                }
-                results.append(try Self.applyEntry(entry, to: &backend, limits: limits))
-                applied = entry.index
+        var backend = try SQLiteKVBackend(db, file: path, group: group)
+        for entry in committed where entry.index > applied {
+            guard entry.index == applied + 1 else {
+                throw StorageError.invalidBatch("entry \(entry.index) applied after \(applied)")
             }
-            try backend.flush()
+            results.append(try Self.applyEntry(entry, to: &backend, limits: limits))
+            applied = entry.index
         }
+        try backend.flush()
         known(results)
-        try writeState(db, hardState: hardState, applied: applied, snapshot: snapshot)
+        try writeState(db, hardState: hardState ?? stored.hardState, applied: applied, snapshot: stored.snapshot)
         return results
     }
 
@@ -403,20 +483,6 @@ public final class SQLiteNodeStorage: NodeStorage {
         } catch let error as DecodingError {
             // Every node fails the same undecodable command the same way.
             return AppliedEntry(index: entry.index, term: entry.term, result: .failure(.invalidCommand("undecodable command: \(error)")))
-        }
-    }
-
-    private func appendEntries(_ db: Database, _ entries: [Raft.Entry]) throws {
-        for entry in entries {
-            let statement = try RawStatement(
-                db, "INSERT INTO raft_log(grp, idx, term, payload, checksum) VALUES (?, ?, ?, ?, ?)", file: path)
-            let payload = entry.payload.encoded()
-            statement.bind(1, Int64(group.rawValue))
-            statement.bind(2, Int64(entry.index))
-            statement.bind(3, Int64(entry.term))
-            statement.bind(4, payload)
-            statement.bind(5, Int64(Raft.Entry.checksum(index: entry.index, term: entry.term, payload: payload)))
-            try statement.run()
         }
     }
 
@@ -447,34 +513,20 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
-    /// The snapshot's metadata is recorded first; the log prefix then goes in transactions of
-    /// at most `compactionRowsPerTransaction` rows, so that the writes committing meanwhile
-    /// wait for one short delete at a time, never for the whole prefix. Rows left by a crash
-    /// part-way lie below the snapshot, where nothing reads them, and go with the next
-    /// compaction. A snapshot recorded since (an installed one) is never moved back.
+    /// Records the snapshot's metadata in a commit that waits for the disk, and so makes the
+    /// applied state through it durable (it is older than this commit); then deletes the log
+    /// files that hold only entries through the snapshot. A snapshot recorded since (an
+    /// installed one) is never moved back.
     public func compacted(_ metadata: Raft.SnapshotMetadata) throws {
         try otherWrite {
-            try pool.write { db in
+            try durableWrite { db in
                 try db.execute(
                     sql: "UPDATE raft_state SET snapshot_index = ?, snapshot_term = ?, snapshot_membership = ? WHERE grp = ? AND snapshot_index < ?",
                     arguments: [metadata.index, metadata.term, Data(Raft.encode(metadata.membership)), group.rawValue, metadata.index])
             }
-            var deleted = 0
-            repeat {
-                deleted = try pool.write { db in
-                    try db.execute(
-                        sql: """
-                            DELETE FROM raft_log WHERE grp = ? AND idx <= ?
-                            AND idx < (SELECT MIN(idx) FROM raft_log WHERE grp = ?) + ?
-                            """,
-                        arguments: [group.rawValue, metadata.index, group.rawValue, Self.compactionRowsPerTransaction])
-                    return db.changesCount
-                }
-            } while deleted > 0
+            try log.compact(through: metadata.index)
         }
     }
-
-    static let compactionRowsPerTransaction = 4096
 
     public func changes(in bounds: KeyBounds, from: Revision, through: Revision, withPrevious: Bool, limit: Int) throws
         -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>
@@ -499,12 +551,14 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
-    /// The database file and its write-ahead log, in bytes.
+    /// The database file, its write-ahead log and the log's segments, in bytes.
     public func fileBytes() -> Int64 { Self.fileBytes(at: path) }
 
-    /// The database at `path` and its write-ahead log, in bytes (0 for what does not exist).
+    /// The database at `path`, its write-ahead log and the root group's log segments, in bytes
+    /// (0 for what does not exist).
     public static func fileBytes(at path: String) -> Int64 {
         ["", "-wal"].compactMap { (try? FileManager.default.attributesOfItem(atPath: path + $0))?[.size] as? Int64 }.reduce(0, +)
+            + SegmentedLog.bytes(in: logDirectory(path))
     }
 
     /// Checkpoints made so far: in the background, finished by the writer (the last few frames
@@ -522,6 +576,7 @@ public final class SQLiteNodeStorage: NodeStorage {
             try checkpointer.close()
             try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
             try pool.close()
+            log.close()
         }
     }
 

@@ -30,6 +30,10 @@ enum CrashWriter {
             state = try storage.load()
         }
         guard let loaded = state else { return }
+        // A kill between a batch's log write and its apply leaves entries to apply, as a node
+        // applies the committed entries it finds after a restart.
+        let applied = try storage.appliedIndex
+        _ = try storage.commit(StorageBatch(committedEntries: loaded.entries.filter { $0.index > applied }))
         var index = loaded.entries.last?.index ?? loaded.snapshot.metadata.index
         // Batches are numbered by the index of their first entry's batch marker: resume after the last.
         var batch = try lastBatch(storage) + 1

@@ -259,41 +259,6 @@ struct NodeStorageTests {
         #expect(try reopened.revisions().current == Revision(commits))
     }
 
-    @Test("a flipped bit in a stored entry is caught by its checksum, naming the file and index")
-    func checksumCatchesCorruption() throws {
-        let directory = TempDirectory()
-        let path = directory.path()
-        do {
-            let storage = try SQLiteNodeStorage(path: path)
-            try storage.bootstrap(.bootstrap(Self.membership))
-            _ = try storage.commit(StorageBatch(entries: (1...10).map { Raft.Entry(term: 1, index: $0, payload: command("k", "value\($0)")) }))
-        }
-        let raw = try DatabaseQueue(path: path)
-        try raw.write { db in
-            try db.execute(sql: "UPDATE raft_log SET payload = CAST(replace(CAST(payload AS TEXT), 'value7', 'valuX') AS BLOB) WHERE idx = 7")
-        }
-        let storage = try SQLiteNodeStorage(path: path)
-        let error = #expect(throws: StorageError.self) { try storage.load() }
-        #expect(error == .checksumMismatch(file: path, group: .root, index: 7))
-        #expect(error?.description.contains(path) == true)
-        #expect(error?.description.contains("entry 7") == true)
-    }
-
-    @Test("a missing log entry is reported, not skipped")
-    func gapIsReported() throws {
-        let directory = TempDirectory()
-        let path = directory.path()
-        do {
-            let storage = try SQLiteNodeStorage(path: path)
-            try storage.bootstrap(.bootstrap(Self.membership))
-            _ = try storage.commit(StorageBatch(entries: (1...5).map { Raft.Entry(term: 1, index: $0, payload: .noop) }))
-        }
-        try DatabaseQueue(path: path).write { try $0.execute(sql: "DELETE FROM raft_log WHERE idx = 3") }
-        #expect(throws: StorageError.logGap(file: path, group: .root, expected: 3, found: 4)) {
-            try SQLiteNodeStorage(path: path).load()
-        }
-    }
-
     @Test("a file that is not a database, or a truncated one, is refused at open with a clear error")
     func garbageAndTruncation() throws {
         let directory = TempDirectory()
