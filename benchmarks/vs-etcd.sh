@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Aspen against etcd, measured by one client on this machine in one run:
-#   1. a 3-node etcd cluster on loopback, driven through etcd's v3 API;
-#   2. a 3-node Aspen cluster (aspen dev) on loopback, driven through its etcd endpoints and
-#      through Aspen's native protocol.
-# Every workload × client count runs against all three; then `etcdctl check perf` (--load=m and
-# --load=l) runs against both clusters. Durability is equivalent: etcd fsyncs its WAL on every
-# commit (its default) and Aspen runs SQLite with synchronous=FULL, one fsync per group commit.
-# Both keep their data under the same directory, on the same disk.
+#   - a 3-node etcd cluster on loopback, driven through etcd's v3 API;
+#   - a 3-node Aspen cluster (aspen dev) on loopback, driven through its etcd endpoints and
+#     through Aspen's native protocol.
+# Both clusters run side by side, idle but for the cell being measured, and every workload ×
+# client count runs against the three in turn (each row starting with the next of them), so a
+# machine whose speed drifts over minutes shifts all three alike; before each cell the disk is
+# synced. Then `etcdctl check perf` (--load=m and --load=l) runs against both clusters.
+# Durability is equivalent: etcd fsyncs its WAL on every commit (its default) and commits its
+# database every 100 ms; Aspen fsyncs its log on every group commit and applies to SQLite without
+# waiting for the disk. Both keep their data under the same directory, on the same disk.
 #
 # Usage: benchmarks/vs-etcd.sh [SECONDS_PER_RUN (default 5)]   Set BENCH_DIR to choose the disk.
 # ASPEN_CMO=1 builds Aspen with cross-module optimization (into .build-cmo; the first build
@@ -54,24 +57,25 @@ written_by_servers() {
     for pid in $servers; do awk '/^write_bytes/ { print $2 }' "/proc/$pid/io" 2> /dev/null; done | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
-bench() {
-    local system="$1" proto="$2"
-    shift 2
-    local nodes
-    nodes=$(echo $servers | wc -w)
-    "$aspen" bench put --clients 16 --duration 3 --keyspace 10000 --value-size 256 --protocol "$proto" "$@" > /dev/null 2>&1 || true
-    for workload in put get get-stale; do
-        for count in "${clients[@]}"; do
-            local args=("${workload%-stale}" --clients "$count" --duration "$seconds" --keyspace 10000 --value-size 256 --json --protocol "$proto")
-            [ "$workload" = get-stale ] && args+=(--stale)
-            local before
-            before=$(written_by_servers)
-            "$aspen" bench "${args[@]}" "$@" 2> /dev/null > "$work/cell.json"
-            local disk=$(($(written_by_servers) - before))
-            python3 -c "import json, sys; r = json.load(open('$work/cell.json')); r['system'] = '$system'; r['workload'] = '$workload'; r['diskBytesPerNode'] = $disk / max(1, $nodes); print(json.dumps(r))" >> "$results"
-            tail -1 "$results" | python3 -c "import json, sys; r = json.load(sys.stdin); print(f\"{r['system']:<13} {r['workload']:<10} clients={r['clients']:<4} {r['opsPerSecond']:>9.0f} ops/s  p50 {r['p50Us']/1000:7.2f} ms  p99 {r['p99Us']/1000:7.2f} ms  errors {r['errors']}\")" >&2
-        done
-    done
+# cell SYSTEM WORKLOAD CLIENTS: one measured run, one JSON line in $results.
+cell() {
+    local system="$1" workload="$2" count="$3"
+    local args=("${workload%-stale}" --clients "$count" --duration "$seconds" --keyspace 10000 --value-size 256 --json)
+    [ "$workload" = get-stale ] && args+=(--stale)
+    local pids
+    case "$system" in
+        etcd) args+=(--protocol etcd --endpoints "$etcd_endpoints"); pids=$etcd_servers ;;
+        aspen-etcd) args+=(--protocol etcd --endpoints "$aspen_etcd"); pids=$aspen_servers ;;
+        aspen-native) args+=(--protocol aspen --ticket "$ticket"); pids=$aspen_servers ;;
+    esac
+    servers=$pids
+    sync
+    local before
+    before=$(written_by_servers)
+    "$aspen" bench "${args[@]}" 2> /dev/null > "$work/cell.json"
+    local disk=$(($(written_by_servers) - before))
+    python3 -c "import json, sys; r = json.load(open('$work/cell.json')); r['system'] = '$system'; r['workload'] = '$workload'; r['diskBytesPerNode'] = $disk / 3; print(json.dumps(r))" >> "$results"
+    tail -1 "$results" | python3 -c "import json, sys; r = json.load(sys.stdin); print(f\"{r['system']:<13} {r['workload']:<10} clients={r['clients']:<4} {r['opsPerSecond']:>9.0f} ops/s  p50 {r['p50Us']/1000:7.2f} ms  p99 {r['p99Us']/1000:7.2f} ms  errors {r['errors']}\")" >&2
 }
 
 checkperf() {
@@ -103,10 +107,11 @@ print(int(sorted(samples)[len(samples) // 2] * 1e6))
 PROBE
 }
 
-# --- etcd ---
 sync
 baseline_fsync=$(for _ in 1 2 3; do fsync_us; done | sort -n | sed -n 2p)
 echo "== fsync of 8 KiB before the run: median ${baseline_fsync} µs" >&2
+
+# --- the clusters ---
 cluster=""
 for i in 1 2 3; do cluster+="${cluster:+,}e$i=http://127.0.0.1:$((23800 + i))"; done
 for i in 1 2 3; do
@@ -119,48 +124,15 @@ done
 etcd_endpoints="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
 for _ in $(seq 1 100); do etcdctl --endpoints="$etcd_endpoints" endpoint health > /dev/null 2>&1 && break; sleep 0.2; done
 echo "== etcd $(etcd --version | head -1 | awk '{print $3}') cluster up" >&2
-servers=$(pgrep -f "etcd --name e[123] --data-dir $work" | tr '\n' ' ')
-bench etcd etcd --endpoints "$etcd_endpoints"
-checkperf etcd "$etcd_endpoints"
-pkill -f "$work/etcd" || true
-sleep 1
-# etcd's files (preallocated WAL segments, its database) would still be on their way to the
-# disk and slow Aspen's fsyncs for a while: remove them and wait until the disk is quiet (under
-# 1 MB written in a second, at most 60 s). A fixed 3 s pause was not enough: Aspen's first rows
-# (through its etcd endpoint) then measured up to 30 % below the same rows in another run.
-rm -rf "$work/etcd"
-sync
-disk=$(basename "$(df "$work" | awk 'NR == 2 { print $1 }')")
-written() { awk -v d="$disk" '$3 == d { print $10 }' /proc/diskstats; }
-if [ -n "$(written)" ]; then
-    for waited in $(seq 1 60); do
-        before=$(written)
-        sleep 1
-        [ $(($(written) - before)) -lt 2048 ] && break
-    done
-    echo "== disk quiet after ${waited} s" >&2
-else
-    sleep 10
-fi
-# And until fsyncs are as fast as before etcd ran (three probes in a row within 30 % or 50 µs
-# of the first measure, at most 90 s): otherwise Aspen's rows pay for etcd's writes.
-calm=0
-for waited in $(seq 1 90); do
-    now=$(fsync_us)
-    if [ "$now" -le $((baseline_fsync * 13 / 10)) ] || [ "$now" -le $((baseline_fsync + 50)) ]; then calm=$((calm + 1)); else calm=0; fi
-    [ "$calm" -ge 3 ] && break
-    sleep 1
-done
-echo "== fsync of 8 KiB after ${waited} probes: median ${now} µs" >&2
+etcd_servers=$(pgrep -f "etcd --name e[123] --data-dir $work" | tr '\n' ' ')
 
-# --- Aspen ---
 "$aspen" dev --data-dir "$work/aspen" --base-port 24100 > "$work/dev.out" 2>&1 &
 for _ in $(seq 1 300); do grep -q '^export ASPEN_TICKET' "$work/dev.out" && break; sleep 0.1; done
 ticket=$(sed -n 's/^export ASPEN_TICKET=//p' "$work/dev.out")
 [ -n "$ticket" ] || { cat "$work/dev.out" >&2; exit 1; }
 aspen_etcd="127.0.0.1:24131,127.0.0.1:24132,127.0.0.1:24133"
 echo "== Aspen cluster up" >&2
-servers=$(pgrep -f "aspen-node run .*$work" | tr '\n' ' ')
+aspen_servers=$(pgrep -f "aspen-node run .*$work" | tr '\n' ' ')
 # Every second, each node's term and whether it leads, with the cell being measured: a leader
 # change shows when it happened.
 (
@@ -173,8 +145,22 @@ servers=$(pgrep -f "aspen-node run .*$work" | tr '\n' ' ')
         sleep 1
     done
 ) &
-bench aspen-etcd etcd --endpoints "$aspen_etcd"
-bench aspen-native aspen --ticket "$ticket"
+
+# A warm-up of each that is not recorded (a fresh cluster's first seconds — connections, the
+# first checkpoints of its files — are not its steady state, for etcd or for Aspen).
+"$aspen" bench put --clients 16 --duration 3 --keyspace 10000 --value-size 256 --protocol etcd --endpoints "$etcd_endpoints" > /dev/null 2>&1 || true
+"$aspen" bench put --clients 16 --duration 3 --keyspace 10000 --value-size 256 --protocol etcd --endpoints "$aspen_etcd" > /dev/null 2>&1 || true
+"$aspen" bench put --clients 16 --duration 3 --keyspace 10000 --value-size 256 --protocol aspen --ticket "$ticket" > /dev/null 2>&1 || true
+
+systems=(etcd aspen-etcd aspen-native)
+row=0
+for workload in put get get-stale; do
+    for count in "${clients[@]}"; do
+        for k in 0 1 2; do cell "${systems[$(((row + k) % 3))]}" "$workload" "$count"; done
+        row=$((row + 1))
+    done
+done
+checkperf etcd "$etcd_endpoints"
 checkperf aspen "$aspen_etcd"
 # What each Aspen node counted: forwarded writes of unknown outcome, snapshots installed, terms.
 for i in 1 2 3; do
