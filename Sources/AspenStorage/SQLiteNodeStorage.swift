@@ -63,6 +63,9 @@ public final class SQLiteNodeStorage: NodeStorage {
             // run on a connection of their own (`Checkpointer`), not inside a commit.
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
+        var previousSchema: Int?
+        let logDirectory = Self.logDirectory(path, group: group)
+        let logExisted = FileManager.default.fileExists(atPath: logDirectory)
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try pool.writeWithoutTransaction { db in
@@ -79,21 +82,20 @@ public final class SQLiteNodeStorage: NodeStorage {
                     guard verdict == "ok" else { throw StorageError.corrupted(file: path, detail: verdict) }
                 }
                 try db.inTransaction {
-                    try Self.migrate(db, file: path)
+                    previousSchema = try Self.migrate(db, file: path)
                     return .commit
                 }
             }
             let checkpointer = try Checkpointer(path: path, frames: Int32(Self.checkpointPages))
             pool.writeWithoutTransaction { db in checkpointer.install(on: db) }
             self.checkpointer = checkpointer
-            log = try SegmentedLog(
-                directory: Self.logDirectory(path, group: group), group: group, limits: limits, segmentBytes: logSegmentBytes)
+            log = try SegmentedLog(directory: logDirectory, group: group, limits: limits, segmentBytes: logSegmentBytes)
         } catch let error as StorageError {
             throw error
         } catch let error as DatabaseError {
             throw Self.translate(error, file: path)
         }
-        try guarded { try moveLogOutOfDatabase() }
+        try guarded { try moveLogOutOfDatabase(previousSchema: previousSchema, logExisted: logExisted) }
     }
 
     static let pageBytes = 8192
@@ -120,7 +122,10 @@ public final class SQLiteNodeStorage: NodeStorage {
     /// 3: the log lives in segment files, no longer in `raft_log` (which is emptied on opening).
     static let schemaVersion = 3
 
-    static func migrate(_ db: Database, file: String) throws {
+    /// Creates or upgrades the tables; returns the schema version the file had (nil: new). The
+    /// version becomes 3 only once the log has left the database (`moveLogOutOfDatabase`).
+    @discardableResult
+    static func migrate(_ db: Database, file: String) throws -> Int? {
         try db.execute(
             sql: """
                 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -147,7 +152,10 @@ public final class SQLiteNodeStorage: NodeStorage {
         } else if !hasKeyValues {
             try createKeyValueTables(db)
         }
-        try db.execute(sql: "INSERT INTO meta(name, value) VALUES ('schema_version', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", arguments: [schemaVersion])
+        try db.execute(
+            sql: "INSERT INTO meta(name, value) VALUES ('schema_version', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            arguments: [max(version ?? 2, 2)])
+        return version
     }
 
     /// Schema 2: deleted keys keep a current row until compaction, and history is keyed by
@@ -252,7 +260,18 @@ public final class SQLiteNodeStorage: NodeStorage {
     /// Moves the log of a database written before the log had files of its own (schema 2 and
     /// earlier) into the log files, with its term and vote; then empties `raft_log`. A crash
     /// part-way leaves the rows, and the move runs again.
-    private func moveLogOutOfDatabase() throws {
+    private func moveLogOutOfDatabase(previousSchema: Int?, logExisted: Bool) throws {
+        if let previousSchema, previousSchema >= 3 {
+            let applied = try pool.read { db in
+                try Int64.fetchOne(db, sql: "SELECT applied_index FROM raft_state WHERE grp = ?", arguments: [group.rawValue])
+            }
+            if let applied, !logExisted {
+                throw StorageError.corrupted(
+                    file: log.directory,
+                    detail: "the log directory is missing, but \(path) holds this member's state (applied through \(applied)); restore the directory, or remove the member's data and add it to the cluster again")
+            }
+            return
+        }
         let (rows, state) = try pool.read { db in
             (
                 try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM raft_log WHERE grp = ?", arguments: [group.rawValue]) ?? 0,
@@ -265,8 +284,10 @@ public final class SQLiteNodeStorage: NodeStorage {
                 try log.append(try legacyEntries(after: state[3]), hardState: hardState)
             }
         }
-        guard rows > 0 else { return }
-        try durableWrite { db in try db.execute(sql: "DELETE FROM raft_log WHERE grp = ?", arguments: [group.rawValue]) }
+        try durableWrite { db in
+            try db.execute(sql: "DELETE FROM raft_log WHERE grp = ?", arguments: [group.rawValue])
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE name = 'schema_version'", arguments: [Self.schemaVersion])
+        }
     }
 
     /// Reads the log that schema 2 kept in `raft_log` after `index`, verifying every checksum and

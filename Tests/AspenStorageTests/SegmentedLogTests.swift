@@ -209,4 +209,19 @@ struct SegmentedLogTests {
         #expect(try DatabaseQueue(path: path).read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM raft_log") } == 0)
         #expect(try SQLiteNodeStorage(path: path).load()?.entries == Self.entries(1...5, term: 2))
     }
+
+    @Test("a member's database without its log directory is refused at open, naming the directory")
+    func missingLogDirectoryIsRefused() throws {
+        let directory = TempDirectory()
+        let path = directory.path()
+        _ = try Self.store(directory, count: 5)
+        let logDirectory = SQLiteNodeStorage.logDirectory(path)
+        try FileManager.default.removeItem(atPath: logDirectory)
+        let error = #expect(throws: StorageError.self) { try SQLiteNodeStorage(path: path) }
+        guard case .corrupted(let file, let detail) = error else {
+            Issue.record("expected the missing log to be refused, got \(String(describing: error))")
+            return
+        }
+        #expect(file == logDirectory && detail.contains("missing"))
+    }
 }
