@@ -53,7 +53,7 @@ struct StorageBench {
         let fsync = try rawFsync(count: 1000 * scale)
         print("raw write(4 KiB)+fsync: \(Self.format(fsync.perSecond, digits: 0))/s  p50 \(Self.format(fsync.percentile(0.5)))µs  p99 \(Self.format(fsync.percentile(0.99)))µs")
         print("")
-        try commitTable("storage commits (256-byte puts, log + hard state + apply in one transaction):", apply: true, fsync: fsync)
+        try commitTable("storage commits (256-byte puts: log append and its fsync, then the apply):", apply: true, fsync: fsync)
         try commitTable(
             "log appends only (entries and hard state, no apply: what a Ready of new entries costs):", apply: false, fsync: fsync)
         let memory = applyInMemory(puts: 100_000 * scale)
@@ -195,5 +195,6 @@ struct StorageBench {
 
     func removeDatabase(_ path: String) {
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+        try? FileManager.default.removeItem(atPath: SQLiteNodeStorage.logDirectory(path))
     }
 }

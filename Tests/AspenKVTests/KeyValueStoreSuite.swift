@@ -22,13 +22,23 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
 
     var testDescription: String { rawValue }
 
+    /// Where the SQLite stores of this test process go; removed when the process exits.
+    static let directory: String = {
+        let path = Self.directoryPath
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        atexit { try? FileManager.default.removeItem(atPath: StoreKind.directoryPath) }
+        return path
+    }()
+
+    static var directoryPath: String { NSTemporaryDirectory() + "aspen-kv-suite-\(getpid())" }
+
     func make(_ clock: TestClock, limits: Limits = .standard) -> any KeyValueStore {
         switch self {
         case .memory: return MemoryKeyValueStore(limits: limits, nowMs: { clock.read() })
         case .memoryNodeStorage:
             return try! LocalKeyValueStore(storage: MemoryNodeStorage(limits: limits), limits: limits, nowMs: { clock.read() })
         case .sqlite:
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("aspen-kv-\(UUID().uuidString).db").path
+            let path = Self.directory + "/\(UUID().uuidString).db"
             return try! LocalKeyValueStore(storage: SQLiteNodeStorage(path: path, limits: limits), limits: limits, nowMs: { clock.read() })
         }
     }
