@@ -262,4 +262,23 @@ struct SegmentedLogTests {
         #expect(try reopened.appliedIndex == 30)
         #expect(try reopened.stateHash().get() == reference.stateHash().get())
     }
+
+    @Test("a segment whose creation a crash cut short is started over, and the log goes on")
+    func unfinishedSegmentStartsOver() throws {
+        let directory = TempDirectory()
+        let path = directory.path()
+        _ = try Self.store(directory, count: 8)
+        // The next segment's file exists, but its header never reached the disk.
+        let last = try #require(try Self.segments(path).last)
+        let sequence = try #require(UInt64(URL(fileURLWithPath: last).deletingPathExtension().lastPathComponent, radix: 16))
+        let hex = String(sequence + 1, radix: 16)
+        let next = SQLiteNodeStorage.logDirectory(path) + "/" + String(repeating: "0", count: 16 - hex.count) + hex + ".seg"
+        #expect(FileManager.default.createFile(atPath: next, contents: Data("ASP".utf8)))
+        do {
+            let storage = try SQLiteNodeStorage(path: path, logSegmentBytes: Self.segmentBytes)
+            #expect(try storage.load()?.entries == Self.entries(1...8))
+            _ = try storage.commit(StorageBatch(entries: Self.entries(9...9), hardState: Raft.HardState(term: 1, commit: 8)))
+        }
+        #expect(try SQLiteNodeStorage(path: path, logSegmentBytes: Self.segmentBytes).load()?.entries == Self.entries(1...9))
+    }
 }
