@@ -39,9 +39,9 @@ public struct AppliedEntry: Sendable, Equatable {
 }
 
 /// A node's durable state: the Raft log, hard state and snapshot metadata, and the key-value
-/// state machine, changed together by one atomic `commit` per Ready. Implemented over SQLite
-/// (`SQLiteNodeStorage`) and in memory (`MemoryNodeStorage`, same semantics: a crash keeps
-/// exactly the commits that returned).
+/// state machine, changed by one `commit` per Ready. Implemented over log segment files and
+/// SQLite (`SQLiteNodeStorage`) and in memory (`MemoryNodeStorage`: a crash keeps exactly the
+/// commits that returned).
 public protocol NodeStorage: AnyObject, Sendable {
     /// What Raft restarts from. For a brand-new store, nil.
     func load() throws -> Raft.PersistentState?
@@ -50,15 +50,18 @@ public protocol NodeStorage: AnyObject, Sendable {
     /// state that has not heard from a cluster yet.
     func bootstrap(_ state: Raft.PersistentState) throws
 
-    /// One atomic, durable transaction: install the snapshot, replace entries from the first new
-    /// index, store the hard state, apply the committed entries. Returns what each applied.
+    /// Installs the snapshot, replaces entries from the first new index and stores the term and
+    /// vote, all durably, before it returns (the commit index may be stored later: a node
+    /// learns it again from the leader); applies the committed entries atomically. The applies
+    /// may reach the disk after the log: after a crash the state can be behind the log, never
+    /// ahead, and `load` gives the applied index to resume from. Returns what each committed
+    /// entry applied.
     func commit(_ batch: StorageBatch) throws -> [AppliedEntry]
 
     /// As `commit(_:)`, and hands the results of the committed entries to `known` as soon as
-    /// they are computed, possibly before the transaction is durable. Their outcome is final
-    /// already: the entries are durable in a quorum's logs, and applying them again after a crash
-    /// gives the same results. So a node may answer its clients without waiting for this
-    /// transaction's fsync (which is for the new entries and hard state in the same batch).
+    /// they are computed, possibly before they are durable. Their outcome is final already: the
+    /// entries are durable in a quorum's logs, and applying them again after a crash gives the
+    /// same results. So a node may answer its clients without waiting for the disk.
     func commit(_ batch: StorageBatch, resultsKnown known: ([AppliedEntry]) -> Void) throws -> [AppliedEntry]
 
     /// Whether committing `batch` would neither wait for the disk (an fsync, a checkpoint) nor
