@@ -63,6 +63,8 @@ final class SegmentedLog: Sendable {
         var fileEnd = 0
         /// The newest hard state written, copied to the head of each new segment.
         var hardState: Raft.HardState?
+        /// What opening read, kept for the first `contents()` unless something is written first.
+        var opened: Contents?
     }
 
     /// What the files hold, read back in order.
@@ -71,8 +73,6 @@ final class SegmentedLog: Sendable {
         var base: Raft.Index?
         var entries: [Raft.Entry] = []
         var hardState: Raft.HardState?
-        /// Bytes cut from the end of the last segment (a torn write).
-        var tornBytes = 0
 
         var lastIndex: Raft.Index? { base.map { $0 + Raft.Index(entries.count) } }
 
@@ -95,6 +95,7 @@ final class SegmentedLog: Sendable {
         try state.withLock { state in
             state.segments = scan.segments
             state.hardState = scan.contents.hardState
+            state.opened = scan.contents
             if let last = scan.segments.last {
                 state.fd = open(last.path, O_RDWR | O_CLOEXEC)
                 guard state.fd >= 0 else { throw Self.failure(last.path, "cannot open: \(String(cString: strerror(errno)))") }
@@ -118,8 +119,12 @@ final class SegmentedLog: Sendable {
         }
     }
 
-    /// The whole log as the files hold it.
-    func contents() throws -> Contents { try Self.scan(directory: directory, group: group, limits: limits).contents }
+    /// The whole log as the files hold it (the first time after opening, without reading them
+    /// again).
+    func contents() throws -> Contents {
+        if let opened = state.withLock({ state in defer { state.opened = nil }; return state.opened }) { return opened }
+        return try Self.scan(directory: directory, group: group, limits: limits).contents
+    }
 
     /// Whether no entry, term or vote was ever written.
     var isEmpty: Bool {
@@ -131,17 +136,17 @@ final class SegmentedLog: Sendable {
     /// Appends `entries` (each after the one before; the first may go back to replace a suffix)
     /// and the hard state, and makes them durable before returning.
     func append(_ entries: [Raft.Entry], hardState: Raft.HardState?) throws {
-        var records: [UInt8] = []
-        records.reserveCapacity(entries.reduce(64) { $0 + $1.sizeBytes + 40 })
-        for entry in entries { Self.appendEntryRecord(entry, to: &records) }
-        if let hardState { Self.appendRecord(.hardState, Self.encode(hardState), to: &records) }
-        guard !records.isEmpty else { return }
+        var records = ByteWriter(capacity: entries.reduce(64) { $0 + $1.sizeBytes + 40 })
+        for entry in entries { Self.writeEntryRecord(entry, to: &records) }
+        if let hardState { Self.writeRecord(.hardState, Self.encode(hardState), to: &records) }
+        guard !records.bytes.isEmpty else { return }
         try state.withLock { state in
             guard state.fd >= 0 else { throw Self.failure(directory, "the log is closed") }
+            state.opened = nil
             if state.offset >= segmentBytes {
                 try startSegment(sequence: state.segments[state.segments.count - 1].sequence + 1, head: [], in: &state)
             }
-            try write(records, in: &state)
+            try write(records.bytes, in: &state)
             if let last = entries.last { state.segments[state.segments.count - 1].maxIndex = max(state.segments[state.segments.count - 1].maxIndex, last.index) }
             if let hardState { state.hardState = hardState }
         }
@@ -150,16 +155,17 @@ final class SegmentedLog: Sendable {
     /// Starts the log over after `index` (a snapshot was installed there): a new segment opens
     /// with the reset, and every older one is deleted.
     func reset(after index: Raft.Index, term: Raft.Term, hardState: Raft.HardState?) throws {
-        var head: [UInt8] = []
-        var body: [UInt8] = []
-        Self.appendFixed(index, to: &body)
-        Self.appendFixed(term, to: &body)
-        Self.appendRecord(.reset, body, to: &head)
+        var body = ByteWriter(capacity: 16)
+        body.writeFixed(index)
+        body.writeFixed(term)
+        var head = ByteWriter()
+        Self.writeRecord(.reset, body.bytes, to: &head)
         let dropped: [Segment] = try state.withLock { state in
             guard state.fd >= 0 else { throw Self.failure(directory, "the log is closed") }
+            state.opened = nil
             if let hardState { state.hardState = hardState }
             let older = state.segments
-            try startSegment(sequence: (older.last?.sequence ?? 0) + 1, head: head, in: &state)
+            try startSegment(sequence: (older.last?.sequence ?? 0) + 1, head: head.bytes, in: &state)
             state.segments.removeFirst(older.count)
             return older
         }
@@ -170,6 +176,7 @@ final class SegmentedLog: Sendable {
     /// written). The caller has made the state through `index` durable first.
     func compact(through index: Raft.Index) throws {
         let dropped: [Segment] = state.withLock { state in
+            state.opened = nil
             var count = 0
             while count < state.segments.count - 1, state.segments[count].maxIndex <= index { count += 1 }
             let dropped = Array(state.segments.prefix(count))
@@ -178,9 +185,6 @@ final class SegmentedLog: Sendable {
         }
         try remove(dropped)
     }
-
-    /// Segment files and their bytes.
-    var segmentCount: Int { state.withLock { $0.segments.count } }
 
     func close() {
         state.withLock { state in
@@ -213,12 +217,13 @@ final class SegmentedLog: Sendable {
         let path = directory + "/" + Self.name(sequence)
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Self.failure(path, "cannot create: \(String(cString: strerror(errno)))") }
-        var bytes = Self.magic
-        if let hardState = state.hardState { Self.appendRecord(.hardState, Self.encode(hardState), to: &bytes) }
-        bytes += head
+        var bytes = ByteWriter()
+        bytes.writeRaw(Self.magic)
+        if let hardState = state.hardState { Self.writeRecord(.hardState, Self.encode(hardState), to: &bytes) }
+        bytes.writeRaw(head)
         var fresh = State(segments: state.segments, fd: fd, offset: 0, fileEnd: 0, hardState: state.hardState)
         do {
-            try write(bytes, in: &fresh)
+            try write(bytes.bytes, in: &fresh)
             try syncDirectory()
         } catch {
             _ = Glibc.close(fd)
@@ -280,37 +285,28 @@ final class SegmentedLog: Sendable {
 
     // MARK: Encoding
 
-    static func appendFixed(_ value: UInt64, to bytes: inout [UInt8]) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
-    }
-
-    static func appendFixed32(_ value: UInt32, to bytes: inout [UInt8]) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
-    }
-
     /// Length, checksum, kind, body.
-    static func appendRecord(_ kind: Kind, _ body: [UInt8], to bytes: inout [UInt8]) {
-        appendFixed32(UInt32(body.count), to: &bytes)
-        appendFixed32(CRC32C.checksum(body, seed: CRC32C.checksum([kind.rawValue])), to: &bytes)
-        bytes.append(kind.rawValue)
-        bytes += body
+    static func writeRecord(_ kind: Kind, _ body: [UInt8], to writer: inout ByteWriter) {
+        writer.writeFixed(UInt32(body.count))
+        writer.writeFixed(CRC32C.checksum(body, seed: CRC32C.checksum([kind.rawValue])))
+        writer.write(kind.rawValue)
+        writer.writeRaw(body)
     }
 
-    static func appendEntryRecord(_ entry: Raft.Entry, to bytes: inout [UInt8]) {
-        var body: [UInt8] = []
-        body.reserveCapacity(entry.sizeBytes + 24)
-        appendFixed(entry.index, to: &body)
-        appendFixed(entry.term, to: &body)
-        body += entry.payload.encoded()
-        appendRecord(.entry, body, to: &bytes)
+    static func writeEntryRecord(_ entry: Raft.Entry, to writer: inout ByteWriter) {
+        var body = ByteWriter(capacity: entry.sizeBytes + 24)
+        body.writeFixed(entry.index)
+        body.writeFixed(entry.term)
+        body.writeRaw(entry.payload.encoded())
+        writeRecord(.entry, body.bytes, to: &writer)
     }
 
     static func encode(_ hardState: Raft.HardState) -> [UInt8] {
-        var body: [UInt8] = []
-        appendFixed(hardState.term, to: &body)
-        appendFixed(hardState.vote?.rawValue ?? 0, to: &body)
-        appendFixed(hardState.commit, to: &body)
-        return body
+        var body = ByteWriter(capacity: 24)
+        body.writeFixed(hardState.term)
+        body.writeFixed(hardState.vote?.rawValue ?? 0)
+        body.writeFixed(hardState.commit)
+        return body.bytes
     }
 
     // MARK: Reading
@@ -353,25 +349,25 @@ final class SegmentedLog: Sendable {
             }
             var offset = magic.count
             while offset + headerBytes <= bytes.count {
-                let length = Int(readFixed32(bytes, at: offset))
+                var header = ByteReader(Array(bytes[offset..<(offset + headerBytes)]))
+                let length = Int(try header.readFixed32())
                 if length == 0 { break }
+                let checksum = try header.readFixed32()
+                let kindByte = try header.readByte()
                 let end = offset + headerBytes + length
-                let kindByte = bytes[min(offset + 8, bytes.count - 1)]
                 let intact = length <= limits.raftEntryBytesMax + 64 && end <= bytes.count
-                    && readFixed32(bytes, at: offset + 4) == CRC32C.checksum(bytes[(offset + 9)..<end], seed: CRC32C.checksum([kindByte]))
+                    && checksum == CRC32C.checksum(bytes[(offset + headerBytes)..<end], seed: CRC32C.checksum([kindByte]))
                 guard intact else {
-                    if isLast {
-                        scan.contents.tornBytes = bytes.count - offset
-                        break
-                    }
+                    if isLast { break }
                     throw StorageError.checksumMismatch(file: file.path, group: group, index: (scan.contents.lastIndex ?? 0) + 1)
                 }
-                let body = Array(bytes[(offset + 9)..<end])
+                let body = Array(bytes[(offset + headerBytes)..<end])
+                var reader = ByteReader(body)
                 switch Kind(rawValue: kindByte) {
                 case .entry:
                     guard body.count >= 16 else { throw StorageError.corrupted(file: file.path, detail: "an entry record at offset \(offset) is too short") }
-                    let index = readFixed(body, at: 0)
-                    let term = readFixed(body, at: 8)
+                    let index = try reader.readFixed64()
+                    let term = try reader.readFixed64()
                     let payload: Raft.Payload
                     do {
                         payload = try Raft.Payload(decoding: Array(body[16...]), limits: limits)
@@ -382,12 +378,12 @@ final class SegmentedLog: Sendable {
                     segment.maxIndex = max(segment.maxIndex, index)
                 case .hardState:
                     guard body.count == 24 else { throw StorageError.corrupted(file: file.path, detail: "a hard state record at offset \(offset) has \(body.count) bytes") }
-                    let vote = readFixed(body, at: 8)
-                    scan.contents.hardState = Raft.HardState(
-                        term: readFixed(body, at: 0), vote: vote == 0 ? nil : NodeID(vote), commit: readFixed(body, at: 16))
+                    let term = try reader.readFixed64()
+                    let vote = try reader.readFixed64()
+                    scan.contents.hardState = Raft.HardState(term: term, vote: vote == 0 ? nil : NodeID(vote), commit: try reader.readFixed64())
                 case .reset:
                     guard body.count == 16 else { throw StorageError.corrupted(file: file.path, detail: "a reset record at offset \(offset) has \(body.count) bytes") }
-                    scan.contents.base = readFixed(body, at: 0)
+                    scan.contents.base = try reader.readFixed64()
                     scan.contents.entries = []
                 case nil:
                     throw StorageError.corrupted(file: file.path, detail: "unknown record kind \(kindByte) at offset \(offset)")
@@ -420,17 +416,5 @@ final class SegmentedLog: Sendable {
         defer { _ = Glibc.close(fd) }
         let written = magic.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }
         guard written == magic.count, fsync(fd) == 0 else { throw failure(path, "cannot write: \(String(cString: strerror(errno)))") }
-    }
-
-    static func readFixed(_ bytes: [UInt8], at offset: Int) -> UInt64 {
-        var value: UInt64 = 0
-        for k in 0..<8 { value |= UInt64(bytes[offset + k]) << (8 * UInt64(k)) }
-        return value
-    }
-
-    static func readFixed32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
-        var value: UInt32 = 0
-        for k in 0..<4 { value |= UInt32(bytes[offset + k]) << (8 * UInt32(k)) }
-        return value
     }
 }
