@@ -51,9 +51,6 @@ cleanup() {
 trap cleanup EXIT
 echo "working in $work ($(df -h "$work" | awk 'NR == 2 { print $1 }'))" >&2
 
-# bench SYSTEM PROTOCOL ENDPOINT-ARGS... : every workload and client count, one JSON line each,
-# after a warm-up that is not recorded (a fresh cluster's first seconds — connections, the first
-# checkpoints of its files — are not its steady state, for etcd or for Aspen).
 # Bytes the server processes ($servers) have had written to disk so far (/proc/PID/io).
 servers=""
 written_by_servers() {
@@ -89,8 +86,8 @@ checkperf() {
     done
 }
 
-# The disk's fsync latency now, in µs: the median of 40 fdatasyncs of 8 KiB over existing blocks.
-# A virtual disk can stay slow for a while after heavy writes although the guest sees none left.
+# The disk's fsync latency now, in µs: the median of 40 fdatasyncs of 8 KiB over existing blocks,
+# printed before the run so that runs on a slow disk can be told apart.
 fsync_us() {
     python3 - "$work" << 'PROBE'
 import os, sys, time
