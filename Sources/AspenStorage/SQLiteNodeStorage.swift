@@ -7,7 +7,8 @@ import Synchronization
 
 /// A node's durable state: the Raft log with its term and vote in append-only segment files
 /// (`SegmentedLog`, in the directory `<path>-log`), and in one SQLite file (WAL mode) the
-/// key-value state machine, the applied index, snapshot metadata and membership.
+/// key-value state machine, the applied index, snapshot metadata and membership. Which version
+/// of each key a read sees is found in memory (`KeyIndex`, rebuilt from the file on opening).
 ///
 /// A `commit` appends the batch's entries and hard state to the log and waits for the disk
 /// once; then it applies the committed entries in one SQLite transaction that does not wait for
@@ -21,6 +22,7 @@ public final class SQLiteNodeStorage: NodeStorage {
     let pool: DatabasePool
     let checkpointer: Checkpointer
     let log: SegmentedLog
+    let index = KeyIndex()
     let limits: Limits
     /// The term and vote last made durable (nil until known).
     private let lastDurable = Mutex<Raft.HardState?>(nil)
@@ -95,7 +97,44 @@ public final class SQLiteNodeStorage: NodeStorage {
         } catch let error as DatabaseError {
             throw Self.translate(error, file: path)
         }
-        try guarded { try moveLogOutOfDatabase(previousSchema: previousSchema, logExisted: logExisted) }
+        try guarded {
+            try moveLogOutOfDatabase(previousSchema: previousSchema, logExisted: logExisted)
+            try rebuildIndex()
+        }
+    }
+
+    /// Fills the key index from `kv_history`.
+    private func rebuildIndex() throws {
+        let (changes, compacted) = try pool.read { db in
+            (
+                try SQLiteKVBackend.changes(in: db, file: path),
+                try Revision.fetchOne(db, sql: "SELECT compacted_revision FROM raft_state WHERE grp = ?", arguments: [group.rawValue]) ?? 0
+            )
+        }
+        index.replace(with: changes, compacted: compacted)
+    }
+
+    /// Runs `body` in a read transaction, with a backend over its snapshot. A read that the
+    /// index could not serve as of that snapshot (a compaction or a snapshot install overlapped
+    /// it) starts over.
+    private func reading<T>(_ body: (Database, SQLiteKVBackend) throws -> T) throws -> T {
+        try guarded {
+            var attempts = 0
+            while true {
+                let generation = index.generation
+                if generation % 2 == 0 {
+                    do {
+                        let result = try pool.read { db in try body(db, SQLiteKVBackend(db, file: path, group: group, index: index)) }
+                        if index.generation == generation { return result }
+                    } catch is KeyIndex.Stale {}
+                }
+                attempts += 1
+                guard attempts < 30_000 else {
+                    throw StorageError.sqlite(file: path, detail: "a read could not find a consistent snapshot in 30 s (a snapshot install that does not end?)")
+                }
+                if attempts > 3 { usleep(1000) }
+            }
+        }
     }
 
     static let pageBytes = 8192
@@ -120,10 +159,11 @@ public final class SQLiteNodeStorage: NodeStorage {
     }
 
     /// 3: the log lives in segment files, no longer in `raft_log` (which is emptied on opening).
-    static let schemaVersion = 3
+    /// 4: no `kv_current` table; the key index lives in memory (`KeyIndex`).
+    static let schemaVersion = 4
 
-    /// Creates or upgrades the tables; returns the schema version the file had (nil: new). The
-    /// version becomes 3 only once the log has left the database (`moveLogOutOfDatabase`).
+    /// Creates or upgrades the tables; returns the schema version the file had (nil: new). A file
+    /// below 3 is marked current only once the log has left the database (`moveLogOutOfDatabase`).
     @discardableResult
     static func migrate(_ db: Database, file: String) throws -> Int? {
         try db.execute(
@@ -146,29 +186,26 @@ public final class SQLiteNodeStorage: NodeStorage {
             throw StorageError.undecodable(
                 file: file, what: "the schema", detail: "version \(version) is newer than this build reads (\(schemaVersion))")
         }
-        let hasKeyValues = try db.tableExists("kv_current")
+        let hasKeyValues = try db.tableExists("kv_history")
         if version == 1 && hasKeyValues {
             try migrateHistoryToRevisionOrder(db)
         } else if !hasKeyValues {
             try createKeyValueTables(db)
         }
+        // Up to schema 3, each key's last change was also a row of `kv_current`.
+        try db.execute(sql: "DROP INDEX IF EXISTS kv_current_lease; DROP TABLE IF EXISTS kv_current;")
         try db.execute(
             sql: "INSERT INTO meta(name, value) VALUES ('schema_version', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            arguments: [max(version ?? 2, 2)])
+            arguments: [(version ?? 0) >= 3 ? schemaVersion : max(version ?? 2, 2)])
         return version
     }
 
-    /// Schema 2: deleted keys keep a current row until compaction, and history is keyed by
-    /// revision with a pointer to the key's previous change (see `SQLiteKVBackend`).
+    /// History keyed by revision, each change pointing to the key's previous one (see
+    /// `SQLiteKVBackend`). The jump columns are no longer written (0): they served walks back
+    /// through a key's versions, which the key index replaced.
     static func createKeyValueTables(_ db: Database) throws {
         try db.execute(
             sql: """
-                CREATE TABLE kv_current (
-                    key BLOB PRIMARY KEY, value BLOB, create_revision INTEGER NOT NULL,
-                    mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL,
-                    chain_depth INTEGER NOT NULL, jump_revision INTEGER NOT NULL, jump_depth INTEGER NOT NULL,
-                    jump2_revision INTEGER NOT NULL, jump2_depth INTEGER NOT NULL) WITHOUT ROWID;
-                CREATE INDEX kv_current_lease ON kv_current(lease) WHERE lease != 0;
                 CREATE TABLE kv_history (
                     revision INTEGER NOT NULL, key BLOB NOT NULL, value BLOB, create_revision INTEGER NOT NULL,
                     version INTEGER NOT NULL, lease INTEGER NOT NULL, prev_revision INTEGER NOT NULL,
@@ -177,32 +214,20 @@ public final class SQLiteNodeStorage: NodeStorage {
                 """)
     }
 
-    /// Schema 1 kept history keyed by (key, revision) and dropped a deleted key's current row.
-    /// Rewrites both tables into schema 2 inside the opening transaction.
+    /// Schema 1 kept history keyed by (key, revision). Rewrites it keyed by revision inside the
+    /// opening transaction.
     static func migrateHistoryToRevisionOrder(_ db: Database) throws {
         try db.execute(
             sql: """
-                DROP INDEX IF EXISTS kv_current_lease;
-                ALTER TABLE kv_current RENAME TO kv_current_v1;
                 ALTER TABLE kv_history RENAME TO kv_history_v1;
                 """)
         try createKeyValueTables(db)
         try db.execute(
             sql: """
-                CREATE TEMP TABLE numbered AS
-                SELECT *, coalesce(lag(revision, 1) OVER w, 0) AS p1, coalesce(lag(revision, 2) OVER w, 0) AS p2,
-                    row_number() OVER w AS depth, lead(revision) OVER w IS NULL AS last
-                FROM kv_history_v1 WINDOW w AS (PARTITION BY key ORDER BY revision);
                 INSERT INTO kv_history(revision, key, value, create_revision, version, lease, prev_revision, jump_revision, jump_depth)
-                SELECT revision, key, value, create_revision, version, lease, p1, p1, (depth - 1) * (p1 > 0) FROM numbered;
-                -- Each key's last change is its current row: its live version (schema 1 kept it
-                -- in history as well), or the deletion that ended it.
-                INSERT INTO kv_current(key, value, create_revision, mod_revision, version, lease, chain_depth, jump_revision,
-                    jump_depth, jump2_revision, jump2_depth)
-                SELECT key, value, create_revision, revision, version, lease, depth, p1, (depth - 1) * (p1 > 0), p2, (depth - 2) * (p2 > 0)
-                FROM numbered WHERE last;
-                DROP TABLE numbered;
-                DROP TABLE kv_current_v1;
+                SELECT revision, key, value, create_revision, version, lease,
+                    coalesce(lag(revision) OVER (PARTITION BY key ORDER BY revision), 0), 0, 0
+                FROM kv_history_v1;
                 DROP TABLE kv_history_v1;
                 """)
     }
@@ -408,7 +433,22 @@ public final class SQLiteNodeStorage: NodeStorage {
                 known([])
                 return []
             }
-            return try pool.write { db in try apply(batch.committedEntries, hardState: batch.hardState, in: db, known: known) }
+            let (results, compacted) = try indexed {
+                try pool.write { db in try apply(batch.committedEntries, hardState: batch.hardState, in: db, known: known) }
+            }
+            if let compacted { index.compact(through: compacted) }
+            return results
+        }
+    }
+
+    /// Runs a write that changes the key index; if it fails (and its transaction rolled back),
+    /// the index is read again from the file.
+    private func indexed<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            try? rebuildIndex()
+            throw error
         }
     }
 
@@ -464,22 +504,31 @@ public final class SQLiteNodeStorage: NodeStorage {
         } catch {
             throw StorageError.undecodable(file: path, what: "snapshot \(snapshot.metadata.index)", detail: "\(error)")
         }
-        try durableWrite { db in
-            let stored = try storedState(db)
-            try SQLiteKVBackend.install(state, into: db, file: path, group: group)
-            try writeState(db, hardState: hardState ?? stored.hardState, applied: snapshot.metadata.index, snapshot: snapshot.metadata)
+        // Reads wait while the index and the file disagree.
+        index.beginReplacement()
+        defer { index.endReplacement() }
+        index.replace(with: [:], compacted: 0)
+        try indexed {
+            try durableWrite { db in
+                let stored = try storedState(db)
+                try SQLiteKVBackend.install(state, into: db, file: path, group: group, index: index)
+                try writeState(db, hardState: hardState ?? stored.hardState, applied: snapshot.metadata.index, snapshot: snapshot.metadata)
+            }
         }
+        index.compact(through: state.revision)
         try log.reset(after: snapshot.metadata.index, term: snapshot.metadata.term, hardState: hardState)
         if let hardState { lastDurable.withLock { $0 = hardState } }
     }
 
+    /// Applies the entries in the caller's transaction; returns their results and the revision
+    /// compacted, if one was (the index drops the changes once the transaction commits).
     private func apply(_ committed: [Raft.Entry], hardState: Raft.HardState?, in db: Database, known: ([AppliedEntry]) -> Void) throws
-        -> [AppliedEntry]
+        -> (results: [AppliedEntry], compacted: Revision?)
     {
         let stored = try storedState(db)
         var applied = stored.applied
         var results: [AppliedEntry] = []
-        var backend = try SQLiteKVBackend(db, file: path, group: group)
+        var backend = try SQLiteKVBackend(db, file: path, group: group, index: index, writer: true)
         for entry in committed where entry.index > applied {
             guard entry.index == applied + 1 else {
                 throw StorageError.invalidBatch("entry \(entry.index) applied after \(applied)")
@@ -490,7 +539,7 @@ public final class SQLiteNodeStorage: NodeStorage {
         try backend.flush()
         known(results)
         try writeState(db, hardState: hardState ?? stored.hardState, applied: applied, snapshot: stored.snapshot)
-        return results
+        return (results, backend.compactedInTransaction)
     }
 
     static func applyEntry<Backend: KVBackend>(_ entry: Raft.Entry, to backend: inout Backend, limits: Limits) throws -> AppliedEntry {
@@ -526,10 +575,10 @@ public final class SQLiteNodeStorage: NodeStorage {
 
     public func snapshotData() throws -> (index: Raft.Index, data: [UInt8]) {
         try guarded {
-            try pool.read { db in
+            try reading { db, backend in
                 let applied = try Raft.Index.fetchOne(
                     db, sql: "SELECT applied_index FROM raft_state WHERE grp = ?", arguments: [group.rawValue]) ?? 0
-                return (applied, try KVSnapshot.capture(from: SQLiteKVBackend(db, file: path, group: group)).encoded())
+                return (applied, try KVSnapshot.capture(from: backend).encoded())
             }
         }
     }
@@ -553,10 +602,9 @@ public final class SQLiteNodeStorage: NodeStorage {
         -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>
     {
         try guarded {
-            try pool.read { db in
+            try reading { _, backend in
                 try KVStateMachine.changes(
-                    in: bounds, from: from, through: through, withPrevious: withPrevious, limit: limit,
-                    backend: SQLiteKVBackend(db, file: path, group: group))
+                    in: bounds, from: from, through: through, withPrevious: withPrevious, limit: limit, backend: backend)
             }
         }
     }
@@ -603,21 +651,18 @@ public final class SQLiteNodeStorage: NodeStorage {
 
     public func revisions() throws -> (current: Revision, compacted: Revision) {
         try guarded {
-            try pool.read { db in
-                let backend = try SQLiteKVBackend(db, file: path, group: group)
-                return (backend.revision(), backend.compactedRevision())
-            }
+            try reading { _, backend in (backend.revision(), backend.compactedRevision()) }
         }
     }
 
     public func read(_ request: RangeRequest) throws -> Result<RangeResult, KVError> {
         try guarded {
-            try pool.read { db in try KVStateMachine.read(request, from: SQLiteKVBackend(db, file: path, group: group), limits: limits) }
+            try reading { _, backend in try KVStateMachine.read(request, from: backend, limits: limits) }
         }
     }
 
     public func leases() throws -> [Lease] {
-        try guarded { try pool.read { db in try SQLiteKVBackend(db, file: path, group: group).leases() } }
+        try reading { _, backend in try backend.leases() }
     }
 
     public func earliestLeaseExpiry() throws -> Int64? {
@@ -626,10 +671,7 @@ public final class SQLiteNodeStorage: NodeStorage {
 
     public func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])? {
         try guarded {
-            try pool.read { db in
-                let backend = try SQLiteKVBackend(db, file: path, group: group)
-                return try backend.lease(id).map { ($0, try backend.keys(attachedTo: id)) }
-            }
+            try reading { _, backend in try backend.lease(id).map { ($0, try backend.keys(attachedTo: id)) } }
         }
     }
 

@@ -1,0 +1,312 @@
+import AspenCore
+import AspenKV
+import Foundation
+import Synchronization
+
+/// Every key's changes since the last compaction, in key order, in memory: the revision of each
+/// put or deletion and the lease it carried. The versions themselves stay in SQLite
+/// (`kv_history`, keyed by revision), so a commit appends rows at the end of one B-tree and
+/// touches no page per key; a read finds the revision it needs here and fetches that one row.
+/// Built from `kv_history` when the store opens (as etcd rebuilds its key index from its
+/// database).
+///
+/// The writer adds changes before its transaction commits; a reader asks for what was visible
+/// at its own transaction's revision, so it never sees a change its snapshot does not hold.
+/// Compaction removes changes only after its transaction commits; a reader whose snapshot is
+/// older than that is told to start over (`Stale`). Replacing the whole index (a snapshot
+/// installed) is bracketed by `beginReplacement`/`endReplacement`, and a read that overlapped
+/// one starts over too (`generation`).
+final class KeyIndex: Sendable {
+    struct Change: Sendable, Equatable {
+        var revision: Revision
+        var lease: LeaseID
+        var deleted: Bool
+    }
+
+    struct Entry {
+        var key: Bytes
+        var changes: [Change]
+    }
+
+    /// A read whose snapshot is older than the index's compaction, or that overlapped a
+    /// replacement: it must start over with a new transaction.
+    struct Stale: Error {}
+
+    fileprivate struct State {
+        /// Sorted runs of at most `chunkLimit` entries; together, every key in order.
+        var chunks: [[Entry]] = []
+        var count = 0
+        /// Changes superseded at or before this revision are gone.
+        var compacted: Revision = 0
+        /// Keys with a change that carried the lease (a superset: filter by the change visible).
+        var leaseKeys: [LeaseID: Set<Bytes>] = [:]
+        /// Odd while the index is being replaced.
+        var generation: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+    static let chunkLimit = 128
+
+    init() {}
+
+    var count: Int { state.withLock { $0.count } }
+
+    // MARK: Building
+
+    /// Replaces the contents with `entries` (each key's changes in revision order).
+    func replace(with entries: [Bytes: [Change]], compacted: Revision) {
+        let sorted = entries.sorted { Self.compare($0.key, $1.key) < 0 }
+        var chunks: [[Entry]] = []
+        chunks.reserveCapacity(sorted.count / (Self.chunkLimit / 2) + 1)
+        var leaseKeys: [LeaseID: Set<Bytes>] = [:]
+        var run: [Entry] = []
+        run.reserveCapacity(Self.chunkLimit / 2)
+        for (key, changes) in sorted {
+            for change in changes where change.lease != 0 { leaseKeys[change.lease, default: []].insert(key) }
+            run.append(Entry(key: key, changes: changes))
+            if run.count == Self.chunkLimit / 2 {
+                chunks.append(run)
+                run.removeAll(keepingCapacity: true)
+            }
+        }
+        if !run.isEmpty { chunks.append(run) }
+        state.withLock {
+            $0.chunks = chunks
+            $0.count = sorted.count
+            $0.compacted = compacted
+            $0.leaseKeys = leaseKeys
+        }
+    }
+
+    var generation: UInt64 { state.withLock { $0.generation } }
+
+    func beginReplacement() { state.withLock { $0.generation += 1 } }
+    func endReplacement() { state.withLock { $0.generation += 1 } }
+
+    // MARK: Reads
+
+    /// The change to `key` visible at `revision`: the last at or before it (nil: none).
+    func change(_ key: Bytes, at revision: Revision) throws -> Change? {
+        try state.withLock { state in
+            try state.check(revision)
+            guard let (chunk, position) = state.find(key) else { return nil }
+            return Self.visible(state.chunks[chunk][position].changes, at: revision)
+        }
+    }
+
+    /// The keys in `bounds` (strictly after `after`) that exist at `revision`, in order, with
+    /// the change each shows there; at most `limit`.
+    func live(in bounds: KeyBounds, after: Bytes?, at revision: Revision, limit: Int) throws -> [(key: Bytes, change: Change)] {
+        var found: [(key: Bytes, change: Change)] = []
+        try each(in: bounds, after: after, at: revision) { key, change in
+            found.append((key, change))
+            return found.count < limit
+        }
+        return found
+    }
+
+    /// How many keys in `bounds` exist at `revision`.
+    func count(in bounds: KeyBounds, at revision: Revision) throws -> Int {
+        var total = 0
+        try each(in: bounds, after: nil, at: revision) { _, _ in
+            total += 1
+            return true
+        }
+        return total
+    }
+
+    /// Keys attached to `lease` at `revision`, in order.
+    func keys(attachedTo lease: LeaseID, at revision: Revision) throws -> [Bytes] {
+        try state.withLock { state in
+            try state.check(revision)
+            guard let candidates = state.leaseKeys[lease] else { return [] }
+            return candidates.filter { key in
+                guard let (chunk, position) = state.find(key),
+                    let change = Self.visible(state.chunks[chunk][position].changes, at: revision)
+                else { return false }
+                return change.lease == lease
+            }.sorted { Self.compare($0, $1) < 0 }
+        }
+    }
+
+    /// Calls `body` with each key in `bounds` (after `after`) that exists at `revision`, in
+    /// order, until it returns false. Holds the lock throughout: `body` must not block.
+    private func each(in bounds: KeyBounds, after: Bytes?, at revision: Revision, _ body: (Bytes, Change) -> Bool) throws {
+        try state.withLock { state in
+            try state.check(revision)
+            guard !state.chunks.isEmpty else { return }
+            var start = bounds.start
+            var skipEqual = false
+            if let after, Self.compare(after, start) >= 0 {
+                start = after
+                skipEqual = true
+            }
+            var chunk = state.chunkIndex(start)
+            var position = Self.lowerBound(state.chunks[chunk], start)
+            while chunk < state.chunks.count {
+                let entries = state.chunks[chunk]
+                while position < entries.count {
+                    let entry = entries[position]
+                    position += 1
+                    if let end = bounds.end, Self.compare(entry.key, end) >= 0 { return }
+                    if skipEqual {
+                        skipEqual = false
+                        if Self.compare(entry.key, start) == 0 { continue }
+                    }
+                    guard let change = Self.visible(entry.changes, at: revision), !change.deleted else { continue }
+                    guard body(entry.key, change) else { return }
+                }
+                chunk += 1
+                position = 0
+            }
+        }
+    }
+
+    /// The last change at or before `revision`, nil if there is none or it is a deletion.
+    static func visible(_ changes: [Change], at revision: Revision) -> Change? {
+        if let last = changes.last, last.revision <= revision { return last.deleted ? nil : last }
+        var low = 0
+        var high = changes.count
+        while low < high {
+            let middle = (low + high) / 2
+            if changes[middle].revision <= revision { low = middle + 1 } else { high = middle }
+        }
+        guard low > 0 else { return nil }
+        let change = changes[low - 1]
+        return change.deleted ? nil : change
+    }
+
+    // MARK: Writes
+
+    /// The key's last change, a deletion included (the writer's view: uncommitted changes too).
+    func last(_ key: Bytes) -> Change? {
+        state.withLock { state in
+            guard let (chunk, position) = state.find(key) else { return nil }
+            return state.chunks[chunk][position].changes.last
+        }
+    }
+
+    /// Records a change to `key` (newer than any it has).
+    func record(_ key: Bytes, _ change: Change) {
+        state.withLock { state in
+            if change.lease != 0 { state.leaseKeys[change.lease, default: []].insert(key) }
+            if state.chunks.isEmpty {
+                state.chunks = [[Entry(key: key, changes: [change])]]
+                state.count = 1
+                return
+            }
+            let chunk = state.chunkIndex(key)
+            let position = Self.lowerBound(state.chunks[chunk], key)
+            if position < state.chunks[chunk].count, Self.compare(state.chunks[chunk][position].key, key) == 0 {
+                state.chunks[chunk][position].changes.append(change)
+                return
+            }
+            state.chunks[chunk].insert(Entry(key: key, changes: [change]), at: position)
+            state.count += 1
+            if state.chunks[chunk].count > Self.chunkLimit {
+                let upper = Array(state.chunks[chunk][(Self.chunkLimit / 2)...])
+                state.chunks[chunk].removeLast(upper.count)
+                state.chunks.insert(upper, at: chunk + 1)
+            }
+        }
+    }
+
+    /// Drops the changes after `revision` of `keys` (a transaction that added them rolled back).
+    func discard(after revision: Revision, of keys: some Sequence<Bytes>) {
+        state.withLock { state in
+            for key in keys {
+                guard let (chunk, position) = state.find(key) else { continue }
+                state.chunks[chunk][position].changes.removeAll { $0.revision > revision }
+                if state.chunks[chunk][position].changes.isEmpty { state.remove(chunk: chunk, position: position) }
+            }
+        }
+    }
+
+    /// Drops what no read at or after `revision` can see: every change superseded at or before
+    /// it, and a deletion at or before it (with its key, if nothing follows). Mirrors the rows
+    /// `SQLiteKVBackend.compactHistory` deletes; call once that deletion has committed.
+    func compact(through revision: Revision) {
+        state.withLock { state in
+            guard revision > state.compacted else { return }
+            state.compacted = revision
+            var leaseKeys: [LeaseID: Set<Bytes>] = [:]
+            var chunks: [[Entry]] = []
+            chunks.reserveCapacity(state.chunks.count)
+            var count = 0
+            for run in state.chunks {
+                var kept: [Entry] = []
+                kept.reserveCapacity(run.count)
+                for var entry in run {
+                    // The first change to keep: the last at or before `revision` unless it is a
+                    // deletion, then everything after it.
+                    let after = entry.changes.firstIndex { $0.revision > revision } ?? entry.changes.count
+                    var first = after
+                    if after > 0, !entry.changes[after - 1].deleted { first = after - 1 }
+                    if first > 0 { entry.changes.removeFirst(first) }
+                    guard !entry.changes.isEmpty else { continue }
+                    for change in entry.changes where change.lease != 0 { leaseKeys[change.lease, default: []].insert(entry.key) }
+                    kept.append(entry)
+                }
+                count += kept.count
+                if !kept.isEmpty { chunks.append(kept) }
+            }
+            state.chunks = chunks
+            state.count = count
+            state.leaseKeys = leaseKeys
+        }
+    }
+
+    // MARK: Order
+
+    /// memcmp order, shorter first on a common prefix: the order of SQLite's BLOB keys.
+    static func compare(_ a: Bytes, _ b: Bytes) -> Int {
+        let common = min(a.count, b.count)
+        let order = a.withUnsafeBufferPointer { x in
+            b.withUnsafeBufferPointer { y in common == 0 ? 0 : memcmp(x.baseAddress!, y.baseAddress!, common) }
+        }
+        if order != 0 { return Int(order) }
+        return a.count - b.count
+    }
+
+    /// The first position in `entries` whose key is not below `key`.
+    static func lowerBound(_ entries: [Entry], _ key: Bytes) -> Int {
+        var low = 0
+        var high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            if compare(entries[middle].key, key) < 0 { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+}
+
+extension KeyIndex.State {
+    func check(_ revision: Revision) throws {
+        if generation % 2 == 1 || revision < compacted { throw KeyIndex.Stale() }
+    }
+
+    /// The chunk that holds `key` or would: the last whose first key is not above it (or the first).
+    func chunkIndex(_ key: Bytes) -> Int {
+        var low = 0
+        var high = chunks.count
+        while low < high {
+            let middle = (low + high) / 2
+            if KeyIndex.compare(chunks[middle][0].key, key) <= 0 { low = middle + 1 } else { high = middle }
+        }
+        return max(0, low - 1)
+    }
+
+    func find(_ key: Bytes) -> (Int, Int)? {
+        guard !chunks.isEmpty else { return nil }
+        let chunk = chunkIndex(key)
+        let position = KeyIndex.lowerBound(chunks[chunk], key)
+        guard position < chunks[chunk].count, KeyIndex.compare(chunks[chunk][position].key, key) == 0 else { return nil }
+        return (chunk, position)
+    }
+
+    mutating func remove(chunk: Int, position: Int) {
+        chunks[chunk].remove(at: position)
+        count -= 1
+        if chunks[chunk].isEmpty { chunks.remove(at: chunk) }
+    }
+}

@@ -1,0 +1,132 @@
+import AspenCore
+import AspenKV
+import AspenRaft
+import AspenStorage
+import Foundation
+import Synchronization
+import Testing
+
+/// The key index in memory must always agree with what a reader's snapshot of the file holds.
+@Suite("Key index")
+struct KeyIndexTests {
+    static let membership = Raft.Membership(voters: [1])
+
+    final class Store {
+        let storage: SQLiteNodeStorage
+        var index: Raft.Index = 0
+        init(_ directory: TempDirectory) throws {
+            storage = try SQLiteNodeStorage(path: directory.path())
+            try storage.bootstrap(.bootstrap(KeyIndexTests.membership))
+        }
+        func entries(_ commands: [KVCommand]) -> [Raft.Entry] {
+            commands.map { command in
+                index += 1
+                return Raft.Entry(term: 1, index: index, payload: .command(command.encoded()))
+            }
+        }
+        func apply(_ commands: [KVCommand]) throws {
+            let entries = entries(commands)
+            _ = try storage.commit(StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, commit: index), committedEntries: entries))
+        }
+        func value(_ key: String, at revision: Revision = 0) throws -> String? {
+            let result = try storage.read(RangeRequest(.key(Array(key.utf8)), revision: revision)).get()
+            return result.kvs.first.map { String(decoding: $0.value, as: UTF8.self) }
+        }
+    }
+
+    static func put(_ key: String, _ value: String, lease: LeaseID = 0) -> KVCommand {
+        .put(Put(key: Array(key.utf8), value: Array(value.utf8), lease: lease))
+    }
+
+    @Test("a batch that fails part-way leaves no trace: its writes are not read, and the next batch applies")
+    func failedBatchLeavesNoTrace() throws {
+        let directory = TempDirectory()
+        let store = try Store(directory)
+        try store.apply([Self.put("a", "1")])
+        // The first entry applies inside the transaction; the second skips an index, so the
+        // batch fails and rolls back with the first one's writes.
+        var entries = store.entries([Self.put("a", "2"), Self.put("b", "1")])
+        entries[1].index += 1
+        #expect(throws: StorageError.self) {
+            try store.storage.commit(StorageBatch(entries: [], hardState: nil, committedEntries: entries))
+        }
+        #expect(try store.value("a") == "1")
+        #expect(try store.value("b") == nil)
+        #expect(try store.storage.read(RangeRequest(.prefix([]), countOnly: true)).get().count == 1)
+        store.index = 1
+        try store.apply([Self.put("a", "3"), Self.put("b", "2")])
+        #expect(try store.value("a") == "3")
+        #expect(try store.value("a", at: 1) == "1")
+        #expect(try store.value("b") == "2")
+    }
+
+    @Test("lease revocation finds the keys attached now, not those moved to another lease or deleted")
+    func leaseKeys() throws {
+        let directory = TempDirectory()
+        let store = try Store(directory)
+        try store.apply([.leaseGrant(LeaseGrant(id: 7, ttlMs: 60_000, nowMs: 0)), .leaseGrant(LeaseGrant(id: 8, ttlMs: 60_000, nowMs: 0))])
+        try store.apply([Self.put("a", "1", lease: 7), Self.put("b", "1", lease: 7), Self.put("c", "1", lease: 7)])
+        try store.apply([Self.put("b", "2", lease: 8), .delete(Delete(.key(Array("c".utf8))))])
+        #expect(try store.storage.lease(7)?.keys == [Array("a".utf8)])
+        #expect(try store.storage.lease(8)?.keys == [Array("b".utf8)])
+        try store.apply([.leaseRevoke(7)])
+        #expect(try store.value("a") == nil)
+        #expect(try store.value("b") == "2")
+        #expect(try store.value("c") == nil)
+    }
+
+    @Test("readers running beside puts and compactions always see a whole, committed version")
+    func readsBesideWritesAndCompactions() async throws {
+        let directory = TempDirectory()
+        let store = try Store(directory)
+        let keys = (0..<20).map { "key\($0)" }
+        try store.apply(keys.map { Self.put($0, "0") })
+        let done = Atomic<Bool>(false)
+        let readCount = Atomic<Int>(0)
+        let storage = store.storage
+        // Each round writes round r to every key in one batch, so a snapshot sees one round
+        // everywhere; every tenth round compacts up to the round before (20 revisions a round).
+        let reader = Task.detached { () -> (reads: Int, problems: [String]) in
+            var reads = 0
+            var problems: [String] = []
+            while !done.load(ordering: .relaxed) && problems.count < 5 {
+                do {
+                    let result = try storage.read(RangeRequest(.prefix(Array("key".utf8)))).get()
+                    let values = Set(result.kvs.map { String(decoding: $0.value, as: UTF8.self) })
+                    if result.kvs.count != keys.count || values.count != 1 {
+                        problems.append("\(result.kvs.count) keys with values \(values.sorted())")
+                    }
+                    // A read at the oldest revision still readable finds the key, unless a
+                    // compaction moved past it in between.
+                    let past = try storage.revisions()
+                    if past.compacted > 0 {
+                        switch try storage.read(RangeRequest(.key(Array("key3".utf8)), revision: past.compacted)) {
+                        case .success(let old) where old.kvs.count != 1: problems.append("key3 missing at \(past.compacted)")
+                        case .success, .failure(.compacted): break
+                        case .failure(let error): problems.append("\(error)")
+                        }
+                    }
+                } catch {
+                    problems.append("\(error)")
+                }
+                reads += 1
+                readCount.add(1, ordering: .relaxed)
+            }
+            return (reads, problems)
+        }
+        // At least 300 rounds, and on until the reader has read 300 times (at most 20,000 rounds).
+        var rounds = 0
+        while rounds < 300 || (readCount.load(ordering: .relaxed) < 300 && rounds < 20_000) {
+            rounds += 1
+            let round = rounds
+            var commands = keys.map { Self.put($0, "\(round)") }
+            if round % 10 == 0 { commands.append(.compact(Revision(20 * round))) }
+            try store.apply(commands)
+        }
+        done.store(true, ordering: .relaxed)
+        let (reads, problems) = await reader.value
+        #expect(problems.isEmpty, "\(problems)")
+        #expect(reads >= 300)
+        #expect(try store.value("key0") == "\(rounds)")
+    }
+}
