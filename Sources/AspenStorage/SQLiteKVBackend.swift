@@ -83,17 +83,22 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     /// The row of the key's change at `revision`; a missing one means a damaged file.
-    private func version(of key: Bytes, at revision: Revision) throws -> KeyValue? {
-        guard let found = try row(of: key, at: revision) else {
+    private func version(of key: Bytes, at revision: Revision, using statement: RawStatement? = nil) throws -> KeyValue? {
+        guard let found = try row(of: key, at: revision, using: statement) else {
             throw StorageError.corrupted(file: file, detail: "the version of a key at revision \(revision) is missing from kv_history")
         }
         return found
     }
 
-    /// The key's change at `revision`: nil if there is no such row, .some(nil) for a deletion.
-    private func row(of key: Bytes, at revision: Revision) throws -> KeyValue?? {
-        let statement = try RawStatement(
+    /// Looks up one change of a key by its primary key. Prepare it once for many lookups.
+    private func rowStatement() throws -> RawStatement {
+        try RawStatement(
             db, "SELECT key, value, create_revision, revision, version, lease FROM kv_history WHERE revision = ? AND key = ?", file: file)
+    }
+
+    /// The key's change at `revision`: nil if there is no such row, .some(nil) for a deletion.
+    private func row(of key: Bytes, at revision: Revision, using prepared: RawStatement? = nil) throws -> KeyValue?? {
+        let statement = try prepared ?? rowStatement()
         defer { statement.finish() }
         statement.bind(1, revision)
         statement.bind(2, key)
@@ -109,9 +114,9 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int) throws -> [KeyValue] {
-        try index.live(in: bounds, after: after, at: now(revision), limit: limit).compactMap { key, change in
-            try version(of: key, at: change.revision)
-        }
+        let found = try index.live(in: bounds, after: after, at: now(revision), limit: limit)
+        let statement = try rowStatement()
+        return try found.compactMap { key, change in try version(of: key, at: change.revision, using: statement) }
     }
 
     func count(_ bounds: KeyBounds, at revision: Revision?) throws -> Int {
