@@ -10,8 +10,9 @@ import Synchronization
 /// Built from `kv_history` when the store opens (as etcd rebuilds its key index from its
 /// database).
 ///
-/// The writer adds changes before its transaction commits; a reader asks for what was visible
-/// at its own transaction's revision, so it never sees a change its snapshot does not hold.
+/// The writer adds changes before its transaction commits (if it rolls back, the store reads
+/// the index again from the file); a reader asks for what was visible at its own transaction's
+/// revision, so it never sees a change its snapshot does not hold.
 /// Compaction removes changes only after its transaction commits; a reader whose snapshot is
 /// older than that is told to start over (`Stale`). Replacing the whole index (a snapshot
 /// installed) is bracketed by `beginReplacement`/`endReplacement`, and a read that overlapped
@@ -35,7 +36,6 @@ final class KeyIndex: Sendable {
     fileprivate struct State {
         /// Sorted runs of at most `chunkLimit` entries; together, every key in order.
         var chunks: [[Entry]] = []
-        var count = 0
         /// Changes superseded at or before this revision are gone.
         var compacted: Revision = 0
         /// Keys with a change that carried the lease (a superset: filter by the change visible).
@@ -48,8 +48,6 @@ final class KeyIndex: Sendable {
     static let chunkLimit = 128
 
     init() {}
-
-    var count: Int { state.withLock { $0.count } }
 
     // MARK: Building
 
@@ -72,7 +70,6 @@ final class KeyIndex: Sendable {
         if !run.isEmpty { chunks.append(run) }
         state.withLock {
             $0.chunks = chunks
-            $0.count = sorted.count
             $0.compacted = compacted
             $0.leaseKeys = leaseKeys
         }
@@ -192,7 +189,6 @@ final class KeyIndex: Sendable {
             if change.lease != 0 { state.leaseKeys[change.lease, default: []].insert(key) }
             if state.chunks.isEmpty {
                 state.chunks = [[Entry(key: key, changes: [change])]]
-                state.count = 1
                 return
             }
             let chunk = state.chunkIndex(key)
@@ -202,22 +198,10 @@ final class KeyIndex: Sendable {
                 return
             }
             state.chunks[chunk].insert(Entry(key: key, changes: [change]), at: position)
-            state.count += 1
             if state.chunks[chunk].count > Self.chunkLimit {
                 let upper = Array(state.chunks[chunk][(Self.chunkLimit / 2)...])
                 state.chunks[chunk].removeLast(upper.count)
                 state.chunks.insert(upper, at: chunk + 1)
-            }
-        }
-    }
-
-    /// Drops the changes after `revision` of `keys` (a transaction that added them rolled back).
-    func discard(after revision: Revision, of keys: some Sequence<Bytes>) {
-        state.withLock { state in
-            for key in keys {
-                guard let (chunk, position) = state.find(key) else { continue }
-                state.chunks[chunk][position].changes.removeAll { $0.revision > revision }
-                if state.chunks[chunk][position].changes.isEmpty { state.remove(chunk: chunk, position: position) }
             }
         }
     }
@@ -232,7 +216,6 @@ final class KeyIndex: Sendable {
             var leaseKeys: [LeaseID: Set<Bytes>] = [:]
             var chunks: [[Entry]] = []
             chunks.reserveCapacity(state.chunks.count)
-            var count = 0
             for run in state.chunks {
                 var kept: [Entry] = []
                 kept.reserveCapacity(run.count)
@@ -247,11 +230,9 @@ final class KeyIndex: Sendable {
                     for change in entry.changes where change.lease != 0 { leaseKeys[change.lease, default: []].insert(entry.key) }
                     kept.append(entry)
                 }
-                count += kept.count
                 if !kept.isEmpty { chunks.append(kept) }
             }
             state.chunks = chunks
-            state.count = count
             state.leaseKeys = leaseKeys
         }
     }
@@ -302,11 +283,5 @@ extension KeyIndex.State {
         let position = KeyIndex.lowerBound(chunks[chunk], key)
         guard position < chunks[chunk].count, KeyIndex.compare(chunks[chunk][position].key, key) == 0 else { return nil }
         return (chunk, position)
-    }
-
-    mutating func remove(chunk: Int, position: Int) {
-        chunks[chunk].remove(at: position)
-        count -= 1
-        if chunks[chunk].isEmpty { chunks.remove(at: chunk) }
     }
 }
