@@ -78,8 +78,8 @@ struct SQLiteKVBackend: KVBackend {
     // MARK: Reads
 
     func get(_ key: Bytes, at revision: Revision?) throws -> KeyValue? {
-        guard let change = try index.change(key, at: now(revision)) else { return nil }
-        return try version(of: key, at: change.revision)
+        guard let (change, kept) = try index.change(key, at: now(revision)) else { return nil }
+        return try kept ?? version(of: key, at: change.revision)
     }
 
     /// The row of the key's change at `revision`; a missing one means a damaged file.
@@ -116,7 +116,7 @@ struct SQLiteKVBackend: KVBackend {
     func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int) throws -> [KeyValue] {
         let found = try index.live(in: bounds, after: after, at: now(revision), limit: limit)
         let statement = try rowStatement()
-        return try found.compactMap { key, change in try version(of: key, at: change.revision, using: statement) }
+        return try found.compactMap { key, change, kept in try kept ?? version(of: key, at: change.revision, using: statement) }
     }
 
     func count(_ bounds: KeyBounds, at revision: Revision?) throws -> Int {
@@ -182,7 +182,7 @@ struct SQLiteKVBackend: KVBackend {
         history.bind(6, kv?.lease ?? 0)
         history.bind(7, previous)
         try history.run()
-        index.record(key, KeyIndex.Change(revision: revision, lease: kv?.lease ?? 0, deleted: kv == nil))
+        index.record(key, KeyIndex.Change(revision: revision, lease: kv?.lease ?? 0, deleted: kv == nil), version: kv)
     }
 
     mutating func write(_ kv: KeyValue) throws {

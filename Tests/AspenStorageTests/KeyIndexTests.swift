@@ -1,7 +1,7 @@
 import AspenCore
 import AspenKV
 import AspenRaft
-import AspenStorage
+@testable import AspenStorage
 import Foundation
 import Synchronization
 import Testing
@@ -76,7 +76,7 @@ struct KeyIndexTests {
     }
 
     @Test("readers running beside puts and compactions always see a whole, committed version")
-    func readsBesideWritesAndCompactions() async throws {
+    func readsBesideWritesAndCompactions() throws {
         let directory = TempDirectory()
         let store = try Store(directory)
         let keys = (0..<20).map { "key\($0)" }
@@ -86,7 +86,11 @@ struct KeyIndexTests {
         let storage = store.storage
         // Each round writes round r to every key in one batch, so a snapshot sees one round
         // everywhere; every tenth round compacts up to the round before (20 revisions a round).
-        let reader = Task.detached { () -> (reads: Int, problems: [String]) in
+        // The reader is a thread of its own: tasks running beside it in the suite could hold
+        // every thread of the shared pool.
+        let outcome = Mutex<(reads: Int, problems: [String])?>(nil)
+        let finished = DispatchSemaphore(value: 0)
+        let reader = Thread {
             var reads = 0
             var problems: [String] = []
             while !done.load(ordering: .relaxed) && problems.count < 5 {
@@ -112,8 +116,10 @@ struct KeyIndexTests {
                 reads += 1
                 readCount.add(1, ordering: .relaxed)
             }
-            return (reads, problems)
+            outcome.withLock { $0 = (reads, problems) }
+            finished.signal()
         }
+        reader.start()
         // At least 300 rounds, and on until the reader has read 300 times (at most 20,000 rounds).
         var rounds = 0
         while rounds < 300 || (readCount.load(ordering: .relaxed) < 300 && rounds < 20_000) {
@@ -124,9 +130,45 @@ struct KeyIndexTests {
             try store.apply(commands)
         }
         done.store(true, ordering: .relaxed)
-        let (reads, problems) = await reader.value
+        finished.wait()
+        let (reads, problems) = try #require(outcome.withLock { $0 })
         #expect(problems.isEmpty, "\(problems)")
         #expect(reads >= 300)
         #expect(try store.value("key0") == "\(rounds)")
+    }
+
+    @Test("versions kept whole are served only for the revision they are, and the oldest go first past the budget")
+    func keptVersions() throws {
+        // Room for 64 versions of this size (a version may take a 64th of the budget).
+        let value = Bytes(repeating: 7, count: 100)
+        let index = KeyIndex(keptBytes: 64 * KeyIndex.cost(KeyValue(key: Array("k00".utf8), value: value, createRevision: 1, modRevision: 1, version: 1, lease: 0)))
+        func version(_ key: String, _ revision: Revision) -> KeyValue {
+            KeyValue(key: Array(key.utf8), value: value, createRevision: 1, modRevision: revision, version: 1, lease: 0)
+        }
+        func put(_ key: String, _ revision: Revision) {
+            index.record(Array(key.utf8), KeyIndex.Change(revision: revision, lease: 0, deleted: false), version: version(key, revision))
+        }
+        put("a", 1)
+        put("a", 2)
+        #expect(try index.change(Array("a".utf8), at: 2)?.version == version("a", 2))
+        // At revision 1 the change is known but its version must come from the file.
+        #expect(try index.change(Array("a".utf8), at: 1)?.change.revision == 1)
+        #expect(try index.change(Array("a".utf8), at: 1)?.version == nil)
+        // A deletion forgets the version.
+        index.record(Array("a".utf8), KeyIndex.Change(revision: 3, lease: 0, deleted: true), version: nil)
+        #expect(try index.change(Array("a".utf8), at: 3) == nil)
+        #expect(try index.change(Array("a".utf8), at: 2)?.version == nil)
+        // Past the budget the first kept go first.
+        let keys = (10..<80).map { "k\($0)" }
+        for (offset, key) in keys.enumerated() { put(key, Revision(4 + offset)) }
+        #expect(try index.change(Array("k10".utf8), at: 1_000)?.version == nil)
+        #expect(try index.change(Array("k79".utf8), at: 1_000)?.version == version("k79", 73))
+        let kept = try keys.filter { try index.change(Array($0.utf8), at: 1_000)?.version != nil }
+        #expect((60...64).contains(kept.count) && kept == Array(keys.suffix(kept.count)), "\(kept)")
+        // Every key still reads from the index, kept or not.
+        #expect(try index.live(in: KeyBounds(start: [], end: nil), after: nil, at: 1_000, limit: 100).map { String(decoding: $0.key, as: UTF8.self) } == keys)
+        // Replacing the index forgets every kept version.
+        index.replace(with: [Array("k79".utf8): [KeyIndex.Change(revision: 73, lease: 0, deleted: false)]], compacted: 0)
+        #expect(try index.change(Array("k79".utf8), at: 1_000)?.version == nil)
     }
 }
