@@ -204,20 +204,21 @@ final class KeyIndex: Sendable {
     }
 
     /// Records a change to `key` (newer than any it has): `version` is the new version, nil for
-    /// a deletion.
-    func record(_ key: Bytes, _ change: Change, version: KeyValue?) {
+    /// a deletion. Returns the key's change before it (nil: none).
+    @discardableResult
+    func record(_ key: Bytes, _ change: Change, version: KeyValue?) -> Change? {
         state.withLock { state in
             if let version { state.keep(version) } else { state.forget(key) }
             if change.lease != 0 { state.leaseKeys[change.lease, default: []].insert(key) }
             if state.chunks.isEmpty {
                 state.chunks = [[Entry(key: key, changes: [change])]]
-                return
+                return nil
             }
-            let chunk = state.chunkIndex(key)
-            let position = Self.lowerBound(state.chunks[chunk], key)
-            if position < state.chunks[chunk].count, Self.compare(state.chunks[chunk][position].key, key) == 0 {
+            let (chunk, position, found) = state.position(of: key)
+            if found {
+                let previous = state.chunks[chunk][position].changes.last
                 state.chunks[chunk][position].changes.append(change)
-                return
+                return previous
             }
             state.chunks[chunk].insert(Entry(key: key, changes: [change]), at: position)
             if state.chunks[chunk].count > Self.chunkLimit {
@@ -225,6 +226,7 @@ final class KeyIndex: Sendable {
                 state.chunks[chunk].removeLast(upper.count)
                 state.chunks.insert(upper, at: chunk + 1)
             }
+            return nil
         }
     }
 
@@ -336,11 +338,16 @@ extension KeyIndex.State {
         orderStart = 0
     }
 
-    func find(_ key: Bytes) -> (Int, Int)? {
-        guard !chunks.isEmpty else { return nil }
+    /// Where `key` is, or would go, in a non-empty index.
+    func position(of key: Bytes) -> (chunk: Int, position: Int, found: Bool) {
         let chunk = chunkIndex(key)
         let position = KeyIndex.lowerBound(chunks[chunk], key)
-        guard position < chunks[chunk].count, KeyIndex.compare(chunks[chunk][position].key, key) == 0 else { return nil }
-        return (chunk, position)
+        return (chunk, position, position < chunks[chunk].count && KeyIndex.compare(chunks[chunk][position].key, key) == 0)
+    }
+
+    func find(_ key: Bytes) -> (Int, Int)? {
+        guard !chunks.isEmpty else { return nil }
+        let (chunk, position, found) = position(of: key)
+        return found ? (chunk, position) : nil
     }
 }

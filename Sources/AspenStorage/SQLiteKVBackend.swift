@@ -165,8 +165,11 @@ struct SQLiteKVBackend: KVBackend {
 
     // MARK: Writes
 
+    /// Adds the change to the index and its row to `kv_history`. Should the insert fail, the
+    /// transaction rolls back and the store reads the index again from the file.
     private func record(_ key: Bytes, at revision: Revision, _ kv: KeyValue?) throws {
-        let previous = index.last(key)?.revision ?? 0
+        let change = KeyIndex.Change(revision: revision, lease: kv?.lease ?? 0, deleted: kv == nil)
+        let previous = index.record(key, change, version: kv)?.revision ?? 0
         let history = try RawStatement(
             db,
             """
@@ -182,7 +185,6 @@ struct SQLiteKVBackend: KVBackend {
         history.bind(6, kv?.lease ?? 0)
         history.bind(7, previous)
         try history.run()
-        index.record(key, KeyIndex.Change(revision: revision, lease: kv?.lease ?? 0, deleted: kv == nil), version: kv)
     }
 
     mutating func write(_ kv: KeyValue) throws {
