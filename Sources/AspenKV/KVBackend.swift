@@ -43,6 +43,14 @@ public protocol KVBackend {
     /// The largest lease id ever granted (ids are never reused).
     func leaseSequence() throws -> LeaseID
     mutating func setLeaseSequence(_ id: LeaseID) throws
+
+    /// Starts one command's writes: until `endCommand`, all of them can be undone together, so
+    /// a command that fails part-way leaves no trace (a SAVEPOINT in SQLite, an undo journal in
+    /// memory). Commands do not nest.
+    mutating func beginCommand() throws
+    /// Ends the command begun last: keeps its writes, or undoes every one of them (the counters
+    /// included) and leaves the state exactly as `beginCommand` found it.
+    mutating func endCommand(keepingWrites: Bool) throws
 }
 
 extension KVBackend {

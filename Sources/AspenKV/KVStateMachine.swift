@@ -24,15 +24,25 @@ public enum KVStateMachine {
         } catch {
             return (.failure(error), [])
         }
-        var writer = try Writer(backend: backend)
-        let outcome: Result<KVResult, KVError>
+        // A command applies whole or not at all: whatever it wrote before it failed is undone,
+        // so its writes never show under the next command's revision.
+        try backend.beginCommand()
+        let result: KVResult
+        var writer: Writer
         do {
-            outcome = .success(try writer.run(command, on: &backend))
+            writer = try Writer(backend: backend)
+            result = try writer.run(command, on: &backend)
+            if writer.changed { try backend.setRevision(writer.next) }
         } catch let error as KVError {
+            try backend.endCommand(keepingWrites: false)
             return (.failure(error), [])
+        } catch {
+            // A storage failure: the caller's transaction rolls back and the node stops.
+            try? backend.endCommand(keepingWrites: false)
+            throw error
         }
-        if writer.changed { try backend.setRevision(writer.next) }
-        return (outcome, writer.events)
+        try backend.endCommand(keepingWrites: true)
+        return (.success(result), writer.events)
     }
 
     /// Serves a read from the backend's state.

@@ -155,6 +155,11 @@ public enum KVValidator {
                 try writes.delete(delete.selection.bounds)
             case .get(let request):
                 try validate(request, limits: limits)
+                // A page token names a revision and a position of its own; inside a transaction
+                // a read sees the transaction's state, so a token there has no meaning.
+                guard request.continuation == nil else {
+                    throw .invalidCommand("a read inside a transaction takes no continuation token; page with a scan outside it")
+                }
             case .transaction(let nested):
                 try writes.add(try validate(nested, depth: depth + 1, limits: limits))
             }

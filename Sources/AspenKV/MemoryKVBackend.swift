@@ -17,6 +17,8 @@ public struct MemoryKVBackend: KVBackend, Sendable {
     var leaseTable: [LeaseID: Lease] = [:]
     var leaseKeys: [LeaseID: Set<Bytes>] = [:]
     var lastLeaseID: LeaseID = 0
+    /// What the running command changed, to undo it; nil outside a command.
+    var journal: Journal?
 
     public init() {}
 
@@ -89,21 +91,34 @@ public struct MemoryKVBackend: KVBackend, Sendable {
 
     public mutating func write(_ keyValue: KeyValue) {
         let previousLease = get(keyValue.key, at: nil)?.lease ?? 0
-        if previousLease != 0 && previousLease != keyValue.lease { leaseKeys[previousLease]?.remove(keyValue.key) }
-        if keyValue.lease != 0 { leaseKeys[keyValue.lease, default: []].insert(keyValue.key) }
-        if history[keyValue.key] == nil {
-            sortedKeys.insert(keyValue.key, at: lowerBound(keyValue.key))
-        }
-        history[keyValue.key, default: []].append(Version(revision: keyValue.modRevision, keyValue: keyValue))
+        if previousLease != 0 && previousLease != keyValue.lease { detach(keyValue.key, from: previousLease) }
+        if keyValue.lease != 0 { attach(keyValue.key, to: keyValue.lease) }
+        append(Version(revision: keyValue.modRevision, keyValue: keyValue), to: keyValue.key)
     }
 
     public mutating func remove(_ key: Bytes, at revision: Revision) {
         guard let current = get(key, at: nil) else { return }
-        if current.lease != 0 { leaseKeys[current.lease]?.remove(key) }
-        history[key, default: []].append(Version(revision: revision, keyValue: nil))
+        if current.lease != 0 { detach(key, from: current.lease) }
+        append(Version(revision: revision, keyValue: nil), to: key)
+    }
+
+    private mutating func append(_ version: Version, to key: Bytes) {
+        let isNew = history[key] == nil
+        if isNew { sortedKeys.insert(key, at: lowerBound(key)) }
+        history[key, default: []].append(version)
+        journal?.steps.append(.appended(key, isNew: isNew))
+    }
+
+    private mutating func attach(_ key: Bytes, to lease: LeaseID) {
+        if leaseKeys[lease, default: []].insert(key).inserted { journal?.steps.append(.attached(key, lease)) }
+    }
+
+    private mutating func detach(_ key: Bytes, from lease: LeaseID) {
+        if leaseKeys[lease]?.remove(key) != nil { journal?.steps.append(.detached(key, lease)) }
     }
 
     public mutating func compactHistory(before revision: Revision) {
+        journal?.steps.append(.history(history, sortedKeys))
         var emptied: Set<Bytes> = []
         for (key, versions) in history {
             // Keep the version visible at `revision` (if it is a value) and everything after.
@@ -122,9 +137,13 @@ public struct MemoryKVBackend: KVBackend, Sendable {
 
     public func lease(_ id: LeaseID) -> Lease? { leaseTable[id] }
     public func leases() -> [Lease] { leaseTable.values.sorted { $0.id < $1.id } }
-    public mutating func saveLease(_ lease: Lease) { leaseTable[lease.id] = lease }
+    public mutating func saveLease(_ lease: Lease) {
+        journal?.steps.append(.lease(lease.id, leaseTable[lease.id], leaseKeys[lease.id]))
+        leaseTable[lease.id] = lease
+    }
 
     public mutating func deleteLease(_ id: LeaseID) {
+        journal?.steps.append(.lease(id, leaseTable[id], leaseKeys[id]))
         leaseTable[id] = nil
         leaseKeys[id] = nil
     }
@@ -139,4 +158,62 @@ public struct MemoryKVBackend: KVBackend, Sendable {
 
     public func leaseSequence() -> LeaseID { lastLeaseID }
     public mutating func setLeaseSequence(_ id: LeaseID) { lastLeaseID = id }
+}
+
+extension MemoryKVBackend {
+    /// One command's changes, each with what undoes it, and the counters before it began.
+    struct Journal: Sendable {
+        enum Step: Sendable {
+            /// A version appended to a key's history; `isNew`: the key had none before.
+            case appended(Bytes, isNew: Bool)
+            case attached(Bytes, LeaseID)
+            case detached(Bytes, LeaseID)
+            /// The lease and its keys as they were.
+            case lease(LeaseID, Lease?, Set<Bytes>?)
+            /// The whole history before a compaction (compaction touches every key anyway).
+            case history([Bytes: [Version]], [Bytes])
+        }
+
+        var steps: [Step] = []
+        let revision: Revision
+        let compacted: Revision
+        let leaseSequence: LeaseID
+    }
+
+    public mutating func beginCommand() {
+        precondition(journal == nil, "commands do not nest")
+        journal = Journal(revision: currentRevision, compacted: oldestRevision, leaseSequence: lastLeaseID)
+    }
+
+    public mutating func endCommand(keepingWrites: Bool) {
+        guard let journal else { preconditionFailure("no command to end") }
+        self.journal = nil
+        guard !keepingWrites else { return }
+        for step in journal.steps.reversed() { undo(step) }
+        currentRevision = journal.revision
+        oldestRevision = journal.compacted
+        lastLeaseID = journal.leaseSequence
+    }
+
+    private mutating func undo(_ step: Journal.Step) {
+        switch step {
+        case .appended(let key, let isNew):
+            history[key]?.removeLast()
+            if isNew {
+                history[key] = nil
+                sortedKeys.remove(at: lowerBound(key))
+            }
+        case .attached(let key, let lease):
+            leaseKeys[lease]?.remove(key)
+            if leaseKeys[lease]?.isEmpty == true { leaseKeys[lease] = nil }
+        case .detached(let key, let lease):
+            leaseKeys[lease, default: []].insert(key)
+        case .lease(let id, let lease, let keys):
+            leaseTable[id] = lease
+            leaseKeys[id] = keys
+        case .history(let history, let sortedKeys):
+            self.history = history
+            self.sortedKeys = sortedKeys
+        }
+    }
 }

@@ -230,6 +230,21 @@ final class KeyIndex: Sendable {
         }
     }
 
+    /// Takes back the last change recorded for `key`, at `revision`: a command that failed
+    /// part-way undoes its changes, newest first, before its transaction goes on.
+    func unrecord(_ key: Bytes, at revision: Revision) {
+        state.withLock { state in
+            state.forget(key)
+            guard let (chunk, position) = state.find(key), state.chunks[chunk][position].changes.last?.revision == revision else {
+                preconditionFailure("the change to take back is not the key's last")
+            }
+            state.chunks[chunk][position].changes.removeLast()
+            guard state.chunks[chunk][position].changes.isEmpty else { return }
+            state.chunks[chunk].remove(at: position)
+            if state.chunks[chunk].isEmpty { state.chunks.remove(at: chunk) }
+        }
+    }
+
     /// Drops what no read at or after `revision` can see: every change superseded at or before
     /// it, and a deletion at or before it (with its key, if nothing follows). Mirrors the rows
     /// `SQLiteKVBackend.compactHistory` deletes; call once that deletion has committed.

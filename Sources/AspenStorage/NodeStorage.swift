@@ -110,6 +110,9 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     case sqlite(file: String, detail: String)
     case io(file: String, detail: String)
     case invalidBatch(String)
+    /// A committed entry could not be applied for a reason of the store's, not the command's:
+    /// the node must stop rather than skip it or apply it in part.
+    case applyFailed(group: GroupID, index: Raft.Index, detail: String)
 
     public var description: String {
         switch self {
@@ -122,6 +125,8 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
         case .durabilityNotGuaranteed(let file, let detail): return "\(file): \(detail)"
         case .sqlite(let file, let detail), .io(let file, let detail): return "\(file): \(detail)"
         case .invalidBatch(let reason): return "invalid storage batch: \(reason)"
+        case .applyFailed(let group, let index, let detail):
+            return "cannot apply committed entry \(index) of group \(group.rawValue); the node stops rather than skip it: \(detail)"
         }
     }
 }

@@ -22,6 +22,18 @@ struct SQLiteKVBackend: KVBackend {
     private var dirty = false
     /// The revision compacted in this transaction: the index drops the changes once it commits.
     private(set) var compactedInTransaction: Revision?
+    /// The running command's changes recorded in the index (to take back if it fails) and the
+    /// counters before it; nil outside a command.
+    private var command: Command?
+
+    private struct Command {
+        var recorded: [(key: Bytes, revision: Revision)] = []
+        let revision: Revision
+        let compacted: Revision
+        let leaseSequence: LeaseID
+        let dirty: Bool
+        let compactedInTransaction: Revision?
+    }
 
     let group: GroupID
 
@@ -167,9 +179,10 @@ struct SQLiteKVBackend: KVBackend {
 
     /// Adds the change to the index and its row to `kv_history`. Should the insert fail, the
     /// transaction rolls back and the store reads the index again from the file.
-    private func record(_ key: Bytes, at revision: Revision, _ kv: KeyValue?) throws {
+    private mutating func record(_ key: Bytes, at revision: Revision, _ kv: KeyValue?) throws {
         let change = KeyIndex.Change(revision: revision, lease: kv?.lease ?? 0, deleted: kv == nil)
         let previous = index.record(key, change, version: kv)?.revision ?? 0
+        command?.recorded.append((key, revision))
         let history = try RawStatement(
             db,
             """
@@ -220,6 +233,32 @@ struct SQLiteKVBackend: KVBackend {
                 KeyIndex.Change(revision: statement.int64(1), lease: statement.int64(2), deleted: statement.int64(3) != 0))
         }
         return changes
+    }
+
+    // MARK: Commands
+
+    /// A SAVEPOINT inside the batch's transaction: a command that fails rolls back to it.
+    mutating func beginCommand() throws {
+        precondition(writer && command == nil, "commands run one at a time, in the writer")
+        try RawStatement(db, "SAVEPOINT command", file: file).run()
+        command = Command(
+            revision: currentRevision, compacted: oldestRevision, leaseSequence: lastLeaseID, dirty: dirty,
+            compactedInTransaction: compactedInTransaction)
+    }
+
+    mutating func endCommand(keepingWrites: Bool) throws {
+        guard let command else { preconditionFailure("no command to end") }
+        self.command = nil
+        if !keepingWrites {
+            try RawStatement(db, "ROLLBACK TO command", file: file).run()
+            for change in command.recorded.reversed() { index.unrecord(change.key, at: change.revision) }
+            currentRevision = command.revision
+            oldestRevision = command.compacted
+            lastLeaseID = command.leaseSequence
+            dirty = command.dirty
+            compactedInTransaction = command.compactedInTransaction
+        }
+        try RawStatement(db, "RELEASE command", file: file).run()
     }
 
     // MARK: Leases

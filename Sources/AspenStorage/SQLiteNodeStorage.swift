@@ -492,8 +492,18 @@ public final class SQLiteNodeStorage: NodeStorage {
         return (
             Raft.HardState(term: row[0], vote: (row[1] as Int64?).map { NodeID(UInt64($0)) }, commit: row[2]), row[3],
             Raft.SnapshotMetadata(
-                index: row[4], term: row[5], membership: (try? Raft.decodeMembership(Bytes(row[6] as Data))) ?? Raft.Membership())
+                index: row[4], term: row[5], membership: try decodeMembership(row[6] as Data))
         )
+    }
+
+    /// The snapshot's membership as stored; one that does not decode stops the store rather than
+    /// be replaced by an empty one at the next commit.
+    private func decodeMembership(_ data: Data) throws -> Raft.Membership {
+        do {
+            return try Raft.decodeMembership(Bytes(data))
+        } catch {
+            throw StorageError.undecodable(file: path, what: "the snapshot's membership", detail: "\(error)")
+        }
     }
 
     /// Replaces the state machine with a snapshot's, durably; then the log starts over after it.
@@ -533,7 +543,11 @@ public final class SQLiteNodeStorage: NodeStorage {
             guard entry.index == applied + 1 else {
                 throw StorageError.invalidBatch("entry \(entry.index) applied after \(applied)")
             }
-            results.append(try Self.applyEntry(entry, to: &backend, limits: limits))
+            do {
+                results.append(try Self.applyEntry(entry, to: &backend, limits: limits))
+            } catch {
+                throw StorageError.applyFailed(group: group, index: entry.index, detail: "\(error)")
+            }
             applied = entry.index
         }
         try backend.flush()
