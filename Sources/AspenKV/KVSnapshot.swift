@@ -1,37 +1,59 @@
 import AspenCore
 
-/// The whole key-value state at one revision, as bytes: what a Raft snapshot carries. History
-/// before the snapshot's revision is not included; a node that installs it reads from that
-/// revision on.
+/// The whole key-value state at one revision, as bytes: what a Raft snapshot carries. It holds
+/// the history too, back to the compacted revision (as etcd's snapshots do), so a member that
+/// catches up from it answers past-revision reads, watches from a past revision and state hashes
+/// exactly like the members that applied the log.
 public struct KVSnapshot: Sendable, Equatable {
     public var revision: Revision
+    /// Reads below this revision were compacted away, on every member alike.
+    public var compactedRevision: Revision
     public var leaseSequence: LeaseID
-    public var keyValues: [KeyValue]
+    /// Every change the state keeps — the version each key had at the compacted revision, then
+    /// every version and deletion after it — by revision, then key.
+    public var changes: [KVChange]
     public var leases: [Lease]
 
-    public init(revision: Revision, leaseSequence: LeaseID, keyValues: [KeyValue], leases: [Lease]) {
+    public init(revision: Revision, compactedRevision: Revision, leaseSequence: LeaseID, changes: [KVChange], leases: [Lease]) {
         self.revision = revision
+        self.compactedRevision = compactedRevision
         self.leaseSequence = leaseSequence
-        self.keyValues = keyValues
+        self.changes = changes
         self.leases = leases
     }
 
-    static let magic: [UInt8] = Array("AKV1".utf8)
+    /// Version 1 carried only the current keys (no history); version 2 adds the history.
+    static let magicV1: [UInt8] = Array("AKV1".utf8)
+    static let magic: [UInt8] = Array("AKV2".utf8)
 
-    /// Reads every current key and lease from a backend.
+    /// Reads every kept change and lease from a backend.
     public static func capture<Backend: KVBackend>(from backend: Backend) throws -> KVSnapshot {
-        KVSnapshot(
-            revision: try backend.revision(), leaseSequence: try backend.leaseSequence(),
-            keyValues: try backend.scan(KeyBounds(start: [], end: nil), at: nil, after: nil, limit: .max),
+        let revision = try backend.revision()
+        return KVSnapshot(
+            revision: revision, compactedRevision: try backend.compactedRevision(), leaseSequence: try backend.leaseSequence(),
+            changes: try backend.history(in: KeyBounds(start: [], end: nil), from: 0, through: revision, limit: .max).map {
+                KVChange(key: $0.key, revision: $0.revision, keyValue: $0.keyValue)
+            },
             leases: try backend.leases())
     }
 
     public func encoded() -> Bytes {
-        var writer = ByteWriter(capacity: 64 + keyValues.count * 48)
+        var writer = ByteWriter(capacity: 64 + changes.count * 48)
         writer.writeRaw(Self.magic)
         writer.writeVarint(signed: revision)
+        writer.writeVarint(signed: compactedRevision)
         writer.writeVarint(signed: leaseSequence)
-        KVWire.write(keyValues, into: &writer)
+        writer.writeVarint(UInt64(changes.count))
+        for change in changes {
+            if let kv = change.keyValue {
+                writer.write(UInt8(1))
+                KVWire.write(kv, into: &writer)
+            } else {
+                writer.write(UInt8(0))
+                writer.writeBytes(change.key)
+                writer.writeVarint(signed: change.revision)
+            }
+        }
         writer.writeVarint(UInt64(leases.count))
         for lease in leases { KVWire.write(lease, into: &writer) }
         writer.writeFixed(CRC32C.checksum(writer.bytes))
@@ -39,36 +61,74 @@ public struct KVSnapshot: Sendable, Equatable {
     }
 
     public init(decoding bytes: Bytes, limits: Limits = .standard) throws(DecodingError) {
-        guard bytes.count >= Self.magic.count + 4, Array(bytes.prefix(4)) == Self.magic else {
-            throw .invalid("not a key-value snapshot")
-        }
+        guard bytes.count >= Self.magic.count + 4 else { throw .invalid("not a key-value snapshot") }
+        let magic = Array(bytes.prefix(4))
+        guard magic == Self.magic || magic == Self.magicV1 else { throw .invalid("not a key-value snapshot") }
         var tail = ByteReader(Array(bytes.suffix(4)))
         guard try tail.readFixed32() == CRC32C.checksum(bytes.dropLast(4)) else {
             throw .invalid("key-value snapshot checksum mismatch")
         }
         var reader = ByteReader(Array(bytes[4..<(bytes.count - 4)]))
         revision = try reader.readSignedVarint()
-        leaseSequence = try reader.readSignedVarint()
-        keyValues = try KVWire.readKeyValues(&reader)
+        if magic == Self.magicV1 {
+            compactedRevision = revision
+            leaseSequence = try reader.readSignedVarint()
+            changes = try KVWire.readKeyValues(&reader).map { KVChange(key: $0.key, revision: $0.modRevision, keyValue: $0) }
+        } else {
+            compactedRevision = try reader.readSignedVarint()
+            leaseSequence = try reader.readSignedVarint()
+            changes = try Self.readChanges(&reader, limits: limits)
+        }
         let leaseCount = try reader.readCount(limit: reader.remaining)
         leases = []
         for _ in 0..<leaseCount { leases.append(try KVWire.readLease(&reader)) }
         try reader.expectEnd()
+        guard compactedRevision >= 0, compactedRevision <= revision else {
+            throw .invalid("compacted revision \(compactedRevision) is outside 0...\(revision)")
+        }
+    }
+
+    private static func readChanges(_ reader: inout ByteReader, limits: Limits) throws(DecodingError) -> [KVChange] {
+        // Each change takes at least three bytes: the count cannot promise more than that.
+        let count = try reader.readCount(limit: reader.remaining / 3)
+        var changes: [KVChange] = []
+        changes.reserveCapacity(count)
+        var last: (revision: Revision, key: Bytes)?
+        for _ in 0..<count {
+            let change: KVChange
+            switch try reader.readByte() {
+            case 1:
+                let kv = try KVWire.readKeyValue(&reader)
+                change = KVChange(key: kv.key, revision: kv.modRevision, keyValue: kv)
+            case 0:
+                change = KVChange(key: try reader.readBytes(limit: limits.keyBytesMax), revision: try reader.readSignedVarint(), keyValue: nil)
+            case let tag:
+                throw .invalid("unknown change kind \(tag) in a key-value snapshot")
+            }
+            if let last, last.revision > change.revision || (last.revision == change.revision && !last.key.lexicographicallyPrecedes(change.key)) {
+                throw .invalid("the snapshot's changes are not in revision and key order")
+            }
+            last = (change.revision, change.key)
+            changes.append(change)
+        }
+        return changes
     }
 }
 
 extension MemoryKVBackend {
-    /// The state a snapshot describes; its revision is also the oldest readable one.
+    /// The state a snapshot describes, its history included.
     public init(snapshot: KVSnapshot) {
         self.init()
-        for kv in snapshot.keyValues.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
-            history[kv.key] = [Version(revision: kv.modRevision, keyValue: kv)]
-            sortedKeys.append(kv.key)
-            if kv.lease != 0 { leaseKeys[kv.lease, default: []].insert(kv.key) }
+        for change in snapshot.changes {
+            history[change.key, default: []].append(Version(revision: change.revision, keyValue: change.keyValue))
+        }
+        sortedKeys = history.keys.sorted { $0.lexicographicallyPrecedes($1) }
+        for (key, versions) in history {
+            if let lease = versions.last?.keyValue?.lease, lease != 0 { leaseKeys[lease, default: []].insert(key) }
         }
         for lease in snapshot.leases { leaseTable[lease.id] = lease }
         currentRevision = snapshot.revision
-        oldestRevision = snapshot.revision
+        oldestRevision = snapshot.compactedRevision
         lastLeaseID = snapshot.leaseSequence
     }
 }

@@ -301,15 +301,17 @@ struct SQLiteKVBackend: KVBackend {
         dirty = true
     }
 
-    /// Replaces the whole state by a snapshot's; its revision becomes the oldest readable one.
+    /// Replaces the whole state by a snapshot's, history and compacted revision included.
     /// The index must be empty (or rebuilt after this commits).
     static func install(_ snapshot: KVSnapshot, into db: Database, file: String, group: GroupID, index: KeyIndex) throws {
         try db.execute(sql: "DELETE FROM kv_history; DELETE FROM leases;")
         var backend = try SQLiteKVBackend(db, file: file, group: group, index: index, writer: true)
-        for kv in snapshot.keyValues { try backend.write(kv) }
+        for change in snapshot.changes {
+            if let kv = change.keyValue { try backend.write(kv) } else { try backend.remove(change.key, at: change.revision) }
+        }
         for lease in snapshot.leases { try backend.saveLease(lease) }
         backend.setRevision(snapshot.revision)
-        backend.setCompactedRevision(snapshot.revision)
+        backend.setCompactedRevision(snapshot.compactedRevision)
         backend.setLeaseSequence(snapshot.leaseSequence)
         try backend.flush()
     }

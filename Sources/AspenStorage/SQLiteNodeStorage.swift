@@ -525,7 +525,7 @@ public final class SQLiteNodeStorage: NodeStorage {
                 try writeState(db, hardState: hardState ?? stored.hardState, applied: snapshot.metadata.index, snapshot: snapshot.metadata)
             }
         }
-        index.compact(through: state.revision)
+        index.compact(through: state.compactedRevision)
         try log.reset(after: snapshot.metadata.index, term: snapshot.metadata.term, hardState: hardState)
         if let hardState { lastDurable.withLock { $0 = hardState } }
     }

@@ -42,7 +42,8 @@ extension ClusterSuites {
             try await eventually("node 2 is a voter") { try await client.members().voters.count == 2 }
 
             // Enough writes that every member compacts its log.
-            for index in 0..<120 { try await client.put(Bytes("key/\(index)".utf8), Bytes("value \(index)".utf8)) }
+            var revisions: [Revision] = []
+            for index in 0..<120 { revisions.append(try await client.put(Bytes("key/\(index)".utf8), Bytes("value \(index)".utf8)).revision) }
             // Node 1 leads and its log now starts after its snapshot: a node joining from scratch
             // can only catch up by installing that snapshot.
             try await eventually("the leader compacted its log") {
@@ -75,6 +76,19 @@ extension ClusterSuites {
             }
             let threeStatus = try #require(await onThree.status().first?.status.get())
             #expect(threeStatus.snapshotIndex > 0)
+            // The snapshot carried the history: node 3 reads past revisions and hashes its state
+            // at them exactly like node 1, which applied the log.
+            for index in [0, 57, 119] {
+                let request = RangeRequest(.prefix(Bytes("key/".utf8)), revision: revisions[index])
+                let onNodeThree = try await onThree.read(request, consistency: .stale)
+                #expect(onNodeThree.count == index + 1, "node 3 at revision \(revisions[index])")
+                #expect(onNodeThree.kvs == (try await client.read(request, consistency: .stale)).kvs)
+                let hashOne = try #require(await client.stateHashes(at: revisions[index]).first?.hash.get())
+                let hashThree = try #require(await onThree.stateHashes(at: revisions[index]).first?.hash.get())
+                #expect(
+                    hashOne.hash == hashThree.hash && hashOne.compactedRevision == hashThree.compactedRevision,
+                    "state hashes at revision \(revisions[index]): \(hashOne) on node 1, \(hashThree) on node 3")
+            }
 
             // A write after the changes reaches every member, the new ones included.
             try await client.put(Bytes("after".utf8), Bytes("growth".utf8))
