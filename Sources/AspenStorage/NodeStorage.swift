@@ -103,6 +103,8 @@ public protocol NodeStorage: AnyObject, Sendable {
 /// Why the store cannot serve. Each names the file and, where there is one, the log index.
 public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     case corrupted(file: String, detail: String)
+    /// Acknowledged log batches are damaged (not a torn last write): the node must not start.
+    case corruptedLog(file: String, offset: Int, lastGoodIndex: Raft.Index, detail: String)
     case checksumMismatch(file: String, group: GroupID, index: Raft.Index)
     case logGap(file: String, group: GroupID, expected: Raft.Index, found: Raft.Index)
     case undecodable(file: String, what: String, detail: String)
@@ -117,6 +119,9 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .corrupted(let file, let detail): return "\(file) is corrupted: \(detail)"
+        case .corruptedLog(let file, let offset, let lastGoodIndex, let detail):
+            return "\(file) is corrupted at byte \(offset), after log entry \(lastGoodIndex): \(detail). Entries after it were "
+                + "acknowledged, so the node will not start: replace this member (README: \"A member whose log is damaged\")"
         case .checksumMismatch(let file, let group, let index):
             return "\(file): log entry \(index) of group \(group.rawValue) fails its checksum (corrupted or torn write)"
         case .logGap(let file, let group, let expected, let found):

@@ -3,8 +3,6 @@ import AspenRaft
 import Foundation
 import Synchronization
 
-import Glibc
-
 /// The Raft log of one group, and its term and vote, in append-only segment files: a batch of
 /// entries is one `pwrite` and one `fdatasync`, however many entries it holds.
 ///
@@ -12,11 +10,12 @@ import Glibc
 /// again into the database by the next checkpoint, and deleted row by row at compaction); here a
 /// batch writes only its own bytes, and compaction deletes whole files.
 ///
-/// **Format.** A segment (`<sequence as 16 hex digits>.seg`) starts with an 8-byte magic, then
-/// records: length (4 bytes, little-endian), CRC32C of kind and body (4), kind (1), body. A
-/// record of length zero ends the segment: files only ever grow by zeros written ahead of the
-/// records (`zeroChunkBytes` at a time), so the next record's place reads as zeros until it is
-/// written, and an `fdatasync` never waits on the file's block map.
+/// **Format** (`SegmentedLog+Format.swift`). A segment (`<sequence as 16 hex digits>.seg`) starts
+/// with an 8-byte magic, then batches: what one `append` wrote, framed by its length, the
+/// CRC-32C of its records and a CRC-32C of the header itself (bound to the batch's offset). A
+/// header of zeros ends the segment: files only ever grow by zeros written ahead of the batches
+/// (`zeroChunkBytes` at a time), so the next batch's place reads as zeros until it is written,
+/// and an `fdatasync` never waits on the file's block map.
 ///
 /// **Records.** An entry (index, term, payload); the hard state (term, vote, commit); a reset
 /// (the log now starts after index, term — written when a snapshot is installed). Entries are
@@ -24,26 +23,31 @@ import Glibc
 /// reading the log back cuts it where a record's index goes back. Each segment starts with the
 /// hard state, so the newest one is found even after older segments are deleted.
 ///
-/// **Crashes.** Only the last write can be torn, and it is in the last segment: reading stops
-/// at the first record there that is cut short or fails its checksum, and opening cuts the file
-/// there, so nothing written before the crash can reappear behind later records. A bad record
-/// in any other segment is corruption, reported by file and index.
+/// **Crashes and corruption** (`SegmentedLog+Reading.swift`). A power loss can tear only the
+/// last batch, which was never acknowledged: it is bad and nothing valid follows it. Any other
+/// bad batch — one with a valid batch after it, or in a segment before the last — held
+/// acknowledged entries, and opening refuses the log (`StorageError.corruptedLog`) rather than
+/// cut them. Opening read-write cuts a torn last batch and reports it (`cut`); opening read-only
+/// never writes and reports what it would cut.
 final class SegmentedLog: Sendable {
     let directory: String
     let group: GroupID
     let limits: Limits
     /// A segment past this size is closed and the next write starts a new one.
     let segmentBytes: Int
+    /// How far ahead of the batches the last segment is filled with zeros.
+    let zeroChunkBytes: Int
+    let mode: Mode
+    let files: any LogFileSystem
+    /// What opening cut off the log (read-only: would cut), if anything.
+    let cut: LogCut?
     private let state: Mutex<State>
 
-    static let magic: [UInt8] = Array("ASPNLOG1".utf8)
-    static let headerBytes = 9
-    static let zeroChunkBytes = 1 << 20
-
-    enum Kind: UInt8 {
-        case entry = 1
-        case hardState = 2
-        case reset = 3
+    enum Mode: Sendable {
+        /// For the node that runs on the log: cuts a torn tail and writes.
+        case readWrite
+        /// For inspection: reads, reports what it would cut, never writes.
+        case readOnly
     }
 
     struct Segment: Sendable {
@@ -51,15 +55,17 @@ final class SegmentedLog: Sendable {
         var path: String
         /// The highest entry index written into it (0: none).
         var maxIndex: Raft.Index
+        /// Written by a version that did not frame batches (`legacyMagic`): read, never appended to.
+        var isLegacy = false
     }
 
     struct State: Sendable {
         var segments: [Segment] = []
-        /// The last segment's file, where records are appended; -1 once closed.
-        var fd: Int32 = -1
-        /// Where the next record goes in the last segment.
+        /// The last segment's file, where batches are appended; nil once closed (or read-only).
+        var file: LogFile?
+        /// Where the next batch goes in the last segment.
         var offset = 0
-        /// The last segment's size: records, then zeros.
+        /// The last segment's size: batches, then zeros.
         var fileEnd = 0
         /// The newest hard state written, copied to the head of each new segment.
         var hardState: Raft.HardState?
@@ -82,48 +88,58 @@ final class SegmentedLog: Sendable {
         }
     }
 
-    /// Opens the log in `directory`, creating it if needed, and cuts a torn tail off the last
-    /// segment.
-    init(directory: String, group: GroupID, limits: Limits, segmentBytes: Int = 64 << 20) throws {
+    /// Opens the log in `directory`. Read-write, it creates the directory if needed and cuts a
+    /// torn last batch off the last segment; either way it refuses a log whose acknowledged
+    /// entries are damaged.
+    init(
+        directory: String, group: GroupID, limits: Limits, segmentBytes: Int = 64 << 20, mode: Mode = .readWrite,
+        files: any LogFileSystem = POSIXLogFileSystem(), zeroChunkBytes: Int = 1 << 20
+    ) throws {
+        precondition(zeroChunkBytes > 0 && segmentBytes > 0)
         self.directory = directory
         self.group = group
         self.limits = limits
         self.segmentBytes = segmentBytes
-        state = Mutex(State())
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let scan = try Self.scan(directory: directory, group: group, limits: limits)
-        try state.withLock { state in
-            state.segments = scan.segments
-            state.hardState = scan.contents.hardState
-            state.opened = scan.contents
-            if let last = scan.segments.last {
-                state.fd = open(last.path, O_RDWR | O_CLOEXEC)
-                guard state.fd >= 0 else { throw Self.failure(last.path, "cannot open: \(String(cString: strerror(errno)))") }
-                // Whatever lies past the last good record goes: a torn record, or records of the
-                // torn write that did reach the disk, which must never follow later ones.
-                guard ftruncate(state.fd, off_t(scan.tail)) == 0, fsync(state.fd) == 0 else {
-                    throw Self.failure(last.path, "cannot cut the log's tail: \(String(cString: strerror(errno)))")
-                }
-                state.offset = scan.tail
-                state.fileEnd = scan.tail
-            } else {
-                try startSegment(sequence: 1, head: [], in: &state)
-            }
-        }
+        self.zeroChunkBytes = zeroChunkBytes
+        self.mode = mode
+        self.files = files
+        if mode == .readWrite { try files.createDirectory(directory) }
+        let scan = try Self.scan(directory: directory, group: group, limits: limits, files: files)
+        cut = scan.cut
+        state = Mutex(State(segments: scan.segments, hardState: scan.contents.hardState, opened: scan.contents))
+        guard mode == .readWrite else { return }
+        try state.withLock { state in try openForAppending(scan, in: &state) }
     }
 
-    deinit {
-        state.withLock { state in
-            if state.fd >= 0 { _ = Glibc.close(state.fd) }
-            state.fd = -1
+    /// Makes the last segment the one written to, cut after its last good batch; or starts a
+    /// new one when there is none, when its creation was cut short (under the same name), or
+    /// when it is in the legacy format.
+    private func openForAppending(_ scan: Scan, in state: inout State) throws {
+        guard let last = scan.segments.last, !last.isLegacy, scan.unfinished == nil else {
+            let sequence = scan.unfinished?.sequence ?? (scan.segments.last.map { $0.sequence + 1 } ?? 1)
+            try startSegment(sequence: sequence, head: [], in: &state)
+            return
         }
+        let file = try files.open(last.path, create: false)
+        if scan.cut != nil {
+            // Bytes of the torn batch that did reach the disk must never lie behind later ones.
+            do { try files.truncate(file, to: scan.tail) } catch {
+                files.close(file)
+                throw error
+            }
+        }
+        state.file = file
+        state.offset = scan.tail
+        state.fileEnd = scan.cut == nil ? scan.lastFileBytes : scan.tail
     }
+
+    deinit { close() }
 
     /// The whole log as the files hold it (the first time after opening, without reading them
     /// again).
     func contents() throws -> Contents {
         if let opened = state.withLock({ state in defer { state.opened = nil }; return state.opened }) { return opened }
-        return try Self.scan(directory: directory, group: group, limits: limits).contents
+        return try Self.scan(directory: directory, group: group, limits: limits, files: files).contents
     }
 
     /// Whether no entry, term or vote was ever written.
@@ -134,20 +150,21 @@ final class SegmentedLog: Sendable {
     }
 
     /// Appends `entries` (each after the one before; the first may go back to replace a suffix)
-    /// and the hard state, and makes them durable before returning.
+    /// and the hard state as one batch, and makes it durable before returning.
     func append(_ entries: [Raft.Entry], hardState: Raft.HardState?) throws {
-        var records = ByteWriter(capacity: entries.reduce(64) { $0 + $1.sizeBytes + 40 })
-        for entry in entries { Self.writeEntryRecord(entry, to: &records) }
-        if let hardState { Self.writeRecord(.hardState, Self.encode(hardState), to: &records) }
-        guard !records.bytes.isEmpty else { return }
+        var batch = BatchEncoder(capacity: entries.reduce(64) { $0 + $1.sizeBytes + 32 })
+        for entry in entries { batch.appendEntry(entry) }
+        if let hardState { batch.append(.hardState, Self.encode(hardState)) }
+        guard !batch.isEmpty else { return }
         try state.withLock { state in
-            guard state.fd >= 0 else { throw Self.failure(directory, "the log is closed") }
+            try checkWritable(state)
             state.opened = nil
             if state.offset >= segmentBytes {
                 try startSegment(sequence: state.segments[state.segments.count - 1].sequence + 1, head: [], in: &state)
             }
-            try write(records.bytes, in: &state)
-            if let last = entries.last { state.segments[state.segments.count - 1].maxIndex = max(state.segments[state.segments.count - 1].maxIndex, last.index) }
+            try write(batch.framed(at: state.offset), in: &state)
+            let last = state.segments.count - 1
+            if let index = entries.last?.index { state.segments[last].maxIndex = max(state.segments[last].maxIndex, index) }
             if let hardState { state.hardState = hardState }
         }
     }
@@ -158,14 +175,12 @@ final class SegmentedLog: Sendable {
         var body = ByteWriter(capacity: 16)
         body.writeFixed(index)
         body.writeFixed(term)
-        var head = ByteWriter()
-        Self.writeRecord(.reset, body.bytes, to: &head)
         let dropped: [Segment] = try state.withLock { state in
-            guard state.fd >= 0 else { throw Self.failure(directory, "the log is closed") }
+            try checkWritable(state)
             state.opened = nil
             if let hardState { state.hardState = hardState }
             let older = state.segments
-            try startSegment(sequence: (older.last?.sequence ?? 0) + 1, head: head.bytes, in: &state)
+            try startSegment(sequence: (older.last?.sequence ?? 0) + 1, head: [(.reset, body.bytes)], in: &state)
             state.segments.removeFirst(older.count)
             return older
         }
@@ -175,7 +190,8 @@ final class SegmentedLog: Sendable {
     /// Deletes the segments that hold only entries through `index` (never the one being
     /// written). The caller has made the state through `index` durable first.
     func compact(through index: Raft.Index) throws {
-        let dropped: [Segment] = state.withLock { state in
+        let dropped: [Segment] = try state.withLock { state in
+            try checkWritable(state)
             state.opened = nil
             var count = 0
             while count < state.segments.count - 1, state.segments[count].maxIndex <= index { count += 1 }
@@ -188,8 +204,8 @@ final class SegmentedLog: Sendable {
 
     func close() {
         state.withLock { state in
-            if state.fd >= 0 { _ = Glibc.close(state.fd) }
-            state.fd = -1
+            if let file = state.file { files.close(file) }
+            state.file = nil
         }
     }
 
@@ -203,218 +219,86 @@ final class SegmentedLog: Sendable {
 
     // MARK: Writing
 
-    private func remove(_ segments: [Segment]) throws {
-        guard !segments.isEmpty else { return }
-        for segment in segments where unlink(segment.path) != 0 && errno != ENOENT {
-            throw Self.failure(segment.path, "cannot delete: \(String(cString: strerror(errno)))")
-        }
-        try syncDirectory()
+    private func checkWritable(_ state: State) throws {
+        guard mode == .readWrite else { throw StorageError.io(file: directory, detail: "the log was opened read-only") }
+        guard state.file != nil else { throw StorageError.io(file: directory, detail: "the log is closed") }
     }
 
-    /// Creates the next segment with the magic, the hard state and `head`, durably (file and
-    /// directory), and makes it the one written to.
-    private func startSegment(sequence: UInt64, head: [UInt8], in state: inout State) throws {
+    /// Deletes `segments` oldest first, each durably before the next, so that a crash leaves
+    /// the newer ones without a gap among them.
+    private func remove(_ segments: [Segment]) throws {
+        for segment in segments {
+            try files.remove(segment.path)
+            try files.synchronizeDirectory(directory)
+        }
+    }
+
+    /// Creates the next segment with the magic and a first batch of the hard state and `head`,
+    /// durably (file and directory), and makes it the one written to.
+    private func startSegment(sequence: UInt64, head: [(Kind, [UInt8])], in state: inout State) throws {
         let path = directory + "/" + Self.name(sequence)
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw Self.failure(path, "cannot create: \(String(cString: strerror(errno)))") }
-        var bytes = ByteWriter()
-        bytes.writeRaw(Self.magic)
-        if let hardState = state.hardState { Self.writeRecord(.hardState, Self.encode(hardState), to: &bytes) }
-        bytes.writeRaw(head)
-        var fresh = State(segments: state.segments, fd: fd, offset: 0, fileEnd: 0, hardState: state.hardState)
+        let file = try files.open(path, create: true)
+        var batch = BatchEncoder(capacity: 64)
+        if let hardState = state.hardState { batch.append(.hardState, Self.encode(hardState)) }
+        for (kind, body) in head { batch.append(kind, body) }
+        var fresh = State(segments: state.segments, file: file, offset: 0, fileEnd: 0, hardState: state.hardState)
         do {
-            try write(bytes.bytes, in: &fresh)
-            try syncDirectory()
+            try write(Self.magic + (batch.isEmpty ? [] : batch.framed(at: Self.magic.count)), in: &fresh)
+            try files.synchronizeDirectory(directory)
         } catch {
-            _ = Glibc.close(fd)
+            files.close(file)
             throw error
         }
-        if state.fd >= 0 { _ = Glibc.close(state.fd) }
+        if let old = state.file { files.close(old) }
         state = fresh
         state.segments.append(Segment(sequence: sequence, path: path, maxIndex: 0))
     }
 
-    /// Writes `bytes` at the end of the records (zeros first, if they reach past the file's
+    /// Writes `bytes` at the end of the batches (zeros first, if they reach past the file's
     /// end) and waits for the disk.
     private func write(_ bytes: [UInt8], in state: inout State) throws {
+        guard let file = state.file else { throw StorageError.io(file: directory, detail: "the log is closed") }
         let end = state.offset + bytes.count
         if end > state.fileEnd {
-            let zeroedEnd = (end + Self.zeroChunkBytes - 1) / Self.zeroChunkBytes * Self.zeroChunkBytes
+            let zeroedEnd = (end + zeroChunkBytes - 1) / zeroChunkBytes * zeroChunkBytes
             // A page per write: one large write would put the range in one large folio of the
-            // page cache, and every later record would dirty (and account) all of it.
+            // page cache, and every later batch would dirty (and account) all of it.
             try Self.zeros.withUnsafeBytes { zeros in
                 var at = state.fileEnd
                 while at < zeroedEnd {
                     let count = min(zeros.count, zeroedEnd - at)
-                    try pwriteAll(state.fd, UnsafeRawBufferPointer(rebasing: zeros[0..<count]), at: at)
+                    try files.write(UnsafeRawBufferPointer(rebasing: zeros[0..<count]), to: file, at: at)
                     at += count
                 }
             }
             state.fileEnd = zeroedEnd
         }
-        try bytes.withUnsafeBytes { try pwriteAll(state.fd, $0, at: state.offset) }
-        guard fdatasync(state.fd) == 0 else { throw Self.failure(directory, "fdatasync failed: \(String(cString: strerror(errno)))") }
+        try bytes.withUnsafeBytes { try files.write($0, to: file, at: state.offset) }
+        try files.synchronize(file)
         state.offset = end
     }
 
     private static let zeros = [UInt8](repeating: 0, count: 4096)
 
-    private func pwriteAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: Int) throws {
-        var done = 0
-        while done < buffer.count {
-            let written = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { throw Self.failure(directory, "write failed: \(String(cString: strerror(errno)))") }
-            done += written
-        }
-    }
-
-    private func syncDirectory() throws {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw Self.failure(directory, "cannot open: \(String(cString: strerror(errno)))") }
-        defer { _ = Glibc.close(fd) }
-        guard fsync(fd) == 0 else { throw Self.failure(directory, "fsync failed: \(String(cString: strerror(errno)))") }
-    }
-
-    static func failure(_ file: String, _ detail: String) -> StorageError { .io(file: file, detail: detail) }
-
     static func name(_ sequence: UInt64) -> String {
         let hex = String(sequence, radix: 16)
         return String(repeating: "0", count: max(0, 16 - hex.count)) + hex + ".seg"
     }
+}
 
-    // MARK: Encoding
+/// What opening a log cut off its last segment (or, opened read-only, would cut): the bytes of
+/// a batch that a crash tore before it was acknowledged, or a segment whose creation it cut short.
+public struct LogCut: Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    /// Where the cut starts: the end of the last good batch.
+    public var offset: Int
+    /// The bytes removed from the file (its zeros ahead of the batches included).
+    public var bytes: Int
+    /// Of those, the bytes from `offset` through the last byte that is not zero.
+    public var writtenBytes: Int
+    public var reason: String
 
-    /// Length, checksum, kind, body.
-    static func writeRecord(_ kind: Kind, _ body: [UInt8], to writer: inout ByteWriter) {
-        writer.writeFixed(UInt32(body.count))
-        writer.writeFixed(CRC32C.checksum(body, seed: CRC32C.checksum([kind.rawValue])))
-        writer.write(kind.rawValue)
-        writer.writeRaw(body)
-    }
-
-    static func writeEntryRecord(_ entry: Raft.Entry, to writer: inout ByteWriter) {
-        var body = ByteWriter(capacity: entry.sizeBytes + 24)
-        body.writeFixed(entry.index)
-        body.writeFixed(entry.term)
-        body.writeRaw(entry.payload.encoded())
-        writeRecord(.entry, body.bytes, to: &writer)
-    }
-
-    static func encode(_ hardState: Raft.HardState) -> [UInt8] {
-        var body = ByteWriter(capacity: 24)
-        body.writeFixed(hardState.term)
-        body.writeFixed(hardState.vote?.rawValue ?? 0)
-        body.writeFixed(hardState.commit)
-        return body.bytes
-    }
-
-    // MARK: Reading
-
-    struct Scan {
-        var contents = Contents()
-        var segments: [Segment] = []
-        /// The end of the last good record in the last segment.
-        var tail = 0
-    }
-
-    static func segmentFiles(in directory: String) throws -> [(sequence: UInt64, path: String)] {
-        try FileManager.default.contentsOfDirectory(atPath: directory).compactMap { name -> (UInt64, String)? in
-            guard name.hasSuffix(".seg"), name.count == 20, let sequence = UInt64(name.prefix(16), radix: 16) else { return nil }
-            return (sequence, directory + "/" + name)
-        }.sorted { $0.0 < $1.0 }
-    }
-
-    static func scan(directory: String, group: GroupID, limits: Limits) throws -> Scan {
-        var scan = Scan()
-        let files = try segmentFiles(in: directory)
-        for (position, file) in files.enumerated() {
-            let isLast = position == files.count - 1
-            guard let data = FileManager.default.contents(atPath: file.path) else {
-                throw failure(file.path, "cannot read the log segment")
-            }
-            let bytes = [UInt8](data)
-            var segment = Segment(sequence: file.sequence, path: file.path, maxIndex: 0)
-            guard bytes.count >= magic.count, Array(bytes.prefix(magic.count)) == magic else {
-                // A segment whose creation a crash cut short is empty or partly written; it
-                // holds no record yet, and is started over.
-                let unfinished = bytes.allSatisfy { $0 == 0 } || magic.starts(with: bytes)
-                if isLast && unfinished {
-                    scan.segments.append(segment)
-                    try rewriteHeader(file.path)
-                    scan.tail = magic.count
-                    continue
-                }
-                throw StorageError.corrupted(file: file.path, detail: "not an Aspen log segment (its header is wrong)")
-            }
-            var offset = magic.count
-            while offset + headerBytes <= bytes.count {
-                var header = ByteReader(Array(bytes[offset..<(offset + headerBytes)]))
-                let length = Int(try header.readFixed32())
-                if length == 0 { break }
-                let checksum = try header.readFixed32()
-                let kindByte = try header.readByte()
-                let end = offset + headerBytes + length
-                let intact = length <= limits.raftEntryBytesMax + 64 && end <= bytes.count
-                    && checksum == CRC32C.checksum(bytes[(offset + headerBytes)..<end], seed: CRC32C.checksum([kindByte]))
-                guard intact else {
-                    if isLast { break }
-                    throw StorageError.checksumMismatch(file: file.path, group: group, index: (scan.contents.lastIndex ?? 0) + 1)
-                }
-                let body = Array(bytes[(offset + headerBytes)..<end])
-                var reader = ByteReader(body)
-                switch Kind(rawValue: kindByte) {
-                case .entry:
-                    guard body.count >= 16 else { throw StorageError.corrupted(file: file.path, detail: "an entry record at offset \(offset) is too short") }
-                    let index = try reader.readFixed64()
-                    let term = try reader.readFixed64()
-                    let payload: Raft.Payload
-                    do {
-                        payload = try Raft.Payload(decoding: Array(body[16...]), limits: limits)
-                    } catch {
-                        throw StorageError.undecodable(file: file.path, what: "log entry \(index)", detail: "\(error)")
-                    }
-                    try add(Raft.Entry(term: term, index: index, payload: payload), to: &scan.contents, file: file.path, group: group)
-                    segment.maxIndex = max(segment.maxIndex, index)
-                case .hardState:
-                    guard body.count == 24 else { throw StorageError.corrupted(file: file.path, detail: "a hard state record at offset \(offset) has \(body.count) bytes") }
-                    let term = try reader.readFixed64()
-                    let vote = try reader.readFixed64()
-                    scan.contents.hardState = Raft.HardState(term: term, vote: vote == 0 ? nil : NodeID(vote), commit: try reader.readFixed64())
-                case .reset:
-                    guard body.count == 16 else { throw StorageError.corrupted(file: file.path, detail: "a reset record at offset \(offset) has \(body.count) bytes") }
-                    scan.contents.base = try reader.readFixed64()
-                    scan.contents.entries = []
-                case nil:
-                    throw StorageError.corrupted(file: file.path, detail: "unknown record kind \(kindByte) at offset \(offset)")
-                }
-                offset = end
-            }
-            scan.segments.append(segment)
-            if isLast { scan.tail = offset }
-        }
-        return scan
-    }
-
-    /// Adds an entry read back: the next one, or one that goes back and replaces the suffix from
-    /// its index.
-    static func add(_ entry: Raft.Entry, to contents: inout Contents, file: String, group: GroupID) throws {
-        guard let base = contents.base, entry.index > base else {
-            contents.base = entry.index - 1
-            contents.entries = [entry]
-            return
-        }
-        let last = base + Raft.Index(contents.entries.count)
-        guard entry.index <= last + 1 else { throw StorageError.logGap(file: file, group: group, expected: last + 1, found: entry.index) }
-        contents.entries.removeLast(Int(last + 1 - entry.index))
-        contents.entries.append(entry)
-    }
-
-    private static func rewriteHeader(_ path: String) throws {
-        let fd = open(path, O_RDWR | O_TRUNC | O_CLOEXEC)
-        guard fd >= 0 else { throw failure(path, "cannot open: \(String(cString: strerror(errno)))") }
-        defer { _ = Glibc.close(fd) }
-        let written = magic.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }
-        guard written == magic.count, fsync(fd) == 0 else { throw failure(path, "cannot write: \(String(cString: strerror(errno)))") }
+    public var description: String {
+        "cut \(bytes) bytes (\(writtenBytes) written) from \(file) at byte \(offset): \(reason)"
     }
 }

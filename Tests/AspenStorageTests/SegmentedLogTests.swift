@@ -33,16 +33,21 @@ struct SegmentedLogTests {
         return try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".seg") }.sorted().map { directory + "/" + $0 }
     }
 
-    /// The byte offsets of the records in a segment file, with their kinds.
-    static func records(_ file: String) throws -> [(offset: Int, kind: UInt8, length: Int)] {
+    /// The records in a segment file: where each starts and where its body starts, its kind, and
+    /// the offset of the batch it belongs to.
+    static func records(_ file: String) throws -> [(offset: Int, body: Int, kind: UInt8, batch: Int)] {
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
-        var offset = 8
-        var found: [(Int, UInt8, Int)] = []
-        while offset + 9 <= bytes.count {
-            let length = Int(bytes[offset]) | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2]) << 16 | Int(bytes[offset + 3]) << 24
-            if length == 0 { break }
-            found.append((offset, bytes[offset + 8], length))
-            offset += 9 + length
+        func uint32(_ at: Int) -> Int { Int(bytes[at]) | Int(bytes[at + 1]) << 8 | Int(bytes[at + 2]) << 16 | Int(bytes[at + 3]) << 24 }
+        var found: [(Int, Int, UInt8, Int)] = []
+        var batch = 8
+        while batch + 12 <= bytes.count, uint32(batch) != 0 {
+            let end = batch + 12 + uint32(batch)
+            var offset = batch + 12
+            while offset < end {
+                found.append((offset, offset + 5, bytes[offset + 4], batch))
+                offset += 5 + uint32(offset)
+            }
+            batch = end
         }
         return found
     }
@@ -77,11 +82,15 @@ struct SegmentedLogTests {
         _ = try Self.store(directory, count: 40)
         let first = try #require(try Self.segments(path).first)
         let entry = try #require(try Self.records(first).filter { $0.kind == 1 }.dropFirst(2).first)
-        try Self.flipByte(first, at: entry.offset + 9 + 20)
+        try Self.flipByte(first, at: entry.body + 20)
         let error = #expect(throws: StorageError.self) { try SQLiteNodeStorage(path: path, logSegmentBytes: Self.segmentBytes) }
-        #expect(error == .checksumMismatch(file: first, group: .root, index: 3))
+        guard case .corruptedLog(let file, let offset, let lastGoodIndex, _) = error else {
+            Issue.record("expected the damaged batch to be refused, got \(String(describing: error))")
+            return
+        }
+        #expect(file == first && offset == entry.batch && lastGoodIndex == 2)
         #expect(error?.description.contains(first) == true)
-        #expect(error?.description.contains("entry 3") == true)
+        #expect(error?.description.contains("after log entry 2") == true)
     }
 
     @Test("a missing segment is reported as a gap, not skipped")
@@ -106,14 +115,16 @@ struct SegmentedLogTests {
         do {
             let storage = try SQLiteNodeStorage(path: path, logSegmentBytes: 1 << 20)
             try storage.bootstrap(.bootstrap(Self.membership))
-            _ = try storage.commit(StorageBatch(entries: Self.entries(1...10), hardState: Raft.HardState(term: 1)))
+            _ = try storage.commit(StorageBatch(entries: Self.entries(1...7), hardState: Raft.HardState(term: 1)))
+            _ = try storage.commit(StorageBatch(entries: Self.entries(8...10), hardState: Raft.HardState(term: 1)))
         }
-        // The write was torn at entry 8: its record is damaged, 9 and 10 reached the disk whole.
+        // The last write was torn at entry 8: its record is damaged, 9 and 10 reached the disk whole.
         let file = try #require(try Self.segments(path).last)
         let eighth = try #require(try Self.records(file).filter { $0.kind == 1 }.dropFirst(7).first)
-        try Self.flipByte(file, at: eighth.offset + 9 + 20)
+        try Self.flipByte(file, at: eighth.body + 20)
         do {
             let storage = try SQLiteNodeStorage(path: path, logSegmentBytes: 1 << 20)
+            #expect(storage.logCut?.file == file && storage.logCut?.offset == eighth.batch)
             #expect(try storage.load()?.entries == Self.entries(1...7))
             // A new leader's entry 8, shorter than the old one: the old 9 and 10 lay behind it.
             _ = try storage.commit(StorageBatch(entries: [Raft.Entry(term: 2, index: 8, payload: .noop)], hardState: Raft.HardState(term: 2)))
