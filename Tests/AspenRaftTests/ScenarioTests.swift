@@ -136,17 +136,39 @@ struct ScenarioTests {
         try cluster.with(1) { try $0.proposeMembership([.addLearner(4), .addLearner(5), .addLearner(6)]) }
         cluster.deliverAll()
         #expect(cluster.raft(1).membership.learners == [4, 5, 6])
+        let changeIndex = cluster.raft(1).lastIndex + 1
+        // Every configuration the leader and a new voter are in, as each message is delivered.
+        var seen: [NodeID: [Raft.Membership]] = [1: [], 5: []]
+        cluster.filter = { _ in
+            for id: NodeID in [1, 5] where seen[id]!.last != cluster.raft(id).membership {
+                seen[id]!.append(cluster.raft(id).membership)
+            }
+            return true
+        }
         try cluster.with(1) {
             try $0.proposeMembership([.remove(2), .remove(3), .addVoter(4), .addVoter(5)])
         }
-        // The joint configuration needs both majorities; it is left automatically once it commits.
-        #expect(cluster.raft(1).membership.isJoint == false)
         cluster.deliverAll()
         cluster.tickAll(times: 5)
+        cluster.heal()
         let membership = cluster.raft(1).membership
         #expect(membership.voters == [1, 4, 5])
         #expect(membership.learners == [6])
         #expect(!membership.isJoint)
+        // The change went through joint consensus: the log holds the joint configuration (old and
+        // new voters), then the final one, and both were in force on the leader and on node 5.
+        let changes = (changeIndex...cluster.raft(1).commitIndex).compactMap { index -> Raft.Membership? in
+            if case .membership(let next)? = cluster.raft(1).entry(at: index)?.payload { return next }
+            return nil
+        }
+        #expect(changes.count == 2, "\(changes)")
+        #expect(changes.first?.isJoint == true && changes.first?.outgoingVoters == [1, 2, 3] && changes.first?.voters == [1, 4, 5])
+        #expect(changes.last == membership)
+        for id: NodeID in [1, 5] {
+            let history = seen[id]!.drop { !$0.isJoint }
+            #expect(history.first?.outgoingVoters == [1, 2, 3], "node \(id) was never in the joint configuration: \(seen[id]!)")
+            #expect(history.last == membership, "node \(id) did not leave the joint configuration: \(seen[id]!)")
+        }
         try cluster.put(9, 90, via: 1)
         #expect(cluster.value(9, on: 5) == 90)
         #expect(cluster.invariants.ok)
