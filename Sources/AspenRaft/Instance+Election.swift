@@ -191,7 +191,9 @@ extension Raft.Instance {
         case .vote(let lastIndex, let lastTerm, _):
             answerVoteRequest(message, lastIndex: lastIndex, lastTerm: lastTerm, pre: false)
         case .preVoteResponse(let granted):
-            guard role == .preCandidate, message.term == term + 1 else { return }
+            // A grant carries the term we would campaign in; a rejection carries the voter's own
+            // term, which is ours (a higher one made us a follower in `acceptHigherTerm`).
+            guard role == .preCandidate, message.term == (granted ? term + 1 : term) else { return }
             tallyVote(from: message.from, granted: granted, pre: true)
         case .voteResponse(let granted):
             guard role == .candidate else { return }
@@ -250,6 +252,8 @@ extension Raft.Instance {
         case .won:
             if pre { becomeCandidate(transfer: false) } else { becomeLeader() }
         case .lost:
+            // As etcd-io/raft does: a (pre-)candidate that a quorum rejected cannot win this
+            // round, so it goes back to following rather than wait out its election timeout.
             becomeFollower(term: term, leader: nil)
         case .pending:
             break

@@ -61,6 +61,30 @@ struct ElectionTests {
         #expect(cluster.raft(3).role == .preCandidate)
     }
 
+    @Test("PreVote: a pre-candidate that a majority rejects steps back to follower at once, without raising its term")
+    func preVoteRejectedByMajority() throws {
+        let cluster = LockstepCluster(voters: 5)
+        cluster.elect(1)
+        // Node 5 misses a committed entry: its log is stale.
+        cluster.filter = { $0.to != 5 }
+        try cluster.put(1, 1, via: 1)
+        cluster.heal()
+        let term = cluster.raft(5).term
+        cluster.crash(1)
+        // Nodes 2-4 stop hearing a leader (their own campaigns are lost), so they answer pre-votes.
+        cluster.filter = { ![2, 3, 4].contains($0.from) }
+        for id: NodeID in [2, 3, 4] { cluster.tick(id, times: 10) }
+        cluster.deliverAll()
+        cluster.heal()
+        cluster.with(5) { $0.campaign() }
+        #expect(cluster.raft(5).role == .preCandidate)
+        cluster.deliverAll()
+        // Three of five rejected it: it cannot win this round, and says so at once.
+        #expect(cluster.raft(5).role == .follower, "node 5 is still \(cluster.raft(5).role) after a majority rejected it")
+        #expect(cluster.raft(5).term == term)
+        #expect(cluster.invariants.ok)
+    }
+
     @Test("an isolated node that rejoins does not depose a healthy leader")
     func rejoinDoesNotDisrupt() throws {
         let cluster = LockstepCluster(voters: 3)
