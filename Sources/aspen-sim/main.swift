@@ -35,6 +35,9 @@ struct AspenSim: ParsableCommand {
     @Option(help: "Concurrent clients.")
     var clients: Int = 3
 
+    @Option(help: "The linearizability checker's search bound per key; a run it cannot decide within it fails.")
+    var linearizabilityStepsMax: Int = Linearizability.stepsMaxDefault
+
     @Flag(help: "Run without faults.")
     var noFaults = false
 
@@ -46,8 +49,8 @@ struct AspenSim: ParsableCommand {
 
     mutating func validate() throws {
         guard (1...9).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 9") }
-        guard seeds > 0, steps > 0, clients >= 0 else {
-            throw ValidationError("--seeds and --steps must be positive, --clients not negative")
+        guard seeds > 0, steps > 0, clients >= 0, linearizabilityStepsMax > 0 else {
+            throw ValidationError("--seeds, --steps and --linearizability-steps-max must be positive, --clients not negative")
         }
     }
 
@@ -60,6 +63,7 @@ struct AspenSim: ParsableCommand {
         for offset in 0..<seeds {
             var options = SimulationOptions(seed: seed + UInt64(offset), nodes: nodes, steps: steps, clients: clients)
             if noFaults { options.faults = .none }
+            options.linearizabilityStepsMax = linearizabilityStepsMax
             let report = Simulation(options).run()
             print(report.summary)
             if !report.passed || verbose {
@@ -69,7 +73,7 @@ struct AspenSim: ParsableCommand {
             }
             if !report.passed {
                 failures.append(report.seed)
-                print("  replay: aspen-sim --seeds 1 --seed \(report.seed) --nodes \(nodes) --steps \(steps) --clients \(clients)\(noFaults ? " --no-faults" : "")")
+                print("  replay: aspen-sim --seeds 1 --seed \(report.seed) --nodes \(nodes) --steps \(steps) --clients \(clients)\(noFaults ? " --no-faults" : "")\(linearizabilityStepsMax == Linearizability.stepsMaxDefault ? "" : " --linearizability-steps-max \(linearizabilityStepsMax)")")
             }
         }
         print("\(seeds - failures.count) passed, \(failures.count) failed")
