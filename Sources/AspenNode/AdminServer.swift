@@ -56,6 +56,9 @@ public final class AdminServer: Sendable {
         counter("aspen_raft_messages_dropped_total", "Raft messages dropped because too many were waiting to be stepped.", "\(counters.raftMessagesDropped)")
         counter("aspen_node_reads_total", "Reads served by this node.", "\(counters.reads)")
         counter(
+            "aspen_lease_refresh_failures_total", "Leases a new leader failed to extend (each retried; nothing expires meanwhile).",
+            "\(counters.leaseRefreshFailures)")
+        counter(
             "aspen_storage_commits_total", "Storage transactions (one fsync each, except those that only apply entries).",
             "\(counters.storageCommits)")
         counter(

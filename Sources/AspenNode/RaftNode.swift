@@ -150,6 +150,9 @@ public actor RaftNode {
         public var tickDelaySecondsMax = 0.0
         /// Compactions a leader made while a follower still lacked entries before the snapshot.
         public var compactionsWithFollowerBehind = 0
+        /// Failures while a new leader extended the leases (reading them, or a keep-alive that
+        /// did not apply); each is retried.
+        public var leaseRefreshFailures = 0
     }
 
     public init(
@@ -692,34 +695,88 @@ public actor RaftNode {
     /// A new leader judges lease expiry by its own clock, which may run ahead of the clock that
     /// set the expiries. So before expiring anything it extends every lease to its time plus
     /// the lease's TTL (as etcd does): a lease can outlive its TTL by a failover, never expire
-    /// early because clocks disagree.
+    /// early because clocks disagree. What fails (reading the leases, a keep-alive that does
+    /// not apply) is logged, counted and retried a tick later; until every lease is extended
+    /// this term expires nothing.
     func refreshLeasesAsNewLeader() {
         expiryInFlight = true
         let term = raft.term
         Task {
             // The state must include everything committed before this term: wait until an entry
             // of this term (the leader's no-op) has committed and applied.
-            while self.raft.isLeader, self.raft.term == term,
-                self.raft.term(at: self.raft.commitIndex) != term || self.appliedIndex < self.raft.commitIndex
-            {
+            while self.leads(term), self.raft.term(at: self.raft.commitIndex) != term || self.appliedIndex < self.raft.commitIndex {
                 try? await Task.sleep(for: .milliseconds(self.configuration.tickMs))
             }
-            if self.raft.isLeader, self.raft.term == term, let leases = try? self.storage.leases() {
-                // Many at a time, so that they share appends and fsyncs rather than wait for one
-                // commit each: at a millisecond or so a commit, a hundred thousand leases one by one
-                // would take minutes.
-                for start in stride(from: 0, to: leases.count, by: Self.leaseRefreshesInFlight) {
-                    guard self.raft.isLeader, self.raft.term == term else { break }
-                    let chunk = leases[start..<min(start + Self.leaseRefreshesInFlight, leases.count)]
-                    await withTaskGroup(of: Void.self) { group in
-                        for lease in chunk { group.addTask { _ = try? await self.propose(.leaseKeepAlive(lease.id, nowMs: self.nowMs())) } }
+            var pending: [LeaseID]?
+            var extended = 0
+            while self.leads(term) {
+                if pending == nil {
+                    do {
+                        pending = try self.storage.leases().map(\.id)
+                    } catch {
+                        self.leaseRefreshFailed(count: 1, term: term, problem: "reading the leases failed: \(error)")
                     }
                 }
-                if !leases.isEmpty { self.logger.info("leases extended by the new leader's clock", metadata: ["leases": "\(leases.count)", "term": "\(term)"]) }
-                self.leasesRefreshed(in: term)
+                if let ids = pending {
+                    let (failed, problem) = await self.extendLeases(ids, term: term)
+                    extended += ids.count - failed.count
+                    pending = failed
+                    if failed.isEmpty {
+                        if extended > 0 { self.logger.info("leases extended by the new leader's clock", metadata: ["leases": "\(extended)", "term": "\(term)"]) }
+                        self.leasesRefreshed(in: term)
+                        break
+                    }
+                    self.leaseRefreshFailed(count: failed.count, term: term, problem: problem ?? "unknown")
+                }
+                try? await Task.sleep(for: .milliseconds(self.configuration.tickMs))
             }
             self.expiryDone()
         }
+    }
+
+    func leads(_ term: Raft.Term) -> Bool { !stopped && raft.isLeader && raft.term == term }
+
+    func leaseRefreshFailed(count: Int, term: Raft.Term, problem: String) {
+        counters.leaseRefreshFailures += count
+        logger.error(
+            "extending the leases as the new leader failed; retrying, and expiring none until it succeeds",
+            metadata: ["leases": "\(count)", "term": "\(term)", "error": "\(problem)"])
+    }
+
+    /// Keeps `ids` alive by this leader's clock, many at a time, so that they share appends and
+    /// fsyncs rather than wait for one commit each (at a millisecond or so a commit, a hundred
+    /// thousand leases one by one would take minutes). Returns the leases not extended, and why
+    /// the first of them was not. A lease gone meanwhile (revoked) needs nothing.
+    func extendLeases(_ ids: [LeaseID], term: Raft.Term) async -> (failed: [LeaseID], problem: String?) {
+        var failed: [LeaseID] = []
+        var problem: String?
+        let chunkSize = Self.leaseRefreshesInFlight
+        for start in stride(from: 0, to: ids.count, by: chunkSize) {
+            let chunk = ids[start..<min(start + chunkSize, ids.count)]
+            guard leads(term) else { return (failed + chunk, problem ?? "leadership lost") }
+            let outcomes = await withTaskGroup(of: (LeaseID, String?).self) { group in
+                for id in chunk {
+                    group.addTask {
+                        do {
+                            switch try await self.propose(.leaseKeepAlive(id, nowMs: self.nowMs())) {
+                            case .success, .failure(.leaseNotFound): return (id, nil)
+                            case .failure(let error): return (id, "\(error)")
+                            }
+                        } catch {
+                            return (id, "\(error)")
+                        }
+                    }
+                }
+                var outcomes: [(LeaseID, String?)] = []
+                for await outcome in group { outcomes.append(outcome) }
+                return outcomes
+            }
+            for case (let id, let why?) in outcomes {
+                failed.append(id)
+                problem = problem ?? why
+            }
+        }
+        return (failed, problem)
     }
 
     static let leaseRefreshesInFlight = 256
