@@ -37,15 +37,48 @@ public struct Limits: Sendable, Equatable {
     public var raftPendingReadsMax = 10_000
     /// Most committed entries handed to the state machine in one Ready.
     public var raftApplyEntriesMax = 1000
+    /// Most new entries, and entry bytes, one Ready hands the shell to persist (one group-commit
+    /// batch); the rest follow in the next Ready. As many as a leader may hold uncommitted, so a
+    /// leader's batch is never cut; a follower that received many appends at once persists them
+    /// in several batches.
+    public var raftReadyEntriesMax = 10_000
+    public var raftReadyBytesMax = 64 * 1024 * 1024
+    /// Most entries in a Raft instance's in-memory log (those after its snapshot). Compaction
+    /// keeps it far below; if compaction stops, the leader refuses proposals past it and a
+    /// follower takes only the part of an append that fits, rather than grow without end.
+    public var raftLogEntriesMax = 1_000_000
     /// Snapshot chunk size, and the largest snapshot accepted.
     public var raftSnapshotChunkBytes = 1024 * 1024
     public var raftSnapshotBytesMax = 1024 * 1024 * 1024
     /// Most members (voters and learners) of one Raft group.
     public var raftMembersMax = 64
 
+    // MARK: Node
+    /// A batch that only applies at most this many committed entries, of this many bytes, of
+    /// bounded work, is committed on the node's event loop instead of a pool thread.
+    public var inlineApplyEntriesMax = 4
+    public var inlineApplyBytesMax = 64 * 1024
+    /// Lease keep-alives a new leader has in flight at once while it extends every lease.
+    public var leaseRefreshesInFlightMax = 256
+
     // MARK: Network
     /// Largest RPC frame on the wire.
     public var rpcMessageBytesMax = 10 * 1024 * 1024
+    /// Longest domain, operation and error code of an RPC, in bytes.
+    public var rpcNameBytesMax = 64
+    /// Longest cookie proof carried by a request, in bytes.
+    public var rpcProofBytesMax = 64
+    /// Longest error message and typed error detail of a response, in bytes.
+    public var rpcErrorMessageBytesMax = 4096
+    public var rpcErrorDetailBytesMax = 64 * 1024
+    /// Largest message one call may send to the etcd gRPC endpoint (larger ones fail with
+    /// RESOURCE_EXHAUSTED).
+    public var grpcMessageBytesMax = 4 * 1024 * 1024
+    /// The receive window the etcd endpoint grants each connection (HTTP/2 starts it at 64 KiB):
+    /// room for a few large requests at once.
+    public var grpcConnectionWindowBytes = 4 * 1024 * 1024
+    /// Largest answer the etcd endpoint's own gRPC client (the benchmark's) accepts.
+    public var grpcAnswerBytesMax = 64 * 1024 * 1024
     /// Most peer connections a node keeps.
     public var peersMax = 1000
     /// Watch streams one node serves at once.

@@ -29,10 +29,10 @@ public struct RPCRequest: Sendable, Equatable {
     public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
         var reader = ByteReader(bytes)
         guard try reader.readByte() == Self.version else { throw .invalid("unknown request version") }
-        domain = try reader.readString(limit: 64)
-        operation = try reader.readString(limit: 64)
+        domain = try reader.readString(limit: limits.rpcNameBytesMax)
+        operation = try reader.readString(limit: limits.rpcNameBytesMax)
         body = try reader.readBytes(limit: limits.rpcMessageBytesMax)
-        proof = try reader.readBytes(limit: 64)
+        proof = try reader.readBytes(limit: limits.rpcProofBytesMax)
         try reader.expectEnd()
     }
 }
@@ -64,10 +64,10 @@ public enum RPCResponse: Sendable, Equatable {
         switch try reader.readByte() {
         case 0: self = .ok(try reader.readBytes(limit: limits.rpcMessageBytesMax))
         case 1:
-            let code = try reader.readString(limit: 64)
-            let message = try reader.readString(limit: 4096)
+            let code = try reader.readString(limit: limits.rpcNameBytesMax)
+            let message = try reader.readString(limit: limits.rpcErrorMessageBytesMax)
             let hint = try reader.readVarint()
-            let detail = try reader.readBytes(limit: 64 * 1024)
+            let detail = try reader.readBytes(limit: limits.rpcErrorDetailBytesMax)
             self = .failure(RPCFailure(code: code, message: message, leaderHint: hint == 0 ? nil : hint, detail: detail))
         case let tag: throw .unknownTag(tag, context: "response")
         }

@@ -1,3 +1,4 @@
+import AspenCore
 import AspenTransport
 import GRPCCore
 import Logging
@@ -13,15 +14,12 @@ import NIOHTTP2
 /// to 140 µs, level with Aspen's native protocol).
 ///
 /// Flow control is the handler's own: the connection window is replenished as DATA arrives, a
-/// unary call's stream window likewise (its request is bounded by `maxMessageBytes`), and a
+/// unary call's stream window likewise (its request is bounded by `Limits.grpcMessageBytesMax`), and a
 /// streaming call's only as its method consumes the messages, so a client that sends faster
 /// than the method reads is held back by HTTP/2 rather than buffered without bound.
 final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
-
-    /// Largest message one call may send (larger ones fail with `RESOURCE_EXHAUSTED`).
-    static let maxMessageBytes = 4 << 20
 
     static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
     static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
@@ -82,8 +80,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
 
     func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
-        // Room for a few large requests at once on the connection (HTTP/2 starts it at 64 KiB).
-        context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: 1 << 22))), promise: nil)
+        let increment = Limits.standard.grpcConnectionWindowBytes
+        context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -203,9 +201,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
                 refuse(id, call, length, RPCError(code: .unimplemented, message: "compressed messages are not supported; send them uncompressed"))
                 return
             }
-            guard size <= Self.maxMessageBytes else {
+            guard size <= Limits.standard.grpcMessageBytesMax else {
                 refuse(
-                    id, call, length, RPCError(code: .resourceExhausted, message: "a message of \(size) bytes exceeds the \(Self.maxMessageBytes)-byte limit"))
+                    id, call, length, RPCError(code: .resourceExhausted, message: "a message of \(size) bytes exceeds the \(Limits.standard.grpcMessageBytesMax)-byte limit"))
                 return
             }
             guard call.pending.readableBytes >= 5 + size else { break }

@@ -1,3 +1,4 @@
+import AspenCore
 import AspenTransport
 import GRPCCore
 import NIOCore
@@ -101,7 +102,6 @@ public final class GRPCFrameClient: Sendable {
         /// Each stream's window for the answer; a unary answer larger than this waits for the
         /// window updates below, as the connection's does.
         static let streamWindowBytes = 1 << 20
-        static let maxMessageBytes = 64 << 20
 
         struct Call {
             let promise: EventLoopPromise<[UInt8]>
@@ -201,8 +201,8 @@ public final class GRPCFrameClient: Sendable {
                 context?.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
             }
             guard var call = calls[id], case .byteBuffer(var bytes) = data.data else { return }
-            guard call.body.readableBytes + bytes.readableBytes <= Self.maxMessageBytes + 5 else {
-                finish(id, RPCError(code: .resourceExhausted, message: "the answer exceeds \(Self.maxMessageBytes) bytes"))
+            guard call.body.readableBytes + bytes.readableBytes <= Limits.standard.grpcAnswerBytesMax + 5 else {
+                finish(id, RPCError(code: .resourceExhausted, message: "the answer exceeds \(Limits.standard.grpcAnswerBytesMax) bytes"))
                 context?.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
                 return
             }

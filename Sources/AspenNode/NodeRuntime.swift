@@ -88,6 +88,10 @@ public final class NodeRuntime: Sendable {
         configuration.electionTicks = max(2, settings.electionTimeoutMs.lowerBound / settings.heartbeatMs)
         configuration.electionTicksMax = max(configuration.electionTicks, settings.electionTimeoutMs.upperBound / settings.heartbeatMs)
         configuration.compactionThreshold = settings.compactAfterEntries
+        // The log grows to about twice the threshold before compaction (see `compactionWaitMs`):
+        // its bound must leave room for that, however large the threshold is set.
+        let logEntriesNeeded = Int(clamping: settings.compactAfterEntries.multipliedReportingOverflow(by: 3).partialValue)
+        configuration.limits.raftLogEntriesMax = max(configuration.limits.raftLogEntriesMax, logEntriesNeeded)
         configuration.autoCompaction = settings.autoCompaction.map { AutoCompaction(mode: $0) }
         let node = RaftNode(
             configuration: configuration, storage: store, state: state, send: { network.send($0) },

@@ -658,22 +658,20 @@ public actor RaftNode {
     /// it). Deletes of ranges, transactions and compactions, which can touch any number of
     /// rows, always go to the pool.
     func appliesQuickly(_ batch: StorageBatch) -> Bool {
-        guard !batch.committedEntries.isEmpty, batch.committedEntries.count <= Self.inlineApplyEntriesMax,
+        guard !batch.committedEntries.isEmpty, batch.committedEntries.count <= configuration.limits.inlineApplyEntriesMax,
             storage.commitsWithoutDisk(batch)
         else { return false }
         var bytes = 0
         for entry in batch.committedEntries {
             guard case .command(let payload) = entry.payload else { continue }
             bytes += payload.count
-            guard bytes <= Self.inlineApplyBytesMax, KVCommand.hasBoundedWork(encoded: payload) else { return false }
+            guard bytes <= configuration.limits.inlineApplyBytesMax, KVCommand.hasBoundedWork(encoded: payload) else { return false }
         }
         return true
     }
 
-    /// Under load, batches are larger and the loop has sockets to serve: those go to the pool,
-    /// where they run beside the loop on another core.
-    static let inlineApplyEntriesMax = 4
-    static let inlineApplyBytesMax = 64 * 1024
+    // Under load, batches are larger and the loop has sockets to serve: those go to the pool,
+    // where they run beside the loop on another core (`Limits.inlineApplyEntriesMax`).
 
     func noteMembershipChange() {
         guard raft.membership != lastMembership else { return }
@@ -750,7 +748,7 @@ public actor RaftNode {
     func extendLeases(_ ids: [LeaseID], term: Raft.Term) async -> (failed: [LeaseID], problem: String?) {
         var failed: [LeaseID] = []
         var problem: String?
-        let chunkSize = Self.leaseRefreshesInFlight
+        let chunkSize = configuration.limits.leaseRefreshesInFlightMax
         for start in stride(from: 0, to: ids.count, by: chunkSize) {
             let chunk = ids[start..<min(start + chunkSize, ids.count)]
             guard leads(term) else { return (failed + chunk, problem ?? "leadership lost") }
@@ -778,8 +776,6 @@ public actor RaftNode {
         }
         return (failed, problem)
     }
-
-    static let leaseRefreshesInFlight = 256
 
     func resolve(_ entry: AppliedEntry) {
         guard let proposal = proposals.removeValue(forKey: entry.index) else { return }

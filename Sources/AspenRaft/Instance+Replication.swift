@@ -39,6 +39,9 @@ extension Raft.Instance {
         guard pending + count <= config.limits.raftPendingProposalsMax else {
             throw .tooManyPendingEntries(limit: config.limits.raftPendingProposalsMax)
         }
+        guard log.count + count <= config.limits.raftLogEntriesMax else {
+            throw .logFull(entries: log.count, limit: config.limits.raftLogEntriesMax)
+        }
     }
 
     @discardableResult
@@ -121,7 +124,11 @@ extension Raft.Instance {
                     Raft.AppendResponse(index: append.prevIndex, rejected: true, hintIndex: hintIndex, hintTerm: hintTerm)))
             return
         }
-        let lastNew = append.entries.isEmpty ? append.prevIndex : log.merge(append.entries)
+        // Only what fits in the in-memory log: the answer says how far this node got, and the
+        // leader sends the rest once compaction has made room.
+        let room = config.limits.raftLogEntriesMax - Int(append.prevIndex - log.snapshotIndex)
+        let fitting = append.entries.prefix(max(0, room))
+        let lastNew = fitting.isEmpty ? append.prevIndex : log.merge(Array(fitting))
         advanceCommit(to: min(append.commit, lastNew))
         send(to: leaderID, .appendResponse(Raft.AppendResponse(index: lastNew)))
     }

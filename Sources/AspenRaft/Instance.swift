@@ -154,8 +154,10 @@ extension Raft {
                 snapshotToInstall = nil
             }
             if log.handedOut < log.lastIndex {
-                ready.entries = log.entries(from: log.handedOut + 1, countMax: .max, bytesMax: .max)
-                log.handedOut = log.lastIndex
+                // Bounded: what does not fit follows in the next Ready (`hasReady` stays true).
+                ready.entries = log.entries(
+                    from: log.handedOut + 1, countMax: config.limits.raftReadyEntriesMax, bytesMax: config.limits.raftReadyBytesMax)
+                log.handedOut = ready.entries.last?.index ?? log.handedOut
             }
             let state = hardState
             if state != lastHardState {

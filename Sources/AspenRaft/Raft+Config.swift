@@ -49,6 +49,8 @@ extension Raft {
             precondition(heartbeatTicks > 0, "heartbeatTicks must be positive")
             precondition((electionTicksMax ?? electionTicks) >= electionTicks, "electionTicksMax must not be below electionTicks")
             precondition(!leaseRead || checkQuorum, "leaseRead requires checkQuorum")
+            precondition(limits.raftReadyEntriesMax > 0 && limits.raftReadyBytesMax > 0, "a Ready must carry at least one entry")
+            precondition(limits.raftLogEntriesMax > 0, "raftLogEntriesMax must be positive")
         }
     }
 }

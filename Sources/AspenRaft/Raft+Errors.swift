@@ -12,6 +12,8 @@ extension Raft {
         case entryTooLarge(bytes: Int, limit: Int)
         case tooManyPendingEntries(limit: Int)
         case tooManyPendingBytes(limit: Int)
+        /// The in-memory log is full: compaction has fallen behind.
+        case logFull(entries: Int, limit: Int)
         case membershipChangeInProgress
         case invalidMembership(String)
         case invalidTransferTarget(NodeID, reason: String)
@@ -33,6 +35,8 @@ extension Raft {
                 return "more than raftPendingProposalsMax (\(limit)) entries are waiting to commit"
             case .tooManyPendingBytes(let limit):
                 return "more than raftPendingProposalBytesMax (\(limit)) bytes are waiting to commit"
+            case .logFull(let entries, let limit):
+                return "the in-memory log holds \(entries) entries, at raftLogEntriesMax (\(limit)); retry once it is compacted"
             case .membershipChangeInProgress:
                 return "another membership change has not finished; one change at a time"
             case .invalidMembership(let reason): return "invalid membership change: \(reason)"

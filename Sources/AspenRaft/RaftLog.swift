@@ -3,7 +3,8 @@ import AspenCore
 extension Raft {
     /// The in-memory log of one instance: the entries after the last snapshot, plus the
     /// bookkeeping of what is committed, durable and handed out. The shell keeps the durable copy;
-    /// this copy serves replication without any read from disk. Its size is bounded by compaction.
+    /// this copy serves replication without any read from disk. Its size is kept down by
+    /// compaction, and bounded by `Limits.raftLogEntriesMax` where entries are added.
     struct Log: Sendable {
         private(set) var snapshotIndex: Index
         private(set) var snapshotTerm: Term
@@ -27,6 +28,8 @@ extension Raft {
         }
 
         var firstIndex: Index { snapshotIndex + 1 }
+        /// Entries held in memory (bounded by `Limits.raftLogEntriesMax`).
+        var count: Int { entries.count }
         var lastIndex: Index { snapshotIndex + Index(entries.count) }
         var lastTerm: Term { entries.last?.term ?? snapshotTerm }
 

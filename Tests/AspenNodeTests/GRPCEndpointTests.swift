@@ -1,4 +1,5 @@
 @testable import AspenEtcd
+import AspenCore
 import AspenTesting
 import Foundation
 import GRPCCore
@@ -102,11 +103,11 @@ struct GRPCEndpointTests {
     func errors() async throws {
         try await Self.withEndpoint { _, kv, _ in
             do {
-                _ = try await kv.put(Self.put(size: GRPCConnectionHandler.maxMessageBytes + 1))
+                _ = try await kv.put(Self.put(size: Limits.standard.grpcMessageBytesMax + 1))
                 Issue.record("an oversized put was accepted")
             } catch let error as RPCError {
                 #expect(error.code == .resourceExhausted)
-                #expect(error.message.contains("\(GRPCConnectionHandler.maxMessageBytes)-byte limit"), "\(error.message)")
+                #expect(error.message.contains("\(Limits.standard.grpcMessageBytesMax)-byte limit"), "\(error.message)")
             }
             // The connection still serves.
             #expect(try await kv.put(Self.put(size: 10)).header.revision == 10)

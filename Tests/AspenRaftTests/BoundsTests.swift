@@ -17,6 +17,68 @@ struct BoundsTests {
         return raft
     }
 
+    /// Hands out every Ready, persisting what it carries; returns the sizes of the batches.
+    static func persistAll(_ raft: inout Raft.Instance) -> [Int] {
+        var batches: [Int] = []
+        for _ in 0..<100 where raft.hasReady {
+            let ready = raft.ready()
+            guard let last = ready.entries.last else { continue }
+            batches.append(ready.entries.count)
+            raft.persisted(upTo: last.index, term: last.term)
+        }
+        return batches
+    }
+
+    @Test("one Ready hands out at most raftReadyEntriesMax entries to persist; the rest follow in the next ones")
+    func readyEntriesBound() throws {
+        var raft = Self.leader { $0.limits.raftReadyEntriesMax = 10 }
+        let receipt = try raft.propose(Array(repeating: [1], count: 25))
+        #expect(Self.persistAll(&raft) == [10, 10, 5])
+        #expect(raft.commitIndex == receipt.indexes.upperBound)
+    }
+
+    @Test("one Ready hands out at most raftReadyBytesMax entry bytes to persist (and always at least one entry)")
+    func readyBytesBound() throws {
+        var raft = Self.leader { $0.limits.raftReadyBytesMax = 1000 }
+        try raft.propose(Array(repeating: [UInt8](repeating: 7, count: 400), count: 5))
+        #expect(Self.persistAll(&raft) == [2, 2, 1])
+        var large = Self.leader { $0.limits.raftReadyBytesMax = 10 }
+        try large.propose([[UInt8](repeating: 7, count: 400)])
+        #expect(Self.persistAll(&large) == [1])
+    }
+
+    @Test("past raftLogEntriesMax entries in memory the leader refuses proposals, naming the bound, until compaction makes room")
+    func logEntriesBound() throws {
+        var raft = Self.leader { $0.limits.raftLogEntriesMax = 10 }
+        for _ in 0..<9 { try raft.propose([1]) }
+        _ = Self.persistAll(&raft)
+        #expect(raft.lastIndex == 10 && raft.commitIndex == 10)
+        let error = #expect(throws: Raft.ProposalError.self) { try raft.propose([1]) }
+        #expect(error?.description.contains("raftLogEntriesMax") == true, "\(String(describing: error))")
+        #expect(raft.lastIndex == 10)
+        try raft.compact(through: 10, data: [])
+        #expect(throws: Never.self) { try raft.propose([1]) }
+    }
+
+    @Test("a follower takes only the part of an append that fits in raftLogEntriesMax, and says how far it got")
+    func followerLogBound() {
+        var config = Raft.Config(id: 2)
+        config.limits.raftLogEntriesMax = 5
+        var raft = Raft.Instance(config: config, state: .bootstrap(Raft.Membership(voters: [1, 2])))
+        let entries = (1...8).map { Raft.Entry(term: 1, index: Raft.Index($0), payload: .command([1])) }
+        raft.step(
+            Raft.Message(
+                group: .root, from: 1, to: 2, term: 1,
+                kind: .append(Raft.Append(prevIndex: 0, prevTerm: 0, entries: entries, commit: 0))))
+        #expect(raft.lastIndex == 5)
+        let ready = raft.ready()
+        let answers = (ready.messages + ready.messagesAfterPersist).compactMap { message -> Raft.Index? in
+            if case .appendResponse(let response) = message.kind, !response.rejected { return response.index }
+            return nil
+        }
+        #expect(answers == [5])
+    }
+
     @Test("a follower refuses proposals and names the leader")
     func notLeader() {
         let cluster = LockstepCluster(voters: 3)
