@@ -65,6 +65,11 @@ public final class NodeRuntime: Sendable {
         let store: any NodeStorage =
             settings.storage == "memory"
             ? MemoryNodeStorage() : try SQLiteNodeStorage(path: (settings.dataDirectory as NSString).appendingPathComponent("aspen.db"))
+        if let cut = (store as? SQLiteNodeStorage)?.logCut {
+            logger.warning(
+                "cut a torn write off the end of the log", metadata: ["file": "\(cut.file)", "offset": "\(cut.offset)", "bytes": "\(cut.bytes)",
+                "writtenBytes": "\(cut.writtenBytes)", "reason": "\(cut.reason)"])
+        }
         var given = settings.peers
         for peer in settings.ticket?.peers ?? [] where peer.id != id {
             given[peer.id] = PeerAddress(host: peer.host, port: peer.port, key: peer.key)

@@ -68,6 +68,11 @@ public final class SQLiteNodeStorage: NodeStorage {
         var previousSchema: Int?
         let logDirectory = Self.logDirectory(path, group: group)
         let logExisted = FileManager.default.fileExists(atPath: logDirectory)
+        // The data directory (0700) and the database file (0600; SQLite gives its WAL the same
+        // mode) are created durably: their names reach the disk before anything is acknowledged.
+        let dataDirectory = (path as NSString).deletingLastPathComponent
+        try DurableFiles.createDirectory(dataDirectory.isEmpty ? "." : dataDirectory)
+        try DurableFiles.createFile(path)
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try pool.writeWithoutTransaction { db in

@@ -80,7 +80,7 @@ public struct NodeIdentity: Sendable {
             }
             return NodeIdentity(privateKey: key)
         }
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try createDurableDirectory(directory, path: path)
         let identity = NodeIdentity()
         let pem = identity.pemRepresentation
         let descriptor = open(path, O_CREAT | O_EXCL | O_WRONLY, 0o600)
@@ -90,7 +90,28 @@ public struct NodeIdentity: Sendable {
         guard write(descriptor, bytes, bytes.count) == bytes.count, fsync(descriptor) == 0 else {
             throw TransportError.invalidKeyFile(path: path, reason: "cannot write it")
         }
+        // The key's name is on the disk only once its directory is.
+        guard synchronizeDirectory(directory) else { throw TransportError.invalidKeyFile(path: path, reason: "cannot fsync its directory") }
         return identity
+    }
+
+    /// Creates the data directory and its missing parents with mode 0700 (the node's data is
+    /// its own), each made durable in its parent directory.
+    static func createDurableDirectory(_ directory: String, path: String) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) && isDirectory.boolValue { return }
+        let parent = (directory as NSString).deletingLastPathComponent
+        if !parent.isEmpty && parent != directory { try createDurableDirectory(parent, path: path) }
+        guard mkdir(directory, 0o700) == 0 || errno == EEXIST, synchronizeDirectory(parent.isEmpty ? "." : parent) else {
+            throw TransportError.invalidKeyFile(path: path, reason: "cannot create its directory \(directory)")
+        }
+    }
+
+    static func synchronizeDirectory(_ directory: String) -> Bool {
+        let descriptor = open(directory, O_RDONLY | O_DIRECTORY)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        return fsync(descriptor) == 0
     }
 
     /// PKCS#8 DER of an Ed25519 private key: this fixed prefix, then the 32-byte seed.
