@@ -1,4 +1,5 @@
 import ArgumentParser
+import AspenStorage
 import Foundation
 
 @main
@@ -6,7 +7,7 @@ struct AspenStorageBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "aspen-storage-bench",
         abstract: "Measure Aspen's node store on this machine's disk.",
-        subcommands: [Run.self, CrashWriterCommand.self],
+        subcommands: [Run.self, CheckLog.self, CrashWriterCommand.self],
         defaultSubcommand: Run.self)
 
     struct Run: ParsableCommand {
@@ -31,6 +32,26 @@ struct AspenStorageBench: ParsableCommand {
                 return
             }
             try bench.run()
+        }
+    }
+
+    /// The benchmarks write their own scratch stores (what they measure is writing); this one
+    /// only looks, and never writes.
+    struct CheckLog: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "check-log",
+            abstract: "Read a node's log without changing it: what it holds, what opening it would cut, or why it is refused.")
+
+        @Option(help: "The node's database (DATA_DIR/aspen.db); its log is beside it.")
+        var path: String
+
+        func run() throws {
+            do {
+                print(try SQLiteNodeStorage.inspectLog(path: path))
+            } catch let error as StorageError {
+                print("refused: \(error)")
+                throw ExitCode(2)
+            }
         }
     }
 

@@ -41,4 +41,31 @@ struct LogCorruptionTests {
         let after = try #require(try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int)
         #expect(after == size, "the segment was cut from \(size) to \(after) bytes")
     }
+
+    @Test("inspecting a log never writes: it reports the torn tail that opening would cut, and refuses a damaged one")
+    func inspectionIsReadOnly() throws {
+        let directory = TempDirectory()
+        let path = directory.path()
+        do {
+            let storage = try SQLiteNodeStorage(path: path)
+            try storage.bootstrap(.bootstrap(SegmentedLogTests.membership))
+            _ = try storage.commit(StorageBatch(entries: SegmentedLogTests.entries(1...5), hardState: Raft.HardState(term: 1, vote: NodeID(1))))
+            _ = try storage.commit(StorageBatch(entries: SegmentedLogTests.entries(6...8), hardState: Raft.HardState(term: 1, vote: NodeID(1))))
+            try storage.close()
+        }
+        let file = try #require(try SegmentedLogTests.segments(path).last)
+        let records = try SegmentedLogTests.records(file)
+        let torn = try #require(records.last).batch
+        // The last batch torn: its last record's body never reached the disk.
+        try SegmentedLogTests.flipByte(file, at: try #require(records.last).body)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        let inspection = try SQLiteNodeStorage.inspectLog(path: path)
+        #expect(inspection.lastIndex == 5 && inspection.hardState == Raft.HardState(term: 1, vote: NodeID(1)))
+        #expect(inspection.cut?.file == file && inspection.cut?.offset == torn && inspection.cut?.bytes == bytes.count - torn)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: file)) == bytes, "inspecting wrote to the log")
+        // Damage to the first batch, which the second one follows: refused, read-only or not.
+        try SegmentedLogTests.flipByte(file, at: try #require(records.first { $0.kind == 1 }).body + 3)
+        #expect(throws: StorageError.self) { try SQLiteNodeStorage.inspectLog(path: path) }
+        #expect(throws: StorageError.self) { try SQLiteNodeStorage(path: path) }
+    }
 }
