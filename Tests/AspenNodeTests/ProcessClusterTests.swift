@@ -159,8 +159,14 @@ extension ClusterSuites {
                         let key = UInt8(writer)
                         let value = UInt64(writer * 1000 + number)
                         let invoked = now()
+                        await history.attempting(value)
                         do {
-                            _ = try await client.put([UInt8(ascii: "r"), key], SimulatedCommandBytes.encode(value))
+                            // The writer's register (for the linearizability check) and a key of the
+                            // write's own (for the audit below), in one atomic write.
+                            try await client.batch([
+                                .put(Put(key: [UInt8(ascii: "r"), key], value: SimulatedCommandBytes.encode(value))),
+                                .put(Put(key: WriteAudit.key(value), value: SimulatedCommandBytes.encode(value))),
+                            ])
                             await history.add(key: key, value: value, invoked: invoked, completed: now())
                         } catch {
                             await history.add(key: key, value: value, invoked: invoked, completed: nil)
@@ -177,10 +183,23 @@ extension ClusterSuites {
             for writer in writers { await writer.value }
             let acknowledged = await history.acknowledgedWrites
             #expect(acknowledged.count > 100, "only \(acknowledged.count) writes were acknowledged")
+
+            // Without the killed node, another member leads and answers.
+            let newLeader = try await cluster.leader()
+            #expect(newLeader != leader, "node \(leader) was killed, yet it is reported as the leader")
+            let survivor = try cluster.client(only: newLeader)
+            let members = try await survivor.members()
+            #expect(members.voters.contains(NodeID(UInt64(newLeader))), "leader \(newLeader) is not a voter of \(members.voters)")
+            #expect(try await survivor.put(Array("after-kill".utf8), [1]).revision > 0)
+            await survivor.close()
+
             // The killed node restarts from its data directory and catches up.
             try cluster.start(leader)
-            let newLeader = try await cluster.leader()
             let final = try await client.put(Array("marker".utf8), [1])
+            let attempted = await history.attempted
+            let acknowledgedValues = acknowledged.compactMap { operation -> UInt64? in
+                if case .put(let value) = operation.input { value } else { nil }
+            }
             for id in 1...3 {
                 let single = try cluster.client(only: id)
                 let deadline = Date().addingTimeInterval(10)
@@ -189,12 +208,23 @@ extension ClusterSuites {
                 }
                 let page = try await single.scan(.prefix([UInt8(ascii: "r")]), consistency: .stale)
                 #expect(page.revision >= final.revision, "node \(id) did not catch up")
+                // Every acknowledged write is there, nothing that was never attempted is.
+                let audit = WriteAudit(
+                    found: try await single.scan(.prefix(WriteAudit.prefix), limit: 1000, consistency: .stale).kvs,
+                    acknowledged: acknowledgedValues, attempted: attempted)
+                #expect(audit.lost.isEmpty && audit.neverAttempted.isEmpty && audit.mismatched.isEmpty, "node \(id): \(audit)")
+                // Each register ends at a value its writer attempted, no older than its last acknowledged one.
+                for kv in page.kvs where kv.key.count == 2 {
+                    let writer = Int(kv.key[1])
+                    let value = SimulatedCommandBytes.decode(kv.value) ?? .max
+                    let lastAcknowledged = acknowledgedValues.filter { Int($0) / 1000 == writer }.max()
+                    #expect(attempted.contains(value) && value >= (lastAcknowledged ?? 0), "node \(id): register \(writer) ends at \(value), last acknowledged \(lastAcknowledged.map(String.init) ?? "none"); \(audit)")
+                }
                 await single.close()
             }
             // Every register's history through the failover is linearizable.
             let verdict = Linearizability.check(await history.operations)
             #expect(verdict == .linearizable, "\(verdict)")
-            #expect(newLeader >= 1)
             await client.close()
             cluster.terminateAll()
         }
@@ -339,9 +369,53 @@ enum SimulatedCommandBytes {
     }
 }
 
+/// The writes of a run, as found on one node, against those acknowledged and attempted. Each
+/// write has a key of its own whose value is the write's number, so a lost write, one that was
+/// never attempted, and one applied twice (version 2: a client retry after an unknown outcome;
+/// allowed, and shown) all show.
+struct WriteAudit: CustomStringConvertible {
+    static let prefix = Array("w/".utf8)
+    static func key(_ value: UInt64) -> Bytes { prefix + Array(String(value).utf8) }
+
+    var lost: [UInt64]
+    var neverAttempted: [UInt64]
+    var mismatched: [String]
+    var appliedTwice: [UInt64]
+    var foundCount: Int
+
+    init(found: [KeyValue], acknowledged: [UInt64], attempted: Set<UInt64>) {
+        var present = Set<UInt64>()
+        mismatched = []
+        appliedTwice = []
+        for kv in found {
+            let number = UInt64(String(decoding: kv.key.dropFirst(Self.prefix.count), as: UTF8.self))
+            let value = SimulatedCommandBytes.decode(kv.value)
+            guard let number, value == number else {
+                mismatched.append("\(String(decoding: kv.key, as: UTF8.self))=\(value.map(String.init) ?? "?")")
+                continue
+            }
+            present.insert(number)
+            if kv.version > 1 { appliedTwice.append(number) }
+        }
+        foundCount = found.count
+        lost = acknowledged.filter { !present.contains($0) }.sorted()
+        neverAttempted = present.subtracting(attempted).sorted()
+        appliedTwice.sort()
+    }
+
+    var description: String {
+        "\(foundCount) writes found; acknowledged but lost: \(lost); never attempted: \(neverAttempted); "
+            + "key and value disagree: \(mismatched); applied more than once: \(appliedTwice)"
+    }
+}
+
 actor HistoryRecorder {
     var operations: [Linearizability.Operation] = []
     var nextID: UInt64 = 1
+    /// Every value a writer tried to write, recorded before it was sent.
+    var attempted = Set<UInt64>()
+
+    func attempting(_ value: UInt64) { attempted.insert(value) }
 
     var acknowledgedWrites: [Linearizability.Operation] {
         operations.filter { $0.output == .ok }
