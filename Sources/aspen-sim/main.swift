@@ -5,6 +5,8 @@ import ArgumentParser
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 @main

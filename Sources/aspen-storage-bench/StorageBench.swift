@@ -6,6 +6,8 @@ import Foundation
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// The storage benchmarks, all in one run on one disk.
