@@ -27,10 +27,14 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The node answered with an error the client has no better type for.
     case rejected(RPCFailure)
     case malformedResponse(String)
+    /// The request may or may not have taken effect (the connection broke or the node stopped
+    /// after it was sent) and was not safe to send again: check before repeating it.
+    case outcomeUnknown(String)
 
     public var description: String {
         switch self {
         case .unavailable(let reason): return "the cluster is unavailable: \(reason)"
+        case .outcomeUnknown(let reason): return "the outcome is unknown (it may have been applied): \(reason)"
         case .rejected(let failure): return failure.description
         case .malformedResponse(let reason): return "malformed response: \(reason)"
         }
@@ -49,6 +53,8 @@ public final class AspenClient: KeyValueStore {
     let proof: [UInt8]
     private let preferred = Mutex(0)
     private let connections = Mutex<[Int: Task<TransportConnection, any Error>]>([:])
+    /// Every write carries this client's session, so a retry is never applied twice.
+    let sessions = ClientSessions()
 
     public init(
         endpoints: [Endpoint], identity: NodeIdentity = NodeIdentity(), options: TransportOptions = TransportOptions(),
@@ -83,14 +89,39 @@ public final class AspenClient: KeyValueStore {
     }
 
     /// Sends a request, following leader hints and rotating past dead nodes.
-    func call(_ domain: String, _ operation: String, _ body: [UInt8], extraSeconds: Double = 0) async throws -> [UInt8] {
+    ///
+    /// A request that reached a node and got no definite answer (the connection broke after it
+    /// was sent, the node stopped, or it said the outcome is unknown) may have taken effect. It
+    /// is sent again only when `repeatable` (a read, or a write carried by the session, which
+    /// applies once however often it arrives); otherwise the call ends with `outcomeUnknown`.
+    /// `reached` tells the caller whether any attempt may have taken effect.
+    func call(
+        _ domain: String, _ operation: String, _ body: [UInt8], extraSeconds: Double = 0, repeatable: Bool = true
+    ) async throws -> [UInt8] {
+        var reached = false
+        return try await call(domain, operation, body, extraSeconds: extraSeconds, repeatable: repeatable, reached: &reached)
+    }
+
+    func call(
+        _ domain: String, _ operation: String, _ body: [UInt8], extraSeconds: Double = 0, repeatable: Bool, reached: inout Bool
+    ) async throws -> [UInt8] {
         let request = RPCRequest(domain: domain, operation: operation, body: body, proof: proof).encoded()
         var lastProblem = "no attempt made"
         var backoffMs = 20
         for attempt in 0..<attemptsMax {
             let position = preferred.withLock { $0 }
+            let connection: TransportConnection
             do {
-                let connection = try await connection(position).value
+                connection = try await self.connection(position).value
+            } catch {
+                // Never sent: any node may be tried.
+                lastProblem = "\(endpoints[position].host):\(endpoints[position].port): \(error)"
+                forget(position)
+                preferred.withLock { $0 = (position + 1) % endpoints.count }
+                try await pause(&backoffMs, attempt)
+                continue
+            }
+            do {
                 let response = try RPCResponse(
                     decoding: try await connection.request(request, extraSeconds: extraSeconds), limits: options.limits)
                 switch response {
@@ -102,8 +133,17 @@ public final class AspenClient: KeyValueStore {
                     preferred.withLock { $0 = hinted ?? (position + 1) % endpoints.count }
                     if hinted == nil { try await pause(&backoffMs, attempt) }
                     continue
-                case .failure(let failure) where failure.code == "unavailable" || failure.code == "proposal_lost":
+                case .failure(let failure) where failure.code == "proposal_lost":
+                    // Superseded by a new leader: it did not apply.
                     lastProblem = failure.message
+                    preferred.withLock { $0 = (position + 1) % endpoints.count }
+                    try await pause(&backoffMs, attempt)
+                    continue
+                case .failure(let failure) where failure.code == "unavailable" || failure.code == "outcome_unknown":
+                    // A stopping node may have committed it without answering.
+                    reached = true
+                    lastProblem = failure.message
+                    guard repeatable else { throw ClientError.outcomeUnknown(failure.message) }
                     preferred.withLock { $0 = (position + 1) % endpoints.count }
                     try await pause(&backoffMs, attempt)
                     continue
@@ -120,9 +160,11 @@ public final class AspenClient: KeyValueStore {
             } catch let error as CoordinationError {
                 throw error
             } catch {
-                // The node is unreachable or the connection broke: try another.
+                // The connection broke with the request sent: it may have been applied.
+                reached = true
                 lastProblem = "\(endpoints[position].host):\(endpoints[position].port): \(error)"
                 forget(position)
+                guard repeatable else { throw ClientError.outcomeUnknown(lastProblem) }
                 preferred.withLock { $0 = (position + 1) % endpoints.count }
                 try await pause(&backoffMs, attempt)
             }
@@ -137,14 +179,38 @@ public final class AspenClient: KeyValueStore {
 
     // MARK: KeyValueStore
 
+    /// Applies a write exactly once: it carries the client's session and its own sequence, so
+    /// the cluster answers a retry with the result it recorded instead of applying it again.
     public func write(_ request: KVWriteRequest) async throws -> KVResult {
         // Refused here, with the same error the node would give, before anything is sent.
         try KVValidator.validate(request.command(nowMs: 0), limits: options.limits)
-        let body = try await call("kv", "write", KVWire.encode(request))
-        do {
-            return try KVWire.decodeResult(body)
-        } catch {
-            throw ClientError.malformedResponse("\(error)")
+        var reached = false
+        var renewed = false
+        while true {
+            let stamp = sessions.begin()
+            defer { sessions.finished(stamp) }
+            let body: [UInt8]
+            do {
+                body = try await call("kv", "write", KVWire.encode(request, stamp: stamp), repeatable: true, reached: &reached)
+            } catch KVError.sessionExpired(let session) {
+                sessions.renew(after: session)
+                // Refused before it applied; but an earlier attempt may have applied under the
+                // forgotten session, and that can no longer be told.
+                if reached || renewed { throw ClientError.outcomeUnknown(KVError.sessionExpired(session: session).description) }
+                renewed = true
+                continue
+            } catch let error as KVError {
+                if case .sessionResultDiscarded = error { throw ClientError.outcomeUnknown(error.description) }
+                throw error
+            } catch ClientError.unavailable(let reason) where reached {
+                // Out of attempts after one may have applied: neither failed nor done.
+                throw ClientError.outcomeUnknown(reason)
+            }
+            do {
+                return try KVWire.decodeResult(body)
+            } catch {
+                throw ClientError.malformedResponse("\(error)")
+            }
         }
     }
 
@@ -183,7 +249,10 @@ public final class AspenClient: KeyValueStore {
     /// round trip: the layer executes next to the log, with the leader's clock. Layer failures
     /// come back as the same `CoordinationError` the layer raised.
     public func coordinate(_ call: CoordinationCall) async throws -> CoordinationAnswer {
-        let body = try await self.call("coord", "call", call.encoded, extraSeconds: Double(call.waitMs) / 1000)
+        // The layer runs on the leader as several writes: a call that changes state is not sent
+        // again once it may have run (it would run twice); one that only reads is.
+        let body = try await self.call(
+            "coord", "call", call.encoded, extraSeconds: Double(call.waitMs) / 1000, repeatable: call.isReadOnly)
         return try CoordinationAnswer(decoding: body)
     }
 

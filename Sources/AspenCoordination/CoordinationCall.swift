@@ -64,6 +64,15 @@ public enum CoordinationCall: Sendable, Equatable {
         }
     }
 
+    /// Whether the call only reads, and so may be sent again after an unknown outcome.
+    public var isReadOnly: Bool {
+        switch self {
+        case .lockHolder, .electionLeader, .peek, .queueStatus, .semaphoreHolders, .barrierStatus, .discover: return true
+        case .counter(_, _, .get): return true
+        default: return false
+        }
+    }
+
     public var encoded: [UInt8] { Tuple(elements).encoded }
 
     var elements: [TupleElement] {

@@ -165,6 +165,12 @@ public struct ByteReader: Sendable {
         return text
     }
 
+    /// Everything not read yet (for a nested encoding that runs to the end).
+    public mutating func readRemaining() -> [UInt8] {
+        defer { offset = bytes.count }
+        return Array(bytes[offset...])
+    }
+
     public func expectEnd() throws(DecodingError) {
         guard isAtEnd else { throw .trailingBytes(remaining) }
     }

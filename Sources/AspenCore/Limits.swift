@@ -17,6 +17,16 @@ public struct Limits: Sendable, Equatable {
     public var scanPageDefault = 1000
     public var scanPageMax = 10_000
 
+    // MARK: Client sessions (exactly-once writes)
+    /// Most client sessions the state machine remembers; a new one past it evicts the least
+    /// recently seen.
+    public var clientSessionsMax = 10_000
+    /// A session unseen this long (by the leaders' clocks) is forgotten: one hour.
+    public var clientSessionIdleMsMax: Int64 = 3_600_000
+    /// Most requests of one session awaiting the client's acknowledgement, whose results are kept
+    /// to answer a retry.
+    public var clientSessionResultsMax = 1024
+
     // MARK: Raft
     /// Most entries in one proposal batch, one append message, and one group-commit batch.
     public var raftBatchEntriesMax = 1000

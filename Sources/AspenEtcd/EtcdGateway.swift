@@ -122,6 +122,7 @@ public final class EtcdGateway: Sendable {
             case .rejected(let failure):
                 throw RPCError(code: failure.code == "refused" ? .failedPrecondition : .unavailable, message: failure.message)
             case .malformedResponse(let reason): throw RPCError(code: .internalError, message: reason)
+            case .outcomeUnknown(let reason): throw RPCError(code: .unavailable, message: "etcdserver: request timed out, \(reason)")
             }
         } catch is CancellationError {
             throw RPCError(code: .cancelled, message: "etcdserver: request cancelled")

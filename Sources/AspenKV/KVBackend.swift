@@ -44,6 +44,22 @@ public protocol KVBackend {
     func leaseSequence() throws -> LeaseID
     mutating func setLeaseSequence(_ id: LeaseID) throws
 
+    // MARK: Client sessions (exactly-once writes)
+
+    func clientSession(_ id: UInt64) throws -> ClientSessionRecord?
+    mutating func saveClientSession(_ session: ClientSessionRecord) throws
+    /// Forgets the session and every result it kept.
+    mutating func removeClientSession(_ id: UInt64) throws
+    func clientSessionCount() throws -> Int
+    /// Sessions last seen before `ms`, least recently seen first (then by id), at most `limit`.
+    func clientSessions(lastSeenBeforeMs ms: Int64, limit: Int) throws -> [UInt64]
+    func sessionResult(_ id: UInt64, sequence: UInt64) throws -> Bytes?
+    mutating func saveSessionResult(_ id: UInt64, sequence: UInt64, _ result: Bytes) throws
+    /// Forgets the session's results at or below `sequence`.
+    mutating func dropSessionResults(_ id: UInt64, through sequence: UInt64) throws
+    /// Every session with the results it keeps, by id, then sequence (for snapshots).
+    func clientSessionStates() throws -> [ClientSessionState]
+
     /// Starts one command's writes: until `endCommand`, all of them can be undone together, so
     /// a command that fails part-way leaves no trace (a SAVEPOINT in SQLite, an undo journal in
     /// memory). Commands do not nest.

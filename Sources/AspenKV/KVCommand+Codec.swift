@@ -45,6 +45,13 @@ extension KVCommand {
         case .compact(let revision):
             writer.write(9)
             writer.writeVarint(signed: revision)
+        case .sessioned(let stamp, let nowMs, let command):
+            writer.write(10)
+            writer.writeVarint(stamp.session)
+            writer.writeVarint(stamp.sequence)
+            writer.writeVarint(stamp.acknowledgedThrough)
+            writer.writeVarint(signed: nowMs)
+            writer.writeRaw(command.encoded())
         }
         return writer.bytes
     }
@@ -54,6 +61,12 @@ extension KVCommand {
     /// revocations, expiries and compactions can touch any number of rows.
     public static func hasBoundedWork(encoded bytes: Bytes) -> Bool {
         guard bytes.count >= 2, bytes[0] == codecVersion else { return false }
+        if bytes[1] == 10 {
+            // A client's command: the one it wraps decides (the session's bookkeeping is bounded).
+            var reader = ByteReader(Array(bytes.dropFirst(2)))
+            guard (try? (reader.readVarint(), reader.readVarint(), reader.readVarint(), reader.readSignedVarint())) != nil else { return false }
+            return hasBoundedWork(encoded: Array(bytes.suffix(reader.remaining)))
+        }
         return bytes[1] == 1 || bytes[1] == 5 || bytes[1] == 7
     }
 
@@ -83,6 +96,12 @@ extension KVCommand {
         case 7: self = .leaseKeepAlive(try reader.readSignedVarint(), nowMs: try reader.readSignedVarint())
         case 8: self = .expireLeases(nowMs: try reader.readSignedVarint())
         case 9: self = .compact(try reader.readSignedVarint())
+        case 10:
+            let stamp = ClientStamp(session: try reader.readVarint(), sequence: try reader.readVarint(), acknowledgedThrough: try reader.readVarint())
+            let nowMs = try reader.readSignedVarint()
+            let inner = try KVCommand(decoding: reader.readRemaining(), limits: limits)
+            if case .sessioned = inner { throw .invalid("a session stamp wraps one command, not another stamped one") }
+            self = .sessioned(stamp, nowMs: nowMs, inner)
         case let tag: throw .unknownTag(tag, context: "key-value command")
         }
         try reader.expectEnd()

@@ -16,6 +16,9 @@ public enum KVCommand: Sendable, Equatable {
     case expireLeases(nowMs: Int64)
     /// Drop history before `revision`; reads at earlier revisions then fail with `compacted`.
     case compact(Revision)
+    /// A client's command, applied at most once per (session, sequence); `nowMs` is the
+    /// leader's clock, by which idle sessions are forgotten.
+    indirect case sessioned(ClientStamp, nowMs: Int64, KVCommand)
 }
 
 public struct Put: Sendable, Equatable {

@@ -20,6 +20,13 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidCommand(String)
     /// The storage below failed; the request may be retried.
     case storage(String)
+    /// The client's session was forgotten (idle too long, or evicted): what its earlier
+    /// attempts did cannot be known. The client starts a new session.
+    case sessionExpired(session: UInt64)
+    /// A request the client had already acknowledged an answer to came again: its result is gone.
+    case sessionResultDiscarded(session: UInt64, sequence: UInt64)
+    /// Too many requests of one session await acknowledgement.
+    case sessionWindowExceeded(sequence: UInt64, acknowledgedThrough: UInt64, limit: Int)
 
     public var code: String {
         switch self {
@@ -38,6 +45,9 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidContinuation: return "invalid_continuation"
         case .invalidCommand: return "invalid_command"
         case .storage: return "storage"
+        case .sessionExpired: return "session_expired"
+        case .sessionResultDiscarded: return "session_result_discarded"
+        case .sessionWindowExceeded: return "session_window_exceeded"
         }
     }
 
@@ -61,6 +71,12 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidContinuation(let reason): return "invalid continuation token: \(reason)"
         case .invalidCommand(let reason): return "invalid command: \(reason)"
         case .storage(let reason): return "storage failure: \(reason)"
+        case .sessionExpired(let session):
+            return "client session \(String(session, radix: 16)) expired (idle past clientSessionIdleMsMax, or evicted past clientSessionsMax); the outcome of its unanswered requests cannot be known"
+        case .sessionResultDiscarded(let session, let sequence):
+            return "request \(sequence) of client session \(String(session, radix: 16)) was already answered and acknowledged; its result is gone"
+        case .sessionWindowExceeded(let sequence, let acknowledged, let limit):
+            return "request \(sequence) is more than clientSessionResultsMax (\(limit)) past the last acknowledged one (\(acknowledged))"
         }
     }
 }

@@ -13,13 +13,20 @@ public struct KVSnapshot: Sendable, Equatable {
     /// every version and deletion after it — by revision, then key.
     public var changes: [KVChange]
     public var leases: [Lease]
+    /// Client sessions and the results they keep, so a retry is answered the same after a
+    /// snapshot as before it.
+    public var sessions: [ClientSessionState]
 
-    public init(revision: Revision, compactedRevision: Revision, leaseSequence: LeaseID, changes: [KVChange], leases: [Lease]) {
+    public init(
+        revision: Revision, compactedRevision: Revision, leaseSequence: LeaseID, changes: [KVChange], leases: [Lease],
+        sessions: [ClientSessionState] = []
+    ) {
         self.revision = revision
         self.compactedRevision = compactedRevision
         self.leaseSequence = leaseSequence
         self.changes = changes
         self.leases = leases
+        self.sessions = sessions
     }
 
     /// Version 1 carried only the current keys (no history); version 2 adds the history.
@@ -34,7 +41,7 @@ public struct KVSnapshot: Sendable, Equatable {
             changes: try backend.history(in: KeyBounds(start: [], end: nil), from: 0, through: revision, limit: .max).map {
                 KVChange(key: $0.key, revision: $0.revision, keyValue: $0.keyValue)
             },
-            leases: try backend.leases())
+            leases: try backend.leases(), sessions: try backend.clientSessionStates())
     }
 
     public func encoded() -> Bytes {
@@ -56,6 +63,17 @@ public struct KVSnapshot: Sendable, Equatable {
         }
         writer.writeVarint(UInt64(leases.count))
         for lease in leases { KVWire.write(lease, into: &writer) }
+        writer.writeVarint(UInt64(sessions.count))
+        for session in sessions {
+            writer.writeVarint(session.record.id)
+            writer.writeVarint(signed: session.record.lastSeenMs)
+            writer.writeVarint(session.record.acknowledgedThrough)
+            writer.writeVarint(UInt64(session.results.count))
+            for (sequence, result) in session.results {
+                writer.writeVarint(sequence)
+                writer.writeBytes(result)
+            }
+        }
         writer.writeFixed(CRC32C.checksum(writer.bytes))
         return writer.bytes
     }
@@ -82,10 +100,25 @@ public struct KVSnapshot: Sendable, Equatable {
         let leaseCount = try reader.readCount(limit: reader.remaining)
         leases = []
         for _ in 0..<leaseCount { leases.append(try KVWire.readLease(&reader)) }
+        sessions = magic == Self.magicV1 ? [] : try Self.readSessions(&reader, limits: limits)
         try reader.expectEnd()
         guard compactedRevision >= 0, compactedRevision <= revision else {
             throw .invalid("compacted revision \(compactedRevision) is outside 0...\(revision)")
         }
+    }
+
+    private static func readSessions(_ reader: inout ByteReader, limits: Limits) throws(DecodingError) -> [ClientSessionState] {
+        let count = try reader.readCount(limit: min(limits.clientSessionsMax, reader.remaining / 4))
+        var sessions: [ClientSessionState] = []
+        for _ in 0..<count {
+            let record = ClientSessionRecord(
+                id: try reader.readVarint(), lastSeenMs: try reader.readSignedVarint(), acknowledgedThrough: try reader.readVarint())
+            let resultCount = try reader.readCount(limit: min(limits.clientSessionResultsMax, reader.remaining / 2))
+            var results: [(sequence: UInt64, result: Bytes)] = []
+            for _ in 0..<resultCount { results.append((try reader.readVarint(), try reader.readBytes(limit: limits.rpcMessageBytesMax))) }
+            sessions.append(ClientSessionState(record: record, results: results))
+        }
+        return sessions
     }
 
     private static func readChanges(_ reader: inout ByteReader, limits: Limits) throws(DecodingError) -> [KVChange] {
@@ -127,6 +160,10 @@ extension MemoryKVBackend {
             if let lease = versions.last?.keyValue?.lease, lease != 0 { leaseKeys[lease, default: []].insert(key) }
         }
         for lease in snapshot.leases { leaseTable[lease.id] = lease }
+        for session in snapshot.sessions {
+            sessions[session.record.id] = session.record
+            sessionResults[session.record.id] = Dictionary(session.results.map { ($0.sequence, $0.result) }, uniquingKeysWith: { $1 })
+        }
         currentRevision = snapshot.revision
         oldestRevision = snapshot.compactedRevision
         lastLeaseID = snapshot.leaseSequence

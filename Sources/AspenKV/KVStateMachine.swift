@@ -24,6 +24,9 @@ public enum KVStateMachine {
         } catch {
             return (.failure(error), [])
         }
+        if case .sessioned(let stamp, let nowMs, let inner) = command {
+            return try applyOnce(inner, stamp: stamp, nowMs: nowMs, to: &backend, limits: limits)
+        }
         // A command applies whole or not at all: whatever it wrote before it failed is undone,
         // so its writes never show under the next command's revision.
         try backend.beginCommand()
@@ -142,6 +145,9 @@ extension KVStateMachine {
                 try backend.compactHistory(before: revision)
                 try backend.setCompactedRevision(revision)
                 return .compacted(revision)
+            case .sessioned:
+                // `applyRecording` unwraps it; the validator refuses one nested in another.
+                throw KVError.invalidCommand("a session stamp wraps one client command")
             }
         }
 

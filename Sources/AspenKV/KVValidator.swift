@@ -72,6 +72,15 @@ public enum KVValidator {
             guard id > 0 else { throw .invalidCommand("lease id \(id) is not positive") }
         case .expireLeases:
             break
+        case .sessioned(let stamp, _, let inner):
+            guard stamp.session != 0, stamp.sequence > 0, stamp.acknowledgedThrough < stamp.sequence else {
+                throw .invalidCommand(
+                    "a session stamp needs a session id, a sequence from 1 and an acknowledged sequence below it, not \(stamp)")
+            }
+            switch inner {
+            case .sessioned, .expireLeases: throw .invalidCommand("a session stamp wraps one client command")
+            default: try validate(inner, limits: limits)
+            }
         case .compact(let revision):
             guard revision > 0 else { throw .invalidCommand("compaction revision \(revision) is not positive") }
         }

@@ -7,9 +7,27 @@ public enum KVWire {
 
     public static func encode(_ request: KVWriteRequest) -> Bytes { request.command(nowMs: 0).encoded() }
 
+    /// A write carried by a client session: applied once however often it is sent.
+    public static func encode(_ request: KVWriteRequest, stamp: ClientStamp) -> Bytes {
+        KVCommand.sessioned(stamp, nowMs: 0, request.command(nowMs: 0)).encoded()
+    }
+
+    /// Decodes a client's write and the session stamp it carries, if any.
+    public static func decodeClientWrite(_ bytes: Bytes, limits: Limits = .standard) throws(DecodingError)
+        -> (request: KVWriteRequest, stamp: ClientStamp?)
+    {
+        let command = try KVCommand(decoding: bytes, limits: limits)
+        guard case .sessioned(let stamp, _, let inner) = command else { return (try request(of: command), nil) }
+        return (try request(of: inner), stamp)
+    }
+
     /// Decodes a client's write. Commands only the leader proposes (lease expiry) are refused.
     public static func decodeWrite(_ bytes: Bytes, limits: Limits = .standard) throws(DecodingError) -> KVWriteRequest {
-        switch try KVCommand(decoding: bytes, limits: limits) {
+        try request(of: try KVCommand(decoding: bytes, limits: limits))
+    }
+
+    static func request(of command: KVCommand) throws(DecodingError) -> KVWriteRequest {
+        switch command {
         case .put(let put): return .put(put)
         case .delete(let delete): return .delete(delete)
         case .transaction(let transaction): return .transaction(transaction)
@@ -19,6 +37,7 @@ public enum KVWire {
         case .leaseKeepAlive(let id, _): return .leaseKeepAlive(id)
         case .compact(let revision): return .compact(revision)
         case .expireLeases: throw .invalid("lease expiry is proposed by the leader, not by clients")
+        case .sessioned: throw .invalid("a session stamp wraps one command, not another stamped one")
         }
     }
 
@@ -294,6 +313,14 @@ public enum KVWire {
         case .invalidTTL(let ms, let reason):
             writer.writeVarint(signed: ms)
             writer.writeString(reason)
+        case .sessionExpired(let session): writer.writeVarint(session)
+        case .sessionResultDiscarded(let session, let sequence):
+            writer.writeVarint(session)
+            writer.writeVarint(sequence)
+        case .sessionWindowExceeded(let sequence, let acknowledged, let limit):
+            writer.writeVarint(sequence)
+            writer.writeVarint(acknowledged)
+            writer.writeVarint(UInt64(limit))
         }
         return writer.bytes
     }
@@ -318,6 +345,11 @@ public enum KVWire {
         case "lease_exists": error = .leaseExists(try reader.readSignedVarint())
         case "key_not_found": error = .keyNotFound(try reader.readBytes(limit: Limits.standard.keyBytesMax))
         case "invalid_ttl": error = .invalidTTL(ms: try reader.readSignedVarint(), reason: try reader.readString(limit: 4096))
+        case "session_expired": error = .sessionExpired(session: try reader.readVarint())
+        case "session_result_discarded": error = .sessionResultDiscarded(session: try reader.readVarint(), sequence: try reader.readVarint())
+        case "session_window_exceeded":
+            error = .sessionWindowExceeded(
+                sequence: try reader.readVarint(), acknowledgedThrough: try reader.readVarint(), limit: try reader.readCount(limit: Int.max))
         default: throw .invalid("unknown error code \(code)")
         }
         try reader.expectEnd()

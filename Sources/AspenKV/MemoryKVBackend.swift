@@ -19,6 +19,9 @@ public struct MemoryKVBackend: KVBackend, Sendable {
     var lastLeaseID: LeaseID = 0
     /// What the running command changed, to undo it; nil outside a command.
     var journal: Journal?
+    /// Client sessions and the results they keep.
+    var sessions: [UInt64: ClientSessionRecord] = [:]
+    var sessionResults: [UInt64: [UInt64: Bytes]] = [:]
 
     public init() {}
 
@@ -172,6 +175,8 @@ extension MemoryKVBackend {
             case lease(LeaseID, Lease?, Set<Bytes>?)
             /// The whole history before a compaction (compaction touches every key anyway).
             case history([Bytes: [Version]], [Bytes])
+            /// A client session and its results as they were.
+            case session(UInt64, ClientSessionRecord?, [UInt64: Bytes]?)
         }
 
         var steps: [Step] = []
@@ -214,6 +219,56 @@ extension MemoryKVBackend {
         case .history(let history, let sortedKeys):
             self.history = history
             self.sortedKeys = sortedKeys
+        case .session(let id, let record, let results):
+            sessions[id] = record
+            sessionResults[id] = results
+        }
+    }
+}
+
+extension MemoryKVBackend {
+    public func clientSession(_ id: UInt64) -> ClientSessionRecord? { sessions[id] }
+    /// Journals the session's state before a change, inside a command.
+    private mutating func changingSession(_ id: UInt64) {
+        journal?.steps.append(.session(id, sessions[id], sessionResults[id]))
+    }
+
+    public mutating func saveClientSession(_ session: ClientSessionRecord) {
+        changingSession(session.id)
+        sessions[session.id] = session
+    }
+
+    public mutating func removeClientSession(_ id: UInt64) {
+        changingSession(id)
+        sessions[id] = nil
+        sessionResults[id] = nil
+    }
+
+    public func clientSessionCount() -> Int { sessions.count }
+
+    public func clientSessions(lastSeenBeforeMs ms: Int64, limit: Int) -> [UInt64] {
+        // Ids compare as SQLite stores them (signed), so both backends pick the same sessions.
+        Array(
+            sessions.values.filter { $0.lastSeenMs < ms }
+                .sorted { ($0.lastSeenMs, Int64(bitPattern: $0.id)) < ($1.lastSeenMs, Int64(bitPattern: $1.id)) }
+                .prefix(limit).map(\.id))
+    }
+
+    public func sessionResult(_ id: UInt64, sequence: UInt64) -> Bytes? { sessionResults[id]?[sequence] }
+    public mutating func saveSessionResult(_ id: UInt64, sequence: UInt64, _ result: Bytes) {
+        changingSession(id)
+        sessionResults[id, default: [:]][sequence] = result
+    }
+
+    public mutating func dropSessionResults(_ id: UInt64, through sequence: UInt64) {
+        changingSession(id)
+        sessionResults[id] = sessionResults[id]?.filter { $0.key > sequence }
+    }
+
+    public func clientSessionStates() -> [ClientSessionState] {
+        sessions.values.sorted { $0.id < $1.id }.map { record in
+            ClientSessionState(
+                record: record, results: (sessionResults[record.id] ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         }
     }
 }

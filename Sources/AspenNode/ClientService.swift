@@ -70,7 +70,8 @@ public struct ClientService: Sendable {
         do {
             switch (request.domain, request.operation) {
             case ("kv", "write"):
-                let write = try KVWire.decodeWrite(request.body, limits: limits)
+                let (write, stamp) = try KVWire.decodeClientWrite(request.body, limits: limits)
+                if let stamp { return .ok(KVWire.encode(try await node.write(write, stamp: stamp))) }
                 return .ok(KVWire.encode(try await node.write(write)))
             case ("kv", "read"):
                 let (range, consistency) = try KVWire.decodeRead(request.body, limits: limits)

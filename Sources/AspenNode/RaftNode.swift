@@ -340,6 +340,16 @@ public actor RaftNode {
         return try result.get()
     }
 
+    /// Applies a client's write once, however often the client sends it: the command carries
+    /// the client's session stamp and the leader's clock (by which idle sessions are forgotten).
+    public func write(_ request: KVWriteRequest, stamp: ClientStamp) async throws -> KVResult {
+        guard !stopped else { throw NodeError.stopped }
+        let now = nowMs()
+        let command = KVCommand.sessioned(stamp, nowMs: now, request.command(nowMs: now))
+        try KVValidator.validate(command, limits: configuration.limits)
+        return try await propose(command).get()
+    }
+
     static func nodeError(_ error: Raft.ProposalError) -> NodeError {
         switch error {
         case .notLeader(let hint): return .notLeader(leaderHint: hint)

@@ -235,6 +235,95 @@ struct SQLiteKVBackend: KVBackend {
         return changes
     }
 
+    // MARK: Client sessions
+
+    func clientSession(_ id: UInt64) throws -> ClientSessionRecord? {
+        let statement = try RawStatement(db, "SELECT last_seen_ms, acknowledged_through FROM client_sessions WHERE id = ?", file: file)
+        defer { statement.finish() }
+        statement.bind(1, Int64(bitPattern: id))
+        guard try statement.step() else { return nil }
+        return ClientSessionRecord(id: id, lastSeenMs: statement.int64(0), acknowledgedThrough: UInt64(bitPattern: statement.int64(1)))
+    }
+
+    mutating func saveClientSession(_ session: ClientSessionRecord) throws {
+        let statement = try RawStatement(
+            db,
+            """
+            INSERT INTO client_sessions(id, last_seen_ms, acknowledged_through) VALUES (?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, acknowledged_through = excluded.acknowledged_through
+            """,
+            file: file)
+        statement.bind(1, Int64(bitPattern: session.id))
+        statement.bind(2, session.lastSeenMs)
+        statement.bind(3, Int64(bitPattern: session.acknowledgedThrough))
+        try statement.run()
+    }
+
+    mutating func removeClientSession(_ id: UInt64) throws {
+        try db.execute(sql: "DELETE FROM client_sessions WHERE id = ?", arguments: [Int64(bitPattern: id)])
+        try db.execute(sql: "DELETE FROM client_results WHERE session = ?", arguments: [Int64(bitPattern: id)])
+    }
+
+    func clientSessionCount() throws -> Int {
+        try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM client_sessions")) ?? 0
+    }
+
+    func clientSessions(lastSeenBeforeMs ms: Int64, limit: Int) throws -> [UInt64] {
+        try Int64.fetchAll(
+            db.cachedStatement(sql: "SELECT id FROM client_sessions WHERE last_seen_ms < ? ORDER BY last_seen_ms, id LIMIT ?"),
+            arguments: [ms, Int64(limit)]
+        ).map { UInt64(bitPattern: $0) }
+    }
+
+    func sessionResult(_ id: UInt64, sequence: UInt64) throws -> Bytes? {
+        let statement = try RawStatement(db, "SELECT result FROM client_results WHERE session = ? AND sequence = ?", file: file)
+        defer { statement.finish() }
+        statement.bind(1, Int64(bitPattern: id))
+        statement.bind(2, Int64(bitPattern: sequence))
+        return try statement.step() ? statement.bytes(0) : nil
+    }
+
+    mutating func saveSessionResult(_ id: UInt64, sequence: UInt64, _ result: Bytes) throws {
+        let statement = try RawStatement(db, "INSERT OR REPLACE INTO client_results(session, sequence, result) VALUES (?, ?, ?)", file: file)
+        statement.bind(1, Int64(bitPattern: id))
+        statement.bind(2, Int64(bitPattern: sequence))
+        statement.bind(3, result)
+        try statement.run()
+    }
+
+    mutating func dropSessionResults(_ id: UInt64, through sequence: UInt64) throws {
+        let statement = try RawStatement(db, "DELETE FROM client_results WHERE session = ? AND sequence <= ?", file: file)
+        statement.bind(1, Int64(bitPattern: id))
+        statement.bind(2, Int64(bitPattern: sequence))
+        try statement.run()
+    }
+
+    func clientSessionStates() throws -> [ClientSessionState] {
+        var results: [UInt64: [(sequence: UInt64, result: Bytes)]] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT session, sequence, result FROM client_results") {
+            results[UInt64(bitPattern: row[0]), default: []].append((UInt64(bitPattern: row[1]), Bytes(row[2] as Data)))
+        }
+        return try Row.fetchAll(db, sql: "SELECT id, last_seen_ms, acknowledged_through FROM client_sessions").map { row in
+            let id = UInt64(bitPattern: row[0])
+            return ClientSessionState(
+                record: ClientSessionRecord(id: id, lastSeenMs: row[1], acknowledgedThrough: UInt64(bitPattern: row[2])),
+                results: (results[id] ?? []).sorted { $0.sequence < $1.sequence })
+        }.sorted { $0.record.id < $1.record.id }
+    }
+
+    /// The session tables: one row per client session, one per result it keeps.
+    static func createSessionTables(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                CREATE TABLE IF NOT EXISTS client_sessions (
+                    id INTEGER PRIMARY KEY, last_seen_ms INTEGER NOT NULL, acknowledged_through INTEGER NOT NULL);
+                CREATE INDEX IF NOT EXISTS client_sessions_seen ON client_sessions(last_seen_ms, id);
+                CREATE TABLE IF NOT EXISTS client_results (
+                    session INTEGER NOT NULL, sequence INTEGER NOT NULL, result BLOB NOT NULL,
+                    PRIMARY KEY (session, sequence)) WITHOUT ROWID;
+                """)
+    }
+
     // MARK: Commands
 
     /// A SAVEPOINT inside the batch's transaction: a command that fails rolls back to it.
@@ -304,12 +393,16 @@ struct SQLiteKVBackend: KVBackend {
     /// Replaces the whole state by a snapshot's, history and compacted revision included.
     /// The index must be empty (or rebuilt after this commits).
     static func install(_ snapshot: KVSnapshot, into db: Database, file: String, group: GroupID, index: KeyIndex) throws {
-        try db.execute(sql: "DELETE FROM kv_history; DELETE FROM leases;")
+        try db.execute(sql: "DELETE FROM kv_history; DELETE FROM leases; DELETE FROM client_sessions; DELETE FROM client_results;")
         var backend = try SQLiteKVBackend(db, file: file, group: group, index: index, writer: true)
         for change in snapshot.changes {
             if let kv = change.keyValue { try backend.write(kv) } else { try backend.remove(change.key, at: change.revision) }
         }
         for lease in snapshot.leases { try backend.saveLease(lease) }
+        for session in snapshot.sessions {
+            try backend.saveClientSession(session.record)
+            for (sequence, result) in session.results { try backend.saveSessionResult(session.record.id, sequence: sequence, result) }
+        }
         backend.setRevision(snapshot.revision)
         backend.setCompactedRevision(snapshot.compactedRevision)
         backend.setLeaseSequence(snapshot.leaseSequence)

@@ -191,6 +191,7 @@ public final class SQLiteNodeStorage: NodeStorage {
             throw StorageError.undecodable(
                 file: file, what: "the schema", detail: "version \(version) is newer than this build reads (\(schemaVersion))")
         }
+        try SQLiteKVBackend.createSessionTables(db)
         let hasKeyValues = try db.tableExists("kv_history")
         if version == 1 && hasKeyValues {
             try migrateHistoryToRevisionOrder(db)

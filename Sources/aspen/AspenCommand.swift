@@ -132,6 +132,8 @@ func runReporting(_ body: () async throws -> Void) async throws {
         throw ExitCode(notFound ? 1 : 4)
     } catch let error as ClientError {
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        // Neither failure nor success: the write may have applied.
+        if case .outcomeUnknown = error { throw ExitCode(5) }
         // A node refusing a request it understood (e.g. removing a non-member) is a failed
         // precondition; bad requests are bad input; everything else is unavailability.
         if case .rejected(let failure) = error {

@@ -10,6 +10,17 @@ import Testing
 @Suite("State machine determinism")
 struct StateMachineDeterminismTests {
     static func randomCommand(_ generator: inout SplitMix64, now: Int64, compactBelow: Int64 = 30) -> KVCommand {
+        let command = randomPlainCommand(&generator, now: now, compactBelow: compactBelow)
+        if case .expireLeases = command { return command }
+        guard generator.chance(0.3) else { return command }
+        // A client's command, now and then a retry of one sent before (few sessions, few sequences).
+        let sequence = generator.next(in: 1...6)
+        let stamp = ClientStamp(
+            session: generator.next(in: 1...3), sequence: sequence, acknowledgedThrough: generator.next(in: 0...(sequence - 1)))
+        return .sessioned(stamp, nowMs: now, command)
+    }
+
+    static func randomPlainCommand(_ generator: inout SplitMix64, now: Int64, compactBelow: Int64) -> KVCommand {
         func key() -> Bytes { Array("k\(generator.next(in: 0...12))".utf8) }
         func value() -> Bytes { Array("v\(generator.next(in: 0...5))".utf8) }
         let lease = LeaseID(generator.next(in: 0...3))
