@@ -86,7 +86,7 @@ let package = Package(
         .target(
             name: "AspenEtcd",
             dependencies: [
-                "AspenCore", "AspenKV", "AspenRaft", "AspenTransport", "AspenNode", "AspenClient", "AspenStorage",
+                "AspenCore", "AspenKV", "AspenRaft", "AspenTransport", "AspenNode", "AspenClient",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -1,6 +1,5 @@
 import AspenCore
 import AspenNode
-import AspenStorage
 import Foundation
 import GRPCCore
 
@@ -22,7 +21,7 @@ struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         response.raftAppliedIndex = status.appliedIndex
         response.isLearner = status.membership.learners.contains(gateway.node.id)
         if let path = gateway.databasePath {
-            let size = SQLiteNodeStorage.fileBytes(at: path)
+            let size = NodeDatabase.fileBytes(at: path)
             response.dbSize = size
             response.dbSizeInUse = size
         }
