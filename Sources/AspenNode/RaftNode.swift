@@ -111,6 +111,12 @@ public actor RaftNode {
     /// expires nothing in a term before that (see `refreshLeasesAsNewLeader`).
     var leasesRefreshedInTerm: Raft.Term = 0
     var snapshotting = false
+    /// After a snapshot or compaction failed: no new attempt before this instant, and the
+    /// pause that follows the next failure (doubling up to `snapshotRetryMsMax`).
+    var snapshotRetryAt: ContinuousClock.Instant?
+    var snapshotBackoffMs: Int64 = 0
+    static let snapshotRetryMsMin: Int64 = 1_000
+    static let snapshotRetryMsMax: Int64 = 60_000
     /// A snapshot taken for compaction, waiting for the followers to reach its index.
     var heldSnapshot: (index: Raft.Index, data: [UInt8], since: ContinuousClock.Instant)?
     var lastRole: Raft.Role = .follower
@@ -153,6 +159,9 @@ public actor RaftNode {
         /// Failures while a new leader extended the leases (reading them, or a keep-alive that
         /// did not apply); each is retried.
         public var leaseRefreshFailures = 0
+        /// Snapshots (for log compaction) that could not be taken or recorded; each is retried
+        /// with backoff, and the log keeps growing meanwhile.
+        public var snapshotFailures = 0
     }
 
     public init(
@@ -824,22 +833,41 @@ public actor RaftNode {
     func compactIfDue() {
         if heldSnapshot != nil { compactHeldSnapshotIfCaughtUp() }
         guard !snapshotting, heldSnapshot == nil,
-            appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold
+            appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold,
+            snapshotRetryAt.map({ ContinuousClock.now >= $0 }) ?? true
         else { return }
         // The state is read off the actor (a read transaction, while writes go on).
         snapshotting = true
         let storage = self.storage
         Task {
-            let captured = await Task.detached { try? storage.snapshotData() }.value
+            let captured = await Task.detached { Result { try storage.snapshotData() } }.value
             self.finishSnapshot(captured)
         }
     }
 
-    func finishSnapshot(_ captured: (index: Raft.Index, data: [UInt8])?) {
+    func finishSnapshot(_ captured: Result<(index: Raft.Index, data: [UInt8]), any Error>) {
         snapshotting = false
-        guard let (index, data) = captured, !stopped else { return }
-        heldSnapshot = (index, data, ContinuousClock.now)
-        compactHeldSnapshotIfCaughtUp()
+        guard !stopped else { return }
+        switch captured {
+        case .success(let (index, data)):
+            heldSnapshot = (index, data, ContinuousClock.now)
+            compactHeldSnapshotIfCaughtUp()
+        case .failure(let error):
+            snapshotFailed("taking a snapshot for log compaction failed", error)
+        }
+    }
+
+    /// Counts and logs a failed snapshot or compaction, and puts the next attempt off.
+    func snapshotFailed(_ what: String, _ error: any Error) {
+        counters.snapshotFailures += 1
+        snapshotBackoffMs = min(Self.snapshotRetryMsMax, max(Self.snapshotRetryMsMin, snapshotBackoffMs * 2))
+        snapshotRetryAt = ContinuousClock.now + .milliseconds(snapshotBackoffMs)
+        logger.error(
+            "\(what); the log keeps growing until it succeeds",
+            metadata: [
+                "error": "\(error)", "retry_in_ms": "\(snapshotBackoffMs)", "failures": "\(counters.snapshotFailures)",
+                "applied": "\(appliedIndex)", "snapshot_index": "\(raft.snapshotMetadata.index)",
+            ])
     }
 
     /// Compacts the log through a held snapshot; its storage half (deleting the prefix) runs
@@ -847,7 +875,13 @@ public actor RaftNode {
     func compactHeld(_ held: (index: Raft.Index, data: [UInt8], since: ContinuousClock.Instant)) {
         snapshotting = true
         Task {
-            _ = try? await self.compact(through: held.index, data: held.data)
+            do {
+                _ = try await self.compact(through: held.index, data: held.data)
+                self.snapshotBackoffMs = 0
+                self.snapshotRetryAt = nil
+            } catch {
+                self.snapshotFailed("compacting the log through a snapshot failed", error)
+            }
             self.snapshotting = false
         }
     }

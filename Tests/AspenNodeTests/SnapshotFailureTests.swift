@@ -1,0 +1,76 @@
+import AspenCore
+import AspenKV
+import AspenNode
+import AspenRaft
+import AspenStorage
+import Logging
+import Synchronization
+import Testing
+
+/// A store whose snapshots fail while `failing` is set, counting every attempt.
+final class FailingSnapshotStorage: NodeStorage {
+    let inner = MemoryNodeStorage()
+    let failing = Atomic<Bool>(true)
+    let attempts = Atomic<Int>(0)
+
+    func snapshotData() throws -> (index: Raft.Index, data: [UInt8]) {
+        attempts.add(1, ordering: .relaxed)
+        if failing.load(ordering: .relaxed) { throw StorageError.io(file: "snapshot", detail: "injected: no space left on device") }
+        return try inner.snapshotData()
+    }
+
+    func load() throws -> Raft.PersistentState? { try inner.load() }
+    func bootstrap(_ state: Raft.PersistentState) throws { try inner.bootstrap(state) }
+    func commit(_ batch: StorageBatch) throws -> [AppliedEntry] { try inner.commit(batch) }
+    func compacted(_ metadata: Raft.SnapshotMetadata) throws { try inner.compacted(metadata) }
+    func read(_ request: RangeRequest) throws -> Result<RangeResult, KVError> { try inner.read(request) }
+    func changes(in bounds: KeyBounds, from: Revision, through: Revision, withPrevious: Bool, limit: Int) throws
+        -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>
+    {
+        try inner.changes(in: bounds, from: from, through: through, withPrevious: withPrevious, limit: limit)
+    }
+    func revisions() throws -> (current: Revision, compacted: Revision) { try inner.revisions() }
+    func leases() throws -> [Lease] { try inner.leases() }
+    func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])? { try inner.lease(id) }
+    var appliedIndex: Raft.Index { get throws { try inner.appliedIndex } }
+}
+
+@Suite("Snapshot failures")
+struct SnapshotFailureTests {
+    @Test("a snapshot that fails is counted, logged and retried with backoff, not retried at every write; once it works the log is compacted")
+    func failuresBackOff() async throws {
+        let storage = FailingSnapshotStorage()
+        try storage.bootstrap(.bootstrap(Raft.Membership(voters: [1])))
+        var configuration = NodeConfiguration(id: 1)
+        configuration.tickMs = 10
+        configuration.electionTicks = 5
+        configuration.compactionThreshold = 20
+        var logger = Logger(label: "aspen.snapshot.test")
+        logger.logLevel = .critical
+        let node = RaftNode(configuration: configuration, storage: storage, state: try storage.load()!, send: { _ in }, nowMs: { 0 }, logger: logger)
+        await node.start()
+        for _ in 0..<500 where await node.status.role != .leader { try await Task.sleep(for: .milliseconds(10)) }
+        // Writes for half a second past the threshold: every one of them is a chance to retry.
+        let clock = ContinuousClock()
+        let until = clock.now + .milliseconds(500)
+        var written = 0
+        while clock.now < until {
+            _ = try await node.write(.put(Put(key: Array("k\(written % 50)".utf8), value: [1])))
+            written += 1
+        }
+        #expect(written > 100, "only \(written) writes: the test checked too little")
+        let attempts = storage.attempts.load(ordering: .relaxed)
+        #expect(attempts >= 1 && attempts <= 2, "\(attempts) snapshot attempts in half a second of \(written) writes")
+        #expect(await node.counters.snapshotFailures == attempts)
+        #expect(await node.status.snapshotIndex == 0)
+        // Once snapshots work again, the next attempt (after the backoff) compacts the log.
+        storage.failing.store(false, ordering: .relaxed)
+        let deadline = clock.now + .seconds(5)
+        while clock.now < deadline, await node.status.snapshotIndex == 0 {
+            _ = try await node.write(.put(Put(key: Array("after".utf8), value: [1])))
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(await node.status.snapshotIndex > 0, "the log was never compacted after snapshots recovered")
+        await node.stop()
+    }
+}
