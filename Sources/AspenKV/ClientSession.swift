@@ -68,31 +68,22 @@ extension KVStateMachine {
             return (.failure(.sessionWindowExceeded(sequence: stamp.sequence, acknowledgedThrough: acknowledged, limit: limits.clientSessionResultsMax)), [])
         }
         let session = ClientSessionRecord(id: stamp.session, lastSeenMs: max(known?.lastSeenMs ?? nowMs, nowMs), acknowledgedThrough: acknowledged)
-        try backend.beginCommand()
-        do {
-            var writer = try Writer(backend: backend)
-            let result = try writer.run(command, on: &backend)
-            if writer.changed { try backend.setRevision(writer.next) }
-            try record(.success(result), of: stamp, in: session, isNew: known == nil, to: &backend, limits: limits)
-            try backend.endCommand(keepingWrites: true)
-            return (.success(result), writer.events)
-        } catch let error as KVError {
-            try backend.endCommand(keepingWrites: false)
-            try backend.beginCommand()
-            do {
-                try record(.failure(error), of: stamp, in: session, isNew: known == nil, to: &backend, limits: limits)
-                try backend.endCommand(keepingWrites: true)
-                return (.failure(error), [])
-            } catch let bookkeeping as KVError {
-                try backend.endCommand(keepingWrites: false)
-                return (.failure(bookkeeping), [])
-            } catch {
-                try? backend.endCommand(keepingWrites: false)
-                throw error
+        let isNew = known == nil
+        let applied = try atomically(&backend) { backend in
+            let (result, events) = try run(command, on: &backend)
+            try record(.success(result), of: stamp, in: session, isNew: isNew, to: &backend, limits: limits)
+            return (result, events)
+        }
+        switch applied {
+        case .success(let (result, events)):
+            return (.success(result), events)
+        case .failure(let error):
+            // The command failed whole; its failure is what every retry of it gets.
+            let recorded = try atomically(&backend) {
+                try record(.failure(error), of: stamp, in: session, isNew: isNew, to: &$0, limits: limits)
             }
-        } catch {
-            try? backend.endCommand(keepingWrites: false)
-            throw error
+            if case .failure(let bookkeeping) = recorded { return (.failure(bookkeeping), []) }
+            return (.failure(error), [])
         }
     }
 

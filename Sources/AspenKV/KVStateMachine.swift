@@ -29,23 +29,36 @@ public enum KVStateMachine {
         }
         // A command applies whole or not at all: whatever it wrote before it failed is undone,
         // so its writes never show under the next command's revision.
+        switch try atomically(&backend, { try run(command, on: &$0) }) {
+        case .success(let (result, events)): return (.success(result), events)
+        case .failure(let error): return (.failure(error), [])
+        }
+    }
+
+    /// Runs `body` as one command: its writes are kept if it returns and undone whole if it
+    /// throws. A `KVError` (the command's own failure) comes back as the outcome; any other
+    /// error is a storage failure, rethrown: the caller's transaction rolls back and the node stops.
+    static func atomically<Backend: KVBackend, T>(_ backend: inout Backend, _ body: (inout Backend) throws -> T) throws -> Result<T, KVError> {
         try backend.beginCommand()
-        let result: KVResult
-        var writer: Writer
         do {
-            writer = try Writer(backend: backend)
-            result = try writer.run(command, on: &backend)
-            if writer.changed { try backend.setRevision(writer.next) }
+            let value = try body(&backend)
+            try backend.endCommand(keepingWrites: true)
+            return .success(value)
         } catch let error as KVError {
             try backend.endCommand(keepingWrites: false)
-            return (.failure(error), [])
+            return .failure(error)
         } catch {
-            // A storage failure: the caller's transaction rolls back and the node stops.
             try? backend.endCommand(keepingWrites: false)
             throw error
         }
-        try backend.endCommand(keepingWrites: true)
-        return (.success(result), writer.events)
+    }
+
+    /// Runs a command's writes at the next revision; throws a `KVError` when it fails.
+    static func run<Backend: KVBackend>(_ command: KVCommand, on backend: inout Backend) throws -> (KVResult, [WatchEvent]) {
+        var writer = try Writer(backend: backend)
+        let result = try writer.run(command, on: &backend)
+        if writer.changed { try backend.setRevision(writer.next) }
+        return (result, writer.events)
     }
 
     /// Serves a read from the backend's state.

@@ -8,11 +8,14 @@ import Synchronization
 import Testing
 
 /// A node store whose next `leases()` reads throw and whose next lease keep-alives fail to apply
-/// (the lease is then left as it was), as a store that hits a transient error would.
+/// (the lease is then left as it was), as a store that hits a transient error would; and whose
+/// snapshots fail while `snapshotsFail` is set (every attempt counted).
 final class FlakyLeaseStorage: NodeStorage {
     let inner = MemoryNodeStorage()
     let leaseReadsToFail = Mutex(0)
     let keepAlivesToFail = Mutex(0)
+    let snapshotsFail = Atomic<Bool>(false)
+    let snapshotAttempts = Atomic<Int>(0)
 
     static func take(_ counter: borrowing Mutex<Int>) -> Bool {
         counter.withLock { remaining in
@@ -42,7 +45,11 @@ final class FlakyLeaseStorage: NodeStorage {
         return results
     }
 
-    func snapshotData() throws -> (index: Raft.Index, data: [UInt8]) { try inner.snapshotData() }
+    func snapshotData() throws -> (index: Raft.Index, data: [UInt8]) {
+        snapshotAttempts.add(1, ordering: .relaxed)
+        if snapshotsFail.load(ordering: .relaxed) { throw StorageError.io(file: "snapshot", detail: "injected: no space left on device") }
+        return try inner.snapshotData()
+    }
     func compacted(_ metadata: Raft.SnapshotMetadata) throws { try inner.compacted(metadata) }
     func read(_ request: RangeRequest) throws -> Result<RangeResult, KVError> { try inner.read(request) }
     func changes(in bounds: KeyBounds, from: Revision, through: Revision, withPrevious: Bool, limit: Int) throws

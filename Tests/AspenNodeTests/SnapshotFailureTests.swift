@@ -7,39 +7,12 @@ import Logging
 import Synchronization
 import Testing
 
-/// A store whose snapshots fail while `failing` is set, counting every attempt.
-final class FailingSnapshotStorage: NodeStorage {
-    let inner = MemoryNodeStorage()
-    let failing = Atomic<Bool>(true)
-    let attempts = Atomic<Int>(0)
-
-    func snapshotData() throws -> (index: Raft.Index, data: [UInt8]) {
-        attempts.add(1, ordering: .relaxed)
-        if failing.load(ordering: .relaxed) { throw StorageError.io(file: "snapshot", detail: "injected: no space left on device") }
-        return try inner.snapshotData()
-    }
-
-    func load() throws -> Raft.PersistentState? { try inner.load() }
-    func bootstrap(_ state: Raft.PersistentState) throws { try inner.bootstrap(state) }
-    func commit(_ batch: StorageBatch) throws -> [AppliedEntry] { try inner.commit(batch) }
-    func compacted(_ metadata: Raft.SnapshotMetadata) throws { try inner.compacted(metadata) }
-    func read(_ request: RangeRequest) throws -> Result<RangeResult, KVError> { try inner.read(request) }
-    func changes(in bounds: KeyBounds, from: Revision, through: Revision, withPrevious: Bool, limit: Int) throws
-        -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>
-    {
-        try inner.changes(in: bounds, from: from, through: through, withPrevious: withPrevious, limit: limit)
-    }
-    func revisions() throws -> (current: Revision, compacted: Revision) { try inner.revisions() }
-    func leases() throws -> [Lease] { try inner.leases() }
-    func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])? { try inner.lease(id) }
-    var appliedIndex: Raft.Index { get throws { try inner.appliedIndex } }
-}
-
 @Suite("Snapshot failures")
 struct SnapshotFailureTests {
     @Test("a snapshot that fails is counted, logged and retried with backoff, not retried at every write; once it works the log is compacted")
     func failuresBackOff() async throws {
-        let storage = FailingSnapshotStorage()
+        let storage = FlakyLeaseStorage()
+        storage.snapshotsFail.store(true, ordering: .relaxed)
         try storage.bootstrap(.bootstrap(Raft.Membership(voters: [1])))
         var configuration = NodeConfiguration(id: 1)
         configuration.tickMs = 10
@@ -59,12 +32,12 @@ struct SnapshotFailureTests {
             written += 1
         }
         #expect(written > 100, "only \(written) writes: the test checked too little")
-        let attempts = storage.attempts.load(ordering: .relaxed)
+        let attempts = storage.snapshotAttempts.load(ordering: .relaxed)
         #expect(attempts >= 1 && attempts <= 2, "\(attempts) snapshot attempts in half a second of \(written) writes")
         #expect(await node.counters.snapshotFailures == attempts)
         #expect(await node.status.snapshotIndex == 0)
         // Once snapshots work again, the next attempt (after the backoff) compacts the log.
-        storage.failing.store(false, ordering: .relaxed)
+        storage.snapshotsFail.store(false, ordering: .relaxed)
         let deadline = clock.now + .seconds(5)
         while clock.now < deadline, await node.status.snapshotIndex == 0 {
             _ = try await node.write(.put(Put(key: Array("after".utf8), value: [1])))
