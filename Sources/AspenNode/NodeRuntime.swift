@@ -151,9 +151,10 @@ public final class NodeRuntime: Sendable {
     }
 
     /// Stops in dependency order: stop accepting, drain in-flight requests (bounded), stop Raft
-    /// (failing what still waits), end watches, close the store (checkpointed), close the network,
-    /// let the services that share the node's event loop finish (`finishing`: its etcd
-    /// endpoint), and stop the loop.
+    /// (failing what still waits) and wait for its own tasks, end watches, close the store
+    /// (checkpointed), close the network, let the services that share the node's event loop
+    /// finish (`finishing`: its etcd endpoint), and stop the loop. Each step returns only once
+    /// its work is done: nothing may be left to run on the loop after it stops.
     public func shutdown(drainSeconds: Double = 5, finishing: () async -> Void = {}) async {
         logger.info("shutting down: no new connections")
         joiner?.cancel()
@@ -169,7 +170,7 @@ public final class NodeRuntime: Sendable {
             logger.error("closing the store failed", metadata: ["error": "\(error)"])
         }
         try? await server.close()
-        network.closeAll()
+        await network.closeAll()
         await finishing()
         try? await loops.shutdownGracefully()
         logger.info("stopped")

@@ -114,18 +114,24 @@ public final class PeerNetwork: Sendable {
 
     public func node(for key: NodeKey) -> NodeID? { book.withLock { $0.node(for: key) } }
 
-    /// Closes every outgoing connection (at shutdown).
-    public func closeAll() {
+    /// Closes every outgoing connection (at shutdown), and returns once they are closed: the
+    /// event loop they live on may be stopped next, and a close still under way would then be
+    /// scheduled on a loop that has shut down.
+    public func closeAll() async {
         let tasks = connections.withLock { connections in
             defer { connections = [:] }
             return Array(connections.values)
         }
         for task in tasks { task.cancel() }
-        let open = established.withLock { established in
+        var open = established.withLock { established in
             defer { established = [:] }
             return Array(established.values)
         }
-        for connection in open { Task { await connection.close() } }
+        // A connection being opened may still complete despite the cancellation.
+        for task in tasks {
+            if let connection = try? await task.value, !open.contains(where: { $0 === connection }) { open.append(connection) }
+        }
+        for connection in open { await connection.close() }
     }
 
     private func dropConnection(_ id: NodeID) {

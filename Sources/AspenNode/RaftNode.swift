@@ -103,6 +103,9 @@ public actor RaftNode {
     var earlySendScheduled = false
     var nextReadContext: Raft.ReadContext = 1
     var tickTask: Task<Void, Never>?
+    /// The new leader's lease refresh, while it runs (see `refreshLeasesAsNewLeader`).
+    var leaseRefreshTask: Task<Void, Never>?
+    var leaseRefreshGeneration = 0
     var stopped = false
     var expiryInFlight = false
     var autoCompaction: AutoCompaction?
@@ -227,10 +230,13 @@ public actor RaftNode {
         watches.close()
     }
 
-    /// Waits (bounded) for a storage commit that was under way when the node stopped.
+    /// Waits (bounded) for what was under way when the node stopped: a storage commit, a
+    /// snapshot or compaction, the lease refresh. Its event loop (this actor's executor) may
+    /// be shut down next, and none of them may come back to the actor after that.
     public func waitUntilIdle(timeoutMs: Int = 5000) async {
+        leaseRefreshTask?.cancel()
         var waited = 0
-        while committing && waited < timeoutMs {
+        while (committing || snapshotting || leaseRefreshTask != nil) && waited < timeoutMs {
             try? await Task.sleep(for: .milliseconds(5))
             waited += 5
         }
@@ -718,7 +724,9 @@ public actor RaftNode {
     func refreshLeasesAsNewLeader() {
         expiryInFlight = true
         let term = raft.term
-        Task {
+        leaseRefreshGeneration += 1
+        let generation = leaseRefreshGeneration
+        leaseRefreshTask = Task {
             // The state must include everything committed before this term: wait until an entry
             // of this term (the leader's no-op) has committed and applied.
             while self.leads(term), self.raft.term(at: self.raft.commitIndex) != term || self.appliedIndex < self.raft.commitIndex {
@@ -748,6 +756,7 @@ public actor RaftNode {
                 try? await Task.sleep(for: .milliseconds(self.configuration.tickMs))
             }
             self.expiryDone()
+            if self.leaseRefreshGeneration == generation { self.leaseRefreshTask = nil }
         }
     }
 

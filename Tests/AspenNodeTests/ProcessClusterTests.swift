@@ -64,7 +64,8 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// Starts node `id` with its data directory, address and test timings plus `arguments`.
-    func start(_ id: Int, arguments: [String], environment: [String: String] = [:]) throws {
+    /// With `output`, the node's standard output and error go to that file.
+    func start(_ id: Int, arguments: [String], environment: [String: String] = [:], output: URL? = nil) throws {
         let process = Process()
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.executableURL = URL(fileURLWithPath: Self.binary("aspen-node"))
@@ -72,8 +73,15 @@ final class ProcessCluster: @unchecked Sendable {
             "run", "--node-id", "\(id)", "--data-dir", dataDirectory(id), "--listen", "127.0.0.1:\(basePort + id)",
             "--heartbeat-ms", "30", "--election-timeout-ms", "300-599", "--log-level", "warning",
         ] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        if let output {
+            FileManager.default.createFile(atPath: output.path, contents: nil)
+            let handle = try FileHandle(forWritingTo: output)
+            process.standardOutput = handle
+            process.standardError = handle
+        } else {
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+        }
         try process.run()
         processes[id] = process
     }
