@@ -52,7 +52,8 @@ extension KVStateMachine {
     static func applyOnce<Backend: KVBackend>(
         _ command: KVCommand, stamp: ClientStamp, nowMs: Int64, to backend: inout Backend, limits: Limits
     ) throws -> (result: Result<KVResult, KVError>, events: [WatchEvent]) {
-        let known = try backend.clientSession(stamp.session).flatMap { $0.lastSeenMs + limits.clientSessionIdleMsMax < nowMs ? nil : $0 }
+        let stored = try backend.clientSession(stamp.session)
+        let known = stored.flatMap { $0.lastSeenMs + limits.clientSessionIdleMsMax < nowMs ? nil : $0 }
         if let known {
             guard stamp.sequence > known.acknowledgedThrough else {
                 return (.failure(.sessionResultDiscarded(session: stamp.session, sequence: stamp.sequence)), [])
@@ -67,11 +68,14 @@ extension KVStateMachine {
         guard stamp.sequence - acknowledged <= UInt64(limits.clientSessionResultsMax) else {
             return (.failure(.sessionWindowExceeded(sequence: stamp.sequence, acknowledgedThrough: acknowledged, limit: limits.clientSessionResultsMax)), [])
         }
-        let session = ClientSessionRecord(id: stamp.session, lastSeenMs: max(known?.lastSeenMs ?? nowMs, nowMs), acknowledgedThrough: acknowledged)
-        let isNew = known == nil
+        // When it was last seen moves in steps of a sixteenth of the idle limit, so most writes
+        // leave the session's row in the expiry index alone.
+        var lastSeenMs = known?.lastSeenMs ?? nowMs
+        if nowMs - lastSeenMs >= limits.clientSessionIdleMsMax / 16 { lastSeenMs = nowMs }
+        let session = ClientSessionRecord(id: stamp.session, lastSeenMs: lastSeenMs, acknowledgedThrough: acknowledged)
         let applied = try atomically(&backend) { backend in
             let (result, events) = try run(command, on: &backend)
-            try record(.success(result), of: stamp, in: session, isNew: isNew, to: &backend, limits: limits)
+            try record(.success(result), of: stamp, in: session, previous: known, to: &backend, limits: limits)
             return (result, events)
         }
         switch applied {
@@ -80,7 +84,7 @@ extension KVStateMachine {
         case .failure(let error):
             // The command failed whole; its failure is what every retry of it gets.
             let recorded = try atomically(&backend) {
-                try record(.failure(error), of: stamp, in: session, isNew: isNew, to: &$0, limits: limits)
+                try record(.failure(error), of: stamp, in: session, previous: known, to: &$0, limits: limits)
             }
             if case .failure(let bookkeeping) = recorded { return (.failure(bookkeeping), []) }
             return (.failure(error), [])
@@ -90,17 +94,19 @@ extension KVStateMachine {
     /// Saves the session (making room for a new one) and the result that answers its retries;
     /// forgets the results the client acknowledged.
     static func record<Backend: KVBackend>(
-        _ result: Result<KVResult, KVError>, of stamp: ClientStamp, in session: ClientSessionRecord, isNew: Bool,
+        _ result: Result<KVResult, KVError>, of stamp: ClientStamp, in session: ClientSessionRecord, previous: ClientSessionRecord?,
         to backend: inout Backend, limits: Limits
     ) throws {
-        if isNew {
+        if let previous {
+            if session.acknowledgedThrough > previous.acknowledgedThrough {
+                try backend.dropSessionResults(session.id, through: session.acknowledgedThrough)
+            }
+        } else {
             // An expired record of the same id goes first, with its results.
             try backend.removeClientSession(session.id)
             try makeRoomForSession(nowMs: session.lastSeenMs, in: &backend, limits: limits)
-        } else {
-            try backend.dropSessionResults(session.id, through: session.acknowledgedThrough)
         }
-        try backend.saveClientSession(session)
+        if session != previous { try backend.saveClientSession(session, previous: previous) }
         try backend.saveSessionResult(session.id, sequence: stamp.sequence, encodeRecorded(result))
     }
 

@@ -47,7 +47,9 @@ public protocol KVBackend {
     // MARK: Client sessions (exactly-once writes)
 
     func clientSession(_ id: UInt64) throws -> ClientSessionRecord?
-    mutating func saveClientSession(_ session: ClientSessionRecord) throws
+    /// Saves the session; `previous` is the record it replaces (nil: a new one), so a store can
+    /// write only what changed.
+    mutating func saveClientSession(_ session: ClientSessionRecord, previous: ClientSessionRecord?) throws
     /// Forgets the session and every result it kept.
     mutating func removeClientSession(_ id: UInt64) throws
     func clientSessionCount() throws -> Int

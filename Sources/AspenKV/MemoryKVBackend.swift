@@ -233,7 +233,7 @@ extension MemoryKVBackend {
         journal?.steps.append(.session(id, sessions[id], sessionResults[id]))
     }
 
-    public mutating func saveClientSession(_ session: ClientSessionRecord) {
+    public mutating func saveClientSession(_ session: ClientSessionRecord, previous: ClientSessionRecord?) {
         changingSession(session.id)
         sessions[session.id] = session
     }

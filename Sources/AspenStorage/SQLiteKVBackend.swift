@@ -245,7 +245,14 @@ struct SQLiteKVBackend: KVBackend {
         return ClientSessionRecord(id: id, lastSeenMs: statement.int64(0), acknowledgedThrough: UInt64(bitPattern: statement.int64(1)))
     }
 
-    mutating func saveClientSession(_ session: ClientSessionRecord) throws {
+    mutating func saveClientSession(_ session: ClientSessionRecord, previous: ClientSessionRecord?) throws {
+        if let previous, previous.lastSeenMs == session.lastSeenMs {
+            // Most writes move only the acknowledged sequence: the expiry index stays untouched.
+            let statement = try RawStatement(db, "UPDATE client_sessions SET acknowledged_through = ? WHERE id = ?", file: file)
+            statement.bind(1, Int64(bitPattern: session.acknowledgedThrough))
+            statement.bind(2, Int64(bitPattern: session.id))
+            return try statement.run()
+        }
         let statement = try RawStatement(
             db,
             """
@@ -400,7 +407,7 @@ struct SQLiteKVBackend: KVBackend {
         }
         for lease in snapshot.leases { try backend.saveLease(lease) }
         for session in snapshot.sessions {
-            try backend.saveClientSession(session.record)
+            try backend.saveClientSession(session.record, previous: nil)
             for (sequence, result) in session.results { try backend.saveSessionResult(session.record.id, sequence: sequence, result) }
         }
         backend.setRevision(snapshot.revision)

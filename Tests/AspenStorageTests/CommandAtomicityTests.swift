@@ -164,7 +164,10 @@ struct FaultyBackend<Base: KVBackend>: KVBackend {
     func leaseSequence() throws -> LeaseID { try base.leaseSequence() }
     mutating func setLeaseSequence(_ id: LeaseID) throws { try base.setLeaseSequence(id); try wrote() }
     func clientSession(_ id: UInt64) throws -> ClientSessionRecord? { try base.clientSession(id) }
-    mutating func saveClientSession(_ session: ClientSessionRecord) throws { try base.saveClientSession(session); try wrote() }
+    mutating func saveClientSession(_ session: ClientSessionRecord, previous: ClientSessionRecord?) throws {
+        try base.saveClientSession(session, previous: previous)
+        try wrote()
+    }
     mutating func removeClientSession(_ id: UInt64) throws { try base.removeClientSession(id); try wrote() }
     func clientSessionCount() throws -> Int { try base.clientSessionCount() }
     func clientSessions(lastSeenBeforeMs ms: Int64, limit: Int) throws -> [UInt64] { try base.clientSessions(lastSeenBeforeMs: ms, limit: limit) }
