@@ -1,6 +1,10 @@
 import Foundation
 
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A file the log writes, by path and descriptor (the descriptor means something only to the
 /// file system that opened it).

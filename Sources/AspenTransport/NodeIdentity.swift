@@ -5,6 +5,8 @@ import X509
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// A node's public Ed25519 key: its identity on the network, pinned by every peer.
