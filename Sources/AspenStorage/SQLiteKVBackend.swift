@@ -15,25 +15,15 @@ struct SQLiteKVBackend: KVBackend {
     let index: KeyIndex
     /// The writer sees its own uncommitted changes; a reader sees what its snapshot holds.
     let writer: Bool
-    private var currentRevision: Revision = 0
-    private var oldestRevision: Revision = 0
-    private var lastLeaseID: LeaseID = 0
+    var currentRevision: Revision = 0
+    var oldestRevision: Revision = 0
+    var lastLeaseID: LeaseID = 0
     /// Counters change in memory and reach `meta` once, in `flush()`, at the end of a batch.
-    private var dirty = false
+    var dirty = false
     /// The revision compacted in this transaction: the index drops the changes once it commits.
-    private(set) var compactedInTransaction: Revision?
-    /// The running command's changes recorded in the index (to take back if it fails) and the
-    /// counters before it; nil outside a command.
-    private var command: Command?
-
-    private struct Command {
-        var recorded: [(key: Bytes, revision: Revision)] = []
-        let revision: Revision
-        let compacted: Revision
-        let leaseSequence: LeaseID
-        let dirty: Bool
-        let compactedInTransaction: Revision?
-    }
+    var compactedInTransaction: Revision?
+    /// The running command's scope (see `SQLiteKVBackend+Commands.swift`); nil outside a command.
+    var command: Command?
 
     let group: GroupID
 
@@ -182,7 +172,7 @@ struct SQLiteKVBackend: KVBackend {
     private mutating func record(_ key: Bytes, at revision: Revision, _ kv: KeyValue?) throws {
         let change = KeyIndex.Change(revision: revision, lease: kv?.lease ?? 0, deleted: kv == nil)
         let previous = index.record(key, change, version: kv)?.revision ?? 0
-        command?.recorded.append((key, revision))
+        noteUndo(.recorded(key: key, revision: revision))
         let history = try RawStatement(
             db,
             """
@@ -210,6 +200,7 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     mutating func compactHistory(before revision: Revision) throws {
+        try openSavepointIfNeeded()
         // A version is superseded at `revision` when a later one at or before it points back to
         // it, and a deletion at or before it is what reads there see: both go. Changes at or
         // before the last compaction were dealt with then, so only the revisions since are
@@ -246,6 +237,7 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     mutating func saveClientSession(_ session: ClientSessionRecord, previous: ClientSessionRecord?) throws {
+        noteUndo(.session(id: session.id, previous: previous))
         if let previous, previous.lastSeenMs == session.lastSeenMs {
             // Most writes move only the acknowledged sequence: the expiry index stays untouched.
             let statement = try RawStatement(db, "UPDATE client_sessions SET acknowledged_through = ? WHERE id = ?", file: file)
@@ -267,6 +259,7 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     mutating func removeClientSession(_ id: UInt64) throws {
+        try openSavepointIfNeeded()
         try db.execute(sql: "DELETE FROM client_sessions WHERE id = ?", arguments: [Int64(bitPattern: id)])
         try db.execute(sql: "DELETE FROM client_results WHERE session = ?", arguments: [Int64(bitPattern: id)])
     }
@@ -291,7 +284,8 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     mutating func saveSessionResult(_ id: UInt64, sequence: UInt64, _ result: Bytes) throws {
-        let statement = try RawStatement(db, "INSERT OR REPLACE INTO client_results(session, sequence, result) VALUES (?, ?, ?)", file: file)
+        noteUndo(.result(session: id, sequence: sequence))
+        let statement = try RawStatement(db, "INSERT INTO client_results(session, sequence, result) VALUES (?, ?, ?)", file: file)
         statement.bind(1, Int64(bitPattern: id))
         statement.bind(2, Int64(bitPattern: sequence))
         statement.bind(3, result)
@@ -299,6 +293,14 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     mutating func dropSessionResults(_ id: UInt64, through sequence: UInt64) throws {
+        if needsUndo {
+            // Usually the one result the client has just acknowledged: kept to put back.
+            let dropped = try Row.fetchAll(
+                db.cachedStatement(sql: "SELECT sequence, result FROM client_results WHERE session = ? AND sequence <= ?"),
+                arguments: [Int64(bitPattern: id), Int64(bitPattern: sequence)]
+            ).map { (sequence: UInt64(bitPattern: $0[0] as Int64), result: Bytes($0[1] as Data)) }
+            noteUndo(.dropped(session: id, results: dropped))
+        }
         let statement = try RawStatement(db, "DELETE FROM client_results WHERE session = ? AND sequence <= ?", file: file)
         statement.bind(1, Int64(bitPattern: id))
         statement.bind(2, Int64(bitPattern: sequence))
@@ -331,32 +333,6 @@ struct SQLiteKVBackend: KVBackend {
                 """)
     }
 
-    // MARK: Commands
-
-    /// A SAVEPOINT inside the batch's transaction: a command that fails rolls back to it.
-    mutating func beginCommand() throws {
-        precondition(writer && command == nil, "commands run one at a time, in the writer")
-        try RawStatement(db, "SAVEPOINT command", file: file).run()
-        command = Command(
-            revision: currentRevision, compacted: oldestRevision, leaseSequence: lastLeaseID, dirty: dirty,
-            compactedInTransaction: compactedInTransaction)
-    }
-
-    mutating func endCommand(keepingWrites: Bool) throws {
-        guard let command else { preconditionFailure("no command to end") }
-        self.command = nil
-        if !keepingWrites {
-            try RawStatement(db, "ROLLBACK TO command", file: file).run()
-            for change in command.recorded.reversed() { index.unrecord(change.key, at: change.revision) }
-            currentRevision = command.revision
-            oldestRevision = command.compacted
-            lastLeaseID = command.leaseSequence
-            dirty = command.dirty
-            compactedInTransaction = command.compactedInTransaction
-        }
-        try RawStatement(db, "RELEASE command", file: file).run()
-    }
-
     // MARK: Leases
 
     func lease(_ id: LeaseID) throws -> Lease? {
@@ -370,6 +346,7 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     mutating func saveLease(_ lease: Lease) throws {
+        try openSavepointIfNeeded()
         try db.cachedStatement(
             sql: """
                 INSERT INTO leases(id, ttl_ms, expires_at_ms) VALUES (?, ?, ?)
@@ -379,6 +356,7 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     mutating func deleteLease(_ id: LeaseID) throws {
+        try openSavepointIfNeeded()
         try db.cachedStatement(sql: "DELETE FROM leases WHERE id = ?").execute(arguments: [id])
     }
 
