@@ -57,9 +57,10 @@ public struct Limits: Sendable, Equatable {
     /// keeps it far below; if compaction stops, the leader refuses proposals past it and a
     /// follower takes only the part of an append that fits, rather than grow without end.
     public var raftLogEntriesMax = 1_000_000
-    /// Snapshot chunk size, and the largest snapshot accepted.
+    /// Snapshot chunk size, and how many chunks a leader has in flight to one follower. An
+    /// image is streamed from a file on both sides, so its own size has no bound but the disk's.
     public var raftSnapshotChunkBytes = 1024 * 1024
-    public var raftSnapshotBytesMax = 1024 * 1024 * 1024
+    public var raftSnapshotChunksInFlightMax = 4
     /// Most members (voters and learners) of one Raft group.
     public var raftMembersMax = 64
 

@@ -29,11 +29,13 @@ public struct KVSnapshot: Sendable, Equatable {
         self.sessions = sessions
     }
 
-    /// Version 1 carried only the current keys (no history); version 2 adds the history.
+    /// Version 1 carried only the current keys (no history); version 2 adds the history; version
+    /// 3 (`KVSnapshotImage`, written now) frames it so that it can be streamed.
     static let magicV1: [UInt8] = Array("AKV1".utf8)
-    static let magic: [UInt8] = Array("AKV2".utf8)
+    static let magicV2: [UInt8] = Array("AKV2".utf8)
 
-    /// Reads every kept change and lease from a backend.
+    /// Reads every kept change and lease from a backend. It holds the whole state: for memory
+    /// backends and tests; a store streams its image instead (`KVSnapshotImage.Writer`).
     public static func capture<Backend: KVBackend>(from backend: Backend) throws -> KVSnapshot {
         let revision = try backend.revision()
         return KVSnapshot(
@@ -44,44 +46,31 @@ public struct KVSnapshot: Sendable, Equatable {
             leases: try backend.leases(), sessions: try backend.clientSessionStates())
     }
 
+    /// The state as an image (`KVSnapshotImage`), in memory.
     public func encoded() -> Bytes {
-        var writer = ByteWriter(capacity: 64 + changes.count * 48)
-        writer.writeRaw(Self.magic)
-        writer.writeVarint(signed: revision)
-        writer.writeVarint(signed: compactedRevision)
-        writer.writeVarint(signed: leaseSequence)
-        writer.writeVarint(UInt64(changes.count))
-        for change in changes {
-            if let kv = change.keyValue {
-                writer.write(UInt8(1))
-                KVWire.write(kv, into: &writer)
-            } else {
-                writer.write(UInt8(0))
-                writer.writeBytes(change.key)
-                writer.writeVarint(signed: change.revision)
-            }
+        var writer = KVSnapshotImage.Writer(into: KVSnapshotImage.MemorySink())
+        // Writing to memory cannot fail.
+        do {
+            try writer.begin(revision: revision, compactedRevision: compactedRevision, leaseSequence: leaseSequence)
+            for change in changes { try writer.add(change) }
+            for lease in leases { try writer.add(lease) }
+            for session in sessions { try writer.add(session) }
+            try writer.finish()
+        } catch {
+            preconditionFailure("writing a snapshot image to memory failed: \(error)")
         }
-        writer.writeVarint(UInt64(leases.count))
-        for lease in leases { KVWire.write(lease, into: &writer) }
-        writer.writeVarint(UInt64(sessions.count))
-        for session in sessions {
-            writer.writeVarint(session.record.id)
-            writer.writeVarint(signed: session.record.lastSeenMs)
-            writer.writeVarint(session.record.acknowledgedThrough)
-            writer.writeVarint(UInt64(session.results.count))
-            for (sequence, result) in session.results {
-                writer.writeVarint(sequence)
-                writer.writeBytes(result)
-            }
-        }
-        writer.writeFixed(CRC32C.checksum(writer.bytes))
-        return writer.bytes
+        return writer.sink.bytes
     }
 
+    /// Reads an image (version 3), or a whole snapshot of version 1 or 2.
     public init(decoding bytes: Bytes, limits: Limits = .standard) throws(DecodingError) {
-        guard bytes.count >= Self.magic.count + 4 else { throw .invalid("not a key-value snapshot") }
+        if bytes.starts(with: KVSnapshotImage.magic) {
+            self = try Self.decodeImage(bytes, limits: limits)
+            return
+        }
+        guard bytes.count >= Self.magicV2.count + 4 else { throw .invalid("not a key-value snapshot") }
         let magic = Array(bytes.prefix(4))
-        guard magic == Self.magic || magic == Self.magicV1 else { throw .invalid("not a key-value snapshot") }
+        guard magic == Self.magicV2 || magic == Self.magicV1 else { throw .invalid("not a key-value snapshot") }
         var tail = ByteReader(Array(bytes.suffix(4)))
         guard try tail.readFixed32() == CRC32C.checksum(bytes.dropLast(4)) else {
             throw .invalid("key-value snapshot checksum mismatch")
@@ -104,6 +93,37 @@ public struct KVSnapshot: Sendable, Equatable {
         try reader.expectEnd()
         guard compactedRevision >= 0, compactedRevision <= revision else {
             throw .invalid("compacted revision \(compactedRevision) is outside 0...\(revision)")
+        }
+    }
+
+    private static func decodeImage(_ bytes: Bytes, limits: Limits) throws(DecodingError) -> KVSnapshot {
+        var reader = KVSnapshotImage.Reader(from: KVSnapshotImage.MemorySource(bytes), limits: limits)
+        var snapshot = KVSnapshot(revision: 0, compactedRevision: 0, leaseSequence: 0, changes: [], leases: [])
+        do {
+            while true {
+                switch try reader.next() {
+                case .header(let header):
+                    snapshot.revision = header.revision
+                    snapshot.compactedRevision = header.compactedRevision
+                    snapshot.leaseSequence = header.leaseSequence
+                case .changes(let changes): snapshot.changes += changes
+                case .leases(let leases): snapshot.leases += leases
+                case .sessions(let sessions):
+                    for session in sessions {
+                        if snapshot.sessions.last?.record.id == session.record.id {
+                            snapshot.sessions[snapshot.sessions.count - 1].results += session.results
+                        } else {
+                            snapshot.sessions.append(session)
+                        }
+                    }
+                case .end: return snapshot
+                }
+            }
+        } catch let error as DecodingError {
+            throw error
+        } catch {
+            // A memory source never fails; anything else is still the image's fault.
+            throw .invalid("\(error)")
         }
     }
 
@@ -167,5 +187,18 @@ extension MemoryKVBackend {
         currentRevision = snapshot.revision
         oldestRevision = snapshot.compactedRevision
         lastLeaseID = snapshot.leaseSequence
+    }
+}
+
+extension KVSnapshot {
+    /// The state of a memory backend, history included (as `capture`, which cannot fail here).
+    public init(of backend: MemoryKVBackend) {
+        let revision = backend.revision()
+        self.init(
+            revision: revision, compactedRevision: backend.compactedRevision(), leaseSequence: backend.leaseSequence(),
+            changes: backend.history(in: KeyBounds(start: [], end: nil), from: 0, through: revision, limit: .max).map {
+                KVChange(key: $0.key, revision: $0.revision, keyValue: $0.keyValue)
+            },
+            leases: backend.leases(), sessions: backend.clientSessionStates())
     }
 }

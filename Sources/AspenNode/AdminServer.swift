@@ -70,8 +70,12 @@ public final class AdminServer: Sendable {
         gauge("aspen_raft_snapshot_index", "Index the node's snapshot covers (its log starts after it).", "\(status.snapshotIndex)")
         counter("aspen_raft_snapshots_installed_total", "Snapshots received from a leader and installed.", "\(counters.snapshotsInstalled)")
         counter(
-            "aspen_raft_snapshot_failures_total", "Snapshots for log compaction that could not be taken or recorded (each retried with backoff).",
+            "aspen_raft_snapshot_failures_total", "Log compactions and snapshot images that could not be made (each retried with backoff).",
             "\(counters.snapshotFailures)")
+        counter(
+            "aspen_raft_snapshot_images_prepared_total", "Images of the state written for followers the log no longer reaches.",
+            "\(counters.snapshotImagesPrepared)")
+        counter("aspen_raft_snapshot_bytes_sent_total", "Snapshot image bytes sent to followers.", "\(counters.snapshotBytesSent)")
         counter(
             "aspen_raft_compactions_follower_behind_total", "Log compactions a leader made while a follower still lacked entries before them.",
             "\(counters.compactionsWithFollowerBehind)")

@@ -103,7 +103,7 @@ public final class NodeRuntime: Sendable {
             nowMs: { Int64(Date().timeIntervalSince1970 * 1000) + clockSkewMs }, logger: logger,
             membershipChanged: { network.update(membership: $0) }, loop: loops.next())
         // The cluster id: recorded with the members, or derived by the founders, or the ticket's.
-        let recorded = state.snapshot.metadata.membership.addresses.values.lazy.compactMap { try? MemberRecord(decoding: $0) }.first
+        let recorded = state.snapshot.membership.addresses.values.lazy.compactMap { try? MemberRecord(decoding: $0) }.first
         let foundingID = MemberRecord.foundingClusterID([(id, identity.key)] + given.map { ($0.key, $0.value.key) })
         let clusterID = recorded?.clusterID ?? settings.ticket?.clusterID ?? (settings.bootstrap ? foundingID : [])
         // Phase 4: transport and handlers.

@@ -40,7 +40,8 @@ public struct NodeConfiguration: Sendable {
     public var electionTicksMax: Int?
     public var limits = Limits.standard
     /// Compact the log once this many applied entries follow the last snapshot (etcd's default
-    /// snapshot count): a snapshot reads the whole state, so not too often.
+    /// snapshot count). Compaction makes the state durable and deletes log files; it writes no
+    /// image (images are written when a follower needs one).
     public var compactionThreshold: Raft.Index = 100_000
     /// A leader compacts through a snapshot only once every follower has the entries up to it,
     /// so that one a little behind catches up from the log rather than by a whole snapshot
@@ -114,14 +115,16 @@ public actor RaftNode {
     /// expires nothing in a term before that (see `refreshLeasesAsNewLeader`).
     var leasesRefreshedInTerm: Raft.Term = 0
     var snapshotting = false
-    /// After a snapshot or compaction failed: no new attempt before this instant, and the
+    /// An image for followers is being written (off the actor).
+    var preparingImage = false
+    /// After a compaction or an image failed: no new attempt before this instant, and the
     /// pause that follows the next failure (doubling up to `snapshotRetryMsMax`).
     var snapshotRetryAt: ContinuousClock.Instant?
     var snapshotBackoffMs: Int64 = 0
     static let snapshotRetryMsMin: Int64 = 1_000
     static let snapshotRetryMsMax: Int64 = 60_000
-    /// A snapshot taken for compaction, waiting for the followers to reach its index.
-    var heldSnapshot: (index: Raft.Index, data: [UInt8], since: ContinuousClock.Instant)?
+    /// A compaction due, waiting for the followers to reach its index.
+    var heldSnapshot: (index: Raft.Index, since: ContinuousClock.Instant)?
     var lastRole: Raft.Role = .follower
     var lastTerm: Raft.Term = 0
     var lastMembership: Raft.Membership?
@@ -154,6 +157,9 @@ public actor RaftNode {
         public var storageCommitLatency = Histogram.latency
         public var groupCommitEntries = Histogram.batchSize
         public var snapshotsInstalled = 0
+        /// Images of the state written for followers, and the image bytes sent to them.
+        public var snapshotImagesPrepared = 0
+        public var snapshotBytesSent = 0
         /// Ticks that came at least a tick (and 100 ms) late, and the latest one's delay.
         public var ticksLate = 0
         public var tickDelaySecondsMax = 0.0
@@ -162,8 +168,8 @@ public actor RaftNode {
         /// Failures while a new leader extended the leases (reading them, or a keep-alive that
         /// did not apply); each is retried.
         public var leaseRefreshFailures = 0
-        /// Snapshots (for log compaction) that could not be taken or recorded; each is retried
-        /// with backoff, and the log keeps growing meanwhile.
+        /// Compactions, and images for followers, that could not be made; each is retried with
+        /// backoff, and the log keeps growing meanwhile.
         public var snapshotFailures = 0
     }
 
@@ -236,7 +242,7 @@ public actor RaftNode {
     public func waitUntilIdle(timeoutMs: Int = 5000) async {
         leaseRefreshTask?.cancel()
         var waited = 0
-        while (committing || snapshotting || leaseRefreshTask != nil) && waited < timeoutMs {
+        while (committing || snapshotting || preparingImage || leaseRefreshTask != nil) && waited < timeoutMs {
             try? await Task.sleep(for: .milliseconds(5))
             waited += 5
         }
@@ -596,7 +602,7 @@ public actor RaftNode {
     func sendEarly() {
         earlySendScheduled = false
         guard !stopped else { return }
-        for message in raft.takeMessagesSendableNow() { send(message) }
+        for message in raft.takeMessagesSendableNow() { dispatch(message) }
     }
 
     /// Persist, send, apply, advance — until the instance has nothing more to do.
@@ -607,7 +613,8 @@ public actor RaftNode {
             if ready.isEmpty { break }
             noteRoleChange()
             for outcome in ready.forwardedProposals { place(outcome) }
-            for message in ready.messages { send(message) }
+            for message in ready.messages { dispatch(message) }
+            if ready.wantsSnapshotImage { prepareImage() }
             let batch = StorageBatch(ready)
             var applied: [AppliedEntry] = []
             if !batch.isEmpty {
@@ -656,13 +663,13 @@ public actor RaftNode {
                     // Watchers cannot be told the changes a snapshot skipped: they resume.
                     watches.endAll(.lagged)
                     counters.snapshotsInstalled += 1
-                    raft.snapshotInstalled(snapshot.metadata)
-                    failProposals(through: snapshot.metadata.index, with: NodeError.outcomeUnknown)
-                    advanceApplied(to: snapshot.metadata.index)
+                    raft.snapshotInstalled(snapshot)
+                    failProposals(through: snapshot.index, with: NodeError.outcomeUnknown)
+                    advanceApplied(to: snapshot.index)
                 }
                 if let last = batch.entries.last { raft.persisted(upTo: last.index, term: last.term) }
             }
-            for message in ready.messagesAfterPersist { send(message) }
+            for message in ready.messagesAfterPersist { dispatch(message) }
             watches.publish(applied.flatMap(\.events))
             for entry in applied { resolve(entry) }
             if let last = batch.committedEntries.last { advanceApplied(to: last.index) }
@@ -845,24 +852,64 @@ public actor RaftNode {
             appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold,
             snapshotRetryAt.map({ ContinuousClock.now >= $0 }) ?? true
         else { return }
-        // The state is read off the actor (a read transaction, while writes go on).
-        snapshotting = true
+        heldSnapshot = (appliedIndex, ContinuousClock.now)
+        compactHeldSnapshotIfCaughtUp()
+    }
+
+    // MARK: Images for followers
+
+    /// A message as it leaves: a snapshot chunk gets its bytes from the prepared image here
+    /// (the instance only says which range). A chunk of an image that has been replaced is
+    /// dropped: Raft restarts that transfer with the new one.
+    func dispatch(_ message: Raft.Message) {
+        guard case .snapshotChunk(var chunk) = message.kind, chunk.needsData else {
+            send(message)
+            return
+        }
+        do {
+            guard let bytes = try storage.snapshotImageBytes(index: chunk.metadata.index, offset: chunk.offset, length: chunk.length),
+                bytes.count == chunk.length
+            else { return }
+            chunk.data = bytes
+        } catch {
+            logger.error("reading the snapshot image failed", metadata: ["error": "\(error)", "index": "\(chunk.metadata.index)"])
+            return
+        }
+        counters.snapshotBytesSent += chunk.length
+        var filled = message
+        filled.kind = .snapshotChunk(chunk)
+        send(filled)
+    }
+
+    /// Writes an image of the applied state for followers the log no longer reaches, off the
+    /// actor (one read transaction, streamed to a file); Raft then streams it to them.
+    func prepareImage() {
+        guard !preparingImage, !stopped, snapshotRetryAt.map({ ContinuousClock.now >= $0 }) ?? true else { return }
+        preparingImage = true
         let storage = self.storage
         Task {
-            let captured = await Task.detached { Result { try storage.snapshotData() } }.value
-            self.finishSnapshot(captured)
+            let clock = ContinuousClock()
+            let started = clock.now
+            let prepared = await Task.detached { Result { try storage.prepareSnapshotImage() } }.value
+            self.imagePrepared(prepared, milliseconds: Int((clock.now - started) / .milliseconds(1)))
         }
     }
 
-    func finishSnapshot(_ captured: Result<(index: Raft.Index, data: [UInt8]), any Error>) {
-        snapshotting = false
+    func imagePrepared(_ prepared: Result<(index: Raft.Index, bytes: Int), any Error>, milliseconds: Int) {
+        preparingImage = false
         guard !stopped else { return }
-        switch captured {
-        case .success(let (index, data)):
-            heldSnapshot = (index, data, ContinuousClock.now)
-            compactHeldSnapshotIfCaughtUp()
+        switch prepared {
+        case .success(let (index, bytes)):
+            snapshotBackoffMs = 0
+            snapshotRetryAt = nil
+            counters.snapshotImagesPrepared += 1
+            let image = raft.snapshotImagePrepared(index: index, bytes: bytes)
+            logger.info(
+                "snapshot image written for followers",
+                metadata: ["index": "\(index)", "bytes": "\(bytes)", "ms": "\(milliseconds)", "used": "\(image != nil)"])
+            pump()
         case .failure(let error):
-            snapshotFailed("taking a snapshot for log compaction failed", error)
+            snapshotFailed("writing a snapshot image for a follower failed", error)
         }
     }
 
@@ -879,13 +926,13 @@ public actor RaftNode {
             ])
     }
 
-    /// Compacts the log through a held snapshot; its storage half (deleting the prefix) runs
-    /// off the actor, and no other compaction starts until it is done.
-    func compactHeld(_ held: (index: Raft.Index, data: [UInt8], since: ContinuousClock.Instant)) {
+    /// Compacts the log through a held index; its storage half (deleting the prefix) runs off
+    /// the actor, and no other compaction starts until it is done.
+    func compactHeld(_ held: (index: Raft.Index, since: ContinuousClock.Instant)) {
         snapshotting = true
         Task {
             do {
-                _ = try await self.compact(through: held.index, data: held.data)
+                _ = try await self.compact(through: held.index)
                 self.snapshotBackoffMs = 0
                 self.snapshotRetryAt = nil
             } catch {
@@ -909,24 +956,27 @@ public actor RaftNode {
         compactHeld(held)
     }
 
-    /// Compacts the log through `index` with the state captured there; nothing when the last
-    /// snapshot already covers it. Returns the snapshot now in force.
+    /// Compacts the log through `index` (applied); nothing when the last snapshot already
+    /// covers it. Returns the snapshot now in force.
     ///
     /// Raft's log is compacted at once; the store deletes the prefix off the actor (a hundred
     /// thousand rows take long enough to delay heartbeats past an election timeout). Until it
     /// is done the store still holds entries Raft no longer needs, which is harmless.
-    func compact(through index: Raft.Index, data: [UInt8]) async throws -> Raft.SnapshotMetadata {
+    func compact(through index: Raft.Index) async throws -> Raft.SnapshotMetadata {
         guard index > raft.snapshotMetadata.index else { return raft.snapshotMetadata }
         do {
-            let metadata = try raft.compact(through: index, data: data)
+            // The store first: if it fails, Raft's log stays as it was and the next attempt comes.
+            let metadata = try raft.compaction(through: index)
             let storage = self.storage
             let clock = ContinuousClock()
             let started = clock.now
             try await Task.detached { try storage.compacted(metadata) }.value
+            // (A snapshot installed meanwhile may have moved Raft past it.)
+            if metadata.index > raft.snapshotMetadata.index { try raft.compact(through: metadata.index) }
             logger.info(
                 "log compacted",
                 metadata: [
-                    "through": "\(metadata.index)", "bytes": "\(data.count)", "term": "\(raft.term)",
+                    "through": "\(metadata.index)", "term": "\(raft.term)",
                     "storage_ms": "\(Int((clock.now - started) / .milliseconds(1)))",
                 ])
             return metadata
@@ -936,14 +986,22 @@ public actor RaftNode {
         }
     }
 
-    /// Snapshots the applied state and compacts the log through it (`aspen cluster snapshot`).
-    /// The state is read off the actor, as for automatic compaction. Returns the snapshot's
-    /// index, term and size; nothing new to snapshot returns the last one.
+    /// Compacts the log through the applied state and writes an image of it for followers
+    /// (`aspen cluster snapshot`), off the actor. Returns the compaction's index and term, and
+    /// the image's size.
     @discardableResult
     public func snapshotNow() async throws -> (index: Raft.Index, term: Raft.Term, bytes: Int) {
+        let metadata = try await compact(through: appliedIndex)
         let storage = self.storage
-        let (index, data) = try await Task.detached { try storage.snapshotData() }.value
-        let metadata = try await compact(through: index, data: data)
-        return (metadata.index, metadata.term, data.count)
+        let prepared: (index: Raft.Index, bytes: Int)
+        do {
+            prepared = try await Task.detached { try storage.prepareSnapshotImage() }.value
+        } catch {
+            throw NodeError.refused("the snapshot image could not be written: \(error)")
+        }
+        counters.snapshotImagesPrepared += 1
+        raft.snapshotImagePrepared(index: prepared.index, bytes: prepared.bytes)
+        pump()
+        return (metadata.index, metadata.term, prepared.bytes)
     }
 }

@@ -1,41 +1,70 @@
 import AspenCore
 
 extension Raft.Instance {
-    // MARK: Leader: sending a snapshot in chunks
+    // MARK: Leader: streaming an image
 
-    /// The follower needs entries that were compacted: switch it to the snapshot state and send
-    /// the first chunk. One chunk is in flight at a time; each acknowledgement asks for the next.
-    mutating func startSnapshot(to follower: NodeID) {
-        guard var pr = progress[follower] else { return }
-        if pr.state != .snapshot || pr.snapshotIndex != snapshot.metadata.index {
-            pr.becomeSnapshot(index: snapshot.metadata.index)
-            progress[follower] = pr
-        }
-        sendSnapshotChunk(to: follower)
+    /// The image followers may still catch up from: the log holds every entry after it.
+    var usableImage: Raft.SnapshotImage? {
+        guard let image, image.metadata.index >= log.snapshotIndex else { return nil }
+        return image
     }
 
-    private mutating func sendSnapshotChunk(to follower: NodeID) {
-        guard var pr = progress[follower], pr.state == .snapshot else { return }
-        let total = snapshot.data.count
-        let start = min(pr.snapshotOffset, total)
-        let end = min(start + config.limits.raftSnapshotChunkBytes, total)
-        let chunk = Raft.SnapshotChunk(
-            metadata: snapshot.metadata, totalBytes: total, offset: start, data: Array(snapshot.data[start..<end]))
-        send(to: follower, .snapshotChunk(chunk))
-        pr.snapshotChunkInFlight = true
-        pr.snapshotSentTick = ticks
+    /// The follower needs entries that were compacted: switch it to the snapshot state and
+    /// stream it the current image, or ask the shell for one (`Ready.wantsSnapshotImage`).
+    mutating func startSnapshot(to follower: NodeID) {
+        guard var pr = progress[follower] else { return }
+        let current = usableImage?.metadata.index ?? 0
+        if pr.state != .snapshot || pr.snapshotIndex != current {
+            pr.becomeSnapshot(index: current, tick: ticks)
+            progress[follower] = pr
+        }
+        guard current != 0 else {
+            requestImage()
+            return
+        }
+        sendSnapshotChunks(to: follower)
+    }
+
+    /// Asks the shell for an image, at most once per retry interval while none comes.
+    private mutating func requestImage() {
+        if let asked = imageRequestTick, ticks - asked < UInt64(config.appendRetryTicks) { return }
+        imageRequestTick = ticks
+        imageRequested = true
+    }
+
+    /// Sends chunks until `raftSnapshotChunksInFlightMax` are unconfirmed. The chunks carry no
+    /// bytes: the shell reads them from the image as they leave.
+    private mutating func sendSnapshotChunks(to follower: NodeID) {
+        guard var pr = progress[follower], pr.state == .snapshot, let image = usableImage, pr.snapshotIndex == image.metadata.index
+        else { return }
+        let chunkBytes = config.limits.raftSnapshotChunkBytes
+        let window = chunkBytes * config.limits.raftSnapshotChunksInFlightMax
+        while pr.snapshotOffset < image.bytes && pr.snapshotOffset - pr.snapshotAcked < window {
+            let length = min(chunkBytes, image.bytes - pr.snapshotOffset)
+            send(
+                to: follower,
+                .snapshotChunk(
+                    Raft.SnapshotChunk(metadata: image.metadata, totalBytes: image.bytes, offset: pr.snapshotOffset, length: length)))
+            pr.snapshotOffset += length
+        }
         progress[follower] = pr
     }
 
-    /// Resends a chunk that has gone unanswered, and restarts transfers of a snapshot that has
-    /// since been replaced by a newer one.
+    /// Restarts transfers whose image is gone (the log was compacted past it) or never came,
+    /// and goes back to the last confirmed byte of a transfer that stopped moving (a chunk or
+    /// its answer was lost).
     mutating func retransmitStalledSnapshots() {
+        guard role == .leader else { return }
         for member in membership.allMembers where member != id {
-            guard let pr = progress[member], pr.state == .snapshot else { continue }
-            if pr.snapshotIndex != snapshot.metadata.index {
+            guard var pr = progress[member], pr.state == .snapshot else { continue }
+            let current = usableImage?.metadata.index ?? 0
+            if pr.snapshotIndex != current || current == 0 {
                 startSnapshot(to: member)
-            } else if pr.snapshotChunkInFlight && ticks - pr.snapshotSentTick >= UInt64(config.appendRetryTicks) {
-                sendSnapshotChunk(to: member)
+            } else if pr.snapshotOffset > pr.snapshotAcked && ticks - pr.snapshotProgressTick >= UInt64(config.appendRetryTicks) {
+                pr.snapshotOffset = pr.snapshotAcked
+                pr.snapshotProgressTick = ticks
+                progress[member] = pr
+                sendSnapshotChunks(to: member)
             }
         }
     }
@@ -52,20 +81,32 @@ extension Raft.Instance {
             sendAppend(to: follower, evenIfEmpty: true)
             return
         }
-        guard pr.state == .snapshot else { return }
-        if response.snapshotIndex != pr.snapshotIndex || response.snapshotIndex != snapshot.metadata.index {
+        // Answers about another image, or reordered old answers, change nothing.
+        guard pr.state == .snapshot, pr.snapshotIndex != 0, response.snapshotIndex == pr.snapshotIndex else {
             progress[follower] = pr
-            startSnapshot(to: follower)
             return
         }
-        pr.snapshotOffset = response.nextOffset
-        pr.snapshotChunkInFlight = false
+        if response.nextOffset > pr.snapshotAcked {
+            // (A late answer may confirm bytes past a rewind.)
+            let confirmed = min(response.nextOffset, usableImage?.bytes ?? pr.snapshotOffset)
+            pr.snapshotAcked = confirmed
+            pr.snapshotOffset = max(pr.snapshotOffset, confirmed)
+            pr.snapshotProgressTick = ticks
+        } else if response.nextOffset == 0 && pr.snapshotAcked > 0 {
+            // The follower lost what it had staged (it restarted): start over.
+            pr.snapshotAcked = 0
+            pr.snapshotOffset = 0
+            pr.snapshotProgressTick = ticks
+        }
         progress[follower] = pr
-        sendSnapshotChunk(to: follower)
+        sendSnapshotChunks(to: follower)
     }
 
-    // MARK: Follower: receiving a snapshot
+    // MARK: Follower: receiving an image
 
+    /// Each chunk that continues the image being received goes to the shell to stage
+    /// (`Ready.snapshotChunksReceived`); the last one makes the staged image the state
+    /// (`Ready.snapshot`). Raft keeps only the count of bytes received.
     mutating func handleSnapshotChunk(_ chunk: Raft.SnapshotChunk, from leaderID: NodeID) {
         let metadata = chunk.metadata
         func answer(_ nextOffset: Int, match: Raft.Index? = nil) {
@@ -78,39 +119,37 @@ extension Raft.Instance {
             answer(chunk.totalBytes, match: log.committed)
             return
         }
-        guard chunk.totalBytes <= config.limits.raftSnapshotBytesMax,
-            chunk.offset + chunk.data.count <= chunk.totalBytes
+        guard !chunk.needsData, chunk.length > 0, chunk.offset <= chunk.totalBytes, chunk.length <= chunk.totalBytes - chunk.offset
         else {
             answer(0)
             return
         }
-        if incomingSnapshot?.metadata != metadata {
+        if incomingSnapshot?.metadata != metadata || incomingSnapshot?.totalBytes != chunk.totalBytes {
             guard chunk.offset == 0 else {
                 answer(0)
                 return
             }
-            incomingSnapshot = Raft.Snapshot(metadata: metadata, data: [])
-            incomingSnapshot?.data.reserveCapacity(chunk.totalBytes)
+            incomingSnapshot = Raft.IncomingSnapshot(metadata: metadata, totalBytes: chunk.totalBytes, received: 0)
         }
-        let received = incomingSnapshot?.data.count ?? 0
+        let received = incomingSnapshot?.received ?? 0
         guard chunk.offset == received else {
             answer(received)
             return
         }
-        incomingSnapshot?.data.append(contentsOf: chunk.data)
-        guard chunk.isLast, let complete = incomingSnapshot else {
-            answer(received + chunk.data.count)
+        outbox.snapshotChunksReceived.append(chunk)
+        guard chunk.isLast else {
+            incomingSnapshot?.received = received + chunk.length
+            answer(received + chunk.length)
             return
         }
         incomingSnapshot = nil
-        restore(complete)
+        restore(metadata)
         answer(chunk.totalBytes, match: log.committed)
     }
 
-    /// Adopts a received snapshot: the log is replaced, unless it already holds the snapshot's
-    /// last entry, in which case only the commit index moves.
-    private mutating func restore(_ received: Raft.Snapshot) {
-        let metadata = received.metadata
+    /// Adopts a received image: the log is replaced, unless it already holds the image's last
+    /// entry, in which case only the commit index moves.
+    private mutating func restore(_ metadata: Raft.SnapshotMetadata) {
         if log.matches(index: metadata.index, term: metadata.term) {
             advanceCommit(to: metadata.index)
             return
@@ -119,8 +158,23 @@ extension Raft.Instance {
         membership = metadata.membership
         snapshotMembership = metadata.membership
         membershipHistory = []
-        snapshot = received
-        snapshotToInstall = received
+        snapshot = metadata
+        image = nil
+        snapshotToInstall = metadata
         appliedHandedOut = metadata.index
+    }
+
+    /// The membership in force once the entries through `index` apply (committed `index`).
+    func membership(at index: Raft.Index) -> Raft.Membership {
+        membershipHistory.last(where: { $0.index <= index })?.membership ?? snapshotMembership
+    }
+}
+
+extension Raft {
+    /// What a follower knows of the image it is receiving.
+    struct IncomingSnapshot: Sendable, Equatable {
+        var metadata: SnapshotMetadata
+        var totalBytes: Int
+        var received: Int
     }
 }

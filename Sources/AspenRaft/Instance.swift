@@ -64,10 +64,15 @@ extension Raft {
         /// appended twice.
         var forwardedHighWater: [NodeID: ProposalContext] = [:]
 
-        // Snapshots.
-        var snapshot: Snapshot
-        var incomingSnapshot: Snapshot?
-        var snapshotToInstall: Snapshot?
+        // Snapshots: where the log was compacted; the image a leader streams to followers the
+        // log no longer reaches, and whether (and when) one was last asked of the shell; the
+        // image this follower is receiving, and one received for the shell to install.
+        var snapshot: SnapshotMetadata
+        var image: SnapshotImage?
+        var imageRequested = false
+        var imageRequestTick: UInt64?
+        var incomingSnapshot: IncomingSnapshot?
+        var snapshotToInstall: SnapshotMetadata?
 
         // Output not yet collected by `ready()`.
         var outbox = Ready()
@@ -79,7 +84,7 @@ extension Raft {
             config.validate()
             self.config = config
             self.random = SplitMix64(seed: config.seed ^ 0xA5BE_2D11_0F00_D5E7)
-            let metadata = state.snapshot.metadata
+            let metadata = state.snapshot
             self.term = state.hardState.term
             self.vote = state.hardState.vote
             self.log = Log(
@@ -111,7 +116,10 @@ extension Raft {
         public var persistedIndex: Index { log.stable }
         /// Committed entries through this index have been handed to the shell to apply.
         public var appliedIndex: Index { appliedHandedOut }
-        public var snapshotMetadata: SnapshotMetadata { snapshot.metadata }
+        public var snapshotMetadata: SnapshotMetadata { snapshot }
+        /// The image this leader streams to followers that need one, if it has one the log
+        /// still follows.
+        public var snapshotImage: SnapshotImage? { usableImage }
         public var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
         public var isLeader: Bool { role == .leader }
 
@@ -121,7 +129,8 @@ extension Raft {
 
         /// True if there is anything for `ready()` to return.
         public var hasReady: Bool {
-            broadcastRequested || readRoundRequested || !outbox.isEmpty || snapshotToInstall != nil || !forwardQueue.isEmpty
+            broadcastRequested || readRoundRequested || !outbox.isEmpty || snapshotToInstall != nil || imageRequested
+                || !forwardQueue.isEmpty
                 || log.handedOut < log.lastIndex || hardState != lastHardState
                 || appliedHandedOut < log.committed
         }
@@ -152,6 +161,10 @@ extension Raft {
             if let install = snapshotToInstall {
                 ready.snapshot = install
                 snapshotToInstall = nil
+            }
+            if imageRequested {
+                ready.wantsSnapshotImage = true
+                imageRequested = false
             }
             if log.handedOut < log.lastIndex {
                 // Bounded: what does not fit follows in the next Ready (`hasReady` stays true).
@@ -213,27 +226,52 @@ extension Raft {
             precondition(metadata.index <= log.committed, "installed a snapshot ahead of the commit index")
         }
 
-        /// The shell has taken a snapshot of its state machine at `index` (which it has applied
-        /// and persisted): the log through `index` is dropped, and the snapshot is what followers
-        /// that fall behind it will receive. Returns the metadata for the shell to store with it.
+        /// The shell has made the state machine through `index` durable (it applied it): the log
+        /// through `index` is dropped. Followers that fall behind it then catch up from an image
+        /// (`snapshotImagePrepared`). Returns the metadata for the shell to store.
         @discardableResult
-        public mutating func compact(through index: Index, data: [UInt8]) throws(CompactionError) -> SnapshotMetadata {
+        public mutating func compact(through index: Index) throws(CompactionError) -> SnapshotMetadata {
+            let metadata = try compaction(through: index)
+            log.compact(through: index)
+            membershipHistory.removeAll { $0.index <= index }
+            snapshotMembership = metadata.membership
+            snapshot = metadata
+            return metadata
+        }
+
+        /// What `compact(through:)` would record, without compacting: a shell stores it first,
+        /// so that a store that fails leaves Raft's log as it was, and the next attempt comes.
+        public func compaction(through index: Index) throws(CompactionError) -> SnapshotMetadata {
             guard index > log.snapshotIndex else {
                 throw .alreadyCompacted(index: index, snapshotIndex: log.snapshotIndex)
             }
             let limit = min(appliedHandedOut, log.stable, log.committed)
             guard index <= limit else { throw .notApplied(index: index, applied: limit) }
-            guard data.count <= config.limits.raftSnapshotBytesMax else {
-                throw .snapshotTooLarge(bytes: data.count, limit: config.limits.raftSnapshotBytesMax)
+            return SnapshotMetadata(index: index, term: log.term(at: index)!, membership: membership(at: index))
+        }
+
+        /// The shell has written an image of its state machine as of `index` (which it has
+        /// applied), `bytes` long, that it can read back by byte range. A leader streams it to
+        /// the followers the log no longer reaches. Returns the image, or nil if it is of no
+        /// use (the log was compacted past `index` meanwhile, or it is empty): the shell drops
+        /// it, and Raft asks again if it still needs one.
+        @discardableResult
+        public mutating func snapshotImagePrepared(index: Index, bytes: Int) -> SnapshotImage? {
+            guard bytes > 0, index >= log.snapshotIndex, index <= appliedHandedOut, let entryTerm = log.term(at: index) else {
+                return nil
             }
-            let entryTerm = log.term(at: index)!
-            let membershipThen = membershipHistory.last(where: { $0.index <= index })?.membership ?? snapshotMembership
-            log.compact(through: index)
-            membershipHistory.removeAll { $0.index <= index }
-            snapshotMembership = membershipThen
-            snapshot = Snapshot(
-                metadata: SnapshotMetadata(index: index, term: entryTerm, membership: membershipThen), data: data)
-            return snapshot.metadata
+            let prepared = SnapshotImage(
+                metadata: SnapshotMetadata(index: index, term: entryTerm, membership: membership(at: index)), bytes: bytes)
+            image = prepared
+            imageRequestTick = nil
+            if role == .leader {
+                for member in membership.allMembers where member != id {
+                    guard let pr = progress[member], pr.state == .snapshot, pr.snapshotIndex < log.snapshotIndex || pr.snapshotIndex == 0
+                    else { continue }
+                    startSnapshot(to: member)
+                }
+            }
+            return prepared
         }
 
         // MARK: Helpers

@@ -22,11 +22,12 @@ extension Raft {
         /// Heard from since the last CheckQuorum round.
         var recentActive = false
         var readRoundAcked: UInt64 = 0
-        // Snapshot state.
+        // Snapshot state: the image being sent (0 while the shell prepares one), the next byte
+        // to send, the bytes the follower has confirmed, and when the transfer last moved.
         var snapshotIndex: Index = 0
         var snapshotOffset = 0
-        var snapshotSentTick: UInt64 = 0
-        var snapshotChunkInFlight = false
+        var snapshotAcked = 0
+        var snapshotProgressTick: UInt64 = 0
 
         init(next: Index) { self.next = next }
 
@@ -47,7 +48,6 @@ extension Raft {
             state = .probe
             probeSent = false
             inflight.removeAll(keepingCapacity: true)
-            snapshotChunkInFlight = false
         }
 
         mutating func becomeReplicate() {
@@ -57,11 +57,13 @@ extension Raft {
             inflight.removeAll(keepingCapacity: true)
         }
 
-        mutating func becomeSnapshot(index: Index) {
+        /// Starts sending the image at `index` from its first byte (index 0: none is ready yet).
+        mutating func becomeSnapshot(index: Index, tick: UInt64) {
             state = .snapshot
             snapshotIndex = index
             snapshotOffset = 0
-            snapshotChunkInFlight = false
+            snapshotAcked = 0
+            snapshotProgressTick = tick
             inflight.removeAll(keepingCapacity: true)
         }
 

@@ -63,7 +63,6 @@ extension Raft {
     public enum CompactionError: Error, Sendable, Equatable, CustomStringConvertible {
         case notApplied(index: Index, applied: Index)
         case alreadyCompacted(index: Index, snapshotIndex: Index)
-        case snapshotTooLarge(bytes: Int, limit: Int)
 
         public var description: String {
             switch self {
@@ -71,8 +70,6 @@ extension Raft {
                 return "cannot snapshot at \(index): only \(applied) has been applied and persisted"
             case .alreadyCompacted(let index, let snapshotIndex):
                 return "cannot snapshot at \(index): the log is already compacted through \(snapshotIndex)"
-            case .snapshotTooLarge(let bytes, let limit):
-                return "snapshot of \(bytes) bytes exceeds raftSnapshotBytesMax (\(limit))"
             }
         }
     }

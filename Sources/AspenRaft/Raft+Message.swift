@@ -119,17 +119,28 @@ extension Raft {
         }
     }
 
+    /// Bytes `offset ..< offset + length` of the image `metadata` describes. The leader's
+    /// instance leaves `data` empty and asks for `length` bytes: its shell reads them from the
+    /// image before the message leaves (`Ready.messages`). A received chunk carries its data.
     public struct SnapshotChunk: Sendable, Equatable {
         public var metadata: SnapshotMetadata
         public var totalBytes: Int
         public var offset: Int
+        public var length: Int
         public var data: [UInt8]
-        public var isLast: Bool { offset + data.count == totalBytes }
+        public var isLast: Bool { offset + length == totalBytes }
+        /// The shell has yet to read this chunk's bytes from its image.
+        public var needsData: Bool { data.count != length }
 
         public init(metadata: SnapshotMetadata, totalBytes: Int, offset: Int, data: [UInt8]) {
+            self.init(metadata: metadata, totalBytes: totalBytes, offset: offset, length: data.count, data: data)
+        }
+
+        public init(metadata: SnapshotMetadata, totalBytes: Int, offset: Int, length: Int, data: [UInt8] = []) {
             self.metadata = metadata
             self.totalBytes = totalBytes
             self.offset = offset
+            self.length = length
             self.data = data
         }
     }

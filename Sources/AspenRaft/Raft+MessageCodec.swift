@@ -60,6 +60,7 @@ extension Raft.Message {
             Raft.encode(chunk.metadata.membership, into: &writer)
             writer.writeVarint(UInt64(chunk.totalBytes))
             writer.writeVarint(UInt64(chunk.offset))
+            precondition(!chunk.needsData, "a snapshot chunk left without its bytes")
             writer.writeBytes(chunk.data)
         case .snapshotResponse(let response):
             writer.write(10)
@@ -140,17 +141,18 @@ extension Raft.Message {
             let index = try reader.readVarint()
             let term = try reader.readVarint()
             let membership = try Raft.decodeMembership(from: &reader, limits: limits)
-            let total = try reader.readCount(limit: limits.raftSnapshotBytesMax)
+            // An image is as large as the state: no bound but the disk's.
+            let total = try reader.readCount(limit: Int.max)
             let offset = try reader.readCount(limit: total)
             let data = try reader.readBytes(limit: limits.raftSnapshotChunkBytes)
-            guard offset + data.count <= total else { throw .invalid("snapshot chunk overruns its snapshot") }
+            guard data.count <= total - offset else { throw .invalid("snapshot chunk overruns its snapshot") }
             return .snapshotChunk(
                 Raft.SnapshotChunk(
                     metadata: Raft.SnapshotMetadata(index: index, term: term, membership: membership), totalBytes: total,
                     offset: offset, data: data))
         case 10:
             let snapshotIndex = try reader.readVarint()
-            let next = try reader.readCount(limit: limits.raftSnapshotBytesMax)
+            let next = try reader.readCount(limit: Int.max)
             let hasMatch = try reader.readBool()
             let match = try reader.readVarint()
             return .snapshotResponse(Raft.SnapshotResponse(snapshotIndex: snapshotIndex, nextOffset: next, matchIndex: hasMatch ? match : nil))

@@ -5,8 +5,10 @@ extension Raft {
     ///
     /// The shell handles one Ready at a time, in order, and each one in this order:
     ///
-    /// 1. **Persist**: install `snapshot` (if any), then write `entries` (replacing any stored
-    ///    entries at the same or higher indexes) and `hardState`, in one durable write.
+    /// 1. **Persist**: stage `snapshotChunksReceived` in order and install the staged image
+    ///    `snapshot` describes (if any), then write `entries` (replacing any stored entries at
+    ///    the same or higher indexes) and `hardState`, in one durable write. Chunks in `messages`
+    ///    whose `needsData` is set get their bytes from the shell's image before they leave.
     ///    `messages` may be sent while this write is in flight (see
     ///    `Message.maySendBeforePersist`): the leader's own replication traffic, which is safe to
     ///    send before the leader's copy is durable (the leader counts itself toward a quorum only
@@ -17,10 +19,17 @@ extension Raft {
     ///    durable transaction as step 1), and serve `readStates` once the state machine has applied
     ///    their index. Fail the reads in `droppedReads`.
     /// 4. **Advance**: report `persisted(upTo:term:)` for the last entry written and
-    ///    `snapshotInstalled(_:)` for an installed snapshot.
+    ///    `snapshotInstalled(_:)` for an installed snapshot. When `wantsSnapshotImage` is set,
+    ///    write an image of the applied state (off the loop) and report it with
+    ///    `snapshotImagePrepared(index:bytes:)`.
     public struct Ready: Sendable {
         public var hardState: HardState?
-        public var snapshot: Snapshot?
+        /// Install the image staged from `snapshotChunksReceived` (of this and earlier Readies).
+        public var snapshot: SnapshotMetadata?
+        /// Chunks of an image being received, in order, to stage.
+        public var snapshotChunksReceived: [SnapshotChunk] = []
+        /// A leader needs an image of the applied state for a follower the log no longer reaches.
+        public var wantsSnapshotImage = false
         public var entries: [Entry] = []
         public var messages: [Message] = []
         public var messagesAfterPersist: [Message] = []
@@ -36,11 +45,11 @@ extension Raft {
         public init() {}
 
         /// True when something must be written before `messagesAfterPersist` may leave.
-        public var needsPersist: Bool { hardState != nil || snapshot != nil || !entries.isEmpty }
+        public var needsPersist: Bool { hardState != nil || snapshot != nil || !snapshotChunksReceived.isEmpty || !entries.isEmpty }
 
         public var isEmpty: Bool {
             !needsPersist && messages.isEmpty && messagesAfterPersist.isEmpty && committedEntries.isEmpty
-                && readStates.isEmpty && droppedReads.isEmpty && forwardedProposals.isEmpty
+                && readStates.isEmpty && droppedReads.isEmpty && forwardedProposals.isEmpty && !wantsSnapshotImage
         }
     }
 

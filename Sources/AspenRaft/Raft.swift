@@ -79,14 +79,16 @@ extension Raft {
         }
     }
 
-    /// The state machine's image at `metadata.index`; its bytes are opaque to Raft.
-    public struct Snapshot: Sendable, Equatable {
+    /// An image of the state machine at `metadata.index` that the shell has written and can
+    /// read back in byte ranges: what a leader streams to a follower whose next entry was
+    /// compacted away. Raft never holds its bytes, only their count.
+    public struct SnapshotImage: Sendable, Equatable {
         public var metadata: SnapshotMetadata
-        public var data: [UInt8]
+        public var bytes: Int
 
-        public init(metadata: SnapshotMetadata, data: [UInt8]) {
+        public init(metadata: SnapshotMetadata, bytes: Int) {
             self.metadata = metadata
-            self.data = data
+            self.bytes = bytes
         }
     }
 
@@ -111,13 +113,14 @@ extension Raft {
     /// The durable state a node restarts from (what the shell persisted from earlier Readies).
     public struct PersistentState: Sendable {
         public var hardState: HardState
-        public var snapshot: Snapshot
-        /// Entries after `snapshot.metadata.index`, contiguous.
+        /// Where the log was last compacted: the log holds the entries after it.
+        public var snapshot: SnapshotMetadata
+        /// Entries after `snapshot.index`, contiguous.
         public var entries: [Entry]
         /// The last index the state machine has applied (at least the snapshot's index).
         public var appliedIndex: Index
 
-        public init(hardState: HardState, snapshot: Snapshot, entries: [Entry], appliedIndex: Index) {
+        public init(hardState: HardState, snapshot: SnapshotMetadata, entries: [Entry], appliedIndex: Index) {
             self.hardState = hardState
             self.snapshot = snapshot
             self.entries = entries
@@ -128,7 +131,7 @@ extension Raft {
         public static func bootstrap(_ membership: Membership) -> PersistentState {
             PersistentState(
                 hardState: HardState(),
-                snapshot: Snapshot(metadata: SnapshotMetadata(index: 0, term: 0, membership: membership), data: []),
+                snapshot: SnapshotMetadata(index: 0, term: 0, membership: membership),
                 entries: [], appliedIndex: 0)
         }
 

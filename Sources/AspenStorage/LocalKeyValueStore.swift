@@ -18,7 +18,7 @@ public final class LocalKeyValueStore: KeyValueStore {
         self.limits = limits
         self.nowMs = nowMs
         if let state = try storage.load() {
-            let last = state.entries.last.map { ($0.term, $0.index) } ?? (state.snapshot.metadata.term, state.snapshot.metadata.index)
+            let last = state.entries.last.map { ($0.term, $0.index) } ?? (state.snapshot.term, state.snapshot.index)
             position.withLock { $0 = (max(1, last.0), last.1) }
         } else {
             try storage.bootstrap(.bootstrap(Raft.Membership(voters: [1])))

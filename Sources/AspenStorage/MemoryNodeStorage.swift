@@ -5,7 +5,8 @@ import Synchronization
 
 /// The node store in memory, with `SQLiteNodeStorage`'s semantics: a `commit` is atomic (it
 /// happens whole or, if it throws, not at all), and "crashing" keeps exactly the commits that
-/// returned. For the simulator and fast tests.
+/// returned. Snapshot images are whole byte arrays here (the SQLite store streams them from
+/// files); as there, they do not outlive a restart (`load`). For the simulator and fast tests.
 public final class MemoryNodeStorage: NodeStorage {
     struct State: Sendable {
         var hardState = Raft.HardState()
@@ -14,6 +15,10 @@ public final class MemoryNodeStorage: NodeStorage {
         var applied: Raft.Index = 0
         var kv = MemoryKVBackend()
         var bootstrapped = false
+        /// The image being received, and its bytes so far.
+        var staged: (image: StagedImage, data: Bytes)?
+        /// The image prepared last, for `snapshotImageBytes`.
+        var prepared: (index: Raft.Index, data: Bytes)?
     }
 
     private let state = Mutex(State())
@@ -21,26 +26,15 @@ public final class MemoryNodeStorage: NodeStorage {
 
     public init(limits: Limits = .standard) { self.limits = limits }
 
+    /// A load is a restart: the images staged or prepared before it are gone, as the SQLite
+    /// store's files are when it opens.
     public func load() throws -> Raft.PersistentState? {
         state.withLock { state in
+            state.staged = nil
+            state.prepared = nil
             guard state.bootstrapped else { return nil }
-            guard state.snapshot.index > 0 else {
-                return Raft.PersistentState(
-                    hardState: state.hardState, snapshot: Raft.Snapshot(metadata: state.snapshot, data: []),
-                    entries: state.entries, appliedIndex: state.applied)
-            }
-            // Only the state as of `applied` exists: re-snapshot there, as the SQLite store does.
-            var metadata = state.snapshot
-            for entry in state.entries where entry.index <= state.applied {
-                metadata.term = entry.term
-                if case .membership(let next) = entry.payload { metadata.membership = next }
-            }
-            metadata.index = state.applied
-            state.entries.removeAll { $0.index <= metadata.index }
-            state.snapshot = metadata
             return Raft.PersistentState(
-                hardState: state.hardState, snapshot: Raft.Snapshot(metadata: metadata, data: KVSnapshotOf(state)),
-                entries: state.entries, appliedIndex: state.applied)
+                hardState: state.hardState, snapshot: state.snapshot, entries: state.entries, appliedIndex: state.applied)
         }
     }
 
@@ -52,14 +46,16 @@ public final class MemoryNodeStorage: NodeStorage {
                 && state.snapshot.membership.isEmpty
             guard !state.bootstrapped || untouched else { throw StorageError.invalidBatch("the store is already bootstrapped") }
             state.hardState = initial.hardState
-            state.snapshot = initial.snapshot.metadata
+            state.snapshot = initial.snapshot
             state.entries = initial.entries
             state.applied = initial.appliedIndex
             state.bootstrapped = true
         }
     }
 
-    public func commitsWithoutDisk(_ batch: StorageBatch) -> Bool { batch.entries.isEmpty && batch.snapshot == nil }
+    public func commitsWithoutDisk(_ batch: StorageBatch) -> Bool {
+        batch.entries.isEmpty && batch.snapshot == nil && batch.snapshotChunks.isEmpty
+    }
 
     public func commit(_ batch: StorageBatch) throws -> [AppliedEntry] {
         let limits = self.limits
@@ -70,13 +66,25 @@ public final class MemoryNodeStorage: NodeStorage {
     /// nothing; after that, nothing can fail (the in-memory state machine never throws).
     static func apply(_ batch: StorageBatch, to state: inout State, limits: Limits) throws -> [AppliedEntry] {
         guard state.bootstrapped else { throw StorageError.invalidBatch("the store was never bootstrapped") }
+        var staged = state.staged
+        if !batch.snapshotChunks.isEmpty {
+            let image = try StagedImage.after(batch.snapshotChunks, from: staged?.image)
+            var data = staged?.data ?? []
+            for chunk in batch.snapshotChunks {
+                if chunk.offset == 0 { data = [] }
+                data += chunk.data
+            }
+            staged = image.map { ($0, data) }
+        }
         var installed: (metadata: Raft.SnapshotMetadata, kv: MemoryKVBackend)?
         if let snapshot = batch.snapshot {
+            try StagedImage.requireComplete(staged?.image, for: snapshot)
             do {
-                installed = (snapshot.metadata, MemoryKVBackend(snapshot: try KVSnapshot(decoding: snapshot.data, limits: limits)))
+                installed = (snapshot, MemoryKVBackend(snapshot: try KVSnapshot(decoding: staged?.data ?? [], limits: limits)))
             } catch {
-                throw StorageError.undecodable(file: "memory", what: "snapshot \(snapshot.metadata.index)", detail: "\(error)")
+                throw StorageError.undecodable(file: "memory", what: "snapshot \(snapshot.index)", detail: "\(error)")
             }
+            staged = nil
         }
         let base = installed?.metadata.index ?? state.snapshot.index
         let stored = installed == nil ? state.entries.count : 0
@@ -95,6 +103,7 @@ public final class MemoryNodeStorage: NodeStorage {
             applied = entry.index
         }
         // From here on nothing throws.
+        state.staged = staged
         if let installed {
             state.kv = installed.kv
             state.entries = []
@@ -114,8 +123,33 @@ public final class MemoryNodeStorage: NodeStorage {
         return results
     }
 
-    public func snapshotData() throws -> (index: Raft.Index, data: [UInt8]) {
-        state.withLock { ($0.applied, KVSnapshotOf($0)) }
+    public func prepareSnapshotImage() throws -> (index: Raft.Index, bytes: Int) {
+        state.withLock { state in
+            let image = Self.image(of: state)
+            state.prepared = image
+            return (image.index, image.data.count)
+        }
+    }
+
+    public func snapshotImageBytes(index: Raft.Index, offset: Int, length: Int) throws -> Bytes? {
+        guard offset >= 0, length >= 0 else {
+            throw StorageError.invalidBatch("cannot read \(length) bytes of a snapshot image at byte \(offset)")
+        }
+        return state.withLock { state in
+            guard let prepared = state.prepared, prepared.index == index else { return nil }
+            let start = min(offset, prepared.data.count)
+            return Array(prepared.data[start..<min(prepared.data.count, start + length)])
+        }
+    }
+
+    /// The image of the applied state, with the index it reflects: what the simulator hashes to
+    /// compare members.
+    public func stateImage() -> (index: Raft.Index, data: Bytes) {
+        state.withLock { Self.image(of: $0) }
+    }
+
+    private static func image(of state: State) -> (index: Raft.Index, data: Bytes) {
+        (state.applied, KVSnapshot(of: state.kv).encoded())
     }
 
     public func compacted(_ metadata: Raft.SnapshotMetadata) throws {
@@ -156,11 +190,4 @@ public final class MemoryNodeStorage: NodeStorage {
     public var durableHardState: Raft.HardState { state.withLock { $0.hardState } }
     public var snapshotIndex: Raft.Index { state.withLock { $0.snapshot.index } }
     public var lastIndex: Raft.Index { state.withLock { $0.entries.last?.index ?? $0.snapshot.index } }
-}
-
-/// The snapshot bytes of a memory store's current state (empty before anything was applied,
-/// matching a fresh cluster's snapshot at index 0).
-private func KVSnapshotOf(_ state: MemoryNodeStorage.State) -> [UInt8] {
-    guard state.applied > 0 || state.kv.revision() > 0 else { return [] }
-    return (try? KVSnapshot.capture(from: state.kv).encoded()) ?? []
 }

@@ -4,16 +4,21 @@ import AspenRaft
 
 /// What one Raft Ready asks the store to make durable, and to apply, in one transaction.
 public struct StorageBatch: Sendable {
-    public var snapshot: Raft.Snapshot?
+    /// Install the image staged for this snapshot (from `snapshotChunks` of this batch and
+    /// earlier ones).
+    public var snapshot: Raft.SnapshotMetadata?
+    /// Chunks of an image being received, in order, staged before `snapshot` is installed.
+    public var snapshotChunks: [Raft.SnapshotChunk]
     public var entries: [Raft.Entry]
     public var hardState: Raft.HardState?
     public var committedEntries: [Raft.Entry]
 
     public init(
-        snapshot: Raft.Snapshot? = nil, entries: [Raft.Entry] = [], hardState: Raft.HardState? = nil,
-        committedEntries: [Raft.Entry] = []
+        snapshot: Raft.SnapshotMetadata? = nil, snapshotChunks: [Raft.SnapshotChunk] = [], entries: [Raft.Entry] = [],
+        hardState: Raft.HardState? = nil, committedEntries: [Raft.Entry] = []
     ) {
         self.snapshot = snapshot
+        self.snapshotChunks = snapshotChunks
         self.entries = entries
         self.hardState = hardState
         self.committedEntries = committedEntries
@@ -21,11 +26,13 @@ public struct StorageBatch: Sendable {
 
     public init(_ ready: Raft.Ready) {
         self.init(
-            snapshot: ready.snapshot, entries: ready.entries, hardState: ready.hardState,
-            committedEntries: ready.committedEntries)
+            snapshot: ready.snapshot, snapshotChunks: ready.snapshotChunksReceived, entries: ready.entries,
+            hardState: ready.hardState, committedEntries: ready.committedEntries)
     }
 
-    public var isEmpty: Bool { snapshot == nil && entries.isEmpty && hardState == nil && committedEntries.isEmpty }
+    public var isEmpty: Bool {
+        snapshot == nil && snapshotChunks.isEmpty && entries.isEmpty && hardState == nil && committedEntries.isEmpty
+    }
 }
 
 /// A committed entry after the state machine applied it.
@@ -43,19 +50,24 @@ public struct AppliedEntry: Sendable, Equatable {
 /// SQLite (`SQLiteNodeStorage`) and in memory (`MemoryNodeStorage`: a crash keeps exactly the
 /// commits that returned).
 public protocol NodeStorage: AnyObject, Sendable {
-    /// What Raft restarts from. For a brand-new store, nil.
+    /// What Raft restarts from: the last compaction point, the entries after it and the applied
+    /// index (which may be past the compaction point). For a brand-new store, nil.
     func load() throws -> Raft.PersistentState?
 
     /// Stores the founding state of a new cluster member; refused over anything but a joining
     /// state that has not heard from a cluster yet.
     func bootstrap(_ state: Raft.PersistentState) throws
 
-    /// Installs the snapshot, replaces entries from the first new index and stores the term and
-    /// vote, all durably, before it returns (the commit index may be stored later: a node
-    /// learns it again from the leader); applies the committed entries atomically. The applies
-    /// may reach the disk after the log: after a crash the state can be behind the log, never
-    /// ahead, and `load` gives the applied index to resume from. Returns what each committed
-    /// entry applied.
+    /// Stages the snapshot chunks (a chunk at offset 0 starts a new image; any other must
+    /// continue the staged one exactly, or the batch is refused with `invalidBatch`); installs
+    /// the staged image the snapshot describes (a damaged one is refused with `undecodable`
+    /// and the state stays as it was); replaces entries from the first new index and stores the
+    /// term and vote, all durably, before it returns (the commit index may be stored later: a
+    /// node learns it again from the leader); applies the committed entries atomically. The
+    /// applies may reach the disk after the log: after a crash the state can be behind the log,
+    /// never ahead, and `load` gives the applied index to resume from. Staged chunks are not
+    /// durable: a store that opens again has none, and Raft asks for the image from its start.
+    /// Returns what each committed entry applied.
     func commit(_ batch: StorageBatch) throws -> [AppliedEntry]
 
     /// As `commit(_:)`, and hands the results of the committed entries to `known` as soon as
@@ -69,9 +81,15 @@ public protocol NodeStorage: AnyObject, Sendable {
     /// commit such a batch on its event loop.
     func commitsWithoutDisk(_ batch: StorageBatch) -> Bool
 
-    /// The applied state as snapshot bytes, with the index it reflects, read consistently while
-    /// writes go on.
-    func snapshotData() throws -> (index: Raft.Index, data: [UInt8])
+    /// Writes an image of the applied state (`KVSnapshotImage`), read consistently while
+    /// writes go on, and keeps it to serve `snapshotImageBytes`; it replaces the image prepared
+    /// before. Returns the applied index the image reflects and its size in bytes. A long read
+    /// and write: callers run it off their actor.
+    func prepareSnapshotImage() throws -> (index: Raft.Index, bytes: Int)
+
+    /// Up to `length` bytes from `offset` of the prepared image at `index` (fewer only at its
+    /// end); nil when the image prepared last is another one, or there is none.
+    func snapshotImageBytes(index: Raft.Index, offset: Int, length: Int) throws -> Bytes?
 
     /// Records that Raft compacted through `metadata.index` and drops the log prefix: a long
     /// delete, so callers run it off their actor. It never moves the snapshot back.

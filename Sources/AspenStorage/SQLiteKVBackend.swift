@@ -374,23 +374,4 @@ struct SQLiteKVBackend: KVBackend {
         lastLeaseID = id
         dirty = true
     }
-
-    /// Replaces the whole state by a snapshot's, history and compacted revision included.
-    /// The index must be empty (or rebuilt after this commits).
-    static func install(_ snapshot: KVSnapshot, into db: Database, file: String, group: GroupID, index: KeyIndex) throws {
-        try db.execute(sql: "DELETE FROM kv_history; DELETE FROM leases; DELETE FROM client_sessions; DELETE FROM client_results;")
-        var backend = try SQLiteKVBackend(db, file: file, group: group, index: index, writer: true)
-        for change in snapshot.changes {
-            if let kv = change.keyValue { try backend.write(kv) } else { try backend.remove(change.key, at: change.revision) }
-        }
-        for lease in snapshot.leases { try backend.saveLease(lease) }
-        for session in snapshot.sessions {
-            try backend.saveClientSession(session.record, previous: nil)
-            for (sequence, result) in session.results { try backend.saveSessionResult(session.record.id, sequence: sequence, result) }
-        }
-        backend.setRevision(snapshot.revision)
-        backend.setCompactedRevision(snapshot.compactedRevision)
-        backend.setLeaseSequence(snapshot.leaseSequence)
-        try backend.flush()
-    }
 }

@@ -22,6 +22,8 @@ public final class SQLiteNodeStorage: NodeStorage {
     let pool: DatabasePool
     let checkpointer: Checkpointer
     let log: SegmentedLog
+    /// Images prepared to send and the one being received (`<path>-snapshots`).
+    let snapshots: SnapshotFiles
     let index = KeyIndex()
     let limits: Limits
     /// The term and vote last made durable (nil until known).
@@ -30,6 +32,11 @@ public final class SQLiteNodeStorage: NodeStorage {
     /// Where the log of `group` lives beside the database at `path`.
     public static func logDirectory(_ path: String, group: GroupID = .root) -> String {
         group == .root ? path + "-log" : path + "-log-\(group.rawValue)"
+    }
+
+    /// Where the snapshot images of `group` live beside the database at `path`.
+    public static func snapshotDirectory(_ path: String, group: GroupID = .root) -> String {
+        group == .root ? path + "-snapshots" : path + "-snapshots-\(group.rawValue)"
     }
 
     /// Opens (creating if needed) the database at `path` and its log. Refuses a file that is not
@@ -97,6 +104,7 @@ public final class SQLiteNodeStorage: NodeStorage {
             pool.writeWithoutTransaction { db in checkpointer.install(on: db) }
             self.checkpointer = checkpointer
             log = try SegmentedLog(directory: logDirectory, group: group, limits: limits, segmentBytes: logSegmentBytes)
+            snapshots = try SnapshotFiles(directory: Self.snapshotDirectory(path, group: group))
         } catch let error as StorageError {
             throw error
         } catch let error as DatabaseError {
@@ -253,26 +261,17 @@ public final class SQLiteNodeStorage: NodeStorage {
             }
             var hardState = Raft.HardState(term: row[0], vote: (row[1] as Int64?).map { NodeID(UInt64($0)) }, commit: row[2])
             let applied: Raft.Index = row[3]
-            var metadata = Raft.SnapshotMetadata(index: row[4], term: row[5], membership: membership)
+            let metadata = Raft.SnapshotMetadata(index: row[4], term: row[5], membership: membership)
             let contents = try log.contents()
             // The log is written before the database, so its term and vote are the newer ones.
             if let logged = contents.hardState, logged.term >= hardState.term {
                 hardState = Raft.HardState(term: logged.term, vote: logged.vote, commit: max(logged.commit, hardState.commit))
             }
             lastDurable.withLock { $0 = hardState }
-            var entries = try entriesAfterSnapshot(contents, metadata)
-            var data: [UInt8] = []
-            if metadata.index > 0 {
-                // Only the state as of `applied` exists: re-snapshot there so the snapshot Raft
-                // may send is the true state at its index.
-                let fresh = try resnapshot(applied: applied, metadata: metadata, entries: entries)
-                metadata = fresh.metadata
-                data = fresh.data
-                entries.removeAll { $0.index <= metadata.index }
-            }
+            // Raft may start with its compaction point below the applied index: an image is
+            // written when one is needed, at the applied index of that moment.
             return Raft.PersistentState(
-                hardState: hardState, snapshot: Raft.Snapshot(metadata: metadata, data: data), entries: entries,
-                appliedIndex: applied)
+                hardState: hardState, snapshot: metadata, entries: try entriesAfterSnapshot(contents, metadata), appliedIndex: applied)
         }
     }
 
@@ -352,24 +351,6 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
-    private func resnapshot(applied: Raft.Index, metadata: Raft.SnapshotMetadata, entries: [Raft.Entry]) throws
-        -> Raft.Snapshot
-    {
-        var membership = metadata.membership
-        var term = metadata.term
-        for entry in entries where entry.index <= applied {
-            term = entry.term
-            if case .membership(let next) = entry.payload { membership = next }
-        }
-        let (index, data) = try snapshotData()
-        guard index == applied else {
-            throw StorageError.corrupted(file: path, detail: "applied index changed while loading")
-        }
-        let fresh = Raft.SnapshotMetadata(index: applied, term: term, membership: membership)
-        if applied > metadata.index { try compacted(fresh) }
-        return Raft.Snapshot(metadata: fresh, data: data)
-    }
-
     public func bootstrap(_ state: Raft.PersistentState) throws {
         try guarded {
             try durableWrite { db in
@@ -390,7 +371,7 @@ public final class SQLiteNodeStorage: NodeStorage {
                     }
                 }
                 try writeState(
-                    db, hardState: state.hardState, applied: state.appliedIndex, snapshot: state.snapshot.metadata)
+                    db, hardState: state.hardState, applied: state.appliedIndex, snapshot: state.snapshot)
             }
             try log.append(state.entries, hardState: state.hardState)
             lastDurable.withLock { $0 = state.hardState }
@@ -430,6 +411,7 @@ public final class SQLiteNodeStorage: NodeStorage {
             return []
         }
         return try guarded {
+            try snapshots.stage(batch.snapshotChunks, installing: batch.snapshot)
             if let snapshot = batch.snapshot { try install(snapshot, hardState: batch.hardState) }
             if !batch.entries.isEmpty || needsDurableState(batch.hardState) {
                 try log.append(batch.entries, hardState: batch.hardState)
@@ -470,7 +452,7 @@ public final class SQLiteNodeStorage: NodeStorage {
     /// the log, and its SQLite commit does not wait for the disk: the entries are durable in
     /// the log already, and are applied again after a power loss.
     private func appliesOnly(_ batch: StorageBatch) -> Bool {
-        batch.entries.isEmpty && batch.snapshot == nil && !needsDurableState(batch.hardState)
+        batch.entries.isEmpty && batch.snapshot == nil && batch.snapshotChunks.isEmpty && !needsDurableState(batch.hardState)
     }
 
     public func commitsWithoutDisk(_ batch: StorageBatch) -> Bool {
@@ -512,28 +494,34 @@ public final class SQLiteNodeStorage: NodeStorage {
         }
     }
 
-    /// Replaces the state machine with a snapshot's, durably; then the log starts over after it.
-    private func install(_ snapshot: Raft.Snapshot, hardState: Raft.HardState?) throws {
-        let state: KVSnapshot
-        do {
-            state = try KVSnapshot(decoding: snapshot.data, limits: limits)
-        } catch {
-            throw StorageError.undecodable(file: path, what: "snapshot \(snapshot.metadata.index)", detail: "\(error)")
-        }
+    /// Replaces the state machine with the staged image of `metadata`, durably, reading it a
+    /// frame at a time inside one transaction; then the log starts over after it and the
+    /// staging goes. A damaged image rolls the transaction back: the state stays as it was.
+    private func install(_ metadata: Raft.SnapshotMetadata, hardState: Raft.HardState?) throws {
         // Reads wait while the index and the file disagree.
         index.beginReplacement()
         defer { index.endReplacement() }
-        index.replace(with: [:], compacted: 0)
-        try indexed {
-            try durableWrite { db in
-                let stored = try storedState(db)
-                try SQLiteKVBackend.install(state, into: db, file: path, group: group, index: index)
-                try writeState(db, hardState: hardState ?? stored.hardState, applied: snapshot.metadata.index, snapshot: snapshot.metadata)
+        let compacted = try snapshots.withStagedImage(metadata) { source in
+            index.replace(with: [:], compacted: 0)
+            return try indexed {
+                try durableWrite { db in
+                    let stored = try storedState(db)
+                    var reader = KVSnapshotImage.Reader(from: source, limits: limits)
+                    let compacted: Revision
+                    do {
+                        compacted = try SQLiteKVBackend.install(from: &reader, into: db, file: path, group: group, index: index)
+                    } catch let error as DecodingError {
+                        throw StorageError.undecodable(file: source.path, what: "snapshot \(metadata.index)", detail: "\(error)")
+                    }
+                    try writeState(db, hardState: hardState ?? stored.hardState, applied: metadata.index, snapshot: metadata)
+                    return compacted
+                }
             }
         }
-        index.compact(through: state.compactedRevision)
-        try log.reset(after: snapshot.metadata.index, term: snapshot.metadata.term, hardState: hardState)
+        index.compact(through: compacted)
+        try log.reset(after: metadata.index, term: metadata.term, hardState: hardState)
         if let hardState { lastDurable.withLock { $0 = hardState } }
+        snapshots.discardStaging()
     }
 
     /// Applies the entries in the caller's transaction; returns their results and the revision
@@ -593,14 +581,24 @@ public final class SQLiteNodeStorage: NodeStorage {
 
     // MARK: Snapshots and reads
 
-    public func snapshotData() throws -> (index: Raft.Index, data: [UInt8]) {
+    /// Writes the image from one read transaction, row by row, while commits go on.
+    public func prepareSnapshotImage() throws -> (index: Raft.Index, bytes: Int) {
         try guarded {
-            try reading { db, backend in
-                let applied = try Raft.Index.fetchOne(
-                    db, sql: "SELECT applied_index FROM raft_state WHERE grp = ?", arguments: [group.rawValue]) ?? 0
-                return (applied, try KVSnapshot.capture(from: backend).encoded())
+            try snapshots.prepare { sink in
+                try pool.read { db in
+                    let applied = try Raft.Index.fetchOne(
+                        db, sql: "SELECT applied_index FROM raft_state WHERE grp = ?", arguments: [group.rawValue]) ?? 0
+                    var writer = KVSnapshotImage.Writer(into: sink)
+                    try SQLiteKVBackend.writeImage(in: db, file: path, group: group, into: &writer)
+                    sink = writer.sink
+                    return applied
+                }
             }
         }
+    }
+
+    public func snapshotImageBytes(index: Raft.Index, offset: Int, length: Int) throws -> Bytes? {
+        try snapshots.bytes(index: index, offset: offset, length: length)
     }
 
     /// Records the snapshot's metadata in a commit that waits for the disk, and so makes the
@@ -666,6 +664,7 @@ public final class SQLiteNodeStorage: NodeStorage {
             try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
             try pool.close()
             log.close()
+            snapshots.close()
         }
     }
 

@@ -7,7 +7,7 @@ struct AspenStorageBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "aspen-storage-bench",
         abstract: "Measure Aspen's node store on this machine's disk.",
-        subcommands: [Run.self, CheckLog.self, CrashWriterCommand.self],
+        subcommands: [Run.self, Snapshot.self, CheckLog.self, CrashWriterCommand.self],
         defaultSubcommand: Run.self)
 
     struct Run: ParsableCommand {
@@ -32,6 +32,29 @@ struct AspenStorageBench: ParsableCommand {
                 return
             }
             try bench.run()
+        }
+    }
+
+    struct Snapshot: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "snapshot",
+            abstract: "Stream a snapshot image between two stores: prepare, stage and install rates, and peak memory.")
+
+        @Option(help: "Directory for the benchmark files (on the disk to measure).")
+        var directory: String = FileManager.default.temporaryDirectory.path
+
+        @Option(help: "Keys in the state.")
+        var keys: Int = 100_000
+
+        @Option(help: "Bytes of each value.")
+        var valueBytes: Int = 1024
+
+        @Option(help: "Versions written of each key (the history the image carries).")
+        var rounds: Int = 2
+
+        func run() throws {
+            let bench = StorageBench(directory: directory, scale: 1, print: { print($0) })
+            try bench.snapshotTransfer(keys: max(1, keys), valueBytes: max(0, valueBytes), rounds: max(1, rounds))
         }
     }
 

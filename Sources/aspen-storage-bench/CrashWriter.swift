@@ -34,7 +34,7 @@ enum CrashWriter {
         // applies the committed entries it finds after a restart.
         let applied = try storage.appliedIndex
         _ = try storage.commit(StorageBatch(committedEntries: loaded.entries.filter { $0.index > applied }))
-        var index = loaded.entries.last?.index ?? loaded.snapshot.metadata.index
+        var index = loaded.entries.last?.index ?? loaded.snapshot.index
         // Batches are numbered by the index of their first entry's batch marker: resume after the last.
         var batch = try lastBatch(storage) + 1
         for _ in 0..<batches {

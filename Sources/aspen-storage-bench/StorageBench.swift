@@ -207,5 +207,6 @@ struct StorageBench {
     func removeDatabase(_ path: String) {
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
         try? FileManager.default.removeItem(atPath: SQLiteNodeStorage.logDirectory(path))
+        try? FileManager.default.removeItem(atPath: SQLiteNodeStorage.snapshotDirectory(path))
     }
 }

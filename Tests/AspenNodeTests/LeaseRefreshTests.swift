@@ -9,7 +9,7 @@ import Testing
 
 /// A node store whose next `leases()` reads throw and whose next lease keep-alives fail to apply
 /// (the lease is then left as it was), as a store that hits a transient error would; and whose
-/// snapshots fail while `snapshotsFail` is set (every attempt counted).
+/// compactions and snapshot images fail while `snapshotsFail` is set (every attempt counted).
 final class FlakyLeaseStorage: NodeStorage {
     let inner = MemoryNodeStorage()
     let leaseReadsToFail = Mutex(0)
@@ -45,12 +45,21 @@ final class FlakyLeaseStorage: NodeStorage {
         return results
     }
 
-    func snapshotData() throws -> (index: Raft.Index, data: [UInt8]) {
+    func compacted(_ metadata: Raft.SnapshotMetadata) throws {
+        try failIfSnapshotsFail()
+        try inner.compacted(metadata)
+    }
+    func prepareSnapshotImage() throws -> (index: Raft.Index, bytes: Int) {
+        try failIfSnapshotsFail()
+        return try inner.prepareSnapshotImage()
+    }
+    func snapshotImageBytes(index: Raft.Index, offset: Int, length: Int) throws -> Bytes? {
+        try inner.snapshotImageBytes(index: index, offset: offset, length: length)
+    }
+    private func failIfSnapshotsFail() throws {
         snapshotAttempts.add(1, ordering: .relaxed)
         if snapshotsFail.load(ordering: .relaxed) { throw StorageError.io(file: "snapshot", detail: "injected: no space left on device") }
-        return try inner.snapshotData()
     }
-    func compacted(_ metadata: Raft.SnapshotMetadata) throws { try inner.compacted(metadata) }
     func read(_ request: RangeRequest) throws -> Result<RangeResult, KVError> { try inner.read(request) }
     func changes(in bounds: KeyBounds, from: Revision, through: Revision, withPrevious: Bool, limit: Int) throws
         -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>

@@ -56,7 +56,7 @@ struct BoundsTests {
         let error = #expect(throws: Raft.ProposalError.self) { try raft.propose([1]) }
         #expect(error?.description.contains("raftLogEntriesMax") == true, "\(String(describing: error))")
         #expect(raft.lastIndex == 10)
-        try raft.compact(through: 10, data: [])
+        try raft.compact(through: 10)
         #expect(throws: Never.self) { try raft.propose([1]) }
     }
 
@@ -181,11 +181,11 @@ struct BoundsTests {
         try cluster.put(0, 1, via: 1)
         try cluster.node(1).withRaftForTesting { raft in
             #expect(throws: Raft.CompactionError.notApplied(index: 10, applied: 2)) {
-                try raft.compact(through: 10, data: [])
+                try raft.compact(through: 10)
             }
-            try raft.compact(through: 2, data: [])
+            try raft.compact(through: 2)
             #expect(throws: Raft.CompactionError.alreadyCompacted(index: 1, snapshotIndex: 2)) {
-                try raft.compact(through: 1, data: [])
+                try raft.compact(through: 1)
             }
         }
     }

@@ -95,17 +95,16 @@ struct ClientSessionTests {
         #expect(retried.succeeded && retried.revision == 1)
         #expect(try store.counter() == 1)
 
-        let (snapshotIndex, data) = try store.storage.snapshotData()
+        let data = try store.storage.wholeImage().data
         for kind in BackendKind.allCases {
             let targetDirectory = TempDirectory()
             let target = try kind.make(targetDirectory)
             try target.bootstrap(.joining)
-            let metadata = Raft.SnapshotMetadata(index: snapshotIndex, term: 1, membership: Raft.Membership(voters: [1]))
-            _ = try target.commit(StorageBatch(snapshot: Raft.Snapshot(metadata: metadata, data: data), hardState: Raft.HardState(term: 1, commit: snapshotIndex)))
-            let installed = try Store(target, bootstrap: false, index: snapshotIndex)
+            let metadata = try transferSnapshot(from: store.storage, to: target, term: 1, membership: Raft.Membership(voters: [1]), chunkBytes: 16)
+            let installed = try Store(target, bootstrap: false, index: metadata.index)
             _ = try installed.apply(Self.stamped(Self.increment(from: 0), sequence: 1))
             #expect(try installed.counter() == 1, "\(kind): the retry applied again after the snapshot")
-            #expect(try target.snapshotData().data == data, "\(kind): the installed sessions differ")
+            #expect(try target.wholeImage().data == data, "\(kind): the installed sessions differ")
         }
     }
 

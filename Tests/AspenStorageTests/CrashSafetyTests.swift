@@ -67,12 +67,12 @@ struct CrashSafetyTests {
     static func verify(path: String, acknowledged: (index: UInt64, batch: Int)?) throws {
         let storage = try SQLiteNodeStorage(path: path)
         let state = try #require(try storage.load())
-        let lastEntry = state.entries.last?.index ?? state.snapshot.metadata.index
+        let lastEntry = state.entries.last?.index ?? state.snapshot.index
         // The log is written first and the state machine after: a kill in between leaves the
         // state behind the log, never ahead, and applying the rest (as a restarted node does)
         // brings them together.
         let before = try storage.appliedIndex
-        #expect(before <= lastEntry && before >= state.snapshot.metadata.index)
+        #expect(before <= lastEntry && before >= state.snapshot.index)
         _ = try storage.commit(StorageBatch(committedEntries: state.entries.filter { $0.index > before }))
         let applied = try storage.appliedIndex
         #expect(applied == lastEntry, "applied \(applied) but the log ends at \(lastEntry)")

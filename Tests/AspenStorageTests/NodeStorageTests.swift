@@ -141,7 +141,7 @@ struct NodeStorageTests {
         try source.bootstrap(.bootstrap(Self.membership))
         let entries = (1...50).map { Raft.Entry(term: 1, index: Raft.Index($0), payload: command("key\($0 % 10)", "v\($0)")) }
         _ = try source.commit(StorageBatch(entries: entries, hardState: Raft.HardState(term: 1, commit: 50), committedEntries: entries))
-        let (index, data) = try source.snapshotData()
+        let (index, data) = try source.wholeImage()
         #expect(index == 50)
 
         let targetDirectory = TempDirectory()
@@ -149,27 +149,27 @@ struct NodeStorageTests {
         try target.bootstrap(.joining)
         _ = try target.commit(StorageBatch(entries: [Raft.Entry(term: 1, index: 1, payload: command("stale", "x"))]))
         let metadata = Raft.SnapshotMetadata(index: 50, term: 1, membership: Self.membership)
-        _ = try target.commit(StorageBatch(snapshot: Raft.Snapshot(metadata: metadata, data: data), hardState: Raft.HardState(term: 1, commit: 50)))
+        try target.install(snapshotChunks(of: data, metadata: metadata, chunkBytes: 64), hardState: Raft.HardState(term: 1, commit: 50))
         #expect(try target.appliedIndex == 50)
         let all = try target.read(RangeRequest(.prefix([]))).get()
         #expect(all.kvs.count == 10)
         #expect(all.kvs.first { $0.key == Array("key3".utf8) }?.value == Array("v43".utf8))
         let state = try #require(try target.load())
         #expect(state.entries.isEmpty)
-        #expect(state.snapshot.metadata.index == 50)
+        #expect(state.snapshot.index == 50)
 
         // A damaged snapshot is refused whole: the old state stays.
         var damaged = data
         damaged[damaged.count / 2] ^= 0xFF
         let later = Raft.SnapshotMetadata(index: 60, term: 2, membership: Self.membership)
         #expect(throws: StorageError.self) {
-            try target.commit(StorageBatch(snapshot: Raft.Snapshot(metadata: later, data: damaged), hardState: Raft.HardState(term: 2, commit: 60)))
+            try target.install(snapshotChunks(of: damaged, metadata: later, chunkBytes: 64), hardState: Raft.HardState(term: 2, commit: 60))
         }
         #expect(try target.appliedIndex == 50)
         #expect(try target.read(RangeRequest(.prefix([]))).get().kvs.count == 10)
     }
 
-    @Test("after compaction a restart snapshots the applied state, with the right term and membership", arguments: BackendKind.allCases)
+    @Test("after compaction a restart resumes from the compaction point, and an image is of the applied state", arguments: BackendKind.allCases)
     func compactionAndReload(_ kind: BackendKind) throws {
         let directory = TempDirectory()
         let storage = try kind.make(directory)
@@ -181,12 +181,16 @@ struct NodeStorageTests {
         _ = try storage.commit(StorageBatch(entries: entries, hardState: Raft.HardState(term: 2, commit: 25), committedEntries: Array(entries.prefix(25))))
         try storage.compacted(Raft.SnapshotMetadata(index: 10, term: 1, membership: Self.membership))
         let state = try #require(try storage.load())
-        // Re-snapshotted at the applied index 25: term 2, the joint membership, entries after it only.
-        #expect(state.snapshot.metadata.index == 25)
-        #expect(state.snapshot.metadata.term == 2)
-        #expect(state.snapshot.metadata.membership == joint)
-        #expect(state.entries.map(\.index) == Array(26...30))
-        let restored = try KVSnapshot(decoding: state.snapshot.data)
+        // The compaction point as recorded; the entries after it (the joint membership among
+        // them); the applied index as stored.
+        #expect(state.snapshot == Raft.SnapshotMetadata(index: 10, term: 1, membership: Self.membership))
+        #expect(state.entries.map(\.index) == Array(11...30))
+        #expect(state.entries.contains { $0.payload == .membership(joint) })
+        #expect(state.appliedIndex == 25)
+        // An image made now is of the applied state, at the applied index.
+        let (index, image) = try storage.wholeImage()
+        #expect(index == 25)
+        let restored = try KVSnapshot(decoding: image)
         #expect(MemoryKVBackend(snapshot: restored).count(KeyBounds(start: [], end: nil), at: nil) == 24)
     }
 
@@ -202,8 +206,8 @@ struct NodeStorageTests {
         // A compaction finishing late, after a newer one, changes nothing.
         try storage.compacted(Raft.SnapshotMetadata(index: 5_000, term: 1, membership: Self.membership))
         let state = try #require(try storage.load())
-        #expect(state.snapshot.metadata.index == 9_500)
-        #expect(state.entries.map(\.index) == Array(9_501...10_000))
+        #expect(state.snapshot.index == 9_000 && state.appliedIndex == 9_500)
+        #expect(state.entries.map(\.index) == Array(9_001...10_000))
         #expect(try storage.read(RangeRequest(.key(Array("k7".utf8)))).get().kvs.first?.value == Array("v9407".utf8))
     }
 

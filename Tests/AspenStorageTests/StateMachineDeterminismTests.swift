@@ -78,7 +78,7 @@ struct StateMachineDeterminismTests {
             #expect(fromSQLite == fromMemory, "seed \(seed): results differ in entries \(chunk + 1)...")
             live += fromMemory.flatMap(\.events)
         }
-        #expect(try sqlite.snapshotData().data == memory.snapshotData().data, "seed \(seed): final states differ")
+        #expect(try sqlite.wholeImage().data == memory.wholeImage().data, "seed \(seed): final states differ")
         let pastRevision = RangeRequest(.prefix([]), revision: 35)
         #expect(try sqlite.read(pastRevision) == memory.read(pastRevision))
         // Every readable revision: the whole space, a count of a range and one key read the
@@ -124,7 +124,7 @@ struct StateMachineDeterminismTests {
         let sizes = try #require(try sqlite.defragment())
         #expect(sizes.after > 0)
         #expect(try sqlite.stateHash().get() == hash)
-        #expect(try sqlite.snapshotData().data == memory.snapshotData().data)
+        #expect(try sqlite.wholeImage().data == memory.wholeImage().data)
         // One more change on one store only: the hashes differ.
         let extra = Raft.Entry(
             term: 1, index: Raft.Index(entries.count + 1), payload: .command(KVCommand.put(Put(key: Array("extra".utf8), value: [1])).encoded()))

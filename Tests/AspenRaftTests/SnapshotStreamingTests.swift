@@ -1,0 +1,109 @@
+import AspenCore
+import AspenRaft
+import AspenTesting
+import Testing
+
+@Suite("Streaming snapshot images")
+struct SnapshotStreamingTests {
+    /// Three voters with 16-byte chunks; node 3 is cut off while 40 writes commit and node 1
+    /// compacts its log past them, so node 3 can only catch up from an image.
+    func clusterWithFollowerBehind() throws -> (LockstepCluster, Raft.SnapshotMetadata) {
+        let cluster = LockstepCluster(voters: 3, seed: 11) { config in
+            config.limits.raftSnapshotChunkBytes = 16
+        }
+        cluster.elect(1)
+        cluster.partition([3])
+        for value in UInt64(1)...40 { try cluster.put(UInt8(value % 8), value, via: 1) }
+        let compacted = try #require(cluster.compact(1))
+        return (cluster, compacted)
+    }
+
+    func chunk(_ message: Raft.Message) -> Raft.SnapshotChunk? {
+        if case .snapshotChunk(let chunk) = message.kind { return chunk }
+        return nil
+    }
+
+    func expectCaughtUp(_ cluster: LockstepCluster, through index: Raft.Index) {
+        #expect(cluster.node(3).snapshotIndex >= index, "node 3 installed no image through \(index)")
+        for key in UInt8(0)..<8 { #expect(cluster.value(key, on: 3) == cluster.value(key, on: 1)) }
+        #expect(cluster.invariants.ok)
+    }
+
+    @Test("several chunks are in flight at once; a lost one is sent again from the last confirmed byte")
+    func windowAndLoss() throws {
+        let (cluster, compacted) = try clusterWithFollowerBehind()
+        var events: [String] = []
+        var sentAt: [Int: Int] = [:]
+        var droppedOnce = false
+        cluster.filter = { message in
+            if let chunk = self.chunk(message), message.to == 3 {
+                sentAt[chunk.offset, default: 0] += 1
+                if chunk.offset == 32 && !droppedOnce {
+                    droppedOnce = true
+                    return false
+                }
+                events.append("chunk")
+            } else if case .snapshotResponse = message.kind {
+                events.append("answer")
+            }
+            return true
+        }
+        #expect(cluster.run { cluster.node(3).snapshotIndex >= compacted.index && cluster.raft(3).commitIndex == cluster.raft(1).commitIndex })
+        // The first chunks leave together, before any answer: the window, not one at a time.
+        let window = Raft.Config(id: 1).limits.raftSnapshotChunksInFlightMax
+        #expect(Array(events.prefix(window - 1)) == Array(repeating: "chunk", count: window - 1), "\(events.prefix(8))")
+        #expect(droppedOnce && sentAt[32] == 2, "the lost chunk was sent \(sentAt[32] ?? 0) times")
+        #expect((sentAt[0] ?? 0) == 1, "the transfer started over instead of resending the lost chunk")
+        expectCaughtUp(cluster, through: compacted.index)
+    }
+
+    @Test("a follower that restarts part-way through loses what it staged, and the leader starts over from byte 0")
+    func followerRestartsMidTransfer() throws {
+        let (cluster, compacted) = try clusterWithFollowerBehind()
+        var delivered = 0
+        var down = false
+        var offsetsAfterRestart: [Int] = []
+        var restarted = false
+        cluster.filter = { message in
+            guard message.to == 3, let chunk = self.chunk(message) else { return !(down && message.from == 3) }
+            if restarted { offsetsAfterRestart.append(chunk.offset) }
+            if down { return false }
+            delivered += 1
+            if delivered == 20 { down = true }
+            return !down
+        }
+        cluster.tickAll()
+        #expect(down, "the transfer ended before the restart: the test checked nothing")
+        cluster.crash(3)
+        cluster.restart(3)
+        down = false
+        restarted = true
+        #expect(cluster.run { cluster.node(3).snapshotIndex >= compacted.index })
+        #expect(offsetsAfterRestart.contains(0), "the leader never went back to byte 0: \(offsetsAfterRestart.prefix(10))")
+        expectCaughtUp(cluster, through: compacted.index)
+    }
+
+    @Test("an image the log has been compacted past is replaced by a new one, and the transfer restarts with it")
+    func imageReplacedAfterCompaction() throws {
+        let (cluster, first) = try clusterWithFollowerBehind()
+        var stalled = true
+        var imageIndexes = Set<Raft.Index>()
+        cluster.filter = { message in
+            if let chunk = self.chunk(message), message.to == 3 {
+                imageIndexes.insert(chunk.metadata.index)
+                return !stalled || chunk.offset < 64
+            }
+            return true
+        }
+        cluster.tickAll(times: 2)
+        #expect(imageIndexes == [first.index])
+        // More writes, and a second compaction past the image being sent.
+        for value in UInt64(41)...80 { try cluster.put(UInt8(value % 8), value, via: 1) }
+        let second = try #require(cluster.compact(1))
+        #expect(second.index > first.index)
+        stalled = false
+        #expect(cluster.run { cluster.node(3).snapshotIndex >= second.index && cluster.raft(3).commitIndex == cluster.raft(1).commitIndex })
+        #expect(imageIndexes.contains { $0 >= second.index }, "no image at or after the second compaction was sent: \(imageIndexes)")
+        expectCaughtUp(cluster, through: second.index)
+    }
+}
