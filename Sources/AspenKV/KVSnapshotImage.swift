@@ -420,7 +420,7 @@ extension KVSnapshotImage {
             let count = try reader.readCount(limit: reader.remaining / 3)
             guard count > 0 else { throw .invalid("no changes") }
             var changes: [KVChange] = []
-            changes.reserveCapacity(count)
+            changes.reserveCapacity(min(count, 4096))  // A hostile count reserves little.
             for _ in 0..<count {
                 let change = try KVSnapshotImage.readChange(&reader, limits: limits)
                 guard change.revision > 0, change.revision <= revision else {
@@ -443,7 +443,7 @@ extension KVSnapshotImage {
             let count = try reader.readCount(limit: reader.remaining / 3)
             guard count > 0 else { throw .invalid("no leases") }
             var leases: [Lease] = []
-            leases.reserveCapacity(count)
+            leases.reserveCapacity(min(count, 4096))
             for _ in 0..<count {
                 let lease = try KVWire.readLease(&reader)
                 if let last = lastLease, last >= lease.id { throw .invalid("lease \(lease.id) after lease \(last)") }
@@ -471,7 +471,7 @@ extension KVSnapshotImage {
                 }
                 try startSession(record, results: resultCount, continuing: position == 0)
                 var results: [(sequence: UInt64, result: Bytes)] = []
-                results.reserveCapacity(resultCount)
+                results.reserveCapacity(min(resultCount, 4096))
                 for _ in 0..<resultCount {
                     let sequence = try reader.readVarint()
                     if let last = lastSession?.sequence, last >= sequence {

@@ -852,33 +852,36 @@ public actor RaftNode {
             appliedIndex >= raft.snapshotMetadata.index + configuration.compactionThreshold,
             snapshotRetryAt.map({ ContinuousClock.now >= $0 }) ?? true
         else { return }
-        heldSnapshot = (appliedIndex, ContinuousClock.now)
+        // Not past an image being streamed to a follower: it would be of no use once it arrives,
+        // and the transfer would start over (until the log grows too long to keep waiting).
+        var index = appliedIndex
+        let logLength = raft.lastIndex - raft.snapshotMetadata.index
+        if raft.isLeader, logLength < 4 * configuration.compactionThreshold,
+            let streaming = raft.followers.filter({ $0.snapshotIndex > 0 }).map(\.snapshotIndex).min()
+        {
+            index = min(index, streaming)
+        }
+        guard index > raft.snapshotMetadata.index else { return }
+        heldSnapshot = (index, ContinuousClock.now)
         compactHeldSnapshotIfCaughtUp()
     }
 
     // MARK: Images for followers
 
     /// A message as it leaves: a snapshot chunk gets its bytes from the prepared image here
-    /// (the instance only says which range). A chunk of an image that has been replaced is
-    /// dropped: Raft restarts that transfer with the new one.
+    /// (the instance only says which range). If the image cannot be read (replaced, damaged,
+    /// gone), Raft is told, and asks for a new one.
     func dispatch(_ message: Raft.Message) {
-        guard case .snapshotChunk(var chunk) = message.kind, chunk.needsData else {
-            send(message)
-            return
-        }
         do {
-            guard let bytes = try storage.snapshotImageBytes(index: chunk.metadata.index, offset: chunk.offset, length: chunk.length),
-                bytes.count == chunk.length
-            else { return }
-            chunk.data = bytes
+            if let filled = try storage.withImageBytes(message) {
+                if case .snapshotChunk(let chunk) = filled.kind { counters.snapshotBytesSent += chunk.length }
+                send(filled)
+                return
+            }
         } catch {
-            logger.error("reading the snapshot image failed", metadata: ["error": "\(error)", "index": "\(chunk.metadata.index)"])
-            return
+            logger.error("reading the snapshot image failed", metadata: ["error": "\(error)"])
         }
-        counters.snapshotBytesSent += chunk.length
-        var filled = message
-        filled.kind = .snapshotChunk(chunk)
-        send(filled)
+        if case .snapshotChunk(let chunk) = message.kind { raft.snapshotImageUnavailable(index: chunk.metadata.index) }
     }
 
     /// Writes an image of the applied state for followers the log no longer reaches, off the
@@ -992,6 +995,10 @@ public actor RaftNode {
     @discardableResult
     public func snapshotNow() async throws -> (index: Raft.Index, term: Raft.Term, bytes: Int) {
         let metadata = try await compact(through: appliedIndex)
+        // One image at a time: the store keeps one.
+        while preparingImage { try await Task.sleep(for: .milliseconds(10)) }
+        preparingImage = true
+        defer { preparingImage = false }
         let storage = self.storage
         let prepared: (index: Raft.Index, bytes: Int)
         do {

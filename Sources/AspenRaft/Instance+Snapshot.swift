@@ -32,13 +32,13 @@ extension Raft.Instance {
         imageRequested = true
     }
 
-    /// Sends chunks until `raftSnapshotChunksInFlightMax` are unconfirmed. The chunks carry no
-    /// bytes: the shell reads them from the image as they leave.
-    private mutating func sendSnapshotChunks(to follower: NodeID) {
+    /// Sends chunks until `raftSnapshotChunksInFlightMax` (or `chunksMax`) are unconfirmed. The
+    /// chunks carry no bytes: the shell reads them from the image as they leave.
+    private mutating func sendSnapshotChunks(to follower: NodeID, chunksMax: Int? = nil) {
         guard var pr = progress[follower], pr.state == .snapshot, let image = usableImage, pr.snapshotIndex == image.metadata.index
         else { return }
         let chunkBytes = config.limits.raftSnapshotChunkBytes
-        let window = chunkBytes * config.limits.raftSnapshotChunksInFlightMax
+        let window = chunkBytes * min(chunksMax ?? .max, config.limits.raftSnapshotChunksInFlightMax)
         while pr.snapshotOffset < image.bytes && pr.snapshotOffset - pr.snapshotAcked < window {
             let length = min(chunkBytes, image.bytes - pr.snapshotOffset)
             send(
@@ -61,10 +61,12 @@ extension Raft.Instance {
             if pr.snapshotIndex != current || current == 0 {
                 startSnapshot(to: member)
             } else if pr.snapshotOffset > pr.snapshotAcked && ticks - pr.snapshotProgressTick >= UInt64(config.appendRetryTicks) {
+                // Only the oldest unconfirmed chunk: a link too slow for the window, or a peer
+                // that stopped reading, is not sent the whole window again each interval.
                 pr.snapshotOffset = pr.snapshotAcked
                 pr.snapshotProgressTick = ticks
                 progress[member] = pr
-                sendSnapshotChunks(to: member)
+                sendSnapshotChunks(to: member, chunksMax: 1)
             }
         }
     }
@@ -119,6 +121,10 @@ extension Raft.Instance {
             answer(chunk.totalBytes, match: log.committed)
             return
         }
+        // An image received whole waits for the shell to install it: a chunk of another image
+        // staged in the same Ready would make the store refuse the batch. Unanswered, it is
+        // sent again, and by then the install has moved the commit index.
+        guard snapshotToInstall == nil else { return }
         guard !chunk.needsData, chunk.length > 0, chunk.offset <= chunk.totalBytes, chunk.length <= chunk.totalBytes - chunk.offset
         else {
             answer(0)

@@ -141,13 +141,17 @@ extension Raft {
             public var matchIndex: Index
             public var nextIndex: Index
             public var state: String
+            /// The image being streamed to it (0: none, or one is being written).
+            public var snapshotIndex: Index = 0
         }
 
         public var followers: [FollowerStatus] {
             guard role == .leader else { return [] }
             return membership.allMembers.compactMap { member in
                 guard member != id, let pr = progress[member] else { return nil }
-                return FollowerStatus(id: member, matchIndex: pr.match, nextIndex: pr.next, state: "\(pr.state)")
+                return FollowerStatus(
+                    id: member, matchIndex: pr.match, nextIndex: pr.next, state: "\(pr.state)",
+                    snapshotIndex: pr.state == .snapshot ? pr.snapshotIndex : 0)
             }
         }
 
@@ -248,6 +252,13 @@ extension Raft {
             let limit = min(appliedHandedOut, log.stable, log.committed)
             guard index <= limit else { throw .notApplied(index: index, applied: limit) }
             return SnapshotMetadata(index: index, term: log.term(at: index)!, membership: membership(at: index))
+        }
+
+        /// The shell could not read the image at `index` (its file is damaged or gone, or the
+        /// shell replaced it): Raft stops sending it and asks for a new one.
+        public mutating func snapshotImageUnavailable(index: Index) {
+            guard image?.metadata.index == index else { return }
+            image = nil
         }
 
         /// The shell has written an image of its state machine as of `index` (which it has

@@ -51,6 +51,9 @@ extension Raft {
             precondition(!leaseRead || checkQuorum, "leaseRead requires checkQuorum")
             precondition(limits.raftReadyEntriesMax > 0 && limits.raftReadyBytesMax > 0, "a Ready must carry at least one entry")
             precondition(limits.raftLogEntriesMax > 0, "raftLogEntriesMax must be positive")
+            precondition(
+                limits.raftSnapshotChunkBytes > 0 && limits.raftSnapshotChunksInFlightMax > 0,
+                "raftSnapshotChunkBytes and raftSnapshotChunksInFlightMax must be positive")
         }
     }
 }

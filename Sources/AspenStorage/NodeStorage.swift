@@ -162,6 +162,21 @@ extension NodeStorage {
 }
 
 extension NodeStorage {
+    /// `message` as it may leave: a snapshot chunk that names a byte range gets its bytes from
+    /// the prepared image. Nil when that image is no longer the one prepared, or is shorter.
+    public func withImageBytes(_ message: Raft.Message) throws -> Raft.Message? {
+        guard case .snapshotChunk(var chunk) = message.kind, chunk.needsData else { return message }
+        guard let bytes = try snapshotImageBytes(index: chunk.metadata.index, offset: chunk.offset, length: chunk.length),
+            bytes.count == chunk.length
+        else { return nil }
+        chunk.data = bytes
+        var filled = message
+        filled.kind = .snapshotChunk(chunk)
+        return filled
+    }
+}
+
+extension NodeStorage {
     public func commit(_ batch: StorageBatch, resultsKnown known: ([AppliedEntry]) -> Void) throws -> [AppliedEntry] {
         let results = try commit(batch)
         known(results)

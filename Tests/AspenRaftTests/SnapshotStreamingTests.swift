@@ -106,4 +106,47 @@ struct SnapshotStreamingTests {
         #expect(imageIndexes.contains { $0 >= second.index }, "no image at or after the second compaction was sent: \(imageIndexes)")
         expectCaughtUp(cluster, through: second.index)
     }
+
+    @Test("an image the shell can no longer read (replaced under Raft) is given up, and a new one is asked for")
+    func imageUnreadable() throws {
+        let (cluster, first) = try clusterWithFollowerBehind()
+        var stalled = true
+        cluster.filter = { message in
+            if let chunk = self.chunk(message), message.to == 3 { return !stalled || chunk.offset < 64 }
+            return true
+        }
+        cluster.tickAll(times: 2)
+        #expect(cluster.raft(1).snapshotImage?.metadata.index == first.index)
+        for value in UInt64(41)...45 { try cluster.put(UInt8(value % 8), value, via: 1) }
+        // The store now serves another image than the one Raft streams.
+        let replaced = try cluster.node(1).storage.prepareSnapshotImage()
+        #expect(replaced.index > first.index)
+        stalled = false
+        #expect(cluster.run { cluster.node(3).snapshotIndex > 0 && cluster.raft(3).commitIndex == cluster.raft(1).commitIndex })
+        expectCaughtUp(cluster, through: first.index)
+    }
+}
+
+@Suite("Streaming snapshot images: one follower's inputs")
+struct SnapshotFollowerInputTests {
+    @Test("a chunk of a newer image that arrives while an installed image waits for the shell is not staged with it")
+    func chunkAfterCompletedImage() throws {
+        let membership = Raft.Membership(voters: [1, 2])
+        var follower = Raft.Instance(config: Raft.Config(id: 2), state: .bootstrap(membership))
+        func chunk(index: Raft.Index, total: Int, offset: Int, _ data: [UInt8]) -> Raft.Message {
+            let metadata = Raft.SnapshotMetadata(index: index, term: 1, membership: membership)
+            return Raft.Message(
+                group: .root, from: 1, to: 2, term: 1,
+                kind: .snapshotChunk(Raft.SnapshotChunk(metadata: metadata, totalBytes: total, offset: offset, data: data)))
+        }
+        // The whole of image 10, then (before the shell collects a Ready) the first chunk of image 20.
+        follower.step(chunk(index: 10, total: 4, offset: 0, [1, 2, 3, 4]))
+        follower.step(chunk(index: 20, total: 8, offset: 0, [5, 6, 7, 8]))
+        let ready = follower.ready()
+        #expect(ready.snapshot?.index == 10)
+        // A store installs the image the staged chunks complete: a chunk of another image after
+        // it would make the batch refused, and the node stop.
+        #expect(ready.snapshotChunksReceived.map(\.metadata.index) == [10])
+        #expect(ready.messagesAfterPersist.contains { if case .snapshotResponse(let r) = $0.kind { r.matchIndex == 10 } else { false } })
+    }
 }
