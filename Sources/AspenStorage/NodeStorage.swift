@@ -139,7 +139,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
         case .corrupted(let file, let detail): return "\(file) is corrupted: \(detail)"
         case .corruptedLog(let file, let offset, let lastGoodIndex, let detail):
             return "\(file) is corrupted at byte \(offset), after log entry \(lastGoodIndex): \(detail). Entries after it were "
-                + "acknowledged, so the node will not start: replace this member (README: \"A member whose log is damaged\")"
+                + "acknowledged, so the node will not start: replace this member (docs/storage.md: \"A member whose log is damaged\")"
         case .checksumMismatch(let file, let group, let index):
             return "\(file): log entry \(index) of group \(group.rawValue) fails its checksum (corrupted or torn write)"
         case .logGap(let file, let group, let expected, let found):
