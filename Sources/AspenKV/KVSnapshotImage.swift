@@ -33,6 +33,20 @@ public enum KVSnapshotImage {
     /// Writers cut a frame once its payload would pass about this size; one entry larger than
     /// it gets a frame of its own.
     public static let frameTargetBytes = 256 * 1024
+
+    /// Where each frame of an image starts and its kind, from the frame headers alone (no
+    /// checksum is checked): for tools and tests that look inside an image.
+    public static func frameOffsets(_ image: Bytes) throws(DecodingError) -> [(offset: Int, kind: UInt8)] {
+        var frames: [(offset: Int, kind: UInt8)] = []
+        var offset = magic.count
+        while offset < image.count {
+            guard image.count - offset >= 9 else { throw .invalid("snapshot image frame at byte \(offset) is cut short") }
+            var reader = ByteReader(Array(image[(offset + 1)..<(offset + 5)]))
+            frames.append((offset, image[offset]))
+            offset += 9 + Int(try reader.readFixed32())
+        }
+        return frames
+    }
     /// Kind, payload length and checksum.
     static let frameOverheadBytes = 9
 

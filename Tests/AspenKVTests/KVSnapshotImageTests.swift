@@ -108,7 +108,7 @@ struct KVSnapshotImageTests {
     func structure() throws {
         let snapshot = Self.sample(changes: 60)
         let image = try Self.image(snapshot)
-        let offsets = try Self.frameOffsets(image)
+        let offsets = try KVSnapshotImage.frameOffsets(image)
         // Cut after a whole frame: no end frame.
         let cut = Array(image.prefix(offsets[3].offset))
         #expect(Self.decodingFails(cut)?.contains("ends without its end frame") == true)
@@ -219,17 +219,5 @@ struct KVSnapshotImageTests {
             flipped[position] ^= UInt8(1 + random.next() % 255)
             refused(flipped, "the image with byte \(position) changed")
         }
-    }
-
-    /// The offset and kind of each frame of an image.
-    static func frameOffsets(_ image: Bytes) throws -> [(offset: Int, kind: UInt8)] {
-        var frames: [(offset: Int, kind: UInt8)] = []
-        var offset = 4
-        while offset < image.count {
-            frames.append((offset, image[offset]))
-            var reader = ByteReader(Array(image[(offset + 1)..<(offset + 5)]))
-            offset += 9 + Int(try reader.readFixed32())
-        }
-        return frames
     }
 }

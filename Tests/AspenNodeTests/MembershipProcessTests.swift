@@ -9,17 +9,6 @@ import Testing
 extension ClusterSuites {
     @Suite("Growing and shrinking a cluster of real processes", .serialized, .timeLimit(.minutes(3)))
     struct MembershipProcessTests {
-        /// Waits until `check` passes on the members' answers, or fails with what was seen last.
-        func eventually(_ what: String, seconds: Double = 30, _ check: () async throws -> Bool) async throws {
-            let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
-                if (try? await check()) == true { return }
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            Issue.record("timed out waiting until \(what)")
-            throw ClientError.unavailable(what)
-        }
-
         @Test("found with init, grow by ticket and by add-learner, a node added after compaction catches up by snapshot, remove")
         func growAndShrink() async throws {
             let cluster = try ProcessCluster(nodes: 4)

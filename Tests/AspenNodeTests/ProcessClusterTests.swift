@@ -13,6 +13,17 @@ import Glibc
 import Darwin
 #endif
 
+/// Waits until `check` passes, or records an issue saying what was awaited and throws.
+func eventually(_ what: String, seconds: Double = 30, _ check: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if (try? await check()) == true { return }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    Issue.record("timed out waiting until \(what)")
+    throw ClientError.unavailable(what)
+}
+
 /// Real `aspen-node` processes on loopback ports, killed and restarted like real machines.
 final class ProcessCluster: @unchecked Sendable {
     // @unchecked: mutated only from the test's own task.

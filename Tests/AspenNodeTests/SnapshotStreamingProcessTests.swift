@@ -153,15 +153,5 @@ extension ClusterSuites {
             await client.close()
             cluster.terminateAll()
         }
-
-        func eventually(_ what: String, seconds: Double = 30, _ check: () async throws -> Bool) async throws {
-            let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
-                if (try? await check()) == true { return }
-                try await Task.sleep(for: .milliseconds(200))
-            }
-            Issue.record("timed out waiting until \(what)")
-            throw ClientError.unavailable(what)
-        }
     }
 }

@@ -89,7 +89,7 @@ struct SnapshotImageTests {
         try Self.expectSameState(target, source.storage)
         if sourceKind == .sqlite && targetKind == .sqlite {
             // Big enough that every section spans frames, one session included.
-            let kinds = try Self.frameOffsets(source.storage.wholeImage().data).map(\.kind)
+            let kinds = try KVSnapshotImage.frameOffsets(source.storage.wholeImage().data).map(\.kind)
             #expect(kinds.filter { $0 == 2 }.count > 3 && kinds.filter { $0 == 4 }.count >= 2, "\(kinds)")
         }
         // The sessions came along: after the key changes, a retry on the target is answered
@@ -179,7 +179,7 @@ struct SnapshotImageTests {
         let source = try Writer(try BackendKind.sqlite.make(sourceDirectory))
         try Self.fill(source, bulk: true)
         let (index, data) = try source.storage.wholeImage()
-        let frames = try Self.frameOffsets(data)
+        let frames = try KVSnapshotImage.frameOffsets(data)
         #expect(frames.count > 6, "the image should have several frames")
         let target = try Writer(try kind.make(targetDirectory))
         try target.apply([Self.put("mine", Array("kept".utf8)), Self.put("key/3", Array("old".utf8))])
@@ -272,17 +272,5 @@ struct SnapshotImageTests {
         while committed.wait(timeout: .now()) == .timedOut { _ = try check() }
         #expect(failure.withLock { $0 } == nil)
         #expect(try check() == 300)
-    }
-
-    /// The offset and kind of each frame of an image.
-    static func frameOffsets(_ image: Bytes) throws -> [(offset: Int, kind: UInt8)] {
-        var frames: [(offset: Int, kind: UInt8)] = []
-        var offset = 4
-        while offset < image.count {
-            frames.append((offset, image[offset]))
-            var reader = ByteReader(Array(image[(offset + 1)..<(offset + 5)]))
-            offset += 9 + Int(try reader.readFixed32())
-        }
-        return frames
     }
 }
