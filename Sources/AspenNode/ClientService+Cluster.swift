@@ -56,6 +56,7 @@ extension ClientService {
             let members = try ClusterMembers(decoding: body, limits: limits)
             guard await node.membership.isEmpty else { throw NodeError.refused("this node is already a member of a cluster") }
             guard let network else { throw NodeError.refused("this node cannot join a cluster") }
+            try keepAdopted?(body)
             network.addGiven(members.records.mapValues { PeerAddress(host: $0.host, port: $0.port, key: $0.key) })
             return []
         case "add-member":

@@ -12,6 +12,9 @@ public struct ClientService: Sendable {
     let node: RaftNode
     let limits: Limits
     let logger: Logger
+    /// Makes the members a node not yet joined was told of durable (`adopt`), so that it still
+    /// accepts their Raft traffic if it restarts before it has joined.
+    let keepAdopted: (@Sendable ([UInt8]) throws -> Void)?
     /// For membership requests: the node's network (addresses it learns before joining).
     let network: PeerNetwork?
     /// When set, every request must prove knowledge of the cluster cookie.
@@ -22,8 +25,10 @@ public struct ClientService: Sendable {
 
     public init(
         node: RaftNode, network: PeerNetwork? = nil, cookie: ClusterCookie? = nil,
-        metrics: RequestMetrics? = nil, limits: Limits = .standard, logger: Logger
+        metrics: RequestMetrics? = nil, limits: Limits = .standard, logger: Logger,
+        keepAdopted: (@Sendable ([UInt8]) throws -> Void)? = nil
     ) {
+        self.keepAdopted = keepAdopted
         self.node = node
         self.metrics = metrics
         self.cookie = cookie

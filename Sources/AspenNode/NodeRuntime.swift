@@ -74,6 +74,19 @@ public final class NodeRuntime: Sendable {
         for peer in settings.ticket?.peers ?? [] where peer.id != id {
             given[peer.id] = PeerAddress(host: peer.host, port: peer.port, key: peer.key)
         }
+        // The members this node was told of before it joined (`adopt`), kept across restarts:
+        // a node added with add-learner that restarts before it has heard the membership must
+        // still accept its leader.
+        let adoptedPath = (settings.dataDirectory as NSString).appendingPathComponent("adopted-members")
+        if let bytes = FileManager.default.contents(atPath: adoptedPath) {
+            do {
+                for (member, record) in try ClusterMembers(decoding: Array(bytes)).records where member != id && given[member] == nil {
+                    given[member] = PeerAddress(host: record.host, port: record.port, key: record.key)
+                }
+            } catch {
+                logger.warning("ignored an undecodable adopted-members file", metadata: ["file": "\(adoptedPath)", "error": "\(error)"])
+            }
+        }
         if try store.load() == nil {
             try store.bootstrap(settings.bootstrap ? .bootstrap(Raft.Membership(voters: [id] + Array(given.keys))) : .joining)
         }
@@ -115,7 +128,9 @@ public final class NodeRuntime: Sendable {
             routes: [
                 AspenProtocol.raft: network.route(to: node),
                 AspenProtocol.logs: WatchService(hub: node.watches, cookie: cookie, logger: logger).route(),
-                AspenProtocol.client: ClientService(node: node, network: network, cookie: cookie, metrics: requestMetrics, logger: logger)
+                AspenProtocol.client: ClientService(
+                    node: node, network: network, cookie: cookie, metrics: requestMetrics, logger: logger,
+                    keepAdopted: { try DurableFiles.replaceContents(adoptedPath, with: $0) })
                     .route,
             ],
             logger: logger, group: loops)

@@ -130,6 +130,22 @@ public enum DurableFiles {
         try synchronizeDirectory(parent.isEmpty ? "." : parent)
     }
 
+    /// Replaces the contents of `path` with `bytes` (mode 0600) so that a crash leaves the old
+    /// contents or the new, never part: written beside it, fsynced, renamed over it, and the
+    /// directory fsynced.
+    public static func replaceContents(_ path: String, with bytes: [UInt8], mode: mode_t = 0o600) throws {
+        let temporary = path + ".tmp"
+        let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard descriptor >= 0 else { throw failure(temporary, "cannot create") }
+        let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+        let synced = written == bytes.count && fsync(descriptor) == 0
+        _ = Glibc.close(descriptor)
+        guard synced else { throw failure(temporary, "cannot write it") }
+        guard rename(temporary, path) == 0 else { throw failure(temporary, "cannot rename it to \(path)") }
+        let parent = (path as NSString).deletingLastPathComponent
+        try synchronizeDirectory(parent.isEmpty ? "." : parent)
+    }
+
     public static func synchronizeDirectory(_ path: String) throws {
         let descriptor = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else { throw failure(path, "cannot open the directory") }

@@ -153,5 +153,58 @@ extension ClusterSuites {
             await client.close()
             cluster.terminateAll()
         }
+
+        @Test("a new member killed with SIGKILL part-way through receiving an image starts over when it restarts, and ends with the leader's state")
+        func memberKilledMidTransfer() async throws {
+            let cluster = try ProcessCluster(nodes: 2)
+            let compaction = ["--compact-after-entries", "64"]
+            try cluster.start(1, arguments: compaction)
+            let one = cluster.entries[0]
+            try await eventually("cluster init succeeds") { try await cluster.aspen(["cluster", "init"], endpoints: one).0 == 0 }
+            let client = try cluster.client(only: 1)
+            let valueBytes = 512 * 1024
+            let count = 192
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for lane in 0..<4 {
+                    group.addTask {
+                        for index in stride(from: lane, to: count, by: 4) {
+                            try await client.put(Bytes("big/\(index)".utf8), [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: valueBytes))
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await cluster.aspen(["cluster", "snapshot"], endpoints: one).0 == 0)
+
+            try cluster.start(2, arguments: compaction)
+            let two = cluster.entries[1]
+            let address = String(two[two.index(after: two.firstIndex(of: "=")!)...])
+            try await eventually("node 2 is added as a learner") {
+                try await cluster.aspen(["cluster", "add-learner", "--node-id", "2", "--addr", address], endpoints: one).0 == 0
+            }
+            // Killed once part of the image is staged, before it is whole.
+            let staging = cluster.dataDirectory(2) + "/aspen.db-snapshots/staging.akv3"
+            var staged = 0
+            let deadline = Date().addingTimeInterval(120)
+            while Date() < deadline {
+                staged = ((try? FileManager.default.attributesOfItem(atPath: staging))?[.size] as? Int) ?? 0
+                if staged >= 8 << 20 { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            cluster.kill9(2)
+            #expect(staged >= 8 << 20 && staged < count * valueBytes, "node 2 was not killed part-way through (\(staged) bytes staged)")
+
+            try cluster.start(2, arguments: compaction)
+            let onTwo = try cluster.client(only: 2)
+            try await eventually("node 2 installed the image after its restart", seconds: 120) {
+                try await onTwo.get(Bytes("big/\(count - 1)".utf8), consistency: .stale) != nil
+            }
+            let hashOne = try #require(await client.stateHashes().first?.hash.get())
+            let hashTwo = try #require(await onTwo.stateHashes(at: hashOne.revision).first?.hash.get())
+            #expect(hashOne == hashTwo)
+            await onTwo.close()
+            await client.close()
+            cluster.terminateAll()
+        }
     }
 }
