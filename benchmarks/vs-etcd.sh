@@ -112,12 +112,24 @@ baseline_fsync=$(for _ in 1 2 3; do fsync_us; done | sort -n | sed -n 2p)
 echo "== fsync of 8 KiB before the run: median ${baseline_fsync} µs" >&2
 
 # --- the clusters ---
+# Aspen's members always speak TLS to each other (mutual, by their keys); etcd's members get
+# mutual TLS too, as a production etcd cluster has, from a CA made for this run. Clients of both
+# speak plaintext to the etcd API (Aspen's native clients use TLS).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=bench-ca" \
+    -keyout "$work/ca.key" -out "$work/ca.crt" > /dev/null 2>&1
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=etcd-peer" \
+    -keyout "$work/peer.key" -out "$work/peer.csr" > /dev/null 2>&1
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > "$work/peer.ext"
+openssl x509 -req -in "$work/peer.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial -days 1 \
+    -extfile "$work/peer.ext" -out "$work/peer.crt" > /dev/null 2>&1
 cluster=""
-for i in 1 2 3; do cluster+="${cluster:+,}e$i=http://127.0.0.1:$((23800 + i))"; done
+for i in 1 2 3; do cluster+="${cluster:+,}e$i=https://127.0.0.1:$((23800 + i))"; done
 for i in 1 2 3; do
     etcd --name "e$i" --data-dir "$work/etcd/e$i" \
         --listen-client-urls "http://127.0.0.1:$((23790 + i))" --advertise-client-urls "http://127.0.0.1:$((23790 + i))" \
-        --listen-peer-urls "http://127.0.0.1:$((23800 + i))" --initial-advertise-peer-urls "http://127.0.0.1:$((23800 + i))" \
+        --listen-peer-urls "https://127.0.0.1:$((23800 + i))" --initial-advertise-peer-urls "https://127.0.0.1:$((23800 + i))" \
+        --peer-cert-file "$work/peer.crt" --peer-key-file "$work/peer.key" --peer-trusted-ca-file "$work/ca.crt" \
+        --peer-client-cert-auth \
         --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token aspen-bench \
         --log-level error > "$work/etcd-$i.log" 2>&1 &
 done
