@@ -131,8 +131,7 @@ public struct KVSnapshot: Sendable, Equatable {
         let count = try reader.readCount(limit: min(limits.clientSessionsMax, reader.remaining / 4))
         var sessions: [ClientSessionState] = []
         for _ in 0..<count {
-            let record = ClientSessionRecord(
-                id: try reader.readVarint(), lastSeenMs: try reader.readSignedVarint(), acknowledgedThrough: try reader.readVarint())
+            let record = try KVSnapshotImage.readRecord(&reader)
             let resultCount = try reader.readCount(limit: min(limits.clientSessionResultsMax, reader.remaining / 2))
             var results: [(sequence: UInt64, result: Bytes)] = []
             for _ in 0..<resultCount { results.append((try reader.readVarint(), try reader.readBytes(limit: limits.rpcMessageBytesMax))) }
@@ -145,7 +144,7 @@ public struct KVSnapshot: Sendable, Equatable {
         // Each change takes at least three bytes: the count cannot promise more than that.
         let count = try reader.readCount(limit: reader.remaining / 3)
         var changes: [KVChange] = []
-        changes.reserveCapacity(count)
+        changes.reserveCapacity(min(count, 4096))  // A hostile count reserves little.
         var last: (revision: Revision, key: Bytes)?
         for _ in 0..<count {
             let change: KVChange

@@ -107,7 +107,7 @@ public enum KVSnapshotImage {
         }
     }
 
-    // MARK: Entry codecs (shared with `KVSnapshot` v2)
+    // MARK: Entry codecs (the session record's is also version 2's)
 
     static func write(_ change: KVChange, into writer: inout ByteWriter) {
         if let kv = change.keyValue {

@@ -43,12 +43,7 @@ extension ClusterSuites {
 
             // Node 3 knows nobody; the operator adds it with the CLI and promotes it.
             try cluster.start(3, arguments: compaction)
-            let three = cluster.entries[2]
-            let address = String(three[three.index(after: three.firstIndex(of: "=")!)...])
-            // (Retried while node 3 is still starting, on a loaded machine.)
-            try await eventually("node 3 is added as a learner") {
-                try await cluster.aspen(["cluster", "add-learner", "--node-id", "3", "--addr", address], endpoints: one).0 == 0
-            }
+            try await cluster.addLearner(3)
             try await eventually("node 3 is promoted") { try await cluster.aspen(["cluster", "promote", "3"], endpoints: one).0 == 0 }
             let members = try await client.members()
             #expect(members.voters == [1, 2, 3])

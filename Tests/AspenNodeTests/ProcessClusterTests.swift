@@ -143,6 +143,17 @@ final class ProcessCluster: @unchecked Sendable {
         return (process.terminationStatus, String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
+    /// Has node `via` add node `id` (started, knowing nobody) as a learner with the CLI,
+    /// retried while node `id` is still starting.
+    func addLearner(_ id: Int, via: Int = 1) async throws {
+        let entry = entries[id - 1]
+        let address = String(entry[entry.index(after: entry.firstIndex(of: "=")!)...])
+        let endpoints = entries[via - 1]
+        try await eventually("node \(id) is added as a learner") {
+            try await self.aspen(["cluster", "add-learner", "--node-id", "\(id)", "--addr", address], endpoints: endpoints).0 == 0
+        }
+    }
+
     func leader(timeoutSeconds: Double = 30) async throws -> Int {
         let client = try client()
         defer { Task { await client.close() } }

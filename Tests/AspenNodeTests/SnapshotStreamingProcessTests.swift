@@ -65,19 +65,13 @@ extension ClusterSuites {
         static let leaderGrowthBoundBytes = 160 << 20
         static let followerPeakBoundBytes = 256 << 20
 
-        @Test("a state of hundreds of MiB is streamed to a new member; neither node's resident memory grows by the state's size")
-        func largeStateStreams() async throws {
-            let cluster = try ProcessCluster(nodes: 2)
-            // Compaction often enough that Raft's in-memory log never holds much of the state.
-            let compaction = ["--compact-after-entries", "64"]
-            try cluster.start(1, arguments: compaction)
+        /// Founds a cluster on node 1 alone (started with `arguments`) and writes keys
+        /// big/0 ..< big/count, each once, with random values of `valueBytes`, four at a time.
+        static func foundAndFill(_ cluster: ProcessCluster, arguments: [String], count: Int, valueBytes: Int) async throws -> AspenClient {
+            try cluster.start(1, arguments: arguments)
             let one = cluster.entries[0]
             try await eventually("cluster init succeeds") { try await cluster.aspen(["cluster", "init"], endpoints: one).0 == 0 }
             let client = try cluster.client(only: 1)
-
-            // Values of 512 KiB, written four at a time; each key is written once.
-            let valueBytes = 512 * 1024
-            let count = Self.stateMiB * 1_048_576 / valueBytes
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for lane in 0..<4 {
                     group.addTask {
@@ -93,6 +87,19 @@ extension ClusterSuites {
                 }
                 try await group.waitForAll()
             }
+            return client
+        }
+
+        @Test("a state of hundreds of MiB is streamed to a new member; neither node's resident memory grows by the state's size")
+        func largeStateStreams() async throws {
+            let cluster = try ProcessCluster(nodes: 2)
+            // Compaction often enough that Raft's in-memory log never holds much of the state.
+            let compaction = ["--compact-after-entries", "64"]
+            let one = cluster.entries[0]
+            // Values of 512 KiB, each key written once.
+            let valueBytes = 512 * 1024
+            let count = Self.stateMiB * 1_048_576 / valueBytes
+            let client = try await Self.foundAndFill(cluster, arguments: compaction, count: count, valueBytes: valueBytes)
             let leaderPID = try #require(cluster.processes[1]?.processIdentifier)
             let leaderBefore = try Self.memory(of: leaderPID)
             let peaks = Peaks()
@@ -108,11 +115,7 @@ extension ClusterSuites {
             let followerPID = try #require(cluster.processes[2]?.processIdentifier)
             sampler.cancel()
             sampler = Self.sampleAnonymousPeaks([leaderPID, followerPID], into: peaks)
-            let two = cluster.entries[1]
-            let address = String(two[two.index(after: two.firstIndex(of: "=")!)...])
-            try await eventually("node 2 is added as a learner") {
-                try await cluster.aspen(["cluster", "add-learner", "--node-id", "2", "--addr", address], endpoints: one).0 == 0
-            }
+            try await cluster.addLearner(2)
             let onTwo = try cluster.client(only: 2)
             let lastKey = Bytes("big/\(count - 1)".utf8)
             try await eventually("node 2 installed the snapshot", seconds: 300) {
@@ -158,30 +161,14 @@ extension ClusterSuites {
         func memberKilledMidTransfer() async throws {
             let cluster = try ProcessCluster(nodes: 2)
             let compaction = ["--compact-after-entries", "64"]
-            try cluster.start(1, arguments: compaction)
             let one = cluster.entries[0]
-            try await eventually("cluster init succeeds") { try await cluster.aspen(["cluster", "init"], endpoints: one).0 == 0 }
-            let client = try cluster.client(only: 1)
             let valueBytes = 512 * 1024
             let count = 192
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for lane in 0..<4 {
-                    group.addTask {
-                        for index in stride(from: lane, to: count, by: 4) {
-                            try await client.put(Bytes("big/\(index)".utf8), [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: valueBytes))
-                        }
-                    }
-                }
-                try await group.waitForAll()
-            }
+            let client = try await Self.foundAndFill(cluster, arguments: compaction, count: count, valueBytes: valueBytes)
             #expect(try await cluster.aspen(["cluster", "snapshot"], endpoints: one).0 == 0)
 
             try cluster.start(2, arguments: compaction)
-            let two = cluster.entries[1]
-            let address = String(two[two.index(after: two.firstIndex(of: "=")!)...])
-            try await eventually("node 2 is added as a learner") {
-                try await cluster.aspen(["cluster", "add-learner", "--node-id", "2", "--addr", address], endpoints: one).0 == 0
-            }
+            try await cluster.addLearner(2)
             // Killed once part of the image is staged, before it is whole.
             let staging = cluster.dataDirectory(2) + "/aspen.db-snapshots/staging.akv3"
             var staged = 0
