@@ -140,14 +140,28 @@ public final class PeerNetwork: Sendable {
     }
 
     public func send(_ message: Raft.Message) {
-        guard let address = address(of: message.to) else { return }
-        let bytes = message.encoded()
+        send([message])
+    }
+
+    /// Sends messages in order; those to one peer go out in one write.
+    public func send(_ messages: [Raft.Message]) {
+        var order: [NodeID] = []
+        var bodies: [NodeID: [[UInt8]]] = [:]
+        for message in messages {
+            if bodies[message.to] == nil { order.append(message.to) }
+            bodies[message.to, default: []].append(message.encoded())
+        }
+        for peer in order { send(bodies[peer]!, to: peer) }
+    }
+
+    private func send(_ bodies: [[UInt8]], to peer: NodeID) {
+        guard let address = address(of: peer) else { return }
         // An established connection: write at once, in order, without waiting for anything.
-        if let ready = established.withLock({ $0[message.to] }), ready.isActive, (try? ready.send(bytes)) != nil {
+        if let ready = established.withLock({ $0[peer] }), ready.isActive, (try? ready.send(bodies)) != nil {
             return
         }
         let connecting = connections.withLock { connections -> Task<TransportConnection, any Error> in
-            if let existing = connections[message.to] { return existing }
+            if let existing = connections[peer] { return existing }
             let tls = self.tls
             let options = self.options
             let group = self.group
@@ -156,17 +170,17 @@ public final class PeerNetwork: Sendable {
                     host: address.host, port: address.port, protocol: AspenProtocol.raft, tls: tls, expecting: address.key,
                     options: options, group: group)
             }
-            connections[message.to] = task
+            connections[peer] = task
             return task
         }
         Task {
             do {
                 let connection = try await connecting.value
                 guard connection.isActive else { throw TransportError.connectionClosed }
-                self.established.withLock { $0[message.to] = connection }
-                try connection.send(bytes)
+                self.established.withLock { $0[peer] = connection }
+                try connection.send(bodies)
             } catch {
-                self.forget(message.to, task: connecting)
+                self.forget(peer, task: connecting)
             }
         }
     }

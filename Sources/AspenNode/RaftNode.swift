@@ -80,7 +80,8 @@ public actor RaftNode {
     /// wait until it has applied, so a node's reads always show the writes it acknowledged.
     private nonisolated let answeredThrough = Atomic<UInt64>(0)
     public nonisolated var term: Raft.Term { termNow.load(ordering: .relaxed) }
-    let send: @Sendable (Raft.Message) -> Void
+    /// Sends messages in order; those to one peer leave together (one write on its connection).
+    let send: @Sendable ([Raft.Message]) -> Void
     let membershipChanged: @Sendable (Raft.Membership) -> Void
     let nowMs: @Sendable () -> Int64
     let logger: Logger
@@ -175,7 +176,7 @@ public actor RaftNode {
 
     public init(
         configuration: NodeConfiguration, storage: any NodeStorage, state: Raft.PersistentState,
-        send: @escaping @Sendable (Raft.Message) -> Void, nowMs: @escaping @Sendable () -> Int64, logger: Logger,
+        send: @escaping @Sendable ([Raft.Message]) -> Void, nowMs: @escaping @Sendable () -> Int64, logger: Logger,
         membershipChanged: @escaping @Sendable (Raft.Membership) -> Void = { _ in },
         loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()
     ) {
@@ -602,7 +603,7 @@ public actor RaftNode {
     func sendEarly() {
         earlySendScheduled = false
         guard !stopped else { return }
-        for message in raft.takeMessagesSendableNow() { dispatch(message) }
+        dispatch(raft.takeMessagesSendableNow())
     }
 
     /// Persist, send, apply, advance — until the instance has nothing more to do.
@@ -613,7 +614,7 @@ public actor RaftNode {
             if ready.isEmpty { break }
             noteRoleChange()
             for outcome in ready.forwardedProposals { place(outcome) }
-            for message in ready.messages { dispatch(message) }
+            dispatch(ready.messages)
             if ready.wantsSnapshotImage { prepareImage() }
             let batch = StorageBatch(ready)
             var applied: [AppliedEntry] = []
@@ -669,7 +670,7 @@ public actor RaftNode {
                 }
                 if let last = batch.entries.last { raft.persisted(upTo: last.index, term: last.term) }
             }
-            for message in ready.messagesAfterPersist { dispatch(message) }
+            dispatch(ready.messagesAfterPersist)
             watches.publish(applied.flatMap(\.events))
             for entry in applied { resolve(entry) }
             if let last = batch.committedEntries.last { advanceApplied(to: last.index) }
@@ -868,20 +869,28 @@ public actor RaftNode {
 
     // MARK: Images for followers
 
-    /// A message as it leaves: a snapshot chunk gets its bytes from the prepared image here
-    /// (the instance only says which range). If the image cannot be read (replaced, damaged,
-    /// gone), Raft is told, and asks for a new one.
-    func dispatch(_ message: Raft.Message) {
-        do {
-            if let filled = try storage.withImageBytes(message) {
-                if case .snapshotChunk(let chunk) = filled.kind { counters.snapshotBytesSent += chunk.length }
-                send(filled)
-                return
+    /// Messages as they leave, in order: a snapshot chunk gets its bytes from the prepared image
+    /// here (the instance only says which range). If the image cannot be read (replaced,
+    /// damaged, gone), Raft is told, and asks for a new one. The messages go in one call, so
+    /// those to the same peer share a write: a forwarded command's answer and the append that
+    /// carries it reach the follower together.
+    func dispatch(_ messages: [Raft.Message]) {
+        guard !messages.isEmpty else { return }
+        var leaving: [Raft.Message] = []
+        leaving.reserveCapacity(messages.count)
+        for message in messages {
+            do {
+                if let filled = try storage.withImageBytes(message) {
+                    if case .snapshotChunk(let chunk) = filled.kind { counters.snapshotBytesSent += chunk.length }
+                    leaving.append(filled)
+                    continue
+                }
+            } catch {
+                logger.error("reading the snapshot image failed", metadata: ["error": "\(error)"])
             }
-        } catch {
-            logger.error("reading the snapshot image failed", metadata: ["error": "\(error)"])
+            if case .snapshotChunk(let chunk) = message.kind { raft.snapshotImageUnavailable(index: chunk.metadata.index) }
         }
-        if case .snapshotChunk(let chunk) = message.kind { raft.snapshotImageUnavailable(index: chunk.metadata.index) }
+        send(leaving)
     }
 
     /// Writes an image of the applied state for followers the log no longer reaches, off the

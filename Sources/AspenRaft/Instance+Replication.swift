@@ -63,7 +63,7 @@ extension Raft.Instance {
 
     mutating func broadcastAppend() {
         for member in membership.allMembers where member != id {
-            sendAppend(to: member, evenIfEmpty: true)
+            sendAppend(to: member, evenIfEmpty: true, noticeIfEmpty: true)
             while sendAppend(to: member, evenIfEmpty: false) {}
         }
     }
@@ -76,8 +76,12 @@ extension Raft.Instance {
     }
 
     /// Sends the next append to `follower` if its progress allows. Returns true if entries went out.
+    /// With `noticeIfEmpty` (the broadcast of a new commit index), an append without entries to a
+    /// follower being replicated to is a notice it does not answer: the appends in flight to it
+    /// are answered on their own, and if they were lost its log does not match the notice, which
+    /// it then rejects. The other empty appends (probes, retries) still ask for an answer.
     @discardableResult
-    mutating func sendAppend(to follower: NodeID, evenIfEmpty: Bool) -> Bool {
+    mutating func sendAppend(to follower: NodeID, evenIfEmpty: Bool, noticeIfEmpty: Bool = false) -> Bool {
         guard var pr = progress[follower], !pr.isPaused(inflightMax: config.limits.raftInflightAppendsMax) else {
             return false
         }
@@ -89,9 +93,12 @@ extension Raft.Instance {
         let entries = log.entries(
             from: pr.next, countMax: config.limits.raftBatchEntriesMax, bytesMax: config.limits.raftAppendBytesMax)
         if entries.isEmpty && !evenIfEmpty { return false }
+        // At low load, one message fewer per follower and write.
+        let notice = noticeIfEmpty && entries.isEmpty && pr.state == .replicate
         send(
             to: follower,
-            .append(Raft.Append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: log.committed)))
+            .append(
+                Raft.Append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: log.committed, wantsAnswer: !notice)))
         switch pr.state {
         case .replicate:
             if let last = entries.last {
@@ -112,7 +119,7 @@ extension Raft.Instance {
     mutating func handleAppend(_ append: Raft.Append, from leaderID: NodeID) {
         if append.prevIndex < log.committed {
             // Everything through our commit index matches any leader's log.
-            send(to: leaderID, .appendResponse(Raft.AppendResponse(index: log.committed)))
+            if append.wantsAnswer { send(to: leaderID, .appendResponse(Raft.AppendResponse(index: log.committed))) }
             return
         }
         guard log.matches(index: append.prevIndex, term: append.prevTerm) else {
@@ -130,7 +137,7 @@ extension Raft.Instance {
         let fitting = append.entries.prefix(max(0, room))
         let lastNew = fitting.isEmpty ? append.prevIndex : log.merge(Array(fitting))
         advanceCommit(to: min(append.commit, lastNew))
-        send(to: leaderID, .appendResponse(Raft.AppendResponse(index: lastNew)))
+        if append.wantsAnswer { send(to: leaderID, .appendResponse(Raft.AppendResponse(index: lastNew))) }
     }
 
     mutating func handleHeartbeat(commit: Raft.Index, readRound: UInt64, from leaderID: NodeID) {

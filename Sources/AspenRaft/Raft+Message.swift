@@ -92,12 +92,19 @@ extension Raft {
         public var prevTerm: Term
         public var entries: [Entry]
         public var commit: Index
+        /// False for a commit notice: no entries, sent to a follower known to match through
+        /// `prevIndex`, only to move its commit index. A follower whose log matches answers
+        /// nothing (the answer would tell the leader nothing it does not know); one whose log
+        /// does not, rejects it as any append.
+        public var wantsAnswer: Bool
 
-        public init(prevIndex: Index, prevTerm: Term, entries: [Entry], commit: Index) {
+        public init(prevIndex: Index, prevTerm: Term, entries: [Entry], commit: Index, wantsAnswer: Bool = true) {
+            precondition(wantsAnswer || entries.isEmpty, "an append that carries entries is always answered")
             self.prevIndex = prevIndex
             self.prevTerm = prevTerm
             self.entries = entries
             self.commit = commit
+            self.wantsAnswer = wantsAnswer
         }
     }
 

@@ -29,6 +29,11 @@ extension Raft.Message {
         case .voteResponse(let granted):
             writer.write(4)
             writer.write(granted)
+        case .append(let append) where !append.wantsAnswer:
+            writer.write(16)
+            writer.writeVarint(append.prevIndex)
+            writer.writeVarint(append.prevTerm)
+            writer.writeVarint(append.commit)
         case .append(let append):
             writer.write(5)
             writer.writeVarint(append.prevIndex)
@@ -130,6 +135,11 @@ extension Raft.Message {
                 entries.append(Raft.Entry(term: term, index: index, payload: payload))
             }
             return .append(Raft.Append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit))
+        case 16:
+            return .append(
+                Raft.Append(
+                    prevIndex: try reader.readVarint(), prevTerm: try reader.readVarint(), entries: [], commit: try reader.readVarint(),
+                    wantsAnswer: false))
         case 6:
             return .appendResponse(
                 Raft.AppendResponse(

@@ -103,6 +103,52 @@ struct ReplicationTests {
         #expect(cluster.invariants.ok)
     }
 
+    @Test("followers learn the commit index from notices they do not answer; one that does not match rejects a notice")
+    func commitNotices() throws {
+        let cluster = LockstepCluster(voters: 3)
+        cluster.elect(1)
+        var sent: [Raft.Message] = []
+        cluster.filter = { message in
+            sent.append(message)
+            return true
+        }
+        for value in UInt64(1)...5 {
+            _ = try cluster.propose(0, value, via: 1)
+            cluster.deliverAll()
+        }
+        let commit = cluster.raft(1).commitIndex
+        for follower in [NodeID(2), NodeID(3)] {
+            #expect(cluster.raft(follower).commitIndex == commit, "\(follower)")
+            let appends = sent.compactMap { message -> Raft.Append? in
+                guard message.to == follower, case .append(let append) = message.kind else { return nil }
+                return append
+            }
+            let notices = appends.filter { !$0.wantsAnswer }
+            let answers = sent.filter { message in
+                guard message.from == follower, case .appendResponse = message.kind else { return false }
+                return true
+            }
+            // Each write's commit reaches the follower in a notice, which costs no answer.
+            #expect(notices.count >= 5, "\(follower): \(notices.count) notices")
+            #expect(notices.allSatisfy { $0.entries.isEmpty })
+            #expect(answers.count == appends.count - notices.count, "\(follower): \(answers.count) answers to \(appends.count) appends")
+        }
+        // A notice whose previous entry the follower lacks is rejected like any append, so the
+        // leader finds the match again.
+        sent = []
+        let last = cluster.raft(2).lastIndex
+        let notice = Raft.Message(
+            group: 0, from: 1, to: 2, term: cluster.raft(1).term,
+            kind: .append(Raft.Append(prevIndex: last + 3, prevTerm: cluster.raft(1).term, entries: [], commit: last + 3, wantsAnswer: false)))
+        cluster.with(2) { $0.step(notice) }
+        let rejection = cluster.inFlight.contains { message in
+            guard message.from == 2, case .appendResponse(let response) = message.kind else { return false }
+            return response.rejected
+        }
+        #expect(rejection)
+        #expect(cluster.raft(2).commitIndex == commit)
+    }
+
     @Test("no more than raftInflightAppendsMax appends are in flight to one follower")
     func inflightWindow() throws {
         let cluster = LockstepCluster(voters: 3, seed: 1) {
