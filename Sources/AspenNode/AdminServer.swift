@@ -70,6 +70,12 @@ public final class AdminServer: Sendable {
         gauge("aspen_raft_snapshot_index", "Index the node's snapshot covers (its log starts after it).", "\(status.snapshotIndex)")
         counter("aspen_raft_snapshots_installed_total", "Snapshots received from a leader and installed.", "\(counters.snapshotsInstalled)")
         counter(
+            "aspen_raft_snapshots_refused_total", "Snapshot images received whole that did not decode; the node kept its state and got another.",
+            "\(counters.snapshotsRefused)")
+        counter(
+            "aspen_raft_snapshot_images_refused_total", "Images this node, as leader, gave up because a follower could not install them.",
+            "\(counters.snapshotImagesRefused)")
+        counter(
             "aspen_raft_snapshot_failures_total", "Log compactions and snapshot images that could not be made (each retried with backoff).",
             "\(counters.snapshotFailures)")
         counter(

@@ -158,6 +158,10 @@ public actor RaftNode {
         public var storageCommitLatency = Histogram.latency
         public var groupCommitEntries = Histogram.batchSize
         public var snapshotsInstalled = 0
+        /// Images received whole that did not decode (this node kept its state and asked for
+        /// another), and, as leader, images given up because a follower refused them.
+        public var snapshotsRefused = 0
+        public var snapshotImagesRefused = 0
         /// Images of the state written for followers, and the image bytes sent to them.
         public var snapshotImagesPrepared = 0
         public var snapshotBytesSent = 0
@@ -616,7 +620,7 @@ public actor RaftNode {
             for outcome in ready.forwardedProposals { place(outcome) }
             dispatch(ready.messages)
             if ready.wantsSnapshotImage { prepareImage() }
-            let batch = StorageBatch(ready)
+            var batch = StorageBatch(ready)
             var applied: [AppliedEntry] = []
             if !batch.isEmpty {
                 let storage = self.storage
@@ -634,29 +638,42 @@ public actor RaftNode {
                         Self.answer(proposal, with: entry)
                     }
                 }
-                do {
-                    let clock = ContinuousClock()
-                    let started = clock.now
-                    if appliesQuickly(batch) {
-                        counters.storageCommitsInline += 1
-                        applied = try storage.commit(batch, resultsKnown: answerKnown)
-                    } else {
-                        // Off the actor: proposals keep arriving and join the next batch.
-                        applied = try await Task.detached { try storage.commit(batch, resultsKnown: answerKnown) }.value
+                while !batch.isEmpty {
+                    do {
+                        let clock = ContinuousClock()
+                        let started = clock.now
+                        if appliesQuickly(batch) {
+                            counters.storageCommitsInline += 1
+                            applied = try storage.commit(batch, resultsKnown: answerKnown)
+                        } else {
+                            // Off the actor: proposals keep arriving and join the next batch.
+                            let attempt = batch
+                            applied = try await Task.detached { try storage.commit(attempt, resultsKnown: answerKnown) }.value
+                        }
+                        let elapsed = (clock.now - started).components
+                        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18
+                        counters.storageCommits += 1
+                        counters.committedEntries += batch.entries.count
+                        counters.storageCommitSeconds += seconds
+                        counters.storageCommitSecondsMax = max(counters.storageCommitSecondsMax, seconds)
+                        counters.storageCommitLatency.observe(seconds)
+                        if !batch.entries.isEmpty { counters.groupCommitEntries.observe(Double(batch.entries.count)) }
+                        break
+                    } catch StorageError.imageRefused(let index, let detail) where batch.snapshot?.index == index {
+                        // A damaged image is not a damaged node: it keeps its state and log, and
+                        // the leader sends another. The rest of the batch (a term or vote) is
+                        // written without it.
+                        logger.error("snapshot image refused; the leader will send another", metadata: ["index": "\(index)", "error": "\(detail)"])
+                        counters.snapshotsRefused += 1
+                        raft.snapshotRefused(batch.snapshot!)
+                        batch.snapshot = nil
+                        batch.snapshotChunks = []
+                    } catch {
+                        for (index, proposal) in waiting.withLock({ $0 }) { proposals[index] = proposal }
+                        logger.critical("storage failed; stopping the node", metadata: ["error": "\(error)"])
+                        stop()
+                        return
                     }
-                    let elapsed = (clock.now - started).components
-                    let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18
-                    counters.storageCommits += 1
-                    counters.committedEntries += batch.entries.count
-                    counters.storageCommitSeconds += seconds
-                    counters.storageCommitSecondsMax = max(counters.storageCommitSecondsMax, seconds)
-                    counters.storageCommitLatency.observe(seconds)
-                    if !batch.entries.isEmpty { counters.groupCommitEntries.observe(Double(batch.entries.count)) }
-                } catch {
-                    for (index, proposal) in waiting.withLock({ $0 }) { proposals[index] = proposal }
-                    logger.critical("storage failed; stopping the node", metadata: ["error": "\(error)"])
-                    stop()
-                    return
                 }
                 // Entries the store skipped (already applied) are answered below, as before.
                 for (index, proposal) in waiting.withLock({ $0 }) { proposals[index] = proposal }
@@ -675,6 +692,7 @@ public actor RaftNode {
             for entry in applied { resolve(entry) }
             if let last = batch.committedEntries.last { advanceApplied(to: last.index) }
             noteMembershipChange()
+            counters.snapshotImagesRefused = Int(raft.imagesRefused)
             for state in ready.readStates { readIndexWaiters.removeValue(forKey: state.context)?.resume(returning: state.index) }
             for context in ready.droppedReads {
                 readIndexWaiters.removeValue(forKey: context)?.resume(throwing: NodeError.notLeader(leaderHint: raft.leader))

@@ -215,7 +215,7 @@ extension Raft.Instance {
             handleSnapshotResponse(response, from: message.from)
         case .timeoutNow(let commit):
             guard role != .leader else { return }
-            if leader == message.from {
+            if leader == message.from && pendingInstall == nil {
                 // Sent only once our log matched the leader's through its last index.
                 advanceCommit(to: min(commit, log.lastIndex))
             }

@@ -117,6 +117,8 @@ extension Raft.Instance {
     // MARK: Follower: receiving
 
     mutating func handleAppend(_ append: Raft.Append, from leaderID: NodeID) {
+        // The log is about to be replaced by an image: unanswered, the append comes again.
+        guard pendingInstall == nil else { return }
         if append.prevIndex < log.committed {
             // Everything through our commit index matches any leader's log.
             if append.wantsAnswer { send(to: leaderID, .appendResponse(Raft.AppendResponse(index: log.committed))) }
@@ -141,7 +143,7 @@ extension Raft.Instance {
     }
 
     mutating func handleHeartbeat(commit: Raft.Index, readRound: UInt64, from leaderID: NodeID) {
-        advanceCommit(to: min(commit, log.lastIndex))
+        if pendingInstall == nil { advanceCommit(to: min(commit, log.lastIndex)) }
         send(to: leaderID, .heartbeatResponse(readRound: readRound))
     }
 

@@ -74,6 +74,18 @@ extension Raft.Instance {
     mutating func handleSnapshotResponse(_ response: Raft.SnapshotResponse, from follower: NodeID) {
         guard role == .leader, var pr = progress[follower] else { return }
         pr.recentActive = true
+        if response.refused {
+            // The follower could not install the image it was sent: if it is the one this
+            // leader streams, give it up; a new one is written and sent (to every follower
+            // that was receiving it: they start over).
+            progress[follower] = pr
+            guard pr.state == .snapshot, response.snapshotIndex == pr.snapshotIndex, image?.metadata.index == response.snapshotIndex
+            else { return }
+            imagesRefused += 1
+            snapshotImageUnavailable(index: response.snapshotIndex)
+            startSnapshot(to: follower)
+            return
+        }
         if let match = response.matchIndex {
             _ = pr.acknowledge(match)
             if pr.state == .snapshot { pr.becomeProbe() }
@@ -122,9 +134,9 @@ extension Raft.Instance {
             return
         }
         // An image received whole waits for the shell to install it: a chunk of another image
-        // staged in the same Ready would make the store refuse the batch. Unanswered, it is
-        // sent again, and by then the install has moved the commit index.
-        guard snapshotToInstall == nil else { return }
+        // staged meanwhile would make the store refuse the batch. Unanswered, it is sent again,
+        // and by then the install has moved the commit index (or was refused).
+        guard pendingInstall == nil else { return }
         guard !chunk.needsData, chunk.length > 0, chunk.offset <= chunk.totalBytes, chunk.length <= chunk.totalBytes - chunk.offset
         else {
             answer(0)
@@ -149,24 +161,26 @@ extension Raft.Instance {
             return
         }
         incomingSnapshot = nil
-        restore(metadata)
-        answer(chunk.totalBytes, match: log.committed)
-    }
-
-    /// Adopts a received image: the log is replaced, unless it already holds the image's last
-    /// entry, in which case only the commit index moves.
-    private mutating func restore(_ metadata: Raft.SnapshotMetadata) {
         if log.matches(index: metadata.index, term: metadata.term) {
+            // The log already holds the image's last entry: only the commit index moves.
             advanceCommit(to: metadata.index)
+            answer(chunk.totalBytes, match: log.committed)
             return
         }
+        // Nothing changes until the shell has installed the image (`snapshotInstalled`): if it
+        // cannot (`snapshotRefused`), this node goes on from its own log, and the leader sends
+        // another image. Meanwhile appends are not taken and no election is started.
+        pendingInstall = Raft.PendingInstall(metadata: metadata, leader: leaderID, totalBytes: chunk.totalBytes)
+    }
+
+    /// Adopts an installed image: the log starts over after it.
+    mutating func restore(_ metadata: Raft.SnapshotMetadata) {
         log.restore(index: metadata.index, term: metadata.term)
         membership = metadata.membership
         snapshotMembership = metadata.membership
         membershipHistory = []
         snapshot = metadata
         image = nil
-        snapshotToInstall = metadata
         appliedHandedOut = metadata.index
     }
 
@@ -177,6 +191,16 @@ extension Raft.Instance {
 }
 
 extension Raft {
+    /// An image received whole, waiting for the shell to install it.
+    struct PendingInstall: Sendable, Equatable {
+        var metadata: SnapshotMetadata
+        /// Who sent it: told once the image is installed or refused.
+        var leader: NodeID
+        var totalBytes: Int
+        /// Whether a Ready has carried it to the shell.
+        var handedOut = false
+    }
+
     /// What a follower knows of the image it is receiving.
     struct IncomingSnapshot: Sendable, Equatable {
         var metadata: SnapshotMetadata

@@ -72,7 +72,10 @@ extension Raft {
         var imageRequested = false
         var imageRequestTick: UInt64?
         var incomingSnapshot: IncomingSnapshot?
-        var snapshotToInstall: SnapshotMetadata?
+        /// An image received whole, until the shell says it installed it or refused it.
+        var pendingInstall: PendingInstall?
+        /// Images this leader gave up because a follower could not install them.
+        public internal(set) var imagesRefused: UInt64 = 0
 
         // Output not yet collected by `ready()`.
         var outbox = Ready()
@@ -129,10 +132,9 @@ extension Raft {
 
         /// True if there is anything for `ready()` to return.
         public var hasReady: Bool {
-            broadcastRequested || readRoundRequested || !outbox.isEmpty || snapshotToInstall != nil || imageRequested
-                || !forwardQueue.isEmpty
-                || log.handedOut < log.lastIndex || hardState != lastHardState
-                || appliedHandedOut < log.committed
+            broadcastRequested || readRoundRequested || !outbox.isEmpty || pendingInstall?.handedOut == false || imageRequested
+                || !forwardQueue.isEmpty || hardState != lastHardState
+                || (pendingInstall == nil && (log.handedOut < log.lastIndex || appliedHandedOut < log.committed))
         }
 
         /// The leader's view of a follower, for status displays.
@@ -162,15 +164,16 @@ extension Raft {
             prepareOutgoing()
             var ready = outbox
             outbox = Ready()
-            if let install = snapshotToInstall {
-                ready.snapshot = install
-                snapshotToInstall = nil
+            if let install = pendingInstall, !install.handedOut {
+                ready.snapshot = install.metadata
+                pendingInstall?.handedOut = true
             }
             if imageRequested {
                 ready.wantsSnapshotImage = true
                 imageRequested = false
             }
-            if log.handedOut < log.lastIndex {
+            // While an image installs, the log it replaces hands out nothing more.
+            if pendingInstall == nil && log.handedOut < log.lastIndex {
                 // Bounded: what does not fit follows in the next Ready (`hasReady` stays true).
                 ready.entries = log.entries(
                     from: log.handedOut + 1, countMax: config.limits.raftReadyEntriesMax, bytesMax: config.limits.raftReadyBytesMax)
@@ -181,7 +184,7 @@ extension Raft {
                 ready.hardState = state
                 lastHardState = state
             }
-            if appliedHandedOut < log.committed {
+            if pendingInstall == nil && appliedHandedOut < log.committed {
                 ready.committedEntries = log.entries(
                     from: appliedHandedOut + 1, through: log.committed,
                     countMax: config.limits.raftApplyEntriesMax, bytesMax: config.limits.raftAppendBytesMax)
@@ -226,8 +229,28 @@ extension Raft {
         }
 
         /// The shell has installed the snapshot that a Ready carried.
+        /// The shell has installed the image `Ready.snapshot` named, durably: the log starts
+        /// over after it, and the leader is told how far this node now matches.
         public mutating func snapshotInstalled(_ metadata: SnapshotMetadata) {
-            precondition(metadata.index <= log.committed, "installed a snapshot ahead of the commit index")
+            guard let pending = pendingInstall, pending.metadata == metadata else {
+                preconditionFailure("installed snapshot \(metadata.index), which was not handed out to install")
+            }
+            pendingInstall = nil
+            restore(metadata)
+            send(
+                to: pending.leader,
+                .snapshotResponse(SnapshotResponse(snapshotIndex: metadata.index, nextOffset: pending.totalBytes, matchIndex: log.committed)))
+        }
+
+        /// The shell could not install the image `Ready.snapshot` named (it does not decode: damaged
+        /// on the leader's disk or on the way). Nothing changed here; the leader is told, gives the
+        /// image up and streams a new one.
+        public mutating func snapshotRefused(_ metadata: SnapshotMetadata) {
+            guard let pending = pendingInstall, pending.metadata == metadata else {
+                preconditionFailure("refused snapshot \(metadata.index), which was not handed out to install")
+            }
+            pendingInstall = nil
+            send(to: pending.leader, .snapshotResponse(SnapshotResponse(snapshotIndex: metadata.index, nextOffset: 0, refused: true)))
         }
 
         /// The shell has made the state machine through `index` durable (it applied it): the log
@@ -307,6 +330,8 @@ extension Raft {
             config.checkQuorum && leader != nil && electionElapsed < config.electionTicks
         }
 
-        var isPromotable: Bool { membership.isVoter(id) }
+        /// A voter, and not waiting for an image to install: the log it would campaign with is
+        /// about to be replaced.
+        var isPromotable: Bool { membership.isVoter(id) && pendingInstall == nil }
     }
 }

@@ -159,11 +159,14 @@ extension Raft {
         /// Set once the whole snapshot has been received; `matchIndex` is then where the follower's
         /// log now matches the leader's.
         public var matchIndex: Index?
+        /// The image arrived whole but could not be installed: the leader should send another.
+        public var refused: Bool
 
-        public init(snapshotIndex: Index, nextOffset: Int, matchIndex: Index? = nil) {
+        public init(snapshotIndex: Index, nextOffset: Int, matchIndex: Index? = nil, refused: Bool = false) {
             self.snapshotIndex = snapshotIndex
             self.nextOffset = nextOffset
             self.matchIndex = matchIndex
+            self.refused = refused
         }
     }
 }

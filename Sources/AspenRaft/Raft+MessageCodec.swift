@@ -67,6 +67,9 @@ extension Raft.Message {
             writer.writeVarint(UInt64(chunk.offset))
             precondition(!chunk.needsData, "a snapshot chunk left without its bytes")
             writer.writeBytes(chunk.data)
+        case .snapshotResponse(let response) where response.refused:
+            writer.write(17)
+            writer.writeVarint(response.snapshotIndex)
         case .snapshotResponse(let response):
             writer.write(10)
             writer.writeVarint(response.snapshotIndex)
@@ -166,6 +169,7 @@ extension Raft.Message {
             let hasMatch = try reader.readBool()
             let match = try reader.readVarint()
             return .snapshotResponse(Raft.SnapshotResponse(snapshotIndex: snapshotIndex, nextOffset: next, matchIndex: hasMatch ? match : nil))
+        case 17: return .snapshotResponse(Raft.SnapshotResponse(snapshotIndex: try reader.readVarint(), nextOffset: 0, refused: true))
         case 11: return .timeoutNow(commit: try reader.readVarint())
         case 12: return .readIndex(context: try reader.readVarint())
         case 13:

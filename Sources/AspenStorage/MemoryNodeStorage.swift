@@ -82,7 +82,7 @@ public final class MemoryNodeStorage: NodeStorage {
             do {
                 installed = (snapshot, MemoryKVBackend(snapshot: try KVSnapshot(decoding: staged?.data ?? [], limits: limits)))
             } catch {
-                throw StorageError.undecodable(file: "memory", what: "snapshot \(snapshot.index)", detail: "\(error)")
+                throw StorageError.imageRefused(index: snapshot.index, detail: "\(error)")
             }
             staged = nil
         }

@@ -133,6 +133,9 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A committed entry could not be applied for a reason of the store's, not the command's:
     /// the node must stop rather than skip it or apply it in part.
     case applyFailed(group: GroupID, index: Raft.Index, detail: String)
+    /// A snapshot image received whole does not decode (damaged on the leader's disk or on the
+    /// way): it was not installed, and nothing changed. The leader is asked for another.
+    case imageRefused(index: Raft.Index, detail: String)
 
     public var description: String {
         switch self {
@@ -150,6 +153,8 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidBatch(let reason): return "invalid storage batch: \(reason)"
         case .applyFailed(let group, let index, let detail):
             return "cannot apply committed entry \(index) of group \(group.rawValue); the node stops rather than skip it: \(detail)"
+        case .imageRefused(let index, let detail):
+            return "snapshot image \(index) does not decode, so it was not installed (the state is unchanged): \(detail)"
         }
     }
 }

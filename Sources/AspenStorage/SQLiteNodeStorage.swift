@@ -501,20 +501,22 @@ public final class SQLiteNodeStorage: NodeStorage {
         // Reads wait while the index and the file disagree.
         index.beginReplacement()
         defer { index.endReplacement() }
-        let compacted = try snapshots.withStagedImage(metadata) { source in
-            index.replace(with: [:], compacted: 0)
-            return try indexed {
-                try durableWrite { db in
-                    let stored = try storedState(db)
-                    var reader = KVSnapshotImage.Reader(from: source, limits: limits)
-                    let compacted: Revision
-                    do {
-                        compacted = try SQLiteKVBackend.install(from: &reader, into: db, file: path, group: group, index: index)
-                    } catch let error as DecodingError {
-                        throw StorageError.undecodable(file: source.path, what: "snapshot \(metadata.index)", detail: "\(error)")
+        let compacted = try discardingRefused {
+            try snapshots.withStagedImage(metadata) { source in
+                index.replace(with: [:], compacted: 0)
+                return try indexed {
+                    try durableWrite { db in
+                        let stored = try storedState(db)
+                        var reader = KVSnapshotImage.Reader(from: source, limits: limits)
+                        let compacted: Revision
+                        do {
+                            compacted = try SQLiteKVBackend.install(from: &reader, into: db, file: path, group: group, index: index)
+                        } catch let error as DecodingError {
+                            throw StorageError.imageRefused(index: metadata.index, detail: "\(source.path): \(error)")
+                        }
+                        try writeState(db, hardState: hardState ?? stored.hardState, applied: metadata.index, snapshot: metadata)
+                        return compacted
                     }
-                    try writeState(db, hardState: hardState ?? stored.hardState, applied: metadata.index, snapshot: metadata)
-                    return compacted
                 }
             }
         }
@@ -522,6 +524,16 @@ public final class SQLiteNodeStorage: NodeStorage {
         try log.reset(after: metadata.index, term: metadata.term, hardState: hardState)
         if let hardState { lastDurable.withLock { $0 = hardState } }
         snapshots.discardStaging()
+    }
+
+    /// A refused image is of no further use: its staging goes, and the next image starts afresh.
+    private func discardingRefused<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as StorageError {
+            if case .imageRefused = error { snapshots.discardStaging() }
+            throw error
+        }
     }
 
     /// Applies the entries in the caller's transaction; returns their results and the revision

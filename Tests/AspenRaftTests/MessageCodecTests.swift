@@ -41,6 +41,7 @@ struct MessageCodecTests {
             .proposeResponse(contexts: [5, 6], placement: Raft.ProposalPlacement(term: 4, firstIndex: 10)),
             .proposeResponse(contexts: [7], placement: nil),
             .append(Raft.Append(prevIndex: 9, prevTerm: 3, entries: [], commit: 8, wantsAnswer: false)),
+            .snapshotResponse(Raft.SnapshotResponse(snapshotIndex: 12, nextOffset: 0, refused: true)),
         ]
         for kind in kinds {
             let message = Raft.Message(group: 0, from: 2, to: 1, term: 4, kind: kind)

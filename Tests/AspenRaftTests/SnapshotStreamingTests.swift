@@ -107,6 +107,24 @@ struct SnapshotStreamingTests {
         expectCaughtUp(cluster, through: second.index)
     }
 
+    @Test("an image damaged on its way is refused by the follower, which keeps serving; the leader gives it up and streams a new one")
+    func damagedImage() throws {
+        let (cluster, compacted) = try clusterWithFollowerBehind()
+        cluster.heal()
+        var damaged = false
+        cluster.alter = { message in
+            guard !damaged, message.to == 3, case .snapshotChunk(var chunk) = message.kind, chunk.offset == 0, !chunk.data.isEmpty else { return }
+            damaged = true
+            chunk.data[0] ^= 0xFF
+            message.kind = .snapshotChunk(chunk)
+        }
+        #expect(cluster.run { cluster.node(3).snapshotIndex >= compacted.index && cluster.raft(3).commitIndex == cluster.raft(1).commitIndex })
+        #expect(damaged)
+        #expect(cluster.node(3).imagesRefused == 1)
+        #expect(cluster.raft(1).imagesRefused == 1)
+        expectCaughtUp(cluster, through: compacted.index)
+    }
+
     @Test("an image the shell can no longer read (replaced under Raft) is given up, and a new one is asked for")
     func imageUnreadable() throws {
         let (cluster, first) = try clusterWithFollowerBehind()
@@ -147,6 +165,44 @@ struct SnapshotFollowerInputTests {
         // A store installs the image the staged chunks complete: a chunk of another image after
         // it would make the batch refused, and the node stop.
         #expect(ready.snapshotChunksReceived.map(\.metadata.index) == [10])
-        #expect(ready.messagesAfterPersist.contains { if case .snapshotResponse(let r) = $0.kind { r.matchIndex == 10 } else { false } })
+        // The leader hears of it once the shell has installed it.
+        #expect(!ready.messagesAfterPersist.contains { if case .snapshotResponse = $0.kind { true } else { false } })
+        follower.snapshotInstalled(try #require(ready.snapshot))
+        #expect(follower.commitIndex == 10)
+        #expect(follower.ready().messagesAfterPersist.contains { if case .snapshotResponse(let r) = $0.kind { r.matchIndex == 10 } else { false } })
+    }
+
+    @Test("while an image waits for the shell, appends wait and no election starts; a refused image changes nothing, and the leader is told")
+    func refusedImage() throws {
+        let membership = Raft.Membership(voters: [1, 2])
+        var follower = Raft.Instance(config: Raft.Config(id: 2, electionTicks: 10, heartbeatTicks: 1), state: .bootstrap(membership))
+        let metadata = Raft.SnapshotMetadata(index: 10, term: 1, membership: membership)
+        func append(prev: Raft.Index) -> Raft.Message {
+            Raft.Message(
+                group: .root, from: 1, to: 2, term: 1,
+                kind: .append(Raft.Append(prevIndex: prev, prevTerm: prev == 0 ? 0 : 1, entries: [Raft.Entry(term: 1, index: prev + 1, payload: .noop)], commit: 0)))
+        }
+        follower.step(
+            Raft.Message(
+                group: .root, from: 1, to: 2, term: 1,
+                kind: .snapshotChunk(Raft.SnapshotChunk(metadata: metadata, totalBytes: 4, offset: 0, data: [1, 2, 3, 4]))))
+        let ready = follower.ready()
+        #expect(ready.snapshot == metadata)
+        // Until the shell says how the install went: an append is not taken (nor answered)...
+        follower.step(append(prev: 0))
+        let waiting = follower.ready()
+        #expect(waiting.entries.isEmpty && waiting.messages.isEmpty && waiting.messagesAfterPersist.isEmpty)
+        #expect(follower.lastIndex == 0)
+        // ...and no election starts, however long the leader is silent.
+        for _ in 0..<50 { follower.tick() }
+        #expect(follower.role == .follower)
+        #expect(!follower.hasReady)
+        follower.snapshotRefused(metadata)
+        #expect(follower.lastIndex == 0 && follower.commitIndex == 0)
+        let refused = follower.ready().messagesAfterPersist
+        #expect(refused.contains { if case .snapshotResponse(let r) = $0.kind { r.refused && r.snapshotIndex == 10 } else { false } })
+        // It goes on from its own log.
+        follower.step(append(prev: 0))
+        #expect(follower.lastIndex == 1)
     }
 }

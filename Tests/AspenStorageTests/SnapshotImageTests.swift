@@ -171,7 +171,7 @@ struct SnapshotImageTests {
         try Self.expectSameState(target.storage, source.storage)
     }
 
-    @Test("a damaged image is refused naming the snapshot, and the transaction that had begun to install it rolls back",
+    @Test("a damaged image is refused naming the snapshot; the transaction that had begun to install it rolls back, and the next image installs",
         arguments: BackendKind.allCases)
     func damagedImage(_ kind: BackendKind) throws {
         let sourceDirectory = TempDirectory()
@@ -193,8 +193,8 @@ struct SnapshotImageTests {
         do {
             try target.storage.install(snapshotChunks(of: damaged, metadata: metadata, chunkBytes: 4096), hardState: Raft.HardState(term: 2, commit: index))
             Issue.record("a damaged image was installed")
-        } catch StorageError.undecodable(_, let what, let detail) {
-            #expect(what == "snapshot \(index)")
+        } catch StorageError.imageRefused(let refused, let detail) {
+            #expect(refused == index)
             #expect(detail.contains("frame at byte \(last.offset): checksum mismatch"), "\(detail)")
         }
         #expect(try target.storage.appliedIndex == 2)
@@ -208,6 +208,12 @@ struct SnapshotImageTests {
             let reopened = try SQLiteNodeStorage(path: targetDirectory.path())
             #expect(try reopened.stateHash().get() == before)
             #expect(try reopened.read(RangeRequest(.key(Array("mine".utf8)))).get().kvs.first?.value == Array("kept".utf8))
+            // The refused staging is gone: the leader's next image installs from its first byte.
+            try reopened.install(snapshotChunks(of: data, metadata: metadata, chunkBytes: 4096), hardState: Raft.HardState(term: 2, commit: index))
+            try Self.expectSameState(reopened, source.storage)
+        } else {
+            try target.storage.install(snapshotChunks(of: data, metadata: metadata, chunkBytes: 4096), hardState: Raft.HardState(term: 2, commit: index))
+            try Self.expectSameState(target.storage, source.storage)
         }
     }
 
