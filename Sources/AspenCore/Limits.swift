@@ -13,6 +13,10 @@ public struct Limits: Sendable, Equatable {
     public var batchKeysMax = 1000
     /// Deepest nesting of transactions inside transactions.
     public var transactionDepthMax = 8
+    /// Tuples nested inside tuples, counting the outermost as 1 (the tuple layer; coordination
+    /// calls are tuples). Decoding is recursive, one frame per level: the bound keeps hostile
+    /// input (a long run of 0x05 bytes) from exhausting the stack.
+    public var tupleDepthMax = 32
     /// Default and largest scan page.
     public var scanPageDefault = 1000
     public var scanPageMax = 10_000

@@ -113,6 +113,7 @@ public final class EtcdGateway: Sendable {
             switch error {
             case .notLeader: throw RPCError(code: .unavailable, message: "etcdserver: no leader")
             case .stopped: throw RPCError(code: .unavailable, message: "etcdserver: server stopped")
+            case .unavailable(let reason): throw RPCError(code: .unavailable, message: "etcdserver: \(reason)")
             case .proposalLost, .outcomeUnknown: throw RPCError(code: .unavailable, message: "etcdserver: request timed out, \(error)")
             case .refused(let reason): throw RPCError(code: .failedPrecondition, message: reason)
             }

@@ -90,6 +90,7 @@ public enum TupleError: Error, Sendable, Equatable, CustomStringConvertible {
     case truncated(what: String, offset: Int)
     case invalidUTF8(offset: Int)
     case notInSubspace
+    case tooDeep(limit: Int, offset: Int)
 
     public var description: String {
         switch self {
@@ -97,6 +98,8 @@ public enum TupleError: Error, Sendable, Equatable, CustomStringConvertible {
         case .truncated(let what, let offset): return "truncated tuple: \(what) starting at byte \(offset) is cut off"
         case .invalidUTF8(let offset): return "the string at byte \(offset) is not valid UTF-8"
         case .notInSubspace: return "the key does not start with the subspace's prefix"
+        case .tooDeep(let limit, let offset):
+            return "the tuple at byte \(offset) nests deeper than \(limit) levels (Limits.tupleDepthMax)"
         }
     }
 }
@@ -190,14 +193,17 @@ public struct Tuple: Sendable, Hashable, Comparable, CustomStringConvertible, Ex
 
     // MARK: Decoding
 
-    public init(decoding bytes: [UInt8]) throws(TupleError) {
+    /// Decodes a tuple nested at most `depthMax` levels deep (the tuple itself is level 1).
+    public init(decoding bytes: [UInt8], depthMax: Int = Limits.standard.tupleDepthMax) throws(TupleError) {
         var offset = 0
         var elements: [TupleElement] = []
-        while offset < bytes.count { elements.append(try Self.decode(bytes, &offset, nested: false)) }
+        while offset < bytes.count { elements.append(try Self.decode(bytes, &offset, depth: 1, depthMax: depthMax)) }
         self.elements = elements
     }
 
-    static func decode(_ bytes: [UInt8], _ offset: inout Int, nested: Bool) throws(TupleError) -> TupleElement {
+    /// One element of a tuple at nesting level `depth`.
+    static func decode(_ bytes: [UInt8], _ offset: inout Int, depth: Int, depthMax: Int) throws(TupleError) -> TupleElement {
+        let nested = depth > 1
         let start = offset
         let code = bytes[offset]
         offset += 1
@@ -215,6 +221,7 @@ public struct Tuple: Sendable, Hashable, Comparable, CustomStringConvertible, Ex
             guard let text = String(validating: raw, as: UTF8.self) else { throw .invalidUTF8(offset: start) }
             return .string(text)
         case Code.nested:
+            guard depth < depthMax else { throw .tooDeep(limit: depthMax, offset: start) }
             var inner: [TupleElement] = []
             while true {
                 guard offset < bytes.count else { throw .truncated(what: "a nested tuple", offset: start) }
@@ -222,7 +229,7 @@ public struct Tuple: Sendable, Hashable, Comparable, CustomStringConvertible, Ex
                     offset += 1
                     return .tuple(inner)
                 }
-                inner.append(try decode(bytes, &offset, nested: true))
+                inner.append(try decode(bytes, &offset, depth: depth + 1, depthMax: depthMax))
             }
         case Code.intZero - 8...Code.intZero + 8:
             let positive = code >= Code.intZero

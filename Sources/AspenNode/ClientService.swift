@@ -1,6 +1,7 @@
 import AspenCore
 import AspenCoordination
 import AspenKV
+import AspenLayer
 import AspenRaft
 import AspenTransport
 import Logging
@@ -108,7 +109,7 @@ public struct ClientService: Sendable {
                 return .failure(RPCFailure(code: "not_leader", message: error.description, leaderHint: hint?.rawValue))
             case .proposalLost: return .failure(RPCFailure(code: "proposal_lost", message: error.description))
             case .outcomeUnknown: return .failure(RPCFailure(code: "outcome_unknown", message: error.description))
-            case .stopped: return .failure(RPCFailure(code: "unavailable", message: error.description))
+            case .stopped, .unavailable: return .failure(RPCFailure(code: "unavailable", message: error.description))
             case .refused(let reason): return .failure(RPCFailure(code: "refused", message: reason))
             }
         } catch let error as CoordinationError {
@@ -117,6 +118,8 @@ public struct ClientService: Sendable {
             return .failure(failure)
         } catch let error as DecodingError {
             return .failure(RPCFailure(code: "bad_request", message: "undecodable request body: \(error)"))
+        } catch let error as TupleError {
+            return .failure(RPCFailure(code: "bad_request", message: "undecodable coordination call: \(error)"))
         } catch {
             logger.error("request failed", metadata: ["error": "\(error)"])
             return .failure(RPCFailure(code: "internal", message: "the node could not complete the request"))

@@ -41,8 +41,12 @@ public struct NodeSettings: Sendable, Equatable {
         ("auto-compaction-mode", "periodic"), ("auto-compaction-retention", nil), ("log-level", "info"),
     ]
 
+    /// The join ticket's variable is `ASPEN_JOIN_TICKET`, not `ASPEN_TICKET`: that one is the
+    /// CLI's, which users export in their shell, and a node started there must not join the
+    /// cluster (as a voter) unless told to.
     public static func environmentName(_ name: String) -> String {
-        "ASPEN_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
+        if name == "ticket" { return "ASPEN_JOIN_TICKET" }
+        return "ASPEN_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
     }
 
     public static func == (lhs: NodeSettings, rhs: NodeSettings) -> Bool {
@@ -149,7 +153,12 @@ public struct NodeSettings: Sendable, Equatable {
         case (nil, .some): throw Problem("\(origin("etcd-key-file")) needs etcd-cert-file too")
         }
         let storage = value("storage") ?? "sqlite"
-        guard ["sqlite", "memory"].contains(storage) else { throw Problem("\(origin("storage")) must be sqlite or memory, not '\(storage)'") }
+        guard storage == "sqlite" else {
+            // The memory store forgets the term and vote on restart, so a restarted voter could
+            // vote twice in one term: it serves tests and the simulator only.
+            throw Problem(
+                "\(origin("storage")) must be sqlite, not '\(storage)' (a node's vote must survive a restart; the memory store is for tests only)")
+        }
         let heartbeat = try integer("heartbeat-ms", 1...60_000)
         var election = (10 * heartbeat)...(20 * heartbeat - 1)
         if let text = value("election-timeout-ms") {

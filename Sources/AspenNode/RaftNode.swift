@@ -18,6 +18,8 @@ public enum NodeError: Error, Sendable, Equatable, CustomStringConvertible {
     case outcomeUnknown
     case stopped
     case refused(String)
+    /// The node cannot serve this now (it is installing a snapshot image): retry, or ask another.
+    case unavailable(String)
 
     public var description: String {
         switch self {
@@ -26,7 +28,7 @@ public enum NodeError: Error, Sendable, Equatable, CustomStringConvertible {
         case .outcomeUnknown:
             return "the outcome of the write is unknown: it may or may not have applied (the leader changed, or this node caught up by snapshot, before it could tell)"
         case .stopped: return "the node is shutting down"
-        case .refused(let reason): return reason
+        case .refused(let reason), .unavailable(let reason): return reason
         }
     }
 }
@@ -450,9 +452,18 @@ public actor RaftNode {
         try await readable(request, consistency: consistency)
         let alone = readsInFlight.wrappingAdd(1, ordering: .relaxed).newValue == 1
         defer { readsInFlight.wrappingSubtract(1, ordering: .relaxed) }
-        if alone { return try storage.read(request).get() }
-        let storage = self.storage
-        return try await Task.detached { try storage.read(request).get() }.value
+        let store = self.storage
+        if alone { return try Self.serving { try store.read(request).get() } }
+        return try await Task.detached { try Self.serving { try store.read(request).get() } }.value
+    }
+
+    /// A store busy installing a snapshot image makes the node unavailable for the request.
+    nonisolated static func serving<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch StorageError.busy(_, let detail) {
+            throw NodeError.unavailable("this node cannot serve reads now: \(detail)")
+        }
     }
 
     /// Reads of the store under way (see `read(_:consistency:)`).

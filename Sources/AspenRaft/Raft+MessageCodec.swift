@@ -131,9 +131,19 @@ extension Raft.Message {
             let count = try reader.readCount(limit: limits.raftBatchEntriesMax)
             var entries: [Raft.Entry] = []
             entries.reserveCapacity(count)
-            for _ in 0..<count {
+            var previousTerm = prevTerm
+            for position in 0..<count {
                 let term = try reader.readVarint()
                 let index = try reader.readVarint()
+                // A log is contiguous and its terms never decrease: an append that says otherwise
+                // is refused here, before it reaches the log (whose preconditions it would trip).
+                guard prevIndex < UInt64.max - UInt64(count), index == prevIndex + 1 + UInt64(position) else {
+                    throw .invalid("append entry \(position) has index \(index); entries must follow \(prevIndex) without gaps")
+                }
+                guard term >= previousTerm else {
+                    throw .invalid("append entry \(index) has term \(term), below the term \(previousTerm) before it")
+                }
+                previousTerm = term
                 let payload = try Raft.Payload(decoding: try reader.readBytes(limit: limits.raftEntryBytesMax + 16), limits: limits)
                 entries.append(Raft.Entry(term: term, index: index, payload: payload))
             }

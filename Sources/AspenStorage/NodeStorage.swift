@@ -136,6 +136,9 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A snapshot image received whole does not decode (damaged on the leader's disk or on the
     /// way): it was not installed, and nothing changed. The leader is asked for another.
     case imageRefused(index: Raft.Index, detail: String)
+    /// The store cannot serve this now (a snapshot image is being installed): retry, or ask
+    /// another member.
+    case busy(file: String, detail: String)
 
     public var description: String {
         switch self {
@@ -153,6 +156,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidBatch(let reason): return "invalid storage batch: \(reason)"
         case .applyFailed(let group, let index, let detail):
             return "cannot apply committed entry \(index) of group \(group.rawValue); the node stops rather than skip it: \(detail)"
+        case .busy(let file, let detail): return "\(file) is busy: \(detail)"
         case .imageRefused(let index, let detail):
             return "snapshot image \(index) does not decode, so it was not installed (the state is unchanged): \(detail)"
         }

@@ -130,23 +130,20 @@ public final class SQLiteNodeStorage: NodeStorage {
     /// Runs `body` in a read transaction, with a backend over its snapshot. A read that the
     /// index could not serve as of that snapshot (a compaction or a snapshot install overlapped
     /// it) starts over.
+    /// Runs a read against a consistent pair of file and key index. While a snapshot image is
+    /// being installed (the index is being replaced) the read does not wait: it may run on the
+    /// node's event loop, and an install can take minutes. It fails at once with `busy`.
     private func reading<T>(_ body: (Database, SQLiteKVBackend) throws -> T) throws -> T {
         try guarded {
-            var attempts = 0
-            while true {
+            for _ in 0..<3 {
                 let generation = index.generation
-                if generation % 2 == 0 {
-                    do {
-                        let result = try pool.read { db in try body(db, SQLiteKVBackend(db, file: path, group: group, index: index)) }
-                        if index.generation == generation { return result }
-                    } catch is KeyIndex.Stale {}
-                }
-                attempts += 1
-                guard attempts < 30_000 else {
-                    throw StorageError.sqlite(file: path, detail: "a read could not find a consistent snapshot in 30 s (a snapshot install that does not end?)")
-                }
-                if attempts > 3 { usleep(1000) }
+                guard generation % 2 == 0 else { break }
+                do {
+                    let result = try pool.read { db in try body(db, SQLiteKVBackend(db, file: path, group: group, index: index)) }
+                    if index.generation == generation { return result }
+                } catch is KeyIndex.Stale {}
             }
+            throw StorageError.busy(file: path, detail: "a snapshot image is being installed; retry, or read from another member")
         }
     }
 

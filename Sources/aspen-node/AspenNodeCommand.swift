@@ -47,12 +47,13 @@ struct AspenNodeCommand: AsyncParsableCommand {
         @Option(help: "The etcd endpoint's TLS private key (PEM).") var etcdKeyFile: String?
         @Option(help: "Require etcd clients to present a certificate signed by this CA (PEM).") var etcdTrustedCaFile: String?
         @Option(help: "Cluster cookie: clients must prove they know it.") var cookie: String?
-        @Option(help: "Join the cluster of this ticket (aspen1...) on first start: as a learner, then a voter once caught up.")
+        @Option(
+            help: "Join the cluster of this ticket (aspen1...) on first start: as a learner, then a voter once caught up (or ASPEN_JOIN_TICKET; never ASPEN_TICKET, the CLI's).")
         var ticket: String?
         @Option(help: "With --bootstrap, the other founding members: ID=KEYHEX@HOST:PORT,...") var peers: String?
         @Flag(help: "Found a new cluster whose voters are this node and --peers (first start only).") var bootstrap = false
         @Flag(help: "With --ticket: stay a learner (no vote) after joining.") var learner = false
-        @Option(help: "sqlite (default) or memory.") var storage: String?
+        @Option(help: "sqlite (the only store for a node; the memory store is for tests).") var storage: String?
         @Option(help: "Heartbeat interval in milliseconds (one Raft tick; default 100).") var heartbeatMs: String?
         @Option(help: "Election timeout MIN-MAX in milliseconds (default 10 to 20 heartbeats).") var electionTimeoutMs: String?
         @Option(help: "Snapshot and compact the log after this many applied entries (default 100000).") var compactAfterEntries: String?

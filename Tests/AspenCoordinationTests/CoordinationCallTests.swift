@@ -47,6 +47,13 @@ struct CoordinationCallTests {
         for error in errors { #expect(CoordinationError(decoding: error.encoded) == error) }
     }
 
+    @Test("a call of 100 KB of nested-tuple codes is refused, not followed down the stack")
+    func deeplyNestedCall() {
+        #expect(throws: TupleError.tooDeep(limit: Limits.standard.tupleDepthMax, offset: Limits.standard.tupleDepthMax - 1)) {
+            try CoordinationCall(decoding: Array(repeating: 0x05, count: 100_000))
+        }
+    }
+
     @Test("malformed calls are refused with what was wrong, never misread")
     func malformed() throws {
         #expect(throws: (any Error).self) { try CoordinationCall(decoding: [0xff, 0x00, 0x13]) }

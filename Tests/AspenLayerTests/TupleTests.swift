@@ -85,6 +85,22 @@ struct TupleTests {
         #expect(TupleError.unknownType(code: 0x99, offset: 3).description == "unknown tuple type code 0x99 at byte 3")
     }
 
+    @Test("a tuple nested deeper than Limits.tupleDepthMax is refused, however long the input, without exhausting the stack")
+    func nestingDepth() throws {
+        let limit = Limits.standard.tupleDepthMax
+        // 100 KB of nested-tuple codes: each used to cost a stack frame, and this many crashed.
+        #expect(throws: TupleError.tooDeep(limit: limit, offset: limit - 1)) { try Tuple(decoding: Array(repeating: 0x05, count: 100_000)) }
+        func nested(_ levels: Int) -> Tuple {
+            var element = TupleElement.int(7)
+            for _ in 1..<levels { element = .tuple([element]) }
+            return Tuple([element])
+        }
+        #expect(try Tuple(decoding: nested(limit).encoded) == nested(limit))
+        #expect(throws: TupleError.tooDeep(limit: limit, offset: limit - 1)) { try Tuple(decoding: nested(limit + 1).encoded) }
+        #expect(throws: TupleError.tooDeep(limit: 2, offset: 1)) { try Tuple(decoding: nested(3).encoded, depthMax: 2) }
+        #expect(TupleError.tooDeep(limit: 32, offset: 31).description.contains("Limits.tupleDepthMax"))
+    }
+
     @Test("subspaces pack under their prefix, unpack only their own keys, and range over exactly them")
     func subspaces() throws {
         let users = Subspace(["app", "users"])

@@ -36,6 +36,16 @@ struct NodeSettingsTests {
         #expect(settings.summary.contains("listen = 127.0.0.1:9000    # from flag"))
     }
 
+    @Test("a node joins only when told to: ASPEN_TICKET, which the CLI reads, is not a join ticket; ASPEN_JOIN_TICKET is")
+    func joinTicketVariable() throws {
+        let base = ["node-id": "4", "data-dir": "/tmp/x"]
+        let unasked = try NodeSettings.resolve(flags: base, environment: ["ASPEN_TICKET": Self.ticket], file: [:])
+        #expect(unasked.ticket == nil)
+        let told = try NodeSettings.resolve(flags: base, environment: ["ASPEN_JOIN_TICKET": Self.ticket], file: [:])
+        #expect(told.ticket != nil)
+        #expect(told.sources["ticket"] == .environment)
+    }
+
     @Test("every bad setting is refused with its name and where it came from")
     func problems() throws {
         func problem(flags: [String: String] = [:], environment: [String: String] = [:], file: [String: String] = [:]) -> String {
@@ -49,7 +59,9 @@ struct NodeSettingsTests {
         let base = ["node-id": "1", "data-dir": "/tmp/x"]
         #expect(problem(flags: ["data-dir": "/tmp/x"]).contains("node id is required"))
         #expect(problem(flags: base, environment: ["ASPEN_HEARTBEAT_MS": "fast"]).contains("ASPEN_HEARTBEAT_MS must be an integer"))
-        #expect(problem(flags: base, file: ["storage": "floppy"]).contains("'storage' in the config file must be sqlite or memory"))
+        #expect(problem(flags: base, file: ["storage": "floppy"]).contains("'storage' in the config file must be sqlite"))
+        // A memory store would forget the node's vote on restart.
+        #expect(problem(flags: base.merging(["storage": "memory"]) { $1 }).contains("--storage must be sqlite, not 'memory'"))
         #expect(problem(flags: base.merging(["election-timeout-ms": "900-100"]) { $1 }).contains("--election-timeout-ms must be MIN-MAX"))
         #expect(problem(flags: base.merging(["ticket": "aspen1broken"]) { $1 }).contains("--ticket"))
         #expect(problem(flags: base, file: ["colour": "blue"]).contains("unknown setting 'colour'"))

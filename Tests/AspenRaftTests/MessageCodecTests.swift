@@ -53,6 +53,28 @@ struct MessageCodecTests {
         #expect(throws: DecodingError.lengthTooLarge(length: 2, limit: 1)) { try Raft.Message(decoding: two, limits: limits) }
     }
 
+    @Test("an append whose entries do not follow prevIndex without gaps, or whose terms go down, is refused at decoding")
+    func appendsThatNoLogHolds() throws {
+        func append(prevIndex: Raft.Index, prevTerm: Raft.Term, _ entries: [(index: Raft.Index, term: Raft.Term)]) -> [UInt8] {
+            Raft.Message(
+                group: 0, from: 1, to: 2, term: 5,
+                kind: .append(
+                    Raft.Append(
+                        prevIndex: prevIndex, prevTerm: prevTerm,
+                        entries: entries.map { Raft.Entry(term: $0.term, index: $0.index, payload: .noop) }, commit: 0))
+            ).encoded()
+        }
+        #expect(throws: Never.self) { try Raft.Message(decoding: append(prevIndex: 1, prevTerm: 1, [(2, 1), (3, 2), (4, 2)])) }
+        // A gap, a repeat, an entry before prevIndex, an index that overflows: each would trip the log.
+        #expect(throws: DecodingError.self) { try Raft.Message(decoding: append(prevIndex: 1, prevTerm: 1, [(5, 1)])) }
+        #expect(throws: DecodingError.self) { try Raft.Message(decoding: append(prevIndex: 1, prevTerm: 1, [(2, 1), (2, 1)])) }
+        #expect(throws: DecodingError.self) { try Raft.Message(decoding: append(prevIndex: 4, prevTerm: 1, [(3, 1)])) }
+        #expect(throws: DecodingError.self) { try Raft.Message(decoding: append(prevIndex: .max, prevTerm: 1, [(0, 1)])) }
+        // Terms that go down.
+        #expect(throws: DecodingError.self) { try Raft.Message(decoding: append(prevIndex: 1, prevTerm: 3, [(2, 2)])) }
+        #expect(throws: DecodingError.self) { try Raft.Message(decoding: append(prevIndex: 1, prevTerm: 1, [(2, 3), (3, 2)])) }
+    }
+
     @Test("truncated, garbled and oversized messages are errors, never crashes")
     func garbage() throws {
         let append = Raft.Message(

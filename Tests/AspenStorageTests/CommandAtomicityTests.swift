@@ -297,3 +297,29 @@ struct StoredStateIntegrityTests {
         #expect(stored.map { Array($0) } == damaged)
     }
 }
+
+@Suite("Reads during a snapshot install")
+struct ReadsDuringInstallTests {
+    /// A read may run on the node's event loop: while an image is being installed it fails at
+    /// once with `busy` rather than wait (it used to retry every millisecond for up to 30 s).
+    @Test("a read that meets an install under way fails at once with busy, and reads work again after it")
+    func busyDuringInstall() throws {
+        let directory = TempDirectory()
+        let storage = try SQLiteNodeStorage(path: directory.path())
+        try storage.bootstrap(.bootstrap(Raft.Membership(voters: [1])))
+        let put = KVCommand.put(Put(key: Array("a".utf8), value: Array("1".utf8)))
+        _ = try storage.commit(
+            StorageBatch(
+                entries: [Raft.Entry(term: 1, index: 1, payload: .command(put.encoded()))], hardState: Raft.HardState(term: 1, commit: 1),
+                committedEntries: [Raft.Entry(term: 1, index: 1, payload: .command(put.encoded()))]))
+        storage.index.beginReplacement()
+        do {
+            _ = try storage.read(RangeRequest(.key(Array("a".utf8))))
+            Issue.record("a read during an install was served")
+        } catch StorageError.busy(_, let detail) {
+            #expect(detail.contains("snapshot image is being installed"))
+        }
+        storage.index.endReplacement()
+        #expect(try storage.read(RangeRequest(.key(Array("a".utf8)))).get().kvs.first?.value == Array("1".utf8))
+    }
+}
