@@ -39,10 +39,10 @@ public struct ClientService: Sendable {
     }
 
     public var route: TransportRoute {
-        TransportRoute(authorize: { _ in true }, handle: { key, body in await self.handle(body, from: key).encoded() })
+        TransportRoute(authorize: { _ in true }, handleFrom: { caller, body in await self.handle(body, from: caller).encoded() })
     }
 
-    func handle(_ bytes: [UInt8], from key: NodeKey) async -> RPCResponse {
+    public func handle(_ bytes: [UInt8], from caller: TransportCaller) async -> RPCResponse {
         let request: RPCRequest
         do {
             request = try RPCRequest(decoding: bytes, limits: limits)
@@ -50,10 +50,10 @@ public struct ClientService: Sendable {
             metrics?.record("undecodable", seconds: 0, outcome: "bad_request")
             return .failure(RPCFailure(code: "bad_request", message: "undecodable request: \(error)"))
         }
-        guard let metrics else { return await respond(to: request, from: key) }
+        guard let metrics else { return await respond(to: request, from: caller) }
         let clock = ContinuousClock()
         let started = clock.now
-        let response = await respond(to: request, from: key)
+        let response = await respond(to: request, from: caller)
         let elapsed = (clock.now - started).components
         let outcome = if case .failure(let failure) = response { failure.code } else { "ok" }
         // Only operations the node knows get their own label; the rest count as unknown.
@@ -64,7 +64,14 @@ public struct ClientService: Sendable {
         return response
     }
 
-    func respond(to request: RPCRequest, from key: NodeKey) async -> RPCResponse {
+    /// Requests that change who is in the cluster or what its members do: without a cookie, a
+    /// node takes them only from its own machine.
+    static let administrative: Set<String> = [
+        "init", "adopt", "add-member", "promote", "remove", "set-voters", "transfer-leader", "snapshot", "defragment",
+    ]
+
+    func respond(to request: RPCRequest, from caller: TransportCaller) async -> RPCResponse {
+        let key = caller.key
         if let cookie, !cookie.accepts(request.proof, from: key) {
             logger.warning("request without a valid cookie proof refused", metadata: ["client": "\(key)"])
             return .failure(
@@ -72,6 +79,17 @@ public struct ClientService: Sendable {
                     code: "unauthorized",
                     message: request.proof.isEmpty
                         ? "this cluster requires a cookie: pass --cookie or set ASPEN_COOKIE" : "wrong cluster cookie"))
+        }
+        if cookie == nil, !caller.isLoopback, request.domain == "cluster", Self.administrative.contains(request.operation) {
+            logger.warning(
+                "membership or maintenance request from another machine refused: this node has no cookie",
+                metadata: ["client": "\(key)", "operation": "\(request.operation)"])
+            return .failure(
+                RPCFailure(
+                    code: "unauthorized",
+                    message:
+                        "cluster \(request.operation) is taken only from this node's own machine, as it was started without a cookie: "
+                        + "start the nodes with --cookie (or ASPEN_COOKIE) and pass the same to the CLI"))
         }
         do {
             switch (request.domain, request.operation) {

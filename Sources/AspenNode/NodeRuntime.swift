@@ -146,6 +146,9 @@ public final class NodeRuntime: Sendable {
         }
         await node.setLocalRecords(records)
         logger.info("transport listening", metadata: ["address": "\(host):\(server.port)"])
+        if settings.cookie == nil {
+            logger.notice("no cookie: open to local clients only for membership and maintenance requests (start with --cookie to allow them from elsewhere)")
+        }
         // Phase 5: services.
         await node.start()
         var admin: AdminServer?

@@ -8,9 +8,37 @@ import Synchronization
 
 /// What the server does with one application protocol: who may speak it, and how a request is
 /// answered. Requests are opaque bytes; the protocol's own codec lives above the transport.
+/// Who sent a request: the key the connection's TLS proved, and whether it came over loopback
+/// (from this machine).
+public struct TransportCaller: Sendable, Equatable {
+    public var key: NodeKey
+    public var isLoopback: Bool
+
+    public init(key: NodeKey, isLoopback: Bool) {
+        self.key = key
+        self.isLoopback = isLoopback
+    }
+
+    /// Whether `address` is a loopback address (127.0.0.0/8, ::1, or ::ffff:127.x.y.z).
+    public static func isLoopback(_ address: SocketAddress?) -> Bool {
+        switch address {
+        case .v4(let v4)?:
+            return UInt32(bigEndian: v4.address.sin_addr.s_addr) >> 24 == 127
+        case .v6(let v6)?:
+            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            if bytes == [UInt8](repeating: 0, count: 15) + [1] { return true }
+            return bytes.prefix(12) == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF] && bytes[12] == 127
+        default:
+            return false
+        }
+    }
+}
+
 public struct TransportRoute: Sendable {
     public var authorize: @Sendable (NodeKey) -> Bool
     public var handle: @Sendable (NodeKey, [UInt8]) async -> [UInt8]
+    /// Takes the place of `handle` when set: the handler also learns where the caller is.
+    public var handleFrom: (@Sendable (TransportCaller, [UInt8]) async -> [UInt8])?
     /// For streaming protocols: each request is answered by any number of frames sent through
     /// the sink, until the handler returns. Takes the place of `handle` when set.
     public var stream: (@Sendable (NodeKey, [UInt8], StreamSink) async -> Void)?
@@ -22,6 +50,12 @@ public struct TransportRoute: Sendable {
     public init(authorize: @escaping @Sendable (NodeKey) -> Bool, handle: @escaping @Sendable (NodeKey, [UInt8]) async -> [UInt8]) {
         self.authorize = authorize
         self.handle = handle
+    }
+
+    public init(authorize: @escaping @Sendable (NodeKey) -> Bool, handleFrom: @escaping @Sendable (TransportCaller, [UInt8]) async -> [UInt8]) {
+        self.authorize = authorize
+        self.handle = { _, _ in [] }
+        self.handleFrom = handleFrom
     }
 
     public init(authorize: @escaping @Sendable (NodeKey) -> Bool, stream: @escaping @Sendable (NodeKey, [UInt8], StreamSink) async -> Void) {
@@ -235,7 +269,8 @@ final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
                     MessageToByteHandler(FrameEncoder()),
                     ServerRequestHandler(
                         route: route, peer: key, logger: logger, remote: remote, connections: connections,
-                        executor: EventLoopExecutor(context.eventLoop)),
+                        executor: EventLoopExecutor(context.eventLoop),
+                        isLoopback: TransportCaller.isLoopback(context.channel.remoteAddress)),
                 ], position: .after(self))
             context.pipeline.syncOperations.removeHandler(self, promise: nil)
         } catch {
@@ -266,11 +301,13 @@ final class ServerRequestHandler: ChannelInboundHandler, FlushesOncePerPass {
     /// Requests are served by tasks preferring the connection's own event loop: a handler that
     /// calls an actor on that loop (the node's) runs without a thread hand-over either way.
     let executor: EventLoopExecutor
+    let isLoopback: Bool
 
     init(
         route: TransportRoute, peer: NodeKey, logger: Logger, remote: String, connections: TransportServer.Connections,
-        executor: EventLoopExecutor
+        executor: EventLoopExecutor, isLoopback: Bool
     ) {
+        self.isLoopback = isLoopback
         self.executor = executor
         self.connections = connections
         self.route = route
@@ -304,8 +341,10 @@ final class ServerRequestHandler: ChannelInboundHandler, FlushesOncePerPass {
             return
         }
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let handleFrom = route.handleFrom
+        let caller = TransportCaller(key: peer, isLoopback: isLoopback)
         Task(executorPreference: executor) {
-            let response = await handle(peer, body)
+            let response = if let handleFrom { await handleFrom(caller, body) } else { await handle(peer, body) }
             connections.requestFinished()
             // Id 0 marks a one-way message: nothing goes back.
             guard id != 0 else { return }
