@@ -34,27 +34,28 @@ struct EtcdClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
 
     func memberAdd(request: Etcdserverpb_MemberAddRequest, context: ServerContext) async throws -> Etcdserverpb_MemberAddResponse {
         guard let url = request.peerUrls.first, request.peerUrls.count == 1 else {
-            throw RPCError(code: .invalidArgument, message: "give exactly one peer URL: aspen://KEYHEX@HOST:PORT (the node's key from `aspen-node key`)")
+            throw RPCError(
+                code: .invalidArgument,
+                message: "give exactly one peer URL: https://KEYHEX@HOST:PORT (the node's key from `aspen-node key`, its Aspen address)")
         }
-        let text = url.hasPrefix("aspen://") ? String(url.dropFirst("aspen://".count)) : url
+        // etcdctl accepts only http and https URLs: the key rides as the URL's user.
+        var text = Substring(url)
+        for scheme in ["aspen://", "https://", "http://"] where text.hasPrefix(scheme) { text = text.dropFirst(scheme.count) }
         guard let at = text.firstIndex(of: "@"), let key = NodeKey(hex: String(text[..<at])),
             let (host, port) = try? PeerList.parseAddress(String(text[text.index(after: at)...]))
         else {
-            throw RPCError(code: .invalidArgument, message: "peer URL \(url) is not aspen://KEYHEX@HOST:PORT")
+            throw RPCError(code: .invalidArgument, message: "peer URL \(url) is not https://KEYHEX@HOST:PORT")
         }
         let membership = await gateway.node.membership
         let id = NodeID((membership.allMembers.map(\.rawValue).max() ?? 0) + 1)
         let record = MemberRecord(key: key, host: host, port: port, clusterID: await gateway.clusterIDSource())
+        // Always a learner, with or without --learner: a voter added before it has caught up
+        // (or before it even runs) counts toward every quorum at once. `etcdctl member promote`
+        // makes it a voter once it has the log.
         try await gateway.translatingErrors {
             try await gateway.onLeader(
-                {
-                    if request.isLearner {
-                        try await gateway.node.addMember(id, record: record.encoded, voter: false)
-                    } else {
-                        try await gateway.node.addVoterNow(id, record: record.encoded)
-                    }
-                },
-                remote: { try await $0.addMember(id, record: record, voter: !request.isLearner, waitForCatchUp: false) })
+                { try await gateway.node.addMember(id, record: record.encoded, voter: false) },
+                remote: { try await $0.addMember(id, record: record, voter: false, waitForCatchUp: false) })
         }
         var response = Etcdserverpb_MemberAddResponse()
         response.header = await gateway.header()

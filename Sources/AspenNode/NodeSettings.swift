@@ -44,6 +44,11 @@ public struct NodeSettings: Sendable, Equatable {
     /// The join ticket's variable is `ASPEN_JOIN_TICKET`, not `ASPEN_TICKET`: that one is the
     /// CLI's, which users export in their shell, and a node started there must not join the
     /// cluster (as a voter) unless told to.
+    /// Whether `host` names this machine only: localhost, 127.0.0.0/8 or ::1.
+    static func isLoopback(host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+    }
+
     public static func environmentName(_ name: String) -> String {
         if name == "ticket" { return "ASPEN_JOIN_TICKET" }
         return "ASPEN_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
@@ -151,6 +156,12 @@ public struct NodeSettings: Sendable, Equatable {
             }
         case (.some, nil): throw Problem("\(origin("etcd-cert-file")) needs etcd-key-file too")
         case (nil, .some): throw Problem("\(origin("etcd-key-file")) needs etcd-cert-file too")
+        }
+        // The etcd endpoint has no other authentication than client certificates (the cookie is
+        // the native protocol's): reachable from other machines, it needs them.
+        if let (etcdHost, _) = etcdListen, !Self.isLoopback(host: etcdHost), etcdTLS?.clientCA == nil {
+            let reason = "the etcd endpoint then needs client certificates (etcd-cert-file, etcd-key-file and etcd-trusted-ca-file), or listen on 127.0.0.1"
+            throw Problem("\(origin("etcd-listen")) \(etcdHost) is reachable from other machines: \(reason)")
         }
         let storage = value("storage") ?? "sqlite"
         guard storage == "sqlite" else {

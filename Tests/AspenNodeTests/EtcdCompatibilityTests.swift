@@ -1,5 +1,6 @@
 import AspenClient
 import AspenCore
+import AspenTransport
 import Foundation
 import Testing
 
@@ -151,6 +152,16 @@ extension ClusterSuites {
             let members = try await etcdctl(["member", "list"]).1.split(separator: "\n")
             #expect(members.count == 3)
             #expect(members.allSatisfy { $0.contains(", started, aspen-") && $0.hasSuffix(", false") })
+            // MemberAdd adds a learner even without --learner: a voter that has not caught up
+            // (here: that does not exist) would count toward every quorum at once.
+            let added = try await etcdctl(["member", "add", "n4", "--peer-urls=https://\(NodeIdentity().key.hex)@127.0.0.1:1"])
+            #expect(added.0 == 0, "\(added.2)")
+            let withLearner = try await etcdctl(["member", "list"]).1.split(separator: "\n")
+            #expect(withLearner.count == 4)
+            let learner = try #require(withLearner.first { $0.contains("127.0.0.1:1,") || $0.contains("127.0.0.1:1 ") || $0.hasSuffix(", true") })
+            #expect(learner.hasSuffix(", true"), "\(learner)")
+            let learnerID = String(learner.prefix { $0 != "," })
+            #expect(try await etcdctl(["member", "remove", learnerID]).0 == 0)
             let status = try await etcdctl(["endpoint", "status", "-w", "json"]).1
             #expect(status.contains("\"leader\":"))
             #expect(status.contains("\"raft_term\":"))

@@ -73,6 +73,12 @@ struct NodeSettingsTests {
         #expect(problem(flags: etcd.merging(["etcd-cert-file": "c.pem"]) { $1 }).contains("--etcd-cert-file needs etcd-key-file too"))
         #expect(problem(flags: etcd, environment: ["ASPEN_ETCD_KEY_FILE": "k.pem"]).contains("ASPEN_ETCD_KEY_FILE needs etcd-cert-file too"))
         #expect(problem(flags: etcd, file: ["etcd-trusted-ca-file": "ca.pem"]).contains("client certificates need TLS"))
+        // Reachable from other machines, the etcd endpoint needs client certificates: it has no
+        // other authentication, and it can change the membership.
+        let open = base.merging(["etcd-listen": "0.0.0.0:2379"]) { $1 }
+        #expect(problem(flags: open).contains("--etcd-listen 0.0.0.0 is reachable from other machines"))
+        #expect(problem(flags: open.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem"]) { $1 }).contains("needs client certificates"))
+        #expect(problem(flags: open.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem", "etcd-trusted-ca-file": "ca.pem"]) { $1 }) == "accepted")
         #expect(problem(flags: base.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem"]) { $1 }).contains("needs etcd-listen"))
         let secured = try NodeSettings.resolve(
             flags: etcd.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem"]) { $1 }, environment: [:], file: [:])
