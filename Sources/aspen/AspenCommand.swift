@@ -14,8 +14,9 @@ struct AspenCommand: AsyncParsableCommand {
         abstract: "Talk to an Aspen cluster, or run one locally.",
         discussion: """
             Point the CLI at a cluster with --ticket (or ASPEN_TICKET), or with --endpoints (or
-            ASPEN_ENDPOINTS): ID=KEYHEX@HOST:PORT,... `aspen dev` starts a local cluster and prints
-            the line to export.
+            ASPEN_ENDPOINTS): ID=KEYHEX@HOST:PORT,... Without either, the CLI uses the cluster
+            `aspen dev` runs from the current directory (its ticket is in .aspen-dev/ticket).
+            --json may come before the command: aspen --json kv get k.
 
             Exit codes: 0 ok, 1 not found, 2 condition failed, 3 unavailable, 4 bad input.
             """,
@@ -23,6 +24,34 @@ struct AspenCommand: AsyncParsableCommand {
             KV.self, LeaseCommand.self, LockCommand.self, LockSetCommand.self, ReadWriteLockCommand.self, ElectionCommand.self, CounterCommand.self, SequenceCommand.self, QueueCommand.self,
             RateLimitCommand.self, SemaphoreCommand.self, BarrierCommand.self, ServiceCommand.self, Cluster.self, Bench.self, Dev.self,
         ])
+
+    /// `aspen --json kv get k` as well as `aspen kv get k --json` (etcdctl's `-w json` and
+    /// consul's `-format=json` come first): the flag belongs to the command, so it moves there.
+    static func main() async {
+        await main(Self.movingJSONFlag(Array(CommandLine.arguments.dropFirst())))
+    }
+
+    static func movingJSONFlag(_ arguments: [String]) -> [String] {
+        let end = arguments.firstIndex(of: "--") ?? arguments.endIndex
+        guard let flag = arguments[..<end].firstIndex(of: "--json") else { return arguments }
+        var moved = arguments
+        moved.remove(at: flag)
+        moved.insert("--json", at: end - 1)
+        return moved
+    }
+}
+
+/// Where `aspen dev` keeps its cluster's ticket, under its default data directory: the CLI
+/// finds a dev cluster run from the current directory without an export.
+enum DevTicket {
+    static let defaultDataDirectory = "./.aspen-dev"
+    static func path(in dataDirectory: String) -> String { (dataDirectory as NSString).appendingPathComponent("ticket") }
+
+    static func read() -> String? {
+        guard let data = FileManager.default.contents(atPath: path(in: defaultDataDirectory)) else { return nil }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? nil : text
+    }
 }
 
 /// Options every cluster command takes.
@@ -51,7 +80,9 @@ struct ClusterOptions: ParsableArguments {
         let environment = ProcessInfo.processInfo.environment
         var peers: [NodeID: PeerAddress] = given ?? [:]
         if given != nil {
-        } else if let text = ticket ?? (endpoints == nil ? environment["ASPEN_TICKET"] : nil), !text.isEmpty {
+        } else if let text = ticket ?? (endpoints == nil ? environment["ASPEN_TICKET"] : nil)
+            ?? (endpoints == nil && environment["ASPEN_ENDPOINTS"] == nil ? DevTicket.read() : nil), !text.isEmpty
+        {
             do {
                 for peer in try ClusterTicket(parsing: text).peers {
                     peers[peer.id] = PeerAddress(host: peer.host, port: peer.port, key: peer.key)
@@ -61,7 +92,7 @@ struct ClusterOptions: ParsableArguments {
             }
         } else {
             guard let text = endpoints ?? environment["ASPEN_ENDPOINTS"], !text.isEmpty else {
-                throw CLIError.badInput("no cluster given: pass --ticket or export ASPEN_TICKET (see `aspen dev`)")
+                throw CLIError.badInput("no cluster given: pass --ticket, export ASPEN_TICKET, or run `aspen dev` in this directory")
             }
             do {
                 peers = try PeerList.parse(text)

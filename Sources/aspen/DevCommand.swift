@@ -12,7 +12,8 @@ struct Dev: AsyncParsableCommand {
         discussion: "Data survives restarts: run it again with the same --data-dir and the cluster comes back with its data.")
 
     @Option(help: "Number of nodes.") var nodes: Int = 3
-    @Option(help: "Where the nodes keep their keys and databases.") var dataDir: String = "./.aspen-dev"
+    @Option(help: "Where the nodes keep their keys and databases, and the cluster's ticket (the CLI reads ./.aspen-dev/ticket).")
+    var dataDir: String = DevTicket.defaultDataDirectory
     @Option(help: "Node N listens on 127.0.0.1:(base-port + N).") var basePort: Int = 7100
     @Option(help: "Heartbeat interval of the nodes, in milliseconds.") var heartbeatMs: Int = 50
     @Option(help: "The nodes' log level (trace, debug, info, notice, warning, error, critical); they log to standard error.")
@@ -72,13 +73,16 @@ struct Dev: AsyncParsableCommand {
             throw CLIError.unavailable("the dev cluster did not come up: \(error)")
         }
         await client.close()
+        // The CLI run from this directory finds the cluster by this file (no export needed).
+        FileManager.default.createFile(
+            atPath: DevTicket.path(in: root.path), contents: Data((ticket + "\n").utf8), attributes: [.posixPermissions: 0o600])
         // Written unbuffered: the line to export must appear while the cluster runs.
         FileHandle.standardOutput.write(Data("""
             Aspen dev cluster: \(nodes) nodes, data in \(root.path)
             export ASPEN_TICKET=\(ticket)
             Admin: http://127.0.0.1:\(basePort + 51)/metrics and /health (node N on port \(basePort + 50) + N)
             etcd endpoints: \((1...nodes).map { "127.0.0.1:\(basePort + 30 + $0)" }.joined(separator: ",")) (e.g. etcdctl --endpoints=127.0.0.1:\(basePort + 31) member list)
-            Try: aspen kv put hello world && aspen kv get hello   (Ctrl-C stops the cluster)
+            Try: aspen kv put hello world && aspen kv get hello   (from this directory, no export needed; Ctrl-C stops the cluster)
 
             """.utf8))
         await waitForTerminationSignal()
