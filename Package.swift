@@ -146,8 +146,9 @@ let package = Package(
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             ],
             swiftSettings: strictSwift),
-        .executableTarget(
-            name: "aspen-node",
+        // The node's commands, run by aspen-node and by `aspen node`.
+        .target(
+            name: "AspenNodeCommands",
             dependencies: [
                 "AspenCore", "AspenNode", "AspenTransport", "AspenEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -156,9 +157,15 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .executableTarget(
+            name: "aspen-node",
+            dependencies: ["AspenNodeCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
             name: "aspen",
             dependencies: [
                 "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination", "AspenLayer",
+                "AspenNodeCommands",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

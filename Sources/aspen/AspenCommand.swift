@@ -3,6 +3,7 @@ import AspenCoordination
 import AspenCore
 import AspenKV
 import AspenNode
+import AspenNodeCommands
 import AspenTransport
 import ArgumentParser
 import Foundation
@@ -23,6 +24,7 @@ struct AspenCommand: AsyncParsableCommand {
         subcommands: [
             KV.self, LeaseCommand.self, LockCommand.self, LockSetCommand.self, ReadWriteLockCommand.self, ElectionCommand.self, CounterCommand.self, SequenceCommand.self, QueueCommand.self,
             RateLimitCommand.self, SemaphoreCommand.self, BarrierCommand.self, ServiceCommand.self, Cluster.self, Bench.self, Dev.self,
+            NodeGroup.self,
         ])
 
     /// `aspen --json kv get k` as well as `aspen kv get k --json` (etcdctl's `-w json` and
@@ -39,6 +41,13 @@ struct AspenCommand: AsyncParsableCommand {
         moved.insert("--json", at: end - 1)
         return moved
     }
+}
+
+/// `aspen node run …` and `aspen node key …`: one binary runs a node, as `aspen-node` does.
+struct NodeGroup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Run one Aspen node (the same as aspen-node).",
+        subcommands: [NodeCommands.Run.self, NodeCommands.Key.self])
 }
 
 /// Where `aspen dev` keeps its cluster's ticket, under its default data directory: the CLI

@@ -27,24 +27,25 @@ struct Dev: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let nodeBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-            .appendingPathComponent("aspen-node").path
-        guard FileManager.default.isExecutableFile(atPath: nodeBinary) else {
-            throw CLIError.badInput("aspen-node not found beside aspen (\(nodeBinary)); build the package first")
-        }
+        // aspen-node beside this binary if it was built (`swift build`), else this binary's own
+        // `aspen node` (`swift run aspen dev` builds only aspen).
+        let here = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        let sibling = here.deletingLastPathComponent().appendingPathComponent("aspen-node").path
+        let (nodeBinary, nodeCommand): (String, [String]) =
+            FileManager.default.isExecutableFile(atPath: sibling) ? (sibling, []) : (here.path, ["node"])
         let root = URL(fileURLWithPath: dataDir).standardizedFileURL
         let fresh = !FileManager.default.fileExists(atPath: root.appendingPathComponent("n1/aspen.db").path)
         var endpoints: [Endpoint] = []
         for id in 1...nodes {
             let directory = root.appendingPathComponent("n\(id)").path
-            let key = try Self.capture(nodeBinary, ["key", "--data-dir", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
+            let key = try Self.capture(nodeBinary, nodeCommand + ["key", "--data-dir", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
             endpoints.append(Endpoint(id: NodeID(UInt64(id)), host: "127.0.0.1", port: basePort + id, key: NodeKey(hex: key)))
         }
         var processes: [Process] = []
         func launch(_ id: Int, ticket: String?) throws {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: nodeBinary)
-            process.arguments = [
+            process.arguments = nodeCommand + [
                 "run", "--node-id", "\(id)", "--data-dir", root.appendingPathComponent("n\(id)").path,
                 "--listen", "127.0.0.1:\(basePort + id)", "--heartbeat-ms", "\(heartbeatMs)",
                 "--election-timeout-ms", "\(heartbeatMs * 10)-\(heartbeatMs * 20 - 1)", "--log-level", logLevel, "--http", "127.0.0.1:\(basePort + 50 + id)",
@@ -74,8 +75,10 @@ struct Dev: AsyncParsableCommand {
         }
         await client.close()
         // The CLI run from this directory finds the cluster by this file (no export needed).
-        FileManager.default.createFile(
-            atPath: DevTicket.path(in: root.path), contents: Data((ticket + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        let ticketPath = DevTicket.path(in: root.path)
+        if !FileManager.default.createFile(atPath: ticketPath, contents: Data((ticket + "\n").utf8), attributes: [.posixPermissions: 0o600]) {
+            FileHandle.standardError.write(Data("could not write \(ticketPath): export ASPEN_TICKET to use the CLI\n".utf8))
+        }
         // Written unbuffered: the line to export must appear while the cluster runs.
         FileHandle.standardOutput.write(Data("""
             Aspen dev cluster: \(nodes) nodes, data in \(root.path)
