@@ -35,7 +35,7 @@ public struct NodeSettings: Sendable, Equatable {
     /// and config file key, with its default (nil: required or off).
     public static let known: [(name: String, defaultValue: String?)] = [
         ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("etcd-cert-file", nil),
-        ("etcd-key-file", nil), ("etcd-trusted-ca-file", nil), ("cookie", nil), ("ticket", nil),
+        ("etcd-key-file", nil), ("etcd-trusted-ca-file", nil), ("cookie", nil), ("cookie-file", nil), ("ticket", nil),
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
         ("election-timeout-ms", nil), ("compact-after-entries", "100000"),
         ("auto-compaction-mode", "periodic"), ("auto-compaction-retention", nil), ("log-level", "info"),
@@ -213,8 +213,17 @@ public struct NodeSettings: Sendable, Equatable {
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw Problem("\(origin("log-level")) must be trace, debug, info, notice, warning, error or critical")
         }
-        let cookie = value("cookie")
+        var cookie = value("cookie")
         if let cookie, cookie.isEmpty { throw Problem("\(origin("cookie")) must not be empty") }
+        // From a file (mode 0600, say), so that the secret need not be on the command line,
+        // where every user of the machine can read it.
+        if let path = value("cookie-file") {
+            guard cookie == nil else { throw Problem("\(origin("cookie")) and \(origin("cookie-file")) both give the cookie: give one") }
+            guard let data = FileManager.default.contents(atPath: path) else { throw Problem("\(origin("cookie-file")): cannot read \(path)") }
+            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !text.isEmpty else { throw Problem("\(origin("cookie-file")): \(path) is empty") }
+            cookie = text
+        }
         return NodeSettings(
             nodeID: NodeID(id), dataDirectory: dataDirectory, listen: listen, http: http, etcdListen: etcdListen, etcdTLS: etcdTLS, cookie: cookie, ticket: ticket, peers: peers,
             bootstrap: bootstrap, learner: try boolean("learner"), storage: storage, heartbeatMs: heartbeat, electionTimeoutMs: election,

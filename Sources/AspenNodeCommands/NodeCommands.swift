@@ -39,7 +39,9 @@ public enum NodeCommands {
         @Option(help: "The etcd endpoint's TLS certificate chain (PEM); with --etcd-key-file it serves TLS only.") var etcdCertFile: String?
         @Option(help: "The etcd endpoint's TLS private key (PEM).") var etcdKeyFile: String?
         @Option(help: "Require etcd clients to present a certificate signed by this CA (PEM).") var etcdTrustedCaFile: String?
-        @Option(help: "Cluster cookie: clients must prove they know it.") var cookie: String?
+        @Option(help: "Cluster cookie: clients must prove they know it (prefer --cookie-file: a command line is visible to every user).")
+        var cookie: String?
+        @Option(help: "A file holding the cluster cookie (or ASPEN_COOKIE_FILE).") var cookieFile: String?
         @Option(
             help: "Join the cluster of this ticket (aspen1...) on first start: as a learner, then a voter once caught up (or ASPEN_JOIN_TICKET; never ASPEN_TICKET, the CLI's).")
         var ticket: String?
@@ -64,7 +66,7 @@ public enum NodeCommands {
             var flags: [String: String] = [:]
             let given: [(String, String?)] = [
                 ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("etcd-listen", etcdListen), ("etcd-cert-file", etcdCertFile),
-                ("etcd-key-file", etcdKeyFile), ("etcd-trusted-ca-file", etcdTrustedCaFile), ("cookie", cookie),
+                ("etcd-key-file", etcdKeyFile), ("etcd-trusted-ca-file", etcdTrustedCaFile), ("cookie", cookie), ("cookie-file", cookieFile),
                 ("ticket", ticket),
                 ("peers", peers), ("storage", storage), ("heartbeat-ms", heartbeatMs), ("election-timeout-ms", electionTimeoutMs),
                 ("compact-after-entries", compactAfterEntries), ("auto-compaction-mode", autoCompactionMode),

@@ -1,5 +1,6 @@
 import AspenCore
 import Crypto
+import _CryptoExtras
 
 /// A shared secret that clients must prove they know before a node serves them (`--cookie`).
 /// The proof is an HMAC-SHA256, keyed by the cookie, of the client's own public key: TLS already
@@ -8,8 +9,16 @@ import Crypto
 public struct ClusterCookie: Sendable, Equatable {
     let secret: SymmetricKey
 
+    /// The cookie is stretched with scrypt (N = 2^15, r = 8, p = 1: about 32 MiB and a tenth
+    /// of a second, once per process), so that each guess at a cookie costs that much.
     public init(_ cookie: String) {
-        secret = SymmetricKey(data: SHA256.hash(data: Array("aspen cluster cookie\0\(cookie)".utf8)))
+        do {
+            secret = try KDF.Scrypt.deriveKey(
+                from: Array(cookie.utf8), salt: Array("aspen cluster cookie".utf8), outputByteCount: 32, rounds: 1 << 15, blockSize: 8,
+                parallelism: 1)
+        } catch {
+            preconditionFailure("scrypt with fixed parameters failed: \(error)")
+        }
     }
 
     public static func == (lhs: ClusterCookie, rhs: ClusterCookie) -> Bool {

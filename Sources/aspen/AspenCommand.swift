@@ -80,9 +80,20 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "Give up after this many milliseconds.")
     var timeoutMs: Int = 10_000
 
-    /// The cookie from --cookie or $ASPEN_COOKIE, if any.
+    @Option(help: "A file holding the cluster cookie (default: $ASPEN_COOKIE_FILE); keeps it off the command line.")
+    var cookieFile: String?
+
+    /// The cookie from --cookie, --cookie-file, $ASPEN_COOKIE or $ASPEN_COOKIE_FILE, if any.
     var clusterCookie: ClusterCookie? {
-        (cookie ?? ProcessInfo.processInfo.environment["ASPEN_COOKIE"]).flatMap { $0.isEmpty ? nil : ClusterCookie($0) }
+        get throws {
+            let environment = ProcessInfo.processInfo.environment
+            if let text = cookie ?? (cookieFile == nil ? environment["ASPEN_COOKIE"] : nil), !text.isEmpty { return ClusterCookie(text) }
+            guard let path = cookieFile ?? environment["ASPEN_COOKIE_FILE"], !path.isEmpty else { return nil }
+            guard let data = FileManager.default.contents(atPath: path) else { throw CLIError.badInput("cannot read the cookie file \(path)") }
+            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !text.isEmpty else { throw CLIError.badInput("the cookie file \(path) is empty") }
+            return ClusterCookie(text)
+        }
     }
 
     func client(_ given: [NodeID: PeerAddress]? = nil) throws -> AspenClient {
@@ -115,7 +126,7 @@ struct ClusterOptions: ParsableArguments {
         return try AspenClient(
             endpoints: peers.keys.sorted().map { Endpoint(id: $0, host: peers[$0]!.host, port: peers[$0]!.port, key: peers[$0]!.key) },
             options: options, attemptsMax: attempts,
-            cookie: clusterCookie)
+            cookie: try clusterCookie)
     }
 
     /// A client to every recorded member, not only the ones the ticket names.

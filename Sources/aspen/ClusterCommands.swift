@@ -241,7 +241,7 @@ struct Cluster: AsyncParsableCommand {
                 let newcomer = try AspenClient(
                     endpoints: [Endpoint(id: NodeID(nodeId), host: peer.host, port: peer.port, key: peer.key)],
                     attemptsMax: max(3, cluster.timeoutMs / 200),
-                    cookie: cluster.clusterCookie)
+                    cookie: try cluster.clusterCookie)
                 try await newcomer.adopt(members)
                 await newcomer.close()
                 let record = MemberRecord(key: peer.key, host: peer.host, port: peer.port, clusterID: members.clusterID)

@@ -1,4 +1,5 @@
 import AspenCore
+import Foundation
 import AspenNode
 import AspenTransport
 import Testing
@@ -44,6 +45,31 @@ struct NodeSettingsTests {
         let told = try NodeSettings.resolve(flags: base, environment: ["ASPEN_JOIN_TICKET": Self.ticket], file: [:])
         #expect(told.ticket != nil)
         #expect(told.sources["ticket"] == .environment)
+    }
+
+    @Test("the cookie can come from a file, never both from a file and the command line")
+    func cookieFile() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aspen-cookie-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("cookie")
+        try Data("  s3cret\n".utf8).write(to: file)
+        let base = ["node-id": "1", "data-dir": "/tmp/x"]
+        let settings = try NodeSettings.resolve(flags: base, environment: ["ASPEN_COOKIE_FILE": file.path], file: [:])
+        #expect(settings.cookie == "s3cret")
+        func problem(_ flags: [String: String]) -> String {
+            do {
+                _ = try NodeSettings.resolve(flags: base.merging(flags) { $1 }, environment: [:], file: [:])
+                return "accepted"
+            } catch {
+                return error.description
+            }
+        }
+        #expect(problem(["cookie": "x", "cookie-file": file.path]).contains("both give the cookie"))
+        #expect(problem(["cookie-file": directory.appendingPathComponent("missing").path]).contains("cannot read"))
+        let empty = directory.appendingPathComponent("empty")
+        try Data("\n".utf8).write(to: empty)
+        #expect(problem(["cookie-file": empty.path]).contains("is empty"))
     }
 
     @Test("every bad setting is refused with its name and where it came from")

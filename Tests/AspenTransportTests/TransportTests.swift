@@ -191,3 +191,17 @@ struct ClusterTicketTests {
         #expect(ClusterTicket.ParseError.checksumMismatch.description.contains("truncated"))
     }
 }
+
+@Suite("Cluster cookie")
+struct ClusterCookieTests {
+    @Test("the cookie is stretched with scrypt before it keys the proof (the proof matches an independent scrypt and HMAC)")
+    func stretched() throws {
+        let key = try #require(NodeKey(bytes: Array(repeating: 1, count: 32)))
+        // hashlib.scrypt(b"s3cret", salt=b"aspen cluster cookie", n=2**15, r=8, p=1, dklen=32), then HMAC-SHA256 of the key.
+        let expected = "4e894adba2a9f6ecea21b7cb27bceb0d2f64cc34f5c0a69dec30a94a60dc4769"
+        let cookie = ClusterCookie("s3cret")
+        #expect(cookie.proof(for: key).map { String(format: "%02x", $0) }.joined() == expected)
+        #expect(cookie.accepts(cookie.proof(for: key), from: key))
+        #expect(!ClusterCookie("s3cret!").accepts(cookie.proof(for: key), from: key))
+    }
+}
