@@ -20,6 +20,10 @@ public struct Limits: Sendable, Equatable {
     /// Default and largest scan page.
     public var scanPageDefault = 1000
     public var scanPageMax = 10_000
+    /// Most key and value bytes in one scan page: the page stops before the entry that would
+    /// pass it (never before the first) and continues with a token. Below `grpcMessageBytesMax`,
+    /// so that a page always fits one answer; a page of 10 000 values of 1 MiB is never built.
+    public var responseBytesMax = 3 * 1024 * 1024
 
     // MARK: Client sessions (exactly-once writes)
     /// Most client sessions the state machine remembers; a new one past it evicts the least

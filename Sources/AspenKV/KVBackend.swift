@@ -17,6 +17,9 @@ public protocol KVBackend {
     func get(_ key: Bytes, at revision: Revision?) throws -> KeyValue?
     /// Keys in `bounds` as of `revision`, in order, strictly after `after` when given, at most `limit`.
     func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int) throws -> [KeyValue]
+    /// As `scan`, stopping before the entry that would take the keys' and values' bytes past
+    /// `bytesMax` (never before the first entry); `cut` says it stopped there.
+    func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int, bytesMax: Int) throws -> (found: [KeyValue], cut: Bool)
     func count(_ bounds: KeyBounds, at revision: Revision?) throws -> Int
 
     /// The versions (and deletions) of keys in `bounds` recorded at revisions `from...through`,

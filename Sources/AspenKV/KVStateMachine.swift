@@ -99,9 +99,9 @@ public enum KVStateMachine {
         }
         let asked = request.limit ?? limits.scanPageDefault
         let limit = max(1, min(asked, limits.scanPageMax))
-        var kvs = try backend.scan(bounds, at: at, after: after, limit: limit + 1)
-        let more = kvs.count > limit
-        if more { kvs.removeLast(kvs.count - limit) }
+        var (kvs, cut) = try backend.scan(bounds, at: at, after: after, limit: limit + 1, bytesMax: limits.responseBytesMax)
+        let more = kvs.count > limit || cut
+        if kvs.count > limit { kvs.removeLast(kvs.count - limit) }
         if request.keysOnly {
             for position in kvs.indices { kvs[position].value = [] }
         }

@@ -58,19 +58,28 @@ public struct MemoryKVBackend: KVBackend, Sendable {
     }
 
     public func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int) -> [KeyValue] {
+        scan(bounds, at: revision, after: after, limit: limit, bytesMax: .max).found
+    }
+
+    public func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int, bytesMax: Int) -> (found: [KeyValue], cut: Bool) {
         var position = lowerBound(bounds.start)
         if let after {
             position = max(position, lowerBound(after))
             if position < sortedKeys.count && sortedKeys[position] == after { position += 1 }
         }
         var found: [KeyValue] = []
+        var bytes = 0
         while position < sortedKeys.count && found.count < limit {
             let key = sortedKeys[position]
             if let end = bounds.end, !key.lexicographicallyPrecedes(end) { break }
-            if let keyValue = get(key, at: revision) { found.append(keyValue) }
+            if let keyValue = get(key, at: revision) {
+                bytes += keyValue.key.count + keyValue.value.count
+                if bytes > bytesMax && !found.isEmpty { return (found, true) }
+                found.append(keyValue)
+            }
             position += 1
         }
-        return found
+        return (found, false)
     }
 
     public func count(_ bounds: KeyBounds, at revision: Revision?) -> Int {

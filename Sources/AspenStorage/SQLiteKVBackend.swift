@@ -116,9 +116,22 @@ struct SQLiteKVBackend: KVBackend {
     }
 
     func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int) throws -> [KeyValue] {
-        let found = try index.live(in: bounds, after: after, at: now(revision), limit: limit)
+        try scan(bounds, at: revision, after: after, limit: limit, bytesMax: .max).found
+    }
+
+    /// The keys come from the index; each value is read only while the page has room for it.
+    func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int, bytesMax: Int) throws -> (found: [KeyValue], cut: Bool) {
+        let live = try index.live(in: bounds, after: after, at: now(revision), limit: limit)
         let statement = try rowStatement()
-        return try found.compactMap { key, change, kept in try kept ?? version(of: key, at: change.revision, using: statement) }
+        var found: [KeyValue] = []
+        var bytes = 0
+        for (key, change, kept) in live {
+            guard let keyValue = try kept ?? version(of: key, at: change.revision, using: statement) else { continue }
+            bytes += keyValue.key.count + keyValue.value.count
+            if bytes > bytesMax && !found.isEmpty { return (found, true) }
+            found.append(keyValue)
+        }
+        return (found, false)
     }
 
     func count(_ bounds: KeyBounds, at revision: Revision?) throws -> Int {

@@ -371,6 +371,30 @@ struct KeyValueStoreSuite {
         }
     }
 
+    @Test("a scan page stops at Limits.responseBytesMax and continues with a token; one value larger than it still comes alone", arguments: StoreKind.allCases)
+    func pageBytes(_ kind: StoreKind) async throws {
+        var limits = Limits()
+        limits.responseBytesMax = 10_000
+        let store = kind.make(TestClock(), limits: limits)
+        // 30 keys of 1 KB values: at most 9 fit in a page of 10,000 bytes (key and value bytes).
+        try await store.batch((0..<30).map { .put(Put(key: bytes(String(format3($0))), value: Array(repeating: 7, count: 1_000))) })
+        try await store.put(bytes("big"), Array(repeating: 1, count: 20_000))
+        var keys: [Bytes] = []
+        var token: Bytes?
+        var pages = 0
+        repeat {
+            let page = try await store.scan(.prefix([]), limit: 1_000, continuation: token)
+            pages += 1
+            let pageBytes = page.kvs.reduce(0) { $0 + $1.key.count + $1.value.count }
+            #expect(pageBytes <= limits.responseBytesMax || page.kvs.count == 1, "a page of \(pageBytes) bytes")
+            #expect(page.more == (page.continuation != nil))
+            keys += page.kvs.map(\.key)
+            token = page.continuation
+        } while token != nil && pages < 100
+        #expect(keys == (0..<30).map { bytes(format3($0)) } + [bytes("big")])
+        #expect(pages >= 5, "\(pages) pages")
+    }
+
     @Test("bad input is refused before anything is written, naming the limit", arguments: StoreKind.allCases)
     func validation(_ kind: StoreKind) async throws {
         let store = kind.make(TestClock())

@@ -148,6 +148,9 @@ struct FaultyBackend<Base: KVBackend>: KVBackend {
     func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int) throws -> [KeyValue] {
         try base.scan(bounds, at: revision, after: after, limit: limit)
     }
+    func scan(_ bounds: KeyBounds, at revision: Revision?, after: Bytes?, limit: Int, bytesMax: Int) throws -> (found: [KeyValue], cut: Bool) {
+        try base.scan(bounds, at: revision, after: after, limit: limit, bytesMax: bytesMax)
+    }
     func count(_ bounds: KeyBounds, at revision: Revision?) throws -> Int { try base.count(bounds, at: revision) }
     func history(in bounds: KeyBounds, from: Revision, through: Revision, limit: Int) throws -> [KVChange] {
         try base.history(in: bounds, from: from, through: through, limit: limit)
