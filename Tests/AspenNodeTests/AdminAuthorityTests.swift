@@ -14,15 +14,10 @@ struct AdminAuthorityTests {
     static func leader(cookie: ClusterCookie?) async throws -> (RaftNode, ClientService) {
         let storage = MemoryNodeStorage()
         try storage.bootstrap(.bootstrap(Raft.Membership(voters: [1])))
-        var configuration = NodeConfiguration(id: 1)
-        configuration.tickMs = 10
-        configuration.electionTicks = 5
+        let node = try await startSoloLeader(storage)
+        #expect(await node.status.role == .leader)
         var logger = Logger(label: "aspen.authority.test")
         logger.logLevel = .critical
-        let node = RaftNode(configuration: configuration, storage: storage, state: try storage.load()!, send: { _ in }, nowMs: { 0 }, logger: logger)
-        await node.start()
-        for _ in 0..<500 where await node.status.role != .leader { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(await node.status.role == .leader)
         return (node, ClientService(node: node, cookie: cookie, logger: logger))
     }
 

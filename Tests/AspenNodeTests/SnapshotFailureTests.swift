@@ -7,6 +7,21 @@ import Logging
 import Synchronization
 import Testing
 
+/// A one-voter node on `storage` (bootstrapped), started and waited for until it leads; it
+/// sends nothing and logs only critical errors.
+func startSoloLeader(_ storage: any NodeStorage, configure: (inout NodeConfiguration) -> Void = { _ in }) async throws -> RaftNode {
+    var configuration = NodeConfiguration(id: 1)
+    configuration.tickMs = 10
+    configuration.electionTicks = 5
+    configure(&configuration)
+    var logger = Logger(label: "aspen.node.test")
+    logger.logLevel = .critical
+    let node = RaftNode(configuration: configuration, storage: storage, state: try storage.load()!, send: { _ in }, nowMs: { 0 }, logger: logger)
+    await node.start()
+    for _ in 0..<500 where await node.status.role != .leader { try await Task.sleep(for: .milliseconds(10)) }
+    return node
+}
+
 @Suite("Snapshot failures")
 struct SnapshotFailureTests {
     @Test("a snapshot that fails is counted, logged and retried with backoff, not retried at every write; once it works the log is compacted")
@@ -14,15 +29,7 @@ struct SnapshotFailureTests {
         let storage = FlakyLeaseStorage()
         storage.snapshotsFail.store(true, ordering: .relaxed)
         try storage.bootstrap(.bootstrap(Raft.Membership(voters: [1])))
-        var configuration = NodeConfiguration(id: 1)
-        configuration.tickMs = 10
-        configuration.electionTicks = 5
-        configuration.compactionThreshold = 20
-        var logger = Logger(label: "aspen.snapshot.test")
-        logger.logLevel = .critical
-        let node = RaftNode(configuration: configuration, storage: storage, state: try storage.load()!, send: { _ in }, nowMs: { 0 }, logger: logger)
-        await node.start()
-        for _ in 0..<500 where await node.status.role != .leader { try await Task.sleep(for: .milliseconds(10)) }
+        let node = try await startSoloLeader(storage) { $0.compactionThreshold = 20 }
         // Writes for half a second past the threshold: every one of them is a chance to retry.
         let clock = ContinuousClock()
         let until = clock.now + .milliseconds(500)
