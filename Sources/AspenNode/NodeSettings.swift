@@ -219,8 +219,7 @@ public struct NodeSettings: Sendable, Equatable {
         // where every user of the machine can read it.
         if let path = value("cookie-file") {
             guard cookie == nil else { throw Problem("\(origin("cookie")) and \(origin("cookie-file")) both give the cookie: give one") }
-            guard let data = FileManager.default.contents(atPath: path) else { throw Problem("\(origin("cookie-file")): cannot read \(path)") }
-            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let text = ValueFile.read(path) else { throw Problem("\(origin("cookie-file")): cannot read \(path)") }
             guard !text.isEmpty else { throw Problem("\(origin("cookie-file")): \(path) is empty") }
             cookie = text
         }

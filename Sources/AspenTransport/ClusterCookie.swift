@@ -1,6 +1,7 @@
 import AspenCore
 import Crypto
 import _CryptoExtras
+import Foundation
 
 /// A shared secret that clients must prove they know before a node serves them (`--cookie`).
 /// The proof is an HMAC-SHA256, keyed by the cookie, of the client's own public key: TLS already
@@ -32,5 +33,14 @@ public struct ClusterCookie: Sendable, Equatable {
     /// Constant-time check of a proof presented by the holder of `key`.
     public func accepts(_ proof: [UInt8], from key: NodeKey) -> Bool {
         HMAC<SHA256>.isValidAuthenticationCode(proof, authenticating: key.bytes, using: secret)
+    }
+}
+
+/// A small file that holds one value (a cookie, a ticket) and perhaps a trailing newline.
+public enum ValueFile {
+    /// Its text without surrounding whitespace: nil if it cannot be read, empty if it holds none.
+    public static func read(_ path: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

@@ -57,9 +57,8 @@ enum DevTicket {
     static func path(in dataDirectory: String) -> String { (dataDirectory as NSString).appendingPathComponent("ticket") }
 
     static func read() -> String? {
-        guard let data = FileManager.default.contents(atPath: path(in: defaultDataDirectory)) else { return nil }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return text.isEmpty ? nil : text
+        guard let text = ValueFile.read(path(in: defaultDataDirectory)), !text.isEmpty else { return nil }
+        return text
     }
 }
 
@@ -89,8 +88,7 @@ struct ClusterOptions: ParsableArguments {
             let environment = ProcessInfo.processInfo.environment
             if let text = cookie ?? (cookieFile == nil ? environment["ASPEN_COOKIE"] : nil), !text.isEmpty { return ClusterCookie(text) }
             guard let path = cookieFile ?? environment["ASPEN_COOKIE_FILE"], !path.isEmpty else { return nil }
-            guard let data = FileManager.default.contents(atPath: path) else { throw CLIError.badInput("cannot read the cookie file \(path)") }
-            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let text = ValueFile.read(path) else { throw CLIError.badInput("cannot read the cookie file \(path)") }
             guard !text.isEmpty else { throw CLIError.badInput("the cookie file \(path) is empty") }
             return ClusterCookie(text)
         }
