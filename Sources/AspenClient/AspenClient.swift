@@ -68,6 +68,19 @@ public final class AspenClient: KeyValueStore {
         self.attemptsMax = attemptsMax
     }
 
+    /// The open connection to endpoint `position`, made if there is none or the one there has
+    /// closed (a node closes idle client connections).
+    private func openConnection(_ position: Int) async throws -> TransportConnection {
+        let task = self.connection(position)
+        let connection = try await task.value
+        guard !connection.isActive else { return connection }
+        connections.withLock { connections in
+            // Only if no other call replaced it meanwhile.
+            if connections[position] == task { connections[position] = nil }
+        }
+        return try await self.connection(position).value
+    }
+
     private func connection(_ position: Int) -> Task<TransportConnection, any Error> {
         connections.withLock { connections in
             if let existing = connections[position] { return existing }
@@ -112,7 +125,7 @@ public final class AspenClient: KeyValueStore {
             let position = preferred.withLock { $0 }
             let connection: TransportConnection
             do {
-                connection = try await self.connection(position).value
+                connection = try await openConnection(position)
             } catch {
                 // Never sent: any node may be tried.
                 lastProblem = "\(endpoints[position].host):\(endpoints[position].port): \(error)"
@@ -433,7 +446,7 @@ public final class AspenClient: KeyValueStore {
         let request = RPCRequest(domain: "cluster", operation: operation, body: body, proof: proof).encoded()
         for position in endpoints.indices {
             do {
-                let connection = try await connection(position).value
+                let connection = try await openConnection(position)
                 switch try RPCResponse(decoding: try await connection.request(request, extraSeconds: extraSeconds)) {
                 case .ok(let body): results.append((endpoints[position], .success(body)))
                 case .failure(let failure): results.append((endpoints[position], .failure(ClientError.rejected(failure))))

@@ -98,8 +98,26 @@ public struct Limits: Sendable, Equatable {
     public var grpcConnectionWindowBytes = 4 * 1024 * 1024
     /// Largest answer the etcd endpoint's own gRPC client (the benchmark's) accepts.
     public var grpcAnswerBytesMax = 64 * 1024 * 1024
-    /// Most peer connections a node keeps.
+    /// Most peer connections a node keeps (connections that chose the Raft protocol).
     public var peersMax = 1000
+    /// Most client connections a node serves at once (the native protocols other than Raft),
+    /// counted apart from peers so that clients cannot crowd out the cluster's own traffic.
+    public var clientConnectionsMax = 1024
+    /// Most connections still in their TLS handshake (each is cut after the handshake timeout).
+    public var handshakesMax = 256
+    /// Requests one client connection may have in flight; past it the node stops reading from
+    /// that connection until an answer leaves.
+    public var connectionRequestsMax = 1024
+    /// Request bytes one client connection may have in flight, likewise.
+    public var connectionRequestBytesMax = 64 * 1024 * 1024
+    /// Most connections the etcd endpoint serves at once.
+    public var grpcConnectionsMax = 1024
+    /// Calls open at once on one etcd endpoint connection (HTTP/2 concurrent streams).
+    public var grpcStreamsMax = 1024
+    /// Request bytes one etcd endpoint connection may hold: messages not yet whole, unary
+    /// requests being served, stream messages not yet read. A frame that would pass it ends its
+    /// call with RESOURCE_EXHAUSTED.
+    public var grpcConnectionBufferedBytesMax = 64 * 1024 * 1024
     /// Watch streams one node serves at once.
     public var watchersMax = 1000
     /// Messages queued for one watcher before it is cut off as lagging.

@@ -198,7 +198,7 @@ public final class PeerNetwork: Sendable {
     public func route(to node: RaftNode) -> TransportRoute {
         let logger = self.logger
         let limits = options.limits
-        return TransportRoute(
+        var route = TransportRoute(
             authorize: { [weak self] key in self?.isAuthorized(key) ?? false },
             receive: { [weak self] key, body in
                 guard let self else { return }
@@ -218,5 +218,7 @@ public final class PeerNetwork: Sendable {
                     logger.warning("undecodable raft message dropped", metadata: ["peer": "\(key)", "error": "\(error)"])
                 }
             })
+        route.pool = .peers
+        return route
     }
 }

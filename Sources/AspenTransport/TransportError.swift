@@ -11,7 +11,8 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
     case notEd25519Certificate
     case connectionClosed
     case timedOut(operation: String, seconds: Double)
-    case tooManyConnections(limit: Int)
+    /// A bound on connections was reached; `name` is the limit's name in `Limits`.
+    case tooManyConnections(limit: Int, name: String)
     case invalidAddress(String)
 
     public var description: String {
@@ -27,7 +28,7 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
         case .notEd25519Certificate: return "the peer's certificate does not carry an Ed25519 key"
         case .connectionClosed: return "the connection closed"
         case .timedOut(let operation, let seconds): return "\(operation) timed out after \(seconds) s"
-        case .tooManyConnections(let limit): return "more than peersMax (\(limit)) connections"
+        case .tooManyConnections(let limit, let name): return "more than \(name) (\(limit)) connections"
         case .invalidAddress(let text): return "invalid address '\(text)' (expected HOST:PORT)"
         }
     }

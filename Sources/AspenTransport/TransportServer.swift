@@ -34,8 +34,19 @@ public struct TransportCaller: Sendable, Equatable {
     }
 }
 
+/// Which bound a connection counts against once its protocol is known: peers (Raft between
+/// members) and clients are capped apart, so that one cannot crowd out the other.
+public enum ConnectionPool: Sendable, Hashable {
+    case peers
+    case clients
+}
+
 public struct TransportRoute: Sendable {
     public var authorize: @Sendable (NodeKey) -> Bool
+    /// The connections of this protocol count against `Limits.peersMax` or, by default,
+    /// `Limits.clientConnectionsMax`; a client connection is also closed when idle and held to
+    /// `Limits.connectionRequestsMax` requests in flight.
+    public var pool = ConnectionPool.clients
     public var handle: @Sendable (NodeKey, [UInt8]) async -> [UInt8]
     /// Takes the place of `handle` when set: the handler also learns where the caller is.
     public var handleFrom: (@Sendable (TransportCaller, [UInt8]) async -> [UInt8])?
@@ -96,6 +107,9 @@ public struct TransportOptions: Sendable {
     public var connectTimeoutSeconds: Double = 5
     public var handshakeTimeoutSeconds: Double = 5
     public var requestTimeoutSeconds: Double = 10
+    /// A client connection with no request in flight and nothing read for this long is closed
+    /// (the client reconnects when it next needs to).
+    public var idleTimeoutSeconds: Double = 300
     public var limits = Limits.standard
 
     public init() {}
@@ -119,19 +133,53 @@ public final class TransportServer: Sendable {
     private let connections: Connections
 
     final class Connections: Sendable {
-        private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+        struct Counts {
+            /// Each open connection, with the pool it joined once its handshake finished.
+            var channels: [ObjectIdentifier: (channel: any Channel, pool: ConnectionPool?)] = [:]
+            var handshaking = 0
+            var established: [ConnectionPool: Int] = [:]
+        }
+        private let counts = Mutex(Counts())
         private let requests = Atomic<Int>(0)
 
-        func open(_ channel: any Channel, limit: Int) -> Bool {
-            channels.withLock { channels in
-                guard channels.count < limit else { return false }
-                channels[ObjectIdentifier(channel)] = channel
-                return true
+        /// Takes a new connection into its handshake, unless `Limits.handshakesMax` are in one.
+        func open(_ channel: any Channel, limits: Limits) -> TransportError? {
+            let refusal: TransportError? = counts.withLock { counts in
+                guard counts.handshaking < limits.handshakesMax else {
+                    return .tooManyConnections(limit: limits.handshakesMax, name: "handshakesMax")
+                }
+                counts.handshaking += 1
+                counts.channels[ObjectIdentifier(channel)] = (channel, nil)
+                return nil
+            }
+            if refusal == nil { channel.closeFuture.whenComplete { _ in self.close(channel) } }
+            return refusal
+        }
+
+        /// Moves a connection whose handshake finished into `pool`, unless that pool is full.
+        func establish(_ channel: any Channel, in pool: ConnectionPool, limits: Limits) -> TransportError? {
+            counts.withLock { counts in
+                guard let entry = counts.channels[ObjectIdentifier(channel)], entry.pool == nil else { return nil }
+                let limit = pool == .peers ? limits.peersMax : limits.clientConnectionsMax
+                guard counts.established[pool, default: 0] < limit else {
+                    return .tooManyConnections(limit: limit, name: pool == .peers ? "peersMax" : "clientConnectionsMax")
+                }
+                counts.handshaking -= 1
+                counts.established[pool, default: 0] += 1
+                counts.channels[ObjectIdentifier(channel)] = (channel, pool)
+                return nil
             }
         }
-        func close(_ channel: any Channel) { channels.withLock { $0[ObjectIdentifier(channel)] = nil } }
-        var current: Int { channels.withLock { $0.count } }
-        var all: [any Channel] { channels.withLock { Array($0.values) } }
+
+        private func close(_ channel: any Channel) {
+            counts.withLock { counts in
+                guard let entry = counts.channels.removeValue(forKey: ObjectIdentifier(channel)) else { return }
+                if let pool = entry.pool { counts.established[pool, default: 0] -= 1 } else { counts.handshaking -= 1 }
+            }
+        }
+
+        var current: Int { counts.withLock { $0.channels.count } }
+        var all: [any Channel] { counts.withLock { $0.channels.values.map(\.channel) } }
 
         func requestStarted() { requests.add(1, ordering: .relaxed) }
         func requestFinished() { requests.subtract(1, ordering: .relaxed) }
@@ -158,12 +206,11 @@ public final class TransportServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let remote = channel.remoteAddress?.description ?? "unknown"
-                    guard connections.open(channel, limit: options.limits.peersMax) else {
-                        logger.warning("connection refused", metadata: ["peer": "\(remote)", "reason": "\(TransportError.tooManyConnections(limit: options.limits.peersMax))"])
+                    if let refusal = connections.open(channel, limits: options.limits) {
+                        logger.warning("connection refused", metadata: ["peer": "\(remote)", "reason": "\(refusal)"])
                         channel.close(promise: nil)
                         return
                     }
-                    channel.closeFuture.whenComplete { _ in connections.close(channel) }
                     let peer = PeerBox()
                     let ssl = NIOSSLServerHandler(context: context) { certificates, promise in
                         // Any well-formed Ed25519 identity may finish the handshake; what it may
@@ -262,6 +309,10 @@ final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
             drop(context, peer.value.map { TransportError.unauthorizedPeer($0, protocol: name) } ?? .notEd25519Certificate)
             return
         }
+        if let refusal = connections.establish(context.channel, in: route.pool, limits: options.limits) {
+            drop(context, refusal)
+            return
+        }
         do {
             try context.pipeline.syncOperations.addHandlers(
                 [
@@ -270,7 +321,7 @@ final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
                     ServerRequestHandler(
                         route: route, peer: key, logger: logger, remote: remote, connections: connections,
                         executor: EventLoopExecutor(context.eventLoop),
-                        isLoopback: TransportCaller.isLoopback(context.channel.remoteAddress)),
+                        isLoopback: TransportCaller.isLoopback(context.channel.remoteAddress), options: options),
                 ], position: .after(self))
             context.pipeline.syncOperations.removeHandler(self, promise: nil)
         } catch {
@@ -289,8 +340,15 @@ final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 /// Requests on an established connection: `[id: UInt64][body]`, answered `[id][body]`.
-final class ServerRequestHandler: ChannelInboundHandler, FlushesOncePerPass {
+///
+/// On a client connection, at most `Limits.connectionRequestsMax` requests (and
+/// `connectionRequestBytesMax` of their bytes) are served at once: past that the handler stops
+/// reading from the socket, and frames already read wait their turn, so a client that pipelines
+/// without bound is slowed by TCP rather than buffered by the node. A client connection with
+/// nothing in flight and nothing read for `idleTimeoutSeconds` is closed.
+final class ServerRequestHandler: ChannelDuplexHandler, FlushesOncePerPass {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     let route: TransportRoute
@@ -302,10 +360,23 @@ final class ServerRequestHandler: ChannelInboundHandler, FlushesOncePerPass {
     /// calls an actor on that loop (the node's) runs without a thread hand-over either way.
     let executor: EventLoopExecutor
     let isLoopback: Bool
+    let limits: Limits
+    let idleTimeout: TimeAmount
+
+    /// Requests being served on this connection, and their bytes.
+    var inFlight = 0
+    var inFlightBytes = 0
+    /// Frames read while the connection was at its bound, oldest first.
+    var waiting: [(id: UInt64, body: [UInt8])] = []
+    var waitingHead = 0
+    /// A read the channel asked for and this handler held back.
+    var readHeld = false
+    var lastActivity = NIODeadline.now()
+    var idleCheck: Scheduled<Void>?
 
     init(
         route: TransportRoute, peer: NodeKey, logger: Logger, remote: String, connections: TransportServer.Connections,
-        executor: EventLoopExecutor, isLoopback: Bool
+        executor: EventLoopExecutor, isLoopback: Bool, options: TransportOptions
     ) {
         self.isLoopback = isLoopback
         self.executor = executor
@@ -314,6 +385,21 @@ final class ServerRequestHandler: ChannelInboundHandler, FlushesOncePerPass {
         self.peer = peer
         self.logger = logger
         self.remote = remote
+        self.limits = options.limits
+        self.idleTimeout = .milliseconds(Int64(options.idleTimeoutSeconds * 1000))
+    }
+
+    var context: ChannelHandlerContext?
+    var flushScheduled = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if route.pool == .clients { scheduleIdleCheck(at: lastActivity + idleTimeout) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
+        self.context = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -328,38 +414,101 @@ final class ServerRequestHandler: ChannelInboundHandler, FlushesOncePerPass {
             receive(peer, body)
             return
         }
+        lastActivity = .now()
+        if isFull || waitingHead < waiting.count {
+            waiting.append((id, body))
+        } else {
+            serve(id, body, context: context)
+        }
+    }
+
+    var isFull: Bool {
+        route.pool == .clients && (inFlight >= limits.connectionRequestsMax || inFlightBytes >= limits.connectionRequestBytesMax)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if isFull {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    private func serve(_ id: UInt64, _ body: [UInt8], context: ChannelHandlerContext) {
+        inFlight += 1
+        inFlightBytes += body.count
         let channel = context.channel
         let handle = route.handle
         let peer = self.peer
         let connections = self.connections
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let size = body.count
         connections.requestStarted()
         if let stream = route.stream {
             Task(executorPreference: executor) {
                 await stream(peer, body, StreamSink(channel: channel, id: id))
                 connections.requestFinished()
+                channel.eventLoop.executeHereOrQueue { handler.value.finished(bytes: size) }
             }
             return
         }
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let handleFrom = route.handleFrom
         let caller = TransportCaller(key: peer, isLoopback: isLoopback)
         Task(executorPreference: executor) {
             let response = if let handleFrom { await handleFrom(caller, body) } else { await handle(peer, body) }
             connections.requestFinished()
             // Id 0 marks a one-way message: nothing goes back.
-            guard id != 0 else { return }
+            guard id != 0 else {
+                channel.eventLoop.executeHereOrQueue { handler.value.finished(bytes: size) }
+                return
+            }
             var buffer = channel.allocator.buffer(capacity: 8 + response.count)
             buffer.writeInteger(id)
             buffer.writeBytes(response)
-            channel.eventLoop.executeHereOrQueue { [buffer] in handler.value.answer(buffer) }
+            channel.eventLoop.executeHereOrQueue { [buffer] in
+                handler.value.answer(buffer)
+                handler.value.finished(bytes: size)
+            }
         }
     }
 
-    var context: ChannelHandlerContext?
-    var flushScheduled = false
+    /// A request has been answered: frames that waited are served, and a held read goes out.
+    private func finished(bytes: Int) {
+        inFlight -= 1
+        inFlightBytes -= bytes
+        lastActivity = .now()
+        guard let context else { return }
+        while !isFull, waitingHead < waiting.count {
+            let (id, body) = waiting[waitingHead]
+            waitingHead += 1
+            serve(id, body, context: context)
+        }
+        if waitingHead == waiting.count {
+            waiting.removeAll(keepingCapacity: true)
+            waitingHead = 0
+        }
+        if readHeld, !isFull {
+            readHeld = false
+            context.read()
+        }
+    }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    private func scheduleIdleCheck(at deadline: NIODeadline) {
+        guard let context else { return }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleCheck = context.eventLoop.scheduleTask(deadline: deadline) { handler.value.checkIdle() }
+    }
+
+    private func checkIdle() {
+        guard let context else { return }
+        let due = lastActivity + idleTimeout
+        guard inFlight == 0, due <= .now() else {
+            scheduleIdleCheck(at: inFlight == 0 ? due : .now() + idleTimeout)
+            return
+        }
+        logger.debug("idle connection closed", metadata: ["peer": "\(remote)", "idleSeconds": "\(idleTimeout.nanoseconds / 1_000_000_000)"])
+        context.close(promise: nil)
+    }
 
     func answer(_ buffer: ByteBuffer) {
         guard let context else { return }

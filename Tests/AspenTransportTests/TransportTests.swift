@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -158,6 +159,127 @@ struct TransportTests {
         let healthy = try await TransportConnection.connect(
             host: "127.0.0.1", port: fixture.server.port, protocol: AspenProtocol.client, tls: client)
         #expect(try await healthy.request([9]) == Array("echo:".utf8) + [9])
+    }
+}
+
+/// The bounds a client connection is held to: its own connection cap apart from peers, a bound
+/// on requests in flight, and an idle timeout.
+@Suite("Transport bounds", .serialized)
+struct TransportBoundsTests {
+    static let logger = Logger(label: "aspen.transport.test")
+
+    /// Counts the requests being served at once; each waits until released.
+    final class Gate: Sendable {
+        let state = Mutex<(now: Int, most: Int, served: Int)>((0, 0, 0))
+        let open = Atomic<Bool>(false)
+
+        func pass() async {
+            state.withLock { state in
+                state.now += 1
+                state.most = max(state.most, state.now)
+            }
+            while !open.load(ordering: .relaxed) { try? await Task.sleep(for: .milliseconds(5)) }
+            state.withLock { state in
+                state.now -= 1
+                state.served += 1
+            }
+        }
+    }
+
+    static func server(options: TransportOptions, gate: Gate? = nil) async throws -> (TransportServer, TLSMaterial) {
+        let tls = try TLSMaterial(identity: NodeIdentity())
+        let echo: @Sendable (NodeKey, [UInt8]) async -> [UInt8] = { _, body in
+            await gate?.pass()
+            return body
+        }
+        var peers = TransportRoute(authorize: { _ in true }, handle: echo)
+        peers.pool = .peers
+        let server = try await TransportServer.start(
+            host: "127.0.0.1", port: 0, tls: tls,
+            routes: [AspenProtocol.client: TransportRoute(authorize: { _ in true }, handle: echo), AspenProtocol.raft: peers],
+            options: options, logger: logger)
+        return (server, tls)
+    }
+
+    static func connect(_ server: TransportServer, _ name: String = AspenProtocol.client) async throws -> TransportConnection {
+        try await TransportConnection.connect(host: "127.0.0.1", port: server.port, protocol: name, tls: TLSMaterial(identity: NodeIdentity()))
+    }
+
+    @Test("clients past clientConnectionsMax are refused while peers still connect")
+    func clientCap() async throws {
+        var options = TransportOptions()
+        options.limits.clientConnectionsMax = 2
+        options.limits.peersMax = 1
+        let (server, _) = try await Self.server(options: options)
+        defer { Task { try? await server.close() } }
+        var clients: [TransportConnection] = []
+        for _ in 0..<2 {
+            let client = try await Self.connect(server)
+            #expect(try await client.request([1]) == [1])
+            clients.append(client)
+        }
+        let third = try await Self.connect(server)
+        await #expect(throws: TransportError.self) { try await third.request([3]) }
+        // Peers have their own bound: the full client pool does not keep one out ...
+        let peer = try await Self.connect(server, AspenProtocol.raft)
+        #expect(try await peer.request([4]) == [4])
+        // ... and a second peer past peersMax is refused without touching the clients.
+        let secondPeer = try await Self.connect(server, AspenProtocol.raft)
+        await #expect(throws: TransportError.self) { try await secondPeer.request([5]) }
+        #expect(try await clients[0].request([6]) == [6])
+        // A client that leaves makes room.
+        await clients[1].close()
+        try await Task.sleep(for: .milliseconds(100))
+        let fourth = try await Self.connect(server)
+        #expect(try await fourth.request([7]) == [7])
+    }
+
+    @Test("a client connection is served at most connectionRequestsMax requests at once; the rest wait and are all answered")
+    func inFlightCap() async throws {
+        var options = TransportOptions()
+        options.limits.connectionRequestsMax = 3
+        let gate = Gate()
+        let (server, _) = try await Self.server(options: options, gate: gate)
+        defer { Task { try? await server.close() } }
+        let client = try await Self.connect(server)
+        let answers = Task {
+            try await withThrowingTaskGroup(of: [UInt8].self) { group in
+                for number in 0..<20 { group.addTask { try await client.request([UInt8(number)]) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        // Wait until the node has taken all it will take before anything is answered.
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(gate.state.withLock { $0.now } == 3)
+        gate.open.store(true, ordering: .relaxed)
+        let received = try await answers.value
+        #expect(Set(received) == Set((0..<20).map { [UInt8($0)] }))
+        #expect(gate.state.withLock { $0.most } == 3)
+        #expect(gate.state.withLock { $0.served } == 20)
+    }
+
+    @Test("an idle client connection is closed; one with a request in flight is not")
+    func idleTimeout() async throws {
+        var options = TransportOptions()
+        options.idleTimeoutSeconds = 0.3
+        let gate = Gate()
+        let (server, _) = try await Self.server(options: options, gate: gate)
+        defer { Task { try? await server.close() } }
+        let idle = try await Self.connect(server)
+        let busy = try await Self.connect(server)
+        let peer = try await Self.connect(server, AspenProtocol.raft)
+        gate.open.store(true, ordering: .relaxed)
+        #expect(try await idle.request([1]) == [1])
+        #expect(try await peer.request([1]) == [1])
+        gate.open.store(false, ordering: .relaxed)
+        let pending = Task { try await busy.request([2], extraSeconds: 5) }
+        try await Task.sleep(for: .milliseconds(900))
+        #expect(!idle.isActive)
+        #expect(busy.isActive)
+        // Peers are not held to the clients' idle timeout.
+        #expect(peer.isActive)
+        gate.open.store(true, ordering: .relaxed)
+        #expect(try await pending.value == [2])
     }
 }
 
