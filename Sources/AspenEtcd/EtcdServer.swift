@@ -31,28 +31,43 @@ public final class EtcdServer: Sendable {
         self.port = port
     }
 
-    /// HTTP/2 settings sent to every client: many calls at once (etcd allows any number), stream
+    /// HTTP/2 settings sent to every client: many calls at once (`Limits.grpcStreamsMax`), stream
     /// windows a megabyte wide so a streaming call's requests need few window updates.
-    static let settings: HTTP2Settings = [
-        HTTP2Setting(parameter: .maxConcurrentStreams, value: 4096),
-        HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
-        HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 14),
-    ]
+    static func settings(_ limits: Limits) -> HTTP2Settings {
+        [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: limits.grpcStreamsMax),
+            HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 14),
+        ]
+    }
+
+    /// The endpoint's bounds on its connections.
+    public struct Options: Sendable {
+        /// A connection that has not finished its TLS handshake and sent its HTTP/2 preface by
+        /// then is closed.
+        public var handshakeTimeoutSeconds: Double = 5
+        /// A connection with no call open and no frame read for this long is told to go away.
+        public var idleTimeoutSeconds: Double = 300
+        public var limits = Limits.standard
+
+        public init() {}
+    }
 
     /// Serves etcd's API over `gateway` on HOST:PORT; with `tls`, only over TLS.
     public static func start(
         host: String, port: Int, gateway: EtcdGateway, tls: EtcdTLS? = nil, progressIntervalMs: Int = 10_000,
-        loop: (any EventLoop)? = nil, logger: Logger
+        options: Options = Options(), loop: (any EventLoop)? = nil, logger: Logger
     ) async throws -> EtcdServer {
         try await start(
-            host: host, port: port, methods: .etcd(gateway: gateway, progressIntervalMs: progressIntervalMs), tls: tls, loop: loop,
-            logger: logger)
+            host: host, port: port, methods: .etcd(gateway: gateway, progressIntervalMs: progressIntervalMs), tls: tls, options: options,
+            loop: loop, logger: logger)
     }
 
     /// Serves `methods` on HOST:PORT, on `loop` (the node's, so that a call reaches the node's
     /// actor without changing threads) or on an event loop of its own.
     static func start(
-        host: String, port: Int, methods: GRPCMethodTable, tls: EtcdTLS? = nil, loop given: (any EventLoop)? = nil, logger: Logger
+        host: String, port: Int, methods: GRPCMethodTable, tls: EtcdTLS? = nil, options: Options = Options(),
+        loop given: (any EventLoop)? = nil, logger: Logger
     ) async throws -> EtcdServer {
         // One thread: measured here, calls served on the thread that reads their connection (and
         // the tasks running them preferring it) beat spreading them over more threads.
@@ -69,15 +84,29 @@ public final class EtcdServer: Sendable {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let key = ObjectIdentifier(channel)
-                        connections.open.withLock { $0[key] = channel }
+                        let limit = options.limits.grpcConnectionsMax
+                        let taken = connections.open.withLock { open in
+                            guard open.count < limit else { return false }
+                            open[key] = channel
+                            return true
+                        }
+                        guard taken else {
+                            logger.warning(
+                                "etcd endpoint connection refused",
+                                metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "unknown")", "reason": "more than grpcConnectionsMax (\(limit)) connections"])
+                            channel.close(promise: nil)
+                            return
+                        }
                         channel.closeFuture.whenComplete { _ in _ = connections.open.withLock { $0.removeValue(forKey: key) } }
                         if let tls {
                             // A failed handshake (no certificate, an untrusted one, not TLS at all)
                             // closes this connection only.
                             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
                         }
-                        try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: .grpc(settings: settings), streamConfiguration: .init()))
-                        try channel.pipeline.syncOperations.addHandler(GRPCConnectionHandler(methods: methods, executor: executor, logger: logger))
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOHTTP2Handler(mode: .server, connectionConfiguration: .grpc(settings: settings(options.limits)), streamConfiguration: .init()))
+                        try channel.pipeline.syncOperations.addHandler(
+                            GRPCConnectionHandler(methods: methods, executor: executor, options: options, logger: logger))
                     }
                 }
                 .bind(host: host, port: port).get()

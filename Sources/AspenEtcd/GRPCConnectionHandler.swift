@@ -17,6 +17,12 @@ import NIOHTTP2
 /// unary call's stream window likewise (its request is bounded by `Limits.grpcMessageBytesMax`), and a
 /// streaming call's only as its method consumes the messages, so a client that sends faster
 /// than the method reads is held back by HTTP/2 rather than buffered without bound.
+///
+/// A connection holds at most `Limits.grpcConnectionBufferedBytesMax` of request bytes: messages
+/// not yet whole, unary requests being served, stream messages not yet read. A frame that would
+/// pass it ends its call with RESOURCE_EXHAUSTED, so many streams times the message size cannot
+/// add up to gigabytes. A connection must send its first frame within the handshake timeout, and
+/// one with no call open is told to go away once idle.
 final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -43,6 +49,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
         var finished = false
         /// The peer's side of the stream has ended.
         var requestsEnded = false
+        /// Request bytes of this call the connection holds (counted in its `buffered`).
+        var held = 0
 
         init(descriptor: MethodDescriptor, method: GRPCMethod) {
             self.descriptor = descriptor
@@ -53,7 +61,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
     let methods: GRPCMethodTable
     let executor: EventLoopExecutor
     let logger: Logger
+    let options: EtcdServer.Options
     var calls: [HTTP2StreamID: Call] = [:]
+    /// Request bytes the connection holds, over all its calls.
+    var buffered = 0
+    var lastActivity = NIODeadline.now()
+    /// Closes a connection that sent nothing in time, then checks whether it went idle.
+    var timer: Scheduled<Void>?
+    var framesSeen = false
     /// The connection's window: bytes taken and not yet given back.
     var window = ReceiveWindow()
     var context: ChannelHandlerContext?
@@ -61,9 +76,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
     var remotePeer = "unknown"
     var localPeer = "unknown"
 
-    init(methods: GRPCMethodTable, executor: EventLoopExecutor, logger: Logger) {
+    init(methods: GRPCMethodTable, executor: EventLoopExecutor, options: EtcdServer.Options = EtcdServer.Options(), logger: Logger) {
         self.methods = methods
         self.executor = executor
+        self.options = options
         self.logger = logger
     }
 
@@ -71,16 +87,50 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
         self.context = context
         remotePeer = context.channel.remoteAddress.map { "\($0)" } ?? "unknown"
         localPeer = context.channel.localAddress.map { "\($0)" } ?? "unknown"
+        schedule(at: .now() + Self.amount(options.handshakeTimeoutSeconds))
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
         endAll()
         self.context = nil
     }
 
+    static func amount(_ seconds: Double) -> TimeAmount { .milliseconds(Int64(seconds * 1000)) }
+
+    private func schedule(at deadline: NIODeadline) {
+        guard let context else { return }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: deadline) { handler.value.timerFired() }
+    }
+
+    private func timerFired() {
+        guard let context else { return }
+        guard framesSeen else {
+            logger.warning(
+                "etcd endpoint connection dropped",
+                metadata: ["peer": "\(remotePeer)", "reason": "no TLS handshake and HTTP/2 preface within \(options.handshakeTimeoutSeconds) s"])
+            context.close(promise: nil)
+            return
+        }
+        let due = lastActivity + Self.amount(options.idleTimeoutSeconds)
+        guard calls.isEmpty, due <= .now() else {
+            schedule(at: calls.isEmpty ? due : .now() + Self.amount(options.idleTimeoutSeconds))
+            return
+        }
+        logger.debug("idle etcd endpoint connection told to go away", metadata: ["peer": "\(remotePeer)"])
+        goAway()
+    }
+
+    /// Gives back the connection's hold on what `call` sent.
+    private func release(_ call: Call) {
+        buffered -= call.held
+        call.held = 0
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
-        let increment = Limits.standard.grpcConnectionWindowBytes
+        let increment = options.limits.grpcConnectionWindowBytes
         context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
     }
 
@@ -109,6 +159,12 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        lastActivity = .now()
+        if !framesSeen {
+            framesSeen = true
+            timer?.cancel()
+            schedule(at: lastActivity + Self.amount(options.idleTimeoutSeconds))
+        }
         switch frame.payload {
         case .headers(let headers):
             if calls[frame.streamID] != nil {
@@ -192,6 +248,18 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
             return
         }
         guard case .byteBuffer(var bytes) = data.data else { return }
+        let bufferedMax = options.limits.grpcConnectionBufferedBytesMax
+        guard buffered + bytes.readableBytes <= bufferedMax else {
+            refuse(
+                id, call, length,
+                RPCError(
+                    code: .resourceExhausted,
+                    message: "this connection holds \(buffered) bytes of requests not yet served; "
+                        + "\(bytes.readableBytes) more would pass grpcConnectionBufferedBytesMax (\(bufferedMax))"))
+            return
+        }
+        buffered += bytes.readableBytes
+        call.held += bytes.readableBytes
         call.pending.writeBuffer(&bytes)
         var whole = 0
         while call.pending.readableBytes >= 5 {
@@ -201,9 +269,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
                 refuse(id, call, length, RPCError(code: .unimplemented, message: "compressed messages are not supported; send them uncompressed"))
                 return
             }
-            guard size <= Limits.standard.grpcMessageBytesMax else {
+            guard size <= options.limits.grpcMessageBytesMax else {
                 refuse(
-                    id, call, length, RPCError(code: .resourceExhausted, message: "a message of \(size) bytes exceeds the \(Limits.standard.grpcMessageBytesMax)-byte limit"))
+                    id, call, length, RPCError(code: .resourceExhausted, message: "a message of \(size) bytes exceeds the \(options.limits.grpcMessageBytesMax)-byte limit"))
                 return
             }
             guard call.pending.readableBytes >= 5 + size else { break }
@@ -243,6 +311,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
     /// A streaming call's method took `length` bytes of messages.
     fileprivate func consumed(_ id: HTTP2StreamID, _ length: Int) {
         guard let call = calls[id], !call.finished else { return }
+        buffered -= length
+        call.held -= length
         acknowledge(id, call, length)
         context?.flush()
     }
@@ -346,6 +416,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
     fileprivate func finish(_ id: HTTP2StreamID, _ trailers: HPACKHeaders) {
         guard let call = calls[id], !call.finished else { return }
         call.finished = true
+        release(call)
         call.deadline?.cancel()
         call.requests?.finish()
         // A client still sending may finish (what it sends is read and dropped): resetting the
@@ -411,10 +482,12 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
     /// The stream is gone (closed or reset): its method, if still running, is cancelled.
     private func end(_ id: HTTP2StreamID) {
         guard let call = calls.removeValue(forKey: id) else { return }
+        release(call)
         call.deadline?.cancel()
         call.task?.cancel()
         call.requests?.finish(throwing: CancellationError())
         if goingAway && calls.isEmpty { context?.close(promise: nil) }
+        if calls.isEmpty { lastActivity = .now() }
     }
 
     private func endAll() {

@@ -56,15 +56,17 @@ struct GRPCEndpointTests {
     }
 
     static func withEndpoint<T: Sendable>(
-        _ body: @Sendable (_ port: Int, _ kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, _ observed: Observed) async throws -> T
+        options: EtcdServer.Options = EtcdServer.Options(),
+        _ body: @Sendable (_ server: EtcdServer, _ kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, _ observed: Observed) async throws -> T
     ) async throws -> T {
         let observed = Observed()
-        let server = try await EtcdServer.start(host: "127.0.0.1", port: 0, methods: methods(observed), logger: Logger(label: "test"))
+        let server = try await EtcdServer.start(
+            host: "127.0.0.1", port: 0, methods: methods(observed), options: options, logger: Logger(label: "test"))
         do {
             let result = try await withGRPCClient(
                 transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: server.port), transportSecurity: .plaintext)
             ) { client in
-                try await body(server.port, Etcdserverpb_KV.Client(wrapping: client), observed)
+                try await body(server, Etcdserverpb_KV.Client(wrapping: client), observed)
             }
             server.beginShutdown()
             await server.finishShutdown()
@@ -157,9 +159,9 @@ struct GRPCEndpointTests {
 
     @Test("a bidirectional stream carries more requests than its window holds: the window is given back as the method reads")
     func longStream() async throws {
-        try await Self.withEndpoint { port, _, _ in
+        try await Self.withEndpoint { server, _, _ in
             try await withGRPCClient(
-                transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+                transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: server.port), transportSecurity: .plaintext)
             ) { client in
                 // 3000 requests of 1 KiB: three times the stream's 1 MiB window.
                 let count = 3000
@@ -185,9 +187,88 @@ struct GRPCEndpointTests {
         }
     }
 
+    /// A Txn whose one operation puts `size` bytes (the test's Txn holds it until cancelled).
+    static func txn(size: Int) -> Etcdserverpb_TxnRequest {
+        var operation = Etcdserverpb_RequestOp()
+        operation.requestPut = put(size: size)
+        var request = Etcdserverpb_TxnRequest()
+        request.success = [operation]
+        return request
+    }
+
+    @Test("a connection holds at most grpcConnectionBufferedBytesMax of requests: the call that would pass it is refused naming the limit, and room comes back as calls end")
+    func bufferedBound() async throws {
+        var options = EtcdServer.Options()
+        options.limits.grpcConnectionBufferedBytesMax = 2 << 20
+        try await Self.withEndpoint(options: options) { _, kv, observed in
+            // Two held calls of 800 KB each fit; a third does not.
+            let held = (0..<2).map { _ in
+                Task {
+                    var callOptions = CallOptions.defaults
+                    callOptions.timeout = .seconds(2)
+                    return try await kv.txn(Self.txn(size: 800_000), options: callOptions)
+                }
+            }
+            while observed.started.load(ordering: .relaxed) < 2 { try await Task.sleep(for: .milliseconds(10)) }
+            do {
+                _ = try await kv.txn(Self.txn(size: 800_000))
+                Issue.record("a call past the connection's buffered bound was taken")
+            } catch let error as RPCError {
+                #expect(error.code == .resourceExhausted)
+                #expect(error.message.contains("grpcConnectionBufferedBytesMax (\(2 << 20))"), "\(error.message)")
+            }
+            // Small calls still pass; once the held calls end, a large one does too.
+            #expect(try await kv.put(Self.put(size: 10)).header.revision == 10)
+            for call in held { _ = await call.result }
+            #expect(try await kv.put(Self.put(size: 1_500_000)).header.revision == 1_500_000)
+        }
+    }
+
+    @Test("connections past grpcConnectionsMax and ones that send nothing are closed; an idle one is told to go away, a busy one is not")
+    func connectionBounds() async throws {
+        var options = EtcdServer.Options()
+        options.handshakeTimeoutSeconds = 0.3
+        options.idleTimeoutSeconds = 0.3
+        try await Self.withEndpoint(options: options) { server, kv, observed in
+            // Silent after connecting: cut at the handshake timeout (the socket waits up to 5 s).
+            #expect(RawSocket.closesAfterGarbage(port: server.port, []), "a silent connection was kept")
+            #expect(try await kv.put(Self.put(size: 3)).header.revision == 3)
+            let open = { server.connections.open.withLock { $0.count } }
+            #expect(open() == 1)
+            // A call in flight keeps its connection past the idle timeout.
+            let busy = Task {
+                var callOptions = CallOptions.defaults
+                callOptions.timeout = .seconds(1)
+                return try await kv.txn(Self.txn(size: 10), options: callOptions)
+            }
+            while observed.started.load(ordering: .relaxed) < 1 { try await Task.sleep(for: .milliseconds(10)) }
+            try await Task.sleep(for: .milliseconds(600))
+            #expect(open() == 1)
+            _ = await busy.result
+            // Then, idle, it is told to go away; the client reconnects for its next call.
+            try await Task.sleep(for: .milliseconds(800))
+            #expect(open() == 0)
+            #expect(try await kv.put(Self.put(size: 4)).header.revision == 4)
+        }
+        options = EtcdServer.Options()
+        options.limits.grpcConnectionsMax = 1
+        try await Self.withEndpoint(options: options) { server, kv, _ in
+            let first = try await kv.put(Self.put(size: 5)).header.revision
+            #expect(first == 5)
+            // The one connection is taken: the next is closed at once (long before the 5 s handshake timeout).
+            let clock = ContinuousClock()
+            let started = clock.now
+            #expect(RawSocket.closesAfterGarbage(port: server.port, []), "a connection past grpcConnectionsMax was kept")
+            #expect(clock.now - started < .seconds(4))
+            let after = try await kv.put(Self.put(size: 6)).header.revision
+            #expect(after == 6)
+        }
+    }
+
     @Test("bytes that are not HTTP/2 lose their connection and nothing else")
     func garbage() async throws {
-        try await Self.withEndpoint { port, kv, _ in
+        try await Self.withEndpoint { server, kv, _ in
+            let port = server.port
             let junk = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8) + (0..<256).map { UInt8($0) }
             #expect(RawSocket.closesAfterGarbage(port: port, junk), "the endpoint kept a connection that spoke garbage")
             let response = try await kv.put(Self.put(size: 5))
