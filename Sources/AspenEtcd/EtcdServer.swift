@@ -88,6 +88,7 @@ public final class EtcdServer: Sendable {
                         let taken = connections.open.withLock { open in
                             guard open.count < limit else { return false }
                             open[key] = channel
+                            connections.accepted.add(1, ordering: .relaxed)
                             return true
                         }
                         guard taken else {
@@ -151,6 +152,8 @@ public final class EtcdServer: Sendable {
 /// The endpoint's open connections, so that shutting down can reach them.
 final class Connections: Sendable {
     let open = Mutex<[ObjectIdentifier: any Channel]>([:])
+    /// Connections taken since the endpoint started.
+    let accepted = Atomic<Int>(0)
 }
 
 /// The etcd endpoint's TLS: a certificate chain and key from PEM files, HTTP/2 by ALPN (gRPC

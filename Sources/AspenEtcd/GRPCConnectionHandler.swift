@@ -69,6 +69,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
     /// Closes a connection that sent nothing in time, then checks whether it went idle.
     var timer: Scheduled<Void>?
     var framesSeen = false
+    /// The newest stream that opened a call.
+    var lastOpened = HTTP2StreamID(0)
     /// The connection's window: bytes taken and not yet given back.
     var window = ReceiveWindow()
     var context: ChannelHandlerContext?
@@ -119,7 +121,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
             return
         }
         logger.debug("idle etcd endpoint connection told to go away", metadata: ["peer": "\(remotePeer)"])
-        goAway()
+        goAway(idle: true)
     }
 
     /// Gives back the connection's hold on what `call` sent.
@@ -143,6 +145,12 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
         if let streamError = error as? NIOHTTP2Errors.StreamError {
             // One stream broke a rule (HTTP/2 has reset it); the connection's other calls go on.
             end(streamError.streamID)
+            return
+        }
+        if let closed = error as? NIOHTTP2Errors.NoSuchStream {
+            // An answer written to a stream the client had already reset (its deadline passed
+            // on both sides at once): that call is over, the connection's others go on.
+            end(closed.streamID)
             return
         }
         // A peer that does not speak HTTP/2 (or breaks its rules) loses its connection, nothing else.
@@ -209,6 +217,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
         }
         let call = Call(descriptor: descriptor, method: method)
         calls[id] = call
+        lastOpened = max(lastOpened, id)
         if let timeout = headers.first(name: "grpc-timeout").flatMap(Self.timeout), let context {
             // The client's deadline is the call's: when it passes, the method is cancelled.
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -494,12 +503,16 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
         for id in Array(calls.keys) { end(id) }
     }
 
-    /// Stops taking new calls; the connection closes once the calls under way have ended.
-    func goAway() {
+    /// Stops taking new calls; the connection closes once the calls under way have ended. An idle
+    /// connection names the last call it took, so that a client whose new call crossed the
+    /// GOAWAY knows that call was not processed and may send it again elsewhere; shutting down
+    /// names none yet (calls already sent may still come in).
+    func goAway(idle: Bool = false) {
         guard !goingAway, let context else { return }
         goingAway = true
         context.writeAndFlush(
-            wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))),
+            wrapOutboundOut(
+                HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: idle ? lastOpened : .maxID, errorCode: .noError, opaqueData: nil))),
             promise: nil)
         if calls.isEmpty { context.close(promise: nil) }
     }
