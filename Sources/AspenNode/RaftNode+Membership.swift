@@ -138,4 +138,24 @@ extension RaftNode {
             try await Task.sleep(for: .milliseconds(configuration.tickMs))
         }
     }
+
+    public func proposeMembership(_ changes: [Raft.MembershipChange]) throws {
+        do {
+            try raft.proposeMembership(changes)
+        } catch {
+            if case .notLeader(let hint) = error { throw NodeError.notLeader(leaderHint: hint) }
+            throw NodeError.refused(error.description)
+        }
+        pump()
+    }
+
+    public func transferLeadership(to target: NodeID) throws {
+        do {
+            try raft.transferLeadership(to: target)
+        } catch {
+            if case .notLeader(let hint) = error { throw NodeError.notLeader(leaderHint: hint) }
+            throw NodeError.refused(error.description)
+        }
+        pump()
+    }
 }

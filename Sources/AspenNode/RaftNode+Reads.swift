@@ -1,0 +1,80 @@
+import AspenCore
+import AspenKV
+import AspenRaft
+import AspenStorage
+
+// Reads: linearizable (ReadIndex) and stale, served off the actor; waiting for the applied index.
+extension RaftNode {
+    /// Reads the applied state: after a ReadIndex round with a quorum (linearizable), or as it is
+    /// here (stale). Only the wait for the index to read at is the actor's; the read itself runs
+    /// on the caller's thread when it is the only one under way (usually the node's event loop:
+    /// no hand-over), and on the concurrency pool when others are, so that many reads use
+    /// every core rather than the loop's one (the store serves reads concurrently, each in its
+    /// own transaction).
+    public nonisolated func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
+        try await readable(request, consistency: consistency)
+        let alone = readsInFlight.wrappingAdd(1, ordering: .relaxed).newValue == 1
+        defer { readsInFlight.wrappingSubtract(1, ordering: .relaxed) }
+        let store = self.storage
+        if alone { return try Self.serving { try store.read(request).get() } }
+        return try await Task.detached { try Self.serving { try store.read(request).get() } }.value
+    }
+
+    /// A store busy installing a snapshot image makes the node unavailable for the request.
+    nonisolated static func serving<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch StorageError.busy(_, let detail) {
+            throw NodeError.unavailable("this node cannot serve reads now: \(detail)")
+        }
+    }
+
+    /// The checksum of this node's applied key-value state as of `revision` (0: the current
+    /// one), read off the actor; see `NodeStorage.stateHash(at:page:)`.
+    public nonisolated func stateHash(at revision: Revision) async throws -> StateHash {
+        let storage = self.storage
+        return try await Task.detached { try storage.stateHash(at: revision) }.value.get()
+    }
+
+    /// Rewrites this node's database without its free pages; see `NodeStorage.defragment()`.
+    public nonisolated func defragment() async throws -> (before: Int64, after: Int64)? {
+        let storage = self.storage
+        return try await Task.detached { try storage.defragment() }.value
+    }
+
+    /// Returns once the applied state may serve `request` at `consistency`.
+    func readable(_ request: RangeRequest, consistency: ReadConsistency) async throws {
+        guard !stopped else { throw NodeError.stopped }
+        try KVValidator.validate(request, limits: configuration.limits)
+        counters.reads += 1
+        if consistency == .linearizable {
+            let context = nextReadContext
+            nextReadContext += 1
+            let index: Raft.Index = try await withCheckedThrowingContinuation { continuation in
+                do {
+                    try raft.readIndex(context: context)
+                    readIndexWaiters[context] = continuation
+                    pump()
+                } catch {
+                    continuation.resume(throwing: NodeError.notLeader(leaderHint: raft.leader))
+                }
+            }
+            await waitUntilApplied(index)
+        } else {
+            await waitUntilApplied(answeredThrough.load(ordering: .relaxed))
+        }
+    }
+
+    func advanceApplied(to index: Raft.Index) {
+        guard index > appliedIndex else { return }
+        appliedIndex = index
+        let ready = applyWaiters.filter { $0.index <= index }
+        applyWaiters.removeAll { $0.index <= index }
+        for waiter in ready { waiter.continuation.resume() }
+    }
+
+    func waitUntilApplied(_ index: Raft.Index) async {
+        guard index > appliedIndex else { return }
+        await withCheckedContinuation { continuation in applyWaiters.append((index, continuation)) }
+    }
+}

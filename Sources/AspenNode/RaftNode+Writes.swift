@@ -1,0 +1,119 @@
+import AspenCore
+import AspenKV
+import AspenRaft
+import AspenStorage
+
+// Writes: proposals through the log, commands forwarded to the leader, and answering their writers.
+extension RaftNode {
+    /// Applies a write through the log; returns its result once it has applied here. A follower
+    /// answers `notLeader`.
+    public func write(_ request: KVWriteRequest) async throws -> KVResult {
+        try await write(request, forwarding: false)
+    }
+
+    /// Applies a write through the log; returns its result once it has applied here.
+    ///
+    /// A follower answers `notLeader`, unless `forwarding` is set: then it forwards the command
+    /// to the leader inside Raft's own traffic (batched with the others that arrive meanwhile)
+    /// and answers once it has applied the command itself. Commands that carry time (lease
+    /// grants and keep-alives) are never forwarded: the leader's clock stamps those.
+    public func write(_ request: KVWriteRequest, forwarding: Bool) async throws -> KVResult {
+        guard !stopped else { throw NodeError.stopped }
+        let command = request.command(nowMs: nowMs())
+        try KVValidator.validate(command, limits: configuration.limits)
+        let result = forwarding && request.isTimeless && !raft.isLeader ? try await forward(command) : try await propose(command)
+        return try result.get()
+    }
+
+    /// Applies a client's write once, however often the client sends it: the command carries
+    /// the client's session stamp and the leader's clock (by which idle sessions are forgotten).
+    public func write(_ request: KVWriteRequest, stamp: ClientStamp) async throws -> KVResult {
+        guard !stopped else { throw NodeError.stopped }
+        let now = nowMs()
+        let command = KVCommand.sessioned(stamp, nowMs: now, request.command(nowMs: now))
+        try KVValidator.validate(command, limits: configuration.limits)
+        return try await propose(command).get()
+    }
+
+    static func nodeError(_ error: Raft.ProposalError) -> NodeError {
+        switch error {
+        case .notLeader(let hint): return .notLeader(leaderHint: hint)
+        case .leaderBeingRemoved, .leadershipTransferInProgress: return .notLeader(leaderHint: nil)
+        default: return .refused(error.description)
+        }
+    }
+
+    func propose(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
+        let receipt: Raft.ProposalReceipt
+        counters.proposals += 1
+        do {
+            receipt = try raft.propose(command.encoded())
+        } catch {
+            throw Self.nodeError(error)
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            wait(continuation, term: receipt.term, at: receipt.indexes.lowerBound)
+            pump()
+        }
+    }
+
+    /// Waits for the entry at `index` to apply. A writer already waiting there (a forward placed
+    /// by a leader that died before this node got the entry, say) waited for an entry of another
+    /// term, which the new one replaces: it never applies, and is told so rather than forgotten.
+    func wait(_ writer: Writer, term: Raft.Term, at index: Raft.Index) {
+        writers.wait(writer, term: term, at: index)?.resume(throwing: NodeError.proposalLost)
+    }
+
+    func forward(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
+        let context = nextProposalContext
+        nextProposalContext += 1
+        counters.proposalsForwarded += 1
+        do {
+            try raft.forward(command.encoded(), context: context)
+        } catch {
+            throw Self.nodeError(error)
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            writers.forwarded(continuation, context: context)
+            pump()
+        }
+    }
+
+    /// The leader placed (or refused, or never answered about) a forwarded command. Called before
+    /// the Ready that carried the answer applies anything, so an index it applies is waited for.
+    func place(_ outcome: Raft.ForwardedOutcome) {
+        switch writers.place(outcome, handedOut: appliedIndex) {
+        case .waiting(let displaced):
+            displaced?.resume(throwing: NodeError.proposalLost)
+        case .unknown(let writer):
+            // Applied before the answer came (its result is gone), or the leader could not
+            // say: rare, and not a loss.
+            counters.proposalsForwardedUnknown += 1
+            writer.resume(throwing: NodeError.outcomeUnknown)
+        case .refused(let writer):
+            counters.proposalsForwardedRefused += 1
+            writer.resume(throwing: NodeError.notLeader(leaderHint: raft.leader))
+        case .none:
+            break
+        }
+    }
+
+    func resolve(_ entry: AppliedEntry) {
+        guard let pending = writers.take(at: entry.index) else { return }
+        Self.answer(pending, with: entry)
+    }
+
+    /// Answers a writer with what its index applied: its result, or `proposalLost` when
+    /// another term's entry took the index.
+    nonisolated static func answer(_ pending: Raft.WriterBook<Writer>.Pending, with entry: AppliedEntry) {
+        guard pending.term == entry.term, let result = entry.result else {
+            pending.waiter.resume(throwing: NodeError.proposalLost)
+            return
+        }
+        pending.waiter.resume(returning: result)
+    }
+
+    func failProposals(through index: Raft.Index, with error: NodeError) {
+        for writer in writers.takeThrough(index) { writer.resume(throwing: error) }
+    }
+}
