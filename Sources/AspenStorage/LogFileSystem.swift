@@ -8,19 +8,19 @@ import Darwin
 
 /// A file the log writes, by path and descriptor (the descriptor means something only to the
 /// file system that opened it).
-struct LogFile: Sendable {
-    var path: String
-    var descriptor: Int32
+package struct LogFile: Sendable {
+    package var path: String
+    package var descriptor: Int32
 }
 
-/// The file operations of the segmented log, and nothing more, so that a test can put a disk
-/// that loses power under it (`PowerLossDisk` in the tests) and the node puts the real one
-/// (`POSIXLogFileSystem`).
+/// The file operations of the segmented log, and nothing more, so that the tests and the
+/// simulator can put a disk that loses power under it (`PowerLossDisk`) and the node puts the
+/// real one (`POSIXLogFileSystem`). Package-wide, not public: only they need another.
 ///
 /// What a real disk promises, and all the log relies on: bytes written to a file survive a
 /// power loss once `synchronize` returned; a new or removed name in a directory survives once
 /// `synchronizeDirectory` returned. Anything else may be lost, in part, or out of order.
-protocol LogFileSystem: Sendable {
+package protocol LogFileSystem: Sendable {
     /// Creates `path` and its missing parents with mode 0700, each new name made durable.
     func createDirectory(_ path: String) throws
     /// The names in `directory`.

@@ -7,6 +7,11 @@ import Synchronization
 /// happens whole or, if it throws, not at all), and "crashing" keeps exactly the commits that
 /// returned. Snapshot images are whole byte arrays here (the SQLite store streams them from
 /// files); as there, they do not outlive a restart (`load`). For the simulator and fast tests.
+///
+/// In log mode (`init(limits:log:)`, `MemoryNodeStorage+Log.swift`) the Raft log and hard state
+/// are also written to a `SegmentedLog` on a given disk, as `SQLiteNodeStorage` writes them, and
+/// a restart reads them back from there; the rest stays in memory, standing for a database
+/// whose every commit is durable.
 public final class MemoryNodeStorage: NodeStorage {
     struct State: Sendable {
         var hardState = Raft.HardState()
@@ -19,20 +24,37 @@ public final class MemoryNodeStorage: NodeStorage {
         var staged: (image: StagedImage, data: Bytes)?
         /// The image prepared last, for `snapshotImageBytes`.
         var prepared: (index: Raft.Index, data: Bytes)?
+        /// Log mode: the log as opened last (nil in memory only).
+        var log: SegmentedLog?
+        /// Log mode: the term and vote last written to the log.
+        var logged: Raft.HardState?
+        /// Log mode: what the last opening of the log cut off its end.
+        var logCut: LogCut?
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     let limits: Limits
+    /// Where the log lives in log mode; nil: in memory only.
+    let logSetup: LogSetup?
 
-    public init(limits: Limits = .standard) { self.limits = limits }
+    public convenience init(limits: Limits = .standard) {
+        self.init(limits: limits, logSetup: nil)
+    }
+
+    init(limits: Limits, logSetup: LogSetup?) {
+        self.limits = limits
+        self.logSetup = logSetup
+    }
 
     /// A load is a restart: the images staged or prepared before it are gone, as the SQLite
     /// store's files are when it opens.
     public func load() throws -> Raft.PersistentState? {
-        state.withLock { state in
+        let (setup, limits) = (logSetup, self.limits)
+        return try state.withLock { state in
             state.staged = nil
             state.prepared = nil
             guard state.bootstrapped else { return nil }
+            if let setup { try Self.reopenLog(setup, limits: limits, in: &state) }
             return Raft.PersistentState(
                 hardState: state.hardState, snapshot: state.snapshot, entries: state.entries, appliedIndex: state.applied)
         }
@@ -50,11 +72,16 @@ public final class MemoryNodeStorage: NodeStorage {
             state.entries = initial.entries
             state.applied = initial.appliedIndex
             state.bootstrapped = true
+            try state.log?.append(initial.entries, hardState: initial.hardState)
+            state.logged = initial.hardState
         }
     }
 
     public func commitsWithoutDisk(_ batch: StorageBatch) -> Bool {
-        batch.entries.isEmpty && batch.snapshot == nil && batch.snapshotChunks.isEmpty
+        guard batch.entries.isEmpty && batch.snapshot == nil && batch.snapshotChunks.isEmpty else { return false }
+        // In log mode a new term or vote waits for the log's fsync.
+        guard logSetup != nil, let hardState = batch.hardState else { return true }
+        return !state.withLock { Self.changesTermOrVote(hardState, since: $0.logged) }
     }
 
     public func commit(_ batch: StorageBatch) throws -> [AppliedEntry] {
@@ -63,7 +90,9 @@ public final class MemoryNodeStorage: NodeStorage {
     }
 
     /// Every check that can fail runs before the first change, so a commit that throws changes
-    /// nothing; after that, nothing can fail (the in-memory state machine never throws).
+    /// nothing; after that, nothing can fail (the in-memory state machine never throws) but the
+    /// log's writes in log mode, where a power loss may stop a commit part-way, as it may stop
+    /// `SQLiteNodeStorage`'s.
     static func apply(_ batch: StorageBatch, to state: inout State, limits: Limits) throws -> [AppliedEntry] {
         guard state.bootstrapped else { throw StorageError.invalidBatch("the store was never bootstrapped") }
         var staged = state.staged
@@ -102,14 +131,18 @@ public final class MemoryNodeStorage: NodeStorage {
             }
             applied = entry.index
         }
-        // From here on nothing throws.
+        // From here on only the log can throw (in log mode), and it is written between the changes
+        // in the order `SQLiteNodeStorage` makes them durable: the snapshot installed, the log
+        // started over, the entries and the term and vote appended, the entries applied.
         state.staged = staged
         if let installed {
             state.kv = installed.kv
             state.entries = []
             state.snapshot = installed.metadata
             state.applied = installed.metadata.index
+            try logReset(after: installed.metadata, hardState: batch.hardState, in: &state)
         }
+        try logAppend(batch.entries, hardState: batch.hardState, in: &state)
         if !batch.entries.isEmpty {
             state.entries.removeSubrange(keep...)
             state.entries.append(contentsOf: batch.entries)
@@ -152,12 +185,15 @@ public final class MemoryNodeStorage: NodeStorage {
         (state.applied, KVSnapshot(of: state.kv).encoded())
     }
 
+    /// In log mode the snapshot is recorded first (the database's durable commit), then the log
+    /// files that hold only entries through it are deleted.
     public func compacted(_ metadata: Raft.SnapshotMetadata) throws {
-        state.withLock { state in
+        try state.withLock { state in
             guard metadata.index > state.snapshot.index else { return }
             let drop = Int(metadata.index) - Int(state.snapshot.index)
             state.entries.removeFirst(max(0, min(drop, state.entries.count)))
             state.snapshot = metadata
+            try state.log?.compact(through: metadata.index)
         }
     }
 

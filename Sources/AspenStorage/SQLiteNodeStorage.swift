@@ -268,20 +268,8 @@ public final class SQLiteNodeStorage: NodeStorage {
             // Raft may start with its compaction point below the applied index: an image is
             // written when one is needed, at the applied index of that moment.
             return Raft.PersistentState(
-                hardState: hardState, snapshot: metadata, entries: try entriesAfterSnapshot(contents, metadata), appliedIndex: applied)
+                hardState: hardState, snapshot: metadata, entries: try log.entries(after: metadata, in: contents), appliedIndex: applied)
         }
-    }
-
-    /// The log's entries after the snapshot. A log holding the snapshot's index with another term
-    /// is the log from before a snapshot was installed, when a crash came before the log started
-    /// over: as Raft's rule for installing a snapshot says, none of it follows the snapshot.
-    private func entriesAfterSnapshot(_ contents: SegmentedLog.Contents, _ snapshot: Raft.SnapshotMetadata) throws -> [Raft.Entry] {
-        if let term = contents.term(at: snapshot.index), term != snapshot.term { return [] }
-        let entries = contents.entries.drop { $0.index <= snapshot.index }
-        if let first = entries.first, first.index != snapshot.index + 1 {
-            throw StorageError.logGap(file: log.directory, group: group, expected: snapshot.index + 1, found: first.index)
-        }
-        return Array(entries)
     }
 
     /// Moves the log of a database written before the log had files of its own (schema 2 and

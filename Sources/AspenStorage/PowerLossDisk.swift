@@ -1,18 +1,40 @@
 import AspenCore
 import Synchronization
 
-@testable import AspenStorage
-
-/// A disk with a page cache under the segmented log, that loses power when told to.
+/// A disk with a page cache under the segmented log, that loses power when told to: for the
+/// power-loss tests and the simulator's nodes, never for a running node.
 ///
 /// Writes land in the cache (what reads see) and reach the disk only when the file is
 /// synchronized; names created or removed reach it only when their directory is. At a power
 /// loss (`powerCycle`) each write not yet synchronized reaches the disk whole, not at all, or
 /// torn after a random byte, independently of the others (so they may land out of order), and
 /// each pending name change lands or not. Then the cache is what the disk holds.
-final class PowerLossDisk: LogFileSystem {
+///
+/// Deterministic: what lands is drawn from the generator handed to `powerCycle`, in an order
+/// that does not depend on hashing, so one seed replays one power loss exactly.
+package final class PowerLossDisk: LogFileSystem {
     /// What every call answers once the power is off.
-    struct PowerLost: Error {}
+    package struct PowerLost: Error {}
+
+    /// What became of the changes that were pending when the power went.
+    package struct Landing: Sendable, Equatable, CustomStringConvertible {
+        package var writesWhole = 0
+        /// Writes of which only a first part reached the disk.
+        package var writesTorn = 0
+        /// Writes of which no byte reached the disk.
+        package var writesDropped = 0
+        /// Cuts of a file and names created or removed in a directory that did not land.
+        package var otherChangesLost = 0
+
+        /// Whether bytes written but not synchronized were lost, in whole or in part.
+        package var lostWrittenBytes: Bool { writesTorn + writesDropped > 0 }
+
+        package init() {}
+
+        package var description: String {
+            "writes \(writesWhole) whole, \(writesTorn) torn, \(writesDropped) lost; \(otherChangesLost) other changes lost"
+        }
+    }
 
     private enum Change {
         case write(offset: Int, bytes: [UInt8])
@@ -40,26 +62,45 @@ final class PowerLossDisk: LogFileSystem {
         var nextDescriptor: Int32 = 3
         /// Calls left before the power goes (nil: it stays on).
         var callsBeforePowerLoss: Int?
+        /// Synchronizations left before the power goes (nil: it stays on).
+        var synchronizationsBeforePowerLoss: Int?
         var isOff = false
     }
 
     private let model = Mutex(Model())
 
+    package init() {}
+
     /// The power goes instead of the call after the next `calls` ones.
-    func losePower(afterCalls calls: Int) {
+    package func losePower(afterCalls calls: Int) {
         model.withLock { $0.callsBeforePowerLoss = calls }
     }
 
-    /// Power comes back: what reached the disk is all there is.
-    func powerCycle(_ random: inout SplitMix64) {
+    /// The power goes instead of the synchronization (of a file or a directory, or a cut)
+    /// after the next `count` ones: whatever was written since the last one is pending then.
+    package func losePower(atSynchronization count: Int) {
+        model.withLock { $0.synchronizationsBeforePowerLoss = count }
+    }
+
+    /// Power comes back: what reached the disk is all there is. Returns what became of the
+    /// changes that were pending.
+    @discardableResult
+    package func powerCycle(_ random: inout SplitMix64) -> Landing {
         model.withLock { model in
-            for (number, var inode) in model.inodes {
-                for change in inode.pending { Self.land(change, on: &inode.durable, random: &random) }
+            var landing = Landing()
+            // In inode order: a dictionary's order changes from one process to the next.
+            for number in model.inodes.keys.sorted() {
+                var inode = model.inodes[number]!
+                for change in inode.pending { Self.land(change, on: &inode.durable, random: &random, landing: &landing) }
                 inode.pending = []
                 inode.cached = inode.durable
                 model.inodes[number] = inode
             }
-            for (_, change) in model.pendingNames where random.next(in: 0...1) == 1 {
+            for (_, change) in model.pendingNames {
+                guard random.next(in: 0...1) == 1 else {
+                    landing.otherChangesLost += 1
+                    continue
+                }
                 switch change {
                 case .link(let path, let inode): model.durableNames[path] = inode
                 case .unlink(let path): model.durableNames[path] = nil
@@ -71,19 +112,30 @@ final class PowerLossDisk: LogFileSystem {
             let named = Set(model.names.values)
             model.inodes = model.inodes.filter { named.contains($0.key) }
             model.callsBeforePowerLoss = nil
+            model.synchronizationsBeforePowerLoss = nil
             model.isOff = false
+            return landing
         }
     }
 
-    private static func land(_ change: Change, on bytes: inout [UInt8], random: inout SplitMix64) {
+    private static func land(_ change: Change, on bytes: inout [UInt8], random: inout SplitMix64, landing: inout Landing) {
         switch change {
         case .truncate(let size):
-            if random.next(in: 0...1) == 1 { resize(&bytes, to: size) }
+            if random.next(in: 0...1) == 1 { resize(&bytes, to: size) } else { landing.otherChangesLost += 1 }
         case .write(let offset, let written):
+            let landed: Int
             switch random.next(in: 0...2) {
-            case 0: put(written[...], on: &bytes, at: offset)
-            case 1: break
-            default: put(written.prefix(Int(random.next(in: 0...UInt64(written.count)))), on: &bytes, at: offset)
+            case 0: landed = written.count
+            case 1: landed = 0
+            default: landed = Int(random.next(in: 0...UInt64(written.count)))
+            }
+            put(written.prefix(landed), on: &bytes, at: offset)
+            if landed == written.count {
+                landing.writesWhole += 1
+            } else if landed == 0 {
+                landing.writesDropped += 1
+            } else {
+                landing.writesTorn += 1
             }
         }
     }
@@ -99,12 +151,12 @@ final class PowerLossDisk: LogFileSystem {
     }
 
     /// Every file as it reads now.
-    func files() -> [String: [UInt8]] {
+    package func files() -> [String: [UInt8]] {
         model.withLock { model in model.names.mapValues { model.inodes[$0]?.cached ?? [] } }
     }
 
     /// Damages a byte at rest (the power is on and nothing is pending).
-    func flipBit(in path: String, at offset: Int, bit: Int) {
+    package func flipBit(in path: String, at offset: Int, bit: Int) {
         model.withLock { model in
             guard let number = model.names[path] else { return }
             model.inodes[number]!.durable[offset] ^= UInt8(1 << bit)
@@ -124,6 +176,20 @@ final class PowerLossDisk: LogFileSystem {
         }
     }
 
+    /// A call that makes something durable: counted toward the power loss at a synchronization too.
+    private func synchronizing(_ body: (inout Model) throws -> Void) throws {
+        try call { model in
+            if let count = model.synchronizationsBeforePowerLoss {
+                model.synchronizationsBeforePowerLoss = count - 1
+                if count == 0 {
+                    model.isOff = true
+                    throw PowerLost()
+                }
+            }
+            try body(&model)
+        }
+    }
+
     private static func inode(_ file: LogFile, in model: Model) throws -> Int {
         guard let number = model.descriptors[file.descriptor] else { throw StorageError.io(file: file.path, detail: "bad descriptor") }
         return number
@@ -135,24 +201,24 @@ final class PowerLossDisk: LogFileSystem {
 
     // MARK: LogFileSystem
 
-    func createDirectory(_ path: String) throws {
+    package func createDirectory(_ path: String) throws {
         try call { _ in }
     }
 
-    func names(in directory: String) throws -> [String] {
+    package func names(in directory: String) throws -> [String] {
         try call { model in
             model.names.keys.filter { Self.directory(of: $0) == directory }.map { String($0.dropFirst(directory.count + 1)) }
         }
     }
 
-    func contents(of path: String) throws -> [UInt8] {
+    package func contents(of path: String) throws -> [UInt8] {
         try call { model in
             guard let number = model.names[path] else { throw StorageError.io(file: path, detail: "no such file") }
             return model.inodes[number]!.cached
         }
     }
 
-    func open(_ path: String, create: Bool) throws -> LogFile {
+    package func open(_ path: String, create: Bool) throws -> LogFile {
         try call { model in
             var number = model.names[path]
             if create, let existing = number {
@@ -173,7 +239,7 @@ final class PowerLossDisk: LogFileSystem {
         }
     }
 
-    func write(_ bytes: UnsafeRawBufferPointer, to file: LogFile, at offset: Int) throws {
+    package func write(_ bytes: UnsafeRawBufferPointer, to file: LogFile, at offset: Int) throws {
         try call { model in
             let number = try Self.inode(file, in: model)
             model.inodes[number]!.pending.append(.write(offset: offset, bytes: Array(bytes)))
@@ -181,8 +247,8 @@ final class PowerLossDisk: LogFileSystem {
         }
     }
 
-    func synchronize(_ file: LogFile) throws {
-        try call { model in
+    package func synchronize(_ file: LogFile) throws {
+        try synchronizing { model in
             let number = try Self.inode(file, in: model)
             var inode = model.inodes[number]!
             inode.durable = inode.cached
@@ -191,8 +257,8 @@ final class PowerLossDisk: LogFileSystem {
         }
     }
 
-    func truncate(_ file: LogFile, to size: Int) throws {
-        try call { model in
+    package func truncate(_ file: LogFile, to size: Int) throws {
+        try synchronizing { model in
             let number = try Self.inode(file, in: model)
             Self.resize(&model.inodes[number]!.cached, to: size)
             model.inodes[number]!.durable = model.inodes[number]!.cached
@@ -200,19 +266,19 @@ final class PowerLossDisk: LogFileSystem {
         }
     }
 
-    func close(_ file: LogFile) {
+    package func close(_ file: LogFile) {
         model.withLock { _ = $0.descriptors.removeValue(forKey: file.descriptor) }
     }
 
-    func remove(_ path: String) throws {
+    package func remove(_ path: String) throws {
         try call { model in
             model.names[path] = nil
             model.pendingNames.append((Self.directory(of: path), .unlink(path)))
         }
     }
 
-    func synchronizeDirectory(_ path: String) throws {
-        try call { model in
+    package func synchronizeDirectory(_ path: String) throws {
+        try synchronizing { model in
             for (directory, change) in model.pendingNames where directory == path {
                 switch change {
                 case .link(let name, let inode): model.durableNames[name] = inode
