@@ -35,6 +35,9 @@ struct AspenSim: ParsableCommand {
     @Option(help: "Events in the safety phase of each run.")
     var steps: Int = 20_000
 
+    @Option(help: "Applied entries past its snapshot at which a node compacts its log (RaftNode's CompactionPolicy).")
+    var compactionThreshold: UInt64 = SimulationOptions(seed: 0).compactionThreshold
+
     @Option(help: "Concurrent clients.")
     var clients: Int = 3
 
@@ -79,6 +82,7 @@ struct AspenSim: ParsableCommand {
             if noFaults { options.faults = .none }
             options.linearizabilityStepsMax = linearizabilityStepsMax
             options.disk = SimulationOptions.Disk(rawValue: disk) ?? .powerLoss
+            options.compactionThreshold = compactionThreshold
             let report = Simulation(options).run()
             print(report.summary)
             totals.crashesDuringWrite += report.crashesDuringWrite
@@ -91,7 +95,7 @@ struct AspenSim: ParsableCommand {
             }
             if !report.passed {
                 failures.append(report.seed)
-                print("  replay: aspen-sim --seeds 1 --seed \(report.seed) --nodes \(nodes) --steps \(steps) --clients \(clients)\(noFaults ? " --no-faults" : "") --disk \(disk)\(linearizabilityStepsMax == Linearizability.stepsMaxDefault ? "" : " --linearizability-steps-max \(linearizabilityStepsMax)")")
+                print("  replay: aspen-sim --seeds 1 --seed \(report.seed) --nodes \(nodes) --steps \(steps) --clients \(clients)\(noFaults ? " --no-faults" : "") --disk \(disk) --compaction-threshold \(compactionThreshold)\(linearizabilityStepsMax == Linearizability.stepsMaxDefault ? "" : " --linearizability-steps-max \(linearizabilityStepsMax)")")
             }
         }
         if disk == SimulationOptions.Disk.powerLoss.rawValue {
