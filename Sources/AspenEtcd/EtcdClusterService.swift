@@ -33,6 +33,7 @@ struct EtcdClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
     }
 
     func memberAdd(request: Etcdserverpb_MemberAddRequest, context: ServerContext) async throws -> Etcdserverpb_MemberAddResponse {
+        try gateway.authorizeAdministrative(context, "member add")
         guard let url = request.peerUrls.first, request.peerUrls.count == 1 else {
             throw RPCError(
                 code: .invalidArgument,
@@ -65,6 +66,7 @@ struct EtcdClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
     }
 
     func memberRemove(request: Etcdserverpb_MemberRemoveRequest, context: ServerContext) async throws -> Etcdserverpb_MemberRemoveResponse {
+        try gateway.authorizeAdministrative(context, "member remove")
         let id = NodeID(request.id)
         guard await gateway.node.membership.isMember(id) else {
             throw RPCError(code: .notFound, message: "etcdserver: member not found")
@@ -84,6 +86,7 @@ struct EtcdClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
     }
 
     func memberPromote(request: Etcdserverpb_MemberPromoteRequest, context: ServerContext) async throws -> Etcdserverpb_MemberPromoteResponse {
+        try gateway.authorizeAdministrative(context, "member promote")
         let id = NodeID(request.id)
         guard await gateway.node.membership.isMember(id) else {
             throw RPCError(code: .notFound, message: "etcdserver: member not found")

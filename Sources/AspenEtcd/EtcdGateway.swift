@@ -22,6 +22,9 @@ public final class EtcdGateway: Sendable {
     private let forwarder = Mutex<(members: [NodeID: MemberRecord], client: AspenClient)?>(nil)
     /// The cluster id in etcd's form, once known (it never changes).
     private let etcdClusterID = Mutex<UInt64?>(nil)
+    /// Whether the endpoint serving this gateway takes only clients with a certificate its
+    /// trusted CA signed (set by `EtcdServer.start`).
+    let clientCertificatesRequired = Atomic<Bool>(false)
 
     public init(
         node: RaftNode, identity: NodeIdentity, cookie: ClusterCookie?, databasePath: String?, limits: Limits = .standard,
@@ -33,6 +36,28 @@ public final class EtcdGateway: Sendable {
         self.databasePath = databasePath
         self.limits = limits
         self.clusterIDSource = clusterID
+    }
+
+    // MARK: Authority
+
+    /// Until capability tokens, the etcd endpoint asks the native one's proof for what changes
+    /// the cluster or its members' work (member add, remove and promote, move-leader,
+    /// defragment): a client certificate the trusted CA signed, or, on a node started without a
+    /// cookie, a caller on this machine. Without it a loopback endpoint would let any local
+    /// process act with the node's own identity and cookie.
+    func authorizeAdministrative(_ context: ServerContext, _ operation: String) throws {
+        if clientCertificatesRequired.load(ordering: .relaxed) { return }
+        if cookie == nil, Self.isLoopback(context.remotePeer) { return }
+        throw RPCError(
+            code: .permissionDenied,
+            message: cookie == nil
+                ? "etcdserver: \(operation) is taken only from this node's machine, or from a client with a certificate (--etcd-trusted-ca-file)"
+                : "etcdserver: \(operation) needs a client certificate on a node with a cookie: serve the etcd endpoint with --etcd-trusted-ca-file, or use `aspen cluster` with the cookie")
+    }
+
+    /// Whether a gRPC peer name (`ipv4:…`, `ipv6:[…]`) is a loopback address.
+    static func isLoopback(_ peer: String) -> Bool {
+        peer.hasPrefix("ipv4:127.") || peer.hasPrefix("ipv6:[::1]") || peer.hasPrefix("ipv6:[::ffff:127.")
     }
 
     // MARK: Headers

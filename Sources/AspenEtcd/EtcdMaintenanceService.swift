@@ -38,6 +38,7 @@ struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     }
 
     func moveLeader(request: Etcdserverpb_MoveLeaderRequest, context: ServerContext) async throws -> Etcdserverpb_MoveLeaderResponse {
+        try gateway.authorizeAdministrative(context, "move-leader")
         let target = NodeID(request.targetID)
         try await gateway.translatingErrors {
             try await gateway.onLeader(
@@ -51,6 +52,7 @@ struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     /// Rewrites this member's database without its free pages (SQLite's VACUUM); this member's
     /// writes wait meanwhile, as they do in etcd.
     func defragment(request: Etcdserverpb_DefragmentRequest, context: ServerContext) async throws -> Etcdserverpb_DefragmentResponse {
+        try gateway.authorizeAdministrative(context, "defragment")
         _ = try await gateway.translatingErrors { try await gateway.node.defragment() }
         var response = Etcdserverpb_DefragmentResponse()
         response.header = await gateway.header()

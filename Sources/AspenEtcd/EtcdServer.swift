@@ -58,7 +58,8 @@ public final class EtcdServer: Sendable {
         host: String, port: Int, gateway: EtcdGateway, tls: EtcdTLS? = nil, progressIntervalMs: Int = 10_000,
         options: Options = Options(), loop: (any EventLoop)? = nil, logger: Logger
     ) async throws -> EtcdServer {
-        try await start(
+        gateway.clientCertificatesRequired.store(tls?.requiresClientCertificates ?? false, ordering: .relaxed)
+        return try await start(
             host: host, port: port, methods: .etcd(gateway: gateway, progressIntervalMs: progressIntervalMs), tls: tls, options: options,
             loop: loop, logger: logger)
     }

@@ -87,8 +87,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        remotePeer = context.channel.remoteAddress.map { "\($0)" } ?? "unknown"
-        localPeer = context.channel.localAddress.map { "\($0)" } ?? "unknown"
+        remotePeer = Self.grpcPeer(context.channel.remoteAddress)
+        localPeer = Self.grpcPeer(context.channel.localAddress)
         schedule(at: .now() + Self.amount(options.handshakeTimeoutSeconds))
     }
 
@@ -96,6 +96,16 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
         timer?.cancel()
         endAll()
         self.context = nil
+    }
+
+    /// An address as gRPC names a peer: `ipv4:127.0.0.1:2379`, `ipv6:[::1]:2379`.
+    static func grpcPeer(_ address: SocketAddress?) -> String {
+        switch address {
+        case .v4?: return "ipv4:\(address!.ipAddress ?? "?"):\(address!.port ?? 0)"
+        case .v6?: return "ipv6:[\(address!.ipAddress ?? "?")]:\(address!.port ?? 0)"
+        case .unixDomainSocket?: return "unix:\(address!.pathname ?? "")"
+        case nil: return "unknown"
+        }
     }
 
     static func amount(_ seconds: Double) -> TimeAmount { .milliseconds(Int64(seconds * 1000)) }
