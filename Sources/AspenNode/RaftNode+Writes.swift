@@ -43,7 +43,15 @@ extension RaftNode {
         }
     }
 
+    /// Proposes `command` as the node's own tasks do (lease expiry and refresh, automatic
+    /// compaction); for tests of what happens when they run late.
+    public func proposeForTesting(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
+        try await propose(command)
+    }
+
     func propose(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
+        // A task of the node's own that runs after it stopped: nothing would ever answer it.
+        guard !stopped else { throw NodeError.stopped }
         let receipt: Raft.ProposalReceipt
         counters.proposals += 1
         do {
@@ -65,6 +73,7 @@ extension RaftNode {
     }
 
     func forward(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
+        guard !stopped else { throw NodeError.stopped }
         let context = nextProposalContext
         nextProposalContext += 1
         counters.proposalsForwarded += 1

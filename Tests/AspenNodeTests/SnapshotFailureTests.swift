@@ -54,3 +54,28 @@ struct SnapshotFailureTests {
         await node.stop()
     }
 }
+
+@Suite("A stopped node")
+struct StoppedNodeTests {
+    @Test("a proposal made after the node stopped (a lease expiry or compaction task that ran late) fails at once instead of waiting forever")
+    func proposalAfterStop() async throws {
+        let storage = MemoryNodeStorage()
+        try storage.bootstrap(.bootstrap(Raft.Membership(voters: [1])))
+        let node = try await startSoloLeader(storage)
+        await node.stop()
+        // Not in a task group: one whose child never returns would never end.
+        let outcome = Mutex<String?>(nil)
+        Task {
+            let text: String
+            do {
+                _ = try await node.proposeForTesting(.compact(1))
+                text = "answered"
+            } catch {
+                text = "\(error)"
+            }
+            outcome.withLock { $0 = text }
+        }
+        for _ in 0..<300 where outcome.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(outcome.withLock { $0 } == "\(NodeError.stopped)", "no answer within 3 s")
+    }
+}
