@@ -24,6 +24,7 @@ let package = Package(
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
         .executable(name: "aspen-node", targets: ["aspen-node"]),
         .executable(name: "aspen", targets: ["aspen"]),
+        .executable(name: "aspen-fuzz", targets: ["aspen-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -173,6 +174,25 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // A fuzz target per decoder, with seed corpora and a seeded mutator. Never used in production.
+        .target(
+            name: "AspenFuzz",
+            dependencies: [
+                "AspenCore", "AspenRaft", "AspenKV", "AspenLayer", "AspenCoordination", "AspenTransport", "AspenEtcd",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "aspen-fuzz",
+            dependencies: ["AspenCore", "AspenFuzz", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(name: "AspenFuzzTests", dependencies: ["AspenCore", "AspenFuzz"], swiftSettings: strictSwift),
         .testTarget(name: "AspenCoreTests", dependencies: ["AspenCore"], swiftSettings: strictSwift),
         .testTarget(name: "AspenRaftTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),
         .testTarget(name: "AspenTestingTests", dependencies: ["AspenCore", "AspenRaft", "AspenTesting"], swiftSettings: strictSwift),

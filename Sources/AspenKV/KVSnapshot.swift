@@ -94,6 +94,33 @@ public struct KVSnapshot: Sendable, Equatable {
         guard compactedRevision >= 0, compactedRevision <= revision else {
             throw .invalid("compacted revision \(compactedRevision) is outside 0...\(revision)")
         }
+        try checkImageRules()
+    }
+
+    /// What an image's reader checks as it reads (`KVSnapshotImage.Reader`), checked on a whole
+    /// older snapshot: a state that breaks it could be installed but never sent on as an image.
+    private func checkImageRules() throws(DecodingError) {
+        var last: (revision: Revision, key: Bytes)?
+        for change in changes {
+            guard change.revision > 0, change.revision <= revision else {
+                throw .invalid("a change at revision \(change.revision), outside 1...\(revision)")
+            }
+            if let last, last.revision > change.revision || (last.revision == change.revision && !last.key.lexicographicallyPrecedes(change.key)) {
+                throw .invalid("the snapshot's changes are not in revision and key order")
+            }
+            last = (change.revision, change.key)
+        }
+        for (earlier, later) in zip(leases, leases.dropFirst()) where earlier.id >= later.id {
+            throw .invalid("lease \(later.id) after lease \(earlier.id)")
+        }
+        for (earlier, later) in zip(sessions, sessions.dropFirst()) where earlier.record.id >= later.record.id {
+            throw .invalid("session \(later.record.id) after session \(earlier.record.id)")
+        }
+        for session in sessions {
+            for (earlier, later) in zip(session.results, session.results.dropFirst()) where earlier.sequence >= later.sequence {
+                throw .invalid("session \(session.record.id) keeps result \(later.sequence) after result \(earlier.sequence)")
+            }
+        }
     }
 
     private static func decodeImage(_ bytes: Bytes, limits: Limits) throws(DecodingError) -> KVSnapshot {

@@ -180,6 +180,58 @@ struct KVSnapshotImageTests {
         #expect(old.compactedRevision == 2 && old.changes.map(\.key) == [[0x62]] && old.sessions.isEmpty)
     }
 
+    /// A version 2 snapshot of `snapshot`, as version 2 wrote them.
+    static func version2(_ snapshot: KVSnapshot) -> Bytes {
+        var v2 = ByteWriter()
+        v2.writeRaw(Array("AKV2".utf8))
+        for number in [snapshot.revision, snapshot.compactedRevision, snapshot.leaseSequence] { v2.writeVarint(signed: number) }
+        v2.writeVarint(UInt64(snapshot.changes.count))
+        for change in snapshot.changes { KVSnapshotImage.write(change, into: &v2) }
+        v2.writeVarint(UInt64(snapshot.leases.count))
+        for lease in snapshot.leases { KVWire.write(lease, into: &v2) }
+        v2.writeVarint(UInt64(snapshot.sessions.count))
+        for session in snapshot.sessions {
+            KVSnapshotImage.writeRecord(session.record, into: &v2)
+            v2.writeVarint(UInt64(session.results.count))
+            for result in session.results {
+                v2.writeVarint(result.sequence)
+                v2.writeBytes(result.result)
+            }
+        }
+        v2.writeFixed(CRC32C.checksum(v2.bytes))
+        return v2.bytes
+    }
+
+    /// Found by fuzzing (`aspen-fuzz run kv-snapshot-sealed`): a version 2 snapshot with a change
+    /// at revision 0 decoded, and the image written from it was refused by every reader, so a
+    /// member that installed it could never bring a follower up to date by snapshot.
+    @Test("an older snapshot holds only what an image may hold: changes within 1...revision, leases, sessions and results in order")
+    func olderVersionsKeepTheImageRules() throws {
+        var sample = Self.sample(changes: 20)
+        let whole = try KVSnapshot(decoding: Self.version2(sample))
+        #expect(whole == sample)
+        #expect(try KVSnapshot(decoding: whole.encoded()) == sample)
+        var broken: [(String, KVSnapshot)] = []
+        var changeAtZero = sample
+        changeAtZero.changes.insert(Self.change("a", 0), at: 0)
+        broken.append(("a change at revision 0, outside 1...", changeAtZero))
+        var changeAhead = sample
+        changeAhead.changes.append(Self.change("z", sample.revision + 1))
+        broken.append(("a change at revision \(sample.revision + 1), outside 1...\(sample.revision)", changeAhead))
+        var leasesBackwards = sample
+        leasesBackwards.leases.reverse()
+        broken.append(("lease 3 after lease 12", leasesBackwards))
+        var sessionsBackwards = sample
+        sessionsBackwards.sessions.reverse()
+        broken.append(("session 9 after session", sessionsBackwards))
+        sample.sessions[1].results.swapAt(0, 1)
+        broken.append(("result 1 after result 2", sample))
+        for (reason, snapshot) in broken {
+            let failure = Self.decodingFails(Self.version2(snapshot))
+            #expect(failure?.contains(reason) == true, "\(reason): \(failure ?? "decoded")")
+        }
+    }
+
     /// Seeded: a failure prints the seed, and the same seed replays it.
     @Test("random bytes, truncations and single-byte flips of a valid image are refused with a DecodingError", arguments: [UInt64(0x5EED_1A6E)])
     func fuzz(seed: UInt64) throws {
