@@ -7,6 +7,7 @@ import AspenNodeCommands
 import AspenTransport
 import ArgumentParser
 import Foundation
+import Synchronization
 
 @main
 struct AspenCommand: AsyncParsableCommand {
@@ -29,8 +30,23 @@ struct AspenCommand: AsyncParsableCommand {
 
     /// `aspen --json kv get k` as well as `aspen kv get k --json` (etcdctl's `-w json` and
     /// consul's `-format=json` come first): the flag belongs to the command, so it moves there.
+    ///
+    /// Every client the command opened is closed before the process exits, so that nodes see
+    /// TLS connections end in order rather than cut.
     static func main() async {
-        await main(Self.movingJSONFlag(Array(CommandLine.arguments.dropFirst())))
+        do {
+            var command = try parseAsRoot(Self.movingJSONFlag(Array(CommandLine.arguments.dropFirst())))
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+            await OpenClients.closeAll()
+            exit()
+        } catch {
+            await OpenClients.closeAll()
+            exit(withError: error)
+        }
     }
 
     static func movingJSONFlag(_ arguments: [String]) -> [String] {
@@ -121,10 +137,12 @@ struct ClusterOptions: ParsableArguments {
         var options = TransportOptions()
         options.requestTimeoutSeconds = Double(timeoutMs) / 1000
         let attempts = max(3, timeoutMs / 200)
-        return try AspenClient(
+        let client = try AspenClient(
             endpoints: peers.keys.sorted().map { Endpoint(id: $0, host: peers[$0]!.host, port: peers[$0]!.port, key: peers[$0]!.key) },
             options: options, attemptsMax: attempts,
             cookie: try clusterCookie)
+        OpenClients.add(client)
+        return client
     }
 
     /// A client to every recorded member, not only the ones the ticket names.
@@ -133,6 +151,17 @@ struct ClusterOptions: ParsableArguments {
         guard let members = try? await client.members(), !members.records.isEmpty else { return client }
         await client.close()
         return try self.client(members.records.mapValues { PeerAddress(host: $0.host, port: $0.port, key: $0.key) })
+    }
+}
+
+/// The clients a command opened, closed before the process exits.
+enum OpenClients {
+    private static let clients = Mutex<[AspenClient]>([])
+
+    static func add(_ client: AspenClient) { clients.withLock { $0.append(client) } }
+
+    static func closeAll() async {
+        for client in clients.withLock({ $0 }) { await client.close() }
     }
 }
 

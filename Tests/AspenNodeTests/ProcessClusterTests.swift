@@ -261,6 +261,21 @@ extension ClusterSuites {
             cluster.terminateAll()
         }
 
+        @Test("the CLI closes its TLS connections before it exits: the node sees no connection cut short")
+        func cliClosesConnections() async throws {
+            let cluster = try ProcessCluster(nodes: 1)
+            let log = URL(fileURLWithPath: cluster.dataDirectory(1) + ".log")
+            try cluster.start(1, arguments: ["--peers", "", "--bootstrap"], output: log)
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            #expect(try await cluster.aspen(["kv", "put", "k", "v"]).0 == 0)
+            #expect(try await cluster.aspen(["kv", "get", "absent"]).0 == 1)
+            #expect(try await cluster.aspen(["cluster", "status"]).0 == 0)
+            try await Task.sleep(for: .milliseconds(300))
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            #expect(!text.contains("uncleanShutdown"), "\(text.split(separator: "\n").filter { $0.contains("uncleanShutdown") }.prefix(3))")
+        }
+
         @Test("the aspen CLI against real nodes: values, JSON, and exit codes that tell failures apart")
         func commandLine() async throws {
             let cluster = try ProcessCluster(nodes: 3)
