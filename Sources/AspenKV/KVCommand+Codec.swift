@@ -254,7 +254,9 @@ struct KVCodec {
             writer.write(2)
             write(request.selection, into: &writer)
             writer.writeVarint(signed: request.revision)
-            writer.writeVarint(signed: Int64(request.limit ?? 0))
+            // Pages stop at `Limits.scanPageMax` whatever the limit; a larger one (etcd's is 64-bit)
+            // is kept as the largest the decoder takes, so that a valid command always decodes.
+            writer.writeVarint(signed: Int64(min(request.limit ?? 0, Int(Int32.max))))
             writer.write(request.keysOnly)
             writer.write(request.countOnly)
             writer.writeOptionalBytes(request.continuation)
