@@ -32,6 +32,7 @@ public struct ClusterTicket: Sendable, Equatable {
         case invalidCharacter(Character)
         case checksumMismatch
         case malformed(String)
+        case tooLong(bytes: Int, limit: Int)
 
         public var description: String {
             switch self {
@@ -39,6 +40,7 @@ public struct ClusterTicket: Sendable, Equatable {
             case .invalidCharacter(let character): return "invalid character '\(character)' in the ticket"
             case .checksumMismatch: return "the ticket is truncated or altered (checksum mismatch)"
             case .malformed(let reason): return "malformed ticket: \(reason)"
+            case .tooLong(let bytes, let limit): return "a ticket of \(bytes) bytes is longer than any ticket (\(limit) bytes at most)"
             }
         }
     }
@@ -62,7 +64,11 @@ public struct ClusterTicket: Sendable, Equatable {
         return Self.prefix + Self.base32(writer.bytes)
     }
 
+    /// The longest ticket text: `Limits.raftMembersMax` members with the longest host names.
+    public static let textBytesMax = 32 * 1024
+
     public init(parsing text: String) throws(ParseError) {
+        guard text.utf8.count <= Self.textBytesMax else { throw .tooLong(bytes: text.utf8.count, limit: Self.textBytesMax) }
         let trimmed = text.trimmingWhitespace
         guard trimmed.hasPrefix(Self.prefix) else { throw .notATicket }
         let bytes = try Self.unbase32(String(trimmed.dropFirst(Self.prefix.count)))
@@ -113,7 +119,10 @@ public struct ClusterTicket: Sendable, Equatable {
         var buffer: UInt32 = 0
         var bits = 0
         for character in text {
-            guard let ascii = character.asciiValue, let value = alphabet.firstIndex(of: ascii | 0x20) else {
+            // Upper-case letters read as lower-case; nothing else is folded (0x12 is not '2').
+            guard let ascii = character.asciiValue,
+                let value = alphabet.firstIndex(of: (0x41...0x5A).contains(ascii) ? ascii | 0x20 : ascii)
+            else {
                 throw .invalidCharacter(character)
             }
             buffer = (buffer << 5) | UInt32(value)

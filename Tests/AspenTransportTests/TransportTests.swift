@@ -311,6 +311,15 @@ struct ClusterTicketTests {
         #expect(throws: ClusterTicket.ParseError.checksumMismatch) { try ClusterTicket(parsing: String(altered)) }
         #expect(throws: ClusterTicket.ParseError.invalidCharacter("!")) { try ClusterTicket(parsing: "aspen1abc!") }
         #expect(ClusterTicket.ParseError.checksumMismatch.description.contains("truncated"))
+        // Found by fuzzing: control bytes read as digits (0x12 as '2'), and no bound on the length.
+        let digit = text.firstIndex { "234567".contains($0) && $0 != text.first }!
+        var control = text
+        control.replaceSubrange(digit...digit, with: String(UnicodeScalar(UInt8(text[digit].asciiValue! - 0x20))))
+        #expect(throws: ClusterTicket.ParseError.invalidCharacter(Character(UnicodeScalar(UInt8(text[digit].asciiValue! - 0x20))))) {
+            try ClusterTicket(parsing: control)
+        }
+        let huge = "aspen1" + String(repeating: "a", count: 1 << 20)
+        #expect(throws: ClusterTicket.ParseError.tooLong(bytes: huge.utf8.count, limit: ClusterTicket.textBytesMax)) { try ClusterTicket(parsing: huge) }
     }
 }
 
