@@ -91,6 +91,8 @@ public enum TupleError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidUTF8(offset: Int)
     case notInSubspace
     case tooDeep(limit: Int, offset: Int)
+    /// An integer in more bytes than it needs: two keys would decode to the same tuple.
+    case nonCanonical(offset: Int)
 
     public var description: String {
         switch self {
@@ -98,6 +100,8 @@ public enum TupleError: Error, Sendable, Equatable, CustomStringConvertible {
         case .truncated(let what, let offset): return "truncated tuple: \(what) starting at byte \(offset) is cut off"
         case .invalidUTF8(let offset): return "the string at byte \(offset) is not valid UTF-8"
         case .notInSubspace: return "the key does not start with the subspace's prefix"
+        case .nonCanonical(let offset):
+            return "the integer at byte \(offset) is not in its shortest form (a key must have one encoding)"
         case .tooDeep(let limit, let offset):
             return "the tuple at byte \(offset) nests deeper than \(limit) levels (Limits.tupleDepthMax)"
         }
@@ -235,6 +239,9 @@ public struct Tuple: Sendable, Hashable, Comparable, CustomStringConvertible, Ex
             let positive = code >= Code.intZero
             let length = Int(positive ? code - Code.intZero : Code.intZero - code)
             guard offset + length <= bytes.count else { throw .truncated(what: "an integer", offset: start) }
+            // The shortest form only: a first byte that adds nothing (0x00, or 0xFF when negative)
+            // would give one integer two keys.
+            if length > 0, bytes[offset] == (positive ? 0x00 : 0xFF) { throw .nonCanonical(offset: start) }
             var body: UInt64 = 0
             for byte in bytes[offset..<offset + length] { body = body << 8 | UInt64(byte) }
             offset += length

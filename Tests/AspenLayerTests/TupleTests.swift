@@ -83,6 +83,14 @@ struct TupleTests {
         #expect(problem([0x05, 0x14]) == .truncated(what: "a nested tuple", offset: 0))
         #expect(problem([0x30, 1, 2]) == .truncated(what: "a UUID", offset: 0))
         #expect(TupleError.unknownType(code: 0x99, offset: 3).description == "unknown tuple type code 0x99 at byte 3")
+        // Found by fuzzing: an integer in more bytes than it needs decoded, so two keys could
+        // hold the same tuple (0x15 0x00 as well as 0x14 for 0; 0x16 0x00 0x07 for 7; -1 in two bytes).
+        #expect(problem([0x15, 0x00]) == .nonCanonical(offset: 0))
+        #expect(problem([0x01, 0x61, 0x00, 0x16, 0x00, 0x07]) == .nonCanonical(offset: 3))
+        #expect(problem([0x12, 0xFF, 0xFE]) == .nonCanonical(offset: 0))
+        for value: Int64 in [0, 1, -1, 255, -255, 256, -256, .max, .min, .max - 1, .min + 1] {
+            #expect(problem(Tuple([.int(value)]).encoded) == nil, "\(value)")
+        }
     }
 
     @Test("a tuple nested deeper than Limits.tupleDepthMax is refused, however long the input, without exhausting the stack")
