@@ -71,6 +71,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
     var framesSeen = false
     /// The newest stream that opened a call.
     var lastOpened = HTTP2StreamID(0)
+    /// The newest stream whose HEADERS came, whether its call was taken or refused.
+    var highestStream = HTTP2StreamID(0)
     /// The connection's window: bytes taken and not yet given back.
     var window = ReceiveWindow()
     var context: ChannelHandlerContext?
@@ -188,9 +190,12 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
             if calls[frame.streamID] != nil {
                 // Trailers from the client: its side of the call ends.
                 if headers.endStream { requestsEnded(frame.streamID) }
-            } else {
+            } else if frame.streamID > highestStream {
+                // A client opens streams in increasing order: only a new one is a new call.
+                highestStream = frame.streamID
                 open(frame.streamID, headers: headers.headers, endStream: headers.endStream)
             }
+            // Otherwise the closing HEADERS of a call refused and answered already: nothing to do.
         case .data(let data):
             received(frame.streamID, data)
         case .rstStream:

@@ -1,11 +1,14 @@
 @testable import AspenEtcd
 import AspenCore
+import AspenTransport
 import AspenTesting
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 import NIOCore
+import NIOEmbedded
+import NIOHPACK
 import NIOHTTP2
 import Synchronization
 import Testing
@@ -294,6 +297,24 @@ struct GRPCEndpointTests {
             let after = try await kv.put(Self.put(size: 6)).header.revision
             #expect(after == 6)
         }
+    }
+
+    @Test("a call refused at its first HEADERS is answered once: the client's closing HEADERS on that stream open no second call")
+    func refusedOnce() throws {
+        let channel = EmbeddedChannel()
+        let handler = GRPCConnectionHandler(methods: GRPCMethodTable(), executor: EventLoopExecutor(channel.eventLoop), logger: Logger(label: "test"))
+        try channel.pipeline.syncOperations.addHandler(handler)
+        let stream = HTTP2StreamID(1)
+        let request: HPACKHeaders = [":method": "POST", ":path": "/etcdserverpb.Auth/Authenticate", "content-type": "application/grpc"]
+        try channel.writeInbound(HTTP2Frame(streamID: stream, payload: .headers(.init(headers: request))))
+        try channel.writeInbound(HTTP2Frame(streamID: stream, payload: .headers(.init(headers: ["x-end": "1"], endStream: true))))
+        channel.embeddedEventLoop.run()
+        var answers = 0
+        while let frame = try channel.readOutbound(as: HTTP2Frame.self) {
+            if frame.streamID == stream, case .headers = frame.payload { answers += 1 }
+        }
+        #expect(answers == 1, "the refused call was answered \(answers) times")
+        _ = try? channel.finish()
     }
 
     @Test("bytes that are not HTTP/2 lose their connection and nothing else")
