@@ -106,7 +106,7 @@ enum KVSeeds {
         for change in snapshot.changes {
             if let kv = change.keyValue {
                 writer.write(UInt8(1))
-                write(kv, into: &writer)
+                KVWire.write(kv, into: &writer)
             } else {
                 writer.write(UInt8(0))
                 writer.writeBytes(change.key)
@@ -131,14 +131,5 @@ enum KVSeeds {
             }
         }
         return crcSealed(writer.bytes)
-    }
-
-    static func write(_ kv: KeyValue, into writer: inout ByteWriter) {
-        writer.writeBytes(kv.key)
-        writer.writeBytes(kv.value)
-        writer.writeVarint(signed: kv.createRevision)
-        writer.writeVarint(signed: kv.modRevision)
-        writer.writeVarint(signed: kv.version)
-        writer.writeVarint(signed: kv.lease)
     }
 }

@@ -60,7 +60,8 @@ public enum KVWire {
 
     // MARK: Results
 
-    static func write(_ kv: KeyValue, into writer: inout ByteWriter) {
+    /// A key-value pair as results (and version-2 snapshots) carry it.
+    package static func write(_ kv: KeyValue, into writer: inout ByteWriter) {
         writer.writeBytes(kv.key)
         writer.writeBytes(kv.value)
         writer.writeVarint(signed: kv.createRevision)
