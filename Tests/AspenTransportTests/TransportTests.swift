@@ -234,6 +234,25 @@ struct TransportBoundsTests {
         #expect(try await fourth.request([7]) == [7])
     }
 
+    @Test("connections still in their handshake past handshakesMax are refused; once one leaves, the next is taken")
+    func handshakeCap() async throws {
+        var options = TransportOptions()
+        options.limits.handshakesMax = 1
+        let (server, _) = try await Self.server(options: options)
+        defer { Task { try? await server.close() } }
+        // A TCP connection that never starts TLS holds the one handshake slot.
+        let silent = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: server.port).get()
+        try await Task.sleep(for: .milliseconds(100))
+        await #expect(throws: (any Error).self) {
+            let refused = try await Self.connect(server)
+            _ = try await refused.request([1])
+        }
+        try await silent.close()
+        try await Task.sleep(for: .milliseconds(100))
+        let client = try await Self.connect(server)
+        #expect(try await client.request([2]) == [2])
+    }
+
     @Test("a client connection is served at most connectionRequestsMax requests at once; the rest wait and are all answered")
     func inFlightCap() async throws {
         var options = TransportOptions()
