@@ -242,9 +242,8 @@ extension KVStateMachine {
                 case .put(let put): results.append(.put(try self.put(put, on: &backend)))
                 case .delete(let delete): results.append(.delete(try self.delete(delete, on: &backend)))
                 case .get(let request):
-                    // Reads inside a transaction see its earlier writes, at the current state.
-                    var request = request
-                    request.revision = 0
+                    // A read inside a transaction sees its earlier writes; one that names a past
+                    // revision reads that revision, as etcd's do.
                     results.append(.get(try KVStateMachine.range(request, backend: backend, limits: .standard)))
                 case .transaction(let nested):
                     guard let next = inner.next() else { preconditionFailure("a nested transaction without its path") }

@@ -103,6 +103,26 @@ struct KeyValueStoreSuite {
         await #expect(throws: KVError.compacted(requested: r1, oldestAvailable: r2)) { try await store.compact(r1) }
     }
 
+    @Test("a read inside a transaction at a past revision sees that revision, as etcd's does; without one it sees the transaction's own writes", arguments: StoreKind.allCases)
+    func transactionReadAtRevision(_ kind: StoreKind) async throws {
+        let store = kind.make(TestClock())
+        let r1 = try await store.put(bytes("k"), bytes("one")).revision
+        _ = try await store.put(bytes("k"), bytes("two"))
+        let transaction = Transaction(
+            compares: [],
+            success: [.put(Put(key: bytes("k"), value: bytes("three"))), .get(RangeRequest(.key(bytes("k")), revision: r1)), .get(RangeRequest(.key(bytes("k"))))])
+        guard case .transaction(let result) = try await store.write(.transaction(transaction)) else {
+            Issue.record("not a transaction result")
+            return
+        }
+        guard result.results.count == 3, case .get(let past) = result.results[1], case .get(let now) = result.results[2] else {
+            Issue.record("\(result.results)")
+            return
+        }
+        #expect(past.kvs.map(\.value) == [bytes("one")])
+        #expect(now.kvs.map(\.value) == [bytes("three")])
+    }
+
     @Test("compare-and-swap and compare-and-delete", arguments: StoreKind.allCases)
     func conditionals(_ kind: StoreKind) async throws {
         let store = kind.make(TestClock())
