@@ -55,7 +55,8 @@ enum FuzzCheck {
     /// encoding decodes again and encodes to the same bytes (encoding is a fixpoint after one
     /// decode, whatever non-canonical form the input had).
     static func roundTrip<Value>(
-        _ input: [UInt8], decode: ([UInt8]) throws -> Value, encode: (Value) -> [UInt8], bounds: (Value) -> String? = { _ in nil }
+        _ input: [UInt8], decode: ([UInt8]) throws -> Value, encode: (Value) -> [UInt8], canonical: Bool = false,
+        bounds: (Value) -> String? = { _ in nil }
     ) -> FuzzOutcome {
         let value: Value
         do {
@@ -65,6 +66,10 @@ enum FuzzCheck {
         }
         if let broken = bounds(value) { return .failed("decoded a value past its bound: \(broken)") }
         let encoded = encode(value)
+        // Where bytes are keys, a value has one encoding: what decodes must be that encoding.
+        if canonical, encoded != input {
+            return .failed("a second encoding decodes to the same value: \(hex(input)) as well as \(hex(encoded))")
+        }
         let again: Value
         do {
             again = try decode(encoded)

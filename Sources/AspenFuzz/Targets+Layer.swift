@@ -12,7 +12,7 @@ extension FuzzTarget {
         nestingTokens: [[0x05], [0x05, 0x00, 0xFF]],
         seeds: { LayerSeeds.tuples.map(\.encoded) }
     ) { input in
-        FuzzCheck.roundTrip(input, decode: { try Tuple(decoding: $0) }, encode: \.encoded) { tuple in
+        FuzzCheck.roundTrip(input, decode: { try Tuple(decoding: $0) }, encode: \.encoded, canonical: true) { tuple in
             let depth = LayerSeeds.depth(of: tuple.elements)
             return depth > Limits.standard.tupleDepthMax ? "a tuple nested \(depth) deep (Limits.tupleDepthMax is \(Limits.standard.tupleDepthMax))" : nil
         }
