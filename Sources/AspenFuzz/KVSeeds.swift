@@ -103,16 +103,7 @@ enum KVSeeds {
         writer.writeVarint(signed: snapshot.compactedRevision)
         writer.writeVarint(signed: snapshot.leaseSequence)
         writer.writeVarint(UInt64(snapshot.changes.count))
-        for change in snapshot.changes {
-            if let kv = change.keyValue {
-                writer.write(UInt8(1))
-                KVWire.write(kv, into: &writer)
-            } else {
-                writer.write(UInt8(0))
-                writer.writeBytes(change.key)
-                writer.writeVarint(signed: change.revision)
-            }
-        }
+        for change in snapshot.changes { KVSnapshotImage.write(change, into: &writer) }
         writer.writeVarint(UInt64(snapshot.leases.count))
         for lease in snapshot.leases {
             writer.writeVarint(signed: lease.id)

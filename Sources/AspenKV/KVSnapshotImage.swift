@@ -109,7 +109,7 @@ public enum KVSnapshotImage {
 
     // MARK: Entry codecs (the session record's is also version 2's)
 
-    static func write(_ change: KVChange, into writer: inout ByteWriter) {
+    package static func write(_ change: KVChange, into writer: inout ByteWriter) {
         if let kv = change.keyValue {
             writer.write(UInt8(1))
             KVWire.write(kv, into: &writer)

@@ -60,8 +60,7 @@ public enum KVWire {
 
     // MARK: Results
 
-    /// A key-value pair as results (and version-2 snapshots) carry it.
-    package static func write(_ kv: KeyValue, into writer: inout ByteWriter) {
+    static func write(_ kv: KeyValue, into writer: inout ByteWriter) {
         writer.writeBytes(kv.key)
         writer.writeBytes(kv.value)
         writer.writeVarint(signed: kv.createRevision)
