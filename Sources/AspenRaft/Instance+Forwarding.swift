@@ -92,15 +92,17 @@ extension Raft.Instance {
     mutating func handleProposeResponse(contexts: [Raft.ProposalContext], placement: Raft.ProposalPlacement?) {
         lastForwardAnswer = ticks
         // The leader answers forwarded commands in the order they were sent (one connection,
-        // one inbox): commands sent before these that are still unanswered were skipped (their
-        // message or its answer was lost, or it arrived out of order and was ignored).
+        // one inbox): commands sent before these that are still unanswered were most likely
+        // skipped (their message or its answer was lost, or it arrived out of order and was
+        // ignored). But answers can also overtake each other (across a reconnection, say): each
+        // gets one election timeout for its own answer before it is given up.
         if let first = contexts.first {
-            for context in proposalsForwarded.keys.filter({ $0 < first }).sorted() {
-                proposalsForwarded.removeValue(forKey: context)
-                outbox.forwardedProposals.append(Raft.ForwardedOutcome(context: context, result: .unknown))
+            for context in proposalsForwarded.keys where context < first && forwardsOvertaken[context] == nil {
+                forwardsOvertaken[context] = ticks
             }
         }
         for (offset, context) in contexts.enumerated() {
+            forwardsOvertaken[context] = nil
             guard proposalsForwarded.removeValue(forKey: context) != nil else { continue }  // already given up
             let result: Raft.ForwardedOutcome.Result =
                 placement.map { .appended(term: $0.term, index: $0.firstIndex + Raft.Index(offset)) } ?? .refused
@@ -114,11 +116,15 @@ extension Raft.Instance {
     /// message, and answers come in order, so while the leader keeps answering earlier
     /// forwards the later ones are only queued behind them — an overloaded leader can be
     /// seconds behind, and giving up then would turn writes that succeed into errors. Only a
-    /// lost connection keeps every answer away that long.
+    /// lost connection keeps every answer away that long. A forward still unanswered when a
+    /// later one was answered is given up after one election timeout.
     mutating func expireForwardedProposals() {
         guard !proposalsForwarded.isEmpty else { return }
-        for context in overdue(proposalsForwarded, patience: UInt64(max(1, config.electionTicks) * 10), answeredAt: lastForwardAnswer) {
-            proposalsForwarded.removeValue(forKey: context)
+        let overtaken = forwardsOvertaken.filter { ticks - $0.value >= UInt64(max(1, config.electionTicks)) }.keys
+        let given = Set(overdue(proposalsForwarded, patience: UInt64(max(1, config.electionTicks) * 10), answeredAt: lastForwardAnswer)).union(overtaken)
+        for context in given.sorted() {
+            forwardsOvertaken[context] = nil
+            guard proposalsForwarded.removeValue(forKey: context) != nil else { continue }
             outbox.forwardedProposals.append(Raft.ForwardedOutcome(context: context, result: .unknown))
         }
     }

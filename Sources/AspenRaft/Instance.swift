@@ -57,6 +57,9 @@ extension Raft {
         // given up like forwarded reads.
         var forwardQueue: [(context: ProposalContext, command: [UInt8])] = []
         var proposalsForwarded: [ProposalContext: (leader: NodeID, sentAt: UInt64)] = [:]
+        /// Forwarded commands still unanswered when a later one was answered, and when: each is
+        /// given up one election timeout later unless its own answer comes.
+        var forwardsOvertaken: [ProposalContext: UInt64] = [:]
         /// When the leader last answered a forwarded command of this node's (ticks).
         var lastForwardAnswer: UInt64 = 0
         /// Leader side: the last context appended for each follower in this term. A forwarded
