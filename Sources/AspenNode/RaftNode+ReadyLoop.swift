@@ -160,7 +160,7 @@ extension RaftNode {
             lastTerm = raft.term
             termNow.store(raft.term, ordering: .relaxed)
             logger.info("role changed", metadata: ["role": "\(raft.role)", "term": "\(raft.term)", "leader": "\(raft.leader.map(\.description) ?? "none")"])
-            if raft.isLeader { refreshLeasesAsNewLeader() }
+            runLeasePolicy()
         }
     }
 }

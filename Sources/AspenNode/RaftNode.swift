@@ -102,16 +102,13 @@ public actor RaftNode {
     var earlySendScheduled = false
     var nextReadContext: Raft.ReadContext = 1
     var tickTask: Task<Void, Never>?
-    /// The new leader's lease refresh, while it runs (see `refreshLeasesAsNewLeader`).
-    var leaseRefreshTask: Task<Void, Never>?
-    var leaseRefreshGeneration = 0
+    /// When leases are extended and expired (the simulator runs the same policy).
+    var leasePolicy: Raft.LeasePolicy<LeaseID>
+    /// Lease proposals under way.
+    var leaseTasks = 0
     var stopped = false
-    var expiryInFlight = false
     var autoCompaction: AutoCompaction?
     var historyCompactionInFlight = false
-    /// The term in which this node, as leader, has extended every lease by its own clock; it
-    /// expires nothing in a term before that (see `refreshLeasesAsNewLeader`).
-    var leasesRefreshedInTerm: Raft.Term = 0
     /// An image for followers is being written (off the actor).
     var preparingImage = false
     /// When to compact the log and when to try again after a failure (the simulator runs the
@@ -188,6 +185,7 @@ public actor RaftNode {
         self.nowMs = nowMs
         self.appliedIndex = state.appliedIndex
         self.autoCompaction = configuration.autoCompaction
+        self.leasePolicy = Raft.LeasePolicy(extensionsInFlightMax: configuration.limits.leaseRefreshesInFlightMax)
         self.compaction = Raft.CompactionPolicy(threshold: configuration.compactionThreshold, waitMs: Int64(configuration.compactionWaitMs))
         self.nextProposalContext = UInt64(max(1, nowMs())) << 20
         var logger = logger
@@ -236,9 +234,8 @@ public actor RaftNode {
     /// snapshot or compaction, the lease refresh. Its event loop (this actor's executor) may
     /// be shut down next, and none of them may come back to the actor after that.
     public func waitUntilIdle(timeoutMs: Int = 5000) async {
-        leaseRefreshTask?.cancel()
         var waited = 0
-        while (committing || compaction.compacting || preparingImage || leaseRefreshTask != nil) && waited < timeoutMs {
+        while (committing || compaction.compacting || preparingImage || leaseTasks > 0) && waited < timeoutMs {
             try? await Task.sleep(for: .milliseconds(5))
             waited += 5
         }
@@ -300,7 +297,7 @@ public actor RaftNode {
         guard !stopped else { return }
         noteTickDelay()
         raft.tick()
-        expireLeasesIfDue()
+        runLeasePolicy()
         compactHistoryIfDue()
         publishRecordsIfDue()
         pump()

@@ -38,6 +38,9 @@ struct AspenSim: ParsableCommand {
     @Option(help: "Applied entries past its snapshot at which a node compacts its log (RaftNode's CompactionPolicy).")
     var compactionThreshold: UInt64 = SimulationOptions(seed: 0).compactionThreshold
 
+    @Option(help: "How far apart the nodes' clocks may be, in milliseconds (leases expire by the leader's clock).")
+    var clockSkewMs: Int64 = SimulationOptions(seed: 0).clockSkewMs
+
     @Option(help: "Concurrent clients.")
     var clients: Int = 3
 
@@ -65,6 +68,7 @@ struct AspenSim: ParsableCommand {
         guard SimulationOptions.Disk(rawValue: disk) != nil else {
             throw ValidationError("--disk must be one of \(SimulationOptions.Disk.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        guard clockSkewMs >= 0 else { throw ValidationError("--clock-skew-ms must not be negative") }
         guard seeds > 0, steps > 0, clients >= 0, linearizabilityStepsMax > 0 else {
             throw ValidationError("--seeds, --steps and --linearizability-steps-max must be positive, --clients not negative")
         }
@@ -83,6 +87,7 @@ struct AspenSim: ParsableCommand {
             options.linearizabilityStepsMax = linearizabilityStepsMax
             options.disk = SimulationOptions.Disk(rawValue: disk) ?? .powerLoss
             options.compactionThreshold = compactionThreshold
+            options.clockSkewMs = clockSkewMs
             let report = Simulation(options).run()
             print(report.summary)
             totals.crashesDuringWrite += report.crashesDuringWrite
@@ -95,7 +100,7 @@ struct AspenSim: ParsableCommand {
             }
             if !report.passed {
                 failures.append(report.seed)
-                print("  replay: aspen-sim --seeds 1 --seed \(report.seed) --nodes \(nodes) --steps \(steps) --clients \(clients)\(noFaults ? " --no-faults" : "") --disk \(disk) --compaction-threshold \(compactionThreshold)\(linearizabilityStepsMax == Linearizability.stepsMaxDefault ? "" : " --linearizability-steps-max \(linearizabilityStepsMax)")")
+                print("  replay: aspen-sim --seeds 1 --seed \(report.seed) --nodes \(nodes) --steps \(steps) --clients \(clients)\(noFaults ? " --no-faults" : "") --disk \(disk) --compaction-threshold \(compactionThreshold) --clock-skew-ms \(clockSkewMs)\(linearizabilityStepsMax == Linearizability.stepsMaxDefault ? "" : " --linearizability-steps-max \(linearizabilityStepsMax)")")
             }
         }
         if disk == SimulationOptions.Disk.powerLoss.rawValue {

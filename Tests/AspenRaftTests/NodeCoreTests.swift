@@ -150,3 +150,86 @@ struct CompactionPolicyTests {
         #expect(policy.failed(nowMs: 0) == 1_000)
     }
 }
+
+@Suite("Node core: lease policy")
+struct LeasePolicyTests {
+    typealias Policy = Raft.LeasePolicy<Int64>
+
+    static func leader(term: Raft.Term, commitTerm: Raft.Term? = nil, commit: Raft.Index = 10, applied: Raft.Index? = nil) -> Policy.View {
+        Policy.View(isLeader: true, term: term, commitTerm: commitTerm ?? term, commitIndex: commit, appliedIndex: applied ?? commit)
+    }
+
+    static let follower = Policy.View(isLeader: false, term: 2, commitTerm: 2, commitIndex: 10, appliedIndex: 10)
+
+    @Test("a new leader expires nothing before an entry of its term has committed and applied, then extends every lease first")
+    func refreshFirst() {
+        var policy = Policy(extensionsInFlightMax: 8)
+        let due: () -> Int64? = { 0 }
+        #expect(policy.next(Self.leader(term: 2, commitTerm: 1), nowMs: 100, earliestExpiry: due) == [], "judged leases before its term committed")
+        #expect(policy.next(Self.leader(term: 2, commit: 10, applied: 9), nowMs: 100, earliestExpiry: due) == [], "judged leases before applying")
+        #expect(policy.next(Self.leader(term: 2), nowMs: 100, earliestExpiry: due) == [.readLeases(term: 2)])
+        policy.leasesRead([7, 8], term: 2)
+        #expect(policy.next(Self.leader(term: 2), nowMs: 100, earliestExpiry: due) == [.extend([7, 8], term: 2)])
+        #expect(policy.next(Self.leader(term: 2), nowMs: 100, earliestExpiry: due) == [], "expired while extending")
+        policy.extended(7, term: 2)
+        policy.extended(8, term: 2)
+        #expect(policy.next(Self.leader(term: 2), nowMs: 100, earliestExpiry: due) == [.refreshed(term: 2, extended: 2)])
+        #expect(policy.refreshedTerm == 2)
+        #expect(policy.next(Self.leader(term: 2), nowMs: 100, earliestExpiry: due) == [.expire(nowMs: 100)])
+        #expect(policy.next(Self.leader(term: 2), nowMs: 101, earliestExpiry: due) == [], "a second expiry while one is under way")
+        policy.expiryFinished()
+        #expect(policy.next(Self.leader(term: 2), nowMs: 102, earliestExpiry: { 103 }) == [], "expired leases not yet due")
+        #expect(policy.next(Self.leader(term: 2), nowMs: 103, earliestExpiry: { 103 }) == [.expire(nowMs: 103)])
+    }
+
+    @Test("extensions go out at most extensionsInFlightMax at a time")
+    func bounded() {
+        var policy = Policy(extensionsInFlightMax: 2)
+        _ = policy.next(Self.leader(term: 3), nowMs: 0) { nil }
+        policy.leasesRead([1, 2, 3, 4, 5], term: 3)
+        #expect(policy.next(Self.leader(term: 3), nowMs: 0) { nil } == [.extend([1, 2], term: 3)])
+        #expect(policy.next(Self.leader(term: 3), nowMs: 0) { nil } == [])
+        policy.extended(2, term: 3)
+        #expect(policy.next(Self.leader(term: 3), nowMs: 0) { nil } == [.extend([3], term: 3)])
+        policy.extended(1, term: 3)
+        policy.extended(3, term: 3)
+        #expect(policy.next(Self.leader(term: 3), nowMs: 0) { nil } == [.extend([4, 5], term: 3)])
+        policy.extended(4, term: 3)
+        policy.extended(5, term: 3)
+        #expect(policy.next(Self.leader(term: 3), nowMs: 0) { nil } == [.refreshed(term: 3, extended: 5)])
+    }
+
+    @Test("a failed extension is reported and tried again; nothing expires until every lease is extended")
+    func failuresRetry() {
+        var policy = Policy(extensionsInFlightMax: 8)
+        _ = policy.next(Self.leader(term: 4), nowMs: 0) { 0 }
+        #expect(policy.leasesUnreadable(term: 4, problem: "disk") == .refreshFailed(term: 4, leases: 1, problem: "disk"))
+        #expect(policy.next(Self.leader(term: 4), nowMs: 0) { 0 } == [.readLeases(term: 4)], "an unreadable store was not read again")
+        policy.leasesRead([1, 2], term: 4)
+        _ = policy.next(Self.leader(term: 4), nowMs: 0) { 0 }
+        policy.extended(1, term: 4)
+        policy.extensionFailed(2, term: 4, problem: "not leader")
+        #expect(policy.next(Self.leader(term: 4), nowMs: 0) { 0 } == [.refreshFailed(term: 4, leases: 1, problem: "not leader")])
+        #expect(policy.next(Self.leader(term: 4), nowMs: 0) { 0 } == [.extend([2], term: 4)])
+        policy.extended(2, term: 4)
+        #expect(policy.next(Self.leader(term: 4), nowMs: 0) { 0 } == [.refreshed(term: 4, extended: 2)])
+        #expect(policy.next(Self.leader(term: 4), nowMs: 0) { 0 } == [.expire(nowMs: 0)])
+    }
+
+    @Test("leadership lost ends the refresh; reports from an older term change nothing; a later term refreshes again")
+    func stepDown() {
+        var policy = Policy(extensionsInFlightMax: 8)
+        _ = policy.next(Self.leader(term: 5), nowMs: 0) { 0 }
+        policy.leasesRead([1], term: 5)
+        #expect(policy.next(Self.leader(term: 5), nowMs: 0) { 0 } == [.extend([1], term: 5)])
+        #expect(policy.next(Self.follower, nowMs: 0) { 0 } == [])
+        policy.extended(1, term: 5)
+        #expect(policy.refreshedTerm == 0)
+        #expect(policy.next(Self.leader(term: 6), nowMs: 0) { 0 } == [.readLeases(term: 6)])
+        policy.leasesRead([1], term: 5)  // A stale report: ignored.
+        #expect(policy.next(Self.leader(term: 6), nowMs: 0) { 0 } == [.readLeases(term: 6)])
+        policy.leasesRead([], term: 6)
+        #expect(policy.next(Self.leader(term: 6), nowMs: 0) { 0 } == [.refreshed(term: 6, extended: 0)])
+        #expect(policy.next(Self.leader(term: 7), nowMs: 0) { 0 } == [.readLeases(term: 7)], "a new term expired before refreshing")
+    }
+}
