@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "AspenTransport", targets: ["AspenTransport"]),
         .library(name: "AspenNode", targets: ["AspenNode"]),
         .library(name: "AspenClient", targets: ["AspenClient"]),
+        .library(name: "AspenAuth", targets: ["AspenAuth"]),
         .library(name: "AspenEtcd", targets: ["AspenEtcd"]),
         .library(name: "AspenLayer", targets: ["AspenLayer"]),
         .library(name: "AspenCoordination", targets: ["AspenCoordination"]),
@@ -110,6 +111,12 @@ let package = Package(
         .testTarget(
             name: "AspenCoordinationTests", dependencies: ["AspenCore", "AspenKV", "AspenLayer", "AspenCoordination"],
             swiftSettings: strictSwift),
+        // Capability tokens: Ed25519-signed, delegable with attenuation, verified offline at every link.
+        .target(
+            name: "AspenAuth",
+            dependencies: ["AspenCore", "AspenKV", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSwift),
+        .testTarget(name: "AspenAuthTests", dependencies: ["AspenCore", "AspenKV", "AspenAuth"], swiftSettings: strictSwift),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
         .target(
             name: "AspenClient", dependencies: ["AspenCore", "AspenKV", "AspenTransport", "AspenCoordination"], swiftSettings: strictSwift),

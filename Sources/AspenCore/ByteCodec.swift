@@ -148,6 +148,13 @@ public struct ByteReader: Sendable {
         return Int(value)
     }
 
+    /// Exactly `count` bytes, with no length before them.
+    public mutating func readRaw(_ count: Int) throws(DecodingError) -> [UInt8] {
+        try require(count)
+        defer { offset += count }
+        return Array(bytes[offset..<offset + count])
+    }
+
     public mutating func readBytes(limit: Int) throws(DecodingError) -> [UInt8] {
         let count = try readCount(limit: limit)
         try require(count)

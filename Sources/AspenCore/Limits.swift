@@ -35,6 +35,17 @@ public struct Limits: Sendable, Equatable {
     /// to answer a retry.
     public var clientSessionResultsMax = 1024
 
+    // MARK: System records
+    /// Most system records (replicated cluster metadata outside the keyspace) the state holds; a
+    /// system write that would leave more fails whole.
+    public var systemRecordsMax = 100_000
+    /// Most record changes in one system write.
+    public var systemRecordChangesMax = 1000
+    /// Longest system record name (or name prefix), in bytes.
+    public var systemRecordNameBytesMax = 256
+    /// Largest system record value, in bytes.
+    public var systemRecordValueBytesMax = 64 * 1024
+
     // MARK: Raft
     /// Most entries in one proposal batch, one append message, and one group-commit batch.
     public var raftBatchEntriesMax = 1000
@@ -124,6 +135,23 @@ public struct Limits: Sendable, Equatable {
     public var watchQueueMessagesMax = 1024
     /// Events per watch message when replaying history.
     public var watchReplayPageEvents = 1000
+
+    // MARK: Capability tokens
+    /// Largest signed token (body and signature), checked before any decoding or signature work.
+    public var tokenBytesMax = 8 * 1024
+    /// Largest credential: a token and its proof chain, and the holder's key if it carries one.
+    public var credentialBytesMax = 64 * 1024
+    /// Most capabilities in one token.
+    public var capabilitiesPerTokenMax = 32
+    /// Deepest delegation: a root token has depth 0, its child 1, and so on.
+    public var delegationDepthMax = 8
+    /// Longest lifetime of a bearer token (one usable by whoever holds it): one hour.
+    public var bearerLifetimeMsMax: Int64 = 3_600_000
+    /// How far the clocks of the token's issuer and a verifying node may disagree: a token is
+    /// valid from `notBefore - skew` until `expires + skew`.
+    public var tokenClockSkewMs: Int64 = 30_000
+    /// Verified chains a node remembers, so that a credential's signatures are checked once.
+    public var verifiedCredentialsMax = 4096
 
     public init() {}
 

@@ -43,8 +43,17 @@ enum KVSeeds {
             ]
         commands.append(.sessioned(ClientStamp(session: 9, sequence: 4, acknowledgedThrough: 3), nowMs: 12, .put(puts[0])))
         commands.append(.sessioned(ClientStamp(session: .max, sequence: 1, acknowledgedThrough: 0), nowMs: -5, .transaction(transaction(depth: 3))))
+        commands.append(.system(systemWrite))
+        commands.append(.system(SystemWrite(changes: [])))
         return commands
     }
+
+    /// A system write with every kind of change, names at their longest and a value at its largest.
+    static let systemWrite = SystemWrite(changes: [
+        .set(name: Array("auth/mode".utf8), value: Array("required".utf8)),
+        .set(name: Array(repeating: 0x72, count: Limits.standard.systemRecordNameBytesMax), value: Array(repeating: 0x76, count: Limits.standard.systemRecordValueBytesMax)),
+        .set(name: [0], value: []), .remove(name: Array("auth/revoked/7".utf8)), .removePrefix(Array("auth/revoked/".utf8)), .removePrefix([]),
+    ])
 
     /// The opening bytes of a transaction operation holding one nested transaction with no
     /// compares: repeated, a transaction nested as deep as the run is long.
@@ -70,6 +79,7 @@ enum KVSeeds {
             .sessioned(ClientStamp(session: 4, sequence: 1, acknowledgedThrough: 0), nowMs: 1, .put(Put(key: Array("s".utf8), value: [2]))),
             .sessioned(ClientStamp(session: 4, sequence: 2, acknowledgedThrough: 0), nowMs: 2, .put(Put(key: Array("t".utf8), value: [3]))),
             .leaseKeepAlive(7, nowMs: 5), .leaseRevoke(9), .compact(2), .expireLeases(nowMs: 1 << 40),
+            .system(SystemWrite(changes: [.set(name: Array("auth/mode".utf8), value: [1]), .set(name: Array("auth/root/1".utf8), value: [2, 3])])),
         ]
         for command in steps {
             guard let (result, events) = try? KVStateMachine.applyRecording(command, to: &history.backend) else { continue }
@@ -92,7 +102,7 @@ enum KVSeeds {
         .futureRevision(requested: 9, current: 3), .leaseNotFound(-7), .leaseExists(7), .keyNotFound(Array("k".utf8)),
         .invalidTTL(ms: -1, reason: "negative"), .invalidContinuation("é"), .invalidCommand(""), .storage("disk"),
         .sessionExpired(session: 3), .sessionResultDiscarded(session: 3, sequence: 9),
-        .sessionWindowExceeded(sequence: 2000, acknowledgedThrough: 1, limit: 1024),
+        .sessionWindowExceeded(sequence: 2000, acknowledgedThrough: 1, limit: 1024), .systemRecordsExceeded(count: 100_001, limit: 100_000),
     ]
 
     /// A whole snapshot of version 2 (the one before framed images): magic, fields, CRC-32C.

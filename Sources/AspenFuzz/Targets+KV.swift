@@ -12,8 +12,13 @@ extension FuzzTarget {
         nestingTokens: [KVSeeds.nestedTransactionToken],
         seeds: {
             let commands = KVSeeds.commands
-            // Lease expiry is the leader's alone: a client's write never carries it.
-            let writes = commands.filter { if case .expireLeases = $0 { false } else { true } }
+            // Lease expiry and system writes are the node's alone: a client's write never carries them.
+            let writes = commands.filter {
+                switch $0 {
+                case .expireLeases, .system: false
+                default: true
+                }
+            }
             return selected(0, commands.map { $0.encoded() }) + selected(1, writes.map { $0.encoded() })
         }
     ) { input in
@@ -56,6 +61,9 @@ enum KVBounds {
         case .batch(let operations):
             return operations.count > limits.batchKeysMax ? "a batch of \(operations.count)" : nil
         case .sessioned(_, _, .sessioned): return "a stamped command inside a stamped command"
+        case .sessioned(_, _, .system): return "a system write inside a stamped command"
+        case .system(let write):
+            return write.changes.count > limits.systemRecordChangesMax ? "a system write of \(write.changes.count) changes" : nil
         case .sessioned(_, _, let inner): return Self.command(inner)
         default: return nil
         }
@@ -74,6 +82,10 @@ enum KVBounds {
         for (earlier, later) in zip(snapshot.changes, snapshot.changes.dropFirst())
         where earlier.revision > later.revision || (earlier.revision == later.revision && !earlier.key.lexicographicallyPrecedes(later.key)) {
             return "changes out of (revision, key) order"
+        }
+        for (earlier, later) in zip(snapshot.systemRecords, snapshot.systemRecords.dropFirst())
+        where !earlier.name.lexicographicallyPrecedes(later.name) {
+            return "system records out of name order"
         }
         return nil
     }
@@ -95,6 +107,9 @@ enum KVSnapshotSeeds {
                 ClientSessionState(
                     record: ClientSessionRecord(id: 3, lastSeenMs: 9, acknowledgedThrough: 1),
                     results: (2...6).map { (UInt64($0), Array(repeating: UInt8($0), count: 20)) }))
+            for name in ["auth/mode", "auth/revoked/1", "auth/root/a"] {
+                try small.add(SystemRecord(name: Array(name.utf8), value: Array(repeating: 0x5A, count: 30)))
+            }
             try small.finish()
             return small.sink.bytes
         }()

@@ -74,7 +74,7 @@ extension KVStateMachine {
         if nowMs - lastSeenMs >= limits.clientSessionIdleMsMax / 16 { lastSeenMs = nowMs }
         let session = ClientSessionRecord(id: stamp.session, lastSeenMs: lastSeenMs, acknowledgedThrough: acknowledged)
         let applied = try atomically(&backend) { backend in
-            let (result, events) = try run(command, on: &backend)
+            let (result, events) = try run(command, on: &backend, limits: limits)
             try record(.success(result), of: stamp, in: session, previous: known, to: &backend, limits: limits)
             return (result, events)
         }

@@ -1,7 +1,7 @@
 import AspenCore
 
 /// The state a key-value state machine reads and writes: current values, history (MVCC),
-/// leases and counters. `MemoryKVBackend` keeps it in memory; the node store keeps it in SQLite,
+/// leases, counters, client sessions and the system records. `MemoryKVBackend` keeps it in memory; the node store keeps it in SQLite,
 /// inside the same transaction as the Raft log. The logic that decides what to write lives once,
 /// in `KVStateMachine`, and runs unchanged over either.
 ///
@@ -64,6 +64,16 @@ public protocol KVBackend {
     mutating func dropSessionResults(_ id: UInt64, through sequence: UInt64) throws
     /// Every session with the results it keeps, by id, then sequence (for snapshots).
     func clientSessionStates() throws -> [ClientSessionState]
+
+    // MARK: System records (cluster metadata outside the keyspace)
+
+    func systemRecord(_ name: Bytes) throws -> Bytes?
+    /// The records whose names start with `prefix` (an empty one: every record), by name in
+    /// byte order.
+    func systemRecords(prefix: Bytes) throws -> [(name: Bytes, value: Bytes)]
+    mutating func setSystemRecord(_ name: Bytes, to value: Bytes) throws
+    mutating func removeSystemRecord(_ name: Bytes) throws
+    func systemRecordCount() throws -> Int
 
     /// Starts one command's writes: until `endCommand`, all of them can be undone together, so
     /// a command that fails part-way leaves no trace (a SAVEPOINT in SQLite, an undo journal in

@@ -52,13 +52,17 @@ extension KVCommand {
             writer.writeVarint(stamp.acknowledgedThrough)
             writer.writeVarint(signed: nowMs)
             writer.writeRaw(command.encoded())
+        case .system(let write):
+            writer.write(11)
+            KVCodec.write(write, into: &writer)
         }
         return writer.bytes
     }
 
     /// Whether the encoded command's work is bounded by its own size (a put, a lease grant or
     /// keep-alive), read from its tag without decoding it. Deletes, transactions, lease
-    /// revocations, expiries and compactions can touch any number of rows.
+    /// revocations, expiries, compactions and system writes (a prefix removal) can touch any
+    /// number of rows.
     public static func hasBoundedWork(encoded bytes: Bytes) -> Bool {
         guard bytes.count >= 2, bytes[0] == codecVersion else { return false }
         if bytes[1] == 10 {
@@ -101,7 +105,9 @@ extension KVCommand {
             let nowMs = try reader.readSignedVarint()
             let inner = try KVCommand(decoding: reader.readRemaining(), limits: limits)
             if case .sessioned = inner { throw .invalid("a session stamp wraps one command, not another stamped one") }
+            if case .system = inner { throw .invalid("a session stamp wraps a client's command, not a system write") }
             self = .sessioned(stamp, nowMs: nowMs, inner)
+        case 11: self = .system(try codec.readSystemWrite(&reader))
         case let tag: throw .unknownTag(tag, context: "key-value command")
         }
         try reader.expectEnd()
@@ -117,6 +123,45 @@ struct KVCodec {
         writer.writeVarint(signed: put.lease)
         // One byte of flags; entries written before the ignore flags existed hold 0 or 1 here.
         writer.write(UInt8(put.returnPrevious ? 1 : 0) | (put.ignoreValue ? 2 : 0) | (put.ignoreLease ? 4 : 0))
+    }
+
+    /// A count, then each change: its kind (0 set, 1 remove, 2 remove a prefix), the name or
+    /// prefix, and for a set the value.
+    static func write(_ write: SystemWrite, into writer: inout ByteWriter) {
+        writer.writeVarint(UInt64(write.changes.count))
+        for change in write.changes {
+            switch change {
+            case .set(let name, let value):
+                writer.write(0)
+                writer.writeBytes(name)
+                writer.writeBytes(value)
+            case .remove(let name):
+                writer.write(1)
+                writer.writeBytes(name)
+            case .removePrefix(let prefix):
+                writer.write(2)
+                writer.writeBytes(prefix)
+            }
+        }
+    }
+
+    func readSystemWrite(_ reader: inout ByteReader) throws(DecodingError) -> SystemWrite {
+        let count = try reader.readCount(limit: limits.systemRecordChangesMax)
+        var changes: [SystemRecordChange] = []
+        changes.reserveCapacity(min(count, reader.remaining / 2))
+        for _ in 0..<count {
+            switch try reader.readByte() {
+            case 0:
+                changes.append(
+                    .set(
+                        name: try reader.readBytes(limit: limits.systemRecordNameBytesMax),
+                        value: try reader.readBytes(limit: limits.systemRecordValueBytesMax)))
+            case 1: changes.append(.remove(name: try reader.readBytes(limit: limits.systemRecordNameBytesMax)))
+            case 2: changes.append(.removePrefix(try reader.readBytes(limit: limits.systemRecordNameBytesMax)))
+            case let tag: throw .unknownTag(tag, context: "system record change")
+            }
+        }
+        return SystemWrite(changes: changes)
     }
 
     func readPut(_ reader: inout ByteReader) throws(DecodingError) -> Put {

@@ -19,6 +19,9 @@ public enum KVCommand: Sendable, Equatable {
     /// A client's command, applied at most once per (session, sequence); `nowMs` is the
     /// leader's clock, by which idle sessions are forgotten.
     indirect case sessioned(ClientStamp, nowMs: Int64, KVCommand)
+    /// Proposed by the node, never by a client: changes to the system records, the cluster's
+    /// own metadata, kept outside the keyspace (see `SystemWrite`).
+    case system(SystemWrite)
 }
 
 public struct Put: Sendable, Equatable {
@@ -171,6 +174,8 @@ public enum KVResult: Sendable, Equatable {
     case leaseKeptAlive(Lease)
     case leasesExpired([LeaseID], revision: Revision)
     case compacted(Revision)
+    /// How many system records a system write created, changed or removed.
+    case systemWritten(changed: Int)
 }
 
 public struct PutResult: Sendable, Equatable {

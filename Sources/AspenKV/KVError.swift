@@ -27,6 +27,9 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
     case sessionResultDiscarded(session: UInt64, sequence: UInt64)
     /// Too many requests of one session await acknowledgement.
     case sessionWindowExceeded(sequence: UInt64, acknowledgedThrough: UInt64, limit: Int)
+    /// A system write would leave more system records than `systemRecordsMax`; nothing of it
+    /// was applied.
+    case systemRecordsExceeded(count: Int, limit: Int)
 
     public var code: String {
         switch self {
@@ -48,6 +51,7 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
         case .sessionExpired: return "session_expired"
         case .sessionResultDiscarded: return "session_result_discarded"
         case .sessionWindowExceeded: return "session_window_exceeded"
+        case .systemRecordsExceeded: return "system_records_exceeded"
         }
     }
 
@@ -77,6 +81,8 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
             return "request \(sequence) of client session \(String(session, radix: 16)) was already answered and acknowledged; its result is gone"
         case .sessionWindowExceeded(let sequence, let acknowledged, let limit):
             return "request \(sequence) is more than clientSessionResultsMax (\(limit)) past the last acknowledged one (\(acknowledged))"
+        case .systemRecordsExceeded(let count, let limit):
+            return "the system write would leave \(count) system records, more than systemRecordsMax (\(limit)); nothing of it was applied"
         }
     }
 }

@@ -16,10 +16,12 @@ public struct KVSnapshot: Sendable, Equatable {
     /// Client sessions and the results they keep, so a retry is answered the same after a
     /// snapshot as before it.
     public var sessions: [ClientSessionState]
+    /// The system records (cluster metadata outside the keyspace), by name in byte order.
+    public var systemRecords: [SystemRecord]
 
     public init(
         revision: Revision, compactedRevision: Revision, leaseSequence: LeaseID, changes: [KVChange], leases: [Lease],
-        sessions: [ClientSessionState] = []
+        sessions: [ClientSessionState] = [], systemRecords: [SystemRecord] = []
     ) {
         self.revision = revision
         self.compactedRevision = compactedRevision
@@ -27,6 +29,7 @@ public struct KVSnapshot: Sendable, Equatable {
         self.changes = changes
         self.leases = leases
         self.sessions = sessions
+        self.systemRecords = systemRecords
     }
 
     /// Version 1 carried only the current keys (no history); version 2 adds the history; version
@@ -34,8 +37,9 @@ public struct KVSnapshot: Sendable, Equatable {
     static let magicV1: [UInt8] = Array("AKV1".utf8)
     static let magicV2: [UInt8] = Array("AKV2".utf8)
 
-    /// Reads every kept change and lease from a backend. It holds the whole state: for memory
-    /// backends and tests; a store streams its image instead (`KVSnapshotImage.Writer`).
+    /// Reads every kept change, lease, session and system record from a backend. It holds the
+    /// whole state: for memory backends and tests; a store streams its image instead
+    /// (`KVSnapshotImage.Writer`).
     public static func capture<Backend: KVBackend>(from backend: Backend) throws -> KVSnapshot {
         let revision = try backend.revision()
         return KVSnapshot(
@@ -43,7 +47,8 @@ public struct KVSnapshot: Sendable, Equatable {
             changes: try backend.history(in: KeyBounds(start: [], end: nil), from: 0, through: revision, limit: .max).map {
                 KVChange(key: $0.key, revision: $0.revision, keyValue: $0.keyValue)
             },
-            leases: try backend.leases(), sessions: try backend.clientSessionStates())
+            leases: try backend.leases(), sessions: try backend.clientSessionStates(),
+            systemRecords: try backend.systemRecords(prefix: []).map { SystemRecord(name: $0.name, value: $0.value) })
     }
 
     /// The state as an image (`KVSnapshotImage`), in memory.
@@ -55,6 +60,7 @@ public struct KVSnapshot: Sendable, Equatable {
             for change in changes { try writer.add(change) }
             for lease in leases { try writer.add(lease) }
             for session in sessions { try writer.add(session) }
+            for record in systemRecords { try writer.add(record) }
             try writer.finish()
         } catch {
             preconditionFailure("writing a snapshot image to memory failed: \(error)")
@@ -90,6 +96,8 @@ public struct KVSnapshot: Sendable, Equatable {
         leases = []
         for _ in 0..<leaseCount { leases.append(try KVWire.readLease(&reader)) }
         sessions = magic == Self.magicV1 ? [] : try Self.readSessions(&reader, limits: limits)
+        // Versions 1 and 2 predate the system records.
+        systemRecords = []
         try reader.expectEnd()
         guard compactedRevision >= 0, compactedRevision <= revision else {
             throw .invalid("compacted revision \(compactedRevision) is outside 0...\(revision)")
@@ -143,6 +151,7 @@ public struct KVSnapshot: Sendable, Equatable {
                             snapshot.sessions.append(session)
                         }
                     }
+                case .systemRecords(let records): snapshot.systemRecords += records
                 case .end: return snapshot
                 }
             }
@@ -206,6 +215,7 @@ extension MemoryKVBackend {
             if let lease = versions.last?.keyValue?.lease, lease != 0 { leaseKeys[lease, default: []].insert(key) }
         }
         for lease in snapshot.leases { leaseTable[lease.id] = lease }
+        for record in snapshot.systemRecords { systemTable[record.name] = record.value }
         for session in snapshot.sessions {
             sessions[session.record.id] = session.record
             sessionResults[session.record.id] = Dictionary(session.results.map { ($0.sequence, $0.result) }, uniquingKeysWith: { $1 })
@@ -225,6 +235,7 @@ extension KVSnapshot {
             changes: backend.history(in: KeyBounds(start: [], end: nil), from: 0, through: revision, limit: .max).map {
                 KVChange(key: $0.key, revision: $0.revision, keyValue: $0.keyValue)
             },
-            leases: backend.leases(), sessions: backend.clientSessionStates())
+            leases: backend.leases(), sessions: backend.clientSessionStates(),
+            systemRecords: backend.systemRecords(prefix: []).map { SystemRecord(name: $0.name, value: $0.value) })
     }
 }

@@ -23,8 +23,17 @@ public protocol KVSnapshotImageSource {
 /// - sessions frames: a count, then sessions by strictly increasing id, each with its results
 ///   by strictly increasing sequence. A session whose results do not fit one frame continues
 ///   as the first entry of the next: its record again, with the rest of its results;
-/// - one end frame: the total numbers of changes, leases and sessions, so an image cut at a
-///   frame boundary is told from a whole one. Nothing follows it.
+/// - system records frames: a count, then records (name, value) by strictly increasing name
+///   in byte order;
+/// - one end frame: the total numbers of changes, leases and sessions, then of system records
+///   when there are any, so an image cut at a frame boundary is told from a whole one. Nothing
+///   follows it.
+///
+/// System records came later than the other sections. An image without any is written exactly
+/// as before they existed (no such frame, three totals), so every image written earlier still
+/// reads (with no records), and a build that predates them still reads an image of a state that
+/// has none; one that has records it refuses whole (an unknown frame kind) rather than install
+/// without them. The magic did not change for it.
 ///
 /// A frame's payload is at most `Limits.rpcMessageBytesMax` (a key-value must fit one RPC
 /// anyway): a reader allocates no more than that for a frame, whatever the image claims.
@@ -52,6 +61,20 @@ public enum KVSnapshotImage {
 
     enum Kind: UInt8, CustomStringConvertible {
         case header = 1, changes, leases, sessions, end
+        /// Came after the others, so its byte follows the end's, though its frames precede it.
+        case systemRecords = 6
+
+        /// Where the kind's frames come in an image: no frame follows one of a later kind.
+        var position: Int {
+            switch self {
+            case .header: return 0
+            case .changes: return 1
+            case .leases: return 2
+            case .sessions: return 3
+            case .systemRecords: return 4
+            case .end: return 5
+            }
+        }
 
         var description: String {
             switch self {
@@ -59,6 +82,7 @@ public enum KVSnapshotImage {
             case .changes: return "changes"
             case .leases: return "leases"
             case .sessions: return "sessions"
+            case .systemRecords: return "system records"
             case .end: return "end"
             }
         }
@@ -84,6 +108,7 @@ public enum KVSnapshotImage {
         /// A session's record may repeat at the start of the next sessions frame, carrying the
         /// rest of its results.
         case sessions([ClientSessionState])
+        case systemRecords([SystemRecord])
         case end
     }
 
@@ -150,11 +175,11 @@ public enum KVSnapshotImage {
 // MARK: - Writer
 
 extension KVSnapshotImage {
-    /// Writes an image frame by frame as the state is read: `begin`, then every change, lease
-    /// and session in the image's order, then `finish`. It holds at most one frame. Adding
-    /// things out of section order (a change after a lease, anything before `begin` or after
-    /// `finish`) is a programming error; the order of entries within a section is the caller's
-    /// to keep, and readers check it.
+    /// Writes an image frame by frame as the state is read: `begin`, then every change, lease,
+    /// session and system record in the image's order, then `finish`. It holds at most one
+    /// frame. Adding things out of section order (a change after a lease, anything before
+    /// `begin` or after `finish`) is a programming error; the order of entries within a section
+    /// is the caller's to keep, and readers check it.
     public struct Writer<Sink: KVSnapshotImageSink> {
         public private(set) var sink: Sink
         /// Bytes handed to the sink so far.
@@ -164,7 +189,7 @@ extension KVSnapshotImage {
         private var section: Kind?
         private var pending = ByteWriter()
         private var pendingCount = 0
-        private var totals: (changes: Int, leases: Int, sessions: Int) = (0, 0, 0)
+        private var totals: (changes: Int, leases: Int, sessions: Int, systemRecords: Int) = (0, 0, 0, 0)
         /// The session whose results are being added, with those not yet in `pending`.
         private var openSession: OpenSession?
 
@@ -240,6 +265,15 @@ extension KVSnapshotImage {
             openSession = session
         }
 
+        /// A system record; records come by strictly increasing name.
+        public mutating func add(_ record: SystemRecord) throws {
+            var entry = ByteWriter(capacity: record.name.count + record.value.count + 8)
+            entry.writeBytes(record.name)
+            entry.writeBytes(record.value)
+            try append(entry.bytes, to: .systemRecords)
+            totals.systemRecords += 1
+        }
+
         /// Adds the open session's last part (a session without results has one, empty).
         private mutating func closeSession() throws {
             guard let session = openSession else { return }
@@ -262,13 +296,15 @@ extension KVSnapshotImage {
             payload.writeVarint(UInt64(totals.changes))
             payload.writeVarint(UInt64(totals.leases))
             payload.writeVarint(UInt64(totals.sessions))
+            // Counted only when there are any: an image without them is one of the older format.
+            if totals.systemRecords > 0 { payload.writeVarint(UInt64(totals.systemRecords)) }
             try emit(.end, count: nil, payload.bytes)
         }
 
         private mutating func enter(_ kind: Kind) throws {
             guard let current = section else { preconditionFailure("a snapshot image's \(kind) before its header") }
             precondition(current != .end, "a snapshot image's \(kind) after its end")
-            precondition(current.rawValue <= kind.rawValue, "a snapshot image's \(kind) after its \(current)")
+            precondition(current.position <= kind.position, "a snapshot image's \(kind) after its \(current)")
             if current != kind {
                 try closeSession()
                 try flush()
@@ -327,7 +363,8 @@ extension KVSnapshotImage {
         private var lastLease: LeaseID?
         /// The last session read, the last sequence it kept, and how many results it has.
         private var lastSession: (record: ClientSessionRecord, sequence: UInt64?, results: Int)?
-        private var totals: (changes: Int, leases: Int, sessions: Int) = (0, 0, 0)
+        private var lastSystemRecord: Bytes?
+        private var totals: (changes: Int, leases: Int, sessions: Int, systemRecords: Int) = (0, 0, 0, 0)
 
         public init(from source: Source, limits: Limits = .standard) {
             self.source = source
@@ -399,6 +436,7 @@ extension KVSnapshotImage {
             case .changes: frame = .changes(try readChanges(&reader))
             case .leases: frame = .leases(try readLeases(&reader))
             case .sessions: frame = .sessions(try readSessions(&reader))
+            case .systemRecords: frame = .systemRecords(try readSystemRecords(&reader))
             case .end:
                 try readEnd(&reader)
                 frame = .end
@@ -410,7 +448,7 @@ extension KVSnapshotImage {
         /// Moves to `kind`'s section, which may not come before the current one.
         private mutating func enter(_ kind: Kind) throws(DecodingError) {
             guard let current = section else { throw .invalid("the image does not start with its header") }
-            guard current.rawValue <= kind.rawValue, kind != .header else { throw .invalid("out of order after the \(current) frames") }
+            guard current.position <= kind.position, kind != .header else { throw .invalid("out of order after the \(current) frames") }
             section = kind
         }
 
@@ -518,13 +556,45 @@ extension KVSnapshotImage {
             lastSession = (record, nil, results)
         }
 
+        private mutating func readSystemRecords(_ reader: inout ByteReader) throws(DecodingError) -> [SystemRecord] {
+            try enter(.systemRecords)
+            // A record takes at least two bytes (its name's and its value's lengths).
+            let count = try reader.readCount(limit: reader.remaining / 2)
+            guard count > 0 else { throw .invalid("no system records") }
+            guard totals.systemRecords + count <= limits.systemRecordsMax else {
+                throw .invalid("more than systemRecordsMax (\(limits.systemRecordsMax)) system records")
+            }
+            var records: [SystemRecord] = []
+            records.reserveCapacity(min(count, 4096))
+            for _ in 0..<count {
+                let name = try reader.readBytes(limit: limits.systemRecordNameBytesMax)
+                guard !name.isEmpty else { throw .invalid("a system record without a name") }
+                if let last = lastSystemRecord, !last.lexicographicallyPrecedes(name) {
+                    throw .invalid("system record \(name.displayString) after system record \(last.displayString)")
+                }
+                lastSystemRecord = name
+                records.append(SystemRecord(name: name, value: try reader.readBytes(limit: limits.systemRecordValueBytesMax)))
+            }
+            totals.systemRecords += count
+            return records
+        }
+
         private mutating func readEnd(_ reader: inout ByteReader) throws(DecodingError) {
             try enter(.end)
             let claimed = (try reader.readVarint(), try reader.readVarint(), try reader.readVarint())
-            guard claimed == (UInt64(totals.changes), UInt64(totals.leases), UInt64(totals.sessions)) else {
+            // An image without system records does not count them (images written before they
+            // existed end here); one that counts them has some.
+            var claimedRecords: UInt64 = 0
+            if reader.remaining > 0 {
+                claimedRecords = try reader.readVarint()
+                guard claimedRecords > 0 else { throw .invalid("it counts 0 system records; an image without any does not count them") }
+            }
+            guard claimed == (UInt64(totals.changes), UInt64(totals.leases), UInt64(totals.sessions)),
+                claimedRecords == UInt64(totals.systemRecords)
+            else {
                 throw .invalid(
-                    "it counts \(claimed.0) changes, \(claimed.1) leases and \(claimed.2) sessions; the image holds "
-                        + "\(totals.changes), \(totals.leases) and \(totals.sessions)")
+                    "it counts \(claimed.0) changes, \(claimed.1) leases, \(claimed.2) sessions and \(claimedRecords) system records; "
+                        + "the image holds \(totals.changes), \(totals.leases), \(totals.sessions) and \(totals.systemRecords)")
             }
         }
     }

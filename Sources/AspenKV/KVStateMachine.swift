@@ -29,7 +29,7 @@ public enum KVStateMachine {
         }
         // A command applies whole or not at all: whatever it wrote before it failed is undone,
         // so its writes never show under the next command's revision.
-        switch try atomically(&backend, { try run(command, on: &$0) }) {
+        switch try atomically(&backend, { try run(command, on: &$0, limits: limits) }) {
         case .success(let (result, events)): return (.success(result), events)
         case .failure(let error): return (.failure(error), [])
         }
@@ -54,8 +54,8 @@ public enum KVStateMachine {
     }
 
     /// Runs a command's writes at the next revision; throws a `KVError` when it fails.
-    static func run<Backend: KVBackend>(_ command: KVCommand, on backend: inout Backend) throws -> (KVResult, [WatchEvent]) {
-        var writer = try Writer(backend: backend)
+    static func run<Backend: KVBackend>(_ command: KVCommand, on backend: inout Backend, limits: Limits) throws -> (KVResult, [WatchEvent]) {
+        var writer = try Writer(backend: backend, limits: limits)
         let result = try writer.run(command, on: &backend)
         if writer.changed { try backend.setRevision(writer.next) }
         return (result, writer.events)
@@ -116,12 +116,14 @@ extension KVStateMachine {
     /// One command's writes: all at revision `next`, which becomes current only if a key changed.
     struct Writer {
         let current: Revision
+        let limits: Limits
         var next: Revision { current + 1 }
         var changed = false
         var events: [WatchEvent] = []
 
-        init<Backend: KVBackend>(backend: Backend) throws {
+        init<Backend: KVBackend>(backend: Backend, limits: Limits) throws {
             current = try backend.revision()
+            self.limits = limits
         }
 
         mutating func run<Backend: KVBackend>(_ command: KVCommand, on backend: inout Backend) throws -> KVResult {
@@ -161,6 +163,9 @@ extension KVStateMachine {
             case .sessioned:
                 // `applyRecording` unwraps it; the validator refuses one nested in another.
                 throw KVError.invalidCommand("a session stamp wraps one client command")
+            case .system(let write):
+                // Outside the keyspace: no key changes, so no revision and no watch event.
+                return .systemWritten(changed: try KVStateMachine.apply(write, on: &backend, limits: limits))
             }
         }
 

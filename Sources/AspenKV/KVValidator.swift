@@ -78,11 +78,13 @@ public enum KVValidator {
                     "a session stamp needs a session id, a sequence from 1 and an acknowledged sequence below it, not \(stamp)")
             }
             switch inner {
-            case .sessioned, .expireLeases: throw .invalidCommand("a session stamp wraps one client command")
+            case .sessioned, .expireLeases, .system: throw .invalidCommand("a session stamp wraps one client command")
             default: try validate(inner, limits: limits)
             }
         case .compact(let revision):
             guard revision > 0 else { throw .invalidCommand("compaction revision \(revision) is not positive") }
+        case .system(let write):
+            try validate(write, limits: limits)
         }
     }
 

@@ -21,7 +21,8 @@ public enum KVWire {
         return (try request(of: inner), stamp)
     }
 
-    /// Decodes a client's write. Commands only the leader proposes (lease expiry) are refused.
+    /// Decodes a client's write. Commands only the node proposes (lease expiry, system writes)
+    /// are refused.
     public static func decodeWrite(_ bytes: Bytes, limits: Limits = .standard) throws(DecodingError) -> KVWriteRequest {
         try request(of: try KVCommand(decoding: bytes, limits: limits))
     }
@@ -37,6 +38,7 @@ public enum KVWire {
         case .leaseKeepAlive(let id, _): return .leaseKeepAlive(id)
         case .compact(let revision): return .compact(revision)
         case .expireLeases: throw .invalid("lease expiry is proposed by the leader, not by clients")
+        case .system: throw .invalid("system records are written by the node, not by clients")
         case .sessioned: throw .invalid("a session stamp wraps one command, not another stamped one")
         }
     }
@@ -223,6 +225,9 @@ public enum KVWire {
         case .compacted(let revision):
             writer.write(9)
             writer.writeVarint(signed: revision)
+        case .systemWritten(let changed):
+            writer.write(10)
+            writer.writeVarint(UInt64(changed))
         }
         return writer.bytes
     }
@@ -244,6 +249,7 @@ public enum KVWire {
             for _ in 0..<count { ids.append(try reader.readSignedVarint()) }
             result = .leasesExpired(ids, revision: try reader.readSignedVarint())
         case 9: result = .compacted(try reader.readSignedVarint())
+        case 10: result = .systemWritten(changed: try reader.readCount(limit: Int.max))
         case let tag: throw .unknownTag(tag, context: "key-value result")
         }
         try reader.expectEnd()
@@ -321,6 +327,9 @@ public enum KVWire {
             writer.writeVarint(sequence)
             writer.writeVarint(acknowledged)
             writer.writeVarint(UInt64(limit))
+        case .systemRecordsExceeded(let count, let limit):
+            writer.writeVarint(UInt64(count))
+            writer.writeVarint(UInt64(limit))
         }
         return writer.bytes
     }
@@ -350,6 +359,8 @@ public enum KVWire {
         case "session_window_exceeded":
             error = .sessionWindowExceeded(
                 sequence: try reader.readVarint(), acknowledgedThrough: try reader.readVarint(), limit: try reader.readCount(limit: Int.max))
+        case "system_records_exceeded":
+            error = .systemRecordsExceeded(count: try reader.readCount(limit: Int.max), limit: try reader.readCount(limit: Int.max))
         default: throw .invalid("unknown error code \(code)")
         }
         try reader.expectEnd()

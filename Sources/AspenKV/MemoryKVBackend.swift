@@ -1,7 +1,7 @@
 import AspenCore
 
 /// The key-value state in memory: every key's versions (MVCC), a sorted key index for ranges,
-/// leases. A value type, so a copy is a consistent snapshot.
+/// leases, client sessions, system records. A value type, so a copy is a consistent snapshot.
 public struct MemoryKVBackend: KVBackend, Sendable {
     struct Version: Sendable {
         var revision: Revision
@@ -22,6 +22,8 @@ public struct MemoryKVBackend: KVBackend, Sendable {
     /// Client sessions and the results they keep.
     var sessions: [UInt64: ClientSessionRecord] = [:]
     var sessionResults: [UInt64: [UInt64: Bytes]] = [:]
+    /// The system records, by name (outside the keyspace: no key index, no history).
+    var systemTable: [Bytes: Bytes] = [:]
 
     public init() {}
 
@@ -186,6 +188,8 @@ extension MemoryKVBackend {
             case history([Bytes: [Version]], [Bytes])
             /// A client session and its results as they were.
             case session(UInt64, ClientSessionRecord?, [UInt64: Bytes]?)
+            /// A system record's value as it was (nil: it did not exist).
+            case systemRecord(Bytes, Bytes?)
         }
 
         var steps: [Step] = []
@@ -231,6 +235,8 @@ extension MemoryKVBackend {
         case .session(let id, let record, let results):
             sessions[id] = record
             sessionResults[id] = results
+        case .systemRecord(let name, let value):
+            systemTable[name] = value
         }
     }
 }
@@ -280,4 +286,24 @@ extension MemoryKVBackend {
                 record: record, results: (sessionResults[record.id] ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         }
     }
+}
+
+extension MemoryKVBackend {
+    public func systemRecord(_ name: Bytes) -> Bytes? { systemTable[name] }
+
+    public func systemRecords(prefix: Bytes) -> [(name: Bytes, value: Bytes)] {
+        systemTable.filter { $0.key.starts(with: prefix) }.sorted { $0.key.lexicographicallyPrecedes($1.key) }.map { ($0.key, $0.value) }
+    }
+
+    public mutating func setSystemRecord(_ name: Bytes, to value: Bytes) {
+        journal?.steps.append(.systemRecord(name, systemTable[name]))
+        systemTable[name] = value
+    }
+
+    public mutating func removeSystemRecord(_ name: Bytes) {
+        guard let previous = systemTable.removeValue(forKey: name) else { return }
+        journal?.steps.append(.systemRecord(name, previous))
+    }
+
+    public func systemRecordCount() -> Int { systemTable.count }
 }

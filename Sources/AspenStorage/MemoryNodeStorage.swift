@@ -220,6 +220,10 @@ public final class MemoryNodeStorage: NodeStorage {
         state.withLock { state in state.kv.lease(id).map { ($0, state.kv.keys(attachedTo: id)) } }
     }
 
+    public func systemRecords(prefix: Bytes) throws -> [(name: Bytes, value: Bytes)] {
+        state.withLock { $0.kv.systemRecords(prefix: prefix) }
+    }
+
     public var appliedIndex: Raft.Index { state.withLock { $0.applied } }
 
     /// The durable hard state, snapshot index and last log index, without a full load.

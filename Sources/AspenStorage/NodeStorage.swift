@@ -110,6 +110,9 @@ public protocol NodeStorage: AnyObject, Sendable {
     /// not read every lease.
     func earliestLeaseExpiry() throws -> Int64?
     func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])?
+    /// The applied system records (cluster metadata outside the keyspace) whose names start
+    /// with `prefix` (an empty one: every record), by name in byte order.
+    func systemRecords(prefix: Bytes) throws -> [(name: Bytes, value: Bytes)]
 
     var appliedIndex: Raft.Index { get throws }
 

@@ -7,8 +7,8 @@ import GRDB
 /// one frame, whatever the state's size.
 extension SQLiteKVBackend {
     /// Writes the state the caller's read transaction sees: the counters, every row of
-    /// `kv_history` in (revision, key) order, the leases, then the client sessions with their
-    /// results, each stepped from a statement.
+    /// `kv_history` in (revision, key) order, the leases, the client sessions with their
+    /// results, then the system records, each stepped from a statement.
     static func writeImage<Sink>(in db: Database, file: String, group: GroupID, into writer: inout KVSnapshotImage.Writer<Sink>)
         throws
     {
@@ -31,6 +31,9 @@ extension SQLiteKVBackend {
             try writer.add(Lease(id: leases.int64(0), ttlMs: leases.int64(1), expiresAtMs: leases.int64(2)))
         }
         try writeSessions(in: db, file: file, into: &writer)
+        let records = try RawStatement(db, "SELECT name, value FROM system_records ORDER BY name", file: file)
+        defer { records.finish() }
+        while try records.step() { try writer.add(SystemRecord(name: records.bytes(0), value: records.bytes(1))) }
         try writer.finish()
     }
 
@@ -65,7 +68,8 @@ extension SQLiteKVBackend {
     static func install<Source>(
         from reader: inout KVSnapshotImage.Reader<Source>, into db: Database, file: String, group: GroupID, index: KeyIndex
     ) throws -> Revision {
-        try db.execute(sql: "DELETE FROM kv_history; DELETE FROM leases; DELETE FROM client_sessions; DELETE FROM client_results;")
+        try db.execute(
+            sql: "DELETE FROM kv_history; DELETE FROM leases; DELETE FROM client_sessions; DELETE FROM client_results; DELETE FROM system_records;")
         var backend = try SQLiteKVBackend(db, file: file, group: group, index: index, writer: true)
         while true {
             switch try reader.next() {
@@ -85,6 +89,8 @@ extension SQLiteKVBackend {
                     try backend.saveClientSession(session.record, previous: nil)
                     for (sequence, result) in session.results { try backend.saveSessionResult(session.record.id, sequence: sequence, result) }
                 }
+            case .systemRecords(let records):
+                for record in records { try backend.setSystemRecord(record.name, to: record.value) }
             case .end:
                 try backend.flush()
                 return backend.oldestRevision

@@ -7,8 +7,8 @@ import GRDB
 /// `kv_history` has one row per change (a version, or a deletion with a NULL value), keyed by
 /// revision, so a commit appends to the end of one B-tree instead of touching a page per key;
 /// each row names the key's previous change (`prev_revision`). Which change of a key a read
-/// sees is found in memory (`KeyIndex`), and the row is fetched by its revision. `leases` and
-/// the counters hold the rest.
+/// sees is found in memory (`KeyIndex`), and the row is fetched by its revision. `leases`, the
+/// session tables, `system_records` and the counters hold the rest.
 struct SQLiteKVBackend: KVBackend {
     let db: Database
     let file: String
@@ -386,5 +386,56 @@ struct SQLiteKVBackend: KVBackend {
     mutating func setLeaseSequence(_ id: LeaseID) {
         lastLeaseID = id
         dirty = true
+    }
+}
+
+// MARK: System records
+
+extension SQLiteKVBackend {
+    /// One row per system record, outside `kv_history` and the key index: nothing that reads
+    /// or writes keys reaches it. Names compare as SQLite compares blobs (byte order, then
+    /// length), which is the keys' order.
+    static func createSystemRecordTable(_ db: Database) throws {
+        try db.execute(sql: "CREATE TABLE IF NOT EXISTS system_records (name BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+    }
+
+    func systemRecord(_ name: Bytes) throws -> Bytes? {
+        let statement = try RawStatement(db, "SELECT value FROM system_records WHERE name = ?", file: file)
+        defer { statement.finish() }
+        statement.bind(1, name)
+        return try statement.step() ? statement.bytes(0) : nil
+    }
+
+    func systemRecords(prefix: Bytes) throws -> [(name: Bytes, value: Bytes)] {
+        let end = KeyBounds.prefixEnd(prefix)
+        let statement = try RawStatement(
+            db, "SELECT name, value FROM system_records WHERE name >= ?\(end == nil ? "" : " AND name < ?") ORDER BY name", file: file)
+        defer { statement.finish() }
+        statement.bind(1, prefix)
+        if let end { statement.bind(2, end) }
+        var found: [(name: Bytes, value: Bytes)] = []
+        while try statement.step() { found.append((statement.bytes(0), statement.bytes(1))) }
+        return found
+    }
+
+    /// System writes are rare: the SAVEPOINT undoes them rather than a list of inverses.
+    mutating func setSystemRecord(_ name: Bytes, to value: Bytes) throws {
+        try openSavepointIfNeeded()
+        let statement = try RawStatement(
+            db, "INSERT INTO system_records(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", file: file)
+        statement.bind(1, name)
+        statement.bind(2, value)
+        try statement.run()
+    }
+
+    mutating func removeSystemRecord(_ name: Bytes) throws {
+        try openSavepointIfNeeded()
+        let statement = try RawStatement(db, "DELETE FROM system_records WHERE name = ?", file: file)
+        statement.bind(1, name)
+        try statement.run()
+    }
+
+    func systemRecordCount() throws -> Int {
+        try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM system_records")) ?? 0
     }
 }

@@ -5,7 +5,7 @@ import Foundation
 import GRDB
 import Synchronization
 
-// Reads of the applied state: ranges, history for watches, revisions and leases.
+// Reads of the applied state: ranges, history for watches, revisions, leases and system records.
 extension SQLiteNodeStorage {
     public func changes(in bounds: KeyBounds, from: Revision, through: Revision, withPrevious: Bool, limit: Int) throws
         -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>
@@ -41,6 +41,12 @@ extension SQLiteNodeStorage {
     public func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])? {
         try guarded {
             try reading { _, backend in try backend.lease(id).map { ($0, try backend.keys(attachedTo: id)) } }
+        }
+    }
+
+    public func systemRecords(prefix: Bytes) throws -> [(name: Bytes, value: Bytes)] {
+        try guarded {
+            try reading { _, backend in try backend.systemRecords(prefix: prefix) }
         }
     }
 }

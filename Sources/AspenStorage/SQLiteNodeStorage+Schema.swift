@@ -36,7 +36,10 @@ extension SQLiteNodeStorage {
             throw StorageError.undecodable(
                 file: file, what: "the schema", detail: "version \(version) is newer than this build reads (\(schemaVersion))")
         }
+        // Tables added since schema 4 are created on opening, as the session tables were: a
+        // file without them had none of their rows.
         try SQLiteKVBackend.createSessionTables(db)
+        try SQLiteKVBackend.createSystemRecordTable(db)
         let hasKeyValues = try db.tableExists("kv_history")
         if version == 1 && hasKeyValues {
             try migrateHistoryToRevisionOrder(db)

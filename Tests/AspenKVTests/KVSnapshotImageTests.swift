@@ -39,6 +39,7 @@ struct KVSnapshotImageTests {
         for change in snapshot.changes { try writer.add(change) }
         for lease in snapshot.leases { try writer.add(lease) }
         for session in snapshot.sessions { try writer.add(session) }
+        for record in snapshot.systemRecords { try writer.add(record) }
         try writer.finish()
         #expect(writer.bytesWritten == writer.sink.bytes.count)
         return writer.sink.bytes

@@ -73,6 +73,7 @@ final class FlakyLeaseStorage: NodeStorage {
     }
     func earliestLeaseExpiry() throws -> Int64? { try inner.earliestLeaseExpiry() }
     func lease(_ id: LeaseID) throws -> (lease: Lease, keys: [Bytes])? { try inner.lease(id) }
+    func systemRecords(prefix: Bytes) throws -> [(name: Bytes, value: Bytes)] { try inner.systemRecords(prefix: prefix) }
     var appliedIndex: Raft.Index { get throws { try inner.appliedIndex } }
 }
 

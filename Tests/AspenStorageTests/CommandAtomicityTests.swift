@@ -181,6 +181,11 @@ struct FaultyBackend<Base: KVBackend>: KVBackend {
     }
     mutating func dropSessionResults(_ id: UInt64, through sequence: UInt64) throws { try base.dropSessionResults(id, through: sequence); try wrote() }
     func clientSessionStates() throws -> [ClientSessionState] { try base.clientSessionStates() }
+    func systemRecord(_ name: Bytes) throws -> Bytes? { try base.systemRecord(name) }
+    func systemRecords(prefix: Bytes) throws -> [(name: Bytes, value: Bytes)] { try base.systemRecords(prefix: prefix) }
+    mutating func setSystemRecord(_ name: Bytes, to value: Bytes) throws { try base.setSystemRecord(name, to: value); try wrote() }
+    mutating func removeSystemRecord(_ name: Bytes) throws { try base.removeSystemRecord(name); try wrote() }
+    func systemRecordCount() throws -> Int { try base.systemRecordCount() }
     mutating func beginCommand() throws { try base.beginCommand() }
     mutating func endCommand(keepingWrites: Bool) throws { try base.endCommand(keepingWrites: keepingWrites) }
 }
@@ -202,6 +207,7 @@ struct StateDump: Equatable, CustomStringConvertible {
     var recent: [[KeyValue]]
     var attached: [[Bytes]]
     var sessions: [ClientSessionState]
+    var systemRecords: [SystemRecord]
 
     init<Backend: KVBackend>(_ backend: Backend) throws {
         let all = KeyBounds(start: [], end: nil)
@@ -218,6 +224,7 @@ struct StateDump: Equatable, CustomStringConvertible {
         }
         attached = try (0...4).map { try backend.keys(attachedTo: LeaseID($0)) }
         sessions = try backend.clientSessionStates()
+        systemRecords = try backend.systemRecords(prefix: []).map { SystemRecord(name: $0.name, value: $0.value) }
     }
 
     var description: String { "revision \(revision), compacted \(compacted), \(history.count) changes, \(leases.count) leases" }
