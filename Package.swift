@@ -77,7 +77,7 @@ let package = Package(
         .target(
             name: "AspenNode",
             dependencies: [
-                "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient", "AspenCoordination",
+                "AspenAuth", "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient", "AspenCoordination",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -89,7 +89,7 @@ let package = Package(
         .target(
             name: "AspenEtcd",
             dependencies: [
-                "AspenCore", "AspenKV", "AspenRaft", "AspenTransport", "AspenNode", "AspenClient",
+                "AspenAuth", "AspenCore", "AspenKV", "AspenRaft", "AspenTransport", "AspenNode", "AspenClient",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(name: "AspenAuthTests", dependencies: ["AspenCore", "AspenKV", "AspenAuth"], swiftSettings: strictSwift),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
         .target(
-            name: "AspenClient", dependencies: ["AspenCore", "AspenKV", "AspenTransport", "AspenCoordination"], swiftSettings: strictSwift),
+            name: "AspenClient", dependencies: ["AspenAuth", "AspenCore", "AspenKV", "AspenTransport", "AspenCoordination"], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .executableTarget(
@@ -175,7 +175,7 @@ let package = Package(
         .executableTarget(
             name: "aspen",
             dependencies: [
-                "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination", "AspenLayer",
+                "AspenAuth", "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination", "AspenLayer",
                 "AspenNodeCommands",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -187,7 +187,7 @@ let package = Package(
         .target(
             name: "AspenFuzz",
             dependencies: [
-                "AspenCore", "AspenRaft", "AspenKV", "AspenLayer", "AspenCoordination", "AspenTransport", "AspenEtcd",
+                "AspenAuth", "AspenCore", "AspenRaft", "AspenKV", "AspenLayer", "AspenCoordination", "AspenTransport", "AspenEtcd",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

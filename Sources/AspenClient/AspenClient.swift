@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenCore
 import AspenCoordination
 import AspenKV
@@ -51,6 +52,10 @@ public final class AspenClient: KeyValueStore {
     let attemptsMax: Int
     /// Proof of the cluster cookie sent with every request (empty without a cookie).
     let proof: [UInt8]
+    /// The capability credential, whole (without its holder key) and by id; empty without one.
+    let credential: (whole: [UInt8], id: [UInt8])
+    /// Endpoints that have verified the credential: they are sent only its id.
+    private let presented = Mutex(Set<Int>())
     private let preferred = Mutex(0)
     private let connections = Mutex<[Int: Task<TransportConnection, any Error>]>([:])
     /// Every write carries this client's session, so a retry is never applied twice.
@@ -58,10 +63,11 @@ public final class AspenClient: KeyValueStore {
 
     public init(
         endpoints: [Endpoint], identity: NodeIdentity = NodeIdentity(), options: TransportOptions = TransportOptions(),
-        attemptsMax: Int = 20, cookie: ClusterCookie? = nil
+        attemptsMax: Int = 20, cookie: ClusterCookie? = nil, credential: Credential? = nil
     ) throws {
         precondition(!endpoints.isEmpty, "a client needs at least one endpoint")
         self.endpoints = endpoints
+        self.credential = credential.map { ($0.withoutHolderKey.encoded, $0.id.bytes) } ?? ([], [])
         self.proof = cookie?.proof(for: identity.key) ?? []
         self.tls = try TLSMaterial(identity: identity)
         self.options = options
@@ -118,11 +124,11 @@ public final class AspenClient: KeyValueStore {
     func call(
         _ domain: String, _ operation: String, _ body: [UInt8], extraSeconds: Double = 0, repeatable: Bool, reached: inout Bool
     ) async throws -> [UInt8] {
-        let request = RPCRequest(domain: domain, operation: operation, body: body, proof: proof).encoded()
         var lastProblem = "no attempt made"
         var backoffMs = 20
         for attempt in 0..<attemptsMax {
             let position = preferred.withLock { $0 }
+            let request = self.request(domain, operation, body, at: position)
             let connection: TransportConnection
             do {
                 connection = try await openConnection(position)
@@ -139,7 +145,13 @@ public final class AspenClient: KeyValueStore {
                     decoding: try await connection.request(request, extraSeconds: extraSeconds), limits: options.limits)
                 switch response {
                 case .ok(let body):
+                    if !credential.whole.isEmpty { presented.withLock { _ = $0.insert(position) } }
                     return body
+                case .failure(let failure) where failure.code == "unknown_credential":
+                    // The node forgot the credential (it restarted): send it whole.
+                    lastProblem = failure.message
+                    presented.withLock { _ = $0.remove(position) }
+                    continue
                 case .failure(let failure) where failure.code == "not_leader":
                     lastProblem = failure.message
                     let hinted = failure.leaderHint.flatMap { hint in endpoints.firstIndex { $0.id?.rawValue == hint } }
@@ -183,6 +195,13 @@ public final class AspenClient: KeyValueStore {
             }
         }
         throw ClientError.unavailable(lastProblem)
+    }
+
+    /// A request to endpoint `position`, with the credential whole unless that endpoint knows it.
+    private func request(_ domain: String, _ operation: String, _ body: [UInt8], at position: Int) -> [UInt8] {
+        let known = !credential.whole.isEmpty && presented.withLock { $0.contains(position) }
+        return RPCRequest(domain: domain, operation: operation, body: body, proof: proof, credential: known ? credential.id : credential.whole)
+            .encoded()
     }
 
     private func pause(_ backoffMs: inout Int, _ attempt: Int) async throws {
@@ -294,6 +313,7 @@ public final class AspenClient: KeyValueStore {
                     options: options)
                 var request = request
                 request.proof = proof
+                request.credential = credential.whole
                 let frames = try connection.stream(WatchWire.encode(request))
                 let limits = options.limits
                 return AsyncThrowingStream { continuation in
@@ -443,7 +463,7 @@ public final class AspenClient: KeyValueStore {
         -> [(endpoint: Endpoint, answer: Result<[UInt8], any Error>)]
     {
         var results: [(Endpoint, Result<[UInt8], any Error>)] = []
-        let request = RPCRequest(domain: "cluster", operation: operation, body: body, proof: proof).encoded()
+        let request = RPCRequest(domain: "cluster", operation: operation, body: body, proof: proof, credential: credential.whole).encoded()
         for position in endpoints.indices {
             do {
                 let connection = try await openConnection(position)

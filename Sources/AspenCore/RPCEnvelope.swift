@@ -6,33 +6,43 @@ public struct RPCRequest: Sendable, Equatable {
     public var body: [UInt8]
     /// Proof that the client knows the cluster cookie (empty when it has none).
     public var proof: [UInt8]
+    /// The client's capability credential: the whole chain (never its holder key), or, once
+    /// this node has verified it, only its 32-byte id. Empty without one.
+    public var credential: [UInt8]
 
-    public init(domain: String, operation: String, body: [UInt8], proof: [UInt8] = []) {
+    public init(domain: String, operation: String, body: [UInt8], proof: [UInt8] = [], credential: [UInt8] = []) {
         self.domain = domain
         self.operation = operation
         self.body = body
         self.proof = proof
+        self.credential = credential
     }
 
+    /// Version 1 has no credential; version 2 adds it. A request without one is written as
+    /// version 1, byte for byte what it was before credentials existed.
     static let version: UInt8 = 1
+    static let versionWithCredential: UInt8 = 2
 
     public func encoded() -> [UInt8] {
-        var writer = ByteWriter(capacity: body.count + 32)
-        writer.write(Self.version)
+        var writer = ByteWriter(capacity: body.count + credential.count + 32)
+        writer.write(credential.isEmpty ? Self.version : Self.versionWithCredential)
         writer.writeString(domain)
         writer.writeString(operation)
         writer.writeBytes(body)
         writer.writeBytes(proof)
+        if !credential.isEmpty { writer.writeBytes(credential) }
         return writer.bytes
     }
 
     public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
         var reader = ByteReader(bytes)
-        guard try reader.readByte() == Self.version else { throw .invalid("unknown request version") }
+        let version = try reader.readByte()
+        guard version == Self.version || version == Self.versionWithCredential else { throw .invalid("unknown request version") }
         domain = try reader.readString(limit: limits.rpcNameBytesMax)
         operation = try reader.readString(limit: limits.rpcNameBytesMax)
         body = try reader.readBytes(limit: limits.rpcMessageBytesMax)
         proof = try reader.readBytes(limit: limits.rpcProofBytesMax)
+        credential = version == Self.versionWithCredential ? try reader.readBytes(limit: limits.credentialBytesMax) : []
         try reader.expectEnd()
     }
 }

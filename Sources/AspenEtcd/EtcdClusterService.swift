@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenCore
 import AspenNode
 import AspenRaft
@@ -82,6 +83,7 @@ struct EtcdClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
     }
 
     func memberUpdate(request: Etcdserverpb_MemberUpdateRequest, context: ServerContext) async throws -> Etcdserverpb_MemberUpdateResponse {
+        try gateway.authorize(.clusterAdmin, "MemberUpdate")
         throw EtcdGateway.unsupported("MemberUpdate (a member records its own address when it restarts)")
     }
 

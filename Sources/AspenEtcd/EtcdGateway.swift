@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenClient
 import AspenCore
 import AspenKV
@@ -25,11 +26,14 @@ public final class EtcdGateway: Sendable {
     /// Whether the endpoint serving this gateway takes only clients with a certificate its
     /// trusted CA signed (set by `EtcdServer.start`).
     let clientCertificatesRequired = Atomic<Bool>(false)
+    /// Capability-token auth: sessions from `Authenticate`, and every call's check.
+    let sessions: EtcdSessions
 
     public init(
-        node: RaftNode, identity: NodeIdentity, cookie: ClusterCookie?, databasePath: String?, limits: Limits = .standard,
-        clusterID: @escaping @Sendable () async -> [UInt8]
+        node: RaftNode, identity: NodeIdentity, cookie: ClusterCookie?, auth: NodeAuth? = nil, databasePath: String?,
+        limits: Limits = .standard, clusterID: @escaping @Sendable () async -> [UInt8]
     ) {
+        self.sessions = EtcdSessions(auth: auth, sessionsMax: limits.verifiedCredentialsMax)
         self.node = node
         self.identity = identity
         self.cookie = cookie
@@ -46,6 +50,11 @@ public final class EtcdGateway: Sendable {
     /// cookie, a caller on this machine. Without it a loopback endpoint would let any local
     /// process act with the node's own identity and cookie.
     func authorizeAdministrative(_ context: ServerContext, _ operation: String) throws {
+        if sessions.enabled {
+            // With capability tokens, the session's credential must hold cluster-admin.
+            try authorize(.clusterAdmin, operation)
+            return
+        }
         if clientCertificatesRequired.load(ordering: .relaxed) { return }
         if cookie == nil, Self.isLoopback(context.remotePeer) { return }
         throw RPCError(
@@ -53,6 +62,11 @@ public final class EtcdGateway: Sendable {
             message: cookie == nil
                 ? "etcdserver: \(operation) is taken only from this node's machine, or from a client with a certificate (--etcd-trusted-ca-file)"
                 : "etcdserver: \(operation) needs a client certificate on a node with a cookie: serve the etcd endpoint with --etcd-trusted-ca-file, or use `aspen cluster` with the cookie")
+    }
+
+    /// Authorizes the current call for `needed` when the node requires credentials.
+    func authorize(_ needed: Requirement, _ operation: String) throws {
+        try sessions.authorize(needed, operation: operation, nowMs: node.nowMs())
     }
 
     /// Whether a gRPC peer name (`ipv4:…`, `ipv6:[…]`) is a loopback address.
@@ -111,7 +125,8 @@ public final class EtcdGateway: Sendable {
     /// (no leader known yet, or lease grants and keep-alives, which take the leader's clock) go
     /// to the leader as client requests.
     func write(_ request: KVWriteRequest) async throws -> KVResult {
-        try await translatingErrors {
+        try authorize(try RequestRequirements.of(request) { try node.keysAttached(toLease: $0) }, "write")
+        return try await translatingErrors {
             try await onLeader({ try await node.write(request, forwarding: true) }, remote: { try await $0.write(request) })
         }
     }
@@ -119,7 +134,8 @@ public final class EtcdGateway: Sendable {
     /// Reads on this node: linearizable ones confirm the leader's commit index first (ReadIndex,
     /// also from a follower); serializable ones read what this node has applied.
     func read(_ request: RangeRequest, serializable: Bool) async throws -> RangeResult {
-        try await translatingErrors {
+        try authorize(RequestRequirements.of(request), "Range")
+        return try await translatingErrors {
             try await onLeader(
                 { try await node.read(request, consistency: serializable ? .stale : .linearizable) },
                 remote: { try await $0.read(request, consistency: serializable ? .stale : .linearizable) })

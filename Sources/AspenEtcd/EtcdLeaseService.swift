@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenCore
 import AspenKV
 import AspenNode
@@ -47,6 +48,8 @@ struct EtcdLeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
     func leaseTimeToLive(request: Etcdserverpb_LeaseTimeToLiveRequest, context: ServerContext) async throws
         -> Etcdserverpb_LeaseTimeToLiveResponse
     {
+        try gateway.authorize(
+            RequestRequirements.leaseStatus(keys: request.keys ? try gateway.node.keysAttached(toLease: request.id) : []), "LeaseTimeToLive")
         var response = Etcdserverpb_LeaseTimeToLiveResponse()
         response.id = request.id
         do {
@@ -67,6 +70,7 @@ struct EtcdLeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
     }
 
     func leaseLeases(request: Etcdserverpb_LeaseLeasesRequest, context: ServerContext) async throws -> Etcdserverpb_LeaseLeasesResponse {
+        try gateway.authorize(.lease, "LeaseLeases")
         let leases = try await gateway.translatingErrors {
             try await gateway.onLeader({ try await gateway.node.leases() }, remote: { try await $0.leases() })
         }

@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenCore
 import AspenNode
 import Foundation
@@ -61,6 +62,7 @@ struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
 
     /// The checksum of this member's whole key-value state (live keys and recorded history).
     func hash(request: Etcdserverpb_HashRequest, context: ServerContext) async throws -> Etcdserverpb_HashResponse {
+        try gateway.authorize(.clusterAdmin, "Hash")
         let state = try await gateway.translatingErrors { try await gateway.node.stateHash(at: 0) }
         var response = Etcdserverpb_HashResponse()
         response.header = await gateway.header(revision: state.revision)
@@ -71,6 +73,7 @@ struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     /// The checksum of the key-value state as of a revision (0: the current one): members that
     /// applied the same log agree on it (`etcdctl endpoint hashkv --cluster` compares them).
     func hashKV(request: Etcdserverpb_HashKVRequest, context: ServerContext) async throws -> Etcdserverpb_HashKVResponse {
+        try gateway.authorize(.clusterAdmin, "HashKV")
         let state = try await gateway.translatingErrors { try await gateway.node.stateHash(at: request.revision) }
         var response = Etcdserverpb_HashKVResponse()
         response.header = await gateway.header(revision: state.revision)
@@ -82,6 +85,7 @@ struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     func snapshot(
         request: Etcdserverpb_SnapshotRequest, response: RPCWriter<Etcdserverpb_SnapshotResponse>, context: ServerContext
     ) async throws {
+        try gateway.authorize(.clusterAdmin, "Snapshot")
         throw EtcdGateway.unsupported("Snapshot (use `aspen cluster snapshot`)")
     }
 }

@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenCore
 import AspenKV
 import AspenNode
@@ -83,6 +84,17 @@ struct EtcdWatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
         guard let selection = EtcdGateway.selection(key: create.key, rangeEnd: create.rangeEnd) else {
             post.yield(created)
             await cancel("etcdserver: the range's end is not after its start")
+            return
+        }
+        do {
+            try gateway.authorize(.watch(selection.bounds), "Watch")
+        } catch let error as RPCError {
+            post.yield(created)
+            await cancel(error.message)
+            return
+        } catch {
+            post.yield(created)
+            await cancel("\(error)")
             return
         }
         let noPut = create.filters.contains(.noput)

@@ -33,6 +33,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
     final class Call {
         let descriptor: MethodDescriptor
         let method: GRPCMethod
+        /// The `token` metadata (an auth session from `Authenticate`), if the call carries one.
+        var token: String?
         /// Bytes of a message not yet whole.
         var pending = ByteBuffer()
         /// A unary call's request, once whole.
@@ -227,10 +229,16 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
             trailersOnly(
                 id,
                 Self.trailers(
-                    for: RPCError(code: .unimplemented, message: "Aspen's etcd endpoint does not serve \(path) (etcd's Auth service, for one, is not supported)")))
+                    for: RPCError(
+                        code: .unimplemented,
+                        message: path.hasPrefix("/etcdserverpb.Auth/")
+                            ? "etcd users and roles are not served: Aspen authorizes with capability tokens. Make a credential with "
+                                + "`aspen token create`, then authenticate with any user name and the credential as the password"
+                            : "Aspen's etcd endpoint does not serve \(path)")))
             return
         }
         let call = Call(descriptor: descriptor, method: method)
+        call.token = headers.first(name: "token")
         calls[id] = call
         lastOpened = max(lastOpened, id)
         if let timeout = headers.first(name: "grpc-timeout").flatMap(Self.timeout), let context {
@@ -394,12 +402,15 @@ final class GRPCConnectionHandler: ChannelInboundHandler, FlushesOncePerPass {
         let loop = context!.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
         let descriptor = call.descriptor
+        let token = call.token
         let (remotePeer, localPeer) = (remotePeer, localPeer)
         call.task = Task(executorPreference: executor) {
             let then: @Sendable (GRPCConnectionHandler) -> Void
             do {
-                then = try await withServerContextRPCCancellationHandle { cancellation in
-                    try await work(ServerContext(descriptor: descriptor, remotePeer: remotePeer, localPeer: localPeer, cancellation: cancellation))
+                then = try await EtcdCallMetadata.$token.withValue(token) {
+                    try await withServerContextRPCCancellationHandle { cancellation in
+                        try await work(ServerContext(descriptor: descriptor, remotePeer: remotePeer, localPeer: localPeer, cancellation: cancellation))
+                    }
                 }
             } catch {
                 then = { handler in handler.fail(id, error) }

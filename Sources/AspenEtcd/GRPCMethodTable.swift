@@ -82,7 +82,7 @@ struct EncodingWriter<Message: SwiftProtobuf.Message>: RPCWriterProtocol {
 }
 
 extension GRPCMethodTable {
-    /// etcd's KV, Watch, Lease, Cluster and Maintenance services over `gateway`.
+    /// etcd's KV, Watch, Lease, Cluster, Maintenance and Auth services over `gateway`.
     static func etcd(gateway: EtcdGateway, progressIntervalMs: Int) -> GRPCMethodTable {
         var table = GRPCMethodTable()
         let kv = EtcdKVService(gateway: gateway)
@@ -117,6 +117,12 @@ extension GRPCMethodTable {
         table.unary(Etcdserverpb_Maintenance.Method.HashKV.descriptor, maintenance.hashKV(request:context:))
         table.serverStreaming(Etcdserverpb_Maintenance.Method.Snapshot.descriptor, maintenance.snapshot(request:response:context:))
         table.unary(Etcdserverpb_Maintenance.Method.MoveLeader.descriptor, maintenance.moveLeader(request:context:))
+
+        let auth = EtcdAuthService(gateway: gateway)
+        table.unary(Etcdserverpb_Auth.Method.Authenticate.descriptor, auth.authenticate(request:context:))
+        table.unary(Etcdserverpb_Auth.Method.AuthStatus.descriptor, auth.authStatus(request:context:))
+        table.unary(Etcdserverpb_Auth.Method.AuthEnable.descriptor, auth.authEnable(request:context:))
+        table.unary(Etcdserverpb_Auth.Method.AuthDisable.descriptor, auth.authDisable(request:context:))
         return table
     }
 }

@@ -10,6 +10,8 @@ public struct WatchRequest: Sendable, Equatable {
     public var progressIntervalMs: Int
     /// Proof of the cluster cookie, when the cluster has one (set by the client).
     public var proof: Bytes = []
+    /// The client's capability credential, whole or by id (see `RPCRequest.credential`).
+    public var credential: Bytes = []
 
     public init(bounds: KeyBounds, startRevision: Revision = 0, withPrevious: Bool = false, progressIntervalMs: Int = 5000) {
         self.bounds = bounds
@@ -61,6 +63,8 @@ public enum WatchWire {
         writer.write(request.withPrevious)
         writer.writeVarint(UInt64(max(0, request.progressIntervalMs)))
         writer.writeBytes(request.proof)
+        // Absent without a credential: the request is then what it was before credentials.
+        if !request.credential.isEmpty { writer.writeBytes(request.credential) }
         return writer.bytes
     }
 
@@ -72,10 +76,12 @@ public enum WatchWire {
         let withPrevious = try reader.readBool()
         let interval = try reader.readCount(limit: 3_600_000)
         let proof = try reader.readBytes(limit: 64)
+        let credential = reader.isAtEnd ? [] : try reader.readBytes(limit: limits.credentialBytesMax)
         try reader.expectEnd()
         var request = WatchRequest(
             bounds: KeyBounds(start: start, end: end), startRevision: revision, withPrevious: withPrevious, progressIntervalMs: interval)
         request.proof = proof
+        request.credential = credential
         return request
     }
 

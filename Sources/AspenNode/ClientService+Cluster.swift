@@ -6,10 +6,10 @@ import AspenTransport
 extension ClientService {
     /// `cluster.*`: status, members, founding, membership changes, leadership transfer, state
     /// hashes and defragmentation.
-    func handleCluster(_ operation: String, _ body: [UInt8]) async throws -> [UInt8] {
+    func handleCluster(_ operation: ClusterOperation, _ body: [UInt8], caller: TransportCaller) async throws -> [UInt8] {
         var reader = ByteReader(body)
         switch operation {
-        case "status":
+        case .status:
             let status = await node.status
             var info = NodeStatusInfo(
                 id: status.id.rawValue, role: status.role.rawValue, term: status.term, leader: status.leader?.rawValue,
@@ -17,20 +17,20 @@ extension ClientService {
                 voters: status.membership.allVoters.map(\.rawValue), learners: status.membership.learners.map(\.rawValue))
             info.snapshotIndex = status.snapshotIndex
             return NodeStatusWire.encode(info)
-        case "members":
+        case .members:
             return Self.members(await node.membership).encoded
-        case "metrics":
+        case .metrics:
             // The same text as the admin endpoint's /metrics, from whichever node answers.
             let text = AdminServer.metrics(await node.status, await node.counters, requests: metrics, watchers: node.watches.watcherCount)
             return Array(text.utf8)
-        case "snapshot":
+        case .snapshot:
             let (index, term, bytes) = try await node.snapshotNow()
             var writer = ByteWriter()
             writer.writeVarint(index)
             writer.writeVarint(term)
             writer.writeVarint(UInt64(bytes))
             return writer.bytes
-        case "hash":
+        case .hash:
             let revision = try reader.readSignedVarint()
             try reader.expectEnd()
             let state = try await node.stateHash(at: revision)
@@ -39,18 +39,18 @@ extension ClientService {
             writer.writeVarint(signed: state.revision)
             writer.writeVarint(signed: state.compactedRevision)
             return writer.bytes
-        case "defragment":
+        case .defragment:
             let sizes = try await node.defragment() ?? (0, 0)
             var writer = ByteWriter()
             writer.writeVarint(signed: sizes.before)
             writer.writeVarint(signed: sizes.after)
             return writer.bytes
-        case "transfer-leader":
+        case .transferLeader:
             try await node.transferLeadership(to: NodeID(try reader.readVarint()))
             return []
-        case "init":
+        case .initialize:
             return try await node.initialize()
-        case "adopt":
+        case .adopt:
             // A node that has not joined yet learns where the cluster's members are, so that it
             // accepts and answers their Raft traffic once it is added.
             let members = try ClusterMembers(decoding: body, limits: limits)
@@ -59,7 +59,7 @@ extension ClientService {
             try keepAdopted?(body)
             network.addGiven(members.records.mapValues { PeerAddress(host: $0.host, port: $0.port, key: $0.key) })
             return []
-        case "add-member":
+        case .addMember:
             let member = NodeID(try reader.readVarint())
             let record = try MemberRecord(decoding: try reader.readBytes(limit: Raft.Membership.addressBytesMax))
             let voter = try reader.readBool()
@@ -77,21 +77,21 @@ extension ClientService {
                 try await node.addMember(member, record: record.encoded, voter: voter)
             }
             return Self.members(await node.membership).encoded
-        case "promote":
+        case .promote:
             try await node.promote(NodeID(try reader.readVarint()))
             return Self.members(await node.membership).encoded
-        case "remove":
+        case .remove:
             let member = NodeID(try reader.readVarint())
             guard await node.membership.isMember(member) else { throw NodeError.refused("\(member) is not a member") }
             try await node.changeMembership([.remove(member)])
             return Self.members(await node.membership).encoded
-        case "set-voters":
+        case .setVoters:
             var voters: [NodeID] = []
             for _ in 0..<(try reader.readCount(limit: limits.raftMembersMax)) { voters.append(NodeID(try reader.readVarint())) }
             try await node.setVoters(voters)
             return Self.members(await node.membership).encoded
-        default:
-            throw RPCFailure(code: "unknown_operation", message: "unknown operation cluster.\(operation)")
+        case .authStatus, .authRoots, .authRevoke, .authRequire:
+            return try await handleAuth(operation, body)
         }
     }
 

@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenCore
 import AspenCoordination
 import AspenKV
@@ -20,12 +21,14 @@ public struct ClientService: Sendable {
     let network: PeerNetwork?
     /// When set, every request must prove knowledge of the cluster cookie.
     let cookie: ClusterCookie?
+    /// Capability-token auth; nil or off: the cookie and the loopback rule alone.
+    let auth: NodeAuth?
     let metrics: RequestMetrics?
     /// Shared by the coordination calls this node runs.
     let coordination = LocalCoordination()
 
     public init(
-        node: RaftNode, network: PeerNetwork? = nil, cookie: ClusterCookie? = nil,
+        node: RaftNode, network: PeerNetwork? = nil, cookie: ClusterCookie? = nil, auth: NodeAuth? = nil,
         metrics: RequestMetrics? = nil, limits: Limits = .standard, logger: Logger,
         keepAdopted: (@Sendable ([UInt8]) throws -> Void)? = nil
     ) {
@@ -33,6 +36,7 @@ public struct ClientService: Sendable {
         self.node = node
         self.metrics = metrics
         self.cookie = cookie
+        self.auth = auth
         self.network = network
         self.limits = limits
         self.logger = logger
@@ -80,7 +84,8 @@ public struct ClientService: Sendable {
                     message: request.proof.isEmpty
                         ? "this cluster requires a cookie: pass --cookie or set ASPEN_COOKIE" : "wrong cluster cookie"))
         }
-        if cookie == nil, !caller.isLoopback, request.domain == "cluster", Self.administrative.contains(request.operation) {
+        let authRequired = auth?.isRequired ?? false
+        if !authRequired, cookie == nil, !caller.isLoopback, request.domain == "cluster", Self.administrative.contains(request.operation) {
             logger.warning(
                 "membership or maintenance request from another machine refused: this node has no cookie",
                 metadata: ["client": "\(key)", "operation": "\(request.operation)"])
@@ -92,33 +97,48 @@ public struct ClientService: Sendable {
                         + "start the nodes with --cookie (or ASPEN_COOKIE) and pass the same to the CLI"))
         }
         do {
+            let access = try Access(service: self, request: request, caller: caller)
             switch (request.domain, request.operation) {
             case ("kv", "write"):
                 let (write, stamp) = try KVWire.decodeClientWrite(request.body, limits: limits)
+                try access.authorize(try RequestRequirements.of(write) { try node.storage.lease($0)?.keys ?? [] })
                 if let stamp { return .ok(KVWire.encode(try await node.write(write, stamp: stamp))) }
                 return .ok(KVWire.encode(try await node.write(write)))
             case ("kv", "read"):
                 let (range, consistency) = try KVWire.decodeRead(request.body, limits: limits)
+                try access.authorize(RequestRequirements.of(range))
                 return .ok(KVWire.encode(try await node.read(range, consistency: consistency)))
             case ("kv", "lease"):
                 var reader = ByteReader(request.body)
                 let id = try reader.readSignedVarint()
                 let withKeys = try reader.readBool()
+                try access.authorize(RequestRequirements.leaseStatus(keys: withKeys ? try node.storage.lease(id)?.keys ?? [] : []))
                 return .ok(KVWire.encode(try await node.leaseStatus(id, withKeys: withKeys)))
             case ("kv", "leases"):
+                try access.authorize(.lease)
                 return .ok(KVWire.encode(try await node.leases()))
             case ("cluster", _):
-                return .ok(try await handleCluster(request.operation, request.body))
+                guard let operation = ClusterOperation(rawValue: request.operation) else {
+                    try access.authorize(.clusterAdmin)
+                    return .failure(RPCFailure(code: "unknown_operation", message: "unknown operation cluster.\(request.operation)"))
+                }
+                try access.authorizeCluster(operation)
+                return .ok(try await handleCluster(operation, request.body, caller: caller))
             case ("coord", "call"):
                 // The layer runs here, next to the log, against the node itself (a follower
                 // answers not_leader at its first write or linearizable read).
                 let call = try CoordinationCall(decoding: request.body)
+                try access.authorize(RequestRequirements.of(call))
                 let executor = CoordinationExecutor(store: node, local: coordination, nowMs: node.nowMs)
                 return .ok(try await executor.run(call).encoded)
             default:
+                try access.authorize(.clusterAdmin)
                 return .failure(
                     RPCFailure(code: "unknown_operation", message: "unknown operation \(request.domain).\(request.operation)"))
             }
+        } catch let refusal as AuthRefusal {
+            auth?.noteDenial(refusal, client: "\(caller.key)", operation: "\(request.domain).\(request.operation)", nowMs: node.nowMs())
+            return .failure(RPCFailure(code: refusal.code, message: refusal.description))
         } catch let error as KVError {
             return .failure(RPCFailure(code: error.code, message: error.description, detail: KVWire.encode(error)))
         } catch let error as NodeError {

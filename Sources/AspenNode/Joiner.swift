@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenClient
 import AspenCore
 import AspenTransport
@@ -8,14 +9,15 @@ import Logging
 enum Joiner {
     static func join(
         id: NodeID, record: MemberRecord, ticket: ClusterTicket, asVoter: Bool, node: RaftNode, network: PeerNetwork,
-        cookie: ClusterCookie?, logger: Logger
+        cookie: ClusterCookie?, credential: Credential?, logger: Logger
     ) async {
         var delayMs = 200
         while !Task.isCancelled {
             do {
                 let client = try AspenClient(
-                    endpoints: ticket.peers.map { Endpoint(id: $0.id, host: $0.host, port: $0.port, key: $0.key) }, attemptsMax: 10,
-                    cookie: cookie)
+                    endpoints: ticket.peers.map { Endpoint(id: $0.id, host: $0.host, port: $0.port, key: $0.key) },
+                    identity: credential?.holderKey.map { NodeIdentity(privateKey: $0.privateKey) } ?? NodeIdentity(), attemptsMax: 10,
+                    cookie: cookie, credential: credential)
                 defer { Task { await client.close() } }
                 // Learn every current member's address first: the ticket may predate some of them.
                 if let members = try? await client.members() {

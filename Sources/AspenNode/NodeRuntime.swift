@@ -15,6 +15,8 @@ public final class NodeRuntime: Sendable {
     public let node: RaftNode
     public let server: TransportServer
     public let admin: AdminServer?
+    /// Capability-token auth: the trust state and the check every request passes.
+    public let auth: NodeAuth
     let network: PeerNetwork
     let storage: any NodeStorage
     let joiner: Task<Void, Never>?
@@ -25,7 +27,7 @@ public final class NodeRuntime: Sendable {
     public let loops: MultiThreadedEventLoopGroup
 
     private init(
-        settings: NodeSettings, identity: NodeIdentity, node: RaftNode, server: TransportServer, admin: AdminServer?,
+        settings: NodeSettings, identity: NodeIdentity, node: RaftNode, server: TransportServer, admin: AdminServer?, auth: NodeAuth,
         network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, logger: Logger, clusterID: [UInt8],
         loops: MultiThreadedEventLoopGroup
     ) {
@@ -36,6 +38,7 @@ public final class NodeRuntime: Sendable {
         self.node = node
         self.server = server
         self.admin = admin
+        self.auth = auth
         self.network = network
         self.storage = storage
         self.joiner = joiner
@@ -111,10 +114,29 @@ public final class NodeRuntime: Sendable {
         let logEntriesNeeded = Int(clamping: settings.compactAfterEntries.multipliedReportingOverflow(by: 3).partialValue)
         configuration.limits.raftLogEntriesMax = max(configuration.limits.raftLogEntriesMax, logEntriesNeeded)
         configuration.autoCompaction = settings.autoCompaction.map { AutoCompaction(mode: $0) }
+        let auth = NodeAuth(
+            mode: settings.auth, listensBeyondLoopback: settings.listensBeyondLoopback, configuredRoots: Set(settings.trustedRoots),
+            limits: configuration.limits, logger: logger)
+        try auth.reload(from: store)
+        // A node that requires credentials and trusts no root would refuse every request. One
+        // joining a cluster learns the cluster's roots as it catches up.
+        if auth.isRequired, !auth.hasRoots, settings.ticket == nil {
+            throw NodeError.refused(
+                "auth is required (\(settings.auth == .required ? "--auth required" : "the node listens on \(settings.listen.host), beyond this machine"))"
+                    + " and this node trusts no root key: start it with --trusted-roots KEYHEX, the public key of your root key"
+                    + " (aspen token keygen makes one), or with --auth off")
+        }
         let node = RaftNode(
             configuration: configuration, storage: store, state: state, send: { network.send($0) },
             nowMs: { Int64(Date().timeIntervalSince1970 * 1000) + clockSkewMs }, logger: logger,
-            membershipChanged: { network.update(membership: $0) }, loop: loops.next())
+            membershipChanged: { network.update(membership: $0) },
+            systemRecordsChanged: {
+                do {
+                    try auth.reload(from: store)
+                } catch {
+                    auth.logger.error("reading the cluster's trust state failed", metadata: ["error": "\(error)"])
+                }
+            }, loop: loops.next())
         // The cluster id: recorded with the members, or derived by the founders, or the ticket's.
         let recorded = state.snapshot.membership.addresses.values.lazy.compactMap { try? MemberRecord(decoding: $0) }.first
         let foundingID = MemberRecord.foundingClusterID([(id, identity.key)] + given.map { ($0.key, $0.value.key) })
@@ -127,9 +149,9 @@ public final class NodeRuntime: Sendable {
             host: host, port: port, tls: tls,
             routes: [
                 AspenProtocol.raft: network.route(to: node),
-                AspenProtocol.logs: WatchService(hub: node.watches, cookie: cookie, logger: logger).route(),
+                AspenProtocol.logs: WatchService(hub: node.watches, cookie: cookie, auth: auth, nowMs: node.nowMs, logger: logger).route(),
                 AspenProtocol.client: ClientService(
-                    node: node, network: network, cookie: cookie, metrics: requestMetrics, logger: logger,
+                    node: node, network: network, cookie: cookie, auth: auth, metrics: requestMetrics, logger: logger,
                     keepAdopted: { try DurableFiles.replaceContents(adoptedPath, with: $0) })
                     .route,
             ],
@@ -160,11 +182,11 @@ public final class NodeRuntime: Sendable {
             joiner = Task {
                 await Joiner.join(
                     id: id, record: selfRecord, ticket: ticket, asVoter: !settings.learner, node: node, network: network, cookie: cookie,
-                    logger: logger)
+                    credential: settings.joinCredential, logger: logger)
             }
         }
         return NodeRuntime(
-            settings: settings, identity: identity, node: node, server: server, admin: admin, network: network, storage: store,
+            settings: settings, identity: identity, node: node, server: server, admin: admin, auth: auth, network: network, storage: store,
             joiner: joiner, logger: logger, clusterID: clusterID, loops: loops)
     }
 

@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenCore
 import AspenTransport
 import Foundation
@@ -28,6 +29,14 @@ public struct NodeSettings: Sendable, Equatable {
     /// How the leader compacts the key-value history by itself (nil: it does not).
     public var autoCompaction: AutoCompaction.Mode?
     public var logLevel: String
+    /// Whether requests need capability credentials (`auto`: when listening beyond loopback, or
+    /// when the cluster was founded with auth).
+    public var auth: NodeAuth.Mode = .auto
+    /// Root keys trusted beside the ones the cluster records.
+    public var trustedRoots: [PublicKey] = []
+    /// The credential a node joining a cluster that requires credentials asks to be added with
+    /// (it needs cluster-admin).
+    public var joinCredential: Credential?
     /// Where each setting came from, by name.
     public var sources: [String: Source]
 
@@ -39,6 +48,7 @@ public struct NodeSettings: Sendable, Equatable {
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
         ("election-timeout-ms", nil), ("compact-after-entries", "100000"),
         ("auto-compaction-mode", "periodic"), ("auto-compaction-retention", nil), ("log-level", "info"),
+        ("auth", "auto"), ("trusted-roots", ""), ("join-credential-file", nil),
     ]
 
     /// The join ticket's variable is `ASPEN_JOIN_TICKET`, not `ASPEN_TICKET`: that one is the
@@ -61,6 +71,7 @@ public struct NodeSettings: Sendable, Equatable {
             && lhs.ticket == rhs.ticket && lhs.peers == rhs.peers && lhs.bootstrap == rhs.bootstrap && lhs.learner == rhs.learner
             && lhs.storage == rhs.storage && lhs.heartbeatMs == rhs.heartbeatMs && lhs.electionTimeoutMs == rhs.electionTimeoutMs
             && lhs.compactAfterEntries == rhs.compactAfterEntries && lhs.autoCompaction == rhs.autoCompaction && lhs.logLevel == rhs.logLevel && lhs.sources == rhs.sources
+            && lhs.auth == rhs.auth && lhs.trustedRoots == rhs.trustedRoots && lhs.joinCredential?.id == rhs.joinCredential?.id
     }
 
     public struct TLSFiles: Sendable, Equatable {
@@ -223,12 +234,36 @@ public struct NodeSettings: Sendable, Equatable {
             guard !text.isEmpty else { throw Problem("\(origin("cookie-file")): \(path) is empty") }
             cookie = text
         }
-        return NodeSettings(
+        guard let auth = NodeAuth.Mode(rawValue: value("auth") ?? "auto") else {
+            throw Problem("\(origin("auth")) must be off, required or auto, not '\(value("auth") ?? "")'")
+        }
+        var trustedRoots: [PublicKey] = []
+        for text in (value("trusted-roots") ?? "").split(separator: ",") {
+            guard let key = PublicKey(hex: text.trimmingCharacters(in: .whitespaces)) else {
+                throw Problem("\(origin("trusted-roots")): '\(text)' is not a public key (64 hexadecimal digits)")
+            }
+            trustedRoots.append(key)
+        }
+        var settings = NodeSettings(
             nodeID: NodeID(id), dataDirectory: dataDirectory, listen: listen, http: http, etcdListen: etcdListen, etcdTLS: etcdTLS, cookie: cookie, ticket: ticket, peers: peers,
             bootstrap: bootstrap, learner: try boolean("learner"), storage: storage, heartbeatMs: heartbeat, electionTimeoutMs: election,
             compactAfterEntries: UInt64(try integer("compact-after-entries", 1...100_000_000)), autoCompaction: autoCompaction,
             logLevel: logLevel, sources: sources)
+        settings.auth = auth
+        settings.trustedRoots = trustedRoots
+        if let path = value("join-credential-file") {
+            guard let text = ValueFile.read(path) else { throw Problem("\(origin("join-credential-file")): cannot read \(path)") }
+            do {
+                settings.joinCredential = try Credential(text: text, limits: .standard)
+            } catch {
+                throw Problem("\(origin("join-credential-file")): \(error)")
+            }
+        }
+        return settings
     }
+
+    /// Whether the native port is reachable from other machines.
+    public var listensBeyondLoopback: Bool { !Self.isLoopback(host: listen.host) }
 
     /// The effective settings with their sources, one per line (`aspen-node run --print-config`).
     public var summary: String {
@@ -246,6 +281,8 @@ public struct NodeSettings: Sendable, Equatable {
             line("auto-compaction-mode", autoCompaction?.name ?? "(off)"),
             line("auto-compaction-retention", autoCompaction?.retention ?? "(off)"),
             line("log-level", logLevel),
+            line("auth", auth.rawValue), line("trusted-roots", trustedRoots.map(\.hex).joined(separator: ",")),
+            line("join-credential-file", joinCredential == nil ? "(none)" : "(set)"),
         ].joined(separator: "\n")
     }
 }

@@ -114,6 +114,14 @@ public final class PeerNetwork: Sendable {
 
     public func node(for key: NodeKey) -> NodeID? { book.withLock { $0.node(for: key) } }
 
+    /// Whether `key` is a current member's, as the committed membership records it.
+    public func isMember(_ key: NodeKey) -> Bool {
+        book.withLock { book in
+            guard let id = book.recorded.first(where: { $0.value.key == key })?.key else { return false }
+            return book.members.contains(id)
+        }
+    }
+
     /// Closes every outgoing connection (at shutdown), and returns once they are closed: the
     /// event loop they live on may be stopped next, and a close still under way would then be
     /// scheduled on a loop that has shut down.

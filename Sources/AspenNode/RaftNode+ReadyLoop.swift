@@ -114,6 +114,9 @@ extension RaftNode {
             watches.publish(applied.flatMap(\.events))
             for entry in applied { resolve(entry) }
             if let last = batch.committedEntries.last { advanceApplied(to: last.index) }
+            if batch.snapshot != nil || applied.contains(where: { if case .success(.systemWritten)? = $0.result { true } else { false } }) {
+                systemRecordsChanged()
+            }
             noteMembershipChange()
             counters.snapshotImagesRefused = Int(raft.imagesRefused)
             for state in ready.readStates { readIndexWaiters.removeValue(forKey: state.context)?.resume(returning: state.index) }

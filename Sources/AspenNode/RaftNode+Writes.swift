@@ -35,6 +35,26 @@ extension RaftNode {
         return try await propose(command).get()
     }
 
+    /// Changes the system records (the cluster's own metadata, outside the keyspace) through
+    /// the log; returns once the change has applied here. Only the leader takes it.
+    public func writeSystem(_ write: SystemWrite) async throws {
+        guard !stopped else { throw NodeError.stopped }
+        let command = KVCommand.system(write)
+        try KVValidator.validate(command, limits: configuration.limits)
+        _ = try await propose(command).get()
+    }
+
+    /// The keys attached to lease `id` in the applied state (none if it does not exist): what
+    /// revoking it would delete.
+    public nonisolated func keysAttached(toLease id: LeaseID) throws -> [Bytes] {
+        try storage.lease(id)?.keys ?? []
+    }
+
+    /// The applied system records whose names start with `prefix`.
+    public func systemRecords(prefix: Bytes) throws -> [(name: Bytes, value: Bytes)] {
+        try storage.systemRecords(prefix: prefix)
+    }
+
     static func nodeError(_ error: Raft.ProposalError) -> NodeError {
         switch error {
         case .notLeader(let hint): return .notLeader(leaderHint: hint)

@@ -85,7 +85,10 @@ public actor RaftNode {
     /// Sends messages in order; those to one peer leave together (one write on its connection).
     let send: @Sendable ([Raft.Message]) -> Void
     let membershipChanged: @Sendable (Raft.Membership) -> Void
-    let nowMs: @Sendable () -> Int64
+    /// Called on the node's loop after a system write applied or a snapshot installed: the
+    /// system records (the cluster's trust state among them) may have changed.
+    let systemRecordsChanged: @Sendable () -> Void
+    public nonisolated let nowMs: @Sendable () -> Int64
     let logger: Logger
 
     typealias Writer = CheckedContinuation<Result<KVResult, KVError>, any Error>
@@ -171,6 +174,7 @@ public actor RaftNode {
         configuration: NodeConfiguration, storage: any NodeStorage, state: Raft.PersistentState,
         send: @escaping @Sendable ([Raft.Message]) -> Void, nowMs: @escaping @Sendable () -> Int64, logger: Logger,
         membershipChanged: @escaping @Sendable (Raft.Membership) -> Void = { _ in },
+        systemRecordsChanged: @escaping @Sendable () -> Void = {},
         loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()
     ) {
         self.id = configuration.id
@@ -182,6 +186,7 @@ public actor RaftNode {
         self.watches = WatchHub(storage: storage, limits: configuration.limits)
         self.send = send
         self.membershipChanged = membershipChanged
+        self.systemRecordsChanged = systemRecordsChanged
         self.nowMs = nowMs
         self.appliedIndex = state.appliedIndex
         self.autoCompaction = configuration.autoCompaction

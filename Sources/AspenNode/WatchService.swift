@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenCore
 import AspenKV
 import AspenTransport
@@ -10,10 +11,17 @@ public struct WatchService: Sendable {
     let limits: Limits
     let logger: Logger
     let cookie: ClusterCookie?
+    let auth: NodeAuth?
+    let nowMs: @Sendable () -> Int64
 
-    public init(hub: WatchHub, cookie: ClusterCookie? = nil, limits: Limits = .standard, logger: Logger) {
+    public init(
+        hub: WatchHub, cookie: ClusterCookie? = nil, auth: NodeAuth? = nil, nowMs: @escaping @Sendable () -> Int64 = { 0 },
+        limits: Limits = .standard, logger: Logger
+    ) {
         self.hub = hub
         self.cookie = cookie
+        self.auth = auth
+        self.nowMs = nowMs
         self.limits = limits
         self.logger = logger
     }
@@ -35,6 +43,24 @@ public struct WatchService: Sendable {
             logger.warning("watch without a valid cookie proof refused", metadata: ["client": "\(key)"])
             try? await sink.send(WatchWire.encode(.ended(.failed("unauthorized: this cluster requires its cookie"))))
             return
+        }
+        if let auth, auth.isRequired {
+            let now = nowMs()
+            do {
+                let credential: VerifiedCredential?
+                do {
+                    credential = try auth.authenticate(request.credential, nowMs: now)
+                } catch {
+                    throw AuthRefusal.denied(error)
+                }
+                try auth.authorize(credential, caller: PublicKey(bytes: key.bytes), needed: .watch(request.bounds), nowMs: now)
+            } catch let refusal as AuthRefusal {
+                auth.noteDenial(refusal, client: "\(key)", operation: "watch", nowMs: now)
+                try? await sink.send(WatchWire.encode(.ended(.failed("\(refusal.code): \(refusal)"))))
+                return
+            } catch {
+                return
+            }
         }
         let subscription: WatchHub.Subscription
         do {

@@ -59,6 +59,14 @@ public enum NodeCommands {
         )
         var autoCompactionRetention: String?
         @Option(help: "trace, debug, info (default), notice, warning, error or critical.") var logLevel: String?
+        @Option(
+            help:
+                "off, required or auto (default): whether requests need capability credentials; auto requires them when the node listens beyond this machine or the cluster was founded with auth."
+        )
+        var auth: String?
+        @Option(help: "Root public keys (KEYHEX,...) this node trusts beside the ones the cluster records.") var trustedRoots: String?
+        @Option(help: "With --ticket, on a cluster that requires credentials: the credential (with cluster-admin) this node asks to be added with.")
+        var joinCredentialFile: String?
         @Option(help: "A TOML config file (default: $ASPEN_CONFIG).") var config: String?
         @Flag(help: "Print the effective settings and where each came from, then exit.") var printConfig = false
 
@@ -70,7 +78,8 @@ public enum NodeCommands {
                 ("ticket", ticket),
                 ("peers", peers), ("storage", storage), ("heartbeat-ms", heartbeatMs), ("election-timeout-ms", electionTimeoutMs),
                 ("compact-after-entries", compactAfterEntries), ("auto-compaction-mode", autoCompactionMode),
-                ("auto-compaction-retention", autoCompactionRetention), ("log-level", logLevel),
+                ("auto-compaction-retention", autoCompactionRetention), ("log-level", logLevel), ("auth", auth),
+                ("trusted-roots", trustedRoots), ("join-credential-file", joinCredentialFile),
                 ("bootstrap", bootstrap ? "true" : nil), ("learner", learner ? "true" : nil),
             ]
             for case (let name, let value?) in given { flags[name] = value }
@@ -121,7 +130,7 @@ public enum NodeCommands {
             var etcd: EtcdServer?
             if let address = settings.etcdListen {
                 let gateway = EtcdGateway(
-                    node: runtime.node, identity: runtime.identity, cookie: runtime.cookie,
+                    node: runtime.node, identity: runtime.identity, cookie: runtime.cookie, auth: runtime.auth,
                     databasePath: settings.storage == "sqlite" ? (settings.dataDirectory as NSString).appendingPathComponent("aspen.db") : nil,
                     clusterID: { await runtime.clusterID() })
                 etcd = try await EtcdServer.start(host: address.host, port: address.port, gateway: gateway, tls: tls,

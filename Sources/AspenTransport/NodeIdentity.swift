@@ -127,6 +127,13 @@ public struct NodeIdentity: Sendable {
         return "-----BEGIN PRIVATE KEY-----\n\(Data(der).base64EncodedString())\n-----END PRIVATE KEY-----\n"
     }
 
+    /// From a PKCS#8 PEM document of an Ed25519 key (what `pemRepresentation` writes and
+    /// `openssl genpkey -algorithm ed25519` makes); nil if it is not one.
+    public init?(pem text: String) {
+        guard let key = Self.decodePEM(text) else { return nil }
+        self.init(privateKey: key)
+    }
+
     static func decodePEM(_ text: String) -> Curve25519.Signing.PrivateKey? {
         let body = text.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
         guard let der = Data(base64Encoded: body).map(Array.init), der.count == pkcs8Prefix.count + 32,

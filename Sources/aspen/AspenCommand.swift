@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenClient
 import AspenCoordination
 import AspenCore
@@ -20,12 +21,16 @@ struct AspenCommand: AsyncParsableCommand {
             `aspen dev` runs from the current directory (its ticket is in .aspen-dev/ticket).
             --json may come before the command: aspen --json kv get k.
 
-            Exit codes: 0 ok, 1 not found, 2 condition failed, 3 unavailable, 4 bad input.
+            Give your credential with --credential-file (or ASPEN_CREDENTIAL_FILE, or its text in
+            ASPEN_CREDENTIAL); it too may come before the command.
+
+            Exit codes: 0 ok, 1 not found, 2 condition failed, 3 unavailable, 4 bad input,
+            5 outcome unknown, 6 not permitted.
             """,
         subcommands: [
             KV.self, LeaseCommand.self, LockCommand.self, LockSetCommand.self, ReadWriteLockCommand.self, ElectionCommand.self, CounterCommand.self, SequenceCommand.self, QueueCommand.self,
-            RateLimitCommand.self, SemaphoreCommand.self, BarrierCommand.self, ServiceCommand.self, Cluster.self, Bench.self, Dev.self,
-            NodeGroup.self,
+            RateLimitCommand.self, SemaphoreCommand.self, BarrierCommand.self, ServiceCommand.self, Cluster.self, TokenCommand.self,
+            AuthCommand.self, Bench.self, Dev.self, NodeGroup.self,
         ])
 
     /// `aspen --json kv get k` as well as `aspen kv get k --json` (etcdctl's `-w json` and
@@ -49,12 +54,35 @@ struct AspenCommand: AsyncParsableCommand {
         }
     }
 
+    /// Moves `--json` and `--credential-file FILE` given before the command to its end (before
+    /// any `--`), where the command's options are.
     static func movingJSONFlag(_ arguments: [String]) -> [String] {
-        let end = arguments.firstIndex(of: "--") ?? arguments.endIndex
-        guard let flag = arguments[..<end].firstIndex(of: "--json") else { return arguments }
         var moved = arguments
-        moved.remove(at: flag)
-        moved.insert("--json", at: end - 1)
+        var carried: [String] = []
+        var end = moved.firstIndex(of: "--") ?? moved.endIndex
+        // Only before the first word that is not an option: the command's own come after it.
+        var index = 0
+        while index < end, moved[index].hasPrefix("-") {
+            if moved[index] == "--json" {
+                carried.append(moved.remove(at: index))
+                end -= 1
+            } else if moved[index] == "--credential-file", index + 1 < end {
+                carried.append(contentsOf: [moved.remove(at: index), moved.remove(at: index)])
+                end -= 2
+            } else if moved[index].hasPrefix("--credential-file=") {
+                carried.append(moved.remove(at: index))
+                end -= 1
+            } else {
+                index += 1
+            }
+        }
+        if carried.isEmpty, let flag = moved[..<end].firstIndex(of: "--json") {
+            // `aspen kv --json get k`: anywhere before `--`.
+            moved.remove(at: flag)
+            moved.insert("--json", at: end - 1)
+            return moved
+        }
+        moved.insert(contentsOf: carried, at: end)
         return moved
     }
 }
@@ -71,6 +99,8 @@ struct NodeGroup: AsyncParsableCommand {
 enum DevTicket {
     static let defaultDataDirectory = "./.aspen-dev"
     static func path(in dataDirectory: String) -> String { (dataDirectory as NSString).appendingPathComponent("ticket") }
+    /// The root credential `aspen dev --auth` wrote for its cluster.
+    static func credentialPath(in dataDirectory: String) -> String { (dataDirectory as NSString).appendingPathComponent("root.cred") }
 
     static func read() -> String? {
         guard let text = ValueFile.read(path(in: defaultDataDirectory)), !text.isEmpty else { return nil }
@@ -98,6 +128,20 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "A file holding the cluster cookie (default: $ASPEN_COOKIE_FILE); keeps it off the command line.")
     var cookieFile: String?
 
+    @Option(help: "Your capability credential (default: $ASPEN_CREDENTIAL_FILE, $ASPEN_CREDENTIAL, or the one aspen dev --auth wrote).")
+    var credentialFile: String?
+
+    /// The credential from --credential-file, $ASPEN_CREDENTIAL_FILE, $ASPEN_CREDENTIAL or (when
+    /// `dev`: the command talks to the dev cluster run from this directory) the dev cluster's.
+    static func credential(file: String?, dev: Bool = true) throws -> Credential? {
+        let environment = ProcessInfo.processInfo.environment
+        if let path = file ?? environment["ASPEN_CREDENTIAL_FILE"], !path.isEmpty { return try CredentialFiles.read(path) }
+        if let text = environment["ASPEN_CREDENTIAL"], !text.isEmpty { return try CredentialFiles.read(text) }
+        let devPath = DevTicket.credentialPath(in: DevTicket.defaultDataDirectory)
+        if dev, FileManager.default.fileExists(atPath: devPath) { return try CredentialFiles.read(devPath) }
+        return nil
+    }
+
     /// The cookie from --cookie, --cookie-file, $ASPEN_COOKIE or $ASPEN_COOKIE_FILE, if any.
     var clusterCookie: ClusterCookie? {
         get throws {
@@ -110,13 +154,13 @@ struct ClusterOptions: ParsableArguments {
         }
     }
 
-    func client(_ given: [NodeID: PeerAddress]? = nil) throws -> AspenClient {
+    func client(_ given: [NodeID: PeerAddress]? = nil, credential chosen: Credential? = nil) throws -> AspenClient {
         let environment = ProcessInfo.processInfo.environment
         var peers: [NodeID: PeerAddress] = given ?? [:]
+        let explicit = ticket ?? (endpoints == nil ? environment["ASPEN_TICKET"] : nil)
+        let devTicket = explicit == nil && endpoints == nil && environment["ASPEN_ENDPOINTS"] == nil ? DevTicket.read() : nil
         if given != nil {
-        } else if let text = ticket ?? (endpoints == nil ? environment["ASPEN_TICKET"] : nil)
-            ?? (endpoints == nil && environment["ASPEN_ENDPOINTS"] == nil ? DevTicket.read() : nil), !text.isEmpty
-        {
+        } else if let text = explicit ?? devTicket, !text.isEmpty {
             do {
                 for peer in try ClusterTicket(parsing: text).peers {
                     peers[peer.id] = PeerAddress(host: peer.host, port: peer.port, key: peer.key)
@@ -137,10 +181,13 @@ struct ClusterOptions: ParsableArguments {
         var options = TransportOptions()
         options.requestTimeoutSeconds = Double(timeoutMs) / 1000
         let attempts = max(3, timeoutMs / 200)
+        let credential = try chosen ?? Self.credential(file: credentialFile, dev: devTicket != nil)
+        // A credential addressed to a key is accepted over connections that prove that key.
+        let identity = credential?.holderKey.map { NodeIdentity(privateKey: $0.privateKey) } ?? NodeIdentity()
         let client = try AspenClient(
             endpoints: peers.keys.sorted().map { Endpoint(id: $0, host: peers[$0]!.host, port: peers[$0]!.port, key: peers[$0]!.key) },
-            options: options, attemptsMax: attempts,
-            cookie: try clusterCookie)
+            identity: identity, options: options, attemptsMax: attempts,
+            cookie: try clusterCookie, credential: credential)
         OpenClients.add(client)
         return client
     }
@@ -171,12 +218,14 @@ enum CLIError: Error, CustomStringConvertible {
     case conditionFailed(String)
     case unavailable(String)
     case badInput(String)
+    /// Refused for want of a credential or capability.
+    case notPermitted(String)
     /// The node answered with something this command did not ask for (a version mismatch).
     static let unexpectedAnswer = CLIError.unavailable("the node answered with an unexpected kind of result; is it the same Aspen version?")
 
     var description: String {
         switch self {
-        case .notFound(let text), .conditionFailed(let text), .unavailable(let text), .badInput(let text): return text
+        case .notFound(let text), .conditionFailed(let text), .unavailable(let text), .badInput(let text), .notPermitted(let text): return text
         }
     }
 
@@ -186,7 +235,19 @@ enum CLIError: Error, CustomStringConvertible {
         case .conditionFailed: return 2
         case .unavailable: return 3
         case .badInput: return 4
+        case .notPermitted: return 6
         }
+    }
+}
+
+extension CLIError {
+    /// For a command asked of every member: `notPermitted` when each member that failed refused
+    /// the credential, `unavailable` otherwise.
+    static func unlessRefused(_ failures: [any Error], _ message: String) -> CLIError {
+        let refused = failures.allSatisfy { error in
+            if case .rejected(let failure) = error as? ClientError { ["unauthorized", "permission_denied"].contains(failure.code) } else { false }
+        }
+        return refused && !failures.isEmpty ? .notPermitted("\(message): refused") : .unavailable(message)
     }
 }
 
@@ -216,7 +277,8 @@ func runReporting(_ body: () async throws -> Void) async throws {
         // precondition; bad requests are bad input; everything else is unavailability.
         if case .rejected(let failure) = error {
             if failure.code == "refused" { throw ExitCode(2) }
-            if ["bad_request", "unknown_operation", "unauthorized"].contains(failure.code) { throw ExitCode(4) }
+            if ["unauthorized", "permission_denied", "unknown_credential"].contains(failure.code) { throw ExitCode(6) }
+            if ["bad_request", "unknown_operation"].contains(failure.code) { throw ExitCode(4) }
         }
         throw ExitCode(3)
     } catch let error as ExitCode {

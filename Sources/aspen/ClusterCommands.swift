@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenClient
 import AspenNode
 import AspenTransport
@@ -102,7 +103,9 @@ struct Cluster: AsyncParsableCommand {
                 let agree = distinct.count == 1 && hashes.allSatisfy { (try? $0.hash.get()) != nil }
                 output(cluster.json, ["revision": revision, "members": rows, "agree": agree], text: lines.joined(separator: "\n"))
                 guard distinct.count <= 1 else { throw CLIError.conditionFailed("the members' states differ at revision \(revision)") }
-                guard agree else { throw CLIError.unavailable("not every member answered") }
+                guard agree else {
+                    throw CLIError.unlessRefused(hashes.compactMap { if case .failure(let error) = $0.hash { error } else { nil } }, "not every member answered")
+                }
             }
         }
     }
@@ -131,9 +134,8 @@ struct Cluster: AsyncParsableCommand {
                     }
                 }
                 output(cluster.json, ["members": rows], text: lines.joined(separator: "\n"))
-                if results.contains(where: { if case .failure = $0.sizes { true } else { false } }) {
-                    throw CLIError.unavailable("not every member was defragmented")
-                }
+                let failures = results.compactMap { if case .failure(let error) = $0.sizes { error } else { nil } }
+                if !failures.isEmpty { throw CLIError.unlessRefused(failures, "not every member was defragmented") }
             }
         }
     }
@@ -178,21 +180,54 @@ struct Cluster: AsyncParsableCommand {
     struct Init: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Found a one-member cluster on a node that has never been part of one.",
-            discussion: "Start the node without --bootstrap or --ticket, then point this at it with --endpoints ID=KEY@HOST:PORT.")
+            discussion: """
+                Start the node without --bootstrap or --ticket, then point this at it with --endpoints ID=KEY@HOST:PORT.
+                With --auth, the cluster trusts --root-key-file's key and requires credentials; the root
+                credential (every capability) is printed once, or written to --credential-out.
+                """)
         @OptionGroup var cluster: ClusterOptions
+        @Flag(help: "Found the cluster with capability-token auth.") var auth = false
+        @Option(help: "With --auth: the root key (PEM; aspen token keygen --out root.key makes one).") var rootKeyFile: String?
+        @Option(help: "With --auth: write the root credential here (mode 0600) instead of printing it.") var credentialOut: String?
+        @Option(help: "With --auth: how long the root credential lives.") var rootLifetime: String = "3650d"
 
         func run() async throws {
             try await runReporting {
-                let client = try cluster.client()
+                var rootCredential: Credential?
+                if auth {
+                    guard let rootKeyFile else { throw CLIError.badInput("--auth needs --root-key-file (aspen token keygen --out root.key makes one)") }
+                    do {
+                        rootCredential = try TokenIssuer.root(
+                            rootKey: try CredentialFiles.readKey(rootKeyFile), holderKey: SigningKey(), capabilities: TokenIssuer.everything,
+                            lifetimeMs: try CredentialFiles.lifetime(rootLifetime), nowMs: CredentialFiles.nowMs)
+                    } catch let problem as TokenIssuer.Problem {
+                        throw CLIError.badInput("\(problem)")
+                    }
+                } else if rootKeyFile != nil || credentialOut != nil {
+                    throw CLIError.badInput("--root-key-file and --credential-out go with --auth")
+                }
+                let client = try cluster.client(credential: rootCredential)
                 let clusterID = try await client.initializeCluster()
                 // The new member records itself; wait until it leads and the ticket names it.
                 let deadline = Date().addingTimeInterval(Double(cluster.timeoutMs) / 1000)
                 while Date() < deadline {
                     if let members = try? await client.members(), !members.records.isEmpty {
                         let ticket = members.ticket.encoded
-                        output(
-                            cluster.json, ["clusterId": hex(clusterID), "ticket": ticket],
-                            text: "OK, cluster \(hex(clusterID)) founded\nexport ASPEN_TICKET=\(ticket)")
+                        var object: [String: Any] = ["clusterId": hex(clusterID), "ticket": ticket]
+                        var text = "OK, cluster \(hex(clusterID)) founded\nexport ASPEN_TICKET=\(ticket)"
+                        if let rootCredential {
+                            try await client.changeRoots(.add(rootCredential.chain.last!.token.issuer))
+                            try await client.setAuthRequired(true)
+                            if let credentialOut {
+                                try CredentialFiles.writeSecret(rootCredential.text + "\n", to: credentialOut)
+                                object["credentialFile"] = credentialOut
+                                text += "\nroot credential written to \(credentialOut): export ASPEN_CREDENTIAL_FILE=\(credentialOut)"
+                            } else {
+                                object["credential"] = rootCredential.text
+                                text += "\nroot credential (shown once; keep it secret):\n\(rootCredential.text)"
+                            }
+                        }
+                        output(cluster.json, object, text: text)
                         return
                     }
                     try await Task.sleep(for: .milliseconds(50))

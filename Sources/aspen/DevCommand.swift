@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenClient
 import AspenCore
 import AspenNode
@@ -18,6 +19,8 @@ struct Dev: AsyncParsableCommand {
     @Option(help: "Heartbeat interval of the nodes, in milliseconds.") var heartbeatMs: Int = 50
     @Option(help: "The nodes' log level (trace, debug, info, notice, warning, error, critical); they log to standard error.")
     var logLevel: String = "warning"
+    @Flag(help: "Require capability credentials: makes a root key and writes a root credential (the CLI run here uses it).")
+    var auth = false
 
     func validate() throws {
         guard (1...9).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 9") }
@@ -41,6 +44,29 @@ struct Dev: AsyncParsableCommand {
             let key = try Self.capture(nodeBinary, nodeCommand + ["key", "--data-dir", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
             endpoints.append(Endpoint(id: NodeID(UInt64(id)), host: "127.0.0.1", port: basePort + id, key: NodeKey(hex: key)))
         }
+        // With auth (asked for now, or on the first run): a root key, and a root credential that
+        // the CLI run from this directory finds by itself, as it finds the ticket.
+        let keyPath = root.appendingPathComponent("root.key").path
+        let credentialPath = DevTicket.credentialPath(in: root.path)
+        var credential: Credential?
+        var authArguments: [String] = []
+        if auth || FileManager.default.fileExists(atPath: keyPath) {
+            try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+            if !FileManager.default.fileExists(atPath: keyPath) { try CredentialFiles.writeSecret(NodeIdentity().pemRepresentation, to: keyPath) }
+            let rootKey = try CredentialFiles.readKey(keyPath)
+            if let existing = try? CredentialFiles.read(credentialPath), existing.leaf.token.expiresAtMs > CredentialFiles.nowMs + 86_400_000 {
+                credential = existing
+            } else {
+                try? FileManager.default.removeItem(atPath: credentialPath)
+                let minted = try TokenIssuer.root(
+                    rootKey: rootKey, holderKey: SigningKey(), capabilities: TokenIssuer.everything, lifetimeMs: 365 * 86_400_000,
+                    nowMs: CredentialFiles.nowMs)
+                try CredentialFiles.writeSecret(minted.text + "\n", to: credentialPath)
+                credential = minted
+            }
+            authArguments = ["--auth", "required", "--trusted-roots", rootKey.publicKey.hex, "--join-credential-file", credentialPath]
+        }
+        let identity = credential?.holderKey.map { NodeIdentity(privateKey: $0.privateKey) } ?? NodeIdentity()
         var processes: [Process] = []
         func launch(_ id: Int, ticket: String?) throws {
             let process = Process()
@@ -50,17 +76,17 @@ struct Dev: AsyncParsableCommand {
                 "--listen", "127.0.0.1:\(basePort + id)", "--heartbeat-ms", "\(heartbeatMs)",
                 "--election-timeout-ms", "\(heartbeatMs * 10)-\(heartbeatMs * 20 - 1)", "--log-level", logLevel, "--http", "127.0.0.1:\(basePort + 50 + id)",
                 "--etcd-listen", "127.0.0.1:\(basePort + 30 + id)",
-            ] + (ticket.map { ["--ticket", $0] } ?? [])
+            ] + (ticket.map { ["--ticket", $0] } ?? []) + authArguments
             try process.run()
             processes.append(process)
         }
-        let client = try AspenClient(endpoints: endpoints, attemptsMax: 50)
+        let client = try AspenClient(endpoints: endpoints, identity: identity, attemptsMax: 50, credential: credential)
         let ticket: String
         do {
             if fresh {
                 // Found the cluster on node 1, then let the others join it with its ticket.
                 try launch(1, ticket: nil)
-                let first = try AspenClient(endpoints: [endpoints[0]], attemptsMax: 50)
+                let first = try AspenClient(endpoints: [endpoints[0]], identity: identity, attemptsMax: 50, credential: credential)
                 _ = try await first.initializeCluster()
                 let founded = try await Self.waitForMembers(first, voters: 1)
                 await first.close()
@@ -86,7 +112,7 @@ struct Dev: AsyncParsableCommand {
             Admin: http://127.0.0.1:\(basePort + 51)/metrics and /health (node N on port \(basePort + 50) + N)
             etcd endpoints: \((1...nodes).map { "127.0.0.1:\(basePort + 30 + $0)" }.joined(separator: ",")) (e.g. etcdctl --endpoints=127.0.0.1:\(basePort + 31) member list)
             Try: aspen kv put hello world && aspen kv get hello   (from this directory, no export needed; Ctrl-C stops the cluster)
-
+            \(credential == nil ? "" : "Auth: required; the root credential is \(credentialPath) (the CLI run here uses it; etcdctl --user root --password \"$(cat \(credentialPath))\")\n")
             """.utf8))
         await waitForTerminationSignal()
         for process in processes where process.isRunning { process.terminate() }

@@ -45,12 +45,17 @@ extension KV {
                         case .ended(let end):
                             switch end {
                             case .compacted: throw CLIError.notFound("watch ended: \(end)")
+                            case .failed(let reason) where reason.hasPrefix("unauthorized") || reason.hasPrefix("permission_denied"):
+                                FileHandle.standardError.write(Data("error: watch refused: \(reason)\n".utf8))
+                                throw ExitCode(6)
                             default: throw CLIError.unavailable("watch ended: \(end)")
                             }
                         }
                     }
                 } catch let error as CLIError {
                     throw error
+                } catch let exit as ExitCode {
+                    throw exit
                 } catch {
                     throw CLIError.unavailable("watch broken: \(error)")
                 }

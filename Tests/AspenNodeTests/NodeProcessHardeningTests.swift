@@ -52,13 +52,14 @@ extension ClusterSuites {
                 let connection = try await TransportConnection.connect(host: "127.0.0.1", port: port, protocol: AspenProtocol.raft, tls: stranger)
                 _ = try await connection.request([1])
             }
-            // Without the cookie, or with a wrong one, requests are refused with the reason.
+            // Without the cookie, or with a wrong one, requests are refused with the reason (the
+            // CLI's exit code 6: not permitted).
             let noCookie = try cluster.client()
             await #expect(throws: ClientError.self) { try await noCookie.get(Bytes("before".utf8)) }
             let (code, _) = try await cluster.aspen(["kv", "get", "before"])
-            #expect(code == 4)
+            #expect(code == 6)
             let (wrongCode, _) = try await cluster.aspen(["kv", "get", "before", "--cookie", "open"])
-            #expect(wrongCode == 4)
+            #expect(wrongCode == 6)
             #expect(try await cluster.aspen(["kv", "get", "before", "--cookie", cookie]) == (0, "1"))
 
             // Every node still serves, and the admin endpoint counts what happened.

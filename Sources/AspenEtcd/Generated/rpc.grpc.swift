@@ -1,6 +1,8 @@
 /// etcd's v3 gRPC services (package etcdserverpb) as Aspen serves them: etcd's public service,
 /// method, message and field names and numbers, written for Aspen. Only what Aspen implements or
-/// refuses explicitly is declared; the Auth service is not served at all.
+/// refuses explicitly is declared. Of the Auth service only AuthEnable, AuthDisable, AuthStatus and
+/// Authenticate are declared; its user and role methods are not, and the server answers them
+/// Unimplemented.
 
 // DO NOT EDIT.
 // swift-format-ignore-file
@@ -4978,6 +4980,888 @@ extension Etcdserverpb_Maintenance.ClientProtocol {
             metadata: metadata
         )
         return try await self.moveLeader(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// MARK: - etcdserverpb.Auth
+
+/// Namespace containing generated types for the "etcdserverpb.Auth" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Etcdserverpb_Auth: Sendable {
+    /// Service descriptor for the "etcdserverpb.Auth" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "AuthEnable" metadata.
+        public enum AuthEnable: Sendable {
+            /// Request type for "AuthEnable".
+            public typealias Input = Etcdserverpb_AuthEnableRequest
+            /// Response type for "AuthEnable".
+            public typealias Output = Etcdserverpb_AuthEnableResponse
+            /// Descriptor for "AuthEnable".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "AuthEnable",
+                type: .unary
+            )
+        }
+        /// Namespace for "AuthDisable" metadata.
+        public enum AuthDisable: Sendable {
+            /// Request type for "AuthDisable".
+            public typealias Input = Etcdserverpb_AuthDisableRequest
+            /// Response type for "AuthDisable".
+            public typealias Output = Etcdserverpb_AuthDisableResponse
+            /// Descriptor for "AuthDisable".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "AuthDisable",
+                type: .unary
+            )
+        }
+        /// Namespace for "AuthStatus" metadata.
+        public enum AuthStatus: Sendable {
+            /// Request type for "AuthStatus".
+            public typealias Input = Etcdserverpb_AuthStatusRequest
+            /// Response type for "AuthStatus".
+            public typealias Output = Etcdserverpb_AuthStatusResponse
+            /// Descriptor for "AuthStatus".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "AuthStatus",
+                type: .unary
+            )
+        }
+        /// Namespace for "Authenticate" metadata.
+        public enum Authenticate: Sendable {
+            /// Request type for "Authenticate".
+            public typealias Input = Etcdserverpb_AuthenticateRequest
+            /// Response type for "Authenticate".
+            public typealias Output = Etcdserverpb_AuthenticateResponse
+            /// Descriptor for "Authenticate".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "Authenticate",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "etcdserverpb.Auth" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            AuthEnable.descriptor,
+            AuthDisable.descriptor,
+            AuthStatus.descriptor,
+            Authenticate.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "etcdserverpb.Auth" service.
+    public static let etcdserverpb_Auth = GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth")
+}
+
+// MARK: etcdserverpb.Auth (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth {
+    /// Streaming variant of the service protocol for the "etcdserverpb.Auth" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthEnableRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthEnableResponse` messages.
+        func authEnable(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthEnableRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthEnableResponse>
+
+        /// Handle the "AuthDisable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthDisableRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthDisableResponse` messages.
+        func authDisable(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthDisableRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthDisableResponse>
+
+        /// Handle the "AuthStatus" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthStatusRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthStatusResponse` messages.
+        func authStatus(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthStatusResponse>
+
+        /// Handle the "Authenticate" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthenticateRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthenticateResponse` messages.
+        func authenticate(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthenticateRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthenticateResponse>
+    }
+
+    /// Service protocol for the "etcdserverpb.Auth" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    public protocol ServiceProtocol: Etcdserverpb_Auth.StreamingServiceProtocol {
+        /// Handle the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthEnableResponse` message.
+        func authEnable(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthEnableRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthEnableResponse>
+
+        /// Handle the "AuthDisable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthDisableRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthDisableResponse` message.
+        func authDisable(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthDisableRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthDisableResponse>
+
+        /// Handle the "AuthStatus" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthStatusRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthStatusResponse` message.
+        func authStatus(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthStatusResponse>
+
+        /// Handle the "Authenticate" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthenticateRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthenticateResponse` message.
+        func authenticate(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthenticateRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthenticateResponse>
+    }
+
+    /// Simple service protocol for the "etcdserverpb.Auth" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    public protocol SimpleServiceProtocol: Etcdserverpb_Auth.ServiceProtocol {
+        /// Handle the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthEnableRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthEnableResponse` to respond with.
+        func authEnable(
+            request: Etcdserverpb_AuthEnableRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthEnableResponse
+
+        /// Handle the "AuthDisable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthDisableRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthDisableResponse` to respond with.
+        func authDisable(
+            request: Etcdserverpb_AuthDisableRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthDisableResponse
+
+        /// Handle the "AuthStatus" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthStatusRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthStatusResponse` to respond with.
+        func authStatus(
+            request: Etcdserverpb_AuthStatusRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthStatusResponse
+
+        /// Handle the "Authenticate" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthenticateRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthenticateResponse` to respond with.
+        func authenticate(
+            request: Etcdserverpb_AuthenticateRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthenticateResponse
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.AuthEnable.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthEnableRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthEnableResponse>(),
+            handler: { request, context in
+                try await self.authEnable(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.AuthDisable.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthDisableRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthDisableResponse>(),
+            handler: { request, context in
+                try await self.authDisable(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.AuthStatus.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthStatusRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthStatusResponse>(),
+            handler: { request, context in
+                try await self.authStatus(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.Authenticate.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthenticateRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthenticateResponse>(),
+            handler: { request, context in
+                try await self.authenticate(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.ServiceProtocol {
+    public func authEnable(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthEnableRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthEnableResponse> {
+        let response = try await self.authEnable(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func authDisable(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthDisableRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthDisableResponse> {
+        let response = try await self.authDisable(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func authStatus(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthStatusRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthStatusResponse> {
+        let response = try await self.authStatus(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func authenticate(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthenticateRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthenticateResponse> {
+        let response = try await self.authenticate(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.SimpleServiceProtocol {
+    public func authEnable(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthEnableRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthEnableResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthEnableResponse>(
+            message: try await self.authEnable(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func authDisable(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthDisableRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthDisableResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthDisableResponse>(
+            message: try await self.authDisable(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func authStatus(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthStatusRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthStatusResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthStatusResponse>(
+            message: try await self.authStatus(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func authenticate(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthenticateRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthenticateResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthenticateResponse>(
+            message: try await self.authenticate(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+}
+
+// MARK: etcdserverpb.Auth (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth {
+    /// Generated client protocol for the "etcdserverpb.Auth" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthEnableRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthEnableResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func authEnable<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthEnableRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthEnableResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AuthDisable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthDisableRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthDisableRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthDisableResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func authDisable<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthDisableRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthDisableRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthDisableResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthDisableResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AuthStatus" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthStatusRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func authStatus<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthStatusResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Authenticate" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthenticateRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthenticateRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthenticateResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func authenticate<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthenticateRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthenticateRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthenticateResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthenticateResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "etcdserverpb.Auth" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthEnableRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthEnableResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func authEnable<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthEnableRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthEnableResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.AuthEnable.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "AuthDisable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthDisableRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthDisableRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthDisableResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func authDisable<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthDisableRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthDisableRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthDisableResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthDisableResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.AuthDisable.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "AuthStatus" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthStatusRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func authStatus<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthStatusResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthStatusResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.AuthStatus.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Authenticate" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthenticateRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthenticateRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthenticateResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func authenticate<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthenticateRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthenticateRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthenticateResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthenticateResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.Authenticate.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.ClientProtocol {
+    /// Call the "AuthEnable" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authEnable<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.authEnable(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthEnableRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthEnableResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuthDisable" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthDisableRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authDisable<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthDisableRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthDisableResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.authDisable(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthDisableRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthDisableResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuthStatus" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthStatusRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authStatus<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthStatusRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.authStatus(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthStatusRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Authenticate" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthenticateRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authenticate<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthenticateRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthenticateResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.authenticate(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthenticateRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthenticateResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.ClientProtocol {
+    /// Call the "AuthEnable" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authEnable<Result>(
+        _ message: Etcdserverpb_AuthEnableRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.authEnable(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuthDisable" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authDisable<Result>(
+        _ message: Etcdserverpb_AuthDisableRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthDisableResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthDisableRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.authDisable(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuthStatus" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authStatus<Result>(
+        _ message: Etcdserverpb_AuthStatusRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthStatusRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.authStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Authenticate" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authenticate<Result>(
+        _ message: Etcdserverpb_AuthenticateRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthenticateResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthenticateRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.authenticate(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -1,0 +1,127 @@
+import AspenAuth
+import AspenCoordination
+import AspenCore
+import AspenKV
+
+/// The `cluster.*` operations of the native protocol.
+public enum ClusterOperation: String, Sendable, CaseIterable {
+    case status, members, metrics, snapshot, hash, defragment
+    case transferLeader = "transfer-leader"
+    case initialize = "init"
+    case adopt
+    case addMember = "add-member"
+    case promote, remove
+    case setVoters = "set-voters"
+    /// Whether the cluster requires credentials, which roots it trusts, what it revoked.
+    case authStatus = "auth-status"
+    /// Add or remove a trusted root.
+    case authRoots = "auth-roots"
+    /// Revoke a token (and its descendants), or everything an issuer issued before a time.
+    case authRevoke = "auth-revoke"
+    /// Record, or remove, that the cluster requires credentials (etcd's AuthEnable/AuthDisable).
+    case authRequire = "auth-require"
+}
+
+/// What each request of each protocol needs, decided by exhaustive switches: a new request
+/// kind does not compile until it is given a requirement here. Public requests (`.nothing`) are
+/// the published allow-list: `cluster.status` and `cluster.members` (how a client finds the
+/// leader; the cluster ticket already tells as much), `cluster.auth-status`, and (on the etcd
+/// endpoint) `Authenticate`, `AuthStatus`, `MemberList`, `Status` and `Alarm` reads; and `/health`.
+public enum RequestRequirements {
+    /// A `cluster.*` operation.
+    public static func of(_ operation: ClusterOperation) -> Requirement {
+        switch operation {
+        case .status, .members, .authStatus:
+            return .nothing
+        case .metrics, .snapshot, .hash, .defragment, .transferLeader, .initialize, .adopt, .addMember, .promote, .remove, .setVoters,
+            .authRoots, .authRevoke, .authRequire:
+            return .clusterAdmin
+        }
+    }
+
+    /// A write. Lease revocation deletes the keys attached to the lease: `leaseKeys` says which.
+    public static func of(_ write: KVWriteRequest, leaseKeys: (LeaseID) throws -> [Bytes]) rethrows -> Requirement {
+        switch write {
+        case .put(let put): return of(put)
+        case .delete(let delete): return of(delete)
+        case .transaction(let transaction): return of(transaction)
+        case .batch(let operations):
+            return .all(
+                operations.map {
+                    switch $0 {
+                    case .put(let put): return of(put)
+                    case .delete(let delete): return of(delete)
+                    }
+                })
+        case .leaseGrant, .leaseKeepAlive: return .lease
+        case .leaseRevoke(let id): return .all([.lease] + (try leaseKeys(id)).map { .delete(.key($0)) })
+        case .compact: return .clusterAdmin
+        }
+    }
+
+    /// A read: the range it names (a continuation token never widens it).
+    public static func of(_ range: RangeRequest) -> Requirement { .read(range.selection) }
+
+    /// A lease's status; with its keys, a read of each.
+    public static func leaseStatus(keys: [Bytes]) -> Requirement { .all([.lease] + keys.map { .read(.key($0)) }) }
+
+    static func of(_ put: Put) -> Requirement {
+        put.returnPrevious || put.ignoreValue || put.ignoreLease ? .all([.write(put.key), .read(.key(put.key))]) : .write(put.key)
+    }
+
+    static func of(_ delete: Delete) -> Requirement {
+        delete.returnPrevious ? .all([.delete(delete.selection), .read(delete.selection)]) : .delete(delete.selection)
+    }
+
+    /// Every compare and every operation of both branches: whichever branch runs, it was allowed.
+    static func of(_ transaction: Transaction) -> Requirement {
+        var parts: [Requirement] = transaction.compares.map { compare in
+            switch compare.extent {
+            case .key: return .read(.key(compare.key))
+            case .range(let end): return .read(KeyBounds(start: compare.key, end: end))
+            }
+        }
+        for operation in transaction.success + transaction.failure {
+            switch operation {
+            case .put(let put): parts.append(of(put))
+            case .delete(let delete): parts.append(of(delete))
+            case .get(let range): parts.append(of(range))
+            case .transaction(let nested): parts.append(of(nested))
+            }
+        }
+        return .all(parts)
+    }
+
+    /// A coordination call: `coordination` on `KIND/NAME` (`lock/build`, `queue/jobs`, …), so a
+    /// capability can name one primitive, every primitive of a kind, or everything.
+    public static func of(_ call: CoordinationCall) -> Requirement {
+        func on(_ kind: String, _ name: String) -> Requirement { .coordination(name: Array("\(kind)/\(name)".utf8)) }
+        switch call {
+        case .lockAcquire(let name, _, _, _), .lockRenew(let name, _, _), .lockRelease(let name, _, _), .lockHolder(let name):
+            return on("lock", name)
+        case .lockSetAcquire(let names, _, _, _), .lockSetRelease(let names, _, _):
+            return .all(names.map { on("lock", $0) })
+        case .campaign(let name, _, _, _), .electionLeader(let name), .electionRenew(let name, _, _), .resign(let name, _, _):
+            return on("election", name)
+        case .counter(let name, _, _): return on("counter", name)
+        case .sequenceReserve(let name, _): return on("sequence", name)
+        case .rateAcquire(let name, _, _, _, _), .rateReset(let name, _, _): return on("rate", name)
+        case .enqueue(let queue, _, _, _), .dequeue(let queue, _, _), .peek(let queue), .queueStatus(let queue), .redrive(let queue):
+            return on("queue", queue)
+        case .ack(let delivery), .nack(let delivery, _), .extend(let delivery, _): return on("queue", delivery.queue)
+        case .semaphoreAcquire(let name, _, _, _, _), .semaphoreHolders(let name, _): return on("semaphore", name)
+        case .semaphoreRelease(let permit, _, _):
+            // A permit is "NAME\0SLOT".
+            return on("semaphore", String(permit.prefix { $0 != "\0" }))
+        case .barrierEnter(let name, _, _, _), .barrierLeave(let name, _), .barrierStatus(let name): return on("barrier", name)
+        case .readLock(let name, _, _, _), .writeLock(let name, _, _, _): return on("rwlock", name)
+        case .readUnlock(let grant), .writeUnlock(let grant), .downgrade(let grant): return on("rwlock", grant.name)
+        case .register(let instance, _): return on("service", instance.service)
+        case .deregister(let service, _): return on("service", service)
+        case .discover(let service, _): return on("service", service)
+        case .heartbeat:
+            // It names only a lease: it needs the right to every service.
+            return on("service", "")
+        }
+    }
+}
