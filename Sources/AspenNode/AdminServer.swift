@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenCore
 import AspenRaft
 import AspenTransport
@@ -6,7 +7,9 @@ import NIOHTTP1
 import NIOPosix
 
 /// The admin HTTP endpoint (loopback by default): `/health` is 200 only while the node knows a
-/// leader and is applying, `/metrics` is the Prometheus text format.
+/// leader and is applying, `/metrics` is the Prometheus text format. When the node requires
+/// credentials, everything but `/health` needs `Authorization: Bearer CREDENTIAL` holding
+/// cluster-admin (the credential's text, with its holder's key unless it is a bearer token).
 public final class AdminServer: Sendable {
     let channel: any Channel
     public var port: Int { channel.localAddress?.port ?? 0 }
@@ -14,13 +17,14 @@ public final class AdminServer: Sendable {
     private init(channel: any Channel) { self.channel = channel }
 
     public static func start(
-        host: String, port: Int, node: RaftNode, requests: RequestMetrics? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        host: String, port: Int, node: RaftNode, requests: RequestMetrics? = nil, auth: NodeAuth? = nil,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> AdminServer {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(AdminHandler(node: node, requests: requests))
+                    channel.pipeline.addHandler(AdminHandler(node: node, requests: requests, auth: auth))
                 }
             }
             .bind(host: host, port: port).get()
@@ -30,7 +34,9 @@ public final class AdminServer: Sendable {
     public func close() async throws { try await channel.close() }
 
     /// The Prometheus exposition of a node's state and counters.
-    public static func metrics(_ status: RaftNode.Status, _ counters: RaftNode.Counters, requests: RequestMetrics? = nil, watchers: Int = 0) -> String {
+    public static func metrics(
+        _ status: RaftNode.Status, _ counters: RaftNode.Counters, requests: RequestMetrics? = nil, watchers: Int = 0, authDenials: Int = 0
+    ) -> String {
         var lines: [String] = []
         func gauge(_ name: String, _ help: String, _ value: String) {
             lines.append("# HELP \(name) \(help)")
@@ -43,6 +49,7 @@ public final class AdminServer: Sendable {
             lines.append("\(name) \(value)")
         }
         gauge("aspen_raft_term", "Current Raft term.", "\(status.term)")
+        counter("aspen_auth_denials_total", "Requests refused for want of a credential or capability.", "\(authDenials)")
         gauge("aspen_raft_is_leader", "1 if this node leads.", status.role == .leader ? "1" : "0")
         gauge("aspen_raft_leader_id", "The known leader's id (0: none).", "\(status.leader?.rawValue ?? 0)")
         gauge("aspen_raft_commit_index", "Highest committed log index.", "\(status.commitIndex)")
@@ -104,10 +111,12 @@ final class AdminHandler: ChannelInboundHandler, Sendable {
     typealias OutboundOut = HTTPServerResponsePart
     let node: RaftNode
     let requests: RequestMetrics?
+    let auth: NodeAuth?
 
-    init(node: RaftNode, requests: RequestMetrics?) {
+    init(node: RaftNode, requests: RequestMetrics?, auth: NodeAuth?) {
         self.node = node
         self.requests = requests
+        self.auth = auth
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -116,17 +125,32 @@ final class AdminHandler: ChannelInboundHandler, Sendable {
         let node = self.node
         let requests = self.requests
         let uri = head.uri
+        let auth = self.auth
+        let authorization = head.headers.first(name: "authorization")
         Task {
             let status = await node.status
-            let (code, body): (HTTPResponseStatus, String)
-            switch uri {
+            var (code, body): (HTTPResponseStatus, String) = (.ok, "")
+            var refusal: AuthRefusal?
+            if uri != "/health", let auth {
+                do throws(AuthRefusal) {
+                    try auth.authorizeCarried(authorization.map { String($0.trimmingPrefix("Bearer ")) }, needed: .clusterAdmin, nowMs: node.nowMs())
+                } catch {
+                    refusal = error
+                    auth.noteDenial(error, client: "admin HTTP", operation: uri, nowMs: node.nowMs())
+                }
+            }
+            switch refusal == nil ? uri : "" {
+            case "":
+                code = .unauthorized
+                body = "\(refusal!)\n"
             case "/health":
                 let healthy = status.leader != nil && status.appliedIndex >= status.commitIndex.saturatingSubtract(1_000)
                 code = healthy ? .ok : .serviceUnavailable
                 body = healthy ? "ok\n" : "unhealthy: \(status.leader == nil ? "no leader known" : "applying behind the commit index")\n"
             case "/metrics":
                 code = .ok
-                body = AdminServer.metrics(status, await node.counters, requests: requests, watchers: node.watches.watcherCount)
+                body = AdminServer.metrics(
+                    status, await node.counters, requests: requests, watchers: node.watches.watcherCount, authDenials: auth?.denials ?? 0)
             case "/cluster-ticket":
                 let members = ClusterMembers(await node.membership)
                 code = members.records.isEmpty ? .serviceUnavailable : .ok

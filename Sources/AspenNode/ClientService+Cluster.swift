@@ -21,7 +21,8 @@ extension ClientService {
             return Self.members(await node.membership).encoded
         case .metrics:
             // The same text as the admin endpoint's /metrics, from whichever node answers.
-            let text = AdminServer.metrics(await node.status, await node.counters, requests: metrics, watchers: node.watches.watcherCount)
+            let text = AdminServer.metrics(
+                await node.status, await node.counters, requests: metrics, watchers: node.watches.watcherCount, authDenials: auth?.denials ?? 0)
             return Array(text.utf8)
         case .snapshot:
             let (index, term, bytes) = try await node.snapshotNow()

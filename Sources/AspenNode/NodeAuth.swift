@@ -139,6 +139,26 @@ public final class NodeAuth: Sendable {
         }
     }
 
+    /// Authorizes a request whose credential comes as text over a channel that proves no key
+    /// (admin HTTP): a credential addressed to a key must carry that key.
+    public func authorizeCarried(_ text: String?, needed: Requirement, nowMs: Int64) throws(AuthRefusal) {
+        guard isRequired, needed != .nothing else { return }
+        guard let text, !text.isEmpty else { throw .missingCredential(needed: needed) }
+        let credential: Credential
+        do {
+            credential = try Credential(text: text, limits: verifier.limits)
+        } catch {
+            throw .denied(.malformed(error))
+        }
+        let verified: VerifiedCredential
+        do {
+            verified = try verifier.verify(credential, nowMs: nowMs)
+        } catch {
+            throw .denied(error)
+        }
+        try authorize(verified, caller: credential.holderKey?.publicKey, needed: needed, nowMs: nowMs)
+    }
+
     /// Counts a refusal and logs it, at most once a second (with how many were not logged).
     public func noteDenial(_ refusal: AuthRefusal, client: String, operation: String, nowMs: Int64) {
         let (log, skipped) = state.withLock { state -> (Bool, Int) in

@@ -175,7 +175,7 @@ public final class NodeRuntime: Sendable {
         await node.start()
         var admin: AdminServer?
         if let http = settings.http {
-            admin = try await AdminServer.start(host: http.host, port: http.port, node: node, requests: requestMetrics)
+            admin = try await AdminServer.start(host: http.host, port: http.port, node: node, requests: requestMetrics, auth: auth)
         }
         var joiner: Task<Void, Never>?
         if let ticket = settings.ticket, await node.membership.isEmpty {

@@ -16,6 +16,9 @@ struct Bench: AsyncParsableCommand {
         /// contended lock, an enqueue+dequeue+ack, a counter increment, or a buffered increment
         /// (flushed every 100).
         case lock, queue, counter, bufferedCounter = "buffered-counter"
+        /// Capability-token verification in this process (no cluster): a whole chain, a
+        /// remembered one, and Ed25519 itself as the baseline.
+        case auth
         var isLayer: Bool { [.lock, .queue, .counter, .bufferedCounter].contains(self) }
     }
     enum WireProtocol: String, ExpressibleByArgument, CaseIterable { case aspen, etcd }
@@ -66,6 +69,10 @@ struct Bench: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if workload == .auth {
+            try await runReporting { AuthBench.run(seconds: duration, json: cluster.json) }
+            return
+        }
         try await runReporting {
             let client: any BenchTarget
             switch `protocol` {

@@ -5,6 +5,9 @@ import AspenKV
 import AspenNode
 import AspenTransport
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Testing
 
 extension ClusterSuites {
@@ -41,7 +44,7 @@ extension ClusterSuites {
                 try cluster.start(
                     id,
                     arguments: ["--peers", peers, "--bootstrap", "--auth", "required", "--trusted-roots", rootKey]
-                        + (id == 1 ? ["--etcd-listen", "127.0.0.1:\(cluster.basePort + 31)"] : []))
+                        + (id == 1 ? ["--etcd-listen", "127.0.0.1:\(cluster.basePort + 31)", "--http", "127.0.0.1:\(cluster.basePort + 51)"] : []))
             }
             return (cluster, credential, rootKey)
         }
@@ -156,6 +159,22 @@ extension ClusterSuites {
             }
             // Nothing refused changed anything: the key is as the root credential wrote it.
             #expect(try await cluster.aspen(["--credential-file", root, "kv", "get", "k"]).1 == "v")
+
+            // The admin port: /health is public; /metrics and /cluster-ticket need cluster-admin.
+            let admin = "http://127.0.0.1:\(cluster.basePort + 51)"
+            func get(_ path: String, _ credential: String?) async throws -> (Int, String) {
+                var request = URLRequest(url: URL(string: admin + path)!)
+                if let credential { request.setValue("Bearer \(try #require(ValueFile.read(credential)))", forHTTPHeaderField: "Authorization") }
+                let (data, response) = try await URLSession.shared.data(for: request)
+                return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+            }
+            try await eventually("/health is ok") { try await get("/health", nil).0 == 200 }
+            #expect(try await get("/metrics", nil).0 == 401)
+            #expect(try await get("/cluster-ticket", only).0 == 401)
+            let metrics = try await get("/metrics", root)
+            #expect(metrics.0 == 200 && metrics.1.contains("aspen_auth_denials_total"), "\(metrics.0)")
+            let denials = metrics.1.split(separator: "\n").first { $0.hasPrefix("aspen_auth_denials_total ") }.flatMap { Int($0.split(separator: " ")[1]) }
+            #expect((denials ?? 0) > 0, "the refusals above were counted on node 1")
         }
 
         @Test("etcdctl: no credential, a garbage one, one lacking the capability and a valid one")
