@@ -123,6 +123,26 @@ extension ClusterSuites {
             let now = ISO8601DateFormatter().string(from: Date().addingTimeInterval(1))
             #expect(try await aspen(root, ["token", "revoke", "--issuer", String(holder), "--before", now]).0 == 0)
             #expect(try await aspen(app, ["kv", "get", "app/jobs/9"]).0 == 6)
+
+            // Verification is offline: node 3, cut off from the others (both killed), still
+            // verifies a credential it has never seen, and still refuses the revoked one.
+            let fresh = file("fresh.cred")
+            #expect(try Self.offline(["token", "create", "--root-key-file", cluster.directory.appendingPathComponent("root.key").path,
+                "--cap", "read:", "--lifetime", "1h", "--out", fresh]).0 == 0)
+            try await eventually("node 3 applied the issuer cutoff") { try await aspen(app, ["kv", "get", "app/x", "--stale"], node: 3).0 == 6 }
+            cluster.kill9(1)
+            cluster.kill9(2)
+            #expect(try await aspen(fresh, ["kv", "get", "after", "--stale"], node: 3).1 == "restart")
+            #expect(try await aspen(child, ["kv", "get", "after", "--stale"], node: 3).0 == 6)
+
+            // A node whose clock runs two hours ahead finds the one-hour credential expired.
+            cluster.kill9(3)
+            try cluster.start(
+                3, arguments: ["--peers", cluster.entries[0] + "," + cluster.entries[1], "--auth", "required", "--trusted-roots", try Self.rootKey(root)],
+                environment: ["ASPEN_TEST_CLOCK_SKEW_MS": "7200000"])
+            try await eventually("node 3 is back") { try await aspen(nil, ["cluster", "status"], node: 3).0 == 0 }
+            #expect(try await aspen(fresh, ["kv", "get", "after", "--stale"], node: 3).0 == 6)
+            #expect(try await aspen(root, ["kv", "get", "after", "--stale"], node: 3).1 == "restart", "the root credential lives a day")
         }
 
         static func rootKey(_ credential: String) throws -> String {
@@ -204,6 +224,24 @@ extension ClusterSuites {
             #expect(wide.0 != 0 && wide.2.contains("permission denied"), "a prefix read wider than app/: \(wide)")
             let users = try await etcdctl(["--user", "token", "--password", password, "user", "list"])
             #expect(users.0 != 0 && users.2.contains("capability tokens"), "\(users)")
+
+            // A session whose credential holds only delegate: every etcd method but the public
+            // ones is refused with etcd's own error.
+            let only = cluster.directory.appendingPathComponent("delegate.cred").path
+            #expect(try Self.offline(["token", "create", "--credential-file", root, "--cap", "delegate", "--lifetime", "1h", "--out", only]).0 == 0)
+            let onlyPassword = try #require(ValueFile.read(only))
+            let refused: [[String]] = [
+                ["put", "k", "v"], ["get", "k"], ["get", "", "--prefix"], ["del", "k"], ["compaction", "1"],
+                ["lease", "grant", "10"], ["lease", "list"], ["lease", "timetolive", "1"], ["lease", "revoke", "1"],
+                ["defrag"], ["endpoint", "hashkv"], ["member", "remove", "2"], ["member", "add", "x", "--peer-urls=http://127.0.0.1:1"],
+                ["move-leader", "2"], ["auth", "disable"],
+            ]
+            for arguments in refused {
+                let result = try await etcdctl(["--user", "token", "--password", onlyPassword] + arguments)
+                #expect(result.0 != 0 && result.2.contains("permission denied"), "etcdctl \(arguments.joined(separator: " ")): \(result)")
+            }
+            #expect(try await etcdctl(["--user", "token", "--password", onlyPassword, "member", "list"]).0 == 0)
+            #expect(try await etcdctl(["--user", "token", "--password", onlyPassword, "endpoint", "status"]).0 == 0)
         }
     }
 }
