@@ -168,10 +168,14 @@ public struct NodeSettings: Sendable, Equatable {
         case (.some, nil): throw Problem("\(origin("etcd-cert-file")) needs etcd-key-file too")
         case (nil, .some): throw Problem("\(origin("etcd-key-file")) needs etcd-cert-file too")
         }
-        // The etcd endpoint has no other authentication than client certificates (the cookie is
-        // the native protocol's): reachable from other machines, it needs them.
-        if let (etcdHost, _) = etcdListen, !Self.isLoopback(host: etcdHost), etcdTLS?.clientCA == nil {
-            let reason = "the etcd endpoint then needs client certificates (etcd-cert-file, etcd-key-file and etcd-trusted-ca-file), or listen on 127.0.0.1"
+        // Reachable from other machines, the etcd endpoint needs client certificates, or TLS and
+        // capability tokens (its clients then authenticate, and their credentials must not cross
+        // the network in clear).
+        let tokensRequired = value("auth") == "required" || ((value("auth") ?? "auto") == "auto" && !Self.isLoopback(host: listen.0))
+        if let (etcdHost, _) = etcdListen, !Self.isLoopback(host: etcdHost), etcdTLS?.clientCA == nil, !(tokensRequired && etcdTLS != nil) {
+            let reason =
+                "the etcd endpoint then needs client certificates (etcd-cert-file, etcd-key-file and etcd-trusted-ca-file), "
+                + "or TLS (etcd-cert-file, etcd-key-file) with --auth required, or listen on 127.0.0.1"
             throw Problem("\(origin("etcd-listen")) \(etcdHost) is reachable from other machines: \(reason)")
         }
         let storage = value("storage") ?? "sqlite"

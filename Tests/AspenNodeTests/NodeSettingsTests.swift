@@ -105,6 +105,11 @@ struct NodeSettingsTests {
         #expect(problem(flags: open).contains("--etcd-listen 0.0.0.0 is reachable from other machines"))
         #expect(problem(flags: open.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem"]) { $1 }).contains("needs client certificates"))
         #expect(problem(flags: open.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem", "etcd-trusted-ca-file": "ca.pem"]) { $1 }) == "accepted")
+        // With capability tokens required, TLS alone will do: clients authenticate with them.
+        #expect(problem(flags: open.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem", "auth": "required"]) { $1 }) == "accepted")
+        #expect(problem(flags: open.merging(["auth": "required"]) { $1 }).contains("or TLS (etcd-cert-file, etcd-key-file) with --auth required"))
+        #expect(problem(flags: base.merging(["auth": "sometimes"]) { $1 }).contains("must be off, required or auto"))
+        #expect(problem(flags: base.merging(["trusted-roots": "abc"]) { $1 }).contains("is not a public key"))
         #expect(problem(flags: base.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem"]) { $1 }).contains("needs etcd-listen"))
         let secured = try NodeSettings.resolve(
             flags: etcd.merging(["etcd-cert-file": "c.pem", "etcd-key-file": "k.pem"]) { $1 }, environment: [:], file: [:])
