@@ -42,7 +42,7 @@ public enum AuthWire {
             clusterRequires = try reader.readBool()
             let count = try reader.readCount(limit: 100_000)
             var roots: [PublicKey] = []
-            for _ in 0..<count { roots.append(PublicKey(bytes: try reader.readRaw(32))!) }
+            for _ in 0..<count { roots.append(PublicKey(exactly: try reader.readRaw(32))) }
             self.roots = roots
             revokedTokens = try reader.readCount(limit: Int.max)
             issuerCutoffs = try reader.readCount(limit: Int.max)
@@ -66,7 +66,7 @@ public enum AuthWire {
         public init(decoding bytes: Bytes) throws(DecodingError) {
             var reader = ByteReader(bytes)
             let tag = try reader.readByte()
-            let key = PublicKey(bytes: try reader.readRaw(32))!
+            let key = PublicKey(exactly: try reader.readRaw(32))
             try reader.expectEnd()
             switch tag {
             case 1: self = .add(key)
@@ -104,8 +104,8 @@ public enum AuthWire {
             let time = try reader.readSignedVarint()
             try reader.expectEnd()
             switch tag {
-            case 1: self = .token(TokenID(bytes: raw)!, expiresAtMs: time)
-            case 2: self = .issuedBefore(PublicKey(bytes: raw)!, cutoffMs: time)
+            case 1: self = .token(TokenID(exactly: raw), expiresAtMs: time)
+            case 2: self = .issuedBefore(PublicKey(exactly: raw), cutoffMs: time)
             default: throw .unknownTag(tag, context: "revocation")
             }
         }

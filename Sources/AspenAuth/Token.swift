@@ -2,23 +2,33 @@ import AspenCore
 import AspenKV
 import Crypto
 
-/// An Ed25519 public key, 32 bytes: a token's issuer or audience, a trusted root.
-public struct PublicKey: Sendable, Hashable, Comparable, CustomStringConvertible {
-    public let bytes: Bytes
+/// 32 bytes with a name: a key or a token id, shown in hexadecimal and ordered by its bytes.
+public protocol Bytes32: Sendable, Hashable, Comparable, CustomStringConvertible {
+    var bytes: Bytes { get }
+    /// From exactly 32 bytes.
+    init(exactly bytes: Bytes)
+}
 
+extension Bytes32 {
     public init?(bytes: Bytes) {
         guard bytes.count == 32 else { return nil }
-        self.bytes = bytes
+        self.init(exactly: bytes)
     }
 
     public init?(hex: String) {
         guard let bytes = Hex.decode(hex), bytes.count == 32 else { return nil }
-        self.bytes = bytes
+        self.init(exactly: bytes)
     }
 
     public var hex: String { Hex.encode(bytes) }
     public var description: String { hex }
     public static func < (a: Self, b: Self) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+}
+
+/// An Ed25519 public key: a token's issuer or audience, a trusted root.
+public struct PublicKey: Bytes32 {
+    public let bytes: Bytes
+    public init(exactly bytes: Bytes) { self.bytes = bytes }
 
     func isValidSignature(_ signature: Bytes, for message: Bytes) -> Bool {
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: bytes) else { return false }
@@ -50,22 +60,9 @@ public struct SigningKey: Sendable {
 
 /// A token's id: SHA-256 of the bytes its issuer signed (domain and body). A second signature
 /// over the same bytes is the same token.
-public struct TokenID: Sendable, Hashable, Comparable, CustomStringConvertible {
+public struct TokenID: Bytes32 {
     public let bytes: Bytes
-
-    public init?(bytes: Bytes) {
-        guard bytes.count == 32 else { return nil }
-        self.bytes = bytes
-    }
-
-    public init?(hex: String) {
-        guard let bytes = Hex.decode(hex), bytes.count == 32 else { return nil }
-        self.bytes = bytes
-    }
-
-    public var hex: String { Hex.encode(bytes) }
-    public var description: String { hex }
-    public static func < (a: Self, b: Self) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+    public init(exactly bytes: Bytes) { self.bytes = bytes }
 }
 
 /// Who may use a token: the holder of one key (proven by the TLS handshake of the connection it
@@ -166,10 +163,10 @@ public struct Token: Sendable, Hashable {
         var reader = ByteReader(bytes)
         let version = try reader.readByte()
         guard version == Self.version else { throw .invalid("token version \(version); this node reads version \(Self.version)") }
-        issuer = PublicKey(bytes: try reader.readRaw(32))!
+        issuer = PublicKey(exactly: try reader.readRaw(32))
         switch try reader.readByte() {
         case 0: audience = .bearer
-        case 1: audience = .key(PublicKey(bytes: try reader.readRaw(32))!)
+        case 1: audience = .key(PublicKey(exactly: try reader.readRaw(32)))
         case let tag: throw .unknownTag(tag, context: "token audience")
         }
         issuedAtMs = try reader.readSignedVarint()
@@ -178,7 +175,7 @@ public struct Token: Sendable, Hashable {
         nonce = try reader.readBytes(limit: Self.nonceBytesMax)
         switch try reader.readByte() {
         case 0: parent = nil
-        case 1: parent = TokenID(bytes: try reader.readRaw(32))!
+        case 1: parent = TokenID(exactly: try reader.readRaw(32))
         case let tag: throw .unknownTag(tag, context: "token parent")
         }
         depth = try reader.readCount(limit: limits.delegationDepthMax)
