@@ -152,6 +152,9 @@ public struct Limits: Sendable, Equatable {
     public var tokenClockSkewMs: Int64 = 30_000
     /// Verified chains a node remembers, so that a credential's signatures are checked once.
     public var verifiedCredentialsMax = 4096
+    /// Token revocations the cluster keeps (each until its token expires); past it, revoke by
+    /// issuer and time instead: one record revokes everything an issuer issued before then.
+    public var revocationsMax = 10_000
 
     public init() {}
 

@@ -71,11 +71,17 @@ extension ClientService {
             let now = node.nowMs()
             let skew = limits.tokenClockSkewMs
             var changes: [SystemRecordChange] = try await node.systemRecords(prefix: Records.revokedPrefix).compactMap { record in
-                guard let expires = Records.decode(record.value), expires + skew < now else { return nil }
+                guard let expires = Records.decode(record.value), expires < now - skew else { return nil }
                 return .remove(name: record.name)
             }
             switch revocation {
             case .token(let id, let expires):
+                let kept = try await node.systemRecords(prefix: Records.revokedPrefix).count - changes.count
+                guard kept < limits.revocationsMax else {
+                    throw NodeError.refused(
+                        "the cluster keeps at most \(limits.revocationsMax) token revocations (revocationsMax): revoke by issuer and "
+                            + "time instead (aspen token revoke --issuer KEYHEX --before TIME), one record for all of them")
+                }
                 changes.append(.set(name: Records.revoked(id), value: Records.encode(expires)))
             case .issuedBefore(let issuer, let cutoff):
                 changes.append(.set(name: Records.cutoff(issuer), value: Records.encode(cutoff)))
