@@ -27,11 +27,16 @@ public final class GRPCFrameClient: Sendable {
     public let port: Int
     let group: any EventLoopGroup
     let authority: String
+    /// Metadata sent with every call (an auth session's `token`).
+    let metadata: [(name: String, value: String)]
     let connection = Mutex<EventLoopFuture<NIOLoopBound<Handler>>?>(nil)
 
-    public init(host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(
+        host: String, port: Int, metadata: [(name: String, value: String)] = [], group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         self.host = host
         self.port = port
+        self.metadata = metadata
         self.group = group
         authority = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
@@ -64,6 +69,7 @@ public final class GRPCFrameClient: Sendable {
 
     private func connect() -> EventLoopFuture<NIOLoopBound<Handler>> {
         let authority = authority
+        let metadata = metadata
         let lost: @Sendable () -> Void = { [weak self] in self?.connectionLost() }
         return ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -78,7 +84,7 @@ public final class GRPCFrameClient: Sendable {
                         ]),
                         streamConfiguration: .init())
                     try channel.pipeline.syncOperations.addHandler(http2)
-                    try channel.pipeline.syncOperations.addHandler(Handler(authority: authority, lost: lost))
+                    try channel.pipeline.syncOperations.addHandler(Handler(authority: authority, metadata: metadata, lost: lost))
                 }
             }
             .connect(host: host, port: port)
@@ -121,10 +127,12 @@ public final class GRPCFrameClient: Sendable {
         /// The headers after the pseudo-headers, the same on every call.
         let requestHeaders: HPACKHeaders
 
-        init(authority: String, lost: @escaping @Sendable () -> Void) {
+        init(authority: String, metadata: [(name: String, value: String)], lost: @escaping @Sendable () -> Void) {
             self.authority = authority
             self.lost = lost
-            requestHeaders = ["content-type": "application/grpc", "te": "trailers", "user-agent": "aspen-bench"]
+            var headers: HPACKHeaders = ["content-type": "application/grpc", "te": "trailers", "user-agent": "aspen-bench"]
+            for (name, value) in metadata { headers.add(name: name, value: value) }
+            requestHeaders = headers
         }
 
         func handlerAdded(context: ChannelHandlerContext) { self.context = context }

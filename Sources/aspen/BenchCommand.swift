@@ -81,7 +81,7 @@ struct Bench: AsyncParsableCommand {
                 guard let text = cluster.endpoints, !text.isEmpty else {
                     throw CLIError.badInput("--protocol etcd needs --endpoints HOST:PORT,... (etcd endpoints)")
                 }
-                client = try EtcdBenchTarget(endpoints: text)
+                client = try await EtcdBenchTarget.connect(endpoints: text, credential: try ClusterOptions.credential(file: cluster.credentialFile))
             }
             let value = Bytes(repeating: 0xAB, count: valueSize)
             if workload.isLayer && `protocol` != .aspen {

@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenClient
 import AspenCoordination
 import AspenCore
@@ -36,6 +37,26 @@ extension AspenClient: BenchTarget {
 final class EtcdBenchTarget: BenchTarget {
     let clients: [GRPCFrameClient]
     let next = Atomic<Int>(0)
+
+    /// With a credential, each endpoint's client authenticates first (etcd's Authenticate, the
+    /// credential as the password) and sends its session token with every call.
+    static func connect(endpoints text: String, credential: Credential?) async throws -> EtcdBenchTarget {
+        let plain = try EtcdBenchTarget(endpoints: text)
+        guard let credential else { return plain }
+        var clients: [GRPCFrameClient] = []
+        for client in plain.clients {
+            var request = Etcdserverpb_AuthenticateRequest()
+            request.name = "aspen-bench"
+            request.password = credential.text
+            let response = try Etcdserverpb_AuthenticateResponse(
+                serializedBytes: try await client.call("/etcdserverpb.Auth/Authenticate", try request.serializedBytes()))
+            await client.close()
+            clients.append(GRPCFrameClient(host: client.host, port: client.port, metadata: [("token", response.token)]))
+        }
+        return EtcdBenchTarget(clients: clients)
+    }
+
+    init(clients: [GRPCFrameClient]) { self.clients = clients }
 
     init(endpoints text: String) throws {
         var clients: [GRPCFrameClient] = []
