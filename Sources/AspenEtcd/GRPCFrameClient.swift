@@ -44,11 +44,27 @@ public final class GRPCFrameClient: Sendable {
     /// Calls `path` ("/package.Service/Method") with one serialized request; returns the one
     /// serialized response, or throws the call's status as an `RPCError`.
     public func call(_ path: String, _ request: [UInt8]) async throws -> [UInt8] {
-        let handler = try await connected().get()
-        let loop = handler.eventLoop
-        let promise = loop.makePromise(of: [UInt8].self)
-        loop.executeHereOrQueue { handler.value.start(path, request, promise) }
-        return try await promise.futureResult.get()
+        for attempt in 0..<2 {
+            let future = connected()
+            let handler = try await future.get()
+            let loop = handler.eventLoop
+            let promise = loop.makePromise(of: [UInt8].self)
+            loop.executeHereOrQueue { handler.value.start(path, request, promise) }
+            do {
+                return try await promise.futureResult.get()
+            } catch let gone as ConnectionGone {
+                // The call never left: the connection was going away (a GOAWAY came, or it
+                // closed) before the client noticed. A new connection takes it, once.
+                connection.withLock { box in if box === future { box = nil } }
+                if attempt == 1 { throw gone.status }
+            }
+        }
+        preconditionFailure("the loop returns or throws")
+    }
+
+    /// A call refused before it was sent, because its connection is going away.
+    struct ConnectionGone: Error {
+        let status: RPCError
     }
 
     public func close() async {
@@ -159,7 +175,7 @@ public final class GRPCFrameClient: Sendable {
 
         func start(_ path: String, _ request: [UInt8], _ promise: EventLoopPromise<[UInt8]>) {
             guard let context, failure == nil else {
-                promise.fail(failure ?? RPCError(code: .unavailable, message: "the connection to \(authority) closed"))
+                promise.fail(ConnectionGone(status: failure ?? RPCError(code: .unavailable, message: "the connection to \(authority) closed")))
                 return
             }
             let id = nextStreamID
