@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "AspenEtcd", targets: ["AspenEtcd"]),
         .library(name: "AspenLayer", targets: ["AspenLayer"]),
         .library(name: "AspenCoordination", targets: ["AspenCoordination"]),
+        .library(name: "AspenBlob", targets: ["AspenBlob"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
@@ -111,6 +112,9 @@ let package = Package(
         .testTarget(
             name: "AspenCoordinationTests", dependencies: ["AspenCore", "AspenKV", "AspenLayer", "AspenCoordination"],
             swiftSettings: strictSwift),
+        // Content-addressed blobs, starting with the BLAKE3 hash (pure Swift). No I/O.
+        .target(name: "AspenBlob", dependencies: ["AspenCore"], swiftSettings: strictSwift),
+        .testTarget(name: "AspenBlobTests", dependencies: ["AspenCore", "AspenBlob"], swiftSettings: strictSwift),
         // Capability tokens: Ed25519-signed, delegable with attenuation, verified offline at every link.
         .target(
             name: "AspenAuth",
