@@ -67,6 +67,10 @@ public final class GRPCFrameClient: Sendable {
         let status: RPCError
     }
 
+    /// Whether the client holds a connection (or is making one); false once it has seen its
+    /// connection go away.
+    public var holdsConnection: Bool { connection.withLock { $0 != nil } }
+
     public func close() async {
         guard let future = connection.withLock({ box in defer { box = nil }; return box }) else { return }
         guard let handler = try? await future.get() else { return }
@@ -208,7 +212,10 @@ public final class GRPCFrameClient: Sendable {
                 // those below run to their end. New calls go to a new connection.
                 failure = RPCError(code: .unavailable, message: "\(authority) is closing the connection (\(code))")
                 lost()
-                for id in calls.keys where id > lastStreamID { finish(id, failure!) }
+                // Calls past the last stream the server took were never processed: safe to send again.
+                for id in calls.keys where id > lastStreamID {
+                    calls.removeValue(forKey: id)?.promise.fail(ConnectionGone(status: failure!))
+                }
             default:
                 break
             }

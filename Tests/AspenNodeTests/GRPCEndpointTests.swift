@@ -276,6 +276,9 @@ struct GRPCEndpointTests {
             #expect(first == 3)
             #expect(accepted() == 3)
             #expect(try await Self.eventually { open() == 0 }, "an idle connection was kept")
+            // The client sees its connection go; a call sent before it did could meet the
+            // closed socket (a reset can drop the GOAWAY still unread).
+            #expect(try await Self.eventually { !client.holdsConnection }, "the client did not notice its connection closed")
             let again = try await put(4).header.revision
             #expect(again == 4)
             #expect(accepted() == 4)
