@@ -44,25 +44,14 @@ final class EtcdSessions: Sendable {
     func authenticate(name: String, password: String, nowMs: Int64) throws -> String {
         guard let auth, auth.isRequired else { throw Self.notEnabled }
         guard !name.isEmpty else { throw Self.userEmpty }
-        let credential: Credential
+        // Nothing on this connection proves a key, so a credential addressed to one must carry it.
         let verified: VerifiedCredential
-        do {
-            credential = try Credential(text: password, limits: auth.verifier.limits)
-            verified = try auth.verifier.verify(credential, nowMs: nowMs)
+        let holder: PublicKey?
+        do throws(Denial) {
+            (verified, holder) = try auth.verifyCarried(password, nowMs: nowMs)
         } catch {
-            auth.noteDenial(.denied(.malformed(.malformed("\(error)"))), client: "etcd user \(name)", operation: "Authenticate", nowMs: nowMs)
+            auth.noteDenial(.denied(error), client: "etcd user \(name)", operation: "Authenticate", nowMs: nowMs)
             throw Self.authFailed
-        }
-        var holder: PublicKey?
-        if case .key(let audience) = verified.audience {
-            // Nothing on this connection proves the key, so the credential must carry it.
-            guard credential.holderKey?.publicKey == audience else {
-                auth.noteDenial(
-                    .denied(.wrongAudience(id: verified.id, audience: audience, presented: credential.holderKey?.publicKey)),
-                    client: "etcd user \(name)", operation: "Authenticate", nowMs: nowMs)
-                throw Self.authFailed
-            }
-            holder = audience
         }
         var generator = SystemRandomNumberGenerator()
         let token = Hex.encode((0..<24).map { _ in UInt8.random(in: 0...255, using: &generator) })

@@ -144,19 +144,31 @@ public final class NodeAuth: Sendable {
     public func authorizeCarried(_ text: String?, needed: Requirement, nowMs: Int64) throws(AuthRefusal) {
         guard isRequired, needed != .nothing else { return }
         guard let text, !text.isEmpty else { throw .missingCredential(needed: needed) }
+        let carried: (credential: VerifiedCredential, holder: PublicKey?)
+        do {
+            carried = try verifyCarried(text, nowMs: nowMs)
+        } catch {
+            throw .denied(error)
+        }
+        try authorize(carried.credential, caller: carried.holder, needed: needed, nowMs: nowMs)
+    }
+
+    /// Verifies a credential given as text where nothing proves a key (admin HTTP, etcd's
+    /// Authenticate): one addressed to a key must carry that key. Returns it verified, with the
+    /// key it proved (nil for a bearer token).
+    public func verifyCarried(_ text: String, nowMs: Int64) throws(Denial) -> (credential: VerifiedCredential, holder: PublicKey?) {
         let credential: Credential
         do {
             credential = try Credential(text: text, limits: verifier.limits)
         } catch {
-            throw .denied(.malformed(error))
+            throw .malformed(error)
         }
-        let verified: VerifiedCredential
-        do {
-            verified = try verifier.verify(credential, nowMs: nowMs)
-        } catch {
-            throw .denied(error)
+        let verified = try verifier.verify(credential, nowMs: nowMs)
+        guard case .key(let audience) = verified.audience else { return (verified, nil) }
+        guard credential.holderKey?.publicKey == audience else {
+            throw .wrongAudience(id: verified.id, audience: audience, presented: credential.holderKey?.publicKey)
         }
-        try authorize(verified, caller: credential.holderKey?.publicKey, needed: needed, nowMs: nowMs)
+        return (verified, audience)
     }
 
     /// Counts a refusal and logs it, at most once a second (with how many were not logged).

@@ -337,7 +337,7 @@ func printMembers(_ members: ClusterMembers, json: Bool) {
     output(json, ["members": rows, "clusterId": hex(members.clusterID)], text: lines.joined(separator: "\n"))
 }
 
-func hex(_ bytes: [UInt8]) -> String { bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() }
+func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 
 /// `text` padded with spaces to `width` columns (never cut).
 func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
