@@ -179,7 +179,7 @@ let package = Package(
         .executableTarget(
             name: "aspen",
             dependencies: [
-                "AspenAuth", "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination", "AspenLayer",
+                "AspenAuth", "AspenBlob", "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination", "AspenLayer",
                 "AspenNodeCommands",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

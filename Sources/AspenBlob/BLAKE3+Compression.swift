@@ -143,6 +143,24 @@ enum BLAKE3Core {
         return fromLittleEndian(words)
     }
 
+    /// The words of a chaining value given as 32 little-endian bytes.
+    static func words(of bytes: UnsafeRawBufferPointer) -> SIMD8<UInt32> {
+        precondition(bytes.count == 32, "a BLAKE3 chaining value is 32 bytes, got \(bytes.count)")
+        var words = SIMD8<UInt32>()
+        for index in 0..<8 {
+            words[index] = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self))
+        }
+        return words
+    }
+
+    /// The 32 little-endian bytes of a chaining value.
+    static func bytes(of words: SIMD8<UInt32>) -> [UInt8] {
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(32)
+        for index in 0..<8 { withUnsafeBytes(of: words[index].littleEndian) { bytes.append(contentsOf: $0) } }
+        return bytes
+    }
+
     /// The words of a key or chaining value given as 32 bytes.
     static func words(ofKey key: [UInt8]) -> SIMD8<UInt32> {
         precondition(key.count == 32, "a BLAKE3 key is 32 bytes, got \(key.count)")
@@ -173,8 +191,17 @@ struct BLAKE3Output: Sendable {
             blockLength: UInt32(BLAKE3Core.blockByteCount), flags: flags | BLAKE3Core.parent)
     }
 
+    /// A node whose chaining value is already known, so it can only serve as a child (never the root).
+    static func known(chainingValue: SIMD8<UInt32>) -> BLAKE3Output {
+        BLAKE3Output(inputChainingValue: chainingValue, blockWords: SIMD16(), counter: 0, blockLength: 0, flags: knownFlag)
+    }
+
+    /// Marks `known` nodes: no real node has every flag bit set.
+    static let knownFlag = UInt32.max
+
     func chainingValue() -> SIMD8<UInt32> {
-        BLAKE3Core.compress(
+        if flags == BLAKE3Output.knownFlag { return inputChainingValue }
+        return BLAKE3Core.compress(
             chainingValue: inputChainingValue, block: blockWords, counter: counter, blockLength: blockLength,
             flags: flags
         ).lowHalf
@@ -183,6 +210,7 @@ struct BLAKE3Output: Sendable {
     /// The extended output: each 64-byte block is the root compression with its block index as counter.
     func rootBytes(count: Int) -> [UInt8] {
         precondition(count >= 0, "a BLAKE3 output length cannot be negative, got \(count)")
+        precondition(flags != BLAKE3Output.knownFlag, "a node known only by its chaining value cannot be the root")
         var bytes = [UInt8](repeating: 0, count: count)
         bytes.withUnsafeMutableBytes { destination in
             var outputBlock: UInt64 = 0

@@ -20,10 +20,10 @@ public struct BLAKE3: Sendable {
     /// Chaining values of completed subtrees, largest first; entry i covers 2^k chunks, k falling.
     private var chainingValueStack: [SIMD8<UInt32>] = []
 
-    private init(keyWords: SIMD8<UInt32>, flags: UInt32) {
+    private init(keyWords: SIMD8<UInt32>, flags: UInt32, firstChunk: UInt64 = 0) {
         self.key = keyWords
         self.flags = flags
-        self.chunk = BLAKE3ChunkState(key: keyWords, chunkCounter: 0, flags: flags)
+        self.chunk = BLAKE3ChunkState(key: keyWords, chunkCounter: firstChunk, flags: flags)
     }
 
     /// The plain hash mode.
@@ -64,8 +64,32 @@ public struct BLAKE3: Sendable {
             // A full chunk is finished only once more input proves it is not the last one.
             if chunk.length == BLAKE3Core.chunkByteCount {
                 let chunkCount = chunk.chunkCounter + 1
-                pushChunk(chainingValue: chunk.output().chainingValue(), chunkCount: chunkCount)
+                pushSubtree(chainingValue: chunk.output().chainingValue(), chunkCount: chunkCount, chunksLog2: 0)
                 chunk = BLAKE3ChunkState(key: key, chunkCounter: chunkCount, flags: flags)
+            }
+            // Whole chunks many at a time while more input follows them (so none of them is the root):
+            // sixteen-chunk subtrees from a multiple of sixteen, four chunks at a time from a multiple of four.
+            if chunk.length == 0 {
+                let groupBytes = 16 * BLAKE3Core.chunkByteCount
+                let laneBytes = BLAKE3Lanes.laneCount * BLAKE3Core.chunkByteCount
+                while bytes.count - offset > laneBytes {
+                    let first = chunk.chunkCounter
+                    if first % 16 == 0, bytes.count - offset > groupBytes {
+                        let value = BLAKE3Lanes.subtreeChainingValue16(base + offset, counter: first, key: key, flags: flags)
+                        pushSubtree(chainingValue: value, chunkCount: first + 16, chunksLog2: 4)
+                        chunk = BLAKE3ChunkState(key: key, chunkCounter: first + 16, flags: flags)
+                        offset += groupBytes
+                    } else if first % 4 == 0 {
+                        let values = BLAKE3Lanes.chunkChainingValues(base + offset, counter: first, key: key, flags: flags)
+                        for lane in 0..<BLAKE3Lanes.laneCount {
+                            pushSubtree(chainingValue: values.lane(lane), chunkCount: first + UInt64(lane) + 1, chunksLog2: 0)
+                        }
+                        chunk = BLAKE3ChunkState(key: key, chunkCounter: first + 4, flags: flags)
+                        offset += laneBytes
+                    } else {
+                        break  // one chunk at a time until the counter is a multiple of four
+                    }
+                }
             }
             let take = min(BLAKE3Core.chunkByteCount - chunk.length, bytes.count - offset)
             chunk.update(base + offset, count: take)
@@ -90,12 +114,28 @@ public struct BLAKE3: Sendable {
         return hasher.finalize()
     }
 
-    /// Adds a finished chunk's chaining value, merging completed subtrees. `chunkCount` is the number
-    /// of chunks finished so far; each trailing zero bit of it is one pair of equal subtrees to merge.
-    /// Merged parents are never the root, since more input is known to follow.
-    private mutating func pushChunk(chainingValue: SIMD8<UInt32>, chunkCount: UInt64) {
+    /// The plain-mode tree node over `bytes`, which start at chunk `firstChunk`: a whole subtree of the
+    /// tree over some larger input (its chunk count a power of two, aligned to it, or the input's
+    /// last subtree). Its chaining value when it is not the root; its `rootBytes` when it is.
+    static func subtree(_ bytes: UnsafeRawBufferPointer, firstChunk: UInt64, isRoot: Bool = false) -> BLAKE3Output {
+        if !isRoot, firstChunk % 16 == 0, bytes.count == 16 * BLAKE3Core.chunkByteCount, let base = bytes.baseAddress {
+            // The common case, a whole chunk group that is not the root, without the hasher.
+            let value = BLAKE3Lanes.subtreeChainingValue16(
+                base, counter: firstChunk, key: BLAKE3Core.initialVector, flags: 0)
+            return BLAKE3Output.known(chainingValue: value)
+        }
+        var hasher = BLAKE3(keyWords: BLAKE3Core.initialVector, flags: 0, firstChunk: firstChunk)
+        hasher.update(bytes)
+        return hasher.rootOutput()
+    }
+
+    /// Adds the chaining value of a finished subtree of 2^`chunksLog2` chunks (aligned to its size),
+    /// merging completed subtrees. `chunkCount` is the number of chunks finished so far; each trailing
+    /// zero bit of it above the subtree's own is one pair of equal subtrees to merge. Merged parents
+    /// are never the root, since more input is known to follow.
+    private mutating func pushSubtree(chainingValue: SIMD8<UInt32>, chunkCount: UInt64, chunksLog2: Int) {
         var merged = chainingValue
-        var count = chunkCount
+        var count = chunkCount >> UInt64(chunksLog2)
         while count & 1 == 0 {
             let left = chainingValueStack.removeLast()
             merged = BLAKE3Output.parent(left: left, right: merged, key: key, flags: flags).chainingValue()

@@ -97,7 +97,7 @@ struct BLAKE3Tests {
         #expect(BLAKE3().finalize(count: 0).isEmpty)
     }
 
-    @Test("any split of the input gives the one-shot result", arguments: [0, 1, 1023, 1024, 1025, 2048, 3073, 65536 + 7])
+    @Test("any split of the input gives the one-shot result", arguments: [0, 1, 1023, 1024, 1025, 2048, 3073, 65536 + 7, 200_000 + 3])
     func streamingSplits(length: Int) {
         let seed = UInt64(0xB1A4_E300) &+ UInt64(length)
         var generator = SplitMix64(seed: seed)
