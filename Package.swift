@@ -78,7 +78,7 @@ let package = Package(
         .target(
             name: "AspenNode",
             dependencies: [
-                "AspenAuth", "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient", "AspenCoordination",
+                "AspenAuth", "AspenBlob", "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient", "AspenCoordination",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -123,7 +123,7 @@ let package = Package(
         .testTarget(name: "AspenAuthTests", dependencies: ["AspenCore", "AspenKV", "AspenAuth"], swiftSettings: strictSwift),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
         .target(
-            name: "AspenClient", dependencies: ["AspenAuth", "AspenCore", "AspenKV", "AspenTransport", "AspenCoordination"], swiftSettings: strictSwift),
+            name: "AspenClient", dependencies: ["AspenAuth", "AspenBlob", "AspenCore", "AspenKV", "AspenTransport", "AspenCoordination"], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .executableTarget(

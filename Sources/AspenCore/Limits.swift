@@ -35,6 +35,25 @@ public struct Limits: Sendable, Equatable {
     /// to answer a retry.
     public var clientSessionResultsMax = 1024
 
+    // MARK: Blobs
+    /// Largest blob, in bytes (4 GiB).
+    public var blobBytesMax: UInt64 = 4 << 30
+    /// Most transfers (uploads, slices served, replications) a node runs at once; past it a new
+    /// one is refused as unavailable and the client tries again or elsewhere.
+    public var blobTransfersMax = 64
+    /// Chunk groups in one slice request or answer (64 × 16 KiB = 1 MiB of data).
+    public var blobSliceGroupsMax: UInt64 = 64
+    /// Bytes of blob data in one upload frame.
+    public var blobUploadFrameBytesMax = 1024 * 1024
+    /// An upload with nothing received for this long is abandoned and its partial data removed.
+    public var blobUploadIdleMsMax: Int64 = 60_000
+    /// Most replicas of one blob (and the largest replication factor).
+    public var blobReplicasMax = 7
+    /// Blobs (or tags) in one list page.
+    public var blobListPageMax = 1000
+    /// Longest tag name, in bytes.
+    public var blobTagBytesMax = 200
+
     // MARK: System records
     /// Most system records (replicated cluster metadata outside the keyspace) the state holds; a
     /// system write that would leave more fails whole.

@@ -145,11 +145,15 @@ public final class NodeRuntime: Sendable {
         let cookie = settings.cookie.map(ClusterCookie.init)
         let requestMetrics = RequestMetrics()
         let (host, port) = settings.listen
+        let blobs = try BlobService.open(
+            dataDirectory: settings.dataDirectory, node: node, network: network, auth: auth,
+            replicationFactor: settings.blobReplicas, limits: configuration.limits, logger: logger)
         let server = try await TransportServer.start(
             host: host, port: port, tls: tls,
             routes: [
                 AspenProtocol.raft: network.route(to: node),
                 AspenProtocol.logs: WatchService(hub: node.watches, cookie: cookie, auth: auth, nowMs: node.nowMs, logger: logger).route(),
+                AspenProtocol.blobs: blobs.route,
                 AspenProtocol.client: ClientService(
                     node: node, network: network, cookie: cookie, auth: auth, metrics: requestMetrics, logger: logger,
                     keepAdopted: { try DurableFiles.replaceContents(adoptedPath, with: $0) })

@@ -37,6 +37,8 @@ public struct NodeSettings: Sendable, Equatable {
     /// The credential a node joining a cluster that requires credentials asks to be added with
     /// (it needs cluster-admin).
     public var joinCredential: Credential?
+    /// Copies of each new blob made before its add is acknowledged (at most the cluster's size).
+    public var blobReplicas = 3
     /// Where each setting came from, by name.
     public var sources: [String: Source]
 
@@ -48,7 +50,7 @@ public struct NodeSettings: Sendable, Equatable {
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
         ("election-timeout-ms", nil), ("compact-after-entries", "100000"),
         ("auto-compaction-mode", "periodic"), ("auto-compaction-retention", nil), ("log-level", "info"),
-        ("auth", "auto"), ("trusted-roots", ""), ("join-credential-file", nil),
+        ("auth", "auto"), ("trusted-roots", ""), ("join-credential-file", nil), ("blob-replicas", "3"),
     ]
 
     /// The join ticket's variable is `ASPEN_JOIN_TICKET`, not `ASPEN_TICKET`: that one is the
@@ -72,6 +74,7 @@ public struct NodeSettings: Sendable, Equatable {
             && lhs.storage == rhs.storage && lhs.heartbeatMs == rhs.heartbeatMs && lhs.electionTimeoutMs == rhs.electionTimeoutMs
             && lhs.compactAfterEntries == rhs.compactAfterEntries && lhs.autoCompaction == rhs.autoCompaction && lhs.logLevel == rhs.logLevel && lhs.sources == rhs.sources
             && lhs.auth == rhs.auth && lhs.trustedRoots == rhs.trustedRoots && lhs.joinCredential?.id == rhs.joinCredential?.id
+            && lhs.blobReplicas == rhs.blobReplicas
     }
 
     public struct TLSFiles: Sendable, Equatable {
@@ -255,6 +258,7 @@ public struct NodeSettings: Sendable, Equatable {
             logLevel: logLevel, sources: sources)
         settings.auth = auth
         settings.trustedRoots = trustedRoots
+        settings.blobReplicas = try integer("blob-replicas", 1...Limits.standard.blobReplicasMax)
         if let path = value("join-credential-file") {
             guard let text = ValueFile.read(path) else { throw Problem("\(origin("join-credential-file")): cannot read \(path)") }
             do {

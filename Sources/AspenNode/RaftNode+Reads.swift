@@ -42,6 +42,12 @@ extension RaftNode {
         return try await Task.detached { try storage.defragment() }.value
     }
 
+    /// Returns once this node has applied everything committed when it was called (a ReadIndex
+    /// round through the leader): what it then reads of its state is linearizable.
+    public func linearizableBarrier() async throws {
+        try await readable(RangeRequest(.key([0])), consistency: .linearizable)
+    }
+
     /// Returns once the applied state may serve `request` at `consistency`.
     func readable(_ request: RangeRequest, consistency: ReadConsistency) async throws {
         guard !stopped else { throw NodeError.stopped }

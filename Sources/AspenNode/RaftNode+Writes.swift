@@ -38,10 +38,16 @@ extension RaftNode {
     /// Changes the system records (the cluster's own metadata, outside the keyspace) through
     /// the log; returns once the change has applied here. Only the leader takes it.
     public func writeSystem(_ write: SystemWrite) async throws {
+        try await writeSystem(write, forwarding: false)
+    }
+
+    /// As `writeSystem(_:)`; with `forwarding`, a follower forwards the change to the leader
+    /// (for changes any member makes, such as the holders of a blob it stored).
+    public func writeSystem(_ write: SystemWrite, forwarding: Bool) async throws {
         guard !stopped else { throw NodeError.stopped }
         let command = KVCommand.system(write)
         try KVValidator.validate(command, limits: configuration.limits)
-        _ = try await propose(command).get()
+        _ = try await (forwarding && !raft.isLeader ? forward(command) : propose(command)).get()
     }
 
     /// The keys attached to lease `id` in the applied state (none if it does not exist): what

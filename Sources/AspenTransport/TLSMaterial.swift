@@ -66,4 +66,5 @@ public enum AspenProtocol {
     public static let raft = "aspen/raft/1"
     public static let client = "aspen/client/1"
     public static let logs = "aspen/logs/1"
+    public static let blobs = "aspen/blobs/1"
 }

@@ -1,4 +1,5 @@
 import AspenBlob
+import AspenClient
 import ArgumentParser
 import Foundation
 
@@ -7,7 +8,304 @@ struct BlobCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "blob",
         abstract: "Store and fetch content-addressed blobs (BLAKE3).",
-        subcommands: [BlobHashCommand.self])
+        subcommands: [
+            BlobAddCommand.self, BlobGetCommand.self, BlobHasCommand.self, BlobStatCommand.self, BlobListCommand.self,
+            BlobTagCommand.self, BlobHashCommand.self,
+        ])
+}
+
+/// A blob refusal as the CLI's error, with the exit code of its kind.
+func cliError(_ error: BlobRequestError) -> CLIError {
+    switch error.code {
+    case .notFound: .notFound(error.message)
+    case .badInput, .tooLarge, .quotaExceeded, .verificationFailed: .badInput(error.message)
+    case .notPermitted: .notPermitted(error.message)
+    case .unavailable, .internalError: .unavailable(error.message)
+    }
+}
+
+/// Runs a blob command body, mapping blob refusals to the CLI's errors and exit codes.
+func runBlob(_ body: () async throws -> Void) async throws {
+    try await runReporting {
+        do {
+            try await body()
+        } catch let error as BlobRequestError {
+            throw cliError(error)
+        } catch let error as BlobError {
+            throw CLIError.badInput(error.description)
+        }
+    }
+}
+
+func parseHash(_ text: String) throws -> BlobHash {
+    do {
+        return try BlobHash.parse(text)
+    } catch {
+        throw CLIError.badInput(error.description)
+    }
+}
+
+func describe(_ stat: BlobStat) -> [String: Any] {
+    [
+        "hash": stat.hash.hex, "size": stat.size, "created_ms": stat.createdAtMs, "tags": stat.tags,
+        "holders": stat.holders.map { ["node": $0.node, "verified_ms": $0.verifiedAtMs] as [String: Any] },
+    ]
+}
+
+/// `aspen blob add FILE`: streams a file (or standard input) into the cluster.
+struct BlobAddCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "add",
+        abstract: "Store a file (or - for standard input); prints its BLAKE3 hash once enough replicas hold it.")
+    @OptionGroup var cluster: ClusterOptions
+    @Argument(help: "The file to add; - reads standard input.") var file: String
+    @Option(help: "Name the blob with this tag (in the same step as the add), so garbage collection keeps it.") var tag: String?
+    @Option(help: "Copies to hold before answering (default: the cluster's blob-replicas setting).") var replicas: Int = 0
+
+    func run() async throws {
+        try await runBlob {
+            let input = try BlobInput(path: file)
+            defer { input.close() }
+            let stat = try await cluster.client().addBlob(size: input.size, replicas: replicas, tag: tag) { try input.read(into: $0) }
+            output(cluster.json, describe(stat), text: stat.hash.hex)
+        }
+    }
+}
+
+/// An input file: a regular file read in place, or standard input (or a pipe) staged in a
+/// temporary file first, since an add announces its size before its bytes.
+final class BlobInput {
+    let descriptor: Int32
+    let size: UInt64
+    let staged: String?
+
+    init(path: String) throws {
+        if path == "-" {
+            let staging = NSTemporaryDirectory() + "aspen-blob-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+            let out = open(staging, O_RDWR | O_CREAT | O_EXCL, 0o600)
+            guard out >= 0 else { throw CLIError.unavailable("cannot stage standard input in \(staging)") }
+            unlink(staging)  // gone once closed, whatever happens
+            var total: UInt64 = 0
+            try BlobFileReader.forEachPiece(path: "-") { piece in
+                guard write(out, piece.baseAddress, piece.count) == piece.count else {
+                    throw CLIError.unavailable("cannot stage standard input: \(String(cString: strerror(errno)))")
+                }
+                total += UInt64(piece.count)
+            }
+            lseek(out, 0, SEEK_SET)
+            descriptor = out
+            size = total
+            staged = staging
+            return
+        }
+        let input = open(path, O_RDONLY)
+        guard input >= 0 else { throw CLIError.badInput("cannot open \(path): \(String(cString: strerror(errno)))") }
+        var status = stat()
+        guard fstat(input, &status) == 0 else {
+            Glibc.close(input)
+            throw CLIError.badInput("cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        guard (status.st_mode & S_IFMT) == S_IFREG else {
+            Glibc.close(input)
+            throw CLIError.badInput("\(path) is not a regular file (a directory?); give a file, or - for standard input")
+        }
+        descriptor = input
+        size = UInt64(status.st_size)
+        staged = nil
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        while true {
+            let got = Glibc.read(descriptor, buffer.baseAddress, buffer.count)
+            if got >= 0 { return got }
+            if errno != EINTR { throw CLIError.unavailable("cannot read the input: \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    func close() { _ = Glibc.close(descriptor) }
+}
+
+/// Writes verified groups to a file descriptor, trimmed to the byte range asked for.
+struct BlobOutputSink: BlobFetchSink {
+    let descriptor: Int32
+    let bytes: Range<UInt64>
+    let tree: BlobTree
+
+    mutating func parent(slot: UInt64, pair: UnsafeRawBufferPointer) throws {}
+
+    mutating func group(index: UInt64, bytes data: UnsafeRawBufferPointer) throws {
+        let range = tree.byteRange(ofGroup: index)
+        let lower = max(range.lowerBound, bytes.lowerBound)
+        let upper = min(range.upperBound, bytes.upperBound)
+        guard lower < upper else { return }
+        var start = Int(lower - range.lowerBound)
+        let end = Int(upper - range.lowerBound)
+        while start < end {
+            let wrote = write(descriptor, data.baseAddress! + start, end - start)
+            if wrote < 0, errno == EINTR { continue }
+            guard wrote > 0 else { throw CLIError.unavailable("cannot write the output: \(String(cString: strerror(errno)))") }
+            start += wrote
+        }
+    }
+}
+
+/// `aspen blob get HASH`: streams a blob out, verified as it arrives.
+struct BlobGetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "get", abstract: "Write a blob (or a byte range of it) to a file or standard output, verified as it arrives.")
+    @OptionGroup var cluster: ClusterOptions
+    @Argument(help: "The blob's hash (64 hexadecimal digits).") var hash: String
+    @Option(name: [.short, .customLong("output")], help: "Write here instead of standard output.") var output: String?
+    @Option(help: "Only bytes FIRST-LAST (inclusive, from 0), as dd would cut them.") var range: String?
+
+    func run() async throws {
+        try await runBlob {
+            let hash = try parseHash(hash)
+            let client = try cluster.client()
+            guard case .stat(let stat) = try await client.blobRequest(.stat(hash: hash), tryOthers: true) else {
+                throw CLIError.unexpectedAnswer
+            }
+            var bytes: Range<UInt64> = 0..<stat.size
+            if let range {
+                let parts = range.split(separator: "-", omittingEmptySubsequences: false)
+                guard parts.count == 2, let first = UInt64(parts[0]), let last = UInt64(parts[1]), first <= last else {
+                    throw CLIError.badInput("--range is FIRST-LAST in bytes, e.g. 1048576-2097151; got \(range)")
+                }
+                guard last < stat.size else {
+                    throw CLIError.badInput("--range \(range) reaches past the blob's \(stat.size) bytes")
+                }
+                bytes = first..<(last + 1)
+            }
+            let descriptor: Int32 = output.map { open($0, O_WRONLY | O_CREAT | O_TRUNC, 0o644) } ?? 1
+            guard descriptor >= 0 else { throw CLIError.badInput("cannot write \(output ?? "-"): \(String(cString: strerror(errno)))") }
+            defer { if descriptor != 1 { close(descriptor) } }
+            let tree = BlobTree(size: stat.size)
+            var sink = BlobOutputSink(descriptor: descriptor, bytes: bytes, tree: tree)
+            let groups = range == nil ? 0..<tree.groupCount : tree.groups(covering: bytes)
+            try await client.fetchBlob(hash, size: stat.size, groups: groups, holders: stat.holders.map(\.node), into: &sink)
+        }
+    }
+}
+
+/// `aspen blob has HASH`: exit 0 if the cluster holds it, 1 if not.
+struct BlobHasCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "has", abstract: "Exit 0 if the cluster holds the blob, 1 if not.")
+    @OptionGroup var cluster: ClusterOptions
+    @Argument(help: "The blob's hash.") var hash: String
+
+    func run() async throws {
+        try await runBlob {
+            let hash = try parseHash(hash)
+            let answer = try await cluster.client().blobRequest(.stat(hash: hash))
+            try answer.throwIfFailed()
+            output(cluster.json, ["hash": hash.hex, "present": true], text: "present")
+        }
+    }
+}
+
+/// `aspen blob stat HASH`: size, holders, tags.
+struct BlobStatCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stat", abstract: "Show a blob's size, holders and tags.")
+    @OptionGroup var cluster: ClusterOptions
+    @Argument(help: "The blob's hash.") var hash: String
+
+    func run() async throws {
+        try await runBlob {
+            let hash = try parseHash(hash)
+            let answer = try await cluster.client().blobRequest(.stat(hash: hash))
+            guard case .stat(let stat) = answer else {
+                try answer.throwIfFailed()
+                throw CLIError.unexpectedAnswer
+            }
+            let holders = stat.holders.map { "node \($0.node) (verified \(Date(timeIntervalSince1970: Double($0.verifiedAtMs) / 1000)))" }
+            output(cluster.json, describe(stat), text: """
+                hash     \(stat.hash.hex)
+                size     \(stat.size)
+                holders  \(holders.joined(separator: ", "))
+                tags     \(stat.tags.joined(separator: ", "))
+                """)
+        }
+    }
+}
+
+/// `aspen blob list`: every blob, in hash order, or the tags under a prefix.
+struct BlobListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the cluster's blobs, or with --tag the tags under a prefix.")
+    @OptionGroup var cluster: ClusterOptions
+    @Option(help: "List tags whose names start with this prefix (\"\" for all) instead of blobs.") var tag: String?
+
+    func run() async throws {
+        try await runBlob {
+            let client = try cluster.client()
+            var lines: [String] = []
+            var objects: [[String: Any]] = []
+            if let prefix = tag {
+                var after: String?
+                while true {
+                    let answer = try await client.blobRequest(.tags(prefix: prefix, after: after, limit: 0))
+                    guard case .tags(let entries, let more) = answer else { try answer.throwIfFailed(); throw CLIError.unexpectedAnswer }
+                    for entry in entries {
+                        lines.append("\(entry.name)  \(entry.hash.hex)")
+                        objects.append(["tag": entry.name, "hash": entry.hash.hex])
+                    }
+                    guard more, let last = entries.last else { break }
+                    after = last.name
+                }
+            } else {
+                var after: BlobHash?
+                while true {
+                    let answer = try await client.blobRequest(.list(after: after, limit: 0))
+                    guard case .list(let entries, let more) = answer else { try answer.throwIfFailed(); throw CLIError.unexpectedAnswer }
+                    for entry in entries {
+                        lines.append("\(entry.hash.hex)  \(entry.size)")
+                        objects.append(["hash": entry.hash.hex, "size": entry.size])
+                    }
+                    guard more, let last = entries.last else { break }
+                    after = last.hash
+                }
+            }
+            if cluster.json {
+                let data = try JSONSerialization.data(withJSONObject: objects, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else if !lines.isEmpty {
+                print(lines.joined(separator: "\n"))
+            }
+        }
+    }
+}
+
+/// `aspen blob tag set|rm`: names that keep blobs alive.
+struct BlobTagCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tag", abstract: "Name a blob with a tag, or remove a tag.", subcommands: [Set.self, Remove.self])
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "set", abstract: "Point tag NAME at a blob (replacing what it named).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+        @Argument var hash: String
+
+        func run() async throws {
+            try await runBlob {
+                let hash = try parseHash(hash)
+                try await cluster.client().blobRequest(.tagSet(name: name, hash: hash)).throwIfFailed()
+                output(cluster.json, ["tag": name, "hash": hash.hex], text: "OK")
+            }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove tag NAME (the blob stays until garbage collection).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+
+        func run() async throws {
+            try await runBlob {
+                try await cluster.client().blobRequest(.tagRemove(name: name)).throwIfFailed()
+                output(cluster.json, ["tag": name], text: "OK")
+            }
+        }
+    }
 }
 
 /// `aspen blob hash FILE…`: the BLAKE3 hash of files, as `b3sum` prints it, without a cluster.

@@ -1,0 +1,101 @@
+import AspenCore
+
+/// Where a fetch puts what it verified: parent pairs (for a copy that keeps an outboard) and the
+/// bytes of each group, in cursor order.
+public protocol BlobFetchSink {
+    mutating func parent(slot: UInt64, pair: UnsafeRawBufferPointer) throws
+    mutating func group(index: UInt64, bytes: UnsafeRawBufferPointer) throws
+}
+
+/// The client side of slices: asks for a blob's groups a window at a time and checks every item
+/// before the sink sees it. Transport-agnostic: `request` sends one `.read` and returns the answer.
+/// Memory is one window (`Limits.blobSliceGroupsMax` groups), whatever the blob's size.
+public enum BlobFetch {
+    /// Fetches `groups` of `hash` (size `size`) from one source. Returns the groups still missing
+    /// (empty when all arrived) and, when some are, why that source stopped: the caller tries
+    /// another holder from there. Items before a corrupt one have been given to the sink; nothing
+    /// after it has. Errors of the sink itself (a full disk) are thrown.
+    public static func fetch(
+        hash: BlobHash, size: UInt64, groups: Range<UInt64>, window: UInt64,
+        request: (BlobRequest) async throws -> BlobResponse, into sink: inout some BlobFetchSink
+    ) async throws -> (missing: Range<UInt64>, problem: (any Error)?) {
+        var next = groups.lowerBound
+        while next < groups.upperBound {
+            let upper = min(groups.upperBound, next + max(1, window))
+            let response: BlobResponse
+            do {
+                response = try await request(.read(hash: hash, groups: next..<upper))
+            } catch {
+                return (next..<groups.upperBound, error)
+            }
+            switch response {
+            case .slice(let answeredSize, let payload):
+                guard answeredSize == size else {
+                    return (next..<groups.upperBound,
+                            BlobError.verificationFailed("the source says blob \(hash) is \(answeredSize) bytes; it is \(size)"))
+                }
+                var accepted = next
+                do {
+                    try verify(payload, hash: hash, size: size, groups: next..<upper, accepted: &accepted, into: &sink)
+                } catch let error as BlobError {
+                    return (accepted..<groups.upperBound, error)
+                }
+                next = accepted
+            case .failed(let code, let message):
+                return (next..<groups.upperBound, BlobFetchFailure(code: code, message: message))
+            default:
+                return (next..<groups.upperBound, BlobError.malformed("a source answered a slice request with \(response)"))
+            }
+        }
+        return (groups.upperBound..<groups.upperBound, nil)
+    }
+
+    /// Checks a slice's payload item by item, moving `accepted` past each group given to the sink.
+    /// A corrupt or missing item stops it there with a `BlobError`.
+    static func verify(
+        _ payload: [UInt8], hash: BlobHash, size: UInt64, groups: Range<UInt64>, accepted: inout UInt64,
+        into sink: inout some BlobFetchSink
+    ) throws {
+        var verifier = try BlobSliceVerifier(hash: hash, size: size, groups: groups)
+        var offset = 0
+        try payload.withUnsafeBytes { buffer in
+            while let item = verifier.next {
+                let count: Int
+                switch item {
+                case .parent: count = BlobTree.pairByteCount
+                case .group(let index): count = Int(verifier.tree.byteRange(ofGroup: index).count)
+                }
+                guard offset + count <= buffer.count else {
+                    throw BlobError.malformed("a slice of blob \(hash) ends \(offset + count - buffer.count) bytes short")
+                }
+                let bytes = UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + count)])
+                switch item {
+                case .parent(let slot):
+                    try verifier.verifyParent(bytes)
+                    try sink.parent(slot: slot, pair: bytes)
+                case .group:
+                    let index = try verifier.verifyGroup(bytes)
+                    try sink.group(index: index, bytes: bytes)
+                    accepted = index + 1
+                }
+                offset += count
+            }
+            guard offset == buffer.count else {
+                throw BlobError.malformed("a slice of blob \(hash) has \(buffer.count - offset) bytes past its last item")
+            }
+        }
+    }
+}
+
+/// A source's own refusal (not found, not permitted, …), as it said it.
+public struct BlobFetchFailure: Error, Sendable, CustomStringConvertible {
+    public var code: BlobErrorCode
+    public var message: String
+
+    public init(code: BlobErrorCode, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

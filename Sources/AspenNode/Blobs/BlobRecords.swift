@@ -1,0 +1,69 @@
+import AspenBlob
+import AspenCore
+
+/// Blob metadata in system records (replicated through Raft, out of every client's keyspace):
+/// `blob/m/<hash>` the size and creation time; `blob/h/<hash><node>` one holder and when it
+/// verified its copy; `blob/t/<name>` a tag, whose value is the hash it names.
+enum BlobRecords {
+    static let metaPrefix: [UInt8] = Array("blob/m/".utf8)
+    static let holderRoot: [UInt8] = Array("blob/h/".utf8)
+    static let tagPrefix: [UInt8] = Array("blob/t/".utf8)
+
+    static func metaName(_ hash: BlobHash) -> [UInt8] { metaPrefix + hash.bytes }
+    static func holderPrefix(_ hash: BlobHash) -> [UInt8] { holderRoot + hash.bytes }
+    static func tagName(_ tag: String) -> [UInt8] { tagPrefix + Array(tag.utf8) }
+
+    static func holderName(_ hash: BlobHash, node: NodeID) -> [UInt8] {
+        var name = holderPrefix(hash)
+        withUnsafeBytes(of: node.rawValue.bigEndian) { name.append(contentsOf: $0) }
+        return name
+    }
+
+    static func hash(fromMetaName name: [UInt8]) -> BlobHash? {
+        BlobHash(bytes: name.dropFirst(metaPrefix.count))
+    }
+
+    static func tag(fromTagName name: [UInt8]) -> String {
+        String(decoding: name.dropFirst(tagPrefix.count), as: UTF8.self)
+    }
+
+    static func holder(fromName name: [UInt8], value: [UInt8]) -> BlobHolder? {
+        let idBytes = name.suffix(8)
+        guard name.count == holderRoot.count + BlobHash.byteCount + 8 else { return nil }
+        let node = idBytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        var reader = ByteReader(value)
+        guard let verified = try? reader.readSignedVarint() else { return nil }
+        return BlobHolder(node: node, verifiedAtMs: verified)
+    }
+
+    static func encodeMeta(size: UInt64, createdAtMs: Int64) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.writeVarint(size)
+        writer.writeVarint(signed: createdAtMs)
+        return writer.bytes
+    }
+
+    static func decodeMeta(_ value: [UInt8]) -> (size: UInt64, createdAtMs: Int64)? {
+        var reader = ByteReader(value)
+        guard let size = try? reader.readVarint(), let created = try? reader.readSignedVarint() else { return nil }
+        return (size, created)
+    }
+
+    static func encodeHolder(verifiedAtMs: Int64) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.writeVarint(signed: verifiedAtMs)
+        return writer.bytes
+    }
+
+    /// A tag name: 1 to `blobTagBytesMax` bytes, no control characters.
+    static func validate(tag: String, limits: Limits) throws(BlobServiceError) {
+        let bytes = Array(tag.utf8)
+        guard !bytes.isEmpty else { throw .badInput("a tag name must not be empty") }
+        guard bytes.count <= limits.blobTagBytesMax else {
+            throw .badInput("a tag name of \(bytes.count) bytes exceeds blobTagBytesMax (\(limits.blobTagBytesMax))")
+        }
+        guard !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
+            throw .badInput("a tag name must not contain control characters")
+        }
+    }
+}

@@ -1,0 +1,350 @@
+import AspenAuth
+import AspenBlob
+import AspenCore
+import AspenKV
+import AspenTransport
+import Logging
+import Synchronization
+
+/// The node's side of `aspen/blobs/1`: slices out, uploads in, replication between members, and
+/// the blob metadata (sizes, holders, tags) kept in system records through Raft. Blob bytes
+/// never enter the log.
+public final class BlobService: Sendable {
+    let node: RaftNode
+    let network: PeerNetwork
+    let files: BlobFileStore
+    let auth: NodeAuth?
+    let limits: Limits
+    let logger: Logger
+    /// Copies made of each new blob unless the add asks otherwise (capped at the cluster's size).
+    let replicationFactor: Int
+    let uploads: BlobUploads
+    let transfers = Atomic<Int>(0)
+
+    init(
+        node: RaftNode, network: PeerNetwork, files: BlobFileStore, auth: NodeAuth?, replicationFactor: Int,
+        limits: Limits, logger: Logger
+    ) {
+        self.node = node
+        self.network = network
+        self.files = files
+        self.auth = auth
+        self.limits = limits
+        self.logger = logger
+        self.replicationFactor = replicationFactor
+        self.uploads = BlobUploads(files: files, limits: limits)
+    }
+
+    /// Opens the store under `dataDirectory` and serves it.
+    public static func open(
+        dataDirectory: String, node: RaftNode, network: PeerNetwork, auth: NodeAuth?, replicationFactor: Int = 3,
+        limits: Limits = .standard, logger: Logger
+    ) throws -> BlobService {
+        BlobService(
+            node: node, network: network, files: try BlobFileStore(directory: dataDirectory), auth: auth,
+            replicationFactor: replicationFactor, limits: limits, logger: logger)
+    }
+
+    public var route: TransportRoute {
+        TransportRoute(authorize: { _ in true }, handleFrom: { caller, body in
+            BlobWire.encode(await self.handle(body, from: caller))
+        })
+    }
+
+    func handle(_ body: [UInt8], from caller: TransportCaller) async -> BlobResponse {
+        let request: BlobRequest
+        let credential: [UInt8]
+        do {
+            (request, credential) = try BlobWire.decodeRequest(body, limits: limits)
+        } catch {
+            return .failed(.badInput, "undecodable blob request: \(error)")
+        }
+        do {
+            try authorize(request, credential: credential, caller: caller)
+            return try await serve(request, from: caller)
+        } catch let error as BlobServiceError {
+            return error.response
+        } catch let error as NodeError {
+            return .failed(.unavailable, "\(error)")
+        } catch {
+            return .failed(.internalError, "\(error)")
+        }
+    }
+
+    /// Members replicate among themselves without credentials; clients need the blob capability
+    /// (read for reads, write for adds and tags) when the cluster requires credentials.
+    func authorize(_ request: BlobRequest, credential: [UInt8], caller: TransportCaller) throws(BlobServiceError) {
+        let member = network.node(for: caller.key) != nil
+        if case .replicate = request, !member {
+            throw .notPermitted("only cluster members may ask a node to replicate a blob")
+        }
+        guard let auth, auth.isRequired, !member else { return }
+        let needed: Requirement
+        switch request {
+        case .read, .stat, .list: needed = .service(.blob, .read, resource: [])
+        case .tags(let prefix, _, _): needed = .service(.blob, .read, resource: Array(prefix.utf8))
+        case .uploadBegin(_, _, let tag, _): needed = .service(.blob, .write, resource: Array((tag ?? "").utf8))
+        case .uploadData, .uploadEnd: needed = .service(.blob, .write, resource: [])
+        case .tagSet(let name, _), .tagRemove(let name): needed = .service(.blob, .write, resource: Array(name.utf8))
+        case .replicate: needed = .nothing
+        }
+        let now = node.nowMs()
+        do {
+            let verified: VerifiedCredential?
+            do {
+                verified = try auth.authenticate(credential, nowMs: now)
+            } catch {
+                throw AuthRefusal.denied(error)
+            }
+            try auth.authorize(verified, caller: PublicKey(bytes: caller.key.bytes), needed: needed, nowMs: now)
+        } catch let refusal as AuthRefusal {
+            auth.noteDenial(refusal, client: "\(caller.key)", operation: "blob", nowMs: now)
+            throw .notPermitted("\(refusal.code): \(refusal)")
+        } catch {
+            throw .notPermitted("\(error)")
+        }
+    }
+
+    func serve(_ request: BlobRequest, from caller: TransportCaller) async throws -> BlobResponse {
+        switch request {
+        case .read(let hash, let groups):
+            guard UInt64(groups.count) <= limits.blobSliceGroupsMax else {
+                throw BlobServiceError.tooLarge(
+                    "a slice of \(groups.count) chunk groups exceeds blobSliceGroupsMax (\(limits.blobSliceGroupsMax))")
+            }
+            return try withTransfer {
+                let (size, payload) = try files.readSlice(hash, groups: groups)
+                return .slice(size: size, payload: payload)
+            }
+        case .uploadBegin(let size, let replicas, let tag, let expected):
+            guard size <= limits.blobBytesMax else {
+                throw BlobServiceError.tooLarge("a blob of \(size) bytes exceeds blobBytesMax (\(limits.blobBytesMax))")
+            }
+            if let tag { try BlobRecords.validate(tag: tag, limits: limits) }
+            let id = try await uploads.begin(size: size, replicas: replicas, tag: tag, expected: expected, nowMs: node.nowMs())
+            return .uploadStarted(id: id)
+        case .uploadData(let id, let offset, let bytes):
+            try await uploads.write(id: id, offset: offset, bytes: bytes, nowMs: node.nowMs())
+            return .done
+        case .uploadEnd(let id):
+            let finished = try await uploads.finish(id: id)
+            return .stat(try await commitAdd(finished))
+        case .stat(let hash):
+            try await node.linearizableBarrier()
+            guard let stat = try await stat(hash) else { throw BlobServiceError.notFound("blob \(hash) is not in the cluster") }
+            return .stat(stat)
+        case .list(let after, let limit):
+            try await node.linearizableBarrier()
+            let records = try await node.systemRecords(prefix: BlobRecords.metaPrefix)
+            var entries: [(hash: BlobHash, size: UInt64)] = []
+            for record in records {
+                guard let hash = BlobRecords.hash(fromMetaName: record.name), after.map({ hash > $0 }) ?? true,
+                    let meta = BlobRecords.decodeMeta(record.value)
+                else { continue }
+                entries.append((hash, meta.size))
+            }
+            entries.sort { $0.hash < $1.hash }
+            let page = max(1, min(limit == 0 ? limits.blobListPageMax : limit, limits.blobListPageMax))
+            return .list(Array(entries.prefix(page)), more: entries.count > page)
+        case .tags(let prefix, let after, let limit):
+            try await node.linearizableBarrier()
+            let records = try await node.systemRecords(prefix: BlobRecords.tagName(prefix))
+            var entries: [(name: String, hash: BlobHash)] = []
+            for record in records {
+                let name = BlobRecords.tag(fromTagName: record.name)
+                guard after.map({ name > $0 }) ?? true, let hash = BlobHash(bytes: record.value) else { continue }
+                entries.append((name, hash))
+            }
+            entries.sort { $0.name < $1.name }
+            let page = max(1, min(limit == 0 ? limits.blobListPageMax : limit, limits.blobListPageMax))
+            return .tags(Array(entries.prefix(page)), more: entries.count > page)
+        case .tagSet(let name, let hash):
+            try BlobRecords.validate(tag: name, limits: limits)
+            try await node.linearizableBarrier()
+            guard try await node.systemRecords(prefix: BlobRecords.metaName(hash)).contains(where: { $0.name == BlobRecords.metaName(hash) }) else {
+                throw BlobServiceError.notFound("blob \(hash) is not in the cluster; add it before tagging it")
+            }
+            try await node.writeSystem(SystemWrite(changes: [.set(name: BlobRecords.tagName(name), value: hash.bytes)]), forwarding: true)
+            return .done
+        case .tagRemove(let name):
+            try BlobRecords.validate(tag: name, limits: limits)
+            try await node.writeSystem(SystemWrite(changes: [.remove(name: BlobRecords.tagName(name))]), forwarding: true)
+            return .done
+        case .replicate(let hash, let size, let sources):
+            try await withTransferAsync { try await self.replicate(hash, size: size, from: sources.map { NodeID(rawValue: $0) }) }
+            return .done
+        }
+    }
+
+    /// The blob's committed metadata as this node has applied it.
+    func stat(_ hash: BlobHash) async throws -> BlobStat? {
+        let metaName = BlobRecords.metaName(hash)
+        guard let record = try await node.systemRecords(prefix: metaName).first(where: { $0.name == metaName }),
+            let meta = BlobRecords.decodeMeta(record.value)
+        else { return nil }
+        let holders = try await node.systemRecords(prefix: BlobRecords.holderPrefix(hash)).compactMap { record in
+            BlobRecords.holder(fromName: record.name, value: record.value)
+        }
+        let tags = try await node.systemRecords(prefix: BlobRecords.tagPrefix).compactMap { record in
+            record.value == hash.bytes ? BlobRecords.tag(fromTagName: record.name) : nil
+        }
+        return BlobStat(hash: hash, size: meta.size, createdAtMs: meta.createdAtMs, holders: holders, tags: tags)
+    }
+
+    /// Makes the copies an add asked for, then commits the blob, its holders and its tag in one
+    /// system write: the add is acknowledged only once all of that is committed.
+    func commitAdd(_ finished: BlobUploads.Finished) async throws -> BlobStat {
+        let members = await node.membership
+        let others = (members.voters + members.learners).filter { $0 != node.id }
+        let wanted = min(max(1, finished.replicas == 0 ? replicationFactor : finished.replicas), others.count + 1)
+        var holders = [node.id]
+        var problems: [String] = []
+        // Ask the other members in turn until enough hold a verified copy, a few at a time.
+        var candidates = others.shuffled()
+        while holders.count < wanted, !candidates.isEmpty {
+            let batch = Array(candidates.prefix(wanted - holders.count))
+            candidates.removeFirst(batch.count)
+            let sources = holders
+            let hash = finished.hash
+            let size = finished.size
+            let results = await withTaskGroup(of: (NodeID, String?).self) { group in
+                for peer in batch {
+                    group.addTask {
+                        do {
+                            try await self.askToReplicate(peer, hash: hash, size: size, sources: sources)
+                            return (peer, nil)
+                        } catch {
+                            return (peer, "\(error)")
+                        }
+                    }
+                }
+                var results: [(NodeID, String?)] = []
+                for await result in group { results.append(result) }
+                return results
+            }
+            for (peer, problem) in results {
+                if let problem { problems.append("node \(peer): \(problem)") } else { holders.append(peer) }
+            }
+        }
+        guard holders.count >= wanted else {
+            throw BlobServiceError.unavailable(
+                "blob \(finished.hash) reached \(holders.count) of the \(wanted) copies asked for: \(problems.joined(separator: "; "))")
+        }
+        let now = node.nowMs()
+        let existing = try await stat(finished.hash)
+        var changes: [SystemRecordChange] = []
+        if existing == nil {
+            changes.append(.set(name: BlobRecords.metaName(finished.hash), value: BlobRecords.encodeMeta(size: finished.size, createdAtMs: now)))
+        }
+        for holder in holders {
+            changes.append(.set(name: BlobRecords.holderName(finished.hash, node: holder), value: BlobRecords.encodeHolder(verifiedAtMs: now)))
+        }
+        if let tag = finished.tag {
+            changes.append(.set(name: BlobRecords.tagName(tag), value: finished.hash.bytes))
+        }
+        try await node.writeSystem(SystemWrite(changes: changes), forwarding: true)
+        logger.info("blob added", metadata: ["hash": "\(finished.hash)", "size": "\(finished.size)", "holders": "\(holders.map(\.rawValue))"])
+        guard let stat = try await stat(finished.hash) else {
+            throw BlobServiceError.internalError("blob \(finished.hash) was committed but its record is not readable here")
+        }
+        return stat
+    }
+
+    /// Asks `peer` to fetch and keep a copy, and waits until it has one.
+    func askToReplicate(_ peer: NodeID, hash: BlobHash, size: UInt64, sources: [NodeID]) async throws {
+        let response = try await callPeer(
+            peer, .replicate(hash: hash, size: size, sources: sources.map(\.rawValue)),
+            extraSeconds: Double(size) / 20_000_000)
+        switch response {
+        case .done: return
+        case .failed(let code, let message): throw BlobFetchFailure(code: code, message: message)
+        default: throw BlobServiceError.internalError("node \(peer) answered a replication with \(response)")
+        }
+    }
+
+    func callPeer(_ peer: NodeID, _ request: BlobRequest, extraSeconds: Double = 0) async throws -> BlobResponse {
+        guard let address = network.address(of: peer) else { throw BlobServiceError.unavailable("no address known for node \(peer)") }
+        let connection = try await TransportConnection.connect(
+            host: address.host, port: address.port, protocol: AspenProtocol.blobs, tls: network.tls, expecting: address.key)
+        defer { Task { await connection.close() } }
+        let answer = try await connection.request(BlobWire.encode(request), extraSeconds: extraSeconds)
+        return try BlobWire.decodeResponse(answer, limits: limits)
+    }
+
+    /// Fetches a blob from the given holders (the next one where one fails or lies), verifying
+    /// every chunk group, and keeps it.
+    func replicate(_ hash: BlobHash, size: UInt64, from sources: [NodeID]) async throws {
+        if files.size(hash) == size { return }
+        guard size <= limits.blobBytesMax else {
+            throw BlobServiceError.tooLarge("a blob of \(size) bytes exceeds blobBytesMax (\(limits.blobBytesMax))")
+        }
+        let partial = try files.beginPartial(name: "replica-\(hash.hex)-\(UInt64.random(in: 0...UInt64.max))")
+        var sink = PartialSink(partial: partial)
+        let tree = BlobTree(size: size)
+        var missing: Range<UInt64> = 0..<tree.groupCount
+        var problems: [String] = []
+        for source in sources where source != node.id {
+            guard let address = network.address(of: source) else {
+                problems.append("node \(source): no address")
+                continue
+            }
+            do {
+                let connection = try await TransportConnection.connect(
+                    host: address.host, port: address.port, protocol: AspenProtocol.blobs, tls: network.tls, expecting: address.key)
+                let limits = self.limits
+                let result = try await BlobFetch.fetch(
+                    hash: hash, size: size, groups: missing, window: limits.blobSliceGroupsMax,
+                    request: { request in
+                        try BlobWire.decodeResponse(try await connection.request(BlobWire.encode(request)), limits: limits)
+                    }, into: &sink)
+                await connection.close()
+                missing = result.missing
+                if let problem = result.problem {
+                    problems.append("node \(source): \(problem)")
+                    logger.warning("a blob source failed; trying the next", metadata: ["hash": "\(hash)", "source": "\(source)", "problem": "\(problem)"])
+                }
+            } catch let error as BlobServiceError {
+                throw error
+            } catch {
+                problems.append("node \(source): \(error)")
+            }
+            if missing.isEmpty { break }
+        }
+        guard missing.isEmpty else {
+            partial.discard()
+            throw BlobServiceError.unavailable("could not fetch blob \(hash) (groups \(missing.lowerBound)..<\(missing.upperBound) missing): \(problems.joined(separator: "; "))")
+        }
+        try partial.seal(as: hash)
+    }
+
+    func withTransfer<T>(_ body: () throws -> T) throws -> T {
+        guard transfers.add(1, ordering: .relaxed).newValue <= limits.blobTransfersMax else {
+            transfers.subtract(1, ordering: .relaxed)
+            throw BlobServiceError.unavailable("this node runs blobTransfersMax (\(limits.blobTransfersMax)) transfers already; try again")
+        }
+        defer { transfers.subtract(1, ordering: .relaxed) }
+        return try body()
+    }
+
+    func withTransferAsync(_ body: () async throws -> Void) async throws {
+        guard transfers.add(1, ordering: .relaxed).newValue <= limits.blobTransfersMax else {
+            transfers.subtract(1, ordering: .relaxed)
+            throw BlobServiceError.unavailable("this node runs blobTransfersMax (\(limits.blobTransfersMax)) transfers already; try again")
+        }
+        defer { transfers.subtract(1, ordering: .relaxed) }
+        try await body()
+    }
+}
+
+/// Puts what a fetch verified into a partial blob's files.
+struct PartialSink: BlobFetchSink {
+    let partial: PartialBlob
+
+    mutating func parent(slot: UInt64, pair: UnsafeRawBufferPointer) throws {
+        try partial.writePair(pair, slot: slot)
+    }
+
+    mutating func group(index: UInt64, bytes: UnsafeRawBufferPointer) throws {
+        try partial.writeData(bytes, at: index * UInt64(BlobTree.groupByteCount))
+    }
+}
