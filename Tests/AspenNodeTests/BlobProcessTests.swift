@@ -35,8 +35,9 @@ extension ClusterSuites {
             let expected = try Self.b3sum(input)
 
             // Added through node 1 alone, with three replicas: acknowledged once all three hold it.
-            let (status, printed) = try await cluster.aspen(["blob", "add", input, "--tag", "release"], endpoints: cluster.entries[0])
-            #expect(status == 0)
+            let (status, printed) = try await cluster.aspen(
+                ["blob", "add", input, "--tag", "release"], endpoints: cluster.entries[0], withErrors: true)
+            #expect(status == 0, "\(printed)")
             #expect(printed == expected)
             let hash = try #require(BlobHash(hex: printed))
             // The same bytes again: the same hash, still one copy on each node.
@@ -60,8 +61,8 @@ extension ClusterSuites {
 
             let output = cluster.directory.appendingPathComponent("output.bin").path
             let survivors = cluster.entries[1] + "," + cluster.entries[2]
-            let (got, _) = try await cluster.aspen(["blob", "get", hash.hex, "-o", output], endpoints: survivors)
-            #expect(got == 0)
+            let (got, said) = try await cluster.aspen(["blob", "get", hash.hex, "-o", output], endpoints: survivors, withErrors: true)
+            #expect(got == 0, "\(said)")
             #expect(try Self.b3sum(output) == expected)
             #expect(FileManager.default.contentsEqual(atPath: output, andPath: input))
 
@@ -97,8 +98,8 @@ extension ClusterSuites {
             let (missing, _) = try await cluster.aspen(["blob", "add", cluster.directory.appendingPathComponent("nope").path])
             #expect(missing == 4)
             // The empty blob, from standard input: BLAKE3 of nothing.
-            let (empty, emptyHash) = try await cluster.aspen(["blob", "add", "-"], stdin: "")
-            #expect(empty == 0)
+            let (empty, emptyHash) = try await cluster.aspen(["blob", "add", "-"], stdin: "", withErrors: true)
+            #expect(empty == 0, "\(emptyHash)")
             #expect(emptyHash == BlobHash.of([UInt8]()).hex)
             let (tagged, _) = try await cluster.aspen(["blob", "tag", "set", "nothing", emptyHash])
             #expect(tagged == 0)

@@ -121,18 +121,19 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// Runs the `aspen` CLI against the cluster (or `endpoints`); returns its exit status and output.
-    func aspen(_ arguments: [String], stdin: String? = nil, endpoints: String? = nil) async throws -> (Int32, String) {
+    func aspen(_ arguments: [String], stdin: String? = nil, endpoints: String? = nil, withErrors: Bool = false) async throws -> (Int32, String) {
         let endpointsText = self.endpointsText
-        return try await offThePool { try Self.runAspen(arguments, stdin: stdin, endpoints: endpoints ?? endpointsText) }
+        return try await offThePool { try Self.runAspen(arguments, stdin: stdin, endpoints: endpoints ?? endpointsText, withErrors: withErrors) }
     }
 
-    static func runAspen(_ arguments: [String], stdin: String?, endpoints: String) throws -> (Int32, String) {
+    /// With `withErrors`, standard error is part of the output (for messages of failed expectations).
+    static func runAspen(_ arguments: [String], stdin: String?, endpoints: String, withErrors: Bool = false) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary("aspen"))
         process.arguments = arguments + ["--endpoints", endpoints]
         let output = Pipe()
         process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
+        process.standardError = withErrors ? output : FileHandle.nullDevice
         let input = Pipe()
         process.standardInput = input
         try process.run()

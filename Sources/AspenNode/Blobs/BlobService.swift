@@ -164,15 +164,38 @@ public final class BlobService: Sendable {
             guard try await node.systemRecords(prefix: BlobRecords.metaName(hash)).contains(where: { $0.name == BlobRecords.metaName(hash) }) else {
                 throw BlobServiceError.notFound("blob \(hash) is not in the cluster; add it before tagging it")
             }
-            try await node.writeSystem(SystemWrite(changes: [.set(name: BlobRecords.tagName(name), value: hash.bytes)]), forwarding: true)
+            try await writeSystem(SystemWrite(changes: [.set(name: BlobRecords.tagName(name), value: hash.bytes)]))
             return .done
         case .tagRemove(let name):
             try BlobRecords.validate(tag: name, limits: limits)
-            try await node.writeSystem(SystemWrite(changes: [.remove(name: BlobRecords.tagName(name))]), forwarding: true)
+            try await writeSystem(SystemWrite(changes: [.remove(name: BlobRecords.tagName(name))]))
             return .done
         case .replicate(let hash, let size, let sources):
             try await withTransferAsync { try await self.replicate(hash, size: size, from: sources.map { NodeID(rawValue: $0) }) }
             return .done
+        }
+    }
+
+    /// Commits a change of blob records through the leader, waiting out an election (no leader
+    /// known yet, a leader just lost) for up to 15 s. Every blob change sets or removes records,
+    /// so applying one twice leaves the same state.
+    func writeSystem(_ write: SystemWrite) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(15)
+        var backoffMs = 50
+        while true {
+            do {
+                try await node.writeSystem(write, forwarding: true)
+                return
+            } catch let error as NodeError {
+                switch error {
+                case .notLeader, .proposalLost: break
+                default: throw error
+                }
+                guard clock.now < deadline else { throw error }
+                try await Task.sleep(for: .milliseconds(backoffMs))
+                backoffMs = min(backoffMs * 2, 500)
+            }
         }
     }
 
@@ -242,7 +265,9 @@ public final class BlobService: Sendable {
         if let tag = finished.tag {
             changes.append(.set(name: BlobRecords.tagName(tag), value: finished.hash.bytes))
         }
-        try await node.writeSystem(SystemWrite(changes: changes), forwarding: true)
+        try await writeSystem(SystemWrite(changes: changes))
+        // Applied here is not yet readable here until the state's readers catch up: wait for that.
+        try await node.linearizableBarrier()
         logger.info("blob added", metadata: ["hash": "\(finished.hash)", "size": "\(finished.size)", "holders": "\(holders.map(\.rawValue))"])
         guard let stat = try await stat(finished.hash) else {
             throw BlobServiceError.internalError("blob \(finished.hash) was committed but its record is not readable here")
