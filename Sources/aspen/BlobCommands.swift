@@ -1,5 +1,6 @@
 import AspenBlob
 import AspenClient
+import AspenCore
 import ArgumentParser
 import Foundation
 
@@ -334,7 +335,7 @@ enum BlobFileReader {
         if try !forMappedFile(path: path, { hasher.update($0) }) {
             try forEachPiece(path: path) { hasher.update($0) }
         }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return Hex.encode(hasher.finalize())
     }
 
     /// Calls `body` once with a regular file's whole contents mapped read-only (as b3sum does: no

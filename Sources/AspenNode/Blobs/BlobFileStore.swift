@@ -37,20 +37,6 @@ final class BlobFileStore: Sendable {
 
     func has(_ hash: BlobHash) -> Bool { size(hash) != nil }
 
-    /// The hashes of the complete blobs held here.
-    func hashes() -> [BlobHash] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: complete)) ?? []
-        return names.compactMap { name in
-            guard name.hasSuffix(".data") else { return nil }
-            return BlobHash(hex: String(name.dropLast(5)))
-        }.sorted()
-    }
-
-    /// Bytes of blob data held here.
-    func usedBytes() -> UInt64 {
-        hashes().reduce(0) { $0 + (size($1) ?? 0) }
-    }
-
     /// The items of a slice, concatenated in cursor order, read from the blob's files.
     func readSlice(_ hash: BlobHash, groups: Range<UInt64>) throws(BlobServiceError) -> (size: UInt64, payload: [UInt8]) {
         let data = Glibc.open(dataPath(hash), O_RDONLY | O_CLOEXEC)

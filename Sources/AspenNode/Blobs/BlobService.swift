@@ -112,7 +112,7 @@ public final class BlobService: Sendable {
                 throw BlobServiceError.tooLarge(
                     "a slice of \(groups.count) chunk groups exceeds blobSliceGroupsMax (\(limits.blobSliceGroupsMax))")
             }
-            return try withTransfer {
+            return try await withTransfer {
                 let (size, payload) = try files.readSlice(hash, groups: groups)
                 return .slice(size: size, payload: payload)
             }
@@ -171,7 +171,7 @@ public final class BlobService: Sendable {
             try await writeSystem(SystemWrite(changes: [.remove(name: BlobRecords.tagName(name))]))
             return .done
         case .replicate(let hash, let size, let sources):
-            try await withTransferAsync { try await self.replicate(hash, size: size, from: sources.map { NodeID(rawValue: $0) }) }
+            try await withTransfer { try await self.replicate(hash, size: size, from: sources.map { NodeID(rawValue: $0) }) }
             return .done
         }
     }
@@ -287,10 +287,15 @@ public final class BlobService: Sendable {
         }
     }
 
-    func callPeer(_ peer: NodeID, _ request: BlobRequest, extraSeconds: Double = 0) async throws -> BlobResponse {
+    /// A blob connection to member `peer`, its key pinned.
+    func connect(to peer: NodeID) async throws -> TransportConnection {
         guard let address = network.address(of: peer) else { throw BlobServiceError.unavailable("no address known for node \(peer)") }
-        let connection = try await TransportConnection.connect(
+        return try await TransportConnection.connect(
             host: address.host, port: address.port, protocol: AspenProtocol.blobs, tls: network.tls, expecting: address.key)
+    }
+
+    func callPeer(_ peer: NodeID, _ request: BlobRequest, extraSeconds: Double = 0) async throws -> BlobResponse {
+        let connection = try await connect(to: peer)
         defer { Task { await connection.close() } }
         let answer = try await connection.request(BlobWire.encode(request), extraSeconds: extraSeconds)
         return try BlobWire.decodeResponse(answer, limits: limits)
@@ -309,13 +314,14 @@ public final class BlobService: Sendable {
         var missing: Range<UInt64> = 0..<tree.groupCount
         var problems: [String] = []
         for source in sources where source != node.id {
-            guard let address = network.address(of: source) else {
-                problems.append("node \(source): no address")
+            let connection: TransportConnection
+            do {
+                connection = try await connect(to: source)
+            } catch {
+                problems.append("node \(source): \(error)")
                 continue
             }
             do {
-                let connection = try await TransportConnection.connect(
-                    host: address.host, port: address.port, protocol: AspenProtocol.blobs, tls: network.tls, expecting: address.key)
                 let limits = self.limits
                 let result = try await BlobFetch.fetch(
                     hash: hash, size: size, groups: missing, window: limits.blobSliceGroupsMax,
@@ -342,22 +348,14 @@ public final class BlobService: Sendable {
         try partial.seal(as: hash)
     }
 
-    func withTransfer<T>(_ body: () throws -> T) throws -> T {
+    /// Runs a transfer within `blobTransfersMax`, or refuses it as unavailable.
+    func withTransfer<T>(_ body: () async throws -> T) async throws -> T {
         guard transfers.add(1, ordering: .relaxed).newValue <= limits.blobTransfersMax else {
             transfers.subtract(1, ordering: .relaxed)
             throw BlobServiceError.unavailable("this node runs blobTransfersMax (\(limits.blobTransfersMax)) transfers already; try again")
         }
         defer { transfers.subtract(1, ordering: .relaxed) }
-        return try body()
-    }
-
-    func withTransferAsync(_ body: () async throws -> Void) async throws {
-        guard transfers.add(1, ordering: .relaxed).newValue <= limits.blobTransfersMax else {
-            transfers.subtract(1, ordering: .relaxed)
-            throw BlobServiceError.unavailable("this node runs blobTransfersMax (\(limits.blobTransfersMax)) transfers already; try again")
-        }
-        defer { transfers.subtract(1, ordering: .relaxed) }
-        try await body()
+        return try await body()
     }
 }
 
