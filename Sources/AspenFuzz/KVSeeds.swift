@@ -53,6 +53,7 @@ enum KVSeeds {
         .set(name: Array("auth/mode".utf8), value: Array("required".utf8)),
         .set(name: Array(repeating: 0x72, count: Limits.standard.systemRecordNameBytesMax), value: Array(repeating: 0x76, count: Limits.standard.systemRecordValueBytesMax)),
         .set(name: [0], value: []), .remove(name: Array("auth/revoked/7".utf8)), .removePrefix(Array("auth/revoked/".utf8)), .removePrefix([]),
+        .expect(name: Array("blob/m/1".utf8), value: nil), .expect(name: [1], value: [2]), .expectNone(prefix: Array("blob/r/".utf8)),
     ])
 
     /// The opening bytes of a transaction operation holding one nested transaction with no
@@ -103,6 +104,7 @@ enum KVSeeds {
         .invalidTTL(ms: -1, reason: "negative"), .invalidContinuation("é"), .invalidCommand(""), .storage("disk"),
         .sessionExpired(session: 3), .sessionResultDiscarded(session: 3, sequence: 9),
         .sessionWindowExceeded(sequence: 2000, acknowledgedThrough: 1, limit: 1024), .systemRecordsExceeded(count: 100_001, limit: 100_000),
+        .systemConditionFailed("system record blob/m/1 exists"),
     ]
 
     /// A whole snapshot of version 2 (the one before framed images): magic, fields, CRC-32C.

@@ -125,8 +125,8 @@ struct KVCodec {
         writer.write(UInt8(put.returnPrevious ? 1 : 0) | (put.ignoreValue ? 2 : 0) | (put.ignoreLease ? 4 : 0))
     }
 
-    /// A count, then each change: its kind (0 set, 1 remove, 2 remove a prefix), the name or
-    /// prefix, and for a set the value.
+    /// A count, then each change: its kind (0 set, 1 remove, 2 remove a prefix, 3 expect a value,
+    /// 4 expect no record under a prefix), the name or prefix, and for a set or expect the value.
     static func write(_ write: SystemWrite, into writer: inout ByteWriter) {
         writer.writeVarint(UInt64(write.changes.count))
         for change in write.changes {
@@ -140,6 +140,13 @@ struct KVCodec {
                 writer.writeBytes(name)
             case .removePrefix(let prefix):
                 writer.write(2)
+                writer.writeBytes(prefix)
+            case .expect(let name, let value):
+                writer.write(3)
+                writer.writeBytes(name)
+                writer.writeOptionalBytes(value)
+            case .expectNone(let prefix):
+                writer.write(4)
                 writer.writeBytes(prefix)
             }
         }
@@ -158,6 +165,12 @@ struct KVCodec {
                         value: try reader.readBytes(limit: limits.systemRecordValueBytesMax)))
             case 1: changes.append(.remove(name: try reader.readBytes(limit: limits.systemRecordNameBytesMax)))
             case 2: changes.append(.removePrefix(try reader.readBytes(limit: limits.systemRecordNameBytesMax)))
+            case 3:
+                changes.append(
+                    .expect(
+                        name: try reader.readBytes(limit: limits.systemRecordNameBytesMax),
+                        value: try reader.readOptionalBytes(limit: limits.systemRecordValueBytesMax)))
+            case 4: changes.append(.expectNone(prefix: try reader.readBytes(limit: limits.systemRecordNameBytesMax)))
             case let tag: throw .unknownTag(tag, context: "system record change")
             }
         }

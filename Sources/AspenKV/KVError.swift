@@ -30,6 +30,8 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A system write would leave more system records than `systemRecordsMax`; nothing of it
     /// was applied.
     case systemRecordsExceeded(count: Int, limit: Int)
+    /// A condition of a system write did not hold where it applied; nothing of it was applied.
+    case systemConditionFailed(String)
 
     public var code: String {
         switch self {
@@ -52,6 +54,7 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
         case .sessionResultDiscarded: return "session_result_discarded"
         case .sessionWindowExceeded: return "session_window_exceeded"
         case .systemRecordsExceeded: return "system_records_exceeded"
+        case .systemConditionFailed: return "system_condition_failed"
         }
     }
 
@@ -83,6 +86,7 @@ public enum KVError: Error, Sendable, Equatable, CustomStringConvertible {
             return "request \(sequence) is more than clientSessionResultsMax (\(limit)) past the last acknowledged one (\(acknowledged))"
         case .systemRecordsExceeded(let count, let limit):
             return "the system write would leave \(count) system records, more than systemRecordsMax (\(limit)); nothing of it was applied"
+        case .systemConditionFailed(let reason): return "a condition of the system write failed (\(reason)); nothing of it was applied"
         }
     }
 }

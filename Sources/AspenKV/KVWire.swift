@@ -306,7 +306,7 @@ public enum KVWire {
         case .tooManyOperations(let count, let limit):
             writer.writeVarint(UInt64(count))
             writer.writeVarint(UInt64(limit))
-        case .invalidRange(let text), .invalidContinuation(let text), .invalidCommand(let text), .storage(let text):
+        case .invalidRange(let text), .invalidContinuation(let text), .invalidCommand(let text), .storage(let text), .systemConditionFailed(let text):
             writer.writeString(text)
         case .duplicateKey(let key), .keyNotFound(let key): writer.writeBytes(key)
         case .compacted(let requested, let oldest):
@@ -361,6 +361,7 @@ public enum KVWire {
                 sequence: try reader.readVarint(), acknowledgedThrough: try reader.readVarint(), limit: try reader.readCount(limit: Int.max))
         case "system_records_exceeded":
             error = .systemRecordsExceeded(count: try reader.readCount(limit: Int.max), limit: try reader.readCount(limit: Int.max))
+        case "system_condition_failed": error = .systemConditionFailed(try reader.readString(limit: 4096))
         default: throw .invalid("unknown error code \(code)")
         }
         try reader.expectEnd()

@@ -23,10 +23,17 @@ public enum SystemRecordChange: Sendable, Equatable {
     case remove(name: Bytes)
     /// Removes every record whose name starts with the prefix (an empty prefix: every record).
     case removePrefix(Bytes)
+    /// A condition: the record holds exactly `value` (nil: it does not exist). When it does not,
+    /// the whole write fails with `KVError.systemConditionFailed` and nothing of it is applied.
+    case expect(name: Bytes, value: Bytes?)
+    /// A condition: no record's name starts with the prefix.
+    case expectNone(prefix: Bytes)
 }
 
-/// Changes to the system records, applied in order and atomically: all of them, or (when the
-/// write would leave more than `Limits.systemRecordsMax` records) none. Only the node proposes
+/// Changes to the system records, applied in order and atomically: all of them, or (when a
+/// condition does not hold at that point, or the write would leave more than
+/// `Limits.systemRecordsMax` records) none. Conditions make a read-check-write of the records
+/// safe against every other write: they are checked where the write applies in the log. Only the node proposes
 /// one: a client's write that carries it is refused (`KVWire`), a session stamp may not wrap it,
 /// and a transaction or batch has no way to hold it.
 public struct SystemWrite: Sendable, Equatable {
@@ -54,7 +61,13 @@ extension KVValidator {
                 }
             case .remove(let name):
                 try validate(systemRecordName: name, limits: limits)
-            case .removePrefix(let prefix):
+            case .expect(let name, let value):
+                try validate(systemRecordName: name, limits: limits)
+                guard (value?.count ?? 0) <= limits.systemRecordValueBytesMax else {
+                    throw .invalidCommand(
+                        "an expected system record value of \(value?.count ?? 0) bytes exceeds systemRecordValueBytesMax (\(limits.systemRecordValueBytesMax))")
+                }
+            case .removePrefix(let prefix), .expectNone(let prefix):
                 guard prefix.count <= limits.systemRecordNameBytesMax else {
                     throw .invalidCommand(
                         "a system record prefix of \(prefix.count) bytes exceeds systemRecordNameBytesMax (\(limits.systemRecordNameBytesMax))")
@@ -74,7 +87,7 @@ extension KVValidator {
 
 extension KVStateMachine {
     /// Applies a system write's changes in order and returns how many records they created,
-    /// changed or removed. A write that would leave more than `systemRecordsMax` records fails
+    /// changed or removed. A condition that does not hold fails the write, as does one that would leave more than `systemRecordsMax` records fails
     /// (the caller's command scope undoes what it wrote), unless it leaves no more than it found:
     /// removals still go through when the limit has been lowered below the records held.
     static func apply<Backend: KVBackend>(_ write: SystemWrite, on backend: inout Backend, limits: Limits) throws -> Int {
@@ -99,6 +112,16 @@ extension KVStateMachine {
                     try backend.removeSystemRecord(record.name)
                     count -= 1
                     changed += 1
+                }
+            case .expect(let name, let value):
+                let actual = try backend.systemRecord(name)
+                guard actual == value else {
+                    throw KVError.systemConditionFailed(
+                        "system record \(name.displayString) \(actual == nil ? "does not exist" : value == nil ? "exists" : "holds another value")")
+                }
+            case .expectNone(let prefix):
+                if let first = try backend.systemRecords(prefix: prefix).first {
+                    throw KVError.systemConditionFailed("system record \(first.name.displayString) exists")
                 }
             }
         }

@@ -88,12 +88,48 @@ struct SystemRecordTests {
         #expect(try KVWire.decodeError(KVWire.encode(KVError.systemRecordsExceeded(count: 4, limit: 3))) == .systemRecordsExceeded(count: 4, limit: 3))
     }
 
+    @Test("a system write's conditions are checked where it applies: one that fails undoes the changes before it, naming the record")
+    func conditions() throws {
+        var backend = MemoryKVBackend()
+        _ = try Self.applied(.system(SystemWrite(changes: [Self.set("blob/m/x", "1"), Self.set("blob/r/x/tag", "")])), to: &backend)
+        let before = KVSnapshot(of: backend)
+        // Each failing condition: a wrong value, a record expected absent, one expected present,
+        // a prefix expected empty. The set before it must not survive.
+        let failing: [(SystemRecordChange, String)] = [
+            (.expect(name: Self.name("blob/m/x"), value: Array("2".utf8)), "holds another value"),
+            (.expect(name: Self.name("blob/m/x"), value: nil), "exists"),
+            (.expect(name: Self.name("blob/m/y"), value: Array("1".utf8)), "does not exist"),
+            (.expectNone(prefix: Self.name("blob/r/x")), "blob/r/x/tag"),
+        ]
+        for (condition, reason) in failing {
+            let write = SystemWrite(changes: [Self.set("blob/other", "3"), condition, .remove(name: Self.name("blob/m/x"))])
+            let (result, _) = try KVStateMachine.applyRecording(.system(write), to: &backend, limits: .standard)
+            guard case .failure(.systemConditionFailed(let text)) = result else {
+                Issue.record("\(condition) did not fail: \(result)")
+                continue
+            }
+            #expect(text.contains(reason), "\(text)")
+            #expect(KVSnapshot(of: backend) == before, "a failed condition left a trace")
+        }
+        // Conditions that hold let the write through.
+        let holding = SystemWrite(changes: [
+            .expect(name: Self.name("blob/m/x"), value: Array("1".utf8)), .expect(name: Self.name("blob/m/y"), value: nil),
+            .expectNone(prefix: Self.name("blob/r/y")), .remove(name: Self.name("blob/m/x")),
+        ])
+        #expect(try Self.applied(.system(holding), to: &backend).0 == .systemWritten(changed: 1))
+        #expect(Self.records(backend) == ["blob/r/x/tag": ""])
+        let error = KVError.systemConditionFailed("system record a exists")
+        #expect(try KVWire.decodeError(KVWire.encode(error)) == error)
+        #expect(error.code == "system_condition_failed")
+    }
+
     @Test("a system write and its result survive the log's encoding")
     func codecRoundTrip() throws {
         let write = SystemWrite(changes: [
             Self.set("auth/mode", "required"), .set(name: [0, 0xFF], value: []),
             .set(name: Array(repeating: 1, count: Limits.standard.systemRecordNameBytesMax), value: Array(repeating: 2, count: Limits.standard.systemRecordValueBytesMax)),
             .remove(name: Self.name("auth/revoked/9")), .removePrefix([]), .removePrefix(Self.name("auth/")),
+            .expect(name: Self.name("blob/m/1"), value: nil), .expect(name: [7], value: [1, 2]), .expectNone(prefix: []),
         ])
         for command in [KVCommand.system(write), .system(SystemWrite(changes: []))] {
             #expect(try KVCommand(decoding: command.encoded()) == command)
@@ -150,7 +186,7 @@ struct SystemRecordTests {
                 $0.writeVarint(UInt64(limits.systemRecordValueBytesMax) + 1)
             })
         #expect(largeValue?.contains("\(limits.systemRecordValueBytesMax)") == true, "\(largeValue ?? "accepted")")
-        #expect(refused(Self.encodedSystemWrite(count: 1) { $0.write(3); $0.writeBytes([1]) })?.contains("system record change") == true)
+        #expect(refused(Self.encodedSystemWrite(count: 1) { $0.write(5); $0.writeBytes([1]) })?.contains("system record change") == true)
         // More changes promised than follow.
         #expect(refused(Self.encodedSystemWrite(count: 2) { $0.write(1); $0.writeBytes([1]) }) != nil)
     }
