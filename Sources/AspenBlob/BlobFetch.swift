@@ -52,7 +52,7 @@ public enum BlobFetch {
 
     /// Checks a slice's payload item by item, moving `accepted` past each group given to the sink.
     /// A corrupt or missing item stops it there with a `BlobError`.
-    static func verify(
+    public static func verify(
         _ payload: [UInt8], hash: BlobHash, size: UInt64, groups: Range<UInt64>, accepted: inout UInt64,
         into sink: inout some BlobFetchSink
     ) throws {
@@ -98,4 +98,11 @@ public struct BlobFetchFailure: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { message }
+}
+
+/// A sink that keeps nothing: for checking a slice (a node checks what it is about to serve).
+public struct BlobDiscardingSink: BlobFetchSink {
+    public init() {}
+    public mutating func parent(slot: UInt64, pair: UnsafeRawBufferPointer) {}
+    public mutating func group(index: UInt64, bytes: UnsafeRawBufferPointer) {}
 }

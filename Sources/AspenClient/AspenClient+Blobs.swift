@@ -1,5 +1,6 @@
 import AspenBlob
 import AspenCore
+import AspenKV
 import AspenTransport
 
 /// A blob request the cluster refused, with its code (not found, too large, not permitted, …).
@@ -19,7 +20,7 @@ extension AspenClient {
     /// "not found"). While every endpoint is unavailable (an election after a leader died, say) it
     /// tries again with backoff for up to `unavailableSecondsMax`: every request sent this way is
     /// idempotent (reads, and tag changes that set or remove a name).
-    public func blobRequest(_ request: BlobRequest, tryOthers: Bool = false) async throws -> BlobResponse {
+    public func blobRequest(_ request: BlobRequest, tryOthers: Bool = false, extraSeconds: Double = 0) async throws -> BlobResponse {
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(Self.unavailableSecondsMax)
         var backoffMs = 50
@@ -30,7 +31,7 @@ extension AspenClient {
                 do {
                     let connection = try await blobConnection(endpoint)
                     defer { Task { await connection.close() } }
-                    let response = try await blobCall(connection, request)
+                    let response = try await blobCall(connection, request, extraSeconds: extraSeconds)
                     if case .failed(let code, _) = response {
                         if code == .unavailable {
                             unavailable = response
@@ -61,9 +62,10 @@ extension AspenClient {
 
     /// Adds a blob of `size` bytes, read by `read` into the buffer it is given (returning how many
     /// bytes it put there, 0 at the end). Returns the blob's metadata once `replicas` copies
-    /// (0: the cluster's factor) are held and committed.
+    /// (0: the cluster's factor) are held and committed, with `tag` naming it (for `tagTtlMs`;
+    /// 0: until removed).
     public func addBlob(
-        size: UInt64, replicas: Int = 0, tag: String? = nil, expected: BlobHash? = nil,
+        size: UInt64, replicas: Int = 0, tag: String? = nil, tagTtlMs: UInt64 = 0, expected: BlobHash? = nil,
         read: (UnsafeMutableRawBufferPointer) throws -> Int
     ) async throws -> BlobStat {
         var lastError: (any Error)?
@@ -73,7 +75,7 @@ extension AspenClient {
             let id: UInt64
             do {
                 connection = try await blobConnection(endpoint)
-                let started = try await blobCall(connection, .uploadBegin(size: size, replicas: replicas, tag: tag, expected: expected))
+                let started = try await blobCall(connection, .uploadBegin(size: size, replicas: replicas, tag: tag, tagTtlMs: tagTtlMs, expected: expected))
                 guard case .uploadStarted(let upload) = started else {
                     await connection.close()
                     try started.throwIfFailed()
@@ -180,4 +182,78 @@ extension BlobResponse {
     public func throwIfFailed() throws {
         if case .failed(let code, let message) = self { throw BlobRequestError(code: code, message: message) }
     }
+}
+
+// Values above the key-value limit: kept in the blob store, the key holding a `BlobReference`.
+extension AspenClient {
+    /// How long the temporary tag that protects an offloaded value's blob lasts, should the
+    /// client die between adding the blob and writing the key (then the blob is collected).
+    static let offloadTagTtlMs: UInt64 = 3_600_000
+
+    /// Sets `key` to a value of `size` bytes read by `read`. Up to `Limits.valueBytesMax` it is an
+    /// ordinary put; above it the value is added to the blob store under a temporary tag, the key
+    /// is set to a reference to it, and the tag removed: at every moment the tag or the key
+    /// protects the blob from garbage collection.
+    public func put(
+        _ key: Bytes, size: UInt64, lease: LeaseID = 0, read: (UnsafeMutableRawBufferPointer) throws -> Int
+    ) async throws -> PutResult {
+        let value: Bytes
+        var temporaryTag: String?
+        if size <= UInt64(options.limits.valueBytesMax) {
+            var bytes = [UInt8](repeating: 0, count: Int(size))
+            var filled = 0
+            while filled < bytes.count {
+                let got = try bytes.withUnsafeMutableBytes { try read(UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
+                guard got > 0 else { break }
+                filled += got
+            }
+            guard filled == bytes.count else {
+                throw BlobRequestError(code: .badInput, message: "the input ended after \(filled) of the \(size) bytes it had when the put began")
+            }
+            value = bytes
+        } else {
+            let tag = "aspen/kv-offload/" + Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255) })
+            let stat = try await addBlob(size: size, tag: tag, tagTtlMs: Self.offloadTagTtlMs, read: read)
+            value = BlobReference(hash: stat.hash, size: stat.size).encoded
+            temporaryTag = tag
+        }
+        guard case .put(let result) = try await write(.put(Put(key: key, value: value, lease: lease))) else {
+            throw ClientError.malformedResponse("a put was answered with another kind of result")
+        }
+        if let temporaryTag {
+            // The key protects the blob now; should this fail, the tag expires by itself.
+            _ = try? await blobRequest(.tagRemove(name: temporaryTag))
+        }
+        return result
+    }
+
+    /// Reads `key` and hands its value to `write` piece by piece: an ordinary value in one piece,
+    /// an offloaded one streamed from the blob store and verified as it arrives. Nil when the key
+    /// does not exist (then `write` is not called).
+    public func get(
+        _ key: Bytes, revision: Revision = 0, consistency: ReadConsistency = .linearizable,
+        streaming write: @escaping (UnsafeRawBufferPointer) throws -> Void
+    ) async throws -> KeyValue? {
+        guard let kv = try await get(key, revision: revision, consistency: consistency) else { return nil }
+        guard let reference = BlobReference(decoding: kv.value) else {
+            try kv.value.withUnsafeBytes(write)
+            return kv
+        }
+        let answer = try await blobRequest(.stat(hash: reference.hash), tryOthers: true)
+        guard case .stat(let stat) = answer else {
+            try answer.throwIfFailed()
+            throw ClientError.malformedResponse("a blob stat was answered with \(answer)")
+        }
+        var sink = ClosureSink(write: write)
+        let tree = BlobTree(size: stat.size)
+        try await fetchBlob(reference.hash, size: stat.size, groups: 0..<tree.groupCount, holders: stat.holders.map(\.node), into: &sink)
+        return kv
+    }
+}
+
+/// Hands each verified group to a closure.
+struct ClosureSink: BlobFetchSink {
+    let write: (UnsafeRawBufferPointer) throws -> Void
+    mutating func parent(slot: UInt64, pair: UnsafeRawBufferPointer) {}
+    mutating func group(index: UInt64, bytes: UnsafeRawBufferPointer) throws { try write(bytes) }
 }

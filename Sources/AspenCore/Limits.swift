@@ -53,6 +53,13 @@ public struct Limits: Sendable, Equatable {
     public var blobListPageMax = 1000
     /// Longest tag name, in bytes.
     public var blobTagBytesMax = 200
+    /// Garbage collection deletes an unreferenced blob only once it was last added this long ago
+    /// (1 hour), and a node's files of a blob it no longer holds only once they are this old:
+    /// longer than any transfer, so no add, replication or tag in flight loses its data.
+    public var blobGcGraceMs: Int64 = 3_600_000
+    /// Bytes a background scrub re-verifies per second (an explicit `aspen blob scrub` runs at
+    /// full speed).
+    public var blobScrubBytesPerSecond: UInt64 = 32 << 20
 
     // MARK: System records
     /// Most system records (replicated cluster metadata outside the keyspace) the state holds; a

@@ -51,8 +51,14 @@ public final class RequestMetrics: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Other services' exposition lines (the blob store's), appended to these.
+    private let sources = Mutex<[@Sendable () -> [String]]>([])
 
     public init() {}
+
+    public func add(source: @escaping @Sendable () -> [String]) {
+        sources.withLock { $0.append(source) }
+    }
 
     public func record(_ operation: String, seconds: Double, outcome: String) {
         state.withLock { state in
@@ -78,6 +84,6 @@ public final class RequestMetrics: Sendable {
                 }
             }
             return lines
-        }
+        } + sources.withLock { $0 }.flatMap { $0() }
     }
 }

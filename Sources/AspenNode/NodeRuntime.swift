@@ -20,6 +20,7 @@ public final class NodeRuntime: Sendable {
     let network: PeerNetwork
     let storage: any NodeStorage
     let joiner: Task<Void, Never>?
+    public let blobs: BlobService
     let logger: Logger
     let initialClusterID: [UInt8]
     /// The node's own event loop: its Raft actor, its peer connections and the connections it
@@ -28,10 +29,11 @@ public final class NodeRuntime: Sendable {
 
     private init(
         settings: NodeSettings, identity: NodeIdentity, node: RaftNode, server: TransportServer, admin: AdminServer?, auth: NodeAuth,
-        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, logger: Logger, clusterID: [UInt8],
+        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, blobs: BlobService, logger: Logger, clusterID: [UInt8],
         loops: MultiThreadedEventLoopGroup
     ) {
         self.loops = loops
+        self.blobs = blobs
         self.initialClusterID = clusterID
         self.settings = settings
         self.identity = identity
@@ -147,7 +149,8 @@ public final class NodeRuntime: Sendable {
         let (host, port) = settings.listen
         let blobs = try BlobService.open(
             dataDirectory: settings.dataDirectory, node: node, network: network, auth: auth,
-            replicationFactor: settings.blobReplicas, limits: configuration.limits, logger: logger)
+            settings: settings.blob, limits: configuration.limits, logger: logger)
+        requestMetrics.add { blobs.metricsExposition }
         let server = try await TransportServer.start(
             host: host, port: port, tls: tls,
             routes: [
@@ -177,6 +180,7 @@ public final class NodeRuntime: Sendable {
         }
         // Phase 5: services.
         await node.start()
+        blobs.startMaintenance()
         var admin: AdminServer?
         if let http = settings.http {
             admin = try await AdminServer.start(host: http.host, port: http.port, node: node, requests: requestMetrics, auth: auth)
@@ -191,7 +195,7 @@ public final class NodeRuntime: Sendable {
         }
         return NodeRuntime(
             settings: settings, identity: identity, node: node, server: server, admin: admin, auth: auth, network: network, storage: store,
-            joiner: joiner, logger: logger, clusterID: clusterID, loops: loops)
+            joiner: joiner, blobs: blobs, logger: logger, clusterID: clusterID, loops: loops)
     }
 
     /// Stops in dependency order: stop accepting, drain in-flight requests (bounded), stop Raft
@@ -202,6 +206,7 @@ public final class NodeRuntime: Sendable {
     public func shutdown(drainSeconds: Double = 5, finishing: () async -> Void = {}) async {
         logger.info("shutting down: no new connections")
         joiner?.cancel()
+        await blobs.stopMaintenance()
         await server.stopAccepting()
         try? await admin?.close()
         let left = await server.drain(seconds: drainSeconds)

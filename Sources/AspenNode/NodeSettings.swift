@@ -37,8 +37,7 @@ public struct NodeSettings: Sendable, Equatable {
     /// The credential a node joining a cluster that requires credentials asks to be added with
     /// (it needs cluster-admin).
     public var joinCredential: Credential?
-    /// Copies of each new blob made before its add is acknowledged (at most the cluster's size).
-    public var blobReplicas = 3
+    public var blob = BlobSettings()
     /// Where each setting came from, by name.
     public var sources: [String: Source]
 
@@ -51,6 +50,8 @@ public struct NodeSettings: Sendable, Equatable {
         ("election-timeout-ms", nil), ("compact-after-entries", "100000"),
         ("auto-compaction-mode", "periodic"), ("auto-compaction-retention", nil), ("log-level", "info"),
         ("auth", "auto"), ("trusted-roots", ""), ("join-credential-file", nil), ("blob-replicas", "3"),
+        ("blob-gc-grace-ms", "\(Limits.standard.blobGcGraceMs)"), ("blob-gc-interval-ms", "600000"), ("blob-scrub-interval-ms", "86400000"),
+        ("blob-scrub-rate", "\(Limits.standard.blobScrubBytesPerSecond)"), ("blob-quota", "0"),
     ]
 
     /// The join ticket's variable is `ASPEN_JOIN_TICKET`, not `ASPEN_TICKET`: that one is the
@@ -74,7 +75,24 @@ public struct NodeSettings: Sendable, Equatable {
             && lhs.storage == rhs.storage && lhs.heartbeatMs == rhs.heartbeatMs && lhs.electionTimeoutMs == rhs.electionTimeoutMs
             && lhs.compactAfterEntries == rhs.compactAfterEntries && lhs.autoCompaction == rhs.autoCompaction && lhs.logLevel == rhs.logLevel && lhs.sources == rhs.sources
             && lhs.auth == rhs.auth && lhs.trustedRoots == rhs.trustedRoots && lhs.joinCredential?.id == rhs.joinCredential?.id
-            && lhs.blobReplicas == rhs.blobReplicas
+            && lhs.blob == rhs.blob
+    }
+
+    /// How a node keeps blobs: see docs/blobs.md.
+    public struct BlobSettings: Sendable, Equatable {
+        /// Copies of each new blob made before its add is acknowledged (at most the cluster's size).
+        public var replicas = 3
+        /// See `Limits.blobGcGraceMs`; every node of a cluster should have the same.
+        public var gcGraceMs = Limits.standard.blobGcGraceMs
+        /// How often the leader collects garbage by itself (0: only when asked).
+        public var gcIntervalMs: Int64 = 600_000
+        /// How often the node re-verifies its blobs by itself (0: only when asked).
+        public var scrubIntervalMs: Int64 = 86_400_000
+        public var scrubBytesPerSecond = Limits.standard.blobScrubBytesPerSecond
+        /// The bytes of blobs this node may hold (0: no budget but the disk's).
+        public var quotaBytes: UInt64 = 0
+
+        public init() {}
     }
 
     public struct TLSFiles: Sendable, Equatable {
@@ -133,6 +151,18 @@ public struct NodeSettings: Sendable, Equatable {
                 throw Problem("\(origin(name)) must be an integer in \(range.lowerBound)...\(range.upperBound), not '\(value(name) ?? "")'")
             }
             return number
+        }
+        /// A byte count: a number with an optional KiB, MiB, GiB or TiB after it.
+        func size(_ name: String, minimum: Int) throws(Problem) -> Int {
+            let text = (value(name) ?? "").trimmingCharacters(in: .whitespaces)
+            let units: [(String, Int)] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("", 1)]
+            for (suffix, scale) in units where text.hasSuffix(suffix) {
+                guard let number = Int(text.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), number >= minimum,
+                    number <= Int.max / scale
+                else { break }
+                return number * scale
+            }
+            throw Problem("\(origin(name)) must be a byte count of at least \(minimum) (like 512MiB or 20GiB), not '\(text)'")
         }
         func boolean(_ name: String) throws(Problem) -> Bool {
             switch value(name) {
@@ -258,7 +288,12 @@ public struct NodeSettings: Sendable, Equatable {
             logLevel: logLevel, sources: sources)
         settings.auth = auth
         settings.trustedRoots = trustedRoots
-        settings.blobReplicas = try integer("blob-replicas", 1...Limits.standard.blobReplicasMax)
+        settings.blob.replicas = try integer("blob-replicas", 1...Limits.standard.blobReplicasMax)
+        settings.blob.gcGraceMs = Int64(try integer("blob-gc-grace-ms", 0...365 * 86_400_000))
+        settings.blob.gcIntervalMs = Int64(try integer("blob-gc-interval-ms", 0...365 * 86_400_000))
+        settings.blob.scrubIntervalMs = Int64(try integer("blob-scrub-interval-ms", 0...365 * 86_400_000))
+        settings.blob.scrubBytesPerSecond = UInt64(try size("blob-scrub-rate", minimum: 1))
+        settings.blob.quotaBytes = UInt64(try size("blob-quota", minimum: 0))
         if let path = value("join-credential-file") {
             guard let text = ValueFile.read(path) else { throw Problem("\(origin("join-credential-file")): cannot read \(path)") }
             do {
@@ -291,6 +326,9 @@ public struct NodeSettings: Sendable, Equatable {
             line("log-level", logLevel),
             line("auth", auth.rawValue), line("trusted-roots", trustedRoots.map(\.hex).joined(separator: ",")),
             line("join-credential-file", joinCredential == nil ? "(none)" : "(set)"),
+            line("blob-replicas", "\(blob.replicas)"), line("blob-gc-grace-ms", "\(blob.gcGraceMs)"),
+            line("blob-gc-interval-ms", "\(blob.gcIntervalMs)"), line("blob-scrub-interval-ms", "\(blob.scrubIntervalMs)"),
+            line("blob-scrub-rate", "\(blob.scrubBytesPerSecond)"), line("blob-quota", blob.quotaBytes == 0 ? "(none)" : "\(blob.quotaBytes)"),
         ].joined(separator: "\n")
     }
 }

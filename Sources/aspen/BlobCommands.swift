@@ -11,7 +11,7 @@ struct BlobCommand: AsyncParsableCommand {
         abstract: "Store and fetch content-addressed blobs (BLAKE3).",
         subcommands: [
             BlobAddCommand.self, BlobGetCommand.self, BlobHasCommand.self, BlobStatCommand.self, BlobListCommand.self,
-            BlobTagCommand.self, BlobHashCommand.self,
+            BlobTagCommand.self, BlobCollectCommand.self, BlobScrubCommand.self, BlobHashCommand.self,
         ])
 }
 
@@ -48,7 +48,7 @@ func parseHash(_ text: String) throws -> BlobHash {
 
 func describe(_ stat: BlobStat) -> [String: Any] {
     [
-        "hash": stat.hash.hex, "size": stat.size, "created_ms": stat.createdAtMs, "tags": stat.tags,
+        "hash": stat.hash.hex, "size": stat.size, "added_ms": stat.addedAtMs, "tags": stat.tags,
         "holders": stat.holders.map { ["node": $0.node, "verified_ms": $0.verifiedAtMs] as [String: Any] },
     ]
 }
@@ -126,6 +126,17 @@ final class BlobInput {
     func close() { _ = Glibc.close(descriptor) }
 }
 
+/// Writes all of `bytes` to `descriptor`, or throws naming the failure.
+func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) throws {
+    var start = 0
+    while start < bytes.count {
+        let wrote = write(descriptor, bytes.baseAddress! + start, bytes.count - start)
+        if wrote < 0, errno == EINTR { continue }
+        guard wrote > 0 else { throw CLIError.unavailable("cannot write the output: \(String(cString: strerror(errno)))") }
+        start += wrote
+    }
+}
+
 /// Writes verified groups to a file descriptor, trimmed to the byte range asked for.
 struct BlobOutputSink: BlobFetchSink {
     let descriptor: Int32
@@ -139,14 +150,7 @@ struct BlobOutputSink: BlobFetchSink {
         let lower = max(range.lowerBound, bytes.lowerBound)
         let upper = min(range.upperBound, bytes.upperBound)
         guard lower < upper else { return }
-        var start = Int(lower - range.lowerBound)
-        let end = Int(upper - range.lowerBound)
-        while start < end {
-            let wrote = write(descriptor, data.baseAddress! + start, end - start)
-            if wrote < 0, errno == EINTR { continue }
-            guard wrote > 0 else { throw CLIError.unavailable("cannot write the output: \(String(cString: strerror(errno)))") }
-            start += wrote
-        }
+        try writeAll(descriptor, UnsafeRawBufferPointer(rebasing: data[Int(lower - range.lowerBound)..<Int(upper - range.lowerBound)]))
     }
 }
 
@@ -289,7 +293,7 @@ struct BlobTagCommand: AsyncParsableCommand {
         func run() async throws {
             try await runBlob {
                 let hash = try parseHash(hash)
-                try await cluster.client().blobRequest(.tagSet(name: name, hash: hash)).throwIfFailed()
+                try await cluster.client().blobRequest(.tagSet(name: name, hash: hash, ttlMs: 0)).throwIfFailed()
                 output(cluster.json, ["tag": name, "hash": hash.hex], text: "OK")
             }
         }
@@ -304,6 +308,66 @@ struct BlobTagCommand: AsyncParsableCommand {
             try await runBlob {
                 try await cluster.client().blobRequest(.tagRemove(name: name)).throwIfFailed()
                 output(cluster.json, ["tag": name], text: "OK")
+            }
+        }
+    }
+}
+
+/// `aspen blob gc [--dry-run]`: one garbage collection pass, or what it would delete.
+struct BlobCollectCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc",
+        abstract: "Delete the blobs no tag or key refers to, last added longer ago than the grace period; print each and why.")
+    @OptionGroup var cluster: ClusterOptions
+    @Flag(help: "Print what the pass would delete, and delete nothing.") var dryRun = false
+
+    func run() async throws {
+        try await runBlob {
+            let answer = try await cluster.client().blobRequest(.collect(dryRun: dryRun), extraSeconds: 600)
+            guard case .collected(let pass) = answer else {
+                try answer.throwIfFailed()
+                throw CLIError.unexpectedAnswer
+            }
+            let verb = pass.dryRun ? "would delete" : "deleted"
+            var lines = pass.deleted.map { "\(verb) \($0.hash.hex)  \($0.size) bytes  (\($0.reason))" }
+            lines += pass.expiredTags.map { "\(pass.dryRun ? "would remove" : "removed") expired tag \($0)" }
+            lines += pass.rescued.map { "kept \($0.hex)  (added or tagged while the pass ran)" }
+            lines.append(
+                "\(pass.deleted.count) \(verb), \(pass.kept) kept" + (pass.dryRun ? "" : ", files removed on members: \(pass.filesRemoved)")
+                    + (pass.more ? "; more remain: run again" : ""))
+            output(cluster.json, [
+                "dry_run": pass.dryRun, "kept": pass.kept, "more": pass.more, "files_removed": pass.filesRemoved,
+                "deleted": pass.deleted.map { ["hash": $0.hash.hex, "size": $0.size, "reason": $0.reason] as [String: Any] },
+                "expired_tags": pass.expiredTags, "rescued": pass.rescued.map(\.hex),
+            ], text: lines.joined(separator: "\n"))
+        }
+    }
+}
+
+/// `aspen blob scrub`: re-verify the blobs of the node it reaches (the first endpoint).
+struct BlobScrubCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scrub",
+        abstract: "Re-verify every blob the node (the first endpoint) holds; quarantine bad copies and repair them from other holders.")
+    @OptionGroup var cluster: ClusterOptions
+
+    func run() async throws {
+        try await runBlob {
+            let answer = try await cluster.client().blobRequest(.scrub, extraSeconds: 3600)
+            guard case .scrubbed(let scrub) = answer else {
+                try answer.throwIfFailed()
+                throw CLIError.unexpectedAnswer
+            }
+            var lines = scrub.corrupt.map { hash in
+                "corrupt \(hash.hex): quarantined, " + (scrub.repaired.contains(hash) ? "repaired from another holder" : "NOT repaired (no good copy reachable)")
+            }
+            lines.append("node \(scrub.node): \(scrub.checked) blobs, \(scrub.bytes) bytes checked; \(scrub.corrupt.count) corrupt, \(scrub.repaired.count) repaired")
+            output(cluster.json, [
+                "node": scrub.node, "checked": scrub.checked, "bytes": scrub.bytes, "corrupt": scrub.corrupt.map(\.hex),
+                "repaired": scrub.repaired.map(\.hex),
+            ], text: lines.joined(separator: "\n"))
+            if scrub.repaired.count < scrub.corrupt.count {
+                throw CLIError.unavailable("\(scrub.corrupt.count - scrub.repaired.count) corrupt copies could not be repaired")
             }
         }
     }

@@ -1,3 +1,4 @@
+import AspenBlob
 import AspenClient
 import AspenCore
 import AspenKV
@@ -10,19 +11,37 @@ struct KV: AsyncParsableCommand {
         subcommands: [Get.self, Put.self, Delete.self, CompareAndSwap.self, CompareAndDelete.self, Scan.self, BatchRead.self, BatchWrite.self, Txn.self, Watch.self, Compact.self])
 
     struct Get: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a key's value.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print a key's value (a value kept in the blob store is streamed from there, verified).")
         @OptionGroup var cluster: ClusterOptions
         @Argument var key: String
         @Option(help: "Read as of this past revision.") var revision: Int64 = 0
         @Flag(help: "Read this node's state without a ReadIndex round (may be stale).") var stale = false
+        @Option(name: [.short, .customLong("output")], help: "Write the value to this file, byte for byte.") var outputPath: String?
 
         func run() async throws {
-            try await runReporting {
+            try await runBlob {
                 let client = try cluster.client()
-                guard let kv = try await client.get(Array(key.utf8), revision: revision, consistency: stale ? .stale : .linearizable) else {
-                    throw CLIError.notFound("key \(key) not found")
+                let consistency: ReadConsistency = stale ? .stale : .linearizable
+                if cluster.json {
+                    guard let kv = try await client.get(Array(key.utf8), revision: revision, consistency: consistency) else {
+                        throw CLIError.notFound("key \(key) not found")
+                    }
+                    var object = describe(kv)
+                    if let reference = BlobReference(decoding: kv.value) {
+                        object["blob"] = ["hash": reference.hash.hex, "size": reference.size] as [String: Any]
+                    }
+                    output(true, object, text: "")
+                    return
                 }
-                output(cluster.json, describe(kv), text: String(decoding: kv.value, as: UTF8.self))
+                let descriptor: Int32 = outputPath.map { open($0, O_WRONLY | O_CREAT | O_TRUNC, 0o644) } ?? 1
+                guard descriptor >= 0 else { throw CLIError.badInput("cannot write \(outputPath ?? "-"): \(String(cString: strerror(errno)))") }
+                defer { if descriptor != 1 { close(descriptor) } }
+                let found = try await client.get(Array(key.utf8), revision: revision, consistency: consistency) { piece in
+                    try writeAll(descriptor, piece)
+                }
+                guard found != nil else { throw CLIError.notFound("key \(key) not found") }
+                if outputPath == nil, isatty(1) != 0 { print() }
             }
         }
     }
@@ -31,7 +50,9 @@ struct KV: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Set a key.", aliases: ["set"])
         @OptionGroup var cluster: ClusterOptions
         @Argument var key: String
-        @Argument(help: "The value (none with --ignore-value).") var value: String?
+        @Argument(help: "The value (none with --ignore-value or --value-file).") var value: String?
+        @Option(help: "Read the value from this file (- for standard input); above the key-value limit it is kept in the blob store.")
+        var valueFile: String?
         @Option(help: "Attach the key to this lease.") var lease: Int64 = 0
         @Flag(help: "Print the previous value.") var prev = false
         @Flag(help: "Keep the key's current value (the key must exist).") var ignoreValue = false
@@ -39,8 +60,20 @@ struct KV: AsyncParsableCommand {
 
         func run() async throws {
             try await runReporting {
+                if let valueFile {
+                    guard value == nil, !ignoreValue, !prev, !ignoreLease else {
+                        throw CLIError.badInput("--value-file gives the value: no VALUE, --ignore-value, --ignore-lease or --prev with it")
+                    }
+                    try await runBlob {
+                        let input = try BlobInput(path: valueFile)
+                        defer { input.close() }
+                        let result = try await cluster.client().put(Array(key.utf8), size: input.size, lease: lease) { try input.read(into: $0) }
+                        output(cluster.json, ["revision": result.revision], text: "OK revision \(result.revision)")
+                    }
+                    return
+                }
                 if ignoreValue && value != nil { throw CLIError.badInput("--ignore-value keeps the current value: give no VALUE") }
-                if !ignoreValue && value == nil { throw CLIError.badInput("missing VALUE (or --ignore-value)") }
+                if !ignoreValue && value == nil { throw CLIError.badInput("missing VALUE (or --value-file, or --ignore-value)") }
                 if ignoreLease && lease != 0 { throw CLIError.badInput("--ignore-lease keeps the current lease: give no --lease") }
                 let put = AspenKV.Put(
                     key: Array(key.utf8), value: Array((value ?? "").utf8), lease: lease, returnPrevious: prev, ignoreValue: ignoreValue,

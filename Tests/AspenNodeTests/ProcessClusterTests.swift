@@ -69,9 +69,9 @@ final class ProcessCluster: @unchecked Sendable {
         return String(decoding: data, as: UTF8.self)
     }
 
-    func start(_ id: Int) throws {
+    func start(_ id: Int, environment: [String: String] = [:]) throws {
         let peers = entries.enumerated().filter { $0.offset != id - 1 }.map(\.element).joined(separator: ",")
-        try start(id, arguments: ["--peers", peers, "--bootstrap"])
+        try start(id, arguments: ["--peers", peers, "--bootstrap"], environment: environment)
     }
 
     /// Starts node `id` with its data directory, address and test timings plus `arguments`.
@@ -97,7 +97,7 @@ final class ProcessCluster: @unchecked Sendable {
         processes[id] = process
     }
 
-    func startAll() throws { for id in 1...entries.count { try start(id) } }
+    func startAll(environment: [String: String] = [:]) throws { for id in 1...entries.count { try start(id, environment: environment) } }
 
     func kill9(_ id: Int) {
         guard let process = processes[id] else { return }

@@ -2,26 +2,131 @@ import AspenBlob
 import AspenCore
 import AspenStorage
 import Foundation
+import Synchronization
 
 /// A node's blob bytes on disk, under `<data>/blobs`: each complete blob is `<hash>.data` and
 /// `<hash>.obao` (its outboard) in `complete/`. A blob being received lives in `partial/` until
 /// it is whole and verified; it is then fsynced and renamed into place (outboard first, data last,
-/// so a data file is the mark of a complete blob) and the directory fsynced. Nothing here goes
-/// through Raft.
+/// so a data file is the mark of a complete blob) and the directory fsynced. A copy that failed
+/// verification is moved to `quarantine/` and never served again. Nothing here goes through Raft.
+///
+/// A complete file's modification time says when this node last received or re-added it: the
+/// sweep that deletes files of blobs the node no longer holds spares any younger than the grace
+/// period, and re-adding touches the file under the same lock, so a sweep never deletes a file
+/// that an add in flight is about to commit.
+///
+/// With a quota, the bytes held (data and outboards) plus those reserved by transfers under way
+/// stay within it: a transfer reserves its whole size before writing anything.
 final class BlobFileStore: Sendable {
     let root: String
     let complete: String
     let partial: String
+    let quarantine: String
+    /// 0: no budget but the disk's.
+    let quotaBytes: UInt64
+    /// Orders sealing and re-adding against the sweep's check-then-delete.
+    let fileLock = Mutex<Void>(())
+    private let usage = Mutex<(held: UInt64, reserved: UInt64)>((0, 0))
 
-    init(directory: String) throws {
+    init(directory: String, quotaBytes: UInt64 = 0) throws {
         root = (directory as NSString).appendingPathComponent("blobs")
         complete = (root as NSString).appendingPathComponent("complete")
         partial = (root as NSString).appendingPathComponent("partial")
+        quarantine = (root as NSString).appendingPathComponent("quarantine")
+        self.quotaBytes = quotaBytes
         try DurableFiles.createDirectory(complete)
         try DurableFiles.createDirectory(partial)
+        try DurableFiles.createDirectory(quarantine)
         // Partial files of transfers that a crash interrupted are of no use to anyone now.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: partial)) ?? [] {
             _ = unlink((partial as NSString).appendingPathComponent(name))
+        }
+        let held = held().reduce(UInt64(0)) { $0 + Self.footprint(size: $1.size) }
+        usage.withLock { $0.held = held }
+    }
+
+    /// The bytes a blob of `size` takes here: its data and its outboard.
+    static func footprint(size: UInt64) -> UInt64 { size + BlobTree(size: size).outboardByteCount }
+
+    /// Bytes held, and reserved by transfers under way.
+    var used: (held: UInt64, reserved: UInt64) { usage.withLock { $0 } }
+
+    /// Reserves room for a blob of `size` about to be received, or refuses it naming the quota.
+    func reserve(size: UInt64) throws(BlobServiceError) -> UInt64 {
+        let bytes = Self.footprint(size: size)
+        let quota = quotaBytes
+        let refusal: (UInt64, UInt64)? = usage.withLock { usage in
+            guard quota == 0 || usage.held + usage.reserved + bytes <= quota else { return (usage.held, usage.reserved) }
+            usage.reserved += bytes
+            return nil
+        }
+        if let (held, reserved) = refusal {
+            throw .quotaExceeded(
+                "quota exceeded: a blob of \(size) bytes needs \(bytes) bytes here; this node holds \(held) and has \(reserved) reserved of its blob-quota (\(quota) bytes)")
+        }
+        return bytes
+    }
+
+    func release(reserved bytes: UInt64, keeping: Bool) {
+        usage.withLock { usage in
+            usage.reserved -= min(bytes, usage.reserved)
+            if keeping { usage.held += bytes }
+        }
+    }
+
+    /// Every complete blob here: its hash, size and when its data file was last written or touched.
+    func held() -> [(hash: BlobHash, size: UInt64, modifiedMs: Int64)] {
+        var found: [(hash: BlobHash, size: UInt64, modifiedMs: Int64)] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: complete)) ?? [] where name.hasSuffix(".data") {
+            guard let hash = BlobHash(hex: String(name.dropLast(5))), let status = status(dataPath(hash)) else { continue }
+            found.append((hash, UInt64(status.st_size), Self.milliseconds(status.st_mtim)))
+        }
+        return found.sorted { $0.hash < $1.hash }
+    }
+
+    static func milliseconds(_ time: timespec) -> Int64 { Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000 }
+
+    func status(_ path: String) -> stat? {
+        var status = stat()
+        return stat(path, &status) == 0 ? status : nil
+    }
+
+    /// Whether this node holds the blob with `size`; if so its files are touched (as if just
+    /// received), so that no sweep deletes them for a grace period.
+    func claim(_ hash: BlobHash, size: UInt64) -> Bool {
+        fileLock.withLock { _ in
+            guard self.size(hash) == size else { return false }
+            touch(hash)
+            return true
+        }
+    }
+
+    private func touch(_ hash: BlobHash) {
+        _ = utimensat(AT_FDCWD, dataPath(hash), nil, 0)
+    }
+
+    /// Deletes the blob's files if they were last written or touched before `cutoffMs`, checking
+    /// and deleting under the lock that re-adding takes. Returns whether it deleted them.
+    func removeIfUntouched(_ hash: BlobHash, since cutoffMs: Int64) -> Bool {
+        fileLock.withLock { _ in
+            guard let status = status(dataPath(hash)), Self.milliseconds(status.st_mtim) < cutoffMs else { return false }
+            removeLocked(hash, size: UInt64(status.st_size))
+            return true
+        }
+    }
+
+    /// Moves a copy that failed verification out of the way (to `quarantine/`, kept for
+    /// inspection), so that it is never served again.
+    func quarantine(_ hash: BlobHash) {
+        fileLock.withLock { _ in
+            guard let status = status(dataPath(hash)) else { return }
+            let stamp = "\(Int64(Date().timeIntervalSince1970 * 1000))"
+            let target = (quarantine as NSString).appendingPathComponent("\(hash.hex)-\(stamp)")
+            if rename(dataPath(hash), target + ".data") != 0 { _ = unlink(dataPath(hash)) }
+            if rename(outboardPath(hash), target + ".obao") != 0 { _ = unlink(outboardPath(hash)) }
+            try? DurableFiles.synchronizeDirectory(complete)
+            try? DurableFiles.synchronizeDirectory(quarantine)
+            usage.withLock { $0.held -= min(Self.footprint(size: UInt64(status.st_size)), $0.held) }
         }
     }
 
@@ -36,6 +141,25 @@ final class BlobFileStore: Sendable {
     }
 
     func has(_ hash: BlobHash) -> Bool { size(hash) != nil }
+
+    /// A slice as `readSlice` reads it, checked against the hash before it leaves: a copy that
+    /// fails is quarantined (`onCorrupt` is told) and the request fails, so no corrupt byte is
+    /// ever served.
+    func verifiedSlice(_ hash: BlobHash, groups: Range<UInt64>, onCorrupt: (BlobHash) -> Void) throws(BlobServiceError)
+        -> (size: UInt64, payload: [UInt8])
+    {
+        let (size, payload) = try readSlice(hash, groups: groups)
+        var discard = BlobDiscardingSink()
+        var accepted = groups.lowerBound
+        do {
+            try BlobFetch.verify(payload, hash: hash, size: size, groups: groups, accepted: &accepted, into: &discard)
+        } catch {
+            quarantine(hash)
+            onCorrupt(hash)
+            throw .verificationFailed("this node's copy of blob \(hash) failed verification at group \(accepted) and was quarantined; ask another holder")
+        }
+        return (size, payload)
+    }
 
     /// The items of a slice, concatenated in cursor order, read from the blob's files.
     func readSlice(_ hash: BlobHash, groups: Range<UInt64>) throws(BlobServiceError) -> (size: UInt64, payload: [UInt8]) {
@@ -79,15 +203,23 @@ final class BlobFileStore: Sendable {
     }
 
     /// Removes a complete blob's files (the data file first: it marks the blob complete).
-    func remove(_ hash: BlobHash) {
+    private func removeLocked(_ hash: BlobHash, size: UInt64) {
         _ = unlink(dataPath(hash))
         _ = unlink(outboardPath(hash))
         try? DurableFiles.synchronizeDirectory(complete)
+        usage.withLock { $0.held -= min(Self.footprint(size: size), $0.held) }
     }
 
-    /// A new partial blob's files, named `name` in `partial/`.
-    func beginPartial(name: String) throws(BlobServiceError) -> PartialBlob {
-        try PartialBlob(store: self, name: name)
+    /// A new partial blob's files, named `name` in `partial/`, with room for `size` bytes
+    /// reserved under the quota (refused before anything is written when there is none).
+    func beginPartial(name: String, size: UInt64) throws(BlobServiceError) -> PartialBlob {
+        let reserved = try reserve(size: size)
+        do {
+            return try PartialBlob(store: self, name: name, reserved: reserved)
+        } catch {
+            release(reserved: reserved, keeping: false)
+            throw error
+        }
     }
 }
 
@@ -97,12 +229,15 @@ final class PartialBlob {
     let store: BlobFileStore
     let dataPath: String
     let outboardPath: String
+    /// Bytes reserved under the store's quota until sealed or discarded.
+    let reserved: UInt64
     private var data: Int32
     private var outboard: Int32
     private(set) var sealed = false
 
-    init(store: BlobFileStore, name: String) throws(BlobServiceError) {
+    init(store: BlobFileStore, name: String, reserved: UInt64) throws(BlobServiceError) {
         self.store = store
+        self.reserved = reserved
         dataPath = (store.partial as NSString).appendingPathComponent(name + ".data")
         outboardPath = (store.partial as NSString).appendingPathComponent(name + ".obao")
         data = Glibc.open(dataPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
@@ -144,28 +279,40 @@ final class PartialBlob {
     }
 
     /// Makes the blob durable under `hash`: both files fsynced and renamed into place, the
-    /// directories fsynced. If the blob is already held, the partial copy is dropped (dedup).
+    /// directories fsynced. If the blob is already held, the partial copy is dropped (dedup) and
+    /// the held one touched, as if just received.
     func seal(as hash: BlobHash) throws(BlobServiceError) {
         precondition(!sealed, "a partial blob is sealed once")
         guard fsync(data) == 0, fsync(outboard) == 0 else {
-            throw .internalError("cannot fsync a received blob: \(String(cString: strerror(errno)))")
+            let reason = String(cString: strerror(errno))
+            discard()
+            throw .internalError("cannot fsync a received blob: \(reason)")
         }
         _ = Glibc.close(data)
         _ = Glibc.close(outboard)
         data = -1
         outboard = -1
         sealed = true
-        if store.has(hash) {
-            _ = unlink(dataPath)
-            _ = unlink(outboardPath)
-            return
+        let problem: String? = store.fileLock.withLock { _ in
+            if store.has(hash) {
+                _ = unlink(dataPath)
+                _ = unlink(outboardPath)
+                _ = utimensat(AT_FDCWD, store.dataPath(hash), nil, 0)
+                store.release(reserved: reserved, keeping: false)
+                return nil
+            }
+            guard rename(outboardPath, store.outboardPath(hash)) == 0, rename(dataPath, store.dataPath(hash)) == 0 else {
+                let reason = String(cString: strerror(errno))
+                _ = unlink(dataPath)
+                _ = unlink(outboardPath)
+                _ = unlink(store.outboardPath(hash))
+                store.release(reserved: reserved, keeping: false)
+                return "cannot move blob \(hash) into place: \(reason)"
+            }
+            store.release(reserved: reserved, keeping: true)
+            return nil
         }
-        guard rename(outboardPath, store.outboardPath(hash)) == 0, rename(dataPath, store.dataPath(hash)) == 0 else {
-            let reason = String(cString: strerror(errno))
-            _ = unlink(dataPath)
-            _ = unlink(outboardPath)
-            throw .internalError("cannot move blob \(hash) into place: \(reason)")
-        }
+        if let problem { throw .internalError(problem) }
         do {
             try DurableFiles.synchronizeDirectory(store.complete)
             try DurableFiles.synchronizeDirectory(store.partial)
@@ -176,6 +323,7 @@ final class PartialBlob {
 
     /// Removes the partial files.
     func discard() {
+        if !sealed { store.release(reserved: reserved, keeping: false) }
         if data >= 0 { _ = Glibc.close(data) }
         if outboard >= 0 { _ = Glibc.close(outboard) }
         data = -1

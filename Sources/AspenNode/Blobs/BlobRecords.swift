@@ -2,12 +2,38 @@ import AspenBlob
 import AspenCore
 
 /// Blob metadata in system records (replicated through Raft, out of every client's keyspace):
-/// `blob/m/<hash>` the size and creation time; `blob/h/<hash><node>` one holder and when it
-/// verified its copy; `blob/t/<name>` a tag, whose value is the hash it names.
+/// `blob/m/<hash>` the size and when it was last added; `blob/h/<hash><node>` one holder and
+/// when it verified its copy; `blob/t/<name>` a tag: the hash it names and, for a temporary tag,
+/// when it expires; `blob/r/<hash><name>` the same tag indexed by hash, so that one condition
+/// (`expectNone(prefix:)`) can say "nothing tags this blob" where a deletion applies.
 enum BlobRecords {
     static let metaPrefix: [UInt8] = Array("blob/m/".utf8)
     static let holderRoot: [UInt8] = Array("blob/h/".utf8)
     static let tagPrefix: [UInt8] = Array("blob/t/".utf8)
+    static let reverseRoot: [UInt8] = Array("blob/r/".utf8)
+
+    static func reversePrefix(_ hash: BlobHash) -> [UInt8] { reverseRoot + hash.bytes }
+    static func reverseName(_ hash: BlobHash, tag: String) -> [UInt8] { reversePrefix(hash) + Array(tag.utf8) }
+
+    static func tag(fromReverseName name: [UInt8]) -> String {
+        String(decoding: name.dropFirst(reverseRoot.count + BlobHash.byteCount), as: UTF8.self)
+    }
+
+    /// A tag's value: the hash, then (temporary tags only) the expiry as a signed varint.
+    static func encodeTag(_ hash: BlobHash, expiresAtMs: Int64?) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.writeRaw(hash.bytes)
+        if let expiresAtMs { writer.writeVarint(signed: expiresAtMs) }
+        return writer.bytes
+    }
+
+    static func decodeTag(_ value: [UInt8]) -> (hash: BlobHash, expiresAtMs: Int64?)? {
+        guard let hash = BlobHash(bytes: value.prefix(BlobHash.byteCount)) else { return nil }
+        guard value.count > BlobHash.byteCount else { return (hash, nil) }
+        var reader = ByteReader(Array(value.dropFirst(BlobHash.byteCount)))
+        guard let expires = try? reader.readSignedVarint(), reader.remaining == 0 else { return nil }
+        return (hash, expires)
+    }
 
     static func metaName(_ hash: BlobHash) -> [UInt8] { metaPrefix + hash.bytes }
     static func holderPrefix(_ hash: BlobHash) -> [UInt8] { holderRoot + hash.bytes }
@@ -36,14 +62,15 @@ enum BlobRecords {
         return BlobHolder(node: node, verifiedAtMs: verified)
     }
 
-    static func encodeMeta(size: UInt64, createdAtMs: Int64) -> [UInt8] {
+    /// Every add rewrites the time, so that a collection decided before it no longer applies.
+    static func encodeMeta(size: UInt64, addedAtMs: Int64) -> [UInt8] {
         var writer = ByteWriter()
         writer.writeVarint(size)
-        writer.writeVarint(signed: createdAtMs)
+        writer.writeVarint(signed: addedAtMs)
         return writer.bytes
     }
 
-    static func decodeMeta(_ value: [UInt8]) -> (size: UInt64, createdAtMs: Int64)? {
+    static func decodeMeta(_ value: [UInt8]) -> (size: UInt64, addedAtMs: Int64)? {
         var reader = ByteReader(value)
         guard let size = try? reader.readVarint(), let created = try? reader.readSignedVarint() else { return nil }
         return (size, created)

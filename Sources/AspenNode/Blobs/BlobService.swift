@@ -16,13 +16,18 @@ public final class BlobService: Sendable {
     let auth: NodeAuth?
     let limits: Limits
     let logger: Logger
+    let settings: NodeSettings.BlobSettings
     /// Copies made of each new blob unless the add asks otherwise (capped at the cluster's size).
-    let replicationFactor: Int
+    var replicationFactor: Int { settings.replicas }
     let uploads: BlobUploads
     let transfers = Atomic<Int>(0)
+    let metrics = BlobMetrics()
+    /// Blobs whose bad local copy is being replaced, so that one repair runs for each.
+    let repairing = Mutex<Set<BlobHash>>([])
+    let maintenance = Mutex<Task<Void, Never>?>(nil)
 
     init(
-        node: RaftNode, network: PeerNetwork, files: BlobFileStore, auth: NodeAuth?, replicationFactor: Int,
+        node: RaftNode, network: PeerNetwork, files: BlobFileStore, auth: NodeAuth?, settings: NodeSettings.BlobSettings,
         limits: Limits, logger: Logger
     ) {
         self.node = node
@@ -31,18 +36,18 @@ public final class BlobService: Sendable {
         self.auth = auth
         self.limits = limits
         self.logger = logger
-        self.replicationFactor = replicationFactor
+        self.settings = settings
         self.uploads = BlobUploads(files: files, limits: limits)
     }
 
     /// Opens the store under `dataDirectory` and serves it.
     public static func open(
-        dataDirectory: String, node: RaftNode, network: PeerNetwork, auth: NodeAuth?, replicationFactor: Int = 3,
+        dataDirectory: String, node: RaftNode, network: PeerNetwork, auth: NodeAuth?, settings: NodeSettings.BlobSettings = .init(),
         limits: Limits = .standard, logger: Logger
     ) throws -> BlobService {
         BlobService(
-            node: node, network: network, files: try BlobFileStore(directory: dataDirectory), auth: auth,
-            replicationFactor: replicationFactor, limits: limits, logger: logger)
+            node: node, network: network, files: try BlobFileStore(directory: dataDirectory, quotaBytes: settings.quotaBytes),
+            auth: auth, settings: settings, limits: limits, logger: logger)
     }
 
     public var route: TransportRoute {
@@ -75,18 +80,23 @@ public final class BlobService: Sendable {
     /// (read for reads, write for adds and tags) when the cluster requires credentials.
     func authorize(_ request: BlobRequest, credential: [UInt8], caller: TransportCaller) throws(BlobServiceError) {
         let member = network.node(for: caller.key) != nil
-        if case .replicate = request, !member {
-            throw .notPermitted("only cluster members may ask a node to replicate a blob")
+        switch request {
+        case .replicate, .sweep:
+            guard member else { throw .notPermitted("only cluster members may ask a node to replicate a blob or sweep its files") }
+        default: break
         }
         guard let auth, auth.isRequired, !member else { return }
         let needed: Requirement
         switch request {
         case .read, .stat, .list: needed = .service(.blob, .read, resource: [])
         case .tags(let prefix, _, _): needed = .service(.blob, .read, resource: Array(prefix.utf8))
-        case .uploadBegin(_, _, let tag, _): needed = .service(.blob, .write, resource: Array((tag ?? "").utf8))
+        case .uploadBegin(_, _, let tag, _, _): needed = .service(.blob, .write, resource: Array((tag ?? "").utf8))
         case .uploadData, .uploadEnd: needed = .service(.blob, .write, resource: [])
-        case .tagSet(let name, _), .tagRemove(let name): needed = .service(.blob, .write, resource: Array(name.utf8))
-        case .replicate: needed = .nothing
+        case .tagSet(let name, _, _), .tagRemove(let name): needed = .service(.blob, .write, resource: Array(name.utf8))
+        // Collecting garbage and scrubbing change what every client sees or costs the node work:
+        // the cluster's administrators' business.
+        case .collect, .scrub: needed = .clusterAdmin
+        case .replicate, .sweep: needed = .nothing
         }
         let now = node.nowMs()
         do {
@@ -113,16 +123,22 @@ public final class BlobService: Sendable {
                     "a slice of \(groups.count) chunk groups exceeds blobSliceGroupsMax (\(limits.blobSliceGroupsMax))")
             }
             return try await withTransfer {
-                let (size, payload) = try files.readSlice(hash, groups: groups)
+                let (size, payload) = try files.verifiedSlice(hash, groups: groups) { self.noteCorrupt($0, found: "serving a slice") }
                 return .slice(size: size, payload: payload)
             }
-        case .uploadBegin(let size, let replicas, let tag, let expected):
+        case .uploadBegin(let size, let replicas, let tag, let tagTtlMs, let expected):
             guard size <= limits.blobBytesMax else {
                 throw BlobServiceError.tooLarge("a blob of \(size) bytes exceeds blobBytesMax (\(limits.blobBytesMax))")
             }
             if let tag { try BlobRecords.validate(tag: tag, limits: limits) }
-            let id = try await uploads.begin(size: size, replicas: replicas, tag: tag, expected: expected, nowMs: node.nowMs())
-            return .uploadStarted(id: id)
+            do {
+                let id = try await uploads.begin(
+                    size: size, replicas: replicas, tag: tag, tagTtlMs: tagTtlMs, expected: expected, nowMs: node.nowMs())
+                return .uploadStarted(id: id)
+            } catch BlobServiceError.quotaExceeded(let message) {
+                metrics.quotaRefusals.add(1, ordering: .relaxed)
+                throw BlobServiceError.quotaExceeded(message)
+            }
         case .uploadData(let id, let offset, let bytes):
             try await uploads.write(id: id, offset: offset, bytes: bytes, nowMs: node.nowMs())
             return .done
@@ -158,21 +174,83 @@ public final class BlobService: Sendable {
             entries.sort { $0.name < $1.name }
             let page = max(1, min(limit == 0 ? limits.blobListPageMax : limit, limits.blobListPageMax))
             return .tags(Array(entries.prefix(page)), more: entries.count > page)
-        case .tagSet(let name, let hash):
+        case .tagSet(let name, let hash, let ttlMs):
             try BlobRecords.validate(tag: name, limits: limits)
-            try await node.linearizableBarrier()
-            guard try await node.systemRecords(prefix: BlobRecords.metaName(hash)).contains(where: { $0.name == BlobRecords.metaName(hash) }) else {
-                throw BlobServiceError.notFound("blob \(hash) is not in the cluster; add it before tagging it")
-            }
-            try await writeSystem(SystemWrite(changes: [.set(name: BlobRecords.tagName(name), value: hash.bytes)]))
+            try await setTag(name, to: hash, ttlMs: ttlMs)
             return .done
         case .tagRemove(let name):
             try BlobRecords.validate(tag: name, limits: limits)
-            try await writeSystem(SystemWrite(changes: [.remove(name: BlobRecords.tagName(name))]))
+            try await removeTag(name)
             return .done
         case .replicate(let hash, let size, let sources):
             try await withTransfer { try await self.replicate(hash, size: size, from: sources.map { NodeID(rawValue: $0) }) }
             return .done
+        case .collect(let dryRun):
+            return .collected(try await collect(dryRun: dryRun))
+        case .sweep:
+            return .collected(BlobCollection(dryRun: false, filesRemoved: try await sweepFiles()))
+        case .scrub:
+            return .scrubbed(try await scrub(bytesPerSecond: nil))
+        }
+    }
+
+    /// An applied system record's value, or nil.
+    func record(_ name: [UInt8]) async throws -> [UInt8]? {
+        try await node.systemRecords(prefix: name).first(where: { $0.name == name })?.value
+    }
+
+    /// Builds a conditioned system write from this node's applied records and commits it. When a
+    /// condition fails (another change came first), it catches up with everything committed and
+    /// builds the write again from there; `build` returning nil means there is nothing to do.
+    func writeConditioned(_ what: String, _ build: () async throws -> SystemWrite?) async throws {
+        for _ in 0..<20 {
+            guard let write = try await build() else { return }
+            do {
+                try await writeSystem(write)
+                return
+            } catch KVError.systemConditionFailed {
+                try await node.linearizableBarrier()
+            }
+        }
+        throw BlobServiceError.unavailable("\(what) kept racing other changes of the same records; try again")
+    }
+
+    /// The changes that point tag `name` at `hash` (until `ttlMs` from now; 0: until removed),
+    /// conditioned on the tag as this node has it applied.
+    func tagChanges(_ name: String, to hash: BlobHash, ttlMs: UInt64) async throws -> [SystemRecordChange] {
+        let tagName = BlobRecords.tagName(name)
+        let current = try await record(tagName)
+        var changes: [SystemRecordChange] = [.expect(name: tagName, value: current)]
+        if let current, let old = BlobRecords.decodeTag(current), old.hash != hash {
+            changes.append(.remove(name: BlobRecords.reverseName(old.hash, tag: name)))
+        }
+        let expires = ttlMs == 0 ? nil : node.nowMs() + Int64(min(ttlMs, UInt64(Int64.max / 2)))
+        changes.append(.set(name: tagName, value: BlobRecords.encodeTag(hash, expiresAtMs: expires)))
+        changes.append(.set(name: BlobRecords.reverseName(hash, tag: name), value: []))
+        return changes
+    }
+
+    /// Names an existing blob: in one write conditioned on the blob's record, so a collection
+    /// that deletes it applies either before (the tag is refused: not found) or not at all.
+    func setTag(_ name: String, to hash: BlobHash, ttlMs: UInt64) async throws {
+        try await node.linearizableBarrier()
+        try await writeConditioned("setting tag \(name)") {
+            let metaName = BlobRecords.metaName(hash)
+            guard let meta = try await record(metaName) else {
+                throw BlobServiceError.notFound("blob \(hash) is not in the cluster; add it before tagging it")
+            }
+            return SystemWrite(changes: [.expect(name: metaName, value: meta)] + (try await tagChanges(name, to: hash, ttlMs: ttlMs)))
+        }
+    }
+
+    func removeTag(_ name: String) async throws {
+        try await node.linearizableBarrier()
+        try await writeConditioned("removing tag \(name)") {
+            let tagName = BlobRecords.tagName(name)
+            guard let current = try await record(tagName) else { return nil }
+            var changes: [SystemRecordChange] = [.expect(name: tagName, value: current), .remove(name: tagName)]
+            if let old = BlobRecords.decodeTag(current) { changes.append(.remove(name: BlobRecords.reverseName(old.hash, tag: name))) }
+            return SystemWrite(changes: changes)
         }
     }
 
@@ -208,14 +286,14 @@ public final class BlobService: Sendable {
         let holders = try await node.systemRecords(prefix: BlobRecords.holderPrefix(hash)).compactMap { record in
             BlobRecords.holder(fromName: record.name, value: record.value)
         }
-        let tags = try await node.systemRecords(prefix: BlobRecords.tagPrefix).compactMap { record in
-            record.value == hash.bytes ? BlobRecords.tag(fromTagName: record.name) : nil
-        }
-        return BlobStat(hash: hash, size: meta.size, createdAtMs: meta.createdAtMs, holders: holders, tags: tags)
+        let tags = try await node.systemRecords(prefix: BlobRecords.reversePrefix(hash)).map { BlobRecords.tag(fromReverseName: $0.name) }
+        return BlobStat(hash: hash, size: meta.size, addedAtMs: meta.addedAtMs, holders: holders, tags: tags)
     }
 
     /// Makes the copies an add asked for, then commits the blob, its holders and its tag in one
-    /// system write: the add is acknowledged only once all of that is committed.
+    /// system write: the add is acknowledged only once all of that is committed. The blob's
+    /// record is rewritten with this add's time, so a collection decided before it fails its
+    /// condition and keeps the blob.
     func commitAdd(_ finished: BlobUploads.Finished) async throws -> BlobStat {
         let members = await node.membership
         let others = (members.voters + members.learners).filter { $0 != node.id }
@@ -253,19 +331,17 @@ public final class BlobService: Sendable {
             throw BlobServiceError.unavailable(
                 "blob \(finished.hash) reached \(holders.count) of the \(wanted) copies asked for: \(problems.joined(separator: "; "))")
         }
-        let now = node.nowMs()
-        let existing = try await stat(finished.hash)
-        var changes: [SystemRecordChange] = []
-        if existing == nil {
-            changes.append(.set(name: BlobRecords.metaName(finished.hash), value: BlobRecords.encodeMeta(size: finished.size, createdAtMs: now)))
+        try await writeConditioned("adding blob \(finished.hash)") {
+            let now = node.nowMs()
+            var changes: [SystemRecordChange] = [
+                .set(name: BlobRecords.metaName(finished.hash), value: BlobRecords.encodeMeta(size: finished.size, addedAtMs: now))
+            ]
+            for holder in holders {
+                changes.append(.set(name: BlobRecords.holderName(finished.hash, node: holder), value: BlobRecords.encodeHolder(verifiedAtMs: now)))
+            }
+            if let tag = finished.tag { changes += try await tagChanges(tag, to: finished.hash, ttlMs: finished.tagTtlMs) }
+            return SystemWrite(changes: changes)
         }
-        for holder in holders {
-            changes.append(.set(name: BlobRecords.holderName(finished.hash, node: holder), value: BlobRecords.encodeHolder(verifiedAtMs: now)))
-        }
-        if let tag = finished.tag {
-            changes.append(.set(name: BlobRecords.tagName(tag), value: finished.hash.bytes))
-        }
-        try await writeSystem(SystemWrite(changes: changes))
         // Applied here is not yet readable here until the state's readers catch up: wait for that.
         try await node.linearizableBarrier()
         logger.info("blob added", metadata: ["hash": "\(finished.hash)", "size": "\(finished.size)", "holders": "\(holders.map(\.rawValue))"])
@@ -304,11 +380,11 @@ public final class BlobService: Sendable {
     /// Fetches a blob from the given holders (the next one where one fails or lies), verifying
     /// every chunk group, and keeps it.
     func replicate(_ hash: BlobHash, size: UInt64, from sources: [NodeID]) async throws {
-        if files.size(hash) == size { return }
+        if files.claim(hash, size: size) { return }
         guard size <= limits.blobBytesMax else {
             throw BlobServiceError.tooLarge("a blob of \(size) bytes exceeds blobBytesMax (\(limits.blobBytesMax))")
         }
-        let partial = try files.beginPartial(name: "replica-\(hash.hex)-\(UInt64.random(in: 0...UInt64.max))")
+        let partial = try files.beginPartial(name: "replica-\(hash.hex)-\(UInt64.random(in: 0...UInt64.max))", size: size)
         var sink = PartialSink(partial: partial)
         let tree = BlobTree(size: size)
         var missing: Range<UInt64> = 0..<tree.groupCount
@@ -323,11 +399,17 @@ public final class BlobService: Sendable {
             }
             do {
                 let limits = self.limits
-                let result = try await BlobFetch.fetch(
-                    hash: hash, size: size, groups: missing, window: limits.blobSliceGroupsMax,
-                    request: { request in
-                        try BlobWire.decodeResponse(try await connection.request(BlobWire.encode(request)), limits: limits)
-                    }, into: &sink)
+                let result: (missing: Range<UInt64>, problem: (any Error)?)
+                do {
+                    result = try await BlobFetch.fetch(
+                        hash: hash, size: size, groups: missing, window: limits.blobSliceGroupsMax,
+                        request: { request in
+                            try BlobWire.decodeResponse(try await connection.request(BlobWire.encode(request)), limits: limits)
+                        }, into: &sink)
+                } catch {
+                    await connection.close()
+                    throw error
+                }
                 await connection.close()
                 missing = result.missing
                 if let problem = result.problem {

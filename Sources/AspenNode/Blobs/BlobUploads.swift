@@ -11,6 +11,7 @@ actor BlobUploads {
         var size: UInt64
         var replicas: Int
         var tag: String?
+        var tagTtlMs: UInt64
     }
 
     final class Session {
@@ -18,6 +19,7 @@ actor BlobUploads {
         let size: UInt64
         let replicas: Int
         let tag: String?
+        let tagTtlMs: UInt64
         let expected: BlobHash?
         var builder = BlobOutboardBuilder()
         var received: UInt64 = 0
@@ -25,11 +27,12 @@ actor BlobUploads {
         /// Frames waiting for the bytes before them, by offset.
         var waiting: [UInt64: CheckedContinuation<Void, Never>] = [:]
 
-        init(partial: PartialBlob, size: UInt64, replicas: Int, tag: String?, expected: BlobHash?, nowMs: Int64) {
+        init(partial: PartialBlob, size: UInt64, replicas: Int, tag: String?, tagTtlMs: UInt64, expected: BlobHash?, nowMs: Int64) {
             self.partial = partial
             self.size = size
             self.replicas = replicas
             self.tag = tag
+            self.tagTtlMs = tagTtlMs
             self.expected = expected
             self.lastActivityMs = nowMs
         }
@@ -45,15 +48,18 @@ actor BlobUploads {
         self.limits = limits
     }
 
-    func begin(size: UInt64, replicas: Int, tag: String?, expected: BlobHash?, nowMs: Int64) throws -> UInt64 {
+    /// Opens an upload, reserving its size under the node's quota first: refused (quota
+    /// exceeded) before a byte is written when there is no room.
+    func begin(size: UInt64, replicas: Int, tag: String?, tagTtlMs: UInt64, expected: BlobHash?, nowMs: Int64) throws -> UInt64 {
         dropIdle(nowMs: nowMs)
         guard sessions.count < limits.blobTransfersMax else {
             throw BlobServiceError.unavailable("this node has blobTransfersMax (\(limits.blobTransfersMax)) uploads open; try again")
         }
         let id = nextID
         nextID += 1
-        let partial = try files.beginPartial(name: "upload-\(id)")
-        sessions[id] = Session(partial: partial, size: size, replicas: replicas, tag: tag, expected: expected, nowMs: nowMs)
+        let partial = try files.beginPartial(name: "upload-\(id)", size: size)
+        sessions[id] = Session(
+            partial: partial, size: size, replicas: replicas, tag: tag, tagTtlMs: tagTtlMs, expected: expected, nowMs: nowMs)
         return id
     }
 
@@ -105,7 +111,7 @@ actor BlobUploads {
             throw BlobServiceError.verificationFailed("the uploaded bytes hash to \(hash), not to \(expected) as announced")
         }
         try session.partial.seal(as: hash)
-        return Finished(hash: hash, size: session.size, replicas: session.replicas, tag: session.tag)
+        return Finished(hash: hash, size: session.size, replicas: session.replicas, tag: session.tag, tagTtlMs: session.tagTtlMs)
     }
 
     private func fail(_ id: UInt64, _ session: Session) {
