@@ -192,7 +192,7 @@ let package = Package(
         .target(
             name: "AspenFuzz",
             dependencies: [
-                "AspenAuth", "AspenCore", "AspenRaft", "AspenKV", "AspenLayer", "AspenCoordination", "AspenTransport", "AspenEtcd",
+                "AspenAuth", "AspenBlob", "AspenCore", "AspenRaft", "AspenKV", "AspenLayer", "AspenCoordination", "AspenTransport", "AspenEtcd",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
