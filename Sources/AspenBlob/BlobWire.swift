@@ -231,6 +231,20 @@ public enum BlobWire {
         return writer.bytes
     }
 
+    /// An `uploadData` request encoded straight from the caller's buffer, without an array of the
+    /// bytes first: the same encoding as `encode(.uploadData(…))`.
+    public static func encodeUploadData(id: UInt64, offset: UInt64, bytes: UnsafeRawBufferPointer, credential: [UInt8] = []) -> [UInt8] {
+        var writer = ByteWriter(capacity: credential.count + bytes.count + 32)
+        writer.write(version)
+        writer.writeBytes(credential)
+        writer.write(3)
+        writer.writeVarint(id)
+        writer.writeVarint(offset)
+        writer.writeVarint(UInt64(bytes.count))
+        writer.writeRaw(bytes)
+        return writer.bytes
+    }
+
     public static func decodeRequest(_ bytes: [UInt8], limits: Limits) throws(DecodingError) -> (request: BlobRequest, credential: [UInt8]) {
         var reader = ByteReader(bytes)
         guard try reader.readByte() == version else { throw .invalid("unknown blob protocol version") }

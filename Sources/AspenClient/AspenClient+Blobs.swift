@@ -13,8 +13,11 @@ public struct BlobRequestError: Error, Sendable, CustomStringConvertible {
 // The blob store, over `aspen/blobs/1`: uploads stream in bounded frames with a few in flight,
 // fetches come in verified slices, so neither side holds a whole blob.
 extension AspenClient {
-    /// Upload frames in flight at once: enough to keep the pipe full over a round trip.
+    /// Upload frames in flight at once, and their size: enough to keep the pipe full over a round
+    /// trip, while what a transfer holds stays a few MiB (each frame in flight is held twice,
+    /// encoded and in the connection's buffer).
     static let uploadWindow = 4
+    static let uploadFrameBytes = 512 * 1024
 
     /// Sends one request to the first endpoint that answers it (and, when `tryOthers`, does not say
     /// "not found"). While every endpoint is unavailable (an election after a leader died, say) it
@@ -89,7 +92,7 @@ extension AspenClient {
                 continue
             }
             defer { Task { await connection.close() } }
-            let frameBytes = min(options.limits.blobUploadFrameBytesMax, 1 << 20)
+            let frameBytes = min(options.limits.blobUploadFrameBytesMax, Self.uploadFrameBytes)
             var buffer = [UInt8](repeating: 0, count: frameBytes)
             var offset: UInt64 = 0
             try await withThrowingTaskGroup(of: BlobResponse.self) { group in
@@ -105,13 +108,18 @@ extension AspenClient {
                     guard offset + UInt64(filled) <= size else {
                         throw BlobRequestError(code: .badInput, message: "the input grew past the \(size) bytes it had when the add began")
                     }
-                    let frame = BlobRequest.uploadData(id: id, offset: offset, bytes: Array(buffer[0..<filled]))
+                    let frame = buffer.withUnsafeBytes {
+                        BlobWire.encodeUploadData(
+                            id: id, offset: offset, bytes: UnsafeRawBufferPointer(rebasing: $0[0..<filled]), credential: credential.whole)
+                    }
                     offset += UInt64(filled)
                     if inFlight == Self.uploadWindow, let answer = try await group.next() {
                         inFlight -= 1
                         try answer.throwIfFailed()
                     }
-                    group.addTask { try await self.blobCall(connection, frame) }
+                    group.addTask {
+                        try BlobWire.decodeResponse(try await connection.request(frame), limits: self.options.limits)
+                    }
                     inFlight += 1
                 }
                 for try await answer in group { try answer.throwIfFailed() }

@@ -14,6 +14,9 @@ public struct ByteWriter: Sendable {
     /// Bytes as they are, without a length prefix.
     public mutating func writeRaw(_ raw: [UInt8]) { bytes.append(contentsOf: raw) }
 
+    /// Bytes as they are, from a buffer.
+    public mutating func writeRaw(_ raw: UnsafeRawBufferPointer) { bytes.append(contentsOf: raw) }
+
     public mutating func write(_ value: Bool) { bytes.append(value ? 1 : 0) }
 
     public mutating func writeFixed(_ value: UInt64) {

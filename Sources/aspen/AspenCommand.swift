@@ -38,6 +38,16 @@ struct AspenCommand: AsyncParsableCommand {
     ///
     /// Every client the command opened is closed before the process exits, so that nodes see
     /// TLS connections end in order rather than cut.
+    /// With ASPEN_REPORT_PEAK_RSS set, the command's peak resident memory goes to standard error
+    /// when it ends (how the memory bound of blob transfers is measured).
+    static func reportPeakMemory() {
+        guard ProcessInfo.processInfo.environment["ASPEN_REPORT_PEAK_RSS"] != nil,
+            let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return }
+        FileHandle.standardError.write(Data("peak resident memory: \(line.dropFirst(6).trimmingCharacters(in: .whitespaces))\n".utf8))
+    }
+
     static func main() async {
         do {
             var command = try parseAsRoot(Self.movingJSONFlag(Array(CommandLine.arguments.dropFirst())))
@@ -47,6 +57,7 @@ struct AspenCommand: AsyncParsableCommand {
                 try command.run()
             }
             await OpenClients.closeAll()
+            reportPeakMemory()
             exit()
         } catch {
             await OpenClients.closeAll()

@@ -16,6 +16,9 @@ struct Bench: AsyncParsableCommand {
         /// contended lock, an enqueue+dequeue+ack, a counter increment, or a buffered increment
         /// (flushed every 100).
         case lock, queue, counter, bufferedCounter = "buffered-counter"
+        /// Blob adds of --value-size bytes each (distinct contents), acknowledged once
+        /// --replicas copies are held and committed.
+        case blob
         /// Capability-token verification in this process (no cluster): a whole chain, a
         /// remembered one, and Ed25519 itself as the baseline.
         case auth
@@ -32,6 +35,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Distinct keys.") var keyspace: Int = 10_000
     @Option(help: "Share of reads in the mixed workload.") var readRatio: Double = 0.5
     @Flag(help: "Stale (serializable) reads instead of linearizable ones.") var stale = false
+    @Option(help: "The blob workload: copies each add waits for (0: the cluster's factor).") var replicas = 0
     @Flag(help: "Layer workloads: run the layer in this process over the key-value API instead of on the leader.") var clientSide = false
     @Option(
         help: "aspen (the native protocol) or etcd (etcd's v3 gRPC API; --endpoints then lists etcd endpoints HOST:PORT,..., Aspen's or etcd's own, and the clients are spread over them).")
@@ -42,6 +46,7 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("clients 1-10000, positive duration and keyspace, key size 4-1024")
         }
         guard (0...1).contains(readRatio) else { throw ValidationError("--read-ratio must be between 0 and 1") }
+        guard workload != .blob || valueSize >= 8 else { throw ValidationError("the blob workload needs --value-size of 8 bytes or more") }
     }
 
     func key(_ number: Int) -> Bytes {
@@ -84,7 +89,7 @@ struct Bench: AsyncParsableCommand {
                 client = try await EtcdBenchTarget.connect(endpoints: text, credential: try ClusterOptions.credential(file: cluster.credentialFile))
             }
             let value = Bytes(repeating: 0xAB, count: valueSize)
-            if workload.isLayer && `protocol` != .aspen {
+            if (workload.isLayer || workload == .blob) && `protocol` != .aspen {
                 throw CLIError.badInput("the \(workload.rawValue) workload runs over the native protocol only")
             }
             let native = client as? AspenClient
@@ -117,6 +122,20 @@ struct Bench: AsyncParsableCommand {
                             do {
                                 if let layer, workload.isLayer {
                                     try await layer.run()
+                                } else if workload == .blob, let native {
+                                    var contents = [UInt8](repeating: 0, count: valueSize)
+                                    for index in stride(from: 0, to: valueSize - 7, by: 8) {
+                                        withUnsafeBytes(of: generator.next()) { contents.replaceSubrange(index..<(index + 8), with: $0) }
+                                    }
+                                    var cursor = 0
+                                    _ = try await native.addBlob(size: UInt64(valueSize), replicas: replicas) { buffer in
+                                        let count = min(buffer.count, contents.count - cursor)
+                                        contents.withUnsafeBytes {
+                                            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[cursor..<(cursor + count)]))
+                                        }
+                                        cursor += count
+                                        return count
+                                    }
                                 } else if read {
                                     try await client.get(target, stale: stale)
                                 } else {
@@ -129,6 +148,8 @@ struct Bench: AsyncParsableCommand {
                             } catch let error as ClientError {
                                 let kind = if case .unavailable = error { "unavailable" } else { "rejected" }
                                 recorder.fail(kind, error)
+                            } catch let error as BlobRequestError {
+                                recorder.fail("blob \(error.code)", error)
                             } catch let error as RPCError {
                                 recorder.fail("grpc \(error.code)", error)
                             } catch {

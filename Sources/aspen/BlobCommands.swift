@@ -181,14 +181,85 @@ struct BlobGetCommand: AsyncParsableCommand {
                 }
                 bytes = first..<(last + 1)
             }
+            let tree = BlobTree(size: stat.size)
+            if let output, range == nil {
+                try await ResumableOutput.fetch(hash, stat: stat, into: output, client: client)
+                return
+            }
             let descriptor: Int32 = output.map { open($0, O_WRONLY | O_CREAT | O_TRUNC, 0o644) } ?? 1
             guard descriptor >= 0 else { throw CLIError.badInput("cannot write \(output ?? "-"): \(String(cString: strerror(errno)))") }
             defer { if descriptor != 1 { close(descriptor) } }
-            let tree = BlobTree(size: stat.size)
             var sink = BlobOutputSink(descriptor: descriptor, bytes: bytes, tree: tree)
             let groups = range == nil ? 0..<tree.groupCount : tree.groups(covering: bytes)
             try await client.fetchBlob(hash, size: stat.size, groups: groups, holders: stat.holders.map(\.node), into: &sink)
         }
+    }
+}
+
+/// A whole blob fetched into a file, resumably: the bytes go to `FILE.aspen-partial`, and
+/// `FILE.aspen-partial.progress` records how many chunk groups of it are verified and on disk
+/// (the data is fsynced before the record moves on). A fetch killed halfway and started again
+/// fetches only the groups after that; the file appears under its name only when whole.
+struct ResumableOutput: BlobFetchSink {
+    /// Groups between progress records (4 MiB).
+    static let recordEvery: UInt64 = 256
+
+    let descriptor: Int32
+    let progressPath: String
+    let hash: BlobHash
+    let tree: BlobTree
+    var verified: UInt64
+
+    static func fetch(_ hash: BlobHash, stat: BlobStat, into output: String, client: AspenClient) async throws {
+        let partialPath = output + ".aspen-partial"
+        let progressPath = partialPath + ".progress"
+        let tree = BlobTree(size: stat.size)
+        var resumeAt: UInt64 = 0
+        if let text = try? String(contentsOfFile: progressPath, encoding: .utf8) {
+            let fields = text.split(whereSeparator: \.isWhitespace)
+            if fields.count == 3, fields[0] == hash.hex, UInt64(fields[1]) == stat.size, let groups = UInt64(fields[2]), groups <= tree.groupCount,
+                let size = try? FileManager.default.attributesOfItem(atPath: partialPath)[.size] as? UInt64,
+                groups == 0 || size >= tree.byteRange(ofGroup: groups - 1).upperBound
+            {
+                resumeAt = groups
+            }
+        }
+        let descriptor = open(partialPath, O_WRONLY | O_CREAT | (resumeAt == 0 ? O_TRUNC : 0), 0o644)
+        guard descriptor >= 0 else { throw CLIError.badInput("cannot write \(partialPath): \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        if resumeAt > 0 {
+            let have = tree.byteRange(ofGroup: resumeAt - 1).upperBound
+            FileHandle.standardError.write(Data("resuming: \(have) of \(stat.size) bytes are already here\n".utf8))
+        }
+        var sink = ResumableOutput(descriptor: descriptor, progressPath: progressPath, hash: hash, tree: tree, verified: resumeAt)
+        try await client.fetchBlob(hash, size: stat.size, groups: resumeAt..<tree.groupCount, holders: stat.holders.map(\.node), into: &sink)
+        guard fsync(descriptor) == 0, ftruncate(descriptor, off_t(stat.size)) == 0, rename(partialPath, output) == 0 else {
+            throw CLIError.unavailable("cannot finish \(output): \(String(cString: strerror(errno)))")
+        }
+        unlink(progressPath)
+    }
+
+    mutating func parent(slot: UInt64, pair: UnsafeRawBufferPointer) {}
+
+    mutating func group(index: UInt64, bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        let offset = tree.byteRange(ofGroup: index).lowerBound
+        while done < bytes.count {
+            let wrote = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if wrote < 0, errno == EINTR { continue }
+            guard wrote > 0 else { throw CLIError.unavailable("cannot write the output: \(String(cString: strerror(errno)))") }
+            done += wrote
+        }
+        verified = index + 1
+        if verified % Self.recordEvery == 0 { try record() }
+    }
+
+    /// Makes what is verified durable, then says so (the record never runs ahead of the data).
+    func record() throws {
+        guard fdatasync(descriptor) == 0 else { throw CLIError.unavailable("cannot sync the output: \(String(cString: strerror(errno)))") }
+        let staged = progressPath + ".new"
+        try "\(hash.hex) \(tree.size) \(verified)\n".write(toFile: staged, atomically: false, encoding: .utf8)
+        guard rename(staged, progressPath) == 0 else { throw CLIError.unavailable("cannot record progress in \(progressPath)") }
     }
 }
 

@@ -79,6 +79,121 @@ extension ClusterSuites {
             #expect(stat.contains("\"release\"") && stat.contains("\"size\":\(Self.fileBytes)"))
         }
 
+        /// A counter from the node's metrics.
+        static func metric(_ cluster: ProcessCluster, _ name: String, node: Int = 1) async throws -> UInt64 {
+            let (_, text) = try await cluster.aspen(["cluster", "metrics"], endpoints: cluster.entries[node - 1])
+            let line = try #require(text.split(separator: "\n").first { $0.hasPrefix(name + " ") }, "no \(name) in the metrics")
+            return try #require(UInt64(line.split(separator: " ")[1]))
+        }
+
+        @Test("a fetch killed halfway and started again moves only the chunk groups still missing")
+        func resumedFetch() async throws {
+            let cluster = try ProcessCluster(nodes: 1)
+            try cluster.startAll()
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            let size = 16 << 20
+            let input = cluster.directory.appendingPathComponent("input.bin").path
+            try Self.randomFile(input, bytes: size, seed: 99)
+            let (added, hash) = try await cluster.aspen(["blob", "add", input, "--tag", "resume"])
+            #expect(added == 0)
+            let output = cluster.directory.appendingPathComponent("output.bin").path
+            let progress = output + ".aspen-partial.progress"
+
+            // The first fetch is killed (SIGKILL) once it has recorded some progress.
+            let served0 = try await Self.metric(cluster, "aspen_blob_served_bytes_total")
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: ProcessCluster.binary("aspen"))
+            process.arguments = ["blob", "get", hash, "-o", output, "--endpoints", cluster.entries[0]]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            while process.isRunning, !FileManager.default.fileExists(atPath: progress) { try await Task.sleep(for: .milliseconds(10)) }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            let recorded = try String(contentsOfFile: progress, encoding: .utf8).split(separator: " ")
+            let groups = try #require(UInt64(recorded[2].trimmingCharacters(in: .whitespacesAndNewlines)))
+            let have = groups * UInt64(BlobTree.groupByteCount)
+            #expect(have > 0 && have < UInt64(size), "the first fetch was not interrupted halfway: \(have) of \(size) bytes")
+            #expect(!FileManager.default.fileExists(atPath: output), "a file appeared under its name before it was whole")
+            let served1 = try await Self.metric(cluster, "aspen_blob_served_bytes_total")
+
+            let (again, said) = try await cluster.aspen(["blob", "get", hash, "-o", output], withErrors: true)
+            #expect(again == 0, "\(said)")
+            #expect(said.contains("resuming: \(have) of \(size) bytes"), "\(said)")
+            let served2 = try await Self.metric(cluster, "aspen_blob_served_bytes_total")
+            // The second fetch moved the rest (plus parent pairs), not the whole blob again.
+            let missing = UInt64(size) - have
+            #expect(served2 - served1 >= missing && served2 - served1 <= missing + 64 * 1024, "moved \(served2 - served1) for \(missing) missing bytes")
+            #expect(served1 > served0)
+            #expect(FileManager.default.contentsEqual(atPath: output, andPath: input))
+            #expect(!FileManager.default.fileExists(atPath: progress) && !FileManager.default.fileExists(atPath: output + ".aspen-partial"))
+        }
+
+        /// 32 MiB by default (debug builds hash at a few MB/s); ASPEN_BLOB_MEMORY_TEST_MIB=1024 for the figure in the docs.
+        static let memoryTestBytes = (Int(ProcessInfo.processInfo.environment["ASPEN_BLOB_MEMORY_TEST_MIB"] ?? "") ?? 32) << 20
+
+        /// A process's resident memory, and its peak, in KiB.
+        static func memory(of pid: Int32) throws -> (rss: Int, peak: Int) {
+            let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+            func field(_ name: String) -> Int {
+                let line = status.split(separator: "\n").first { $0.hasPrefix(name + ":") } ?? ""
+                return Int(line.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") ?? 0
+            }
+            return (field("VmRSS"), field("VmHWM"))
+        }
+
+        /// The CLI's peak resident memory (ASPEN_REPORT_PEAK_RSS), in KiB.
+        static func peak(_ said: String) throws -> Int {
+            let line = try #require(said.split(separator: "\n").first { $0.hasPrefix("peak resident memory:") }, "\(said)")
+            return try #require(Int(line.split(separator: " ")[3]))
+        }
+
+        @Test("adding and fetching a large blob keeps the node's and the CLI's memory flat")
+        func memoryStaysFlat() async throws {
+            let cluster = try ProcessCluster(nodes: 1)
+            try cluster.startAll()
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            let pid = try #require(cluster.processes[1]?.processIdentifier)
+            let size = Self.memoryTestBytes
+            let input = cluster.directory.appendingPathComponent("large.bin").path
+            try Self.randomFile(input, bytes: size, seed: 1)
+            let small = cluster.directory.appendingPathComponent("small.bin").path
+            try Self.randomFile(small, bytes: 100_000, seed: 2)
+            let report = ["ASPEN_REPORT_PEAK_RSS": "1"]
+            // Baselines: the same commands on a small blob.
+            let (_, smallAdd) = try await cluster.aspen(["blob", "add", small], withErrors: true, environment: report)
+            let smallHash = try #require(smallAdd.split(separator: "\n").first { BlobHash(hex: String($0)) != nil }.map(String.init))
+            let (_, smallGet) = try await cluster.aspen(["blob", "get", smallHash, "-o", small + ".out"], withErrors: true, environment: report)
+
+            // The node's peak is reset (clear_refs 5), so its peak after is what the transfer took.
+            func resetPeak() throws { try "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8) }
+            try resetPeak()
+            let before = try Self.memory(of: pid)
+            let (added, addSaid) = try await cluster.aspen(["blob", "add", input, "--tag", "large"], withErrors: true, environment: report)
+            #expect(added == 0, "\(addSaid)")
+            let hash = try #require(addSaid.split(separator: "\n").first { BlobHash(hex: String($0)) != nil }.map(String.init))
+            let afterAdd = try Self.memory(of: pid)
+            try resetPeak()
+            let beforeGet = try Self.memory(of: pid)
+            let output = cluster.directory.appendingPathComponent("large.out").path
+            let (got, getSaid) = try await cluster.aspen(["blob", "get", hash, "-o", output], withErrors: true, environment: report)
+            #expect(got == 0, "\(getSaid)")
+            let afterGet = try Self.memory(of: pid)
+            #expect(FileManager.default.contentsEqual(atPath: output, andPath: input))
+
+            let nodeAdd = afterAdd.peak - before.rss
+            let nodeGet = afterGet.peak - beforeGet.rss
+            let cliAdd = try Self.peak(addSaid) - Self.peak(smallAdd)
+            let cliGet = try Self.peak(getSaid) - Self.peak(smallGet)
+            print("blob of \(size >> 20) MiB: node +\(nodeAdd) KiB adding, +\(nodeGet) KiB serving; CLI +\(cliAdd) KiB adding, +\(cliGet) KiB fetching")
+            // Well under the blob's size: a transfer that held the blob whole would pass it.
+            let bound = 16 << 10
+            #expect(nodeAdd < bound && nodeGet < bound && cliAdd < bound && cliGet < bound,
+                    "node +\(nodeAdd) KiB adding, +\(nodeGet) KiB serving; CLI +\(cliAdd) KiB adding, +\(cliGet) KiB fetching (bound \(bound) KiB)")
+        }
+
         @Test("unknown and malformed hashes, directories and empty input get clear answers")
         func badInput() async throws {
             let cluster = try ProcessCluster(nodes: 1)

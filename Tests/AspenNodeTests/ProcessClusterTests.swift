@@ -121,14 +121,21 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// Runs the `aspen` CLI against the cluster (or `endpoints`); returns its exit status and output.
-    func aspen(_ arguments: [String], stdin: String? = nil, endpoints: String? = nil, withErrors: Bool = false) async throws -> (Int32, String) {
+    func aspen(
+        _ arguments: [String], stdin: String? = nil, endpoints: String? = nil, withErrors: Bool = false, environment: [String: String] = [:]
+    ) async throws -> (Int32, String) {
         let endpointsText = self.endpointsText
-        return try await offThePool { try Self.runAspen(arguments, stdin: stdin, endpoints: endpoints ?? endpointsText, withErrors: withErrors) }
+        return try await offThePool {
+            try Self.runAspen(arguments, stdin: stdin, endpoints: endpoints ?? endpointsText, withErrors: withErrors, environment: environment)
+        }
     }
 
     /// With `withErrors`, standard error is part of the output (for messages of failed expectations).
-    static func runAspen(_ arguments: [String], stdin: String?, endpoints: String, withErrors: Bool = false) throws -> (Int32, String) {
+    static func runAspen(
+        _ arguments: [String], stdin: String?, endpoints: String, withErrors: Bool = false, environment: [String: String] = [:]
+    ) throws -> (Int32, String) {
         let process = Process()
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.executableURL = URL(fileURLWithPath: Self.binary("aspen"))
         process.arguments = arguments + ["--endpoints", endpoints]
         let output = Pipe()

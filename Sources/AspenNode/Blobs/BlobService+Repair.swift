@@ -173,6 +173,7 @@ final class BlobMetrics: Sendable {
     let rescued = Atomic<Int>(0)
     let filesSwept = Atomic<Int>(0)
     let quotaRefusals = Atomic<Int>(0)
+    let servedBytes = Atomic<UInt64>(0)
 
     func exposition(held: UInt64, reserved: UInt64, quota: UInt64) -> [String] {
         var lines: [String] = []
@@ -182,6 +183,7 @@ final class BlobMetrics: Sendable {
         add("aspen_blob_bytes_held", "gauge", "Bytes of blob data and outboards this node holds.", "\(held)")
         add("aspen_blob_bytes_reserved", "gauge", "Bytes reserved by blob transfers under way.", "\(reserved)")
         add("aspen_blob_quota_bytes", "gauge", "This node's blob budget (0: none).", "\(quota)")
+        add("aspen_blob_served_bytes_total", "counter", "Bytes of slices (data and parent pairs) served to clients and members.", "\(servedBytes.load(ordering: .relaxed))")
         add("aspen_blob_quota_refusals_total", "counter", "Adds refused because they would pass the quota.", "\(quotaRefusals.load(ordering: .relaxed))")
         add("aspen_blob_scrubbed_blobs_total", "counter", "Blob copies re-verified at rest.", "\(scrubbedBlobs.load(ordering: .relaxed))")
         add("aspen_blob_scrubbed_bytes_total", "counter", "Bytes re-verified at rest.", "\(scrubbedBytes.load(ordering: .relaxed))")

@@ -124,6 +124,7 @@ public final class BlobService: Sendable {
             }
             return try await withTransfer {
                 let (size, payload) = try files.verifiedSlice(hash, groups: groups) { self.noteCorrupt($0, found: "serving a slice") }
+                metrics.servedBytes.add(UInt64(payload.count), ordering: .relaxed)
                 return .slice(size: size, payload: payload)
             }
         case .uploadBegin(let size, let replicas, let tag, let tagTtlMs, let expected):
