@@ -11,20 +11,33 @@ public protocol BlobFetchSink {
 /// before the sink sees it. Transport-agnostic: `request` sends one `.read` and returns the answer.
 /// Memory is one window (`Limits.blobSliceGroupsMax` groups), whatever the blob's size.
 public enum BlobFetch {
-    /// Fetches `groups` of `hash` (size `size`) from one source. Returns the groups still missing
-    /// (empty when all arrived) and, when some are, why that source stopped: the caller tries
-    /// another holder from there. Items before a corrupt one have been given to the sink; nothing
-    /// after it has. Errors of the sink itself (a full disk) are thrown.
+    /// Slice requests in flight at once: the source reads and checks the next slices while this
+    /// side checks the one that arrived (memory: this many slices).
+    public static let depth = 3
+
+    /// Fetches `groups` of `hash` (size `size`) from one source, `depth` slices in flight, each
+    /// checked in order. Returns the groups still missing (empty when all arrived) and, when some
+    /// are, why that source stopped: the caller tries another holder from there. Items before a
+    /// corrupt one have been given to the sink; nothing after it has. Errors of the sink itself
+    /// (a full disk) are thrown.
     public static func fetch(
-        hash: BlobHash, size: UInt64, groups: Range<UInt64>, window: UInt64,
-        request: (BlobRequest) async throws -> BlobResponse, into sink: inout some BlobFetchSink
+        hash: BlobHash, size: UInt64, groups: Range<UInt64>, window: UInt64, depth: Int = BlobFetch.depth,
+        request: @escaping @Sendable (BlobRequest) async throws -> BlobResponse, into sink: inout some BlobFetchSink
     ) async throws -> (missing: Range<UInt64>, problem: (any Error)?) {
         var next = groups.lowerBound
+        var requested = groups.lowerBound
+        var inFlight: [(groups: Range<UInt64>, answer: Task<BlobResponse, any Error>)] = []
+        defer { for slice in inFlight { slice.answer.cancel() } }
         while next < groups.upperBound {
-            let upper = min(groups.upperBound, next + max(1, window))
+            while inFlight.count < max(1, depth), requested < groups.upperBound {
+                let slice = requested..<min(groups.upperBound, requested + max(1, window))
+                inFlight.append((slice, Task { try await request(.read(hash: hash, groups: slice)) }))
+                requested = slice.upperBound
+            }
+            let (slice, answer) = inFlight.removeFirst()
             let response: BlobResponse
             do {
-                response = try await request(.read(hash: hash, groups: next..<upper))
+                response = try await answer.value
             } catch {
                 return (next..<groups.upperBound, error)
             }
@@ -36,7 +49,7 @@ public enum BlobFetch {
                 }
                 var accepted = next
                 do {
-                    try verify(payload, hash: hash, size: size, groups: next..<upper, accepted: &accepted, into: &sink)
+                    try verify(payload, hash: hash, size: size, groups: slice, accepted: &accepted, into: &sink)
                 } catch let error as BlobError {
                     return (accepted..<groups.upperBound, error)
                 }

@@ -30,11 +30,16 @@ extension AspenClient {
         while true {
             var lastError: (any Error)?
             var unavailable: BlobResponse?
-            for endpoint in endpoints {
+            for position in endpoints.indices {
                 do {
-                    let connection = try await blobConnection(endpoint)
-                    defer { Task { await connection.close() } }
-                    let response = try await blobCall(connection, request, extraSeconds: extraSeconds)
+                    let connection = try await blobConnection(position)
+                    let response: BlobResponse
+                    do {
+                        response = try await blobCall(connection, request, extraSeconds: extraSeconds)
+                    } catch let error as TransportError {
+                        await blobConnections.forget(position)
+                        throw error
+                    }
                     if case .failed(let code, _) = response {
                         if code == .unavailable {
                             unavailable = response
@@ -73,14 +78,13 @@ extension AspenClient {
     ) async throws -> BlobStat {
         var lastError: (any Error)?
         // An upload is not resumable: it moves to another endpoint only if the first cannot start it.
-        for endpoint in endpoints {
+        for position in endpoints.indices {
             let connection: TransportConnection
             let id: UInt64
             do {
-                connection = try await blobConnection(endpoint)
+                connection = try await blobConnection(position)
                 let started = try await blobCall(connection, .uploadBegin(size: size, replicas: replicas, tag: tag, tagTtlMs: tagTtlMs, expected: expected))
                 guard case .uploadStarted(let upload) = started else {
-                    await connection.close()
                     try started.throwIfFailed()
                     throw BlobRequestError(code: .internalError, message: "the node answered an upload with \(started)")
                 }
@@ -88,10 +92,10 @@ extension AspenClient {
             } catch let error as BlobRequestError where error.code != .unavailable {
                 throw error
             } catch {
+                if error is TransportError { await blobConnections.forget(position) }
                 lastError = error
                 continue
             }
-            defer { Task { await connection.close() } }
             let frameBytes = min(options.limits.blobUploadFrameBytesMax, Self.uploadFrameBytes)
             var buffer = [UInt8](repeating: 0, count: frameBytes)
             var offset: UInt64 = 0
@@ -145,20 +149,22 @@ extension AspenClient {
     ) async throws {
         var missing = groups
         var problems: [String] = []
-        let ordered = endpoints.filter { $0.id.map { holders.contains($0.rawValue) } ?? false }
-            + endpoints.filter { !($0.id.map { holders.contains($0.rawValue) } ?? false) }
-        for endpoint in ordered where !missing.isEmpty {
+        func holds(_ position: Int) -> Bool { endpoints[position].id.map { holders.contains($0.rawValue) } ?? false }
+        let ordered = endpoints.indices.filter(holds) + endpoints.indices.filter { !holds($0) }
+        for position in ordered where !missing.isEmpty {
+            let endpoint = endpoints[position]
             do {
-                let connection = try await blobConnection(endpoint)
+                let connection = try await blobConnection(position)
                 let result = try await BlobFetch.fetch(
                     hash: hash, size: size, groups: missing, window: options.limits.blobSliceGroupsMax,
                     request: { try await self.blobCall(connection, $0) }, into: &sink)
-                await connection.close()
+                if result.problem is TransportError { await blobConnections.forget(position) }
                 missing = result.missing
                 if let problem = result.problem { problems.append("\(endpoint.host):\(endpoint.port): \(problem)") }
             } catch let error as BlobFetchFailure {
                 problems.append("\(endpoint.host):\(endpoint.port): \(error)")
             } catch let error as TransportError {
+                await blobConnections.forget(position)
                 problems.append("\(endpoint.host):\(endpoint.port): \(error)")
             }
         }
@@ -169,9 +175,13 @@ extension AspenClient {
         }
     }
 
-    func blobConnection(_ endpoint: Endpoint) async throws -> TransportConnection {
-        try await TransportConnection.connect(
-            host: endpoint.host, port: endpoint.port, protocol: AspenProtocol.blobs, tls: tls, expecting: endpoint.key, options: options)
+    /// The shared blob connection to endpoint `position`.
+    func blobConnection(_ position: Int) async throws -> TransportConnection {
+        try await blobConnections.connection(position) { [endpoints, tls, options] in
+            let endpoint = endpoints[position]
+            return try await TransportConnection.connect(
+                host: endpoint.host, port: endpoint.port, protocol: AspenProtocol.blobs, tls: tls, expecting: endpoint.key, options: options)
+        }
     }
 
     func blobCall(_ connection: TransportConnection, _ request: BlobRequest, extraSeconds: Double = 0) async throws -> BlobResponse {

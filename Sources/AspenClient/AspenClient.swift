@@ -57,7 +57,9 @@ public final class AspenClient: KeyValueStore {
     /// Endpoints that have verified the credential: they are sent only its id.
     private let presented = Mutex(Set<Int>())
     private let preferred = Mutex(0)
-    private let connections = Mutex<[Int: Task<TransportConnection, any Error>]>([:])
+    private let connections = TransportConnectionPool<Int>()
+    /// Blob connections (`aspen/blobs/1`), by endpoint position.
+    let blobConnections = TransportConnectionPool<Int>()
     /// Every write carries this client's session, so a retry is never applied twice.
     let sessions = ClientSessions()
 
@@ -74,37 +76,18 @@ public final class AspenClient: KeyValueStore {
         self.attemptsMax = attemptsMax
     }
 
-    /// The open connection to endpoint `position`, made if there is none or the one there has
-    /// closed (a node closes idle client connections).
+    /// The open connection to endpoint `position` on `protocol`, made if there is none or the
+    /// one there has closed (a node closes idle client connections).
     private func openConnection(_ position: Int) async throws -> TransportConnection {
-        let task = self.connection(position)
-        let connection = try await task.value
-        guard !connection.isActive else { return connection }
-        connections.withLock { connections in
-            // Only if no other call replaced it meanwhile.
-            if connections[position] == task { connections[position] = nil }
-        }
-        return try await self.connection(position).value
-    }
-
-    private func connection(_ position: Int) -> Task<TransportConnection, any Error> {
-        connections.withLock { connections in
-            if let existing = connections[position] { return existing }
+        try await connections.connection(position) { [endpoints, tls, options] in
             let endpoint = endpoints[position]
-            let tls = self.tls
-            let options = self.options
-            let task = Task {
-                try await TransportConnection.connect(
-                    host: endpoint.host, port: endpoint.port, protocol: AspenProtocol.client, tls: tls, expecting: endpoint.key,
-                    options: options)
-            }
-            connections[position] = task
-            return task
+            return try await TransportConnection.connect(
+                host: endpoint.host, port: endpoint.port, protocol: AspenProtocol.client, tls: tls, expecting: endpoint.key, options: options)
         }
     }
 
-    private func forget(_ position: Int) {
-        connections.withLock { $0.removeValue(forKey: position) }?.cancel()
+    private func forget(_ position: Int) async {
+        await connections.forget(position)
     }
 
     /// Sends a request, following leader hints and rotating past dead nodes.
@@ -135,7 +118,7 @@ public final class AspenClient: KeyValueStore {
             } catch {
                 // Never sent: any node may be tried.
                 lastProblem = "\(endpoints[position].host):\(endpoints[position].port): \(error)"
-                forget(position)
+                await forget(position)
                 preferred.withLock { $0 = (position + 1) % endpoints.count }
                 try await pause(&backoffMs, attempt)
                 continue
@@ -188,7 +171,7 @@ public final class AspenClient: KeyValueStore {
                 // The connection broke with the request sent: it may have been applied.
                 reached = true
                 lastProblem = "\(endpoints[position].host):\(endpoints[position].port): \(error)"
-                forget(position)
+                await forget(position)
                 guard repeatable else { throw ClientError.outcomeUnknown(lastProblem) }
                 preferred.withLock { $0 = (position + 1) % endpoints.count }
                 try await pause(&backoffMs, attempt)
@@ -472,7 +455,7 @@ public final class AspenClient: KeyValueStore {
                 case .failure(let failure): results.append((endpoints[position], .failure(ClientError.rejected(failure))))
                 }
             } catch {
-                forget(position)
+                await forget(position)
                 results.append((endpoints[position], .failure(error)))
             }
         }
@@ -480,10 +463,7 @@ public final class AspenClient: KeyValueStore {
     }
 
     public func close() async {
-        let all = connections.withLock { connections -> [Task<TransportConnection, any Error>] in
-            defer { connections = [:] }
-            return Array(connections.values)
-        }
-        for task in all { await (try? task.value)?.close() }
+        await connections.closeAll()
+        await blobConnections.closeAll()
     }
 }

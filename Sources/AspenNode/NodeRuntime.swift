@@ -211,6 +211,7 @@ public final class NodeRuntime: Sendable {
         try? await admin?.close()
         let left = await server.drain(seconds: drainSeconds)
         if left > 0 { logger.warning("requests still in flight after the drain period", metadata: ["requests": "\(left)"]) }
+        await blobs.closeConnections()
         await node.stop()
         await node.waitUntilIdle()
         do {

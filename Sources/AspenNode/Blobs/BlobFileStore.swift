@@ -283,7 +283,10 @@ final class PartialBlob {
     /// the held one touched, as if just received.
     func seal(as hash: BlobHash) throws(BlobServiceError) {
         precondition(!sealed, "a partial blob is sealed once")
-        guard fsync(data) == 0, fsync(outboard) == 0 else {
+        // A blob of one chunk group has no parents: no outboard file at all.
+        var status = stat()
+        let hasOutboard = fstat(outboard, &status) == 0 && status.st_size > 0
+        guard fsync(data) == 0, !hasOutboard || fsync(outboard) == 0 else {
             let reason = String(cString: strerror(errno))
             discard()
             throw .internalError("cannot fsync a received blob: \(reason)")
@@ -293,6 +296,7 @@ final class PartialBlob {
         data = -1
         outboard = -1
         sealed = true
+        if !hasOutboard { _ = unlink(outboardPath) }
         let problem: String? = store.fileLock.withLock { _ in
             if store.has(hash) {
                 _ = unlink(dataPath)
@@ -301,7 +305,7 @@ final class PartialBlob {
                 store.release(reserved: reserved, keeping: false)
                 return nil
             }
-            guard rename(outboardPath, store.outboardPath(hash)) == 0, rename(dataPath, store.dataPath(hash)) == 0 else {
+            guard !hasOutboard || rename(outboardPath, store.outboardPath(hash)) == 0, rename(dataPath, store.dataPath(hash)) == 0 else {
                 let reason = String(cString: strerror(errno))
                 _ = unlink(dataPath)
                 _ = unlink(outboardPath)
@@ -313,9 +317,10 @@ final class PartialBlob {
             return nil
         }
         if let problem { throw .internalError(problem) }
+        // The renames are durable once the directory is; what is left in partial/ after a crash
+        // is removed at start, so that directory needs no sync.
         do {
             try DurableFiles.synchronizeDirectory(store.complete)
-            try DurableFiles.synchronizeDirectory(store.partial)
         } catch {
             throw .internalError("\(error)")
         }

@@ -25,6 +25,8 @@ public final class BlobService: Sendable {
     /// Blobs whose bad local copy is being replaced, so that one repair runs for each.
     let repairing = Mutex<Set<BlobHash>>([])
     let maintenance = Mutex<Task<Void, Never>?>(nil)
+    /// Blob connections to other members, shared by every transfer.
+    let peerConnections = TransportConnectionPool<String>()
 
     init(
         node: RaftNode, network: PeerNetwork, files: BlobFileStore, auth: NodeAuth?, settings: NodeSettings.BlobSettings,
@@ -38,6 +40,11 @@ public final class BlobService: Sendable {
         self.logger = logger
         self.settings = settings
         self.uploads = BlobUploads(files: files, limits: limits)
+    }
+
+    /// Closes the connections to other members (at shutdown).
+    public func closeConnections() async {
+        await peerConnections.closeAll()
     }
 
     /// Opens the store under `dataDirectory` and serves it.
@@ -364,18 +371,36 @@ public final class BlobService: Sendable {
         }
     }
 
-    /// A blob connection to member `peer`, its key pinned.
+    /// The shared blob connection to member `peer` at its recorded address, its key pinned
+    /// (one per address: a member that moved gets a new one).
     func connect(to peer: NodeID) async throws -> TransportConnection {
         guard let address = network.address(of: peer) else { throw BlobServiceError.unavailable("no address known for node \(peer)") }
-        return try await TransportConnection.connect(
-            host: address.host, port: address.port, protocol: AspenProtocol.blobs, tls: network.tls, expecting: address.key)
+        let tls = network.tls
+        return try await peerConnections.connection(Self.poolKey(peer, address)) {
+            try await TransportConnection.connect(
+                host: address.host, port: address.port, protocol: AspenProtocol.blobs, tls: tls, expecting: address.key)
+        }
+    }
+
+    static func poolKey(_ peer: NodeID, _ address: PeerAddress) -> String {
+        "\(peer.rawValue)@\(address.host):\(address.port)/\(address.key)"
+    }
+
+    /// After a transport failure with `peer`: the next call connects anew.
+    func forgetConnection(to peer: NodeID) async {
+        guard let address = network.address(of: peer) else { return }
+        await peerConnections.forget(Self.poolKey(peer, address))
     }
 
     func callPeer(_ peer: NodeID, _ request: BlobRequest, extraSeconds: Double = 0) async throws -> BlobResponse {
         let connection = try await connect(to: peer)
-        defer { Task { await connection.close() } }
-        let answer = try await connection.request(BlobWire.encode(request), extraSeconds: extraSeconds)
-        return try BlobWire.decodeResponse(answer, limits: limits)
+        do {
+            let answer = try await connection.request(BlobWire.encode(request), extraSeconds: extraSeconds)
+            return try BlobWire.decodeResponse(answer, limits: limits)
+        } catch let error as TransportError {
+            await forgetConnection(to: peer)
+            throw error
+        }
     }
 
     /// Fetches a blob from the given holders (the next one where one fails or lies), verifying
@@ -400,18 +425,12 @@ public final class BlobService: Sendable {
             }
             do {
                 let limits = self.limits
-                let result: (missing: Range<UInt64>, problem: (any Error)?)
-                do {
-                    result = try await BlobFetch.fetch(
-                        hash: hash, size: size, groups: missing, window: limits.blobSliceGroupsMax,
-                        request: { request in
-                            try BlobWire.decodeResponse(try await connection.request(BlobWire.encode(request)), limits: limits)
-                        }, into: &sink)
-                } catch {
-                    await connection.close()
-                    throw error
-                }
-                await connection.close()
+                let result = try await BlobFetch.fetch(
+                    hash: hash, size: size, groups: missing, window: limits.blobSliceGroupsMax,
+                    request: { request in
+                        try BlobWire.decodeResponse(try await connection.request(BlobWire.encode(request)), limits: limits)
+                    }, into: &sink)
+                if result.problem is TransportError { await forgetConnection(to: source) }
                 missing = result.missing
                 if let problem = result.problem {
                     problems.append("node \(source): \(problem)")
