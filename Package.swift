@@ -5,6 +5,13 @@ let strictSwift: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
+/// Haswell's instruction set (AVX2) for the one module that is called only on CPUs that have it.
+#if arch(x86_64)
+let avx2: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let avx2: [SwiftSetting] = []
+#endif
+
 let package = Package(
     name: "Aspen",
     platforms: [.macOS(.v15)],
@@ -113,7 +120,10 @@ let package = Package(
             name: "AspenCoordinationTests", dependencies: ["AspenCore", "AspenKV", "AspenLayer", "AspenCoordination"],
             swiftSettings: strictSwift),
         // Content-addressed blobs, starting with the BLAKE3 hash (pure Swift). No I/O.
-        .target(name: "AspenBlob", dependencies: ["AspenCore"], swiftSettings: strictSwift),
+        .target(name: "AspenBlob", dependencies: ["AspenCore", "AspenBlobAVX2"], swiftSettings: strictSwift),
+        // BLAKE3's lane kernel again (the same source file, linked), eight lanes wide and compiled
+        // for AVX2; AspenBlob calls it only where the CPU has AVX2.
+        .target(name: "AspenBlobAVX2", swiftSettings: strictSwift + avx2),
         .testTarget(name: "AspenBlobTests", dependencies: ["AspenCore", "AspenBlob"], swiftSettings: strictSwift),
         // Capability tokens: Ed25519-signed, delegable with attenuation, verified offline at every link.
         .target(

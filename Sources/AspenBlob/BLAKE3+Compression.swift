@@ -2,18 +2,14 @@
 /// hashed and the not-yet-compressed output of a node. Pure functions on value types; nothing here
 /// allocates except the bytes a caller asks `rootBytes(count:)` for.
 enum BLAKE3Core {
-    static let blockByteCount = 64
-    static let chunkByteCount = 1024
-
-    /// The first eight words of SHA-256's initial hash value, as the specification uses them.
-    static let initialVector = SIMD8<UInt32>(
-        0x6A09_E667, 0xBB67_AE85, 0x3C6E_F372, 0xA54F_F53A,
-        0x510E_527F, 0x9B05_688C, 0x1F83_D9AB, 0x5BE0_CD19)
+    static let blockByteCount = LaneKernel.blockByteCount
+    static let chunkByteCount = LaneKernel.chunkByteCount
+    static let initialVector = LaneKernel.initialVector
 
     // Domain flags, one bit each, as the specification numbers them.
-    static let chunkStart: UInt32 = 1 << 0
-    static let chunkEnd: UInt32 = 1 << 1
-    static let parent: UInt32 = 1 << 2
+    static let chunkStart = LaneKernel.chunkStart
+    static let chunkEnd = LaneKernel.chunkEnd
+    static let parent = LaneKernel.parent
     static let root: UInt32 = 1 << 3
     static let keyedHash: UInt32 = 1 << 4
     static let deriveKeyContext: UInt32 = 1 << 5

@@ -1,4 +1,4 @@
-import AspenBlob
+@testable import AspenBlob
 import AspenCore
 import Foundation
 import Testing
@@ -68,6 +68,26 @@ struct BLAKE3Tests {
             #expect(
                 hex(hasher.finalize()) == String(expectedHex.prefix(64)),
                 "\(mode), input length \(testCase.input_len): 32-byte digest")
+        }
+    }
+
+    @Test(
+        "the four-lane and the eight-lane (AVX2) kernels agree on sixteen-chunk subtrees, across keys, flags and a counter's high word",
+        .enabled(if: BLAKE3Lanes.wide, "the eight-lane kernel is not in use here (no AVX2, or ASPEN_BLAKE3_LANES=4)"))
+    func kernelsAgree() {
+        var generator = SplitMix64(seed: 16)
+        var bytes = [UInt8](repeating: 0, count: 16 * 1024)
+        let keyed = SIMD8<UInt32>(1, 2, 3, 4, 5, 6, 7, 8)
+        for counter: UInt64 in [0, 16, 1 << 20, (1 << 32) - 16, (1 << 32) - 8, 1 << 40] {
+            for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: generator.next()) }
+            for (key, flags) in [(BLAKE3Core.initialVector, UInt32(0)), (keyed, BLAKE3Core.keyedHash)] {
+                let values = bytes.withUnsafeBytes { buffer in
+                    [false, true].map { wide in
+                        BLAKE3Lanes.subtreeChainingValue16(buffer.baseAddress!, counter: counter, key: key, flags: flags, wide: wide)
+                    }
+                }
+                #expect(values[0] == values[1], "counter \(counter), flags \(flags)")
+            }
         }
     }
 

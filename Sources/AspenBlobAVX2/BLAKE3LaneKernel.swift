@@ -1,0 +1,1 @@
+../AspenBlob/BLAKE3LaneKernel.swift
