@@ -250,6 +250,31 @@ extension ClusterSuites {
             #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == Data(bytes))
         }
 
+        @Test("the leader's upkeep brings blobs added with fewer copies up to the cluster's replication factor")
+        func upkeepRestoresCopies() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll(environment: Self.environment(graceMs: 60_000, extra: ["ASPEN_BLOB_GC_INTERVAL_MS": "500"]))
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            let single = try await Self.add(cluster, bytes: Array(repeating: 5, count: 50_000), ["--replicas", "1", "--tag", "one"])
+            let double = try await Self.add(cluster, bytes: Array(repeating: 6, count: 50_000), ["--replicas", "2", "--tag", "two"])
+            func holders(_ hash: String) async throws -> Int {
+                let (_, text) = try await cluster.aspen(["blob", "stat", hash, "--json"])
+                return (try Self.json(text)["holders"] as? [Any])?.count ?? 0
+            }
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline {
+                if try await holders(single) == 3, try await holders(double) == 3 { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            let (singleHolders, doubleHolders) = (try await holders(single), try await holders(double))
+            #expect(singleHolders == 3 && doubleHolders == 3, "the upkeep did not restore the copies: \(singleHolders), \(doubleHolders)")
+            for node in 1...3 { #expect(try Self.held(cluster, node: node).isSuperset(of: [single, double]), "node \(node)") }
+            var restored: UInt64 = 0
+            for node in 1...3 { restored += try await BlobProcessTests.metric(cluster, "aspen_blob_restored_total", node: node) }
+            #expect(restored == 3, "copies made: \(restored)")
+        }
+
         @Test("past the quota, or one byte past blobBytesMax, an add is refused by name before any data is written; the node keeps serving")
         func quotaAndSizeLimit() async throws {
             let cluster = try ProcessCluster(nodes: 1)
