@@ -83,7 +83,7 @@ fetched=$(stat -c %s "$work/fetched-tls")
 [ "$fetched" -ge $((size_mib << 20)) ] || echo "warning: the TLS baseline moved $fetched bytes" >&2
 
 echo
-echo "| $size_mib MiB | aspen | baseline | baseline/aspen |"
+echo "| $size_mib MiB | aspen | baseline | aspen speed ÷ baseline speed |"
 echo "|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo

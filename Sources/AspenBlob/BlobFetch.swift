@@ -12,8 +12,11 @@ public protocol BlobFetchSink {
 /// Memory is one window (`Limits.blobSliceGroupsMax` groups), whatever the blob's size.
 public enum BlobFetch {
     /// Slice requests in flight at once: the source reads and checks the next slices while this
-    /// side checks the one that arrived (memory: this many slices).
+    /// side checks the one that arrived.
     public static let depth = 3
+    /// Chunk groups a fetch asks for per slice (512 KiB): with `depth` in flight, each held a few
+    /// times over in buffers on both sides, a fetch stays within a few MiB.
+    public static let sliceGroups: UInt64 = 32
 
     /// Fetches `groups` of `hash` (size `size`) from one source, `depth` slices in flight, each
     /// checked in order. Returns the groups still missing (empty when all arrived) and, when some

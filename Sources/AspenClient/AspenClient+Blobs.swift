@@ -156,7 +156,7 @@ extension AspenClient {
             do {
                 let connection = try await blobConnection(position)
                 let result = try await BlobFetch.fetch(
-                    hash: hash, size: size, groups: missing, window: options.limits.blobSliceGroupsMax,
+                    hash: hash, size: size, groups: missing, window: min(BlobFetch.sliceGroups, options.limits.blobSliceGroupsMax),
                     request: { try await self.blobCall(connection, $0) }, into: &sink)
                 if result.problem is TransportError { await blobConnections.forget(position) }
                 missing = result.missing

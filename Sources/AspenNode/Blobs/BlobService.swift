@@ -426,7 +426,7 @@ public final class BlobService: Sendable {
             do {
                 let limits = self.limits
                 let result = try await BlobFetch.fetch(
-                    hash: hash, size: size, groups: missing, window: limits.blobSliceGroupsMax,
+                    hash: hash, size: size, groups: missing, window: min(BlobFetch.sliceGroups, limits.blobSliceGroupsMax),
                     request: { request in
                         try BlobWire.decodeResponse(try await connection.request(BlobWire.encode(request)), limits: limits)
                     }, into: &sink)
