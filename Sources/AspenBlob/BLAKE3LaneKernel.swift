@@ -169,6 +169,28 @@ enum LaneKernel {
     }
 
 
+    /// Words8 whose lanes are the even (`odd == false`) or odd lanes of `a`, then those of `b`.
+    @inline(__always)
+    static func pick(_ a: Words8, _ b: Words8, odd: Bool) -> Words8 {
+        let o = odd ? 1 : 0
+        let half = Lane.scalarCount / 2
+        @inline(__always)
+        func join(_ x: Lane, _ y: Lane) -> Lane {
+            var joined = Lane()
+            for i in 0..<half {
+                joined[i] = x[o + 2 * i]
+                joined[half + i] = y[o + 2 * i]
+            }
+            return joined
+        }
+        var result = a
+        result.w0 = join(a.w0, b.w0); result.w1 = join(a.w1, b.w1)
+        result.w2 = join(a.w2, b.w2); result.w3 = join(a.w3, b.w3)
+        result.w4 = join(a.w4, b.w4); result.w5 = join(a.w5, b.w5)
+        result.w6 = join(a.w6, b.w6); result.w7 = join(a.w7, b.w7)
+        return result
+    }
+
     typealias Quad = SIMD4<UInt32>
 
     /// Words `4q…4q+3` of block `block` of the four consecutive chunks at `base`, one SIMD4 per word,

@@ -42,24 +42,10 @@ enum LaneWidth {
         let c2 = LaneKernel.chunkChainingValues(base + 2 * stride, counter: counter &+ 8, key: key, flags: flags)
         let c3 = LaneKernel.chunkChainingValues(base + 3 * stride, counter: counter &+ 12, key: key, flags: flags)
         // Level 1: parents of chunks (0,1) (2,3) (4,5) (6,7), then of (8,9) … (14,15).
-        let p0 = LaneKernel.parentChainingValues(left: pick(c0, c1, odd: false), right: pick(c0, c1, odd: true), key: key, flags: flags)
-        let p1 = LaneKernel.parentChainingValues(left: pick(c2, c3, odd: false), right: pick(c2, c3, odd: true), key: key, flags: flags)
+        let p0 = LaneKernel.parentChainingValues(left: LaneKernel.pick(c0, c1, odd: false), right: LaneKernel.pick(c0, c1, odd: true), key: key, flags: flags)
+        let p1 = LaneKernel.parentChainingValues(left: LaneKernel.pick(c2, c3, odd: false), right: LaneKernel.pick(c2, c3, odd: true), key: key, flags: flags)
         // Level 2: four parents of level-1 pairs.
-        let q = LaneKernel.parentChainingValues(left: pick(p0, p1, odd: false), right: pick(p0, p1, odd: true), key: key, flags: flags)
+        let q = LaneKernel.parentChainingValues(left: LaneKernel.pick(p0, p1, odd: false), right: LaneKernel.pick(p0, p1, odd: true), key: key, flags: flags)
         return (q.lane(0), q.lane(1), q.lane(2), q.lane(3))
-    }
-
-    /// Words8 whose lanes are the even (`odd == false`) or odd lanes of `a` then of `b`.
-    @inline(__always)
-    static func pick(_ a: LaneKernel.Words8, _ b: LaneKernel.Words8, odd: Bool) -> LaneKernel.Words8 {
-        let o = odd ? 1 : 0
-        @inline(__always)
-        func join(_ x: Lane, _ y: Lane) -> Lane { Lane(x[o], x[o + 2], y[o], y[o + 2]) }
-        var result = a
-        result.w0 = join(a.w0, b.w0); result.w1 = join(a.w1, b.w1)
-        result.w2 = join(a.w2, b.w2); result.w3 = join(a.w3, b.w3)
-        result.w4 = join(a.w4, b.w4); result.w5 = join(a.w5, b.w5)
-        result.w6 = join(a.w6, b.w6); result.w7 = join(a.w7, b.w7)
-        return result
     }
 }

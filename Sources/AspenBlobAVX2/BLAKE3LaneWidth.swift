@@ -43,20 +43,6 @@ enum LaneWidth {
         let (b0, b1, b2, b3) = LaneKernel.transposedQuarter(base + 4 * LaneKernel.chunkByteCount, block: block, quarter: quarter)
         return (Lane(lowHalf: a0, highHalf: b0), Lane(lowHalf: a1, highHalf: b1), Lane(lowHalf: a2, highHalf: b2), Lane(lowHalf: a3, highHalf: b3))
     }
-
-    /// Words8 whose lanes are the even (`odd == false`) or odd lanes of `a` then of `b`.
-    @inline(__always)
-    static func pick(_ a: LaneKernel.Words8, _ b: LaneKernel.Words8, odd: Bool) -> LaneKernel.Words8 {
-        let o = odd ? 1 : 0
-        @inline(__always)
-        func join(_ x: Lane, _ y: Lane) -> Lane { Lane(x[o], x[o + 2], x[o + 4], x[o + 6], y[o], y[o + 2], y[o + 4], y[o + 6]) }
-        var result = a
-        result.w0 = join(a.w0, b.w0); result.w1 = join(a.w1, b.w1)
-        result.w2 = join(a.w2, b.w2); result.w3 = join(a.w3, b.w3)
-        result.w4 = join(a.w4, b.w4); result.w5 = join(a.w5, b.w5)
-        result.w6 = join(a.w6, b.w6); result.w7 = join(a.w7, b.w7)
-        return result
-    }
 }
 
 /// The entry point AspenBlob calls on a CPU with AVX2.
@@ -70,9 +56,9 @@ public enum BLAKE3AVX2 {
         let c0 = LaneKernel.chunkChainingValues(base, counter: counter, key: key, flags: flags)
         let c1 = LaneKernel.chunkChainingValues(base + 8 * LaneKernel.chunkByteCount, counter: counter &+ 8, key: key, flags: flags)
         let p = LaneKernel.parentChainingValues(
-            left: LaneWidth.pick(c0, c1, odd: false), right: LaneWidth.pick(c0, c1, odd: true), key: key, flags: flags)
+            left: LaneKernel.pick(c0, c1, odd: false), right: LaneKernel.pick(c0, c1, odd: true), key: key, flags: flags)
         let q = LaneKernel.parentChainingValues(
-            left: LaneWidth.pick(p, p, odd: false), right: LaneWidth.pick(p, p, odd: true), key: key, flags: flags)
+            left: LaneKernel.pick(p, p, odd: false), right: LaneKernel.pick(p, p, odd: true), key: key, flags: flags)
         return (q.lane(0), q.lane(1), q.lane(2), q.lane(3))
     }
 }
