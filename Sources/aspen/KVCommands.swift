@@ -29,6 +29,8 @@ struct KV: AsyncParsableCommand {
                     }
                     var object = describe(kv)
                     if let reference = BlobReference(decoding: kv.value) {
+                        // The value lives in the blob store: say where, not the reference's bytes.
+                        object["value"] = nil
                         object["blob"] = ["hash": reference.hash.hex, "size": reference.size] as [String: Any]
                     }
                     output(true, object, text: "")
