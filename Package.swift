@@ -28,6 +28,7 @@ let package = Package(
         .library(name: "AspenLayer", targets: ["AspenLayer"]),
         .library(name: "AspenCoordination", targets: ["AspenCoordination"]),
         .library(name: "AspenBlob", targets: ["AspenBlob"]),
+        .library(name: "AspenJobs", targets: ["AspenJobs"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
@@ -85,7 +86,7 @@ let package = Package(
         .target(
             name: "AspenNode",
             dependencies: [
-                "AspenAuth", "AspenBlob", "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient", "AspenCoordination",
+                "AspenAuth", "AspenBlob", "AspenCore", "AspenJobs", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient", "AspenCoordination",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -121,6 +122,9 @@ let package = Package(
             swiftSettings: strictSwift),
         // Content-addressed blobs, starting with the BLAKE3 hash (pure Swift). No I/O.
         .target(name: "AspenBlob", dependencies: ["AspenCore", "AspenBlobAVX2"], swiftSettings: strictSwift),
+        // Jobs, schedules and pub/sub: layers over the key-value store (docs/jobs.md).
+        .target(name: "AspenJobs", dependencies: ["AspenCore", "AspenKV"], swiftSettings: strictSwift),
+        .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenJobs"], swiftSettings: strictSwift),
         // BLAKE3's lane kernel again (the same source file, linked), eight lanes wide and compiled
         // for AVX2; AspenBlob calls it only where the CPU has AVX2.
         .target(name: "AspenBlobAVX2", swiftSettings: strictSwift + avx2),

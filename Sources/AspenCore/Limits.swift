@@ -61,6 +61,12 @@ public struct Limits: Sendable, Equatable {
     /// full speed).
     public var blobScrubBytesPerSecond: UInt64 = 32 << 20
 
+    // MARK: Pub/sub
+    /// Longest subject or subject pattern, in bytes.
+    public var subjectBytesMax = 255
+    /// Most tokens (dot-separated parts) of a subject or pattern.
+    public var subjectTokensMax = 32
+
     // MARK: System records
     /// Most system records (replicated cluster metadata outside the keyspace) the state holds; a
     /// system write that would leave more fails whole.

@@ -44,7 +44,7 @@ public struct FuzzTarget: Sendable {
 extension FuzzTarget {
     /// Every target, in the order `aspen-fuzz list` shows them.
     public static let all: [FuzzTarget] =
-        raftTargets + clientTargets + kvTargets + layerTargets + transportTargets + etcdTargets + authTargets + blobTargets
+        raftTargets + clientTargets + kvTargets + layerTargets + transportTargets + etcdTargets + authTargets + blobTargets + jobTargets
 
     public static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }
 }

@@ -1,0 +1,51 @@
+import AspenCore
+import AspenJobs
+import Foundation
+
+/// What users type for jobs and pub/sub: cron expressions and subjects.
+extension FuzzTarget {
+    static let jobTargets: [FuzzTarget] = [cronAndSubject]
+
+    static let cronAndSubject = FuzzTarget(
+        name: "cron-subject",
+        summary: "CronSchedule(_:) with its next fire time, and SubjectPattern(_:) with validate(subject:) and matching",
+        seeds: {
+            let crons = ["*/5 * * * *", "0 30 2 * * MON-FRI", "@hourly", "0 0 13 * FRI", "15,45 8-9 1/3 JAN-MAR,DEC 0-7/2"]
+            let subjects = ["orders.eu.created", "orders.*.created", "orders.>", ">", "a.b.c.d.e"]
+            return selected(0, crons.map { Array($0.utf8) }) + selected(1, subjects.map { Array($0.utf8) })
+        }
+    ) { input in
+        let start = Date(timeIntervalSince1970: 1_796_000_000)
+        return FuzzCheck.select(input, [
+            { bytes in
+                let text = String(decoding: bytes, as: UTF8.self)
+                let schedule: CronSchedule
+                do {
+                    schedule = try CronSchedule(text)
+                } catch {
+                    return .rejected(shape: FuzzCheck.shape(of: error))
+                }
+                if let next = schedule.nextFire(after: start), next <= start {
+                    return .failed("\(text): the next fire \(next) is not after \(start)")
+                }
+                return .decoded
+            },
+            { bytes in
+                let text = String(decoding: bytes, as: UTF8.self)
+                let pattern: SubjectPattern
+                do {
+                    pattern = try SubjectPattern(text)
+                } catch {
+                    return .rejected(shape: FuzzCheck.shape(of: error))
+                }
+                // A pattern without wildcards is a subject, and selects exactly itself.
+                if (try? SubjectPattern.validate(subject: text)) != nil {
+                    guard pattern.matches(text), !pattern.matches(text + ".x") else {
+                        return .failed("the subject \(text) does not select exactly itself")
+                    }
+                }
+                return .decoded
+            },
+        ])
+    }
+}
