@@ -8,11 +8,13 @@ extension FuzzTarget {
 
     static let cronAndSubject = FuzzTarget(
         name: "cron-subject",
-        summary: "CronSchedule(_:) with its next fire time, and SubjectPattern(_:) with validate(subject:) and matching",
+        summary: "CronSchedule(_:) with its next fire time, SubjectPattern(_:) with validate(subject:) and matching, JobBackoff(parsing:)",
         seeds: {
             let crons = ["*/5 * * * *", "0 30 2 * * MON-FRI", "@hourly", "0 0 13 * FRI", "15,45 8-9 1/3 JAN-MAR,DEC 0-7/2"]
             let subjects = ["orders.eu.created", "orders.*.created", "orders.>", ">", "a.b.c.d.e"]
+            let backoffs = ["exp:1s,x2,max:5m", "fixed:250ms", "none", "exp:7d"]
             return selected(0, crons.map { Array($0.utf8) }) + selected(1, subjects.map { Array($0.utf8) })
+                + selected(2, backoffs.map { Array($0.utf8) })
         }
     ) { input in
         let start = Date(timeIntervalSince1970: 1_796_000_000)
@@ -45,6 +47,10 @@ extension FuzzTarget {
                     }
                 }
                 return .decoded
+            },
+            { bytes in
+                FuzzCheck.roundTrip(
+                    bytes, decode: { try JobBackoff(parsing: String(decoding: $0, as: UTF8.self)) }, encode: { Array($0.description.utf8) })
             },
         ])
     }
