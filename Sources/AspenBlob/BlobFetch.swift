@@ -32,6 +32,8 @@ public enum BlobFetch {
         var inFlight: [(groups: Range<UInt64>, answer: Task<BlobResponse, any Error>)] = []
         defer { for slice in inFlight { slice.answer.cancel() } }
         while next < groups.upperBound {
+            // A cancelled fetch stops here; the requests in flight are cancelled on the way out.
+            try Task.checkCancellation()
             while inFlight.count < max(1, depth), requested < groups.upperBound {
                 let slice = requested..<min(groups.upperBound, requested + max(1, window))
                 inFlight.append((slice, Task { try await request(.read(hash: hash, groups: slice)) }))
@@ -40,8 +42,9 @@ public enum BlobFetch {
             let (slice, answer) = inFlight.removeFirst()
             let response: BlobResponse
             do {
-                response = try await answer.value
+                response = try await withTaskCancellationHandler { try await answer.value } onCancel: { answer.cancel() }
             } catch {
+                try Task.checkCancellation()
                 return (next..<groups.upperBound, error)
             }
             switch response {

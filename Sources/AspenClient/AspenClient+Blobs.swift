@@ -37,7 +37,7 @@ extension AspenClient {
                     do {
                         response = try await blobCall(connection, request, extraSeconds: extraSeconds)
                     } catch let error as TransportError {
-                        await blobConnections.forget(position)
+                        await blobConnections.forget(position, ifItIs: connection)
                         throw error
                     }
                     if case .failed(let code, _) = response {
@@ -79,10 +79,12 @@ extension AspenClient {
         var lastError: (any Error)?
         // An upload is not resumable: it moves to another endpoint only if the first cannot start it.
         for position in endpoints.indices {
+            var opened: TransportConnection?
             let connection: TransportConnection
             let id: UInt64
             do {
                 connection = try await blobConnection(position)
+                opened = connection
                 let started = try await blobCall(connection, .uploadBegin(size: size, replicas: replicas, tag: tag, tagTtlMs: tagTtlMs, expected: expected))
                 guard case .uploadStarted(let upload) = started else {
                     try started.throwIfFailed()
@@ -92,7 +94,7 @@ extension AspenClient {
             } catch let error as BlobRequestError where error.code != .unavailable {
                 throw error
             } catch {
-                if error is TransportError { await blobConnections.forget(position) }
+                if error is TransportError, let opened { await blobConnections.forget(position, ifItIs: opened) }
                 lastError = error
                 continue
             }
@@ -153,18 +155,20 @@ extension AspenClient {
         let ordered = endpoints.indices.filter(holds) + endpoints.indices.filter { !holds($0) }
         for position in ordered where !missing.isEmpty {
             let endpoint = endpoints[position]
+            var opened: TransportConnection?
             do {
                 let connection = try await blobConnection(position)
+                opened = connection
                 let result = try await BlobFetch.fetch(
                     hash: hash, size: size, groups: missing, window: min(BlobFetch.sliceGroups, options.limits.blobSliceGroupsMax),
                     request: { try await self.blobCall(connection, $0) }, into: &sink)
-                if result.problem is TransportError { await blobConnections.forget(position) }
+                if result.problem is TransportError { await blobConnections.forget(position, ifItIs: connection) }
                 missing = result.missing
                 if let problem = result.problem { problems.append("\(endpoint.host):\(endpoint.port): \(problem)") }
             } catch let error as BlobFetchFailure {
                 problems.append("\(endpoint.host):\(endpoint.port): \(error)")
             } catch let error as TransportError {
-                await blobConnections.forget(position)
+                if let opened { await blobConnections.forget(position, ifItIs: opened) }
                 problems.append("\(endpoint.host):\(endpoint.port): \(error)")
             }
         }

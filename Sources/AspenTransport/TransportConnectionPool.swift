@@ -24,7 +24,7 @@ public final class TransportConnectionPool<Key: Hashable & Sendable>: Sendable {
             }
             drop(key, task)
         }
-        return try await task(key, connect).value
+        throw TransportError.connectionClosed
     }
 
     private func task(_ key: Key, _ connect: @escaping @Sendable () async throws -> TransportConnection) -> Task<TransportConnection, any Error> {
@@ -41,6 +41,18 @@ public final class TransportConnectionPool<Key: Hashable & Sendable>: Sendable {
         connections.withLock { connections in
             if connections[key] == task { connections[key] = nil }
         }
+    }
+
+    /// Forgets and closes `connection`, if it is still the one for `key` (after it failed: a
+    /// connection made since to replace it stays); the next use makes another.
+    public func forget(_ key: Key, ifItIs connection: TransportConnection) async {
+        guard let task = connections.withLock({ $0[key] }), (try? await task.value) === connection else { return }
+        let removed = connections.withLock { connections -> Bool in
+            guard connections[key] == task else { return false }
+            connections[key] = nil
+            return true
+        }
+        if removed { await connection.close() }
     }
 
     /// Forgets the connection for `key` (after it failed), closing it; the next use makes another.

@@ -222,6 +222,16 @@ extension ClusterSuites {
             #expect(tags == 0 && listing == "nothing  \(emptyHash)")
             let (untagged, _) = try await cluster.aspen(["blob", "tag", "set", "dangling", String(repeating: "ef", count: 32)])
             #expect(untagged == 1)
+            // A frame whose offset plus length passes 2^64 is refused by name; the node keeps serving.
+            let client = try cluster.client()
+            guard case .uploadStarted(let id) = try await client.blobRequest(.uploadBegin(size: 10, replicas: 1, tag: nil, tagTtlMs: 0, expected: nil)) else {
+                Issue.record("the upload did not start")
+                return
+            }
+            let hostile = try await client.blobRequest(.uploadData(id: id, offset: .max - 1, bytes: [1, 2, 3]))
+            #expect(hostile == .failed(.badInput, "upload \(id) sent 3 bytes at offset \(UInt64.max - 1), past the 10 bytes it announced"))
+            let (alive, _) = try await cluster.aspen(["blob", "has", emptyHash])
+            #expect(alive == 0, "the node stopped serving after a hostile upload frame")
         }
     }
 }

@@ -67,6 +67,11 @@ final class BlobFileStore: Sendable {
         return bytes
     }
 
+    /// A held copy's bytes, gone.
+    func release(held bytes: UInt64) {
+        usage.withLock { $0.held -= min(bytes, $0.held) }
+    }
+
     func release(reserved bytes: UInt64, keeping: Bool) {
         usage.withLock { usage in
             usage.reserved -= min(bytes, usage.reserved)
@@ -116,10 +121,12 @@ final class BlobFileStore: Sendable {
     }
 
     /// Moves a copy that failed verification out of the way (to `quarantine/`, kept for
-    /// inspection), so that it is never served again.
-    func quarantine(_ hash: BlobHash) {
+    /// inspection), so that it is never served again. With `file` (device and inode of the copy
+    /// that failed), only that copy: one a repair has put in its place meanwhile stays.
+    func quarantine(_ hash: BlobHash, file: (device: UInt64, inode: UInt64)? = nil) {
         fileLock.withLock { _ in
             guard let status = status(dataPath(hash)) else { return }
+            if let file, UInt64(status.st_dev) != file.device || UInt64(status.st_ino) != file.inode { return }
             let stamp = "\(Int64(Date().timeIntervalSince1970 * 1000))"
             let target = (quarantine as NSString).appendingPathComponent("\(hash.hex)-\(stamp)")
             if rename(dataPath(hash), target + ".data") != 0 { _ = unlink(dataPath(hash)) }
@@ -148,21 +155,24 @@ final class BlobFileStore: Sendable {
     func verifiedSlice(_ hash: BlobHash, groups: Range<UInt64>, onCorrupt: (BlobHash) -> Void) throws(BlobServiceError)
         -> (size: UInt64, payload: [UInt8])
     {
-        let (size, payload) = try readSlice(hash, groups: groups)
+        let (size, payload, file) = try readSlice(hash, groups: groups)
         var discard = BlobDiscardingSink()
         var accepted = groups.lowerBound
         do {
             try BlobFetch.verify(payload, hash: hash, size: size, groups: groups, accepted: &accepted, into: &discard)
         } catch {
-            quarantine(hash)
+            quarantine(hash, file: file)
             onCorrupt(hash)
             throw .verificationFailed("this node's copy of blob \(hash) failed verification at group \(accepted) and was quarantined; ask another holder")
         }
         return (size, payload)
     }
 
-    /// The items of a slice, concatenated in cursor order, read from the blob's files.
-    func readSlice(_ hash: BlobHash, groups: Range<UInt64>) throws(BlobServiceError) -> (size: UInt64, payload: [UInt8]) {
+    /// The items of a slice, concatenated in cursor order, read from the blob's files, and which
+    /// data file (device, inode) they came from.
+    func readSlice(_ hash: BlobHash, groups: Range<UInt64>) throws(BlobServiceError)
+        -> (size: UInt64, payload: [UInt8], file: (device: UInt64, inode: UInt64))
+    {
         let data = Glibc.open(dataPath(hash), O_RDONLY | O_CLOEXEC)
         guard data >= 0 else { throw .notFound("blob \(hash) is not held by this node") }
         defer { _ = Glibc.close(data) }
@@ -187,7 +197,7 @@ final class BlobFileStore: Sendable {
                 try Self.readFully(data, at: range.lowerBound, count: Int(range.count), into: &payload, what: "blob \(hash)")
             }
         }
-        return (size, payload)
+        return (size, payload, (UInt64(status.st_dev), UInt64(status.st_ino)))
     }
 
     static func readFully(_ descriptor: Int32, at offset: UInt64, count: Int, into buffer: inout [UInt8], what: String) throws(BlobServiceError) {
@@ -286,6 +296,12 @@ final class PartialBlob {
         // A blob of one chunk group has no parents: no outboard file at all.
         var status = stat()
         let hasOutboard = fstat(outboard, &status) == 0 && status.st_size > 0
+        guard fstat(data, &status) == 0 else {
+            let reason = String(cString: strerror(errno))
+            discard()
+            throw .internalError("cannot read a received blob's size: \(reason)")
+        }
+        let size = UInt64(status.st_size)
         guard fsync(data) == 0, !hasOutboard || fsync(outboard) == 0 else {
             let reason = String(cString: strerror(errno))
             discard()
@@ -298,13 +314,16 @@ final class PartialBlob {
         sealed = true
         if !hasOutboard { _ = unlink(outboardPath) }
         let problem: String? = store.fileLock.withLock { _ in
-            if store.has(hash) {
+            let existing = store.size(hash)
+            if existing == size {
                 _ = unlink(dataPath)
                 _ = unlink(outboardPath)
                 _ = utimensat(AT_FDCWD, store.dataPath(hash), nil, 0)
                 store.release(reserved: reserved, keeping: false)
                 return nil
             }
+            // A copy of another size under this name is wrong (damaged): the verified one replaces it.
+            if let existing { _ = unlink(store.outboardPath(hash)); store.release(held: BlobFileStore.footprint(size: existing)) }
             guard !hasOutboard || rename(outboardPath, store.outboardPath(hash)) == 0, rename(dataPath, store.dataPath(hash)) == 0 else {
                 let reason = String(cString: strerror(errno))
                 _ = unlink(dataPath)

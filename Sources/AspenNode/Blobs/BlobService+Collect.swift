@@ -77,6 +77,12 @@ extension BlobService {
                     "blob deleted by garbage collection",
                     metadata: ["hash": "\(candidate.hash)", "size": "\(candidate.size)", "reason": "\(reasons[candidate.hash] ?? "")"])
             } catch KVError.systemConditionFailed {
+                try await node.linearizableBarrier()
+                if try await record(BlobRecords.metaName(candidate.hash)) == nil {
+                    // Deleted all the same: by this write, applied once before a retry, or by another pass.
+                    deleted.append(BlobCollected(hash: candidate.hash, size: candidate.size, reason: reasons[candidate.hash] ?? ""))
+                    continue
+                }
                 collection.rescued.append(candidate.hash)
                 metrics.rescued.add(1, ordering: .relaxed)
                 logger.info("blob kept: added or tagged while being collected", metadata: ["hash": "\(candidate.hash)"])
@@ -148,6 +154,7 @@ extension BlobService {
             var nextScrub = start + .milliseconds(settings.scrubIntervalMs)
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(min(1000, max(50, settings.gcIntervalMs))))
+                await uploads.dropIdle(nowMs: node.nowMs())
                 let now = clock.now
                 if settings.gcIntervalMs > 0, now >= nextCollection {
                     nextCollection = now + .milliseconds(settings.gcIntervalMs)

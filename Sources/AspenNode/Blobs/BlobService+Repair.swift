@@ -42,7 +42,7 @@ extension BlobService {
                 if report.corrupt.count < limits.blobListPageMax { report.corrupt.append(file.hash) }
                 logger.error("blob copy failed verification at rest and was quarantined", metadata: ["hash": "\(file.hash)"])
                 metrics.corrupt.add(1, ordering: .relaxed)
-                if await replaceCopy(file.hash, size: file.size), report.repaired.count < limits.blobListPageMax {
+                if await replaceCopy(file.hash), report.repaired.count < limits.blobListPageMax {
                     report.repaired.append(file.hash)
                 }
             }
@@ -55,23 +55,21 @@ extension BlobService {
     func noteCorrupt(_ hash: BlobHash, found: String) {
         metrics.corrupt.add(1, ordering: .relaxed)
         logger.error("blob copy failed verification and was quarantined", metadata: ["hash": "\(hash)", "found": "\(found)"])
-        let meta = BlobRecords.metaName(hash)
-        Task {
-            guard let value = try? await record(meta), let size = BlobRecords.decodeMeta(value)?.size else { return }
-            _ = await replaceCopy(hash, size: size)
-        }
+        Task { _ = await replaceCopy(hash) }
     }
 
     /// After this node's copy of `hash` was quarantined: drops its holder record (so no one
     /// counts on it), fetches a verified copy from another holder and records it again. Returns
-    /// whether the node holds a good copy again.
-    func replaceCopy(_ hash: BlobHash, size: UInt64) async -> Bool {
+    /// whether the node holds a good copy again. The size is the blob's recorded one (a corrupt
+    /// file may have another).
+    func replaceCopy(_ hash: BlobHash) async -> Bool {
         guard repairing.withLock({ $0.insert(hash).inserted }) else { return false }
         defer { _ = repairing.withLock { $0.remove(hash) } }
         do {
             try await writeSystem(SystemWrite(changes: [.remove(name: BlobRecords.holderName(hash, node: node.id))]))
             try await node.linearizableBarrier()
             guard let stat = try await stat(hash) else { return false }  // collected meanwhile
+            let size = stat.size
             let sources = stat.holders.map { NodeID(rawValue: $0.node) }.filter { $0 != node.id }
             guard !sources.isEmpty else {
                 logger.error("blob has no other holder to repair this node's copy from", metadata: ["hash": "\(hash)"])

@@ -211,12 +211,14 @@ public final class BlobService: Sendable {
     /// condition fails (another change came first), it catches up with everything committed and
     /// builds the write again from there; `build` returning nil means there is nothing to do.
     func writeConditioned(_ what: String, _ build: () async throws -> SystemWrite?) async throws {
-        for _ in 0..<20 {
+        for attempt in 0..<20 {
             guard let write = try await build() else { return }
             do {
                 try await writeSystem(write)
                 return
             } catch KVError.systemConditionFailed {
+                // Another change came first: back off a little (jittered), catch up, build again.
+                try await Task.sleep(for: .milliseconds(Int.random(in: 1...(5 << min(attempt, 5)))))
                 try await node.linearizableBarrier()
             }
         }
@@ -263,8 +265,10 @@ public final class BlobService: Sendable {
     }
 
     /// Commits a change of blob records through the leader, waiting out an election (no leader
-    /// known yet, a leader just lost) for up to 15 s. Every blob change sets or removes records,
-    /// so applying one twice leaves the same state.
+    /// known yet, a leader just lost, a forwarded write whose outcome the leader change hid) for up
+    /// to 15 s. Every blob change sets or removes records, so applying one twice leaves the same
+    /// state; a conditioned one that did apply fails its condition the second time, and the
+    /// caller rebuilds it from the state it left.
     func writeSystem(_ write: SystemWrite) async throws {
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(15)
@@ -275,7 +279,7 @@ public final class BlobService: Sendable {
                 return
             } catch let error as NodeError {
                 switch error {
-                case .notLeader, .proposalLost: break
+                case .notLeader, .proposalLost, .outcomeUnknown: break
                 default: throw error
                 }
                 guard clock.now < deadline else { throw error }
@@ -386,10 +390,11 @@ public final class BlobService: Sendable {
         "\(peer.rawValue)@\(address.host):\(address.port)/\(address.key)"
     }
 
-    /// After a transport failure with `peer`: the next call connects anew.
-    func forgetConnection(to peer: NodeID) async {
+    /// After a transport failure on `connection` to `peer`: the next call connects anew (unless
+    /// another call already replaced that connection).
+    func forgetConnection(_ connection: TransportConnection, to peer: NodeID) async {
         guard let address = network.address(of: peer) else { return }
-        await peerConnections.forget(Self.poolKey(peer, address))
+        await peerConnections.forget(Self.poolKey(peer, address), ifItIs: connection)
     }
 
     func callPeer(_ peer: NodeID, _ request: BlobRequest, extraSeconds: Double = 0) async throws -> BlobResponse {
@@ -398,7 +403,7 @@ public final class BlobService: Sendable {
             let answer = try await connection.request(BlobWire.encode(request), extraSeconds: extraSeconds)
             return try BlobWire.decodeResponse(answer, limits: limits)
         } catch let error as TransportError {
-            await forgetConnection(to: peer)
+            await forgetConnection(connection, to: peer)
             throw error
         }
     }
@@ -430,7 +435,7 @@ public final class BlobService: Sendable {
                     request: { request in
                         try BlobWire.decodeResponse(try await connection.request(BlobWire.encode(request)), limits: limits)
                     }, into: &sink)
-                if result.problem is TransportError { await forgetConnection(to: source) }
+                if result.problem is TransportError { await forgetConnection(connection, to: source) }
                 missing = result.missing
                 if let problem = result.problem {
                     problems.append("node \(source): \(problem)")

@@ -65,10 +65,11 @@ actor BlobUploads {
 
     func write(id: UInt64, offset: UInt64, bytes: [UInt8], nowMs: Int64) async throws {
         guard let session = sessions[id] else { throw BlobServiceError.notFound("no upload \(id) on this node (finished, or idle too long)") }
-        guard offset + UInt64(bytes.count) <= session.size else {
+        // Written so that no sum can pass 2^64: a hostile offset must not trap the node.
+        guard offset <= session.size, UInt64(bytes.count) <= session.size - offset else {
             fail(id, session)
             throw BlobServiceError.badInput(
-                "upload \(id) sent bytes up to \(offset + UInt64(bytes.count)), past the \(session.size) bytes it announced")
+                "upload \(id) sent \(bytes.count) bytes at offset \(offset), past the \(session.size) bytes it announced")
         }
         if offset > session.received {
             // Bytes before these are still on their way (a window of frames in flight).
@@ -100,7 +101,8 @@ actor BlobUploads {
             throw BlobServiceError.notFound("no upload \(id) on this node (finished, or idle too long)")
         }
         guard session.received == session.size else {
-            session.partial.discard()
+            // Frames still waiting for bytes before them are answered (abandoned), not left hanging.
+            fail(id, session)
             throw BlobServiceError.badInput("upload \(id) ended after \(session.received) of the \(session.size) bytes it announced")
         }
         let hash = try session.builder.finish { slot, pair in
@@ -121,7 +123,8 @@ actor BlobUploads {
         session.waiting.removeAll()
     }
 
-    private func dropIdle(nowMs: Int64) {
+    /// Drops uploads idle past `blobUploadIdleMsMax` (the node's upkeep calls it, as does `begin`).
+    func dropIdle(nowMs: Int64) {
         for (id, session) in sessions where nowMs - session.lastActivityMs > limits.blobUploadIdleMsMax {
             fail(id, session)
         }
