@@ -61,6 +61,20 @@ public struct Limits: Sendable, Equatable {
     /// full speed).
     public var blobScrubBytesPerSecond: UInt64 = 32 << 20
 
+    // MARK: Jobs
+    /// A shell job's command and arguments, together, in bytes.
+    public var jobCommandBytesMax = 64 * 1024
+    /// Another job type's input, in bytes (larger inputs go to the blob store).
+    public var jobPayloadBytesMax = 256 * 1024
+    /// Jobs one job may depend on.
+    public var jobDependenciesMax = 256
+    /// Worker tags one job may require.
+    public var jobTagsMax = 32
+    /// A job type, tag or idempotency key, in bytes.
+    public var jobNameBytesMax = 200
+    /// Attempts one job may have.
+    public var jobAttemptsMax = 100
+
     // MARK: Pub/sub
     /// Longest subject or subject pattern, in bytes.
     public var subjectBytesMax = 255

@@ -4,7 +4,31 @@ import Foundation
 
 /// What users type for jobs and pub/sub: cron expressions and subjects.
 extension FuzzTarget {
-    static let jobTargets: [FuzzTarget] = [cronAndSubject]
+    static let jobTargets: [FuzzTarget] = [cronAndSubject, jobSpec]
+
+    static let jobSpec = FuzzTarget(
+        name: "job-spec", summary: "JobSpec(decoding:): a job's stored request",
+        seeds: {
+            [
+                JobSpec(
+                    type: "shell", command: ["./build.sh", "--release"], priority: .high, maxAttempts: 5, timeoutMs: 600_000,
+                    idempotencyKey: "build-42", dependsOn: [7, 9], onDependencyFailure: .continue, runAtMs: 5,
+                    requiredTags: ["gpu": "true", "region": "eu"], preferNode: 2, avoidNode: 3, nearBlob: Array(repeating: 1, count: 32)
+                ).encoded,
+                JobSpec(type: "resize", payload: [1, 2, 3], backoff: .none).encoded,
+            ]
+        }
+    ) { input in
+        FuzzCheck.roundTrip(
+            input, decode: { try JobSpec(decoding: $0) }, encode: { $0.encoded },
+            bounds: { spec in
+                let limits = Limits.standard
+                if spec.dependsOn.count > limits.jobDependenciesMax { return "\(spec.dependsOn.count) dependencies" }
+                if spec.requiredTags.count > limits.jobTagsMax { return "\(spec.requiredTags.count) tags" }
+                if spec.payload.count > limits.jobPayloadBytesMax { return "a payload of \(spec.payload.count) bytes" }
+                return nil
+            })
+    }
 
     static let cronAndSubject = FuzzTarget(
         name: "cron-subject",
