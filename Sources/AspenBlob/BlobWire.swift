@@ -170,6 +170,9 @@ public enum BlobWire {
     static let credentialBytesMax = 16 * 1024
 
     public static func encode(_ request: BlobRequest, credential: [UInt8] = []) -> [UInt8] {
+        if case .uploadData(let id, let offset, let bytes) = request {
+            return bytes.withUnsafeBytes { encodeUploadData(id: id, offset: offset, bytes: $0, credential: credential) }
+        }
         var writer = ByteWriter()
         writer.write(version)
         writer.writeBytes(credential)
@@ -186,11 +189,8 @@ public enum BlobWire {
             writer.writeOptionalBytes(tag.map { Array($0.utf8) })
             writer.writeVarint(tagTtlMs)
             writer.writeOptionalBytes(expected?.bytes)
-        case .uploadData(let id, let offset, let bytes):
-            writer.write(3)
-            writer.writeVarint(id)
-            writer.writeVarint(offset)
-            writer.writeBytes(bytes)
+        case .uploadData:
+            preconditionFailure("encoded above")
         case .uploadEnd(let id):
             writer.write(4)
             writer.writeVarint(id)

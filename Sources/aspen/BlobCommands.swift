@@ -126,11 +126,16 @@ final class BlobInput {
     func close() { _ = Glibc.close(descriptor) }
 }
 
-/// Writes all of `bytes` to `descriptor`, or throws naming the failure.
-func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) throws {
+/// Writes all of `bytes` to `descriptor` (at `offset`, or where it stands), or throws naming the failure.
+func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64? = nil) throws {
     var start = 0
     while start < bytes.count {
-        let wrote = write(descriptor, bytes.baseAddress! + start, bytes.count - start)
+        let wrote =
+            if let offset {
+                pwrite(descriptor, bytes.baseAddress! + start, bytes.count - start, off_t(offset) + off_t(start))
+            } else {
+                write(descriptor, bytes.baseAddress! + start, bytes.count - start)
+            }
         if wrote < 0, errno == EINTR { continue }
         guard wrote > 0 else { throw CLIError.unavailable("cannot write the output: \(String(cString: strerror(errno)))") }
         start += wrote
@@ -242,14 +247,7 @@ struct ResumableOutput: BlobFetchSink {
     mutating func parent(slot: UInt64, pair: UnsafeRawBufferPointer) {}
 
     mutating func group(index: UInt64, bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        let offset = tree.byteRange(ofGroup: index).lowerBound
-        while done < bytes.count {
-            let wrote = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-            if wrote < 0, errno == EINTR { continue }
-            guard wrote > 0 else { throw CLIError.unavailable("cannot write the output: \(String(cString: strerror(errno)))") }
-            done += wrote
-        }
+        try writeAll(descriptor, bytes, at: tree.byteRange(ofGroup: index).lowerBound)
         verified = index + 1
         if verified % Self.recordEvery == 0 { try record() }
     }

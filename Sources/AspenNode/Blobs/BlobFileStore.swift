@@ -147,7 +147,6 @@ final class BlobFileStore: Sendable {
         return UInt64(status.st_size)
     }
 
-    func has(_ hash: BlobHash) -> Bool { size(hash) != nil }
 
     /// A slice as `readSlice` reads it, checked against the hash before it leaves: a copy that
     /// fails is quarantined (`onCorrupt` is told) and the request fails, so no corrupt byte is

@@ -53,10 +53,20 @@ enum BlobRecords {
         String(decoding: name.dropFirst(tagPrefix.count), as: UTF8.self)
     }
 
-    static func holder(fromName name: [UInt8], value: [UInt8]) -> BlobHolder? {
-        let idBytes = name.suffix(8)
+    /// The blob a holder record is about, from its name.
+    static func hash(fromHolderName name: [UInt8]) -> BlobHash? {
         guard name.count == holderRoot.count + BlobHash.byteCount + 8 else { return nil }
-        let node = idBytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return BlobHash(bytes: name.dropFirst(holderRoot.count).prefix(BlobHash.byteCount))
+    }
+
+    /// The node a holder record names, from its name.
+    static func node(fromHolderName name: [UInt8]) -> UInt64? {
+        guard name.count == holderRoot.count + BlobHash.byteCount + 8 else { return nil }
+        return name.suffix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+
+    static func holder(fromName name: [UInt8], value: [UInt8]) -> BlobHolder? {
+        guard let node = node(fromHolderName: name) else { return nil }
         var reader = ByteReader(value)
         guard let verified = try? reader.readSignedVarint() else { return nil }
         return BlobHolder(node: node, verifiedAtMs: verified)

@@ -123,11 +123,9 @@ extension BlobService {
     func sweepFiles() async throws -> Int {
         try await node.linearizableBarrier()
         var holding = Set<BlobHash>()
-        let own = withUnsafeBytes(of: node.id.rawValue.bigEndian) { Array($0) }
-        for record in try await node.systemRecords(prefix: BlobRecords.holderRoot) where record.name.suffix(8).elementsEqual(own) {
-            if let hash = BlobHash(bytes: record.name.dropFirst(BlobRecords.holderRoot.count).prefix(BlobHash.byteCount)) {
-                holding.insert(hash)
-            }
+        for record in try await node.systemRecords(prefix: BlobRecords.holderRoot)
+        where BlobRecords.node(fromHolderName: record.name) == node.id.rawValue {
+            if let hash = BlobRecords.hash(fromHolderName: record.name) { holding.insert(hash) }
         }
         // File times are this machine's clock, not the cluster's.
         let cutoff = Int64(Date().timeIntervalSince1970 * 1000) - settings.gcGraceMs

@@ -110,7 +110,7 @@ extension BlobService {
         var departed: [[UInt8]] = []
         for record in try await node.systemRecords(prefix: BlobRecords.holderRoot) {
             guard let holder = BlobRecords.holder(fromName: record.name, value: record.value),
-                let hash = BlobHash(bytes: record.name.dropFirst(BlobRecords.holderRoot.count).prefix(BlobHash.byteCount))
+                let hash = BlobRecords.hash(fromHolderName: record.name)
             else { continue }
             let id = NodeID(rawValue: holder.node)
             if members.contains(id) { holders[hash, default: []].append(id) } else { departed.append(record.name) }
