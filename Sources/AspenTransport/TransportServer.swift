@@ -373,6 +373,11 @@ final class ServerRequestHandler: ChannelDuplexHandler, FlushesOncePerPass {
     var readHeld = false
     var lastActivity = NIODeadline.now()
     var idleCheck: Scheduled<Void>?
+    /// Client requests being served, by slot. They are cancelled when the connection goes, so a
+    /// request whose client is gone (one waiting for a lock or a job) stops rather than act for
+    /// nobody.
+    var serving: [Int: Task<Void, Never>] = [:]
+    var nextSlot = 0
 
     init(
         route: TransportRoute, peer: NodeKey, logger: Logger, remote: String, connections: TransportServer.Connections,
@@ -400,6 +405,8 @@ final class ServerRequestHandler: ChannelDuplexHandler, FlushesOncePerPass {
     func handlerRemoved(context: ChannelHandlerContext) {
         idleCheck?.cancel()
         self.context = nil
+        for task in serving.values { task.cancel() }
+        serving = [:]
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -454,22 +461,31 @@ final class ServerRequestHandler: ChannelDuplexHandler, FlushesOncePerPass {
         }
         let handleFrom = route.handleFrom
         let caller = TransportCaller(key: peer, isLoopback: isLoopback)
-        Task(executorPreference: executor) {
+        // The task's end runs on this loop after `serve` returns (the task cannot finish before),
+        // so the slot is always filled before it is cleared.
+        let slot = nextSlot
+        nextSlot &+= 1
+        let task = Task(executorPreference: executor) {
             let response = if let handleFrom { await handleFrom(caller, body) } else { await handle(peer, body) }
             connections.requestFinished()
             // Id 0 marks a one-way message: nothing goes back.
             guard id != 0 else {
-                channel.eventLoop.executeHereOrQueue { handler.value.finished(bytes: size) }
+                channel.eventLoop.executeHereOrQueue {
+                    handler.value.serving[slot] = nil
+                    handler.value.finished(bytes: size)
+                }
                 return
             }
             var buffer = channel.allocator.buffer(capacity: 8 + response.count)
             buffer.writeInteger(id)
             buffer.writeBytes(response)
             channel.eventLoop.executeHereOrQueue { [buffer] in
+                handler.value.serving[slot] = nil
                 handler.value.answer(buffer)
                 handler.value.finished(bytes: size)
             }
         }
+        if route.pool == .clients, context.channel.isActive { serving[slot] = task }
     }
 
     /// A request has been answered: frames that waited are served, and a held read goes out.
