@@ -123,8 +123,8 @@ let package = Package(
         // Content-addressed blobs, starting with the BLAKE3 hash (pure Swift). No I/O.
         .target(name: "AspenBlob", dependencies: ["AspenCore", "AspenBlobAVX2"], swiftSettings: strictSwift),
         // Jobs, schedules and pub/sub: layers over the key-value store (docs/jobs.md).
-        .target(name: "AspenJobs", dependencies: ["AspenCore", "AspenKV"], swiftSettings: strictSwift),
-        .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenJobs"], swiftSettings: strictSwift),
+        .target(name: "AspenJobs", dependencies: ["AspenCore", "AspenKV", "AspenLayer"], swiftSettings: strictSwift),
+        .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenKV", "AspenJobs"], swiftSettings: strictSwift),
         // BLAKE3's lane kernel again (the same source file, linked), eight lanes wide and compiled
         // for AVX2; AspenBlob calls it only where the CPU has AVX2.
         .target(name: "AspenBlobAVX2", swiftSettings: strictSwift + avx2),

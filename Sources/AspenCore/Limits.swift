@@ -74,6 +74,10 @@ public struct Limits: Sendable, Equatable {
     public var jobNameBytesMax = 200
     /// Attempts one job may have.
     public var jobAttemptsMax = 100
+    /// What a job's attempt returns, in bytes (larger results go to the blob store).
+    public var jobResultBytesMax = 64 * 1024
+    /// A job's error message or history note, in bytes (longer ones are cut).
+    public var jobMessageBytesMax = 4096
 
     // MARK: Pub/sub
     /// Longest subject or subject pattern, in bytes.

@@ -1,0 +1,334 @@
+import AspenCore
+
+/// A request to the job system, as a client sends it to a node (which runs it on the leader,
+/// next to the log).
+public enum JobCall: Sendable, Equatable {
+    case submit(JobSpec)
+    case job(UInt64)
+    case history(UInt64)
+    case list(state: JobState?, type: String?, after: UInt64, limit: Int)
+    /// A worker asks for its next job of one of its types, waiting up to `waitMs` for one.
+    case claim(WorkerInfo, leaseMs: Int64, waitMs: Int64)
+    /// Calls of the attempt's holder, fenced by its token; `type` is the job's type (what the
+    /// worker's credential must cover), checked against the job.
+    case renew(UInt64, type: String, token: UInt64, leaseMs: Int64)
+    case finish(UInt64, type: String, token: UInt64, outcome: JobOutcome, exitCode: Int32?)
+    case cancel(UInt64)
+    case retry(UInt64, deadOnly: Bool)
+    /// Creates (or with `replace`, changes) a schedule.
+    case scheduleCreate(CronRecord, replace: Bool)
+    case schedules
+    case schedulePause(String, paused: Bool)
+    case scheduleHistory(String, limit: Int)
+    case scheduleRemove(String)
+
+    /// Whether sending it again after an unknown outcome is harmless. A submit is when it carries
+    /// an idempotency key (the client always gives one); renewals and finishes are fenced and
+    /// answer a replay as the first; a claim is not (a lost claim's job waits out its lease).
+    public var isRepeatable: Bool {
+        switch self {
+        case .submit(let spec): spec.idempotencyKey != nil
+        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true): true
+        case .claim, .retry, .scheduleCreate(_, false), .scheduleRemove: false
+        }
+    }
+
+    public var waitMs: Int64 {
+        if case .claim(_, _, let wait) = self { return wait }
+        return 0
+    }
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        switch self {
+        case .submit(let spec):
+            writer.write(0)
+            writer.writeBytes(spec.encoded)
+        case .job(let id):
+            writer.write(1)
+            writer.writeVarint(id)
+        case .history(let id):
+            writer.write(2)
+            writer.writeVarint(id)
+        case .list(let state, let type, let after, let limit):
+            writer.write(3)
+            writer.writeOptionalBytes(state.map { Array($0.rawValue.utf8) })
+            writer.writeOptionalBytes(type.map { Array($0.utf8) })
+            writer.writeVarint(after)
+            writer.writeVarint(UInt64(max(0, limit)))
+        case .claim(let worker, let leaseMs, let waitMs):
+            writer.write(4)
+            writer.writeString(worker.name)
+            writer.writeVarint(worker.node)
+            writer.writeVarint(UInt64(worker.types.count))
+            for type in worker.types { writer.writeString(type) }
+            writer.writeVarint(UInt64(worker.tags.count))
+            for (key, value) in worker.tags.sorted(by: { $0.key < $1.key }) {
+                writer.writeString(key)
+                writer.writeString(value)
+            }
+            writer.writeVarint(signed: leaseMs)
+            writer.writeVarint(signed: waitMs)
+        case .renew(let id, let type, let token, let leaseMs):
+            writer.write(5)
+            writer.writeVarint(id)
+            writer.writeString(type)
+            writer.writeFixed(token)
+            writer.writeVarint(signed: leaseMs)
+        case .finish(let id, let type, let token, let outcome, let exitCode):
+            writer.write(6)
+            writer.writeVarint(id)
+            writer.writeString(type)
+            writer.writeFixed(token)
+            switch outcome {
+            case .succeeded(let result):
+                writer.write(0)
+                writer.writeBytes(result)
+            case .failed(let message, let retryable):
+                writer.write(retryable ? 1 : 2)
+                writer.writeString(message)
+            }
+            writer.write(exitCode != nil)
+            if let exitCode { writer.writeVarint(signed: Int64(exitCode)) }
+        case .cancel(let id):
+            writer.write(7)
+            writer.writeVarint(id)
+        case .retry(let id, let deadOnly):
+            writer.write(8)
+            writer.writeVarint(id)
+            writer.write(deadOnly)
+        case .scheduleCreate(let record, let replace):
+            writer.write(9)
+            writer.writeBytes(record.encoded)
+            writer.write(replace)
+        case .schedules:
+            writer.write(10)
+        case .schedulePause(let name, let paused):
+            writer.write(11)
+            writer.writeString(name)
+            writer.write(paused)
+        case .scheduleHistory(let name, let limit):
+            writer.write(12)
+            writer.writeString(name)
+            writer.writeVarint(UInt64(max(0, limit)))
+        case .scheduleRemove(let name):
+            writer.write(13)
+            writer.writeString(name)
+        }
+        return writer.bytes
+    }
+
+    /// Decodes a call, every count and length bounded by `limits`.
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        let name = limits.jobNameBytesMax
+        switch try reader.readByte() {
+        case 0: self = .submit(try JobSpec(decoding: try reader.readBytes(limit: JobSpec.encodedBytesMax(limits)), limits: limits))
+        case 1: self = .job(try reader.readVarint())
+        case 2: self = .history(try reader.readVarint())
+        case 3:
+            let stateName = try reader.readOptionalBytes(limit: 32).map { String(decoding: $0, as: UTF8.self) }
+            var state: JobState?
+            if let stateName {
+                guard let known = JobState(rawValue: stateName) else { throw .invalid("unknown job state \(stateName)") }
+                state = known
+            }
+            let type = try reader.readOptionalBytes(limit: name).map { String(decoding: $0, as: UTF8.self) }
+            self = .list(state: state, type: type, after: try reader.readVarint(), limit: try reader.readCount(limit: JobCall.listLimitMax))
+        case 4:
+            let worker = try reader.readString(limit: name)
+            let node = try reader.readVarint()
+            var types: [String] = []
+            for _ in 0..<(try reader.readCount(limit: 64)) { types.append(try reader.readString(limit: name)) }
+            var tags: [String: String] = [:]
+            for _ in 0..<(try reader.readCount(limit: limits.jobTagsMax)) {
+                let key = try reader.readString(limit: name)
+                guard tags.updateValue(try reader.readString(limit: name), forKey: key) == nil else { throw .invalid("tag \(key) appears twice") }
+            }
+            self = .claim(
+                WorkerInfo(name: worker, node: node, types: types, tags: tags), leaseMs: try reader.readSignedVarint(),
+                waitMs: try reader.readSignedVarint())
+        case 5:
+            self = .renew(
+                try reader.readVarint(), type: try reader.readString(limit: name), token: try reader.readFixed64(), leaseMs: try reader.readSignedVarint())
+        case 6:
+            let id = try reader.readVarint()
+            let type = try reader.readString(limit: name)
+            let token = try reader.readFixed64()
+            let outcome: JobOutcome
+            switch try reader.readByte() {
+            case 0: outcome = .succeeded(result: try reader.readBytes(limit: limits.jobResultBytesMax))
+            case let kind where kind == 1 || kind == 2:
+                outcome = .failed(message: try reader.readString(limit: limits.jobMessageBytesMax * 4), retryable: kind == 1)
+            case let other: throw .invalid("unknown job outcome \(other)")
+            }
+            var exitCode: Int32?
+            if try reader.readBool() {
+                guard let code = Int32(exactly: try reader.readSignedVarint()) else { throw .invalid("an exit code out of range") }
+                exitCode = code
+            }
+            self = .finish(id, type: type, token: token, outcome: outcome, exitCode: exitCode)
+        case 7: self = .cancel(try reader.readVarint())
+        case 8: self = .retry(try reader.readVarint(), deadOnly: try reader.readBool())
+        case 9:
+            self = .scheduleCreate(
+                try CronRecord(decoding: try reader.readBytes(limit: JobSpec.encodedBytesMax(limits) + 1024), limits: limits), replace: try reader.readBool())
+        case 10: self = .schedules
+        case 11: self = .schedulePause(try reader.readString(limit: name), paused: try reader.readBool())
+        case 12: self = .scheduleHistory(try reader.readString(limit: name), limit: try reader.readCount(limit: JobCall.listLimitMax))
+        case 13: self = .scheduleRemove(try reader.readString(limit: name))
+        case let other: throw .invalid("unknown job call \(other)")
+        }
+        try reader.expectEnd()
+    }
+
+    /// Most jobs one list returns.
+    public static let listLimitMax = 1000
+}
+
+/// A node's answer to a `JobCall`.
+public enum JobAnswer: Sendable, Equatable {
+    case submitted(id: UInt64, created: Bool)
+    case job(JobRecord)
+    /// A claim that found nothing within its wait answers `job` with none.
+    case claimed(JobRecord?)
+    case jobs([JobRecord])
+    case history([JobHistoryEntry])
+    case schedules([CronRecord])
+    case ticks([CronTick])
+    case done
+
+    /// Bytes of records one answer carries at most: a list stops early rather than pass the frame limit.
+    public static let bytesMax = 8 << 20
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        switch self {
+        case .submitted(let id, let created):
+            writer.write(0)
+            writer.writeVarint(id)
+            writer.write(created)
+        case .job(let record):
+            writer.write(1)
+            writer.writeBytes(record.encoded)
+        case .claimed(let record):
+            writer.write(2)
+            writer.writeOptionalBytes(record?.encoded)
+        case .jobs(let records):
+            writer.write(3)
+            writer.writeVarint(UInt64(records.count))
+            for record in records { writer.writeBytes(record.encoded) }
+        case .history(let entries):
+            writer.write(4)
+            writer.writeVarint(UInt64(entries.count))
+            for entry in entries { writer.writeBytes(entry.encoded) }
+        case .schedules(let records):
+            writer.write(5)
+            writer.writeVarint(UInt64(records.count))
+            for record in records { writer.writeBytes(record.encoded) }
+        case .ticks(let ticks):
+            writer.write(6)
+            writer.writeVarint(UInt64(ticks.count))
+            for tick in ticks { writer.writeBytes(tick.encoded) }
+        case .done:
+            writer.write(7)
+        }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        let recordMax = JobRecord.encodedBytesMax(limits)
+        switch try reader.readByte() {
+        case 0: self = .submitted(id: try reader.readVarint(), created: try reader.readBool())
+        case 1: self = .job(try JobRecord(decoding: try reader.readBytes(limit: recordMax), limits: limits))
+        case 2: self = .claimed(try reader.readOptionalBytes(limit: recordMax).map { bytes throws(DecodingError) in try JobRecord(decoding: bytes, limits: limits) })
+        case 3:
+            var records: [JobRecord] = []
+            for _ in 0..<(try reader.readCount(limit: JobCall.listLimitMax)) {
+                records.append(try JobRecord(decoding: try reader.readBytes(limit: recordMax), limits: limits))
+            }
+            self = .jobs(records)
+        case 4:
+            var entries: [JobHistoryEntry] = []
+            for _ in 0..<(try reader.readCount(limit: 1_000_000)) {
+                entries.append(try JobHistoryEntry(decoding: try reader.readBytes(limit: limits.jobMessageBytesMax + 512), limits: limits))
+            }
+            self = .history(entries)
+        case 5:
+            var records: [CronRecord] = []
+            for _ in 0..<(try reader.readCount(limit: 1_000_000)) {
+                records.append(try CronRecord(decoding: try reader.readBytes(limit: JobSpec.encodedBytesMax(limits) + 1024), limits: limits))
+            }
+            self = .schedules(records)
+        case 6:
+            var ticks: [CronTick] = []
+            for _ in 0..<(try reader.readCount(limit: JobCall.listLimitMax)) { ticks.append(try CronTick(decoding: try reader.readBytes(limit: 8192))) }
+            self = .ticks(ticks)
+        case 7: self = .done
+        case let other: throw .invalid("unknown job answer \(other)")
+        }
+        try reader.expectEnd()
+    }
+}
+
+extension JobRecord {
+    /// The most bytes a valid record encodes to.
+    static func encodedBytesMax(_ limits: Limits) -> Int {
+        JobSpec.encodedBytesMax(limits) + limits.jobResultBytesMax + limits.jobMessageBytesMax + 2 * limits.jobNameBytesMax + 256
+    }
+}
+
+extension JobStore {
+    /// Runs a call against the store.
+    public func run(_ call: JobCall) async throws -> JobAnswer {
+        switch call {
+        case .submit(let spec):
+            let (id, created) = try await submit(spec)
+            return .submitted(id: id, created: created)
+        case .job(let id): return .job(try await job(id))
+        case .history(let id): return .history(try await history(id))
+        case .list(let state, let type, let after, let limit):
+            var records = try await list(state: state, type: type, after: after, limit: min(limit, JobCall.listLimitMax))
+            var bytes = 0
+            if let cut = records.firstIndex(where: { bytes += $0.encoded.count; return bytes > JobAnswer.bytesMax }) {
+                records.removeSubrange(cut...)
+            }
+            return .jobs(records)
+        case .claim(let worker, let leaseMs, let waitMs):
+            guard !worker.types.isEmpty else { throw JobError.invalid("a worker must name at least one job type") }
+            return .claimed(try await claim(worker, leaseMs: leaseMs, waitMs: waitMs))
+        case .renew(let id, let type, let token, let leaseMs):
+            try await checkType(id, type)
+            return .job(try await renew(id, token: token, leaseMs: leaseMs))
+        case .finish(let id, let type, let token, let outcome, let exitCode):
+            try await checkType(id, type)
+            return .job(try await finish(id, token: token, outcome: outcome, exitCode: exitCode))
+        case .cancel(let id): return .job(try await cancel(id))
+        case .retry(let id, let deadOnly): return .job(try await retry(id, deadOnly: deadOnly))
+        case .scheduleCreate(let record, let replace): return .schedules([try await createSchedule(record, replace: replace)])
+        case .schedules: return .schedules(try await schedules())
+        case .schedulePause(let name, let paused): return .schedules([try await setPaused(name, paused)])
+        case .scheduleHistory(let name, let limit): return .ticks(try await ticks(name, limit: min(limit, JobCall.listLimitMax)))
+        case .scheduleRemove(let name):
+            try await removeSchedule(name)
+            return .done
+        }
+    }
+
+    /// A worker's call names the job's type (its credential was checked for that type): the job
+    /// must be of it.
+    func checkType(_ id: UInt64, _ type: String) async throws {
+        let record = try await job(id)
+        guard record.spec.type == type else { throw JobError.invalid("job \(id) is of type \(record.spec.type), not \(type)") }
+    }
+}
+
+/// Something that runs job calls: a client of a cluster, or a store in this process.
+public protocol JobCalling: Sendable {
+    func job(_ call: JobCall) async throws -> JobAnswer
+}
+
+extension JobStore: JobCalling {
+    public func job(_ call: JobCall) async throws -> JobAnswer { try await run(call) }
+}

@@ -1,0 +1,513 @@
+import AspenCore
+import AspenKV
+import AspenLayer
+
+/// A worker as it asks for work: the job types it runs, its tags, and where it runs.
+public struct WorkerInfo: Sendable, Equatable {
+    public var name: String
+    /// The node it runs on (0: outside the cluster).
+    public var node: UInt64
+    public var types: [String]
+    public var tags: [String: String]
+
+    public init(name: String, node: UInt64 = 0, types: [String], tags: [String: String] = [:]) {
+        self.name = name
+        self.node = node
+        self.types = types
+        self.tags = tags
+    }
+}
+
+/// How an attempt ended, as its worker reports it.
+public enum JobOutcome: Sendable, Equatable {
+    case succeeded(result: [UInt8])
+    /// `retryable: false` sends the job to the dead letters whatever attempts it has left.
+    case failed(message: String, retryable: Bool)
+}
+
+/// The job system's durable state, as a layer over `KeyValueStore`: every job, its attempts,
+/// indexes and history are keys under the reserved subspace `("aspen", "job")`, and every change
+/// of a job is one transaction conditioned on the job's record being unchanged since it was
+/// read. Nothing lives only in memory: a node that runs this and dies leaves nothing behind that
+/// another cannot pick up.
+///
+/// Keys (tuple-encoded in the subspace):
+/// - `("j", id)`: the record; `("h", id, n)`: its n-th history entry;
+/// - indexes, derived from the record's state and rewritten with it (`indexKeys`):
+///   `("r", type, rank, readyAt, id)` ready, `("t", due, id)` timers, `("w", id)` waiting on
+///   dependencies, `("x", leaseExpiry, id)` running, `("d", id)` dead letters;
+/// - `("i", key)`: the job an idempotency key names; `("n")`: the id counter.
+///
+/// Time comes from `nowMs` (in a node: the leader's clock, as every call runs on the leader).
+public final class JobStore: Sendable {
+    public let store: any KeyValueStore
+    let space = Subspace(["aspen", "job"])
+    let limits: Limits
+    let nowMs: @Sendable () -> Int64
+    let random: @Sendable () -> UInt64
+    let ids = JobIDs()
+    /// Woken when a job becomes ready, so that waiting claims look again at once.
+    public let signals = JobSignals()
+    /// The nodes holding a blob, for jobs that prefer to run near one (nil: no preference kept).
+    let blobHolders: (@Sendable ([UInt8]) async -> Set<UInt64>)?
+
+    /// How long a placement wish (a preferred node, a blob's holders) holds a ready job back from
+    /// other workers.
+    public static let preferenceGraceMs: Int64 = 3000
+    /// Attempts at a change before giving up under contention.
+    static let attemptsMax = 16
+
+    public init(
+        store: any KeyValueStore, limits: Limits = .standard, nowMs: @escaping @Sendable () -> Int64,
+        random: @escaping @Sendable () -> UInt64 = { UInt64.random(in: 1...UInt64.max) },
+        blobHolders: (@Sendable ([UInt8]) async -> Set<UInt64>)? = nil
+    ) {
+        self.store = store
+        self.limits = limits
+        self.nowMs = nowMs
+        self.random = random
+        self.blobHolders = blobHolders
+    }
+
+    // MARK: Keys
+
+    func recordKey(_ id: UInt64) -> Bytes { space.pack(["j", .int(Int64(id))]) }
+    func historyKey(_ id: UInt64, _ number: Int) -> Bytes { space.pack(["h", .int(Int64(id)), .int(Int64(number))]) }
+    func idempotencyKey(_ key: String) -> Bytes { space.pack(["i", .string(key)]) }
+    var counterKey: Bytes { space.pack(["n"]) }
+    func readySpace(_ type: String, _ priority: JobPriority) -> Subspace { space.subspace(["r", .string(type), .int(Int64(priority.rank))]) }
+
+    /// The index entries a record in its state has; a change deletes the old ones and writes the new.
+    func indexKeys(_ record: JobRecord) -> [Bytes] {
+        let id = TupleElement.int(Int64(record.id))
+        switch record.state {
+        case .pending: return [readySpace(record.spec.type, record.spec.priority).pack([.int(record.readyAtMs), id])]
+        case .scheduled: return [space.pack(["t", .int(record.readyAtMs), id])]
+        case .waiting: return [space.pack(["w", id])]
+        case .running: return [space.pack(["x", .int(record.attempt?.leaseExpiresAtMs ?? 0), id])]
+        case .dead: return [space.pack(["d", id])]
+        case .succeeded, .cancelled: return []
+        }
+    }
+
+    // MARK: Reading
+
+    func load(_ id: UInt64) async throws -> (record: JobRecord, kv: KeyValue)? {
+        guard let kv = try await store.get(recordKey(id)) else { return nil }
+        return (try JobRecord(decoding: kv.value, limits: limits), kv)
+    }
+
+    public func job(_ id: UInt64) async throws -> JobRecord {
+        guard let (record, _) = try await load(id) else { throw JobError.notFound(id) }
+        return record
+    }
+
+    public func history(_ id: UInt64) async throws -> [JobHistoryEntry] {
+        let prefix = space.subspace(["h", .int(Int64(id))])
+        var entries: [JobHistoryEntry] = []
+        var continuation: Bytes?
+        repeat {
+            let page = try await store.scan(.range(start: prefix.range.start, end: prefix.range.end), limit: 1000, continuation: continuation)
+            entries += try page.kvs.map { try JobHistoryEntry(decoding: $0.value, limits: limits) }
+            continuation = page.continuation
+        } while continuation != nil
+        if entries.isEmpty { _ = try await job(id) }
+        return entries
+    }
+
+    /// Jobs after `after` in id order, of one state and type when given: up to `limit` of them,
+    /// looking at no more than `scanMax` records.
+    public func list(state: JobState? = nil, type: String? = nil, after: UInt64 = 0, limit: Int = 100, scanMax: Int = 20_000) async throws
+        -> [JobRecord]
+    {
+        if state == .dead {
+            // The dead letters have an index of their own.
+            let dead = space.subspace(["d"])
+            let start = after == 0 ? dead.range.start : dead.pack([.int(Int64(after) + 1)])
+            let page = try await store.scan(.range(start: start, end: dead.range.end), limit: limit, keysOnly: true)
+            var records: [JobRecord] = []
+            for kv in page.kvs {
+                guard case .int(let id)? = try dead.unpack(kv.key).elements.first, let (record, _) = try await load(UInt64(id)) else { continue }
+                if type == nil || record.spec.type == type { records.append(record) }
+            }
+            return records
+        }
+        let records = space.subspace(["j"])
+        var start = records.pack([.int(Int64(after) + 1)])
+        var found: [JobRecord] = []
+        var scanned = 0
+        while found.count < limit, scanned < scanMax {
+            let page = try await store.scan(.range(start: start, end: records.range.end), limit: min(1000, scanMax - scanned))
+            scanned += page.kvs.count
+            for kv in page.kvs {
+                let record = try JobRecord(decoding: kv.value, limits: limits)
+                if state.map({ $0 == record.state }) ?? true, type.map({ $0 == record.spec.type }) ?? true {
+                    found.append(record)
+                    if found.count == limit { break }
+                }
+            }
+            guard let last = page.kvs.last, page.more else { break }
+            start = last.key + [0]
+        }
+        return found
+    }
+
+    // MARK: Writing
+
+    /// Writes `new` over `old` (nil: creates it), with the index changes its state implies and a
+    /// history entry; false when the record changed since it was read.
+    func write(over old: (record: JobRecord, kv: KeyValue)?, _ new: JobRecord, history entry: JobHistoryEntry?, extra: [TransactionOperation] = [])
+        async throws -> (written: Bool, record: JobRecord)
+    {
+        var new = new
+        let key = recordKey(new.id)
+        var operations: [TransactionOperation] = []
+        if let entry {
+            operations.append(.put(Put(key: historyKey(new.id, new.transitions), value: entry.encoded)))
+            new.transitions += 1
+        }
+        let before = old.map { indexKeys($0.record) } ?? []
+        let after = indexKeys(new)
+        for stale in before where !after.contains(stale) { operations.append(.delete(Delete(.key(stale)))) }
+        for fresh in after where !before.contains(fresh) { operations.append(.put(Put(key: fresh, value: []))) }
+        operations.append(.put(Put(key: key, value: new.encoded)))
+        let compare = old.map { Compare(key: key, .modRevision($0.kv.modRevision)) } ?? .absent(key)
+        let outcome = try await store.transaction(Transaction(compares: [compare], success: operations + extra))
+        if outcome.succeeded, new.state == .pending { await signals.notify() }
+        return (outcome.succeeded, new)
+    }
+
+    /// Reads the job, asks `change` what it becomes (nil: nothing to do) and writes that,
+    /// again from a fresh read when another writer changed the job in between.
+    @discardableResult
+    func update(_ id: UInt64, _ change: (JobRecord) throws -> (JobRecord, JobHistoryEntry?)?) async throws -> JobRecord {
+        for _ in 0..<Self.attemptsMax {
+            guard let loaded = try await load(id) else { throw JobError.notFound(id) }
+            guard let (next, entry) = try change(loaded.record) else { return loaded.record }
+            let (written, record) = try await write(over: loaded, next, history: entry)
+            if written { return record }
+        }
+        throw JobError.contention(attempts: Self.attemptsMax)
+    }
+
+    func clip(_ message: String) -> String {
+        guard message.utf8.count > limits.jobMessageBytesMax else { return message }
+        var clipped = Substring(message)
+        while clipped.utf8.count > limits.jobMessageBytesMax - 3 { clipped = clipped.dropLast() }
+        return clipped + "..."
+    }
+
+    // MARK: Submit
+
+    /// Creates a job, or with an idempotency key that already names one, returns that one
+    /// (`created` false). The key is claimed in the transaction that creates the job, so of any
+    /// number of concurrent submits with one key exactly one creates a job.
+    public func submit(_ spec: JobSpec, origin: String = "") async throws -> (id: UInt64, created: Bool) {
+        do throws(JobPolicyError) {
+            try spec.validate(limits: limits)
+        } catch {
+            throw JobError.invalid(error.description)
+        }
+        if let key = spec.idempotencyKey, let existing = try await idempotent(key) { return (existing, false) }
+        if !spec.dependsOn.isEmpty {
+            let found = try await store.getMany(spec.dependsOn.map(recordKey))
+            if let missing = zip(spec.dependsOn, found).first(where: { $0.1 == nil }) {
+                throw JobError.invalid("unknown dependency: no job \(missing.0)")
+            }
+        }
+        for _ in 0..<Self.attemptsMax {
+            let id = try await ids.take { try await self.reserveIDs(64) }
+            let now = nowMs()
+            let state: JobState = !spec.dependsOn.isEmpty ? .waiting : (spec.runAtMs ?? now) > now ? .scheduled : .pending
+            let record = JobRecord(id: id, spec: spec, state: state, submittedAtMs: now, readyAtMs: state == .scheduled ? spec.runAtMs! : now, origin: origin)
+            var compares: [Compare] = [.absent(recordKey(id))]
+            var extra: [TransactionOperation] = []
+            if let key = spec.idempotencyKey {
+                compares.append(.absent(idempotencyKey(key)))
+                extra.append(.put(Put(key: idempotencyKey(key), value: Tuple([.int(Int64(id))]).encoded)))
+            }
+            // A dependency is never deleted while a job waits on it; the compare keeps it so.
+            for dependency in spec.dependsOn { compares.append(Compare(key: recordKey(dependency), .version(0), .greater)) }
+            let entry = JobHistoryEntry(atMs: now, state: state, message: origin.isEmpty ? "submitted" : "submitted by \(origin)")
+            var new = record
+            new.transitions = 1
+            var operations: [TransactionOperation] = [.put(Put(key: historyKey(id, 0), value: entry.encoded))]
+            operations += indexKeys(new).map { .put(Put(key: $0, value: [])) }
+            operations.append(.put(Put(key: recordKey(id), value: new.encoded)))
+            let outcome = try await store.transaction(Transaction(compares: compares, success: operations + extra))
+            if outcome.succeeded {
+                if state == .pending { await signals.notify() }
+                return (id, true)
+            }
+            if let key = spec.idempotencyKey, let existing = try await idempotent(key) { return (existing, false) }
+        }
+        throw JobError.contention(attempts: Self.attemptsMax)
+    }
+
+    func idempotent(_ key: String) async throws -> UInt64? {
+        guard let kv = try await store.get(idempotencyKey(key)) else { return nil }
+        guard case .int(let id)? = try Tuple(decoding: kv.value).elements.first else { throw JobError.invalid("a corrupt idempotency record") }
+        return UInt64(id)
+    }
+
+    /// Reserves `count` ids no other caller gets, by compare-and-swap on the counter.
+    func reserveIDs(_ count: UInt64) async throws -> ClosedRange<UInt64> {
+        for _ in 0..<Self.attemptsMax {
+            let current = try await store.get(counterKey)
+            var last: UInt64 = 0
+            if let current, case .int(let value)? = try Tuple(decoding: current.value).elements.first { last = UInt64(value) }
+            let compare = current.map { Compare(key: counterKey, .modRevision($0.modRevision)) } ?? .absent(counterKey)
+            let next = last + count
+            let outcome = try await store.transaction(
+                Transaction(compares: [compare], success: [.put(Put(key: counterKey, value: Tuple([.int(Int64(next))]).encoded))]))
+            if outcome.succeeded { return (last + 1)...next }
+        }
+        throw JobError.contention(attempts: Self.attemptsMax)
+    }
+
+    // MARK: Claim
+
+    /// Gives `worker` the job it should run next, under a lease of `leaseMs`, or nil when none is
+    /// ready for it. Among ready jobs of its types: the best priority after aging, then the
+    /// oldest. A job is claimed by a transaction conditioned on its record, so two workers never
+    /// both get it; the claim carries a fresh attempt token.
+    public func claim(_ worker: WorkerInfo, leaseMs: Int64) async throws -> JobRecord? {
+        guard (100...600_000).contains(leaseMs) else { throw JobError.invalid("a lease must be 100 ms to 10 minutes, not \(leaseMs) ms") }
+        let now = nowMs()
+        var candidates: [(rank: Int, readyAt: Int64, id: UInt64)] = []
+        for type in Set(worker.types) {
+            for priority in JobPriority.allCases {
+                let ready = readySpace(type, priority)
+                // The index is read from this node's applied state: the claim itself is conditioned on
+                // the record, so an entry already gone only costs a failed attempt.
+                let page = try await store.scan(
+                    .range(start: ready.range.start, end: ready.range.end), limit: 8, keysOnly: true, consistency: .stale)
+                for kv in page.kvs {
+                    let elements = try ready.unpack(kv.key).elements
+                    guard elements.count == 2, case .int(let readyAt) = elements[0], case .int(let id) = elements[1] else { continue }
+                    candidates.append((priority.effectiveRank(waitedMs: now - readyAt), readyAt, UInt64(id)))
+                }
+            }
+        }
+        candidates.sort { ($0.rank, $0.readyAt, $0.id) < ($1.rank, $1.readyAt, $1.id) }
+        for candidate in candidates {
+            if let claimed = try await claim(candidate.id, for: worker, leaseMs: leaseMs) { return claimed }
+        }
+        return nil
+    }
+
+    /// Claims one job for the worker, or nil when it is not (or no longer) for this worker.
+    func claim(_ id: UInt64, for worker: WorkerInfo, leaseMs: Int64) async throws -> JobRecord? {
+        guard let loaded = try await load(id), loaded.record.state == .pending else { return nil }
+        var record = loaded.record
+        let spec = record.spec
+        guard spec.requiredTags.allSatisfy({ worker.tags[$0.key] == $0.value }), spec.avoidNode.map({ $0 != worker.node }) ?? true else {
+            return nil
+        }
+        let now = nowMs()
+        if now - record.readyAtMs < Self.preferenceGraceMs {
+            if let preferred = spec.preferNode, preferred != worker.node { return nil }
+            if let blob = spec.nearBlob, let blobHolders {
+                let holders = await blobHolders(blob)
+                if !holders.isEmpty, !holders.contains(worker.node) { return nil }
+            }
+        }
+        record.attempts += 1
+        record.state = .running
+        record.attempt = JobAttempt(
+            number: record.attempts, token: random(), worker: worker.name, node: worker.node, startedAtMs: now, leaseExpiresAtMs: now + leaseMs)
+        let entry = JobHistoryEntry(
+            atMs: now, state: .running, attempt: record.attempts, token: record.attempt!.token, worker: worker.name, node: worker.node,
+            message: "claimed")
+        let (written, claimed) = try await write(over: loaded, record, history: entry)
+        return written ? claimed : nil
+    }
+
+    /// Claims like `claim`, waiting up to `waitMs` for a job to become ready.
+    public func claim(_ worker: WorkerInfo, leaseMs: Int64, waitMs: Int64) async throws -> JobRecord? {
+        let deadline = nowMs() + min(max(0, waitMs), 60_000)
+        while true {
+            if let claimed = try await claim(worker, leaseMs: leaseMs) { return claimed }
+            let left = deadline - nowMs()
+            guard left > 0 else { return nil }
+            // Every change that makes a job ready runs here, on the leader, and signals; the bounded
+            // wait covers a store changed by others (a test's, or a client running the layer).
+            await signals.wait(upToMs: min(left, 2000))
+            try Task.checkCancellation()
+        }
+    }
+
+    // MARK: The running attempt
+
+    /// Why `token` no longer speaks for `record`.
+    func stale(_ record: JobRecord, _ token: UInt64) -> JobError {
+        guard let attempt = record.attempt, record.attempts > 0 else {
+            return .staleAttempt(job: record.id, token: token, reason: "the job has never been claimed")
+        }
+        if attempt.token != token {
+            return .staleAttempt(
+                job: record.id, token: token,
+                reason: "attempt \(attempt.number) (token \(String(attempt.token, radix: 16))) is the job's current one; the job is \(record.state.rawValue)")
+        }
+        return .staleAttempt(job: record.id, token: token, reason: "the attempt ended at \(attempt.endedAtMs ?? 0) ms; the job is \(record.state.rawValue)")
+    }
+
+    /// Extends the attempt's lease to `leaseMs` from now; tells the worker whether a cancel asks
+    /// it to stop. Refused for any token but the current attempt's.
+    public func renew(_ id: UInt64, token: UInt64, leaseMs: Int64) async throws -> JobRecord {
+        guard (100...600_000).contains(leaseMs) else { throw JobError.invalid("a lease must be 100 ms to 10 minutes, not \(leaseMs) ms") }
+        return try await update(id) { record in
+            guard record.state == .running, record.attempt?.token == token else { throw self.stale(record, token) }
+            var next = record
+            next.attempt!.leaseExpiresAtMs = self.nowMs() + leaseMs
+            return (next, nil)
+        }
+    }
+
+    /// Records the attempt's end as its worker reports it. A replay of the same report (the same
+    /// token, the attempt already finished by its worker) answers the job as it is; a report for
+    /// any other attempt is refused, so a worker the cluster gave up on changes nothing.
+    public func finish(_ id: UInt64, token: UInt64, outcome: JobOutcome, exitCode: Int32? = nil) async throws -> JobRecord {
+        if case .succeeded(let result) = outcome, result.count > limits.jobResultBytesMax {
+            throw JobError.invalid("a result of \(result.count) bytes exceeds jobResultBytesMax (\(limits.jobResultBytesMax)); put it in the blob store")
+        }
+        return try await update(id) { record in
+            if record.state != .running, let attempt = record.attempt, attempt.token == token, attempt.finished { return nil }
+            guard record.state == .running, record.attempt?.token == token else { throw self.stale(record, token) }
+            let now = self.nowMs()
+            var next = record
+            next.attempt!.endedAtMs = now
+            next.attempt!.finished = true
+            next.attempt!.exitCode = exitCode
+            let attempt = next.attempt!
+            switch outcome {
+            case .succeeded(let result):
+                next.state = .succeeded
+                next.result = result
+                next.finishedAtMs = now
+                return (next, self.entry(next, attempt, now, "succeeded"))
+            case .failed(let message, let retryable):
+                return self.failed(next, attempt, now, message: self.clip(message), retryable: retryable)
+            }
+        }
+    }
+
+    func entry(_ record: JobRecord, _ attempt: JobAttempt, _ now: Int64, _ message: String) -> JobHistoryEntry {
+        JobHistoryEntry(
+            atMs: now, state: record.state, attempt: attempt.number, token: attempt.token, worker: attempt.worker, node: attempt.node,
+            exitCode: attempt.exitCode, message: message)
+    }
+
+    /// What a failed attempt leads to: cancelled (a cancel was asked), another attempt after the
+    /// backoff, or the dead letters.
+    func failed(_ record: JobRecord, _ attempt: JobAttempt, _ now: Int64, message: String, retryable: Bool) -> (JobRecord, JobHistoryEntry) {
+        var next = record
+        next.lastError = message
+        if next.cancelRequested {
+            next.state = .cancelled
+            next.finishedAtMs = now
+            return (next, entry(next, attempt, now, "cancelled: \(message)"))
+        }
+        guard retryable, next.attemptsLeft > 0 else {
+            next.state = .dead
+            next.finishedAtMs = now
+            let why = retryable ? "out of attempts (\(next.spec.maxAttempts))" : "not retryable"
+            return (next, entry(next, attempt, now, "dead, \(why): \(message)"))
+        }
+        let failures = next.attempts - next.attemptsBase
+        let delay = next.spec.backoff.delayMs(afterFailures: failures, unit: Double(random() >> 11) / Double(1 << 53))
+        next.readyAtMs = now + delay
+        next.state = delay > 0 ? .scheduled : .pending
+        return (next, entry(next, attempt, now, "failed, retry in \(JobDuration.format(ms: delay)): \(message)"))
+    }
+
+    // MARK: Operators
+
+    /// Cancels a job that has not finished. A running one is asked to stop (its worker learns at
+    /// its next renewal) and ends as cancelled when its attempt ends.
+    public func cancel(_ id: UInt64) async throws -> JobRecord {
+        try await update(id) { record in
+            guard !record.state.isFinal else { throw JobError.wrongState(job: id, state: record.state, wanted: "only an unfinished job can be cancelled") }
+            let now = self.nowMs()
+            var next = record
+            if record.state == .running {
+                guard !record.cancelRequested else { return nil }
+                next.cancelRequested = true
+                return (next, JobHistoryEntry(atMs: now, state: .running, message: "cancel requested"))
+            }
+            next.state = .cancelled
+            next.finishedAtMs = now
+            return (next, JobHistoryEntry(atMs: now, state: .cancelled, message: "cancelled"))
+        }
+    }
+
+    /// Starts a dead or cancelled job again with a fresh budget of attempts (`deadOnly`: a
+    /// dead-letter redrive, refused for a cancelled job).
+    public func retry(_ id: UInt64, deadOnly: Bool = false) async throws -> JobRecord {
+        try await update(id) { record in
+            let allowed: Set<JobState> = deadOnly ? [.dead] : [.dead, .cancelled]
+            guard allowed.contains(record.state) else {
+                throw JobError.wrongState(job: id, state: record.state, wanted: deadOnly ? "only a dead job can be redriven" : "only a dead or cancelled job can be retried")
+            }
+            let now = self.nowMs()
+            var next = record
+            next.attemptsBase = record.attempts
+            next.cancelRequested = false
+            next.finishedAtMs = nil
+            next.readyAtMs = now
+            next.state = record.spec.dependsOn.isEmpty ? .pending : .waiting
+            return (next, JobHistoryEntry(atMs: now, state: next.state, message: deadOnly ? "redriven from the dead letters" : "retried"))
+        }
+    }
+}
+
+/// Hands out job ids from blocks reserved in the store, so a submit costs no extra write.
+actor JobIDs {
+    private var next: UInt64 = 0
+    private var end: UInt64 = 0
+
+    func take(_ reserve: @Sendable () async throws -> ClosedRange<UInt64>) async throws -> UInt64 {
+        while next >= end {
+            let block = try await reserve()
+            // Another take may have refilled while this one waited; its block is used first.
+            if next >= end {
+                next = block.lowerBound
+                end = block.upperBound + 1
+            }
+        }
+        defer { next += 1 }
+        return next
+    }
+}
+
+/// Wakes the claims waiting on this node when a job becomes ready.
+public actor JobSignals {
+    private var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    private var nextWaiter = 0
+
+    public init() {}
+
+    public func notify() {
+        let woken = waiters
+        waiters = [:]
+        for continuation in woken.values { continuation.resume() }
+    }
+
+    /// Returns at the next `notify`, after `upToMs`, or when the calling task is cancelled.
+    public func wait(upToMs: Int64) async {
+        let id = nextWaiter
+        nextWaiter += 1
+        let timer = Task {
+            try? await Task.sleep(for: .milliseconds(upToMs))
+            self.wake(id)
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { waiters[id] = $0 }
+        } onCancel: {
+            timer.cancel()
+        }
+        timer.cancel()
+    }
+
+    private func wake(_ id: Int) { waiters.removeValue(forKey: id)?.resume() }
+}

@@ -1,0 +1,345 @@
+import AspenCore
+import AspenKV
+import Synchronization
+import Testing
+
+@testable import AspenJobs
+
+/// The job store over an in-memory store, on a clock the test moves.
+final class JobClock: Sendable {
+    private let now = Mutex<Int64>(1_000_000)
+    var ms: Int64 { now.withLock { $0 } }
+    func advance(_ ms: Int64) { now.withLock { $0 += ms } }
+}
+
+func jobStore(_ clock: JobClock) -> JobStore {
+    let tokens = Mutex<UInt64>(0x1000)
+    return JobStore(
+        store: MemoryKeyValueStore(nowMs: { clock.ms }), nowMs: { clock.ms },
+        random: { tokens.withLock { $0 += 0x111; return $0 } })
+}
+
+let shellWorker = WorkerInfo(name: "w1", node: 1, types: ["shell"])
+
+@Suite("Job store")
+struct JobStoreTests {
+    @Test("a job goes pending, running, succeeded, and its history tells each step with the attempt")
+    func roundTrip() async throws {
+        let clock = JobClock()
+        let jobs = jobStore(clock)
+        let (id, created) = try await jobs.submit(JobSpec(type: "shell", command: ["true"]))
+        #expect(created)
+        #expect(try await jobs.job(id).state == .pending)
+        let claimed = try #require(try await jobs.claim(shellWorker, leaseMs: 30_000))
+        #expect(claimed.id == id && claimed.state == .running && claimed.attempt?.number == 1)
+        #expect(try await jobs.claim(shellWorker, leaseMs: 30_000) == nil)
+        let done = try await jobs.finish(id, token: claimed.attempt!.token, outcome: .succeeded(result: [7]), exitCode: 0)
+        #expect(done.state == .succeeded && done.result == [7])
+        let history = try await jobs.history(id)
+        #expect(history.map(\.state) == [.pending, .running, .succeeded])
+        #expect(history[1].worker == "w1" && history[1].node == 1 && history[2].exitCode == 0)
+        #expect(history[1].token == claimed.attempt!.token)
+    }
+
+    @Test("workers take higher priorities first, oldest first within one, and a long wait lifts a low job (aging)")
+    func priorities() async throws {
+        let clock = JobClock()
+        let jobs = jobStore(clock)
+        var ids: [JobPriority: UInt64] = [:]
+        for priority in [JobPriority.low, .normal, .high, .critical] {
+            ids[priority] = try await jobs.submit(JobSpec(type: "shell", command: ["true"], priority: priority)).id
+            clock.advance(10)
+        }
+        let second = try await jobs.submit(JobSpec(type: "shell", command: ["true"], priority: .critical)).id
+        var order: [UInt64] = []
+        while let claimed = try await jobs.claim(shellWorker, leaseMs: 30_000) { order.append(claimed.id) }
+        #expect(order == [ids[.critical]!, second, ids[.high]!, ids[.normal]!, ids[.low]!])
+
+        // A low job that waited three minutes ranks with critical ones, and is older.
+        let old = try await jobs.submit(JobSpec(type: "shell", command: ["true"], priority: .low)).id
+        clock.advance(3 * JobPriority.agingMs)
+        let urgent = try await jobs.submit(JobSpec(type: "shell", command: ["true"], priority: .critical)).id
+        #expect(try await jobs.claim(shellWorker, leaseMs: 30_000)?.id == old)
+        #expect(try await jobs.claim(shellWorker, leaseMs: 30_000)?.id == urgent)
+    }
+
+    @Test("a failing job is retried after its backoff, goes to the dead letters after exactly max attempts, and redrives")
+    func retriesAndDeadLetters() async throws {
+        let clock = JobClock()
+        let jobs = jobStore(clock)
+        let spec = JobSpec(type: "shell", command: ["false"], maxAttempts: 3, backoff: .fixed(ms: 5000))
+        let id = try await jobs.submit(spec).id
+        for attempt in 1...3 {
+            let claimed = try #require(try await jobs.claim(shellWorker, leaseMs: 30_000))
+            #expect(claimed.attempt?.number == attempt)
+            let after = try await jobs.finish(id, token: claimed.attempt!.token, outcome: .failed(message: "exit 1", retryable: true), exitCode: 1)
+            if attempt < 3 {
+                #expect(after.state == .scheduled)
+                // Jittered within [half, whole] of the 5 s backoff.
+                let wait = after.readyAtMs - clock.ms
+                #expect((2500...5000).contains(wait))
+                clock.advance(wait - 1)
+                _ = try await jobs.tick()
+                #expect(try await jobs.claim(shellWorker, leaseMs: 30_000) == nil)
+                clock.advance(1)
+                #expect(try await jobs.tick().promoted == 1)
+            } else {
+                #expect(after.state == .dead && after.lastError == "exit 1")
+            }
+        }
+        #expect(try await jobs.list(state: .dead).map(\.id) == [id])
+        let history = try await jobs.history(id)
+        #expect(history.last?.message.hasPrefix("dead, out of attempts (3)") == true)
+        await #expect(throws: JobError.wrongState(job: id, state: .dead, wanted: "only an unfinished job can be cancelled")) {
+            try await jobs.cancel(id)
+        }
+        let redriven = try await jobs.retry(id, deadOnly: true)
+        #expect(redriven.state == .pending && redriven.attemptsLeft == 3)
+        #expect(try await jobs.list(state: .dead).isEmpty)
+        #expect(try await jobs.claim(shellWorker, leaseMs: 30_000)?.attempt?.number == 4)
+    }
+
+    @Test("an attempt whose lease ran out is re-queued and its token is dead: renewals and completions with it are refused")
+    func fencing() async throws {
+        let clock = JobClock()
+        let jobs = jobStore(clock)
+        let id = try await jobs.submit(JobSpec(type: "shell", command: ["true"], backoff: .none)).id
+        let first = try #require(try await jobs.claim(shellWorker, leaseMs: 1000))
+        clock.advance(600)
+        _ = try await jobs.renew(id, token: first.attempt!.token, leaseMs: 1000)
+        clock.advance(999)
+        #expect(try await jobs.tick().expired == 0)
+        clock.advance(1)
+        #expect(try await jobs.tick().expired == 1)
+        #expect(try await jobs.job(id).state == .pending)
+        let second = try #require(try await jobs.claim(WorkerInfo(name: "w2", node: 2, types: ["shell"]), leaseMs: 1000))
+        #expect(second.attempt!.token != first.attempt!.token && second.attempt!.number == 2)
+
+        let oldToken = first.attempt!.token
+        await #expect(throws: JobError.self) { try await jobs.renew(id, token: oldToken, leaseMs: 1000) }
+        do {
+            _ = try await jobs.finish(id, token: oldToken, outcome: .succeeded(result: [1]))
+            Issue.record("a completion with a dead token was accepted")
+        } catch let error as JobError {
+            guard case .staleAttempt(let job, let token, let reason) = error else { throw error }
+            #expect(job == id && token == oldToken && reason.contains("attempt 2"))
+        }
+        #expect(try await jobs.job(id).state == .running)
+        let done = try await jobs.finish(id, token: second.attempt!.token, outcome: .succeeded(result: [2]))
+        // Replaying the same report answers the job as it is; the old token stays refused.
+        #expect(try await jobs.finish(id, token: second.attempt!.token, outcome: .succeeded(result: [2])) == done)
+        await #expect(throws: JobError.self) { try await jobs.finish(id, token: oldToken, outcome: .succeeded(result: [1])) }
+        let history = try await jobs.history(id)
+        #expect(history.filter { $0.state == .running }.map(\.token) == [first.attempt!.token, second.attempt!.token])
+        #expect(history.contains { $0.message.hasPrefix("failed, retry in 0ms: lease expired: worker w1 on node 1") })
+        #expect(try await jobs.job(id).result == [2])
+    }
+
+    @Test("50 concurrent submits with one idempotency key make one job")
+    func idempotencyRace() async throws {
+        let clock = JobClock()
+        let jobs = jobStore(clock)
+        let ids = try await withThrowingTaskGroup(of: (UInt64, Bool).self) { group in
+            for _ in 0..<50 {
+                group.addTask { try await jobs.submit(JobSpec(type: "shell", command: ["true"], idempotencyKey: "build-42")) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(Set(ids.map(\.0)).count == 1)
+        #expect(ids.filter(\.1).count == 1)
+        #expect(try await jobs.list().count == 1)
+    }
+
+    @Test("dependencies: a job waits for them, is cancelled when one dies, or runs anyway under continue; unknown ones are refused")
+    func dependencies() async throws {
+        let clock = JobClock()
+        let jobs = jobStore(clock)
+        let a = try await jobs.submit(JobSpec(type: "shell", command: ["a"])).id
+        let b = try await jobs.submit(JobSpec(type: "shell", command: ["b"], maxAttempts: 1)).id
+        let afterA = try await jobs.submit(JobSpec(type: "shell", command: ["c"], dependsOn: [a])).id
+        let afterBoth = try await jobs.submit(JobSpec(type: "shell", command: ["d"], dependsOn: [a, b])).id
+        let anyway = try await jobs.submit(JobSpec(type: "shell", command: ["e"], dependsOn: [a, b], onDependencyFailure: .continue)).id
+        await #expect(throws: JobError.invalid("unknown dependency: no job 999")) {
+            try await jobs.submit(JobSpec(type: "shell", command: ["f"], dependsOn: [999]))
+        }
+        #expect(try await jobs.tick().resolved == 0)
+        let first = try #require(try await jobs.claim(shellWorker, leaseMs: 30_000))
+        let second = try #require(try await jobs.claim(shellWorker, leaseMs: 30_000))
+        #expect([first.id, second.id] == [a, b])
+        #expect(try await jobs.claim(shellWorker, leaseMs: 30_000) == nil)
+        _ = try await jobs.finish(a, token: first.attempt!.token, outcome: .succeeded(result: []))
+        #expect(try await jobs.tick().resolved == 1)
+        #expect(try await jobs.job(afterA).state == .pending)
+        _ = try await jobs.finish(b, token: second.attempt!.token, outcome: .failed(message: "boom", retryable: true))
+        #expect(try await jobs.job(b).state == .dead)
+        #expect(try await jobs.tick().resolved == 2)
+        #expect(try await jobs.job(afterBoth).state == .cancelled)
+        #expect(try await jobs.history(afterBoth).last?.message == "dependency \(b) is dead")
+        #expect(try await jobs.job(anyway).state == .pending)
+    }
+
+    @Test("cancel: a waiting job ends at once; a running one is asked to stop and ends cancelled when its attempt ends")
+    func cancel() async throws {
+        let clock = JobClock()
+        let jobs = jobStore(clock)
+        let later = try await jobs.submit(JobSpec(type: "shell", command: ["x"], runAtMs: clock.ms + 60_000)).id
+        #expect(try await jobs.job(later).state == .scheduled)
+        #expect(try await jobs.cancel(later).state == .cancelled)
+        clock.advance(60_000)
+        #expect(try await jobs.tick().promoted == 0)
+
+        let id = try await jobs.submit(JobSpec(type: "shell", command: ["sleep", "9"])).id
+        let claimed = try #require(try await jobs.claim(shellWorker, leaseMs: 30_000))
+        #expect(try await jobs.cancel(id).cancelRequested)
+        #expect(try await jobs.renew(id, token: claimed.attempt!.token, leaseMs: 30_000).cancelRequested)
+        let ended = try await jobs.finish(id, token: claimed.attempt!.token, outcome: .failed(message: "stopped", retryable: true))
+        #expect(ended.state == .cancelled)
+        #expect(try await jobs.retry(id).state == .pending)
+    }
+
+    @Test("a job that needs worker tags waits for a worker that has them; an avoided node never gets it")
+    func affinity() async throws {
+        let clock = JobClock()
+        let jobs = jobStore(clock)
+        let gpu = try await jobs.submit(JobSpec(type: "shell", command: ["train"], requiredTags: ["gpu": "true"])).id
+        #expect(try await jobs.claim(shellWorker, leaseMs: 30_000) == nil)
+        let tagged = WorkerInfo(name: "g", node: 3, types: ["shell"], tags: ["gpu": "true", "region": "eu"])
+        #expect(try await jobs.claim(tagged, leaseMs: 30_000)?.id == gpu)
+
+        let avoid = try await jobs.submit(JobSpec(type: "shell", command: ["x"], avoidNode: 1)).id
+        clock.advance(10 * JobStore.preferenceGraceMs)
+        #expect(try await jobs.claim(shellWorker, leaseMs: 30_000) == nil)
+        #expect(try await jobs.claim(WorkerInfo(name: "w2", node: 2, types: ["shell"]), leaseMs: 30_000)?.id == avoid)
+
+        // A preferred node gets the job first; others only once the grace has passed.
+        let prefer = try await jobs.submit(JobSpec(type: "shell", command: ["x"], preferNode: 2)).id
+        #expect(try await jobs.claim(shellWorker, leaseMs: 30_000) == nil)
+        clock.advance(JobStore.preferenceGraceMs)
+        #expect(try await jobs.claim(shellWorker, leaseMs: 30_000)?.id == prefer)
+    }
+
+    @Test("a waiting claim is woken by a submit instead of sleeping out its wait")
+    func wakeups() async throws {
+        let clock = JobClock()
+        let jobs = jobStore(clock)
+        let waiter = Task { try await jobs.claim(shellWorker, leaseMs: 30_000, waitMs: 60_000) }
+        try await Task.sleep(for: .milliseconds(50))
+        let id = try await jobs.submit(JobSpec(type: "shell", command: ["true"])).id
+        // The test clock stands still, so only the wakeup can end the wait.
+        #expect(try await waiter.value?.id == id)
+    }
+
+    @Test("records, history entries and errors survive their encodings; truncated ones are refused")
+    func encodings() throws {
+        var record = JobRecord(id: 9, spec: JobSpecTests.full, state: .running, submittedAtMs: 5, readyAtMs: 6, origin: "cron:nightly")
+        record.attempts = 2
+        record.attempt = JobAttempt(number: 2, token: 0xFEED, worker: "w", node: 3, startedAtMs: 7, leaseExpiresAtMs: 8)
+        record.attempt?.exitCode = -9
+        record.lastError = "boom"
+        record.result = [1, 2]
+        #expect(try JobRecord(decoding: record.encoded) == record)
+        for cut in [1, 10, record.encoded.count - 1] {
+            #expect(throws: DecodingError.self) { try JobRecord(decoding: Array(record.encoded.prefix(cut))) }
+        }
+        let entry = JobHistoryEntry(atMs: 1, state: .dead, attempt: 3, token: 4, worker: "w", node: 5, exitCode: 2, message: "m")
+        #expect(try JobHistoryEntry(decoding: entry.encoded) == entry)
+        for error in [JobError.invalid("x"), .notFound(3), .staleAttempt(job: 1, token: 2, reason: "r"), .wrongState(job: 1, state: .dead, wanted: "w"),
+            .contention(attempts: 4)]
+        {
+            #expect(try JobError(decoding: error.encoded) == error)
+        }
+    }
+}
+
+@Suite("Job schedules")
+struct CronStoreTests {
+    static let every10s = "*/10 * * * * *"
+
+    func jobs(_ store: JobStore) async throws -> [JobRecord] { try await store.list(limit: 1000) }
+
+    @Test("each tick makes exactly one job, however many managers (an old leader and a new one) fire it")
+    func onceAcrossManagers() async throws {
+        let clock = JobClock()  // 1 000 000 ms: 16:40 past the epoch, on a multiple of 10 s
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let old = JobStore(store: memory, nowMs: { clock.ms })
+        let new = JobStore(store: memory, nowMs: { clock.ms })
+        _ = try await old.createSchedule(CronRecord(name: "ten", expression: Self.every10s, spec: JobSpec(type: "shell", command: ["true"])), replace: false)
+        for _ in 0..<7 {
+            clock.advance(5000)
+            async let first = old.tick()
+            async let second = new.tick()
+            _ = try await (first, second)
+            _ = try await new.tick()
+        }
+        let made = try await jobs(old)
+        #expect(made.count == 3)
+        #expect(Set(made.map(\.spec.idempotencyKey)) == ["cron:ten:1010000", "cron:ten:1020000", "cron:ten:1030000"])
+        #expect(made.allSatisfy { $0.origin == "cron:ten" })
+        let ticks = try await old.ticks("ten")
+        #expect(ticks.map(\.tickMs) == [1_010_000, 1_020_000, 1_030_000] && ticks.allSatisfy { $0.job != nil })
+    }
+
+    @Test("after an outage: skip runs only recent ticks, latest runs one, all runs each (bounded)")
+    func catchUp() async throws {
+        for (policy, expected) in [(CronRecord.CatchUp.skip, 7), (.latest, 1), (.all, 30)] {
+            let clock = JobClock()
+            let store = jobStore(clock)
+            _ = try await store.createSchedule(
+                CronRecord(name: "c", expression: Self.every10s, spec: JobSpec(type: "shell", command: ["true"]), catchUp: policy), replace: false)
+            // Five minutes without a pass: 30 ticks, 7 of them within the last minute (both ends in).
+            clock.advance(300_000)
+            _ = try await store.tick()
+            #expect(try await jobs(store).count == expected, "\(policy)")
+            #expect(try await store.ticks("c").count == 30, "every missed tick is recorded, fired or not")
+        }
+    }
+
+    @Test("overlap: skip leaves a tick out while the last job runs; queue makes it wait for that job")
+    func overlap() async throws {
+        for policy in [CronRecord.Overlap.skip, .queue] {
+            let clock = JobClock()
+            let store = jobStore(clock)
+            _ = try await store.createSchedule(
+                CronRecord(name: "o", expression: Self.every10s, spec: JobSpec(type: "shell", command: ["true"]), overlap: policy), replace: false)
+            clock.advance(10_000)
+            _ = try await store.tick()
+            let first = try #require(try await store.claim(shellWorker, leaseMs: 60_000))
+            clock.advance(10_000)
+            _ = try await store.tick()
+            let made = try await jobs(store)
+            if policy == .skip {
+                #expect(made.count == 1)
+                #expect(try await store.ticks("o").last?.message.hasPrefix("skipped: job \(first.id)") == true)
+            } else {
+                #expect(made.count == 2 && made[1].state == .waiting && made[1].spec.dependsOn == [first.id])
+            }
+        }
+    }
+
+    @Test("a paused schedule fires nothing, and resumes at the next tick without catching up")
+    func pause() async throws {
+        let clock = JobClock()
+        let store = jobStore(clock)
+        _ = try await store.createSchedule(CronRecord(name: "p", expression: Self.every10s, spec: JobSpec(type: "shell", command: ["true"])), replace: false)
+        #expect(try await store.setPaused("p", true).paused)
+        clock.advance(30_000)
+        _ = try await store.tick()
+        #expect(try await jobs(store).isEmpty)
+        #expect(try await store.setPaused("p", false).paused == false)
+        clock.advance(5000)
+        _ = try await store.tick()
+        #expect(try await jobs(store).isEmpty)
+        clock.advance(5000)
+        _ = try await store.tick()
+        #expect(try await jobs(store).count == 1)
+        await #expect(throws: JobError.invalid("a schedule named p exists (aspen cron rm, or --replace)")) {
+            try await store.createSchedule(CronRecord(name: "p", expression: "@daily", spec: JobSpec(type: "shell", command: ["x"])), replace: false)
+        }
+        await #expect(throws: JobError.invalid("unknown time zone Mars/Olympus (an IANA name: UTC, Europe/Paris)")) {
+            try await store.createSchedule(
+                CronRecord(name: "q", expression: "@daily", timeZone: "Mars/Olympus", spec: JobSpec(type: "shell", command: ["x"])), replace: false)
+        }
+        try await store.removeSchedule("p")
+        #expect(try await store.schedules().isEmpty)
+    }
+}
