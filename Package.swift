@@ -29,6 +29,7 @@ let package = Package(
         .library(name: "AspenCoordination", targets: ["AspenCoordination"]),
         .library(name: "AspenBlob", targets: ["AspenBlob"]),
         .library(name: "AspenJobs", targets: ["AspenJobs"]),
+        .library(name: "AspenWorker", targets: ["AspenWorker"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
@@ -49,6 +50,7 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
         // Foundation of everything: ids, limits, hashing, seeded randomness. No I/O.
@@ -86,7 +88,8 @@ let package = Package(
         .target(
             name: "AspenNode",
             dependencies: [
-                "AspenAuth", "AspenBlob", "AspenCore", "AspenJobs", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient", "AspenCoordination",
+                "AspenAuth", "AspenBlob", "AspenCore", "AspenJobs", "AspenWorker", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient",
+                "AspenCoordination",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -125,6 +128,18 @@ let package = Package(
         // Jobs, schedules and pub/sub: layers over the key-value store (docs/jobs.md).
         .target(name: "AspenJobs", dependencies: ["AspenCore", "AspenKV", "AspenLayer"], swiftSettings: strictSwift),
         .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenKV", "AspenJobs"], swiftSettings: strictSwift),
+        // The worker's side of jobs: running a claimed job on this machine (shell jobs so far) and
+        // leaving none of its processes behind. Linux only.
+        .target(
+            name: "AspenWorker",
+            dependencies: [
+                "AspenCore", "AspenJobs", "CAspenLinux", .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift),
+        .testTarget(name: "AspenWorkerTests", dependencies: ["AspenWorker"], swiftSettings: strictSwift),
+        // The Linux process-control calls Swift's Glibc module lacks: prctl, pidfd_open, pidfd_send_signal.
+        .target(name: "CAspenLinux"),
         // BLAKE3's lane kernel again (the same source file, linked), eight lanes wide and compiled
         // for AVX2; AspenBlob calls it only where the CPU has AVX2.
         .target(name: "AspenBlobAVX2", swiftSettings: strictSwift + avx2),
@@ -137,7 +152,7 @@ let package = Package(
         .testTarget(name: "AspenAuthTests", dependencies: ["AspenCore", "AspenKV", "AspenAuth"], swiftSettings: strictSwift),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
         .target(
-            name: "AspenClient", dependencies: ["AspenAuth", "AspenBlob", "AspenCore", "AspenKV", "AspenTransport", "AspenCoordination"], swiftSettings: strictSwift),
+            name: "AspenClient", dependencies: ["AspenAuth", "AspenBlob", "AspenCore", "AspenJobs", "AspenKV", "AspenTransport", "AspenCoordination"], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .executableTarget(
@@ -194,7 +209,7 @@ let package = Package(
             name: "aspen",
             dependencies: [
                 "AspenAuth", "AspenBlob", "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination", "AspenLayer",
-                "AspenNodeCommands",
+                "AspenNodeCommands", "AspenJobs", "AspenWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -1,0 +1,212 @@
+import AspenCore
+import AspenJobs
+import Foundation
+import Logging
+import Synchronization
+
+/// How a worker presents itself and runs what it takes.
+public struct JobWorkerOptions: Sendable {
+    /// Unique among workers (it is recorded with each attempt).
+    public var name: String
+    /// The node it runs on (0: outside the cluster).
+    public var node: UInt64
+    public var types: [String]
+    public var tags: [String: String]
+    /// Jobs run at once.
+    public var concurrency: Int
+    /// The lease each attempt holds; renewed every third of it.
+    public var leaseMs: Int64
+    /// How long one claim waits on the leader for a job to become ready.
+    public var claimWaitMs: Int64
+    /// Output of one shell attempt kept, in bytes (the rest is dropped and the drop noted).
+    public var outputBytesMax: Int
+    /// The environment shell jobs start from (the job's id and attempt are added).
+    public var environment: [String: String]
+    public var workingDirectory: String?
+
+    public init(
+        name: String, node: UInt64 = 0, types: [String] = ["shell"], tags: [String: String] = [:], concurrency: Int = 1, leaseMs: Int64 = 30_000,
+        claimWaitMs: Int64 = 5000, outputBytesMax: Int = 1 << 20, environment: [String: String] = [:], workingDirectory: String? = nil
+    ) {
+        self.name = name
+        self.node = node
+        self.types = types
+        self.tags = tags
+        self.concurrency = concurrency
+        self.leaseMs = leaseMs
+        self.claimWaitMs = claimWaitMs
+        self.outputBytesMax = outputBytesMax
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+    }
+}
+
+/// Runs a job of a type other than shell: returns the result, or throws to fail the attempt.
+public typealias JobHandler = @Sendable (JobRecord) async throws -> [UInt8]
+
+/// A worker: `concurrency` loops that each claim a job (waiting on the leader for one), run it
+/// while renewing its lease, and report how it ended. The attempt token fences every report: when
+/// the cluster gave up on an attempt (its lease ran out, say, while this worker was cut off), the
+/// renewal is refused, the work is stopped and nothing it did is reported.
+public final class JobWorker: Sendable {
+    let calls: any JobCalling
+    public let options: JobWorkerOptions
+    let handlers: [String: JobHandler]
+    let logger: Logger
+    let runner = ShellRunner()
+    private let counts = Mutex<(succeeded: Int, failed: Int, lost: Int)>((0, 0, 0))
+
+    public init(calls: any JobCalling, options: JobWorkerOptions, handlers: [String: JobHandler] = [:], logger: Logger) {
+        self.calls = calls
+        self.options = options
+        self.handlers = handlers
+        self.logger = logger
+    }
+
+    /// Attempts this worker finished, by how they ended; `lost`: refused as stale.
+    public var finished: (succeeded: Int, failed: Int, lost: Int) { counts.withLock { $0 } }
+
+    var info: WorkerInfo { WorkerInfo(name: options.name, node: options.node, types: options.types, tags: options.tags) }
+
+    /// Runs until the calling task is cancelled; a job under way is stopped (and reported failed,
+    /// so that it is retried) first.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            for slot in 0..<max(1, options.concurrency) {
+                group.addTask { await self.loop(slot) }
+            }
+        }
+    }
+
+    func loop(_ slot: Int) async {
+        var pauseMs: Int64 = 100
+        while !Task.isCancelled {
+            do {
+                guard case .claimed(let claimed) = try await calls.job(.claim(info, leaseMs: options.leaseMs, waitMs: options.claimWaitMs)) else {
+                    throw JobError.invalid("the node answered a claim with something else")
+                }
+                pauseMs = 100
+                if let claimed { await execute(claimed) }
+            } catch {
+                if Task.isCancelled { return }
+                logger.info("claiming a job failed; trying again", metadata: ["error": "\(error)", "slot": "\(slot)"])
+                try? await Task.sleep(for: .milliseconds(pauseMs))
+                pauseMs = min(pauseMs * 2, 5000)
+            }
+        }
+    }
+
+    /// Runs one claimed attempt to its end and reports it.
+    func execute(_ job: JobRecord) async {
+        guard let attempt = job.attempt else { return }
+        let lost = Atomic<Bool>(false)
+        logger.info(
+            "job started", metadata: ["job": "\(job.id)", "attempt": "\(attempt.number)", "type": "\(job.spec.type)", "worker": "\(options.name)"])
+        let work = Task { await self.perform(job, attempt) }
+        let renewals = Task {
+            let everyMs = max(50, options.leaseMs / 3)
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(everyMs))
+                if Task.isCancelled { return }
+                do {
+                    let record = try await calls.job(.renew(job.id, type: job.spec.type, token: attempt.token, leaseMs: options.leaseMs))
+                    if case .job(let current) = record, current.cancelRequested {
+                        logger.info("job cancelled: stopping it", metadata: ["job": "\(job.id)"])
+                        work.cancel()
+                    }
+                } catch let error as JobError {
+                    // Stale (the cluster gave the job to another attempt) or gone: stop, report nothing.
+                    logger.warning("job attempt lost: stopping it", metadata: ["job": "\(job.id)", "error": "\(error)"])
+                    lost.store(true, ordering: .relaxed)
+                    work.cancel()
+                    return
+                } catch {
+                    // The cluster is unreachable for now; the lease has slack for two more tries.
+                    logger.info("renewing a job's lease failed; trying again", metadata: ["job": "\(job.id)", "error": "\(error)"])
+                }
+            }
+        }
+        let (outcome, exitCode) = await withTaskCancellationHandler {
+            await work.value
+        } onCancel: {
+            work.cancel()
+        }
+        renewals.cancel()
+        if lost.load(ordering: .relaxed) {
+            counts.withLock { $0.lost += 1 }
+            return
+        }
+        await report(job, attempt, outcome, exitCode)
+    }
+
+    /// Reports an attempt's end, again on a lost answer (a finish is fenced and answers its replay).
+    func report(_ job: JobRecord, _ attempt: JobAttempt, _ outcome: JobOutcome, _ exitCode: Int32?) async {
+        var pauseMs: Int64 = 50
+        for _ in 0..<20 {
+            do {
+                _ = try await calls.job(.finish(job.id, type: job.spec.type, token: attempt.token, outcome: outcome, exitCode: exitCode))
+                counts.withLock {
+                    if case .succeeded = outcome { $0.succeeded += 1 } else { $0.failed += 1 }
+                }
+                let how: String = if case .failed(let message, _) = outcome { "failed: \(message)" } else { "succeeded" }
+                logger.info("job ended", metadata: ["job": "\(job.id)", "attempt": "\(attempt.number)", "outcome": "\(how)"])
+                return
+            } catch let error as JobError {
+                counts.withLock { $0.lost += 1 }
+                logger.warning("job report refused", metadata: ["job": "\(job.id)", "error": "\(error)"])
+                return
+            } catch {
+                try? await Task.sleep(for: .milliseconds(pauseMs))
+                pauseMs = min(pauseMs * 2, 2000)
+            }
+        }
+        logger.warning("job report not delivered; its lease will run out and it will be retried", metadata: ["job": "\(job.id)"])
+    }
+
+    /// Does the work of one attempt.
+    func perform(_ job: JobRecord, _ attempt: JobAttempt) async -> (JobOutcome, Int32?) {
+        if job.spec.type == "shell" { return await shell(job, attempt) }
+        guard let handler = handlers[job.spec.type] else {
+            return (.failed(message: "worker \(options.name) has no handler for type \(job.spec.type)", retryable: true), nil)
+        }
+        do {
+            return (.succeeded(result: try await handler(job)), nil)
+        } catch {
+            return (.failed(message: Task.isCancelled ? "cancelled" : "\(error)", retryable: true), nil)
+        }
+    }
+
+    func shell(_ job: JobRecord, _ attempt: JobAttempt) async -> (JobOutcome, Int32?) {
+        var environment = options.environment
+        environment["ASPEN_JOB_ID"] = String(job.id)
+        environment["ASPEN_JOB_ATTEMPT"] = String(attempt.number)
+        let command = ShellCommand(
+            arguments: job.spec.command, environment: environment, workingDirectory: options.workingDirectory, timeoutMs: job.spec.timeoutMs,
+            outputBytesMax: options.outputBytesMax)
+        let output = Mutex<(stdout: [UInt8], stderr: [UInt8])>(([], []))
+        let resultMax = Limits.standard.jobResultBytesMax
+        do {
+            let outcome = try await runner.run(command, marker: "job-\(job.id)-\(String(attempt.token, radix: 16))") { chunk in
+                output.withLock { output in
+                    switch chunk.stream {
+                    case .standardOutput: output.stdout += chunk.bytes.prefix(max(0, resultMax - output.stdout.count))
+                    case .standardError:
+                        output.stderr += chunk.bytes
+                        if output.stderr.count > 2048 { output.stderr.removeFirst(output.stderr.count - 2048) }
+                    }
+                }
+            }
+            let (stdout, stderr) = output.withLock { $0 }
+            let tail = String(decoding: stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let exitCode: Int32? = if case .exited(let code) = outcome.termination { code } else { nil }
+            if outcome.succeeded { return (.succeeded(result: stdout), 0) }
+            let why: String =
+                outcome.cancelled ? "cancelled"
+                : outcome.timedOut ? "timed out after \(JobDuration.format(ms: job.spec.timeoutMs))" : "\(outcome.termination)"
+            return (.failed(message: tail.isEmpty ? why : "\(why): \(tail)", retryable: true), exitCode)
+        } catch {
+            // It could not start (no such program, a bad directory): another attempt would not either.
+            return (.failed(message: "\(error)", retryable: !(error is ShellRunError)), nil)
+        }
+    }
+}
