@@ -1,6 +1,7 @@
 import AspenAuth
 import AspenCore
 import AspenCoordination
+import AspenJobs
 import AspenKV
 import AspenTransport
 import Synchronization
@@ -157,6 +158,8 @@ public final class AspenClient: KeyValueStore {
                     continue
                 case .failure(let failure) where failure.code == CoordinationError.rpcCode:
                     throw CoordinationError(decoding: failure.detail) ?? ClientError.rejected(failure)
+                case .failure(let failure) where failure.code == JobError.rpcCode:
+                    throw (try? JobError(decoding: failure.detail)) ?? ClientError.rejected(failure)
                 case .failure(let failure):
                     if !failure.detail.isEmpty, let error = try? KVWire.decodeError(failure.detail) { throw error }
                     throw ClientError.rejected(failure)
@@ -166,6 +169,8 @@ public final class AspenClient: KeyValueStore {
             } catch let error as ClientError {
                 throw error
             } catch let error as CoordinationError {
+                throw error
+            } catch let error as JobError {
                 throw error
             } catch {
                 // The connection broke with the request sent: it may have been applied.

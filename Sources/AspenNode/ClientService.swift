@@ -1,6 +1,7 @@
 import AspenAuth
 import AspenCore
 import AspenCoordination
+import AspenJobs
 import AspenKV
 import AspenLayer
 import AspenRaft
@@ -26,12 +27,15 @@ public struct ClientService: Sendable {
     let metrics: RequestMetrics?
     /// Shared by the coordination calls this node runs.
     let coordination = LocalCoordination()
+    /// The job system's calls (nil: this node answers them as unknown).
+    let jobs: JobService?
 
     public init(
         node: RaftNode, network: PeerNetwork? = nil, cookie: ClusterCookie? = nil, auth: NodeAuth? = nil,
-        metrics: RequestMetrics? = nil, limits: Limits = .standard, logger: Logger,
+        metrics: RequestMetrics? = nil, jobs: JobService? = nil, limits: Limits = .standard, logger: Logger,
         keepAdopted: (@Sendable ([UInt8]) throws -> Void)? = nil
     ) {
+        self.jobs = jobs
         self.keepAdopted = keepAdopted
         self.node = node
         self.metrics = metrics
@@ -131,6 +135,10 @@ public struct ClientService: Sendable {
                 try access.authorize(RequestRequirements.of(call))
                 let executor = CoordinationExecutor(store: node, local: coordination, nowMs: node.nowMs)
                 return .ok(try await executor.run(call).encoded)
+            case ("job", "call") where jobs != nil:
+                let call = try JobCall(decoding: request.body, limits: limits)
+                try access.authorize(RequestRequirements.of(call))
+                return .ok(try await jobs!.run(call).encoded)
             default:
                 try access.authorize(.clusterAdmin)
                 return .failure(
@@ -152,6 +160,8 @@ public struct ClientService: Sendable {
             }
         } catch let error as CoordinationError {
             return .failure(RPCFailure(code: CoordinationError.rpcCode, message: error.description, detail: error.encoded))
+        } catch let error as JobError {
+            return .failure(RPCFailure(code: JobError.rpcCode, message: error.description, detail: error.encoded))
         } catch let failure as RPCFailure {
             return .failure(failure)
         } catch let error as DecodingError {

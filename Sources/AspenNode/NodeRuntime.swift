@@ -21,6 +21,7 @@ public final class NodeRuntime: Sendable {
     let storage: any NodeStorage
     let joiner: Task<Void, Never>?
     public let blobs: BlobService
+    public let jobs: JobService
     let logger: Logger
     let initialClusterID: [UInt8]
     /// The node's own event loop: its Raft actor, its peer connections and the connections it
@@ -29,11 +30,12 @@ public final class NodeRuntime: Sendable {
 
     private init(
         settings: NodeSettings, identity: NodeIdentity, node: RaftNode, server: TransportServer, admin: AdminServer?, auth: NodeAuth,
-        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, blobs: BlobService, logger: Logger, clusterID: [UInt8],
+        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, blobs: BlobService, jobs: JobService, logger: Logger, clusterID: [UInt8],
         loops: MultiThreadedEventLoopGroup
     ) {
         self.loops = loops
         self.blobs = blobs
+        self.jobs = jobs
         self.initialClusterID = clusterID
         self.settings = settings
         self.identity = identity
@@ -151,6 +153,7 @@ public final class NodeRuntime: Sendable {
             dataDirectory: settings.dataDirectory, node: node, network: network, auth: auth,
             settings: settings.blob, limits: configuration.limits, logger: logger)
         requestMetrics.add { blobs.metricsExposition }
+        let jobs = JobService(node: node, limits: configuration.limits, logger: logger)
         let server = try await TransportServer.start(
             host: host, port: port, tls: tls,
             routes: [
@@ -158,7 +161,7 @@ public final class NodeRuntime: Sendable {
                 AspenProtocol.logs: WatchService(hub: node.watches, cookie: cookie, auth: auth, nowMs: node.nowMs, logger: logger).route(),
                 AspenProtocol.blobs: blobs.route,
                 AspenProtocol.client: ClientService(
-                    node: node, network: network, cookie: cookie, auth: auth, metrics: requestMetrics, logger: logger,
+                    node: node, network: network, cookie: cookie, auth: auth, metrics: requestMetrics, jobs: jobs, logger: logger,
                     keepAdopted: { try DurableFiles.replaceContents(adoptedPath, with: $0) })
                     .route,
             ],
@@ -181,6 +184,8 @@ public final class NodeRuntime: Sendable {
         // Phase 5: services.
         await node.start()
         blobs.startMaintenance()
+        jobs.start()
+        jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie)
         var admin: AdminServer?
         if let http = settings.http {
             admin = try await AdminServer.start(host: http.host, port: http.port, node: node, requests: requestMetrics, auth: auth)
@@ -195,7 +200,7 @@ public final class NodeRuntime: Sendable {
         }
         return NodeRuntime(
             settings: settings, identity: identity, node: node, server: server, admin: admin, auth: auth, network: network, storage: store,
-            joiner: joiner, blobs: blobs, logger: logger, clusterID: clusterID, loops: loops)
+            joiner: joiner, blobs: blobs, jobs: jobs, logger: logger, clusterID: clusterID, loops: loops)
     }
 
     /// Stops in dependency order: stop accepting, drain in-flight requests (bounded), stop Raft
@@ -207,6 +212,7 @@ public final class NodeRuntime: Sendable {
         logger.info("shutting down: no new connections")
         joiner?.cancel()
         await blobs.stopMaintenance()
+        await jobs.stop()
         await server.stopAccepting()
         try? await admin?.close()
         let left = await server.drain(seconds: drainSeconds)

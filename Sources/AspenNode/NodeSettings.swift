@@ -38,6 +38,7 @@ public struct NodeSettings: Sendable, Equatable {
     /// (it needs cluster-admin).
     public var joinCredential: Credential?
     public var blob = BlobSettings()
+    public var jobs = JobSettings()
     /// Where each setting came from, by name.
     public var sources: [String: Source]
 
@@ -51,7 +52,8 @@ public struct NodeSettings: Sendable, Equatable {
         ("auto-compaction-mode", "periodic"), ("auto-compaction-retention", nil), ("log-level", "info"),
         ("auth", "auto"), ("trusted-roots", ""), ("join-credential-file", nil), ("blob-replicas", "3"),
         ("blob-gc-grace-ms", "\(Limits.standard.blobGcGraceMs)"), ("blob-gc-interval-ms", "600000"), ("blob-scrub-interval-ms", "86400000"),
-        ("blob-scrub-rate", "\(Limits.standard.blobScrubBytesPerSecond)"), ("blob-quota", "0"),
+        ("blob-scrub-rate", "\(Limits.standard.blobScrubBytesPerSecond)"), ("blob-quota", "0"), ("job-workers", "2"), ("job-worker-tags", ""),
+        ("job-lease-ms", "30000"),
     ]
 
     /// The join ticket's variable is `ASPEN_JOIN_TICKET`, not `ASPEN_TICKET`: that one is the
@@ -75,7 +77,7 @@ public struct NodeSettings: Sendable, Equatable {
             && lhs.storage == rhs.storage && lhs.heartbeatMs == rhs.heartbeatMs && lhs.electionTimeoutMs == rhs.electionTimeoutMs
             && lhs.compactAfterEntries == rhs.compactAfterEntries && lhs.autoCompaction == rhs.autoCompaction && lhs.logLevel == rhs.logLevel && lhs.sources == rhs.sources
             && lhs.auth == rhs.auth && lhs.trustedRoots == rhs.trustedRoots && lhs.joinCredential?.id == rhs.joinCredential?.id
-            && lhs.blob == rhs.blob
+            && lhs.blob == rhs.blob && lhs.jobs == rhs.jobs
     }
 
     /// How a node keeps blobs: see docs/blobs.md.
@@ -91,6 +93,19 @@ public struct NodeSettings: Sendable, Equatable {
         public var scrubBytesPerSecond = Limits.standard.blobScrubBytesPerSecond
         /// The bytes of blobs this node may hold (0: no budget but the disk's).
         public var quotaBytes: UInt64 = 0
+
+        public init() {}
+    }
+
+    /// The node's built-in job worker: see docs/jobs.md.
+    public struct JobSettings: Sendable, Equatable {
+        /// Shell jobs the node runs at once (0: none; separate `aspen worker` processes do the work).
+        public var workers = 2
+        /// The tags the node's worker carries, for jobs that require tags.
+        public var workerTags: [String: String] = [:]
+        /// The lease of each attempt the node's worker holds, renewed every third of it: how long a
+        /// job whose node died waits before it runs elsewhere.
+        public var leaseMs: Int64 = 30_000
 
         public init() {}
     }
@@ -294,6 +309,13 @@ public struct NodeSettings: Sendable, Equatable {
         settings.blob.scrubIntervalMs = Int64(try integer("blob-scrub-interval-ms", 0...365 * 86_400_000))
         settings.blob.scrubBytesPerSecond = UInt64(try size("blob-scrub-rate", minimum: 1))
         settings.blob.quotaBytes = UInt64(try size("blob-quota", minimum: 0))
+        settings.jobs.workers = try integer("job-workers", 0...256)
+        settings.jobs.leaseMs = Int64(try integer("job-lease-ms", 250...600_000))
+        for pair in (value("job-worker-tags") ?? "").split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty else { throw Problem("\(origin("job-worker-tags")): '\(pair)' is not NAME=VALUE") }
+            settings.jobs.workerTags[parts[0]] = parts[1]
+        }
         if let path = value("join-credential-file") {
             guard let text = ValueFile.read(path) else { throw Problem("\(origin("join-credential-file")): cannot read \(path)") }
             do {
@@ -329,6 +351,8 @@ public struct NodeSettings: Sendable, Equatable {
             line("blob-replicas", "\(blob.replicas)"), line("blob-gc-grace-ms", "\(blob.gcGraceMs)"),
             line("blob-gc-interval-ms", "\(blob.gcIntervalMs)"), line("blob-scrub-interval-ms", "\(blob.scrubIntervalMs)"),
             line("blob-scrub-rate", "\(blob.scrubBytesPerSecond)"), line("blob-quota", blob.quotaBytes == 0 ? "(none)" : "\(blob.quotaBytes)"),
+            line("job-workers", "\(jobs.workers)"), line("job-lease-ms", "\(jobs.leaseMs)"),
+            line("job-worker-tags", jobs.workerTags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")),
         ].joined(separator: "\n")
     }
 }

@@ -1,5 +1,6 @@
 import AspenAuth
 import AspenCoordination
+import AspenJobs
 import AspenCore
 import AspenKV
 
@@ -122,6 +123,24 @@ public enum RequestRequirements {
         case .heartbeat:
             // It names only a lease: it needs the right to every service.
             return on("service", "")
+        }
+    }
+}
+
+extension RequestRequirements {
+    /// A job call needs the jobs service on the job's type: `write` to submit, `full` to work
+    /// (claim, renew, finish), `read` on every type to look, `write` on every type to cancel or
+    /// retry (those name only an id).
+    public static func of(_ call: JobCall) -> Requirement {
+        func jobs(_ access: Capability.Access, _ type: String) -> Requirement { .service(.jobs, access, resource: Array(type.utf8)) }
+        switch call {
+        case .submit(let spec): return jobs(.write, spec.type)
+        case .job, .history, .list: return jobs(.read, "")
+        case .claim(let worker, _, _): return .all(worker.types.map { jobs(.full, $0) })
+        case .renew(_, let type, _, _), .finish(_, let type, _, _, _): return jobs(.full, type)
+        case .cancel, .retry, .schedulePause, .scheduleRemove: return jobs(.write, "")
+        case .scheduleCreate(let record, _): return jobs(.write, record.spec.type)
+        case .schedules, .scheduleHistory: return jobs(.read, "")
         }
     }
 }

@@ -137,7 +137,10 @@ final class ProcessCluster: @unchecked Sendable {
         let process = Process()
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.executableURL = URL(fileURLWithPath: Self.binary("aspen"))
-        process.arguments = arguments + ["--endpoints", endpoints]
+        // Before a `--`: what follows it is the command's own (a job's command line).
+        var arguments = arguments
+        arguments.insert(contentsOf: ["--endpoints", endpoints], at: arguments.firstIndex(of: "--") ?? arguments.endIndex)
+        process.arguments = arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = withErrors ? output : FileHandle.nullDevice

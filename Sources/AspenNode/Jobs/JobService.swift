@@ -1,0 +1,148 @@
+import AspenBlob
+import AspenClient
+import AspenCore
+import AspenJobs
+import AspenTransport
+import AspenWorker
+import Logging
+import Foundation
+import Synchronization
+
+/// The node's part of the job system: it answers job calls (on the leader, against the node
+/// itself and the leader's clock) and, while this node leads, runs the job manager, which
+/// expires leases, fires timers and settles dependencies. The manager keeps nothing of its own:
+/// a new leader's manager picks up from the records where the last one stopped.
+public final class JobService: Sendable {
+    public let jobs: JobStore
+    let node: RaftNode
+    let logger: Logger
+    private let manager = Mutex<Task<Void, Never>?>(nil)
+    private let workers = Mutex<Task<Void, Never>?>(nil)
+    /// Longest pause between manager passes while leading.
+    static let passMsMax: Int64 = 200
+
+    public init(node: RaftNode, limits: Limits, logger: Logger) {
+        self.node = node
+        self.logger = logger
+        self.jobs = JobStore(
+            store: node, limits: limits, nowMs: node.nowMs,
+            blobHolders: { hash in
+                guard let hash = BlobHash(bytes: hash), let records = try? await node.systemRecords(prefix: BlobRecords.holderPrefix(hash)) else {
+                    return []
+                }
+                return Set(records.compactMap { BlobRecords.node(fromHolderName: $0.name) })
+            })
+    }
+
+    public func run(_ call: JobCall) async throws -> JobAnswer { try await jobs.run(call) }
+
+    /// Starts the manager: a pass whenever something is due, at least every `passMsMax` while
+    /// this node leads.
+    public func start() {
+        let task = Task { [self] in
+            var failures = 0
+            while !Task.isCancelled {
+                var pauseMs = Self.passMsMax
+                if await node.status.leader == node.id {
+                    do {
+                        let tick = try await jobs.tick()
+                        failures = 0
+                        if let due = tick.nextDueMs { pauseMs = min(pauseMs, max(5, due - node.nowMs())) }
+                        if tick.expired + tick.promoted + tick.resolved + tick.fired > 0 {
+                            logger.debug("job manager pass", metadata: ["expired": "\(tick.expired)", "due": "\(tick.promoted)", "settled": "\(tick.resolved)", "fired": "\(tick.fired)"])
+                        }
+                    } catch {
+                        // Leadership lost mid-pass, or the store is busy: the next pass starts over.
+                        failures += 1
+                        if failures == 1 || failures % 50 == 0 {
+                            logger.info("job manager pass did not finish; it runs again", metadata: ["error": "\(error)"])
+                        }
+                    }
+                }
+                try? await Task.sleep(for: .milliseconds(pauseMs))
+            }
+        }
+        manager.withLock { $0 = task }
+    }
+
+    /// Starts the node's built-in worker: `settings.workers` shell jobs at once, claimed
+    /// through the leader (this node's calls, forwarded to the leader when this node follows).
+    public func startWorkers(_ settings: NodeSettings.JobSettings, identity: NodeIdentity, cookie: ClusterCookie?) {
+        guard settings.workers > 0 else { return }
+        let calls = LeaderJobCalls(service: self, identity: identity, cookie: cookie)
+        let worker = JobWorker(
+            calls: calls,
+            options: JobWorkerOptions(
+                name: "node-\(node.id.rawValue)", node: node.id.rawValue, types: ["shell"], tags: settings.workerTags, concurrency: settings.workers,
+                leaseMs: settings.leaseMs, environment: ProcessInfo.processInfo.environment),
+            logger: logger)
+        let task = Task {
+            await worker.run()
+            await calls.close()
+        }
+        workers.withLock { $0 = task }
+    }
+
+    public func stop() async {
+        // The workers first: a job they stop is reported (and retried) while the manager still runs.
+        let running = workers.withLock { task in
+            defer { task = nil }
+            return task
+        }
+        running?.cancel()
+        await running?.value
+        let task = manager.withLock { task in
+            defer { task = nil }
+            return task
+        }
+        task?.cancel()
+        await task?.value
+    }
+}
+
+/// Job calls from inside a node: run here when this node leads, else sent to the leader with
+/// the node's own key (members trust each other's calls). The client is rebuilt when the
+/// members change.
+final class LeaderJobCalls: JobCalling {
+    let service: JobService
+    let identity: NodeIdentity
+    let cookie: ClusterCookie?
+    private let forwarder = Mutex<(members: [NodeID: MemberRecord], client: AspenClient)?>(nil)
+
+    init(service: JobService, identity: NodeIdentity, cookie: ClusterCookie?) {
+        self.service = service
+        self.identity = identity
+        self.cookie = cookie
+    }
+
+    func job(_ call: JobCall) async throws -> JobAnswer {
+        do {
+            return try await service.run(call)
+        } catch NodeError.notLeader {
+            return try await leaderClient().job(call)
+        }
+    }
+
+    func leaderClient() async throws -> AspenClient {
+        let members = ClusterMembers(await service.node.membership).records
+        if let current = forwarder.withLock({ $0 }), current.members == members { return current.client }
+        guard !members.isEmpty else { throw NodeError.unavailable("the members' addresses are not known yet") }
+        let client = try AspenClient(
+            endpoints: members.keys.sorted().map { Endpoint(id: $0, host: members[$0]!.host, port: members[$0]!.port, key: members[$0]!.key) },
+            identity: identity, attemptsMax: 10, cookie: cookie)
+        let old = forwarder.withLock { forwarder in
+            defer { forwarder = (members, client) }
+            return forwarder?.client
+        }
+        if let old { Task { await old.close() } }
+        return client
+    }
+
+    func close() async {
+        let client = forwarder.withLock { forwarder in
+            defer { forwarder = nil }
+            return forwarder?.client
+        }
+        await client?.close()
+    }
+}
