@@ -78,6 +78,10 @@ public struct Limits: Sendable, Equatable {
     public var jobResultBytesMax = 64 * 1024
     /// A job's error message or history note, in bytes (longer ones are cut).
     public var jobMessageBytesMax = 4096
+    /// Output one attempt keeps (`aspen job logs`), in bytes.
+    public var jobOutputBytesMax = 16 << 20
+    /// One piece of output a worker sends, in bytes.
+    public var jobOutputChunkBytesMax = 64 * 1024
 
     // MARK: Pub/sub
     /// Longest subject or subject pattern, in bytes.

@@ -21,6 +21,10 @@ public enum JobCall: Sendable, Equatable {
     case schedulePause(String, paused: Bool)
     case scheduleHistory(String, limit: Int)
     case scheduleRemove(String)
+    /// A piece of the running attempt's output, fenced by its token.
+    case appendOutput(UInt64, type: String, token: UInt64, chunk: JobOutputChunk)
+    /// An attempt's output from an offset (nil attempt: the latest).
+    case output(UInt64, attempt: Int?, from: Int64)
 
     /// Whether sending it again after an unknown outcome is harmless. A submit is when it carries
     /// an idempotency key (the client always gives one); renewals and finishes are fenced and
@@ -28,7 +32,7 @@ public enum JobCall: Sendable, Equatable {
     public var isRepeatable: Bool {
         switch self {
         case .submit(let spec): spec.idempotencyKey != nil
-        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true): true
+        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output: true
         case .claim, .retry, .scheduleCreate(_, false), .scheduleRemove: false
         }
     }
@@ -114,6 +118,19 @@ public enum JobCall: Sendable, Equatable {
         case .scheduleRemove(let name):
             writer.write(13)
             writer.writeString(name)
+        case .appendOutput(let id, let type, let token, let chunk):
+            writer.write(14)
+            writer.writeVarint(id)
+            writer.writeString(type)
+            writer.writeFixed(token)
+            writer.writeVarint(signed: chunk.offset)
+            writer.write(chunk.isError)
+            writer.writeBytes(chunk.bytes)
+        case .output(let id, let attempt, let offset):
+            writer.write(15)
+            writer.writeVarint(id)
+            writer.writeVarint(UInt64(max(0, attempt ?? 0)))
+            writer.writeVarint(signed: offset)
         }
         return writer.bytes
     }
@@ -177,6 +194,19 @@ public enum JobCall: Sendable, Equatable {
         case 11: self = .schedulePause(try reader.readString(limit: name), paused: try reader.readBool())
         case 12: self = .scheduleHistory(try reader.readString(limit: name), limit: try reader.readCount(limit: JobCall.listLimitMax))
         case 13: self = .scheduleRemove(try reader.readString(limit: name))
+        case 14:
+            let id = try reader.readVarint()
+            let type = try reader.readString(limit: name)
+            let token = try reader.readFixed64()
+            let offset = try reader.readSignedVarint()
+            let isError = try reader.readBool()
+            self = .appendOutput(
+                id, type: type, token: token,
+                chunk: JobOutputChunk(offset: offset, isError: isError, bytes: try reader.readBytes(limit: limits.jobOutputChunkBytesMax)))
+        case 15:
+            let id = try reader.readVarint()
+            let attempt = try reader.readCount(limit: limits.jobAttemptsMax * 1000)
+            self = .output(id, attempt: attempt == 0 ? nil : attempt, from: try reader.readSignedVarint())
         case let other: throw .invalid("unknown job call \(other)")
         }
         try reader.expectEnd()
@@ -197,6 +227,7 @@ public enum JobAnswer: Sendable, Equatable {
     case schedules([CronRecord])
     case ticks([CronTick])
     case done
+    case output(attempt: Int, chunks: [JobOutputChunk])
 
     /// Bytes of records one answer carries at most: a list stops early rather than pass the frame limit.
     public static let bytesMax = 8 << 20
@@ -232,6 +263,15 @@ public enum JobAnswer: Sendable, Equatable {
             for tick in ticks { writer.writeBytes(tick.encoded) }
         case .done:
             writer.write(7)
+        case .output(let attempt, let chunks):
+            writer.write(8)
+            writer.writeVarint(UInt64(attempt))
+            writer.writeVarint(UInt64(chunks.count))
+            for chunk in chunks {
+                writer.writeVarint(signed: chunk.offset)
+                writer.write(chunk.isError)
+                writer.writeBytes(chunk.bytes)
+            }
         }
         return writer.bytes
     }
@@ -266,6 +306,15 @@ public enum JobAnswer: Sendable, Equatable {
             for _ in 0..<(try reader.readCount(limit: JobCall.listLimitMax)) { ticks.append(try CronTick(decoding: try reader.readBytes(limit: 8192))) }
             self = .ticks(ticks)
         case 7: self = .done
+        case 8:
+            let attempt = try reader.readCount(limit: Int(Int32.max))
+            var chunks: [JobOutputChunk] = []
+            for _ in 0..<(try reader.readCount(limit: 256)) {
+                let offset = try reader.readSignedVarint()
+                let isError = try reader.readBool()
+                chunks.append(JobOutputChunk(offset: offset, isError: isError, bytes: try reader.readBytes(limit: limits.jobOutputChunkBytesMax)))
+            }
+            self = .output(attempt: attempt, chunks: chunks)
         case let other: throw .invalid("unknown job answer \(other)")
         }
         try reader.expectEnd()
@@ -313,6 +362,13 @@ extension JobStore {
         case .scheduleRemove(let name):
             try await removeSchedule(name)
             return .done
+        case .appendOutput(let id, let type, let token, let chunk):
+            try await checkType(id, type)
+            try await appendOutput(id, token: token, chunk: chunk)
+            return .done
+        case .output(let id, let attempt, let offset):
+            let (number, chunks) = try await output(id, attempt: attempt, from: offset, bytesMax: 4 << 20)
+            return .output(attempt: number, chunks: chunks)
         }
     }
 

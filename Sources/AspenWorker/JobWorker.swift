@@ -185,8 +185,12 @@ public final class JobWorker: Sendable {
             outputBytesMax: options.outputBytesMax)
         let output = Mutex<(stdout: [UInt8], stderr: [UInt8])>(([], []))
         let resultMax = Limits.standard.jobResultBytesMax
+        let logs = OutputShipper(job: job, attempt: attempt, calls: calls)
+        let shipping = Task { await logs.run() }
+        defer { shipping.cancel() }
         do {
             let outcome = try await runner.run(command, marker: "job-\(job.id)-\(String(attempt.token, radix: 16))") { chunk in
+                logs.add(chunk)
                 output.withLock { output in
                     switch chunk.stream {
                     case .standardOutput: output.stdout += chunk.bytes.prefix(max(0, resultMax - output.stdout.count))
@@ -196,6 +200,9 @@ public final class JobWorker: Sendable {
                     }
                 }
             }
+            // The whole output is stored before the attempt is reported.
+            logs.close()
+            await shipping.value
             let (stdout, stderr) = output.withLock { $0 }
             let tail = String(decoding: stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             let exitCode: Int32? = if case .exited(let code) = outcome.termination { code } else { nil }
@@ -207,6 +214,81 @@ public final class JobWorker: Sendable {
         } catch {
             // It could not start (no such program, a bad directory): another attempt would not either.
             return (.failed(message: "\(error)", retryable: !(error is ShellRunError)), nil)
+        }
+    }
+}
+
+/// Sends an attempt's output to the cluster as it comes (`aspen job logs --follow` reads it):
+/// pieces read close together go as one, at most every 100 ms or 64 KiB, in order. A refusal
+/// (the attempt is stale) stops the shipping; the work itself is stopped by the renewals.
+final class OutputShipper: Sendable {
+    let job: JobRecord
+    let attempt: JobAttempt
+    let calls: any JobCalling
+    private let state = Mutex<(pending: [JobOutputChunk], offset: Int64, closed: Bool)>(([], 0, false))
+    private let wakeup = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    static let pieceBytesMax = Limits.standard.jobOutputChunkBytesMax
+
+    init(job: JobRecord, attempt: JobAttempt, calls: any JobCalling) {
+        self.job = job
+        self.attempt = attempt
+        self.calls = calls
+    }
+
+    func add(_ chunk: ShellOutputChunk) {
+        let isError = chunk.stream == .standardError
+        let full = state.withLock { state -> Bool in
+            var consumed = 0
+            while consumed < chunk.bytes.count {
+                let left = chunk.bytes.count - consumed
+                if var last = state.pending.last, last.isError == isError, last.bytes.count < Self.pieceBytesMax {
+                    let taken = min(left, Self.pieceBytesMax - last.bytes.count)
+                    last.bytes += chunk.bytes[consumed..<(consumed + taken)]
+                    state.pending[state.pending.count - 1] = last
+                    consumed += taken
+                } else {
+                    let taken = min(left, Self.pieceBytesMax)
+                    state.pending.append(
+                        JobOutputChunk(offset: state.offset + Int64(consumed), isError: isError, bytes: Array(chunk.bytes[consumed..<(consumed + taken)])))
+                    consumed += taken
+                }
+            }
+            state.offset += Int64(chunk.bytes.count)
+            return state.pending.count > 1
+        }
+        if full { wakeup.continuation.yield() }
+    }
+
+    func close() {
+        state.withLock { $0.closed = true }
+        wakeup.continuation.yield()
+    }
+
+    func run() async {
+        var refused = false
+        var wakeups = wakeup.stream.makeAsyncIterator()
+        while true {
+            let (pieces, closed) = state.withLock { state in
+                defer { state.pending = [] }
+                return (state.pending, state.closed)
+            }
+            for piece in pieces where !refused {
+                do {
+                    _ = try await calls.job(.appendOutput(job.id, type: job.spec.type, token: attempt.token, chunk: piece))
+                } catch is JobError {
+                    refused = true
+                } catch {
+                    // Unreachable for now: the piece is dropped rather than hold the job back.
+                }
+            }
+            if closed { return }
+            let tick = Task { [wakeup] in
+                try? await Task.sleep(for: .milliseconds(100))
+                wakeup.continuation.yield()
+            }
+            _ = await wakeups.next()
+            tick.cancel()
+            if Task.isCancelled { return }
         }
     }
 }

@@ -12,7 +12,7 @@ struct JobCommand: AsyncParsableCommand {
         abstract: "Submit, watch and manage durable jobs (retries, dead letters, dependencies, timers).",
         subcommands: [
             JobSubmitCommand.self, JobStatusCommand.self, JobResultCommand.self, JobHistoryCommand.self, JobListCommand.self,
-            JobCancelCommand.self, JobRetryCommand.self, JobDeadLettersCommand.self,
+            JobLogsCommand.self, JobCancelCommand.self, JobRetryCommand.self, JobDeadLettersCommand.self,
         ])
 }
 
@@ -203,7 +203,7 @@ struct JobResultCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runJob {
-            let client = try await cluster.client()
+            let client = try cluster.client()
             let id = try parseJobID(id)
             let deadline = Date().addingTimeInterval(Double(try wait.map(JobDuration.parseMs) ?? 0) / 1000)
             var record = try await client.jobRecord(.job(id))
@@ -270,6 +270,50 @@ func printJobs(_ records: [JobRecord], json: Bool) {
             + (record.lastError.map { "\t\($0)" } ?? "")
     }
     output(json, ["jobs": records.map(describe)], text: lines.joined(separator: "\n"))
+}
+
+struct JobLogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs", abstract: "A job's output (standard output here, standard error to standard error); --follow while it runs.")
+    @OptionGroup var cluster: ClusterOptions
+    @Argument(help: "The job id.") var id: String
+    @Option(help: "Which attempt (default: the latest).") var attempt: Int?
+    @Flag(name: .shortAndLong, help: "Keep printing output as it comes until the attempt ends.") var follow = false
+
+    func run() async throws {
+        try await runJob {
+            let client = try cluster.client()
+            let id = try parseJobID(id)
+            var offset: Int64 = 0
+            var number = attempt
+            var pauseMs = 50
+            while true {
+                guard case .output(let shown, let chunks) = try await client.job(.output(id, attempt: number, from: offset)) else {
+                    throw CLIError.unexpectedAnswer
+                }
+                // Follow one attempt: the one shown first.
+                if number == nil, shown > 0 { number = shown }
+                for chunk in chunks where chunk.offset >= offset {
+                    (chunk.isError ? FileHandle.standardError : FileHandle.standardOutput).write(Data(chunk.bytes))
+                    offset = chunk.offset + Int64(chunk.bytes.count)
+                }
+                guard follow else { return }
+                if chunks.isEmpty {
+                    let record = try await client.jobRecord(.job(id))
+                    // Its output is all stored before an attempt ends: once it has, nothing more comes.
+                    let ended = number.map { $0 < record.attempts || record.state != .running } ?? record.state.isFinal
+                    if ended {
+                        if case .output(_, let last) = try await client.job(.output(id, attempt: number, from: offset)), !last.isEmpty { continue }
+                        return
+                    }
+                    try await Task.sleep(for: .milliseconds(pauseMs))
+                    pauseMs = min(pauseMs * 2, 500)
+                } else {
+                    pauseMs = 50
+                }
+            }
+        }
+    }
 }
 
 struct JobListCommand: AsyncParsableCommand {

@@ -117,6 +117,16 @@ struct JobStoreTests {
 
         let oldToken = first.attempt!.token
         await #expect(throws: JobError.self) { try await jobs.renew(id, token: oldToken, leaseMs: 1000) }
+        // Output: only the current attempt writes; each attempt's is kept apart.
+        await #expect(throws: JobError.self) {
+            try await jobs.appendOutput(id, token: oldToken, chunk: JobOutputChunk(offset: 0, isError: false, bytes: Array("zombie".utf8)))
+        }
+        try await jobs.appendOutput(id, token: second.attempt!.token, chunk: JobOutputChunk(offset: 0, isError: false, bytes: Array("out".utf8)))
+        try await jobs.appendOutput(id, token: second.attempt!.token, chunk: JobOutputChunk(offset: 3, isError: true, bytes: Array("err".utf8)))
+        let (shown, chunks) = try await jobs.output(id, attempt: nil, from: 0, bytesMax: 1 << 20)
+        #expect(shown == 2 && chunks.map(\.bytes) == [Array("out".utf8), Array("err".utf8)] && chunks.map(\.isError) == [false, true])
+        #expect(try await jobs.output(id, attempt: 1, from: 0, bytesMax: 1 << 20).chunks.isEmpty)
+        #expect(try await jobs.output(id, attempt: nil, from: 3, bytesMax: 1 << 20).chunks.map(\.offset) == [3])
         do {
             _ = try await jobs.finish(id, token: oldToken, outcome: .succeeded(result: [1]))
             Issue.record("a completion with a dead token was accepted")

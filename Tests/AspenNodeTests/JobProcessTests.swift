@@ -2,6 +2,7 @@ import AspenClient
 import AspenCore
 import AspenJobs
 import Foundation
+import Synchronization
 import Testing
 
 extension ClusterSuites {
@@ -47,6 +48,12 @@ extension ClusterSuites {
             #expect(history.map { $0["state"] as? String } == ["pending", "running", "succeeded"])
             #expect((1...3).contains(history[1]["node"] as? Int ?? 0), "\(history)")
             #expect(history[2]["exit_code"] as? Int == 0, "\(history)")
+            let (logged, logs) = try await cluster.aspen(["job", "logs", "\(id)", "--follow"], withErrors: true)
+            #expect(logged == 0 && logs == "hello from \(id)", "\(logs)")
+            // Followed from before it starts: the output as it comes, to the attempt's end.
+            let slow = try await Self.submit(cluster, ["--", "sh", "-c", "echo one; sleep 1; echo two >&2; echo three"])
+            let (followed, live) = try await cluster.aspen(["job", "logs", "\(slow)", "--follow"], withErrors: true)
+            #expect(followed == 0 && live == "one\ntwo\nthree", "\(live)")
 
             // A failing job: dead after exactly its attempts, with the reason; then redriven.
             let failing = try await Self.submit(cluster, ["--max-attempts", "2", "--backoff", "fixed:100ms", "--", "sh", "-c", "echo oops >&2; exit 3"])
@@ -68,7 +75,7 @@ extension ClusterSuites {
             #expect(missing == 1)
             let (listed, list) = try await cluster.aspen(["job", "list", "--json"])
             #expect(listed == 0)
-            #expect((try Self.json(list)["jobs"] as? [[String: Any]])?.count == 2, "\(list)")
+            #expect((try Self.json(list)["jobs"] as? [[String: Any]])?.count == 3, "\(list)")
         }
 
         @Test("SIGKILL of the node running a job: the job runs again elsewhere after its lease, and the dead attempt's token is refused")
@@ -169,6 +176,163 @@ extension ClusterSuites {
             let (_, history) = try await cluster.aspen(["cron", "history", "tick", "--json"])
             let recorded = try #require(try Self.json(history)["ticks"] as? [[String: Any]])
             #expect(recorded.count == jobs.count, "\(history)")
+        }
+
+        final class Submitted: Sendable {
+            let count = Mutex(0)
+        }
+
+        /// Lines of a file, or none if it does not exist yet.
+        static func lines(_ path: String) -> [String] {
+            ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+
+        @Test("idempotency under a leader kill: 4 clients submit 600 jobs with distinct keys, the leader dies; one job per key, each run once")
+        func submitsAcrossLeaderKill() async throws {
+            let total = Int(ProcessInfo.processInfo.environment["ASPEN_JOB_SUBMITS"] ?? "") ?? 600
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll(environment: ["ASPEN_JOB_WORKERS": "0"])
+            defer { cluster.terminateAll() }
+            let leader = try await cluster.leader()
+            let effects = cluster.directory.appendingPathComponent("effects").path
+            let worker = try Self.worker(cluster, ["--concurrency", "4"], log: cluster.directory.appendingPathComponent("worker.log"))
+            defer {
+                worker.terminate()
+                worker.waitUntilExit()
+            }
+            let clients = try (0..<4).map { _ in try cluster.client() }
+            defer { for client in clients { Task { await client.close() } } }
+            let progress = Submitted()
+            let submitting = Task {
+                try await withThrowingTaskGroup(of: [(String, UInt64)].self) { group in
+                    for (index, client) in clients.enumerated() {
+                        group.addTask {
+                            var made: [(String, UInt64)] = []
+                            for number in stride(from: index, to: total, by: 4) {
+                                let key = "k\(number)"
+                                let spec = JobSpec(type: "shell", command: ["sh", "-c", "echo \(key) >> \(effects)"], idempotencyKey: key)
+                                made.append((key, try await client.submitJob(spec).id))
+                                progress.count.withLock { $0 += 1 }
+                            }
+                            return made
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0 += $1 }
+                }
+            }
+            try await eventually("a third of the jobs are submitted") { progress.count.withLock { $0 } >= total / 3 }
+            cluster.kill9(leader)
+            let made = try await submitting.value
+            #expect(made.count == total)
+            #expect(Set(made.map(\.0)).count == total && Set(made.map(\.1)).count == total, "a key answered with two jobs or two keys with one")
+            let client = clients[0]
+            var jobs: [JobRecord] = []
+            try await eventually("every job has finished", seconds: 120) {
+                var all: [JobRecord] = []
+                var after: UInt64 = 0
+                while case .jobs(let page) = try await client.job(.list(state: nil, type: nil, after: after, limit: 1000)), let last = page.last {
+                    all += page
+                    after = last.id
+                }
+                jobs = all
+                return all.count >= total && all.allSatisfy { $0.state.isFinal }
+            }
+            #expect(jobs.count == total, "\(jobs.count) jobs for \(total) keys")
+            #expect(Dictionary(made, uniquingKeysWith: { $1 }) == Dictionary(uniqueKeysWithValues: jobs.map { ($0.spec.idempotencyKey!, $0.id) }))
+            #expect(jobs.allSatisfy { $0.state == .succeeded && $0.attempts == 1 }, "\(jobs.filter { $0.state != .succeeded || $0.attempts != 1 }.map(\.id))")
+            let ran = Self.lines(effects)
+            #expect(ran.count == total && Set(ran).count == total, "\(ran.count) effects, \(Set(ran).count) distinct, for \(total) jobs")
+        }
+
+        @Test("50 concurrent submits with one idempotency key from three clients make one job")
+        func idempotencyRace() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll(environment: ["ASPEN_JOB_WORKERS": "0"])
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            let clients = try (0..<3).map { _ in try cluster.client() }
+            defer { for client in clients { Task { await client.close() } } }
+            let answers = try await withThrowingTaskGroup(of: (UInt64, Bool).self) { group in
+                for index in 0..<50 {
+                    group.addTask {
+                        try await clients[index % 3].submitJob(JobSpec(type: "shell", command: ["true"], idempotencyKey: "deploy-7"))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(answers.map(\.0)).count == 1 && answers.filter(\.1).count == 1, "\(answers)")
+            guard case .jobs(let jobs) = try await clients[0].job(.list(state: nil, type: nil, after: 0, limit: 100)) else { throw JobError.invalid("") }
+            #expect(jobs.count == 1)
+        }
+
+        @Test("priorities with the worker away: critical, high, normal, low; a job needing tags waits for a worker with them")
+        func prioritiesAndAffinity() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll(environment: ["ASPEN_JOB_WORKERS": "0"])
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            let order = cluster.directory.appendingPathComponent("order").path
+            for priority in ["low", "normal", "high", "critical"] {
+                _ = try await Self.submit(cluster, ["--priority", priority, "--", "sh", "-c", "echo \(priority) >> \(order)"])
+            }
+            let gpu = try await Self.submit(cluster, ["--tags", "gpu=true", "--", "sh", "-c", "echo gpu >> \(order)"])
+            let plain = try Self.worker(cluster, ["--concurrency", "1", "--name", "plain"], log: cluster.directory.appendingPathComponent("plain.log"))
+            defer {
+                plain.terminate()
+                plain.waitUntilExit()
+            }
+            try await eventually("the untagged jobs ran") { Self.lines(order).count >= 4 }
+            #expect(Self.lines(order) == ["critical", "high", "normal", "low"])
+            try await Task.sleep(for: .seconds(1))
+            let (_, waiting) = try await cluster.aspen(["job", "status", "\(gpu)", "--json"])
+            #expect(try Self.json(waiting)["state"] as? String == "pending", "\(waiting)")
+            let tagged = try Self.worker(
+                cluster, ["--tags", "gpu=true", "--name", "tagged"], log: cluster.directory.appendingPathComponent("tagged.log"))
+            defer {
+                tagged.terminate()
+                tagged.waitUntilExit()
+            }
+            let (status, _) = try await cluster.aspen(["job", "result", "\(gpu)", "--wait", "30s"], withErrors: true)
+            #expect(status == 0)
+            let (_, done) = try await cluster.aspen(["job", "status", "\(gpu)", "--json"])
+            #expect((try Self.json(done)["attempt"] as? [String: Any])?["worker"] as? String == "tagged", "\(done)")
+        }
+
+        @Test("a timer survives a whole-cluster stop, and a shell job past its timeout leaves no process behind")
+        func timerAcrossRestartAndTimeout() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll()
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            let hang = "sleep \(700_000 + Int.random(in: 0..<100_000))"
+            defer { Self.kill(commandLine: hang) }
+            let stuck = try await Self.submit(
+                cluster, ["--timeout", "1s", "--max-attempts", "1", "--", "sh", "-c", "setsid \(hang) & \(hang)"])
+            let (failed, why) = try await cluster.aspen(["job", "result", "\(stuck)", "--wait", "30s"], withErrors: true)
+            #expect(failed == 2 && why.contains("timed out after 1s"), "\(why)")
+            let alive = Self.alive(commandLine: hang)
+            #expect(alive.isEmpty, "processes of a timed-out job survive: \(alive)")
+
+            let later = try await Self.submit(cluster, ["--run-at", "+6s", "--", "echo", "late"])
+            let due = Int(Date().timeIntervalSince1970 * 1000) + 5000
+            cluster.terminateAll()
+            try cluster.startAll()
+            let (status, result) = try await cluster.aspen(["job", "result", "\(later)", "--wait", "60s"], withErrors: true)
+            #expect(status == 0 && result == "late", "\(result)")
+            let history = try await Self.history(cluster, later)
+            #expect(history.first?["state"] as? String == "scheduled", "\(history)")
+            let started = history.first { $0["state"] as? String == "running" }?["at_ms"] as? Int ?? 0
+            #expect(started >= due, "the timer fired early: \(history)")
+        }
+
+        /// Processes whose command line is exactly `commandLine`.
+        static func alive(commandLine: String) -> [Int32] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
+                guard let pid = Int32(entry), let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),
+                    let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8), !stat.contains(") Z ")
+                else { return nil }
+                return raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ") == commandLine ? pid : nil
+            }
         }
     }
 }
