@@ -2,9 +2,10 @@ import AspenCore
 import AspenJobs
 import Foundation
 
-/// What users type for jobs and pub/sub: cron expressions and subjects.
+/// What users type for jobs and pub/sub (cron expressions, subjects) and the job system's wire
+/// and stored forms.
 extension FuzzTarget {
-    static let jobTargets: [FuzzTarget] = [cronAndSubject, jobSpec]
+    static let jobTargets: [FuzzTarget] = [cronAndSubject, jobSpec, jobWire]
 
     static let jobSpec = FuzzTarget(
         name: "job-spec", summary: "JobSpec(decoding:): a job's stored request",
@@ -76,6 +77,41 @@ extension FuzzTarget {
                 FuzzCheck.roundTrip(
                     bytes, decode: { try JobBackoff(parsing: String(decoding: $0, as: UTF8.self)) }, encode: { Array($0.description.utf8) })
             },
+        ])
+    }
+
+    static let jobWire = FuzzTarget(
+        name: "job-wire",
+        summary: "JobCall(decoding:), JobAnswer(decoding:), JobRecord(decoding:), CronRecord(decoding:): what a node reads from clients and its store",
+        seeds: {
+            let spec = JobSpec(type: "shell", command: ["./build.sh"], idempotencyKey: "k", dependsOn: [3], requiredTags: ["gpu": "true"])
+            var record = JobRecord(id: 7, spec: spec, state: .running, submittedAtMs: 1, readyAtMs: 2, origin: "cron:n")
+            record.attempts = 1
+            record.attempt = JobAttempt(number: 1, token: 0xABCD, worker: "w", node: 2, startedAtMs: 3, leaseExpiresAtMs: 4)
+            record.lastError = "boom"
+            let schedule = CronRecord(name: "n", expression: "*/5 * * * *", timeZone: "Europe/Paris", spec: spec, catchUp: .all, overlap: .queue)
+            let calls: [JobCall] = [
+                .submit(spec), .job(7), .history(7), .list(state: .dead, type: "shell", after: 3, limit: 10),
+                .claim(WorkerInfo(name: "w", node: 1, types: ["shell"], tags: ["a": "b"]), leaseMs: 30_000, waitMs: 5000),
+                .renew(7, type: "shell", token: 9, leaseMs: 1000), .finish(7, type: "shell", token: 9, outcome: .succeeded(result: [1]), exitCode: 0),
+                .finish(7, type: "shell", token: 9, outcome: .failed(message: "m", retryable: false), exitCode: nil), .cancel(7),
+                .retry(7, deadOnly: true), .scheduleCreate(schedule, replace: true), .schedules, .schedulePause("n", paused: true),
+                .scheduleHistory("n", limit: 5), .scheduleRemove("n"),
+            ]
+            let answers: [JobAnswer] = [
+                .submitted(id: 7, created: true), .job(record), .claimed(nil), .claimed(record), .jobs([record, record]),
+                .history([JobHistoryEntry(atMs: 1, state: .dead, attempt: 1, token: 2, worker: "w", node: 3, exitCode: 1, message: "m")]),
+                .schedules([schedule]), .ticks([CronTick(tickMs: 5, job: 7, message: "fired")]), .done,
+            ]
+            return selected(0, calls.map(\.encoded)) + selected(1, answers.map(\.encoded)) + selected(2, [record.encoded])
+                + selected(3, [schedule.encoded])
+        }
+    ) { input in
+        FuzzCheck.select(input, [
+            { FuzzCheck.roundTrip($0, decode: { try JobCall(decoding: $0) }, encode: { $0.encoded }) },
+            { FuzzCheck.roundTrip($0, decode: { try JobAnswer(decoding: $0) }, encode: { $0.encoded }) },
+            { FuzzCheck.roundTrip($0, decode: { try JobRecord(decoding: $0) }, encode: { $0.encoded }) },
+            { FuzzCheck.roundTrip($0, decode: { try CronRecord(decoding: $0) }, encode: { $0.encoded }) },
         ])
     }
 }

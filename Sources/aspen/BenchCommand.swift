@@ -22,6 +22,11 @@ struct Bench: AsyncParsableCommand {
         /// Capability-token verification in this process (no cluster): a whole chain, a
         /// remembered one, and Ed25519 itself as the baseline.
         case auth
+        /// Jobs end to end (submit, claim, run a no-op in this process, report): jobs per
+        /// second with --clients submitters and --workers claim loops.
+        case job
+        /// One job at a time: submit-to-start latency of an idle cluster.
+        case jobLatency = "job-latency"
         var isLayer: Bool { [.lock, .queue, .counter, .bufferedCounter].contains(self) }
     }
     enum WireProtocol: String, ExpressibleByArgument, CaseIterable { case aspen, etcd }
@@ -36,6 +41,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Share of reads in the mixed workload.") var readRatio: Double = 0.5
     @Flag(help: "Stale (serializable) reads instead of linearizable ones.") var stale = false
     @Option(help: "The blob workload: copies each add waits for (0: the cluster's factor).") var replicas = 0
+    @Option(help: "The job workload: claim loops of the worker in this process.") var workers = 16
     @Flag(help: "Layer workloads: run the layer in this process over the key-value API instead of on the leader.") var clientSide = false
     @Option(
         help: "aspen (the native protocol) or etcd (etcd's v3 gRPC API; --endpoints then lists etcd endpoints HOST:PORT,..., Aspen's or etcd's own, and the clients are spread over them).")
@@ -76,6 +82,15 @@ struct Bench: AsyncParsableCommand {
     func run() async throws {
         if workload == .auth {
             try await runReporting { AuthBench.run(seconds: duration, json: cluster.json) }
+            return
+        }
+        if workload == .job || workload == .jobLatency {
+            try await runReporting {
+                let client = try cluster.client()
+                try await JobBench.run(
+                    client: client, clients: clients, workers: workers, seconds: duration, idle: workload == .jobLatency, json: cluster.json)
+                await client.close()
+            }
             return
         }
         try await runReporting {
