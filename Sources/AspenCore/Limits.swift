@@ -82,6 +82,8 @@ public struct Limits: Sendable, Equatable {
     public var jobOutputBytesMax = 16 << 20
     /// One piece of output a worker sends, in bytes.
     public var jobOutputChunkBytesMax = 64 * 1024
+    /// Steps of one saga.
+    public var sagaStepsMax = 64
 
     // MARK: Pub/sub
     /// Longest subject or subject pattern, in bytes.

@@ -25,6 +25,8 @@ public enum JobCall: Sendable, Equatable {
     case appendOutput(UInt64, type: String, token: UInt64, chunk: JobOutputChunk)
     /// An attempt's output from an offset (nil attempt: the latest).
     case output(UInt64, attempt: Int?, from: Int64)
+    case sagaStart(name: String, steps: [SagaStep], type: String, maxAttempts: Int)
+    case saga(UInt64)
 
     /// Whether sending it again after an unknown outcome is harmless. A submit is when it carries
     /// an idempotency key (the client always gives one); renewals and finishes are fenced and
@@ -32,8 +34,8 @@ public enum JobCall: Sendable, Equatable {
     public var isRepeatable: Bool {
         switch self {
         case .submit(let spec): spec.idempotencyKey != nil
-        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output: true
-        case .claim, .retry, .scheduleCreate(_, false), .scheduleRemove: false
+        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output, .saga: true
+        case .claim, .retry, .scheduleCreate(_, false), .scheduleRemove, .sagaStart: false
         }
     }
 
@@ -131,6 +133,13 @@ public enum JobCall: Sendable, Equatable {
             writer.writeVarint(id)
             writer.writeVarint(UInt64(max(0, attempt ?? 0)))
             writer.writeVarint(signed: offset)
+        case .sagaStart(let name, let steps, let type, let maxAttempts):
+            writer.write(16)
+            // A saga's own encoding carries its steps (id and times are the node's).
+            writer.writeBytes(SagaRecord(id: 0, name: name, steps: steps, type: type, maxAttempts: maxAttempts, startedAtMs: 0).encoded)
+        case .saga(let id):
+            writer.write(17)
+            writer.writeVarint(id)
         }
         return writer.bytes
     }
@@ -207,6 +216,10 @@ public enum JobCall: Sendable, Equatable {
             let id = try reader.readVarint()
             let attempt = try reader.readCount(limit: limits.jobAttemptsMax * 1000)
             self = .output(id, attempt: attempt == 0 ? nil : attempt, from: try reader.readSignedVarint())
+        case 16:
+            let saga = try SagaRecord(decoding: try reader.readBytes(limit: SagaRecord.encodedBytesMax(limits)), limits: limits)
+            self = .sagaStart(name: saga.name, steps: saga.steps, type: saga.type, maxAttempts: saga.maxAttempts)
+        case 17: self = .saga(try reader.readVarint())
         case let other: throw .invalid("unknown job call \(other)")
         }
         try reader.expectEnd()
@@ -228,6 +241,7 @@ public enum JobAnswer: Sendable, Equatable {
     case ticks([CronTick])
     case done
     case output(attempt: Int, chunks: [JobOutputChunk])
+    case saga(SagaRecord)
 
     /// Bytes of records one answer carries at most: a list stops early rather than pass the frame limit.
     public static let bytesMax = 8 << 20
@@ -272,6 +286,9 @@ public enum JobAnswer: Sendable, Equatable {
                 writer.write(chunk.isError)
                 writer.writeBytes(chunk.bytes)
             }
+        case .saga(let saga):
+            writer.write(9)
+            writer.writeBytes(saga.encoded)
         }
         return writer.bytes
     }
@@ -315,6 +332,7 @@ public enum JobAnswer: Sendable, Equatable {
                 chunks.append(JobOutputChunk(offset: offset, isError: isError, bytes: try reader.readBytes(limit: limits.jobOutputChunkBytesMax)))
             }
             self = .output(attempt: attempt, chunks: chunks)
+        case 9: self = .saga(try SagaRecord(decoding: try reader.readBytes(limit: SagaRecord.encodedBytesMax(limits)), limits: limits))
         case let other: throw .invalid("unknown job answer \(other)")
         }
         try reader.expectEnd()
@@ -369,6 +387,9 @@ extension JobStore {
         case .output(let id, let attempt, let offset):
             let (number, chunks) = try await output(id, attempt: attempt, from: offset, bytesMax: 4 << 20)
             return .output(attempt: number, chunks: chunks)
+        case .sagaStart(let name, let steps, let type, let maxAttempts):
+            return .saga(try await startSaga(name: name, steps: steps, type: type, maxAttempts: maxAttempts))
+        case .saga(let id): return .saga(try await saga(id))
         }
     }
 
@@ -387,4 +408,11 @@ public protocol JobCalling: Sendable {
 
 extension JobStore: JobCalling {
     public func job(_ call: JobCall) async throws -> JobAnswer { try await run(call) }
+}
+
+extension SagaRecord {
+    /// The most bytes a valid saga encodes to.
+    static func encodedBytesMax(_ limits: Limits) -> Int {
+        limits.sagaStepsMax * (2 * limits.jobCommandBytesMax + limits.jobNameBytesMax + 64) + limits.jobMessageBytesMax + 1024
+    }
 }

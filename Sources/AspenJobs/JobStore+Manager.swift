@@ -12,6 +12,8 @@ public struct JobTick: Sendable, Equatable {
     public var resolved = 0
     /// Jobs submitted by schedules' ticks.
     public var fired = 0
+    /// Moves of sagas: a step's or a compensation's job submitted or met done.
+    public var sagaMoves = 0
     /// The earliest lease expiry or timer still ahead (nil: none), so the manager can sleep until then.
     public var nextDueMs: Int64?
 
@@ -23,7 +25,7 @@ extension JobStore {
     static let tickBatch = 256
 
     /// One pass of the job manager: expires attempts whose lease ran out on this clock, makes
-    /// due timers ready, settles jobs waiting on dependencies and fires schedules' due ticks. It runs on the leader only,
+    /// due timers ready, settles jobs waiting on dependencies, fires schedules' due ticks and moves sagas on. It runs on the leader only,
     /// but nothing it does depends on that for safety: every change is conditioned on the job's
     /// record, so a pass racing another (an old leader's) or a worker changes each job once.
     public func tick() async throws -> JobTick {
@@ -52,6 +54,7 @@ extension JobStore {
         }
         let (fired, nextTick) = try await fireSchedules(now: now)
         tick.fired = fired
+        tick.sagaMoves = try await advanceSagas(now: now)
         tick.nextDueMs = [nextExpiry, nextTimer, nextTick].compactMap { $0 }.min()
         return tick
     }

@@ -353,3 +353,82 @@ struct CronStoreTests {
         #expect(try await store.schedules().isEmpty)
     }
 }
+
+@Suite("Sagas")
+struct SagaTests {
+    /// Runs every job the store hands out with the given outcome per command's first argument,
+    /// passing managers in between, until the saga finishes; returns the commands in the order run.
+    func drive(_ stores: [JobStore], _ id: UInt64, clock: JobClock, failing: Set<String>) async throws -> [String] {
+        var ran: [String] = []
+        for _ in 0..<100 {
+            // The managers' passes race, as an old leader's and a new one's may.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for store in stores { group.addTask { _ = try await store.tick() } }
+                try await group.waitForAll()
+            }
+            if try await stores[0].saga(id).state.isFinal { return ran }
+            while let job = try await stores[0].claim(shellWorker, leaseMs: 60_000) {
+                let name = job.spec.command[0]
+                ran.append(name)
+                let outcome: JobOutcome = failing.contains(name) ? .failed(message: "no", retryable: true) : .succeeded(result: [])
+                _ = try await stores[0].finish(job.id, token: job.attempt!.token, outcome: outcome)
+            }
+            clock.advance(10)
+        }
+        Issue.record("the saga did not finish")
+        return ran
+    }
+
+    static let steps = [
+        SagaStep(name: "reserve", run: ["reserve"], compensate: ["release"]),
+        SagaStep(name: "charge", run: ["charge"], compensate: ["refund"]),
+        SagaStep(name: "note", run: ["note"]),
+        SagaStep(name: "ship", run: ["ship"], compensate: ["unship"]),
+    ]
+
+    @Test("a saga whose steps all succeed runs them in order and ends succeeded")
+    func succeeds() async throws {
+        let clock = JobClock()
+        let store = jobStore(clock)
+        let saga = try await store.startSaga(name: "order", steps: Self.steps, maxAttempts: 1)
+        #expect(try await drive([store], saga.id, clock: clock, failing: []) == ["reserve", "charge", "note", "ship"])
+        #expect(try await store.saga(saga.id).state == .succeeded)
+    }
+
+    @Test("when a step fails, the steps done are undone once each in reverse order, however many managers race")
+    func compensates() async throws {
+        let clock = JobClock()
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let tokens = Mutex<UInt64>(1)
+        let stores = (0..<3).map { _ in
+            JobStore(store: memory, nowMs: { clock.ms }, random: { tokens.withLock { $0 += 1; return $0 } })
+        }
+        let saga = try await stores[0].startSaga(name: "order", steps: Self.steps, maxAttempts: 1)
+        let ran = try await drive(stores, saga.id, clock: clock, failing: ["ship"])
+        #expect(ran == ["reserve", "charge", "note", "ship", "refund", "release"])
+        let done = try await stores[0].saga(saga.id)
+        #expect(done.state == .compensated && done.reason?.hasPrefix("step ship") == true)
+        #expect(done.compensationJobs.compactMap { $0 }.count == 2)
+    }
+
+    @Test("a compensation that fails stops the saga as failed, with both reasons")
+    func compensationFails() async throws {
+        let clock = JobClock()
+        let store = jobStore(clock)
+        let saga = try await store.startSaga(name: "order", steps: Self.steps, maxAttempts: 1)
+        #expect(try await drive([store], saga.id, clock: clock, failing: ["ship", "refund"]) == ["reserve", "charge", "note", "ship", "refund"])
+        let done = try await store.saga(saga.id)
+        #expect(done.state == .failed && done.reason?.contains("the compensation of charge") == true)
+    }
+
+    @Test("sagas past their bounds are refused, naming them; records survive their encoding")
+    func bounds() async throws {
+        let store = jobStore(JobClock())
+        await #expect(throws: JobError.invalid("a saga has 1 to sagaStepsMax (64) steps, not 0")) { try await store.startSaga(name: "x", steps: []) }
+        await #expect(throws: JobError.invalid("two steps of the saga have one name")) {
+            try await store.startSaga(name: "x", steps: [SagaStep(name: "a", run: ["a"]), SagaStep(name: "a", run: ["b"])])
+        }
+        let saga = try await store.startSaga(name: "order", steps: Self.steps)
+        #expect(try SagaRecord(decoding: saga.encoded) == saga)
+    }
+}

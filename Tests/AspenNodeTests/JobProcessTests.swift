@@ -334,5 +334,42 @@ extension ClusterSuites {
                 return raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ") == commandLine ? pid : nil
             }
         }
+
+        @Test("a saga whose last step fails is undone in reverse, each compensation once, across a leader kill mid-compensation")
+        func sagaAcrossLeaderKill() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll(environment: ["ASPEN_JOB_WORKERS": "0"])
+            defer { cluster.terminateAll() }
+            let leader = try await cluster.leader()
+            let worker = try Self.worker(cluster, ["--concurrency", "2"], log: cluster.directory.appendingPathComponent("worker.log"))
+            defer {
+                worker.terminate()
+                worker.waitUntilExit()
+            }
+            let log = cluster.directory.appendingPathComponent("saga.log").path
+            let file = cluster.directory.appendingPathComponent("saga.json").path
+            let definition: [String: Any] = [
+                "name": "order", "max_attempts": 1,
+                "steps": [
+                    ["name": "reserve", "run": "echo run:reserve >> \(log)", "compensate": "sleep 1; echo undo:reserve >> \(log)"],
+                    ["name": "charge", "run": "echo run:charge >> \(log)", "compensate": "sleep 2; echo undo:charge >> \(log)"],
+                    ["name": "ship", "run": "echo run:ship >> \(log); exit 1"],
+                ],
+            ]
+            try JSONSerialization.data(withJSONObject: definition).write(to: URL(fileURLWithPath: file))
+            let (started, said) = try await cluster.aspen(["saga", "run", file], withErrors: true)
+            #expect(started == 0, "\(said)")
+            let id = try #require(UInt64(said))
+            let client = try cluster.client()
+            defer { Task { await client.close() } }
+            try await eventually("the saga is undoing charge") {
+                guard case .saga(let saga) = try await client.job(.saga(id)) else { return false }
+                return saga.state == .compensating && saga.compensationJobs[1] != nil
+            }
+            cluster.kill9(leader)
+            let (ended, status) = try await cluster.aspen(["saga", "status", "\(id)", "--wait", "60s", "--json"], withErrors: true)
+            #expect(ended == 2, "\(status)")
+            #expect(Self.lines(log) == ["run:reserve", "run:charge", "run:ship", "undo:charge", "undo:reserve"], "\(Self.lines(log))")
+        }
     }
 }
