@@ -14,6 +14,8 @@ public struct JobTick: Sendable, Equatable {
     public var fired = 0
     /// Moves of sagas: a step's or a compensation's job submitted or met done.
     public var sagaMoves = 0
+    /// Finished jobs past the retention, removed with everything they kept.
+    public var purged = 0
     /// The earliest lease expiry or timer still ahead (nil: none), so the manager can sleep until then.
     public var nextDueMs: Int64?
 
@@ -55,6 +57,7 @@ extension JobStore {
         let (fired, nextTick) = try await fireSchedules(now: now)
         tick.fired = fired
         tick.sagaMoves = try await advanceSagas(now: now)
+        tick.purged = try await purge(finishedBefore: now - retentionMs)
         tick.nextDueMs = [nextExpiry, nextTimer, nextTick].compactMap { $0 }.min()
         return tick
     }
@@ -129,5 +132,36 @@ extension JobStore {
             return (next, JobHistoryEntry(atMs: now, state: state, message: message))
         }
         return settled
+    }
+
+    /// Removes jobs finished before `cutoff`: record, history, output, index entries and
+    /// idempotency key, each job in one transaction conditioned on its record (a retry or
+    /// redrive since wins). A submit with the key of a removed job makes a new job.
+    func purge(finishedBefore cutoff: Int64) async throws -> Int {
+        let finished = space.subspace(["f"])
+        let page = try await store.scan(
+            .range(start: finished.range.start, end: finished.pack([.int(cutoff)])), limit: Self.tickBatch, keysOnly: true, consistency: .stale)
+        var purged = 0
+        for kv in page.kvs {
+            let elements = try finished.unpack(kv.key).elements
+            guard elements.count == 2, case .int(let id) = elements[1] else { continue }
+            guard let (record, current) = try await load(UInt64(id)) else {
+                // A stray entry (its job is gone): drop it.
+                _ = try await store.delete(kv.key)
+                continue
+            }
+            guard record.state.isFinal, let finishedAt = record.finishedAtMs, finishedAt < cutoff else { continue }
+            let job = TupleElement.int(id)
+            var operations: [TransactionOperation] = indexKeys(record).map { .delete(Delete(.key($0))) }
+            operations.append(.delete(Delete(.key(current.key))))
+            for prefix in [space.subspace(["h", job]), space.subspace(["o", job])] {
+                operations.append(.delete(Delete(.range(start: prefix.range.start, end: prefix.range.end))))
+            }
+            if let key = record.spec.idempotencyKey { operations.append(.delete(Delete(.key(idempotencyKey(key))))) }
+            let outcome = try await store.transaction(
+                Transaction(compares: [Compare(key: current.key, .modRevision(current.modRevision))], success: operations))
+            if outcome.succeeded { purged += 1 }
+        }
+        return purged
     }
 }

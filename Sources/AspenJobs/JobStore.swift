@@ -36,6 +36,7 @@ public enum JobOutcome: Sendable, Equatable {
 /// - indexes, derived from the record's state and rewritten with it (`indexKeys`):
 ///   `("r", type, rank, readyAt, id)` ready, `("t", due, id)` timers, `("w", id)` waiting on
 ///   dependencies, `("x", leaseExpiry, id)` running, `("d", id)` dead letters;
+/// - `("f", finishedAt, id)`: finished jobs, oldest first, for retention;
 /// - `("i", key)`: the job an idempotency key names; `("n")`: the id counter.
 ///
 /// Time comes from `nowMs` (in a node: the leader's clock, as every call runs on the leader).
@@ -56,13 +57,16 @@ public final class JobStore: Sendable {
     public static let preferenceGraceMs: Int64 = 3000
     /// Attempts at a change before giving up under contention.
     static let attemptsMax = 16
+    /// How long a finished job (its record, history, output and idempotency key) is kept.
+    public let retentionMs: Int64
 
     public init(
         store: any KeyValueStore, limits: Limits = .standard, nowMs: @escaping @Sendable () -> Int64,
         random: @escaping @Sendable () -> UInt64 = { UInt64.random(in: 1...UInt64.max) },
-        blobHolders: (@Sendable ([UInt8]) async -> Set<UInt64>)? = nil
+        blobHolders: (@Sendable ([UInt8]) async -> Set<UInt64>)? = nil, retentionMs: Int64 = 7 * 86_400_000
     ) {
         self.store = store
+        self.retentionMs = retentionMs
         self.limits = limits
         self.nowMs = nowMs
         self.random = random
@@ -85,8 +89,8 @@ public final class JobStore: Sendable {
         case .scheduled: return [space.pack(["t", .int(record.readyAtMs), id])]
         case .waiting: return [space.pack(["w", id])]
         case .running: return [space.pack(["x", .int(record.attempt?.leaseExpiresAtMs ?? 0), id])]
-        case .dead: return [space.pack(["d", id])]
-        case .succeeded, .cancelled: return []
+        case .dead: return [space.pack(["d", id]), space.pack(["f", .int(record.finishedAtMs ?? 0), id])]
+        case .succeeded, .cancelled: return [space.pack(["f", .int(record.finishedAtMs ?? 0), id])]
         }
     }
 

@@ -53,7 +53,7 @@ public struct NodeSettings: Sendable, Equatable {
         ("auth", "auto"), ("trusted-roots", ""), ("join-credential-file", nil), ("blob-replicas", "3"),
         ("blob-gc-grace-ms", "\(Limits.standard.blobGcGraceMs)"), ("blob-gc-interval-ms", "600000"), ("blob-scrub-interval-ms", "86400000"),
         ("blob-scrub-rate", "\(Limits.standard.blobScrubBytesPerSecond)"), ("blob-quota", "0"), ("job-workers", "2"), ("job-worker-tags", ""),
-        ("job-lease-ms", "30000"),
+        ("job-lease-ms", "30000"), ("job-retention-ms", "604800000"),
     ]
 
     /// The join ticket's variable is `ASPEN_JOIN_TICKET`, not `ASPEN_TICKET`: that one is the
@@ -106,6 +106,8 @@ public struct NodeSettings: Sendable, Equatable {
         /// The lease of each attempt the node's worker holds, renewed every third of it: how long a
         /// job whose node died waits before it runs elsewhere.
         public var leaseMs: Int64 = 30_000
+        /// How long a finished job (record, history, output, idempotency key) is kept.
+        public var retentionMs: Int64 = 7 * 86_400_000
 
         public init() {}
     }
@@ -311,6 +313,7 @@ public struct NodeSettings: Sendable, Equatable {
         settings.blob.quotaBytes = UInt64(try size("blob-quota", minimum: 0))
         settings.jobs.workers = try integer("job-workers", 0...256)
         settings.jobs.leaseMs = Int64(try integer("job-lease-ms", 250...600_000))
+        settings.jobs.retentionMs = Int64(try integer("job-retention-ms", 1000...3650 * 86_400_000))
         for pair in (value("job-worker-tags") ?? "").split(separator: ",") {
             let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, !parts[0].isEmpty else { throw Problem("\(origin("job-worker-tags")): '\(pair)' is not NAME=VALUE") }
@@ -352,6 +355,7 @@ public struct NodeSettings: Sendable, Equatable {
             line("blob-gc-interval-ms", "\(blob.gcIntervalMs)"), line("blob-scrub-interval-ms", "\(blob.scrubIntervalMs)"),
             line("blob-scrub-rate", "\(blob.scrubBytesPerSecond)"), line("blob-quota", blob.quotaBytes == 0 ? "(none)" : "\(blob.quotaBytes)"),
             line("job-workers", "\(jobs.workers)"), line("job-lease-ms", "\(jobs.leaseMs)"),
+            line("job-retention-ms", "\(jobs.retentionMs)"),
             line("job-worker-tags", jobs.workerTags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")),
         ].joined(separator: "\n")
     }

@@ -228,6 +228,28 @@ struct JobStoreTests {
         #expect(try await jobs.claim(shellWorker, leaseMs: 30_000)?.id == prefer)
     }
 
+    @Test("a finished job is removed after the retention with its history, output and key; a live one never")
+    func retention() async throws {
+        let clock = JobClock()
+        let jobs = JobStore(store: MemoryKeyValueStore(nowMs: { clock.ms }), nowMs: { clock.ms }, retentionMs: 60_000)
+        let done = try await jobs.submit(JobSpec(type: "shell", command: ["true"], idempotencyKey: "once")).id
+        let running = try await jobs.submit(JobSpec(type: "shell", command: ["sleep"])).id
+        let claimed = try #require(try await jobs.claim(shellWorker, leaseMs: 600_000))
+        try await jobs.appendOutput(done, token: claimed.attempt!.token, chunk: JobOutputChunk(offset: 0, isError: false, bytes: [1]))
+        _ = try await jobs.finish(done, token: claimed.attempt!.token, outcome: .succeeded(result: []))
+        _ = try #require(try await jobs.claim(shellWorker, leaseMs: 600_000))
+        clock.advance(59_999)
+        #expect(try await jobs.tick().purged == 0)
+        clock.advance(2)
+        #expect(try await jobs.tick().purged == 1)
+        await #expect(throws: JobError.notFound(done)) { try await jobs.history(done) }
+        #expect(try await jobs.job(running).state == .running)
+        #expect(try await jobs.store.count(.prefix(jobs.space.subspace(["o"]).prefix)) == 0)
+        // The key is free again: a submit with it makes a new job.
+        let again = try await jobs.submit(JobSpec(type: "shell", command: ["true"], idempotencyKey: "once"))
+        #expect(again.created && again.id != done)
+    }
+
     @Test("a waiting claim is woken by a submit instead of sleeping out its wait")
     func wakeups() async throws {
         let clock = JobClock()

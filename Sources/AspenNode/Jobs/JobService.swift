@@ -21,7 +21,7 @@ public final class JobService: Sendable {
     /// Longest pause between manager passes while leading.
     static let passMsMax: Int64 = 200
 
-    public init(node: RaftNode, limits: Limits, logger: Logger) {
+    public init(node: RaftNode, limits: Limits, retentionMs: Int64 = 7 * 86_400_000, logger: Logger) {
         self.node = node
         self.logger = logger
         self.jobs = JobStore(
@@ -31,7 +31,7 @@ public final class JobService: Sendable {
                     return []
                 }
                 return Set(records.compactMap { BlobRecords.node(fromHolderName: $0.name) })
-            })
+            }, retentionMs: retentionMs)
     }
 
     public func run(_ call: JobCall) async throws -> JobAnswer { try await jobs.run(call) }
@@ -48,8 +48,8 @@ public final class JobService: Sendable {
                         let tick = try await jobs.tick()
                         failures = 0
                         if let due = tick.nextDueMs { pauseMs = min(pauseMs, max(5, due - node.nowMs())) }
-                        if tick.expired + tick.promoted + tick.resolved + tick.fired > 0 {
-                            logger.debug("job manager pass", metadata: ["expired": "\(tick.expired)", "due": "\(tick.promoted)", "settled": "\(tick.resolved)", "fired": "\(tick.fired)"])
+                        if tick.expired + tick.promoted + tick.resolved + tick.fired + tick.sagaMoves + tick.purged > 0 {
+                            logger.debug("job manager pass", metadata: ["expired": "\(tick.expired)", "due": "\(tick.promoted)", "settled": "\(tick.resolved)", "fired": "\(tick.fired)", "saga moves": "\(tick.sagaMoves)", "purged": "\(tick.purged)"])
                         }
                     } catch {
                         // Leadership lost mid-pass, or the store is busy: the next pass starts over.
