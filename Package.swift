@@ -180,7 +180,7 @@ let package = Package(
             name: "AspenNodeTests",
             dependencies: [
                 "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenClient", "AspenTesting",
-                "AspenCoordination", "AspenEtcd", "aspen-node", "aspen",
+                "AspenCoordination", "AspenEtcd", "AspenJobs", "aspen-node", "aspen",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),

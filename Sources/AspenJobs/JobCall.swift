@@ -365,12 +365,9 @@ extension JobStore {
         case .claim(let worker, let leaseMs, let waitMs):
             guard !worker.types.isEmpty else { throw JobError.invalid("a worker must name at least one job type") }
             return .claimed(try await claim(worker, leaseMs: leaseMs, waitMs: waitMs))
-        case .renew(let id, let type, let token, let leaseMs):
-            try await checkType(id, type)
-            return .job(try await renew(id, token: token, leaseMs: leaseMs))
+        case .renew(let id, let type, let token, let leaseMs): return .job(try await renew(id, type: type, token: token, leaseMs: leaseMs))
         case .finish(let id, let type, let token, let outcome, let exitCode):
-            try await checkType(id, type)
-            return .job(try await finish(id, token: token, outcome: outcome, exitCode: exitCode))
+            return .job(try await finish(id, type: type, token: token, outcome: outcome, exitCode: exitCode))
         case .cancel(let id): return .job(try await cancel(id))
         case .retry(let id, let deadOnly): return .job(try await retry(id, deadOnly: deadOnly))
         case .scheduleCreate(let record, let replace): return .schedules([try await createSchedule(record, replace: replace)])
@@ -381,8 +378,7 @@ extension JobStore {
             try await removeSchedule(name)
             return .done
         case .appendOutput(let id, let type, let token, let chunk):
-            try await checkType(id, type)
-            try await appendOutput(id, token: token, chunk: chunk)
+            try await appendOutput(id, type: type, token: token, chunk: chunk)
             return .done
         case .output(let id, let attempt, let offset):
             let (number, chunks) = try await output(id, attempt: attempt, from: offset, bytesMax: 4 << 20)
@@ -391,13 +387,6 @@ extension JobStore {
             return .saga(try await startSaga(name: name, steps: steps, type: type, maxAttempts: maxAttempts))
         case .saga(let id): return .saga(try await saga(id))
         }
-    }
-
-    /// A worker's call names the job's type (its credential was checked for that type): the job
-    /// must be of it.
-    func checkType(_ id: UInt64, _ type: String) async throws {
-        let record = try await job(id)
-        guard record.spec.type == type else { throw JobError.invalid("job \(id) is of type \(record.spec.type), not \(type)") }
     }
 }
 

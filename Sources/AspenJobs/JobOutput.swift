@@ -23,16 +23,21 @@ extension JobStore {
     /// Stores a piece of the running attempt's output: refused for any token but the current
     /// attempt's, so a worker the cluster gave up on cannot write into a job's logs. Replaying
     /// a piece (the same offset) is harmless.
-    public func appendOutput(_ id: UInt64, token: UInt64, chunk: JobOutputChunk) async throws {
+    public func appendOutput(_ id: UInt64, type: String? = nil, token: UInt64, chunk: JobOutputChunk) async throws {
         guard chunk.bytes.count <= limits.jobOutputChunkBytesMax else {
             throw JobError.invalid("an output chunk of \(chunk.bytes.count) bytes exceeds jobOutputChunkBytesMax (\(limits.jobOutputChunkBytesMax))")
         }
         guard chunk.offset >= 0, chunk.offset + Int64(chunk.bytes.count) <= Int64(limits.jobOutputBytesMax) else {
             throw JobError.invalid("output past jobOutputBytesMax (\(limits.jobOutputBytesMax) bytes) for one attempt")
         }
-        for _ in 0..<Self.attemptsMax {
-            guard let (record, kv) = try await load(id) else { throw JobError.notFound(id) }
-            guard record.state == .running, let attempt = record.attempt, attempt.token == token else { throw stale(record, token) }
+        for round in 0..<Self.attemptsMax {
+            guard let (record, kv) = try await load(id, consistency: round == 0 ? .stale : .linearizable) else { throw JobError.notFound(id) }
+            // A refusal is given only on a fresh read: this node's applied state may be behind.
+            guard record.spec.type == type ?? record.spec.type, record.state == .running, let attempt = record.attempt, attempt.token == token else {
+                if round == 0 { continue }
+                try check(record, type: type)
+                throw stale(record, token)
+            }
             let key = outputSpace(id, attempt.number).pack([.int(chunk.offset)])
             let value = [chunk.isError ? 1 : 0] + chunk.bytes
             // Conditioned on the record: the attempt is still the current one when the piece lands.

@@ -1,6 +1,7 @@
 import AspenCore
 import AspenKV
 import AspenLayer
+import Synchronization
 
 /// A worker as it asks for work: the job types it runs, its tags, and where it runs.
 public struct WorkerInfo: Sendable, Equatable {
@@ -49,6 +50,11 @@ public final class JobStore: Sendable {
     let ids = JobIDs()
     /// Woken when a job becomes ready, so that waiting claims look again at once.
     public let signals = JobSignals()
+    /// Jobs a claim on this node is trying to take.
+    let claiming = Mutex<Set<UInt64>>([])
+    /// Set when the node stops: waiting claims end at once instead of holding up its drain.
+    let stopping = Atomic<Bool>(false)
+    public var isStopping: Bool { stopping.load(ordering: .relaxed) }
     /// The nodes holding a blob, for jobs that prefer to run near one (nil: no preference kept).
     let blobHolders: (@Sendable ([UInt8]) async -> Set<UInt64>)?
 
@@ -96,8 +102,10 @@ public final class JobStore: Sendable {
 
     // MARK: Reading
 
-    func load(_ id: UInt64) async throws -> (record: JobRecord, kv: KeyValue)? {
-        guard let kv = try await store.get(recordKey(id)) else { return nil }
+    /// The job's record. Reads before a conditioned write may be `.stale` (this node's applied
+    /// state): a record read behind only fails the write's condition, and is read again.
+    func load(_ id: UInt64, consistency: ReadConsistency = .linearizable) async throws -> (record: JobRecord, kv: KeyValue)? {
+        guard let kv = try await store.get(recordKey(id), consistency: consistency) else { return nil }
         return (try JobRecord(decoding: kv.value, limits: limits), kv)
     }
 
@@ -185,9 +193,19 @@ public final class JobStore: Sendable {
     /// again from a fresh read when another writer changed the job in between.
     @discardableResult
     func update(_ id: UInt64, _ change: (JobRecord) throws -> (JobRecord, JobHistoryEntry?)?) async throws -> JobRecord {
-        for _ in 0..<Self.attemptsMax {
-            guard let loaded = try await load(id) else { throw JobError.notFound(id) }
-            guard let (next, entry) = try change(loaded.record) else { return loaded.record }
+        for attempt in 0..<Self.attemptsMax {
+            guard let loaded = try await load(id, consistency: attempt == 0 ? .stale : .linearizable) else { throw JobError.notFound(id) }
+            let decided: (JobRecord, JobHistoryEntry?)?
+            do {
+                decided = try change(loaded.record)
+            } catch where attempt == 0 {
+                // A refusal is given only on a fresh read: this node's applied state may be behind.
+                continue
+            }
+            guard let (next, entry) = decided else {
+                if attempt == 0 { continue }
+                return loaded.record
+            }
             let (written, record) = try await write(over: loaded, next, history: entry)
             if written { return record }
         }
@@ -212,7 +230,7 @@ public final class JobStore: Sendable {
         } catch {
             throw JobError.invalid(error.description)
         }
-        if let key = spec.idempotencyKey, let existing = try await idempotent(key) { return (existing, false) }
+        if let key = spec.idempotencyKey, let existing = try await idempotent(key, consistency: .stale) { return (existing, false) }
         if !spec.dependsOn.isEmpty {
             let found = try await store.getMany(spec.dependsOn.map(recordKey))
             if let missing = zip(spec.dependsOn, found).first(where: { $0.1 == nil }) {
@@ -248,8 +266,8 @@ public final class JobStore: Sendable {
         throw JobError.contention(attempts: Self.attemptsMax)
     }
 
-    func idempotent(_ key: String) async throws -> UInt64? {
-        guard let kv = try await store.get(idempotencyKey(key)) else { return nil }
+    func idempotent(_ key: String, consistency: ReadConsistency = .linearizable) async throws -> UInt64? {
+        guard let kv = try await store.get(idempotencyKey(key), consistency: consistency) else { return nil }
         guard case .int(let id)? = try Tuple(decoding: kv.value).elements.first else { throw JobError.invalid("a corrupt idempotency record") }
         return UInt64(id)
     }
@@ -295,6 +313,10 @@ public final class JobStore: Sendable {
         }
         candidates.sort { ($0.rank, $0.readyAt, $0.id) < ($1.rank, $1.readyAt, $1.id) }
         for candidate in candidates {
+            // Claims on this node take different jobs instead of all racing for the first (the
+            // losers' writes would fail their condition: work for the log and nothing done).
+            guard claiming.withLock({ $0.insert(candidate.id).inserted }) else { continue }
+            defer { _ = claiming.withLock { $0.remove(candidate.id) } }
             if let claimed = try await claim(candidate.id, for: worker, leaseMs: leaseMs) { return claimed }
         }
         return nil
@@ -302,7 +324,7 @@ public final class JobStore: Sendable {
 
     /// Claims one job for the worker, or nil when it is not (or no longer) for this worker.
     func claim(_ id: UInt64, for worker: WorkerInfo, leaseMs: Int64) async throws -> JobRecord? {
-        guard let loaded = try await load(id), loaded.record.state == .pending else { return nil }
+        guard let loaded = try await load(id, consistency: .stale), loaded.record.state == .pending else { return nil }
         var record = loaded.record
         let spec = record.spec
         guard spec.requiredTags.allSatisfy({ worker.tags[$0.key] == $0.value }), spec.avoidNode.map({ $0 != worker.node }) ?? true else {
@@ -333,7 +355,7 @@ public final class JobStore: Sendable {
         while true {
             if let claimed = try await claim(worker, leaseMs: leaseMs) { return claimed }
             let left = deadline - nowMs()
-            guard left > 0 else { return nil }
+            guard left > 0, !stopping.load(ordering: .relaxed) else { return nil }
             // Every change that makes a job ready runs here, on the leader, and signals; the bounded
             // wait covers a store changed by others (a test's, or a client running the layer).
             await signals.wait(upToMs: min(left, 2000))
@@ -341,7 +363,19 @@ public final class JobStore: Sendable {
         }
     }
 
+    /// Ends every waiting claim (they answer no job) and makes later ones return at once.
+    public func stopWaiting() async {
+        stopping.store(true, ordering: .relaxed)
+        await signals.notify()
+    }
+
     // MARK: The running attempt
+
+    /// A worker's call names the job's type (its credential was checked for that type): the job
+    /// must be of it.
+    func check(_ record: JobRecord, type: String?) throws(JobError) {
+        if let type, record.spec.type != type { throw .invalid("job \(record.id) is of type \(record.spec.type), not \(type)") }
+    }
 
     /// Why `token` no longer speaks for `record`.
     func stale(_ record: JobRecord, _ token: UInt64) -> JobError {
@@ -358,9 +392,10 @@ public final class JobStore: Sendable {
 
     /// Extends the attempt's lease to `leaseMs` from now; tells the worker whether a cancel asks
     /// it to stop. Refused for any token but the current attempt's.
-    public func renew(_ id: UInt64, token: UInt64, leaseMs: Int64) async throws -> JobRecord {
+    public func renew(_ id: UInt64, type: String? = nil, token: UInt64, leaseMs: Int64) async throws -> JobRecord {
         guard (100...600_000).contains(leaseMs) else { throw JobError.invalid("a lease must be 100 ms to 10 minutes, not \(leaseMs) ms") }
         return try await update(id) { record in
+            try self.check(record, type: type)
             guard record.state == .running, record.attempt?.token == token else { throw self.stale(record, token) }
             var next = record
             next.attempt!.leaseExpiresAtMs = self.nowMs() + leaseMs
@@ -371,11 +406,12 @@ public final class JobStore: Sendable {
     /// Records the attempt's end as its worker reports it. A replay of the same report (the same
     /// token, the attempt already finished by its worker) answers the job as it is; a report for
     /// any other attempt is refused, so a worker the cluster gave up on changes nothing.
-    public func finish(_ id: UInt64, token: UInt64, outcome: JobOutcome, exitCode: Int32? = nil) async throws -> JobRecord {
+    public func finish(_ id: UInt64, type: String? = nil, token: UInt64, outcome: JobOutcome, exitCode: Int32? = nil) async throws -> JobRecord {
         if case .succeeded(let result) = outcome, result.count > limits.jobResultBytesMax {
             throw JobError.invalid("a result of \(result.count) bytes exceeds jobResultBytesMax (\(limits.jobResultBytesMax)); put it in the blob store")
         }
         return try await update(id) { record in
+            try self.check(record, type: type)
             if record.state != .running, let attempt = record.attempt, attempt.token == token, attempt.finished { return nil }
             guard record.state == .running, record.attempt?.token == token else { throw self.stale(record, token) }
             let now = self.nowMs()
@@ -469,12 +505,24 @@ public final class JobStore: Sendable {
 actor JobIDs {
     private var next: UInt64 = 0
     private var end: UInt64 = 0
+    /// The reservation under way: takes that find the block empty wait for it rather than race
+    /// their own compare-and-swaps on the counter.
+    private var reserving: Task<ClosedRange<UInt64>, any Error>?
 
-    func take(_ reserve: @Sendable () async throws -> ClosedRange<UInt64>) async throws -> UInt64 {
+    func take(_ reserve: @escaping @Sendable () async throws -> ClosedRange<UInt64>) async throws -> UInt64 {
         while next >= end {
-            let block = try await reserve()
-            // Another take may have refilled while this one waited; its block is used first.
-            if next >= end {
+            let reservation = reserving ?? Task { try await reserve() }
+            reserving = reservation
+            let block: ClosedRange<UInt64>
+            do {
+                block = try await reservation.value
+            } catch {
+                reserving = nil
+                throw error
+            }
+            reserving = nil
+            // The first waiter to wake takes the new block; the others find it filled.
+            if next >= end, block.lowerBound >= end {
                 next = block.lowerBound
                 end = block.upperBound + 1
             }

@@ -354,6 +354,11 @@ public actor RaftNode {
         public var snapshotIndex: Raft.Index
     }
 
+    /// Throws `notLeader` (with the leader's id, if known) unless this node leads.
+    public func requireLeader() throws(NodeError) {
+        guard raft.isLeader else { throw .notLeader(leaderHint: raft.leader) }
+    }
+
     public var status: Status {
         Status(
             id: id, role: raft.role, term: raft.term, leader: raft.leader, commitIndex: raft.commitIndex,

@@ -23,11 +23,16 @@ public struct JobWorkerOptions: Sendable {
     /// The environment shell jobs start from (the job's id and attempt are added).
     public var environment: [String: String]
     public var workingDirectory: String?
+    /// Starts the marker of each attempt's processes: unique to this worker across restarts
+    /// (a node's key), so that a restarted worker finds what its killed predecessor left.
+    public var markerPrefix: String
 
     public init(
         name: String, node: UInt64 = 0, types: [String] = ["shell"], tags: [String: String] = [:], concurrency: Int = 1, leaseMs: Int64 = 30_000,
-        claimWaitMs: Int64 = 5000, outputBytesMax: Int = 1 << 20, environment: [String: String] = [:], workingDirectory: String? = nil
+        claimWaitMs: Int64 = 5000, outputBytesMax: Int = 1 << 20, environment: [String: String] = [:], workingDirectory: String? = nil,
+        markerPrefix: String = ""
     ) {
+        self.markerPrefix = markerPrefix
         self.name = name
         self.node = node
         self.types = types
@@ -79,20 +84,58 @@ public final class JobWorker: Sendable {
     }
 
     func loop(_ slot: Int) async {
-        var pauseMs: Int64 = 100
+        var pauseMs: Int64 = 50
+        var failures = 0
         while !Task.isCancelled {
             do {
-                guard case .claimed(let claimed) = try await calls.job(.claim(info, leaseMs: options.leaseMs, waitMs: options.claimWaitMs)) else {
+                let call = JobCall.claim(info, leaseMs: options.leaseMs, waitMs: options.claimWaitMs)
+                guard case .claimed(let claimed) = try await abandoningOnCancel({ try await self.calls.job(call) }) else {
                     throw JobError.invalid("the node answered a claim with something else")
                 }
-                pauseMs = 100
+                pauseMs = 50
+                failures = 0
                 if let claimed { await execute(claimed) }
             } catch {
                 if Task.isCancelled { return }
-                logger.info("claiming a job failed; trying again", metadata: ["error": "\(error)", "slot": "\(slot)"])
+                // No leader yet (a cluster starting, an election) is the common case: retried
+                // within a second, and reported only when it lasts.
+                failures += 1
+                logger.log(
+                    level: failures == 20 || failures % 300 == 0 ? .warning : .debug, "claiming a job keeps failing; trying again",
+                    metadata: ["error": "\(error)", "slot": "\(slot)", "failures": "\(failures)"])
                 try? await Task.sleep(for: .milliseconds(pauseMs))
-                pauseMs = min(pauseMs * 2, 5000)
+                pauseMs = min(pauseMs * 2, 1000)
             }
+        }
+    }
+
+    /// Runs `body` in a task of its own and returns its answer, or throws `CancellationError` as
+    /// soon as the caller is cancelled, leaving the task to end unwatched. A claim waits on the
+    /// leader for seconds and a client request cannot be taken back: a stopping worker does not
+    /// wait for it (the node cancels it when the connection goes; a job it claimed for nobody
+    /// waits out its lease).
+    func abandoningOnCancel<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let answered = Waiter<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                answered.continuation.withLock { $0 = continuation }
+                // Cancelled before the continuation was there to take.
+                if Task.isCancelled {
+                    answered.continuation.withLock { $0.take() }?.resume(throwing: CancellationError())
+                    return
+                }
+                Task {
+                    let result: Result<T, any Error>
+                    do {
+                        result = .success(try await body())
+                    } catch {
+                        result = .failure(error)
+                    }
+                    answered.continuation.withLock { $0.take() }?.resume(with: result)
+                }
+            }
+        } onCancel: {
+            answered.continuation.withLock { $0.take() }?.resume(throwing: CancellationError())
         }
     }
 
@@ -189,7 +232,7 @@ public final class JobWorker: Sendable {
         let shipping = Task { await logs.run() }
         defer { shipping.cancel() }
         do {
-            let outcome = try await runner.run(command, marker: "job-\(job.id)-\(String(attempt.token, radix: 16))") { chunk in
+            let outcome = try await runner.run(command, marker: "\(options.markerPrefix)job-\(job.id)-\(String(attempt.token, radix: 16))") { chunk in
                 logs.add(chunk)
                 output.withLock { output in
                     switch chunk.stream {
@@ -216,6 +259,11 @@ public final class JobWorker: Sendable {
             return (.failed(message: "\(error)", retryable: !(error is ShellRunError)), nil)
         }
     }
+}
+
+/// Whoever waits for an answer: the first to take it answers.
+final class Waiter<T: Sendable>: Sendable {
+    let continuation = Mutex<CheckedContinuation<T, any Error>?>(nil)
 }
 
 /// Sends an attempt's output to the cluster as it comes (`aspen job logs --follow` reads it):

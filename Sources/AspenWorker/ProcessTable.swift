@@ -32,12 +32,15 @@ extension ProcessStat {
 /// `/proc/<pid>/environ`) fed in pieces of any size, without holding the block.
 struct EnvironmentEntryMatcher {
     let entry: [UInt8]
+    /// An entry that starts with `entry` matches (else only one equal to it).
+    let prefix: Bool
     private(set) var found = false
     /// Bytes of `entry` matched so far in the current entry; nil once it differs.
     private var matched: Int? = 0
 
-    init(entry: [UInt8]) {
+    init(entry: [UInt8], prefix: Bool = false) {
         self.entry = entry
+        self.prefix = prefix
     }
 
     mutating func feed(_ bytes: UnsafeRawBufferPointer) {
@@ -45,6 +48,7 @@ struct EnvironmentEntryMatcher {
             if byte == 0 {
                 endEntry()
             } else if let count = matched {
+                if prefix, count == entry.count { continue }
                 matched = count < entry.count && entry[count] == byte ? count + 1 : nil
             }
         }
@@ -107,11 +111,11 @@ enum ProcessTable {
 
     /// Whether the process's environment block holds exactly `entry`. False also when it cannot
     /// be read: the process has gone, or belongs to a user this process may not inspect.
-    static func environment(of pid: pid_t, contains entry: [UInt8]) -> Bool {
+    static func environment(of pid: pid_t, contains entry: [UInt8], prefix: Bool = false) -> Bool {
         let descriptor = open("/proc/\(pid)/environ", O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return false }
         defer { close(descriptor) }
-        var matcher = EnvironmentEntryMatcher(entry: entry)
+        var matcher = EnvironmentEntryMatcher(entry: entry, prefix: prefix)
         // The kernel bounds the block (it is what exec was given), so this loop ends.
         return withUnsafeTemporaryAllocation(byteCount: environReadBytes, alignment: 1) { buffer in
             while !matcher.found {

@@ -156,6 +156,19 @@ public struct ShellRunner: Sendable {
         _ = subreaperEnabled
     }
 
+    /// Kills every process left by an earlier run of this worker: those whose marker starts
+    /// with `markerPrefix` (a worker that was killed could not stop its jobs). Returns how many.
+    @discardableResult
+    public static func killLeftovers(markerPrefix: String) -> Int {
+        let entry = Array("\(markerVariable)=\(markerPrefix)".utf8)
+        let own = getpid()
+        var killed = 0
+        for pid in ProcessTable.pids() where pid != own && ProcessTable.environment(of: pid, contains: entry, prefix: true) {
+            if kill(pid, SIGKILL) == 0 { killed += 1 }
+        }
+        return killed
+    }
+
     /// Runs `command` to its end and cleans up after it; returns how it ended.
     ///
     /// `onOutput` gets the output as it is read, in order, one call at a time, never more than

@@ -53,7 +53,9 @@ extension ClusterSuites {
             // Followed from before it starts: the output as it comes, to the attempt's end.
             let slow = try await Self.submit(cluster, ["--", "sh", "-c", "echo one; sleep 1; echo two >&2; echo three"])
             let (followed, live) = try await cluster.aspen(["job", "logs", "\(slow)", "--follow"], withErrors: true)
-            #expect(followed == 0 && live == "one\ntwo\nthree", "\(live)")
+            // The streams are read apart: their lines may interleave either way.
+            let slowHistory = try await Self.history(cluster, slow)
+            #expect(followed == 0 && live.split(separator: "\n").sorted() == ["one", "three", "two"], "\(live)\n\(slowHistory)")
 
             // A failing job: dead after exactly its attempts, with the reason; then redriven.
             let failing = try await Self.submit(cluster, ["--max-attempts", "2", "--backoff", "fixed:100ms", "--", "sh", "-c", "echo oops >&2; exit 3"])
@@ -121,6 +123,11 @@ extension ClusterSuites {
                 guard case .staleAttempt = error else { throw error }
             }
             #expect(try await client.jobRecord(.job(id)) == record)
+
+            // The killed node's job process ran on, orphaned; restarted, the node kills it first.
+            #expect(!Self.alive(commandLine: hang).isEmpty, "the first attempt's process should have outlived its node")
+            try cluster.start(victim, environment: ["ASPEN_JOB_LEASE_MS": "1500"])
+            try await eventually("the restarted node killed its old job's process") { Self.alive(commandLine: hang).isEmpty }
         }
 
         /// Starts `aspen worker run` against the cluster; its log goes to `log`.

@@ -1,6 +1,7 @@
 import AspenAuth
 import AspenCoordination
 import AspenCore
+import AspenJobs
 import AspenKV
 import AspenNode
 import AspenRaft
@@ -12,6 +13,31 @@ import Testing
 @Suite("What each request needs under capability tokens")
 struct RequestRequirementsTests {
     static func bytes(_ text: String) -> Bytes { Array(text.utf8) }
+
+    @Test("jobs: submitting needs write on the job's type, working needs full on it, looking needs read on every type")
+    func jobs() {
+        func granted(_ capability: Capability, _ call: JobCall) -> Bool {
+            RequestRequirements.of(call).atoms.allSatisfy { capability.grants($0) }
+        }
+        let submitShell = Capability.service(.jobs, .write, prefix: Self.bytes("shell"))
+        let workShell = Capability.service(.jobs, .full, prefix: Self.bytes("shell"))
+        let look = Capability.service(.jobs, .read, prefix: [])
+        let shell = JobSpec(type: "shell", command: ["true"])
+        #expect(granted(submitShell, .submit(shell)))
+        #expect(!granted(submitShell, .submit(JobSpec(type: "resize"))))
+        #expect(!granted(look, .submit(shell)), "a shell job needs a capability to submit")
+        #expect(!granted(submitShell, .claim(WorkerInfo(name: "w", types: ["shell"]), leaseMs: 1000, waitMs: 0)))
+        #expect(granted(workShell, .claim(WorkerInfo(name: "w", types: ["shell"]), leaseMs: 1000, waitMs: 0)))
+        #expect(!granted(workShell, .claim(WorkerInfo(name: "w", types: ["shell", "gpu"]), leaseMs: 1000, waitMs: 0)))
+        #expect(granted(workShell, .finish(1, type: "shell", token: 2, outcome: .succeeded(result: []), exitCode: 0)))
+        #expect(granted(workShell, .appendOutput(1, type: "shell", token: 2, chunk: JobOutputChunk(offset: 0, isError: false, bytes: []))))
+        #expect(!granted(workShell, .renew(1, type: "resize", token: 2, leaseMs: 1000)))
+        #expect(granted(look, .job(1)) && granted(look, .list(state: nil, type: nil, after: 0, limit: 1)) && granted(look, .output(1, attempt: nil, from: 0)))
+        #expect(!granted(look, .cancel(1)) && !granted(submitShell, .cancel(1)), "cancel names only an id: write on every type")
+        #expect(granted(Capability.service(.jobs, .write, prefix: []), .cancel(1)))
+        let schedule = CronRecord(name: "n", expression: "@daily", spec: shell)
+        #expect(granted(submitShell, .scheduleCreate(schedule, replace: false)) && !granted(look, .scheduleCreate(schedule, replace: false)))
+    }
 
     @Test("a transaction needs every compare and both branches; a returned previous value needs read; a lease revocation needs delete of its keys")
     func writes() throws {

@@ -34,7 +34,15 @@ public final class JobService: Sendable {
             }, retentionMs: retentionMs)
     }
 
-    public func run(_ call: JobCall) async throws -> JobAnswer { try await jobs.run(call) }
+    /// Runs a call here if this node leads (its reads of its own applied state are then
+    /// current enough to act on); else `notLeader`, and the caller goes to the leader.
+    public func run(_ call: JobCall) async throws -> JobAnswer {
+        try await node.requireLeader()
+        if case .claim = call, jobs.isStopping {
+            throw NodeError.unavailable("this node is stopping: ask another")
+        }
+        return try await jobs.run(call)
+    }
 
     /// Starts the manager: a pass whenever something is due, at least every `passMsMax` while
     /// this node leads.
@@ -69,12 +77,17 @@ public final class JobService: Sendable {
     /// through the leader (this node's calls, forwarded to the leader when this node follows).
     public func startWorkers(_ settings: NodeSettings.JobSettings, identity: NodeIdentity, cookie: ClusterCookie?) {
         guard settings.workers > 0 else { return }
+        // A node killed while it ran jobs left their processes running: they are this node's
+        // (its key marks them) and their attempts are dead, so they go before any new one starts.
+        let markerPrefix = "\(identity.key.hex.prefix(16))/"
+        let leftovers = ShellRunner.killLeftovers(markerPrefix: markerPrefix)
+        if leftovers > 0 { logger.notice("killed processes left by this node's jobs before it restarted", metadata: ["processes": "\(leftovers)"]) }
         let calls = LeaderJobCalls(service: self, identity: identity, cookie: cookie)
         let worker = JobWorker(
             calls: calls,
             options: JobWorkerOptions(
                 name: "node-\(node.id.rawValue)", node: node.id.rawValue, types: ["shell"], tags: settings.workerTags, concurrency: settings.workers,
-                leaseMs: settings.leaseMs, environment: ProcessInfo.processInfo.environment),
+                leaseMs: settings.leaseMs, environment: ProcessInfo.processInfo.environment, markerPrefix: markerPrefix),
             logger: logger)
         let task = Task {
             await worker.run()
@@ -84,6 +97,8 @@ public final class JobService: Sendable {
     }
 
     public func stop() async {
+        // Claims waiting here (other nodes' workers') end now rather than hold up the drain.
+        await jobs.stopWaiting()
         // The workers first: a job they stop is reported (and retried) while the manager still runs.
         let running = workers.withLock { task in
             defer { task = nil }
