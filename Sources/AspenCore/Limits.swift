@@ -86,6 +86,15 @@ public struct Limits: Sendable, Equatable {
     public var sagaStepsMax = 64
 
     // MARK: Pub/sub
+    /// A published message's payload, in bytes (larger ones go to the blob store).
+    public var topicPayloadBytesMax = 256 * 1024
+    /// Headers of one message, and their bytes together.
+    public var topicHeadersMax = 32
+    public var topicHeaderBytesMax = 4096
+    /// Messages of one publish batch (and of one group commit), and their encoded bytes: one
+    /// transaction, within `batchKeysMax` operations and `raftEntryBytesMax`.
+    public var topicBatchMax = 200
+    public var topicBatchBytesMax = 1024 * 1024
     /// Longest subject or subject pattern, in bytes.
     public var subjectBytesMax = 255
     /// Most tokens (dot-separated parts) of a subject or pattern.

@@ -97,11 +97,20 @@ extension FuzzTarget {
                 .finish(7, type: "shell", token: 9, outcome: .failed(message: "m", retryable: false), exitCode: nil), .cancel(7),
                 .retry(7, deadOnly: true), .scheduleCreate(schedule, replace: true), .schedules, .schedulePause("n", paused: true),
                 .scheduleHistory("n", limit: 5), .scheduleRemove("n"),
+                .appendOutput(7, type: "shell", token: 9, chunk: JobOutputChunk(offset: 3, isError: true, bytes: [1, 2])),
+                .output(7, attempt: 2, from: 3), .output(7, attempt: nil, from: 0),
+                .sagaStart(name: "s", steps: [SagaStep(name: "a", run: ["a"], compensate: ["b"]), SagaStep(name: "c", run: ["c"])], type: "shell", maxAttempts: 2),
+                .saga(4), .publish([TopicMessage(subject: "orders.eu", payload: [1], headers: ["k": "v"], messageID: "m")]),
+                .read(pattern: "orders.>", from: 3, limit: 10), .read(pattern: nil, from: 0, limit: 1),
+                .retentionSet(TopicRetention(pattern: "logs.>", maxAgeMs: 5, maxMessages: 6)), .retentions,
             ]
             let answers: [JobAnswer] = [
                 .submitted(id: 7, created: true), .job(record), .claimed(nil), .claimed(record), .jobs([record, record]),
                 .history([JobHistoryEntry(atMs: 1, state: .dead, attempt: 1, token: 2, worker: "w", node: 3, exitCode: 1, message: "m")]),
                 .schedules([schedule]), .ticks([CronTick(tickMs: 5, job: 7, message: "fired")]), .done,
+                .output(attempt: 2, chunks: [JobOutputChunk(offset: 0, isError: false, bytes: [1])]), .published([1, 2]),
+                .page(TopicPage(messages: [TopicMessage(subject: "a.b", payload: [2])], next: 3, oldest: 1, last: 2, revision: 9)),
+                .retentions([TopicRetention(pattern: ">", maxMessages: 3)]),
             ]
             return selected(0, calls.map(\.encoded)) + selected(1, answers.map(\.encoded)) + selected(2, [record.encoded])
                 + selected(3, [schedule.encoded])

@@ -27,6 +27,12 @@ public enum JobCall: Sendable, Equatable {
     case output(UInt64, attempt: Int?, from: Int64)
     case sagaStart(name: String, steps: [SagaStep], type: String, maxAttempts: Int)
     case saga(UInt64)
+    /// Pub/sub: a batch of messages, published all or none.
+    case publish([TopicMessage])
+    /// Messages from a cursor whose subject the pattern selects (nil: every subject).
+    case read(pattern: String?, from: UInt64, limit: Int)
+    case retentionSet(TopicRetention)
+    case retentions
 
     /// Whether sending it again after an unknown outcome is harmless. A submit is when it carries
     /// an idempotency key (the client always gives one); renewals and finishes are fenced and
@@ -34,8 +40,10 @@ public enum JobCall: Sendable, Equatable {
     public var isRepeatable: Bool {
         switch self {
         case .submit(let spec): spec.idempotencyKey != nil
-        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output, .saga: true
+        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output, .saga, .read, .retentionSet, .retentions: true
         case .claim, .retry, .scheduleCreate(_, false), .scheduleRemove, .sagaStart: false
+        // With an id on every message, a repeated publish returns the first cursors.
+        case .publish(let messages): messages.allSatisfy { $0.messageID != nil }
         }
     }
 
@@ -140,6 +148,20 @@ public enum JobCall: Sendable, Equatable {
         case .saga(let id):
             writer.write(17)
             writer.writeVarint(id)
+        case .publish(let messages):
+            writer.write(18)
+            writer.writeVarint(UInt64(messages.count))
+            for message in messages { writer.writeBytes(message.encoded) }
+        case .read(let pattern, let from, let limit):
+            writer.write(19)
+            writer.writeOptionalBytes(pattern.map { Array($0.utf8) })
+            writer.writeVarint(from)
+            writer.writeVarint(UInt64(max(0, limit)))
+        case .retentionSet(let rule):
+            writer.write(20)
+            writer.writeBytes(rule.encoded)
+        case .retentions:
+            writer.write(21)
         }
         return writer.bytes
     }
@@ -220,6 +242,17 @@ public enum JobCall: Sendable, Equatable {
             let saga = try SagaRecord(decoding: try reader.readBytes(limit: SagaRecord.encodedBytesMax(limits)), limits: limits)
             self = .sagaStart(name: saga.name, steps: saga.steps, type: saga.type, maxAttempts: saga.maxAttempts)
         case 17: self = .saga(try reader.readVarint())
+        case 18:
+            var messages: [TopicMessage] = []
+            for _ in 0..<(try reader.readCount(limit: limits.topicBatchMax)) {
+                messages.append(try TopicMessage(decoding: try reader.readBytes(limit: TopicMessage.encodedBytesMax(limits)), limits: limits))
+            }
+            self = .publish(messages)
+        case 19:
+            let pattern = try reader.readOptionalBytes(limit: limits.subjectBytesMax).map { String(decoding: $0, as: UTF8.self) }
+            self = .read(pattern: pattern, from: try reader.readVarint(), limit: try reader.readCount(limit: JobCall.listLimitMax))
+        case 20: self = .retentionSet(try TopicRetention(decoding: try reader.readBytes(limit: limits.subjectBytesMax + 32), limits: limits))
+        case 21: self = .retentions
         case let other: throw .invalid("unknown job call \(other)")
         }
         try reader.expectEnd()
@@ -242,6 +275,9 @@ public enum JobAnswer: Sendable, Equatable {
     case done
     case output(attempt: Int, chunks: [JobOutputChunk])
     case saga(SagaRecord)
+    case published([UInt64])
+    case page(TopicPage)
+    case retentions([TopicRetention])
 
     /// Bytes of records one answer carries at most: a list stops early rather than pass the frame limit.
     public static let bytesMax = 8 << 20
@@ -289,6 +325,22 @@ public enum JobAnswer: Sendable, Equatable {
         case .saga(let saga):
             writer.write(9)
             writer.writeBytes(saga.encoded)
+        case .published(let cursors):
+            writer.write(10)
+            writer.writeVarint(UInt64(cursors.count))
+            for cursor in cursors { writer.writeVarint(cursor) }
+        case .page(let page):
+            writer.write(11)
+            writer.writeVarint(UInt64(page.messages.count))
+            for message in page.messages { writer.writeBytes(message.encoded) }
+            writer.writeVarint(page.next)
+            writer.writeVarint(page.oldest)
+            writer.writeVarint(page.last)
+            writer.writeVarint(signed: page.revision)
+        case .retentions(let rules):
+            writer.write(12)
+            writer.writeVarint(UInt64(rules.count))
+            for rule in rules { writer.writeBytes(rule.encoded) }
         }
         return writer.bytes
     }
@@ -333,6 +385,25 @@ public enum JobAnswer: Sendable, Equatable {
             }
             self = .output(attempt: attempt, chunks: chunks)
         case 9: self = .saga(try SagaRecord(decoding: try reader.readBytes(limit: SagaRecord.encodedBytesMax(limits)), limits: limits))
+        case 10:
+            var cursors: [UInt64] = []
+            for _ in 0..<(try reader.readCount(limit: limits.topicBatchMax)) { cursors.append(try reader.readVarint()) }
+            self = .published(cursors)
+        case 11:
+            var messages: [TopicMessage] = []
+            for _ in 0..<(try reader.readCount(limit: JobCall.listLimitMax)) {
+                messages.append(try TopicMessage(decoding: try reader.readBytes(limit: TopicMessage.encodedBytesMax(limits)), limits: limits))
+            }
+            self = .page(
+                TopicPage(
+                    messages: messages, next: try reader.readVarint(), oldest: try reader.readVarint(), last: try reader.readVarint(),
+                    revision: try reader.readSignedVarint()))
+        case 12:
+            var rules: [TopicRetention] = []
+            for _ in 0..<(try reader.readCount(limit: 1000)) {
+                rules.append(try TopicRetention(decoding: try reader.readBytes(limit: limits.subjectBytesMax + 32), limits: limits))
+            }
+            self = .retentions(rules)
         case let other: throw .invalid("unknown job answer \(other)")
         }
         try reader.expectEnd()
@@ -386,7 +457,47 @@ extension JobStore {
         case .sagaStart(let name, let steps, let type, let maxAttempts):
             return .saga(try await startSaga(name: name, steps: steps, type: type, maxAttempts: maxAttempts))
         case .saga(let id): return .saga(try await saga(id))
+        case .publish, .read, .retentionSet, .retentions:
+            guard let topics else { throw JobError.invalid("this store has no message stream") }
+            return try await topics.run(call)
         }
+    }
+}
+
+extension TopicLog {
+    /// Runs a pub/sub call.
+    public func run(_ call: JobCall) async throws -> JobAnswer {
+        switch call {
+        case .publish(let messages): return .published(try await publish(messages))
+        case .read(let pattern, let from, let limit):
+            var selector: SubjectPattern?
+            if let pattern {
+                do throws(SubjectError) {
+                    selector = try SubjectPattern(pattern, limits: limits)
+                } catch {
+                    throw JobError.invalid(error.description)
+                }
+            }
+            var page = try await read(pattern: selector, from: from, limit: min(limit, JobCall.listLimitMax))
+            // An answer stays within the frame: a page of big messages ends early, and says where.
+            var bytes = 0
+            if let cut = page.messages.firstIndex(where: { bytes += $0.encoded.count; return bytes > JobAnswer.bytesMax }), cut > 0 {
+                page.next = page.messages[cut].cursor
+                page.messages.removeSubrange(cut...)
+            }
+            return .page(page)
+        case .retentionSet(let rule):
+            try await setRetention(rule)
+            return .done
+        case .retentions: return .retentions(try await retentions())
+        default: throw JobError.invalid("not a pub/sub call")
+        }
+    }
+}
+
+extension TopicMessage {
+    static func encodedBytesMax(_ limits: Limits) -> Int {
+        limits.topicPayloadBytesMax + 2 * limits.topicHeaderBytesMax + 8 * limits.topicHeadersMax + limits.subjectBytesMax + limits.jobNameBytesMax + 64
     }
 }
 

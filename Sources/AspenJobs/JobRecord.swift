@@ -248,6 +248,8 @@ public enum JobError: Error, Sendable, Equatable, CustomStringConvertible {
     case wrongState(job: UInt64, state: JobState, wanted: String)
     /// Other writers kept changing the job.
     case contention(attempts: Int)
+    /// A stream read from a cursor older than the oldest message kept.
+    case cursorExpired(cursor: UInt64, oldest: UInt64)
 
     public var description: String {
         switch self {
@@ -256,6 +258,7 @@ public enum JobError: Error, Sendable, Equatable, CustomStringConvertible {
         case .staleAttempt(let job, let token, let reason): "attempt token \(String(token, radix: 16)) of job \(job) is stale: \(reason)"
         case .wrongState(let job, let state, let wanted): "job \(job) is \(state.rawValue): \(wanted)"
         case .contention(let attempts): "the job kept changing under \(attempts) attempts; try again"
+        case .cursorExpired(let cursor, let oldest): "cursor \(cursor) expired, oldest is \(oldest)"
         }
     }
 
@@ -283,6 +286,10 @@ public enum JobError: Error, Sendable, Equatable, CustomStringConvertible {
         case .contention(let attempts):
             writer.write(4)
             writer.writeVarint(UInt64(attempts))
+        case .cursorExpired(let cursor, let oldest):
+            writer.write(5)
+            writer.writeVarint(cursor)
+            writer.writeVarint(oldest)
         }
         return writer.bytes
     }
@@ -298,6 +305,7 @@ public enum JobError: Error, Sendable, Equatable, CustomStringConvertible {
             guard let state = JobState(rawValue: try reader.readString(limit: 32)) else { throw .invalid("unknown job state") }
             self = .wrongState(job: job, state: state, wanted: try reader.readString(limit: 4096))
         case 4: self = .contention(attempts: try reader.readCount(limit: 1_000_000))
+        case 5: self = .cursorExpired(cursor: try reader.readVarint(), oldest: try reader.readVarint())
         default: throw .invalid("unknown job error")
         }
         try reader.expectEnd()

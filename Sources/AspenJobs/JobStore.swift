@@ -65,14 +65,17 @@ public final class JobStore: Sendable {
     static let attemptsMax = 16
     /// How long a finished job (its record, history, output and idempotency key) is kept.
     public let retentionMs: Int64
+    /// The pub/sub stream served beside the jobs (nil: none).
+    public let topics: TopicLog?
 
     public init(
         store: any KeyValueStore, limits: Limits = .standard, nowMs: @escaping @Sendable () -> Int64,
         random: @escaping @Sendable () -> UInt64 = { UInt64.random(in: 1...UInt64.max) },
-        blobHolders: (@Sendable ([UInt8]) async -> Set<UInt64>)? = nil, retentionMs: Int64 = 7 * 86_400_000
+        blobHolders: (@Sendable ([UInt8]) async -> Set<UInt64>)? = nil, retentionMs: Int64 = 7 * 86_400_000, topics: TopicLog? = nil
     ) {
         self.store = store
         self.retentionMs = retentionMs
+        self.topics = topics
         self.limits = limits
         self.nowMs = nowMs
         self.random = random

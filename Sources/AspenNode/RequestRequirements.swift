@@ -140,6 +140,14 @@ extension RequestRequirements {
         case .renew(_, let type, _, _), .finish(_, let type, _, _, _), .appendOutput(_, let type, _, _): return jobs(.full, type)
         case .output, .saga: return jobs(.read, "")
         case .sagaStart(_, _, let type, _): return jobs(.write, type)
+        case .publish(let messages): return .all(messages.map { .service(.hooks, .write, resource: Array($0.subject.utf8)) })
+        case .read(let pattern, _, _):
+            // A pattern's literal tokens before its first wildcard: the subjects it can select.
+            let tokens = (pattern ?? "").split(separator: ".", omittingEmptySubsequences: false)
+            let literal = tokens.prefix { $0 != "*" && $0 != ">" }.joined(separator: ".")
+            let resource = pattern == nil ? "" : literal.count < (pattern ?? "").count && !literal.isEmpty ? literal + "." : literal
+            return .service(.hooks, .read, resource: Array(resource.utf8))
+        case .retentionSet, .retentions: return .service(.hooks, .full, resource: [])
         case .cancel, .retry, .schedulePause, .scheduleRemove: return jobs(.write, "")
         case .scheduleCreate(let record, _): return jobs(.write, record.spec.type)
         case .schedules, .scheduleHistory: return jobs(.read, "")

@@ -27,6 +27,7 @@ func runJob(_ body: () async throws -> Void) async throws {
             case .notFound: throw CLIError.notFound(error.description)
             case .staleAttempt, .wrongState: throw CLIError.conditionFailed(error.description)
             case .contention: throw CLIError.unavailable(error.description)
+            case .cursorExpired: throw CLIError.conditionFailed(error.description)
             }
         } catch let error as JobPolicyError {
             throw CLIError.badInput(error.description)

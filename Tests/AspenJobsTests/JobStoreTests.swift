@@ -454,3 +454,103 @@ struct SagaTests {
         #expect(try SagaRecord(decoding: saga.encoded) == saga)
     }
 }
+
+@Suite("Durable pub/sub stream")
+struct TopicLogTests {
+    func stream(_ clock: JobClock) -> TopicLog { TopicLog(store: MemoryKeyValueStore(nowMs: { clock.ms }), dedupWindowMs: 10_000, nowMs: { clock.ms }) }
+    func message(_ subject: String, _ text: String = "", id: String? = nil) -> TopicMessage {
+        TopicMessage(subject: subject, payload: Array(text.utf8), messageID: id)
+    }
+
+    @Test("reads select subjects as NATS does: '*' one token, '>' one or more, never the bare prefix")
+    func wildcards() async throws {
+        let log = stream(JobClock())
+        _ = try await log.publish(["orders", "orders.created", "orders.us.created", "billing.created"].map { message($0) })
+        func subjects(_ pattern: String) async throws -> [String] {
+            try await log.read(pattern: try SubjectPattern(pattern), from: 0, limit: 100).messages.map(\.subject)
+        }
+        #expect(try await subjects("orders.*") == ["orders.created"])
+        #expect(try await subjects("orders.>") == ["orders.created", "orders.us.created"])
+        #expect(try await subjects(">") == ["orders", "orders.created", "orders.us.created", "billing.created"])
+        #expect(try await subjects("*.created") == ["orders.created", "billing.created"])
+        #expect(try await subjects("orders") == ["orders"])
+    }
+
+    @Test("3 publishers, 3000 messages: cursors 1…3000 with no gap or duplicate, read in order, resumed by cursor")
+    func ordered() async throws {
+        let log = stream(JobClock())
+        let cursors = try await withThrowingTaskGroup(of: [UInt64].self) { group in
+            for publisher in 0..<3 {
+                group.addTask {
+                    var mine: [UInt64] = []
+                    for number in 0..<1000 { mine += try await log.publish([message("p\(publisher).n", "\(number)")]) }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(cursors.sorted() == Array(1...3000))
+        var seen: [TopicMessage] = []
+        var from: UInt64 = 0
+        while true {
+            let page = try await log.read(pattern: nil, from: from, limit: 700)
+            seen += page.messages
+            from = page.next
+            if page.messages.isEmpty { break }
+        }
+        #expect(seen.count == 3000 && seen.map(\.cursor) == Array(1...3000), "read \(seen.count) messages, ending at \(seen.last?.cursor ?? 0)")
+        // Each publisher's messages in the order it published them.
+        for publisher in 0..<3 {
+            let numbers = seen.filter { $0.subject == "p\(publisher).n" }.map { Int(String(decoding: $0.payload, as: UTF8.self))! }
+            #expect(numbers == Array(0..<1000), "publisher \(publisher): \(numbers.count) messages, in order: \(numbers == numbers.sorted())")
+        }
+        let resumed = try await log.read(pattern: try SubjectPattern("p1.*"), from: 2001, limit: 5000)
+        #expect(resumed.messages.allSatisfy { $0.cursor >= 2001 && $0.subject == "p1.n" } && resumed.next == 3001)
+    }
+
+    @Test("a batch is published whole or not at all; bounds are named")
+    func batches() async throws {
+        let log = stream(JobClock())
+        await #expect(throws: JobError.invalid("'bad..subject' has an empty token (a leading, trailing or doubled '.')")) {
+            try await log.publish([message("good.one"), message("bad..subject")])
+        }
+        await #expect(throws: JobError.self) { try await log.publish([message("orders.*")]) }
+        let big = TopicMessage(subject: "big", payload: Array(repeating: 1, count: Limits.standard.topicPayloadBytesMax + 1))
+        do {
+            _ = try await log.publish([big])
+            Issue.record("an oversized payload was published")
+        } catch let error as JobError {
+            #expect(error.description.contains("topicPayloadBytesMax"))
+        }
+        #expect(try await log.read(pattern: nil, from: 0, limit: 10).last == 0)
+        #expect(try await log.publish([message("a"), message("b"), message("c")]) == [1, 2, 3])
+    }
+
+    @Test("a message id publishes once within the dedup window; after it, again")
+    func dedup() async throws {
+        let clock = JobClock()
+        let log = stream(clock)
+        let first = try await log.publish([message("orders.created", "7", id: "order-7")])
+        #expect(try await log.publish([message("orders.created", "7", id: "order-7")]) == first)
+        #expect(try await log.read(pattern: nil, from: 0, limit: 10).messages.count == 1)
+        clock.advance(10_001)
+        _ = try await log.prune()
+        #expect(try await log.publish([message("orders.created", "7", id: "order-7")]) == [2])
+    }
+
+    @Test("retention removes old messages of matching subjects; reading from a removed cursor names the oldest")
+    func retention() async throws {
+        let clock = JobClock()
+        let log = stream(clock)
+        try await log.setRetention(TopicRetention(pattern: "logs.>", maxMessages: 5))
+        try await log.setRetention(TopicRetention(pattern: "audit", maxAgeMs: 60_000))
+        _ = try await log.publish([message("audit"), message("logs.a"), message("keep")])
+        for _ in 0..<10 { _ = try await log.publish([message("logs.b")]) }
+        #expect(try await log.prune() == 6)  // cursors 2 and 4…8: five newer ones are in the stream
+        clock.advance(60_001)
+        #expect(try await log.prune() == 1)  // the audit message, now too old
+        let left = try await log.read(pattern: nil, from: 0, limit: 100)
+        #expect(left.messages.map(\.cursor) == [3, 9, 10, 11, 12, 13] && left.oldest == 3)
+        await #expect(throws: JobError.cursorExpired(cursor: 2, oldest: 3)) { try await log.read(pattern: nil, from: 2, limit: 10) }
+    }
+}

@@ -31,7 +31,7 @@ public final class JobService: Sendable {
                     return []
                 }
                 return Set(records.compactMap { BlobRecords.node(fromHolderName: $0.name) })
-            }, retentionMs: retentionMs)
+            }, retentionMs: retentionMs, topics: TopicLog(store: node, limits: limits, nowMs: node.nowMs))
     }
 
     /// Runs a call here if this node leads (its reads of its own applied state are then
@@ -49,10 +49,17 @@ public final class JobService: Sendable {
     public func start() {
         let task = Task { [self] in
             var failures = 0
+            let clock = ContinuousClock()
+            var nextPrune = clock.now
             while !Task.isCancelled {
                 var pauseMs = Self.passMsMax
                 if await node.status.leader == node.id {
                     do {
+                        if clock.now >= nextPrune, let topics = jobs.topics {
+                            nextPrune = clock.now + .seconds(5)
+                            let pruned = try await topics.prune()
+                            if pruned > 0 { logger.debug("pub/sub retention", metadata: ["messages": "\(pruned)"]) }
+                        }
                         let tick = try await jobs.tick()
                         failures = 0
                         if let due = tick.nextDueMs { pauseMs = min(pauseMs, max(5, due - node.nowMs())) }
