@@ -27,6 +27,10 @@ struct Bench: AsyncParsableCommand {
         case job
         /// One job at a time: submit-to-start latency of an idle cluster.
         case jobLatency = "job-latency"
+        /// Durable publishes (one message per call, --value-size bytes) per second.
+        case pub
+        /// Publish-to-delivery on a stream watcher against put-to-watch-event, alternating.
+        case pubLatency = "pub-latency"
         var isLayer: Bool { [.lock, .queue, .counter, .bufferedCounter].contains(self) }
     }
     enum WireProtocol: String, ExpressibleByArgument, CaseIterable { case aspen, etcd }
@@ -82,6 +86,18 @@ struct Bench: AsyncParsableCommand {
     func run() async throws {
         if workload == .auth {
             try await runReporting { AuthBench.run(seconds: duration, json: cluster.json) }
+            return
+        }
+        if workload == .pub || workload == .pubLatency {
+            try await runReporting {
+                let client = try cluster.client()
+                if workload == .pub {
+                    try await PubSubBench.throughput(client: client, clients: clients, seconds: duration, valueSize: valueSize, json: cluster.json)
+                } else {
+                    try await PubSubBench.latency(client: client, seconds: duration, json: cluster.json)
+                }
+                await client.close()
+            }
             return
         }
         if workload == .job || workload == .jobLatency {
