@@ -13,23 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib="${1:-256}"
-swift build -c release --product aspen > /dev/null
-swift build -c release --product aspen-node > /dev/null
-aspen="$PWD/.build/release/aspen"
-
-work=$(mktemp -d "${BENCH_DIR:-/tmp}/aspen-blob.XXXXXX")
-cleanup() {
-    kill $(jobs -p) 2> /dev/null || true
-    pkill -f "$work" 2> /dev/null || true
-    wait 2> /dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/cluster" "$work/copies" "$work/www"
-(cd "$work/cluster" && exec "$aspen" dev --base-port 7700 > dev.out 2>&1) &
-for _ in $(seq 1 120); do grep -q '^Try:' "$work/cluster/dev.out" 2> /dev/null && break; sleep 0.5; done
-grep -q '^Try:' "$work/cluster/dev.out" || { cat "$work/cluster/dev.out" >&2; echo "the cluster did not start" >&2; exit 1; }
-cli() { (cd "$work/cluster" && "$aspen" "$@"); }
+source benchmarks/dev-cluster.sh blob 7700
+mkdir -p "$work/copies" "$work/www"
 
 # seconds COMMAND...: wall-clock seconds the command took.
 seconds() {

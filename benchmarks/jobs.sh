@@ -11,24 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
-swift build -c release --product aspen > /dev/null
-swift build -c release --product aspen-node > /dev/null
-aspen="$PWD/.build/release/aspen"
-
-work=$(mktemp -d "${BENCH_DIR:-/tmp}/aspen-jobs.XXXXXX")
-cleanup() {
-    kill $(jobs -p) 2> /dev/null || true
-    pkill -f "$work" 2> /dev/null || true
-    wait 2> /dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/cluster"
-# The nodes' own workers take shell jobs only; the benchmark's jobs have a type of their own.
-(cd "$work/cluster" && exec "$aspen" dev --base-port 7800 > dev.out 2>&1) &
-for _ in $(seq 1 120); do grep -q '^Try:' "$work/cluster/dev.out" 2> /dev/null && break; sleep 0.5; done
-grep -q '^Try:' "$work/cluster/dev.out" || { cat "$work/cluster/dev.out" >&2; echo "the cluster did not start" >&2; exit 1; }
-cli() { (cd "$work/cluster" && "$aspen" "$@"); }
+source benchmarks/dev-cluster.sh jobs 7800
 field() { python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"; }
 
 put() { cli bench put --clients "$1" --duration "$seconds" --json 2> /dev/null | field opsPerSecond; }

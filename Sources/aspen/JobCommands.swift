@@ -439,12 +439,7 @@ struct CronCommand: AsyncParsableCommand {
         @OptionGroup var cluster: ClusterOptions
         @Argument(help: "The schedule's name.") var name: String
 
-        func run() async throws {
-            try await runJob {
-                _ = try await cluster.client().job(.schedulePause(name, paused: true))
-                output(cluster.json, ["name": name, "paused": true], text: "schedule \(name): paused")
-            }
-        }
+        func run() async throws { try await CronCommand.setPaused(cluster, name, true) }
     }
 
     struct Resume: AsyncParsableCommand {
@@ -453,11 +448,13 @@ struct CronCommand: AsyncParsableCommand {
         @OptionGroup var cluster: ClusterOptions
         @Argument(help: "The schedule's name.") var name: String
 
-        func run() async throws {
-            try await runJob {
-                _ = try await cluster.client().job(.schedulePause(name, paused: false))
-                output(cluster.json, ["name": name, "paused": false], text: "schedule \(name): resumed")
-            }
+        func run() async throws { try await CronCommand.setPaused(cluster, name, false) }
+    }
+
+    static func setPaused(_ cluster: ClusterOptions, _ name: String, _ paused: Bool) async throws {
+        try await runJob {
+            _ = try await cluster.client().job(.schedulePause(name, paused: paused))
+            output(cluster.json, ["name": name, "paused": paused], text: "schedule \(name): \(paused ? "paused" : "resumed")")
         }
     }
 

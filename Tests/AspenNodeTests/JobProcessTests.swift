@@ -143,18 +143,25 @@ extension ClusterSuites {
             return process
         }
 
+        /// A cluster whose nodes run no jobs, its leader, and one `aspen worker run` process that
+        /// no node kill touches (so each job's effect can be counted). Stop both with `stop`.
+        static func withWorker(_ arguments: [String]) async throws -> (cluster: ProcessCluster, leader: Int, worker: Process) {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll(environment: ["ASPEN_JOB_WORKERS": "0"])
+            let leader = try await cluster.leader()
+            return (cluster, leader, try worker(cluster, arguments, log: cluster.directory.appendingPathComponent("worker.log")))
+        }
+
+        static func stop(_ cluster: ProcessCluster, _ worker: Process) {
+            worker.terminate()
+            worker.waitUntilExit()
+            cluster.terminateAll()
+        }
+
         @Test("a cron schedule every 2 s with the leader killed once: every tick makes one job, none twice, none skipped; each runs once")
         func cronAcrossLeaderKill() async throws {
-            let cluster = try ProcessCluster(nodes: 3)
-            // The jobs run on a worker process that no kill touches, so each job's effect can be counted.
-            try cluster.startAll(environment: ["ASPEN_JOB_WORKERS": "0"])
-            defer { cluster.terminateAll() }
-            let leader = try await cluster.leader()
-            let worker = try Self.worker(cluster, ["--concurrency", "2"], log: cluster.directory.appendingPathComponent("worker.log"))
-            defer {
-                worker.terminate()
-                worker.waitUntilExit()
-            }
+            let (cluster, leader, worker) = try await Self.withWorker(["--concurrency", "2"])
+            defer { Self.stop(cluster, worker) }
             let effects = cluster.directory.appendingPathComponent("effects").path
             let (made, said) = try await cluster.aspen(
                 ["job", "submit", "--cron", "*/2 * * * * *", "--name", "tick", "--", "sh", "-c", "echo $ASPEN_JOB_ID >> \(effects)"], withErrors: true)
@@ -197,16 +204,9 @@ extension ClusterSuites {
         @Test("idempotency under a leader kill: 4 clients submit 600 jobs with distinct keys, the leader dies; one job per key, each run once")
         func submitsAcrossLeaderKill() async throws {
             let total = Int(ProcessInfo.processInfo.environment["ASPEN_JOB_SUBMITS"] ?? "") ?? 600
-            let cluster = try ProcessCluster(nodes: 3)
-            try cluster.startAll(environment: ["ASPEN_JOB_WORKERS": "0"])
-            defer { cluster.terminateAll() }
-            let leader = try await cluster.leader()
+            let (cluster, leader, worker) = try await Self.withWorker(["--concurrency", "4"])
+            defer { Self.stop(cluster, worker) }
             let effects = cluster.directory.appendingPathComponent("effects").path
-            let worker = try Self.worker(cluster, ["--concurrency", "4"], log: cluster.directory.appendingPathComponent("worker.log"))
-            defer {
-                worker.terminate()
-                worker.waitUntilExit()
-            }
             let clients = try (0..<4).map { _ in try cluster.client() }
             defer { for client in clients { Task { await client.close() } } }
             let progress = Submitted()
@@ -344,15 +344,8 @@ extension ClusterSuites {
 
         @Test("a saga whose last step fails is undone in reverse, each compensation once, across a leader kill mid-compensation")
         func sagaAcrossLeaderKill() async throws {
-            let cluster = try ProcessCluster(nodes: 3)
-            try cluster.startAll(environment: ["ASPEN_JOB_WORKERS": "0"])
-            defer { cluster.terminateAll() }
-            let leader = try await cluster.leader()
-            let worker = try Self.worker(cluster, ["--concurrency", "2"], log: cluster.directory.appendingPathComponent("worker.log"))
-            defer {
-                worker.terminate()
-                worker.waitUntilExit()
-            }
+            let (cluster, leader, worker) = try await Self.withWorker(["--concurrency", "2"])
+            defer { Self.stop(cluster, worker) }
             let log = cluster.directory.appendingPathComponent("saga.log").path
             let file = cluster.directory.appendingPathComponent("saga.json").path
             let definition: [String: Any] = [
