@@ -103,6 +103,10 @@ extension FuzzTarget {
                 .saga(4), .publish([TopicMessage(subject: "orders.eu", payload: [1], headers: ["k": "v"], messageID: "m")]),
                 .read(pattern: "orders.>", from: 3, limit: 10), .read(pattern: nil, from: 0, limit: 1),
                 .retentionSet(TopicRetention(pattern: "logs.>", maxAgeMs: 5, maxMessages: 6)), .retentions,
+                .groupCreate(ConsumerGroup(name: "g", pattern: "work.>", ackWaitMs: 2000, maxPending: 100), from: nil),
+                .groupCreate(ConsumerGroup(name: "g", pattern: ">"), from: 7), .fetch(group: "g", consumer: "c", max: 16, waitMs: 1000),
+                .settle(group: "g", cursor: 3, receipt: 9, action: .ack), .settle(group: "g", cursor: 3, receipt: 9, action: .nak(delayMs: 5)),
+                .settle(group: "g", cursor: 3, receipt: 9, action: .extend), .groupStatus("g"),
             ]
             let answers: [JobAnswer] = [
                 .submitted(id: 7, created: true), .job(record), .claimed(nil), .claimed(record), .jobs([record, record]),
@@ -110,7 +114,9 @@ extension FuzzTarget {
                 .schedules([schedule]), .ticks([CronTick(tickMs: 5, job: 7, message: "fired")]), .done,
                 .output(attempt: 2, chunks: [JobOutputChunk(offset: 0, isError: false, bytes: [1])]), .published([1, 2]),
                 .page(TopicPage(messages: [TopicMessage(subject: "a.b", payload: [2])], next: 3, oldest: 1, last: 2, revision: 9)),
-                .retentions([TopicRetention(pattern: ">", maxMessages: 3)]),
+                .retentions([TopicRetention(pattern: ">", maxMessages: 3)]), .group(ConsumerGroup(name: "g", pattern: ">")),
+                .deliveries([GroupDelivery(message: TopicMessage(subject: "a", payload: [1]), receipt: 5, deliveries: 2)]),
+                .groupStatus(ConsumerGroup(name: "g", pattern: ">"), pending: 3, dead: [1, 2]),
             ]
             return selected(0, calls.map(\.encoded)) + selected(1, answers.map(\.encoded)) + selected(2, [record.encoded])
                 + selected(3, [schedule.encoded])

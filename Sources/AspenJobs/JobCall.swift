@@ -33,6 +33,11 @@ public enum JobCall: Sendable, Equatable {
     case read(pattern: String?, from: UInt64, limit: Int)
     case retentionSet(TopicRetention)
     case retentions
+    /// Consumer groups: create (from a cursor; nil: new messages), fetch, settle a delivery, status.
+    case groupCreate(ConsumerGroup, from: UInt64?)
+    case fetch(group: String, consumer: String, max: Int, waitMs: Int64)
+    case settle(group: String, cursor: UInt64, receipt: UInt64, action: GroupAction)
+    case groupStatus(String)
 
     /// Whether sending it again after an unknown outcome is harmless. A submit is when it carries
     /// an idempotency key (the client always gives one); renewals and finishes are fenced and
@@ -40,8 +45,10 @@ public enum JobCall: Sendable, Equatable {
     public var isRepeatable: Bool {
         switch self {
         case .submit(let spec): spec.idempotencyKey != nil
-        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output, .saga, .read, .retentionSet, .retentions: true
-        case .claim, .retry, .scheduleCreate(_, false), .scheduleRemove, .sagaStart: false
+        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output, .saga, .read, .retentionSet, .retentions, .groupCreate, .groupStatus: true
+        case .claim, .retry, .scheduleCreate(_, false), .scheduleRemove, .sagaStart, .fetch: false
+        // An ack or extend repeated is refused as stale at worst; a nak moves the wait again.
+        case .settle: true
         // With an id on every message, a repeated publish returns the first cursors.
         case .publish(let messages): messages.allSatisfy { $0.messageID != nil }
         }
@@ -49,6 +56,7 @@ public enum JobCall: Sendable, Equatable {
 
     public var waitMs: Int64 {
         if case .claim(_, _, let wait) = self { return wait }
+        if case .fetch(_, _, _, let wait) = self { return wait }
         return 0
     }
 
@@ -162,6 +170,32 @@ public enum JobCall: Sendable, Equatable {
             writer.writeBytes(rule.encoded)
         case .retentions:
             writer.write(21)
+        case .groupCreate(let group, let from):
+            writer.write(22)
+            writer.writeBytes(group.encoded)
+            writer.write(from != nil)
+            if let from { writer.writeVarint(from) }
+        case .fetch(let group, let consumer, let max, let waitMs):
+            writer.write(23)
+            writer.writeString(group)
+            writer.writeString(consumer)
+            writer.writeVarint(UInt64(Swift.max(0, max)))
+            writer.writeVarint(signed: waitMs)
+        case .settle(let group, let cursor, let receipt, let action):
+            writer.write(24)
+            writer.writeString(group)
+            writer.writeVarint(cursor)
+            writer.writeFixed(receipt)
+            switch action {
+            case .ack: writer.write(0)
+            case .nak(let delayMs):
+                writer.write(1)
+                writer.writeVarint(signed: delayMs)
+            case .extend: writer.write(2)
+            }
+        case .groupStatus(let name):
+            writer.write(25)
+            writer.writeString(name)
         }
         return writer.bytes
     }
@@ -253,6 +287,26 @@ public enum JobCall: Sendable, Equatable {
             self = .read(pattern: pattern, from: try reader.readVarint(), limit: try reader.readCount(limit: JobCall.listLimitMax))
         case 20: self = .retentionSet(try TopicRetention(decoding: try reader.readBytes(limit: limits.subjectBytesMax + 32), limits: limits))
         case 21: self = .retentions
+        case 22:
+            let group = try ConsumerGroup(decoding: try reader.readBytes(limit: 1024), limits: limits)
+            self = .groupCreate(group, from: try reader.readBool() ? try reader.readVarint() : nil)
+        case 23:
+            self = .fetch(
+                group: try reader.readString(limit: name), consumer: try reader.readString(limit: 256), max: try reader.readCount(limit: 1000),
+                waitMs: try reader.readSignedVarint())
+        case 24:
+            let group = try reader.readString(limit: name)
+            let cursor = try reader.readVarint()
+            let receipt = try reader.readFixed64()
+            let action: GroupAction
+            switch try reader.readByte() {
+            case 0: action = .ack
+            case 1: action = .nak(delayMs: try reader.readSignedVarint())
+            case 2: action = .extend
+            case let other: throw .invalid("unknown group action \(other)")
+            }
+            self = .settle(group: group, cursor: cursor, receipt: receipt, action: action)
+        case 25: self = .groupStatus(try reader.readString(limit: name))
         case let other: throw .invalid("unknown job call \(other)")
         }
         try reader.expectEnd()
@@ -278,6 +332,9 @@ public enum JobAnswer: Sendable, Equatable {
     case published([UInt64])
     case page(TopicPage)
     case retentions([TopicRetention])
+    case group(ConsumerGroup)
+    case deliveries([GroupDelivery])
+    case groupStatus(ConsumerGroup, pending: Int, dead: [UInt64])
 
     /// Bytes of records one answer carries at most: a list stops early rather than pass the frame limit.
     public static let bytesMax = 8 << 20
@@ -341,6 +398,23 @@ public enum JobAnswer: Sendable, Equatable {
             writer.write(12)
             writer.writeVarint(UInt64(rules.count))
             for rule in rules { writer.writeBytes(rule.encoded) }
+        case .group(let group):
+            writer.write(13)
+            writer.writeBytes(group.encoded)
+        case .deliveries(let deliveries):
+            writer.write(14)
+            writer.writeVarint(UInt64(deliveries.count))
+            for delivery in deliveries {
+                writer.writeBytes(delivery.message.encoded)
+                writer.writeFixed(delivery.receipt)
+                writer.writeVarint(UInt64(delivery.deliveries))
+            }
+        case .groupStatus(let group, let pending, let dead):
+            writer.write(15)
+            writer.writeBytes(group.encoded)
+            writer.writeVarint(UInt64(pending))
+            writer.writeVarint(UInt64(dead.count))
+            for cursor in dead { writer.writeVarint(cursor) }
         }
         return writer.bytes
     }
@@ -404,6 +478,20 @@ public enum JobAnswer: Sendable, Equatable {
                 rules.append(try TopicRetention(decoding: try reader.readBytes(limit: limits.subjectBytesMax + 32), limits: limits))
             }
             self = .retentions(rules)
+        case 13: self = .group(try ConsumerGroup(decoding: try reader.readBytes(limit: 1024), limits: limits))
+        case 14:
+            var deliveries: [GroupDelivery] = []
+            for _ in 0..<(try reader.readCount(limit: 1000)) {
+                let message = try TopicMessage(decoding: try reader.readBytes(limit: TopicMessage.encodedBytesMax(limits)), limits: limits)
+                deliveries.append(GroupDelivery(message: message, receipt: try reader.readFixed64(), deliveries: try reader.readCount(limit: 1_000_000)))
+            }
+            self = .deliveries(deliveries)
+        case 15:
+            let group = try ConsumerGroup(decoding: try reader.readBytes(limit: 1024), limits: limits)
+            let pending = try reader.readCount(limit: Int(Int32.max))
+            var dead: [UInt64] = []
+            for _ in 0..<(try reader.readCount(limit: 1000)) { dead.append(try reader.readVarint()) }
+            self = .groupStatus(group, pending: pending, dead: dead)
         case let other: throw .invalid("unknown job answer \(other)")
         }
         try reader.expectEnd()
@@ -457,7 +545,7 @@ extension JobStore {
         case .sagaStart(let name, let steps, let type, let maxAttempts):
             return .saga(try await startSaga(name: name, steps: steps, type: type, maxAttempts: maxAttempts))
         case .saga(let id): return .saga(try await saga(id))
-        case .publish, .read, .retentionSet, .retentions:
+        case .publish, .read, .retentionSet, .retentions, .groupCreate, .fetch, .settle, .groupStatus:
             guard let topics else { throw JobError.invalid("this store has no message stream") }
             return try await topics.run(call)
         }
@@ -490,6 +578,18 @@ extension TopicLog {
             try await setRetention(rule)
             return .done
         case .retentions: return .retentions(try await retentions())
+        case .groupCreate(let group, let from): return .group(try await createGroup(group, from: from))
+        case .fetch(let group, let consumer, let max, let waitMs):
+            return .deliveries(
+                try await fetch(
+                    group: group, consumer: consumer, max: max, waitMs: waitMs, bytesMax: JobAnswer.bytesMax,
+                    random: { UInt64.random(in: 1...UInt64.max) }))
+        case .settle(let group, let cursor, let receipt, let action):
+            try await settle(group: group, cursor: cursor, receipt: receipt, action: action)
+            return .done
+        case .groupStatus(let name):
+            let (group, pending, dead) = try await groupStatus(name)
+            return .groupStatus(group, pending: pending, dead: dead)
         default: throw JobError.invalid("not a pub/sub call")
         }
     }

@@ -148,6 +148,9 @@ extension RequestRequirements {
             let resource = pattern == nil ? "" : literal.count < (pattern ?? "").count && !literal.isEmpty ? literal + "." : literal
             return .service(.hooks, .read, resource: Array(resource.utf8))
         case .retentionSet, .retentions: return .service(.hooks, .full, resource: [])
+        case .groupCreate(let group, _): return .service(.hooks, .full, resource: Array("group/\(group.name)".utf8))
+        case .fetch(let group, _, _, _), .settle(let group, _, _, _), .groupStatus(let group):
+            return .service(.hooks, .full, resource: Array("group/\(group)".utf8))
         case .cancel, .retry, .schedulePause, .scheduleRemove: return jobs(.write, "")
         case .scheduleCreate(let record, _): return jobs(.write, record.spec.type)
         case .schedules, .scheduleHistory: return jobs(.read, "")

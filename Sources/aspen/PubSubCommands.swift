@@ -54,6 +54,14 @@ struct SubscribeCommand: AsyncParsableCommand {
     @Option(help: "Start at this cursor (0: the oldest kept) instead of with new messages.") var fromCursor: UInt64?
     @Option(help: "Stop after this many messages.") var count: Int?
     @Option(help: "Stop after this long without a message (250ms, 30s, …).") var idle: String?
+    @Option(help: "Share the messages with the group's other consumers (made if new; it starts at --from-cursor, or with new messages).")
+    var group: String?
+    @Option(help: "With --group: run this command (sh -c) per message, payload on stdin; exit 0 acknowledges, else the message comes back.")
+    var exec: String?
+    @Option(help: "With --group: this consumer's name (default HOST-PID).") var consumer: String?
+    @Option(help: "With --group (when made): redeliver what is not acknowledged within this.") var ackWait: String = "30s"
+    @Option(help: "With --group (when made): deliveries before the group's dead letters.") var maxDeliveries: Int = 5
+    @Option(help: "With --group (when made): unacknowledged messages one consumer may hold.") var maxPending: Int = 1000
 
     func run() async throws {
         try await runJob {
@@ -65,6 +73,10 @@ struct SubscribeCommand: AsyncParsableCommand {
             }
             let client = try cluster.client()
             let idleMs = try idle.map(JobDuration.parseMs)
+            if let group {
+                try await consume(client, group: group, idleMs: idleMs)
+                return
+            }
             var cursor: UInt64
             if let fromCursor {
                 cursor = fromCursor
@@ -122,10 +134,87 @@ struct SubscribeCommand: AsyncParsableCommand {
     }
 }
 
+extension SubscribeCommand {
+    /// As one consumer of a group: fetch, run or print, acknowledge.
+    func consume(_ client: AspenClient, group name: String, idleMs: Int64?) async throws {
+        let made = ConsumerGroup(
+            name: name, pattern: pattern, ackWaitMs: try JobDuration.parseMs(ackWait), maxDeliveries: maxDeliveries, maxPending: maxPending)
+        _ = try await client.job(.groupCreate(made, from: fromCursor))
+        let me = consumer ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        var shown = 0
+        var quiet = ContinuousClock.now
+        while true {
+            guard case .deliveries(let deliveries) = try await client.job(.fetch(group: name, consumer: me, max: 16, waitMs: 1000)) else {
+                throw CLIError.unexpectedAnswer
+            }
+            if deliveries.isEmpty {
+                if let idleMs, ContinuousClock.now - quiet > .milliseconds(idleMs) { return }
+                continue
+            }
+            quiet = .now
+            for delivery in deliveries {
+                let message = delivery.message
+                var action = GroupAction.ack
+                if let exec {
+                    action = try Self.run(exec, message) ? .ack : .nak(delayMs: 1000)
+                } else {
+                    FileHandle.standardOutput.write(Data("\(message.cursor) \(message.subject) \(String(decoding: message.payload, as: UTF8.self))\n".utf8))
+                }
+                _ = try await client.job(.settle(group: name, cursor: message.cursor, receipt: delivery.receipt, action: action))
+                shown += 1
+                if let count, shown >= count { return }
+            }
+        }
+    }
+
+    /// Runs `command` with the message on standard input; whether it exited 0.
+    static func run(_ command: String, _ message: TopicMessage) throws -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        var environment = ProcessInfo.processInfo.environment
+        environment["ASPEN_MSG_SUBJECT"] = message.subject
+        environment["ASPEN_MSG_CURSOR"] = String(message.cursor)
+        process.environment = environment
+        let input = Pipe()
+        process.standardInput = input
+        try process.run()
+        // A command that does not read its input may have exited already: that is no error.
+        try? input.fileHandleForWriting.write(contentsOf: Data(message.payload))
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }
+}
+
 /// `aspen topic …`: the stream's retention and state.
 struct TopicCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "topic", abstract: "Retention of durable messages, and the stream's state.", subcommands: [Retention.self, Info.self])
+        commandName: "topic", abstract: "Retention of durable messages, the stream's state, consumer groups.",
+        subcommands: [Retention.self, Info.self, Group.self])
+
+    struct Group: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "group", abstract: "A consumer group: its pattern, where it is, what is pending, its dead letters.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument(help: "The group's name.") var name: String
+
+        func run() async throws {
+            try await runJob {
+                guard case .groupStatus(let group, let pending, let dead) = try await cluster.client().job(.groupStatus(name)) else {
+                    throw CLIError.unexpectedAnswer
+                }
+                let object: [String: Any] = [
+                    "name": group.name, "pattern": group.pattern, "next": group.next, "pending": pending, "dead": dead,
+                    "ack_wait_ms": group.ackWaitMs, "max_deliveries": group.maxDeliveries, "max_pending": group.maxPending,
+                ]
+                output(
+                    cluster.json, object,
+                    text: "group \(group.name) on \(group.pattern): next cursor \(group.next), \(pending) pending, \(dead.count) dead"
+                        + (dead.isEmpty ? "" : " (\(dead.map(String.init).joined(separator: ", ")))"))
+            }
+        }
+    }
 
     struct Retention: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -554,3 +554,86 @@ struct TopicLogTests {
         await #expect(throws: JobError.cursorExpired(cursor: 2, oldest: 3)) { try await log.read(pattern: nil, from: 2, limit: 10) }
     }
 }
+
+@Suite("Consumer groups")
+struct ConsumerGroupTests {
+    func setUp(_ clock: JobClock, group: ConsumerGroup) async throws -> TopicLog {
+        let log = TopicLog(store: MemoryKeyValueStore(nowMs: { clock.ms }), nowMs: { clock.ms })
+        _ = try await log.createGroup(group, from: 0)
+        return log
+    }
+    let receipts: @Sendable () -> UInt64 = { UInt64.random(in: 1...UInt64.max) }
+
+    @Test("group calls survive their encoding")
+    func wire() throws {
+        let call = JobCall.groupCreate(ConsumerGroup(name: "g", pattern: "work.>", ackWaitMs: 2000, maxPending: 100), from: nil)
+        #expect(try JobCall(decoding: call.encoded) == call)
+    }
+
+    @Test("competing consumers share the messages: each delivered to one, none acknowledged twice")
+    func competing() async throws {
+        let clock = JobClock()
+        let log = try await setUp(clock, group: ConsumerGroup(name: "billing", pattern: "orders.>"))
+        for number in 0..<60 { _ = try await log.publish([TopicMessage(subject: number % 3 == 0 ? "other" : "orders.created", payload: Array("\(number)".utf8))]) }
+        let acked = try await withThrowingTaskGroup(of: [UInt64].self) { group in
+            for consumer in ["a", "b", "c"] {
+                group.addTask {
+                    var mine: [UInt64] = []
+                    while true {
+                        let got = try await log.fetch(group: "billing", consumer: consumer, max: 3, waitMs: 0, random: receipts)
+                        if got.isEmpty { return mine }
+                        for delivery in got {
+                            try await log.settle(group: "billing", cursor: delivery.message.cursor, receipt: delivery.receipt, action: .ack)
+                            mine.append(delivery.message.cursor)
+                        }
+                    }
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(acked.count == 40 && Set(acked).count == 40)
+        #expect(try await log.groupStatus("billing").pending == 0)
+    }
+
+    @Test("a consumer that dies holding deliveries: all redelivered after the ack wait; its late acks are refused")
+    func redelivery() async throws {
+        let clock = JobClock()
+        let log = try await setUp(clock, group: ConsumerGroup(name: "g", pattern: ">", ackWaitMs: 1000))
+        for _ in 0..<100 { _ = try await log.publish([TopicMessage(subject: "e", payload: [])]) }
+        let dead = try await log.fetch(group: "g", consumer: "dies", max: 100, waitMs: 0, random: receipts)
+        #expect(dead.count == 100)
+        #expect(try await log.fetch(group: "g", consumer: "lives", max: 100, waitMs: 0, random: receipts).isEmpty)
+        clock.advance(1000)
+        let again = try await log.fetch(group: "g", consumer: "lives", max: 100, waitMs: 0, random: receipts)
+        #expect(Set(again.map(\.message.cursor)) == Set(dead.map(\.message.cursor)) && again.allSatisfy { $0.deliveries == 2 })
+        await #expect(throws: JobError.self) {
+            try await log.settle(group: "g", cursor: dead[0].message.cursor, receipt: dead[0].receipt, action: .ack)
+        }
+        try await log.settle(group: "g", cursor: again[0].message.cursor, receipt: again[0].receipt, action: .ack)
+    }
+
+    @Test("after max deliveries a message goes to the group's dead letters; a full consumer is told so")
+    func deadLettersAndBackpressure() async throws {
+        let clock = JobClock()
+        let log = try await setUp(clock, group: ConsumerGroup(name: "g", pattern: ">", ackWaitMs: 1000, maxDeliveries: 2, maxPending: 2))
+        for _ in 0..<3 { _ = try await log.publish([TopicMessage(subject: "e", payload: [])]) }
+        #expect(try await log.fetch(group: "g", consumer: "c", max: 10, waitMs: 0, random: receipts).count == 2)
+        do {
+            _ = try await log.fetch(group: "g", consumer: "c", max: 10, waitMs: 0, random: receipts)
+            Issue.record("a consumer at its pending limit got more")
+        } catch let error as JobError {
+            #expect(error.description.hasPrefix("max pending reached"))
+        }
+        // Each round hands every delivery back; the third message is first delivered in the second.
+        for _ in 0..<3 {
+            clock.advance(1000)
+            for delivery in try await log.fetch(group: "g", consumer: "d", max: 10, waitMs: 0, random: receipts) {
+                try await log.settle(group: "g", cursor: delivery.message.cursor, receipt: delivery.receipt, action: .nak(delayMs: 0))
+            }
+        }
+        clock.advance(1000)
+        _ = try await log.fetch(group: "g", consumer: "d", max: 10, waitMs: 0, random: receipts)
+        let status = try await log.groupStatus("g")
+        #expect(status.dead == [1, 2, 3], "\(status)")
+    }
+}

@@ -102,6 +102,7 @@ extension ClusterSuites {
                 first = record.attempt
                 return record.state == .running && record.attempt?.node == UInt64(victim)
             }
+            try await eventually("the first attempt's process runs") { !Self.alive(commandLine: hang).isEmpty }
             cluster.kill9(victim)
             let (status, result) = try await cluster.aspen(["job", "result", "\(id)", "--wait", "60s", "--json"], withErrors: true)
             #expect(status == 0, "\(result)")
@@ -204,7 +205,7 @@ extension ClusterSuites {
         @Test("idempotency under a leader kill: 4 clients submit 600 jobs with distinct keys, the leader dies; one job per key, each run once")
         func submitsAcrossLeaderKill() async throws {
             let total = Int(ProcessInfo.processInfo.environment["ASPEN_JOB_SUBMITS"] ?? "") ?? 600
-            let (cluster, leader, worker) = try await Self.withWorker(["--concurrency", "4"])
+            let (cluster, leader, worker) = try await Self.withWorker(["--concurrency", "4", "--lease", "3s"])
             defer { Self.stop(cluster, worker) }
             let effects = cluster.directory.appendingPathComponent("effects").path
             let clients = try (0..<4).map { _ in try cluster.client() }
@@ -246,7 +247,9 @@ extension ClusterSuites {
             }
             #expect(jobs.count == total, "\(jobs.count) jobs for \(total) keys")
             #expect(Dictionary(made, uniquingKeysWith: { $1 }) == Dictionary(uniqueKeysWithValues: jobs.map { ($0.spec.idempotencyKey!, $0.id) }))
-            #expect(jobs.allSatisfy { $0.state == .succeeded && $0.attempts == 1 }, "\(jobs.filter { $0.state != .succeeded || $0.attempts != 1 }.map(\.id))")
+            // A claim whose answer the leader's death lost leaves its job claimed for nobody until
+            // the lease runs out: such a job has a second attempt, and still one effect.
+            #expect(jobs.allSatisfy { $0.state == .succeeded }, "\(jobs.filter { $0.state != .succeeded }.map(\.id))")
             let ran = Self.lines(effects)
             #expect(ran.count == total && Set(ran).count == total, "\(ran.count) effects, \(Set(ran).count) distinct, for \(total) jobs")
         }

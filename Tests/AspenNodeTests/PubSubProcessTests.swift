@@ -94,3 +94,44 @@ extension ClusterSuites {
         }
     }
 }
+
+extension ClusterSuites.PubSubProcessTests {
+    @Test("a consumer group: a consumer dies holding 100 messages; two others get them all after the ack wait, each acknowledged once")
+    func groupRedelivery() async throws {
+        let cluster = try ProcessCluster(nodes: 3)
+        try cluster.startAll()
+        defer { cluster.terminateAll() }
+        _ = try await cluster.leader()
+        let client = try cluster.client()
+        defer { Task { await client.close() } }
+        _ = try await client.job(.groupCreate(ConsumerGroup(name: "g", pattern: "work.>", ackWaitMs: 2000, maxPending: 100), from: nil))
+        _ = try await client.job(.publish((0..<100).map { TopicMessage(subject: "work.item", payload: Array("\($0)".utf8)) }))
+        guard case .deliveries(let held) = try await client.job(.fetch(group: "g", consumer: "doomed", max: 100, waitMs: 1000)) else {
+            throw JobError.invalid("not deliveries")
+        }
+        #expect(held.count == 100)
+        // It never acknowledges: as if killed. Two consumers take over.
+        let done = cluster.directory.appendingPathComponent("done").path
+        let consumers = try (0..<2).map { index in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: ProcessCluster.binary("aspen"))
+            process.arguments = [
+                "sub", "work.>", "--group", "g", "--consumer", "c\(index)", "--exec", "echo $ASPEN_MSG_CURSOR >> \(done)", "--idle", "6s",
+                "--endpoints", cluster.endpointsText,
+            ]
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+        for process in consumers { process.waitUntilExit() }
+        let cursors = ((try? String(contentsOfFile: done, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { UInt64($0) }
+        #expect(cursors.count == 100 && Set(cursors) == Set(held.map(\.message.cursor)), "\(cursors.count) acknowledged, \(Set(cursors).count) distinct")
+        let (_, status) = try await cluster.aspen(["topic", "group", "g", "--json"])
+        let object = try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any]
+        #expect(object?["pending"] as? Int == 0, "\(status)")
+        // The doomed consumer's receipts are dead.
+        await #expect(throws: JobError.self) {
+            _ = try await client.job(.settle(group: "g", cursor: held[0].message.cursor, receipt: held[0].receipt, action: .ack))
+        }
+    }
+}
