@@ -38,6 +38,10 @@ public enum JobCall: Sendable, Equatable {
     case fetch(group: String, consumer: String, max: Int, waitMs: Int64)
     case settle(group: String, cursor: UInt64, receipt: UInt64, action: GroupAction)
     case groupStatus(String)
+    /// Hooks: a pattern whose messages each run a job.
+    case hookCreate(HookRecord)
+    case hooks
+    case hookRemove(String)
 
     /// Whether sending it again after an unknown outcome is harmless. A submit is when it carries
     /// an idempotency key (the client always gives one); renewals and finishes are fenced and
@@ -45,8 +49,8 @@ public enum JobCall: Sendable, Equatable {
     public var isRepeatable: Bool {
         switch self {
         case .submit(let spec): spec.idempotencyKey != nil
-        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output, .saga, .read, .retentionSet, .retentions, .groupCreate, .groupStatus: true
-        case .claim, .retry, .scheduleCreate(_, false), .scheduleRemove, .sagaStart, .fetch: false
+        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output, .saga, .read, .retentionSet, .retentions, .groupCreate, .groupStatus, .hooks, .hookRemove: true
+        case .claim, .retry, .scheduleCreate(_, false), .scheduleRemove, .sagaStart, .fetch, .hookCreate: false
         // An ack or extend repeated is refused as stale at worst; a nak moves the wait again.
         case .settle: true
         // With an id on every message, a repeated publish returns the first cursors.
@@ -196,6 +200,14 @@ public enum JobCall: Sendable, Equatable {
         case .groupStatus(let name):
             writer.write(25)
             writer.writeString(name)
+        case .hookCreate(let hook):
+            writer.write(26)
+            writer.writeBytes(hook.encoded)
+        case .hooks:
+            writer.write(27)
+        case .hookRemove(let name):
+            writer.write(28)
+            writer.writeString(name)
         }
         return writer.bytes
     }
@@ -307,6 +319,9 @@ public enum JobCall: Sendable, Equatable {
             }
             self = .settle(group: group, cursor: cursor, receipt: receipt, action: action)
         case 25: self = .groupStatus(try reader.readString(limit: name))
+        case 26: self = .hookCreate(try HookRecord(decoding: try reader.readBytes(limit: JobSpec.encodedBytesMax(limits) + 1024), limits: limits))
+        case 27: self = .hooks
+        case 28: self = .hookRemove(try reader.readString(limit: name))
         case let other: throw .invalid("unknown job call \(other)")
         }
         try reader.expectEnd()
@@ -335,6 +350,7 @@ public enum JobAnswer: Sendable, Equatable {
     case group(ConsumerGroup)
     case deliveries([GroupDelivery])
     case groupStatus(ConsumerGroup, pending: Int, dead: [UInt64])
+    case hooks([HookStatus])
 
     /// Bytes of records one answer carries at most: a list stops early rather than pass the frame limit.
     public static let bytesMax = 8 << 20
@@ -415,6 +431,15 @@ public enum JobAnswer: Sendable, Equatable {
             writer.writeVarint(UInt64(pending))
             writer.writeVarint(UInt64(dead.count))
             for cursor in dead { writer.writeVarint(cursor) }
+        case .hooks(let hooks):
+            writer.write(16)
+            writer.writeVarint(UInt64(hooks.count))
+            for status in hooks {
+                writer.writeBytes(status.hook.encoded)
+                writer.writeVarint(status.next)
+                writer.writeVarint(UInt64(status.pending))
+                writer.writeVarint(UInt64(status.dead))
+            }
         }
         return writer.bytes
     }
@@ -492,6 +517,16 @@ public enum JobAnswer: Sendable, Equatable {
             var dead: [UInt64] = []
             for _ in 0..<(try reader.readCount(limit: 1000)) { dead.append(try reader.readVarint()) }
             self = .groupStatus(group, pending: pending, dead: dead)
+        case 16:
+            var hooks: [HookStatus] = []
+            for _ in 0..<(try reader.readCount(limit: 1000)) {
+                let hook = try HookRecord(decoding: try reader.readBytes(limit: JobSpec.encodedBytesMax(limits) + 1024), limits: limits)
+                hooks.append(
+                    HookStatus(
+                        hook: hook, next: try reader.readVarint(), pending: try reader.readCount(limit: Int(Int32.max)),
+                        dead: try reader.readCount(limit: Int(Int32.max))))
+            }
+            self = .hooks(hooks)
         case let other: throw .invalid("unknown job answer \(other)")
         }
         try reader.expectEnd()
@@ -545,6 +580,13 @@ extension JobStore {
         case .sagaStart(let name, let steps, let type, let maxAttempts):
             return .saga(try await startSaga(name: name, steps: steps, type: type, maxAttempts: maxAttempts))
         case .saga(let id): return .saga(try await saga(id))
+        case .hookCreate(let hook):
+            _ = try await createHook(hook)
+            return .hooks(try await hooks().filter { $0.hook.name == hook.name })
+        case .hooks: return .hooks(try await hooks())
+        case .hookRemove(let name):
+            try await removeHook(name)
+            return .done
         case .publish, .read, .retentionSet, .retentions, .groupCreate, .fetch, .settle, .groupStatus:
             guard let topics else { throw JobError.invalid("this store has no message stream") }
             return try await topics.run(call)

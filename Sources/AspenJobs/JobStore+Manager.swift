@@ -16,6 +16,8 @@ public struct JobTick: Sendable, Equatable {
     public var sagaMoves = 0
     /// Finished jobs past the retention, removed with everything they kept.
     public var purged = 0
+    /// Jobs made by hooks for new events.
+    public var hookJobs = 0
     /// The earliest lease expiry or timer still ahead (nil: none), so the manager can sleep until then.
     public var nextDueMs: Int64?
 
@@ -58,6 +60,7 @@ extension JobStore {
         tick.fired = fired
         tick.sagaMoves = try await advanceSagas(now: now)
         tick.purged = try await purge(finishedBefore: now - retentionMs)
+        tick.hookJobs = try await runHooks()
         tick.nextDueMs = [nextExpiry, nextTimer, nextTick].compactMap { $0 }.min()
         return tick
     }

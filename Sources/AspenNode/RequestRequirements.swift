@@ -151,6 +151,10 @@ extension RequestRequirements {
         case .groupCreate(let group, _): return .service(.hooks, .full, resource: Array("group/\(group.name)".utf8))
         case .fetch(let group, _, _, _), .settle(let group, _, _, _), .groupStatus(let group):
             return .service(.hooks, .full, resource: Array("group/\(group)".utf8))
+        case .hookCreate(let hook):
+            return .all([.service(.hooks, .full, resource: Array("hook/\(hook.name)".utf8)), jobs(.write, hook.job.type)])
+        case .hookRemove(let name): return .service(.hooks, .full, resource: Array("hook/\(name)".utf8))
+        case .hooks: return .service(.hooks, .read, resource: [])
         case .cancel, .retry, .schedulePause, .scheduleRemove: return jobs(.write, "")
         case .scheduleCreate(let record, _): return jobs(.write, record.spec.type)
         case .schedules, .scheduleHistory: return jobs(.read, "")

@@ -223,6 +223,10 @@ public final class JobWorker: Sendable {
         var environment = options.environment
         environment["ASPEN_JOB_ID"] = String(job.id)
         environment["ASPEN_JOB_ATTEMPT"] = String(attempt.number)
+        // A hook's event (or another payload) as text, when it fits an environment variable.
+        if !job.spec.payload.isEmpty, job.spec.payload.count <= 64 * 1024 {
+            environment["ASPEN_EVENT"] = String(decoding: job.spec.payload, as: UTF8.self)
+        }
         let command = ShellCommand(
             arguments: job.spec.command, environment: environment, workingDirectory: options.workingDirectory, timeoutMs: job.spec.timeoutMs,
             outputBytesMax: options.outputBytesMax)

@@ -1,3 +1,4 @@
+import Foundation
 import AspenCore
 import AspenKV
 import Synchronization
@@ -635,5 +636,32 @@ struct ConsumerGroupTests {
         _ = try await log.fetch(group: "g", consumer: "d", max: 10, waitMs: 0, random: receipts)
         let status = try await log.groupStatus("g")
         #expect(status.dead == [1, 2, 3], "\(status)")
+    }
+}
+
+@Suite("Hooks")
+struct HookTests {
+    @Test("each message on a hook's pattern makes one job carrying the event, however many managers race")
+    func eventsMakeJobs() async throws {
+        let clock = JobClock()
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let stores = (0..<2).map { _ in JobStore(store: memory, nowMs: { clock.ms }, topics: TopicLog(store: memory, nowMs: { clock.ms })) }
+        _ = try await stores[0].createHook(HookRecord(name: "on-order", pattern: "orders.>", job: JobSpec(type: "shell", command: ["./notify.sh"])))
+        for subject in ["orders.eu.created", "billing.x", "orders.us.created"] {
+            _ = try await stores[0].topics!.publish([TopicMessage(subject: subject, payload: Array("{\"at\":\"\(subject)\"}".utf8))])
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for store in stores { group.addTask { _ = try await store.tick() } }
+            try await group.waitForAll()
+        }
+        _ = try await stores[1].tick()
+        let jobs = try await stores[0].list()
+        #expect(jobs.map(\.origin) == ["hook:on-order", "hook:on-order"])
+        let events = try jobs.map { try JSONSerialization.jsonObject(with: Data($0.spec.payload)) as? [String: Any] }
+        #expect(events.map { $0?["subject"] as? String } == ["orders.eu.created", "orders.us.created"])
+        #expect(try await stores[0].hooks().first?.pending == 0)
+        await #expect(throws: JobError.invalid("a hook named on-order exists (aspen hook rm first)")) {
+            try await stores[0].createHook(HookRecord(name: "on-order", pattern: "orders.>", job: JobSpec(type: "shell", command: ["x"])))
+        }
     }
 }

@@ -374,5 +374,35 @@ extension ClusterSuites {
             #expect(ended == 2, "\(status)")
             #expect(Self.lines(log) == ["run:reserve", "run:charge", "run:ship", "undo:charge", "undo:reserve"], "\(Self.lines(log))")
         }
+
+        @Test("a hook across a leader kill: every event published runs its job at least once, with the event in ASPEN_EVENT")
+        func hookAcrossLeaderKill() async throws {
+            let (cluster, leader, worker) = try await Self.withWorker(["--concurrency", "2"])
+            defer { Self.stop(cluster, worker) }
+            let seen = cluster.directory.appendingPathComponent("seen").path
+            let (made, said) = try await cluster.aspen(
+                ["hook", "create", "on-order", "--on", "orders.>", "--", "sh", "-c", "echo \"$ASPEN_EVENT\" >> \(seen)"], withErrors: true)
+            #expect(made == 0, "\(said)")
+            let client = try cluster.client()
+            defer { Task { await client.close() } }
+            var cursors: [UInt64] = []
+            for number in 0..<30 {
+                if number == 15 { cluster.kill9(leader) }
+                // Each with an id: a publish retried across the leader's death is published once.
+                guard case .published(let at) = try await client.job(
+                    .publish([TopicMessage(subject: "orders.n\(number)", payload: Array("\(number)".utf8), messageID: "order-\(number)")]))
+                else { throw JobError.invalid("not published") }
+                cursors += at
+            }
+            try await eventually("every event's job has run", seconds: 60) {
+                let lines = Self.lines(seen)
+                return Set(cursors).isSubset(of: Set(lines.compactMap { line in
+                    (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["cursor"] as? Int
+                }.map(UInt64.init)))
+            }
+            let (_, metrics) = try await cluster.aspen(["hook", "metrics", "--json"])
+            let hooks = (try JSONSerialization.jsonObject(with: Data(metrics.utf8)) as? [String: Any])?["hooks"] as? [[String: Any]]
+            #expect(hooks?.first?["dead"] as? Int == 0, "\(metrics)")
+        }
     }
 }

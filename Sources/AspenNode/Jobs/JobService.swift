@@ -51,10 +51,18 @@ public final class JobService: Sendable {
             var failures = 0
             let clock = ContinuousClock()
             var nextPrune = clock.now
+            var leading = false
             while !Task.isCancelled {
                 var pauseMs = Self.passMsMax
-                if await node.status.leader == node.id {
+                let status = await node.status
+                if status.leader == node.id {
                     do {
+                        if !leading, let topics = jobs.topics {
+                            // The cluster's own event: who leads now (hooks may act on it).
+                            let event = "{\"node\": \(node.id.rawValue), \"term\": \(status.term)}"
+                            _ = try await topics.publish([TopicMessage(subject: "hooks.cluster.leader", payload: Array(event.utf8))])
+                            leading = true
+                        }
                         if clock.now >= nextPrune, let topics = jobs.topics {
                             nextPrune = clock.now + .seconds(5)
                             let pruned = try await topics.prune()
@@ -63,7 +71,7 @@ public final class JobService: Sendable {
                         let tick = try await jobs.tick()
                         failures = 0
                         if let due = tick.nextDueMs { pauseMs = min(pauseMs, max(5, due - node.nowMs())) }
-                        if tick.expired + tick.promoted + tick.resolved + tick.fired + tick.sagaMoves + tick.purged > 0 {
+                        if tick.expired + tick.promoted + tick.resolved + tick.fired + tick.sagaMoves + tick.purged + tick.hookJobs > 0 {
                             logger.debug("job manager pass", metadata: ["expired": "\(tick.expired)", "due": "\(tick.promoted)", "settled": "\(tick.resolved)", "fired": "\(tick.fired)", "saga moves": "\(tick.sagaMoves)", "purged": "\(tick.purged)"])
                         }
                     } catch {
@@ -74,6 +82,7 @@ public final class JobService: Sendable {
                         }
                     }
                 }
+                if status.leader != node.id { leading = false }
                 try? await Task.sleep(for: .milliseconds(pauseMs))
             }
         }
