@@ -51,18 +51,10 @@ public final class JobService: Sendable {
             var failures = 0
             let clock = ContinuousClock()
             var nextPrune = clock.now
-            var leading = false
             while !Task.isCancelled {
                 var pauseMs = Self.passMsMax
-                let status = await node.status
-                if status.leader == node.id {
+                if await node.status.leader == node.id {
                     do {
-                        if !leading, let topics = jobs.topics {
-                            // The cluster's own event: who leads now (hooks may act on it).
-                            let event = "{\"node\": \(node.id.rawValue), \"term\": \(status.term)}"
-                            _ = try await topics.publish([TopicMessage(subject: "hooks.cluster.leader", payload: Array(event.utf8))])
-                            leading = true
-                        }
                         if clock.now >= nextPrune, let topics = jobs.topics {
                             nextPrune = clock.now + .seconds(5)
                             let pruned = try await topics.prune()
@@ -82,7 +74,6 @@ public final class JobService: Sendable {
                         }
                     }
                 }
-                if status.leader != node.id { leading = false }
                 try? await Task.sleep(for: .milliseconds(pauseMs))
             }
         }
