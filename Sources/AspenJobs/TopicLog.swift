@@ -150,6 +150,8 @@ public final class TopicLog: Sendable {
 
     struct Pending {
         var messages: [TopicMessage]
+        /// The messages' encoded bytes, counted once at publish.
+        var bytes: Int
         var continuation: CheckedContinuation<[UInt64], any Error>
     }
 
@@ -185,7 +187,7 @@ public final class TopicLog: Sendable {
         }
         return try await withCheckedThrowingContinuation { continuation in
             let lead = queue.withLock { queue -> Bool in
-                queue.waiting.append(Pending(messages: messages, continuation: continuation))
+                queue.waiting.append(Pending(messages: messages, bytes: bytes, continuation: continuation))
                 defer { queue.flushing = true }
                 return !queue.flushing
             }
@@ -201,11 +203,11 @@ public final class TopicLog: Sendable {
                 var count = 0
                 var bytes = 0
                 while let first = queue.waiting.first {
-                    let size = first.messages.reduce(0) { $0 + $1.encoded.count }
-                    guard taken.isEmpty || (count + first.messages.count <= limits.topicBatchMax && bytes + size <= limits.topicBatchBytesMax) else { break }
+                    guard taken.isEmpty || (count + first.messages.count <= limits.topicBatchMax && bytes + first.bytes <= limits.topicBatchBytesMax)
+                    else { break }
                     taken.append(queue.waiting.removeFirst())
                     count += first.messages.count
-                    bytes += size
+                    bytes += first.bytes
                 }
                 if taken.isEmpty { queue.flushing = false }
                 return taken
