@@ -43,7 +43,8 @@ public enum JobOutcome: Sendable, Equatable {
 /// Time comes from `nowMs` (in a node: the leader's clock, as every call runs on the leader).
 public final class JobStore: Sendable {
     public let store: any KeyValueStore
-    let space = Subspace(["aspen", "job"])
+    public static let space = Subspace(["aspen", "job"])
+    var space: Subspace { Self.space }
     let limits: Limits
     let nowMs: @Sendable () -> Int64
     let random: @Sendable () -> UInt64

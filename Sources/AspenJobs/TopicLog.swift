@@ -225,55 +225,76 @@ public final class TopicLog: Sendable {
     /// Writes batches in one transaction: consecutive cursors after the stream's last.
     func write(_ batches: [[TopicMessage]]) async throws -> [[UInt64]] {
         for round in 0..<16 {
-            let consistency: ReadConsistency = round == 0 ? .stale : .linearizable
-            let current = try await store.get(lastKey, consistency: consistency)
-            var last = try current.map { try Self.decodeCursor($0.value) } ?? 0
-            // Ids published within the window answer with their first cursor.
-            var known: [String: UInt64] = [:]
-            var seen: [String: Int64] = [:]
-            let ids = Array(Set(batches.flatMap { $0.compactMap(\.messageID) }))
-            if !ids.isEmpty {
-                let found = try await store.getMany(ids.map(dedupKey), consistency: consistency)
-                let now = nowMs()
-                for (id, kv) in zip(ids, found) {
-                    seen[id] = kv?.modRevision ?? 0
-                    guard let kv, let (cursor, at) = try? Self.decodeDedup(kv.value), now - at <= dedupWindowMs else { continue }
-                    known[id] = cursor
-                }
-            }
-            let now = nowMs()
-            var operations: [TransactionOperation] = []
-            var assigned: [[UInt64]] = []
-            var compares: [Compare] = [current.map { Compare(key: lastKey, .modRevision($0.modRevision)) } ?? .absent(lastKey)]
-            for batch in batches {
-                var cursors: [UInt64] = []
-                for var message in batch {
-                    if let id = message.messageID, let cursor = known[id] {
-                        cursors.append(cursor)
-                        continue
-                    }
-                    last += 1
-                    message.cursor = last
-                    message.publishedAtMs = now
-                    operations.append(.put(Put(key: messageKey(last), value: message.encoded)))
-                    if let id = message.messageID {
-                        known[id] = last
-                        let key = dedupKey(id)
-                        operations.append(.put(Put(key: key, value: Self.encodeDedup(last, now))))
-                        operations.append(.put(Put(key: space.pack(["dt", .int(now), .string(id)]), value: [])))
-                        // The id's record unchanged since read: a racing publish of it fails this one.
-                        compares.append(seen[id].map { $0 == 0 ? .absent(key) : Compare(key: key, .modRevision($0)) } ?? .absent(key))
-                    }
-                    cursors.append(last)
-                }
-                assigned.append(cursors)
-            }
-            guard !operations.isEmpty else { return assigned }
-            operations.append(.put(Put(key: lastKey, value: Self.encodeCursor(last))))
-            let outcome = try await store.transaction(Transaction(compares: compares, success: operations))
-            if outcome.succeeded { return assigned }
+            if let assigned = try await write(batches, consistency: round == 0 ? .stale : .linearizable) { return assigned }
         }
         throw JobError.contention(attempts: 16)
+    }
+
+    /// Publishes `messages` in the same transaction as `operations`, if `compares` hold and
+    /// the stream did not move since read: nil when either failed (the caller reads again).
+    /// How a layer publishes events of its own changes exactly once.
+    public func publish(
+        _ messages: [TopicMessage], if compares: [Compare], with operations: [TransactionOperation]
+    ) async throws -> [UInt64]? {
+        guard messages.count <= limits.topicBatchMax else {
+            throw JobError.invalid("a publish batch has at most topicBatchMax (\(limits.topicBatchMax)) messages, not \(messages.count)")
+        }
+        for message in messages { try message.validate(limits: limits) }
+        return try await write([messages], consistency: .linearizable, compares: compares, operations: operations)?.first
+    }
+
+    /// One attempt at `write`: nil when the stream's last cursor (or a caller's compare) moved.
+    func write(
+        _ batches: [[TopicMessage]], consistency: ReadConsistency, compares extraCompares: [Compare] = [],
+        operations extraOperations: [TransactionOperation] = []
+    ) async throws -> [[UInt64]]? {
+        let current = try await store.get(lastKey, consistency: consistency)
+        var last = try current.map { try Self.decodeCursor($0.value) } ?? 0
+        // Ids published within the window answer with their first cursor.
+        var known: [String: UInt64] = [:]
+        var seen: [String: Int64] = [:]
+        let ids = Array(Set(batches.flatMap { $0.compactMap(\.messageID) }))
+        if !ids.isEmpty {
+            let found = try await store.getMany(ids.map(dedupKey), consistency: consistency)
+            let now = nowMs()
+            for (id, kv) in zip(ids, found) {
+                seen[id] = kv?.modRevision ?? 0
+                guard let kv, let (cursor, at) = try? Self.decodeDedup(kv.value), now - at <= dedupWindowMs else { continue }
+                known[id] = cursor
+            }
+        }
+        let now = nowMs()
+        var operations: [TransactionOperation] = []
+        var assigned: [[UInt64]] = []
+        var compares: [Compare] = [current.map { Compare(key: lastKey, .modRevision($0.modRevision)) } ?? .absent(lastKey)]
+        for batch in batches {
+            var cursors: [UInt64] = []
+            for var message in batch {
+                if let id = message.messageID, let cursor = known[id] {
+                    cursors.append(cursor)
+                    continue
+                }
+                last += 1
+                message.cursor = last
+                message.publishedAtMs = now
+                operations.append(.put(Put(key: messageKey(last), value: message.encoded)))
+                if let id = message.messageID {
+                    known[id] = last
+                    let key = dedupKey(id)
+                    operations.append(.put(Put(key: key, value: Self.encodeDedup(last, now))))
+                    operations.append(.put(Put(key: space.pack(["dt", .int(now), .string(id)]), value: [])))
+                    // The id's record unchanged since read: a racing publish of it fails this one.
+                    compares.append(seen[id].map { $0 == 0 ? .absent(key) : Compare(key: key, .modRevision($0)) } ?? .absent(key))
+                }
+                cursors.append(last)
+            }
+            assigned.append(cursors)
+        }
+        guard !operations.isEmpty || !extraOperations.isEmpty else { return assigned }
+        if !operations.isEmpty { operations.append(.put(Put(key: lastKey, value: Self.encodeCursor(last)))) }
+        let outcome = try await store.transaction(
+            Transaction(compares: compares + extraCompares, success: operations + extraOperations))
+        return outcome.succeeded ? assigned : nil
     }
 
     static func encodeCursor(_ cursor: UInt64) -> [UInt8] { Tuple([.int(Int64(cursor))]).encoded }

@@ -50,3 +50,13 @@ public actor MemoryKeyValueStore: KeyValueStore {
         _ = try apply(.expireLeases(nowMs: now))
     }
 }
+
+extension MemoryKeyValueStore: ChangeHistory {
+    public func revisions() throws -> (current: Revision, compacted: Revision) {
+        (try backend.revision(), try backend.compactedRevision())
+    }
+
+    public func changes(from: Revision, through: Revision, limit: Int) throws -> Result<(events: [WatchEvent], nextRevision: Revision), KVError> {
+        try KVStateMachine.changes(in: KeyBounds(start: [], end: nil), from: from, through: through, withPrevious: true, limit: limit, backend: backend)
+    }
+}

@@ -72,3 +72,13 @@ extension KVStateMachine {
         return .success((events, next))
     }
 }
+
+/// A store whose history of changes a layer can read in revision order: how a layer turns
+/// the store's changes into events of its own (the node's applied state, the memory store).
+public protocol ChangeHistory: Sendable {
+    /// The latest revision, and the last one history no longer has.
+    func revisions() async throws -> (current: Revision, compacted: Revision)
+    /// Changes of every key at `from...through`, each with the version it replaced; a page of
+    /// about `limit` ends on a whole revision (`nextRevision` is where the next page starts).
+    func changes(from: Revision, through: Revision, limit: Int) async throws -> Result<(events: [WatchEvent], nextRevision: Revision), KVError>
+}

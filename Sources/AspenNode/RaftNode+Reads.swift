@@ -84,3 +84,17 @@ extension RaftNode {
         await withCheckedContinuation { continuation in applyWaiters.append((index, continuation)) }
     }
 }
+
+extension RaftNode: ChangeHistory {
+    /// This node's applied state's revisions (no round with a quorum).
+    public nonisolated func revisions() throws -> (current: Revision, compacted: Revision) {
+        try Self.serving { try storage.revisions() }
+    }
+
+    /// This node's applied history (no round with a quorum).
+    public nonisolated func changes(from: Revision, through: Revision, limit: Int) throws -> Result<(events: [WatchEvent], nextRevision: Revision), KVError> {
+        try Self.serving {
+            try storage.changes(in: KeyBounds(start: [], end: nil), from: from, through: through, withPrevious: true, limit: limit)
+        }
+    }
+}

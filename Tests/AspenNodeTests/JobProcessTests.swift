@@ -404,5 +404,53 @@ extension ClusterSuites {
             let hooks = (try JSONSerialization.jsonObject(with: Data(metrics.utf8)) as? [String: Any])?["hooks"] as? [[String: Any]]
             #expect(hooks?.first?["dead"] as? Int == 0, "\(metrics)")
         }
+
+        @Test("cluster events across a leader kill: each write under config/ is published once and runs its hook; the new leader's term is an event")
+        func clusterEventsAcrossLeaderKill() async throws {
+            let (cluster, leader, worker) = try await Self.withWorker(["--concurrency", "2"])
+            defer { Self.stop(cluster, worker) }
+            let seen = cluster.directory.appendingPathComponent("seen").path
+            for arguments in [
+                ["hook", "create", "on-config", "--on", "hooks.kv.put.config.>", "--", "sh", "-c", "echo \"$ASPEN_EVENT\" >> \(seen)"],
+                ["topic", "retention", "hooks.cluster.>", "--max-msgs", "1000"],
+            ] {
+                let (status, said) = try await cluster.aspen(arguments, withErrors: true)
+                #expect(status == 0, "\(said)")
+            }
+            // Events start once asked for: the leader's manager reads what is asked at most a second late.
+            try await Task.sleep(for: .seconds(2))
+            let client = try cluster.client()
+            defer { Task { await client.close() } }
+            for number in 0..<40 {
+                if number == 20 { cluster.kill9(leader) }
+                _ = try await client.put(Array("config/k\(number)".utf8), Array("v\(number)".utf8))
+                _ = try await client.put(Array("other/k\(number)".utf8), Array("v".utf8))
+            }
+            let expected = (0..<40).map { "config/k\($0)" }
+            var keys: [String] = []
+            try await eventually("every config write is in the stream", seconds: 60) {
+                let (_, text) = try await cluster.aspen(["sub", "hooks.kv.>", "--from-cursor", "0", "--idle", "1s", "--json"])
+                keys = text.split(separator: "\n").compactMap { line in
+                    guard let message = try? Self.json(String(line)), let data = message["data"] as? String else { return nil }
+                    return (try? Self.json(data))?["key"] as? String
+                }
+                return keys.count >= expected.count
+            }
+            #expect(keys == expected, "published once each, in order, and nothing outside config/")
+            try await eventually("every config write's hook job has run", seconds: 60) {
+                let events = Self.lines(seen).compactMap { line -> String? in
+                    guard let event = try? Self.json(line), let data = event["data"] as? String else { return nil }
+                    return (try? Self.json(data))?["key"] as? String
+                }
+                return Set(expected).isSubset(of: Set(events))
+            }
+            let (_, text) = try await cluster.aspen(["sub", "hooks.cluster.leader", "--from-cursor", "0", "--idle", "1s", "--json"])
+            let leaders = text.split(separator: "\n").compactMap { line in
+                (try? Self.json(String(line))).flatMap { $0["data"] as? String }.flatMap { try? Self.json($0) }
+            }.compactMap { event in (event["node"] as? Int).flatMap { node in (event["term"] as? Int).map { (node, $0) } } }
+            // The first leader's term, published once asked for, and the term of the one after the kill.
+            #expect(leaders.count >= 2 && leaders.first?.0 == leader && leaders.last!.0 != leader, "leader events \(leaders)")
+            #expect(leaders.map(\.1) == leaders.map(\.1).sorted() && Set(leaders.map(\.1)).count == leaders.count, "leader events \(leaders)")
+        }
     }
 }

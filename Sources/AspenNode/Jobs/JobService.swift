@@ -14,6 +14,8 @@ import Synchronization
 /// a new leader's manager picks up from the records where the last one stopped.
 public final class JobService: Sendable {
     public let jobs: JobStore
+    /// The cluster's own events on `hooks.…` subjects, published by the leader's manager.
+    public let events: ClusterEvents
     let node: RaftNode
     let logger: Logger
     private let manager = Mutex<Task<Void, Never>?>(nil)
@@ -24,6 +26,8 @@ public final class JobService: Sendable {
     public init(node: RaftNode, limits: Limits, retentionMs: Int64 = 7 * 86_400_000, logger: Logger) {
         self.node = node
         self.logger = logger
+        let topics = TopicLog(store: node, limits: limits, nowMs: node.nowMs)
+        self.events = ClusterEvents(topics: topics, history: node, limits: limits)
         self.jobs = JobStore(
             store: node, limits: limits, nowMs: node.nowMs,
             blobHolders: { hash in
@@ -31,7 +35,7 @@ public final class JobService: Sendable {
                     return []
                 }
                 return Set(records.compactMap { BlobRecords.node(fromHolderName: $0.name) })
-            }, retentionMs: retentionMs, topics: TopicLog(store: node, limits: limits, nowMs: node.nowMs))
+            }, retentionMs: retentionMs, topics: topics)
     }
 
     /// Runs a call here if this node leads (its reads of its own applied state are then
@@ -53,7 +57,8 @@ public final class JobService: Sendable {
             var nextPrune = clock.now
             while !Task.isCancelled {
                 var pauseMs = Self.passMsMax
-                if await node.status.leader == node.id {
+                let status = await node.status
+                if status.leader == node.id {
                     do {
                         if clock.now >= nextPrune, let topics = jobs.topics {
                             nextPrune = clock.now + .seconds(5)
@@ -61,6 +66,11 @@ public final class JobService: Sendable {
                             if pruned > 0 { logger.debug("pub/sub retention", metadata: ["messages": "\(pruned)"]) }
                         }
                         let tick = try await jobs.tick()
+                        let published = try await events.pass(
+                            ClusterEvents.Leadership(
+                                node: node.id.rawValue, term: status.term, voters: status.membership.voters.map(\.rawValue),
+                                learners: status.membership.learners.map(\.rawValue)))
+                        if published > 0 { logger.debug("cluster events", metadata: ["published": "\(published)"]) }
                         failures = 0
                         if let due = tick.nextDueMs { pauseMs = min(pauseMs, max(5, due - node.nowMs())) }
                         if tick.expired + tick.promoted + tick.resolved + tick.fired + tick.sagaMoves + tick.purged + tick.hookJobs > 0 {
