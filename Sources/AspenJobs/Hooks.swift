@@ -4,17 +4,21 @@ import AspenLayer
 import Foundation
 
 /// A hook: messages on a subject pattern each run a job (reliably: at least once, with the job
-/// system's retries and dead letters). The event reaches a shell job as JSON in `ASPEN_EVENT`.
+/// system's retries and dead letters), or a command on the leader itself (best effort). The
+/// event reaches a shell command as JSON in `ASPEN_EVENT`.
 public struct HookRecord: Sendable, Equatable {
     public var name: String
     public var pattern: String
-    /// The job each event runs (its payload becomes the event).
+    /// The job each event runs (its payload becomes the event); in process, its command.
     public var job: JobSpec
+    /// Set: the command runs on the leader for each event, not as a job.
+    public var inProcess: InProcessHook?
 
-    public init(name: String, pattern: String, job: JobSpec) {
+    public init(name: String, pattern: String, job: JobSpec, inProcess: InProcessHook? = nil) {
         self.name = name
         self.pattern = pattern
         self.job = job
+        self.inProcess = inProcess
     }
 
     /// The consumer group that holds the hook's place in the stream.
@@ -25,6 +29,11 @@ public struct HookRecord: Sendable, Equatable {
         writer.writeString(name)
         writer.writeString(pattern)
         writer.writeBytes(job.encoded)
+        if let inProcess {
+            writer.write(UInt8(1))
+            writer.writeVarint(UInt64(inProcess.timeoutMs))
+            writer.writeVarint(UInt64(inProcess.concurrency))
+        }
         return writer.bytes
     }
 
@@ -33,9 +42,45 @@ public struct HookRecord: Sendable, Equatable {
         name = try reader.readString(limit: limits.jobNameBytesMax)
         pattern = try reader.readString(limit: limits.subjectBytesMax)
         job = try JobSpec(decoding: try reader.readBytes(limit: JobSpec.encodedBytesMax(limits)), limits: limits)
+        if !reader.isAtEnd {
+            let tag = try reader.readByte()
+            guard tag == 1 else { throw .unknownTag(tag, context: "a hook's handler") }
+            let timeoutMs = try reader.readVarint()
+            let concurrency = try reader.readVarint()
+            guard timeoutMs <= UInt64(InProcessHook.timeoutMsMax), (1...UInt64(InProcessHook.concurrencyMax)).contains(concurrency) else {
+                throw .invalid("an in-process hook's timeout or concurrency out of bounds")
+            }
+            inProcess = InProcessHook(timeoutMs: Int64(timeoutMs), concurrency: Int(concurrency))
+        }
         try reader.expectEnd()
     }
 }
+
+/// How a hook runs its command in process: on the leader, at most `concurrency` at once (an
+/// event arriving when all are busy is dropped and counted), each stopped after `timeoutMs`.
+/// Nothing is retried: a failure is counted and logged.
+public struct InProcessHook: Sendable, Equatable {
+    public var timeoutMs: Int64
+    public var concurrency: Int
+    public static let timeoutMsMax: Int64 = 3_600_000
+    public static let concurrencyMax = 64
+
+    public init(timeoutMs: Int64 = 30_000, concurrency: Int = 4) {
+        self.timeoutMs = timeoutMs
+        self.concurrency = concurrency
+    }
+
+    public func validate() throws(JobError) {
+        guard (1...Self.concurrencyMax).contains(concurrency) else {
+            throw JobError.invalid("an in-process hook's concurrency is 1 to \(Self.concurrencyMax), not \(concurrency)")
+        }
+        guard (1...Self.timeoutMsMax).contains(timeoutMs) else { throw JobError.invalid("an in-process hook's timeout is 1 ms to 1 h, not \(timeoutMs) ms") }
+    }
+}
+
+/// Runs in-process hooks' commands: false when the hook is at its concurrency (the event is
+/// dropped; the runner counts it).
+public typealias InProcessHookRunner = @Sendable (_ hook: HookRecord, _ event: [UInt8]) -> Bool
 
 /// A hook with how far behind it is.
 public struct HookStatus: Sendable, Equatable {
@@ -71,6 +116,10 @@ extension JobStore {
             throw JobError.invalid(error.description)
         }
         guard template.dependsOn.isEmpty else { throw JobError.invalid("a hook's job cannot depend on other jobs") }
+        if let inProcess = hook.inProcess {
+            guard template.type == "shell" else { throw JobError.invalid("an in-process hook runs a shell command, not a \(template.type) job") }
+            try inProcess.validate()
+        }
         var made = hook
         made.job = template
         _ = try await topics.createGroup(ConsumerGroup(name: made.group, pattern: made.pattern, ackWaitMs: 60_000, maxDeliveries: 10), from: nil)
@@ -109,6 +158,13 @@ extension JobStore {
             let deliveries = try await topics.fetch(
                 group: hook.group, consumer: "manager", max: 100, waitMs: 0, random: { UInt64.random(in: 1...UInt64.max) })
             for delivery in deliveries {
+                if hook.inProcess != nil {
+                    // Best effort: handed to the runner (or dropped when it is full) and acknowledged.
+                    let event = Self.eventJSON(delivery.message)
+                    _ = inProcessRunner.withLock { $0 }?(hook, event)
+                    try await topics.settle(group: hook.group, cursor: delivery.message.cursor, receipt: delivery.receipt, action: .ack)
+                    continue
+                }
                 var spec = hook.job
                 spec.idempotencyKey = "hook:\(hook.name):\(delivery.message.cursor)"
                 spec.payload = Self.eventJSON(delivery.message)

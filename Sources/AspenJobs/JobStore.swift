@@ -68,6 +68,8 @@ public final class JobStore: Sendable {
     public let retentionMs: Int64
     /// The pub/sub stream served beside the jobs (nil: none).
     public let topics: TopicLog?
+    /// What runs in-process hooks' commands (nil: their events are acknowledged and dropped).
+    public let inProcessRunner = Mutex<InProcessHookRunner?>(nil)
 
     public init(
         store: any KeyValueStore, limits: Limits = .standard, nowMs: @escaping @Sendable () -> Int64,

@@ -154,6 +154,7 @@ public final class NodeRuntime: Sendable {
             settings: settings.blob, limits: configuration.limits, logger: logger)
         requestMetrics.add { blobs.metricsExposition }
         let jobs = JobService(node: node, limits: configuration.limits, retentionMs: settings.jobs.retentionMs, logger: logger)
+        requestMetrics.add { jobs.metricsExposition }
         let server = try await TransportServer.start(
             host: host, port: port, tls: tls,
             routes: [

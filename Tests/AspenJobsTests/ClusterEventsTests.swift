@@ -199,3 +199,60 @@ struct ClusterEventsTests {
         #expect(keys.count == written.count && first == nil, "\(keys.count) events for \(written.count) writes; first difference: \(String(describing: first))")
     }
 }
+
+@Suite("In-process hooks")
+struct InProcessHookTests {
+    @Test("events go to the runner and are acknowledged, whether it takes them or drops them; no job is made")
+    func runnerGetsEvents() async throws {
+        let clock = JobClock()
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let jobs = JobStore(store: memory, nowMs: { clock.ms }, topics: TopicLog(store: memory, nowMs: { clock.ms }))
+        let taken = Mutex<[String]>([])
+        jobs.inProcessRunner.withLock { runner in
+            runner = { hook, event in
+                let subject = (try? JSONSerialization.jsonObject(with: Data(event)) as? [String: Any])?["subject"] as? String ?? "?"
+                return taken.withLock { taken in
+                    guard taken.count < 2 else { return false }
+                    taken.append("\(hook.name) \(subject)")
+                    return true
+                }
+            }
+        }
+        _ = try await jobs.createHook(
+            HookRecord(name: "quick", pattern: "ping.>", job: JobSpec(type: "shell", command: ["./x"]), inProcess: InProcessHook(timeoutMs: 500, concurrency: 2)))
+        for number in 0..<3 { _ = try await jobs.topics!.publish([TopicMessage(subject: "ping.n\(number)", payload: [])]) }
+        _ = try await jobs.tick()
+        #expect(taken.withLock { $0 } == ["quick ping.n0", "quick ping.n1"])
+        let status = try #require(try await jobs.hooks().first)
+        #expect(status.pending == 0 && status.dead == 0 && status.next == 4, "dropped events are acknowledged too")
+        #expect(try await jobs.list().isEmpty)
+        #expect(status.hook.inProcess == InProcessHook(timeoutMs: 500, concurrency: 2))
+    }
+
+    @Test("bounds are refused by name; the record survives its encoding and a bad handler tag is refused")
+    func bounds() async throws {
+        let clock = JobClock()
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let jobs = JobStore(store: memory, nowMs: { clock.ms }, topics: TopicLog(store: memory, nowMs: { clock.ms }))
+        let shell = JobSpec(type: "shell", command: ["./x"])
+        for (handler, type, message) in [
+            (InProcessHook(timeoutMs: 1000, concurrency: 0), "shell", "an in-process hook's concurrency is 1 to 64, not 0"),
+            (InProcessHook(timeoutMs: 1000, concurrency: 65), "shell", "an in-process hook's concurrency is 1 to 64, not 65"),
+            (InProcessHook(timeoutMs: 0, concurrency: 1), "shell", "an in-process hook's timeout is 1 ms to 1 h, not 0 ms"),
+            (InProcessHook(timeoutMs: 1000, concurrency: 1), "build", "an in-process hook runs a shell command, not a build job"),
+        ] {
+            var spec = shell
+            spec.type = type
+            await #expect(throws: JobError.invalid(message)) {
+                try await jobs.createHook(HookRecord(name: "h", pattern: "a.>", job: spec, inProcess: handler))
+            }
+        }
+        let hook = HookRecord(name: "h", pattern: "a.>", job: shell, inProcess: InProcessHook(timeoutMs: 1500, concurrency: 3))
+        #expect(try HookRecord(decoding: hook.encoded) == hook)
+        var bytes = hook.encoded
+        bytes[bytes.count - 4] = 2  // the tag, before the timeout (2 bytes) and the concurrency (1)
+        #expect(throws: DecodingError.self) { try HookRecord(decoding: bytes) }
+        let reliable = HookRecord(name: "h", pattern: "a.>", job: shell)
+        #expect(try HookRecord(decoding: reliable.encoded) == reliable)
+    }
+}

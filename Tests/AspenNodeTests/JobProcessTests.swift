@@ -452,5 +452,43 @@ extension ClusterSuites {
             #expect(leaders.count >= 2 && leaders.first?.0 == leader && leaders.last!.0 != leader, "leader events \(leaders)")
             #expect(leaders.map(\.1) == leaders.map(\.1).sorted() && Set(leaders.map(\.1)).count == leaders.count, "leader events \(leaders)")
         }
+
+        @Test("in-process hooks run on the leader without jobs; one at its concurrency drops events and counts them; a timeout leaves no process")
+        func inProcessHooks() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll(environment: ["ASPEN_JOB_WORKERS": "0"], admin: true)
+            defer { cluster.terminateAll() }
+            let leader = try await cluster.leader()
+            let seen = cluster.directory.appendingPathComponent("seen").path
+            for arguments in [
+                ["hook", "create", "fast", "--on", "ping.>", "--in-process", "--", "sh", "-c", "echo \"$ASPEN_HOOK $ASPEN_EVENT\" >> \(seen)"],
+                ["hook", "create", "slow", "--on", "slow.>", "--in-process", "--concurrency", "1", "--timeout", "1s", "--", "sleep", "31"],
+            ] {
+                let (status, said) = try await cluster.aspen(arguments, withErrors: true)
+                #expect(status == 0, "\(said)")
+            }
+            let (refused, said) = try await cluster.aspen(
+                ["hook", "create", "bad", "--on", "x", "--in-process", "--concurrency", "0", "--", "true"], withErrors: true)
+            #expect(refused != 0 && said.contains("concurrency is 1 to 64"), "\(said)")
+            let client = try cluster.client()
+            defer { Task { await client.close() } }
+            for number in 0..<5 {
+                _ = try await client.job(.publish([TopicMessage(subject: "ping.n\(number)", payload: Array("\(number)".utf8))]))
+            }
+            // One batch: the leader's manager takes all five in one pass, with room for one.
+            _ = try await client.job(.publish((0..<5).map { TopicMessage(subject: "slow.n\($0)", payload: []) }))
+            try await eventually("every ping ran its command", seconds: 30) { Self.lines(seen).count >= 5 }
+            #expect(Set(Self.lines(seen).map { $0.split(separator: " ")[0] }) == ["fast"])
+            let (_, jobs) = try await cluster.aspen(["job", "list", "--json"])
+            #expect(!jobs.contains("\"id\""), "an in-process hook made jobs: \(jobs)")
+            var metrics = ""
+            try await eventually("the slow hook ran one command, timed it out and dropped four events", seconds: 30) {
+                metrics = try await AdminServerTests.get(cluster.adminURL(leader, "/metrics")).1
+                return metrics.contains("aspen_hook_inprocess_timeouts_total{hook=\"slow\"} 1")
+            }
+            #expect(metrics.contains("aspen_hook_inprocess_dropped_total{hook=\"slow\"} 4"), "\(metrics.split(separator: "\n").filter { $0.contains("inprocess") })")
+            #expect(metrics.contains("aspen_hook_inprocess_runs_total{hook=\"fast\"} 5"))
+            #expect(Self.alive(commandLine: "sleep 31").isEmpty, "the timed-out command is still running")
+        }
     }
 }

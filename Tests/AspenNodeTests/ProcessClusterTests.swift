@@ -69,10 +69,14 @@ final class ProcessCluster: @unchecked Sendable {
         return String(decoding: data, as: UTF8.self)
     }
 
-    func start(_ id: Int, environment: [String: String] = [:]) throws {
+    func start(_ id: Int, environment: [String: String] = [:], adding extra: [String] = []) throws {
         let peers = entries.enumerated().filter { $0.offset != id - 1 }.map(\.element).joined(separator: ",")
-        try start(id, arguments: ["--peers", peers, "--bootstrap"], environment: environment)
+        try start(id, arguments: ["--peers", peers, "--bootstrap"] + extra, environment: environment)
     }
+
+    /// The admin (HTTP) address node `id` listens on when started with `adminArguments(id)`.
+    func adminURL(_ id: Int, _ path: String) -> String { "http://127.0.0.1:\(basePort + 50 + id)\(path)" }
+    func adminArguments(_ id: Int) -> [String] { ["--http", "127.0.0.1:\(basePort + 50 + id)"] }
 
     /// Starts node `id` with its data directory, address and test timings plus `arguments`.
     /// With `output`, the node's standard output and error go to that file.
@@ -97,7 +101,9 @@ final class ProcessCluster: @unchecked Sendable {
         processes[id] = process
     }
 
-    func startAll(environment: [String: String] = [:]) throws { for id in 1...entries.count { try start(id, environment: environment) } }
+    func startAll(environment: [String: String] = [:], admin: Bool = false) throws {
+        for id in 1...entries.count { try start(id, environment: environment, adding: admin ? adminArguments(id) : []) }
+    }
 
     func kill9(_ id: Int) {
         guard let process = processes[id] else { return }

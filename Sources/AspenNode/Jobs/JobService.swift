@@ -20,6 +20,7 @@ public final class JobService: Sendable {
     let logger: Logger
     private let manager = Mutex<Task<Void, Never>?>(nil)
     private let workers = Mutex<Task<Void, Never>?>(nil)
+    private let inProcess = Mutex<InProcessHooks?>(nil)
     /// Longest pause between manager passes while leading.
     static let passMsMax: Int64 = 200
 
@@ -37,6 +38,9 @@ public final class JobService: Sendable {
                 return Set(records.compactMap { BlobRecords.node(fromHolderName: $0.name) })
             }, retentionMs: retentionMs, topics: topics)
     }
+
+    /// In-process hooks' counters, for `/metrics`.
+    public var metricsExposition: [String] { inProcess.withLock { $0 }?.exposition ?? [] }
 
     /// Runs a call here if this node leads (its reads of its own applied state are then
     /// current enough to act on); else `notLeader`, and the caller goes to the leader.
@@ -92,13 +96,18 @@ public final class JobService: Sendable {
 
     /// Starts the node's built-in worker: `settings.workers` shell jobs at once, claimed
     /// through the leader (this node's calls, forwarded to the leader when this node follows).
+    /// Also starts the runner of in-process hooks' commands.
     public func startWorkers(_ settings: NodeSettings.JobSettings, identity: NodeIdentity, cookie: ClusterCookie?) {
-        guard settings.workers > 0 else { return }
-        // A node killed while it ran jobs left their processes running: they are this node's
-        // (its key marks them) and their attempts are dead, so they go before any new one starts.
+        // A node killed while it ran jobs (or hook commands) left their processes running: they
+        // are this node's (its key marks them) and their attempts are dead, so they go before
+        // any new one starts.
         let markerPrefix = "\(identity.key.hex.prefix(16))/"
         let leftovers = ShellRunner.killLeftovers(markerPrefix: markerPrefix)
         if leftovers > 0 { logger.notice("killed processes left by this node's jobs before it restarted", metadata: ["processes": "\(leftovers)"]) }
+        let hooks = InProcessHooks(markerPrefix: markerPrefix, environment: ProcessInfo.processInfo.environment, logger: logger)
+        inProcess.withLock { $0 = hooks }
+        jobs.inProcessRunner.withLock { $0 = { hooks.run($0, $1) } }
+        guard settings.workers > 0 else { return }
         let calls = LeaderJobCalls(service: self, identity: identity, cookie: cookie)
         let worker = JobWorker(
             calls: calls,
@@ -123,6 +132,8 @@ public final class JobService: Sendable {
         }
         running?.cancel()
         await running?.value
+        jobs.inProcessRunner.withLock { $0 = nil }
+        await inProcess.withLock { $0 }?.stop()
         let task = manager.withLock { task in
             defer { task = nil }
             return task
