@@ -273,6 +273,16 @@ extension ClusterSuites {
             var restored: UInt64 = 0
             for node in 1...3 { restored += try await BlobProcessTests.metric(cluster, "aspen_blob_restored_total", node: node) }
             #expect(restored == 3, "copies made: \(restored)")
+            // The upkeep ran as maintenance jobs: in the job list, each with its summary.
+            let (_, listed) = try await cluster.aspen(["job", "list", "--type", "maintenance", "--state", "succeeded", "--json"])
+            let jobs = try #require(try Self.json(listed)["jobs"] as? [[String: Any]], "\(listed)")
+            #expect(jobs.contains { ($0["command"] as? [String]) == ["blob-gc"] }, "\(listed)")
+            var copies = 0
+            for job in jobs {
+                let (_, result) = try await cluster.aspen(["job", "result", "\(job["id"] as? Int ?? 0)"])
+                copies += (try? Self.json(result))?["copies_restored"] as? Int ?? 0
+            }
+            #expect(copies == 3, "copies restored by the jobs: \(copies) (\(jobs.count) jobs)")
         }
 
         @Test("past the quota, or one byte past blobBytesMax, an add is refused by name before any data is written; the node keeps serving")

@@ -149,35 +149,55 @@ extension BlobService {
             let clock = ContinuousClock()
             let start = clock.now
             var nextCollection = start + .milliseconds(settings.gcIntervalMs)
-            var nextScrub = start + .milliseconds(settings.scrubIntervalMs)
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(min(1000, max(50, settings.gcIntervalMs))))
                 await uploads.dropIdle(nowMs: node.nowMs())
                 let now = clock.now
+                // Collection and scrubs are maintenance jobs (`maintenanceTasks`); a follower's
+                // sweep of files no record names stays here.
                 if settings.gcIntervalMs > 0, now >= nextCollection {
                     nextCollection = now + .milliseconds(settings.gcIntervalMs)
                     do {
-                        if await node.status.leader == node.id {
-                            _ = try await collect(dryRun: false)
-                            _ = try await restoreCopies()
-                        } else {
-                            _ = try await sweepFiles()
-                        }
+                        if await node.status.leader != node.id { _ = try await sweepFiles() }
                     } catch {
-                        logger.info("blob upkeep did not finish; it runs again later", metadata: ["error": "\(error)"])
-                    }
-                }
-                if settings.scrubIntervalMs > 0, now >= nextScrub {
-                    nextScrub = now + .milliseconds(settings.scrubIntervalMs)
-                    do {
-                        _ = try await scrub(bytesPerSecond: settings.scrubBytesPerSecond)
-                    } catch {
-                        logger.info("blob scrub did not finish; it runs again later", metadata: ["error": "\(error)"])
+                        logger.info("blob file sweep did not finish; it runs again later", metadata: ["error": "\(error)"])
                     }
                 }
             }
         }
         maintenance.withLock { $0 = task }
+    }
+
+    /// The blob store's maintenance, run as jobs of type `maintenance` (`JobService`): a
+    /// collection (with the repair of missing copies) every `blob-gc-interval-ms` on any node,
+    /// a scrub of each node's files every `blob-scrub-interval-ms` on that node.
+    public var maintenanceTasks: [MaintenanceTask] {
+        [
+            MaintenanceTask(name: "blob-gc", intervalMs: settings.gcIntervalMs, perNode: false, timeoutMs: 3_600_000),
+            MaintenanceTask(name: "blob-scrub", intervalMs: settings.scrubIntervalMs, perNode: true, timeoutMs: 0),
+        ]
+    }
+
+    /// Runs a maintenance task here; its summary as JSON (the job's result).
+    public func runMaintenance(_ task: String) async throws -> [UInt8]? {
+        switch task {
+        case "blob-gc":
+            let collection = try await collect(dryRun: false)
+            let restored = try await restoreCopies()
+            return MaintenanceTask.summary([
+                "deleted": collection.deleted.count, "expired_tags": collection.expiredTags.count, "kept": collection.kept,
+                "rescued": collection.rescued.count, "files_removed": collection.filesRemoved, "more": collection.more,
+                "copies_restored": restored,
+            ])
+        case "blob-scrub":
+            let report = try await scrub(bytesPerSecond: settings.scrubBytesPerSecond)
+            return MaintenanceTask.summary([
+                "node": report.node, "checked": report.checked, "bytes": report.bytes, "corrupt": report.corrupt.count,
+                "repaired": report.repaired.count,
+            ])
+        default:
+            return nil
+        }
     }
 
     public func stopMaintenance() async {

@@ -21,6 +21,7 @@ public final class JobService: Sendable {
     private let manager = Mutex<Task<Void, Never>?>(nil)
     private let workers = Mutex<Task<Void, Never>?>(nil)
     private let inProcess = Mutex<InProcessHooks?>(nil)
+    private let upkeep = Mutex<(scheduler: MaintenanceScheduler?, worker: Task<Void, Never>?)>((nil, nil))
     /// Longest pause between manager passes while leading.
     static let passMsMax: Int64 = 200
 
@@ -75,6 +76,11 @@ public final class JobService: Sendable {
                                 node: node.id.rawValue, term: status.term, voters: status.membership.voters.map(\.rawValue),
                                 learners: status.membership.learners.map(\.rawValue)))
                         if published > 0 { logger.debug("cluster events", metadata: ["published": "\(published)"]) }
+                        if let scheduler = upkeep.withLock({ $0.scheduler }) {
+                            let made = try await scheduler.pass(
+                                jobs, nowMs: node.nowMs(), members: (status.membership.voters + status.membership.learners).map(\.rawValue))
+                            if made > 0 { logger.debug("maintenance jobs submitted", metadata: ["jobs": "\(made)"]) }
+                        }
                         failures = 0
                         if let due = tick.nextDueMs { pauseMs = min(pauseMs, max(5, due - node.nowMs())) }
                         if tick.expired + tick.promoted + tick.resolved + tick.fired + tick.sagaMoves + tick.purged + tick.hookJobs > 0 {
@@ -122,6 +128,34 @@ public final class JobService: Sendable {
         workers.withLock { $0 = task }
     }
 
+    /// Schedules `tasks` as maintenance jobs (while this node leads) and starts this node's
+    /// maintenance worker, which runs them with `run` (a task's summary; nil: no such task).
+    public func startMaintenance(
+        _ tasks: [MaintenanceTask], run: @escaping @Sendable (String) async throws -> [UInt8]?, identity: NodeIdentity, cookie: ClusterCookie?
+    ) {
+        let calls = LeaderJobCalls(service: self, identity: identity, cookie: cookie)
+        let worker = JobWorker(
+            calls: calls,
+            options: JobWorkerOptions(
+                name: "node-\(node.id.rawValue)-maintenance", node: node.id.rawValue, types: [MaintenanceTask.jobType],
+                tags: [MaintenanceTask.workerTag: "yes", MaintenanceTask.nodeTag: "\(node.id.rawValue)"], concurrency: 1),
+            handlers: [
+                MaintenanceTask.jobType: { job in
+                    let name = job.spec.command.first ?? ""
+                    guard let summary = try await run(name) else {
+                        throw JobError.invalid("no maintenance task named '\(name)' (there are \(tasks.map(\.name).joined(separator: ", ")))")
+                    }
+                    return summary
+                }
+            ],
+            logger: logger)
+        let task = Task {
+            await worker.run()
+            await calls.close()
+        }
+        upkeep.withLock { $0 = (MaintenanceScheduler(tasks: tasks, nowMs: node.nowMs()), task) }
+    }
+
     public func stop() async {
         // Claims waiting here (other nodes' workers') end now rather than hold up the drain.
         await jobs.stopWaiting()
@@ -133,6 +167,12 @@ public final class JobService: Sendable {
         running?.cancel()
         await running?.value
         jobs.inProcessRunner.withLock { $0 = nil }
+        let upkeeping = upkeep.withLock { upkeep in
+            defer { upkeep = (nil, nil) }
+            return upkeep.worker
+        }
+        upkeeping?.cancel()
+        await upkeeping?.value
         await inProcess.withLock { $0 }?.stop()
         let task = manager.withLock { task in
             defer { task = nil }
