@@ -93,6 +93,7 @@ extension FuzzTarget {
             let calls: [JobCall] = [
                 .submit(spec), .job(7), .history(7), .list(state: .dead, type: "shell", after: 3, limit: 10),
                 .claim(WorkerInfo(name: "w", node: 1, types: ["shell"], tags: ["a": "b"]), leaseMs: 30_000, waitMs: 5000),
+                .claim(WorkerInfo(name: "w", node: 1, types: ["shell"]), leaseMs: 30_000, waitMs: 0, max: 16),
                 .renew(7, type: "shell", token: 9, leaseMs: 1000), .finish(7, type: "shell", token: 9, outcome: .succeeded(result: [1]), exitCode: 0),
                 .finish(7, type: "shell", token: 9, outcome: .failed(message: "m", retryable: false), exitCode: nil), .cancel(7),
                 .retry(7, deadOnly: true), .scheduleCreate(schedule, replace: true), .schedules, .schedulePause("n", paused: true),

@@ -8,7 +8,9 @@ public enum JobCall: Sendable, Equatable {
     case history(UInt64)
     case list(state: JobState?, type: String?, after: UInt64, limit: Int)
     /// A worker asks for its next job of one of its types, waiting up to `waitMs` for one.
-    case claim(WorkerInfo, leaseMs: Int64, waitMs: Int64)
+    /// Claims up to `max` ready jobs at once (one transaction for all): answered `claimed` when
+    /// `max` is 1, else `jobs` (empty when none came within the wait).
+    case claim(WorkerInfo, leaseMs: Int64, waitMs: Int64, max: Int = 1)
     /// Calls of the attempt's holder, fenced by its token; `type` is the job's type (what the
     /// worker's credential must cover), checked against the job.
     case renew(UInt64, type: String, token: UInt64, leaseMs: Int64)
@@ -59,7 +61,7 @@ public enum JobCall: Sendable, Equatable {
     }
 
     public var waitMs: Int64 {
-        if case .claim(_, _, let wait) = self { return wait }
+        if case .claim(_, _, let wait, _) = self { return wait }
         if case .fetch(_, _, _, let wait) = self { return wait }
         return 0
     }
@@ -82,7 +84,7 @@ public enum JobCall: Sendable, Equatable {
             writer.writeOptionalBytes(type.map { Array($0.utf8) })
             writer.writeVarint(after)
             writer.writeVarint(UInt64(max(0, limit)))
-        case .claim(let worker, let leaseMs, let waitMs):
+        case .claim(let worker, let leaseMs, let waitMs, let max):
             writer.write(4)
             writer.writeString(worker.name)
             writer.writeVarint(worker.node)
@@ -95,6 +97,7 @@ public enum JobCall: Sendable, Equatable {
             }
             writer.writeVarint(signed: leaseMs)
             writer.writeVarint(signed: waitMs)
+            if max != 1 { writer.writeVarint(UInt64(Swift.max(0, max))) }
         case .renew(let id, let type, let token, let leaseMs):
             writer.write(5)
             writer.writeVarint(id)
@@ -239,9 +242,11 @@ public enum JobCall: Sendable, Equatable {
                 let key = try reader.readString(limit: name)
                 guard tags.updateValue(try reader.readString(limit: name), forKey: key) == nil else { throw .invalid("tag \(key) appears twice") }
             }
-            self = .claim(
-                WorkerInfo(name: worker, node: node, types: types, tags: tags), leaseMs: try reader.readSignedVarint(),
-                waitMs: try reader.readSignedVarint())
+            let leaseMs = try reader.readSignedVarint()
+            let waitMs = try reader.readSignedVarint()
+            // The batch size is left out for one job (so a single claim reads as it always did).
+            let max = reader.isAtEnd ? 1 : try reader.readCount(limit: JobCall.claimBatchMax)
+            self = .claim(WorkerInfo(name: worker, node: node, types: types, tags: tags), leaseMs: leaseMs, waitMs: waitMs, max: max)
         case 5:
             self = .renew(
                 try reader.readVarint(), type: try reader.readString(limit: name), token: try reader.readFixed64(), leaseMs: try reader.readSignedVarint())
@@ -329,6 +334,8 @@ public enum JobCall: Sendable, Equatable {
 
     /// Most jobs one list returns.
     public static let listLimitMax = 1000
+    /// Most jobs one claim takes.
+    public static let claimBatchMax = 64
 }
 
 /// A node's answer to a `JobCall`.
@@ -556,9 +563,13 @@ extension JobStore {
                 records.removeSubrange(cut...)
             }
             return .jobs(records)
-        case .claim(let worker, let leaseMs, let waitMs):
+        case .claim(let worker, let leaseMs, let waitMs, let max):
             guard !worker.types.isEmpty else { throw JobError.invalid("a worker must name at least one job type") }
-            return .claimed(try await claim(worker, leaseMs: leaseMs, waitMs: waitMs))
+            guard (1...JobCall.claimBatchMax).contains(max) else {
+                throw JobError.invalid("a claim takes 1 to \(JobCall.claimBatchMax) jobs, not \(max)")
+            }
+            let claimed = try await claim(worker, leaseMs: leaseMs, waitMs: waitMs, max: max)
+            return max == 1 ? .claimed(claimed.first) : .jobs(claimed)
         case .renew(let id, let type, let token, let leaseMs): return .job(try await renew(id, type: type, token: token, leaseMs: leaseMs))
         case .finish(let id, let type, let token, let outcome, let exitCode):
             return .job(try await finish(id, type: type, token: token, outcome: outcome, exitCode: exitCode))

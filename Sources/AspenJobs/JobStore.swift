@@ -62,6 +62,8 @@ public final class JobStore: Sendable {
     /// How long a placement wish (a preferred node, a blob's holders) holds a ready job back from
     /// other workers.
     public static let preferenceGraceMs: Int64 = 3000
+    /// Records one batched claim writes at most, in bytes (well inside a log entry).
+    static let claimBatchBytesMax = 512 * 1024
     /// Attempts at a change before giving up under contention.
     static let attemptsMax = 16
     /// How long a finished job (its record, history, output and idempotency key) is kept.
@@ -177,6 +179,17 @@ public final class JobStore: Sendable {
     func write(over old: (record: JobRecord, kv: KeyValue)?, _ new: JobRecord, history entry: JobHistoryEntry?, extra: [TransactionOperation] = [])
         async throws -> (written: Bool, record: JobRecord)
     {
+        let change = changes(over: old, new, history: entry)
+        let outcome = try await store.transaction(Transaction(compares: [change.compare], success: change.operations + extra))
+        if outcome.succeeded, change.record.state == .pending { await signals.notify() }
+        return (outcome.succeeded, change.record)
+    }
+
+    /// What writing `new` over `old` takes: the condition on the record as read, the record,
+    /// its index entries and its history entry; and the record as written.
+    func changes(over old: (record: JobRecord, kv: KeyValue)?, _ new: JobRecord, history entry: JobHistoryEntry?)
+        -> (compare: Compare, operations: [TransactionOperation], record: JobRecord)
+    {
         var new = new
         let key = recordKey(new.id)
         var operations: [TransactionOperation] = []
@@ -189,10 +202,7 @@ public final class JobStore: Sendable {
         for stale in before where !after.contains(stale) { operations.append(.delete(Delete(.key(stale)))) }
         for fresh in after where !before.contains(fresh) { operations.append(.put(Put(key: fresh, value: []))) }
         operations.append(.put(Put(key: key, value: new.encoded)))
-        let compare = old.map { Compare(key: key, .modRevision($0.kv.modRevision)) } ?? .absent(key)
-        let outcome = try await store.transaction(Transaction(compares: [compare], success: operations + extra))
-        if outcome.succeeded, new.state == .pending { await signals.notify() }
-        return (outcome.succeeded, new)
+        return (old.map { Compare(key: key, .modRevision($0.kv.modRevision)) } ?? .absent(key), operations, new)
     }
 
     /// Reads the job, asks `change` what it becomes (nil: nothing to do) and writes that,
@@ -300,6 +310,13 @@ public final class JobStore: Sendable {
     /// oldest. A job is claimed by a transaction conditioned on its record, so two workers never
     /// both get it; the claim carries a fresh attempt token.
     public func claim(_ worker: WorkerInfo, leaseMs: Int64) async throws -> JobRecord? {
+        try await claim(worker, leaseMs: leaseMs, max: 1).first
+    }
+
+    /// Claims up to `max` ready jobs for the worker, highest effective priority first, in one
+    /// transaction conditioned on each job's record; when another writer changed one of them
+    /// first, each is claimed alone (those still pending are taken).
+    public func claim(_ worker: WorkerInfo, leaseMs: Int64, max: Int) async throws -> [JobRecord] {
         guard (100...600_000).contains(leaseMs) else { throw JobError.invalid("a lease must be 100 ms to 10 minutes, not \(leaseMs) ms") }
         let now = nowMs()
         var candidates: [(rank: Int, readyAt: Int64, id: UInt64)] = []
@@ -309,7 +326,7 @@ public final class JobStore: Sendable {
                 // The index is read from this node's applied state: the claim itself is conditioned on
                 // the record, so an entry already gone only costs a failed attempt.
                 let page = try await store.scan(
-                    .range(start: ready.range.start, end: ready.range.end), limit: 8, keysOnly: true, consistency: .stale)
+                    .range(start: ready.range.start, end: ready.range.end), limit: Swift.max(8, max * 2), keysOnly: true, consistency: .stale)
                 for kv in page.kvs {
                     let elements = try ready.unpack(kv.key).elements
                     guard elements.count == 2, case .int(let readyAt) = elements[0], case .int(let id) = elements[1] else { continue }
@@ -318,18 +335,38 @@ public final class JobStore: Sendable {
             }
         }
         candidates.sort { ($0.rank, $0.readyAt, $0.id) < ($1.rank, $1.readyAt, $1.id) }
-        for candidate in candidates {
-            // Claims on this node take different jobs instead of all racing for the first (the
-            // losers' writes would fail their condition: work for the log and nothing done).
+        // Claims on this node take different jobs instead of all racing for the first (the
+        // losers' writes would fail their condition: work for the log and nothing done).
+        var reserved: [UInt64] = []
+        defer { claiming.withLock { claiming in for id in reserved { claiming.remove(id) } } }
+        var prepared: [(loaded: (record: JobRecord, kv: KeyValue), claimed: JobRecord, entry: JobHistoryEntry)] = []
+        var bytes = 0
+        for candidate in candidates where prepared.count < max && bytes < Self.claimBatchBytesMax {
             guard claiming.withLock({ $0.insert(candidate.id).inserted }) else { continue }
-            defer { _ = claiming.withLock { $0.remove(candidate.id) } }
-            if let claimed = try await claim(candidate.id, for: worker, leaseMs: leaseMs) { return claimed }
+            reserved.append(candidate.id)
+            if let claim = try await prepareClaim(candidate.id, for: worker, leaseMs: leaseMs) {
+                prepared.append(claim)
+                bytes += claim.loaded.kv.value.count
+            }
         }
-        return nil
+        if prepared.count > 1 {
+            let writes = prepared.map { self.changes(over: $0.loaded, $0.claimed, history: $0.entry) }
+            let outcome = try await store.transaction(Transaction(compares: writes.map(\.compare), success: writes.flatMap(\.operations)))
+            if outcome.succeeded { return writes.map(\.record) }
+        }
+        var claimed: [JobRecord] = []
+        for claim in prepared {
+            let (written, record) = try await write(over: claim.loaded, claim.claimed, history: claim.entry)
+            if written { claimed.append(record) }
+        }
+        return claimed
     }
 
-    /// Claims one job for the worker, or nil when it is not (or no longer) for this worker.
-    func claim(_ id: UInt64, for worker: WorkerInfo, leaseMs: Int64) async throws -> JobRecord? {
+    /// The claim of one job for the worker (its record as read, as claimed, and the history
+    /// entry), or nil when it is not (or no longer) for this worker.
+    func prepareClaim(_ id: UInt64, for worker: WorkerInfo, leaseMs: Int64) async throws
+        -> (loaded: (record: JobRecord, kv: KeyValue), claimed: JobRecord, entry: JobHistoryEntry)?
+    {
         guard let loaded = try await load(id, consistency: .stale), loaded.record.state == .pending else { return nil }
         var record = loaded.record
         let spec = record.spec
@@ -351,17 +388,22 @@ public final class JobStore: Sendable {
         let entry = JobHistoryEntry(
             atMs: now, state: .running, attempt: record.attempts, token: record.attempt!.token, worker: worker.name, node: worker.node,
             message: "claimed")
-        let (written, claimed) = try await write(over: loaded, record, history: entry)
-        return written ? claimed : nil
+        return (loaded, record, entry)
     }
 
     /// Claims like `claim`, waiting up to `waitMs` for a job to become ready.
     public func claim(_ worker: WorkerInfo, leaseMs: Int64, waitMs: Int64) async throws -> JobRecord? {
-        let deadline = nowMs() + min(max(0, waitMs), 60_000)
+        try await claim(worker, leaseMs: leaseMs, waitMs: waitMs, max: 1).first
+    }
+
+    /// Claims like `claim(_:leaseMs:max:)`, waiting up to `waitMs` for at least one job.
+    public func claim(_ worker: WorkerInfo, leaseMs: Int64, waitMs: Int64, max: Int) async throws -> [JobRecord] {
+        let deadline = nowMs() + min(Swift.max(0, waitMs), 60_000)
         while true {
-            if let claimed = try await claim(worker, leaseMs: leaseMs) { return claimed }
+            let claimed = try await claim(worker, leaseMs: leaseMs, max: max)
+            if !claimed.isEmpty { return claimed }
             let left = deadline - nowMs()
-            guard left > 0, !stopping.load(ordering: .relaxed) else { return nil }
+            guard left > 0, !stopping.load(ordering: .relaxed) else { return [] }
             // Every change that makes a job ready runs here, on the leader, and signals; the bounded
             // wait covers a store changed by others (a test's, or a client running the layer).
             await signals.wait(upToMs: min(left, 2000))

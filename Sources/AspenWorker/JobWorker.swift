@@ -75,36 +75,46 @@ public final class JobWorker: Sendable {
 
     /// Runs until the calling task is cancelled; a job under way is stopped (and reported failed,
     /// so that it is retried) first.
+    ///
+    /// One claim at a time takes as many jobs as there are free slots (up to
+    /// `JobCall.claimBatchMax`), in one transaction on the leader; each job runs in a task of its
+    /// own, and the next claim goes out as soon as a slot is free.
     public func run() async {
+        let slots = Slots(max(1, options.concurrency))
         await withTaskGroup(of: Void.self) { group in
-            for slot in 0..<max(1, options.concurrency) {
-                group.addTask { await self.loop(slot) }
-            }
-        }
-    }
-
-    func loop(_ slot: Int) async {
-        var pauseMs: Int64 = 50
-        var failures = 0
-        while !Task.isCancelled {
-            do {
-                let call = JobCall.claim(info, leaseMs: options.leaseMs, waitMs: options.claimWaitMs)
-                guard case .claimed(let claimed) = try await abandoningOnCancel({ try await self.calls.job(call) }) else {
-                    throw JobError.invalid("the node answered a claim with something else")
+            var pauseMs: Int64 = 50
+            var failures = 0
+            while !Task.isCancelled {
+                let free = await slots.free()
+                if Task.isCancelled { break }
+                do {
+                    let call = JobCall.claim(info, leaseMs: options.leaseMs, waitMs: options.claimWaitMs, max: min(free, JobCall.claimBatchMax))
+                    let claimed: [JobRecord]
+                    switch try await abandoningOnCancel({ try await self.calls.job(call) }) {
+                    case .claimed(let job): claimed = job.map { [$0] } ?? []
+                    case .jobs(let jobs): claimed = jobs
+                    default: throw JobError.invalid("the node answered a claim with something else")
+                    }
+                    pauseMs = 50
+                    failures = 0
+                    for job in claimed {
+                        slots.take()
+                        group.addTask {
+                            await self.execute(job)
+                            slots.give()
+                        }
+                    }
+                } catch {
+                    if Task.isCancelled { break }
+                    // No leader yet (a cluster starting, an election) is the common case: retried
+                    // within a second, and reported only when it lasts.
+                    failures += 1
+                    logger.log(
+                        level: failures == 20 || failures % 300 == 0 ? .warning : .debug, "claiming jobs keeps failing; trying again",
+                        metadata: ["error": "\(error)", "failures": "\(failures)"])
+                    try? await Task.sleep(for: .milliseconds(pauseMs))
+                    pauseMs = min(pauseMs * 2, 1000)
                 }
-                pauseMs = 50
-                failures = 0
-                if let claimed { await execute(claimed) }
-            } catch {
-                if Task.isCancelled { return }
-                // No leader yet (a cluster starting, an election) is the common case: retried
-                // within a second, and reported only when it lasts.
-                failures += 1
-                logger.log(
-                    level: failures == 20 || failures % 300 == 0 ? .warning : .debug, "claiming a job keeps failing; trying again",
-                    metadata: ["error": "\(error)", "slot": "\(slot)", "failures": "\(failures)"])
-                try? await Task.sleep(for: .milliseconds(pauseMs))
-                pauseMs = min(pauseMs * 2, 1000)
             }
         }
     }
@@ -342,5 +352,38 @@ final class OutputShipper: Sendable {
             tick.cancel()
             if Task.isCancelled { return }
         }
+    }
+}
+
+/// A worker's free slots: `free()` waits until there is one.
+final class Slots: Sendable {
+    private let state: Mutex<(free: Int, waiter: CheckedContinuation<Void, Never>?)>
+
+    init(_ count: Int) { state = Mutex((count, nil)) }
+
+    /// The free slots, once there is at least one.
+    func free() async -> Int {
+        while true {
+            if let free = state.withLock({ $0.free > 0 ? $0.free : nil }) { return free }
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Bool in
+                    guard state.free == 0 else { return true }
+                    state.waiter = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        }
+    }
+
+    func take() { state.withLock { $0.free -= 1 } }
+
+    func give() {
+        let waiter = state.withLock { state in
+            state.free += 1
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
     }
 }

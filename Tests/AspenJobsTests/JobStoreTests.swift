@@ -64,6 +64,45 @@ struct JobStoreTests {
         #expect(try await jobs.claim(shellWorker, leaseMs: 30_000)?.id == urgent)
     }
 
+    @Test("a batched claim takes several jobs in priority order in one write; racing batches from two leaders take each job once")
+    func batchedClaims() async throws {
+        let clock = JobClock()
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let stores = (0..<2).map { _ in JobStore(store: memory, nowMs: { clock.ms }) }
+        var ids: [UInt64] = []
+        for priority in [JobPriority.low, .critical, .normal] {
+            ids.append(try await stores[0].submit(JobSpec(type: "shell", command: ["true"], priority: priority)).id)
+        }
+        let before = try await memory.revisions().current
+        let batch = try await stores[0].claim(shellWorker, leaseMs: 30_000, max: 5)
+        #expect(batch.map(\.id) == [ids[1], ids[2], ids[0]])
+        #expect(try await memory.revisions().current == before + 1, "three claims in one write")
+        #expect(Set(batch.compactMap(\.attempt?.token)).count == 3)
+        for job in batch { #expect(try await stores[1].history(job.id).map(\.state) == [.pending, .running]) }
+
+        for _ in 0..<120 { _ = try await stores[1].submit(JobSpec(type: "shell", command: ["true"])) }
+        let all = try await withThrowingTaskGroup(of: [UInt64].self) { group in
+            for index in 0..<6 {
+                group.addTask {
+                    let store = stores[index % 2]
+                    var taken: [UInt64] = []
+                    while true {
+                        let jobs = try await store.claim(shellWorker, leaseMs: 30_000, max: 7)
+                        if jobs.isEmpty { return taken }
+                        taken += jobs.map(\.id)
+                    }
+                }
+            }
+            return try await group.reduce(into: [UInt64]()) { $0 += $1 }
+        }
+        #expect(all.count == 120 && Set(all).count == 120, "\(all.count) claims of \(Set(all).count) jobs")
+        await #expect(throws: JobError.invalid("a claim takes 1 to 64 jobs, not 65")) {
+            try await stores[0].run(.claim(shellWorker, leaseMs: 30_000, waitMs: 0, max: 65))
+        }
+        let call = JobCall.claim(shellWorker, leaseMs: 30_000, waitMs: 0, max: 9)
+        #expect(try JobCall(decoding: call.encoded) == call)
+    }
+
     @Test("a failing job is retried after its backoff, goes to the dead letters after exactly max attempts, and redrives")
     func retriesAndDeadLetters() async throws {
         let clock = JobClock()
