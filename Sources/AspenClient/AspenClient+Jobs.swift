@@ -12,6 +12,10 @@ extension AspenClient: JobCalling {
             spec.idempotencyKey = "auto:" + String(UInt64.random(in: 1...UInt64.max), radix: 36) + String(UInt64.random(in: 1...UInt64.max), radix: 36)
             call = .submit(spec)
         }
+        // A claim names itself too: sent again after a lost answer, it gets the jobs it took.
+        if case .claim(let worker, let leaseMs, let waitMs, let max, 0) = call {
+            call = .claim(worker, leaseMs: leaseMs, waitMs: waitMs, max: max, claim: UInt64.random(in: 1...UInt64.max))
+        }
         let body = try await self.call("job", "call", call.encoded, extraSeconds: Double(call.waitMs) / 1000, repeatable: call.isRepeatable)
         do {
             return try JobAnswer(decoding: body, limits: options.limits)

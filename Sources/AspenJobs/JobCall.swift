@@ -10,7 +10,8 @@ public enum JobCall: Sendable, Equatable {
     /// A worker asks for its next job of one of its types, waiting up to `waitMs` for one.
     /// Claims up to `max` ready jobs at once (one transaction for all): answered `claimed` when
     /// `max` is 1, else `jobs` (empty when none came within the wait).
-    case claim(WorkerInfo, leaseMs: Int64, waitMs: Int64, max: Int = 1)
+    /// `claim` names the request (0: none): repeated, it answers the jobs it took the first time.
+    case claim(WorkerInfo, leaseMs: Int64, waitMs: Int64, max: Int = 1, claim: UInt64 = 0)
     /// Calls of the attempt's holder, fenced by its token; `type` is the job's type (what the
     /// worker's credential must cover), checked against the job.
     case renew(UInt64, type: String, token: UInt64, leaseMs: Int64)
@@ -52,7 +53,9 @@ public enum JobCall: Sendable, Equatable {
         switch self {
         case .submit(let spec): spec.idempotencyKey != nil
         case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output, .saga, .read, .retentionSet, .retentions, .groupCreate, .groupStatus, .hooks, .hookRemove: true
-        case .claim, .retry, .scheduleCreate(_, false), .scheduleRemove, .sagaStart, .fetch, .hookCreate: false
+        // A claim is when it names itself: repeated, it answers the jobs it took.
+        case .claim(_, _, _, _, let claim): claim != 0
+        case .retry, .scheduleCreate(_, false), .scheduleRemove, .sagaStart, .fetch, .hookCreate: false
         // An ack or extend repeated is refused as stale at worst; a nak moves the wait again.
         case .settle: true
         // With an id on every message, a repeated publish returns the first cursors.
@@ -61,7 +64,7 @@ public enum JobCall: Sendable, Equatable {
     }
 
     public var waitMs: Int64 {
-        if case .claim(_, _, let wait, _) = self { return wait }
+        if case .claim(_, _, let wait, _, _) = self { return wait }
         if case .fetch(_, _, _, let wait) = self { return wait }
         return 0
     }
@@ -84,7 +87,7 @@ public enum JobCall: Sendable, Equatable {
             writer.writeOptionalBytes(type.map { Array($0.utf8) })
             writer.writeVarint(after)
             writer.writeVarint(UInt64(max(0, limit)))
-        case .claim(let worker, let leaseMs, let waitMs, let max):
+        case .claim(let worker, let leaseMs, let waitMs, let max, let claim):
             writer.write(4)
             writer.writeString(worker.name)
             writer.writeVarint(worker.node)
@@ -97,7 +100,8 @@ public enum JobCall: Sendable, Equatable {
             }
             writer.writeVarint(signed: leaseMs)
             writer.writeVarint(signed: waitMs)
-            if max != 1 { writer.writeVarint(UInt64(Swift.max(0, max))) }
+            if max != 1 || claim != 0 { writer.writeVarint(UInt64(Swift.max(0, max))) }
+            if claim != 0 { writer.writeFixed(claim) }
         case .renew(let id, let type, let token, let leaseMs):
             writer.write(5)
             writer.writeVarint(id)
@@ -246,7 +250,8 @@ public enum JobCall: Sendable, Equatable {
             let waitMs = try reader.readSignedVarint()
             // The batch size is left out for one job (so a single claim reads as it always did).
             let max = reader.isAtEnd ? 1 : try reader.readCount(limit: JobCall.claimBatchMax)
-            self = .claim(WorkerInfo(name: worker, node: node, types: types, tags: tags), leaseMs: leaseMs, waitMs: waitMs, max: max)
+            let claim = reader.isAtEnd ? 0 : try reader.readFixed64()
+            self = .claim(WorkerInfo(name: worker, node: node, types: types, tags: tags), leaseMs: leaseMs, waitMs: waitMs, max: max, claim: claim)
         case 5:
             self = .renew(
                 try reader.readVarint(), type: try reader.readString(limit: name), token: try reader.readFixed64(), leaseMs: try reader.readSignedVarint())
@@ -563,12 +568,12 @@ extension JobStore {
                 records.removeSubrange(cut...)
             }
             return .jobs(records)
-        case .claim(let worker, let leaseMs, let waitMs, let max):
+        case .claim(let worker, let leaseMs, let waitMs, let max, let claim):
             guard !worker.types.isEmpty else { throw JobError.invalid("a worker must name at least one job type") }
             guard (1...JobCall.claimBatchMax).contains(max) else {
                 throw JobError.invalid("a claim takes 1 to \(JobCall.claimBatchMax) jobs, not \(max)")
             }
-            let claimed = try await claim(worker, leaseMs: leaseMs, waitMs: waitMs, max: max)
+            let claimed = try await self.claim(worker, leaseMs: leaseMs, waitMs: waitMs, max: max, claim: claim)
             return max == 1 ? .claimed(claimed.first) : .jobs(claimed)
         case .renew(let id, let type, let token, let leaseMs): return .job(try await renew(id, type: type, token: token, leaseMs: leaseMs))
         case .finish(let id, let type, let token, let outcome, let exitCode):

@@ -43,6 +43,9 @@ public struct JobAttempt: Sendable, Equatable {
     /// The worker itself reported the end (so a replay of its report is answered, not refused).
     public var finished: Bool
     public var exitCode: Int32?
+    /// The claim request that took it (0: none named): a claim repeated after its answer was
+    /// lost finds its jobs by it instead of taking others.
+    public var claim: UInt64 = 0
 
     public init(number: Int, token: UInt64, worker: String, node: UInt64, startedAtMs: Int64, leaseExpiresAtMs: Int64) {
         self.number = number
@@ -128,6 +131,8 @@ public struct JobRecord: Sendable, Equatable {
         if let finishedAtMs { writer.writeVarint(signed: finishedAtMs) }
         writer.writeVarint(UInt64(transitions))
         writer.writeString(origin)
+        // Trailing, so that records written before it read the same.
+        if let claim = attempt?.claim, claim != 0 { writer.writeFixed(claim) }
         return writer.bytes
     }
 
@@ -165,6 +170,10 @@ public struct JobRecord: Sendable, Equatable {
         finishedAtMs = try reader.readBool() ? try reader.readSignedVarint() : nil
         transitions = try reader.readCount(limit: Int(Int32.max))
         origin = try reader.readString(limit: limits.jobNameBytesMax)
+        if !reader.isAtEnd {
+            guard attempt != nil else { throw .invalid("a claim id without an attempt") }
+            attempt!.claim = try reader.readFixed64()
+        }
         try reader.expectEnd()
     }
 }

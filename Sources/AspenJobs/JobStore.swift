@@ -93,6 +93,8 @@ public final class JobStore: Sendable {
     func historyKey(_ id: UInt64, _ number: Int) -> Bytes { space.pack(["h", .int(Int64(id)), .int(Int64(number))]) }
     func idempotencyKey(_ key: String) -> Bytes { space.pack(["i", .string(key)]) }
     var counterKey: Bytes { space.pack(["n"]) }
+    /// The running jobs a claim request took (kept while they run).
+    func claimSpace(_ claim: UInt64) -> Subspace { space.subspace(["c", .int(Int64(bitPattern: claim))]) }
     func readySpace(_ type: String, _ priority: JobPriority) -> Subspace { space.subspace(["r", .string(type), .int(Int64(priority.rank))]) }
 
     /// The index entries a record in its state has; a change deletes the old ones and writes the new.
@@ -102,7 +104,10 @@ public final class JobStore: Sendable {
         case .pending: return [readySpace(record.spec.type, record.spec.priority).pack([.int(record.readyAtMs), id])]
         case .scheduled: return [space.pack(["t", .int(record.readyAtMs), id])]
         case .waiting: return [space.pack(["w", id])]
-        case .running: return [space.pack(["x", .int(record.attempt?.leaseExpiresAtMs ?? 0), id])]
+        case .running:
+            let lease = space.pack(["x", .int(record.attempt?.leaseExpiresAtMs ?? 0), id])
+            guard let claim = record.attempt?.claim, claim != 0 else { return [lease] }
+            return [lease, claimSpace(claim).pack([id])]
         case .dead: return [space.pack(["d", id]), space.pack(["f", .int(record.finishedAtMs ?? 0), id])]
         case .succeeded, .cancelled: return [space.pack(["f", .int(record.finishedAtMs ?? 0), id])]
         }
@@ -316,7 +321,7 @@ public final class JobStore: Sendable {
     /// Claims up to `max` ready jobs for the worker, highest effective priority first, in one
     /// transaction conditioned on each job's record; when another writer changed one of them
     /// first, each is claimed alone (those still pending are taken).
-    public func claim(_ worker: WorkerInfo, leaseMs: Int64, max: Int) async throws -> [JobRecord] {
+    public func claim(_ worker: WorkerInfo, leaseMs: Int64, max: Int, claim: UInt64 = 0) async throws -> [JobRecord] {
         guard (100...600_000).contains(leaseMs) else { throw JobError.invalid("a lease must be 100 ms to 10 minutes, not \(leaseMs) ms") }
         let now = nowMs()
         var candidates: [(rank: Int, readyAt: Int64, id: UInt64)] = []
@@ -344,9 +349,10 @@ public final class JobStore: Sendable {
         for candidate in candidates where prepared.count < max && bytes < Self.claimBatchBytesMax {
             guard claiming.withLock({ $0.insert(candidate.id).inserted }) else { continue }
             reserved.append(candidate.id)
-            if let claim = try await prepareClaim(candidate.id, for: worker, leaseMs: leaseMs) {
-                prepared.append(claim)
-                bytes += claim.loaded.kv.value.count
+            if var prepared1 = try await prepareClaim(candidate.id, for: worker, leaseMs: leaseMs) {
+                prepared1.claimed.attempt!.claim = claim
+                prepared.append(prepared1)
+                bytes += prepared1.loaded.kv.value.count
             }
         }
         if prepared.count > 1 {
@@ -396,11 +402,24 @@ public final class JobStore: Sendable {
         try await claim(worker, leaseMs: leaseMs, waitMs: waitMs, max: 1).first
     }
 
-    /// Claims like `claim(_:leaseMs:max:)`, waiting up to `waitMs` for at least one job.
-    public func claim(_ worker: WorkerInfo, leaseMs: Int64, waitMs: Int64, max: Int) async throws -> [JobRecord] {
+    /// Claims like `claim(_:leaseMs:max:)`, waiting up to `waitMs` for at least one job. With a
+    /// claim id (the worker's, new for each request and the same when it repeats one), the
+    /// jobs a request took earlier, whose answer was lost, are answered again instead of others
+    /// being taken (they would wait out their lease).
+    public func claim(_ worker: WorkerInfo, leaseMs: Int64, waitMs: Int64, max: Int, claim: UInt64 = 0) async throws -> [JobRecord] {
+        if claim != 0 {
+            let taken = claimSpace(claim)
+            let page = try await store.scan(.range(start: taken.range.start, end: taken.range.end), limit: JobCall.claimBatchMax, keysOnly: true)
+            var earlier: [JobRecord] = []
+            for kv in page.kvs {
+                guard case .int(let id)? = try taken.unpack(kv.key).elements.first, let (record, _) = try await load(UInt64(id)) else { continue }
+                if record.state == .running, record.attempt?.claim == claim, record.attempt?.worker == worker.name { earlier.append(record) }
+            }
+            if !earlier.isEmpty { return earlier }
+        }
         let deadline = nowMs() + min(Swift.max(0, waitMs), 60_000)
         while true {
-            let claimed = try await claim(worker, leaseMs: leaseMs, max: max)
+            let claimed = try await self.claim(worker, leaseMs: leaseMs, max: max, claim: claim)
             if !claimed.isEmpty { return claimed }
             let left = deadline - nowMs()
             guard left > 0, !stopping.load(ordering: .relaxed) else { return [] }

@@ -136,7 +136,7 @@ extension RequestRequirements {
         switch call {
         case .submit(let spec): return jobs(.write, spec.type)
         case .job, .history, .list: return jobs(.read, "")
-        case .claim(let worker, _, _, _): return .all(worker.types.map { jobs(.full, $0) })
+        case .claim(let worker, _, _, _, _): return .all(worker.types.map { jobs(.full, $0) })
         case .renew(_, let type, _, _), .finish(_, let type, _, _, _), .appendOutput(_, let type, _, _): return jobs(.full, type)
         case .output, .saga: return jobs(.read, "")
         case .sagaStart(_, _, let type, _): return jobs(.write, type)

@@ -103,6 +103,36 @@ struct JobStoreTests {
         #expect(try JobCall(decoding: call.encoded) == call)
     }
 
+    @Test("a claim repeated with its id (its answer was lost) gets the jobs it took, not others; they leave its index when they end")
+    func repeatedClaim() async throws {
+        let clock = JobClock()
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let jobs = JobStore(store: memory, nowMs: { clock.ms })
+        for _ in 0..<5 { _ = try await jobs.submit(JobSpec(type: "shell", command: ["true"])) }
+        let call = JobCall.claim(shellWorker, leaseMs: 30_000, waitMs: 0, max: 2, claim: 0xC1A1)
+        #expect(try JobCall(decoding: call.encoded) == call)
+        #expect(call.isRepeatable && !JobCall.claim(shellWorker, leaseMs: 30_000, waitMs: 0, max: 2).isRepeatable)
+        guard case .jobs(let first) = try await jobs.run(call) else { throw JobError.invalid("not jobs") }
+        guard case .jobs(let again) = try await jobs.run(call) else { throw JobError.invalid("not jobs") }
+        #expect(first.count == 2 && again == first, "the repeat took other jobs")
+        #expect(first.allSatisfy { $0.attempt?.claim == 0xC1A1 })
+        #expect(try JobRecord(decoding: first[0].encoded) == first[0])
+        // Another worker repeating the id gets nothing of them.
+        let other = WorkerInfo(name: "w2", node: 2, types: ["shell"])
+        guard case .jobs(let others) = try await jobs.run(.claim(other, leaseMs: 30_000, waitMs: 0, max: 2, claim: 0xC1A1)) else { return }
+        #expect(Set(others.map(\.id)).isDisjoint(with: first.map(\.id)))
+        _ = try await jobs.finish(first[0].id, token: first[0].attempt!.token, outcome: .succeeded(result: []))
+        guard case .jobs(let left) = try await jobs.run(call) else { return }
+        #expect(left.map(\.id) == [first[1].id])
+        _ = try await jobs.finish(first[1].id, token: first[1].attempt!.token, outcome: .failed(message: "x", retryable: false))
+        let index = JobStore.space.subspace(["c", .int(Int64(bitPattern: 0xC1A1))])
+        let indexed = try await memory.scan(.range(start: index.range.start, end: index.range.end)).kvs.compactMap { kv -> UInt64? in
+            guard case .int(let id)? = try? index.unpack(kv.key).elements.first else { return nil }
+            return UInt64(id)
+        }
+        #expect(Set(indexed) == Set(others.map(\.id)), "only the jobs still running under the id are indexed")
+    }
+
     @Test("a failing job is retried after its backoff, goes to the dead letters after exactly max attempts, and redrives")
     func retriesAndDeadLetters() async throws {
         let clock = JobClock()
