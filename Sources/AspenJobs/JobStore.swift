@@ -603,12 +603,17 @@ actor JobIDs {
 public actor JobSignals {
     private var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
     private var nextWaiter = 0
+    /// Waits begun and not yet over, and those among them woken before they were registered
+    /// (they return at once: the actor may run a wake between a wait's start and its body).
+    private var pending: Set<Int> = []
+    private var expired: Set<Int> = []
 
     public init() {}
 
     public func notify() {
         let woken = waiters
         waiters = [:]
+        expired.formUnion(pending.subtracting(woken.keys))
         for continuation in woken.values { continuation.resume() }
     }
 
@@ -616,17 +621,32 @@ public actor JobSignals {
     public func wait(upToMs: Int64) async {
         let id = nextWaiter
         nextWaiter += 1
+        pending.insert(id)
+        defer {
+            pending.remove(id)
+            expired.remove(id)
+        }
         let timer = Task {
             try? await Task.sleep(for: .milliseconds(upToMs))
             self.wake(id)
         }
         await withTaskCancellationHandler {
-            await withCheckedContinuation { waiters[id] = $0 }
+            await withCheckedContinuation { continuation in
+                // The timer may have fired before this body ran.
+                if expired.remove(id) != nil { return continuation.resume() }
+                waiters[id] = continuation
+            }
         } onCancel: {
             timer.cancel()
         }
         timer.cancel()
     }
 
-    private func wake(_ id: Int) { waiters.removeValue(forKey: id)?.resume() }
+    private func wake(_ id: Int) {
+        if let waiter = waiters.removeValue(forKey: id) {
+            waiter.resume()
+        } else if pending.contains(id) {
+            expired.insert(id)
+        }
+    }
 }

@@ -81,7 +81,14 @@ extension RaftNode {
 
     func waitUntilApplied(_ index: Raft.Index) async {
         guard index > appliedIndex else { return }
-        await withCheckedContinuation { continuation in applyWaiters.append((index, continuation)) }
+        await withCheckedContinuation { continuation in
+            // Checked again here: the index may have been applied between the check above and
+            // this body (the node was seen to run a drain in that gap), and a waiter added
+            // after its index was applied would wait for the next write, on a quiet cluster
+            // for ever.
+            guard index > appliedIndex else { return continuation.resume() }
+            applyWaiters.append((index, continuation))
+        }
     }
 }
 

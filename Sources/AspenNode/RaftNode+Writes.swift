@@ -78,14 +78,18 @@ extension RaftNode {
     func propose(_ command: KVCommand) async throws -> Result<KVResult, KVError> {
         // A task of the node's own that runs after it stopped: nothing would ever answer it.
         guard !stopped else { throw NodeError.stopped }
-        let receipt: Raft.ProposalReceipt
         counters.proposals += 1
-        do {
-            receipt = try raft.propose(command.encoded())
-        } catch {
-            throw Self.nodeError(error)
-        }
+        let entry = command.encoded()
+        // Proposed in the continuation's body, with the writer registered at once: a drain that
+        // ran between a proposal and its registration (the actor can run one there) would
+        // apply the entry with nobody to answer.
         return try await withCheckedThrowingContinuation { continuation in
+            let receipt: Raft.ProposalReceipt
+            do throws(Raft.ProposalError) {
+                receipt = try raft.propose(entry)
+            } catch {
+                return continuation.resume(throwing: Self.nodeError(error))
+            }
             wait(continuation, term: receipt.term, at: receipt.indexes.lowerBound)
             pump()
         }
@@ -103,12 +107,14 @@ extension RaftNode {
         let context = nextProposalContext
         nextProposalContext += 1
         counters.proposalsForwarded += 1
-        do {
-            try raft.forward(command.encoded(), context: context)
-        } catch {
-            throw Self.nodeError(error)
-        }
+        let entry = command.encoded()
+        // Forwarded and registered in one step, as `propose` does.
         return try await withCheckedThrowingContinuation { continuation in
+            do throws(Raft.ProposalError) {
+                try raft.forward(entry, context: context)
+            } catch {
+                return continuation.resume(throwing: Self.nodeError(error))
+            }
             writers.forwarded(continuation, context: context)
             pump()
         }
