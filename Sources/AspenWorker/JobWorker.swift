@@ -71,6 +71,9 @@ public final class JobWorker: Sendable {
     /// Attempts this worker finished, by how they ended; `lost`: refused as stale.
     public var finished: (succeeded: Int, failed: Int, lost: Int) { counts.withLock { $0 } }
 
+    /// Longest a busy worker holds back a claim for more free slots.
+    static let batchWaitMs = 10
+
     var info: WorkerInfo { WorkerInfo(name: options.name, node: options.node, types: options.types, tags: options.tags) }
 
     /// Runs until the calling task is cancelled; a job under way is stopped (and reported failed,
@@ -78,14 +81,15 @@ public final class JobWorker: Sendable {
     ///
     /// One claim at a time takes as many jobs as there are free slots (up to
     /// `JobCall.claimBatchMax`), in one transaction on the leader; each job runs in a task of its
-    /// own, and the next claim goes out as soon as a slot is free.
+    /// own. An idle worker claims at once; a busy one waits up to `batchWaitMs` for a quarter of
+    /// its slots to be free, so that its claims stay batches when jobs end one by one.
     public func run() async {
         let slots = Slots(max(1, options.concurrency))
         await withTaskGroup(of: Void.self) { group in
             var pauseMs: Int64 = 50
             var failures = 0
             while !Task.isCancelled {
-                let free = await slots.free()
+                let free = await slots.free(batching: Self.batchWaitMs)
                 if Task.isCancelled { break }
                 do {
                     let call = JobCall.claim(info, leaseMs: options.leaseMs, waitMs: options.claimWaitMs, max: min(free, JobCall.claimBatchMax))
@@ -359,12 +363,28 @@ final class OutputShipper: Sendable {
 final class Slots: Sendable {
     private let state: Mutex<(free: Int, waiter: CheckedContinuation<Void, Never>?)>
 
-    init(_ count: Int) { state = Mutex((count, nil)) }
+    init(_ count: Int) {
+        total = count
+        state = Mutex((count, nil))
+    }
 
-    /// The free slots, once there is at least one.
-    func free() async -> Int {
+    let total: Int
+
+    /// The free slots: at once when all are; else once a quarter are, or `batching` ms after
+    /// the first came free.
+    func free(batching waitMs: Int) async -> Int {
+        // Counted from the first free slot.
+        var deadline: ContinuousClock.Instant?
+        let enough = max(1, total / 4)
         while true {
-            if let free = state.withLock({ $0.free > 0 ? $0.free : nil }) { return free }
+            let free = state.withLock { $0.free }
+            if free > 0, deadline == nil { deadline = .now + .milliseconds(waitMs) }
+            if free == total || free >= enough || (free > 0 && ContinuousClock.now >= deadline!) { return free }
+            if free > 0 {
+                try? await Task.sleep(for: .milliseconds(1))
+                if Task.isCancelled { return free }
+                continue
+            }
             await withCheckedContinuation { continuation in
                 let now = state.withLock { state -> Bool in
                     guard state.free == 0 else { return true }

@@ -132,6 +132,7 @@ enum JobBench {
             "workload": name, "clients": idle ? 1 : clients, "workers": idle ? 1 : workers, "seconds": wall, "jobs": done,
             "jobsPerSecond": Double(done) / wall, "startP50Us": percentile(0.5), "startP99Us": percentile(0.99),
             "startMaxUs": sorted.last ?? 0, "startSamples": sorted.count, "errors": samples.errors.withLock { $0 },
+            "submitted": submitted.count, "failed": worker.finished.failed, "lost": worker.finished.lost,
         ]
         let text = String(
             format: "%@ clients=%d workers=%d jobs=%d jobs/s=%.0f submit-to-start p50=%.0fµs p99=%.0fµs max=%.0fµs errors=%@", name,
