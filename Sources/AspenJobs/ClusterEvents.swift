@@ -41,6 +41,8 @@ public final class ClusterEvents: Sendable {
         var looked: Revision = 0
         var leaderDone: UInt64 = 0
         var membersDone: [UInt8]?
+        /// No cursor is stored (nobody asks for key or job events), as far as this node knows.
+        var cursorDropped = false
     }
 
     /// What the leader knows of the cluster.
@@ -70,16 +72,17 @@ public final class ClusterEvents: Sendable {
     /// One pass on the leader: publishes what happened since the last. Returns how many events.
     public func pass(_ leadership: Leadership) async throws -> Int {
         let interest = try await interest()
-        guard !interest.isEmpty else {
-            state.withLock { $0 = State(interestReadAtMs: $0.interestReadAtMs) }
-            return 0
-        }
-        var published = try await leaderEvents(leadership, interest)
         let changes = [["hooks", "kv"], ["hooks", "job"]]
-        if interest.contains(where: { pattern in changes.contains { pattern.couldMatch(under: $0) } }) {
-            published += try await tail(term: leadership.term, interest: interest)
+        guard interest.contains(where: { pattern in changes.contains { pattern.couldMatch(under: $0) } }) else {
+            try await dropCursor()
+            guard !interest.isEmpty else {
+                state.withLock { $0 = State(interestReadAtMs: $0.interestReadAtMs, cursorDropped: $0.cursorDropped) }
+                return 0
+            }
+            return try await leaderEvents(leadership, interest)
         }
-        return published
+        state.withLock { $0.cursorDropped = false }
+        return try await leaderEvents(leadership, interest) + tail(term: leadership.term, interest: interest)
     }
 
     /// The patterns of groups, hooks and retention rules that can select a `hooks.…` subject.
@@ -123,9 +126,15 @@ public final class ClusterEvents: Sendable {
             let event = TopicMessage(
                 subject: "hooks.cluster.membership",
                 payload: Self.json(["voters": leadership.voters, "learners": leadership.learners, "term": leadership.term]))
-            if try await record(Self.space.pack(["members"]), members, event: event, interest: interest, newer: { $0 != members }) {
-                published += 1
+            // Stored with the term it was seen in: a leader that lost office cannot put back its older view.
+            let value = Tuple([.int(Int64(leadership.term)), .bytes(members)]).encoded
+            let newer: (Bytes) -> Bool = { stored in
+                guard let elements = try? Tuple(decoding: stored).elements, elements.count == 2, case .int(let term) = elements[0],
+                    case .bytes(let seen) = elements[1]
+                else { return true }
+                return term <= Int64(leadership.term) && seen != members
             }
+            if try await record(Self.space.pack(["members"]), value, event: event, interest: interest, newer: newer) { published += 1 }
             state.withLock { $0.membersDone = members }
         }
         return published
@@ -218,12 +227,41 @@ public final class ClusterEvents: Sendable {
             }
             looked = through
         }
+        if looked - stored >= Self.cursorLagMax {
+            guard try await advance(from: stored, to: looked, publishing: []) else {
+                moved = true
+                return published
+            }
+            stored = looked
+        }
         return published
     }
 
-    /// Moves the stored cursor from `from` to `to` with `events`: false if another leader moved it.
+    /// Moves the stored cursor from `from` to `to` with `events`: false if another leader moved
+    /// it. A publish by someone else in between only makes it try again.
     func advance(from: Revision, to: Revision, publishing events: [TopicMessage]) async throws -> Bool {
-        try await topics.publish(events, if: [Compare(key: kvCursorKey, .value(Self.encode(from)))], with: [.put(Put(key: kvCursorKey, value: Self.encode(to)))]) != nil
+        for _ in 0..<16 {
+            let written = try await topics.publish(
+                events, if: [Compare(key: kvCursorKey, .value(Self.encode(from)))], with: [.put(Put(key: kvCursorKey, value: Self.encode(to)))])
+            if written != nil { return true }
+            guard let stored = try await store.get(kvCursorKey), try Self.revision(stored.value) == from else { return false }
+        }
+        throw JobError.contention(attempts: 16)
+    }
+
+    /// Changes looked at without events this many revisions past the stored cursor are recorded
+    /// as looked at, so that a new leader does not read them again.
+    static let cursorLagMax: Revision = 1000
+
+    /// Nobody asks for key or job events: the cursor goes, so that events start afresh when
+    /// someone asks again (rather than with every change since it was left).
+    func dropCursor() async throws {
+        guard !state.withLock({ $0.cursorDropped }) else { return }
+        if try await store.get(kvCursorKey) != nil { _ = try await store.delete(kvCursorKey) }
+        state.withLock { state in
+            state.cursorDropped = true
+            (state.term, state.stored, state.looked) = (0, nil, 0)
+        }
     }
 
     /// The event of one change, if it makes one.

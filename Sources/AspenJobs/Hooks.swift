@@ -142,8 +142,10 @@ extension JobStore {
     }
 
     public func removeHook(_ name: String) async throws {
-        guard try await store.get(hookKey(name)) != nil else { throw JobError.invalid("no hook named \(name)") }
+        guard let kv = try await store.get(hookKey(name)) else { throw JobError.invalid("no hook named \(name)") }
         _ = try await store.delete(hookKey(name))
+        // Its place in the stream goes too: a group left behind would keep events recorded for nobody.
+        try await topics?.removeGroup(try HookRecord(decoding: kv.value, limits: limits).group)
     }
 
     /// Turns the hooks' new events into jobs: each event's job has the idempotency key

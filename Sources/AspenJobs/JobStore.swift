@@ -53,6 +53,8 @@ public final class JobStore: Sendable {
     public let signals = JobSignals()
     /// Jobs a claim on this node is trying to take.
     let claiming = Mutex<Set<UInt64>>([])
+    /// Ids of the claims running here.
+    let claimsUnderWay = Mutex<Set<UInt64>>([])
     /// Set when the node stops: waiting claims end at once instead of holding up its drain.
     let stopping = Atomic<Bool>(false)
     public var isStopping: Bool { stopping.load(ordering: .relaxed) }
@@ -94,7 +96,7 @@ public final class JobStore: Sendable {
     func idempotencyKey(_ key: String) -> Bytes { space.pack(["i", .string(key)]) }
     var counterKey: Bytes { space.pack(["n"]) }
     /// The running jobs a claim request took (kept while they run).
-    func claimSpace(_ claim: UInt64) -> Subspace { space.subspace(["c", .int(Int64(bitPattern: claim))]) }
+    func claimSpace(_ claim: UInt64) -> Subspace { space.subspace(["cl", .int(Int64(bitPattern: claim))]) }
     func readySpace(_ type: String, _ priority: JobPriority) -> Subspace { space.subspace(["r", .string(type), .int(Int64(priority.rank))]) }
 
     /// The index entries a record in its state has; a change deletes the old ones and writes the new.
@@ -287,6 +289,12 @@ public final class JobStore: Sendable {
         throw JobError.contention(attempts: Self.attemptsMax)
     }
 
+    /// The job an idempotency key names, if any (and kept).
+    public func job(idempotencyKey key: String) async throws -> JobRecord? {
+        guard let id = try await idempotent(key) else { return nil }
+        return try await load(id)?.record
+    }
+
     func idempotent(_ key: String, consistency: ReadConsistency = .linearizable) async throws -> UInt64? {
         guard let kv = try await store.get(idempotencyKey(key), consistency: consistency) else { return nil }
         guard case .int(let id)? = try Tuple(decoding: kv.value).elements.first else { throw JobError.invalid("a corrupt idempotency record") }
@@ -407,6 +415,14 @@ public final class JobStore: Sendable {
     /// jobs a request took earlier, whose answer was lost, are answered again instead of others
     /// being taken (they would wait out their lease).
     public func claim(_ worker: WorkerInfo, leaseMs: Int64, waitMs: Int64, max: Int, claim: UInt64 = 0) async throws -> [JobRecord] {
+        if claim != 0 {
+            // A repeat that arrives while the original still runs here (its connection broke,
+            // the client sent it again) waits for it, then finds what it took.
+            while !claimsUnderWay.withLock({ $0.insert(claim).inserted }) {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        defer { if claim != 0 { _ = claimsUnderWay.withLock { $0.remove(claim) } } }
         if claim != 0 {
             let taken = claimSpace(claim)
             let page = try await store.scan(.range(start: taken.range.start, end: taken.range.end), limit: JobCall.claimBatchMax, keysOnly: true)

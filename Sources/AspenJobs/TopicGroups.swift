@@ -264,6 +264,17 @@ extension TopicLog {
     }
 
     /// The group, its pending count and its dead letters' cursors.
+    /// Removes a group with its deliveries and dead letters (the messages stay in the stream).
+    public func removeGroup(_ name: String) async throws {
+        let pending = pendingSpace(name)
+        let dead = deadSpace(name)
+        _ = try await store.transaction(
+            Transaction(compares: [], success: [
+                .delete(Delete(.key(groupKey(name)))), .delete(Delete(.range(start: pending.range.start, end: pending.range.end))),
+                .delete(Delete(.range(start: dead.range.start, end: dead.range.end))),
+            ]))
+    }
+
     public func groupStatus(_ name: String) async throws -> (group: ConsumerGroup, pending: Int, dead: [UInt64]) {
         let (group, _) = try await self.group(name)
         let pending = pendingSpace(name)

@@ -291,7 +291,13 @@ public final class TopicLog: Sendable {
             assigned.append(cursors)
         }
         guard !operations.isEmpty || !extraOperations.isEmpty else { return assigned }
-        if !operations.isEmpty { operations.append(.put(Put(key: lastKey, value: Self.encodeCursor(last)))) }
+        // The stream's conditions only when something is published: a caller's write with no
+        // messages does not fail because someone else published meanwhile.
+        if operations.isEmpty {
+            compares = []
+        } else {
+            operations.append(.put(Put(key: lastKey, value: Self.encodeCursor(last))))
+        }
         let outcome = try await store.transaction(
             Transaction(compares: compares + extraCompares, success: operations + extraOperations))
         return outcome.succeeded ? assigned : nil

@@ -185,7 +185,9 @@ public final class NodeRuntime: Sendable {
         // Phase 5: services.
         await node.start()
         blobs.startMaintenance()
-        jobs.startMaintenance(blobs.maintenanceTasks, run: { try await blobs.runMaintenance($0) }, identity: identity, cookie: cookie)
+        jobs.startMaintenance(
+            blobs.maintenanceTasks, needed: { await blobs.needsMaintenance() }, run: { try await blobs.runMaintenance($0) }, identity: identity,
+            cookie: cookie)
         jobs.start()
         jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie)
         var admin: AdminServer?

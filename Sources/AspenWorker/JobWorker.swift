@@ -85,7 +85,8 @@ public final class JobWorker: Sendable {
     /// its slots to be free, so that its claims stay batches when jobs end one by one.
     public func run() async {
         let slots = Slots(max(1, options.concurrency))
-        await withTaskGroup(of: Void.self) { group in
+        // Discarding: a finished job's task is not kept for a result nobody reads.
+        await withDiscardingTaskGroup { group in
             var pauseMs: Int64 = 50
             var failures = 0
             while !Task.isCancelled {

@@ -105,6 +105,34 @@ struct ClusterEventsTests {
         #expect(try await events.pass(leadership) == 0)
     }
 
+    @Test("a hook removed stops the recording; one made again later starts from then, not with the writes in between")
+    func askingAgainStartsAfresh() async throws {
+        let clock = JobClock()
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let topics = TopicLog(store: memory, nowMs: { clock.ms })
+        let events = ClusterEvents(topics: topics, history: memory)
+        let jobs = JobStore(store: memory, nowMs: { clock.ms }, topics: topics)
+        let hook = HookRecord(name: "on-config", pattern: "hooks.kv.put.config.>", job: JobSpec(type: "shell", command: ["./reload.sh"]))
+        _ = try await jobs.createHook(hook)
+        _ = try await events.pass(leadership)
+        _ = try await memory.put(Array("config/a".utf8), [1])
+        #expect(try await events.pass(leadership) == 1)
+        try await jobs.removeHook("on-config")
+        clock.advance(2000)
+        _ = try await events.pass(leadership)
+        let cursor = ClusterEvents.space.pack(["kv"])
+        #expect(try await memory.get(cursor) == nil, "the cursor stayed with nobody asking")
+        _ = try await memory.put(Array("config/b".utf8), [2])
+        _ = try await events.pass(leadership)
+        _ = try await jobs.createHook(hook)
+        clock.advance(2000)
+        _ = try await events.pass(leadership)
+        _ = try await memory.put(Array("config/c".utf8), [3])
+        #expect(try await events.pass(leadership) == 1)
+        let keys = try await read(events, "hooks.kv.>").map { try fields($0)["key"] as? String }
+        #expect(keys == ["config/a", "config/c"])
+    }
+
     @Test("job state changes are events; a hook's own jobs make none")
     func jobEvents() async throws {
         let clock = JobClock()

@@ -108,6 +108,8 @@ struct JobStoreTests {
         let clock = JobClock()
         let memory = MemoryKeyValueStore(nowMs: { clock.ms })
         let jobs = JobStore(store: memory, nowMs: { clock.ms })
+        // A schedule beside the claims' index: the manager's pass and the schedule list read both.
+        _ = try await jobs.createSchedule(CronRecord(name: "ten", expression: "0 0 * * *", spec: JobSpec(type: "shell", command: ["true"])), replace: false)
         for _ in 0..<5 { _ = try await jobs.submit(JobSpec(type: "shell", command: ["true"])) }
         let call = JobCall.claim(shellWorker, leaseMs: 30_000, waitMs: 0, max: 2, claim: 0xC1A1)
         #expect(try JobCall(decoding: call.encoded) == call)
@@ -116,6 +118,8 @@ struct JobStoreTests {
         guard case .jobs(let again) = try await jobs.run(call) else { throw JobError.invalid("not jobs") }
         #expect(first.count == 2 && again == first, "the repeat took other jobs")
         #expect(first.allSatisfy { $0.attempt?.claim == 0xC1A1 })
+        _ = try await jobs.tick()
+        #expect(try await jobs.schedules().map(\.name) == ["ten"])
         #expect(try JobRecord(decoding: first[0].encoded) == first[0])
         // Another worker repeating the id gets nothing of them.
         let other = WorkerInfo(name: "w2", node: 2, types: ["shell"])
@@ -125,7 +129,7 @@ struct JobStoreTests {
         guard case .jobs(let left) = try await jobs.run(call) else { return }
         #expect(left.map(\.id) == [first[1].id])
         _ = try await jobs.finish(first[1].id, token: first[1].attempt!.token, outcome: .failed(message: "x", retryable: false))
-        let index = JobStore.space.subspace(["c", .int(Int64(bitPattern: 0xC1A1))])
+        let index = JobStore.space.subspace(["cl", .int(Int64(bitPattern: 0xC1A1))])
         let indexed = try await memory.scan(.range(start: index.range.start, end: index.range.end)).kvs.compactMap { kv -> UInt64? in
             guard case .int(let id)? = try? index.unpack(kv.key).elements.first else { return nil }
             return UInt64(id)

@@ -30,6 +30,7 @@ struct MaintenanceTests {
                 for scheduler in schedulers { group.addTask { try await scheduler.pass(jobs, nowMs: at, members: [1, 2, 3]) } }
                 for try await count in group { made += count }
             }
+            try await runAll(jobs)
         }
         let all = try await jobs.list(limit: 1000)
         // 7 s: 7 collection boundaries crossed, and one scrub boundary (for each of 3 members).
@@ -37,5 +38,37 @@ struct MaintenanceTests {
         let scrubs = all.filter { $0.spec.command == ["blob-scrub"] }
         #expect(scrubs.compactMap { $0.spec.requiredTags[MaintenanceTask.nodeTag] }.sorted() == ["1", "2", "3"])
         #expect(made == all.count && all.allSatisfy { $0.origin == "maintenance" && $0.spec.type == "maintenance" })
+
+        // A run still pending (its node is down) holds back the next interval's: none pile up.
+        let later = now.withLock { now in
+            now += 1000
+            return now
+        }
+        #expect(try await schedulers[0].pass(jobs, nowMs: later, members: [1, 2, 3]) == 1)
+        let after = now.withLock { now in
+            now += 1000
+            return now
+        }
+        #expect(try await schedulers[0].pass(jobs, nowMs: after, members: [1, 2, 3]) == 0, "a second collection queued behind a pending one")
+        // Nothing to maintain (no blob ever held): no jobs, and the interval counts as done.
+        let idle = now.withLock { now in
+            now += 5000
+            return now
+        }
+        try await runAll(jobs)
+        #expect(try await schedulers[1].pass(jobs, nowMs: idle, members: [1, 2, 3], needed: { false }) == 0)
+        #expect(try await schedulers[1].pass(jobs, nowMs: idle, members: [1, 2, 3]) == 0)
+    }
+
+    /// Runs every maintenance job there is, as the nodes' workers would.
+    func runAll(_ jobs: JobStore) async throws {
+        for node in 1...3 {
+            let worker = WorkerInfo(
+                name: "m\(node)", node: UInt64(node), types: [MaintenanceTask.jobType],
+                tags: [MaintenanceTask.workerTag: "yes", MaintenanceTask.nodeTag: "\(node)"])
+            while let job = try await jobs.claim(worker, leaseMs: 30_000) {
+                _ = try await jobs.finish(job.id, token: job.attempt!.token, outcome: .succeeded(result: []))
+            }
+        }
     }
 }

@@ -178,6 +178,13 @@ extension BlobService {
         ]
     }
 
+    /// Whether the blob store's maintenance has anything to look at: a cluster that never held
+    /// a blob gets no maintenance jobs (and its keyspace stays as its users left it).
+    public func needsMaintenance() async -> Bool {
+        if !files.held().isEmpty { return true }
+        return (try? await node.systemRecords(prefix: Array("blob/".utf8)).isEmpty) == false
+    }
+
     /// Runs a maintenance task here; its summary as JSON (the job's result).
     public func runMaintenance(_ task: String) async throws -> [UInt8]? {
         switch task {

@@ -4,7 +4,8 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Runs in-process hooks' commands on this node (the leader, whose manager drains the hooks):
+/// Runs in-process hooks' commands on this node (the leader, whose manager drains the hooks),
+/// unless it was started with `job-workers` 0:
 /// each hook at most its concurrency at once, an event arriving when all are busy dropped and
 /// counted, each command stopped after its timeout as a shell job is (its process group, then
 /// whatever escaped it). Best effort: nothing is retried, and a command running when the node
@@ -28,9 +29,14 @@ final class InProcessHooks: Sendable {
     /// An event larger than this does not fit an environment variable: `ASPEN_EVENT` is left out.
     static let eventBytesMax = 64 * 1024
 
-    init(markerPrefix: String, environment: [String: String], logger: Logger) {
+    /// False on a node started with `job-workers` 0: it runs no shell commands, so its
+    /// in-process hooks drop their events (counted, logged) while it leads.
+    let enabled: Bool
+
+    init(markerPrefix: String, environment: [String: String], enabled: Bool, logger: Logger) {
         self.markerPrefix = markerPrefix
         self.environment = environment
+        self.enabled = enabled
         self.logger = logger
     }
 
@@ -41,7 +47,7 @@ final class InProcessHooks: Sendable {
         let id: Int? = state.withLock { state in
             var counts = state.counts[hook.name, default: Counts()]
             defer { state.counts[hook.name] = counts }
-            guard !state.stopped, counts.running < settings.concurrency else {
+            guard enabled, !state.stopped, counts.running < settings.concurrency else {
                 counts.dropped += 1
                 return nil
             }
@@ -50,7 +56,9 @@ final class InProcessHooks: Sendable {
             return state.next
         }
         guard let id else {
-            logger.warning("in-process hook at its concurrency: event dropped", metadata: ["hook": "\(hook.name)", "concurrency": "\(settings.concurrency)"])
+            logger.warning(
+                enabled ? "in-process hook at its concurrency: event dropped" : "in-process hook event dropped: this node runs no shell commands (job-workers 0)",
+                metadata: ["hook": "\(hook.name)", "concurrency": "\(settings.concurrency)"])
             return false
         }
         var environment = self.environment

@@ -21,7 +21,7 @@ public final class JobService: Sendable {
     private let manager = Mutex<Task<Void, Never>?>(nil)
     private let workers = Mutex<Task<Void, Never>?>(nil)
     private let inProcess = Mutex<InProcessHooks?>(nil)
-    private let upkeep = Mutex<(scheduler: MaintenanceScheduler?, worker: Task<Void, Never>?)>((nil, nil))
+    private let upkeep = Mutex<(scheduler: MaintenanceScheduler?, needed: (@Sendable () async -> Bool)?, worker: Task<Void, Never>?)>((nil, nil, nil))
     /// Longest pause between manager passes while leading.
     static let passMsMax: Int64 = 200
 
@@ -76,9 +76,10 @@ public final class JobService: Sendable {
                                 node: node.id.rawValue, term: status.term, voters: status.membership.voters.map(\.rawValue),
                                 learners: status.membership.learners.map(\.rawValue)))
                         if published > 0 { logger.debug("cluster events", metadata: ["published": "\(published)"]) }
-                        if let scheduler = upkeep.withLock({ $0.scheduler }) {
+                        if let (scheduler, needed) = upkeep.withLock({ upkeep in upkeep.scheduler.map { ($0, upkeep.needed) } }) {
                             let made = try await scheduler.pass(
-                                jobs, nowMs: node.nowMs(), members: (status.membership.voters + status.membership.learners).map(\.rawValue))
+                                jobs, nowMs: node.nowMs(), members: (status.membership.voters + status.membership.learners).map(\.rawValue),
+                                needed: { await needed?() ?? true })
                             if made > 0 { logger.debug("maintenance jobs submitted", metadata: ["jobs": "\(made)"]) }
                         }
                         failures = 0
@@ -110,7 +111,8 @@ public final class JobService: Sendable {
         let markerPrefix = "\(identity.key.hex.prefix(16))/"
         let leftovers = ShellRunner.killLeftovers(markerPrefix: markerPrefix)
         if leftovers > 0 { logger.notice("killed processes left by this node's jobs before it restarted", metadata: ["processes": "\(leftovers)"]) }
-        let hooks = InProcessHooks(markerPrefix: markerPrefix, environment: ProcessInfo.processInfo.environment, logger: logger)
+        let hooks = InProcessHooks(
+            markerPrefix: markerPrefix, environment: ProcessInfo.processInfo.environment, enabled: settings.workers > 0, logger: logger)
         inProcess.withLock { $0 = hooks }
         jobs.inProcessRunner.withLock { $0 = { hooks.run($0, $1) } }
         guard settings.workers > 0 else { return }
@@ -130,8 +132,10 @@ public final class JobService: Sendable {
 
     /// Schedules `tasks` as maintenance jobs (while this node leads) and starts this node's
     /// maintenance worker, which runs them with `run` (a task's summary; nil: no such task).
+    /// `needed` says whether there is anything to maintain (else no jobs are made).
     public func startMaintenance(
-        _ tasks: [MaintenanceTask], run: @escaping @Sendable (String) async throws -> [UInt8]?, identity: NodeIdentity, cookie: ClusterCookie?
+        _ tasks: [MaintenanceTask], needed: @escaping @Sendable () async -> Bool, run: @escaping @Sendable (String) async throws -> [UInt8]?,
+        identity: NodeIdentity, cookie: ClusterCookie?
     ) {
         let calls = LeaderJobCalls(service: self, identity: identity, cookie: cookie)
         let worker = JobWorker(
@@ -153,7 +157,7 @@ public final class JobService: Sendable {
             await worker.run()
             await calls.close()
         }
-        upkeep.withLock { $0 = (MaintenanceScheduler(tasks: tasks, nowMs: node.nowMs()), task) }
+        upkeep.withLock { $0 = (MaintenanceScheduler(tasks: tasks, nowMs: node.nowMs()), needed, task) }
     }
 
     public func stop() async {
@@ -168,7 +172,7 @@ public final class JobService: Sendable {
         await running?.value
         jobs.inProcessRunner.withLock { $0 = nil }
         let upkeeping = upkeep.withLock { upkeep in
-            defer { upkeep = (nil, nil) }
+            defer { upkeep = (nil, nil, nil) }
             return upkeep.worker
         }
         upkeeping?.cancel()

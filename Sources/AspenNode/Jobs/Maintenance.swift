@@ -34,9 +34,11 @@ public struct MaintenanceTask: Sendable, Equatable {
             if let node { tags[Self.nodeTag] = "\(node)" }
             return JobSpec(
                 type: Self.jobType, command: [name], priority: .high, maxAttempts: 3, timeoutMs: timeoutMs,
-                idempotencyKey: "maintenance:\(name)\(node.map { ":node-\($0)" } ?? ""):\(tick)", requiredTags: tags)
+                idempotencyKey: key(tick: tick, node: node), requiredTags: tags)
         }
     }
+
+    func key(tick: Int64, node: UInt64?) -> String { "maintenance:\(name)\(node.map { ":node-\($0)" } ?? ""):\(tick)" }
 
     static func summary(_ fields: [String: Any]) -> [UInt8] {
         Array((try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data())
@@ -56,13 +58,23 @@ final class MaintenanceScheduler: Sendable {
         last = Mutex(Dictionary(self.tasks.map { ($0.name, nowMs / $0.intervalMs) }, uniquingKeysWith: max))
     }
 
-    /// Submits what is due; returns how many jobs were made.
-    func pass(_ jobs: JobStore, nowMs: Int64, members: [UInt64]) async throws -> Int {
+    /// Submits what is due (nothing when `needed` says there is nothing to maintain); returns
+    /// how many jobs were made.
+    func pass(_ jobs: JobStore, nowMs: Int64, members: [UInt64], needed: () async -> Bool = { true }) async throws -> Int {
         var made = 0
-        for task in tasks {
+        let due = tasks.filter { task in nowMs / task.intervalMs > last.withLock({ $0[task.name] ?? nowMs / task.intervalMs }) }
+        guard !due.isEmpty else { return 0 }
+        guard await needed() else {
+            last.withLock { last in for task in due { last[task.name] = nowMs / task.intervalMs } }
+            return 0
+        }
+        for task in due {
             let tick = nowMs / task.intervalMs
-            guard tick > last.withLock({ $0[task.name] ?? tick }) else { continue }
             for spec in task.specs(tick: tick, members: members) {
+                // While the last interval's run has not ended (a long collection, a node that is
+                // down), no other is queued behind it: runs neither overlap nor pile up.
+                let node = spec.requiredTags[MaintenanceTask.nodeTag].flatMap(UInt64.init)
+                if let previous = try await jobs.job(idempotencyKey: task.key(tick: tick - 1, node: node)), !previous.state.isFinal { continue }
                 if try await jobs.submit(spec, origin: "maintenance").created { made += 1 }
             }
             last.withLock { $0[task.name] = tick }
