@@ -117,6 +117,17 @@ public final class JobStore: Sendable {
 
     // MARK: Reading
 
+    /// The index a job in `state` has (nil: finished states, found by the records themselves).
+    func stateIndex(_ state: JobState, type: String?) -> Subspace? {
+        switch state {
+        case .running: space.subspace(["x"])
+        case .scheduled: space.subspace(["t"])
+        case .waiting: space.subspace(["w"])
+        case .pending: type.map { space.subspace(["r", .string($0)]) } ?? space.subspace(["r"])
+        case .succeeded, .dead, .cancelled: nil
+        }
+    }
+
     /// The job's record. Reads before a conditioned write may be `.stale` (this node's applied
     /// state): a record read behind only fails the write's condition, and is read again.
     func load(_ id: UInt64, consistency: ReadConsistency = .linearizable) async throws -> (record: JobRecord, kv: KeyValue)? {
@@ -156,6 +167,28 @@ public final class JobStore: Sendable {
             for kv in page.kvs {
                 guard case .int(let id)? = try dead.unpack(kv.key).elements.first, let (record, _) = try await load(UInt64(id)) else { continue }
                 if type == nil || record.spec.type == type { records.append(record) }
+            }
+            return records
+        }
+        if let state, let index = stateIndex(state, type: type) {
+            // Jobs in a live state are found through the index the state keeps, whatever the
+            // number of finished jobs before them.
+            var ids: [UInt64] = []
+            var start = index.range.start
+            var scanned = 0
+            while scanned < scanMax {
+                let page = try await store.scan(.range(start: start, end: index.range.end), limit: min(1000, scanMax - scanned), keysOnly: true)
+                scanned += page.kvs.count
+                for kv in page.kvs {
+                    if case .int(let id)? = try index.unpack(kv.key).elements.last, UInt64(id) > after { ids.append(UInt64(id)) }
+                }
+                guard let last = page.kvs.last, page.more else { break }
+                start = last.key + [0]
+            }
+            var records: [JobRecord] = []
+            for id in ids.sorted() where records.count < limit {
+                guard let (record, _) = try await load(id), record.state == state, type.map({ $0 == record.spec.type }) ?? true else { continue }
+                records.append(record)
             }
             return records
         }

@@ -137,6 +137,25 @@ struct JobStoreTests {
         #expect(Set(indexed) == Set(others.map(\.id)), "only the jobs still running under the id are indexed")
     }
 
+    @Test("jobs in a live state are listed through its index, however many finished jobs come before them")
+    func listByState() async throws {
+        let clock = JobClock()
+        let jobs = jobStore(clock)
+        for _ in 0..<30 { _ = try await jobs.submit(JobSpec(type: "shell", command: ["true"])) }
+        for _ in 0..<28 {
+            let job = try #require(try await jobs.claim(shellWorker, leaseMs: 30_000))
+            _ = try await jobs.finish(job.id, token: job.attempt!.token, outcome: .succeeded(result: []))
+        }
+        let running = try #require(try await jobs.claim(shellWorker, leaseMs: 30_000))
+        _ = try await jobs.submit(JobSpec(type: "other", command: ["x"]))
+        // A scan of the records from the first would stop after 10 of the finished ones.
+        #expect(try await jobs.list(state: .running, scanMax: 10).map(\.id) == [running.id])
+        #expect(try await jobs.list(state: .pending, scanMax: 10).map(\.id) == [30, 31])
+        #expect(try await jobs.list(state: .pending, type: "other", scanMax: 10).map(\.id) == [31])
+        #expect(try await jobs.list(state: .pending, after: 30).map(\.id) == [31])
+        #expect(try await jobs.list(state: .succeeded, limit: 3).map(\.id) == [1, 2, 3])
+    }
+
     @Test("a failing job is retried after its backoff, goes to the dead letters after exactly max attempts, and redrives")
     func retriesAndDeadLetters() async throws {
         let clock = JobClock()
