@@ -108,6 +108,10 @@ extension FuzzTarget {
                 .groupCreate(ConsumerGroup(name: "g", pattern: ">"), from: 7), .fetch(group: "g", consumer: "c", max: 16, waitMs: 1000),
                 .settle(group: "g", cursor: 3, receipt: 9, action: .ack), .settle(group: "g", cursor: 3, receipt: 9, action: .nak(delayMs: 5)),
                 .settle(group: "g", cursor: 3, receipt: 9, action: .extend), .groupStatus("g"),
+                .finishMany([
+                    JobReport(id: 7, type: "shell", token: 9, outcome: .succeeded(result: [1]), exitCode: 0),
+                    JobReport(id: 8, type: "gpu", token: 10, outcome: .failed(message: "m", retryable: true), exitCode: nil),
+                ]),
             ]
             let answers: [JobAnswer] = [
                 .submitted(id: 7, created: true), .job(record), .claimed(nil), .claimed(record), .jobs([record, record]),
@@ -118,6 +122,7 @@ extension FuzzTarget {
                 .retentions([TopicRetention(pattern: ">", maxMessages: 3)]), .group(ConsumerGroup(name: "g", pattern: ">")),
                 .deliveries([GroupDelivery(message: TopicMessage(subject: "a", payload: [1]), receipt: 5, deliveries: 2)]),
                 .groupStatus(ConsumerGroup(name: "g", pattern: ">"), pending: 3, dead: [1, 2]),
+                .reported([.success(record), .failure(.staleAttempt(job: 1, token: 2, reason: "r"))]),
             ]
             return selected(0, calls.map(\.encoded)) + selected(1, answers.map(\.encoded)) + selected(2, [record.encoded])
                 + selected(3, [schedule.encoded])

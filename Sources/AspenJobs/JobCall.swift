@@ -16,6 +16,8 @@ public enum JobCall: Sendable, Equatable {
     /// worker's credential must cover), checked against the job.
     case renew(UInt64, type: String, token: UInt64, leaseMs: Int64)
     case finish(UInt64, type: String, token: UInt64, outcome: JobOutcome, exitCode: Int32?)
+    /// Several attempts' ends at once (each a `finish`), written together: one answer per report.
+    case finishMany([JobReport])
     case cancel(UInt64)
     case retry(UInt64, deadOnly: Bool)
     /// Creates (or with `replace`, changes) a schedule.
@@ -52,7 +54,7 @@ public enum JobCall: Sendable, Equatable {
     public var isRepeatable: Bool {
         switch self {
         case .submit(let spec): spec.idempotencyKey != nil
-        case .job, .history, .list, .renew, .finish, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output, .saga, .read, .retentionSet, .retentions, .groupCreate, .groupStatus, .hooks, .hookRemove: true
+        case .job, .history, .list, .renew, .finish, .finishMany, .cancel, .schedules, .schedulePause, .scheduleHistory, .scheduleCreate(_, true), .appendOutput, .output, .saga, .read, .retentionSet, .retentions, .groupCreate, .groupStatus, .hooks, .hookRemove: true
         // A claim is when it names itself: repeated, it answers the jobs it took.
         case .claim(_, _, _, _, let claim): claim != 0
         case .retry, .scheduleCreate(_, false), .scheduleRemove, .sagaStart, .fetch, .hookCreate: false
@@ -123,6 +125,10 @@ public enum JobCall: Sendable, Equatable {
             }
             writer.write(exitCode != nil)
             if let exitCode { writer.writeVarint(signed: Int64(exitCode)) }
+        case .finishMany(let reports):
+            writer.write(29)
+            writer.writeVarint(UInt64(reports.count))
+            for report in reports { writer.writeBytes(report.call.encoded) }
         case .cancel(let id):
             writer.write(7)
             writer.writeVarint(id)
@@ -332,6 +338,16 @@ public enum JobCall: Sendable, Equatable {
         case 26: self = .hookCreate(try HookRecord(decoding: try reader.readBytes(limit: JobSpec.encodedBytesMax(limits) + 1024), limits: limits))
         case 27: self = .hooks
         case 28: self = .hookRemove(try reader.readString(limit: name))
+        case 29:
+            var reports: [JobReport] = []
+            for _ in 0..<(try reader.readCount(limit: JobCall.claimBatchMax)) {
+                let bytes = try reader.readBytes(limit: limits.jobResultBytesMax + 4 * limits.jobMessageBytesMax + 2 * name + 64)
+                guard case .finish(let id, let type, let token, let outcome, let exitCode) = try JobCall(decoding: bytes, limits: limits) else {
+                    throw .invalid("a report that is not a finish")
+                }
+                reports.append(JobReport(id: id, type: type, token: token, outcome: outcome, exitCode: exitCode))
+            }
+            self = .finishMany(reports)
         case let other: throw .invalid("unknown job call \(other)")
         }
         try reader.expectEnd()
@@ -363,6 +379,8 @@ public enum JobAnswer: Sendable, Equatable {
     case deliveries([GroupDelivery])
     case groupStatus(ConsumerGroup, pending: Int, dead: [UInt64])
     case hooks([HookStatus])
+    /// One per report of a `finishMany`, in order: the job as it is now, or why it was refused.
+    case reported([Result<JobRecord, JobError>])
 
     /// Bytes of records one answer carries at most: a list stops early rather than pass the frame limit.
     public static let bytesMax = 8 << 20
@@ -452,6 +470,19 @@ public enum JobAnswer: Sendable, Equatable {
                 writer.writeVarint(UInt64(status.pending))
                 writer.writeVarint(UInt64(status.dead))
             }
+        case .reported(let results):
+            writer.write(17)
+            writer.writeVarint(UInt64(results.count))
+            for result in results {
+                switch result {
+                case .success(let record):
+                    writer.write(0)
+                    writer.writeBytes(record.encoded)
+                case .failure(let error):
+                    writer.write(1)
+                    writer.writeBytes(error.encoded)
+                }
+            }
         }
         return writer.bytes
     }
@@ -539,6 +570,16 @@ public enum JobAnswer: Sendable, Equatable {
                         dead: try reader.readCount(limit: Int(Int32.max))))
             }
             self = .hooks(hooks)
+        case 17:
+            var results: [Result<JobRecord, JobError>] = []
+            for _ in 0..<(try reader.readCount(limit: JobCall.claimBatchMax)) {
+                switch try reader.readByte() {
+                case 0: results.append(.success(try JobRecord(decoding: try reader.readBytes(limit: recordMax), limits: limits)))
+                case 1: results.append(.failure(try JobError(decoding: try reader.readBytes(limit: 16_384))))
+                case let other: throw .invalid("unknown report result \(other)")
+                }
+            }
+            self = .reported(results)
         case let other: throw .invalid("unknown job answer \(other)")
         }
         try reader.expectEnd()
@@ -578,6 +619,11 @@ extension JobStore {
         case .renew(let id, let type, let token, let leaseMs): return .job(try await renew(id, type: type, token: token, leaseMs: leaseMs))
         case .finish(let id, let type, let token, let outcome, let exitCode):
             return .job(try await finish(id, type: type, token: token, outcome: outcome, exitCode: exitCode))
+        case .finishMany(let reports):
+            guard reports.count <= JobCall.claimBatchMax else {
+                throw JobError.invalid("a batch of reports holds at most \(JobCall.claimBatchMax), not \(reports.count)")
+            }
+            return .reported(try await finish(reports))
         case .cancel(let id): return .job(try await cancel(id))
         case .retry(let id, let deadOnly): return .job(try await retry(id, deadOnly: deadOnly))
         case .scheduleCreate(let record, let replace): return .schedules([try await createSchedule(record, replace: replace)])
@@ -673,4 +719,23 @@ extension SagaRecord {
     static func encodedBytesMax(_ limits: Limits) -> Int {
         limits.sagaStepsMax * (2 * limits.jobCommandBytesMax + limits.jobNameBytesMax + 64) + limits.jobMessageBytesMax + 1024
     }
+}
+
+/// An attempt's end as its worker reports it (one `finish`).
+public struct JobReport: Sendable, Equatable {
+    public var id: UInt64
+    public var type: String
+    public var token: UInt64
+    public var outcome: JobOutcome
+    public var exitCode: Int32?
+
+    public init(id: UInt64, type: String, token: UInt64, outcome: JobOutcome, exitCode: Int32?) {
+        self.id = id
+        self.type = type
+        self.token = token
+        self.outcome = outcome
+        self.exitCode = exitCode
+    }
+
+    public var call: JobCall { .finish(id, type: type, token: token, outcome: outcome, exitCode: exitCode) }
 }

@@ -523,29 +523,83 @@ public final class JobStore: Sendable {
     /// token, the attempt already finished by its worker) answers the job as it is; a report for
     /// any other attempt is refused, so a worker the cluster gave up on changes nothing.
     public func finish(_ id: UInt64, type: String? = nil, token: UInt64, outcome: JobOutcome, exitCode: Int32? = nil) async throws -> JobRecord {
+        try checkResult(outcome)
+        return try await update(id) { record in
+            try self.ending(record, JobReport(id: id, type: type ?? record.spec.type, token: token, outcome: outcome, exitCode: exitCode), typed: type != nil)
+        }
+    }
+
+    func checkResult(_ outcome: JobOutcome) throws(JobError) {
         if case .succeeded(let result) = outcome, result.count > limits.jobResultBytesMax {
             throw JobError.invalid("a result of \(result.count) bytes exceeds jobResultBytesMax (\(limits.jobResultBytesMax)); put it in the blob store")
         }
-        return try await update(id) { record in
-            try self.check(record, type: type)
-            if record.state != .running, let attempt = record.attempt, attempt.token == token, attempt.finished { return nil }
-            guard record.state == .running, record.attempt?.token == token else { throw self.stale(record, token) }
-            let now = self.nowMs()
-            var next = record
-            next.attempt!.endedAtMs = now
-            next.attempt!.finished = true
-            next.attempt!.exitCode = exitCode
-            let attempt = next.attempt!
-            switch outcome {
-            case .succeeded(let result):
-                next.state = .succeeded
-                next.result = result
-                next.finishedAtMs = now
-                return (next, self.entry(next, attempt, now, "succeeded"))
-            case .failed(let message, let retryable):
-                return self.failed(next, attempt, now, message: self.clip(message), retryable: retryable)
+    }
+
+    /// What a report makes of the job: its next record and history entry; nil for a replay of
+    /// the report that ended it (answered as it is). Refused for any attempt but the current one.
+    func ending(_ record: JobRecord, _ report: JobReport, typed: Bool = true) throws -> (JobRecord, JobHistoryEntry)? {
+        if typed { try check(record, type: report.type) }
+        if record.state != .running, let attempt = record.attempt, attempt.token == report.token, attempt.finished { return nil }
+        guard record.state == .running, record.attempt?.token == report.token else { throw stale(record, report.token) }
+        let now = nowMs()
+        var next = record
+        next.attempt!.endedAtMs = now
+        next.attempt!.finished = true
+        next.attempt!.exitCode = report.exitCode
+        let attempt = next.attempt!
+        switch report.outcome {
+        case .succeeded(let result):
+            next.state = .succeeded
+            next.result = result
+            next.finishedAtMs = now
+            return (next, entry(next, attempt, now, "succeeded"))
+        case .failed(let message, let retryable):
+            return failed(next, attempt, now, message: clip(message), retryable: retryable)
+        }
+    }
+
+    /// Records several attempts' ends in one transaction (read from this node's applied state,
+    /// conditioned on each record); a report that is refused on that read, or a transaction
+    /// that fails its conditions, goes the way of a single `finish`. One result per report.
+    public func finish(_ reports: [JobReport]) async throws -> [Result<JobRecord, JobError>] {
+        var results = [Result<JobRecord, JobError>?](repeating: nil, count: reports.count)
+        var writes: [(index: Int, compare: Compare, operations: [TransactionOperation], record: JobRecord)] = []
+        let found = try await store.getMany(reports.map { recordKey($0.id) }, consistency: .stale)
+        var seen = Set<UInt64>()
+        for (index, (report, kv)) in zip(reports, found).enumerated() {
+            guard (try? checkResult(report.outcome)) != nil, seen.insert(report.id).inserted, let kv,
+                let record = try? JobRecord(decoding: kv.value, limits: limits)
+            else { continue }
+            let decided: (JobRecord, JobHistoryEntry)?
+            do {
+                decided = try ending(record, report)
+            } catch {
+                // Refused on this node's applied state: a single finish reads it fresh first.
+                continue
+            }
+            guard let (next, entry) = decided else {
+                results[index] = .success(record)
+                continue
+            }
+            let change = changes(over: (record, kv), next, history: entry)
+            writes.append((index, change.compare, change.operations, change.record))
+        }
+        if !writes.isEmpty {
+            let outcome = try await store.transaction(Transaction(compares: writes.map(\.compare), success: writes.flatMap(\.operations)))
+            if outcome.succeeded {
+                for write in writes { results[write.index] = .success(write.record) }
+                if writes.contains(where: { $0.record.state == .pending }) { await signals.notify() }
             }
         }
+        for (index, report) in reports.enumerated() where results[index] == nil {
+            do {
+                results[index] = .success(
+                    try await finish(report.id, type: report.type, token: report.token, outcome: report.outcome, exitCode: report.exitCode))
+            } catch let error as JobError {
+                results[index] = .failure(error)
+            }
+        }
+        return results.map { $0! }
     }
 
     func entry(_ record: JobRecord, _ attempt: JobAttempt, _ now: Int64, _ message: String) -> JobHistoryEntry {

@@ -138,6 +138,7 @@ extension RequestRequirements {
         case .job, .history, .list: return jobs(.read, "")
         case .claim(let worker, _, _, _, _): return .all(worker.types.map { jobs(.full, $0) })
         case .renew(_, let type, _, _), .finish(_, let type, _, _, _), .appendOutput(_, let type, _, _): return jobs(.full, type)
+        case .finishMany(let reports): return .all(Set(reports.map(\.type)).sorted().map { jobs(.full, $0) })
         case .output, .saga: return jobs(.read, "")
         case .sagaStart(_, _, let type, _): return jobs(.write, type)
         case .publish(let messages): return .all(messages.map { .service(.hooks, .write, resource: Array($0.subject.utf8)) })

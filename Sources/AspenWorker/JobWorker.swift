@@ -59,6 +59,7 @@ public final class JobWorker: Sendable {
     let handlers: [String: JobHandler]
     let logger: Logger
     let runner = ShellRunner()
+    let reporter: Reporter
     private let counts = Mutex<(succeeded: Int, failed: Int, lost: Int)>((0, 0, 0))
 
     public init(calls: any JobCalling, options: JobWorkerOptions, handlers: [String: JobHandler] = [:], logger: Logger) {
@@ -66,6 +67,7 @@ public final class JobWorker: Sendable {
         self.options = options
         self.handlers = handlers
         self.logger = logger
+        self.reporter = Reporter(calls: calls)
     }
 
     /// Attempts this worker finished, by how they ended; `lost`: refused as stale.
@@ -197,28 +199,22 @@ public final class JobWorker: Sendable {
         await report(job, attempt, outcome, exitCode)
     }
 
-    /// Reports an attempt's end, again on a lost answer (a finish is fenced and answers its replay).
+    /// Reports an attempt's end, with the other ends waiting to go (one write for them all),
+    /// again on a lost answer (a finish is fenced and answers its replay).
     func report(_ job: JobRecord, _ attempt: JobAttempt, _ outcome: JobOutcome, _ exitCode: Int32?) async {
-        var pauseMs: Int64 = 50
-        for _ in 0..<20 {
-            do {
-                _ = try await calls.job(.finish(job.id, type: job.spec.type, token: attempt.token, outcome: outcome, exitCode: exitCode))
-                counts.withLock {
-                    if case .succeeded = outcome { $0.succeeded += 1 } else { $0.failed += 1 }
-                }
-                let how: String = if case .failed(let message, _) = outcome { "failed: \(message)" } else { "succeeded" }
-                logger.info("job ended", metadata: ["job": "\(job.id)", "attempt": "\(attempt.number)", "outcome": "\(how)"])
-                return
-            } catch let error as JobError {
-                counts.withLock { $0.lost += 1 }
-                logger.warning("job report refused", metadata: ["job": "\(job.id)", "error": "\(error)"])
-                return
-            } catch {
-                try? await Task.sleep(for: .milliseconds(pauseMs))
-                pauseMs = min(pauseMs * 2, 2000)
+        switch await reporter.report(JobReport(id: job.id, type: job.spec.type, token: attempt.token, outcome: outcome, exitCode: exitCode)) {
+        case .success:
+            counts.withLock {
+                if case .succeeded = outcome { $0.succeeded += 1 } else { $0.failed += 1 }
             }
+            let how: String = if case .failed(let message, _) = outcome { "failed: \(message)" } else { "succeeded" }
+            logger.info("job ended", metadata: ["job": "\(job.id)", "attempt": "\(attempt.number)", "outcome": "\(how)"])
+        case .failure(let error):
+            counts.withLock { $0.lost += 1 }
+            logger.warning("job report refused", metadata: ["job": "\(job.id)", "error": "\(error)"])
+        case nil:
+            logger.warning("job report not delivered; its lease will run out and it will be retried", metadata: ["job": "\(job.id)"])
         }
-        logger.warning("job report not delivered; its lease will run out and it will be retried", metadata: ["job": "\(job.id)"])
     }
 
     /// Does the work of one attempt.
@@ -406,5 +402,68 @@ final class Slots: Sendable {
             return state.waiter
         }
         waiter?.resume()
+    }
+}
+
+/// Sends attempts' ends as they come, in batches: whatever arrived while the last call was under
+/// way goes in the next (`finishMany`, one transaction on the leader).
+final class Reporter: Sendable {
+    typealias Answer = Result<JobRecord, JobError>?
+    let calls: any JobCalling
+    private let queue = Mutex<(waiting: [(report: JobReport, answer: CheckedContinuation<Answer, Never>)], sending: Bool)>(([], false))
+
+    init(calls: any JobCalling) { self.calls = calls }
+
+    /// The job as the report left it, why it was refused, or nil when it could not be delivered.
+    func report(_ report: JobReport) async -> Answer {
+        await withCheckedContinuation { continuation in
+            let lead = queue.withLock { queue -> Bool in
+                queue.waiting.append((report, continuation))
+                defer { queue.sending = true }
+                return !queue.sending
+            }
+            if lead { Task { await self.send() } }
+        }
+    }
+
+    func send() async {
+        while true {
+            let batch = queue.withLock { queue in
+                let batch = Array(queue.waiting.prefix(JobCall.claimBatchMax))
+                queue.waiting.removeFirst(batch.count)
+                if batch.isEmpty { queue.sending = false }
+                return batch
+            }
+            guard !batch.isEmpty else { return }
+            let answers = await deliver(batch.map(\.report))
+            for (entry, answer) in zip(batch, answers) { entry.answer.resume(returning: answer) }
+        }
+    }
+
+    /// One answer per report; retried while the cluster cannot be reached (up to 20 times).
+    func deliver(_ reports: [JobReport]) async -> [Answer] {
+        var pauseMs: Int64 = 50
+        for _ in 0..<20 {
+            do {
+                if reports.count == 1 {
+                    guard case .job(let record) = try await calls.job(reports[0].call) else { return [nil] }
+                    return [.success(record)]
+                }
+                guard case .reported(let results) = try await calls.job(.finishMany(reports)), results.count == reports.count else {
+                    return reports.map { _ in nil }
+                }
+                return results
+            } catch let error as JobError {
+                // The whole batch refused (one report of a type this worker may not work?): each alone.
+                guard reports.count > 1 else { return [.failure(error)] }
+                var answers: [Answer] = []
+                for report in reports { answers += await deliver([report]) }
+                return answers
+            } catch {
+                try? await Task.sleep(for: .milliseconds(pauseMs))
+                pauseMs = min(pauseMs * 2, 2000)
+            }
+        }
+        return reports.map { _ in nil }
     }
 }

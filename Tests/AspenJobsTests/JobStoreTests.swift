@@ -156,6 +156,36 @@ struct JobStoreTests {
         #expect(try await jobs.list(state: .succeeded, limit: 3).map(\.id) == [1, 2, 3])
     }
 
+    @Test("batched reports: several ends in one write, each answered; a stale token refused, a replay answered as it is")
+    func batchedReports() async throws {
+        let clock = JobClock()
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let jobs = JobStore(store: memory, nowMs: { clock.ms })
+        for _ in 0..<4 { _ = try await jobs.submit(JobSpec(type: "shell", command: ["true"], maxAttempts: 1)) }
+        let claimed = try await jobs.claim(shellWorker, leaseMs: 30_000, max: 4)
+        #expect(claimed.count == 4)
+        func report(_ job: JobRecord, _ outcome: JobOutcome, token: UInt64? = nil) -> JobReport {
+            JobReport(id: job.id, type: "shell", token: token ?? job.attempt!.token, outcome: outcome, exitCode: 0)
+        }
+        let before = try await memory.revisions().current
+        let first = try await jobs.finish([
+            report(claimed[0], .succeeded(result: [1])), report(claimed[1], .failed(message: "no", retryable: true)),
+            report(claimed[2], .succeeded(result: []), token: 0xBAD),
+        ])
+        #expect(try await memory.revisions().current == before + 1, "the two good reports in one write")
+        #expect(try first[0].get().state == .succeeded && first[0].get().result == [1])
+        #expect(try first[1].get().state == .dead)
+        guard case .failure(.staleAttempt(let job, _, _)) = first[2] else { throw JobError.invalid("a stale token was not refused: \(first[2])") }
+        #expect(job == claimed[2].id)
+        // Replayed with the fourth: the ended ones answered as they are, the fourth ended now.
+        let again = try await jobs.finish([report(claimed[0], .succeeded(result: [1])), report(claimed[3], .succeeded(result: []))])
+        #expect(try again.map { try $0.get().state } == [.succeeded, .succeeded])
+        let call = JobCall.finishMany([report(claimed[0], .succeeded(result: [1])), report(claimed[1], .failed(message: "x", retryable: false))])
+        #expect(try JobCall(decoding: call.encoded) == call)
+        let answer = JobAnswer.reported(first)
+        #expect(try JobAnswer(decoding: answer.encoded) == answer)
+    }
+
     @Test("a failing job is retried after its backoff, goes to the dead letters after exactly max attempts, and redrives")
     func retriesAndDeadLetters() async throws {
         let clock = JobClock()

@@ -30,6 +30,11 @@ struct RequestRequirementsTests {
         #expect(granted(workShell, .claim(WorkerInfo(name: "w", types: ["shell"]), leaseMs: 1000, waitMs: 0)))
         #expect(!granted(workShell, .claim(WorkerInfo(name: "w", types: ["shell", "gpu"]), leaseMs: 1000, waitMs: 0)))
         #expect(granted(workShell, .finish(1, type: "shell", token: 2, outcome: .succeeded(result: []), exitCode: 0)))
+        let report = JobReport(id: 1, type: "shell", token: 2, outcome: .succeeded(result: []), exitCode: 0)
+        var resize = report
+        resize.type = "resize"
+        #expect(granted(workShell, .finishMany([report, report])))
+        #expect(!granted(workShell, .finishMany([report, resize])), "each report's type needs the capability")
         #expect(granted(workShell, .appendOutput(1, type: "shell", token: 2, chunk: JobOutputChunk(offset: 0, isError: false, bytes: []))))
         #expect(!granted(workShell, .renew(1, type: "resize", token: 2, leaseMs: 1000)))
         #expect(granted(look, .job(1)) && granted(look, .list(state: nil, type: nil, after: 0, limit: 1)) && granted(look, .output(1, attempt: nil, from: 0)))
