@@ -102,6 +102,9 @@ public struct HookStatus: Sendable, Equatable {
 extension JobStore {
     func hookKey(_ name: String) -> Bytes { space.pack(["hook", .string(name)]) }
 
+    /// How long an event the manager took stays its own before another manager may take it.
+    public static let hookAckWaitMs: Int64 = 3000
+
     /// Creates a hook that runs `job` for every message published on `pattern` from now on.
     public func createHook(_ hook: HookRecord) async throws -> HookRecord {
         guard let topics else { throw JobError.invalid("this store has no message stream") }
@@ -122,7 +125,11 @@ extension JobStore {
         }
         var made = hook
         made.job = template
-        _ = try await topics.createGroup(ConsumerGroup(name: made.group, pattern: made.pattern, ackWaitMs: 60_000, maxDeliveries: 10), from: nil)
+        // Only the leader's manager takes the hook's events, and acknowledges each as soon as its
+        // job is submitted: a short wait lets a new leader take over what a dead one held (a
+        // second delivery makes no second job: the job's key is the event's cursor).
+        _ = try await topics.createGroup(
+            ConsumerGroup(name: made.group, pattern: made.pattern, ackWaitMs: Self.hookAckWaitMs, maxDeliveries: 10), from: nil)
         let outcome = try await store.transaction(
             Transaction(compares: [.absent(hookKey(made.name))], success: [.put(Put(key: hookKey(made.name), value: made.encoded))]))
         guard outcome.succeeded else { throw JobError.invalid("a hook named \(made.name) exists (aspen hook rm first)") }

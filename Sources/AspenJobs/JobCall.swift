@@ -342,6 +342,8 @@ public enum JobCall: Sendable, Equatable {
             var reports: [JobReport] = []
             for _ in 0..<(try reader.readCount(limit: JobCall.claimBatchMax)) {
                 let bytes = try reader.readBytes(limit: limits.jobResultBytesMax + 4 * limits.jobMessageBytesMax + 2 * name + 64)
+                // Checked before decoding: a batch inside a batch would recurse as deep as its bytes allow.
+                guard bytes.first == 6 else { throw .invalid("a report is a finish (call 6), not call \(bytes.first.map(String.init) ?? "none")") }
                 guard case .finish(let id, let type, let token, let outcome, let exitCode) = try JobCall(decoding: bytes, limits: limits) else {
                     throw .invalid("a report that is not a finish")
                 }
@@ -379,8 +381,9 @@ public enum JobAnswer: Sendable, Equatable {
     case deliveries([GroupDelivery])
     case groupStatus(ConsumerGroup, pending: Int, dead: [UInt64])
     case hooks([HookStatus])
-    /// One per report of a `finishMany`, in order: the job as it is now, or why it was refused.
-    case reported([Result<JobRecord, JobError>])
+    /// One per report of a `finishMany`, in order: nil when recorded (or a replay of what was),
+    /// else why it was refused. (Not the records: 64 of them could pass a frame.)
+    case reported([JobError?])
 
     /// Bytes of records one answer carries at most: a list stops early rather than pass the frame limit.
     public static let bytesMax = 8 << 20
@@ -474,14 +477,8 @@ public enum JobAnswer: Sendable, Equatable {
             writer.write(17)
             writer.writeVarint(UInt64(results.count))
             for result in results {
-                switch result {
-                case .success(let record):
-                    writer.write(0)
-                    writer.writeBytes(record.encoded)
-                case .failure(let error):
-                    writer.write(1)
-                    writer.writeBytes(error.encoded)
-                }
+                writer.write(result != nil)
+                if let result { writer.writeBytes(result.encoded) }
             }
         }
         return writer.bytes
@@ -571,13 +568,9 @@ public enum JobAnswer: Sendable, Equatable {
             }
             self = .hooks(hooks)
         case 17:
-            var results: [Result<JobRecord, JobError>] = []
+            var results: [JobError?] = []
             for _ in 0..<(try reader.readCount(limit: JobCall.claimBatchMax)) {
-                switch try reader.readByte() {
-                case 0: results.append(.success(try JobRecord(decoding: try reader.readBytes(limit: recordMax), limits: limits)))
-                case 1: results.append(.failure(try JobError(decoding: try reader.readBytes(limit: 16_384))))
-                case let other: throw .invalid("unknown report result \(other)")
-                }
+                results.append(try reader.readBool() ? try JobError(decoding: try reader.readBytes(limit: 16_384)) : nil)
             }
             self = .reported(results)
         case let other: throw .invalid("unknown job answer \(other)")
@@ -623,7 +616,9 @@ extension JobStore {
             guard reports.count <= JobCall.claimBatchMax else {
                 throw JobError.invalid("a batch of reports holds at most \(JobCall.claimBatchMax), not \(reports.count)")
             }
-            return .reported(try await finish(reports))
+            return .reported(try await finish(reports).map { result in
+                if case .failure(let error) = result { error } else { nil }
+            })
         case .cancel(let id): return .job(try await cancel(id))
         case .retry(let id, let deadOnly): return .job(try await retry(id, deadOnly: deadOnly))
         case .scheduleCreate(let record, let replace): return .schedules([try await createSchedule(record, replace: replace)])

@@ -173,22 +173,27 @@ public final class JobStore: Sendable {
         if let state, let index = stateIndex(state, type: type) {
             // Jobs in a live state are found through the index the state keeps, whatever the
             // number of finished jobs before them.
-            var ids: [UInt64] = []
+            // A set: a renewal moves a running job's entry while the index is read.
+            var ids = Set<UInt64>()
             var start = index.range.start
             var scanned = 0
             while scanned < scanMax {
                 let page = try await store.scan(.range(start: start, end: index.range.end), limit: min(1000, scanMax - scanned), keysOnly: true)
                 scanned += page.kvs.count
                 for kv in page.kvs {
-                    if case .int(let id)? = try index.unpack(kv.key).elements.last, UInt64(id) > after { ids.append(UInt64(id)) }
+                    if case .int(let id)? = try index.unpack(kv.key).elements.last, UInt64(id) > after { ids.insert(UInt64(id)) }
                 }
                 guard let last = page.kvs.last, page.more else { break }
                 start = last.key + [0]
             }
             var records: [JobRecord] = []
-            for id in ids.sorted() where records.count < limit {
-                guard let (record, _) = try await load(id), record.state == state, type.map({ $0 == record.spec.type }) ?? true else { continue }
-                records.append(record)
+            let sorted = ids.sorted()
+            for chunk in stride(from: 0, to: sorted.count, by: 256) where records.count < limit {
+                let found = try await store.getMany(sorted[chunk..<min(chunk + 256, sorted.count)].map(recordKey))
+                for kv in found.compactMap({ $0 }) where records.count < limit {
+                    let record = try JobRecord(decoding: kv.value, limits: limits)
+                    if record.state == state, type.map({ $0 == record.spec.type }) ?? true { records.append(record) }
+                }
             }
             return records
         }
@@ -585,8 +590,9 @@ public final class JobStore: Sendable {
             writes.append((index, change.compare, change.operations, change.record))
         }
         if !writes.isEmpty {
-            let outcome = try await store.transaction(Transaction(compares: writes.map(\.compare), success: writes.flatMap(\.operations)))
-            if outcome.succeeded {
+            // A batch the log refuses (too large an entry) is written one by one below.
+            let outcome = try? await store.transaction(Transaction(compares: writes.map(\.compare), success: writes.flatMap(\.operations)))
+            if outcome?.succeeded == true {
                 for write in writes { results[write.index] = .success(write.record) }
                 if writes.contains(where: { $0.record.state == .pending }) { await signals.notify() }
             }

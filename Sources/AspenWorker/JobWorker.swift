@@ -87,6 +87,14 @@ public final class JobWorker: Sendable {
     /// its slots to be free, so that its claims stay batches when jobs end one by one.
     public func run() async {
         let slots = Slots(max(1, options.concurrency))
+        await withTaskCancellationHandler {
+            await claimAndRun(slots)
+        } onCancel: {
+            reporter.stopping.store(true, ordering: .relaxed)
+        }
+    }
+
+    func claimAndRun(_ slots: Slots) async {
         // Discarding: a finished job's task is not kept for a result nobody reads.
         await withDiscardingTaskGroup { group in
             var pauseMs: Int64 = 50
@@ -209,10 +217,10 @@ public final class JobWorker: Sendable {
             }
             let how: String = if case .failed(let message, _) = outcome { "failed: \(message)" } else { "succeeded" }
             logger.info("job ended", metadata: ["job": "\(job.id)", "attempt": "\(attempt.number)", "outcome": "\(how)"])
-        case .failure(let error):
+        case .failure(.refused(let error)):
             counts.withLock { $0.lost += 1 }
             logger.warning("job report refused", metadata: ["job": "\(job.id)", "error": "\(error)"])
-        case nil:
+        case .failure(.undelivered):
             logger.warning("job report not delivered; its lease will run out and it will be retried", metadata: ["job": "\(job.id)"])
         }
     }
@@ -406,11 +414,24 @@ final class Slots: Sendable {
 }
 
 /// Sends attempts' ends as they come, in batches: whatever arrived while the last call was under
-/// way goes in the next (`finishMany`, one transaction on the leader).
+/// way goes in the next (`finishMany`, one transaction on the leader), within `batchBytesMax`.
 final class Reporter: Sendable {
-    typealias Answer = Result<JobRecord, JobError>?
+    /// Recorded, refused (why), or not delivered.
+    typealias Answer = Result<Void, ReportError>
+    enum ReportError: Error { case refused(JobError), undelivered }
     let calls: any JobCalling
     private let queue = Mutex<(waiting: [(report: JobReport, answer: CheckedContinuation<Answer, Never>)], sending: Bool)>(([], false))
+    /// Set when the worker stops: reports are tried a few times, not for minutes.
+    let stopping = Atomic<Bool>(false)
+    /// Results and messages one batch carries at most (well inside a log entry).
+    static let batchBytesMax = 512 * 1024
+
+    static func bytes(_ report: JobReport) -> Int {
+        switch report.outcome {
+        case .succeeded(let result): result.count + 64
+        case .failed(let message, _): message.utf8.count + 64
+        }
+    }
 
     init(calls: any JobCalling) { self.calls = calls }
 
@@ -429,8 +450,15 @@ final class Reporter: Sendable {
     func send() async {
         while true {
             let batch = queue.withLock { queue in
-                let batch = Array(queue.waiting.prefix(JobCall.claimBatchMax))
-                queue.waiting.removeFirst(batch.count)
+                var count = 0
+                var bytes = 0
+                for entry in queue.waiting.prefix(JobCall.claimBatchMax) {
+                    bytes += Self.bytes(entry.report)
+                    guard count == 0 || bytes <= Self.batchBytesMax else { break }
+                    count += 1
+                }
+                let batch = Array(queue.waiting.prefix(count))
+                queue.waiting.removeFirst(count)
                 if batch.isEmpty { queue.sending = false }
                 return batch
             }
@@ -440,22 +468,29 @@ final class Reporter: Sendable {
         }
     }
 
-    /// One answer per report; retried while the cluster cannot be reached (up to 20 times).
+    /// One answer per report; retried while the cluster cannot be reached (up to 20 times; 3
+    /// once the worker stops). A batch that fails as a whole (refused by a node that does not
+    /// know batches or by a credential short of one type, or not answered) is sent again one
+    /// report at a time.
     func deliver(_ reports: [JobReport]) async -> [Answer] {
         var pauseMs: Int64 = 50
-        for _ in 0..<20 {
+        var attempt = 0
+        while attempt < (stopping.load(ordering: .relaxed) ? 3 : 20) {
+            attempt += 1
             do {
                 if reports.count == 1 {
-                    guard case .job(let record) = try await calls.job(reports[0].call) else { return [nil] }
-                    return [.success(record)]
+                    guard case .job = try await calls.job(reports[0].call) else { return [.failure(.undelivered)] }
+                    return [.success(())]
                 }
                 guard case .reported(let results) = try await calls.job(.finishMany(reports)), results.count == reports.count else {
-                    return reports.map { _ in nil }
+                    return reports.map { _ in .failure(.undelivered) }
                 }
-                return results
-            } catch let error as JobError {
-                // The whole batch refused (one report of a type this worker may not work?): each alone.
-                guard reports.count > 1 else { return [.failure(error)] }
+                return results.map { $0.map { .failure(.refused($0)) } ?? .success(()) }
+            } catch let error as JobError where reports.count == 1 {
+                return [.failure(.refused(error))]
+            } catch where reports.count > 1 {
+                // Each report alone (a replay of what did apply is answered as such), each with
+                // its own retries.
                 var answers: [Answer] = []
                 for report in reports { answers += await deliver([report]) }
                 return answers
@@ -464,6 +499,7 @@ final class Reporter: Sendable {
                 pauseMs = min(pauseMs * 2, 2000)
             }
         }
-        return reports.map { _ in nil }
+        return reports.map { _ in .failure(.undelivered) }
     }
+
 }

@@ -182,8 +182,18 @@ struct JobStoreTests {
         #expect(try again.map { try $0.get().state } == [.succeeded, .succeeded])
         let call = JobCall.finishMany([report(claimed[0], .succeeded(result: [1])), report(claimed[1], .failed(message: "x", retryable: false))])
         #expect(try JobCall(decoding: call.encoded) == call)
-        let answer = JobAnswer.reported(first)
+        let answer = JobAnswer.reported([nil, .staleAttempt(job: 3, token: 4, reason: "r")])
         #expect(try JobAnswer(decoding: answer.encoded) == answer)
+        // A batch inside a batch is refused before it is decoded (it could recurse without end).
+        var nested = JobCall.finishMany([report(claimed[0], .succeeded(result: []))]).encoded
+        for _ in 0..<3 {
+            var writer = ByteWriter()
+            writer.write(29)
+            writer.writeVarint(1)
+            writer.writeBytes(nested)
+            nested = writer.bytes
+        }
+        #expect(throws: DecodingError.invalid("a report is a finish (call 6), not call 29")) { try JobCall(decoding: nested) }
     }
 
     @Test("a failing job is retried after its backoff, goes to the dead letters after exactly max attempts, and redrives")
