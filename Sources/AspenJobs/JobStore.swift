@@ -55,8 +55,6 @@ public final class JobStore: Sendable {
     let claiming = Mutex<Set<UInt64>>([])
     /// Ids of the claims running here.
     let claimsUnderWay = Mutex<Set<UInt64>>([])
-    /// Submits arriving together, written together.
-    let submits = GroupCommit()
     /// Set when the node stops: waiting claims end at once instead of holding up its drain.
     let stopping = Atomic<Bool>(false)
     public var isStopping: Bool { stopping.load(ordering: .relaxed) }
@@ -319,7 +317,8 @@ public final class JobStore: Sendable {
             var operations: [TransactionOperation] = [.put(Put(key: historyKey(id, 0), value: entry.encoded))]
             operations += indexKeys(new).map { .put(Put(key: $0, value: [])) }
             operations.append(.put(Put(key: recordKey(id), value: new.encoded)))
-            if try await submits.write(Transaction(compares: compares, success: operations + extra), store: store) {
+            let outcome = try await store.transaction(Transaction(compares: compares, success: operations + extra))
+            if outcome.succeeded {
                 if state == .pending { await signals.notify() }
                 return (id, true)
             }
@@ -757,93 +756,6 @@ public actor JobSignals {
             waiter.resume()
         } else if pending.contains(id) {
             expired.insert(id)
-        }
-    }
-}
-
-/// Conditioned transactions committed in groups: whatever arrived while the last write was under
-/// way goes in the next, as one transaction holding every one's conditions and operations
-/// (within `operationsMax`). When that fails its conditions (one of them would have), each is
-/// written alone, so each gets the answer it would have had on its own.
-final class GroupCommit: Sendable {
-    struct Pending {
-        var transaction: Transaction
-        var answer: CheckedContinuation<Bool, any Error>
-    }
-    private let queue = Mutex<(waiting: [Pending], writing: Bool)>(([], false))
-    /// Operations one group holds at most (within the store's batch bound).
-    static let operationsMax = 500
-
-    /// The keys a transaction compares or writes; nil when it touches more than single keys.
-    static func keys(_ transaction: Transaction) -> Set<Bytes>? {
-        var keys = Set(transaction.compares.map(\.key))
-        guard transaction.compares.allSatisfy({ $0.extent == .key }), transaction.failure.isEmpty else { return nil }
-        for operation in transaction.success {
-            switch operation {
-            case .put(let put): keys.insert(put.key)
-            case .delete(let delete):
-                guard case .key(let key) = delete.selection else { return nil }
-                keys.insert(key)
-            case .get, .transaction: return nil
-            }
-        }
-        return keys
-    }
-
-    /// Whether `transaction`'s conditions held (and it was written).
-    func write(_ transaction: Transaction, store: any KeyValueStore) async throws -> Bool {
-        try await withCheckedThrowingContinuation { continuation in
-            let lead = queue.withLock { queue -> Bool in
-                queue.waiting.append(Pending(transaction: transaction, answer: continuation))
-                defer { queue.writing = true }
-                return !queue.writing
-            }
-            if lead { Task { await self.flush(store) } }
-        }
-    }
-
-    func flush(_ store: any KeyValueStore) async {
-        while true {
-            let group = queue.withLock { queue -> [Pending] in
-                var count = 0
-                var operations = 0
-                var touched = Set<Bytes>()
-                for pending in queue.waiting {
-                    operations += pending.transaction.success.count + pending.transaction.compares.count
-                    guard count == 0 || operations <= Self.operationsMax else { break }
-                    // Two that touch one key never go together: both conditions would be decided
-                    // before either writes (two submits with one idempotency key would both pass).
-                    guard let keys = Self.keys(pending.transaction), count == 0 || touched.isDisjoint(with: keys) else {
-                        if count == 0 { count = 1 }
-                        break
-                    }
-                    touched.formUnion(keys)
-                    count += 1
-                }
-                let group = Array(queue.waiting.prefix(count))
-                queue.waiting.removeFirst(count)
-                if group.isEmpty { queue.writing = false }
-                return group
-            }
-            guard !group.isEmpty else { return }
-            if group.count > 1 {
-                let together = Transaction(compares: group.flatMap(\.transaction.compares), success: group.flatMap(\.transaction.success))
-                if let outcome = try? await store.transaction(together), outcome.succeeded {
-                    for pending in group { pending.answer.resume(returning: true) }
-                    continue
-                }
-            }
-            await withTaskGroup(of: Void.self) { tasks in
-                for pending in group {
-                    tasks.addTask {
-                        do {
-                            pending.answer.resume(returning: try await store.transaction(pending.transaction).succeeded)
-                        } catch {
-                            pending.answer.resume(throwing: error)
-                        }
-                    }
-                }
-            }
         }
     }
 }

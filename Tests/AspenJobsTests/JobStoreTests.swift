@@ -196,28 +196,6 @@ struct JobStoreTests {
         #expect(throws: DecodingError.invalid("a report is a finish (call 6), not call 29")) { try JobCall(decoding: nested) }
     }
 
-    @Test("submits arriving together are written together; two with one key never are, and make one job")
-    func groupedSubmits() async throws {
-        let clock = JobClock()
-        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
-        let jobs = JobStore(store: memory, nowMs: { clock.ms })
-        _ = try await jobs.submit(JobSpec(type: "shell", command: ["true"]))
-        let before = try await memory.revisions().current
-        let made = try await withThrowingTaskGroup(of: (UInt64, Bool).self) { group in
-            for index in 0..<40 {
-                // Every fourth shares a key with the others of its kind.
-                let key = index % 4 == 0 ? "shared" : "own-\(index)"
-                group.addTask { try await jobs.submit(JobSpec(type: "shell", command: ["true"], idempotencyKey: key)) }
-            }
-            return try await group.reduce(into: [(UInt64, Bool)]()) { $0.append($1) }
-        }
-        let writes = try await memory.revisions().current - before
-        #expect(Set(made.map(\.0)).count == 31, "30 own keys and one shared: \(Set(made.map(\.0)).count) jobs")
-        #expect(made.filter(\.1).count == 31)
-        #expect(writes < 31, "31 jobs in \(writes) writes: none grouped")
-        #expect(try await jobs.list(limit: 100).count == 32)
-    }
-
     @Test("a failing job is retried after its backoff, goes to the dead letters after exactly max attempts, and redrives")
     func retriesAndDeadLetters() async throws {
         let clock = JobClock()
