@@ -174,6 +174,7 @@ extension TopicLog {
         }
         let held = entries.filter { $0.entry.consumer == consumer && $0.entry.visibleAtMs > now }.count
         guard held < group.maxPending else {
+            maxPendingRefusals.withLock { $0[name, default: 0] += 1 }
             throw JobError.invalid("max pending reached: consumer \(consumer) holds \(held) unacknowledged messages of group \(name) (max pending \(group.maxPending))")
         }
         let room = Swift.min(max, group.maxPending - held)
@@ -273,6 +274,38 @@ extension TopicLog {
                 .delete(Delete(.key(groupKey(name)))), .delete(Delete(.range(start: pending.range.start, end: pending.range.end))),
                 .delete(Delete(.range(start: dead.range.start, end: dead.range.end))),
             ]))
+    }
+
+    /// Every group's place, deliveries waiting for an acknowledgement and dead letters, with the
+    /// fetches refused at max pending on this node (for `/metrics`).
+    public func groupMetrics() async throws -> [String] {
+        let groups = space.subspace(["g"])
+        var rows: [(name: String, next: UInt64, pending: Int, dead: Int)] = []
+        for kv in try await store.scan(.range(start: groups.range.start, end: groups.range.end), limit: 1000, consistency: .stale).kvs {
+            guard let group = try? ConsumerGroup(decoding: kv.value, limits: limits) else { continue }
+            let pending = pendingSpace(group.name)
+            let dead = deadSpace(group.name)
+            rows.append((
+                group.name, group.next, try await store.count(.range(start: pending.range.start, end: pending.range.end), consistency: .stale),
+                try await store.count(.range(start: dead.range.start, end: dead.range.end), consistency: .stale)
+            ))
+        }
+        guard !rows.isEmpty else { return [] }
+        let refusals = maxPendingRefusals.withLock { $0 }
+        // A label value holds no quote or backslash (group names are free text).
+        func label(_ name: String) -> String { String(name.filter { $0 != "\"" && $0 != "\\" }) }
+        var lines: [String] = []
+        func add(_ metric: String, _ type: String, _ help: String, _ value: (String, UInt64, Int, Int) -> String) {
+            lines += ["# HELP \(metric) \(help)", "# TYPE \(metric) \(type)"]
+            for row in rows { lines.append("\(metric){group=\"\(label(row.name))\"} \(value(row.name, row.next, row.pending, row.dead))") }
+        }
+        add("aspen_group_next_cursor", "gauge", "The next stream cursor a consumer group has not taken.") { _, next, _, _ in "\(next)" }
+        add("aspen_group_pending", "gauge", "Messages delivered to a group's consumers and not yet acknowledged.") { _, _, pending, _ in "\(pending)" }
+        add("aspen_group_dead", "gauge", "Messages in a group's dead letters.") { _, _, _, dead in "\(dead)" }
+        add("aspen_group_max_pending_refusals_total", "counter", "Fetches refused because the consumer held max pending (on this node).") {
+            name, _, _, _ in "\(refusals[name] ?? 0)"
+        }
+        return lines
     }
 
     public func groupStatus(_ name: String) async throws -> (group: ConsumerGroup, pending: Int, dead: [UInt64]) {

@@ -147,6 +147,8 @@ public final class TopicLog: Sendable {
     /// How long a message id is remembered.
     public let dedupWindowMs: Int64
     private let queue = Mutex<(waiting: [Pending], flushing: Bool)>(([], false))
+    /// Fetches refused at a consumer's max pending, by group (on this node).
+    let maxPendingRefusals = Mutex<[String: UInt64]>([:])
 
     struct Pending {
         var messages: [TopicMessage]

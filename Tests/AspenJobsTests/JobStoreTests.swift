@@ -757,6 +757,14 @@ struct ConsumerGroupTests {
         } catch let error as JobError {
             #expect(error.description.hasPrefix("max pending reached"))
         }
+        // The backpressure is visible in the metrics, as are the deliveries waiting.
+        let metrics = try await log.groupMetrics()
+        for line in [
+            "aspen_group_pending{group=\"g\"} 2", "aspen_group_max_pending_refusals_total{group=\"g\"} 1", "aspen_group_next_cursor{group=\"g\"} 3",
+            "aspen_group_dead{group=\"g\"} 0",
+        ] {
+            #expect(metrics.contains(line), "\(line) not in \(metrics)")
+        }
         // Each round hands every delivery back; the third message is first delivered in the second.
         for _ in 0..<3 {
             clock.advance(1000)

@@ -490,6 +490,12 @@ extension ClusterSuites {
             #expect(metrics.contains("aspen_hook_inprocess_dropped_total{hook=\"slow\"} 4"), "\(metrics.split(separator: "\n").filter { $0.contains("inprocess") })")
             #expect(metrics.contains("aspen_hook_inprocess_runs_total{hook=\"fast\"} 5"))
             #expect(Self.alive(commandLine: "sleep 31").isEmpty, "the timed-out command is still running")
+            // The hooks' consumer groups are in the leader's metrics (read every 5 s).
+            try await eventually("the groups' figures are in /metrics", seconds: 20) {
+                metrics = try await AdminServerTests.get(cluster.adminURL(leader, "/metrics")).1
+                return metrics.contains("aspen_group_next_cursor{group=\"hook:slow\"} 11")
+            }
+            #expect(metrics.contains("aspen_group_pending{group=\"hook:fast\"} 0"))
         }
     }
 }

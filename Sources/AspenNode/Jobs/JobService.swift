@@ -40,8 +40,11 @@ public final class JobService: Sendable {
             }, retentionMs: retentionMs, topics: topics)
     }
 
-    /// In-process hooks' counters, for `/metrics`.
-    public var metricsExposition: [String] { inProcess.withLock { $0 }?.exposition ?? [] }
+    /// Consumer groups' figures, read by the leader's manager every few seconds.
+    private let groupLines = Mutex<[String]>([])
+
+    /// In-process hooks' counters and (on the leader) consumer groups' figures, for `/metrics`.
+    public var metricsExposition: [String] { (inProcess.withLock { $0 }?.exposition ?? []) + groupLines.withLock { $0 } }
 
     /// Runs a call here if this node leads (its reads of its own applied state are then
     /// current enough to act on); else `notLeader`, and the caller goes to the leader.
@@ -69,6 +72,8 @@ public final class JobService: Sendable {
                             nextPrune = clock.now + .seconds(5)
                             let pruned = try await topics.prune()
                             if pruned > 0 { logger.debug("pub/sub retention", metadata: ["messages": "\(pruned)"]) }
+                            let lines = try await topics.groupMetrics()
+                            groupLines.withLock { $0 = lines }
                         }
                         let tick = try await jobs.tick()
                         let published = try await events.pass(
