@@ -31,13 +31,43 @@ final class KeyIndex: Sendable {
         var changes: [Change]
     }
 
+    /// A sorted run of entries, with what lets a read at a recent revision pass it without
+    /// looking at each: a queue's index (a key put, then deleted, for each item) is mostly
+    /// deletions until compaction, and a read of its head would otherwise step over every one.
+    struct Chunk {
+        var entries: [Entry]
+        /// Entries whose last change is not a deletion.
+        var live = 0
+        /// The newest revision of any change in the chunk.
+        var newest: Revision = 0
+
+        init(_ entries: [Entry]) {
+            self.entries = entries
+            summarize()
+        }
+
+        mutating func summarize() {
+            live = 0
+            newest = 0
+            for entry in entries {
+                guard let last = entry.changes.last else { continue }
+                if !last.deleted { live += 1 }
+                newest = max(newest, last.revision)
+            }
+        }
+
+        /// Every entry's visible change at `revision` is its last: (nil: not known without
+        /// looking) how many keys exist there.
+        func existing(at revision: Revision) -> Int? { revision >= newest ? live : nil }
+    }
+
     /// A read whose snapshot is older than the index's compaction, or that overlapped a
     /// replacement: it must start over with a new transaction.
     struct Stale: Error {}
 
     fileprivate struct State {
         /// Sorted runs of at most `chunkLimit` entries; together, every key in order.
-        var chunks: [[Entry]] = []
+        var chunks: [Chunk] = []
         /// Changes superseded at or before this revision are gone.
         var compacted: Revision = 0
         /// Keys with a change that carried the lease (a superset: filter by the change visible).
@@ -68,7 +98,7 @@ final class KeyIndex: Sendable {
     /// Replaces the contents with `entries` (each key's changes in revision order).
     func replace(with entries: [Bytes: [Change]], compacted: Revision) {
         let sorted = entries.sorted { Self.compare($0.key, $1.key) < 0 }
-        var chunks: [[Entry]] = []
+        var chunks: [Chunk] = []
         chunks.reserveCapacity(sorted.count / (Self.chunkLimit / 2) + 1)
         var leaseKeys: [LeaseID: Set<Bytes>] = [:]
         var run: [Entry] = []
@@ -77,11 +107,11 @@ final class KeyIndex: Sendable {
             for change in changes where change.lease != 0 { leaseKeys[change.lease, default: []].insert(key) }
             run.append(Entry(key: key, changes: changes))
             if run.count == Self.chunkLimit / 2 {
-                chunks.append(run)
+                chunks.append(Chunk(run))
                 run.removeAll(keepingCapacity: true)
             }
         }
-        if !run.isEmpty { chunks.append(run) }
+        if !run.isEmpty { chunks.append(Chunk(run)) }
         state.withLock {
             $0.chunks = chunks
             $0.compacted = compacted
@@ -103,7 +133,7 @@ final class KeyIndex: Sendable {
         try state.withLock { state in
             try state.check(revision)
             guard let (chunk, position) = state.find(key),
-                let change = Self.visible(state.chunks[chunk][position].changes, at: revision)
+                let change = Self.visible(state.chunks[chunk].entries[position].changes, at: revision)
             else { return nil }
             return (change, state.kept(key, change))
         }
@@ -125,7 +155,7 @@ final class KeyIndex: Sendable {
     /// How many keys in `bounds` exist at `revision`.
     func count(in bounds: KeyBounds, at revision: Revision) throws -> Int {
         var total = 0
-        try each(in: bounds, after: nil, at: revision) { _, _, _ in
+        try each(in: bounds, after: nil, at: revision, whole: { total += $0 }) { _, _, _ in
             total += 1
             return true
         }
@@ -139,7 +169,7 @@ final class KeyIndex: Sendable {
             guard let candidates = state.leaseKeys[lease] else { return [] }
             return candidates.filter { key in
                 guard let (chunk, position) = state.find(key),
-                    let change = Self.visible(state.chunks[chunk][position].changes, at: revision)
+                    let change = Self.visible(state.chunks[chunk].entries[position].changes, at: revision)
                 else { return false }
                 return change.lease == lease
             }.sorted { Self.compare($0, $1) < 0 }
@@ -147,8 +177,12 @@ final class KeyIndex: Sendable {
     }
 
     /// Calls `body` with each key in `bounds` (after `after`) that exists at `revision`, in
-    /// order, until it returns false. Holds the lock throughout: `body` must not block.
-    private func each(in bounds: KeyBounds, after: Bytes?, at revision: Revision, _ body: (State, Bytes, Change) -> Bool) throws {
+    /// order, until it returns false. A chunk with no such key is passed over whole; given
+    /// `whole`, so is a chunk wholly in bounds whose keys are known from its summary, `whole`
+    /// getting their number instead. Holds the lock throughout: `body` must not block.
+    private func each(
+        in bounds: KeyBounds, after: Bytes?, at revision: Revision, whole: ((Int) -> Void)? = nil, _ body: (State, Bytes, Change) -> Bool
+    ) throws {
         try state.withLock { state in
             try state.check(revision)
             guard !state.chunks.isEmpty else { return }
@@ -159,9 +193,23 @@ final class KeyIndex: Sendable {
                 skipEqual = true
             }
             var chunk = state.chunkIndex(start)
-            var position = Self.lowerBound(state.chunks[chunk], start)
+            var position = Self.lowerBound(state.chunks[chunk].entries, start)
             while chunk < state.chunks.count {
-                let entries = state.chunks[chunk]
+                let entries = state.chunks[chunk].entries
+                if let existing = state.chunks[chunk].existing(at: revision) {
+                    if existing == 0 {
+                        // Nothing there to see (the bounds' end is checked at the next key seen).
+                        chunk += 1
+                        position = 0
+                        skipEqual = false
+                        continue
+                    }
+                    if let whole, position == 0, !skipEqual, bounds.end.map({ Self.compare(entries[entries.count - 1].key, $0) < 0 }) ?? true {
+                        whole(existing)
+                        chunk += 1
+                        continue
+                    }
+                }
                 while position < entries.count {
                     let entry = entries[position]
                     position += 1
@@ -199,7 +247,7 @@ final class KeyIndex: Sendable {
     func last(_ key: Bytes) -> Change? {
         state.withLock { state in
             guard let (chunk, position) = state.find(key) else { return nil }
-            return state.chunks[chunk][position].changes.last
+            return state.chunks[chunk].entries[position].changes.last
         }
     }
 
@@ -211,20 +259,24 @@ final class KeyIndex: Sendable {
             if let version { state.keep(version) } else { state.forget(key) }
             if change.lease != 0 { state.leaseKeys[change.lease, default: []].insert(key) }
             if state.chunks.isEmpty {
-                state.chunks = [[Entry(key: key, changes: [change])]]
+                state.chunks = [Chunk([Entry(key: key, changes: [change])])]
                 return nil
             }
             let (chunk, position, found) = state.position(of: key)
+            state.chunks[chunk].newest = max(state.chunks[chunk].newest, change.revision)
+            if !change.deleted { state.chunks[chunk].live += 1 }
             if found {
-                let previous = state.chunks[chunk][position].changes.last
-                state.chunks[chunk][position].changes.append(change)
+                let previous = state.chunks[chunk].entries[position].changes.last
+                if let previous, !previous.deleted { state.chunks[chunk].live -= 1 }
+                state.chunks[chunk].entries[position].changes.append(change)
                 return previous
             }
-            state.chunks[chunk].insert(Entry(key: key, changes: [change]), at: position)
-            if state.chunks[chunk].count > Self.chunkLimit {
-                let upper = Array(state.chunks[chunk][(Self.chunkLimit / 2)...])
-                state.chunks[chunk].removeLast(upper.count)
-                state.chunks.insert(upper, at: chunk + 1)
+            state.chunks[chunk].entries.insert(Entry(key: key, changes: [change]), at: position)
+            if state.chunks[chunk].entries.count > Self.chunkLimit {
+                let upper = Array(state.chunks[chunk].entries[(Self.chunkLimit / 2)...])
+                state.chunks[chunk].entries.removeLast(upper.count)
+                state.chunks[chunk].summarize()
+                state.chunks.insert(Chunk(upper), at: chunk + 1)
             }
             return nil
         }
@@ -235,13 +287,16 @@ final class KeyIndex: Sendable {
     func unrecord(_ key: Bytes, at revision: Revision) {
         state.withLock { state in
             state.forget(key)
-            guard let (chunk, position) = state.find(key), state.chunks[chunk][position].changes.last?.revision == revision else {
+            guard let (chunk, position) = state.find(key), state.chunks[chunk].entries[position].changes.last?.revision == revision else {
                 preconditionFailure("the change to take back is not the key's last")
             }
-            state.chunks[chunk][position].changes.removeLast()
-            guard state.chunks[chunk][position].changes.isEmpty else { return }
-            state.chunks[chunk].remove(at: position)
-            if state.chunks[chunk].isEmpty { state.chunks.remove(at: chunk) }
+            state.chunks[chunk].entries[position].changes.removeLast()
+            if state.chunks[chunk].entries[position].changes.isEmpty { state.chunks[chunk].entries.remove(at: position) }
+            if state.chunks[chunk].entries.isEmpty {
+                state.chunks.remove(at: chunk)
+            } else {
+                state.chunks[chunk].summarize()
+            }
         }
     }
 
@@ -253,9 +308,9 @@ final class KeyIndex: Sendable {
             guard revision > state.compacted else { return }
             state.compacted = revision
             var leaseKeys: [LeaseID: Set<Bytes>] = [:]
-            var chunks: [[Entry]] = []
+            var chunks: [Chunk] = []
             chunks.reserveCapacity(state.chunks.count)
-            for run in state.chunks {
+            for run in state.chunks.map(\.entries) {
                 var kept: [Entry] = []
                 kept.reserveCapacity(run.count)
                 for var entry in run {
@@ -269,7 +324,7 @@ final class KeyIndex: Sendable {
                     for change in entry.changes where change.lease != 0 { leaseKeys[change.lease, default: []].insert(entry.key) }
                     kept.append(entry)
                 }
-                if !kept.isEmpty { chunks.append(kept) }
+                if !kept.isEmpty { chunks.append(Chunk(kept)) }
             }
             state.chunks = chunks
             state.leaseKeys = leaseKeys
@@ -311,7 +366,7 @@ extension KeyIndex.State {
         var high = chunks.count
         while low < high {
             let middle = (low + high) / 2
-            if KeyIndex.compare(chunks[middle][0].key, key) <= 0 { low = middle + 1 } else { high = middle }
+            if KeyIndex.compare(chunks[middle].entries[0].key, key) <= 0 { low = middle + 1 } else { high = middle }
         }
         return max(0, low - 1)
     }
@@ -356,8 +411,9 @@ extension KeyIndex.State {
     /// Where `key` is, or would go, in a non-empty index.
     func position(of key: Bytes) -> (chunk: Int, position: Int, found: Bool) {
         let chunk = chunkIndex(key)
-        let position = KeyIndex.lowerBound(chunks[chunk], key)
-        return (chunk, position, position < chunks[chunk].count && KeyIndex.compare(chunks[chunk][position].key, key) == 0)
+        let position = KeyIndex.lowerBound(chunks[chunk].entries, key)
+        let entries = chunks[chunk].entries
+        return (chunk, position, position < entries.count && KeyIndex.compare(entries[position].key, key) == 0)
     }
 
     func find(_ key: Bytes) -> (Int, Int)? {

@@ -38,6 +38,79 @@ struct KeyIndexTests {
         .put(Put(key: Array(key.utf8), value: Array(value.utf8), lease: lease))
     }
 
+    @Test(
+        "scans and counts agree with every key's changes at any revision, as a queue's index fills with deletions",
+        arguments: [UInt64(1), 2, 3, 4])
+    func summariesAgreeWithChanges(seed: UInt64) throws {
+        var random = SplitMix64(seed: seed)
+        let index = KeyIndex(keptBytes: 0)
+        var model: [Bytes: [KeyIndex.Change]] = [:]
+        var revision: Revision = 0
+        var compacted: Revision = 0
+        var head = 0
+        var tail = 0
+        func key(_ n: Int) -> Bytes { Array(String(format: "q/%06d", n).utf8) }
+        func visible(_ key: Bytes, at revision: Revision) -> Bool {
+            model[key]?.last(where: { $0.revision <= revision }).map { !$0.deleted } ?? false
+        }
+        for step in 0..<6_000 {
+            revision += 1
+            let choice = random.next(in: 0...99)
+            if choice < 45 || head == tail {
+                // Enqueue: a new key at the tail (most chunks fill at the end, as an index of times does).
+                let change = KeyIndex.Change(revision: revision, lease: 0, deleted: false)
+                index.record(key(tail), change, version: nil)
+                model[key(tail), default: []].append(change)
+                tail += 1
+            } else if choice < 90 {
+                // Dequeue: the head's key deleted.
+                let change = KeyIndex.Change(revision: revision, lease: 0, deleted: true)
+                index.record(key(head), change, version: nil)
+                model[key(head), default: []].append(change)
+                head += 1
+            } else if choice < 97 {
+                // A key anywhere rewritten or deleted (a chunk's summary changes in its middle).
+                let target = key(Int(random.next(in: 0...UInt64(tail))))
+                let change = KeyIndex.Change(revision: revision, lease: 0, deleted: random.next(in: 0...1) == 0)
+                index.record(target, change, version: nil)
+                model[target, default: []].append(change)
+                if change.deleted == false, target == key(tail) { tail += 1 }
+            } else if choice < 99, let (last, _) = model.max(by: { ($0.value.last?.revision ?? 0) < ($1.value.last?.revision ?? 0) }),
+                let change = model[last]?.last, change.revision > compacted
+            {
+                // A failed command takes its last change back.
+                index.unrecord(last, at: change.revision)
+                model[last]!.removeLast()
+                if model[last]!.isEmpty { model[last] = nil }
+            } else if step % 3 == 0 {
+                compacted = max(compacted, revision - Revision(random.next(in: 0...400)))
+                index.compact(through: compacted)
+                for (key, changes) in model {
+                    let after = changes.firstIndex { $0.revision > compacted } ?? changes.count
+                    var first = after
+                    if after > 0, !changes[after - 1].deleted { first = after - 1 }
+                    let kept = Array(changes[first...])
+                    model[key] = kept.isEmpty ? nil : kept
+                }
+            }
+            guard step % 50 == 0 || step == 5_999 else { continue }
+            let keys = model.keys.sorted { KeyIndex.compare($0, $1) < 0 }
+            for _ in 0..<8 {
+                let at = Revision(random.next(in: UInt64(compacted)...UInt64(revision)))
+                let low = key(Int(random.next(in: 0...UInt64(tail))))
+                let high = random.next(in: 0...3) == 0 ? nil : key(Int(random.next(in: 0...UInt64(tail + 1))))
+                let bounds = KeyBounds(start: low, end: high)
+                let expected = keys.filter { bounds.contains($0) && visible($0, at: at) }
+                #expect(try index.count(in: bounds, at: at) == expected.count, "count at \(at) of \(bounds)")
+                let after = random.next(in: 0...1) == 0 ? nil : key(Int(random.next(in: 0...UInt64(tail))))
+                let limit = Int(random.next(in: 1...300))
+                let seen = try index.live(in: bounds, after: after, at: at, limit: limit).map(\.key)
+                let wanted = expected.filter { key in after.map { KeyIndex.compare(key, $0) > 0 } ?? true }.prefix(limit)
+                #expect(seen == Array(wanted), "scan at \(at) of \(bounds) after \(after.map { String(decoding: $0, as: UTF8.self) } ?? "-")")
+            }
+        }
+    }
+
     @Test("a batch that fails part-way leaves no trace: its writes are not read, and the next batch applies")
     func failedBatchLeavesNoTrace() throws {
         let directory = TempDirectory()
