@@ -88,13 +88,16 @@ public final class JobWorker: Sendable {
     public func run() async {
         let slots = Slots(max(1, options.concurrency))
         await withTaskCancellationHandler {
-            await claimAndRun(slots)
+            await claimAndRun(slots, reports: Slots(max(1, options.concurrency)))
         } onCancel: {
             reporter.stopping.store(true, ordering: .relaxed)
         }
     }
 
-    func claimAndRun(_ slots: Slots) async {
+    /// A slot is a job running: it comes free when the job's work ends, its report then going
+    /// with others while the next jobs run. `reports` bounds the reports not yet answered (a
+    /// job whose work ended waits for one, holding its slot, when the cluster answers slowly).
+    func claimAndRun(_ slots: Slots, reports: Slots) async {
         // Discarding: a finished job's task is not kept for a result nobody reads.
         await withDiscardingTaskGroup { group in
             var pauseMs: Int64 = 50
@@ -115,8 +118,11 @@ public final class JobWorker: Sendable {
                     for job in claimed {
                         slots.take()
                         group.addTask {
-                            await self.execute(job)
-                            slots.give()
+                            await self.execute(job) {
+                                await reports.acquire()
+                                slots.give()
+                            }
+                            reports.give()
                         }
                     }
                 } catch {
@@ -164,9 +170,10 @@ public final class JobWorker: Sendable {
         }
     }
 
-    /// Runs one claimed attempt to its end and reports it.
-    func execute(_ job: JobRecord) async {
-        guard let attempt = job.attempt else { return }
+    /// Runs one claimed attempt to its end and reports it; `ended` is awaited once the work is
+    /// over (whatever the outcome), before the report.
+    func execute(_ job: JobRecord, ended: () async -> Void = {}) async {
+        guard let attempt = job.attempt else { return await ended() }
         let lost = Atomic<Bool>(false)
         logger.info(
             "job started", metadata: ["job": "\(job.id)", "attempt": "\(attempt.number)", "type": "\(job.spec.type)", "worker": "\(options.name)"])
@@ -200,6 +207,7 @@ public final class JobWorker: Sendable {
             work.cancel()
         }
         renewals.cancel()
+        await ended()
         if lost.load(ordering: .relaxed) {
             counts.withLock { $0.lost += 1 }
             return
@@ -366,11 +374,12 @@ final class OutputShipper: Sendable {
 
 /// A worker's free slots: `free()` waits until there is one.
 final class Slots: Sendable {
-    private let state: Mutex<(free: Int, waiter: CheckedContinuation<Void, Never>?)>
+    /// Whoever waits for a slot; each looks again when one is given.
+    private let state: Mutex<(free: Int, waiters: [CheckedContinuation<Void, Never>])>
 
     init(_ count: Int) {
         total = count
-        state = Mutex((count, nil))
+        state = Mutex((count, []))
     }
 
     let total: Int
@@ -393,7 +402,7 @@ final class Slots: Sendable {
             await withCheckedContinuation { continuation in
                 let now = state.withLock { state -> Bool in
                     guard state.free == 0 else { return true }
-                    state.waiter = continuation
+                    state.waiters.append(continuation)
                     return false
                 }
                 if now { continuation.resume() }
@@ -403,13 +412,33 @@ final class Slots: Sendable {
 
     func take() { state.withLock { $0.free -= 1 } }
 
-    func give() {
-        let waiter = state.withLock { state in
-            state.free += 1
-            defer { state.waiter = nil }
-            return state.waiter
+    /// Takes a slot, waiting for one.
+    func acquire() async {
+        while true {
+            let taken = state.withLock { state -> Bool in
+                guard state.free > 0 else { return false }
+                state.free -= 1
+                return true
+            }
+            if taken { return }
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Bool in
+                    guard state.free == 0 else { return true }
+                    state.waiters.append(continuation)
+                    return false
+                }
+                if now { continuation.resume() }
+            }
         }
-        waiter?.resume()
+    }
+
+    func give() {
+        let waiters = state.withLock { state in
+            state.free += 1
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 }
 
