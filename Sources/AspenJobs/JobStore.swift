@@ -473,13 +473,16 @@ public final class JobStore: Sendable {
         }
         let deadline = nowMs() + min(Swift.max(0, waitMs), 60_000)
         while true {
+            // Taken before looking: a job made ready while this claim looks, after it read the
+            // index, must still end the wait.
+            let seen = await signals.generation
             let claimed = try await self.claim(worker, leaseMs: leaseMs, max: max, claim: claim)
             if !claimed.isEmpty { return claimed }
             let left = deadline - nowMs()
             guard left > 0, !stopping.load(ordering: .relaxed) else { return [] }
             // Every change that makes a job ready runs here, on the leader, and signals; the bounded
             // wait covers a store changed by others (a test's, or a client running the layer).
-            await signals.wait(upToMs: min(left, 2000))
+            await signals.wait(upToMs: min(left, 2000), since: seen)
             try Task.checkCancellation()
         }
     }
@@ -717,17 +720,23 @@ public actor JobSignals {
     private var pending: Set<Int> = []
     private var expired: Set<Int> = []
 
+    /// How many times `notify` ran.
+    public private(set) var generation: UInt64 = 0
+
     public init() {}
 
     public func notify() {
+        generation &+= 1
         let woken = waiters
         waiters = [:]
         expired.formUnion(pending.subtracting(woken.keys))
         for continuation in woken.values { continuation.resume() }
     }
 
-    /// Returns at the next `notify`, after `upToMs`, or when the calling task is cancelled.
-    public func wait(upToMs: Int64) async {
+    /// Returns at the next `notify`, after `upToMs`, or when the calling task is cancelled; at
+    /// once if `notify` ran since `generation` was `since`.
+    public func wait(upToMs: Int64, since: UInt64? = nil) async {
+        if let since, since != generation { return }
         let id = nextWaiter
         nextWaiter += 1
         pending.insert(id)

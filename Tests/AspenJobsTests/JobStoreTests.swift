@@ -103,6 +103,38 @@ struct JobStoreTests {
         #expect(try JobCall(decoding: call.encoded) == call)
     }
 
+    /// A store that runs `hook` once, after the first read of an index (a keys-only page read
+    /// from the applied state), before that read answers.
+    final class HookedStore: KeyValueStore {
+        let inner: MemoryKeyValueStore
+        let hook = Mutex<(@Sendable () async throws -> Void)?>(nil)
+        init(_ inner: MemoryKeyValueStore) { self.inner = inner }
+        func write(_ request: KVWriteRequest) async throws -> KVResult { try await inner.write(request) }
+        func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
+            let result = try await inner.read(request, consistency: consistency)
+            if request.keysOnly, consistency == .stale, let hook = hook.withLock({ $0.take() }) { try await hook() }
+            return result
+        }
+        func leaseStatus(_ id: LeaseID, withKeys: Bool) async throws -> LeaseStatus { try await inner.leaseStatus(id, withKeys: withKeys) }
+        func leases() async throws -> [Lease] { try await inner.leases() }
+    }
+
+    @Test("a job made ready after a waiting claim read the index, before it waits, ends the wait (the wake is not lost)")
+    func wakeBetweenLookAndWait() async throws {
+        let clock = JobClock()
+        let store = HookedStore(MemoryKeyValueStore(nowMs: { clock.ms }))
+        let jobs = JobStore(store: store, nowMs: { clock.ms })
+        // The claim reads the critical jobs' index first: a critical job submitted then is one it
+        // has already looked for, and only the submit's signal can tell it.
+        store.hook.withLock { $0 = { _ = try await jobs.submit(JobSpec(type: "shell", command: ["true"], priority: .critical)) } }
+        let started = ContinuousClock.now
+        let claimed = try await jobs.claim(shellWorker, leaseMs: 30_000, waitMs: 30_000, max: 1)
+        let waited = ContinuousClock.now - started
+        #expect(claimed.count == 1)
+        // A lost signal leaves the claim asleep until its next look, 2 s later.
+        #expect(waited < .seconds(1), "the claim waited \(waited) for a job made ready as it looked")
+    }
+
     @Test("a claim repeated with its id (its answer was lost) gets the jobs it took, not others; they leave its index when they end")
     func repeatedClaim() async throws {
         let clock = JobClock()
