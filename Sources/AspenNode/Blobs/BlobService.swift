@@ -176,7 +176,8 @@ public final class BlobService: Sendable {
             var entries: [(name: String, hash: BlobHash)] = []
             for record in records {
                 let name = BlobRecords.tag(fromTagName: record.name)
-                guard after.map({ name > $0 }) ?? true, let hash = BlobHash(bytes: record.value) else { continue }
+                // A temporary tag's value carries its expiry after the hash.
+                guard after.map({ name > $0 }) ?? true, let (hash, _) = BlobRecords.decodeTag(record.value) else { continue }
                 entries.append((name, hash))
             }
             entries.sort { $0.name < $1.name }
