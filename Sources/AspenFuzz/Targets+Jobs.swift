@@ -82,7 +82,8 @@ extension FuzzTarget {
 
     static let jobWire = FuzzTarget(
         name: "job-wire",
-        summary: "JobCall(decoding:), JobAnswer(decoding:), JobRecord(decoding:), CronRecord(decoding:): what a node reads from clients and its store",
+        summary:
+            "JobCall(decoding:), JobAnswer(decoding:), JobRecord(decoding:), CronRecord(decoding:), JobOutputArchive.decode: what a node reads from clients, its store and its blobs",
         seeds: {
             let spec = JobSpec(type: "shell", command: ["./build.sh"], idempotencyKey: "k", dependsOn: [3], requiredTags: ["gpu": "true"])
             var record = JobRecord(id: 7, spec: spec, state: .running, submittedAtMs: 1, readyAtMs: 2, origin: "cron:n")
@@ -126,6 +127,13 @@ extension FuzzTarget {
             ]
             return selected(0, calls.map(\.encoded)) + selected(1, answers.map(\.encoded)) + selected(2, [record.encoded])
                 + selected(3, [schedule.encoded])
+                + selected(
+                    4,
+                    [
+                        JobOutputArchive.encode([
+                            JobOutputChunk(offset: 0, isError: false, bytes: [1, 2]), JobOutputChunk(offset: 2, isError: true, bytes: [3]),
+                        ])
+                    ])
         }
     ) { input in
         FuzzCheck.select(input, [
@@ -133,6 +141,7 @@ extension FuzzTarget {
             { FuzzCheck.roundTrip($0, decode: { try JobAnswer(decoding: $0) }, encode: { $0.encoded }) },
             { FuzzCheck.roundTrip($0, decode: { try JobRecord(decoding: $0) }, encode: { $0.encoded }) },
             { FuzzCheck.roundTrip($0, decode: { try CronRecord(decoding: $0) }, encode: { $0.encoded }) },
+            { FuzzCheck.roundTrip($0, decode: { try JobOutputArchive.decode($0, limits: .standard) }, encode: { JobOutputArchive.encode($0) }) },
         ])
     }
 }

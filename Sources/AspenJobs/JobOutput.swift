@@ -17,8 +17,66 @@ public struct JobOutputChunk: Sendable, Equatable {
     }
 }
 
+/// Where an attempt's output goes once the attempt has ended: the blob store (in a node), so
+/// that a job's logs do not stay in the replicated key-value store.
+public struct JobOutputArchive: Sendable {
+    /// Stores the bytes as a blob kept under the tag `name` for `ttlMs`; returns its hash.
+    public var keep: @Sendable (_ bytes: [UInt8], _ name: String, _ ttlMs: UInt64) async throws -> [UInt8]
+    /// A blob's bytes.
+    public var load: @Sendable (_ hash: [UInt8]) async throws -> [UInt8]
+
+    public init(
+        keep: @escaping @Sendable (_ bytes: [UInt8], _ name: String, _ ttlMs: UInt64) async throws -> [UInt8],
+        load: @escaping @Sendable (_ hash: [UInt8]) async throws -> [UInt8]
+    ) {
+        self.keep = keep
+        self.load = load
+    }
+
+    /// The blob an attempt's pieces become: each its offset, stream and bytes.
+    public static func encode(_ chunks: [JobOutputChunk]) -> [UInt8] {
+        var writer = ByteWriter(capacity: chunks.reduce(16) { $0 + $1.bytes.count + 16 })
+        writer.writeRaw(magic)
+        for chunk in chunks {
+            writer.writeVarint(UInt64(chunk.offset))
+            writer.write(chunk.isError)
+            writer.writeBytes(chunk.bytes)
+        }
+        return writer.bytes
+    }
+
+    /// The pieces back; refused past `limits.jobOutputBytesMax` of output, a piece past
+    /// `jobOutputChunkBytesMax`, or pieces out of order.
+    public static func decode(_ bytes: [UInt8], limits: Limits) throws(DecodingError) -> [JobOutputChunk] {
+        var reader = ByteReader(bytes)
+        guard try reader.readRaw(magic.count) == magic else { throw .invalid("not an archive of job output") }
+        var chunks: [JobOutputChunk] = []
+        var next: Int64 = 0
+        while !reader.isAtEnd {
+            let offset = try reader.readVarint()
+            guard offset >= UInt64(next), offset <= UInt64(limits.jobOutputBytesMax) else {
+                throw .invalid("a piece of job output at \(offset), before \(next) or past jobOutputBytesMax (\(limits.jobOutputBytesMax))")
+            }
+            let isError = try reader.readBool()
+            let piece = try reader.readBytes(limit: limits.jobOutputChunkBytesMax)
+            next = Int64(offset) + Int64(piece.count)
+            guard next <= Int64(limits.jobOutputBytesMax) else {
+                throw .invalid("job output past jobOutputBytesMax (\(limits.jobOutputBytesMax))")
+            }
+            chunks.append(JobOutputChunk(offset: Int64(offset), isError: isError, bytes: piece))
+        }
+        return chunks
+    }
+
+    static let magic: [UInt8] = Array("aspen-job-output-1\n".utf8)
+}
+
 extension JobStore {
     func outputSpace(_ id: UInt64, _ attempt: Int) -> Subspace { space.subspace(["o", .int(Int64(id)), .int(Int64(attempt))]) }
+    /// The hash of an attempt's output in the blob store, once it is there.
+    func archivedKey(_ id: UInt64, _ attempt: Int) -> Bytes { space.pack(["oa", .int(Int64(id)), .int(Int64(attempt))]) }
+    /// Attempts with output in the store, to be moved to the blob store once they end.
+    var unarchived: Subspace { space.subspace(["om"]) }
 
     /// Stores a piece of the running attempt's output: refused for any token but the current
     /// attempt's, so a worker the cluster gave up on cannot write into a job's logs. Replaying
@@ -40,9 +98,11 @@ extension JobStore {
             }
             let key = outputSpace(id, attempt.number).pack([.int(chunk.offset)])
             let value = [chunk.isError ? 1 : 0] + chunk.bytes
+            var operations: [TransactionOperation] = [.put(Put(key: key, value: value))]
+            if chunk.offset == 0 { operations.append(.put(Put(key: unarchived.pack([.int(Int64(id)), .int(Int64(attempt.number))]), value: []))) }
             // Conditioned on the record: the attempt is still the current one when the piece lands.
             let outcome = try await store.transaction(
-                Transaction(compares: [Compare(key: kv.key, .modRevision(kv.modRevision))], success: [.put(Put(key: key, value: value))]))
+                Transaction(compares: [Compare(key: kv.key, .modRevision(kv.modRevision))], success: operations))
             if outcome.succeeded { return }
         }
         throw JobError.contention(attempts: Self.attemptsMax)
@@ -56,6 +116,22 @@ extension JobStore {
             if record.attempts == 0, attempt == nil { return (0, []) }
             throw JobError.invalid("job \(id) has \(record.attempts) attempts, not \(number)")
         }
+        if let archived = try await store.get(archivedKey(id, number)) {
+            guard let outputArchive else { throw JobError.invalid("job \(id)'s output is in the blob store, which this store cannot read") }
+            let all: [JobOutputChunk]
+            do {
+                all = try JobOutputArchive.decode(try await outputArchive.load(archived.value), limits: limits)
+            } catch let error as DecodingError {
+                throw JobError.invalid("job \(id)'s archived output: \(error)")
+            }
+            var chunks: [JobOutputChunk] = []
+            var bytes = 0
+            for chunk in all where chunk.offset >= max(0, offset) && bytes < bytesMax {
+                chunks.append(chunk)
+                bytes += chunk.bytes.count + 1
+            }
+            return (number, chunks)
+        }
         let pieces = outputSpace(id, number)
         var chunks: [JobOutputChunk] = []
         var bytes = 0
@@ -67,5 +143,54 @@ extension JobStore {
             if bytes >= bytesMax { break }
         }
         return (number, chunks)
+    }
+
+    /// Moves the output of attempts that have ended to the blob store (up to `limit` of them):
+    /// the pieces become one blob, tagged for as long as the job is kept, and the pieces go in
+    /// the write that records the blob's hash, conditioned on the attempt still waiting for it,
+    /// so two leaders doing this leave one record (the blob they both made is the same one).
+    /// Returns how many attempts moved.
+    public func archiveOutputs(limit: Int = 16) async throws -> Int {
+        guard let outputArchive else { return 0 }
+        let page = try await store.scan(.range(start: unarchived.range.start, end: unarchived.range.end), limit: limit, keysOnly: true)
+        var moved = 0
+        for marker in page.kvs {
+            let elements = try unarchived.unpack(marker.key).elements
+            guard elements.count == 2, case .int(let id) = elements[0], case .int(let number) = elements[1] else {
+                _ = try await store.delete(marker.key)
+                continue
+            }
+            let pieces = outputSpace(UInt64(id), Int(number))
+            let record = try await load(UInt64(id))?.record
+            if let record, record.state == .running, record.attempt?.number == Int(number) { continue }
+            guard record != nil else {
+                // The job was purged with its output: nothing to keep.
+                _ = try await store.transaction(
+                    Transaction(compares: [], success: [.delete(Delete(.key(marker.key))), .delete(Delete(.range(start: pieces.range.start, end: pieces.range.end)))]))
+                continue
+            }
+            var chunks: [JobOutputChunk] = []
+            var continuation: Bytes?
+            repeat {
+                let found = try await store.scan(.range(start: pieces.range.start, end: pieces.range.end), limit: 256, continuation: continuation)
+                for kv in found.kvs {
+                    guard case .int(let start)? = try pieces.unpack(kv.key).elements.first, let first = kv.value.first else { continue }
+                    chunks.append(JobOutputChunk(offset: start, isError: first == 1, bytes: Array(kv.value.dropFirst())))
+                }
+                continuation = found.continuation
+            } while continuation != nil
+            // Kept a day past the job itself; the blob store's collection removes it after.
+            let hash = try await outputArchive.keep(
+                JobOutputArchive.encode(chunks), "aspen/job-output/\(id)/\(number)", UInt64(retentionMs + 86_400_000))
+            let outcome = try await store.transaction(
+                Transaction(
+                    compares: [Compare(key: marker.key, .version(0), .greater)],
+                    success: [
+                        .delete(Delete(.key(marker.key))), .delete(Delete(.range(start: pieces.range.start, end: pieces.range.end))),
+                        .put(Put(key: archivedKey(UInt64(id), Int(number)), value: hash)),
+                    ]))
+            if outcome.succeeded { moved += 1 }
+        }
+        return moved
     }
 }

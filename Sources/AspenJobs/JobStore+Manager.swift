@@ -157,7 +157,7 @@ extension JobStore {
             let job = TupleElement.int(id)
             var operations: [TransactionOperation] = indexKeys(record).map { .delete(Delete(.key($0))) }
             operations.append(.delete(Delete(.key(current.key))))
-            for prefix in [space.subspace(["h", job]), space.subspace(["o", job])] {
+            for prefix in [space.subspace(["h", job]), space.subspace(["o", job]), space.subspace(["oa", job]), space.subspace(["om", job])] {
                 operations.append(.delete(Delete(.range(start: prefix.range.start, end: prefix.range.end))))
             }
             if let key = record.spec.idempotencyKey { operations.append(.delete(Delete(.key(idempotencyKey(key))))) }

@@ -74,12 +74,16 @@ public final class JobStore: Sendable {
     public let topics: TopicLog?
     /// What runs in-process hooks' commands (nil: their events are acknowledged and dropped).
     public let inProcessRunner = Mutex<InProcessHookRunner?>(nil)
+    /// Where ended attempts' output goes (nil: it stays in the store until the job is purged).
+    let outputArchive: JobOutputArchive?
 
     public init(
         store: any KeyValueStore, limits: Limits = .standard, nowMs: @escaping @Sendable () -> Int64,
         random: @escaping @Sendable () -> UInt64 = { UInt64.random(in: 1...UInt64.max) },
-        blobHolders: (@Sendable ([UInt8]) async -> Set<UInt64>)? = nil, retentionMs: Int64 = 7 * 86_400_000, topics: TopicLog? = nil
+        blobHolders: (@Sendable ([UInt8]) async -> Set<UInt64>)? = nil, retentionMs: Int64 = 7 * 86_400_000, topics: TopicLog? = nil,
+        outputArchive: JobOutputArchive? = nil
     ) {
+        self.outputArchive = outputArchive
         self.store = store
         self.retentionMs = retentionMs
         self.topics = topics

@@ -153,7 +153,7 @@ public final class NodeRuntime: Sendable {
             dataDirectory: settings.dataDirectory, node: node, network: network, auth: auth,
             settings: settings.blob, limits: configuration.limits, logger: logger)
         requestMetrics.add { blobs.metricsExposition }
-        let jobs = JobService(node: node, limits: configuration.limits, retentionMs: settings.jobs.retentionMs, logger: logger)
+        let jobs = JobService(node: node, limits: configuration.limits, retentionMs: settings.jobs.retentionMs, blobs: blobs, logger: logger)
         requestMetrics.add { jobs.metricsExposition }
         let server = try await TransportServer.start(
             host: host, port: port, tls: tls,

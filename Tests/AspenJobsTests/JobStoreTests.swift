@@ -135,6 +135,60 @@ struct JobStoreTests {
         #expect(waited < .seconds(1), "the claim waited \(waited) for a job made ready as it looked")
     }
 
+    @Test("an ended attempt's output moves to the blob store in one piece: read the same from it, gone from the store, once, and purged with the job")
+    func outputArchived() async throws {
+        let clock = JobClock()
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let blobs = Mutex<[[UInt8]: (bytes: [UInt8], name: String)]>([:])
+        let archive = JobOutputArchive(
+            keep: { bytes, name, _ in
+                // A stand-in for the content hash: what names a blob in this store.
+                let hash = Array("blob-\(bytes.count)-\(bytes.reduce(0) { $0 &* 31 &+ Int($1) })".utf8)
+                blobs.withLock { $0[hash] = (bytes, name) }
+                return hash
+            },
+            load: { hash in try #require(blobs.withLock { $0[hash]?.bytes }) })
+        let jobs = JobStore(store: memory, nowMs: { clock.ms }, retentionMs: 60_000, outputArchive: archive)
+        let (id, _) = try await jobs.submit(JobSpec(type: "shell", command: ["true"]))
+        let attempt = try #require(try await jobs.claim(shellWorker, leaseMs: 30_000)?.attempt)
+        let pieces = [
+            JobOutputChunk(offset: 0, isError: false, bytes: Array("out".utf8)), JobOutputChunk(offset: 3, isError: true, bytes: Array("err".utf8)),
+            JobOutputChunk(offset: 6, isError: false, bytes: Array(repeating: 7, count: 5000)),
+        ]
+        for piece in pieces { try await jobs.appendOutput(id, token: attempt.token, chunk: piece) }
+        // A running attempt's output stays where its worker appends to it.
+        #expect(try await jobs.archiveOutputs() == 0)
+        #expect(try await jobs.output(id, attempt: nil, from: 0, bytesMax: 1 << 20).chunks == pieces)
+        _ = try await jobs.finish(id, token: attempt.token, outcome: .succeeded(result: []), exitCode: 0)
+        #expect(try await jobs.archiveOutputs() == 1)
+        #expect(blobs.withLock { $0.values.map(\.name) } == ["aspen/job-output/\(id)/1"])
+        let kept = JobStore.space.subspace(["o", .int(Int64(id))])
+        #expect(try await memory.scan(.range(start: kept.range.start, end: kept.range.end)).kvs.isEmpty)
+        #expect(try await jobs.output(id, attempt: nil, from: 0, bytesMax: 1 << 20).chunks == pieces)
+        #expect(try await jobs.output(id, attempt: 1, from: 3, bytesMax: 1 << 20).chunks == Array(pieces.dropFirst()))
+        #expect(try await jobs.output(id, attempt: 1, from: 0, bytesMax: 4).chunks == Array(pieces.prefix(1)))
+        #expect(try await jobs.archiveOutputs() == 0)
+        // Purged with the job: nothing of it is left in the store.
+        clock.advance(120_000)
+        #expect(try await jobs.purge(finishedBefore: clock.ms - 60_000) == 1)
+        let everything = JobStore.space
+        let left = try await memory.scan(.range(start: everything.range.start, end: everything.range.end)).kvs.map { try everything.unpack($0.key) }
+        #expect(left.allSatisfy { $0.elements.first != .string("oa") && $0.elements.first != .string("o") }, "\(left)")
+    }
+
+    @Test("an archive of job output is read back only when whole, in order and within the limits")
+    func outputArchiveDecoding() throws {
+        let pieces = [JobOutputChunk(offset: 0, isError: false, bytes: [1, 2]), JobOutputChunk(offset: 2, isError: true, bytes: [3])]
+        let encoded = JobOutputArchive.encode(pieces)
+        #expect(try JobOutputArchive.decode(encoded, limits: .standard) == pieces)
+        #expect(throws: DecodingError.self) { try JobOutputArchive.decode(Array(encoded.dropLast()), limits: .standard) }
+        #expect(throws: DecodingError.self) { try JobOutputArchive.decode(Array(encoded.dropFirst()), limits: .standard) }
+        #expect(throws: DecodingError.self) { try JobOutputArchive.decode(JobOutputArchive.encode(pieces.reversed()), limits: .standard) }
+        var small = Limits.standard
+        small.jobOutputBytesMax = 2
+        #expect(throws: DecodingError.self) { try JobOutputArchive.decode(encoded, limits: small) }
+    }
+
     @Test("a claim repeated with its id (its answer was lost) gets the jobs it took, not others; they leave its index when they end")
     func repeatedClaim() async throws {
         let clock = JobClock()

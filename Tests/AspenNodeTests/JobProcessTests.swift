@@ -50,6 +50,15 @@ extension ClusterSuites {
             #expect(history[2]["exit_code"] as? Int == 0, "\(history)")
             let (logged, logs) = try await cluster.aspen(["job", "logs", "\(id)", "--follow"], withErrors: true)
             #expect(logged == 0 && logs == "hello from \(id)", "\(logs)")
+            // The ended attempt's output moves to the blob store, tagged, and is read from there.
+            var archived = ""
+            for _ in 0..<80 where !archived.contains("aspen/job-output/\(id)/1") {
+                try await Task.sleep(for: .milliseconds(250))
+                archived = try await cluster.aspen(["blob", "list", "--tag", "aspen/job-output/\(id)/"], withErrors: true).1
+            }
+            #expect(archived.contains("aspen/job-output/\(id)/1"), "\(archived)")
+            let (reread, fromBlob) = try await cluster.aspen(["job", "logs", "\(id)"], withErrors: true)
+            #expect(reread == 0 && fromBlob == "hello from \(id)", "\(fromBlob)")
             // Followed from before it starts: the output as it comes, to the attempt's end.
             let slow = try await Self.submit(cluster, ["--", "sh", "-c", "echo one; sleep 1; echo two >&2; echo three"])
             let (followed, live) = try await cluster.aspen(["job", "logs", "\(slow)", "--follow"], withErrors: true)

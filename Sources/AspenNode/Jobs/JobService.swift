@@ -19,13 +19,16 @@ public final class JobService: Sendable {
     let node: RaftNode
     let logger: Logger
     private let manager = Mutex<Task<Void, Never>?>(nil)
+    /// Moves ended attempts' output to the blob store while this node leads.
+    private let archiver = Mutex<Task<Void, Never>?>(nil)
     private let workers = Mutex<Task<Void, Never>?>(nil)
     private let inProcess = Mutex<InProcessHooks?>(nil)
     private let upkeep = Mutex<(scheduler: MaintenanceScheduler?, needed: (@Sendable () async -> Bool)?, worker: Task<Void, Never>?)>((nil, nil, nil))
     /// Longest pause between manager passes while leading.
     static let passMsMax: Int64 = 200
 
-    public init(node: RaftNode, limits: Limits, retentionMs: Int64 = 7 * 86_400_000, logger: Logger) {
+    /// `blobs`: where ended attempts' output goes (nil: it stays in the key-value store).
+    init(node: RaftNode, limits: Limits, retentionMs: Int64 = 7 * 86_400_000, blobs: BlobService? = nil, logger: Logger) {
         self.node = node
         self.logger = logger
         let topics = TopicLog(store: node, limits: limits, nowMs: node.nowMs)
@@ -37,7 +40,15 @@ public final class JobService: Sendable {
                     return []
                 }
                 return Set(records.compactMap { BlobRecords.node(fromHolderName: $0.name) })
-            }, retentionMs: retentionMs, topics: topics)
+            }, retentionMs: retentionMs, topics: topics,
+            outputArchive: blobs.map { blobs in
+                JobOutputArchive(
+                    keep: { bytes, name, ttlMs in try await blobs.add(bytes, tag: name, tagTtlMs: ttlMs).bytes },
+                    load: { hash in
+                        guard let hash = BlobHash(bytes: hash) else { throw JobError.invalid("a job's output names no blob") }
+                        return try await blobs.bytes(hash)
+                    })
+            })
     }
 
     /// Consumer groups' figures, read by the leader's manager every few seconds.
@@ -104,6 +115,27 @@ public final class JobService: Sendable {
             }
         }
         manager.withLock { $0 = task }
+        let archiving = Task { [self] in
+            var failures = 0
+            while !Task.isCancelled {
+                var pauseMs: Int64 = 1000
+                if await node.status.leader == node.id {
+                    do {
+                        let moved = try await jobs.archiveOutputs()
+                        // A full page: more are waiting.
+                        if moved >= 16 { pauseMs = 10 }
+                        failures = 0
+                    } catch {
+                        failures += 1
+                        if failures == 1 || failures % 60 == 0 {
+                            logger.warning("moving job output to the blob store failed; it is tried again", metadata: ["error": "\(error)"])
+                        }
+                    }
+                }
+                try? await Task.sleep(for: .milliseconds(pauseMs))
+            }
+        }
+        archiver.withLock { $0 = archiving }
     }
 
     /// Starts the node's built-in worker: `settings.workers` shell jobs at once, claimed
@@ -183,12 +215,18 @@ public final class JobService: Sendable {
         upkeeping?.cancel()
         await upkeeping?.value
         await inProcess.withLock { $0 }?.stop()
-        let task = manager.withLock { task in
-            defer { task = nil }
-            return task
-        }
-        task?.cancel()
-        await task?.value
+        let tasks = [
+            manager.withLock { task in
+                defer { task = nil }
+                return task
+            },
+            archiver.withLock { task in
+                defer { task = nil }
+                return task
+            },
+        ].compactMap { $0 }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
     }
 }
 
