@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The job system against Aspen's own key-value store, measured in the same run on a 3-node
 # cluster of release builds on loopback (aspen dev):
-#   throughput  aspen bench job (submit, claim, run a no-op, report; 16 submitters, 16 claim loops)
+#   throughput  aspen bench job (submit, claim, run a no-op, report; 16 submitters, a 64-slot worker)
 #               vs aspen bench put (16 clients, 256-byte values)
 #   latency     aspen bench job-latency (one job at a time: submit-to-start, idle cluster)
 #               vs aspen bench put with 1 client (one replicated write)
@@ -15,7 +15,7 @@ source benchmarks/dev-cluster.sh jobs 7800
 field() { python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"; }
 
 put() { cli bench put --clients "$1" --duration "$seconds" --json 2> /dev/null | field opsPerSecond; }
-job() { cli bench job --clients 16 --workers 16 --duration "$seconds" --json 2> /dev/null | field jobsPerSecond; }
+job() { cli bench job --clients 16 --workers 64 --duration "$seconds" --json 2> /dev/null | field jobsPerSecond; }
 put_p99() { cli bench put --clients 1 --duration "$seconds" --json 2> /dev/null | python3 -c "
 import json, sys; r = json.load(sys.stdin); print(r['p50Us'], r['p99Us'])"; }
 job_latency() { cli bench job-latency --duration "$seconds" --json 2> /dev/null | python3 -c "
