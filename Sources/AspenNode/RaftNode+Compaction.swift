@@ -6,7 +6,8 @@ import AspenStorage
 // Compaction: of the key-value history (AutoCompaction) and of the log (CompactionPolicy), and snapshots on demand.
 extension RaftNode {
     /// The leader compacts the key-value history when its `AutoCompaction` says so, through the
-    /// log like a client's compaction; a node that is not leading forgets what it sampled.
+    /// log like a client's compaction (as a maintenance job once the job system has set
+    /// `historyCompactionSubmitter`); a node that is not leading forgets what it sampled.
     func compactHistoryIfDue() {
         guard autoCompaction != nil, !historyCompactionInFlight else { return }
         guard raft.isLeader else {
@@ -18,10 +19,16 @@ extension RaftNode {
         else { return }
         historyCompactionInFlight = true
         let mode = autoCompaction.map { "\($0.mode)" } ?? ""
+        let submitter = historyCompactionSubmitter
         Task {
             do {
-                _ = try await self.propose(.compact(target)).get()
-                self.logger.info("history compacted", metadata: ["revision": "\(target)", "auto-compaction": "\(mode)"])
+                if let submitter {
+                    try await submitter(target)
+                    self.logger.info("history compaction submitted as a maintenance job", metadata: ["revision": "\(target)", "auto-compaction": "\(mode)"])
+                } else {
+                    _ = try await self.propose(.compact(target)).get()
+                    self.logger.info("history compacted", metadata: ["revision": "\(target)", "auto-compaction": "\(mode)"])
+                }
             } catch {
                 self.logger.warning("automatic compaction failed", metadata: ["revision": "\(target)", "error": "\(error)"])
             }
@@ -30,6 +37,11 @@ extension RaftNode {
     }
 
     func historyCompactionDone() { historyCompactionInFlight = false }
+
+    /// Hands the compactions `AutoCompaction` decides to `submit` instead of proposing them.
+    public func setHistoryCompactionSubmitter(_ submit: (@Sendable (Revision) async throws -> Void)?) {
+        historyCompactionSubmitter = submit
+    }
 
     /// Milliseconds of the node's monotonic clock, the time `CompactionPolicy` decides by.
     func monotonicMs() -> Int64 { Int64((ContinuousClock.now - clockStart) / .milliseconds(1)) }

@@ -112,6 +112,8 @@ public actor RaftNode {
     var stopped = false
     var autoCompaction: AutoCompaction?
     var historyCompactionInFlight = false
+    /// Where the compactions `autoCompaction` decides go (nil: proposed here).
+    var historyCompactionSubmitter: (@Sendable (Revision) async throws -> Void)?
     /// An image for followers is being written (off the actor).
     var preparingImage = false
     /// When to compact the log and when to try again after a failure (the simulator runs the

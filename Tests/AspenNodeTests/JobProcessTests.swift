@@ -34,6 +34,38 @@ extension ClusterSuites {
             }
         }
 
+        @Test("the leader's automatic history compaction runs as maintenance jobs, each listed with the revision it compacted to")
+        func historyCompactionJobs() async throws {
+            // Three nodes: the job may run on a follower's maintenance worker.
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll(environment: ["ASPEN_AUTO_COMPACTION_RETENTION": "1s"])
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            #expect(try await cluster.aspen(["kv", "put", "k", "first"]).0 == 0)
+            let first = try #require(try Self.json(try await cluster.aspen(["kv", "get", "k", "--json"]).1)["modRevision"] as? Int)
+            // A compaction past the first write, run as a job (the policy samples every 100 ms).
+            var past: [String: Any]?
+            let deadline = Date().addingTimeInterval(30)
+            var writes = 0
+            while Date() < deadline, past == nil {
+                writes += 1
+                #expect(try await cluster.aspen(["kv", "put", "k", "v\(writes)"]).0 == 0)
+                let (_, listed) = try await cluster.aspen(["job", "list", "--type", "maintenance", "--state", "succeeded", "--json"])
+                past = (try Self.json(listed)["jobs"] as? [[String: Any]] ?? []).first { job in
+                    guard let command = job["command"] as? [String], command.first == "kv-compact", let revision = Int(command.last ?? "") else { return false }
+                    return revision > first
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            let job = try #require(past, "no kv-compact job past revision \(first) succeeded in 30 s")
+            let revision = try #require(Int((job["command"] as? [String])?.last ?? ""), "\(job)")
+            let (_, result) = try await cluster.aspen(["job", "result", "\(job["id"] as? Int ?? 0)"])
+            #expect(try Self.json(result)["revision"] as? Int == revision, "\(result)")
+            // The history before that revision is gone: a read there is refused as compacted.
+            let (refused, said) = try await cluster.aspen(["kv", "get", "k", "--revision", "\(first)"], withErrors: true)
+            #expect(refused != 0 && said.contains("compacted"), "\(said)")
+        }
+
         @Test("a shell job runs on a node's worker; its result, status and history come back through the CLI; bad input is refused")
         func roundTrip() async throws {
             let cluster = try ProcessCluster(nodes: 3)

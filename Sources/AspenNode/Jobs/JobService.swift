@@ -2,6 +2,7 @@ import AspenBlob
 import AspenClient
 import AspenCore
 import AspenJobs
+import AspenKV
 import AspenTransport
 import AspenWorker
 import Logging
@@ -181,8 +182,14 @@ public final class JobService: Sendable {
                 name: "node-\(node.id.rawValue)-maintenance", node: node.id.rawValue, types: [MaintenanceTask.jobType],
                 tags: [MaintenanceTask.workerTag: "yes", MaintenanceTask.nodeTag: "\(node.id.rawValue)"], concurrency: 1),
             handlers: [
-                MaintenanceTask.jobType: { job in
+                MaintenanceTask.jobType: { [node] job in
                     let name = job.spec.command.first ?? ""
+                    if name == MaintenanceTask.historyCompaction {
+                        guard job.spec.command.count == 2, let revision = Int64(job.spec.command[1]), revision > 0 else {
+                            throw JobError.invalid("\(MaintenanceTask.historyCompaction) takes one revision, not \(job.spec.command.dropFirst())")
+                        }
+                        return try await Self.compactHistory(node, through: revision)
+                    }
                     guard let summary = try await run(name) else {
                         throw JobError.invalid("no maintenance task named '\(name)' (there are \(tasks.map(\.name).joined(separator: ", ")))")
                     }
@@ -195,6 +202,24 @@ public final class JobService: Sendable {
             await calls.close()
         }
         upkeep.withLock { $0 = (MaintenanceScheduler(tasks: tasks, nowMs: node.nowMs()), needed, task) }
+        // The leader's automatic compactions become jobs too (`kv-compact REVISION`).
+        let jobs = self.jobs
+        Task { [node] in
+            await node.setHistoryCompactionSubmitter { revision in
+                _ = try await jobs.submit(MaintenanceTask.historyCompactionSpec(revision), origin: "maintenance")
+            }
+        }
+    }
+
+    /// Compacts the key-value history through `revision`; one already compacted as far is done.
+    static func compactHistory(_ node: RaftNode, through revision: Int64) async throws -> [UInt8] {
+        do {
+            // The maintenance worker may be on a follower: the command goes to the leader.
+            _ = try await node.write(.compact(revision), forwarding: true)
+            return MaintenanceTask.summary(["task": MaintenanceTask.historyCompaction, "revision": revision])
+        } catch KVError.compacted(_, let oldest) where oldest >= revision {
+            return MaintenanceTask.summary(["task": MaintenanceTask.historyCompaction, "revision": revision, "already": oldest])
+        }
     }
 
     public func stop() async {

@@ -40,6 +40,16 @@ public struct MaintenanceTask: Sendable, Equatable {
 
     func key(tick: Int64, node: UInt64?) -> String { "maintenance:\(name)\(node.map { ":node-\($0)" } ?? ""):\(tick)" }
 
+    /// Compaction of the key-value history, when the leader's `--auto-compaction-*` policy
+    /// decides it: one job per target revision (`kv-compact REVISION`), on any node.
+    static let historyCompaction = "kv-compact"
+
+    static func historyCompactionSpec(_ revision: Int64) -> JobSpec {
+        JobSpec(
+            type: jobType, command: [historyCompaction, "\(revision)"], priority: .high, maxAttempts: 3, timeoutMs: 600_000,
+            idempotencyKey: "maintenance:\(historyCompaction):\(revision)", requiredTags: [workerTag: "yes"])
+    }
+
     static func summary(_ fields: [String: Any]) -> [UInt8] {
         Array((try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data())
     }
