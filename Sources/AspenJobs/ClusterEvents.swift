@@ -86,7 +86,7 @@ public final class ClusterEvents: Sendable {
     }
 
     /// The patterns of groups, hooks and retention rules that can select a `hooks.…` subject.
-    func interest() async throws -> [SubjectPattern] {
+    public func interest() async throws -> [SubjectPattern] {
         let now = topics.nowMs()
         if let (patterns, at) = state.withLock({ state in state.interestReadAtMs.map { (state.interest, $0) } }), now - at < Self.interestMs {
             return patterns
@@ -336,7 +336,7 @@ public final class ClusterEvents: Sendable {
         return subject
     }
 
-    static func json(_ fields: [String: Any]) -> [UInt8] {
+    public static func json(_ fields: [String: Any]) -> [UInt8] {
         Array((try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data())
     }
 

@@ -188,6 +188,7 @@ public final class NodeRuntime: Sendable {
         jobs.startMaintenance(
             blobs.maintenanceTasks, needed: { await blobs.needsMaintenance() }, run: { try await blobs.runMaintenance($0) }, identity: identity,
             cookie: cookie)
+        blobs.setEventSink { jobs.publishNodeEvents($0) }
         jobs.start()
         jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie)
         var admin: AdminServer?

@@ -38,6 +38,11 @@ extension RaftNode {
 
     func historyCompactionDone() { historyCompactionInFlight = false }
 
+    /// Tells `observe` of each snapshot this node takes from now on.
+    public func setSnapshotObserver(_ observe: (@Sendable (Raft.Index, Raft.Term) -> Void)?) {
+        snapshotObserver = observe
+    }
+
     /// Hands the compactions `AutoCompaction` decides to `submit` instead of proposing them.
     public func setHistoryCompactionSubmitter(_ submit: (@Sendable (Revision) async throws -> Void)?) {
         historyCompactionSubmitter = submit
@@ -100,6 +105,7 @@ extension RaftNode {
                     "through": "\(metadata.index)", "term": "\(raft.term)",
                     "storage_ms": "\(Int((clock.now - started) / .milliseconds(1)))",
                 ])
+            snapshotObserver?(metadata.index, metadata.term)
             return metadata
         } catch {
             logger.error("compaction failed", metadata: ["error": "\(error)"])

@@ -112,6 +112,8 @@ public actor RaftNode {
     var stopped = false
     var autoCompaction: AutoCompaction?
     var historyCompactionInFlight = false
+    /// Told of each snapshot this node takes (its index and term).
+    var snapshotObserver: (@Sendable (Raft.Index, Raft.Term) -> Void)?
     /// Where the compactions `autoCompaction` decides go (nil: proposed here).
     var historyCompactionSubmitter: (@Sendable (Revision) async throws -> Void)?
     /// An image for followers is being written (off the actor).

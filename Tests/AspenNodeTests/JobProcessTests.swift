@@ -495,6 +495,49 @@ extension ClusterSuites {
             #expect(leaders.map(\.1) == leaders.map(\.1).sorted() && Set(leaders.map(\.1)).count == leaders.count, "leader events \(leaders)")
         }
 
+        @Test("a blob added and collected, and snapshots on the leader and a follower, are events on hooks.blob and hooks.cluster.snapshot, once each")
+        func blobAndSnapshotEvents() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll(environment: BlobUpkeepProcessTests.environment(graceMs: 0))
+            defer { cluster.terminateAll() }
+            let leader = try await cluster.leader()
+            for arguments in [["topic", "retention", "hooks.blob.>", "--max-msgs", "100"], ["topic", "retention", "hooks.cluster.snapshot", "--max-msgs", "100"]] {
+                let (status, said) = try await cluster.aspen(arguments, withErrors: true)
+                #expect(status == 0, "\(said)")
+            }
+            // Each node reads what is asked for at most a second late.
+            try await Task.sleep(for: .seconds(2))
+            let added = try await BlobUpkeepProcessTests.add(cluster, bytes: Array(repeating: 5, count: 3000))
+            let hash = String(added.split(separator: " ").first ?? "")
+            let follower = leader % 3 + 1
+            for endpoints in [cluster.entries[leader - 1], cluster.entries[follower - 1]] {
+                let (status, said) = try await cluster.aspen(["cluster", "snapshot"], endpoints: endpoints, withErrors: true)
+                #expect(status == 0, "\(said)")
+            }
+            let (collected, said) = try await cluster.aspen(["blob", "gc", "--json"], withErrors: true)
+            #expect(collected == 0 && said.contains(hash), "\(said)")
+            func events(_ pattern: String) async throws -> [(subject: String, data: [String: Any])] {
+                let (_, text) = try await cluster.aspen(["sub", pattern, "--from-cursor", "0", "--idle", "1s", "--json"])
+                return text.split(separator: "\n").compactMap { line in
+                    guard let message = try? Self.json(String(line)), let subject = message["subject"] as? String, let data = message["data"] as? String,
+                        let fields = try? Self.json(data)
+                    else { return nil }
+                    return (subject, fields)
+                }
+            }
+            var blobs: [(subject: String, data: [String: Any])] = []
+            var snapshots: [(subject: String, data: [String: Any])] = []
+            try await eventually("the blob's and the snapshots' events are published", seconds: 30) {
+                blobs = try await events("hooks.blob.>")
+                snapshots = try await events("hooks.cluster.snapshot")
+                return blobs.count >= 2 && snapshots.count >= 2
+            }
+            #expect(blobs.map(\.subject) == ["hooks.blob.added", "hooks.blob.deleted"], "\(blobs)")
+            #expect(blobs.allSatisfy { $0.data["hash"] as? String == hash && $0.data["size"] as? Int == 3000 }, "\(blobs)")
+            #expect(Set(snapshots.compactMap { $0.data["node"] as? Int }) == [leader, follower], "\(snapshots)")
+            #expect(snapshots.allSatisfy { ($0.data["index"] as? Int ?? 0) > 0 }, "\(snapshots)")
+        }
+
         @Test("in-process hooks run on the leader without jobs; one at its concurrency drops events and counts them; a timeout leaves no process")
         func inProcessHooks() async throws {
             let cluster = try ProcessCluster(nodes: 3)

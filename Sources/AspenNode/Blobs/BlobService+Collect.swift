@@ -1,5 +1,6 @@
 import AspenBlob
 import AspenCore
+import AspenJobs
 import AspenKV
 import Foundation
 
@@ -89,6 +90,14 @@ extension BlobService {
             }
         }
         collection.deleted = deleted
+        announce(
+            deleted.map { blob in
+                TopicMessage(
+                    subject: "hooks.blob.deleted",
+                    payload: ClusterEvents.json(["hash": blob.hash.hex, "size": blob.size, "reason": blob.reason]),
+                    // The add it undoes names it: a later add and deletion of the same bytes is another event.
+                    messageID: "blob-deleted:\(blob.hash.hex):\(candidates.first { $0.hash == blob.hash }.flatMap { BlobRecords.decodeMeta($0.meta)?.addedAtMs } ?? 0)")
+            })
         collection.filesRemoved = await sweepMembers()
         return collection
     }

@@ -1,5 +1,7 @@
 import AspenBlob
 import AspenCore
+import AspenJobs
+import Foundation
 
 /// Blobs the node itself adds and reads (a job's output, kept once its attempt ends).
 extension BlobService {
@@ -39,5 +41,16 @@ extension BlobService {
         var bytes: [UInt8] = []
         mutating func parent(slot: UInt64, pair: UnsafeRawBufferPointer) {}
         mutating func group(index: UInt64, bytes: UnsafeRawBufferPointer) { self.bytes += bytes }
+    }
+}
+
+/// The cluster's events about blobs (`hooks.blob.added`, `hooks.blob.deleted`), handed to whoever
+/// publishes them once the change is committed.
+extension BlobService {
+    func setEventSink(_ sink: (@Sendable ([TopicMessage]) -> Void)?) { eventSink.withLock { $0 = sink } }
+
+    func announce(_ events: [TopicMessage]) {
+        guard !events.isEmpty, let sink = eventSink.withLock({ $0 }) else { return }
+        sink(events)
     }
 }

@@ -1,8 +1,10 @@
 import AspenAuth
 import AspenBlob
 import AspenCore
+import AspenJobs
 import AspenKV
 import AspenTransport
+import Foundation
 import Logging
 import Synchronization
 
@@ -20,6 +22,8 @@ public final class BlobService: Sendable {
     /// Copies made of each new blob unless the add asks otherwise (capped at the cluster's size).
     var replicationFactor: Int { settings.replicas }
     let uploads: BlobUploads
+    /// Where the blob events go (set by the node once its job service runs).
+    let eventSink = Mutex<(@Sendable ([TopicMessage]) -> Void)?>(nil)
     let transfers = Atomic<Int>(0)
     let metrics = BlobMetrics()
     /// Blobs whose bad local copy is being replaced, so that one repair runs for each.
@@ -357,6 +361,14 @@ public final class BlobService: Sendable {
         }
         // Applied here is not yet readable here until the state's readers catch up: wait for that.
         try await node.linearizableBarrier()
+        announce([
+            TopicMessage(
+                subject: "hooks.blob.added",
+                payload: ClusterEvents.json([
+                    "hash": finished.hash.hex, "size": finished.size, "holders": holders.map(\.rawValue), "tag": finished.tag ?? NSNull(),
+                ]),
+                messageID: "blob-added:\(finished.hash.hex):\(node.nowMs())")
+        ])
         logger.info("blob added", metadata: ["hash": "\(finished.hash)", "size": "\(finished.size)", "holders": "\(holders.map(\.rawValue))"])
         guard let stat = try await stat(finished.hash) else {
             throw BlobServiceError.internalError("blob \(finished.hash) was committed but its record is not readable here")

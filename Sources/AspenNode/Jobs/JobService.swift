@@ -20,6 +20,8 @@ public final class JobService: Sendable {
     let node: RaftNode
     let logger: Logger
     private let manager = Mutex<Task<Void, Never>?>(nil)
+    /// Publishes the events of things this node did (through the leader).
+    private let eventCalls = Mutex<LeaderJobCalls?>(nil)
     /// Moves ended attempts' output to the blob store while this node leads.
     private let archiver = Mutex<Task<Void, Never>?>(nil)
     private let workers = Mutex<Task<Void, Never>?>(nil)
@@ -202,11 +204,43 @@ public final class JobService: Sendable {
             await calls.close()
         }
         upkeep.withLock { $0 = (MaintenanceScheduler(tasks: tasks, nowMs: node.nowMs()), needed, task) }
+        eventCalls.withLock { $0 = LeaderJobCalls(service: self, identity: identity, cookie: cookie) }
         // The leader's automatic compactions become jobs too (`kv-compact REVISION`).
         let jobs = self.jobs
-        Task { [node] in
+        Task { [node, self] in
             await node.setHistoryCompactionSubmitter { revision in
                 _ = try await jobs.submit(MaintenanceTask.historyCompactionSpec(revision), origin: "maintenance")
+            }
+            let id = node.id.rawValue
+            await node.setSnapshotObserver { index, term in
+                self.publishNodeEvents([
+                    TopicMessage(
+                        subject: "hooks.cluster.snapshot", payload: ClusterEvents.json(["node": id, "index": index, "term": term]),
+                        messageID: "snapshot:\(id):\(index)")
+                ])
+            }
+        }
+    }
+
+    /// Publishes events of what this node did (a blob it added or collected, a snapshot it
+    /// took), through the leader, when a group, hook or retention rule asks for their subjects:
+    /// after the change committed, tried three times, each with a message id so that a retry
+    /// is published once. A node that dies between the change and its event loses the event.
+    func publishNodeEvents(_ messages: [TopicMessage]) {
+        Task { [self] in
+            let interest = (try? await events.interest()) ?? []
+            let wanted = messages.filter { message in interest.contains { $0.matches(message.subject) } }
+            guard !wanted.isEmpty, let calls = eventCalls.withLock({ $0 }) else { return }
+            for attempt in 1...3 {
+                do {
+                    _ = try await calls.job(.publish(wanted))
+                    return
+                } catch {
+                    if attempt == 3 {
+                        logger.warning("a cluster event could not be published", metadata: ["subject": "\(wanted[0].subject)", "error": "\(error)"])
+                    }
+                    try? await Task.sleep(for: .milliseconds(200 * attempt))
+                }
             }
         }
     }
@@ -225,6 +259,11 @@ public final class JobService: Sendable {
     public func stop() async {
         // Claims waiting here (other nodes' workers') end now rather than hold up the drain.
         await jobs.stopWaiting()
+        let publisher = eventCalls.withLock { calls in
+            defer { calls = nil }
+            return calls
+        }
+        await publisher?.close()
         // The workers first: a job they stop is reported (and retried) while the manager still runs.
         let running = workers.withLock { task in
             defer { task = nil }
