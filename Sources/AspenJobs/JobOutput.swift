@@ -20,17 +20,21 @@ public struct JobOutputChunk: Sendable, Equatable {
 /// Where an attempt's output goes once the attempt has ended: the blob store (in a node), so
 /// that a job's logs do not stay in the replicated key-value store.
 public struct JobOutputArchive: Sendable {
-    /// Stores the bytes as a blob kept under the tag `name` for `ttlMs`; returns its hash.
-    public var keep: @Sendable (_ bytes: [UInt8], _ name: String, _ ttlMs: UInt64) async throws -> [UInt8]
+    /// Stores the bytes as a blob kept under the tag `name`; returns its hash.
+    public var keep: @Sendable (_ bytes: [UInt8], _ name: String) async throws -> [UInt8]
     /// A blob's bytes.
     public var load: @Sendable (_ hash: [UInt8]) async throws -> [UInt8]
+    /// Removes the tag `name` (its blob goes at the next collection).
+    public var forget: @Sendable (_ name: String) async throws -> Void
 
     public init(
-        keep: @escaping @Sendable (_ bytes: [UInt8], _ name: String, _ ttlMs: UInt64) async throws -> [UInt8],
-        load: @escaping @Sendable (_ hash: [UInt8]) async throws -> [UInt8]
+        keep: @escaping @Sendable (_ bytes: [UInt8], _ name: String) async throws -> [UInt8],
+        load: @escaping @Sendable (_ hash: [UInt8]) async throws -> [UInt8],
+        forget: @escaping @Sendable (_ name: String) async throws -> Void
     ) {
         self.keep = keep
         self.load = load
+        self.forget = forget
     }
 
     /// The blob an attempt's pieces become: each its offset, stream and bytes.
@@ -99,7 +103,8 @@ extension JobStore {
             let key = outputSpace(id, attempt.number).pack([.int(chunk.offset)])
             let value = [chunk.isError ? 1 : 0] + chunk.bytes
             var operations: [TransactionOperation] = [.put(Put(key: key, value: value))]
-            if chunk.offset == 0 { operations.append(.put(Put(key: unarchived.pack([.int(Int64(id)), .int(Int64(attempt.number))]), value: []))) }
+            // With every piece (a worker drops the ones it cannot deliver: the first may be one).
+            operations.append(.put(Put(key: unarchived.pack([.int(Int64(id)), .int(Int64(attempt.number))]), value: [])))
             // Conditioned on the record: the attempt is still the current one when the piece lands.
             let outcome = try await store.transaction(
                 Transaction(compares: [Compare(key: kv.key, .modRevision(kv.modRevision))], success: operations))
@@ -145,52 +150,87 @@ extension JobStore {
         return (number, chunks)
     }
 
-    /// Moves the output of attempts that have ended to the blob store (up to `limit` of them):
-    /// the pieces become one blob, tagged for as long as the job is kept, and the pieces go in
-    /// the write that records the blob's hash, conditioned on the attempt still waiting for it,
-    /// so two leaders doing this leave one record (the blob they both made is the same one).
-    /// Returns how many attempts moved.
-    public func archiveOutputs(limit: Int = 16) async throws -> Int {
-        guard let outputArchive else { return 0 }
-        let page = try await store.scan(.range(start: unarchived.range.start, end: unarchived.range.end), limit: limit, keysOnly: true)
+    /// Moves the output of attempts that have ended to the blob store (up to `limit` of them,
+    /// looking at no more than `scanMax` waiting attempts): the pieces become one blob, tagged
+    /// until the job is purged, and go in the write that records the blob's hash, conditioned on
+    /// the attempt still waiting for it. The pieces are read at one revision at which the
+    /// attempt had ended and was still waiting, so whoever moves them makes the same blob (the
+    /// same hash, the same tag): two leaders doing this leave one record and one blob. A hook's
+    /// jobs keep their output in the store (their blobs' events could feed the hook again).
+    /// Returns how many attempts moved, and what went wrong with others (they are tried again).
+    public func archiveOutputs(limit: Int = 16, scanMax: Int = 1000) async throws -> (moved: Int, problems: [String]) {
+        guard let outputArchive else { return (0, []) }
         var moved = 0
-        for marker in page.kvs {
-            let elements = try unarchived.unpack(marker.key).elements
-            guard elements.count == 2, case .int(let id) = elements[0], case .int(let number) = elements[1] else {
-                _ = try await store.delete(marker.key)
-                continue
-            }
-            let pieces = outputSpace(UInt64(id), Int(number))
-            let record = try await load(UInt64(id))?.record
-            if let record, record.state == .running, record.attempt?.number == Int(number) { continue }
-            guard record != nil else {
-                // The job was purged with its output: nothing to keep.
-                _ = try await store.transaction(
-                    Transaction(compares: [], success: [.delete(Delete(.key(marker.key))), .delete(Delete(.range(start: pieces.range.start, end: pieces.range.end)))]))
-                continue
-            }
-            var chunks: [JobOutputChunk] = []
-            var continuation: Bytes?
-            repeat {
-                let found = try await store.scan(.range(start: pieces.range.start, end: pieces.range.end), limit: 256, continuation: continuation)
-                for kv in found.kvs {
-                    guard case .int(let start)? = try pieces.unpack(kv.key).elements.first, let first = kv.value.first else { continue }
-                    chunks.append(JobOutputChunk(offset: start, isError: first == 1, bytes: Array(kv.value.dropFirst())))
+        var problems: [String] = []
+        var start = unarchived.range.start
+        var scanned = 0
+        while moved < limit, scanned < scanMax {
+            let page = try await store.scan(.range(start: start, end: unarchived.range.end), limit: 64, keysOnly: true)
+            scanned += page.kvs.count
+            for marker in page.kvs where moved < limit {
+                do {
+                    if try await archive(marker.key, outputArchive) { moved += 1 }
+                } catch {
+                    problems.append("\(error)")
                 }
-                continuation = found.continuation
-            } while continuation != nil
-            // Kept a day past the job itself; the blob store's collection removes it after.
-            let hash = try await outputArchive.keep(
-                JobOutputArchive.encode(chunks), "aspen/job-output/\(id)/\(number)", UInt64(retentionMs + 86_400_000))
-            let outcome = try await store.transaction(
-                Transaction(
-                    compares: [Compare(key: marker.key, .version(0), .greater)],
-                    success: [
-                        .delete(Delete(.key(marker.key))), .delete(Delete(.range(start: pieces.range.start, end: pieces.range.end))),
-                        .put(Put(key: archivedKey(UInt64(id), Int(number)), value: hash)),
-                    ]))
-            if outcome.succeeded { moved += 1 }
+            }
+            guard let last = page.kvs.last, page.more else { break }
+            start = last.key + [0]
         }
-        return moved
+        return (moved, problems)
+    }
+
+    /// Moves one waiting attempt's output if it has ended; whether it moved.
+    func archive(_ marker: Bytes, _ outputArchive: JobOutputArchive) async throws -> Bool {
+        let elements = try unarchived.unpack(marker).elements
+        guard elements.count == 2, case .int(let id) = elements[0], case .int(let number) = elements[1] else {
+            _ = try await store.delete(marker)
+            return false
+        }
+        let pieces = outputSpace(UInt64(id), Int(number))
+        let clear: [TransactionOperation] = [.delete(Delete(.key(marker))), .delete(Delete(.range(start: pieces.range.start, end: pieces.range.end)))]
+        let record = try await load(UInt64(id))?.record
+        if let record, record.state == .running, record.attempt?.number == Int(number) { return false }
+        guard let record, try await store.get(archivedKey(UInt64(id), Int(number))) == nil else {
+            // Purged with its job, or moved already (by a leader whose write then left this behind).
+            _ = try await store.transaction(Transaction(compares: [], success: clear))
+            return false
+        }
+        if record.origin.hasPrefix("hook:") {
+            _ = try await store.delete(marker)
+            return false
+        }
+        // Read after the attempt was seen ended: no piece comes after this revision, and the
+        // marker says no move had committed before it.
+        var page = try await store.scan(.range(start: pieces.range.start, end: pieces.range.end), limit: 256)
+        guard try await store.get(marker, revision: page.revision) != nil else { return false }
+        var chunks: [JobOutputChunk] = []
+        while true {
+            for kv in page.kvs {
+                guard case .int(let start)? = try pieces.unpack(kv.key).elements.first, let first = kv.value.first else { continue }
+                chunks.append(JobOutputChunk(offset: start, isError: first == 1, bytes: Array(kv.value.dropFirst())))
+            }
+            guard let continuation = page.continuation else { break }
+            page = try await store.scan(.range(start: pieces.range.start, end: pieces.range.end), limit: 256, continuation: continuation)
+        }
+        let hash = try await outputArchive.keep(JobOutputArchive.encode(chunks), Self.outputTag(UInt64(id), Int(number)))
+        let outcome = try await store.transaction(
+            Transaction(
+                compares: [Compare(key: marker, .version(0), .greater)],
+                success: clear + [.put(Put(key: archivedKey(UInt64(id), Int(number)), value: hash))]))
+        return outcome.succeeded
+    }
+
+    /// The tag that keeps an attempt's output in the blob store until its job is purged.
+    static func outputTag(_ id: UInt64, _ attempt: Int) -> String { "aspen/job-output/\(id)/\(attempt)" }
+
+    /// Lets go of the blobs that hold a job's output (before the job is purged).
+    func forgetArchivedOutput(_ id: UInt64) async throws {
+        guard let outputArchive else { return }
+        let archived = space.subspace(["oa", .int(Int64(id))])
+        for kv in try await store.scan(.range(start: archived.range.start, end: archived.range.end), limit: 1000, keysOnly: true).kvs {
+            guard case .int(let number)? = try archived.unpack(kv.key).elements.first else { continue }
+            try await outputArchive.forget(Self.outputTag(id, Int(number)))
+        }
     }
 }

@@ -154,6 +154,12 @@ extension JobStore {
                 continue
             }
             guard record.state.isFinal, let finishedAt = record.finishedAtMs, finishedAt < cutoff else { continue }
+            // Its output's blobs first: should that fail, the job stays, and is tried again.
+            do {
+                try await forgetArchivedOutput(record.id)
+            } catch {
+                continue
+            }
             let job = TupleElement.int(id)
             var operations: [TransactionOperation] = indexKeys(record).map { .delete(Delete(.key($0))) }
             operations.append(.delete(Delete(.key(current.key))))

@@ -198,7 +198,8 @@ final class KeyIndex: Sendable {
                 let entries = state.chunks[chunk].entries
                 if let existing = state.chunks[chunk].existing(at: revision) {
                     if existing == 0 {
-                        // Nothing there to see (the bounds' end is checked at the next key seen).
+                        // Nothing there to see.
+                        if let end = bounds.end, Self.compare(entries[0].key, end) >= 0 { return }
                         chunk += 1
                         position = 0
                         skipEqual = false

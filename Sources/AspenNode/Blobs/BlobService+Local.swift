@@ -14,7 +14,8 @@ extension BlobService {
         try BlobRecords.validate(tag: tag, limits: limits)
         let id = try await uploads.begin(size: UInt64(bytes.count), replicas: 0, tag: tag, tagTtlMs: tagTtlMs, expected: nil, nowMs: node.nowMs())
         try await uploads.write(id: id, offset: 0, bytes: bytes, nowMs: node.nowMs())
-        return try await commitAdd(try await uploads.finish(id: id)).hash
+        // The node's own blobs make no events: a hook on them could feed itself.
+        return try await commitAdd(try await uploads.finish(id: id), announcing: false).hash
     }
 
     /// A blob's bytes, checked against its hash: read from this node's copy, fetched from a

@@ -311,7 +311,7 @@ public final class BlobService: Sendable {
     /// system write: the add is acknowledged only once all of that is committed. The blob's
     /// record is rewritten with this add's time, so a collection decided before it fails its
     /// condition and keeps the blob.
-    func commitAdd(_ finished: BlobUploads.Finished) async throws -> BlobStat {
+    func commitAdd(_ finished: BlobUploads.Finished, announcing: Bool = true) async throws -> BlobStat {
         let members = await node.membership
         let others = (members.voters + members.learners).filter { $0 != node.id }
         let wanted = min(max(1, finished.replicas == 0 ? replicationFactor : finished.replicas), others.count + 1)
@@ -361,14 +361,16 @@ public final class BlobService: Sendable {
         }
         // Applied here is not yet readable here until the state's readers catch up: wait for that.
         try await node.linearizableBarrier()
-        announce([
+        if announcing {
+            announce([
             TopicMessage(
                 subject: "hooks.blob.added",
                 payload: ClusterEvents.json([
                     "hash": finished.hash.hex, "size": finished.size, "holders": holders.map(\.rawValue), "tag": finished.tag ?? NSNull(),
                 ]),
                 messageID: "blob-added:\(finished.hash.hex):\(node.nowMs())")
-        ])
+            ])
+        }
         logger.info("blob added", metadata: ["hash": "\(finished.hash)", "size": "\(finished.size)", "holders": "\(holders.map(\.rawValue))"])
         guard let stat = try await stat(finished.hash) else {
             throw BlobServiceError.internalError("blob \(finished.hash) was committed but its record is not readable here")

@@ -46,11 +46,12 @@ public final class JobService: Sendable {
             }, retentionMs: retentionMs, topics: topics,
             outputArchive: blobs.map { blobs in
                 JobOutputArchive(
-                    keep: { bytes, name, ttlMs in try await blobs.add(bytes, tag: name, tagTtlMs: ttlMs).bytes },
+                    keep: { bytes, name in try await blobs.add(bytes, tag: name, tagTtlMs: 0).bytes },
                     load: { hash in
                         guard let hash = BlobHash(bytes: hash) else { throw JobError.invalid("a job's output names no blob") }
                         return try await blobs.bytes(hash)
-                    })
+                    },
+                    forget: { name in try await blobs.removeTag(name) })
             })
     }
 
@@ -124,9 +125,10 @@ public final class JobService: Sendable {
                 var pauseMs: Int64 = 1000
                 if await node.status.leader == node.id {
                     do {
-                        let moved = try await jobs.archiveOutputs()
+                        let (moved, problems) = try await jobs.archiveOutputs()
                         // A full page: more are waiting.
                         if moved >= 16 { pauseMs = 10 }
+                        if let problem = problems.first { throw JobError.invalid(problem) }
                         failures = 0
                     } catch {
                         failures += 1
@@ -259,6 +261,8 @@ public final class JobService: Sendable {
     public func stop() async {
         // Claims waiting here (other nodes' workers') end now rather than hold up the drain.
         await jobs.stopWaiting()
+        await node.setHistoryCompactionSubmitter(nil)
+        await node.setSnapshotObserver(nil)
         let publisher = eventCalls.withLock { calls in
             defer { calls = nil }
             return calls
