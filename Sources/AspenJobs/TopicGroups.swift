@@ -292,20 +292,16 @@ extension TopicLog {
         }
         guard !rows.isEmpty else { return [] }
         let refusals = maxPendingRefusals.withLock { $0 }
-        // A label value holds no quote or backslash (group names are free text).
-        func label(_ name: String) -> String { String(name.filter { $0 != "\"" && $0 != "\\" }) }
-        var lines: [String] = []
-        func add(_ metric: String, _ type: String, _ help: String, _ value: (String, UInt64, Int, Int) -> String) {
-            lines += ["# HELP \(metric) \(help)", "# TYPE \(metric) \(type)"]
-            for row in rows { lines.append("\(metric){group=\"\(label(row.name))\"} \(value(row.name, row.next, row.pending, row.dead))") }
-        }
-        add("aspen_group_next_cursor", "gauge", "The next stream cursor a consumer group has not taken.") { _, next, _, _ in "\(next)" }
-        add("aspen_group_pending", "gauge", "Messages delivered to a group's consumers and not yet acknowledged.") { _, _, pending, _ in "\(pending)" }
-        add("aspen_group_dead", "gauge", "Messages in a group's dead letters.") { _, _, _, dead in "\(dead)" }
-        add("aspen_group_max_pending_refusals_total", "counter", "Fetches refused because the consumer held max pending (on this node).") {
-            name, _, _, _ in "\(refusals[name] ?? 0)"
-        }
-        return lines
+        var text = MetricsText()
+        text.add("aspen_group_next_cursor", .gauge, "The next stream cursor a consumer group has not taken.", label: "group", rows.map { ($0.name, "\($0.next)") })
+        text.add(
+            "aspen_group_pending", .gauge, "Messages delivered to a group's consumers and not yet acknowledged.", label: "group",
+            rows.map { ($0.name, "\($0.pending)") })
+        text.add("aspen_group_dead", .gauge, "Messages in a group's dead letters.", label: "group", rows.map { ($0.name, "\($0.dead)") })
+        text.add(
+            "aspen_group_max_pending_refusals_total", .counter, "Fetches refused because the consumer held max pending (on this node).",
+            label: "group", rows.map { ($0.name, "\(refusals[$0.name] ?? 0)") })
+        return text.lines
     }
 
     public func groupStatus(_ name: String) async throws -> (group: ConsumerGroup, pending: Int, dead: [UInt64]) {

@@ -37,17 +37,9 @@ public final class AdminServer: Sendable {
     public static func metrics(
         _ status: RaftNode.Status, _ counters: RaftNode.Counters, requests: RequestMetrics? = nil, watchers: Int = 0, authDenials: Int = 0
     ) -> String {
-        var lines: [String] = []
-        func gauge(_ name: String, _ help: String, _ value: String) {
-            lines.append("# HELP \(name) \(help)")
-            lines.append("# TYPE \(name) gauge")
-            lines.append("\(name) \(value)")
-        }
-        func counter(_ name: String, _ help: String, _ value: String) {
-            lines.append("# HELP \(name) \(help)")
-            lines.append("# TYPE \(name) counter")
-            lines.append("\(name) \(value)")
-        }
+        var text = MetricsText()
+        func gauge(_ name: String, _ help: String, _ value: String) { text.add(name, .gauge, help, value) }
+        func counter(_ name: String, _ help: String, _ value: String) { text.add(name, .counter, help, value) }
         gauge("aspen_raft_term", "Current Raft term.", "\(status.term)")
         counter("aspen_auth_denials_total", "Requests refused for want of a credential or capability.", "\(authDenials)")
         gauge("aspen_raft_is_leader", "1 if this node leads.", status.role == .leader ? "1" : "0")
@@ -97,12 +89,12 @@ public final class AdminServer: Sendable {
             "\(counters.ticksLate)")
         gauge("aspen_raft_tick_delay_seconds_max", "The latest tick's delay beyond its interval, at worst so far.", "\(counters.tickDelaySecondsMax)")
         gauge("aspen_watchers", "Watch streams served by this node.", "\(watchers)")
-        lines += ["# HELP aspen_storage_commit_seconds Storage commit latency (log, hard state and apply; one fsync).", "# TYPE aspen_storage_commit_seconds histogram"]
-        lines += counters.storageCommitLatency.lines("aspen_storage_commit_seconds")
-        lines += ["# HELP aspen_group_commit_entries Log entries written per storage commit.", "# TYPE aspen_group_commit_entries histogram"]
-        lines += counters.groupCommitEntries.lines("aspen_group_commit_entries")
-        if let requests { lines += requests.exposition }
-        return lines.joined(separator: "\n") + "\n"
+        text.family("aspen_storage_commit_seconds", .histogram, "Storage commit latency (log, hard state and apply; one fsync).")
+        text.append(counters.storageCommitLatency.lines("aspen_storage_commit_seconds"))
+        text.family("aspen_group_commit_entries", .histogram, "Log entries written per storage commit.")
+        text.append(counters.groupCommitEntries.lines("aspen_group_commit_entries"))
+        if let requests { text.append(requests.exposition) }
+        return text.lines.joined(separator: "\n") + "\n"
     }
 }
 

@@ -1,3 +1,4 @@
+import AspenCore
 import Synchronization
 
 /// A Prometheus histogram: cumulative counts per upper bound, the sum and the count.
@@ -70,20 +71,18 @@ public final class RequestMetrics: Sendable {
     /// The exposition lines.
     public var exposition: [String] {
         state.withLock { state in
-            var lines = [
-                "# HELP aspen_request_seconds Client request latency by operation, as seen by the node.",
-                "# TYPE aspen_request_seconds histogram",
-            ]
+            var text = MetricsText()
+            text.family("aspen_request_seconds", .histogram, "Client request latency by operation, as seen by the node.")
             for operation in state.latency.keys.sorted() {
-                lines += state.latency[operation]!.lines("aspen_request_seconds", labels: "op=\"\(operation)\"")
+                text.append(state.latency[operation]!.lines("aspen_request_seconds", labels: "op=\"\(operation)\""))
             }
-            lines += ["# HELP aspen_requests_total Client requests by operation and outcome.", "# TYPE aspen_requests_total counter"]
+            text.family("aspen_requests_total", .counter, "Client requests by operation and outcome.")
             for operation in state.outcomes.keys.sorted() {
                 for (outcome, count) in state.outcomes[operation]!.sorted(by: { $0.key < $1.key }) {
-                    lines.append("aspen_requests_total{op=\"\(operation)\",outcome=\"\(outcome)\"} \(count)")
+                    text.append(["aspen_requests_total{op=\"\(operation)\",outcome=\"\(outcome)\"} \(count)"])
                 }
             }
-            return lines
+            return text.lines
         } + sources.withLock { $0 }.flatMap { $0() }
     }
 }

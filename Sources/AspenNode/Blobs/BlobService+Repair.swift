@@ -174,24 +174,22 @@ final class BlobMetrics: Sendable {
     let servedBytes = Atomic<UInt64>(0)
 
     func exposition(held: UInt64, reserved: UInt64, quota: UInt64) -> [String] {
-        var lines: [String] = []
-        func add(_ name: String, _ type: String, _ help: String, _ value: String) {
-            lines += ["# HELP \(name) \(help)", "# TYPE \(name) \(type)", "\(name) \(value)"]
-        }
-        add("aspen_blob_bytes_held", "gauge", "Bytes of blob data and outboards this node holds.", "\(held)")
-        add("aspen_blob_bytes_reserved", "gauge", "Bytes reserved by blob transfers under way.", "\(reserved)")
-        add("aspen_blob_quota_bytes", "gauge", "This node's blob budget (0: none).", "\(quota)")
-        add("aspen_blob_served_bytes_total", "counter", "Bytes of slices (data and parent pairs) served to clients and members.", "\(servedBytes.load(ordering: .relaxed))")
-        add("aspen_blob_quota_refusals_total", "counter", "Adds refused because they would pass the quota.", "\(quotaRefusals.load(ordering: .relaxed))")
-        add("aspen_blob_scrubbed_blobs_total", "counter", "Blob copies re-verified at rest.", "\(scrubbedBlobs.load(ordering: .relaxed))")
-        add("aspen_blob_scrubbed_bytes_total", "counter", "Bytes re-verified at rest.", "\(scrubbedBytes.load(ordering: .relaxed))")
-        add("aspen_blob_corrupt_total", "counter", "Copies that failed verification (quarantined, never served).", "\(corrupt.load(ordering: .relaxed))")
-        add("aspen_blob_repaired_total", "counter", "Bad copies replaced from another holder.", "\(repaired.load(ordering: .relaxed))")
-        add("aspen_blob_restored_total", "counter", "Copies made by the leader for blobs with too few holders.", "\(restored.load(ordering: .relaxed))")
-        add("aspen_blob_collected_total", "counter", "Blobs deleted by garbage collection.", "\(collected.load(ordering: .relaxed))")
-        add("aspen_blob_rescued_total", "counter", "Blobs a collection found unreferenced but kept: added or tagged meanwhile.", "\(rescued.load(ordering: .relaxed))")
-        add("aspen_blob_files_swept_total", "counter", "Blobs whose local files were removed after they stopped being held here.", "\(filesSwept.load(ordering: .relaxed))")
-        return lines
+        var text = MetricsText()
+        func add(_ name: String, _ kind: MetricsText.Kind, _ help: String, _ value: String) { text.add(name, kind, help, value) }
+        add("aspen_blob_bytes_held", .gauge, "Bytes of blob data and outboards this node holds.", "\(held)")
+        add("aspen_blob_bytes_reserved", .gauge, "Bytes reserved by blob transfers under way.", "\(reserved)")
+        add("aspen_blob_quota_bytes", .gauge, "This node's blob budget (0: none).", "\(quota)")
+        add("aspen_blob_served_bytes_total", .counter, "Bytes of slices (data and parent pairs) served to clients and members.", "\(servedBytes.load(ordering: .relaxed))")
+        add("aspen_blob_quota_refusals_total", .counter, "Adds refused because they would pass the quota.", "\(quotaRefusals.load(ordering: .relaxed))")
+        add("aspen_blob_scrubbed_blobs_total", .counter, "Blob copies re-verified at rest.", "\(scrubbedBlobs.load(ordering: .relaxed))")
+        add("aspen_blob_scrubbed_bytes_total", .counter, "Bytes re-verified at rest.", "\(scrubbedBytes.load(ordering: .relaxed))")
+        add("aspen_blob_corrupt_total", .counter, "Copies that failed verification (quarantined, never served).", "\(corrupt.load(ordering: .relaxed))")
+        add("aspen_blob_repaired_total", .counter, "Bad copies replaced from another holder.", "\(repaired.load(ordering: .relaxed))")
+        add("aspen_blob_restored_total", .counter, "Copies made by the leader for blobs with too few holders.", "\(restored.load(ordering: .relaxed))")
+        add("aspen_blob_collected_total", .counter, "Blobs deleted by garbage collection.", "\(collected.load(ordering: .relaxed))")
+        add("aspen_blob_rescued_total", .counter, "Blobs a collection found unreferenced but kept: added or tagged meanwhile.", "\(rescued.load(ordering: .relaxed))")
+        add("aspen_blob_files_swept_total", .counter, "Blobs whose local files were removed after they stopped being held here.", "\(filesSwept.load(ordering: .relaxed))")
+        return text.lines
     }
 }
 

@@ -1,3 +1,4 @@
+import AspenCore
 import AspenJobs
 import AspenWorker
 import Foundation
@@ -108,19 +109,18 @@ final class InProcessHooks: Sendable {
     var exposition: [String] {
         let counts = state.withLock { $0.counts }
         guard !counts.isEmpty else { return [] }
-        var lines: [String] = []
-        let series: [(String, String, String, (Counts) -> String)] = [
-            ("aspen_hook_inprocess_runs_total", "counter", "In-process hook commands that ran to their end.", { "\($0.runs)" }),
-            ("aspen_hook_inprocess_failures_total", "counter", "In-process hook commands that failed or timed out (not retried).", { "\($0.failures)" }),
-            ("aspen_hook_inprocess_timeouts_total", "counter", "In-process hook commands stopped at their timeout.", { "\($0.timeouts)" }),
-            ("aspen_hook_inprocess_dropped_total", "counter", "Events an in-process hook dropped at its concurrency.", { "\($0.dropped)" }),
-            ("aspen_hook_inprocess_running", "gauge", "In-process hook commands running now.", { "\($0.running)" }),
+        var text = MetricsText()
+        let series: [(String, MetricsText.Kind, String, (Counts) -> String)] = [
+            ("aspen_hook_inprocess_runs_total", .counter, "In-process hook commands that ran to their end.", { "\($0.runs)" }),
+            ("aspen_hook_inprocess_failures_total", .counter, "In-process hook commands that failed or timed out (not retried).", { "\($0.failures)" }),
+            ("aspen_hook_inprocess_timeouts_total", .counter, "In-process hook commands stopped at their timeout.", { "\($0.timeouts)" }),
+            ("aspen_hook_inprocess_dropped_total", .counter, "Events an in-process hook dropped at its concurrency.", { "\($0.dropped)" }),
+            ("aspen_hook_inprocess_running", .gauge, "In-process hook commands running now.", { "\($0.running)" }),
         ]
-        for (name, type, help, value) in series {
-            lines += ["# HELP \(name) \(help)", "# TYPE \(name) \(type)"]
-            for hook in counts.keys.sorted() { lines.append("\(name){hook=\"\(hook)\"} \(value(counts[hook]!))") }
+        for (name, kind, help, value) in series {
+            text.add(name, kind, help, label: "hook", counts.keys.sorted().map { ($0, value(counts[$0]!)) })
         }
-        return lines
+        return text.lines
     }
 }
 
