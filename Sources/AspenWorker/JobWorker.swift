@@ -399,18 +399,23 @@ final class Slots: Sendable {
                 if Task.isCancelled { return free }
                 continue
             }
-            await withCheckedContinuation { continuation in
-                let now = state.withLock { state -> Bool in
-                    guard state.free == 0 else { return true }
-                    state.waiters.append(continuation)
-                    return false
-                }
-                if now { continuation.resume() }
-            }
+            await untilGiven()
         }
     }
 
     func take() { state.withLock { $0.free -= 1 } }
+
+    /// Returns once a slot is free (at once if one is now).
+    private func untilGiven() async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { state -> Bool in
+                guard state.free == 0 else { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
 
     /// Takes a slot, waiting for one.
     func acquire() async {
@@ -421,14 +426,7 @@ final class Slots: Sendable {
                 return true
             }
             if taken { return }
-            await withCheckedContinuation { continuation in
-                let now = state.withLock { state -> Bool in
-                    guard state.free == 0 else { return true }
-                    state.waiters.append(continuation)
-                    return false
-                }
-                if now { continuation.resume() }
-            }
+            await untilGiven()
         }
     }
 
