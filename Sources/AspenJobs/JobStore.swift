@@ -715,7 +715,8 @@ actor JobIDs {
     }
 }
 
-/// Wakes the claims waiting on this node when a job becomes ready.
+/// Wakes the calls waiting on this node: claims when a job becomes ready, group fetches when a
+/// message is published.
 public actor JobSignals {
     private var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
     private var nextWaiter = 0
@@ -726,6 +727,8 @@ public actor JobSignals {
 
     /// How many times `notify` ran.
     public private(set) var generation: UInt64 = 0
+    /// Waits that lasted their whole time (no `notify` ended them).
+    private(set) var timedOut = 0
 
     public init() {}
 
@@ -766,8 +769,10 @@ public actor JobSignals {
 
     private func wake(_ id: Int) {
         if let waiter = waiters.removeValue(forKey: id) {
+            timedOut += 1
             waiter.resume()
         } else if pending.contains(id) {
+            timedOut += 1
             expired.insert(id)
         }
     }
