@@ -4,7 +4,8 @@
 #   throughput  aspen bench pub (16 publishers, one 256-byte message per call)
 #               vs aspen bench put (16 clients, 256-byte values), ABBA
 #   latency     aspen bench pub-latency: publish-to-delivery on a stream watcher, alternated
-#               with put-to-watch-event on a key watcher (the same client, the same clock)
+#               with put-to-watch-event on a key watcher, and with publish to a consumer group's
+#               waiting fetch (the same client, the same clock)
 #
 # Usage: benchmarks/pubsub.sh [SECONDS per run (default 10)]   BENCH_DIR chooses the disk.
 set -euo pipefail
@@ -26,5 +27,7 @@ print("|---|---|---|---|")
 print(f"| durable publishes, 16 clients | {pub:.0f}/s | {put:.0f} KV puts/s | {pub / put:.2f} |")
 print(f"| publish-to-delivery p50 | {l['deliveryP50Us'] / 1000:.2f} ms | {l['watchP50Us'] / 1000:.2f} ms put-to-watch | {l['deliveryP50Us'] / l['watchP50Us']:.2f} |")
 print(f"| publish-to-delivery p99 | {l['deliveryP99Us'] / 1000:.2f} ms | {l['watchP99Us'] / 1000:.2f} ms put-to-watch | {l['deliveryP99Us'] / l['watchP99Us']:.2f} |")
+print(f"| publish to a waiting group fetch p50 | {l['groupP50Us'] / 1000:.2f} ms | {l['watchP50Us'] / 1000:.2f} ms put-to-watch | {l['groupP50Us'] / l['watchP50Us']:.2f} |")
+print(f"| publish to a waiting group fetch p99 | {l['groupP99Us'] / 1000:.2f} ms | {l['watchP99Us'] / 1000:.2f} ms put-to-watch | {l['groupP99Us'] / l['watchP99Us']:.2f} |")
 print(f"({l['rounds']} latency rounds; throughput runs ABBA: puts {p1:.0f}, {p2:.0f}; publishes {s1:.0f}, {s2:.0f})")
 PY

@@ -154,11 +154,19 @@ extension TopicLog {
         guard !consumer.isEmpty, consumer.utf8.count <= 256 else { throw JobError.invalid("a consumer name must be 1 to 256 bytes") }
         guard (1...1000).contains(max) else { throw JobError.invalid("a fetch takes 1 to 1000 messages, not \(max)") }
         let deadline = nowMs() + Swift.min(Swift.max(0, waitMs), 60_000)
+        // Counted before the first look: a publish committed after a look sees this fetch waiting.
+        fetchesWaiting.add(1, ordering: .sequentiallyConsistent)
+        defer { fetchesWaiting.subtract(1, ordering: .sequentiallyConsistent) }
         while true {
+            // Taken before looking: a publish after the look still ends the wait.
+            let seen = await arrivals.generation
             let delivered = try await fetchOnce(name, consumer: consumer, max: max, bytesMax: bytesMax, random: random)
             if !delivered.isEmpty { return delivered }
             guard nowMs() < deadline else { return [] }
-            try await Task.sleep(for: .milliseconds(Swift.min(100, Swift.max(1, deadline - nowMs()))))
+            // A publish here ends the wait at once; deliveries coming due again (an ack wait
+            // passed, a nak's delay) are looked for every 100 ms.
+            await arrivals.wait(upToMs: Swift.min(100, Swift.max(1, deadline - nowMs())), since: seen)
+            try Task.checkCancellation()
         }
     }
 

@@ -139,6 +139,11 @@ public struct TopicPage: Sendable, Equatable {
 /// the stream's last cursor (`("n")`). A publish batch is one message list: all of it or none.
 /// With a message id, a publish repeated within the dedup window returns the first cursor.
 public final class TopicLog: Sendable {
+    /// Woken when messages are published here (the leader), so that waiting group fetches look
+    /// again at once; signalled only while some fetch waits (`fetchesWaiting`), so a stream
+    /// nobody fetches from pays nothing for it.
+    public let arrivals = JobSignals()
+    let fetchesWaiting = Atomic<Int>(0)
     public let store: any KeyValueStore
     let limits: Limits
     let nowMs: @Sendable () -> Int64
@@ -302,6 +307,7 @@ public final class TopicLog: Sendable {
         }
         let outcome = try await store.transaction(
             Transaction(compares: compares + extraCompares, success: operations + extraOperations))
+        if outcome.succeeded, !operations.isEmpty, fetchesWaiting.load(ordering: .sequentiallyConsistent) > 0 { await arrivals.notify() }
         return outcome.succeeded ? assigned : nil
     }
 

@@ -61,6 +61,11 @@ enum PubSubBench {
         }
         var published: [Double] = []
         var put: [Double] = []
+        var grouped: [Double] = []
+        // A consumer group of its own, on a subject of its own, with a fetch waiting.
+        let tag = UInt32.random(in: 0...UInt32.max)
+        let group = "bench-latency-\(tag)"
+        _ = try await client.job(.groupCreate(ConsumerGroup(name: group, pattern: "bench.group.\(tag)", ackWaitMs: 30_000), from: nil))
         func micros(_ since: ContinuousClock.Instant) -> Double {
             let elapsed = (clock.now - since).components
             return Double(elapsed.seconds) * 1e6 + Double(elapsed.attoseconds) / 1e12
@@ -77,17 +82,31 @@ enum PubSubBench {
             _ = try await client.put(keyPrefix + Array("\(round % 100)".utf8), Array("\(round)".utf8))
             try await next(&keyEvents)
             put.append(micros(before))
+            let fetching = Task { try await client.job(.fetch(group: group, consumer: "bench", max: 1, waitMs: 5000)) }
+            // The fetch is waiting on the leader before the message is published.
+            try await Task.sleep(for: .milliseconds(5))
+            before = clock.now
+            _ = try await client.job(.publish([TopicMessage(subject: "bench.group.\(tag)", payload: Array("\(round)".utf8))]))
+            guard case .deliveries(let deliveries) = try await fetching.value, let delivery = deliveries.first else {
+                throw CLIError.unavailable("the group's fetch answered no message")
+            }
+            grouped.append(micros(before))
+            _ = try await client.job(.settle(group: group, cursor: delivery.message.cursor, receipt: delivery.receipt, action: .ack))
         }
+        grouped.sort()
         published.sort()
         put.sort()
         func percentile(_ values: [Double], _ p: Double) -> Double { values.isEmpty ? 0 : values[min(values.count - 1, Int(Double(values.count) * p))] }
         let object: [String: Any] = [
             "workload": "pub-latency", "rounds": round, "deliveryP50Us": percentile(published, 0.5), "deliveryP99Us": percentile(published, 0.99),
             "watchP50Us": percentile(put, 0.5), "watchP99Us": percentile(put, 0.99),
+            "groupP50Us": percentile(grouped, 0.5), "groupP99Us": percentile(grouped, 0.99),
         ]
         let text = String(
-            format: "pub-latency rounds=%d publish-to-delivery p50=%.0fµs p99=%.0fµs; put-to-watch-event p50=%.0fµs p99=%.0fµs", round,
-            percentile(published, 0.5), percentile(published, 0.99), percentile(put, 0.5), percentile(put, 0.99))
+            format:
+                "pub-latency rounds=%d publish-to-delivery p50=%.0fµs p99=%.0fµs; to a waiting group fetch p50=%.0fµs p99=%.0fµs; put-to-watch-event p50=%.0fµs p99=%.0fµs",
+            round, percentile(published, 0.5), percentile(published, 0.99), percentile(grouped, 0.5), percentile(grouped, 0.99), percentile(put, 0.5),
+            percentile(put, 0.99))
         output(json, object, text: text)
     }
 }
