@@ -51,7 +51,7 @@ public struct MaintenanceTask: Sendable, Equatable {
     }
 
     static func summary(_ fields: [String: Any]) -> [UInt8] {
-        Array((try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data())
+        ClusterEvents.json(fields)
     }
 }
 
