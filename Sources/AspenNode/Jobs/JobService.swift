@@ -75,72 +75,68 @@ public final class JobService: Sendable {
     /// this node leads.
     public func start() {
         let task = Task { [self] in
-            var failures = 0
             let clock = ContinuousClock()
             var nextPrune = clock.now
-            while !Task.isCancelled {
-                var pauseMs = Self.passMsMax
-                let status = await node.status
-                if status.leader == node.id {
-                    do {
-                        if clock.now >= nextPrune, let topics = jobs.topics {
-                            nextPrune = clock.now + .seconds(5)
-                            let pruned = try await topics.prune()
-                            if pruned > 0 { logger.debug("pub/sub retention", metadata: ["messages": "\(pruned)"]) }
-                            let lines = try await topics.groupMetrics()
-                            groupLines.withLock { $0 = lines }
-                        }
-                        let tick = try await jobs.tick()
-                        let published = try await events.pass(
-                            ClusterEvents.Leadership(
-                                node: node.id.rawValue, term: status.term, voters: status.membership.voters.map(\.rawValue),
-                                learners: status.membership.learners.map(\.rawValue)))
-                        if published > 0 { logger.debug("cluster events", metadata: ["published": "\(published)"]) }
-                        if let (scheduler, needed) = upkeep.withLock({ upkeep in upkeep.scheduler.map { ($0, upkeep.needed) } }) {
-                            let made = try await scheduler.pass(
-                                jobs, nowMs: node.nowMs(), members: (status.membership.voters + status.membership.learners).map(\.rawValue),
-                                needed: { await needed?() ?? true })
-                            if made > 0 { logger.debug("maintenance jobs submitted", metadata: ["jobs": "\(made)"]) }
-                        }
-                        failures = 0
-                        if let due = tick.nextDueMs { pauseMs = min(pauseMs, max(5, due - node.nowMs())) }
-                        if tick.expired + tick.promoted + tick.resolved + tick.fired + tick.sagaMoves + tick.purged + tick.hookJobs > 0 {
-                            logger.debug("job manager pass", metadata: ["expired": "\(tick.expired)", "due": "\(tick.promoted)", "settled": "\(tick.resolved)", "fired": "\(tick.fired)", "saga moves": "\(tick.sagaMoves)", "purged": "\(tick.purged)"])
-                        }
-                    } catch {
-                        // Leadership lost mid-pass, or the store is busy: the next pass starts over.
-                        failures += 1
-                        if failures == 1 || failures % 50 == 0 {
-                            logger.info("job manager pass did not finish; it runs again", metadata: ["error": "\(error)"])
-                        }
-                    }
+            await whileLeading(pauseMs: Self.passMsMax, "job manager pass did not finish; it runs again", level: .info, logEvery: 50) { status in
+                if clock.now >= nextPrune, let topics = jobs.topics {
+                    nextPrune = clock.now + .seconds(5)
+                    let pruned = try await topics.prune()
+                    if pruned > 0 { logger.debug("pub/sub retention", metadata: ["messages": "\(pruned)"]) }
+                    let lines = try await topics.groupMetrics()
+                    groupLines.withLock { $0 = lines }
                 }
-                try? await Task.sleep(for: .milliseconds(pauseMs))
+                let tick = try await jobs.tick()
+                let published = try await events.pass(
+                    ClusterEvents.Leadership(
+                        node: node.id.rawValue, term: status.term, voters: status.membership.voters.map(\.rawValue),
+                        learners: status.membership.learners.map(\.rawValue)))
+                if published > 0 { logger.debug("cluster events", metadata: ["published": "\(published)"]) }
+                if let (scheduler, needed) = upkeep.withLock({ upkeep in upkeep.scheduler.map { ($0, upkeep.needed) } }) {
+                    let made = try await scheduler.pass(
+                        jobs, nowMs: node.nowMs(), members: (status.membership.voters + status.membership.learners).map(\.rawValue),
+                        needed: { await needed?() ?? true })
+                    if made > 0 { logger.debug("maintenance jobs submitted", metadata: ["jobs": "\(made)"]) }
+                }
+                if tick.expired + tick.promoted + tick.resolved + tick.fired + tick.sagaMoves + tick.purged + tick.hookJobs > 0 {
+                    logger.debug("job manager pass", metadata: ["expired": "\(tick.expired)", "due": "\(tick.promoted)", "settled": "\(tick.resolved)", "fired": "\(tick.fired)", "saga moves": "\(tick.sagaMoves)", "purged": "\(tick.purged)"])
+                }
+                return tick.nextDueMs.map { min(Self.passMsMax, max(5, $0 - node.nowMs())) } ?? Self.passMsMax
             }
         }
         manager.withLock { $0 = task }
         let archiving = Task { [self] in
-            var failures = 0
-            while !Task.isCancelled {
-                var pauseMs: Int64 = 1000
-                if await node.status.leader == node.id {
-                    do {
-                        let (moved, problems) = try await jobs.archiveOutputs()
-                        // A full page: more are waiting.
-                        if moved >= 16 { pauseMs = 10 }
-                        if let problem = problems.first { throw JobError.invalid(problem) }
-                        failures = 0
-                    } catch {
-                        failures += 1
-                        if failures == 1 || failures % 60 == 0 {
-                            logger.warning("moving job output to the blob store failed; it is tried again", metadata: ["error": "\(error)"])
-                        }
-                    }
-                }
-                try? await Task.sleep(for: .milliseconds(pauseMs))
+            await whileLeading(pauseMs: 1000, "moving job output to the blob store failed; it is tried again", level: .warning, logEvery: 60) { _ in
+                let (moved, problems) = try await jobs.archiveOutputs()
+                if let problem = problems.first { throw JobError.invalid(problem) }
+                // A full page: more are waiting.
+                return moved >= 16 ? 10 : 1000
             }
         }
         archiver.withLock { $0 = archiving }
+    }
+
+    /// Runs `pass` while this node leads until the task is cancelled, pausing the milliseconds
+    /// it returns (`pauseMs` while this node follows or after a pass that failed: leadership
+    /// lost mid-pass, or the store busy, and the next pass starts over). A failure is logged
+    /// the first time and every `logEvery`-th time in a row.
+    private func whileLeading(
+        pauseMs: Int64, _ failed: Logger.Message, level: Logger.Level, logEvery: Int, _ pass: (RaftNode.Status) async throws -> Int64
+    ) async {
+        var failures = 0
+        while !Task.isCancelled {
+            var pause = pauseMs
+            let status = await node.status
+            if status.leader == node.id {
+                do {
+                    pause = try await pass(status)
+                    failures = 0
+                } catch {
+                    failures += 1
+                    if failures == 1 || failures % logEvery == 0 { logger.log(level: level, failed, metadata: ["error": "\(error)"]) }
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(pause))
+        }
     }
 
     /// Starts the node's built-in worker: `settings.workers` shell jobs at once, claimed
