@@ -154,11 +154,18 @@ final class BlobFileStore: Sendable {
     func verifiedSlice(_ hash: BlobHash, groups: Range<UInt64>, onCorrupt: (BlobHash) -> Void) throws(BlobServiceError)
         -> (size: UInt64, payload: [UInt8])
     {
-        let (size, payload, file) = try readSlice(hash, groups: groups)
         var discard = BlobDiscardingSink()
+        return try verifiedSlice(hash, groups: groups, into: &discard, onCorrupt: onCorrupt)
+    }
+
+    /// `verifiedSlice`, handing each item to `sink` as it is checked.
+    func verifiedSlice(_ hash: BlobHash, groups: Range<UInt64>, into sink: inout some BlobFetchSink, onCorrupt: (BlobHash) -> Void)
+        throws(BlobServiceError) -> (size: UInt64, payload: [UInt8])
+    {
+        let (size, payload, file) = try readSlice(hash, groups: groups)
         var accepted = groups.lowerBound
         do {
-            try BlobFetch.verify(payload, hash: hash, size: size, groups: groups, accepted: &accepted, into: &discard)
+            try BlobFetch.verify(payload, hash: hash, size: size, groups: groups, accepted: &accepted, into: &sink)
         } catch {
             quarantine(hash, file: file)
             onCorrupt(hash)
