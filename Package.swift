@@ -30,12 +30,14 @@ let package = Package(
         .library(name: "AspenBlob", targets: ["AspenBlob"]),
         .library(name: "AspenJobs", targets: ["AspenJobs"]),
         .library(name: "AspenWorker", targets: ["AspenWorker"]),
+        .library(name: "AspenForge", targets: ["AspenForge"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
         .executable(name: "aspen-node", targets: ["aspen-node"]),
         .executable(name: "aspen", targets: ["aspen"]),
         .executable(name: "aspen-fuzz", targets: ["aspen-fuzz"]),
+        .executable(name: "git-remote-aspen", targets: ["git-remote-aspen"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -89,8 +91,9 @@ let package = Package(
             name: "AspenNode",
             dependencies: [
                 "AspenAuth", "AspenBlob", "AspenCore", "AspenJobs", "AspenWorker", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient",
-                "AspenCoordination",
+                "AspenCoordination", "AspenForge",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -127,6 +130,8 @@ let package = Package(
         .target(name: "AspenBlob", dependencies: ["AspenCore", "AspenBlobAVX2"], swiftSettings: strictSwift),
         // Jobs, schedules and pub/sub: layers over the key-value store (docs/jobs.md).
         .target(name: "AspenJobs", dependencies: ["AspenCore", "AspenKV", "AspenLayer"], swiftSettings: strictSwift),
+        // The forge's shared vocabulary: its keys, names, records and wire (docs/forge.md).
+        .target(name: "AspenForge", dependencies: ["AspenCore", "AspenLayer"], swiftSettings: strictSwift),
         .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenKV", "AspenJobs"], swiftSettings: strictSwift),
         // The worker's side of jobs: running a claimed job on this machine (shell jobs so far) and
         // leaving none of its processes behind. Linux only.
@@ -152,7 +157,7 @@ let package = Package(
         .testTarget(name: "AspenAuthTests", dependencies: ["AspenCore", "AspenKV", "AspenAuth"], swiftSettings: strictSwift),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
         .target(
-            name: "AspenClient", dependencies: ["AspenAuth", "AspenBlob", "AspenCore", "AspenJobs", "AspenKV", "AspenTransport", "AspenCoordination"], swiftSettings: strictSwift),
+            name: "AspenClient", dependencies: ["AspenAuth", "AspenBlob", "AspenCore", "AspenForge", "AspenJobs", "AspenKV", "AspenTransport", "AspenCoordination", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .executableTarget(
@@ -180,7 +185,7 @@ let package = Package(
             name: "AspenNodeTests",
             dependencies: [
                 "AspenCore", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenNode", "AspenClient", "AspenTesting",
-                "AspenCoordination", "AspenEtcd", "AspenJobs", "aspen-node", "aspen",
+                "AspenCoordination", "AspenEtcd", "AspenJobs", "AspenForge", "aspen-node", "aspen", "git-remote-aspen",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -194,7 +199,7 @@ let package = Package(
         .target(
             name: "AspenNodeCommands",
             dependencies: [
-                "AspenCore", "AspenNode", "AspenTransport", "AspenEtcd",
+                "AspenCore", "AspenNode", "AspenTransport", "AspenEtcd", "AspenForge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -209,14 +214,18 @@ let package = Package(
             name: "aspen",
             dependencies: [
                 "AspenAuth", "AspenBlob", "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination", "AspenLayer",
-                "AspenNodeCommands", "AspenJobs", "AspenWorker",
+                "AspenNodeCommands", "AspenJobs", "AspenWorker", "AspenForge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSwift
         ),
+        // git's remote helper for aspen:// URLs: runs `aspen git-remote-helper` from beside itself.
+        .executableTarget(name: "git-remote-aspen", swiftSettings: strictSwift),
         // A fuzz target per decoder, with seed corpora and a seeded mutator. Never used in production.
         .target(
             name: "AspenFuzz",

@@ -57,7 +57,7 @@ public final class AspenClient: KeyValueStore {
     let credential: (whole: [UInt8], id: [UInt8])
     /// Endpoints that have verified the credential: they are sent only its id.
     private let presented = Mutex(Set<Int>())
-    private let preferred = Mutex(0)
+    let preferred = Mutex(0)
     private let connections = TransportConnectionPool<Int>()
     /// Blob connections (`aspen/blobs/1`), by endpoint position.
     let blobConnections = TransportConnectionPool<Int>()

@@ -100,6 +100,22 @@ public struct Limits: Sendable, Equatable {
     /// Most tokens (dot-separated parts) of a subject or pattern.
     public var subjectTokensMax = 32
 
+    // MARK: Forge
+    /// Longest repository name, in bytes.
+    public var forgeRepoNameBytesMax = 100
+    /// Longest repository description, in bytes.
+    public var forgeDescriptionBytesMax = 1024
+    /// Refs one repository holds.
+    public var forgeRefsMax = 10_000
+    /// Refs one push changes (all of them in one transaction, with the pack record and the event).
+    public var forgeRefUpdatesMax = 500
+    /// Longest ref name, in bytes.
+    public var forgeRefNameBytesMax = 255
+    /// Largest pack one push sends, in bytes.
+    public var forgePackBytesMax: UInt64 = 2 << 30
+    /// Packs one repository's pack set holds before a push is refused until it is repacked.
+    public var forgePacksMax = 2000
+
     // MARK: System records
     /// Most system records (replicated cluster metadata outside the keyspace) the state holds; a
     /// system write that would leave more fails whole.

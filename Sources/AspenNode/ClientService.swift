@@ -1,4 +1,5 @@
 import AspenAuth
+import AspenForge
 import AspenCore
 import AspenCoordination
 import AspenJobs
@@ -29,13 +30,16 @@ public struct ClientService: Sendable {
     let coordination = LocalCoordination()
     /// The job system's calls (nil: this node answers them as unknown).
     let jobs: JobService?
+    /// The forge's repository calls (nil: this node answers them as unknown).
+    let forge: ForgeService?
 
     public init(
         node: RaftNode, network: PeerNetwork? = nil, cookie: ClusterCookie? = nil, auth: NodeAuth? = nil,
-        metrics: RequestMetrics? = nil, jobs: JobService? = nil, limits: Limits = .standard, logger: Logger,
+        metrics: RequestMetrics? = nil, jobs: JobService? = nil, forge: ForgeService? = nil, limits: Limits = .standard, logger: Logger,
         keepAdopted: (@Sendable ([UInt8]) throws -> Void)? = nil
     ) {
         self.jobs = jobs
+        self.forge = forge
         self.keepAdopted = keepAdopted
         self.node = node
         self.metrics = metrics
@@ -139,6 +143,10 @@ public struct ClientService: Sendable {
                 let call = try JobCall(decoding: request.body, limits: limits)
                 try access.authorize(RequestRequirements.of(call))
                 return .ok(try await jobs!.run(call).encoded)
+            case ("forge", "call") where forge != nil:
+                let call = try ForgeCall(decoding: request.body, limits: limits)
+                try access.authorize(RequestRequirements.of(call))
+                return .ok(try await forge!.call(call).encoded)
             default:
                 try access.authorize(.clusterAdmin)
                 return .failure(
@@ -162,6 +170,8 @@ public struct ClientService: Sendable {
             return .failure(RPCFailure(code: CoordinationError.rpcCode, message: error.description, detail: error.encoded))
         } catch let error as JobError {
             return .failure(RPCFailure(code: JobError.rpcCode, message: error.description, detail: error.encoded))
+        } catch let error as ForgeError {
+            return .failure(RPCFailure(code: ForgeError.rpcCode, message: error.description, detail: Array(error.code.utf8)))
         } catch let failure as RPCFailure {
             return .failure(failure)
         } catch let error as DecodingError {

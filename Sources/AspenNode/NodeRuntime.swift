@@ -155,14 +155,22 @@ public final class NodeRuntime: Sendable {
         requestMetrics.add { blobs.metricsExposition }
         let jobs = JobService(node: node, limits: configuration.limits, retentionMs: settings.jobs.retentionMs, blobs: blobs, logger: logger)
         requestMetrics.add { jobs.metricsExposition }
+        // git's pipes: a client gone mid-push must fail a write, not end the node.
+        signal(SIGPIPE, SIG_IGN)
+        let forge = try ForgeService(
+            dataDirectory: settings.dataDirectory, node: node, blobs: blobs, auth: auth, cookie: cookie, ownKey: identity.key,
+            limits: configuration.limits, logger: logger)
+        requestMetrics.add { forge.metricsExposition }
         let server = try await TransportServer.start(
             host: host, port: port, tls: tls,
             routes: [
                 AspenProtocol.raft: network.route(to: node),
                 AspenProtocol.logs: WatchService(hub: node.watches, cookie: cookie, auth: auth, nowMs: node.nowMs, logger: logger).route(),
                 AspenProtocol.blobs: blobs.route,
+                AspenProtocol.git: forge.route,
+                AspenProtocol.gitHook: forge.hookRoute,
                 AspenProtocol.client: ClientService(
-                    node: node, network: network, cookie: cookie, auth: auth, metrics: requestMetrics, jobs: jobs, logger: logger,
+                    node: node, network: network, cookie: cookie, auth: auth, metrics: requestMetrics, jobs: jobs, forge: forge, logger: logger,
                     keepAdopted: { try DurableFiles.replaceContents(adoptedPath, with: $0) })
                     .route,
             ],
@@ -178,6 +186,7 @@ public final class NodeRuntime: Sendable {
             }
         }
         await node.setLocalRecords(records)
+        forge.listening(host: host, port: server.port)
         logger.info("transport listening", metadata: ["address": "\(host):\(server.port)"])
         if settings.cookie == nil {
             logger.notice("no cookie: open to local clients only for membership and maintenance requests (start with --cookie to allow them from elsewhere)")

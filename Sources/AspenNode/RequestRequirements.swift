@@ -2,6 +2,7 @@ import AspenAuth
 import AspenCoordination
 import AspenJobs
 import AspenCore
+import AspenForge
 import AspenKV
 
 /// The `cluster.*` operations of the native protocol.
@@ -159,6 +160,17 @@ extension RequestRequirements {
         case .cancel, .retry, .schedulePause, .scheduleRemove: return jobs(.write, "")
         case .scheduleCreate(let record, _): return jobs(.write, record.spec.type)
         case .schedules, .scheduleHistory: return jobs(.read, "")
+        }
+    }
+
+    /// A forge call: creating and deleting a repository take full access to its name; reading
+    /// takes read access (a listing: to every name).
+    public static func of(_ call: ForgeCall) -> Requirement {
+        switch call {
+        case .create(let record): return .service(.forge, .full, resource: Array(record.name.utf8))
+        case .delete(let name): return .service(.forge, .full, resource: Array(name.utf8))
+        case .show(let name), .refs(let name): return .service(.forge, .read, resource: Array(name.utf8))
+        case .list: return .service(.forge, .read, resource: [])
         }
     }
 }

@@ -67,4 +67,8 @@ public enum AspenProtocol {
     public static let client = "aspen/client/1"
     public static let logs = "aspen/logs/1"
     public static let blobs = "aspen/blobs/1"
+    /// git's smart protocol (upload-pack, receive-pack) tunnelled to the node's forge.
+    public static let git = "aspen/git/1"
+    /// The forge's receive hook calling its own node (only the node's own key may).
+    public static let gitHook = "aspen/git-hook/1"
 }

@@ -29,9 +29,27 @@ public final class TransportConnection: Sendable {
         host: String, port: Int, protocol name: String, tls: TLSMaterial, expecting: NodeKey? = nil,
         options: TransportOptions = TransportOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> TransportConnection {
+        let pending = PendingRequests()
+        let (channel, peer) = try await open(
+            host: host, port: port, protocol: name, tls: tls, expecting: expecting, options: options, group: group
+        ) { channel in
+            try channel.pipeline.syncOperations.addHandlers([
+                ByteToMessageHandler(FrameDecoder(limit: options.limits.rpcMessageBytesMax)),
+                MessageToByteHandler(FrameEncoder()), ClientResponseHandler(pending: pending),
+            ])
+        }
+        return TransportConnection(channel: channel, pending: pending, options: options, peer: peer)
+    }
+
+    /// Opens a TLS connection with the server's key pinned (to `expecting` when given) and
+    /// `protocol` negotiated; `install` adds the protocol's handlers behind TLS, on the
+    /// channel's loop, before any byte is read. Returns once the handshake has finished.
+    static func open(
+        host: String, port: Int, protocol name: String, tls: TLSMaterial, expecting: NodeKey?, options: TransportOptions,
+        group: any EventLoopGroup, install: @escaping @Sendable (any Channel) throws -> Void
+    ) async throws -> (channel: any Channel, peer: NodeKey) {
         let context = try NIOSSLContext(configuration: tls.clientConfiguration(protocol: name))
         let seen = PeerBox()
-        let pending = PendingRequests()
         // Held here, not looked up in the pipeline later: a failed handshake may already have
         // emptied the pipeline by the time `connect` returns.
         let watcher = HandshakeWatcher(protocol: name)
@@ -48,11 +66,8 @@ public final class TransportConnection: Sendable {
                             promise.succeed(.failed)
                         }
                     }
-                    try channel.pipeline.syncOperations.addHandlers([
-                        ssl, watcher,
-                        ByteToMessageHandler(FrameDecoder(limit: options.limits.rpcMessageBytesMax)),
-                        MessageToByteHandler(FrameEncoder()), ClientResponseHandler(pending: pending),
-                    ])
+                    try channel.pipeline.syncOperations.addHandlers([ssl, watcher])
+                    try install(channel)
                 }
             }
             .connect(host: host, port: port).get()
@@ -73,7 +88,7 @@ public final class TransportConnection: Sendable {
             channel.close(promise: nil)
             throw TransportError.notEd25519Certificate
         }
-        return TransportConnection(channel: channel, pending: pending, options: options, peer: peer)
+        return (channel, peer)
     }
 
     /// Sends one request and waits for its answer.

@@ -57,6 +57,10 @@ public struct TransportRoute: Sendable {
     /// frame, in the order the frames arrived, with no task per message. It must not block.
     /// Takes the place of `handle` when set.
     public var receive: (@Sendable (NodeKey, [UInt8]) -> Void)?
+    /// For protocols that carry a byte stream both ways (git's): the connection is handed over
+    /// whole, as frames in and frames out with backpressure, and closed when the handler returns.
+    /// Takes the place of `handle` when set.
+    public var tunnel: (@Sendable (TransportCaller, TunnelInbound, TunnelOutbound) async -> Void)?
 
     public init(authorize: @escaping @Sendable (NodeKey) -> Bool, handle: @escaping @Sendable (NodeKey, [UInt8]) async -> [UInt8]) {
         self.authorize = authorize
@@ -79,6 +83,12 @@ public struct TransportRoute: Sendable {
         self.authorize = authorize
         self.handle = { _, _ in [] }
         self.receive = receive
+    }
+
+    public init(authorize: @escaping @Sendable (NodeKey) -> Bool, tunnel: @escaping @Sendable (TransportCaller, TunnelInbound, TunnelOutbound) async -> Void) {
+        self.authorize = authorize
+        self.handle = { _, _ in [] }
+        self.tunnel = tunnel
     }
 }
 
@@ -313,6 +323,10 @@ final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
             drop(context, refusal)
             return
         }
+        if let tunnel = route.tunnel {
+            startTunnel(tunnel, context: context, key: key)
+            return
+        }
         do {
             try context.pipeline.syncOperations.addHandlers(
                 [
@@ -324,6 +338,29 @@ final class RouterHandler: ChannelInboundHandler, RemovableChannelHandler {
                         isLoopback: TransportCaller.isLoopback(context.channel.remoteAddress), options: options),
                 ], position: .after(self))
             context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        } catch {
+            drop(context, error)
+        }
+    }
+
+    /// Frames the connection and hands it to the tunnel's handler, counted as one request in
+    /// flight until the handler returns (the node's drain waits for it).
+    private func startTunnel(
+        _ tunnel: @escaping @Sendable (TransportCaller, TunnelInbound, TunnelOutbound) async -> Void, context: ChannelHandlerContext, key: NodeKey
+    ) {
+        do {
+            try context.pipeline.syncOperations.addHandlers(
+                [ByteToMessageHandler(FrameDecoder(limit: TransportTunnel.frameBytesMax)), MessageToByteHandler(FrameEncoder())],
+                position: .after(self))
+            let channel = try TransportTunnel.wrap(context.channel)
+            context.pipeline.syncOperations.removeHandler(self, promise: nil)
+            let caller = TransportCaller(key: key, isLoopback: TransportCaller.isLoopback(context.channel.remoteAddress))
+            let connections = self.connections
+            connections.requestStarted()
+            Task {
+                try? await channel.executeThenClose { inbound, outbound in await tunnel(caller, inbound, outbound) }
+                connections.requestFinished()
+            }
         } catch {
             drop(context, error)
         }

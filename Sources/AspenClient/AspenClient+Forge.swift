@@ -1,0 +1,104 @@
+import AspenCore
+import AspenForge
+import AspenTransport
+import NIOCore
+
+extension AspenClient {
+    /// Runs a forge call (`aspen repo …`) on any node; refusals come back as `ForgeError`.
+    public func forge(_ call: ForgeCall) async throws -> ForgeAnswer {
+        let repeatable: Bool
+        switch call {
+        case .list, .show, .refs: repeatable = true
+        // A create or delete sent again after a lost answer would report `exists` / `not found`
+        // for its own success: the caller is told the outcome is unknown instead.
+        case .create, .delete: repeatable = false
+        }
+        let body: [UInt8]
+        do {
+            body = try await self.call("forge", "call", call.encoded, repeatable: repeatable)
+        } catch ClientError.rejected(let failure) where failure.code == ForgeError.rpcCode {
+            throw ForgeError(code: String(decoding: failure.detail, as: UTF8.self), message: failure.message)
+        }
+        do {
+            return try ForgeAnswer(decoding: body, limits: options.limits)
+        } catch {
+            throw ClientError.malformedResponse("\(error)")
+        }
+    }
+
+    /// Opens a git tunnel (`aspen/git/1`) to a node for `service` on `repo` and runs `body` with
+    /// it once the node has the repository ready and runs git; the tunnel closes when `body`
+    /// returns. Throws the node's refusal (no such repository, not permitted); a node without a
+    /// quorum is passed over for the next.
+    public func withGitTunnel<T: Sendable>(
+        repo: String, service: GitService, protocolVersion: UInt8, _ body: @Sendable (GitTunnelIO) async throws -> T
+    ) async throws -> T {
+        var lastProblem = "no endpoint"
+        let first = preferred.withLock { $0 }
+        let request = GitTunnelRequest(repo: repo, service: service, protocolVersion: protocolVersion, proof: proof, credential: credential.whole)
+        for offset in endpoints.indices {
+            let endpoint = endpoints[(first + offset) % endpoints.count]
+            let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+            do {
+                channel = try await TransportTunnel.connect(
+                    host: endpoint.host, port: endpoint.port, protocol: AspenProtocol.git, tls: tls, expecting: endpoint.key, options: options)
+            } catch {
+                lastProblem = "\(endpoint.host):\(endpoint.port): \(error)"
+                continue
+            }
+            do {
+                return try await channel.executeThenClose { inbound, outbound in
+                    try await outbound.write(ByteBuffer(bytes: request.encoded))
+                    let io = GitTunnelIO(frames: inbound.makeAsyncIterator(), outbound: outbound)
+                    guard var frame = try await io.next(), let kind = frame.readInteger(as: UInt8.self) else {
+                        throw TunnelRefusal.closed
+                    }
+                    switch kind {
+                    case GitTunnelFrame.ready:
+                        return try await body(io)
+                    case GitTunnelFrame.refused:
+                        throw TunnelRefusal.refused(String(decoding: frame.readableBytesView, as: UTF8.self))
+                    default:
+                        throw TunnelRefusal.refused("unexpected first frame \(kind) from the node")
+                    }
+                }
+            } catch TunnelRefusal.closed {
+                lastProblem = "\(endpoint.host):\(endpoint.port): the node closed the connection before answering"
+            } catch TunnelRefusal.refused(let message) where message.hasPrefix("no quorum") {
+                lastProblem = "\(endpoint.host):\(endpoint.port): \(message)"
+            } catch TunnelRefusal.refused(let message) {
+                throw ForgeError.failed(message)
+            }
+        }
+        throw ClientError.unavailable(lastProblem)
+    }
+}
+
+private enum TunnelRefusal: Error {
+    case closed
+    case refused(String)
+}
+
+/// An open git tunnel: frames from the node (read by one task at a time) and the writer to it.
+public final class GitTunnelIO: @unchecked Sendable {
+    // @unchecked: the iterator is used by one task at a time (the caller's reading loop).
+    private var frames: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+    public let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+
+    init(frames: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) {
+        self.frames = frames
+        self.outbound = outbound
+    }
+
+    /// The next frame from the node, nil once it closed the tunnel.
+    public func next() async throws -> ByteBuffer? { try await frames.next() }
+
+    /// Sends `kind` and `bytes` as one frame.
+    public func send(_ kind: UInt8, _ bytes: ByteBuffer = ByteBuffer()) async throws {
+        var frame = ByteBuffer()
+        frame.reserveCapacity(1 + bytes.readableBytes)
+        frame.writeInteger(kind)
+        frame.writeImmutableBuffer(bytes)
+        try await outbound.write(frame)
+    }
+}

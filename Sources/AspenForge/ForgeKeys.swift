@@ -1,0 +1,123 @@
+import AspenCore
+import AspenLayer
+
+/// Where the forge keeps a repository in the key-value store (DESIGN §14):
+///
+/// - `("repo", NAME)`: the repository's record (`RepoRecord`);
+/// - `("r", NAME, "ref", REFNAME)`: a ref, as git's id in hex (what `git ls-remote` shows);
+/// - `("r", NAME, "pack", PACKNAME)`: one pack of the repository, a `BlobReference` to its bytes
+///   in the blob store (which keeps the blob from collection);
+/// - `("r", NAME, "push")`: the last push (`PushRecord`); each push is a new revision of it,
+///   so a watch on it sees every push, in order (the outbox CI reads).
+public enum ForgeKeys {
+    public static let space = Subspace(["aspen", "forge"])
+    public static let repos = space.subspace(["repo"])
+
+    public static func repo(_ name: String) -> [UInt8] { repos.pack([.string(name)]) }
+    /// Everything a repository holds besides its record.
+    public static func contents(_ name: String) -> Subspace { space.subspace(["r", .string(name)]) }
+    public static func refs(_ name: String) -> Subspace { contents(name).subspace(["ref"]) }
+    public static func ref(_ name: String, _ ref: String) -> [UInt8] { refs(name).pack([.string(ref)]) }
+    public static func packs(_ name: String) -> Subspace { contents(name).subspace(["pack"]) }
+    public static func pack(_ name: String, _ pack: String) -> [UInt8] { packs(name).pack([.string(pack)]) }
+    public static func push(_ name: String) -> [UInt8] { contents(name).pack(["push"]) }
+
+    /// The last string of a key in `subspace` (a ref's or a pack's name), if it is one.
+    public static func name(in subspace: Subspace, _ key: [UInt8]) -> String? {
+        guard let tuple = try? subspace.unpack(key), tuple.elements.count == 1, case .string(let name) = tuple.elements[0] else { return nil }
+        return name
+    }
+}
+
+/// What the forge refuses, with the bound or the rule named.
+public enum ForgeError: Error, Sendable, Equatable, CustomStringConvertible {
+    case badInput(String)
+    case notFound(String)
+    case exists(String)
+    case conflict(String)
+    case unavailable(String)
+    case failed(String)
+
+    public var description: String {
+        switch self {
+        case .badInput(let text), .notFound(let text), .exists(let text), .conflict(let text), .unavailable(let text), .failed(let text): text
+        }
+    }
+
+    /// The code of a forge refusal in the native protocol; the detail carries `code`.
+    public static let rpcCode = "forge"
+
+    public var code: String {
+        switch self {
+        case .badInput: "bad_request"
+        case .notFound: "not_found"
+        case .exists: "exists"
+        case .conflict: "conflict"
+        case .unavailable: "unavailable"
+        case .failed: "failed"
+        }
+    }
+
+    public init(code: String, message: String) {
+        switch code {
+        case "bad_request": self = .badInput(message)
+        case "not_found": self = .notFound(message)
+        case "exists": self = .exists(message)
+        case "conflict": self = .conflict(message)
+        case "unavailable": self = .unavailable(message)
+        default: self = .failed(message)
+        }
+    }
+}
+
+/// Names users give: repositories and refs.
+public enum ForgeNames {
+    /// A repository name: segments of letters, digits, `.`, `_` and `-` joined by `/` (`team/app`),
+    /// none empty, none starting with `.` or `-`, no `.git` at the end (the URL may add it).
+    public static func validate(repo name: String, limits: Limits = .standard) throws(ForgeError) {
+        let bytes = Array(name.utf8)
+        guard !bytes.isEmpty else { throw .badInput("a repository name must not be empty") }
+        guard bytes.count <= limits.forgeRepoNameBytesMax else {
+            throw .badInput("a repository name of \(bytes.count) bytes exceeds forgeRepoNameBytesMax (\(limits.forgeRepoNameBytesMax))")
+        }
+        for segment in name.split(separator: "/", omittingEmptySubsequences: false) {
+            guard let first = segment.utf8.first else { throw .badInput("repository name \"\(name)\" has an empty segment") }
+            guard first != UInt8(ascii: "."), first != UInt8(ascii: "-") else {
+                throw .badInput("repository name \"\(name)\": a segment must not start with '.' or '-'")
+            }
+            for byte in segment.utf8 {
+                let allowed =
+                    (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_")
+                    || byte == UInt8(ascii: "-")
+                guard allowed else {
+                    throw .badInput("repository name \"\(name)\": only letters, digits, '.', '_', '-' and '/' between segments are allowed")
+                }
+            }
+            guard !segment.hasSuffix(".git"), !segment.hasSuffix(".lock") else {
+                throw .badInput("repository name \"\(name)\": a segment must not end in .git or .lock")
+            }
+        }
+    }
+
+    /// A ref name as git itself would take it (`git check-ref-format`), within the bound.
+    public static func validate(ref name: String, limits: Limits = .standard) throws(ForgeError) {
+        let bytes = Array(name.utf8)
+        guard bytes.count <= limits.forgeRefNameBytesMax else {
+            throw .badInput("a ref name of \(bytes.count) bytes exceeds forgeRefNameBytesMax (\(limits.forgeRefNameBytesMax))")
+        }
+        guard name.hasPrefix("refs/"), !name.hasSuffix("/"), !name.hasSuffix(".lock"), !name.contains(".."), !name.contains("//"),
+            !name.contains("@{"), !bytes.contains(where: { $0 < 0x21 || $0 == 0x7F || Array("~^:?*[\\".utf8).contains($0) })
+        else { throw .badInput("\"\(name)\" is not a valid ref name") }
+    }
+
+    /// A git object id in hex: 40 digits (SHA-1) or 64 (SHA-256), lower case.
+    public static func isObjectID(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        return (bytes.count == 40 || bytes.count == 64)
+            && bytes.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
+    }
+
+    /// The id git uses for "no object" (a ref created or deleted).
+    public static func isZero(_ id: String) -> Bool { id.utf8.allSatisfy { $0 == UInt8(ascii: "0") } }
+}

@@ -1,0 +1,366 @@
+import AspenCore
+
+/// A repository as the forge records it.
+public struct RepoRecord: Sendable, Equatable {
+    public var name: String
+    public var description: String
+    /// The branch `HEAD` names (`main` unless created otherwise).
+    public var defaultBranch: String
+    public var createdMs: Int64
+
+    public init(name: String, description: String = "", defaultBranch: String = "main", createdMs: Int64 = 0) {
+        self.name = name
+        self.description = description
+        self.defaultBranch = defaultBranch
+        self.createdMs = createdMs
+    }
+
+    static let version: UInt8 = 1
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        writer.write(Self.version)
+        writer.writeString(name)
+        writer.writeString(description)
+        writer.writeString(defaultBranch)
+        writer.writeVarint(signed: createdMs)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        guard try reader.readByte() == Self.version else { throw .invalid("unknown repository record version") }
+        name = try reader.readString(limit: limits.forgeRepoNameBytesMax)
+        description = try reader.readString(limit: limits.forgeDescriptionBytesMax)
+        defaultBranch = try reader.readString(limit: limits.forgeRefNameBytesMax)
+        createdMs = try reader.readSignedVarint()
+        try reader.expectEnd()
+    }
+
+    public func validate(limits: Limits = .standard) throws(ForgeError) {
+        try ForgeNames.validate(repo: name, limits: limits)
+        guard description.utf8.count <= limits.forgeDescriptionBytesMax else {
+            throw .badInput("a description of \(description.utf8.count) bytes exceeds forgeDescriptionBytesMax (\(limits.forgeDescriptionBytesMax))")
+        }
+        try ForgeNames.validate(ref: "refs/heads/" + defaultBranch, limits: limits)
+    }
+}
+
+/// One ref a push changes: git's `OLD NEW REFNAME` (an id of zeros: created or deleted).
+public struct RefUpdate: Sendable, Equatable {
+    public var old: String
+    public var new: String
+    public var name: String
+
+    public init(old: String, new: String, name: String) {
+        self.old = old
+        self.new = new
+        self.name = name
+    }
+
+    func write(to writer: inout ByteWriter) {
+        writer.writeString(old)
+        writer.writeString(new)
+        writer.writeString(name)
+    }
+
+    init(from reader: inout ByteReader, limits: Limits) throws(DecodingError) {
+        old = try reader.readString(limit: 64)
+        new = try reader.readString(limit: 64)
+        name = try reader.readString(limit: limits.forgeRefNameBytesMax)
+    }
+
+    public func validate(limits: Limits = .standard) throws(ForgeError) {
+        guard ForgeNames.isObjectID(old), ForgeNames.isObjectID(new), old.utf8.count == new.utf8.count else {
+            throw .badInput("\(name): \"\(old)\" or \"\(new)\" is not a git object id")
+        }
+        try ForgeNames.validate(ref: name, limits: limits)
+    }
+}
+
+/// The last push to a repository: what each ref went from and to, the pack it brought, who and when.
+public struct PushRecord: Sendable, Equatable {
+    public var updates: [RefUpdate]
+    public var packs: [String]
+    /// The pusher's key (the TLS key of the client that pushed), in hex.
+    public var pusher: String
+    public var nowMs: Int64
+    /// The node that took the push.
+    public var node: UInt64
+
+    public init(updates: [RefUpdate], packs: [String], pusher: String, nowMs: Int64, node: UInt64) {
+        self.updates = updates
+        self.packs = packs
+        self.pusher = pusher
+        self.nowMs = nowMs
+        self.node = node
+    }
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        writer.write(UInt8(1))
+        writer.writeVarint(UInt64(updates.count))
+        for update in updates { update.write(to: &writer) }
+        writer.writeVarint(UInt64(packs.count))
+        for pack in packs { writer.writeString(pack) }
+        writer.writeString(pusher)
+        writer.writeVarint(signed: nowMs)
+        writer.writeVarint(node)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        guard try reader.readByte() == 1 else { throw .invalid("unknown push record version") }
+        let count = try reader.readCount(limit: limits.forgeRefUpdatesMax)
+        updates = []
+        for _ in 0..<count { updates.append(try RefUpdate(from: &reader, limits: limits)) }
+        let packCount = try reader.readCount(limit: 16)
+        packs = []
+        for _ in 0..<packCount { packs.append(try reader.readString(limit: 128)) }
+        pusher = try reader.readString(limit: 128)
+        nowMs = try reader.readSignedVarint()
+        node = try reader.readVarint()
+        try reader.expectEnd()
+    }
+}
+
+/// The forge's calls over `aspen/client/1` (domain `forge`).
+public enum ForgeCall: Sendable, Equatable {
+    case create(RepoRecord)
+    case list
+    case show(String)
+    case delete(String)
+    /// The refs of a repository, read linearizably.
+    case refs(String)
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        switch self {
+        case .create(let record):
+            writer.write(UInt8(1))
+            writer.writeBytes(record.encoded)
+        case .list:
+            writer.write(UInt8(2))
+        case .show(let name):
+            writer.write(UInt8(3))
+            writer.writeString(name)
+        case .delete(let name):
+            writer.write(UInt8(4))
+            writer.writeString(name)
+        case .refs(let name):
+            writer.write(UInt8(5))
+            writer.writeString(name)
+        }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        switch try reader.readByte() {
+        case 1: self = .create(try RepoRecord(decoding: try reader.readBytes(limit: 4096), limits: limits))
+        case 2: self = .list
+        case 3: self = .show(try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        case 4: self = .delete(try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        case 5: self = .refs(try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        default: throw .invalid("unknown forge call")
+        }
+        try reader.expectEnd()
+    }
+
+    /// The repository the call is about (empty for a list: every repository).
+    public var repo: String {
+        switch self {
+        case .create(let record): record.name
+        case .list: ""
+        case .show(let name), .delete(let name), .refs(let name): name
+        }
+    }
+}
+
+/// A forge call's answer.
+public enum ForgeAnswer: Sendable, Equatable {
+    case done
+    case repos([RepoRecord])
+    case refs([(name: String, id: String)])
+
+    public static func == (lhs: ForgeAnswer, rhs: ForgeAnswer) -> Bool {
+        switch (lhs, rhs) {
+        case (.done, .done): true
+        case (.repos(let a), .repos(let b)): a == b
+        case (.refs(let a), .refs(let b)): a.map(\.name) == b.map(\.name) && a.map(\.id) == b.map(\.id)
+        default: false
+        }
+    }
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        switch self {
+        case .done:
+            writer.write(UInt8(1))
+        case .repos(let records):
+            writer.write(UInt8(2))
+            writer.writeVarint(UInt64(records.count))
+            for record in records { writer.writeBytes(record.encoded) }
+        case .refs(let refs):
+            writer.write(UInt8(3))
+            writer.writeVarint(UInt64(refs.count))
+            for ref in refs {
+                writer.writeString(ref.name)
+                writer.writeString(ref.id)
+            }
+        }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        switch try reader.readByte() {
+        case 1: self = .done
+        case 2:
+            let count = try reader.readCount(limit: 100_000)
+            var records: [RepoRecord] = []
+            for _ in 0..<count { records.append(try RepoRecord(decoding: try reader.readBytes(limit: 4096), limits: limits)) }
+            self = .repos(records)
+        case 3:
+            let count = try reader.readCount(limit: limits.forgeRefsMax)
+            var refs: [(String, String)] = []
+            for _ in 0..<count { refs.append((try reader.readString(limit: limits.forgeRefNameBytesMax), try reader.readString(limit: 64))) }
+            self = .refs(refs)
+        default: throw .invalid("unknown forge answer")
+        }
+        try reader.expectEnd()
+    }
+}
+
+/// git's two services, as the remote helper asks for them.
+public enum GitService: String, Sendable, Equatable {
+    case uploadPack = "git-upload-pack"
+    case receivePack = "git-receive-pack"
+}
+
+/// The first frame of an `aspen/git/1` tunnel: which repository, which service, which
+/// protocol version (0, 1 or 2: what git put in `GIT_PROTOCOL`), and the client's cookie proof
+/// and credential.
+public struct GitTunnelRequest: Sendable, Equatable {
+    public var repo: String
+    public var service: GitService
+    public var protocolVersion: UInt8
+    public var proof: [UInt8]
+    public var credential: [UInt8]
+
+    public init(repo: String, service: GitService, protocolVersion: UInt8, proof: [UInt8] = [], credential: [UInt8] = []) {
+        self.repo = repo
+        self.service = service
+        self.protocolVersion = protocolVersion
+        self.proof = proof
+        self.credential = credential
+    }
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        writer.write(GitTunnelFrame.header)
+        writer.write(UInt8(1))
+        writer.writeString(repo)
+        writer.writeString(service.rawValue)
+        writer.write(protocolVersion)
+        writer.writeBytes(proof)
+        writer.writeBytes(credential)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        guard try reader.readByte() == GitTunnelFrame.header else { throw .invalid("the first frame is not a tunnel header") }
+        guard try reader.readByte() == 1 else { throw .invalid("unknown tunnel header version") }
+        repo = try reader.readString(limit: limits.forgeRepoNameBytesMax)
+        guard let service = GitService(rawValue: try reader.readString(limit: 32)) else { throw .invalid("unknown git service") }
+        self.service = service
+        protocolVersion = try reader.readByte()
+        guard protocolVersion <= 2 else { throw .invalid("unknown git protocol version \(protocolVersion)") }
+        proof = try reader.readBytes(limit: 64)
+        credential = try reader.readBytes(limit: 64 * 1024)
+        try reader.expectEnd()
+    }
+}
+
+/// The kind byte that starts each tunnel frame. The client sends a header, then data (git's
+/// standard input) and an end; the node answers ready (or refused, with the reason), then
+/// git's standard output and error, and its exit status.
+public enum GitTunnelFrame {
+    public static let header: UInt8 = 0x01
+    public static let data: UInt8 = 0x02
+    public static let end: UInt8 = 0x03
+    public static let ready: UInt8 = 0x10
+    public static let stdout: UInt8 = 0x11
+    public static let stderr: UInt8 = 0x12
+    public static let exit: UInt8 = 0x13
+    public static let refused: UInt8 = 0x14
+}
+
+/// What the node's receive hook sends the node: the push it belongs to (a one-time token), the
+/// quarantine directory holding the pack git received, and the ref updates.
+public struct ForgeHookRequest: Sendable, Equatable {
+    public var token: String
+    public var quarantine: String
+    public var updates: [RefUpdate]
+    public var pushOptions: [String]
+
+    public init(token: String, quarantine: String, updates: [RefUpdate], pushOptions: [String] = []) {
+        self.token = token
+        self.quarantine = quarantine
+        self.updates = updates
+        self.pushOptions = pushOptions
+    }
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        writer.write(UInt8(1))
+        writer.writeString(token)
+        writer.writeString(quarantine)
+        writer.writeVarint(UInt64(updates.count))
+        for update in updates { update.write(to: &writer) }
+        writer.writeVarint(UInt64(pushOptions.count))
+        for option in pushOptions { writer.writeString(option) }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        guard try reader.readByte() == 1 else { throw .invalid("unknown hook request version") }
+        token = try reader.readString(limit: 128)
+        quarantine = try reader.readString(limit: 4096)
+        let count = try reader.readCount(limit: limits.forgeRefUpdatesMax + 1)
+        updates = []
+        for _ in 0..<count { updates.append(try RefUpdate(from: &reader, limits: limits)) }
+        let options = try reader.readCount(limit: 64)
+        pushOptions = []
+        for _ in 0..<options { pushOptions.append(try reader.readString(limit: 1024)) }
+        try reader.expectEnd()
+    }
+}
+
+/// The node's answer to its hook: accepted or not, and what git shows the pusher.
+public struct ForgeHookAnswer: Sendable, Equatable {
+    public var accepted: Bool
+    public var message: String
+
+    public init(accepted: Bool, message: String) {
+        self.accepted = accepted
+        self.message = message
+    }
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        writer.write(accepted)
+        writer.writeString(message)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        accepted = try reader.readBool()
+        message = try reader.readString(limit: 64 * 1024)
+        try reader.expectEnd()
+    }
+}

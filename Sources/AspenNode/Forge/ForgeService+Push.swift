@@ -1,0 +1,200 @@
+import AspenBlob
+import AspenCore
+import AspenForge
+import AspenKV
+import Foundation
+
+// A push: the receive hook calls the node, which stores the pack in the blob store and commits the
+// refs with one compare-and-swap transaction; and the repository calls of `aspen repo`.
+extension ForgeService {
+    /// How long a pack uploaded for a push is kept by its tag alone: the push's commit then keeps
+    /// it by reference; a push that died before its commit leaves it to blob collection.
+    static let incomingTagTtlMs: UInt64 = 10 * 60 * 1000
+
+    func hook(_ body: [UInt8]) async -> ForgeHookAnswer {
+        let request: ForgeHookRequest
+        do {
+            request = try ForgeHookRequest(decoding: body, limits: limits)
+        } catch {
+            return ForgeHookAnswer(accepted: false, message: "undecodable hook request: \(error)")
+        }
+        guard let session = sessions.withLock({ $0[request.token] }) else {
+            return ForgeHookAnswer(accepted: false, message: "this push is no longer known to the node")
+        }
+        // The lock is held until git has moved the cache's refs (released when receive-pack
+        // exits): a sync for a fetch must not set them between the commit and git's own update.
+        await locks.acquire(session.repo)
+        session.locked.withLock { $0 = true }
+        if sessions.withLock({ $0[request.token] }) == nil {
+            // The session ended meanwhile; whoever takes the flag releases the lock.
+            if session.locked.withLock({ flag in defer { flag = false }; return flag }) { await locks.release(session.repo) }
+            return ForgeHookAnswer(accepted: false, message: "this push is no longer known to the node")
+        }
+        do {
+            try await commit(request, session: session)
+            metrics.pushes.add(1, ordering: .relaxed)
+            return ForgeHookAnswer(accepted: true, message: "")
+        } catch let error as ForgeError {
+            if case .conflict = error { metrics.pushesRejected.add(1, ordering: .relaxed) }
+            return ForgeHookAnswer(accepted: false, message: "\(error)")
+        } catch {
+            logger.warning("push failed", metadata: ["repo": "\(session.repo)", "error": "\(error)"])
+            return ForgeHookAnswer(accepted: false, message: "the push could not be committed: \(error)")
+        }
+    }
+
+    /// The packs git received for this push (none for a push that only deletes or moves refs to
+    /// objects the repository has).
+    static func packs(in quarantine: String) throws -> [(name: String, path: String)] {
+        let directory = (quarantine as NSString).appendingPathComponent("pack")
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        return names.filter { $0.hasPrefix("pack-") && $0.hasSuffix(".pack") }.sorted().map {
+            (String($0.dropLast(5)), (directory as NSString).appendingPathComponent($0))
+        }
+    }
+
+    func commit(_ request: ForgeHookRequest, session: PushSession) async throws {
+        let repo = session.repo
+        guard !request.updates.isEmpty else { return }
+        guard request.updates.count <= limits.forgeRefUpdatesMax else {
+            throw ForgeError.badInput("a push of \(request.updates.count) refs exceeds forgeRefUpdatesMax (\(limits.forgeRefUpdatesMax))")
+        }
+        for update in request.updates { try update.validate(limits: limits) }
+        let state = try await withQuorum { try await RepoCache.read(repo, node: self.node, limits: self.limits) }
+        let created = request.updates.filter { ForgeNames.isZero($0.old) && !ForgeNames.isZero($0.new) }.count
+        let deleted = request.updates.filter { ForgeNames.isZero($0.new) }.count
+        guard state.refs.count + created - deleted <= limits.forgeRefsMax else {
+            throw ForgeError.badInput("\(repo) would hold \(state.refs.count + created - deleted) refs, more than forgeRefsMax (\(limits.forgeRefsMax))")
+        }
+        // Stale before anything is uploaded: say so at once.
+        try Self.checkCurrent(request.updates, against: state.refs)
+        let packs = try Self.packs(in: request.quarantine)
+        guard state.packs.count + packs.count <= limits.forgePacksMax else {
+            throw ForgeError.unavailable("\(repo) holds \(state.packs.count) packs, at forgePacksMax (\(limits.forgePacksMax)): it must be repacked first")
+        }
+        var stored: [(name: String, reference: BlobReference)] = []
+        for pack in packs {
+            let size = (try FileManager.default.attributesOfItem(atPath: pack.path)[.size] as? NSNumber)?.uint64Value ?? 0
+            guard size <= limits.forgePackBytesMax else {
+                throw ForgeError.badInput("a pack of \(size) bytes exceeds forgePackBytesMax (\(limits.forgePackBytesMax))")
+            }
+            let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: pack.path)))
+            let hash = try await blobs.add(bytes, tag: "aspen/forge/incoming/\(repo)/\(pack.name)", tagTtlMs: Self.incomingTagTtlMs)
+            stored.append((pack.name, BlobReference(hash: hash, size: UInt64(bytes.count))))
+            metrics.packBytes.add(bytes.count, ordering: .relaxed)
+        }
+        var compares = [Compare(key: ForgeKeys.repo(repo), .createRevision(state.createRevision))]
+        var operations: [TransactionOperation] = []
+        for update in request.updates {
+            let key = ForgeKeys.ref(repo, update.name)
+            compares.append(ForgeNames.isZero(update.old) ? .absent(key) : Compare(key: key, .value(Array(update.old.utf8))))
+            operations.append(
+                ForgeNames.isZero(update.new) ? .delete(Delete(.key(key))) : .put(Put(key: key, value: Array(update.new.utf8))))
+        }
+        for pack in stored { operations.append(.put(Put(key: ForgeKeys.pack(repo, pack.name), value: pack.reference.encoded))) }
+        let record = PushRecord(
+            updates: request.updates, packs: stored.map(\.name), pusher: session.pusher.hex, nowMs: node.nowMs(), node: await node.id.rawValue)
+        operations.append(.put(Put(key: ForgeKeys.push(repo), value: record.encoded)))
+        let transaction = Transaction(compares: compares, success: operations)
+        // One log entry per push; a write whose fate is unknown is settled by reading the refs
+        // (the compares make sending it again safe: it cannot apply twice).
+        for attempt in 0..<3 {
+            metrics.pushEntries.add(1, ordering: .relaxed)
+            do {
+                guard case .transaction(let result) = try await node.write(.transaction(transaction), forwarding: true) else {
+                    throw ForgeError.failed("unexpected result of the push transaction")
+                }
+                if result.succeeded { return }
+            } catch let error as NodeError {
+                switch error {
+                case .outcomeUnknown, .proposalLost, .notLeader, .unavailable:
+                    if attempt == 2 { throw ForgeError.unavailable("the push could not be committed: \(error)") }
+                    try await Task.sleep(for: .milliseconds(100 << attempt))
+                    continue
+                case .stopped, .refused:
+                    throw ForgeError.unavailable("the push could not be committed: \(error)")
+                }
+            }
+            // The compares failed: either another push moved a ref, or this very transaction
+            // applied on an earlier attempt.
+            let now = try await withQuorum { try await RepoCache.read(repo, node: self.node, limits: self.limits) }
+            guard now.createRevision == state.createRevision else { throw ForgeError.notFound("\(repo) was deleted during the push") }
+            if request.updates.allSatisfy({ ForgeNames.isZero($0.new) ? now.refs[$0.name] == nil : now.refs[$0.name] == $0.new }),
+                stored.allSatisfy({ now.packs[$0.name] != nil })
+            {
+                return
+            }
+            try Self.checkCurrent(request.updates, against: now.refs)
+            throw ForgeError.conflict("rejected: a ref changed while this push ran; fetch first")
+        }
+    }
+
+    /// Refuses, naming the ref, an update whose old value is not the ref's current one.
+    static func checkCurrent(_ updates: [RefUpdate], against refs: [String: String]) throws {
+        for update in updates {
+            let current = refs[update.name]
+            let expected: String? = ForgeNames.isZero(update.old) ? nil : update.old
+            guard current == expected else {
+                let now = current.map { "is now \($0.prefix(12))" } ?? "no longer exists"
+                let before = expected.map { "you pushed over \($0.prefix(12))" } ?? "you pushed it as new"
+                throw ForgeError.conflict("rejected \(update.name) (stale info / fetch first): it \(now), \(before)")
+            }
+        }
+    }
+
+    // MARK: Repository calls
+
+    public func call(_ call: ForgeCall) async throws -> ForgeAnswer {
+        switch call {
+        case .create(var record):
+            try record.validate(limits: limits)
+            record.createdMs = node.nowMs()
+            let key = ForgeKeys.repo(record.name)
+            let (start, end) = ForgeKeys.contents(record.name).range
+            let transaction = Transaction(
+                compares: [.absent(key)],
+                success: [.put(Put(key: key, value: record.encoded)), .delete(Delete(.range(start: start, end: end)))])
+            guard case .transaction(let result) = try await node.write(.transaction(transaction), forwarding: true) else {
+                throw ForgeError.failed("unexpected result of the create transaction")
+            }
+            guard result.succeeded else { throw ForgeError.exists("repository \(record.name) already exists") }
+            return .done
+        case .list:
+            let (start, end) = ForgeKeys.repos.range
+            var records: [RepoRecord] = []
+            var continuation: Bytes?
+            var revision: Revision = 0
+            repeat {
+                let page = try await node.read(
+                    RangeRequest(.range(start: start, end: end), revision: revision, continuation: continuation),
+                    consistency: continuation == nil ? .linearizable : .stale)
+                revision = page.revision
+                for pair in page.kvs { records.append(try RepoRecord(decoding: pair.value, limits: limits)) }
+                continuation = page.more ? page.continuation : nil
+            } while continuation != nil
+            return .repos(records)
+        case .show(let name):
+            try ForgeNames.validate(repo: name, limits: limits)
+            guard let kv = try await node.get(ForgeKeys.repo(name), consistency: .linearizable) else {
+                throw ForgeError.notFound("no repository \(name)")
+            }
+            return .repos([try RepoRecord(decoding: kv.value, limits: limits)])
+        case .delete(let name):
+            try ForgeNames.validate(repo: name, limits: limits)
+            let key = ForgeKeys.repo(name)
+            let (start, end) = ForgeKeys.contents(name).range
+            let transaction = Transaction(
+                compares: [Compare(key: key, .version(0), .greater)],
+                success: [.delete(Delete(.key(key))), .delete(Delete(.range(start: start, end: end)))])
+            guard case .transaction(let result) = try await node.write(.transaction(transaction), forwarding: true) else {
+                throw ForgeError.failed("unexpected result of the delete transaction")
+            }
+            guard result.succeeded else { throw ForgeError.notFound("no repository \(name)") }
+            return .done
+        case .refs(let name):
+            try ForgeNames.validate(repo: name, limits: limits)
+            let state = try await withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
+            return .refs(state.refs.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        }
+    }
+}

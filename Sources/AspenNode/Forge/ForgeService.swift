@@ -1,0 +1,270 @@
+import AspenAuth
+import AspenBlob
+import AspenCore
+import AspenForge
+import AspenKV
+import AspenTransport
+import Foundation
+import Logging
+import NIOCore
+import Subprocess
+import Synchronization
+
+/// The node's forge (DESIGN §14): `aspen/git/1` tunnels to the real `git upload-pack` and
+/// `git receive-pack` over a cache repository, the receive hook's calls (`aspen/git-hook/1`), and
+/// the repository calls of `aspen repo`.
+public final class ForgeService: Sendable {
+    let node: RaftNode
+    let blobs: BlobService
+    let auth: NodeAuth?
+    let cookie: ClusterCookie?
+    let limits: Limits
+    let logger: Logger
+    let ownKey: NodeKey
+    let cache: RepoCache
+    let locks = RepoLocks()
+    let sessions = Mutex<[String: PushSession]>([:])
+    /// What the receive hook needs to call this node back (its address, key and data directory).
+    let hookEnvironment = Mutex<[String: String]>([:])
+    let metrics = ForgeMetrics()
+    /// How long a fetch or push waits to learn the cluster's refs before it is refused.
+    static let quorumWaitSeconds = 5.0
+
+    /// A receive-pack running for a client: its repository and pusher, and whether its hook has
+    /// taken the repository's lock (held until git has moved the cache's refs).
+    final class PushSession: Sendable {
+        let repo: String
+        let pusher: NodeKey
+        let locked = Mutex(false)
+        init(repo: String, pusher: NodeKey) {
+            self.repo = repo
+            self.pusher = pusher
+        }
+    }
+
+    public init(
+        dataDirectory: String, node: RaftNode, blobs: BlobService, auth: NodeAuth?, cookie: ClusterCookie?, ownKey: NodeKey, limits: Limits,
+        logger: Logger
+    ) throws {
+        self.node = node
+        self.blobs = blobs
+        self.auth = auth
+        self.cookie = cookie
+        self.ownKey = ownKey
+        self.limits = limits
+        self.logger = logger
+        let root = (dataDirectory as NSString).appendingPathComponent("forge")
+        let hooks = (root as NSString).appendingPathComponent("hooks")
+        cache = RepoCache(root: root, hooksDirectory: hooks)
+        try FileManager.default.createDirectory(atPath: hooks, withIntermediateDirectories: true)
+        // Staging left by a node that died mid-creation.
+        try? FileManager.default.removeItem(atPath: (root as NSString).appendingPathComponent("staging"))
+        try Self.writeHook(in: hooks)
+        hookEnvironment.withLock { $0["ASPEN_FORGE_DATA_DIR"] = dataDirectory }
+    }
+
+    /// The receive hook: this very program, run as `forge-hook` (so a node's hook and node always
+    /// match).
+    static func writeHook(in directory: String) throws {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        // `aspen node run` runs a node too; its hook is `aspen node forge-hook`.
+        let command = (executable as NSString).lastPathComponent == "aspen" ? "node forge-hook" : "forge-hook"
+        let quoted = "'" + executable.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        let script = "#!/bin/sh\nexec \(quoted) \(command) \"$@\"\n"
+        let path = (directory as NSString).appendingPathComponent("pre-receive")
+        try script.write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o755)
+    }
+
+    /// Called once the transport listens: the hook connects to this address.
+    public func listening(host: String, port: Int) {
+        let reachable = host == "0.0.0.0" || host == "::" || host.isEmpty ? "127.0.0.1" : host
+        hookEnvironment.withLock {
+            $0["ASPEN_FORGE_ADDRESS"] = reachable.contains(":") ? "[\(reachable)]:\(port)" : "\(reachable):\(port)"
+            $0["ASPEN_FORGE_KEY"] = ownKey.hex
+        }
+    }
+
+    public var route: TransportRoute {
+        TransportRoute(authorize: { _ in true }, tunnel: { caller, inbound, outbound in await self.serve(caller, inbound, outbound) })
+    }
+
+    /// Only this node's own key may speak the hook protocol: the hook is the node's own program.
+    public var hookRoute: TransportRoute {
+        let own = ownKey
+        return TransportRoute(authorize: { $0 == own }, handle: { _, body in await self.hook(body).encoded })
+    }
+
+    // MARK: Tunnels
+
+    final class FrameSource: @unchecked Sendable {
+        // @unchecked: read by one task at a time (the header by the tunnel, then the input pump).
+        var iterator: TunnelInbound.AsyncIterator
+        init(_ iterator: TunnelInbound.AsyncIterator) { self.iterator = iterator }
+    }
+
+    func serve(_ caller: TransportCaller, _ inbound: TunnelInbound, _ outbound: TunnelOutbound) async {
+        let source = FrameSource(inbound.makeAsyncIterator())
+        let request: GitTunnelRequest
+        let path: String
+        do {
+            guard let first = try await source.iterator.next() else { return }
+            request = try GitTunnelRequest(decoding: Array(first.readableBytesView), limits: limits)
+            try authorize(request, caller: caller)
+            try ForgeNames.validate(repo: request.repo, limits: limits)
+            path = try await prepare(request.repo)
+        } catch {
+            metrics.refused.add(1, ordering: .relaxed)
+            logger.info("git request refused", metadata: ["client": "\(caller.key)", "reason": "\(error)"])
+            try? await outbound.write(Self.frame(GitTunnelFrame.refused, Array("\(error)".utf8)))
+            return
+        }
+        do {
+            try await outbound.write(Self.frame(GitTunnelFrame.ready, []))
+            let status = try await run(request, path: path, caller: caller, source: source, outbound: outbound)
+            var code = ByteBuffer()
+            code.writeInteger(GitTunnelFrame.exit)
+            code.writeInteger(status)
+            try await outbound.write(code)
+        } catch {
+            logger.info("git session ended early", metadata: ["client": "\(caller.key)", "repo": "\(request.repo)", "reason": "\(error)"])
+        }
+    }
+
+    static func frame(_ kind: UInt8, _ body: [UInt8]) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(1 + body.count)
+        buffer.writeInteger(kind)
+        buffer.writeBytes(body)
+        return buffer
+    }
+
+    func authorize(_ request: GitTunnelRequest, caller: TransportCaller) throws {
+        if let cookie, !cookie.accepts(request.proof, from: caller.key) {
+            throw ForgeError.badInput(request.proof.isEmpty ? "unauthorized: this cluster requires a cookie (ASPEN_COOKIE)" : "unauthorized: wrong cluster cookie")
+        }
+        guard let auth, auth.isRequired else { return }
+        let now = node.nowMs()
+        let access: Capability.Access = request.service == .receivePack ? .write : .read
+        let credential: VerifiedCredential?
+        do {
+            credential = try auth.authenticate(request.credential, nowMs: now)
+        } catch {
+            throw AuthRefusal.denied(error)
+        }
+        do {
+            try auth.authorize(credential, caller: PublicKey(bytes: caller.key.bytes), needed: .service(.forge, access, resource: Array(request.repo.utf8)), nowMs: now)
+        } catch {
+            auth.noteDenial(error, client: "\(caller.key)", operation: "forge.\(request.service.rawValue)", nowMs: now)
+            throw error
+        }
+    }
+
+    /// Learns the repository's refs and packs from the cluster (refused quickly without a
+    /// quorum: never served from what this node last knew) and sets the cache to them.
+    func prepare(_ name: String) async throws -> String {
+        let state = try await withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
+        return try await locks.withLock(name) { try await self.cache.sync(state, blobs: self.blobs) }
+    }
+
+    func withQuorum<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(Int64(Self.quorumWaitSeconds * 1000)))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw ForgeError.unavailable(
+                    "no quorum: this node could not confirm the cluster's current refs within \(Int(Self.quorumWaitSeconds)) s; try another node")
+            }
+            return value
+        }
+    }
+
+    /// Runs the git service for the tunnel: frames in become its standard input, its output and
+    /// errors go back as frames. Returns its exit status.
+    func run(_ request: GitTunnelRequest, path: String, caller: TransportCaller, source: FrameSource, outbound: TunnelOutbound) async throws -> Int32 {
+        var environment: [Environment.Key: String?] = ["GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"]
+        if request.protocolVersion > 0 { environment["GIT_PROTOCOL"] = "version=\(request.protocolVersion)" }
+        var token: String?
+        if request.service == .receivePack {
+            let made = (0..<4).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 16) }.joined(separator: "-")
+            token = made
+            sessions.withLock { $0[made] = PushSession(repo: request.repo, pusher: caller.key) }
+            for (name, value) in hookEnvironment.withLock({ $0 }) { environment[Environment.Key(rawValue: name)!] = value }
+            environment["ASPEN_FORGE_TOKEN"] = made
+        }
+        defer {
+            if let token, let session = sessions.withLock({ $0.removeValue(forKey: token) }), session.locked.withLock({ $0 }) {
+                let locks = self.locks
+                let repo = session.repo
+                Task { await locks.release(repo) }
+            }
+        }
+        var options = PlatformOptions()
+        options.createSession = true
+        options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .milliseconds(500))]
+        let subcommand = request.service == .uploadPack ? "upload-pack" : "receive-pack"
+        metrics.sessions.add(1, ordering: .relaxed)
+        let result = try await Subprocess.run(
+            .name("git"), arguments: [subcommand, path], environment: .inherit.updating(environment), platformOptions: options,
+            input: .inputWriter, output: .sequence, error: .sequence
+        ) { execution in
+            let writer = execution.standardInputWriter
+            let input = Task {
+                while let frame = try await source.iterator.next() {
+                    var frame = frame
+                    guard let kind = frame.readInteger(as: UInt8.self) else { break }
+                    if kind == GitTunnelFrame.end { break }
+                    guard kind == GitTunnelFrame.data else { throw ForgeError.badInput("unexpected tunnel frame \(kind)") }
+                    _ = try await writer.write(Array(frame.readableBytesView))
+                }
+                try await writer.finish()
+            }
+            defer { input.cancel() }
+            async let output: Void = Self.forward(execution.standardOutput, as: GitTunnelFrame.stdout, to: outbound)
+            async let errors: Void = Self.forward(execution.standardError, as: GitTunnelFrame.stderr, to: outbound)
+            _ = try await (output, errors)
+        }
+        switch result.terminationStatus {
+        case .exited(let code): return code
+        case .signaled(let signal): return 128 + signal
+        }
+    }
+
+    static func forward(_ sequence: SubprocessOutputSequence, as kind: UInt8, to outbound: TunnelOutbound) async throws {
+        for try await chunk in sequence {
+            var buffer = ByteBuffer()
+            buffer.reserveCapacity(chunk.count + 1)
+            buffer.writeInteger(kind)
+            chunk.withUnsafeBytes { buffer.writeBytes($0) }
+            try await outbound.write(buffer)
+        }
+    }
+}
+
+/// The forge's counters for /metrics.
+final class ForgeMetrics: Sendable {
+    let sessions = Atomic<Int>(0)
+    let refused = Atomic<Int>(0)
+    let pushes = Atomic<Int>(0)
+    let pushesRejected = Atomic<Int>(0)
+    /// Log entries the pushes' commits took (one per push when all goes well).
+    let pushEntries = Atomic<Int>(0)
+    let packBytes = Atomic<Int>(0)
+}
+
+extension ForgeService {
+    public var metricsExposition: [String] {
+        var text = MetricsText()
+        text.add("aspen_forge_sessions_total", .counter, "git sessions served (fetches and pushes).", "\(metrics.sessions.load(ordering: .relaxed))")
+        text.add("aspen_forge_refused_total", .counter, "git sessions refused before git ran.", "\(metrics.refused.load(ordering: .relaxed))")
+        text.add("aspen_forge_pushes_total", .counter, "Pushes committed.", "\(metrics.pushes.load(ordering: .relaxed))")
+        text.add("aspen_forge_pushes_rejected_total", .counter, "Pushes rejected at commit (stale refs).", "\(metrics.pushesRejected.load(ordering: .relaxed))")
+        text.add("aspen_forge_push_log_entries_total", .counter, "Raft log entries written by push commits.", "\(metrics.pushEntries.load(ordering: .relaxed))")
+        text.add("aspen_forge_pack_bytes_total", .counter, "Bytes of packs pushed to the blob store.", "\(metrics.packBytes.load(ordering: .relaxed))")
+        return text.lines
+    }
+}

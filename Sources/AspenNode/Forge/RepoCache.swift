@@ -1,0 +1,150 @@
+import AspenBlob
+import AspenCore
+import AspenForge
+import AspenKV
+import Foundation
+
+/// One lock per repository on this node: a sync of the cache from the cluster, and a push from
+/// its commit until git has moved the cache's refs, never overlap.
+actor RepoLocks {
+    private var held: Set<String> = []
+    private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
+
+    func acquire(_ name: String) async {
+        if held.insert(name).inserted { return }
+        await withCheckedContinuation { waiting[name, default: []].append($0) }
+    }
+
+    func release(_ name: String) {
+        if var queue = waiting[name], !queue.isEmpty {
+            let next = queue.removeFirst()
+            waiting[name] = queue.isEmpty ? nil : queue
+            next.resume()
+        } else {
+            held.remove(name)
+        }
+    }
+
+    func withLock<T: Sendable>(_ name: String, _ body: @Sendable () async throws -> T) async throws -> T {
+        await acquire(name)
+        do {
+            let value = try await body()
+            release(name)
+            return value
+        } catch {
+            release(name)
+            throw error
+        }
+    }
+}
+
+/// What the cluster holds of one repository at one revision: its record, refs and packs.
+struct RepoState: Sendable {
+    var record: RepoRecord
+    /// The revision at which the repository was created: a cache made for an older repository
+    /// of the same name is thrown away.
+    var createRevision: Revision
+    var refs: [String: String]
+    var packs: [String: BlobReference]
+}
+
+/// The node's git repository for each forge repository: a cache of what the cluster holds,
+/// filled from the blob store and set to the cluster's refs before git serves from it.
+struct RepoCache: Sendable {
+    let root: String
+    let hooksDirectory: String
+
+    func path(_ name: String) -> String { (root as NSString).appendingPathComponent("repos/\(name).git") }
+
+    /// Reads the repository's state, linearizably, at one revision.
+    static func read(_ name: String, node: RaftNode, limits: Limits) async throws -> RepoState {
+        guard let kv = try await node.get(ForgeKeys.repo(name), consistency: .linearizable) else {
+            throw ForgeError.notFound("no repository \(name): create it with `aspen repo create \(name)`")
+        }
+        let record = try RepoRecord(decoding: kv.value, limits: limits)
+        let contents = ForgeKeys.contents(name)
+        let (start, end) = contents.range
+        var refs: [String: String] = [:]
+        var packs: [String: BlobReference] = [:]
+        var continuation: Bytes?
+        var revision: Revision = kv.modRevision
+        repeat {
+            // Pages after the first continue at the first one's revision.
+            let page = try await node.read(
+                RangeRequest(.range(start: start, end: end), revision: continuation == nil ? 0 : revision, continuation: continuation),
+                consistency: .stale)
+            revision = page.revision
+            for pair in page.kvs {
+                if let ref = ForgeKeys.name(in: ForgeKeys.refs(name), pair.key) {
+                    refs[ref] = String(decoding: pair.value, as: UTF8.self)
+                } else if let pack = ForgeKeys.name(in: ForgeKeys.packs(name), pair.key), let reference = BlobReference(decoding: pair.value) {
+                    packs[pack] = reference
+                }
+            }
+            continuation = page.more ? page.continuation : nil
+        } while continuation != nil
+        return RepoState(record: record, createRevision: kv.createRevision, refs: refs, packs: packs)
+    }
+
+    /// Makes the cache of `state.record.name` hold every pack and exactly the refs of `state`.
+    /// The caller holds the repository's lock.
+    func sync(_ state: RepoState, blobs: BlobService) async throws -> String {
+        let name = state.record.name
+        let path = self.path(name)
+        let marker = (path as NSString).appendingPathComponent("aspen-incarnation")
+        let incarnation = "\(state.createRevision)"
+        if (try? String(contentsOfFile: marker, encoding: .utf8)) != incarnation {
+            try? FileManager.default.removeItem(atPath: path)
+            try await create(path, defaultBranch: state.record.defaultBranch, incarnation: incarnation)
+        }
+        let packDirectory = (path as NSString).appendingPathComponent("objects/pack")
+        for (pack, reference) in state.packs.sorted(by: { $0.key < $1.key })
+        where !FileManager.default.fileExists(atPath: (packDirectory as NSString).appendingPathComponent("\(pack).idx")) {
+            try await pull(pack, reference, into: packDirectory, blobs: blobs)
+        }
+        // The refs: set to the cluster's, and those it lacks deleted. No old values are checked:
+        // the lock keeps every other writer of this cache out.
+        let listing = try await Git.check(["for-each-ref", "--format=%(objectname) %(refname)"], in: path)
+        var current: [String: String] = [:]
+        for line in listing.text.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1)
+            if parts.count == 2 { current[String(parts[1])] = String(parts[0]) }
+        }
+        var commands = ""
+        for (ref, id) in state.refs where current[ref] != id { commands += "update \(ref) \(id)\n" }
+        for ref in current.keys where state.refs[ref] == nil { commands += "delete \(ref)\n" }
+        if !commands.isEmpty { try await Git.check(["update-ref", "--stdin"], in: path, input: Array(commands.utf8)) }
+        return path
+    }
+
+    private func create(_ path: String, defaultBranch: String, incarnation: String) async throws {
+        let staging = (root as NSString).appendingPathComponent("staging/\(UUID().uuidString).git")
+        try FileManager.default.createDirectory(atPath: (staging as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try await Git.check(["init", "--bare", "--quiet", staging])
+        let settings: [(String, String)] = [
+            ("receive.fsckObjects", "true"), ("receive.unpackLimit", "1"), ("receive.autogc", "false"), ("gc.auto", "0"),
+            ("uploadpack.allowFilter", "true"), ("uploadpack.allowAnySHA1InWant", "true"), ("receive.advertisePushOptions", "true"),
+            ("receive.denyDeleteCurrent", "false"), ("core.hooksPath", hooksDirectory), ("core.logAllRefUpdates", "false"),
+        ]
+        for (key, value) in settings { try await Git.check(["config", key, value], in: staging) }
+        try await Git.check(["symbolic-ref", "HEAD", "refs/heads/\(defaultBranch)"], in: staging)
+        try incarnation.write(toFile: (staging as NSString).appendingPathComponent("aspen-incarnation"), atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: staging, toPath: path)
+    }
+
+    /// Fetches a pack's bytes from the blob store and indexes it with git into the cache: the pack
+    /// goes in first and its index last, so git never sees an index without its pack.
+    private func pull(_ pack: String, _ reference: BlobReference, into directory: String, blobs: BlobService) async throws {
+        let bytes = try await blobs.bytes(reference.hash)
+        let staging = (directory as NSString).appendingPathComponent("incoming-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: staging) }
+        let file = (staging as NSString).appendingPathComponent("\(pack).pack")
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        try await Git.check(["index-pack", file], in: directory)
+        try FileManager.default.moveItem(atPath: file, toPath: (directory as NSString).appendingPathComponent("\(pack).pack"))
+        try FileManager.default.moveItem(
+            atPath: (staging as NSString).appendingPathComponent("\(pack).idx"), toPath: (directory as NSString).appendingPathComponent("\(pack).idx"))
+    }
+}

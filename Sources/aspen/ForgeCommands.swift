@@ -1,0 +1,265 @@
+import AspenClient
+import AspenCore
+import AspenForge
+import ArgumentParser
+import Foundation
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Forge refusals as the CLI reports them.
+func runForge(_ body: () async throws -> Void) async throws {
+    try await runReporting {
+        do {
+            try await body()
+        } catch let error as ForgeError {
+            switch error {
+            case .notFound(let text): throw CLIError.notFound(text)
+            case .exists(let text), .conflict(let text): throw CLIError.conditionFailed(text)
+            case .badInput(let text): throw CLIError.badInput(text)
+            case .unavailable(let text), .failed(let text): throw CLIError.unavailable(text)
+            }
+        }
+    }
+}
+
+func describe(_ record: RepoRecord) -> [String: Any] {
+    ["name": record.name, "description": record.description, "defaultBranch": record.defaultBranch, "createdMs": record.createdMs]
+}
+
+/// `aspen repo …`: the forge's repositories.
+struct RepoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repo", abstract: "Git repositories hosted by the cluster (push and clone them with git and aspen:// URLs).",
+        discussion: """
+            git push aspen://NAME main and git clone aspen://NAME use git-remote-aspen (installed beside
+            aspen), with the cluster from ASPEN_TICKET, ASPEN_ENDPOINTS or the dev cluster; or name the
+            cluster in the URL: aspen://TICKET/NAME.
+            """,
+        subcommands: [Create.self, List.self, Show.self, Refs.self, Delete.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an empty repository.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument(help: "The repository's name (letters, digits, . _ - and / between segments).") var name: String
+        @Option(help: "A one-line description.") var description: String = ""
+        @Option(help: "The branch HEAD names.") var defaultBranch: String = "main"
+
+        func run() async throws {
+            try await runForge {
+                let record = RepoRecord(name: name, description: description, defaultBranch: defaultBranch)
+                try record.validate()
+                _ = try await cluster.client().forge(.create(record))
+                output(cluster.json, ["created": name], text: "created \(name): git push aspen://\(name) \(defaultBranch)")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the repositories.")
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            try await runForge {
+                guard case .repos(let records) = try await cluster.client().forge(.list) else { throw CLIError.unexpectedAnswer }
+                if cluster.json {
+                    output(true, ["repos": records.map(describe)], text: "")
+                } else {
+                    for record in records { print(record.description.isEmpty ? record.name : "\(record.name)\t\(record.description)") }
+                }
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a repository's record.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+
+        func run() async throws {
+            try await runForge {
+                guard case .repos(let records) = try await cluster.client().forge(.show(name)), let record = records.first else {
+                    throw CLIError.unexpectedAnswer
+                }
+                output(cluster.json, describe(record), text: "\(record.name)\n  description: \(record.description)\n  default branch: \(record.defaultBranch)")
+            }
+        }
+    }
+
+    struct Refs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a repository's refs as the cluster holds them (like git ls-remote).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+
+        func run() async throws {
+            try await runForge {
+                guard case .refs(let refs) = try await cluster.client().forge(.refs(name)) else { throw CLIError.unexpectedAnswer }
+                if cluster.json {
+                    output(true, ["refs": Dictionary(uniqueKeysWithValues: refs.map { ($0.name, $0.id) })], text: "")
+                } else {
+                    for ref in refs { print("\(ref.id)\t\(ref.name)") }
+                }
+            }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a repository: its refs and its packs (collected once unreferenced).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+
+        func run() async throws {
+            try await runForge {
+                _ = try await cluster.client().forge(.delete(name))
+                output(cluster.json, ["deleted": name], text: "deleted \(name)")
+            }
+        }
+    }
+}
+
+/// `aspen git-remote-helper REMOTE URL`: git's remote helper for aspen:// URLs (git runs it as
+/// git-remote-aspen). It offers `connect`, and tunnels git's smart protocol to a node, which runs
+/// the real upload-pack or receive-pack.
+struct GitRemoteHelperCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "git-remote-helper", abstract: "git's remote helper for aspen:// URLs (run by git as git-remote-aspen).",
+        shouldDisplay: false)
+    @OptionGroup var cluster: ClusterOptions
+    @Argument(help: "The remote's name (or the URL, when git has no name for it).") var remote: String
+    @Argument(help: "aspen://NAME or aspen://TICKET/NAME.") var url: String?
+
+    func run() async throws {
+        let (ticket, repo) = try Self.parse(url ?? remote)
+        var options = cluster
+        if let ticket { options.ticket = ticket }
+        while let line = Self.readLine() {
+            if line == "capabilities" {
+                Self.write(1, "connect\n\n")
+            } else if line.hasPrefix("connect ") {
+                guard let service = GitService(rawValue: String(line.dropFirst("connect ".count))) else {
+                    Self.fail("unsupported service \(line.dropFirst("connect ".count))")
+                }
+                let status = await Self.connect(try options.client(), repo: repo, service: service)
+                Glibc.exit(status)
+            } else if line.isEmpty {
+                return
+            } else {
+                Self.fail("unsupported command \"\(line)\"")
+            }
+        }
+    }
+
+    /// `aspen://NAME`, `aspen://TICKET/NAME` (a trailing `.git` or `/` is dropped).
+    static func parse(_ url: String) throws -> (ticket: String?, repo: String) {
+        var rest = url.hasPrefix("aspen://") ? String(url.dropFirst("aspen://".count)) : url
+        while rest.hasSuffix("/") { rest.removeLast() }
+        if rest.hasSuffix(".git") { rest.removeLast(4) }
+        var ticket: String?
+        if rest.hasPrefix("aspen1"), let slash = rest.firstIndex(of: "/") {
+            ticket = String(rest[..<slash])
+            rest = String(rest[rest.index(after: slash)...])
+        }
+        do {
+            try ForgeNames.validate(repo: rest)
+        } catch {
+            fail("\(url): \(error)")
+        }
+        return (ticket, rest)
+    }
+
+    /// The protocol version git asks for: `GIT_PROTOCOL` if git set it, else its configuration
+    /// (version 2 unless set otherwise). Pushes speak version 0.
+    static func protocolVersion(for service: GitService) -> UInt8 {
+        guard service == .uploadPack else { return 0 }
+        if let given = ProcessInfo.processInfo.environment["GIT_PROTOCOL"], let range = given.range(of: "version=") {
+            return UInt8(String(given[range.upperBound...].prefix(1))) ?? 0
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["git", "config", "--get", "protocol.version"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return 2 }
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return UInt8(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 2
+    }
+
+    static func connect(_ client: AspenClient, repo: String, service: GitService) async -> Int32 {
+        defer { Task { await client.close() } }
+        do {
+            return try await client.withGitTunnel(repo: repo, service: service, protocolVersion: protocolVersion(for: service)) { io in
+                // Connected: git now speaks its protocol through standard input and output.
+                write(1, "\n")
+                return try await pump(io)
+            }
+        } catch {
+            fail("\(repo): \(error)")
+        }
+    }
+
+    /// Standard input to the node, the node's output to standard output and error, until git
+    /// exits on the node; returns its status.
+    static func pump(_ io: GitTunnelIO) async throws -> Int32 {
+        // git closes our standard input once it has sent everything, and reads our output after:
+        // the end of input must not close the output.
+        let pipes = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .takingOwnershipOfDescriptors(input: dup(0), output: dup(1)) { channel in
+                channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+            }
+        return try await pipes.executeThenClose { standardInput, standardOutput in
+            let upload = Task {
+                for try await chunk in standardInput {
+                    var chunk = chunk
+                    while chunk.readableBytes > 0 {
+                        try await io.send(GitTunnelFrame.data, chunk.readSlice(length: min(chunk.readableBytes, 256 * 1024))!)
+                    }
+                }
+                try await io.send(GitTunnelFrame.end)
+            }
+            defer { upload.cancel() }
+            while var frame = try await io.next() {
+                guard let kind = frame.readInteger(as: UInt8.self) else { continue }
+                switch kind {
+                case GitTunnelFrame.stdout:
+                    try await standardOutput.write(frame)
+                case GitTunnelFrame.stderr:
+                    let bytes = Array(frame.readableBytesView)
+                    _ = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+                case GitTunnelFrame.exit:
+                    return frame.readInteger(as: Int32.self) ?? 128
+                default:
+                    throw ForgeError.failed("unexpected frame \(kind) from the node")
+                }
+            }
+            throw ForgeError.unavailable("the node closed the connection before git finished")
+        }
+    }
+
+    /// One line of git's commands, read a byte at a time: what follows belongs to the pack stream.
+    static func readLine() -> String? {
+        var bytes: [UInt8] = []
+        var byte: UInt8 = 0
+        while true {
+            let count = Glibc.read(0, &byte, 1)
+            if count <= 0 { return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self) }
+            if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(byte)
+        }
+    }
+
+    static func write(_ descriptor: Int32, _ text: String) {
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+    }
+
+    static func fail(_ message: String) -> Never {
+        write(2, "fatal: aspen: \(message)\n")
+        Glibc.exit(128)
+    }
+}
