@@ -203,16 +203,14 @@ struct GitRemoteHelperCommand: AsyncParsableCommand {
     }
 
     /// Standard input to the node, the node's output to standard output and error, until git
-    /// exits on the node; returns its status.
+    /// exits on the node; returns its status. Output is written with blocking writes: it has
+    /// reached git when the write returns, so nothing is left queued when the helper exits.
     static func pump(_ io: GitTunnelIO) async throws -> Int32 {
-        // git closes our standard input once it has sent everything, and reads our output after:
-        // the end of input must not close the output.
-        let pipes = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .takingOwnershipOfDescriptors(input: dup(0), output: dup(1)) { channel in
-                channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+        let input = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .takingOwnershipOfDescriptor(input: dup(0)) { channel in
+                channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel) }
             }
-        return try await pipes.executeThenClose { standardInput, standardOutput in
+        return try await input.executeThenClose { standardInput, _ in
             let upload = Task {
                 for try await chunk in standardInput {
                     var chunk = chunk
@@ -227,10 +225,9 @@ struct GitRemoteHelperCommand: AsyncParsableCommand {
                 guard let kind = frame.readInteger(as: UInt8.self) else { continue }
                 switch kind {
                 case GitTunnelFrame.stdout:
-                    try await standardOutput.write(frame)
+                    guard writeAll(1, frame.readableBytesView) else { throw ForgeError.failed("git stopped reading the helper's output") }
                 case GitTunnelFrame.stderr:
-                    let bytes = Array(frame.readableBytesView)
-                    _ = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+                    _ = writeAll(2, frame.readableBytesView)
                 case GitTunnelFrame.exit:
                     return frame.readInteger(as: Int32.self) ?? 128
                 default:
@@ -239,6 +236,21 @@ struct GitRemoteHelperCommand: AsyncParsableCommand {
             }
             throw ForgeError.unavailable("the node closed the connection before git finished")
         }
+    }
+
+    static func writeAll(_ descriptor: Int32, _ bytes: ByteBufferView) -> Bool {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+                if written < 0 {
+                    if errno == EINTR || errno == EAGAIN { continue }
+                    return false
+                }
+                offset += written
+            }
+            return true
+        } ?? true
     }
 
     /// One line of git's commands, read a byte at a time: what follows belongs to the pack stream.

@@ -121,11 +121,19 @@ public final class ForgeService: Sendable {
         }
         do {
             try await outbound.write(Self.frame(GitTunnelFrame.ready, []))
-            let status = try await run(request, path: path, caller: caller, source: source, outbound: outbound)
+            let (status, input) = try await run(request, path: path, caller: caller, source: source, outbound: outbound)
             var code = ByteBuffer()
             code.writeInteger(GitTunnelFrame.exit)
             code.writeInteger(status)
             try await outbound.write(code)
+            // Closing now could drop what is still queued for a slow reader: the client closes
+            // once it has read the exit status, which ends the input.
+            let timer = Task {
+                try await Task.sleep(for: .seconds(30))
+                input.cancel()
+            }
+            _ = await input.result
+            timer.cancel()
         } catch {
             logger.info("git session ended early", metadata: ["client": "\(caller.key)", "repo": "\(request.repo)", "reason": "\(error)"])
         }
@@ -167,25 +175,44 @@ public final class ForgeService: Sendable {
         return try await locks.withLock(name) { try await self.cache.sync(state, blobs: self.blobs) }
     }
 
+    /// Runs `body` (a linearizable read) until it succeeds or `quorumWaitSeconds` pass: a node
+    /// that has no leader to ask (cut off, or an election under way) keeps trying that long, then
+    /// refuses with "no quorum".
     func withQuorum<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: .milliseconds(Int64(Self.quorumWaitSeconds * 1000)))
-                return nil
+        let deadline = ContinuousClock.now + .milliseconds(Int64(Self.quorumWaitSeconds * 1000))
+        var lastProblem = "no answer"
+        while ContinuousClock.now < deadline {
+            let attempt = Task { try await body() }
+            let timer = Task {
+                try await Task.sleep(until: deadline)
+                attempt.cancel()
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw ForgeError.unavailable(
-                    "no quorum: this node could not confirm the cluster's current refs within \(Int(Self.quorumWaitSeconds)) s; try another node")
+            defer { timer.cancel() }
+            do {
+                return try await attempt.value
+            } catch let error as NodeError {
+                switch error {
+                case .notLeader, .unavailable, .proposalLost, .outcomeUnknown:
+                    lastProblem = "\(error)"
+                    try? await Task.sleep(for: .milliseconds(50))
+                case .stopped, .refused:
+                    throw error
+                }
+            } catch is CancellationError {
+                break
             }
-            return value
         }
+        throw ForgeError.unavailable(
+            "no quorum: this node could not confirm the cluster's current refs within \(Int(Self.quorumWaitSeconds)) s (\(lastProblem)); try another node")
     }
 
     /// Runs the git service for the tunnel: frames in become its standard input, its output and
     /// errors go back as frames. Returns its exit status.
-    func run(_ request: GitTunnelRequest, path: String, caller: TransportCaller, source: FrameSource, outbound: TunnelOutbound) async throws -> Int32 {
+    /// Returns its exit status, and the task still reading the client's frames (it ends when the
+    /// client closes the tunnel).
+    func run(
+        _ request: GitTunnelRequest, path: String, caller: TransportCaller, source: FrameSource, outbound: TunnelOutbound
+    ) async throws -> (Int32, Task<Void, any Error>) {
         var environment: [Environment.Key: String?] = ["GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"]
         if request.protocolVersion > 0 { environment["GIT_PROTOCOL"] = "version=\(request.protocolVersion)" }
         var token: String?
@@ -214,24 +241,42 @@ public final class ForgeService: Sendable {
         ) { execution in
             let writer = execution.standardInputWriter
             let input = Task {
+                // Git's input until the client's end; once git stops taking it (it exited), the
+                // rest is read and dropped until the client closes.
+                var open = true
                 while let frame = try await source.iterator.next() {
                     var frame = frame
-                    guard let kind = frame.readInteger(as: UInt8.self) else { break }
-                    if kind == GitTunnelFrame.end { break }
+                    guard open, let kind = frame.readInteger(as: UInt8.self) else { continue }
+                    if kind == GitTunnelFrame.end {
+                        open = false
+                        try? await writer.finish()
+                        continue
+                    }
                     guard kind == GitTunnelFrame.data else { throw ForgeError.badInput("unexpected tunnel frame \(kind)") }
-                    _ = try await writer.write(Array(frame.readableBytesView))
+                    do {
+                        _ = try await writer.write(Array(frame.readableBytesView))
+                    } catch {
+                        open = false
+                    }
                 }
-                try await writer.finish()
+                if open { try? await writer.finish() }
             }
-            defer { input.cancel() }
-            async let output: Void = Self.forward(execution.standardOutput, as: GitTunnelFrame.stdout, to: outbound)
-            async let errors: Void = Self.forward(execution.standardError, as: GitTunnelFrame.stderr, to: outbound)
-            _ = try await (output, errors)
+            do {
+                async let output: Void = Self.forward(execution.standardOutput, as: GitTunnelFrame.stdout, to: outbound)
+                async let errors: Void = Self.forward(execution.standardError, as: GitTunnelFrame.stderr, to: outbound)
+                _ = try await (output, errors)
+            } catch {
+                input.cancel()
+                throw error
+            }
+            return input
         }
-        switch result.terminationStatus {
-        case .exited(let code): return code
-        case .signaled(let signal): return 128 + signal
-        }
+        let status: Int32 =
+            switch result.terminationStatus {
+            case .exited(let code): code
+            case .signaled(let signal): 128 + signal
+            }
+        return (status, result.closureResult)
     }
 
     static func forward(_ sequence: SubprocessOutputSequence, as kind: UInt8, to outbound: TunnelOutbound) async throws {

@@ -1,0 +1,275 @@
+import AspenCore
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The stock git client against real node processes, through git-remote-aspen.
+struct GitClient: Sendable {
+    let home: String
+    let binaries: String
+
+    init(directory: URL) throws {
+        home = directory.appendingPathComponent("git-home").path
+        binaries = ProcessCluster.binaryDirectory.path
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+    }
+
+    /// Runs `git ARGUMENTS` in `directory` against the nodes of `endpoints`; returns its status
+    /// and its output and errors together.
+    func run(_ arguments: [String], in directory: String? = nil, endpoints: String, input: String? = nil) throws -> (Int32, String) {
+        let process = Process()
+        var environment = ProcessInfo.processInfo.environment
+        environment["ASPEN_TICKET"] = nil
+        environment["ASPEN_ENDPOINTS"] = endpoints
+        environment["PATH"] = binaries + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
+        environment["HOME"] = home
+        environment["GIT_CONFIG_NOSYSTEM"] = "1"
+        environment["GIT_TERMINAL_PROMPT"] = "0"
+        for (name, value) in ["GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.com"] {
+            environment[name] = value
+        }
+        process.environment = environment
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        let stdin = Pipe()
+        process.standardInput = stdin
+        try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try stdin.fileHandleForWriting.close()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Runs git and records an issue (with git's output) unless it exits 0; returns its output.
+    @discardableResult
+    func check(_ arguments: [String], in directory: String? = nil, endpoints: String, input: String? = nil) throws -> String {
+        let (status, output) = try run(arguments, in: directory, endpoints: endpoints, input: input)
+        #expect(status == 0, "git \(arguments.joined(separator: " ")): \(output)")
+        return output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A repository of `commits` commits made with `git fast-import`, seeded: each commit changes
+    /// a few of 20 files. Returns its path.
+    func generate(at path: String, commits: Int, seed: UInt64) throws -> String {
+        try check(["init", "-q", "-b", "main", path], endpoints: "")
+        var generator = SplitMix64(seed: seed)
+        var stream = ""
+        for commit in 1...commits {
+            stream += "commit refs/heads/main\nmark :\(commit)\ncommitter Test <t@example.com> \(1_700_000_000 + commit) +0000\n"
+            let message = "commit \(commit)"
+            stream += "data \(message.utf8.count)\n\(message)\n"
+            if commit > 1 { stream += "from :\(commit - 1)\n" }
+            for _ in 0..<3 {
+                let file = generator.next() % 20
+                let body = (0..<(1 + Int(generator.next() % 40))).map { _ in String(generator.next(), radix: 36) }.joined(separator: "\n") + "\n"
+                stream += "M 100644 inline dir\(file % 4)/file\(file).txt\ndata \(body.utf8.count)\n\(body)"
+            }
+            stream += "\n"
+        }
+        try check(["fast-import", "--quiet"], in: path, endpoints: "", input: stream)
+        try check(["reset", "-q", "--hard", "main"], in: path, endpoints: "")
+        return path
+    }
+}
+
+extension ClusterSuites {
+    @Suite("The forge: git push and clone against real nodes", .serialized, .timeLimit(.minutes(6)))
+    struct ForgeProcessTests {
+        func started() async throws -> (ProcessCluster, GitClient) {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll()
+            _ = try await cluster.leader()
+            let git = try GitClient(directory: cluster.directory)
+            let (status, output) = try await cluster.aspen(["repo", "create", "demo", "--description", "test"], withErrors: true)
+            #expect(status == 0, "\(output)")
+            return (cluster, git)
+        }
+
+        func path(_ cluster: ProcessCluster, _ name: String) -> String { cluster.directory.appendingPathComponent(name).path }
+
+        @Test("a generated repository pushed through node 1 clones from nodes 2 and 3 identical and fsck-clean; tags and deletes are visible at once")
+        func roundTrip() async throws {
+            let (cluster, git) = try await started()
+            defer { cluster.terminateAll() }
+            let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 300, seed: 26) }
+            let head = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            let objects = try git.check(["rev-list", "--all", "--objects"], in: source, endpoints: "")
+            for node in [2, 3] {
+                let clone = path(cluster, "clone\(node)")
+                try await offThePool { try git.check(["clone", "-q", "aspen://demo", clone], endpoints: cluster.entries[node - 1]) }
+                #expect(try git.check(["rev-parse", "HEAD"], in: clone, endpoints: "") == head)
+                #expect(try git.check(["rev-list", "--all", "--objects"], in: clone, endpoints: "") == objects)
+                try git.check(["fsck", "--full", "--strict"], in: clone, endpoints: "")
+            }
+            // Protocol version 0 and a shallow clone, from node 3; then --unshallow.
+            let old = path(cluster, "v0")
+            try await offThePool { try git.check(["-c", "protocol.version=0", "clone", "-q", "aspen://demo", old], endpoints: cluster.entries[2]) }
+            #expect(try git.check(["rev-parse", "HEAD"], in: old, endpoints: "") == head)
+            let shallow = path(cluster, "shallow")
+            try await offThePool { try git.check(["clone", "-q", "--depth", "1", "aspen://demo", shallow], endpoints: cluster.entries[2]) }
+            #expect(try git.check(["rev-list", "--count", "HEAD"], in: shallow, endpoints: "") == "1")
+            try await offThePool { try git.check(["fetch", "-q", "--unshallow"], in: shallow, endpoints: cluster.entries[1]) }
+            #expect(try git.check(["rev-list", "--count", "HEAD"], in: shallow, endpoints: "") == "300")
+            let partial = path(cluster, "partial")
+            try await offThePool { try git.check(["clone", "-q", "--filter=blob:none", "aspen://demo", partial], endpoints: cluster.entries[1]) }
+            #expect(try git.check(["rev-parse", "HEAD"], in: partial, endpoints: "") == head)
+
+            // A tag and a branch pushed through node 1 are listed by node 3 as soon as the push
+            // returns; so is the branch's deletion.
+            try await offThePool {
+                try git.check(["push", "-q", "aspen://demo", "main:refs/heads/feature", "main:refs/tags/v1"], in: source, endpoints: cluster.entries[0])
+            }
+            var listed = try await offThePool { try git.check(["ls-remote", "aspen://demo"], endpoints: cluster.entries[2]) }
+            #expect(listed.contains("\(head)\trefs/heads/feature") && listed.contains("\(head)\trefs/tags/v1"), "\(listed)")
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", ":feature"], in: source, endpoints: cluster.entries[0]) }
+            listed = try await offThePool { try git.check(["ls-remote", "aspen://demo"], endpoints: cluster.entries[2]) }
+            #expect(!listed.contains("refs/heads/feature") && listed.contains("refs/tags/v1"), "\(listed)")
+            let (_, refs) = try await cluster.aspen(["repo", "refs", "demo"], endpoints: cluster.entries[1])
+            #expect(refs.contains("\(head)\trefs/heads/main"), "\(refs)")
+        }
+
+        @Test("concurrent non-fast-forward pushes through two nodes: exactly one wins each time and its commit is kept")
+        func concurrentPushes() async throws {
+            let (cluster, git) = try await started()
+            defer { cluster.terminateAll() }
+            let trials = Int(ProcessInfo.processInfo.environment["ASPEN_FORGE_TRIALS"] ?? "") ?? 8
+            let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 5, seed: 3) }
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            let clones = [path(cluster, "a"), path(cluster, "b")]
+            for (index, clone) in clones.enumerated() {
+                try await offThePool { try git.check(["clone", "-q", "aspen://demo", clone], endpoints: cluster.entries[index]) }
+            }
+            for trial in 1...trials {
+                var commits: [String] = []
+                for (index, clone) in clones.enumerated() {
+                    try git.check(["commit", "-q", "--allow-empty", "-m", "trial \(trial) from \(index)"], in: clone, endpoints: "")
+                    commits.append(try git.check(["rev-parse", "HEAD"], in: clone, endpoints: ""))
+                }
+                let entries = cluster.entries
+                let results = try await withThrowingTaskGroup(of: (Int, Int32, String).self) { group in
+                    for (index, clone) in clones.enumerated() {
+                        group.addTask {
+                            let (status, output) = try await offThePool { try git.run(["push", "aspen://demo", "main"], in: clone, endpoints: entries[index]) }
+                            return (index, status, output)
+                        }
+                    }
+                    var results: [(Int, Int32, String)] = []
+                    for try await result in group { results.append(result) }
+                    return results.sorted { $0.0 < $1.0 }
+                }
+                let winners = results.filter { $0.1 == 0 }
+                #expect(winners.count == 1, "trial \(trial): \(results.map { "\($0.0): \($0.1) \($0.2)" })")
+                let listed = try await offThePool { try git.check(["ls-remote", "aspen://demo", "refs/heads/main"], endpoints: entries[2]) }
+                if let winner = winners.first {
+                    #expect(listed.hasPrefix(commits[winner.0]), "trial \(trial): main is \(listed), the winner pushed \(commits[winner.0])")
+                    #expect(results[1 - winner.0].2.contains("rejected"), "\(results[1 - winner.0].2)")
+                }
+                // Both start the next trial from what the cluster holds.
+                for (index, clone) in clones.enumerated() {
+                    try await offThePool { try git.check(["fetch", "-q", "aspen://demo", "main"], in: clone, endpoints: entries[index]) }
+                    try git.check(["reset", "-q", "--hard", "FETCH_HEAD"], in: clone, endpoints: "")
+                }
+            }
+        }
+
+        @Test("--force-with-lease with a stale lease and --atomic with one stale ref change nothing; the right lease is accepted")
+        func leasesAndAtomic() async throws {
+            let (cluster, git) = try await started()
+            defer { cluster.terminateAll() }
+            let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 3, seed: 5) }
+            let endpoints = cluster.entries[0]
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main", "main:refs/heads/other"], in: source, endpoints: endpoints) }
+            let base = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+            try git.check(["commit", "-q", "--allow-empty", "-m", "rewrite"], in: source, endpoints: "")
+            try git.check(["reset", "-q", "--soft", "HEAD~2"], in: source, endpoints: "")
+            try git.check(["commit", "-q", "--allow-empty", "-m", "rewritten"], in: source, endpoints: "")
+            let rewritten = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+            let stale = String(repeating: "1", count: 40)
+            var (status, output) = try await offThePool {
+                try git.run(["push", "--force-with-lease=main:\(stale)", "aspen://demo", "main"], in: source, endpoints: endpoints)
+            }
+            #expect(status != 0 && output.contains("stale info"), "\(output)")
+            // --atomic: main (with the right lease) and other (with a stale one): neither moves.
+            (status, output) = try await offThePool {
+                try git.run(
+                    ["push", "--atomic", "--force-with-lease=main:\(base)", "--force-with-lease=other:\(stale)", "aspen://demo", "main", "main:other"],
+                    in: source, endpoints: endpoints)
+            }
+            #expect(status != 0, "\(output)")
+            var listed = try await offThePool { try git.check(["ls-remote", "aspen://demo"], endpoints: cluster.entries[1]) }
+            #expect(listed.contains("\(base)\trefs/heads/main") && listed.contains("\(base)\trefs/heads/other"), "\(listed)")
+            (status, output) = try await offThePool {
+                try git.run(["push", "--force-with-lease=main:\(base)", "aspen://demo", "main"], in: source, endpoints: endpoints)
+            }
+            #expect(status == 0, "\(output)")
+            listed = try await offThePool { try git.check(["ls-remote", "aspen://demo", "refs/heads/main"], endpoints: cluster.entries[2]) }
+            #expect(listed.hasPrefix(rewritten), "\(listed)")
+        }
+
+        @Test("a push acknowledged by git survives SIGKILL of the leader, and of the follower that took it")
+        func pushSurvivesKill() async throws {
+            for victim in ["leader", "receiving follower"] {
+                let (cluster, git) = try await started()
+                defer { cluster.terminateAll() }
+                let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 20, seed: 9) }
+                let leader = try await cluster.leader()
+                let through = victim == "leader" ? leader : (leader % 3) + 1
+                try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[through - 1]) }
+                cluster.kill9(through)
+                let head = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+                let survivors = (1...3).filter { $0 != through }.map { cluster.entries[$0 - 1] }.joined(separator: ",")
+                let clone = path(cluster, "clone")
+                try await offThePool { try git.check(["clone", "-q", "aspen://demo", clone], endpoints: survivors) }
+                #expect(try git.check(["rev-parse", "HEAD"], in: clone, endpoints: "") == head, "after SIGKILL of the \(victim)")
+                try git.check(["fsck", "--full"], in: clone, endpoints: "")
+            }
+        }
+
+        @Test("a node cut off from the quorum refuses to serve; a corrupt push is rejected with refs unchanged")
+        func refusals() async throws {
+            let (cluster, git) = try await started()
+            defer { cluster.terminateAll() }
+            let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 2, seed: 1) }
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            let head = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+
+            // A tree with the same name twice: git fsck's duplicateEntries, an error.
+            let blob = try git.check(["hash-object", "-w", "--stdin"], in: source, endpoints: "", input: "x\n")
+            var tree = Data()
+            for _ in 0..<2 {
+                tree.append(Data("100644 same\0".utf8))
+                var bytes = [UInt8]()
+                var index = blob.startIndex
+                while index < blob.endIndex {
+                    let next = blob.index(index, offsetBy: 2)
+                    bytes.append(UInt8(blob[index..<next], radix: 16)!)
+                    index = next
+                }
+                tree.append(Data(bytes))
+            }
+            let treeFile = path(cluster, "bad-tree")
+            try tree.write(to: URL(fileURLWithPath: treeFile))
+            let badTree = try git.check(["hash-object", "-t", "tree", "-w", "--literally", treeFile], in: source, endpoints: "")
+            let badCommit = try git.check(["commit-tree", badTree, "-p", "HEAD", "-m", "corrupt"], in: source, endpoints: "")
+            let (status, output) = try await offThePool { try git.run(["push", "aspen://demo", "\(badCommit):refs/heads/main"], in: source, endpoints: cluster.entries[1]) }
+            #expect(status != 0, "\(output)")
+            var listed = try await offThePool { try git.check(["ls-remote", "aspen://demo"], endpoints: cluster.entries[2]) }
+            #expect(listed == "\(head)\tHEAD\n\(head)\trefs/heads/main", "\(listed)")
+
+            // Two nodes gone: the third cannot confirm the refs and says so, quickly.
+            cluster.kill9(2)
+            cluster.kill9(3)
+            let (refused, said) = try await offThePool { try git.run(["ls-remote", "aspen://demo"], endpoints: cluster.entries[0]) }
+            #expect(refused != 0 && said.contains("no quorum"), "\(said)")
+        }
+    }
+}
