@@ -132,6 +132,7 @@ let package = Package(
         .target(name: "AspenJobs", dependencies: ["AspenCore", "AspenKV", "AspenLayer"], swiftSettings: strictSwift),
         // The forge's shared vocabulary: its keys, names, records and wire (docs/forge.md).
         .target(name: "AspenForge", dependencies: ["AspenCore", "AspenLayer"], swiftSettings: strictSwift),
+        .testTarget(name: "AspenForgeTests", dependencies: ["AspenCore", "AspenKV", "AspenForge"], swiftSettings: strictSwift),
         .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenKV", "AspenJobs"], swiftSettings: strictSwift),
         // The worker's side of jobs: running a claimed job on this machine (shell jobs so far) and
         // leaving none of its processes behind. Linux only.
@@ -180,7 +181,9 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
-        .testTarget(name: "AspenTransportTests", dependencies: ["AspenCore", "AspenTransport", "AspenTesting"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "AspenTransportTests", dependencies: ["AspenCore", "AspenTransport", "AspenTesting", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSwift),
         .testTarget(
             name: "AspenNodeTests",
             dependencies: [
@@ -231,7 +234,7 @@ let package = Package(
             name: "AspenFuzz",
             dependencies: [
                 "AspenAuth", "AspenBlob", "AspenCore", "AspenRaft", "AspenKV", "AspenLayer", "AspenCoordination", "AspenTransport", "AspenEtcd",
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "AspenForge", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

@@ -100,14 +100,29 @@ public enum ForgeNames {
         }
     }
 
-    /// A ref name as git itself would take it (`git check-ref-format`), within the bound.
+    /// A ref name as git itself would take it (`git check-ref-format`), within the bound: under
+    /// `refs/`, no empty component, none starting with `.` or ending in `.lock`, no `..` or `@{`,
+    /// not ending in `.`, and no control character, space, DEL or any of `~^:?*[\`. Like git, it
+    /// looks at bytes, not characters (a combining mark after `..` does not hide it).
     public static func validate(ref name: String, limits: Limits = .standard) throws(ForgeError) {
         let bytes = Array(name.utf8)
         guard bytes.count <= limits.forgeRefNameBytesMax else {
             throw .badInput("a ref name of \(bytes.count) bytes exceeds forgeRefNameBytesMax (\(limits.forgeRefNameBytesMax))")
         }
-        guard name.hasPrefix("refs/"), !name.hasSuffix("/"), !name.hasSuffix(".lock"), !name.contains(".."), !name.contains("//"),
-            !name.contains("@{"), !bytes.contains(where: { $0 < 0x21 || $0 == 0x7F || Array("~^:?*[\\".utf8).contains($0) })
+        let dot = UInt8(ascii: ".")
+        let forbidden = Array("~^:?*[\\".utf8)
+        let components = bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        let componentsValid = components.allSatisfy { component in
+            guard let first = component.first, first != dot else { return false }
+            return !component.suffix(5).elementsEqual(".lock".utf8)
+        }
+        let at = UInt8(ascii: "@")
+        let brace = UInt8(ascii: "{")
+        let pairsValid = !zip(bytes, bytes.dropFirst()).contains { (pair: (UInt8, UInt8)) -> Bool in
+            (pair.0 == dot && pair.1 == dot) || (pair.0 == at && pair.1 == brace)
+        }
+        guard bytes.starts(with: "refs/".utf8), bytes.last != dot, componentsValid, pairsValid,
+            !bytes.contains(where: { $0 < 0x21 || $0 == 0x7F || forbidden.contains($0) })
         else { throw .badInput("\"\(name)\" is not a valid ref name") }
     }
 
@@ -119,5 +134,5 @@ public enum ForgeNames {
     }
 
     /// The id git uses for "no object" (a ref created or deleted).
-    public static func isZero(_ id: String) -> Bool { id.utf8.allSatisfy { $0 == UInt8(ascii: "0") } }
+    public static func isZero(_ id: String) -> Bool { !id.isEmpty && id.utf8.allSatisfy { $0 == UInt8(ascii: "0") } }
 }

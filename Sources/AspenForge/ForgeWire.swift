@@ -88,6 +88,9 @@ public struct PushRecord: Sendable, Equatable {
     /// The node that took the push.
     public var node: UInt64
 
+    /// Packs one push may bring (git's receive-pack keeps one).
+    public static let packsMax = 16
+
     public init(updates: [RefUpdate], packs: [String], pusher: String, nowMs: Int64, node: UInt64) {
         self.updates = updates
         self.packs = packs
@@ -115,7 +118,7 @@ public struct PushRecord: Sendable, Equatable {
         let count = try reader.readCount(limit: limits.forgeRefUpdatesMax)
         updates = []
         for _ in 0..<count { updates.append(try RefUpdate(from: &reader, limits: limits)) }
-        let packCount = try reader.readCount(limit: 16)
+        let packCount = try reader.readCount(limit: Self.packsMax)
         packs = []
         for _ in 0..<packCount { packs.append(try reader.readString(limit: 128)) }
         pusher = try reader.readString(limit: 128)
@@ -330,7 +333,8 @@ public struct ForgeHookRequest: Sendable, Equatable {
         guard try reader.readByte() == 1 else { throw .invalid("unknown hook request version") }
         token = try reader.readString(limit: 128)
         quarantine = try reader.readString(limit: 4096)
-        let count = try reader.readCount(limit: limits.forgeRefUpdatesMax + 1)
+        // Up to a whole repository's refs: the node refuses a push over forgeRefUpdatesMax by name.
+        let count = try reader.readCount(limit: limits.forgeRefsMax)
         updates = []
         for _ in 0..<count { updates.append(try RefUpdate(from: &reader, limits: limits)) }
         let options = try reader.readCount(limit: 64)

@@ -28,6 +28,11 @@ extension NodeCommands {
                 guard parts.count == 3 else { continue }
                 updates.append(RefUpdate(old: String(parts[0]), new: String(parts[1]), name: String(parts[2])))
             }
+            guard updates.count <= Limits.standard.forgeRefUpdatesMax else {
+                FileHandle.standardError.write(
+                    Data("aspen: a push of \(updates.count) refs exceeds forgeRefUpdatesMax (\(Limits.standard.forgeRefUpdatesMax)); push fewer refs at a time\n".utf8))
+                throw ExitCode(1)
+            }
             let count = Int(environment["GIT_PUSH_OPTION_COUNT"] ?? "") ?? 0
             let options = (0..<min(count, 64)).compactMap { environment["GIT_PUSH_OPTION_\($0)"] }
             let request = ForgeHookRequest(

@@ -69,6 +69,9 @@ extension ForgeService {
         // Stale before anything is uploaded: say so at once.
         try Self.checkCurrent(request.updates, against: state.refs)
         let packs = try Self.packs(in: request.quarantine)
+        guard packs.count <= PushRecord.packsMax else {
+            throw ForgeError.badInput("a push of \(packs.count) packs exceeds the \(PushRecord.packsMax) a push may bring")
+        }
         guard state.packs.count + packs.count <= limits.forgePacksMax else {
             throw ForgeError.unavailable("\(repo) holds \(state.packs.count) packs, at forgePacksMax (\(limits.forgePacksMax)): it must be repacked first")
         }
