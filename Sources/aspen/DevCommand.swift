@@ -32,7 +32,9 @@ struct Dev: AsyncParsableCommand {
     func run() async throws {
         // aspen-node beside this binary if it was built (`swift build`), else this binary's own
         // `aspen node` (`swift run aspen dev` builds only aspen).
-        let here = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        // This program's own path: argv[0] is only a name when it was found on PATH.
+        let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let here = URL(fileURLWithPath: own).resolvingSymlinksInPath()
         let sibling = here.deletingLastPathComponent().appendingPathComponent("aspen-node").path
         let (nodeBinary, nodeCommand): (String, [String]) =
             FileManager.default.isExecutableFile(atPath: sibling) ? (sibling, []) : (here.path, ["node"])

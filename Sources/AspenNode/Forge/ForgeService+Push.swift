@@ -60,6 +60,8 @@ extension ForgeService {
             throw ForgeError.badInput("a push of \(request.updates.count) refs exceeds forgeRefUpdatesMax (\(limits.forgeRefUpdatesMax))")
         }
         for update in request.updates { try update.validate(limits: limits) }
+        let clock = ContinuousClock()
+        let started = clock.now
         let state = try await withQuorum { try await RepoCache.read(repo, node: self.node, limits: self.limits) }
         let created = request.updates.filter { ForgeNames.isZero($0.old) && !ForgeNames.isZero($0.new) }.count
         let deleted = request.updates.filter { ForgeNames.isZero($0.new) }.count
@@ -85,6 +87,14 @@ extension ForgeService {
             let hash = try await blobs.add(bytes, tag: "aspen/forge/incoming/\(repo)/\(pack.name)", tagTtlMs: Self.incomingTagTtlMs)
             stored.append((pack.name, BlobReference(hash: hash, size: UInt64(bytes.count))))
             metrics.packBytes.add(bytes.count, ordering: .relaxed)
+        }
+        let storedAt = clock.now
+        defer {
+            logger.info(
+                "push handled", metadata: [
+                    "repo": "\(repo)", "refs": "\(request.updates.count)", "packBytes": "\(stored.reduce(0) { $0 + $1.reference.size })",
+                    "storeMs": "\(Self.milliseconds(storedAt - started))", "commitMs": "\(Self.milliseconds(clock.now - storedAt))",
+                ])
         }
         var compares = [Compare(key: ForgeKeys.repo(repo), .createRevision(state.createRevision))]
         var operations: [TransactionOperation] = []
@@ -130,6 +140,10 @@ extension ForgeService {
             try Self.checkCurrent(request.updates, against: now.refs)
             throw ForgeError.conflict("rejected: a ref changed while this push ran; fetch first")
         }
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
     }
 
     /// Refuses, naming the ref, an update whose old value is not the ref's current one.
