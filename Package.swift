@@ -129,11 +129,11 @@ let package = Package(
         // Content-addressed blobs, starting with the BLAKE3 hash (pure Swift). No I/O.
         .target(name: "AspenBlob", dependencies: ["AspenCore", "AspenBlobAVX2"], swiftSettings: strictSwift),
         // Jobs, schedules and pub/sub: layers over the key-value store (docs/jobs.md).
-        .target(name: "AspenJobs", dependencies: ["AspenCore", "AspenKV", "AspenLayer"], swiftSettings: strictSwift),
+        .target(name: "AspenJobs", dependencies: ["AspenCore", "AspenKV", "AspenLayer", "AspenForge"], swiftSettings: strictSwift),
         // The forge's shared vocabulary: its keys, names, records and wire (docs/forge.md).
         .target(name: "AspenForge", dependencies: ["AspenCore", "AspenLayer"], swiftSettings: strictSwift),
         .testTarget(name: "AspenForgeTests", dependencies: ["AspenCore", "AspenKV", "AspenForge"], swiftSettings: strictSwift),
-        .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenKV", "AspenJobs"], swiftSettings: strictSwift),
+        .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenKV", "AspenJobs", "AspenForge"], swiftSettings: strictSwift),
         // The worker's side of jobs: running a claimed job on this machine (shell jobs so far) and
         // leaving none of its processes behind. Linux only.
         .target(

@@ -1,4 +1,5 @@
 import AspenCore
+import AspenForge
 import AspenKV
 import AspenLayer
 import Foundation
@@ -10,6 +11,7 @@ import Synchronization
 /// |---|---|
 /// | `hooks.kv.put.<key tokens>`, `hooks.kv.delete.<key tokens>` | a key is written or deleted (the key split at `/`) |
 /// | `hooks.job.<state>` | a job changes state (not jobs that hooks made) |
+/// | `hooks.forge.push.<repo tokens>` | a push to a forge repository is committed |
 /// | `hooks.cluster.leader` | a node leads a new term |
 /// | `hooks.cluster.membership` | voters or learners change |
 /// | `hooks.cluster.events-lost` | history was compacted before its changes were published |
@@ -28,6 +30,7 @@ public final class ClusterEvents: Sendable {
     static let space = TopicLog.space.subspace(["ev"])
     static let systemPrefix = Subspace(["aspen"]).prefix
     static let jobRecordPrefix = JobStore.space.subspace(["j"]).prefix
+    static let forgePrefix = ForgeKeys.space.subspace(["r"]).prefix
     /// How long a read of the subjects asked for is used before it is read again.
     static let interestMs: Int64 = 1000
 
@@ -72,7 +75,7 @@ public final class ClusterEvents: Sendable {
     /// One pass on the leader: publishes what happened since the last. Returns how many events.
     public func pass(_ leadership: Leadership) async throws -> Int {
         let interest = try await interest()
-        let changes = [["hooks", "kv"], ["hooks", "job"]]
+        let changes = [["hooks", "kv"], ["hooks", "job"], ["hooks", "forge"]]
         guard interest.contains(where: { pattern in changes.contains { pattern.couldMatch(under: $0) } }) else {
             try await dropCursor()
             guard !interest.isEmpty else {
@@ -268,6 +271,7 @@ public final class ClusterEvents: Sendable {
     func message(for event: WatchEvent) -> TopicMessage? {
         let key = event.keyValue.key
         guard key.starts(with: Self.systemPrefix) else { return Self.keyEvent(event, limits: limits) }
+        if key.starts(with: Self.forgePrefix) { return Self.forgeEvent(event, limits: limits) }
         guard key.starts(with: Self.jobRecordPrefix), event.kind == .put,
             let job = try? JobRecord(decoding: event.keyValue.value, limits: limits), !job.origin.hasPrefix("hook:")
         else { return nil }
@@ -285,6 +289,20 @@ public final class ClusterEvents: Sendable {
         }
         if let error = job.lastError { fields["error"] = error }
         return TopicMessage(subject: "hooks.job.\(job.state.rawValue)", payload: Self.json(fields))
+    }
+
+    /// A push to a forge repository (its push record written): `hooks.forge.push.<repo tokens>`,
+    /// with the ref updates, the packs, the pusher's key and the revision.
+    static func forgeEvent(_ event: WatchEvent, limits: Limits) -> TopicMessage? {
+        guard event.kind == .put, let tuple = try? ForgeKeys.space.unpack(event.keyValue.key), tuple.elements.count == 3,
+            tuple.elements[0] == "r", tuple.elements[2] == "push", case .string(let repo) = tuple.elements[1],
+            let push = try? PushRecord(decoding: event.keyValue.value, limits: limits)
+        else { return nil }
+        let fields: [String: Any] = [
+            "repo": repo, "revision": event.keyValue.modRevision, "pusher": push.pusher, "node": push.node, "packs": push.packs,
+            "refs": push.updates.map { ["name": $0.name, "old": $0.old, "new": $0.new] },
+        ]
+        return TopicMessage(subject: subject(["hooks", "forge", "push"], path: Array(repo.utf8), limits: limits), payload: json(fields))
     }
 
     /// A user key's put or delete.
@@ -311,8 +329,14 @@ public final class ClusterEvents: Sendable {
     /// are written `%XX`. A key too long for a subject keeps the parts that fit, so patterns on
     /// its leading parts still select it; the event's payload has the whole key.
     public static func keySubject(kind: String, key: Bytes, limits: Limits = .standard) -> String {
-        var subject = "hooks.kv.\(kind)"
-        var tokens = 3
+        subject(["hooks", "kv", kind], path: key, limits: limits)
+    }
+
+    /// `prefix` then `path`'s `/`-separated parts as tokens, as `keySubject` makes them.
+    static func subject(_ prefix: [String], path key: Bytes, limits: Limits) -> String {
+        var subject = prefix.joined(separator: ".")
+        let first = prefix.count
+        var tokens = first
         for part in key.split(separator: UInt8(ascii: "/")) {
             var token = ""
             for byte in part {
@@ -326,13 +350,13 @@ public final class ClusterEvents: Sendable {
             guard tokens < limits.subjectTokensMax, room > 0 else { break }
             if token.utf8.count > room {
                 // Only a first part is cut (the subject needs one); a later one is left out.
-                guard tokens == 3 else { break }
+                guard tokens == first else { break }
                 token = String(token.prefix(room))
             }
             subject += "." + token
             tokens += 1
         }
-        if tokens == 3 { subject += ".%2F" }
+        if tokens == first { subject += ".%2F" }
         return subject
     }
 

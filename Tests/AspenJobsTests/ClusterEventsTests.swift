@@ -1,4 +1,5 @@
 import AspenCore
+import AspenForge
 import AspenKV
 import Foundation
 import Synchronization
@@ -156,6 +157,28 @@ struct ClusterEventsTests {
         _ = try await jobs.tick()
         #expect(try await jobs.list().map(\.origin).contains("hook:on-dead"))
         #expect(try await events.pass(leadership) == 0)
+    }
+
+    @Test("a committed push is a hooks.forge.push event naming the repository and its ref updates; other forge keys make none")
+    func forgePushEvents() async throws {
+        let clock = JobClock()
+        let memory = MemoryKeyValueStore(nowMs: { clock.ms })
+        let events = self.events(memory, clock)
+        try await events.topics.setRetention(TopicRetention(pattern: "hooks.forge.>", maxAgeMs: 86_400_000, maxMessages: 0))
+        _ = try await events.pass(leadership)
+        let update = RefUpdate(old: String(repeating: "0", count: 40), new: String(repeating: "ab", count: 20), name: "refs/heads/main")
+        let push = PushRecord(updates: [update], packs: ["pack-1"], pusher: "c0ffee", nowMs: 5, node: 2)
+        try await memory.put(ForgeKeys.ref("team/app.web", update.name), Array(update.new.utf8))
+        try await memory.put(ForgeKeys.push("team/app.web"), push.encoded)
+        try await memory.put(ForgeKeys.repo("other"), RepoRecord(name: "other").encoded)
+        #expect(try await events.pass(leadership) == 1)
+        let published = try await read(events, "hooks.forge.push.team.>")
+        #expect(published.map(\.subject) == ["hooks.forge.push.team.app%2Eweb"])
+        let payload = try fields(try #require(published.first))
+        #expect(payload["repo"] as? String == "team/app.web")
+        #expect(payload["pusher"] as? String == "c0ffee")
+        let refs = try #require(payload["refs"] as? [[String: Any]])
+        #expect(refs.first?["name"] as? String == "refs/heads/main" && refs.first?["new"] as? String == update.new)
     }
 
     @Test("a new term and a membership change are each published once, whichever leader's pass sees them")

@@ -142,8 +142,16 @@ extension ClusterSuites {
             let (cluster, git) = try await started()
             defer { cluster.terminateAll() }
             let trials = Int(ProcessInfo.processInfo.environment["ASPEN_FORGE_TRIALS"] ?? "") ?? 8
+            // Each committed push is one event, which a hook turns into a job (what CI does).
+            let seen = path(cluster, "pushes.log")
+            let (made, said) = try await cluster.aspen(
+                ["hook", "create", "on-push", "--on", "hooks.forge.push.>", "--", "sh", "-c", "echo \"$ASPEN_EVENT\" >> \(seen)"], withErrors: true)
+            #expect(made == 0, "\(said)")
+            // The leader reads what is asked for at most a second late.
+            try await Task.sleep(for: .seconds(2))
             let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 5, seed: 3) }
             try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            var pushed = [try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")]
             let clones = [path(cluster, "a"), path(cluster, "b")]
             for (index, clone) in clones.enumerated() {
                 try await offThePool { try git.check(["clone", "-q", "aspen://demo", clone], endpoints: cluster.entries[index]) }
@@ -170,6 +178,7 @@ extension ClusterSuites {
                 #expect(winners.count == 1, "trial \(trial): \(results.map { "\($0.0): \($0.1) \($0.2)" })")
                 let listed = try await offThePool { try git.check(["ls-remote", "aspen://demo", "refs/heads/main"], endpoints: entries[2]) }
                 if let winner = winners.first {
+                    pushed.append(commits[winner.0])
                     #expect(listed.hasPrefix(commits[winner.0]), "trial \(trial): main is \(listed), the winner pushed \(commits[winner.0])")
                     #expect(results[1 - winner.0].2.contains("rejected"), "\(results[1 - winner.0].2)")
                 }
@@ -179,6 +188,24 @@ extension ClusterSuites {
                     try git.check(["reset", "-q", "--hard", "FETCH_HEAD"], in: clone, endpoints: "")
                 }
             }
+            // Exactly one event per committed push, each naming the commit it put on main.
+            var news: [String] = []
+            try await eventually("every push's event ran its hook's job") {
+                let lines = ((try? String(contentsOfFile: seen, encoding: .utf8)) ?? "").split(separator: "\n")
+                // Each line is the message (cursor, subject, data): the data is the push's event.
+                news = lines.compactMap { line in
+                    guard let message = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                        let data = message["data"] as? String,
+                        let event = try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
+                    else { return nil }
+                    return (event["refs"] as? [[String: Any]])?.first?["new"] as? String
+                }
+                return news.count >= pushed.count
+            }
+            try await Task.sleep(for: .seconds(1))
+            let lines = ((try? String(contentsOfFile: seen, encoding: .utf8)) ?? "").split(separator: "\n")
+            #expect(lines.count == pushed.count, "\(lines)")
+            #expect(Set(news) == Set(pushed), "events \(news), pushes \(pushed)")
         }
 
         @Test("--force-with-lease with a stale lease and --atomic with one stale ref change nothing; the right lease is accepted")
