@@ -115,6 +115,9 @@ public struct Limits: Sendable, Equatable {
     public var forgePackBytesMax: UInt64 = 2 << 30
     /// Packs one repository's pack set holds before a push is refused until it is repacked.
     public var forgePacksMax = 2000
+    /// Packs a repack replaced stay referenced this long (1 hour), longer than any clone that
+    /// read the pack set before the repack, then go to blob collection.
+    public var forgePackGraceMs: Int64 = 3_600_000
 
     // MARK: System records
     /// Most system records (replicated cluster metadata outside the keyspace) the state holds; a

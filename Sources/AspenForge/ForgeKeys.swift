@@ -21,6 +21,10 @@ public enum ForgeKeys {
     public static func packs(_ name: String) -> Subspace { contents(name).subspace(["pack"]) }
     public static func pack(_ name: String, _ pack: String) -> [UInt8] { packs(name).pack([.string(pack)]) }
     public static func push(_ name: String) -> [UInt8] { contents(name).pack(["push"]) }
+    /// Packs a repack replaced, kept referenced (so blob collection leaves them) until
+    /// `retiredMs` plus the grace: a clone that read the old pack set can still fetch them.
+    public static func retired(_ name: String) -> Subspace { contents(name).subspace(["retired"]) }
+    public static func retired(_ name: String, _ pack: String, retiredMs: Int64) -> [UInt8] { retired(name).pack([.int(retiredMs), .string(pack)]) }
 
     /// The last string of a key in `subspace` (a ref's or a pack's name), if it is one.
     public static func name(in subspace: Subspace, _ key: [UInt8]) -> String? {

@@ -136,6 +136,10 @@ public enum ForgeCall: Sendable, Equatable {
     case delete(String)
     /// The refs of a repository, read linearizably.
     case refs(String)
+    /// The packs of a repository's pack set.
+    case packs(String)
+    /// Repacks a repository's packs into one now.
+    case repack(String)
 
     public var encoded: [UInt8] {
         var writer = ByteWriter()
@@ -154,6 +158,12 @@ public enum ForgeCall: Sendable, Equatable {
         case .refs(let name):
             writer.write(UInt8(5))
             writer.writeString(name)
+        case .packs(let name):
+            writer.write(UInt8(6))
+            writer.writeString(name)
+        case .repack(let name):
+            writer.write(UInt8(7))
+            writer.writeString(name)
         }
         return writer.bytes
     }
@@ -166,6 +176,8 @@ public enum ForgeCall: Sendable, Equatable {
         case 3: self = .show(try reader.readString(limit: limits.forgeRepoNameBytesMax))
         case 4: self = .delete(try reader.readString(limit: limits.forgeRepoNameBytesMax))
         case 5: self = .refs(try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        case 6: self = .packs(try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        case 7: self = .repack(try reader.readString(limit: limits.forgeRepoNameBytesMax))
         default: throw .invalid("unknown forge call")
         }
         try reader.expectEnd()
@@ -176,7 +188,7 @@ public enum ForgeCall: Sendable, Equatable {
         switch self {
         case .create(let record): record.name
         case .list: ""
-        case .show(let name), .delete(let name), .refs(let name): name
+        case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name): name
         }
     }
 }
@@ -186,12 +198,16 @@ public enum ForgeAnswer: Sendable, Equatable {
     case done
     case repos([RepoRecord])
     case refs([(name: String, id: String)])
+    /// Pack names, sizes and BLAKE3 hashes (hex); `retired` ones were replaced by a repack and
+    /// are kept for the grace period.
+    case packs([PackInfo])
 
     public static func == (lhs: ForgeAnswer, rhs: ForgeAnswer) -> Bool {
         switch (lhs, rhs) {
         case (.done, .done): true
         case (.repos(let a), .repos(let b)): a == b
         case (.refs(let a), .refs(let b)): a.map(\.name) == b.map(\.name) && a.map(\.id) == b.map(\.id)
+        case (.packs(let a), .packs(let b)): a == b
         default: false
         }
     }
@@ -212,6 +228,15 @@ public enum ForgeAnswer: Sendable, Equatable {
                 writer.writeString(ref.name)
                 writer.writeString(ref.id)
             }
+        case .packs(let packs):
+            writer.write(UInt8(4))
+            writer.writeVarint(UInt64(packs.count))
+            for pack in packs {
+                writer.writeString(pack.name)
+                writer.writeVarint(pack.size)
+                writer.writeString(pack.hash)
+                writer.write(pack.retired)
+            }
         }
         return writer.bytes
     }
@@ -230,9 +255,34 @@ public enum ForgeAnswer: Sendable, Equatable {
             var refs: [(String, String)] = []
             for _ in 0..<count { refs.append((try reader.readString(limit: limits.forgeRefNameBytesMax), try reader.readString(limit: 64))) }
             self = .refs(refs)
+        case 4:
+            let count = try reader.readCount(limit: limits.forgePacksMax * 2)
+            var packs: [PackInfo] = []
+            for _ in 0..<count {
+                packs.append(
+                    PackInfo(
+                        name: try reader.readString(limit: 128), size: try reader.readVarint(), hash: try reader.readString(limit: 64),
+                        retired: try reader.readBool()))
+            }
+            self = .packs(packs)
         default: throw .invalid("unknown forge answer")
         }
         try reader.expectEnd()
+    }
+}
+
+/// One pack of a repository's pack set.
+public struct PackInfo: Sendable, Equatable {
+    public var name: String
+    public var size: UInt64
+    public var hash: String
+    public var retired: Bool
+
+    public init(name: String, size: UInt64, hash: String, retired: Bool) {
+        self.name = name
+        self.size = size
+        self.hash = hash
+        self.retired = retired
     }
 }
 

@@ -19,8 +19,9 @@ extension FuzzTarget {
                 RefUpdate(old: String(repeating: "0", count: 40), new: sha1, name: "refs/heads/main"),
                 RefUpdate(old: sha256, new: String(repeating: "0", count: 64), name: "refs/tags/v1.0"),
             ]
-            let calls: [ForgeCall] = [.create(record), .create(RepoRecord(name: "demo")), .list, .show("demo"), .delete("team/app"), .refs("demo")]
+            let calls: [ForgeCall] = [.create(record), .create(RepoRecord(name: "demo")), .list, .show("demo"), .delete("team/app"), .refs("demo"), .packs("demo"), .repack("team/app")]
             let answers: [ForgeAnswer] = [
+                .packs([PackInfo(name: "pack-" + sha1, size: 1 << 20, hash: sha256, retired: false), PackInfo(name: "pack-x", size: 0, hash: "", retired: true)]),
                 .done, .repos([record, RepoRecord(name: "demo", createdMs: -1)]), .repos([]),
                 .refs([(name: "refs/heads/main", id: sha1), (name: "refs/tags/v1.0", id: sha256)]), .refs([]),
             ]
@@ -105,7 +106,7 @@ enum ForgeBounds {
         switch call {
         case .create(let repo): return record(repo, limits)
         case .list: return nil
-        case .show(let name), .delete(let name), .refs(let name):
+        case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name):
             return name.utf8.count > limits.forgeRepoNameBytesMax ? "a repository name of \(name.utf8.count) bytes" : nil
         }
     }
@@ -122,6 +123,12 @@ enum ForgeBounds {
             if refs.count > limits.forgeRefsMax { return "\(refs.count) refs" }
             for ref in refs where ref.name.utf8.count > limits.forgeRefNameBytesMax || ref.id.utf8.count > 64 {
                 return "a ref of \(ref.name.utf8.count) bytes with an id of \(ref.id.utf8.count)"
+            }
+            return nil
+        case .packs(let packs):
+            if packs.count > limits.forgePacksMax * 2 { return "\(packs.count) packs" }
+            for pack in packs where pack.name.utf8.count > 128 || pack.hash.utf8.count > 64 {
+                return "a pack name of \(pack.name.utf8.count) bytes with a hash of \(pack.hash.utf8.count)"
             }
             return nil
         }

@@ -22,6 +22,7 @@ public final class NodeRuntime: Sendable {
     let joiner: Task<Void, Never>?
     public let blobs: BlobService
     public let jobs: JobService
+    public let forge: ForgeService
     let logger: Logger
     let initialClusterID: [UInt8]
     /// The node's own event loop: its Raft actor, its peer connections and the connections it
@@ -30,12 +31,13 @@ public final class NodeRuntime: Sendable {
 
     private init(
         settings: NodeSettings, identity: NodeIdentity, node: RaftNode, server: TransportServer, admin: AdminServer?, auth: NodeAuth,
-        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, blobs: BlobService, jobs: JobService, logger: Logger, clusterID: [UInt8],
+        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, blobs: BlobService, jobs: JobService, forge: ForgeService, logger: Logger, clusterID: [UInt8],
         loops: MultiThreadedEventLoopGroup
     ) {
         self.loops = loops
         self.blobs = blobs
         self.jobs = jobs
+        self.forge = forge
         self.initialClusterID = clusterID
         self.settings = settings
         self.identity = identity
@@ -199,6 +201,7 @@ public final class NodeRuntime: Sendable {
             cookie: cookie)
         blobs.setEventSink { jobs.publishNodeEvents($0) }
         jobs.start()
+        forge.start()
         jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie)
         var admin: AdminServer?
         if let http = settings.http {
@@ -214,7 +217,7 @@ public final class NodeRuntime: Sendable {
         }
         return NodeRuntime(
             settings: settings, identity: identity, node: node, server: server, admin: admin, auth: auth, network: network, storage: store,
-            joiner: joiner, blobs: blobs, jobs: jobs, logger: logger, clusterID: clusterID, loops: loops)
+            joiner: joiner, blobs: blobs, jobs: jobs, forge: forge, logger: logger, clusterID: clusterID, loops: loops)
     }
 
     /// Stops in dependency order: stop accepting, drain in-flight requests (bounded), stop Raft
@@ -227,6 +230,7 @@ public final class NodeRuntime: Sendable {
         joiner?.cancel()
         await blobs.stopMaintenance()
         await jobs.stop()
+        await forge.stop()
         await server.stopAccepting()
         try? await admin?.close()
         let left = await server.drain(seconds: drainSeconds)

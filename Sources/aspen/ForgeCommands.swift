@@ -39,7 +39,7 @@ struct RepoCommand: AsyncParsableCommand {
             aspen), with the cluster from ASPEN_TICKET, ASPEN_ENDPOINTS or the dev cluster; or name the
             cluster in the URL: aspen://TICKET/NAME.
             """,
-        subcommands: [Create.self, List.self, Show.self, Refs.self, Delete.self])
+        subcommands: [Create.self, List.self, Show.self, Refs.self, Packs.self, Repack.self, Delete.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create an empty repository.")
@@ -102,6 +102,37 @@ struct RepoCommand: AsyncParsableCommand {
                 } else {
                     for ref in refs { print("\(ref.id)\t\(ref.name)") }
                 }
+            }
+        }
+    }
+
+    struct Packs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a repository's packs (retired ones were replaced by a repack and are kept for a grace period).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+
+        func run() async throws {
+            try await runForge {
+                guard case .packs(let packs) = try await cluster.client().forge(.packs(name)) else { throw CLIError.unexpectedAnswer }
+                if cluster.json {
+                    output(true, ["packs": packs.map { ["name": $0.name, "size": $0.size, "hash": $0.hash, "retired": $0.retired] }], text: "")
+                } else {
+                    for pack in packs { print("\(pack.name)\t\(pack.size)\t\(pack.hash)\(pack.retired ? "\tretired" : "")") }
+                }
+            }
+        }
+    }
+
+    struct Repack: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Repack a repository's packs into one now (the leader also does so once a repository holds 8).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+
+        func run() async throws {
+            try await runForge {
+                _ = try await cluster.client().forge(.repack(name))
+                output(cluster.json, ["repacked": name], text: "repacked \(name)")
             }
         }
     }

@@ -261,6 +261,39 @@ extension ClusterSuites {
             }
         }
 
+        @Test("a repack swaps the pack set for one pack: old packs retired, clones from cold and warm nodes complete and fsck-clean, pushes go on")
+        func repack() async throws {
+            let (cluster, git) = try await started()
+            defer { cluster.terminateAll() }
+            let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 30, seed: 11) }
+            // Three pushes through node 1: three packs.
+            for step in ["HEAD~20", "HEAD~10", "HEAD"] {
+                try await offThePool { try git.check(["push", "-q", "aspen://demo", "\(step):refs/heads/main"], in: source, endpoints: cluster.entries[0]) }
+            }
+            var (status, listed) = try await cluster.aspen(["repo", "packs", "demo"], endpoints: cluster.entries[1])
+            #expect(status == 0 && listed.split(separator: "\n").count == 3, "\(listed)")
+            // A clone through node 2 before the repack: its cache holds the three packs.
+            let warm = path(cluster, "warm")
+            try await offThePool { try git.check(["clone", "-q", "aspen://demo", warm], endpoints: cluster.entries[1]) }
+            (status, listed) = try await cluster.aspen(["repo", "repack", "demo"], endpoints: cluster.entries[1], withErrors: true)
+            #expect(status == 0, "\(listed)")
+            (status, listed) = try await cluster.aspen(["repo", "packs", "demo"], endpoints: cluster.entries[2])
+            let lines = listed.split(separator: "\n")
+            #expect(lines.filter { !$0.hasSuffix("retired") }.count == 1 && lines.filter { $0.hasSuffix("retired") }.count == 3, "\(listed)")
+            let head = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+            for (node, name) in [(3, "cold"), (2, "again"), (1, "first")] {
+                let clone = path(cluster, name)
+                try await offThePool { try git.check(["clone", "-q", "aspen://demo", clone], endpoints: cluster.entries[node - 1]) }
+                #expect(try git.check(["rev-parse", "HEAD"], in: clone, endpoints: "") == head, "clone \(name) through node \(node)")
+                try git.check(["fsck", "--full", "--strict"], in: clone, endpoints: "")
+            }
+            try git.check(["commit", "-q", "--allow-empty", "-m", "after the repack"], in: warm, endpoints: "")
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: warm, endpoints: cluster.entries[2]) }
+            let after = try git.check(["rev-parse", "HEAD"], in: warm, endpoints: "")
+            let remote = try await offThePool { try git.check(["ls-remote", "aspen://demo", "refs/heads/main"], endpoints: cluster.entries[0]) }
+            #expect(remote.hasPrefix(after), "\(remote)")
+        }
+
         @Test("a node cut off from the quorum refuses to serve; a corrupt push is rejected with refs unchanged")
         func refusals() async throws {
             let (cluster, git) = try await started()

@@ -212,6 +212,15 @@ extension ForgeService {
             try ForgeNames.validate(repo: name, limits: limits)
             let state = try await withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
             return .refs(state.refs.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        case .packs(let name):
+            try ForgeNames.validate(repo: name, limits: limits)
+            let state = try await withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
+            return .packs(
+                state.packs.sorted { $0.key < $1.key }.map { PackInfo(name: $0.key, size: $0.value.size, hash: $0.value.hash.hex, retired: false) }
+                    + state.retired.map { PackInfo(name: $0.pack, size: $0.reference.size, hash: $0.reference.hash.hex, retired: true) })
+        case .repack(let name):
+            _ = try await repack(name)
+            return .done
         }
     }
 }

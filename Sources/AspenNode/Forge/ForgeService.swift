@@ -27,6 +27,8 @@ public final class ForgeService: Sendable {
     /// What the receive hook needs to call this node back (its address, key and data directory).
     let hookEnvironment = Mutex<[String: String]>([:])
     let metrics = ForgeMetrics()
+    /// The leader's repack pass.
+    let maintenance = Mutex<Task<Void, Never>?>(nil)
     /// How long a fetch or push waits to learn the cluster's refs before it is refused.
     static let quorumWaitSeconds = 5.0
 

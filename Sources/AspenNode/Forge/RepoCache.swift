@@ -46,6 +46,8 @@ struct RepoState: Sendable {
     var createRevision: Revision
     var refs: [String: String]
     var packs: [String: BlobReference]
+    /// Packs a repack replaced, kept until their grace ends.
+    var retired: [(pack: String, retiredMs: Int64, reference: BlobReference)] = []
 }
 
 /// The node's git repository for each forge repository: a cache of what the cluster holds,
@@ -66,6 +68,7 @@ struct RepoCache: Sendable {
         let (start, end) = contents.range
         var refs: [String: String] = [:]
         var packs: [String: BlobReference] = [:]
+        var retired: [(pack: String, retiredMs: Int64, reference: BlobReference)] = []
         var continuation: Bytes?
         var revision: Revision = kv.modRevision
         repeat {
@@ -79,11 +82,16 @@ struct RepoCache: Sendable {
                     refs[ref] = String(decoding: pair.value, as: UTF8.self)
                 } else if let pack = ForgeKeys.name(in: ForgeKeys.packs(name), pair.key), let reference = BlobReference(decoding: pair.value) {
                     packs[pack] = reference
+                } else if let tuple = try? ForgeKeys.retired(name).unpack(pair.key), tuple.elements.count == 2,
+                    case .int(let retiredMs) = tuple.elements[0], case .string(let pack) = tuple.elements[1],
+                    let reference = BlobReference(decoding: pair.value)
+                {
+                    retired.append((pack, retiredMs, reference))
                 }
             }
             continuation = page.more ? page.continuation : nil
         } while continuation != nil
-        return RepoState(record: record, createRevision: kv.createRevision, refs: refs, packs: packs)
+        return RepoState(record: record, createRevision: kv.createRevision, refs: refs, packs: packs, retired: retired)
     }
 
     /// Makes the cache of `state.record.name` hold every pack and exactly the refs of `state`.
@@ -102,6 +110,7 @@ struct RepoCache: Sendable {
         where !FileManager.default.fileExists(atPath: (packDirectory as NSString).appendingPathComponent("\(pack).idx")) {
             try await pull(pack, reference, into: packDirectory, blobs: blobs)
         }
+        removeStalePacks(in: packDirectory, keeping: Set(state.packs.keys).union(state.retired.map(\.pack)))
         // The refs: set to the cluster's, and those it lacks deleted. No old values are checked:
         // the lock keeps every other writer of this cache out.
         let listing = try await Git.check(["for-each-ref", "--format=%(objectname) %(refname)"], in: path)
@@ -115,6 +124,24 @@ struct RepoCache: Sendable {
         for ref in current.keys where state.refs[ref] == nil { commands += "delete \(ref)\n" }
         if !commands.isEmpty { try await Git.check(["update-ref", "--stdin"], in: path, input: Array(commands.utf8)) }
         return path
+    }
+
+    /// A pack in the cache that the cluster no longer lists (a repack replaced it, and its grace
+    /// ended) goes once it is old enough that no git process started before its replacement
+    /// can still be reading it. Its replacement is in by then: a sync pulls before it removes.
+    func removeStalePacks(in directory: String, keeping: Set<String>, ageMs: Int64 = 600_000) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        let now = Date()
+        for name in names where name.hasPrefix("pack-") && name.hasSuffix(".pack") {
+            let pack = String(name.dropLast(5))
+            let path = (directory as NSString).appendingPathComponent(name)
+            guard !keeping.contains(pack), let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
+                now.timeIntervalSince(modified) * 1000 > Double(ageMs)
+            else { continue }
+            for suffix in [".idx", ".bitmap", ".rev", ".pack"] {
+                try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(pack + suffix))
+            }
+        }
     }
 
     private func create(_ path: String, defaultBranch: String, incarnation: String) async throws {
