@@ -8,7 +8,9 @@ extension AspenClient {
     public func forge(_ call: ForgeCall) async throws -> ForgeAnswer {
         let repeatable: Bool
         switch call {
-        case .list, .show, .refs, .packs: repeatable = true
+        case .list, .show, .refs, .packs, .protections: repeatable = true
+        // Setting a rule again sets the same rule.
+        case .protect: repeatable = true
         // A repack sent again only repacks again (or finds nothing to do).
         case .repack: repeatable = true
         // A create or delete sent again after a lost answer would report `exists` / `not found`

@@ -21,6 +21,9 @@ public enum ForgeKeys {
     public static func packs(_ name: String) -> Subspace { contents(name).subspace(["pack"]) }
     public static func pack(_ name: String, _ pack: String) -> [UInt8] { packs(name).pack([.string(pack)]) }
     public static func push(_ name: String) -> [UInt8] { contents(name).pack(["push"]) }
+    /// Branch protection rules, by branch name (without `refs/heads/`).
+    public static func protections(_ name: String) -> Subspace { contents(name).subspace(["protect"]) }
+    public static func protection(_ name: String, _ branch: String) -> [UInt8] { protections(name).pack([.string(branch)]) }
     /// Packs a repack replaced, kept referenced (so blob collection leaves them) until
     /// `retiredMs` plus the grace: a clone that read the old pack set can still fetch them.
     public static func retired(_ name: String) -> Subspace { contents(name).subspace(["retired"]) }

@@ -140,6 +140,10 @@ public enum ForgeCall: Sendable, Equatable {
     case packs(String)
     /// Repacks a repository's packs into one now.
     case repack(String)
+    /// Protects a branch with a rule, or (nil) lifts its protection.
+    case protect(String, branch: String, ProtectionRule?)
+    /// The repository's protected branches.
+    case protections(String)
 
     public var encoded: [UInt8] {
         var writer = ByteWriter()
@@ -164,6 +168,14 @@ public enum ForgeCall: Sendable, Equatable {
         case .repack(let name):
             writer.write(UInt8(7))
             writer.writeString(name)
+        case .protect(let name, let branch, let rule):
+            writer.write(UInt8(8))
+            writer.writeString(name)
+            writer.writeString(branch)
+            writer.writeOptionalBytes(rule?.encoded)
+        case .protections(let name):
+            writer.write(UInt8(9))
+            writer.writeString(name)
         }
         return writer.bytes
     }
@@ -178,6 +190,12 @@ public enum ForgeCall: Sendable, Equatable {
         case 5: self = .refs(try reader.readString(limit: limits.forgeRepoNameBytesMax))
         case 6: self = .packs(try reader.readString(limit: limits.forgeRepoNameBytesMax))
         case 7: self = .repack(try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        case 8:
+            let name = try reader.readString(limit: limits.forgeRepoNameBytesMax)
+            let branch = try reader.readString(limit: limits.forgeRefNameBytesMax)
+            let rule = try reader.readOptionalBytes(limit: 16 * 1024).map { bytes throws(DecodingError) in try ProtectionRule(decoding: bytes) }
+            self = .protect(name, branch: branch, rule)
+        case 9: self = .protections(try reader.readString(limit: limits.forgeRepoNameBytesMax))
         default: throw .invalid("unknown forge call")
         }
         try reader.expectEnd()
@@ -188,7 +206,8 @@ public enum ForgeCall: Sendable, Equatable {
         switch self {
         case .create(let record): record.name
         case .list: ""
-        case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name): name
+        case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name), .protections(let name): name
+        case .protect(let name, _, _): name
         }
     }
 }
@@ -201,6 +220,7 @@ public enum ForgeAnswer: Sendable, Equatable {
     /// Pack names, sizes and BLAKE3 hashes (hex); `retired` ones were replaced by a repack and
     /// are kept for the grace period.
     case packs([PackInfo])
+    case protections([(branch: String, rule: ProtectionRule)])
 
     public static func == (lhs: ForgeAnswer, rhs: ForgeAnswer) -> Bool {
         switch (lhs, rhs) {
@@ -208,6 +228,7 @@ public enum ForgeAnswer: Sendable, Equatable {
         case (.repos(let a), .repos(let b)): a == b
         case (.refs(let a), .refs(let b)): a.map(\.name) == b.map(\.name) && a.map(\.id) == b.map(\.id)
         case (.packs(let a), .packs(let b)): a == b
+        case (.protections(let a), .protections(let b)): a.map(\.branch) == b.map(\.branch) && a.map(\.rule) == b.map(\.rule)
         default: false
         }
     }
@@ -237,6 +258,13 @@ public enum ForgeAnswer: Sendable, Equatable {
                 writer.writeString(pack.hash)
                 writer.write(pack.retired)
             }
+        case .protections(let rules):
+            writer.write(UInt8(5))
+            writer.writeVarint(UInt64(rules.count))
+            for (branch, rule) in rules {
+                writer.writeString(branch)
+                writer.writeBytes(rule.encoded)
+            }
         }
         return writer.bytes
     }
@@ -265,9 +293,63 @@ public enum ForgeAnswer: Sendable, Equatable {
                         retired: try reader.readBool()))
             }
             self = .packs(packs)
+        case 5:
+            let count = try reader.readCount(limit: limits.forgeRefsMax)
+            var rules: [(String, ProtectionRule)] = []
+            for _ in 0..<count {
+                rules.append((try reader.readString(limit: limits.forgeRefNameBytesMax), try ProtectionRule(decoding: try reader.readBytes(limit: 16 * 1024))))
+            }
+            self = .protections(rules)
         default: throw .invalid("unknown forge answer")
         }
         try reader.expectEnd()
+    }
+}
+
+/// How a protected branch may change: never deleted, never rewritten (a push must fast-forward
+/// it), and with approvals or status contexts required, never pushed to directly (changes land
+/// through patches the forge merges).
+public struct ProtectionRule: Sendable, Equatable {
+    public var requiredApprovals: Int
+    public var requiredStatuses: [String]
+
+    public init(requiredApprovals: Int = 0, requiredStatuses: [String] = []) {
+        self.requiredApprovals = requiredApprovals
+        self.requiredStatuses = requiredStatuses
+    }
+
+    /// Whether direct pushes are refused (something must be checked first).
+    public var gatesPushes: Bool { requiredApprovals > 0 || !requiredStatuses.isEmpty }
+
+    public static let statusesMax = 32
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        writer.write(UInt8(1))
+        writer.writeVarint(UInt64(requiredApprovals))
+        writer.writeVarint(UInt64(requiredStatuses.count))
+        for status in requiredStatuses { writer.writeString(status) }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        guard try reader.readByte() == 1 else { throw .invalid("unknown protection rule version") }
+        requiredApprovals = try reader.readCount(limit: 100)
+        let count = try reader.readCount(limit: Self.statusesMax)
+        requiredStatuses = []
+        for _ in 0..<count { requiredStatuses.append(try reader.readString(limit: 255)) }
+        try reader.expectEnd()
+    }
+
+    public func validate() throws(ForgeError) {
+        guard (0...100).contains(requiredApprovals) else { throw .badInput("required approvals must be 0 to 100, not \(requiredApprovals)") }
+        guard requiredStatuses.count <= Self.statusesMax else {
+            throw .badInput("\(requiredStatuses.count) required statuses exceed the \(Self.statusesMax) a rule may name")
+        }
+        for status in requiredStatuses where status.isEmpty || status.utf8.count > 255 || status.utf8.contains(where: { $0 < 0x21 || $0 == 0x7F }) {
+            throw .badInput("a status context must be 1 to 255 bytes without spaces or control characters: \"\(status)\"")
+        }
     }
 }
 

@@ -19,8 +19,12 @@ extension FuzzTarget {
                 RefUpdate(old: String(repeating: "0", count: 40), new: sha1, name: "refs/heads/main"),
                 RefUpdate(old: sha256, new: String(repeating: "0", count: 64), name: "refs/tags/v1.0"),
             ]
-            let calls: [ForgeCall] = [.create(record), .create(RepoRecord(name: "demo")), .list, .show("demo"), .delete("team/app"), .refs("demo"), .packs("demo"), .repack("team/app")]
+            let calls: [ForgeCall] = [.create(record), .create(RepoRecord(name: "demo")), .list, .show("demo"), .delete("team/app"), .refs("demo"), .packs("demo"), .repack("team/app"),
+                .protect("demo", branch: "main", ProtectionRule(requiredApprovals: 1, requiredStatuses: ["ci/build"])), .protect("demo", branch: "main", nil),
+                .protections("demo"),
+            ]
             let answers: [ForgeAnswer] = [
+                .protections([(branch: "main", rule: ProtectionRule(requiredApprovals: 2, requiredStatuses: ["ci/build", "ci/test"]))]),
                 .packs([PackInfo(name: "pack-" + sha1, size: 1 << 20, hash: sha256, retired: false), PackInfo(name: "pack-x", size: 0, hash: "", retired: true)]),
                 .done, .repos([record, RepoRecord(name: "demo", createdMs: -1)]), .repos([]),
                 .refs([(name: "refs/heads/main", id: sha1), (name: "refs/tags/v1.0", id: sha256)]), .refs([]),
@@ -106,7 +110,10 @@ enum ForgeBounds {
         switch call {
         case .create(let repo): return record(repo, limits)
         case .list: return nil
-        case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name):
+        case .protect(let name, let branch, let rule):
+            if let rule, rule.requiredStatuses.count > ProtectionRule.statusesMax { return "\(rule.requiredStatuses.count) statuses" }
+            return name.utf8.count > limits.forgeRepoNameBytesMax || branch.utf8.count > limits.forgeRefNameBytesMax ? "a name too long" : nil
+        case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name), .protections(let name):
             return name.utf8.count > limits.forgeRepoNameBytesMax ? "a repository name of \(name.utf8.count) bytes" : nil
         }
     }
@@ -131,6 +138,8 @@ enum ForgeBounds {
                 return "a pack name of \(pack.name.utf8.count) bytes with a hash of \(pack.hash.utf8.count)"
             }
             return nil
+        case .protections(let rules):
+            return rules.count > limits.forgeRefsMax ? "\(rules.count) rules" : nil
         }
     }
 

@@ -169,7 +169,8 @@ extension RequestRequirements {
         switch call {
         case .create(let record): return .service(.forge, .full, resource: Array(record.name.utf8))
         case .delete(let name): return .service(.forge, .full, resource: Array(name.utf8))
-        case .show(let name), .refs(let name), .packs(let name): return .service(.forge, .read, resource: Array(name.utf8))
+        case .show(let name), .refs(let name), .packs(let name), .protections(let name): return .service(.forge, .read, resource: Array(name.utf8))
+        case .protect(let name, _, _): return .service(.forge, .full, resource: Array(name.utf8))
         case .repack(let name): return .service(.forge, .write, resource: Array(name.utf8))
         case .list: return .service(.forge, .read, resource: [])
         }

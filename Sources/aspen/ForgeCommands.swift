@@ -39,7 +39,7 @@ struct RepoCommand: AsyncParsableCommand {
             aspen), with the cluster from ASPEN_TICKET, ASPEN_ENDPOINTS or the dev cluster; or name the
             cluster in the URL: aspen://TICKET/NAME.
             """,
-        subcommands: [Create.self, List.self, Show.self, Refs.self, Packs.self, Repack.self, Delete.self])
+        subcommands: [Create.self, List.self, Show.self, Refs.self, Packs.self, Repack.self, Protect.self, Unprotect.self, Protections.self, Delete.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create an empty repository.")
@@ -133,6 +133,59 @@ struct RepoCommand: AsyncParsableCommand {
             try await runForge {
                 _ = try await cluster.client().forge(.repack(name))
                 output(cluster.json, ["repacked": name], text: "repacked \(name)")
+            }
+        }
+    }
+
+    struct Protect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Protect a branch: never deleted, never force-pushed; with required approvals or statuses, changed only by patches the forge merges.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+        @Argument(help: "The branch (main, not refs/heads/main).") var branch: String
+        @Option(help: "Approving reviews a patch needs before the forge merges it.") var requireApprovals: Int = 0
+        @Option(help: "A status context (e.g. ci/build) that must pass on a patch before it is merged; repeat for several.")
+        var requireStatus: [String] = []
+
+        func run() async throws {
+            try await runForge {
+                let rule = ProtectionRule(requiredApprovals: requireApprovals, requiredStatuses: requireStatus)
+                try rule.validate()
+                _ = try await cluster.client().forge(.protect(name, branch: branch, rule))
+                output(cluster.json, ["protected": branch], text: "protected \(name) \(branch)")
+            }
+        }
+    }
+
+    struct Unprotect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Lift a branch's protection.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+        @Argument var branch: String
+
+        func run() async throws {
+            try await runForge {
+                _ = try await cluster.client().forge(.protect(name, branch: branch, nil))
+                output(cluster.json, ["unprotected": branch], text: "unprotected \(name) \(branch)")
+            }
+        }
+    }
+
+    struct Protections: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a repository's protected branches and their rules.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var name: String
+
+        func run() async throws {
+            try await runForge {
+                guard case .protections(let rules) = try await cluster.client().forge(.protections(name)) else { throw CLIError.unexpectedAnswer }
+                if cluster.json {
+                    output(true, ["protections": rules.map { ["branch": $0.branch, "requiredApprovals": $0.rule.requiredApprovals, "requiredStatuses": $0.rule.requiredStatuses] }], text: "")
+                } else {
+                    for (branch, rule) in rules {
+                        print("\(branch)\tapprovals \(rule.requiredApprovals)\tstatuses \(rule.requiredStatuses.isEmpty ? "-" : rule.requiredStatuses.joined(separator: ","))")
+                    }
+                }
             }
         }
     }

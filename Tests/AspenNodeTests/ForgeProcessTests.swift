@@ -294,6 +294,45 @@ extension ClusterSuites {
             #expect(remote.hasPrefix(after), "\(remote)")
         }
 
+        @Test("a protected branch refuses deletes and force pushes, takes fast-forwards, and with approvals required refuses direct pushes")
+        func protection() async throws {
+            let (cluster, git) = try await started()
+            defer { cluster.terminateAll() }
+            let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 4, seed: 13) }
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "HEAD~1:refs/heads/main"], in: source, endpoints: cluster.entries[0]) }
+            var (status, said) = try await cluster.aspen(["repo", "protect", "demo", "main"], withErrors: true)
+            #expect(status == 0, "\(said)")
+            (status, said) = try await cluster.aspen(["repo", "protections", "demo"], endpoints: cluster.entries[2])
+            #expect(said.hasPrefix("main\tapprovals 0"), "\(said)")
+            // A fast-forward is taken; a rewrite and a delete are refused, naming the rule.
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[1]) }
+            let head = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+            var pushed = try await offThePool {
+                try git.run(["push", "--force", "aspen://demo", "HEAD~2:refs/heads/main"], in: source, endpoints: cluster.entries[2])
+            }
+            #expect(pushed.0 != 0 && pushed.1.contains("must fast-forward"), "\(pushed.1)")
+            pushed = try await offThePool { try git.run(["push", "aspen://demo", ":main"], in: source, endpoints: cluster.entries[0]) }
+            #expect(pushed.0 != 0 && pushed.1.contains("cannot be deleted"), "\(pushed.1)")
+            // Approvals required: no direct push at all.
+            (status, said) = try await cluster.aspen(["repo", "protect", "demo", "main", "--require-approvals", "1", "--require-status", "ci/build"], withErrors: true)
+            #expect(status == 0, "\(said)")
+            try git.check(["commit", "-q", "--allow-empty", "-m", "direct"], in: source, endpoints: "")
+            pushed = try await offThePool { try git.run(["push", "aspen://demo", "main"], in: source, endpoints: cluster.entries[1]) }
+            #expect(pushed.0 != 0 && pushed.1.contains("requires 1 approval(s), status ci/build"), "\(pushed.1)")
+            var listed = try await offThePool { try git.check(["ls-remote", "aspen://demo", "refs/heads/main"], endpoints: cluster.entries[2]) }
+            #expect(listed.hasPrefix(head), "\(listed)")
+            // Unprotected, the same rewrite goes through.
+            (status, said) = try await cluster.aspen(["repo", "unprotect", "demo", "main"], withErrors: true)
+            #expect(status == 0, "\(said)")
+            pushed = try await offThePool {
+                try git.run(["push", "--force", "aspen://demo", "HEAD~3:refs/heads/main"], in: source, endpoints: cluster.entries[2])
+            }
+            #expect(pushed.0 == 0, "\(pushed.1)")
+            let rewound = try git.check(["rev-parse", "HEAD~3"], in: source, endpoints: "")
+            listed = try await offThePool { try git.check(["ls-remote", "aspen://demo", "refs/heads/main"], endpoints: cluster.entries[0]) }
+            #expect(listed.hasPrefix(rewound), "\(listed)")
+        }
+
         @Test("a node cut off from the quorum refuses to serve; a corrupt push is rejected with refs unchanged")
         func refusals() async throws {
             let (cluster, git) = try await started()

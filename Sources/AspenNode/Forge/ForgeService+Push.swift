@@ -70,6 +70,7 @@ extension ForgeService {
         }
         // Stale before anything is uploaded: say so at once.
         try Self.checkCurrent(request.updates, against: state.refs)
+        try await checkProtections(request, state: state, repo: repo)
         let packs = try Self.packs(in: request.quarantine)
         guard packs.count <= PushRecord.packsMax else {
             throw ForgeError.badInput("a push of \(packs.count) packs exceeds the \(PushRecord.packsMax) a push may bring")
@@ -105,6 +106,11 @@ extension ForgeService {
                 ForgeNames.isZero(update.new) ? .delete(Delete(.key(key))) : .put(Put(key: key, value: Array(update.new.utf8))))
         }
         for pack in stored { operations.append(.put(Put(key: ForgeKeys.pack(repo, pack.name), value: pack.reference.encoded))) }
+        // The rules checked are the rules applied: a branch protected meanwhile fails the compare.
+        for branch in Set(request.updates.compactMap { Self.branch($0.name) }) {
+            let key = ForgeKeys.protection(repo, branch)
+            compares.append(state.protections[branch].map { Compare(key: key, .modRevision($0.revision)) } ?? .absent(key))
+        }
         let record = PushRecord(
             updates: request.updates, packs: stored.map(\.name), pusher: session.pusher.hex, nowMs: node.nowMs(), node: await node.id.rawValue)
         operations.append(.put(Put(key: ForgeKeys.push(repo), value: record.encoded)))
@@ -139,6 +145,38 @@ extension ForgeService {
             }
             try Self.checkCurrent(request.updates, against: now.refs)
             throw ForgeError.conflict("rejected: a ref changed while this push ran; fetch first")
+        }
+    }
+
+    /// `main` for `refs/heads/main`.
+    static func branch(_ ref: String) -> String? { ref.hasPrefix("refs/heads/") ? String(ref.dropFirst("refs/heads/".count)) : nil }
+
+    /// Refuses, naming the branch and the rule, an update a protected branch does not allow:
+    /// a deletion, a direct push where approvals or statuses are required, or a push that does
+    /// not fast-forward (checked by git against the quarantined objects).
+    func checkProtections(_ request: ForgeHookRequest, state: RepoState, repo: String) async throws {
+        for update in request.updates {
+            guard let branch = Self.branch(update.name), let (rule, _) = state.protections[branch] else { continue }
+            if ForgeNames.isZero(update.new) {
+                throw ForgeError.conflict("\(update.name) is protected: it cannot be deleted (aspen repo unprotect \(repo) \(branch) first)")
+            }
+            if rule.gatesPushes {
+                let needs = ([rule.requiredApprovals > 0 ? "\(rule.requiredApprovals) approval(s)" : nil]
+                    + rule.requiredStatuses.map { "status \($0)" }).compactMap { $0 }.joined(separator: ", ")
+                throw ForgeError.conflict(
+                    "\(update.name) is protected and requires \(needs): it changes only through a patch the forge merges (push to refs/for/\(branch))")
+            }
+            guard !ForgeNames.isZero(update.old) else { continue }
+            let objects = (cache.path(repo) as NSString).appendingPathComponent("objects")
+            let check = try await Git.run(
+                ["merge-base", "--is-ancestor", update.old, update.new], in: cache.path(repo),
+                environment: ["GIT_OBJECT_DIRECTORY": request.quarantine, "GIT_ALTERNATE_OBJECT_DIRECTORIES": objects])
+            guard check.status == 0 else {
+                if check.status == 1 {
+                    throw ForgeError.conflict("\(update.name) is protected: a push must fast-forward it (no force pushes)")
+                }
+                throw ForgeError.failed("checking \(update.name)'s history failed: \(check.errors)")
+            }
         }
     }
 
@@ -221,6 +259,22 @@ extension ForgeService {
         case .repack(let name):
             _ = try await repack(name)
             return .done
+        case .protect(let name, let branch, let rule):
+            try ForgeNames.validate(repo: name, limits: limits)
+            try ForgeNames.validate(ref: "refs/heads/" + branch, limits: limits)
+            try rule?.validate()
+            let key = ForgeKeys.protection(name, branch)
+            let change: TransactionOperation = rule.map { .put(Put(key: key, value: $0.encoded)) } ?? .delete(Delete(.key(key)))
+            let transaction = Transaction(compares: [Compare(key: ForgeKeys.repo(name), .version(0), .greater)], success: [change])
+            guard case .transaction(let result) = try await node.write(.transaction(transaction), forwarding: true) else {
+                throw ForgeError.failed("unexpected result of the protect transaction")
+            }
+            guard result.succeeded else { throw ForgeError.notFound("no repository \(name)") }
+            return .done
+        case .protections(let name):
+            try ForgeNames.validate(repo: name, limits: limits)
+            let state = try await withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
+            return .protections(state.protections.sorted { $0.key < $1.key }.map { ($0.key, $0.value.rule) })
         }
     }
 }

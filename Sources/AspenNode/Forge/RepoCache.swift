@@ -48,6 +48,8 @@ struct RepoState: Sendable {
     var packs: [String: BlobReference]
     /// Packs a repack replaced, kept until their grace ends.
     var retired: [(pack: String, retiredMs: Int64, reference: BlobReference)] = []
+    /// Protected branches (without `refs/heads/`), with the revision their rule was set at.
+    var protections: [String: (rule: ProtectionRule, revision: Revision)] = [:]
 }
 
 /// The node's git repository for each forge repository: a cache of what the cluster holds,
@@ -69,6 +71,7 @@ struct RepoCache: Sendable {
         var refs: [String: String] = [:]
         var packs: [String: BlobReference] = [:]
         var retired: [(pack: String, retiredMs: Int64, reference: BlobReference)] = []
+        var protections: [String: (rule: ProtectionRule, revision: Revision)] = [:]
         var continuation: Bytes?
         var revision: Revision = kv.modRevision
         repeat {
@@ -82,6 +85,8 @@ struct RepoCache: Sendable {
                     refs[ref] = String(decoding: pair.value, as: UTF8.self)
                 } else if let pack = ForgeKeys.name(in: ForgeKeys.packs(name), pair.key), let reference = BlobReference(decoding: pair.value) {
                     packs[pack] = reference
+                } else if let branch = ForgeKeys.name(in: ForgeKeys.protections(name), pair.key) {
+                    protections[branch] = (try ProtectionRule(decoding: pair.value), pair.modRevision)
                 } else if let tuple = try? ForgeKeys.retired(name).unpack(pair.key), tuple.elements.count == 2,
                     case .int(let retiredMs) = tuple.elements[0], case .string(let pack) = tuple.elements[1],
                     let reference = BlobReference(decoding: pair.value)
@@ -91,7 +96,7 @@ struct RepoCache: Sendable {
             }
             continuation = page.more ? page.continuation : nil
         } while continuation != nil
-        return RepoState(record: record, createRevision: kv.createRevision, refs: refs, packs: packs, retired: retired)
+        return RepoState(record: record, createRevision: kv.createRevision, refs: refs, packs: packs, retired: retired, protections: protections)
     }
 
     /// Makes the cache of `state.record.name` hold every pack and exactly the refs of `state`.
