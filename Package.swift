@@ -131,8 +131,12 @@ let package = Package(
         // Jobs, schedules and pub/sub: layers over the key-value store (docs/jobs.md).
         .target(name: "AspenJobs", dependencies: ["AspenCore", "AspenKV", "AspenLayer", "AspenForge"], swiftSettings: strictSwift),
         // The forge's shared vocabulary: its keys, names, records and wire (docs/forge.md).
-        .target(name: "AspenForge", dependencies: ["AspenCore", "AspenLayer"], swiftSettings: strictSwift),
-        .testTarget(name: "AspenForgeTests", dependencies: ["AspenCore", "AspenKV", "AspenForge"], swiftSettings: strictSwift),
+        .target(
+            name: "AspenForge", dependencies: ["AspenCore", "AspenLayer", "AspenBlob", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "AspenForgeTests", dependencies: ["AspenCore", "AspenKV", "AspenForge", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSwift),
         .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenKV", "AspenJobs", "AspenForge"], swiftSettings: strictSwift),
         // The worker's side of jobs: running a claimed job on this machine (shell jobs so far) and
         // leaving none of its processes behind. Linux only.
@@ -239,6 +243,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSwift
         ),

@@ -1,14 +1,21 @@
 import AspenCore
 import AspenForge
+import Foundation
 import AspenTransport
 import NIOCore
 
 extension AspenClient {
+    /// The key this client's connections prove: an issue's changes are signed with it.
+    public var identity: NodeIdentity { tls.identity }
+
     /// Runs a forge call (`aspen repo …`) on any node; refusals come back as `ForgeError`.
     public func forge(_ call: ForgeCall) async throws -> ForgeAnswer {
         let repeatable: Bool
         switch call {
-        case .list, .show, .refs, .packs, .protections: repeatable = true
+        case .list, .show, .refs, .packs, .protections, .cobHeads, .issues, .issue: repeatable = true
+        // The same change again is the same change: its id is its hash, and a second add finds
+        // its parents' heads gone and stores nothing new.
+        case .cobAdd: repeatable = true
         // Setting a rule again sets the same rule.
         case .protect: repeatable = true
         // A repack sent again only repacks again (or finds nothing to do).
@@ -28,6 +35,33 @@ extension AspenClient {
         } catch {
             throw ClientError.malformedResponse("\(error)")
         }
+    }
+
+    /// Adds one change to issue `id` of `repo` (or opens an issue when `id` is nil), naming the
+    /// heads the node knows as parents and signed with this client's key; returns the issue's id.
+    public func changeIssue(_ repo: String, _ id: String?, _ operations: [CobOperation], nowMs: Int64? = nil) async throws -> CobID {
+        var object: CobID?
+        var parents: [CobID] = []
+        var after: UInt64 = 0
+        if let id {
+            guard case .issues(let found) = try await forge(.issue(repo, id: id)), let issue = found.first else {
+                throw ClientError.malformedResponse("not an issue")
+            }
+            object = issue.id
+            guard case .heads(let heads) = try await forge(.cobHeads(repo, .issue, object: issue.id)) else {
+                throw ClientError.malformedResponse("not heads")
+            }
+            parents = heads.map(\.id)
+            after = heads.map(\.time).max() ?? 0
+        }
+        let change = CobChange(
+            type: .issue, object: object, parents: parents, operations: operations, author: identity.key.bytes,
+            time: CobChange.time(nowMs: nowMs ?? Int64(Date().timeIntervalSince1970 * 1000), after: after))
+        try CobRules.validate(change, limits: options.limits)
+        guard case .added(let added) = try await forge(.cobAdd(repo, try change.signed(by: identity.privateKey))) else {
+            throw ClientError.malformedResponse("not an added change")
+        }
+        return object ?? added
     }
 
     /// Opens a git tunnel (`aspen/git/1`) to a node for `service` on `repo` and runs `body` with

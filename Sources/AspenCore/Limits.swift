@@ -115,6 +115,22 @@ public struct Limits: Sendable, Equatable {
     public var forgePackBytesMax: UInt64 = 2 << 30
     /// Packs one repository's pack set holds before a push is refused until it is repacked.
     public var forgePacksMax = 2000
+    /// An issue's (or patch's) title, in bytes.
+    public var forgeTitleBytesMax = 256
+    /// A comment or an issue's body, in bytes.
+    public var forgeCommentBytesMax = 64 * 1024
+    /// Labels one change adds or removes (each list).
+    public var forgeLabelsMax = 32
+    /// One label, in bytes.
+    public var forgeLabelBytesMax = 64
+    /// Parents of one collaborative-object change (the heads its author saw).
+    public var forgeCobParentsMax = 64
+    /// Operations in one change.
+    public var forgeCobOperationsMax = 16
+    /// One signed change, in bytes.
+    public var forgeCobChangeBytesMax = 128 * 1024
+    /// Changes one collaborative object holds.
+    public var forgeCobChangesMax = 10_000
     /// Packs a repack replaced stay referenced this long (1 hour), longer than any clone that
     /// read the pack set before the repack, then go to blob collection.
     public var forgePackGraceMs: Int64 = 3_600_000

@@ -21,6 +21,17 @@ public enum ForgeKeys {
     public static func packs(_ name: String) -> Subspace { contents(name).subspace(["pack"]) }
     public static func pack(_ name: String, _ pack: String) -> [UInt8] { packs(name).pack([.string(pack)]) }
     public static func push(_ name: String) -> [UInt8] { contents(name).pack(["push"]) }
+    /// A repository's collaborative objects of one type: `(OBJECT, "c", CHANGE)` holds a
+    /// `BlobReference` to each change (every change stays referenced), `(OBJECT, "h", CHANGE)`
+    /// marks each head.
+    public static func cobs(_ name: String, _ type: CobType) -> Subspace { contents(name).subspace(["cob", .int(Int64(type.rawValue))]) }
+    public static func cobChange(_ name: String, _ type: CobType, object: CobID, change: CobID) -> [UInt8] {
+        cobs(name, type).pack([.bytes(object.bytes), "c", .bytes(change.bytes)])
+    }
+    public static func cobHead(_ name: String, _ type: CobType, object: CobID, change: CobID) -> [UInt8] {
+        cobs(name, type).pack([.bytes(object.bytes), "h", .bytes(change.bytes)])
+    }
+    public static func cobObject(_ name: String, _ type: CobType, object: CobID) -> Subspace { cobs(name, type).subspace([.bytes(object.bytes)]) }
     /// Branch protection rules, by branch name (without `refs/heads/`).
     public static func protections(_ name: String) -> Subspace { contents(name).subspace(["protect"]) }
     public static func protection(_ name: String, _ branch: String) -> [UInt8] { protections(name).pack([.string(branch)]) }

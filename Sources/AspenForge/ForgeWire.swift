@@ -7,12 +7,18 @@ public struct RepoRecord: Sendable, Equatable {
     /// The branch `HEAD` names (`main` unless created otherwise).
     public var defaultBranch: String
     public var createdMs: Int64
+    /// Keys (hex) that may change any issue's title, labels and state, and merge patches: the
+    /// creator's, and any named at creation.
+    public var maintainers: [String]
 
-    public init(name: String, description: String = "", defaultBranch: String = "main", createdMs: Int64 = 0) {
+    public static let maintainersMax = 32
+
+    public init(name: String, description: String = "", defaultBranch: String = "main", createdMs: Int64 = 0, maintainers: [String] = []) {
         self.name = name
         self.description = description
         self.defaultBranch = defaultBranch
         self.createdMs = createdMs
+        self.maintainers = maintainers
     }
 
     static let version: UInt8 = 1
@@ -24,6 +30,8 @@ public struct RepoRecord: Sendable, Equatable {
         writer.writeString(description)
         writer.writeString(defaultBranch)
         writer.writeVarint(signed: createdMs)
+        writer.writeVarint(UInt64(maintainers.count))
+        for key in maintainers { writer.writeString(key) }
         return writer.bytes
     }
 
@@ -34,6 +42,8 @@ public struct RepoRecord: Sendable, Equatable {
         description = try reader.readString(limit: limits.forgeDescriptionBytesMax)
         defaultBranch = try reader.readString(limit: limits.forgeRefNameBytesMax)
         createdMs = try reader.readSignedVarint()
+        maintainers = []
+        for _ in 0..<(try reader.readCount(limit: Self.maintainersMax)) { maintainers.append(try reader.readString(limit: 64)) }
         try reader.expectEnd()
     }
 
@@ -43,6 +53,12 @@ public struct RepoRecord: Sendable, Equatable {
             throw .badInput("a description of \(description.utf8.count) bytes exceeds forgeDescriptionBytesMax (\(limits.forgeDescriptionBytesMax))")
         }
         try ForgeNames.validate(ref: "refs/heads/" + defaultBranch, limits: limits)
+        guard maintainers.count <= Self.maintainersMax else {
+            throw .badInput("\(maintainers.count) maintainers exceed the \(Self.maintainersMax) a repository may name")
+        }
+        for key in maintainers where key.utf8.count != 64 || Hex.decode(key) == nil {
+            throw .badInput("a maintainer is named by its public key, 64 hex digits: \"\(key)\"")
+        }
     }
 }
 
@@ -144,6 +160,14 @@ public enum ForgeCall: Sendable, Equatable {
     case protect(String, branch: String, ProtectionRule?)
     /// The repository's protected branches.
     case protections(String)
+    /// The heads of a collaborative object, with their times (what a new change names as parents).
+    case cobHeads(String, CobType, object: CobID)
+    /// Adds a signed change (its author must be the caller).
+    case cobAdd(String, SignedCobChange)
+    /// Every issue of a repository, folded.
+    case issues(String)
+    /// One issue, by its id or a unique prefix of 7 hex digits or more.
+    case issue(String, id: String)
 
     public var encoded: [UInt8] {
         var writer = ByteWriter()
@@ -176,6 +200,22 @@ public enum ForgeCall: Sendable, Equatable {
         case .protections(let name):
             writer.write(UInt8(9))
             writer.writeString(name)
+        case .cobHeads(let name, let type, let object):
+            writer.write(UInt8(10))
+            writer.writeString(name)
+            writer.write(type.rawValue)
+            writer.writeRaw(object.bytes)
+        case .cobAdd(let name, let change):
+            writer.write(UInt8(11))
+            writer.writeString(name)
+            writer.writeBytes(change.encoded)
+        case .issues(let name):
+            writer.write(UInt8(12))
+            writer.writeString(name)
+        case .issue(let name, let id):
+            writer.write(UInt8(13))
+            writer.writeString(name)
+            writer.writeString(id)
         }
         return writer.bytes
     }
@@ -196,6 +236,15 @@ public enum ForgeCall: Sendable, Equatable {
             let rule = try reader.readOptionalBytes(limit: 16 * 1024).map { bytes throws(DecodingError) in try ProtectionRule(decoding: bytes) }
             self = .protect(name, branch: branch, rule)
         case 9: self = .protections(try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        case 10:
+            let name = try reader.readString(limit: limits.forgeRepoNameBytesMax)
+            guard let type = CobType(rawValue: try reader.readByte()) else { throw .invalid("unknown object type") }
+            self = .cobHeads(name, type, object: CobID(bytes: try reader.readRaw(32))!)
+        case 11:
+            let name = try reader.readString(limit: limits.forgeRepoNameBytesMax)
+            self = .cobAdd(name, try SignedCobChange(decoding: try reader.readBytes(limit: limits.forgeCobChangeBytesMax + 128), limits: limits))
+        case 12: self = .issues(try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        case 13: self = .issue(try reader.readString(limit: limits.forgeRepoNameBytesMax), id: try reader.readString(limit: 64))
         default: throw .invalid("unknown forge call")
         }
         try reader.expectEnd()
@@ -206,8 +255,8 @@ public enum ForgeCall: Sendable, Equatable {
         switch self {
         case .create(let record): record.name
         case .list: ""
-        case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name), .protections(let name): name
-        case .protect(let name, _, _): name
+        case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name), .protections(let name), .issues(let name): name
+        case .protect(let name, _, _), .cobHeads(let name, _, _), .cobAdd(let name, _), .issue(let name, _): name
         }
     }
 }
@@ -221,6 +270,9 @@ public enum ForgeAnswer: Sendable, Equatable {
     /// are kept for the grace period.
     case packs([PackInfo])
     case protections([(branch: String, rule: ProtectionRule)])
+    case heads([(id: CobID, time: UInt64)])
+    case added(CobID)
+    case issues([Issue])
 
     public static func == (lhs: ForgeAnswer, rhs: ForgeAnswer) -> Bool {
         switch (lhs, rhs) {
@@ -229,6 +281,9 @@ public enum ForgeAnswer: Sendable, Equatable {
         case (.refs(let a), .refs(let b)): a.map(\.name) == b.map(\.name) && a.map(\.id) == b.map(\.id)
         case (.packs(let a), .packs(let b)): a == b
         case (.protections(let a), .protections(let b)): a.map(\.branch) == b.map(\.branch) && a.map(\.rule) == b.map(\.rule)
+        case (.heads(let a), .heads(let b)): a.map(\.id) == b.map(\.id) && a.map(\.time) == b.map(\.time)
+        case (.added(let a), .added(let b)): a == b
+        case (.issues(let a), .issues(let b)): a == b
         default: false
         }
     }
@@ -265,6 +320,20 @@ public enum ForgeAnswer: Sendable, Equatable {
                 writer.writeString(branch)
                 writer.writeBytes(rule.encoded)
             }
+        case .heads(let heads):
+            writer.write(UInt8(6))
+            writer.writeVarint(UInt64(heads.count))
+            for head in heads {
+                writer.writeRaw(head.id.bytes)
+                writer.writeFixed(head.time)
+            }
+        case .added(let id):
+            writer.write(UInt8(7))
+            writer.writeRaw(id.bytes)
+        case .issues(let issues):
+            writer.write(UInt8(8))
+            writer.writeVarint(UInt64(issues.count))
+            for issue in issues { issue.write(to: &writer) }
         }
         return writer.bytes
     }
@@ -300,6 +369,17 @@ public enum ForgeAnswer: Sendable, Equatable {
                 rules.append((try reader.readString(limit: limits.forgeRefNameBytesMax), try ProtectionRule(decoding: try reader.readBytes(limit: 16 * 1024))))
             }
             self = .protections(rules)
+        case 6:
+            var heads: [(CobID, UInt64)] = []
+            for _ in 0..<(try reader.readCount(limit: limits.forgeCobChangesMax)) {
+                heads.append((CobID(bytes: try reader.readRaw(32))!, try reader.readFixed64()))
+            }
+            self = .heads(heads)
+        case 7: self = .added(CobID(bytes: try reader.readRaw(32))!)
+        case 8:
+            var issues: [Issue] = []
+            for _ in 0..<(try reader.readCount(limit: 100_000)) { issues.append(try Issue(from: &reader, limits: limits)) }
+            self = .issues(issues)
         default: throw .invalid("unknown forge answer")
         }
         try reader.expectEnd()

@@ -1,5 +1,6 @@
 import AspenCore
 import AspenForge
+import Crypto
 
 /// The forge's wire: its calls and answers on `aspen/client/1` (domain `forge`), the first frame
 /// of an `aspen/git/1` tunnel, what a receive hook sends its node and gets back, and the records
@@ -51,6 +52,12 @@ extension FuzzTarget {
             seeds += selected(4, hookAnswers.map(\.encoded))
             seeds += selected(5, [record.encoded, RepoRecord(name: "demo").encoded])
             seeds += selected(6, pushes.map(\.encoded))
+            let key = try! Curve25519.Signing.PrivateKey(rawRepresentation: Array(repeating: 7, count: 32))
+            let root = CobChange(type: .issue, object: nil, parents: [], operations: [.open(title: "t", body: "b")], author: Array(key.publicKey.rawRepresentation), time: 1)
+            let next = CobChange(
+                type: .issue, object: root.id, parents: [root.id], operations: [.comment(body: "c"), .title("u"), .label(add: ["bug"], remove: ["x"]), .close, .reopen],
+                author: Array(key.publicKey.rawRepresentation), time: 2)
+            seeds += selected(7, try! [root, next].map { try $0.signed(by: key).encoded })
             return seeds
         }
     ) { input in
@@ -85,6 +92,15 @@ extension FuzzTarget {
                     $0, decode: { try PushRecord(decoding: $0, limits: limits) }, encode: { $0.encoded },
                     bounds: { ForgeBounds.push($0, limits) })
             },
+            {
+                // A signed change, then the change inside it (whose signature rarely holds).
+                FuzzCheck.roundTrip(
+                    $0, decode: { (bytes: [UInt8]) throws -> SignedCobChange in
+                        let signed = try SignedCobChange(decoding: bytes, limits: limits)
+                        _ = try? signed.verified(limits: limits)
+                        return signed
+                    }, encode: { (signed: SignedCobChange) in signed.encoded })
+            },
         ])
     }
 }
@@ -113,6 +129,10 @@ enum ForgeBounds {
         case .protect(let name, let branch, let rule):
             if let rule, rule.requiredStatuses.count > ProtectionRule.statusesMax { return "\(rule.requiredStatuses.count) statuses" }
             return name.utf8.count > limits.forgeRepoNameBytesMax || branch.utf8.count > limits.forgeRefNameBytesMax ? "a name too long" : nil
+        case .cobHeads(let name, _, _), .issues(let name), .issue(let name, _):
+            return name.utf8.count > limits.forgeRepoNameBytesMax ? "a repository name of \(name.utf8.count) bytes" : nil
+        case .cobAdd(let name, let change):
+            return name.utf8.count > limits.forgeRepoNameBytesMax || change.body.count > limits.forgeCobChangeBytesMax ? "a change too large" : nil
         case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name), .protections(let name):
             return name.utf8.count > limits.forgeRepoNameBytesMax ? "a repository name of \(name.utf8.count) bytes" : nil
         }
@@ -140,6 +160,15 @@ enum ForgeBounds {
             return nil
         case .protections(let rules):
             return rules.count > limits.forgeRefsMax ? "\(rules.count) rules" : nil
+        case .heads(let heads):
+            return heads.count > limits.forgeCobChangesMax ? "\(heads.count) heads" : nil
+        case .added:
+            return nil
+        case .issues(let issues):
+            for issue in issues where issue.title.utf8.count > limits.forgeTitleBytesMax || issue.comments.contains(where: { $0.body.utf8.count > limits.forgeCommentBytesMax }) {
+                return "an issue past its bounds"
+            }
+            return nil
         }
     }
 

@@ -146,7 +146,7 @@ public struct ClientService: Sendable {
             case ("forge", "call") where forge != nil:
                 let call = try ForgeCall(decoding: request.body, limits: limits)
                 try access.authorize(RequestRequirements.of(call))
-                return .ok(try await forge!.call(call).encoded)
+                return .ok(try await forge!.call(call, caller: caller.key).encoded)
             default:
                 try access.authorize(.clusterAdmin)
                 return .failure(

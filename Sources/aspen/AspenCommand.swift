@@ -30,7 +30,7 @@ struct AspenCommand: AsyncParsableCommand {
         subcommands: [
             KV.self, LeaseCommand.self, LockCommand.self, LockSetCommand.self, ReadWriteLockCommand.self, ElectionCommand.self, CounterCommand.self, SequenceCommand.self, QueueCommand.self,
             RateLimitCommand.self, SemaphoreCommand.self, BarrierCommand.self, ServiceCommand.self, Cluster.self, TokenCommand.self,
-            AuthCommand.self, BlobCommand.self, JobCommand.self, CronCommand.self, SagaCommand.self, WorkerCommand.self, PublishCommand.self, SubscribeCommand.self, TopicCommand.self, HookCommand.self, RepoCommand.self, GitRemoteHelperCommand.self, Bench.self, Dev.self, NodeGroup.self,
+            AuthCommand.self, BlobCommand.self, JobCommand.self, CronCommand.self, SagaCommand.self, WorkerCommand.self, PublishCommand.self, SubscribeCommand.self, TopicCommand.self, HookCommand.self, RepoCommand.self, IssueCommand.self, GitRemoteHelperCommand.self, Bench.self, Dev.self, NodeGroup.self,
         ])
 
     /// `aspen --json kv get k` as well as `aspen kv get k --json` (etcdctl's `-w json` and
@@ -165,6 +165,17 @@ struct ClusterOptions: ParsableArguments {
         }
     }
 
+    /// The key this user's connections prove (and signs the issues' changes with): kept in
+    /// $ASPEN_IDENTITY_DIR or ~/.aspen, made on first use; a key for this run alone when
+    /// neither can be written.
+    static func userIdentity() -> NodeIdentity {
+        let environment = ProcessInfo.processInfo.environment
+        let directory = environment["ASPEN_IDENTITY_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? environment["HOME"].flatMap { $0.isEmpty ? nil : ($0 as NSString).appendingPathComponent(".aspen") }
+        guard let directory, let identity = try? NodeIdentity.loadOrCreate(directory: directory) else { return NodeIdentity() }
+        return identity
+    }
+
     func client(_ given: [NodeID: PeerAddress]? = nil, credential chosen: Credential? = nil) throws -> AspenClient {
         let environment = ProcessInfo.processInfo.environment
         var peers: [NodeID: PeerAddress] = given ?? [:]
@@ -194,7 +205,7 @@ struct ClusterOptions: ParsableArguments {
         let attempts = max(3, timeoutMs / 200)
         let credential = try chosen ?? Self.credential(file: credentialFile, dev: devTicket != nil)
         // A credential addressed to a key is accepted over connections that prove that key.
-        let identity = credential?.holderKey.map { NodeIdentity(privateKey: $0.privateKey) } ?? NodeIdentity()
+        let identity = credential?.holderKey.map { NodeIdentity(privateKey: $0.privateKey) } ?? Self.userIdentity()
         let client = try AspenClient(
             endpoints: peers.keys.sorted().map { Endpoint(id: $0, host: peers[$0]!.host, port: peers[$0]!.port, key: peers[$0]!.key) },
             identity: identity, options: options, attemptsMax: attempts,

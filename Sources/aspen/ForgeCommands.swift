@@ -27,7 +27,10 @@ func runForge(_ body: () async throws -> Void) async throws {
 }
 
 func describe(_ record: RepoRecord) -> [String: Any] {
-    ["name": record.name, "description": record.description, "defaultBranch": record.defaultBranch, "createdMs": record.createdMs]
+    [
+        "name": record.name, "description": record.description, "defaultBranch": record.defaultBranch, "createdMs": record.createdMs,
+        "maintainers": record.maintainers,
+    ]
 }
 
 /// `aspen repo …`: the forge's repositories.
@@ -47,10 +50,11 @@ struct RepoCommand: AsyncParsableCommand {
         @Argument(help: "The repository's name (letters, digits, . _ - and / between segments).") var name: String
         @Option(help: "A one-line description.") var description: String = ""
         @Option(help: "The branch HEAD names.") var defaultBranch: String = "main"
+        @Option(help: "Another maintainer's public key (hex); you are one. Repeat for several.") var maintainer: [String] = []
 
         func run() async throws {
             try await runForge {
-                let record = RepoRecord(name: name, description: description, defaultBranch: defaultBranch)
+                let record = RepoRecord(name: name, description: description, defaultBranch: defaultBranch, maintainers: maintainer)
                 try record.validate()
                 _ = try await cluster.client().forge(.create(record))
                 output(cluster.json, ["created": name], text: "created \(name): git push aspen://\(name) \(defaultBranch)")
@@ -84,7 +88,9 @@ struct RepoCommand: AsyncParsableCommand {
                 guard case .repos(let records) = try await cluster.client().forge(.show(name)), let record = records.first else {
                     throw CLIError.unexpectedAnswer
                 }
-                output(cluster.json, describe(record), text: "\(record.name)\n  description: \(record.description)\n  default branch: \(record.defaultBranch)")
+                output(
+                    cluster.json, describe(record),
+                    text: "\(record.name)\n  description: \(record.description)\n  default branch: \(record.defaultBranch)\n  maintainers: \(record.maintainers.joined(separator: ", "))")
             }
         }
     }

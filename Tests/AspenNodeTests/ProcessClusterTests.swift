@@ -131,6 +131,8 @@ final class ProcessCluster: @unchecked Sendable {
         _ arguments: [String], stdin: String? = nil, endpoints: String? = nil, withErrors: Bool = false, environment: [String: String] = [:]
     ) async throws -> (Int32, String) {
         let endpointsText = self.endpointsText
+        // The CLI's own key lives with the cluster, not in the home directory of whoever runs the tests.
+        let environment = ["ASPEN_IDENTITY_DIR": directory.appendingPathComponent("cli-identity").path].merging(environment) { $1 }
         return try await offThePool {
             try Self.runAspen(arguments, stdin: stdin, endpoints: endpoints ?? endpointsText, withErrors: withErrors, environment: environment)
         }
@@ -141,7 +143,11 @@ final class ProcessCluster: @unchecked Sendable {
         _ arguments: [String], stdin: String?, endpoints: String, withErrors: Bool = false, environment: [String: String] = [:]
     ) throws -> (Int32, String) {
         let process = Process()
-        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        var environment = environment
+        if environment["ASPEN_IDENTITY_DIR"] == nil {
+            environment["ASPEN_IDENTITY_DIR"] = FileManager.default.temporaryDirectory.appendingPathComponent("aspen-cli-identity-\(getpid())").path
+        }
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.executableURL = URL(fileURLWithPath: Self.binary("aspen"))
         // Before a `--`: what follows it is the command's own (a job's command line).
         var arguments = arguments

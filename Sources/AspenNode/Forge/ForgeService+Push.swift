@@ -2,6 +2,7 @@ import AspenBlob
 import AspenCore
 import AspenForge
 import AspenKV
+import AspenTransport
 import Foundation
 
 // A push: the receive hook calls the node, which stores the pack in the blob store and commits the
@@ -199,9 +200,11 @@ extension ForgeService {
 
     // MARK: Repository calls
 
-    public func call(_ call: ForgeCall) async throws -> ForgeAnswer {
+    public func call(_ call: ForgeCall, caller: NodeKey? = nil) async throws -> ForgeAnswer {
         switch call {
         case .create(var record):
+            // The creator maintains the repository, with anyone it named.
+            if let caller, !record.maintainers.contains(caller.hex) { record.maintainers.insert(caller.hex, at: 0) }
             try record.validate(limits: limits)
             record.createdMs = node.nowMs()
             let key = ForgeKeys.repo(record.name)
@@ -275,6 +278,15 @@ extension ForgeService {
             try ForgeNames.validate(repo: name, limits: limits)
             let state = try await withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
             return .protections(state.protections.sorted { $0.key < $1.key }.map { ($0.key, $0.value.rule) })
+        case .cobHeads(let name, let type, let object):
+            return .heads(try await cobHeads(name, type, object: object))
+        case .cobAdd(let name, let change):
+            guard let caller else { throw ForgeError.badInput("a change needs its author's connection") }
+            return .added(try await cobAdd(name, change, caller: caller))
+        case .issues(let name):
+            return .issues(try await issues(name, only: nil))
+        case .issue(let name, let id):
+            return .issues(try await issues(name, only: id))
         }
     }
 }

@@ -1,0 +1,397 @@
+import AspenBlob
+import AspenCore
+import Crypto
+import Foundation
+
+/// Collaborative objects (DESIGN §14): an issue is a DAG of signed changes. Each change names its
+/// object, its parents (the heads its author saw), its operations, its author's Ed25519 key and
+/// a hybrid logical time; it is identified by the BLAKE3 hash of its canonical encoding and
+/// signed by its author. Every node folds the same changes the same way.
+public enum CobType: UInt8, Sendable, Equatable, CaseIterable {
+    case issue = 1
+
+    public var name: String {
+        switch self {
+        case .issue: "issue"
+        }
+    }
+}
+
+/// A change's or an object's id: 32 bytes of BLAKE3.
+public struct CobID: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public let bytes: [UInt8]
+
+    public init?(bytes: [UInt8]) {
+        guard bytes.count == 32 else { return nil }
+        self.bytes = bytes
+    }
+
+    public init?(hex: String) {
+        guard hex.utf8.count == 64, let bytes = Hex.decode(hex) else { return nil }
+        self.bytes = bytes
+    }
+
+    public var hex: String { Hex.encode(bytes) }
+    /// What people see and type: the first 12 hex digits (any unique prefix of 7 or more works).
+    public var short: String { String(hex.prefix(12)) }
+    public var description: String { short }
+    public static func < (lhs: CobID, rhs: CobID) -> Bool { lhs.bytes.lexicographicallyPrecedes(rhs.bytes) }
+}
+
+/// What a change does to an issue.
+public enum CobOperation: Sendable, Equatable {
+    /// The first change of an issue (and only it): its title and body.
+    case open(title: String, body: String)
+    case comment(body: String)
+    case title(String)
+    case label(add: [String], remove: [String])
+    case close
+    case reopen
+
+    func write(to writer: inout ByteWriter) {
+        switch self {
+        case .open(let title, let body):
+            writer.write(UInt8(1))
+            writer.writeString(title)
+            writer.writeString(body)
+        case .comment(let body):
+            writer.write(UInt8(2))
+            writer.writeString(body)
+        case .title(let title):
+            writer.write(UInt8(3))
+            writer.writeString(title)
+        case .label(let add, let remove):
+            writer.write(UInt8(4))
+            writer.writeVarint(UInt64(add.count))
+            for label in add { writer.writeString(label) }
+            writer.writeVarint(UInt64(remove.count))
+            for label in remove { writer.writeString(label) }
+        case .close:
+            writer.write(UInt8(5))
+        case .reopen:
+            writer.write(UInt8(6))
+        }
+    }
+
+    static func read(from reader: inout ByteReader, limits: Limits) throws(DecodingError) -> CobOperation {
+        switch try reader.readByte() {
+        case 1: return .open(title: try reader.readString(limit: limits.forgeTitleBytesMax), body: try reader.readString(limit: limits.forgeCommentBytesMax))
+        case 2: return .comment(body: try reader.readString(limit: limits.forgeCommentBytesMax))
+        case 3: return .title(try reader.readString(limit: limits.forgeTitleBytesMax))
+        case 4:
+            var add: [String] = []
+            for _ in 0..<(try reader.readCount(limit: limits.forgeLabelsMax)) { add.append(try reader.readString(limit: limits.forgeLabelBytesMax)) }
+            var remove: [String] = []
+            for _ in 0..<(try reader.readCount(limit: limits.forgeLabelsMax)) { remove.append(try reader.readString(limit: limits.forgeLabelBytesMax)) }
+            return .label(add: add, remove: remove)
+        case 5: return .close
+        case 6: return .reopen
+        case let tag: throw .unknownTag(tag, context: "cob operation")
+        }
+    }
+}
+
+/// One change, as its author signed it.
+public struct CobChange: Sendable, Equatable {
+    public var type: CobType
+    /// The object's id (its first change's); nil for the first change itself.
+    public var object: CobID?
+    /// The heads the author saw, sorted.
+    public var parents: [CobID]
+    public var operations: [CobOperation]
+    /// The author's Ed25519 public key.
+    public var author: [UInt8]
+    /// Hybrid logical time: milliseconds since 1970 in the high 48 bits, a counter in the low
+    /// 16; always above every parent's.
+    public var time: UInt64
+
+    public init(type: CobType, object: CobID?, parents: [CobID], operations: [CobOperation], author: [UInt8], time: UInt64) {
+        self.type = type
+        self.object = object
+        self.parents = parents.sorted()
+        self.operations = operations
+        self.author = author
+        self.time = time
+    }
+
+    /// The time of a change made now whose parents' latest time is `after`.
+    public static func time(nowMs: Int64, after: UInt64) -> UInt64 { max(UInt64(max(0, nowMs)) << 16, after + 1) }
+
+    /// The canonical encoding: fields in a fixed order, lengths as varints, no floats.
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        writer.write(UInt8(1))
+        writer.write(type.rawValue)
+        writer.writeBytes(object?.bytes ?? [])
+        writer.writeVarint(UInt64(parents.count))
+        for parent in parents { writer.writeRaw(parent.bytes) }
+        writer.writeVarint(UInt64(operations.count))
+        for operation in operations { operation.write(to: &writer) }
+        writer.writeRaw(author)
+        writer.writeFixed(time)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        guard try reader.readByte() == 1 else { throw .invalid("unknown change version") }
+        guard let type = CobType(rawValue: try reader.readByte()) else { throw .invalid("unknown object type") }
+        self.type = type
+        let object = try reader.readBytes(limit: 32)
+        if object.isEmpty {
+            self.object = nil
+        } else {
+            guard let id = CobID(bytes: object) else { throw .invalid("an object id of \(object.count) bytes") }
+            self.object = id
+        }
+        var parents: [CobID] = []
+        for _ in 0..<(try reader.readCount(limit: limits.forgeCobParentsMax)) { parents.append(CobID(bytes: try reader.readRaw(32))!) }
+        guard parents == parents.sorted(), Set(parents).count == parents.count else { throw .invalid("parents not sorted or repeated") }
+        self.parents = parents
+        var operations: [CobOperation] = []
+        for _ in 0..<(try reader.readCount(limit: limits.forgeCobOperationsMax)) { operations.append(try CobOperation.read(from: &reader, limits: limits)) }
+        self.operations = operations
+        author = try reader.readRaw(32)
+        time = try reader.readFixed64()
+        try reader.expectEnd()
+    }
+
+    public var id: CobID { CobID(bytes: BLAKE3.hash(encoded))! }
+
+    static let domain = Array("aspen-cob-v1\0".utf8)
+
+    /// The change signed by `key` (its author).
+    public func signed(by key: Curve25519.Signing.PrivateKey) throws -> SignedCobChange {
+        let body = encoded
+        return SignedCobChange(body: body, signature: Array(try key.signature(for: Self.domain + body)))
+    }
+}
+
+/// A change's canonical encoding and its author's signature over it: what the blob store holds.
+public struct SignedCobChange: Sendable, Equatable {
+    public var body: [UInt8]
+    public var signature: [UInt8]
+
+    public init(body: [UInt8], signature: [UInt8]) {
+        self.body = body
+        self.signature = signature
+    }
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        writer.writeBytes(body)
+        writer.writeBytes(signature)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        body = try reader.readBytes(limit: limits.forgeCobChangeBytesMax)
+        signature = try reader.readBytes(limit: 64)
+        try reader.expectEnd()
+    }
+
+    public var id: CobID { CobID(bytes: BLAKE3.hash(body))! }
+
+    /// The change, if its signature is its author's.
+    public func verified(limits: Limits = .standard) throws -> CobChange {
+        let change = try CobChange(decoding: body, limits: limits)
+        guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: change.author),
+            key.isValidSignature(signature, for: CobChange.domain + body)
+        else { throw ForgeError.badInput("change \(id.short): the signature is not its author's") }
+        return change
+    }
+}
+
+/// An issue, as the fold of its changes makes it.
+public struct Issue: Sendable, Equatable {
+    public struct Comment: Sendable, Equatable {
+        public var id: CobID
+        public var author: String
+        public var body: String
+        public var time: UInt64
+    }
+
+    public var id: CobID
+    public var author: String
+    public var title: String
+    public var body: String
+    public var open: Bool
+    public var labels: [String]
+    public var comments: [Comment]
+    public var created: UInt64
+    public var updated: UInt64
+    /// Changes folded (every one's signature verified), and those whose operations the fold
+    /// ignored, with the reason (a right the author lacks).
+    public var changes: Int
+    public var ignored: [(id: CobID, reason: String)]
+    public var heads: [CobID]
+
+    public static func == (lhs: Issue, rhs: Issue) -> Bool {
+        lhs.id == rhs.id && lhs.author == rhs.author && lhs.title == rhs.title && lhs.body == rhs.body && lhs.open == rhs.open
+            && lhs.labels == rhs.labels && lhs.comments == rhs.comments && lhs.created == rhs.created && lhs.updated == rhs.updated
+            && lhs.changes == rhs.changes && lhs.ignored.map(\.id) == rhs.ignored.map(\.id) && lhs.ignored.map(\.reason) == rhs.ignored.map(\.reason)
+            && lhs.heads == rhs.heads
+    }
+
+    /// Folds an issue's changes (each already verified), deterministically: changes in
+    /// topological order, ties broken by (time, id); the title and the state are the last
+    /// writer's in that order, labels are added and removed in that order, comments appended.
+    /// Rights: the title, the state and the labels change only by the issue's author or a
+    /// maintainer of the repository; anyone may comment.
+    public static func fold(_ changes: [CobID: CobChange], maintainers: Set<String>) throws -> Issue {
+        guard let (rootID, root) = changes.first(where: { $0.value.object == nil }), case .open(let title, let body)? = root.operations.first,
+            root.parents.isEmpty
+        else { throw ForgeError.failed("the issue has no opening change") }
+        for (id, change) in changes where id != rootID {
+            guard change.object == rootID, change.type == .issue else { throw ForgeError.failed("change \(id.short) belongs to another object") }
+            for parent in change.parents where changes[parent] == nil { throw ForgeError.failed("change \(id.short) names a missing parent \(parent.short)") }
+        }
+        let author = Hex.encode(root.author)
+        var issue = Issue(
+            id: rootID, author: author, title: title, body: body, open: true, labels: [], comments: [], created: root.time, updated: root.time,
+            changes: changes.count, ignored: [], heads: [])
+        var labels = Set<String>()
+        for id in topologicalOrder(changes) where id != rootID {
+            let change = changes[id]!
+            let who = Hex.encode(change.author)
+            let privileged = who == author || maintainers.contains(who)
+            issue.updated = max(issue.updated, change.time)
+            for operation in change.operations {
+                switch operation {
+                case .open:
+                    issue.ignored.append((id, "only an issue's first change opens it"))
+                case .comment(let body):
+                    issue.comments.append(Comment(id: id, author: who, body: body, time: change.time))
+                case .title(let title) where privileged:
+                    issue.title = title
+                case .label(let add, let remove) where privileged:
+                    labels.formUnion(add)
+                    labels.subtract(remove)
+                case .close where privileged:
+                    issue.open = false
+                case .reopen where privileged:
+                    issue.open = true
+                case .title, .label, .close, .reopen:
+                    issue.ignored.append((id, "only the issue's author or a maintainer may change its title, labels or state"))
+                }
+            }
+        }
+        issue.labels = labels.sorted()
+        let parents = Set(changes.values.flatMap(\.parents))
+        issue.heads = changes.keys.filter { !parents.contains($0) }.sorted()
+        return issue
+    }
+
+    /// Kahn's order: a change after all its parents; among those ready, the earliest (time, id).
+    static func topologicalOrder(_ changes: [CobID: CobChange]) -> [CobID] {
+        var waiting: [CobID: Int] = [:]
+        var children: [CobID: [CobID]] = [:]
+        for (id, change) in changes {
+            waiting[id] = change.parents.count
+            for parent in change.parents { children[parent, default: []].append(id) }
+        }
+        var ready = changes.keys.filter { waiting[$0] == 0 }
+        var order: [CobID] = []
+        while !ready.isEmpty {
+            let next = ready.min { (changes[$0]!.time, $0) < (changes[$1]!.time, $1) }!
+            ready.removeAll { $0 == next }
+            order.append(next)
+            for child in children[next] ?? [] {
+                waiting[child]! -= 1
+                if waiting[child] == 0 { ready.append(child) }
+            }
+        }
+        return order
+    }
+}
+
+extension Issue {
+    func write(to writer: inout ByteWriter) {
+        writer.writeRaw(id.bytes)
+        writer.writeString(author)
+        writer.writeString(title)
+        writer.writeString(body)
+        writer.write(open)
+        writer.writeVarint(UInt64(labels.count))
+        for label in labels { writer.writeString(label) }
+        writer.writeVarint(UInt64(comments.count))
+        for comment in comments {
+            writer.writeRaw(comment.id.bytes)
+            writer.writeString(comment.author)
+            writer.writeString(comment.body)
+            writer.writeFixed(comment.time)
+        }
+        writer.writeFixed(created)
+        writer.writeFixed(updated)
+        writer.writeVarint(UInt64(changes))
+        writer.writeVarint(UInt64(ignored.count))
+        for (id, reason) in ignored {
+            writer.writeRaw(id.bytes)
+            writer.writeString(reason)
+        }
+        writer.writeVarint(UInt64(heads.count))
+        for head in heads { writer.writeRaw(head.bytes) }
+    }
+
+    init(from reader: inout ByteReader, limits: Limits) throws(DecodingError) {
+        id = CobID(bytes: try reader.readRaw(32))!
+        author = try reader.readString(limit: 64)
+        title = try reader.readString(limit: limits.forgeTitleBytesMax)
+        body = try reader.readString(limit: limits.forgeCommentBytesMax)
+        open = try reader.readBool()
+        labels = []
+        for _ in 0..<(try reader.readCount(limit: 10_000)) { labels.append(try reader.readString(limit: limits.forgeLabelBytesMax)) }
+        comments = []
+        for _ in 0..<(try reader.readCount(limit: limits.forgeCobChangesMax * limits.forgeCobOperationsMax)) {
+            comments.append(
+                Comment(
+                    id: CobID(bytes: try reader.readRaw(32))!, author: try reader.readString(limit: 64),
+                    body: try reader.readString(limit: limits.forgeCommentBytesMax), time: try reader.readFixed64()))
+        }
+        created = try reader.readFixed64()
+        updated = try reader.readFixed64()
+        changes = try reader.readCount(limit: limits.forgeCobChangesMax)
+        ignored = []
+        for _ in 0..<(try reader.readCount(limit: limits.forgeCobChangesMax * limits.forgeCobOperationsMax)) {
+            ignored.append((CobID(bytes: try reader.readRaw(32))!, try reader.readString(limit: 1024)))
+        }
+        heads = []
+        for _ in 0..<(try reader.readCount(limit: limits.forgeCobChangesMax)) { heads.append(CobID(bytes: try reader.readRaw(32))!) }
+    }
+}
+
+/// Checks a change's content against the limits and the rules of its type, before it is stored.
+public enum CobRules {
+    public static func validate(_ change: CobChange, limits: Limits = .standard) throws(ForgeError) {
+        guard !change.operations.isEmpty else { throw .badInput("a change must do something") }
+        let opens = change.object == nil
+        if opens {
+            guard change.parents.isEmpty, change.operations.count == 1, case .open(let title, _) = change.operations[0] else {
+                throw .badInput("a new issue's first change opens it, with a title and a body, and nothing else")
+            }
+            try validate(title: title, limits: limits)
+        } else {
+            guard !change.parents.isEmpty else { throw .badInput("a change to an issue names the heads it saw as parents") }
+        }
+        for operation in change.operations {
+            switch operation {
+            case .open where !opens: throw .badInput("only an issue's first change opens it")
+            case .title(let title): try validate(title: title, limits: limits)
+            case .label(let add, let remove):
+                for label in add + remove {
+                    guard !label.isEmpty, label.utf8.count <= limits.forgeLabelBytesMax, !label.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F || $0 == UInt8(ascii: ",") })
+                    else { throw .badInput("a label is 1 to \(limits.forgeLabelBytesMax) bytes (forgeLabelBytesMax), without commas or control characters: \"\(label)\"") }
+                }
+            case .comment(let body):
+                guard !body.isEmpty else { throw .badInput("an empty comment") }
+            default: break
+            }
+        }
+    }
+
+    static func validate(title: String, limits: Limits) throws(ForgeError) {
+        guard !title.trimmingCharacters(in: .whitespaces).isEmpty else { throw .badInput("a title must not be empty") }
+        guard !title.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw .badInput("a title is one line, without control characters") }
+    }
+}

@@ -1,0 +1,155 @@
+import AspenBlob
+import AspenCore
+import AspenForge
+import AspenKV
+import AspenLayer
+import AspenTransport
+import Foundation
+
+// Collaborative objects: signed changes stored in the blob store, heads in the key-value store.
+extension ForgeService {
+    /// The heads of an object and their times, read linearizably.
+    func cobHeads(_ repo: String, _ type: CobType, object: CobID) async throws -> [(id: CobID, time: UInt64)] {
+        try ForgeNames.validate(repo: repo, limits: limits)
+        return try await withQuorum { [self] in
+            try await node.linearizableBarrier()
+            var heads: [(CobID, UInt64)] = []
+            for pair in try await scan(ForgeKeys.cobObject(repo, type, object: object).subspace(["h"])) {
+                guard let tuple = try? ForgeKeys.cobObject(repo, type, object: object).subspace(["h"]).unpack(pair.key),
+                    case .bytes(let bytes)? = tuple.elements.first, let id = CobID(bytes: bytes)
+                else { continue }
+                var reader = ByteReader(pair.value)
+                heads.append((id, (try? reader.readFixed64()) ?? 0))
+            }
+            return heads
+        }
+    }
+
+    /// Stores a signed change: its author must be the caller (the key its connection proved), its
+    /// signature the author's, its parents changes of the same object. One transaction puts the
+    /// change's reference and its head, and removes the heads among its parents: writers who saw
+    /// the same heads leave several heads, none lost.
+    func cobAdd(_ repo: String, _ signed: SignedCobChange, caller: NodeKey) async throws -> CobID {
+        try ForgeNames.validate(repo: repo, limits: limits)
+        let change = try signed.verified(limits: limits)
+        guard change.author == caller.bytes else {
+            throw ForgeError.badInput("a change must be signed by its author, the key of the connection that sends it")
+        }
+        try CobRules.validate(change, limits: limits)
+        let id = signed.id
+        let object = change.object ?? id
+        let type = change.type
+        if change.object != nil {
+            let count = try await node.read(
+                RangeRequest(.prefix(ForgeKeys.cobObject(repo, type, object: object).subspace(["c"]).prefix), countOnly: true),
+                consistency: .stale
+            ).count
+            guard count < limits.forgeCobChangesMax else {
+                throw ForgeError.badInput("\(type.name) \(object.short) holds \(count) changes, at forgeCobChangesMax (\(limits.forgeCobChangesMax))")
+            }
+        }
+        let hash = try await blobs.add(signed.encoded, tag: "aspen/forge/cob/\(repo)/\(id.hex)", tagTtlMs: Self.incomingTagTtlMs)
+        let reference = BlobReference(hash: hash, size: UInt64(signed.encoded.count))
+        // Added once: the same change sent again (a retry) must not bring back its head after a
+        // later change replaced it.
+        let changeKey = ForgeKeys.cobChange(repo, type, object: object, change: id)
+        var compares = [Compare(key: ForgeKeys.repo(repo), .version(0), .greater), .absent(changeKey)]
+        var operations: [TransactionOperation] = [
+            .put(Put(key: changeKey, value: reference.encoded)),
+            .put(Put(key: ForgeKeys.cobHead(repo, type, object: object, change: id), value: ByteWriter.fixed(change.time))),
+        ]
+        if change.object != nil {
+            compares.append(Compare(key: ForgeKeys.cobChange(repo, type, object: object, change: object), .version(0), .greater))
+        }
+        for parent in change.parents {
+            compares.append(Compare(key: ForgeKeys.cobChange(repo, type, object: object, change: parent), .version(0), .greater))
+            operations.append(.delete(Delete(.key(ForgeKeys.cobHead(repo, type, object: object, change: parent)))))
+        }
+        guard case .transaction(let result) = try await node.write(.transaction(Transaction(compares: compares, success: operations)), forwarding: true)
+        else { throw ForgeError.failed("unexpected result of the change's transaction") }
+        guard result.succeeded else {
+            if try await node.get(changeKey, consistency: .linearizable) != nil { return id }
+            throw ForgeError.notFound("no repository \(repo), or no \(type.name) \(object.short) in it, or a parent change it names")
+        }
+        return id
+    }
+
+    /// Every object of `type` in the repository, by id.
+    func cobObjects(_ repo: String, _ type: CobType) async throws -> [CobID] {
+        var objects = Set<CobID>()
+        let space = ForgeKeys.cobs(repo, type)
+        for pair in try await scan(space, keysOnly: true) {
+            if let tuple = try? space.unpack(pair.key), case .bytes(let bytes)? = tuple.elements.first, let id = CobID(bytes: bytes) {
+                objects.insert(id)
+            }
+        }
+        return objects.sorted()
+    }
+
+    /// The issue whose id is `text` or starts with it (7 hex digits or more, unique).
+    func resolveIssue(_ repo: String, _ text: String) async throws -> CobID {
+        if let id = CobID(hex: text) { return id }
+        guard text.utf8.count >= 7, text.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
+            throw ForgeError.badInput("an issue id is hex: its first 7 digits or more")
+        }
+        let matches = try await cobObjects(repo, .issue).filter { $0.hex.hasPrefix(text) }
+        guard let first = matches.first else { throw ForgeError.notFound("no issue \(text) in \(repo)") }
+        guard matches.count == 1 else { throw ForgeError.badInput("\(text) names \(matches.count) issues in \(repo): give more digits") }
+        return first
+    }
+
+    /// Folds an issue from its changes, every signature checked.
+    func foldIssue(_ repo: String, _ object: CobID, record: RepoRecord) async throws -> Issue {
+        var changes: [CobID: CobChange] = [:]
+        let space = ForgeKeys.cobObject(repo, .issue, object: object).subspace(["c"])
+        for pair in try await scan(space) {
+            guard let reference = BlobReference(decoding: pair.value) else { continue }
+            let signed = try SignedCobChange(decoding: try await blobs.bytes(reference.hash), limits: limits)
+            changes[signed.id] = try signed.verified(limits: limits)
+        }
+        guard !changes.isEmpty else { throw ForgeError.notFound("no issue \(object.short) in \(repo)") }
+        return try Issue.fold(changes, maintainers: Set(record.maintainers))
+    }
+
+    func issues(_ repo: String, only text: String?) async throws -> [Issue] {
+        try ForgeNames.validate(repo: repo, limits: limits)
+        return try await withQuorum { [self] in
+            guard let kv = try await node.get(ForgeKeys.repo(repo), consistency: .linearizable) else { throw ForgeError.notFound("no repository \(repo)") }
+            let record = try RepoRecord(decoding: kv.value, limits: limits)
+            let objects: [CobID]
+            if let text {
+                objects = [try await resolveIssue(repo, text)]
+            } else {
+                objects = try await cobObjects(repo, .issue)
+            }
+            var issues: [Issue] = []
+            for object in objects { issues.append(try await foldIssue(repo, object, record: record)) }
+            return issues.sorted { ($0.created, $0.id) < ($1.created, $1.id) }
+        }
+    }
+
+    /// Every key of `space`, at one revision (the state this node has applied: callers read
+    /// linearizably first).
+    func scan(_ space: Subspace, keysOnly: Bool = false) async throws -> [KeyValue] {
+        let (start, end) = space.range
+        var found: [KeyValue] = []
+        var continuation: Bytes?
+        var revision: Revision = 0
+        repeat {
+            let page = try await node.read(
+                RangeRequest(.range(start: start, end: end), revision: revision, keysOnly: keysOnly, continuation: continuation), consistency: .stale)
+            revision = page.revision
+            found += page.kvs
+            continuation = page.more ? page.continuation : nil
+        } while continuation != nil
+        return found
+    }
+}
+
+extension ByteWriter {
+    static func fixed(_ value: UInt64) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.writeFixed(value)
+        return writer.bytes
+    }
+}
