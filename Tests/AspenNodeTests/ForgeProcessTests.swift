@@ -333,6 +333,50 @@ extension ClusterSuites {
             #expect(listed.hasPrefix(rewound), "\(listed)")
         }
 
+        @Test("a push killed mid-transfer leaves the refs, the pack set and the cache as they were; the node goes on serving")
+        func killedMidTransfer() async throws {
+            let (cluster, git) = try await started()
+            defer { cluster.terminateAll() }
+            let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 3, seed: 2) }
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            let before = try await offThePool { try git.check(["ls-remote", "aspen://demo"], endpoints: cluster.entries[1]) }
+            // A large push: 8 MiB of random blobs, so that it is still sending when it is killed
+            // (debug builds hash and copy blobs at a few MB/s: more would outlast the timeouts).
+            try git.check(["checkout", "-q", "-b", "big"], in: source, endpoints: "")
+            var generator = SplitMix64(seed: 9)
+            for file in 0..<8 {
+                var bytes = [UInt8]()
+                bytes.reserveCapacity(1 << 20)
+                while bytes.count < 1 << 20 { withUnsafeBytes(of: generator.next()) { bytes += $0 } }
+                try Data(bytes).write(to: URL(fileURLWithPath: source + "/blob\(file).bin"))
+            }
+            try git.check(["add", "."], in: source, endpoints: "")
+            try git.check(["commit", "-q", "-m", "big"], in: source, endpoints: "")
+            let cache = cluster.dataDirectory(1) + "/forge/repos/demo.git/objects"
+            let pushing = Task { try await offThePool { try git.run(["push", "aspen://demo", "big"], in: source, endpoints: cluster.entries[0]) } }
+            // Killed once the node's receive-pack has begun taking the pack into quarantine.
+            var seen = false
+            for _ in 0..<2000 where !seen {
+                seen = ((try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []).contains { $0.hasPrefix("tmp_objdir-incoming") }
+                if !seen { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            _ = try? ProcessCluster.run("/usr/bin/pkill", ["-9", "-f", "git-remote-helper"])
+            let (status, said) = try await pushing.value
+            #expect(seen, "the push ended before its pack reached the node's quarantine: nothing was killed mid-transfer")
+            #expect(status != 0, "the killed push reported success: \(said)")
+            // Nothing changed, on any node; the quarantine is gone; the node still takes pushes.
+            let after = try await offThePool { try git.check(["ls-remote", "aspen://demo"], endpoints: cluster.entries[2]) }
+            #expect(after == before)
+            let (_, packs) = try await cluster.aspen(["repo", "packs", "demo"])
+            #expect(packs.split(separator: "\n").count == 1, "\(packs)")
+            try await eventually("receive-pack removed its quarantine") {
+                !((try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []).contains { $0.hasPrefix("tmp_objdir-incoming") }
+            }
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "big"], in: source, endpoints: cluster.entries[0]) }
+            let listed = try await offThePool { try git.check(["ls-remote", "aspen://demo", "refs/heads/big"], endpoints: cluster.entries[1]) }
+            #expect(listed.hasPrefix(try git.check(["rev-parse", "big"], in: source, endpoints: "")))
+        }
+
         @Test("a node cut off from the quorum refuses to serve; a corrupt push is rejected with refs unchanged")
         func refusals() async throws {
             let (cluster, git) = try await started()

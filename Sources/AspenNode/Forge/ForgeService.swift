@@ -245,7 +245,10 @@ public final class ForgeService: Sendable {
             let input = Task {
                 // Git's input until the client's end; once git stops taking it (it exited), the
                 // rest is read and dropped until the client closes.
+                // A client gone (the connection reset or closed) or misbehaving ends git's input
+                // too: git then sees a truncated stream, stops and removes its quarantine.
                 var open = true
+                defer { if open { Task { try? await writer.finish() } } }
                 while let frame = try await source.iterator.next() {
                     var frame = frame
                     guard open, let kind = frame.readInteger(as: UInt8.self) else { continue }
@@ -261,7 +264,6 @@ public final class ForgeService: Sendable {
                         open = false
                     }
                 }
-                if open { try? await writer.finish() }
             }
             do {
                 async let output: Void = Self.forward(execution.standardOutput, as: GitTunnelFrame.stdout, to: outbound)
@@ -281,13 +283,21 @@ public final class ForgeService: Sendable {
         return (status, result.closureResult)
     }
 
+    /// Sends git's output to the client. Once the client is gone the rest is read and dropped:
+    /// git, its input ended, stops by itself and cleans up after itself (its quarantine above
+    /// all), which a signal could interrupt.
     static func forward(_ sequence: SubprocessOutputSequence, as kind: UInt8, to outbound: TunnelOutbound) async throws {
-        for try await chunk in sequence {
+        var connected = true
+        for try await chunk in sequence where connected {
             var buffer = ByteBuffer()
             buffer.reserveCapacity(chunk.count + 1)
             buffer.writeInteger(kind)
             chunk.withUnsafeBytes { buffer.writeBytes($0) }
-            try await outbound.write(buffer)
+            do {
+                try await outbound.write(buffer)
+            } catch {
+                connected = false
+            }
         }
     }
 }

@@ -116,6 +116,7 @@ struct RepoCache: Sendable {
             try await pull(pack, reference, into: packDirectory, blobs: blobs)
         }
         removeStalePacks(in: packDirectory, keeping: Set(state.packs.keys).union(state.retired.map(\.pack)))
+        removeStaleQuarantines(in: (path as NSString).appendingPathComponent("objects"))
         // The refs: set to the cluster's, and those it lacks deleted. No old values are checked:
         // the lock keeps every other writer of this cache out.
         let listing = try await Git.check(["for-each-ref", "--format=%(objectname) %(refname)"], in: path)
@@ -146,6 +147,20 @@ struct RepoCache: Sendable {
             for suffix in [".idx", ".bitmap", ".rev", ".pack"] {
                 try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(pack + suffix))
             }
+        }
+    }
+
+    /// A push's quarantine left by a receive-pack that was killed (a node killed mid-push): gone
+    /// once an hour old, longer than any push takes.
+    func removeStaleQuarantines(in directory: String, ageMs: Int64 = 3_600_000) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        let now = Date()
+        for name in names where name.hasPrefix("tmp_objdir-") {
+            let path = (directory as NSString).appendingPathComponent(name)
+            guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
+                now.timeIntervalSince(modified) * 1000 > Double(ageMs)
+            else { continue }
+            try? FileManager.default.removeItem(atPath: path)
         }
     }
 
