@@ -296,7 +296,9 @@ struct GitRemoteHelperCommand: AsyncParsableCommand {
     /// exits on the node; returns its status. Output is written with blocking writes: it has
     /// reached git when the write returns, so nothing is left queued when the helper exits.
     static func pump(_ io: GitTunnelIO) async throws -> Int32 {
+        // Large reads: each becomes one frame, and one write into git on the node.
         let input = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64 * 1024, initial: 256 * 1024, maximum: 1024 * 1024))
             .takingOwnershipOfDescriptor(input: dup(0)) { channel in
                 channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel) }
             }
