@@ -51,8 +51,10 @@ extension AspenClient {
             guard case .heads(let heads) = try await forge(.cobHeads(repo, .issue, object: issue.id)) else {
                 throw ClientError.malformedResponse("not heads")
             }
-            parents = heads.map(\.id)
-            after = heads.map(\.time).max() ?? 0
+            // At most forgeCobParentsMax, the newest: a later change joins the rest.
+            let newest = heads.sorted { ($0.time, $0.id) > ($1.time, $1.id) }.prefix(options.limits.forgeCobParentsMax)
+            parents = newest.map(\.id)
+            after = newest.map(\.time).max() ?? 0
         }
         let change = CobChange(
             type: .issue, object: object, parents: parents, operations: operations, author: identity.key.bytes,

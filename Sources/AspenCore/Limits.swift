@@ -107,8 +107,12 @@ public struct Limits: Sendable, Equatable {
     public var forgeDescriptionBytesMax = 1024
     /// Refs one repository holds.
     public var forgeRefsMax = 10_000
-    /// Refs one push changes (all of them in one transaction, with the pack record and the event).
-    public var forgeRefUpdatesMax = 500
+    /// Refs one push changes (all of them in one transaction, with the pack record and the
+    /// event: three keys each, within `batchKeysMax`).
+    public var forgeRefUpdatesMax = 300
+    /// git sessions (fetches and pushes) one node runs at once; past it a client is told the
+    /// node is busy.
+    public var forgeSessionsMax = 64
     /// Longest ref name, in bytes.
     public var forgeRefNameBytesMax = 255
     /// Largest pack one push sends, in bytes.

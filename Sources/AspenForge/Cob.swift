@@ -115,7 +115,7 @@ public struct CobChange: Sendable, Equatable {
     }
 
     /// The time of a change made now whose parents' latest time is `after`.
-    public static func time(nowMs: Int64, after: UInt64) -> UInt64 { max(UInt64(max(0, nowMs)) << 16, after + 1) }
+    public static func time(nowMs: Int64, after: UInt64) -> UInt64 { max(UInt64(max(0, nowMs)) << 16, after == .max ? .max : after + 1) }
 
     /// The canonical encoding: fields in a fixed order, lengths as varints, no floats.
     public var encoded: [UInt8] {

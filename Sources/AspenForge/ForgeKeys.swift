@@ -151,6 +151,9 @@ public enum ForgeNames {
             && bytes.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
     }
 
+    /// A pack's file name without its extension: `pack-` and its 40 or 64 hex digits.
+    public static func isPackName(_ name: String) -> Bool { name.hasPrefix("pack-") && isObjectID(String(name.dropFirst(5))) }
+
     /// The id git uses for "no object" (a ref created or deleted).
     public static func isZero(_ id: String) -> Bool { !id.isEmpty && id.utf8.allSatisfy { $0 == UInt8(ascii: "0") } }
 }

@@ -408,6 +408,17 @@ extension ClusterSuites {
             var listed = try await offThePool { try git.check(["ls-remote", "aspen://demo"], endpoints: cluster.entries[2]) }
             #expect(listed == "\(head)\tHEAD\n\(head)\trefs/heads/main", "\(listed)")
 
+            // Names git would refuse only after the hook are refused before the commit: a ref
+            // directly under refs/, and a ref beside its own directory (in one push or two).
+            // Committed, they would break every later sync of the repository.
+            for refspecs in [["HEAD:refs/foo"], ["HEAD:refs/heads/x", "HEAD:refs/heads/x/y"], ["HEAD:refs/heads/main/sub"]] {
+                let (refused, output) = try await offThePool { try git.run(["push", "aspen://demo"] + refspecs, in: source, endpoints: cluster.entries[0]) }
+                #expect(refused != 0 && (output.contains("beside") || output.contains("directory of refs/")), "\(refspecs): \(output)")
+            }
+            listed = try await offThePool { try git.check(["ls-remote", "aspen://demo"], endpoints: cluster.entries[1]) }
+            #expect(listed == "\(head)\tHEAD\n\(head)\trefs/heads/main", "\(listed)")
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "HEAD:refs/heads/y"], in: source, endpoints: cluster.entries[0]) }
+
             // Two nodes gone: the third cannot confirm the refs and says so, quickly.
             cluster.kill9(2)
             cluster.kill9(3)

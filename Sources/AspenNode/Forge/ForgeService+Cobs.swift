@@ -8,11 +8,14 @@ import Foundation
 
 // Collaborative objects: signed changes stored in the blob store, heads in the key-value store.
 extension ForgeService {
+    /// How far ahead of the node's clock a change's time may be.
+    static let cobClockSkewMs: Int64 = 10 * 60 * 1000
+
     /// The heads of an object and their times, read linearizably.
     func cobHeads(_ repo: String, _ type: CobType, object: CobID) async throws -> [(id: CobID, time: UInt64)] {
         try ForgeNames.validate(repo: repo, limits: limits)
-        return try await withQuorum { [self] in
-            try await node.linearizableBarrier()
+        try await barrier()
+        do {
             var heads: [(CobID, UInt64)] = []
             for pair in try await scan(ForgeKeys.cobObject(repo, type, object: object).subspace(["h"])) {
                 guard let tuple = try? ForgeKeys.cobObject(repo, type, object: object).subspace(["h"]).unpack(pair.key),
@@ -36,6 +39,11 @@ extension ForgeService {
             throw ForgeError.badInput("a change must be signed by its author, the key of the connection that sends it")
         }
         try CobRules.validate(change, limits: limits)
+        // A time far ahead would win every tie and leave no room after it.
+        let latest = UInt64(max(0, node.nowMs() + Self.cobClockSkewMs)) << 16
+        guard change.time <= latest else {
+            throw ForgeError.badInput("the change's time is more than \(Self.cobClockSkewMs / 60_000) minutes ahead of this node's clock")
+        }
         let id = signed.id
         let object = change.object ?? id
         let type = change.type
@@ -113,8 +121,9 @@ extension ForgeService {
 
     func issues(_ repo: String, only text: String?) async throws -> [Issue] {
         try ForgeNames.validate(repo: repo, limits: limits)
-        return try await withQuorum { [self] in
-            guard let kv = try await node.get(ForgeKeys.repo(repo), consistency: .linearizable) else { throw ForgeError.notFound("no repository \(repo)") }
+        try await barrier()
+        do {
+            guard let kv = try await node.get(ForgeKeys.repo(repo), consistency: .stale) else { throw ForgeError.notFound("no repository \(repo)") }
             let record = try RepoRecord(decoding: kv.value, limits: limits)
             let objects: [CobID]
             if let text {

@@ -48,9 +48,71 @@ extension ForgeService {
     /// objects the repository has).
     static func packs(in quarantine: String) throws -> [(name: String, path: String)] {
         let directory = (quarantine as NSString).appendingPathComponent("pack")
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
-        return names.filter { $0.hasPrefix("pack-") && $0.hasSuffix(".pack") }.sorted().map {
+        guard FileManager.default.fileExists(atPath: directory) else { return [] }
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        return names.filter { $0.hasSuffix(".pack") && ForgeNames.isPackName(String($0.dropLast(5))) }.sorted().map {
             (String($0.dropLast(5)), (directory as NSString).appendingPathComponent($0))
+        }
+    }
+
+    /// The quarantine the hook named, if it is one of this repository's (git's
+    /// `objects/tmp_objdir-incoming-*` in the cache): nil when git received no objects.
+    func quarantinePath(_ given: String, repo: String) throws -> String? {
+        guard !given.isEmpty else { return nil }
+        let objects = ((cache.path(repo) as NSString).appendingPathComponent("objects") as NSString).standardizingPath
+        let path = (given as NSString).standardizingPath
+        guard (path as NSString).deletingLastPathComponent == objects, (path as NSString).lastPathComponent.hasPrefix("tmp_objdir-") else {
+            throw ForgeError.badInput("the push's quarantine \(given) is not one of \(repo)'s")
+        }
+        guard FileManager.default.fileExists(atPath: path) else { throw ForgeError.failed("the push's quarantine is gone; push again") }
+        return path
+    }
+
+    /// Every id a push sets a ref to is in the cache or the push's quarantine (one `git cat-file
+    /// --batch-check` for all): refs never name objects the cluster lacks.
+    func checkObjects(_ updates: [RefUpdate], quarantine: String?, repo: String) async throws {
+        let wanted = Set(updates.map(\.new).filter { !ForgeNames.isZero($0) })
+        guard !wanted.isEmpty else { return }
+        let path = cache.path(repo)
+        var environment: [String: String] = [:]
+        if let quarantine {
+            environment = ["GIT_OBJECT_DIRECTORY": quarantine, "GIT_ALTERNATE_OBJECT_DIRECTORIES": (path as NSString).appendingPathComponent("objects")]
+        }
+        let checked = try await Git.check(
+            ["cat-file", "--batch-check"], in: path, input: Array(wanted.sorted().joined(separator: "\n").appending("\n").utf8), environment: environment)
+        for line in checked.text.split(separator: "\n") where line.hasSuffix(" missing") {
+            throw ForgeError.badInput("the push sets a ref to \(line.prefix(12)), an object neither it nor \(repo) holds")
+        }
+    }
+
+    /// Refuses what git would refuse only after the hook (and so after the commit): a ref directly
+    /// under `refs/`, and a ref whose name is a directory of another's (`refs/heads/x` beside
+    /// `refs/heads/x/y`), among the refs the push leaves.
+    static func checkNames(_ updates: [RefUpdate], against refs: [String: String]) throws {
+        var after = Set(refs.keys)
+        for update in updates {
+            if ForgeNames.isZero(update.new) { after.remove(update.name) } else { after.insert(update.name) }
+        }
+        let sorted = after.sorted()
+        for update in updates where !ForgeNames.isZero(update.new) {
+            guard update.name.split(separator: "/").count >= 3 else {
+                throw ForgeError.badInput("\(update.name): a ref lives under a directory of refs/ (refs/heads/…, refs/tags/…)")
+            }
+            var parent = update.name
+            while let slash = parent.lastIndex(of: "/"), parent[..<slash] != "refs" {
+                parent = String(parent[..<slash])
+                if after.contains(parent) { throw ForgeError.badInput("\(update.name) cannot exist beside \(parent): git keeps refs as files") }
+            }
+            let prefix = update.name + "/"
+            var low = 0
+            var high = sorted.count
+            while low < high {
+                let middle = (low + high) / 2
+                if sorted[middle] < prefix { low = middle + 1 } else { high = middle }
+            }
+            if low < sorted.count, sorted[low].hasPrefix(prefix) {
+                throw ForgeError.badInput("\(update.name) cannot exist beside \(sorted[low]): git keeps refs as files")
+            }
         }
     }
 
@@ -63,7 +125,17 @@ extension ForgeService {
         for update in request.updates { try update.validate(limits: limits) }
         let clock = ContinuousClock()
         let started = clock.now
-        let state = try await withQuorum { try await RepoCache.read(repo, node: self.node, limits: self.limits) }
+        let state = try await state(repo)
+        guard state.createRevision == session.createRevision else {
+            throw ForgeError.conflict("\(repo) was deleted and created again while this push ran: push again")
+        }
+        // Three keys per ref (its compare, its write, its branch rule) and a few more must fit one
+        // transaction: refused before anything is stored.
+        let keys = 3 + request.updates.count * 3 + PushRecord.packsMax
+        guard keys <= limits.batchKeysMax else {
+            throw ForgeError.badInput("a push of \(request.updates.count) refs needs \(keys) keys in one transaction, over batchKeysMax (\(limits.batchKeysMax))")
+        }
+        try Self.checkNames(request.updates, against: state.refs)
         let created = request.updates.filter { ForgeNames.isZero($0.old) && !ForgeNames.isZero($0.new) }.count
         let deleted = request.updates.filter { ForgeNames.isZero($0.new) }.count
         guard state.refs.count + created - deleted <= limits.forgeRefsMax else {
@@ -72,7 +144,9 @@ extension ForgeService {
         // Stale before anything is uploaded: say so at once.
         try Self.checkCurrent(request.updates, against: state.refs)
         try await checkProtections(request, state: state, repo: repo)
-        let packs = try Self.packs(in: request.quarantine)
+        let quarantine = try quarantinePath(request.quarantine, repo: repo)
+        let packs = try quarantine.map { try Self.packs(in: $0) } ?? []
+        try await checkObjects(request.updates, quarantine: quarantine, repo: repo)
         guard packs.count <= PushRecord.packsMax else {
             throw ForgeError.badInput("a push of \(packs.count) packs exceeds the \(PushRecord.packsMax) a push may bring")
         }
@@ -119,6 +193,10 @@ extension ForgeService {
         // One log entry per push; a write whose fate is unknown is settled by reading the refs
         // (the compares make sending it again safe: it cannot apply twice).
         for attempt in 0..<3 {
+            // A hook whose git has gone (killed, timed out) must not commit what git will not keep.
+            guard sessions.withLock({ $0[request.token] }) === session else {
+                throw ForgeError.unavailable("the push ended before it was committed")
+            }
             metrics.pushEntries.add(1, ordering: .relaxed)
             do {
                 guard case .transaction(let result) = try await node.write(.transaction(transaction), forwarding: true) else {
@@ -128,7 +206,12 @@ extension ForgeService {
             } catch let error as NodeError {
                 switch error {
                 case .outcomeUnknown, .proposalLost, .notLeader, .unavailable:
-                    if attempt == 2 { throw ForgeError.unavailable("the push could not be committed: \(error)") }
+                    if attempt == 2 {
+                        if case .outcomeUnknown = error {
+                            throw ForgeError.unavailable("the push's outcome is unknown (it may have been committed): \(error); fetch to see")
+                        }
+                        throw ForgeError.unavailable("the push could not be committed: \(error)")
+                    }
                     try await Task.sleep(for: .milliseconds(100 << attempt))
                     continue
                 case .stopped, .refused:
@@ -137,11 +220,10 @@ extension ForgeService {
             }
             // The compares failed: either another push moved a ref, or this very transaction
             // applied on an earlier attempt.
-            let now = try await withQuorum { try await RepoCache.read(repo, node: self.node, limits: self.limits) }
+            let now = try await self.state(repo)
             guard now.createRevision == state.createRevision else { throw ForgeError.notFound("\(repo) was deleted during the push") }
-            if request.updates.allSatisfy({ ForgeNames.isZero($0.new) ? now.refs[$0.name] == nil : now.refs[$0.name] == $0.new }),
-                stored.allSatisfy({ now.packs[$0.name] != nil })
-            {
+            // Its pack may since have been retired by a repack: the refs decide.
+            if request.updates.allSatisfy({ ForgeNames.isZero($0.new) ? now.refs[$0.name] == nil : now.refs[$0.name] == $0.new }) {
                 return
             }
             try Self.checkCurrent(request.updates, against: now.refs)
@@ -251,11 +333,11 @@ extension ForgeService {
             return .done
         case .refs(let name):
             try ForgeNames.validate(repo: name, limits: limits)
-            let state = try await withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
+            let state = try await state(name)
             return .refs(state.refs.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         case .packs(let name):
             try ForgeNames.validate(repo: name, limits: limits)
-            let state = try await withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
+            let state = try await state(name)
             return .packs(
                 state.packs.sorted { $0.key < $1.key }.map { PackInfo(name: $0.key, size: $0.value.size, hash: $0.value.hash.hex, retired: false) }
                     + state.retired.map { PackInfo(name: $0.pack, size: $0.reference.size, hash: $0.reference.hash.hex, retired: true) })
@@ -276,7 +358,7 @@ extension ForgeService {
             return .done
         case .protections(let name):
             try ForgeNames.validate(repo: name, limits: limits)
-            let state = try await withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
+            let state = try await state(name)
             return .protections(state.protections.sorted { $0.key < $1.key }.map { ($0.key, $0.value.rule) })
         case .cobHeads(let name, let type, let object):
             return .heads(try await cobHeads(name, type, object: object))

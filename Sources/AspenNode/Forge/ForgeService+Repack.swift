@@ -11,9 +11,12 @@ extension ForgeService {
     static let repackAfterPacks = 8
     /// How often the leader looks for repositories to repack.
     static let repackPassMs: Int64 = 30_000
-    /// Old packs one repack replaces (each is a delete and a put in its one transaction); the
-    /// rest wait for the next.
-    static let repackReplacesMax = 400
+    /// Retired packs one pass releases (a compare and a delete each).
+    static let releasesMax = 100
+
+    /// Old packs one repack replaces (a compare, a delete and a put each, in its one transaction
+    /// with `expired` releases and the new pack), within `batchKeysMax`; the rest wait for the next.
+    func replacesMax(expired: Int) -> Int { max(1, (limits.batchKeysMax - 3 - 2 * expired) / 3) }
 
     /// Starts the leader's repack pass (stopped by `stop`).
     public func start() {
@@ -62,14 +65,15 @@ extension ForgeService {
     func repack(_ name: String) async throws -> Bool {
         try ForgeNames.validate(repo: name, limits: limits)
         return try await locks.withLock(name) {
-            let state = try await self.withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
+            let state = try await self.state(name)
             let now = self.node.nowMs()
             let expired = state.retired.filter { $0.retiredMs + self.limits.forgePackGraceMs <= now }
             var compares = [Compare(key: ForgeKeys.repo(name), .createRevision(state.createRevision))]
             var operations: [TransactionOperation] = []
             var made: String?
             if state.packs.count >= 2 {
-                let path = try await self.cache.sync(state, blobs: self.blobs)
+                let pushing = self.sessions.withLock { $0.values.contains { $0.repo == name } }
+                let path = try await self.cache.sync(state, blobs: self.blobs, pushing: pushing)
                 try await Git.check(["repack", "-a", "-d", "-k", "-q", "--write-bitmap-index"], in: path)
                 let directory = (path as NSString).appendingPathComponent("objects/pack")
                 let packs = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("pack-") && $0.hasSuffix(".pack") }
@@ -78,7 +82,7 @@ extension ForgeService {
                 }
                 let pack = String(file.dropLast(5))
                 made = pack
-                let replaced = state.packs.keys.filter { $0 != pack }.sorted().prefix(Self.repackReplacesMax)
+                let replaced = state.packs.keys.filter { $0 != pack }.sorted().prefix(self.replacesMax(expired: min(expired.count, Self.releasesMax)))
                 if state.packs[pack] == nil {
                     let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(file))))
                     let hash = try await self.blobs.add(bytes, tag: "aspen/forge/incoming/\(name)/\(pack)", tagTtlMs: Self.incomingTagTtlMs)
@@ -91,7 +95,7 @@ extension ForgeService {
                     operations.append(.put(Put(key: ForgeKeys.retired(name, old, retiredMs: now), value: state.packs[old]!.encoded)))
                 }
             }
-            for old in expired.prefix(Self.repackReplacesMax) {
+            for old in expired.prefix(Self.releasesMax) {
                 let key = ForgeKeys.retired(name, old.pack, retiredMs: old.retiredMs)
                 compares.append(Compare(key: key, .version(0), .greater))
                 operations.append(.delete(Delete(.key(key))))

@@ -37,10 +37,13 @@ public final class ForgeService: Sendable {
     final class PushSession: Sendable {
         let repo: String
         let pusher: NodeKey
+        /// The creation revision of the repository the push began on.
+        let createRevision: Revision
         let locked = Mutex(false)
-        init(repo: String, pusher: NodeKey) {
+        init(repo: String, pusher: NodeKey, createRevision: Revision) {
             self.repo = repo
             self.pusher = pusher
+            self.createRevision = createRevision
         }
     }
 
@@ -109,12 +112,20 @@ public final class ForgeService: Sendable {
         let source = FrameSource(inbound.makeAsyncIterator())
         let request: GitTunnelRequest
         let path: String
+        let createRevision: Revision
+        var admitted = false
+        defer { if admitted { metrics.running.subtract(1, ordering: .relaxed) } }
         do {
-            guard let first = try await source.iterator.next() else { return }
+            guard let first = try await Self.header(source) else { return }
             request = try GitTunnelRequest(decoding: Array(first.readableBytesView), limits: limits)
             try authorize(request, caller: caller)
             try ForgeNames.validate(repo: request.repo, limits: limits)
-            path = try await prepare(request.repo)
+            guard metrics.running.add(1, ordering: .relaxed).newValue <= limits.forgeSessionsMax else {
+                metrics.running.subtract(1, ordering: .relaxed)
+                throw ForgeError.unavailable("busy: this node runs \(limits.forgeSessionsMax) git sessions (forgeSessionsMax); try again or another node")
+            }
+            admitted = true
+            (path, createRevision) = try await prepare(request.repo)
         } catch {
             metrics.refused.add(1, ordering: .relaxed)
             logger.info("git request refused", metadata: ["client": "\(caller.key)", "reason": "\(error)"])
@@ -123,7 +134,8 @@ public final class ForgeService: Sendable {
         }
         do {
             try await outbound.write(Self.frame(GitTunnelFrame.ready, []))
-            let (status, input) = try await run(request, path: path, caller: caller, source: source, outbound: outbound)
+            let (status, input) = try await run(
+                request, path: path, createRevision: createRevision, caller: caller, source: source, outbound: outbound)
             var code = ByteBuffer()
             code.writeInteger(GitTunnelFrame.exit)
             code.writeInteger(status)
@@ -138,6 +150,25 @@ public final class ForgeService: Sendable {
             timer.cancel()
         } catch {
             logger.info("git session ended early", metadata: ["client": "\(caller.key)", "repo": "\(request.repo)", "reason": "\(error)"])
+        }
+    }
+
+    /// How long a client has to send its tunnel's header once connected.
+    static let headerWaitSeconds = 10.0
+    /// A git session with no bytes either way for this long is ended (a client that vanished
+    /// without closing its connection, or one that holds a session open and sends nothing).
+    static let idleSeconds = 600.0
+
+    /// The tunnel's first frame, or nil if it does not come within `headerWaitSeconds`.
+    static func header(_ source: FrameSource) async throws -> ByteBuffer? {
+        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await source.iterator.next() }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(Int64(headerWaitSeconds * 1000)))
+                throw ForgeError.badInput("no tunnel header within \(Int(headerWaitSeconds)) s")
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
         }
     }
 
@@ -172,9 +203,27 @@ public final class ForgeService: Sendable {
 
     /// Learns the repository's refs and packs from the cluster (refused quickly without a
     /// quorum: never served from what this node last knew) and sets the cache to them.
-    func prepare(_ name: String) async throws -> String {
-        let state = try await withQuorum { try await RepoCache.read(name, node: self.node, limits: self.limits) }
-        return try await locks.withLock(name) { try await self.cache.sync(state, blobs: self.blobs) }
+    /// The state is read under the repository's lock: a sync never sets the cache to refs older
+    /// than what an earlier sync or a push on this node already set. Returns the cache's path and
+    /// the repository's creation revision (a push commits only into the repository it began on).
+    func prepare(_ name: String) async throws -> (path: String, createRevision: Revision) {
+        try await locks.withLock(name) {
+            let state = try await self.state(name)
+            let pushing = self.sessions.withLock { $0.values.contains { $0.repo == name } }
+            return (try await self.cache.sync(state, blobs: self.blobs, pushing: pushing), state.createRevision)
+        }
+    }
+
+    /// The repository's state, after a linearizable barrier (refused as "no quorum" when the
+    /// barrier cannot be had within `quorumWaitSeconds`).
+    func state(_ name: String) async throws -> RepoState {
+        try await barrier()
+        return try await RepoCache.read(name, node: node, limits: limits)
+    }
+
+    /// Returns once this node has applied everything committed before the call.
+    func barrier() async throws {
+        try await withQuorum { try await self.node.linearizableBarrier() }
     }
 
     /// Runs `body` (a linearizable read) until it succeeds or `quorumWaitSeconds` pass: a node
@@ -213,7 +262,7 @@ public final class ForgeService: Sendable {
     /// Returns its exit status, and the task still reading the client's frames (it ends when the
     /// client closes the tunnel).
     func run(
-        _ request: GitTunnelRequest, path: String, caller: TransportCaller, source: FrameSource, outbound: TunnelOutbound
+        _ request: GitTunnelRequest, path: String, createRevision: Revision, caller: TransportCaller, source: FrameSource, outbound: TunnelOutbound
     ) async throws -> (Int32, Task<Void, any Error>) {
         var environment: [Environment.Key: String?] = ["GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"]
         if request.protocolVersion > 0 { environment["GIT_PROTOCOL"] = "version=\(request.protocolVersion)" }
@@ -221,12 +270,15 @@ public final class ForgeService: Sendable {
         if request.service == .receivePack {
             let made = (0..<4).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 16) }.joined(separator: "-")
             token = made
-            sessions.withLock { $0[made] = PushSession(repo: request.repo, pusher: caller.key) }
+            sessions.withLock { $0[made] = PushSession(repo: request.repo, pusher: caller.key, createRevision: createRevision) }
             for (name, value) in hookEnvironment.withLock({ $0 }) { environment[Environment.Key(rawValue: name)!] = value }
             environment["ASPEN_FORGE_TOKEN"] = made
         }
         defer {
-            if let token, let session = sessions.withLock({ $0.removeValue(forKey: token) }), session.locked.withLock({ $0 }) {
+            // Whoever takes the flag releases the lock: this, or a hook that found the session gone.
+            if let token, let session = sessions.withLock({ $0.removeValue(forKey: token) }),
+                session.locked.withLock({ flag in defer { flag = false }; return flag })
+            {
                 let locks = self.locks
                 let repo = session.repo
                 Task { await locks.release(repo) }
@@ -237,6 +289,7 @@ public final class ForgeService: Sendable {
         options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .milliseconds(500))]
         let subcommand = request.service == .uploadPack ? "upload-pack" : "receive-pack"
         metrics.sessions.add(1, ordering: .relaxed)
+        let activity = Activity()
         let result = try await Subprocess.run(
             .name("git"), arguments: [subcommand, path], environment: .inherit.updating(environment), platformOptions: options,
             input: .inputWriter, output: .sequence, error: .sequence
@@ -250,6 +303,7 @@ public final class ForgeService: Sendable {
                 var open = true
                 defer { if open { Task { try? await writer.finish() } } }
                 while let frame = try await source.iterator.next() {
+                    activity.touch()
                     var frame = frame
                     guard open, let kind = frame.readInteger(as: UInt8.self) else { continue }
                     if kind == GitTunnelFrame.end {
@@ -265,9 +319,22 @@ public final class ForgeService: Sendable {
                     }
                 }
             }
+            // A session idle both ways for `idleSeconds` is ended: git's input is closed, and git
+            // stopped if it does not end by itself.
+            let watchdog = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(5))
+                    if activity.idleSeconds > Self.idleSeconds {
+                        input.cancel()
+                        try? await writer.finish()
+                        return
+                    }
+                }
+            }
+            defer { watchdog.cancel() }
             do {
-                async let output: Void = Self.forward(execution.standardOutput, as: GitTunnelFrame.stdout, to: outbound)
-                async let errors: Void = Self.forward(execution.standardError, as: GitTunnelFrame.stderr, to: outbound)
+                async let output: Void = Self.forward(execution.standardOutput, as: GitTunnelFrame.stdout, to: outbound, activity: activity)
+                async let errors: Void = Self.forward(execution.standardError, as: GitTunnelFrame.stderr, to: outbound, activity: activity)
                 _ = try await (output, errors)
             } catch {
                 input.cancel()
@@ -286,9 +353,10 @@ public final class ForgeService: Sendable {
     /// Sends git's output to the client. Once the client is gone the rest is read and dropped:
     /// git, its input ended, stops by itself and cleans up after itself (its quarantine above
     /// all), which a signal could interrupt.
-    static func forward(_ sequence: SubprocessOutputSequence, as kind: UInt8, to outbound: TunnelOutbound) async throws {
+    static func forward(_ sequence: SubprocessOutputSequence, as kind: UInt8, to outbound: TunnelOutbound, activity: Activity) async throws {
         var connected = true
         for try await chunk in sequence where connected {
+            activity.touch()
             var buffer = ByteBuffer()
             buffer.reserveCapacity(chunk.count + 1)
             buffer.writeInteger(kind)
@@ -302,6 +370,13 @@ public final class ForgeService: Sendable {
     }
 }
 
+/// When a session last moved a byte either way.
+final class Activity: Sendable {
+    private let last = Atomic<Int64>(Int64(Date().timeIntervalSince1970 * 1000))
+    func touch() { last.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed) }
+    var idleSeconds: Double { Double(Int64(Date().timeIntervalSince1970 * 1000) - last.load(ordering: .relaxed)) / 1000 }
+}
+
 /// The forge's counters for /metrics.
 final class ForgeMetrics: Sendable {
     let sessions = Atomic<Int>(0)
@@ -311,6 +386,8 @@ final class ForgeMetrics: Sendable {
     /// Log entries the pushes' commits took (one per push when all goes well).
     let pushEntries = Atomic<Int>(0)
     let packBytes = Atomic<Int>(0)
+    /// Git sessions running now (bounded by `forgeSessionsMax`).
+    let running = Atomic<Int>(0)
 }
 
 extension ForgeService {

@@ -3,6 +3,9 @@ import AspenCore
 import AspenForge
 import AspenKV
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One lock per repository on this node: a sync of the cache from the cluster, and a push from
 /// its commit until git has moved the cache's refs, never overlap.
@@ -60,35 +63,43 @@ struct RepoCache: Sendable {
 
     func path(_ name: String) -> String { (root as NSString).appendingPathComponent("repos/\(name).git") }
 
-    /// Reads the repository's state, linearizably, at one revision.
+    /// Reads the repository's state as this node has applied it, at one revision (callers pass a
+    /// linearizable barrier first: `ForgeService.state`). What the keys hold is checked again
+    /// here, since any writer of the key-value store could have put it there: a name, a pack
+    /// name or an id that fails its rule is refused or skipped, never used as a path or a command.
     static func read(_ name: String, node: RaftNode, limits: Limits) async throws -> RepoState {
-        guard let kv = try await node.get(ForgeKeys.repo(name), consistency: .linearizable) else {
+        guard let kv = try await node.get(ForgeKeys.repo(name), consistency: .stale) else {
             throw ForgeError.notFound("no repository \(name): create it with `aspen repo create \(name)`")
         }
         let record = try RepoRecord(decoding: kv.value, limits: limits)
+        guard record.name == name else { throw ForgeError.failed("the record of repository \(name) names \(record.name)") }
         let contents = ForgeKeys.contents(name)
-        let (start, end) = contents.range
+        // From the packs on: the collaborative objects sort before them and are not needed here.
+        let start = ForgeKeys.packs(name).prefix
+        let end = contents.range.end
         var refs: [String: String] = [:]
         var packs: [String: BlobReference] = [:]
         var retired: [(pack: String, retiredMs: Int64, reference: BlobReference)] = []
         var protections: [String: (rule: ProtectionRule, revision: Revision)] = [:]
         var continuation: Bytes?
-        var revision: Revision = kv.modRevision
+        var revision: Revision = 0
         repeat {
-            // Pages after the first continue at the first one's revision.
             let page = try await node.read(
-                RangeRequest(.range(start: start, end: end), revision: continuation == nil ? 0 : revision, continuation: continuation),
-                consistency: .stale)
+                RangeRequest(.range(start: start, end: end), revision: revision, continuation: continuation), consistency: .stale)
             revision = page.revision
             for pair in page.kvs {
                 if let ref = ForgeKeys.name(in: ForgeKeys.refs(name), pair.key) {
-                    refs[ref] = String(decoding: pair.value, as: UTF8.self)
-                } else if let pack = ForgeKeys.name(in: ForgeKeys.packs(name), pair.key), let reference = BlobReference(decoding: pair.value) {
+                    let id = String(decoding: pair.value, as: UTF8.self)
+                    guard ForgeNames.isObjectID(id), (try? ForgeNames.validate(ref: ref, limits: limits)) != nil else { continue }
+                    refs[ref] = id
+                } else if let pack = ForgeKeys.name(in: ForgeKeys.packs(name), pair.key), ForgeNames.isPackName(pack),
+                    let reference = BlobReference(decoding: pair.value)
+                {
                     packs[pack] = reference
                 } else if let branch = ForgeKeys.name(in: ForgeKeys.protections(name), pair.key) {
                     protections[branch] = (try ProtectionRule(decoding: pair.value), pair.modRevision)
                 } else if let tuple = try? ForgeKeys.retired(name).unpack(pair.key), tuple.elements.count == 2,
-                    case .int(let retiredMs) = tuple.elements[0], case .string(let pack) = tuple.elements[1],
+                    case .int(let retiredMs) = tuple.elements[0], case .string(let pack) = tuple.elements[1], ForgeNames.isPackName(pack),
                     let reference = BlobReference(decoding: pair.value)
                 {
                     retired.append((pack, retiredMs, reference))
@@ -101,22 +112,29 @@ struct RepoCache: Sendable {
 
     /// Makes the cache of `state.record.name` hold every pack and exactly the refs of `state`.
     /// The caller holds the repository's lock.
-    func sync(_ state: RepoState, blobs: BlobService) async throws -> String {
+    /// `pushing`: a push of this repository is under way on this node (its quarantine is live).
+    func sync(_ state: RepoState, blobs: BlobService, pushing: Bool) async throws -> String {
         let name = state.record.name
         let path = self.path(name)
         let marker = (path as NSString).appendingPathComponent("aspen-incarnation")
         let incarnation = "\(state.createRevision)"
         if (try? String(contentsOfFile: marker, encoding: .utf8)) != incarnation {
+            // A repository of the same name, deleted since: a push still running into the old
+            // one is refused at its commit (it names the creation it started on).
             try? FileManager.default.removeItem(atPath: path)
             try await create(path, defaultBranch: state.record.defaultBranch, incarnation: incarnation)
         }
         let packDirectory = (path as NSString).appendingPathComponent("objects/pack")
+        // Staging a pull left by a node that died mid-pull (a sync holds the lock: none is live).
+        for leftover in ((try? FileManager.default.contentsOfDirectory(atPath: packDirectory)) ?? []) where leftover.hasPrefix("incoming-") {
+            try? FileManager.default.removeItem(atPath: (packDirectory as NSString).appendingPathComponent(leftover))
+        }
         for (pack, reference) in state.packs.sorted(by: { $0.key < $1.key })
         where !FileManager.default.fileExists(atPath: (packDirectory as NSString).appendingPathComponent("\(pack).idx")) {
             try await pull(pack, reference, into: packDirectory, blobs: blobs)
         }
         removeStalePacks(in: packDirectory, keeping: Set(state.packs.keys).union(state.retired.map(\.pack)))
-        removeStaleQuarantines(in: (path as NSString).appendingPathComponent("objects"))
+        if !pushing { removeStaleQuarantines(in: (path as NSString).appendingPathComponent("objects")) }
         // The refs: set to the cluster's, and those it lacks deleted. No old values are checked:
         // the lock keeps every other writer of this cache out.
         let listing = try await Git.check(["for-each-ref", "--format=%(objectname) %(refname)"], in: path)
@@ -170,7 +188,7 @@ struct RepoCache: Sendable {
         try await Git.check(["init", "--bare", "--quiet", staging])
         let settings: [(String, String)] = [
             ("receive.fsckObjects", "true"), ("receive.unpackLimit", "1"), ("receive.autogc", "false"), ("gc.auto", "0"),
-            ("uploadpack.allowFilter", "true"), ("uploadpack.allowAnySHA1InWant", "true"), ("receive.advertisePushOptions", "true"),
+            ("uploadpack.allowFilter", "true"), ("uploadpack.allowReachableSHA1InWant", "true"), ("receive.advertisePushOptions", "true"),
             ("receive.denyDeleteCurrent", "false"), ("core.hooksPath", hooksDirectory), ("core.logAllRefUpdates", "false"),
         ]
         for (key, value) in settings { try await Git.check(["config", key, value], in: staging) }
@@ -190,8 +208,11 @@ struct RepoCache: Sendable {
         let file = (staging as NSString).appendingPathComponent("\(pack).pack")
         try Data(bytes).write(to: URL(fileURLWithPath: file))
         try await Git.check(["index-pack", file], in: directory)
-        try FileManager.default.moveItem(atPath: file, toPath: (directory as NSString).appendingPathComponent("\(pack).pack"))
-        try FileManager.default.moveItem(
-            atPath: (staging as NSString).appendingPathComponent("\(pack).idx"), toPath: (directory as NSString).appendingPathComponent("\(pack).idx"))
+        // rename(2) replaces a pack a node killed mid-pull left without its index.
+        for suffix in [".pack", ".idx"] {
+            let from = (staging as NSString).appendingPathComponent(pack + suffix)
+            let to = (directory as NSString).appendingPathComponent(pack + suffix)
+            guard rename(from, to) == 0 else { throw ForgeError.failed("cannot move \(pack + suffix) into the cache: \(String(cString: strerror(errno)))") }
+        }
     }
 }
