@@ -159,10 +159,9 @@ extension ForgeService {
             guard size <= limits.forgePackBytesMax else {
                 throw ForgeError.badInput("a pack of \(size) bytes exceeds forgePackBytesMax (\(limits.forgePackBytesMax))")
             }
-            let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: pack.path)))
-            let hash = try await blobs.add(bytes, tag: "aspen/forge/incoming/\(repo)/\(pack.name)", tagTtlMs: Self.incomingTagTtlMs)
-            stored.append((pack.name, BlobReference(hash: hash, size: UInt64(bytes.count))))
-            metrics.packBytes.add(bytes.count, ordering: .relaxed)
+            let added = try await blobs.addFile(pack.path, tag: "aspen/forge/incoming/\(repo)/\(pack.name)", tagTtlMs: Self.incomingTagTtlMs)
+            stored.append((pack.name, BlobReference(hash: added.hash, size: added.size)))
+            metrics.packBytes.add(Int(added.size), ordering: .relaxed)
         }
         let storedAt = clock.now
         defer {

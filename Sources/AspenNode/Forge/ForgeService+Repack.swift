@@ -84,9 +84,9 @@ extension ForgeService {
                 made = pack
                 let replaced = state.packs.keys.filter { $0 != pack }.sorted().prefix(self.replacesMax(expired: min(expired.count, Self.releasesMax)))
                 if state.packs[pack] == nil {
-                    let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(file))))
-                    let hash = try await self.blobs.add(bytes, tag: "aspen/forge/incoming/\(name)/\(pack)", tagTtlMs: Self.incomingTagTtlMs)
-                    operations.append(.put(Put(key: ForgeKeys.pack(name, pack), value: BlobReference(hash: hash, size: UInt64(bytes.count)).encoded)))
+                    let added = try await self.blobs.addFile(
+                        (directory as NSString).appendingPathComponent(file), tag: "aspen/forge/incoming/\(name)/\(pack)", tagTtlMs: Self.incomingTagTtlMs)
+                    operations.append(.put(Put(key: ForgeKeys.pack(name, pack), value: BlobReference(hash: added.hash, size: added.size).encoded)))
                 }
                 for old in replaced {
                     let key = ForgeKeys.pack(name, old)

@@ -198,15 +198,15 @@ struct RepoCache: Sendable {
         try FileManager.default.moveItem(atPath: staging, toPath: path)
     }
 
-    /// Fetches a pack's bytes from the blob store and indexes it with git into the cache: the pack
+    /// Fetches a pack from the blob store and indexes it with git into the cache: the pack
     /// goes in first and its index last, so git never sees an index without its pack.
     private func pull(_ pack: String, _ reference: BlobReference, into directory: String, blobs: BlobService) async throws {
-        let bytes = try await blobs.bytes(reference.hash)
         let staging = (directory as NSString).appendingPathComponent("incoming-\(UUID().uuidString)")
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: staging) }
         let file = (staging as NSString).appendingPathComponent("\(pack).pack")
-        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        // Streamed from the blob store, checked against its hash as it goes, never held whole.
+        try await blobs.write(reference.hash, to: file)
         try await Git.check(["index-pack", file], in: directory)
         // rename(2) replaces a pack a node killed mid-pull left without its index.
         for suffix in [".pack", ".idx"] {
