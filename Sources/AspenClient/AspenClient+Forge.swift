@@ -12,7 +12,7 @@ extension AspenClient {
     public func forge(_ call: ForgeCall) async throws -> ForgeAnswer {
         let repeatable: Bool
         switch call {
-        case .list, .show, .refs, .packs, .protections, .cobHeads, .issues, .issue: repeatable = true
+        case .list, .show, .refs, .packs, .protections, .cobHeads, .issues, .issue, .patches, .patch, .patchDiff: repeatable = true
         // The same change again is the same change: its id is its hash, and a second add finds
         // its parents' heads gone and stores nothing new.
         case .cobAdd: repeatable = true
@@ -64,6 +64,50 @@ extension AspenClient {
             throw ClientError.malformedResponse("not an added change")
         }
         return object ?? added
+    }
+
+    /// The signed change a push of `head` to `refs/for/TARGET` makes: a new revision of this
+    /// client's open patch with `topic` on `target`, or a new patch. `base` is the target's commit
+    /// as the cluster holds it now.
+    public func patchChange(
+        _ repo: String, target: String, topic: String, head: String, title: String, description: String, nowMs: Int64? = nil
+    ) async throws -> SignedCobChange {
+        guard case .patches(let patches) = try await forge(.patches(repo)) else { throw ClientError.malformedResponse("not patches") }
+        guard case .refs(let refs) = try await forge(.refs(repo)) else { throw ClientError.malformedResponse("not refs") }
+        let base = refs.first { $0.name == "refs/heads/" + target }?.id ?? ""
+        let me = identity.key.hex
+        let now = nowMs ?? Int64(Date().timeIntervalSince1970 * 1000)
+        let change: CobChange
+        if let patch = patches.last(where: { $0.open && $0.author == me && $0.target == target && $0.topic == topic }) {
+            guard case .heads(let heads) = try await forge(.cobHeads(repo, .patch, object: patch.id)) else { throw ClientError.malformedResponse("not heads") }
+            let newest = heads.sorted { ($0.time, $0.id) > ($1.time, $1.id) }.prefix(options.limits.forgeCobParentsMax)
+            change = CobChange(
+                type: .patch, object: patch.id, parents: newest.map(\.id), operations: [.revision(base: base, head: head)], author: identity.key.bytes,
+                time: CobChange.time(nowMs: now, after: newest.map(\.time).max() ?? 0))
+        } else {
+            change = CobChange(
+                type: .patch, object: nil, parents: [],
+                operations: [.openPatch(title: title, description: description, target: target, topic: topic, base: base, head: head)],
+                author: identity.key.bytes, time: CobChange.time(nowMs: now, after: 0))
+        }
+        try CobRules.validate(change, limits: options.limits)
+        return try change.signed(by: identity.privateKey)
+    }
+
+    /// Adds a signed change to patch `id` (a review, a comment, a close) naming the heads the node
+    /// knows; returns the patch's id.
+    public func changePatch(_ repo: String, _ id: String, _ operations: [CobOperation], nowMs: Int64? = nil) async throws -> CobID {
+        guard case .patches(let found) = try await forge(.patch(repo, id: id)), let patch = found.first else {
+            throw ClientError.malformedResponse("not a patch")
+        }
+        guard case .heads(let heads) = try await forge(.cobHeads(repo, .patch, object: patch.id)) else { throw ClientError.malformedResponse("not heads") }
+        let newest = heads.sorted { ($0.time, $0.id) > ($1.time, $1.id) }.prefix(options.limits.forgeCobParentsMax)
+        let change = CobChange(
+            type: .patch, object: patch.id, parents: newest.map(\.id), operations: operations, author: identity.key.bytes,
+            time: CobChange.time(nowMs: nowMs ?? Int64(Date().timeIntervalSince1970 * 1000), after: newest.map(\.time).max() ?? 0))
+        try CobRules.validate(change, limits: options.limits)
+        _ = try await forge(.cobAdd(repo, try change.signed(by: identity.privateKey)))
+        return patch.id
     }
 
     /// Opens a git tunnel (`aspen/git/1`) to a node for `service` on `repo` and runs `body` with

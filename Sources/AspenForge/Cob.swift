@@ -9,10 +9,27 @@ import Foundation
 /// signed by its author. Every node folds the same changes the same way.
 public enum CobType: UInt8, Sendable, Equatable, CaseIterable {
     case issue = 1
+    case patch = 2
 
     public var name: String {
         switch self {
         case .issue: "issue"
+        case .patch: "patch"
+        }
+    }
+}
+
+/// A reviewer's verdict on a patch revision.
+public enum ReviewVerdict: UInt8, Sendable, Equatable {
+    case comment = 0
+    case approve = 1
+    case requestChanges = 2
+
+    public var name: String {
+        switch self {
+        case .comment: "comment"
+        case .approve: "approve"
+        case .requestChanges: "request-changes"
         }
     }
 }
@@ -47,6 +64,14 @@ public enum CobOperation: Sendable, Equatable {
     case label(add: [String], remove: [String])
     case close
     case reopen
+    /// The first change of a patch: what it proposes to merge into `target` (a branch), and its
+    /// first revision (the pushed `head` over the target's `base`). `topic` names it among its
+    /// author's patches (a second push with the same topic adds a revision).
+    case openPatch(title: String, description: String, target: String, topic: String, base: String, head: String)
+    /// A new revision of a patch.
+    case revision(base: String, head: String)
+    /// A review of revision `revision` (1 is the first), with a comment.
+    case review(revision: Int, verdict: ReviewVerdict, comment: String)
 
     func write(to writer: inout ByteWriter) {
         switch self {
@@ -70,6 +95,18 @@ public enum CobOperation: Sendable, Equatable {
             writer.write(UInt8(5))
         case .reopen:
             writer.write(UInt8(6))
+        case .openPatch(let title, let description, let target, let topic, let base, let head):
+            writer.write(UInt8(7))
+            for text in [title, description, target, topic, base, head] { writer.writeString(text) }
+        case .revision(let base, let head):
+            writer.write(UInt8(8))
+            writer.writeString(base)
+            writer.writeString(head)
+        case .review(let revision, let verdict, let comment):
+            writer.write(UInt8(9))
+            writer.writeVarint(UInt64(revision))
+            writer.write(verdict.rawValue)
+            writer.writeString(comment)
         }
     }
 
@@ -86,6 +123,16 @@ public enum CobOperation: Sendable, Equatable {
             return .label(add: add, remove: remove)
         case 5: return .close
         case 6: return .reopen
+        case 7:
+            return .openPatch(
+                title: try reader.readString(limit: limits.forgeTitleBytesMax), description: try reader.readString(limit: limits.forgeCommentBytesMax),
+                target: try reader.readString(limit: limits.forgeRefNameBytesMax), topic: try reader.readString(limit: limits.forgeRefNameBytesMax),
+                base: try reader.readString(limit: 64), head: try reader.readString(limit: 64))
+        case 8: return .revision(base: try reader.readString(limit: 64), head: try reader.readString(limit: 64))
+        case 9:
+            let revision = try reader.readCount(limit: limits.forgeCobChangesMax)
+            guard let verdict = ReviewVerdict(rawValue: try reader.readByte()) else { throw .invalid("unknown review verdict") }
+            return .review(revision: revision, verdict: verdict, comment: try reader.readString(limit: limits.forgeCommentBytesMax))
         case let tag: throw .unknownTag(tag, context: "cob operation")
         }
     }
@@ -243,10 +290,7 @@ public struct Issue: Sendable, Equatable {
         guard let (rootID, root) = changes.first(where: { $0.value.object == nil }), case .open(let title, let body)? = root.operations.first,
             root.parents.isEmpty
         else { throw ForgeError.failed("the issue has no opening change") }
-        for (id, change) in changes where id != rootID {
-            guard change.object == rootID, change.type == .issue else { throw ForgeError.failed("change \(id.short) belongs to another object") }
-            for parent in change.parents where changes[parent] == nil { throw ForgeError.failed("change \(id.short) names a missing parent \(parent.short)") }
-        }
+        try checkGraph(changes, root: rootID, type: .issue)
         let author = Hex.encode(root.author)
         var issue = Issue(
             id: rootID, author: author, title: title, body: body, open: true, labels: [], comments: [], created: root.time, updated: root.time,
@@ -274,6 +318,8 @@ public struct Issue: Sendable, Equatable {
                     issue.open = true
                 case .title, .label, .close, .reopen:
                     issue.ignored.append((id, "only the issue's author or a maintainer may change its title, labels or state"))
+                case .openPatch, .revision, .review:
+                    issue.ignored.append((id, "revisions and reviews belong to patches"))
                 }
             }
         }
@@ -281,6 +327,14 @@ public struct Issue: Sendable, Equatable {
         let parents = Set(changes.values.flatMap(\.parents))
         issue.heads = changes.keys.filter { !parents.contains($0) }.sorted()
         return issue
+    }
+
+    /// Every change belongs to the object and names only changes of it as parents.
+    static func checkGraph(_ changes: [CobID: CobChange], root rootID: CobID, type: CobType) throws {
+        for (id, change) in changes where id != rootID {
+            guard change.object == rootID, change.type == type else { throw ForgeError.failed("change \(id.short) belongs to another object") }
+            for parent in change.parents where changes[parent] == nil { throw ForgeError.failed("change \(id.short) names a missing parent \(parent.short)") }
+        }
     }
 
     /// Kahn's order: a change after all its parents; among those ready, the earliest (time, id).
@@ -366,17 +420,39 @@ public enum CobRules {
     public static func validate(_ change: CobChange, limits: Limits = .standard) throws(ForgeError) {
         guard !change.operations.isEmpty else { throw .badInput("a change must do something") }
         let opens = change.object == nil
+        let kind = change.type.name
         if opens {
-            guard change.parents.isEmpty, change.operations.count == 1, case .open(let title, _) = change.operations[0] else {
-                throw .badInput("a new issue's first change opens it, with a title and a body, and nothing else")
+            guard change.parents.isEmpty, change.operations.count == 1 else {
+                throw .badInput("a new \(kind)'s first change opens it, and does nothing else")
             }
-            try validate(title: title, limits: limits)
+            switch (change.type, change.operations[0]) {
+            case (.issue, .open(let title, _)):
+                try validate(title: title, limits: limits)
+            case (.patch, .openPatch(let title, _, let target, let topic, let base, let head)):
+                try validate(title: title, limits: limits)
+                try ForgeNames.validate(ref: "refs/heads/" + target, limits: limits)
+                try ForgeNames.validate(ref: "refs/heads/" + topic, limits: limits)
+                guard ForgeNames.isObjectID(base) || base.isEmpty, ForgeNames.isObjectID(head) else {
+                    throw .badInput("a patch's base and head are git object ids")
+                }
+            default:
+                throw .badInput("a new \(kind)'s first change opens it")
+            }
         } else {
-            guard !change.parents.isEmpty else { throw .badInput("a change to an issue names the heads it saw as parents") }
+            guard !change.parents.isEmpty else { throw .badInput("a change to a \(kind) names the heads it saw as parents") }
         }
         for operation in change.operations {
             switch operation {
-            case .open where !opens: throw .badInput("only an issue's first change opens it")
+            case .open where !opens || change.type != .issue: throw .badInput("only an issue's first change opens it")
+            case .openPatch where !opens || change.type != .patch: throw .badInput("only a patch's first change opens it")
+            case .revision where change.type != .patch, .review where change.type != .patch:
+                throw .badInput("revisions and reviews belong to patches")
+            case .revision(let base, let head):
+                guard ForgeNames.isObjectID(base) || base.isEmpty, ForgeNames.isObjectID(head) else {
+                    throw .badInput("a revision's base and head are git object ids")
+                }
+            case .review(let revision, _, _):
+                guard revision >= 1 else { throw .badInput("revisions are numbered from 1") }
             case .title(let title): try validate(title: title, limits: limits)
             case .label(let add, let remove):
                 for label in add + remove {
@@ -393,5 +469,190 @@ public enum CobRules {
     static func validate(title: String, limits: Limits) throws(ForgeError) {
         guard !title.trimmingCharacters(in: .whitespaces).isEmpty else { throw .badInput("a title must not be empty") }
         guard !title.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw .badInput("a title is one line, without control characters") }
+    }
+}
+
+/// A patch, as the fold of its changes makes it.
+public struct Patch: Sendable, Equatable {
+    public struct Revision: Sendable, Equatable {
+        public var number: Int
+        public var change: CobID
+        public var base: String
+        public var head: String
+        public var time: UInt64
+    }
+
+    public struct Review: Sendable, Equatable {
+        public var revision: Int
+        public var author: String
+        public var verdict: ReviewVerdict
+        public var comment: String
+        public var time: UInt64
+    }
+
+    public var id: CobID
+    public var author: String
+    public var title: String
+    public var description: String
+    public var target: String
+    public var topic: String
+    public var open: Bool
+    public var labels: [String]
+    public var revisions: [Revision]
+    public var reviews: [Review]
+    public var comments: [Issue.Comment]
+    public var changes: Int
+    public var ignored: [(id: CobID, reason: String)]
+    public var heads: [CobID]
+
+    public static func == (lhs: Patch, rhs: Patch) -> Bool {
+        lhs.id == rhs.id && lhs.author == rhs.author && lhs.title == rhs.title && lhs.description == rhs.description && lhs.target == rhs.target
+            && lhs.topic == rhs.topic && lhs.open == rhs.open && lhs.labels == rhs.labels && lhs.revisions == rhs.revisions
+            && lhs.reviews == rhs.reviews && lhs.comments == rhs.comments && lhs.changes == rhs.changes
+            && lhs.ignored.map(\.id) == rhs.ignored.map(\.id) && lhs.ignored.map(\.reason) == rhs.ignored.map(\.reason) && lhs.heads == rhs.heads
+    }
+
+    /// The latest revision.
+    public var latest: Revision { revisions[revisions.count - 1] }
+
+    /// Approvals of the latest revision by maintainers other than the patch's author, the last
+    /// verdict of each reviewer counting.
+    public func approvals(maintainers: Set<String>) -> Int {
+        var last: [String: ReviewVerdict] = [:]
+        for review in reviews where review.revision == latest.number && review.verdict != .comment { last[review.author] = review.verdict }
+        return last.filter { $0.value == .approve && $0.key != author && maintainers.contains($0.key) }.count
+    }
+
+    /// Folds a patch like an issue (`Issue.fold`'s order and rules): revisions are numbered in
+    /// that order and only the patch's author (or a maintainer) adds them; anyone may review.
+    public static func fold(_ changes: [CobID: CobChange], maintainers: Set<String>) throws -> Patch {
+        guard let (rootID, root) = changes.first(where: { $0.value.object == nil }),
+            case .openPatch(let title, let description, let target, let topic, let base, let head)? = root.operations.first, root.parents.isEmpty
+        else { throw ForgeError.failed("the patch has no opening change") }
+        try Issue.checkGraph(changes, root: rootID, type: .patch)
+        let author = Hex.encode(root.author)
+        var patch = Patch(
+            id: rootID, author: author, title: title, description: description, target: target, topic: topic, open: true, labels: [],
+            revisions: [Revision(number: 1, change: rootID, base: base, head: head, time: root.time)], reviews: [], comments: [],
+            changes: changes.count, ignored: [], heads: [])
+        var labels = Set<String>()
+        for id in Issue.topologicalOrder(changes) where id != rootID {
+            let change = changes[id]!
+            let who = Hex.encode(change.author)
+            let privileged = who == author || maintainers.contains(who)
+            for operation in change.operations {
+                switch operation {
+                case .comment(let body):
+                    patch.comments.append(Issue.Comment(id: id, author: who, body: body, time: change.time))
+                case .revision(let base, let head) where privileged:
+                    patch.revisions.append(Revision(number: patch.revisions.count + 1, change: id, base: base, head: head, time: change.time))
+                case .review(let revision, let verdict, let comment):
+                    guard revision <= patch.revisions.count else {
+                        patch.ignored.append((id, "a review of revision \(revision), which did not exist when it was made"))
+                        continue
+                    }
+                    patch.reviews.append(Review(revision: revision, author: who, verdict: verdict, comment: comment, time: change.time))
+                case .title(let title) where privileged:
+                    patch.title = title
+                case .label(let add, let remove) where privileged:
+                    labels.formUnion(add)
+                    labels.subtract(remove)
+                case .close where privileged:
+                    patch.open = false
+                case .reopen where privileged:
+                    patch.open = true
+                case .revision, .title, .label, .close, .reopen:
+                    patch.ignored.append((id, "only the patch's author or a maintainer may add revisions or change its title, labels or state"))
+                case .open, .openPatch:
+                    patch.ignored.append((id, "only a patch's first change opens it"))
+                }
+            }
+        }
+        patch.labels = labels.sorted()
+        let parents = Set(changes.values.flatMap(\.parents))
+        patch.heads = changes.keys.filter { !parents.contains($0) }.sorted()
+        return patch
+    }
+}
+
+extension Patch {
+    func write(to writer: inout ByteWriter) {
+        writer.writeRaw(id.bytes)
+        for text in [author, title, description, target, topic] { writer.writeString(text) }
+        writer.write(open)
+        writer.writeVarint(UInt64(labels.count))
+        for label in labels { writer.writeString(label) }
+        writer.writeVarint(UInt64(revisions.count))
+        for revision in revisions {
+            writer.writeVarint(UInt64(revision.number))
+            writer.writeRaw(revision.change.bytes)
+            writer.writeString(revision.base)
+            writer.writeString(revision.head)
+            writer.writeFixed(revision.time)
+        }
+        writer.writeVarint(UInt64(reviews.count))
+        for review in reviews {
+            writer.writeVarint(UInt64(review.revision))
+            writer.writeString(review.author)
+            writer.write(review.verdict.rawValue)
+            writer.writeString(review.comment)
+            writer.writeFixed(review.time)
+        }
+        writer.writeVarint(UInt64(comments.count))
+        for comment in comments {
+            writer.writeRaw(comment.id.bytes)
+            writer.writeString(comment.author)
+            writer.writeString(comment.body)
+            writer.writeFixed(comment.time)
+        }
+        writer.writeVarint(UInt64(changes))
+        writer.writeVarint(UInt64(ignored.count))
+        for (id, reason) in ignored {
+            writer.writeRaw(id.bytes)
+            writer.writeString(reason)
+        }
+        writer.writeVarint(UInt64(heads.count))
+        for head in heads { writer.writeRaw(head.bytes) }
+    }
+
+    init(from reader: inout ByteReader, limits: Limits) throws(DecodingError) {
+        let many = limits.forgeCobChangesMax * limits.forgeCobOperationsMax
+        id = CobID(bytes: try reader.readRaw(32))!
+        author = try reader.readString(limit: 64)
+        title = try reader.readString(limit: limits.forgeTitleBytesMax)
+        description = try reader.readString(limit: limits.forgeCommentBytesMax)
+        target = try reader.readString(limit: limits.forgeRefNameBytesMax)
+        topic = try reader.readString(limit: limits.forgeRefNameBytesMax)
+        open = try reader.readBool()
+        labels = []
+        for _ in 0..<(try reader.readCount(limit: 10_000)) { labels.append(try reader.readString(limit: limits.forgeLabelBytesMax)) }
+        revisions = []
+        for _ in 0..<(try reader.readCount(limit: many)) {
+            revisions.append(
+                Revision(
+                    number: try reader.readCount(limit: many), change: CobID(bytes: try reader.readRaw(32))!, base: try reader.readString(limit: 64),
+                    head: try reader.readString(limit: 64), time: try reader.readFixed64()))
+        }
+        guard !revisions.isEmpty else { throw .invalid("a patch without revisions") }
+        reviews = []
+        for _ in 0..<(try reader.readCount(limit: many)) {
+            let revision = try reader.readCount(limit: many)
+            let author = try reader.readString(limit: 64)
+            guard let verdict = ReviewVerdict(rawValue: try reader.readByte()) else { throw .invalid("unknown review verdict") }
+            reviews.append(
+                Review(revision: revision, author: author, verdict: verdict, comment: try reader.readString(limit: limits.forgeCommentBytesMax), time: try reader.readFixed64()))
+        }
+        comments = []
+        for _ in 0..<(try reader.readCount(limit: many)) {
+            comments.append(
+                Issue.Comment(
+                    id: CobID(bytes: try reader.readRaw(32))!, author: try reader.readString(limit: 64),
+                    body: try reader.readString(limit: limits.forgeCommentBytesMax), time: try reader.readFixed64()))
+        }
+        changes = try reader.readCount(limit: limits.forgeCobChangesMax)
+        ignored = []
+        for _ in 0..<(try reader.readCount(limit: many)) { ignored.append((CobID(bytes: try reader.readRaw(32))!, try reader.readString(limit: 1024))) }
+        heads = []
+        for _ in 0..<(try reader.readCount(limit: limits.forgeCobChangesMax)) { heads.append(CobID(bytes: try reader.readRaw(32))!) }
     }
 }

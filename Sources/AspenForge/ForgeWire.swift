@@ -168,6 +168,13 @@ public enum ForgeCall: Sendable, Equatable {
     case issues(String)
     /// One issue, by its id or a unique prefix of 7 hex digits or more.
     case issue(String, id: String)
+    /// Every patch of a repository, folded.
+    case patches(String)
+    /// One patch, by its id or a unique prefix.
+    case patch(String, id: String)
+    /// A patch's diff: revision `from` against revision `to` (the interdiff), or with `from` 0,
+    /// revision `to` against its base.
+    case patchDiff(String, id: String, from: Int, to: Int)
 
     public var encoded: [UInt8] {
         var writer = ByteWriter()
@@ -216,6 +223,19 @@ public enum ForgeCall: Sendable, Equatable {
             writer.write(UInt8(13))
             writer.writeString(name)
             writer.writeString(id)
+        case .patches(let name):
+            writer.write(UInt8(14))
+            writer.writeString(name)
+        case .patch(let name, let id):
+            writer.write(UInt8(15))
+            writer.writeString(name)
+            writer.writeString(id)
+        case .patchDiff(let name, let id, let from, let to):
+            writer.write(UInt8(16))
+            writer.writeString(name)
+            writer.writeString(id)
+            writer.writeVarint(UInt64(from))
+            writer.writeVarint(UInt64(to))
         }
         return writer.bytes
     }
@@ -245,6 +265,12 @@ public enum ForgeCall: Sendable, Equatable {
             self = .cobAdd(name, try SignedCobChange(decoding: try reader.readBytes(limit: limits.forgeCobChangeBytesMax + 128), limits: limits))
         case 12: self = .issues(try reader.readString(limit: limits.forgeRepoNameBytesMax))
         case 13: self = .issue(try reader.readString(limit: limits.forgeRepoNameBytesMax), id: try reader.readString(limit: 64))
+        case 14: self = .patches(try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        case 15: self = .patch(try reader.readString(limit: limits.forgeRepoNameBytesMax), id: try reader.readString(limit: 64))
+        case 16:
+            self = .patchDiff(
+                try reader.readString(limit: limits.forgeRepoNameBytesMax), id: try reader.readString(limit: 64),
+                from: try reader.readCount(limit: limits.forgeCobChangesMax), to: try reader.readCount(limit: limits.forgeCobChangesMax))
         default: throw .invalid("unknown forge call")
         }
         try reader.expectEnd()
@@ -255,8 +281,12 @@ public enum ForgeCall: Sendable, Equatable {
         switch self {
         case .create(let record): record.name
         case .list: ""
-        case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name), .protections(let name), .issues(let name): name
-        case .protect(let name, _, _), .cobHeads(let name, _, _), .cobAdd(let name, _), .issue(let name, _): name
+        case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name), .protections(let name), .issues(let name),
+            .patches(let name):
+            name
+        case .protect(let name, _, _), .cobHeads(let name, _, _), .cobAdd(let name, _), .issue(let name, _), .patch(let name, _),
+            .patchDiff(let name, _, _, _):
+            name
         }
     }
 }
@@ -273,6 +303,11 @@ public enum ForgeAnswer: Sendable, Equatable {
     case heads([(id: CobID, time: UInt64)])
     case added(CobID)
     case issues([Issue])
+    case patches([Patch])
+    case text(String)
+
+    /// The longest text answer (a diff), in bytes.
+    public static let textBytesMax = 8 << 20
 
     public static func == (lhs: ForgeAnswer, rhs: ForgeAnswer) -> Bool {
         switch (lhs, rhs) {
@@ -284,6 +319,8 @@ public enum ForgeAnswer: Sendable, Equatable {
         case (.heads(let a), .heads(let b)): a.map(\.id) == b.map(\.id) && a.map(\.time) == b.map(\.time)
         case (.added(let a), .added(let b)): a == b
         case (.issues(let a), .issues(let b)): a == b
+        case (.patches(let a), .patches(let b)): a == b
+        case (.text(let a), .text(let b)): a == b
         default: false
         }
     }
@@ -334,6 +371,13 @@ public enum ForgeAnswer: Sendable, Equatable {
             writer.write(UInt8(8))
             writer.writeVarint(UInt64(issues.count))
             for issue in issues { issue.write(to: &writer) }
+        case .patches(let patches):
+            writer.write(UInt8(9))
+            writer.writeVarint(UInt64(patches.count))
+            for patch in patches { patch.write(to: &writer) }
+        case .text(let text):
+            writer.write(UInt8(10))
+            writer.writeString(text)
         }
         return writer.bytes
     }
@@ -380,6 +424,11 @@ public enum ForgeAnswer: Sendable, Equatable {
             var issues: [Issue] = []
             for _ in 0..<(try reader.readCount(limit: 100_000)) { issues.append(try Issue(from: &reader, limits: limits)) }
             self = .issues(issues)
+        case 9:
+            var patches: [Patch] = []
+            for _ in 0..<(try reader.readCount(limit: 100_000)) { patches.append(try Patch(from: &reader, limits: limits)) }
+            self = .patches(patches)
+        case 10: self = .text(try reader.readString(limit: ForgeAnswer.textBytesMax))
         default: throw .invalid("unknown forge answer")
         }
         try reader.expectEnd()
@@ -506,6 +555,8 @@ public enum GitTunnelFrame {
     public static let header: UInt8 = 0x01
     public static let data: UInt8 = 0x02
     public static let end: UInt8 = 0x03
+    /// A signed patch change the push to `refs/for/…` that follows makes (sent before its pack).
+    public static let change: UInt8 = 0x04
     public static let ready: UInt8 = 0x10
     public static let stdout: UInt8 = 0x11
     public static let stderr: UInt8 = 0x12

@@ -129,7 +129,7 @@ enum ForgeBounds {
         case .protect(let name, let branch, let rule):
             if let rule, rule.requiredStatuses.count > ProtectionRule.statusesMax { return "\(rule.requiredStatuses.count) statuses" }
             return name.utf8.count > limits.forgeRepoNameBytesMax || branch.utf8.count > limits.forgeRefNameBytesMax ? "a name too long" : nil
-        case .cobHeads(let name, _, _), .issues(let name), .issue(let name, _):
+        case .cobHeads(let name, _, _), .issues(let name), .issue(let name, _), .patches(let name), .patch(let name, _), .patchDiff(let name, _, _, _):
             return name.utf8.count > limits.forgeRepoNameBytesMax ? "a repository name of \(name.utf8.count) bytes" : nil
         case .cobAdd(let name, let change):
             return name.utf8.count > limits.forgeRepoNameBytesMax || change.body.count > limits.forgeCobChangeBytesMax ? "a change too large" : nil
@@ -164,6 +164,10 @@ enum ForgeBounds {
             return heads.count > limits.forgeCobChangesMax ? "\(heads.count) heads" : nil
         case .added:
             return nil
+        case .patches(let patches):
+            return patches.contains { $0.title.utf8.count > limits.forgeTitleBytesMax || $0.revisions.isEmpty } ? "a patch past its bounds" : nil
+        case .text(let text):
+            return text.utf8.count > ForgeAnswer.textBytesMax ? "a text of \(text.utf8.count) bytes" : nil
         case .issues(let issues):
             for issue in issues where issue.title.utf8.count > limits.forgeTitleBytesMax || issue.comments.contains(where: { $0.body.utf8.count > limits.forgeCommentBytesMax }) {
                 return "an issue past its bounds"

@@ -171,7 +171,8 @@ extension RequestRequirements {
         case .delete(let name): return .service(.forge, .full, resource: Array(name.utf8))
         case .show(let name), .refs(let name), .packs(let name), .protections(let name): return .service(.forge, .read, resource: Array(name.utf8))
         case .protect(let name, _, _): return .service(.forge, .full, resource: Array(name.utf8))
-        case .cobHeads(let name, _, _), .issues(let name), .issue(let name, _): return .service(.forge, .read, resource: Array(name.utf8))
+        case .cobHeads(let name, _, _), .issues(let name), .issue(let name, _), .patches(let name), .patch(let name, _), .patchDiff(let name, _, _, _):
+            return .service(.forge, .read, resource: Array(name.utf8))
         // Writing issues takes write access; who may change what in an issue is the fold's rule.
         case .cobAdd(let name, _): return .service(.forge, .write, resource: Array(name.utf8))
         case .repack(let name): return .service(.forge, .write, resource: Array(name.utf8))

@@ -285,7 +285,13 @@ struct GitRemoteHelperCommand: AsyncParsableCommand {
             return try await client.withGitTunnel(repo: repo, service: service, protocolVersion: protocolVersion(for: service)) { io in
                 // Connected: git now speaks its protocol through standard input and output.
                 write(1, "\n")
-                return try await pump(io)
+                let patches: (@Sendable (PushPreamble) async throws -> [SignedCobChange])?
+                if service == .receivePack {
+                    patches = { preamble in try await patchChanges(client, repo: repo, preamble) }
+                } else {
+                    patches = nil
+                }
+                return try await pump(io, patches: patches)
             }
         } catch {
             fail("\(repo): \(error)")
@@ -295,7 +301,37 @@ struct GitRemoteHelperCommand: AsyncParsableCommand {
     /// Standard input to the node, the node's output to standard output and error, until git
     /// exits on the node; returns its status. Output is written with blocking writes: it has
     /// reached git when the write returns, so nothing is left queued when the helper exits.
-    static func pump(_ io: GitTunnelIO) async throws -> Int32 {
+    /// The signed patch changes a push's commands to `refs/for/BRANCH` make (`-o topic=…`,
+    /// `-o title=…`, `-o description=…`; the title defaults to the commit's subject, the topic to
+    /// the commit's id, so that a push without a topic opens a new patch).
+    static func patchChanges(_ client: AspenClient, repo: String, _ preamble: PushPreamble) async throws -> [SignedCobChange] {
+        var changes: [SignedCobChange] = []
+        for command in preamble.commands where command.name.hasPrefix("refs/for/") && !ForgeNames.isZero(command.new) {
+            let target = String(command.name.dropFirst("refs/for/".count))
+            let subject = (try? runGit(["log", "-1", "--format=%s", command.new]))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            changes.append(
+                try await client.patchChange(
+                    repo, target: target, topic: preamble.option("topic") ?? String(command.new.prefix(12)), head: command.new,
+                    title: preamble.option("title") ?? (subject.isEmpty ? "patch \(command.new.prefix(12))" : subject),
+                    description: preamble.option("description") ?? ""))
+        }
+        return changes
+    }
+
+    static func runGit(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["git"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return text
+    }
+
+    static func pump(_ io: GitTunnelIO, patches: (@Sendable (PushPreamble) async throws -> [SignedCobChange])? = nil) async throws -> Int32 {
         // Large reads: each becomes one frame, and one write into git on the node.
         let input = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64 * 1024, initial: 256 * 1024, maximum: 1024 * 1024))
@@ -304,13 +340,13 @@ struct GitRemoteHelperCommand: AsyncParsableCommand {
             }
         return try await input.executeThenClose { standardInput, _ in
             let upload = Task {
-                for try await chunk in standardInput {
-                    var chunk = chunk
-                    while chunk.readableBytes > 0 {
-                        try await io.send(GitTunnelFrame.data, chunk.readSlice(length: min(chunk.readableBytes, 256 * 1024))!)
-                    }
+                do {
+                    try await Self.upload(standardInput, to: io, patches: patches)
+                } catch is CancellationError {
+                } catch {
+                    // Nothing more can reach the node: git is told, rather than left waiting.
+                    fail("\(error)")
                 }
-                try await io.send(GitTunnelFrame.end)
             }
             defer { upload.cancel() }
             while var frame = try await io.next() {
@@ -328,6 +364,49 @@ struct GitRemoteHelperCommand: AsyncParsableCommand {
             }
             throw ForgeError.unavailable("the node closed the connection before git finished")
         }
+    }
+
+    /// Git's standard input to the node. A push's commands (and options) are read first: its
+    /// pushes to refs/for/… go to the node as signed patch changes ahead of the pack.
+    static func upload(
+        _ standardInput: NIOAsyncChannelInboundStream<ByteBuffer>, to io: GitTunnelIO,
+        patches: (@Sendable (PushPreamble) async throws -> [SignedCobChange])?
+    ) async throws {
+        func send(_ buffer: ByteBuffer) async throws {
+            var buffer = buffer
+            while buffer.readableBytes > 0 {
+                try await io.send(GitTunnelFrame.data, buffer.readSlice(length: min(buffer.readableBytes, 256 * 1024))!)
+            }
+        }
+        var pending: [ByteBuffer] = []
+        var seen: [UInt8] = []
+        var looking = patches != nil
+        for try await chunk in standardInput {
+            guard looking else {
+                try await send(chunk)
+                continue
+            }
+            pending.append(chunk)
+            seen += chunk.readableBytesView
+            // Parsed, or not a preamble, or too long to be one: stop looking.
+            var preamble: PushPreamble?
+            var decided = seen.count > PushPreamble.bytesMax
+            do {
+                preamble = try PushPreamble.parse(seen)
+                if preamble != nil { decided = true }
+            } catch {
+                decided = true
+            }
+            guard decided else { continue }
+            looking = false
+            if let preamble, let patches {
+                for change in try await patches(preamble) { try await io.send(GitTunnelFrame.change, ByteBuffer(bytes: change.encoded)) }
+            }
+            for buffered in pending { try await send(buffered) }
+            pending = []
+        }
+        for buffered in pending { try await send(buffered) }
+        try await io.send(GitTunnelFrame.end)
     }
 
     static func writeAll(_ descriptor: Int32, _ bytes: ByteBufferView) -> Bool {

@@ -116,3 +116,61 @@ struct CobTests {
         #expect(throws: DecodingError.self) { try CobChange(decoding: body) }
     }
 }
+
+@Suite("Patches and push preambles")
+struct PatchTests {
+    let alice = Curve25519.Signing.PrivateKey()
+    let bob = Curve25519.Signing.PrivateKey()
+    let base = String(repeating: "1", count: 40)
+
+    func key(_ key: Curve25519.Signing.PrivateKey) -> [UInt8] { Array(key.publicKey.rawRepresentation) }
+
+    @Test("revisions are numbered in the fold's order and only the author's count; approvals count maintainers' last verdicts on the latest revision")
+    func fold() throws {
+        let root = CobChange(
+            type: .patch, object: nil, parents: [], operations: [.openPatch(title: "t", description: "", target: "main", topic: "x", base: base, head: String(repeating: "a", count: 40))],
+            author: key(alice), time: 1)
+        let r2 = CobChange(type: .patch, object: root.id, parents: [root.id], operations: [.revision(base: base, head: String(repeating: "b", count: 40))], author: key(alice), time: 2)
+        let stranger = CobChange(type: .patch, object: root.id, parents: [r2.id], operations: [.revision(base: base, head: String(repeating: "c", count: 40))], author: key(bob), time: 3)
+        let approve = CobChange(type: .patch, object: root.id, parents: [stranger.id], operations: [.review(revision: 2, verdict: .approve, comment: "")], author: key(bob), time: 4)
+        let changes = Dictionary(uniqueKeysWithValues: [root, r2, stranger, approve].map { ($0.id, $0) })
+        let patch = try Patch.fold(changes, maintainers: [])
+        #expect(patch.revisions.map(\.head) == [String(repeating: "a", count: 40), String(repeating: "b", count: 40)])
+        #expect(patch.ignored.count == 1)
+        #expect(patch.approvals(maintainers: []) == 0)
+        #expect(patch.approvals(maintainers: [Hex.encode(key(bob))]) == 1)
+        // The author's own approval never counts.
+        #expect(patch.approvals(maintainers: [Hex.encode(key(alice))]) == 0)
+        // An issue's operations on a patch, or a patch's on an issue, are refused by the rules.
+        #expect(throws: ForgeError.self) {
+            try CobRules.validate(CobChange(type: .issue, object: root.id, parents: [root.id], operations: [.revision(base: base, head: base)], author: key(alice), time: 5))
+        }
+        try CobRules.validate(r2)
+        #expect(throws: ForgeError.self) {
+            try CobRules.validate(CobChange(type: .patch, object: root.id, parents: [root.id], operations: [.review(revision: 0, verdict: .approve, comment: "")], author: key(alice), time: 5))
+        }
+    }
+
+    func pkt(_ text: String) -> [UInt8] { Array(String(format: "%04x", text.utf8.count + 4).utf8) + Array(text.utf8) }
+
+    @Test("a push's preamble: commands with capabilities, shallow lines skipped, options after the first flush when asked for; partial input waits")
+    func preamble() throws {
+        let zero = String(repeating: "0", count: 40)
+        let id = String(repeating: "ab", count: 20)
+        var bytes = pkt("shallow \(id)\n") + pkt("\(zero) \(id) refs/for/main\0report-status push-options\n") + pkt("\(id) \(zero) refs/heads/old\n") + Array("0000".utf8)
+        #expect(try PushPreamble.parse(bytes) == nil)
+        bytes += pkt("topic=fix\n") + pkt("title=Fix it") + Array("0000".utf8) + Array("PACK".utf8)
+        let preamble = try #require(try PushPreamble.parse(bytes))
+        #expect(preamble.commands == [RefUpdate(old: zero, new: id, name: "refs/for/main"), RefUpdate(old: id, new: zero, name: "refs/heads/old")])
+        #expect(preamble.option("topic") == "fix" && preamble.option("title") == "Fix it" && preamble.option("x") == nil)
+        for cut in 0..<(bytes.count - 4) where cut < bytes.count - 8 {
+            #expect((try? PushPreamble.parse(Array(bytes.prefix(cut)))) ?? nil == nil || cut >= bytes.count - 4)
+        }
+        // Without push-options the first flush ends it.
+        let plain = pkt("\(zero) \(id) refs/heads/main\0report-status\n") + Array("0000".utf8)
+        #expect(try PushPreamble.parse(plain)?.commands.count == 1)
+        #expect(throws: DecodingError.self) { try PushPreamble.parse(Array("zzzz".utf8)) }
+        #expect(throws: DecodingError.self) { try PushPreamble.parse(Array("0003".utf8)) }
+        #expect(throws: DecodingError.self) { try PushPreamble.parse(pkt("not a command") + Array("0000".utf8)) }
+    }
+}

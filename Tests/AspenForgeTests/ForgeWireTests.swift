@@ -182,11 +182,11 @@ struct ForgeWireTests {
             #expect(throws: DecodingError.self) { try ForgeHookRequest(decoding: replacingFirst(ForgeSamples.hooks[0].encoded, with: version)) }
             #expect(throws: DecodingError.self) { try GitTunnelRequest(decoding: ForgeSamples.tunnelHeader(version: version)) }
         }
-        for tag: UInt8 in [0, 14, 0x7F, 0xFF] {
+        for tag: UInt8 in [0, 17, 0x7F, 0xFF] {
             #expect(throws: DecodingError.self) { try ForgeCall(decoding: [tag]) }
             #expect(throws: DecodingError.self) { try ForgeCall(decoding: replacingFirst(ForgeCall.show("demo").encoded, with: tag)) }
         }
-        for tag: UInt8 in [0, 9, 0xFF] {
+        for tag: UInt8 in [0, 11, 0xFF] {
             #expect(throws: DecodingError.self) { try ForgeAnswer(decoding: [tag]) }
             #expect(throws: DecodingError.self) { try ForgeAnswer(decoding: replacingFirst(ForgeAnswer.refs([]).encoded, with: tag)) }
         }

@@ -377,6 +377,64 @@ extension ClusterSuites {
             #expect(listed.hasPrefix(try git.check(["rev-parse", "big"], in: source, endpoints: "")))
         }
 
+        @Test("a push to refs/for/main opens a patch; a second push with its topic adds revision 2; the interdiff and a review follow")
+        func patches() async throws {
+            let (cluster, git) = try await started()
+            defer { cluster.terminateAll() }
+            let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 3, seed: 21) }
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            let base = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+            try git.check(["checkout", "-q", "-b", "fix"], in: source, endpoints: "")
+            try "first try\n".write(toFile: source + "/fix.txt", atomically: true, encoding: .utf8)
+            try git.check(["add", "fix.txt"], in: source, endpoints: "")
+            try git.check(["commit", "-q", "-m", "Fix the crash"], in: source, endpoints: "")
+            let first = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+            var pushed = try await offThePool {
+                try git.run(["push", "aspen://demo", "HEAD:refs/for/main", "-o", "topic=fix-crash"], in: source, endpoints: cluster.entries[1])
+            }
+            #expect(pushed.0 == 0, "\(pushed.1)")
+            var (status, text) = try await cluster.aspen(["patch", "list", "demo", "--json"], endpoints: cluster.entries[2])
+            var listed = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            var patches = try #require(listed["patches"] as? [[String: Any]])
+            #expect(status == 0 && patches.count == 1, "\(text)")
+            let id = try #require(patches.first?["id"] as? String)
+            #expect(patches.first?["title"] as? String == "Fix the crash" && patches.first?["topic"] as? String == "fix-crash")
+            // main did not move, and no refs/for ref appeared.
+            let refs = try await offThePool { try git.check(["ls-remote", "aspen://demo"], endpoints: cluster.entries[0]) }
+            #expect(refs == "\(base)\tHEAD\n\(base)\trefs/heads/main", "\(refs)")
+            // A second try, amended, with the same topic: revision 2 of the same patch.
+            try "second try\n".write(toFile: source + "/fix.txt", atomically: true, encoding: .utf8)
+            try git.check(["commit", "-q", "-a", "--amend", "-m", "Fix the crash"], in: source, endpoints: "")
+            let second = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+            pushed = try await offThePool {
+                try git.run(["push", "aspen://demo", "HEAD:refs/for/main", "-o", "topic=fix-crash"], in: source, endpoints: cluster.entries[0])
+            }
+            #expect(pushed.0 == 0, "\(pushed.1)")
+            (status, text) = try await cluster.aspen(["patch", "show", "demo", String(id.prefix(10)), "--json"], endpoints: cluster.entries[1])
+            let patch = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            let revisions = try #require(patch["revisions"] as? [[String: Any]])
+            #expect(revisions.compactMap { $0["head"] as? String } == [first, second], "\(text)")
+            #expect(revisions.allSatisfy { $0["base"] as? String == base })
+            // The interdiff: the file's line changed from the first try to the second, nothing else.
+            (status, text) = try await cluster.aspen(["patch", "diff", "demo", id, "--range", "1..2"], endpoints: cluster.entries[2], withErrors: true)
+            #expect(status == 0 && text.contains("-first try") && text.contains("+second try") && !text.contains("dir0/"), "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "diff", "demo", id], endpoints: cluster.entries[2], withErrors: true)
+            #expect(status == 0 && text.contains("+second try") && text.contains("new file"), "\(text)")
+            // A review by the maintainer (the CLI's key made the repository).
+            (status, text) = try await cluster.aspen(["patch", "review", "demo", id, "--approve", "--comment", "looks right"], withErrors: true)
+            #expect(status == 0, "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "show", "demo", id, "--json"])
+            let reviewed = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            let reviews = try #require(reviewed["reviews"] as? [[String: Any]])
+            #expect(reviews.count == 1 && reviews.first?["verdict"] as? String == "approve" && reviews.first?["revision"] as? Int == 2, "\(text)")
+            // A push to refs/for/ without git-remote-aspen's signed change is refused: not possible
+            // here (every push goes through it); a range past the last revision is named.
+            (status, text) = try await cluster.aspen(["patch", "diff", "demo", id, "--range", "2..3"], withErrors: true)
+            #expect(status == 4 && text.contains("revisions 1 to 2"), "\(text)")
+            listed = [:]
+            patches = []
+        }
+
         @Test("a node cut off from the quorum refuses to serve; a corrupt push is rejected with refs unchanged")
         func refusals() async throws {
             let (cluster, git) = try await started()

@@ -94,29 +94,70 @@ extension ForgeService {
         return objects.sorted()
     }
 
-    /// The issue whose id is `text` or starts with it (7 hex digits or more, unique).
-    func resolveIssue(_ repo: String, _ text: String) async throws -> CobID {
+    /// The object of `type` whose id is `text` or starts with it (7 hex digits or more, unique).
+    func resolve(_ repo: String, _ type: CobType, _ text: String) async throws -> CobID {
         if let id = CobID(hex: text) { return id }
         guard text.utf8.count >= 7, text.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
-            throw ForgeError.badInput("an issue id is hex: its first 7 digits or more")
+            throw ForgeError.badInput("an \(type.name) id is hex: its first 7 digits or more")
         }
-        let matches = try await cobObjects(repo, .issue).filter { $0.hex.hasPrefix(text) }
-        guard let first = matches.first else { throw ForgeError.notFound("no issue \(text) in \(repo)") }
-        guard matches.count == 1 else { throw ForgeError.badInput("\(text) names \(matches.count) issues in \(repo): give more digits") }
+        let matches = try await cobObjects(repo, type).filter { $0.hex.hasPrefix(text) }
+        guard let first = matches.first else { throw ForgeError.notFound("no \(type.name) \(text) in \(repo)") }
+        guard matches.count == 1 else { throw ForgeError.badInput("\(text) names \(matches.count) \(type.name)es in \(repo): give more digits") }
         return first
     }
 
-    /// Folds an issue from its changes, every signature checked.
-    func foldIssue(_ repo: String, _ object: CobID, record: RepoRecord) async throws -> Issue {
+    func resolveIssue(_ repo: String, _ text: String) async throws -> CobID { try await resolve(repo, .issue, text) }
+
+    /// An object's changes, every signature checked.
+    func changes(_ repo: String, _ type: CobType, _ object: CobID) async throws -> [CobID: CobChange] {
         var changes: [CobID: CobChange] = [:]
-        let space = ForgeKeys.cobObject(repo, .issue, object: object).subspace(["c"])
+        let space = ForgeKeys.cobObject(repo, type, object: object).subspace(["c"])
         for pair in try await scan(space) {
             guard let reference = BlobReference(decoding: pair.value) else { continue }
             let signed = try SignedCobChange(decoding: try await blobs.bytes(reference.hash), limits: limits)
             changes[signed.id] = try signed.verified(limits: limits)
         }
-        guard !changes.isEmpty else { throw ForgeError.notFound("no issue \(object.short) in \(repo)") }
-        return try Issue.fold(changes, maintainers: Set(record.maintainers))
+        guard !changes.isEmpty else { throw ForgeError.notFound("no \(type.name) \(object.short) in \(repo)") }
+        return changes
+    }
+
+    /// Folds an issue from its changes, every signature checked.
+    func foldIssue(_ repo: String, _ object: CobID, record: RepoRecord) async throws -> Issue {
+        try Issue.fold(try await changes(repo, .issue, object), maintainers: Set(record.maintainers))
+    }
+
+    func patches(_ repo: String, only text: String?) async throws -> [Patch] {
+        try ForgeNames.validate(repo: repo, limits: limits)
+        try await barrier()
+        guard let kv = try await node.get(ForgeKeys.repo(repo), consistency: .stale) else { throw ForgeError.notFound("no repository \(repo)") }
+        let record = try RepoRecord(decoding: kv.value, limits: limits)
+        let objects: [CobID]
+        if let text {
+            objects = [try await resolve(repo, .patch, text)]
+        } else {
+            objects = try await cobObjects(repo, .patch)
+        }
+        var patches: [Patch] = []
+        for object in objects { patches.append(try Patch.fold(try await changes(repo, .patch, object), maintainers: Set(record.maintainers))) }
+        return patches.sorted { ($0.revisions[0].time, $0.id) < ($1.revisions[0].time, $1.id) }
+    }
+
+    /// `git diff` between two revisions' heads (the interdiff), or of one revision against its base.
+    func patchDiff(_ repo: String, _ text: String, from: Int, to: Int) async throws -> String {
+        guard let patch = try await patches(repo, only: text).first else { throw ForgeError.notFound("no patch \(text) in \(repo)") }
+        let count = patch.revisions.count
+        guard (1...count).contains(to), (0..<to).contains(from) || from == 0 else {
+            throw ForgeError.badInput("patch \(patch.id.short) has revisions 1 to \(count); a range is FROM..TO with FROM below TO")
+        }
+        let (path, _) = try await prepare(repo)
+        let target = patch.revisions[to - 1]
+        let old = from == 0 ? target.base : patch.revisions[from - 1].head
+        guard !old.isEmpty else { throw ForgeError.badInput("revision \(to) has no base (its target branch did not exist)") }
+        let diff = try await Git.check(["diff", "--stat", "--patch", old, target.head], in: path)
+        guard diff.output.count <= ForgeAnswer.textBytesMax else {
+            throw ForgeError.badInput("the diff is \(diff.output.count) bytes, over \(ForgeAnswer.textBytesMax): fetch the revisions and diff them locally")
+        }
+        return diff.text
     }
 
     func issues(_ repo: String, only text: String?) async throws -> [Issue] {

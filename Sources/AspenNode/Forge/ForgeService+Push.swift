@@ -119,6 +119,11 @@ extension ForgeService {
     func commit(_ request: ForgeHookRequest, session: PushSession) async throws {
         let repo = session.repo
         guard !request.updates.isEmpty else { return }
+        // Pushes to refs/for/BRANCH open or revise patches; they set no ref.
+        let patchUpdates = request.updates.filter { $0.name.hasPrefix("refs/for/") }
+        let patchChanges = try patchChanges(for: patchUpdates, session: session, repo: repo)
+        var request = request
+        request.updates.removeAll { $0.name.hasPrefix("refs/for/") }
         guard request.updates.count <= limits.forgeRefUpdatesMax else {
             throw ForgeError.badInput("a push of \(request.updates.count) refs exceeds forgeRefUpdatesMax (\(limits.forgeRefUpdatesMax))")
         }
@@ -146,7 +151,7 @@ extension ForgeService {
         try await checkProtections(request, state: state, repo: repo)
         let quarantine = try quarantinePath(request.quarantine, repo: repo)
         let packs = try quarantine.map { try Self.packs(in: $0) } ?? []
-        try await checkObjects(request.updates, quarantine: quarantine, repo: repo)
+        try await checkObjects(request.updates + patchUpdates, quarantine: quarantine, repo: repo)
         guard packs.count <= PushRecord.packsMax else {
             throw ForgeError.badInput("a push of \(packs.count) packs exceeds the \(PushRecord.packsMax) a push may bring")
         }
@@ -180,13 +185,26 @@ extension ForgeService {
                 ForgeNames.isZero(update.new) ? .delete(Delete(.key(key))) : .put(Put(key: key, value: Array(update.new.utf8))))
         }
         for pack in stored { operations.append(.put(Put(key: ForgeKeys.pack(repo, pack.name), value: pack.reference.encoded))) }
+        for (change, signed, reference) in try await storeChanges(patchChanges, repo: repo) {
+            let id = signed.id
+            let object = change.object ?? id
+            let changeKey = ForgeKeys.cobChange(repo, .patch, object: object, change: id)
+            compares.append(.absent(changeKey))
+            if change.object != nil { compares.append(Compare(key: ForgeKeys.cobChange(repo, .patch, object: object, change: object), .version(0), .greater)) }
+            operations.append(.put(Put(key: changeKey, value: reference.encoded)))
+            operations.append(.put(Put(key: ForgeKeys.cobHead(repo, .patch, object: object, change: id), value: ByteWriter.fixed(change.time))))
+            for parent in change.parents {
+                compares.append(Compare(key: ForgeKeys.cobChange(repo, .patch, object: object, change: parent), .version(0), .greater))
+                operations.append(.delete(Delete(.key(ForgeKeys.cobHead(repo, .patch, object: object, change: parent)))))
+            }
+        }
         // The rules checked are the rules applied: a branch protected meanwhile fails the compare.
         for branch in Set(request.updates.compactMap { Self.branch($0.name) }) {
             let key = ForgeKeys.protection(repo, branch)
             compares.append(state.protections[branch].map { Compare(key: key, .modRevision($0.revision)) } ?? .absent(key))
         }
         let record = PushRecord(
-            updates: request.updates, packs: stored.map(\.name), pusher: session.pusher.hex, nowMs: node.nowMs(), node: await node.id.rawValue)
+            updates: request.updates + patchUpdates, packs: stored.map(\.name), pusher: session.pusher.hex, nowMs: node.nowMs(), node: await node.id.rawValue)
         operations.append(.put(Put(key: ForgeKeys.push(repo), value: record.encoded)))
         let transaction = Transaction(compares: compares, success: operations)
         // One log entry per push; a write whose fate is unknown is settled by reading the refs
@@ -228,6 +246,49 @@ extension ForgeService {
             try Self.checkCurrent(request.updates, against: now.refs)
             throw ForgeError.conflict("rejected: a ref changed while this push ran; fetch first")
         }
+    }
+
+    /// The signed change that makes each push to `refs/for/BRANCH` a patch's first revision or a
+    /// later one: sent by the client ahead of its pack, signed by the pusher, naming the pushed
+    /// commit as its head and BRANCH as its target.
+    func patchChanges(for updates: [RefUpdate], session: PushSession, repo: String) throws -> [(CobChange, SignedCobChange)] {
+        let sent = session.changes.withLock { $0 }
+        var found: [(CobChange, SignedCobChange)] = []
+        for update in updates {
+            let target = String(update.name.dropFirst("refs/for/".count))
+            guard ForgeNames.isZero(update.old), !ForgeNames.isZero(update.new) else {
+                throw ForgeError.badInput("\(update.name): a push to refs/for/ proposes a commit; it neither replaces nor deletes one")
+            }
+            let match = try sent.lazy.map { signed -> (CobChange, SignedCobChange) in (try signed.verified(limits: self.limits), signed) }.first { change, _ in
+                change.operations.contains { operation in
+                    switch operation {
+                    case .openPatch(_, _, let aimed, _, _, let head): return aimed == target && head == update.new
+                    case .revision(_, let head): return head == update.new
+                    default: return false
+                    }
+                }
+            }
+            guard let (change, signed) = match else {
+                throw ForgeError.badInput("\(update.name): no signed patch change came with the push (push through git-remote-aspen)")
+            }
+            guard change.type == .patch, change.author == session.pusher.bytes else {
+                throw ForgeError.badInput("\(update.name): the patch change is not the pusher's")
+            }
+            try CobRules.validate(change, limits: limits)
+            found.append((change, signed))
+        }
+        return found
+    }
+
+    /// Stores each patch change's signed bytes in the blob store.
+    func storeChanges(_ changes: [(CobChange, SignedCobChange)], repo: String) async throws -> [(CobChange, SignedCobChange, BlobReference)] {
+        var stored: [(CobChange, SignedCobChange, BlobReference)] = []
+        for (change, signed) in changes {
+            let bytes = signed.encoded
+            let hash = try await blobs.add(bytes, tag: "aspen/forge/cob/\(repo)/\(signed.id.hex)", tagTtlMs: Self.incomingTagTtlMs)
+            stored.append((change, signed, BlobReference(hash: hash, size: UInt64(bytes.count))))
+        }
+        return stored
     }
 
     /// `main` for `refs/heads/main`.
@@ -368,6 +429,12 @@ extension ForgeService {
             return .issues(try await issues(name, only: nil))
         case .issue(let name, let id):
             return .issues(try await issues(name, only: id))
+        case .patches(let name):
+            return .patches(try await patches(name, only: nil))
+        case .patch(let name, let id):
+            return .patches(try await patches(name, only: id))
+        case .patchDiff(let name, let id, let from, let to):
+            return .text(try await patchDiff(name, id, from: from, to: to))
         }
     }
 }

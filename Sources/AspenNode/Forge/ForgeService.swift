@@ -40,6 +40,9 @@ public final class ForgeService: Sendable {
         /// The creation revision of the repository the push began on.
         let createRevision: Revision
         let locked = Mutex(false)
+        /// Signed patch changes the client sent ahead of its pack, for its pushes to `refs/for/…`.
+        let changes = Mutex<[SignedCobChange]>([])
+        static let changesMax = 16
         init(repo: String, pusher: NodeKey, createRevision: Revision) {
             self.repo = repo
             self.pusher = pusher
@@ -284,6 +287,7 @@ public final class ForgeService: Sendable {
                 Task { await locks.release(repo) }
             }
         }
+        let pushToken = token
         var options = PlatformOptions()
         options.createSession = true
         options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .milliseconds(500))]
@@ -309,6 +313,16 @@ public final class ForgeService: Sendable {
                     if kind == GitTunnelFrame.end {
                         open = false
                         try? await writer.finish()
+                        continue
+                    }
+                    if kind == GitTunnelFrame.change {
+                        guard let token = pushToken, let session = self.sessions.withLock({ $0[token] }),
+                            let change = try? SignedCobChange(decoding: Array(frame.readableBytesView), limits: self.limits)
+                        else { throw ForgeError.badInput("a patch change outside a push, or undecodable") }
+                        try session.changes.withLock { changes in
+                            guard changes.count < PushSession.changesMax else { throw ForgeError.badInput("more than \(PushSession.changesMax) patch changes in one push") }
+                            changes.append(change)
+                        }
                         continue
                     }
                     guard kind == GitTunnelFrame.data else { throw ForgeError.badInput("unexpected tunnel frame \(kind)") }
