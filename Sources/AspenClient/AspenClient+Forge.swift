@@ -16,6 +16,8 @@ extension AspenClient {
         // The same change again is the same change: its id is its hash, and a second add finds
         // its parents' heads gone and stores nothing new.
         case .cobAdd: repeatable = true
+        // A merge sent again finds its change stored (or the patch merged) and says so.
+        case .patchMerge: repeatable = false
         // Setting a rule again sets the same rule.
         case .protect: repeatable = true
         // A repack sent again only repacks again (or finds nothing to do).
@@ -108,6 +110,24 @@ extension AspenClient {
         try CobRules.validate(change, limits: options.limits)
         _ = try await forge(.cobAdd(repo, try change.signed(by: identity.privateKey)))
         return patch.id
+    }
+
+    /// Asks the forge to merge patch `id`'s latest revision into its target with `strategy`;
+    /// returns the target's new commit.
+    public func mergePatch(_ repo: String, _ id: String, strategy: MergeStrategy, nowMs: Int64? = nil) async throws -> String {
+        guard case .patches(let found) = try await forge(.patch(repo, id: id)), let patch = found.first else {
+            throw ClientError.malformedResponse("not a patch")
+        }
+        guard case .heads(let heads) = try await forge(.cobHeads(repo, .patch, object: patch.id)) else { throw ClientError.malformedResponse("not heads") }
+        let newest = heads.sorted { ($0.time, $0.id) > ($1.time, $1.id) }.prefix(options.limits.forgeCobParentsMax)
+        let change = CobChange(
+            type: .patch, object: patch.id, parents: newest.map(\.id), operations: [.merged(revision: patch.revisions.count, strategy: strategy)],
+            author: identity.key.bytes, time: CobChange.time(nowMs: nowMs ?? Int64(Date().timeIntervalSince1970 * 1000), after: newest.map(\.time).max() ?? 0))
+        try CobRules.validate(change, limits: options.limits)
+        guard case .text(let commit) = try await forge(.patchMerge(repo, try change.signed(by: identity.privateKey))) else {
+            throw ClientError.malformedResponse("not a commit")
+        }
+        return commit
     }
 
     /// Opens a git tunnel (`aspen/git/1`) to a node for `service` on `repo` and runs `body` with

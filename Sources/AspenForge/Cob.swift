@@ -19,6 +19,42 @@ public enum CobType: UInt8, Sendable, Equatable, CaseIterable {
     }
 }
 
+/// A status context's state on a revision.
+public enum StatusState: UInt8, Sendable, Equatable, CaseIterable {
+    case pending = 0
+    case success = 1
+    case failure = 2
+
+    public var name: String {
+        switch self {
+        case .pending: "pending"
+        case .success: "success"
+        case .failure: "failure"
+        }
+    }
+}
+
+/// How the forge merges a patch: fast-forward the target to the revision's head, make a merge
+/// commit, or squash the revision into one commit on the target.
+public enum MergeStrategy: UInt8, Sendable, Equatable, CaseIterable {
+    case fastForward = 0
+    case merge = 1
+    case squash = 2
+
+    public var name: String {
+        switch self {
+        case .fastForward: "ff"
+        case .merge: "merge"
+        case .squash: "squash"
+        }
+    }
+
+    public init?(name: String) {
+        guard let found = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = found
+    }
+}
+
 /// A reviewer's verdict on a patch revision.
 public enum ReviewVerdict: UInt8, Sendable, Equatable {
     case comment = 0
@@ -72,6 +108,11 @@ public enum CobOperation: Sendable, Equatable {
     case revision(base: String, head: String)
     /// A review of revision `revision` (1 is the first), with a comment.
     case review(revision: Int, verdict: ReviewVerdict, comment: String)
+    /// A status context's state on revision `revision` (what CI reports: `ci/build` passed).
+    case status(revision: Int, context: String, state: StatusState)
+    /// The forge merged revision `revision` into the target (recorded in the merge's own
+    /// transaction, with the target's new commit).
+    case merged(revision: Int, strategy: MergeStrategy)
 
     func write(to writer: inout ByteWriter) {
         switch self {
@@ -107,6 +148,15 @@ public enum CobOperation: Sendable, Equatable {
             writer.writeVarint(UInt64(revision))
             writer.write(verdict.rawValue)
             writer.writeString(comment)
+        case .status(let revision, let context, let state):
+            writer.write(UInt8(10))
+            writer.writeVarint(UInt64(revision))
+            writer.writeString(context)
+            writer.write(state.rawValue)
+        case .merged(let revision, let strategy):
+            writer.write(UInt8(11))
+            writer.writeVarint(UInt64(revision))
+            writer.write(strategy.rawValue)
         }
     }
 
@@ -133,6 +183,15 @@ public enum CobOperation: Sendable, Equatable {
             let revision = try reader.readCount(limit: limits.forgeCobChangesMax)
             guard let verdict = ReviewVerdict(rawValue: try reader.readByte()) else { throw .invalid("unknown review verdict") }
             return .review(revision: revision, verdict: verdict, comment: try reader.readString(limit: limits.forgeCommentBytesMax))
+        case 10:
+            let revision = try reader.readCount(limit: limits.forgeCobChangesMax)
+            let context = try reader.readString(limit: 255)
+            guard let state = StatusState(rawValue: try reader.readByte()) else { throw .invalid("unknown status state") }
+            return .status(revision: revision, context: context, state: state)
+        case 11:
+            let revision = try reader.readCount(limit: limits.forgeCobChangesMax)
+            guard let strategy = MergeStrategy(rawValue: try reader.readByte()) else { throw .invalid("unknown merge strategy") }
+            return .merged(revision: revision, strategy: strategy)
         case let tag: throw .unknownTag(tag, context: "cob operation")
         }
     }
@@ -318,8 +377,8 @@ public struct Issue: Sendable, Equatable {
                     issue.open = true
                 case .title, .label, .close, .reopen:
                     issue.ignored.append((id, "only the issue's author or a maintainer may change its title, labels or state"))
-                case .openPatch, .revision, .review:
-                    issue.ignored.append((id, "revisions and reviews belong to patches"))
+                case .openPatch, .revision, .review, .status, .merged:
+                    issue.ignored.append((id, "revisions, reviews, statuses and merges belong to patches"))
                 }
             }
         }
@@ -445,8 +504,16 @@ public enum CobRules {
             switch operation {
             case .open where !opens || change.type != .issue: throw .badInput("only an issue's first change opens it")
             case .openPatch where !opens || change.type != .patch: throw .badInput("only a patch's first change opens it")
-            case .revision where change.type != .patch, .review where change.type != .patch:
-                throw .badInput("revisions and reviews belong to patches")
+            case .revision where change.type != .patch, .review where change.type != .patch, .status where change.type != .patch,
+                .merged where change.type != .patch:
+                throw .badInput("revisions, reviews, statuses and merges belong to patches")
+            case .status(let revision, let context, _):
+                guard revision >= 1 else { throw .badInput("revisions are numbered from 1") }
+                guard !context.isEmpty, context.utf8.count <= 255, !context.utf8.contains(where: { $0 < 0x21 || $0 == 0x7F }) else {
+                    throw .badInput("a status context is 1 to 255 bytes without spaces or control characters")
+                }
+            case .merged(let revision, _):
+                guard revision >= 1 else { throw .badInput("revisions are numbered from 1") }
             case .revision(let base, let head):
                 guard ForgeNames.isObjectID(base) || base.isEmpty, ForgeNames.isObjectID(head) else {
                     throw .badInput("a revision's base and head are git object ids")
@@ -504,12 +571,29 @@ public struct Patch: Sendable, Equatable {
     public var changes: Int
     public var ignored: [(id: CobID, reason: String)]
     public var heads: [CobID]
+    /// The latest state of each status context, by revision and context.
+    public var statuses: [Status] = []
+    /// The revision the forge merged, if any (a merged patch is closed).
+    public var merged: Int?
+
+    public struct Status: Sendable, Equatable {
+        public var revision: Int
+        public var context: String
+        public var state: StatusState
+        public var author: String
+    }
+
+    /// Whether each of `contexts` succeeded on the latest revision.
+    public func missingStatuses(_ contexts: [String]) -> [String] {
+        contexts.filter { context in !statuses.contains { $0.revision == latest.number && $0.context == context && $0.state == .success } }
+    }
 
     public static func == (lhs: Patch, rhs: Patch) -> Bool {
         lhs.id == rhs.id && lhs.author == rhs.author && lhs.title == rhs.title && lhs.description == rhs.description && lhs.target == rhs.target
             && lhs.topic == rhs.topic && lhs.open == rhs.open && lhs.labels == rhs.labels && lhs.revisions == rhs.revisions
             && lhs.reviews == rhs.reviews && lhs.comments == rhs.comments && lhs.changes == rhs.changes
             && lhs.ignored.map(\.id) == rhs.ignored.map(\.id) && lhs.ignored.map(\.reason) == rhs.ignored.map(\.reason) && lhs.heads == rhs.heads
+            && lhs.statuses == rhs.statuses && lhs.merged == rhs.merged
     }
 
     /// The latest revision.
@@ -565,6 +649,18 @@ public struct Patch: Sendable, Equatable {
                     patch.ignored.append((id, "only the patch's author or a maintainer may add revisions or change its title, labels or state"))
                 case .open, .openPatch:
                     patch.ignored.append((id, "only a patch's first change opens it"))
+                case .status(let revision, let context, let state):
+                    guard revision <= patch.revisions.count else {
+                        patch.ignored.append((id, "a status of revision \(revision), which did not exist when it was set"))
+                        continue
+                    }
+                    patch.statuses.removeAll { $0.revision == revision && $0.context == context }
+                    patch.statuses.append(Status(revision: revision, context: context, state: state, author: who))
+                case .merged(let revision, _) where privileged:
+                    patch.merged = revision
+                    patch.open = false
+                case .merged:
+                    patch.ignored.append((id, "only the patch's author or a maintainer merges it"))
                 }
             }
         }
@@ -613,6 +709,14 @@ extension Patch {
         }
         writer.writeVarint(UInt64(heads.count))
         for head in heads { writer.writeRaw(head.bytes) }
+        writer.writeVarint(UInt64(statuses.count))
+        for status in statuses {
+            writer.writeVarint(UInt64(status.revision))
+            writer.writeString(status.context)
+            writer.write(status.state.rawValue)
+            writer.writeString(status.author)
+        }
+        writer.writeVarint(UInt64(merged ?? 0))
     }
 
     init(from reader: inout ByteReader, limits: Limits) throws(DecodingError) {
@@ -654,5 +758,14 @@ extension Patch {
         for _ in 0..<(try reader.readCount(limit: many)) { ignored.append((CobID(bytes: try reader.readRaw(32))!, try reader.readString(limit: 1024))) }
         heads = []
         for _ in 0..<(try reader.readCount(limit: limits.forgeCobChangesMax)) { heads.append(CobID(bytes: try reader.readRaw(32))!) }
+        statuses = []
+        for _ in 0..<(try reader.readCount(limit: many)) {
+            let revision = try reader.readCount(limit: many)
+            let context = try reader.readString(limit: 255)
+            guard let state = StatusState(rawValue: try reader.readByte()) else { throw .invalid("unknown status state") }
+            statuses.append(Status(revision: revision, context: context, state: state, author: try reader.readString(limit: 64)))
+        }
+        let mergedRevision = try reader.readCount(limit: many)
+        merged = mergedRevision == 0 ? nil : mergedRevision
     }
 }

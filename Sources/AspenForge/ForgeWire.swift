@@ -175,6 +175,8 @@ public enum ForgeCall: Sendable, Equatable {
     /// A patch's diff: revision `from` against revision `to` (the interdiff), or with `from` 0,
     /// revision `to` against its base.
     case patchDiff(String, id: String, from: Int, to: Int)
+    /// Merges a patch's latest revision into its target: the caller's signed `merged` change.
+    case patchMerge(String, SignedCobChange)
 
     public var encoded: [UInt8] {
         var writer = ByteWriter()
@@ -236,6 +238,10 @@ public enum ForgeCall: Sendable, Equatable {
             writer.writeString(id)
             writer.writeVarint(UInt64(from))
             writer.writeVarint(UInt64(to))
+        case .patchMerge(let name, let change):
+            writer.write(UInt8(17))
+            writer.writeString(name)
+            writer.writeBytes(change.encoded)
         }
         return writer.bytes
     }
@@ -271,6 +277,9 @@ public enum ForgeCall: Sendable, Equatable {
             self = .patchDiff(
                 try reader.readString(limit: limits.forgeRepoNameBytesMax), id: try reader.readString(limit: 64),
                 from: try reader.readCount(limit: limits.forgeCobChangesMax), to: try reader.readCount(limit: limits.forgeCobChangesMax))
+        case 17:
+            let name = try reader.readString(limit: limits.forgeRepoNameBytesMax)
+            self = .patchMerge(name, try SignedCobChange(decoding: try reader.readBytes(limit: limits.forgeCobChangeBytesMax + 128), limits: limits))
         default: throw .invalid("unknown forge call")
         }
         try reader.expectEnd()
@@ -285,7 +294,7 @@ public enum ForgeCall: Sendable, Equatable {
             .patches(let name):
             name
         case .protect(let name, _, _), .cobHeads(let name, _, _), .cobAdd(let name, _), .issue(let name, _), .patch(let name, _),
-            .patchDiff(let name, _, _, _):
+            .patchDiff(let name, _, _, _), .patchMerge(let name, _):
             name
         }
     }

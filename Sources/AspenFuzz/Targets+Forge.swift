@@ -131,7 +131,7 @@ enum ForgeBounds {
             return name.utf8.count > limits.forgeRepoNameBytesMax || branch.utf8.count > limits.forgeRefNameBytesMax ? "a name too long" : nil
         case .cobHeads(let name, _, _), .issues(let name), .issue(let name, _), .patches(let name), .patch(let name, _), .patchDiff(let name, _, _, _):
             return name.utf8.count > limits.forgeRepoNameBytesMax ? "a repository name of \(name.utf8.count) bytes" : nil
-        case .cobAdd(let name, let change):
+        case .cobAdd(let name, let change), .patchMerge(let name, let change):
             return name.utf8.count > limits.forgeRepoNameBytesMax || change.body.count > limits.forgeCobChangeBytesMax ? "a change too large" : nil
         case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name), .protections(let name):
             return name.utf8.count > limits.forgeRepoNameBytesMax ? "a repository name of \(name.utf8.count) bytes" : nil

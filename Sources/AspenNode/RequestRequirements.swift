@@ -174,7 +174,7 @@ extension RequestRequirements {
         case .cobHeads(let name, _, _), .issues(let name), .issue(let name, _), .patches(let name), .patch(let name, _), .patchDiff(let name, _, _, _):
             return .service(.forge, .read, resource: Array(name.utf8))
         // Writing issues takes write access; who may change what in an issue is the fold's rule.
-        case .cobAdd(let name, _): return .service(.forge, .write, resource: Array(name.utf8))
+        case .cobAdd(let name, _), .patchMerge(let name, _): return .service(.forge, .write, resource: Array(name.utf8))
         case .repack(let name): return .service(.forge, .write, resource: Array(name.utf8))
         case .list: return .service(.forge, .read, resource: [])
         }

@@ -9,7 +9,7 @@ struct PatchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "patch",
         abstract: "Patches: git push aspen HEAD:refs/for/main -o topic=NAME opens one, each later push with the topic adds a revision.",
-        subcommands: [List.self, Show.self, Diff.self, Review.self, Comment.self, Close.self, Reopen.self])
+        subcommands: [List.self, Show.self, Diff.self, Review.self, Status.self, Merge.self, Comment.self, Close.self, Reopen.self])
 
     static func describe(_ patch: Patch) -> [String: Any] {
         [
@@ -22,6 +22,8 @@ struct PatchCommand: AsyncParsableCommand {
             },
             "comments": patch.comments.map { ["id": $0.id.hex, "author": $0.author, "body": $0.body, "time": $0.time] as [String: Any] },
             "ignored": patch.ignored.map { ["change": $0.id.hex, "reason": $0.reason] },
+            "statuses": patch.statuses.map { ["revision": $0.revision, "context": $0.context, "state": $0.state.name, "author": $0.author] as [String: Any] },
+            "merged": patch.merged ?? 0,
         ]
     }
 
@@ -126,6 +128,47 @@ struct PatchCommand: AsyncParsableCommand {
                 let verdict: ReviewVerdict = approve ? .approve : requestChanges ? .requestChanges : .comment
                 _ = try await client.changePatch(repo, id, [.review(revision: number, verdict: verdict, comment: comment)])
                 output(cluster.json, ["reviewed": id, "revision": number, "verdict": verdict.name], text: "\(verdict.name) on revision \(number) of \(id)")
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set a status context on a patch's latest revision (what CI reports).")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var repo: String
+        @Argument var id: String
+        @Argument(help: "The context, e.g. ci/build.") var context: String
+        @Argument(help: "pending, success or failure.") var state: String
+        @Option(help: "The revision (default: the latest).") var revision: Int?
+
+        func run() async throws {
+            try await runForge {
+                guard let value = StatusState.allCases.first(where: { $0.name == state }) else { throw CLIError.badInput("a state is pending, success or failure") }
+                let client = try cluster.client()
+                var number = revision ?? 0
+                if number == 0 {
+                    guard case .patches(let found) = try await client.forge(.patch(repo, id: id)), let patch = found.first else { throw CLIError.unexpectedAnswer }
+                    number = patch.revisions.count
+                }
+                _ = try await client.changePatch(repo, id, [.status(revision: number, context: context, state: value)])
+                output(cluster.json, ["status": context, "state": state, "revision": number], text: "\(context) \(state) on revision \(number) of \(id)")
+            }
+        }
+    }
+
+    struct Merge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Merge a patch's latest revision into its target, once the target's protection (approvals, statuses) allows it.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument var repo: String
+        @Argument var id: String
+        @Option(help: "ff (fast-forward), merge (a merge commit) or squash (one commit).") var strategy: String = "ff"
+
+        func run() async throws {
+            try await runForge {
+                guard let value = MergeStrategy(name: strategy) else { throw CLIError.badInput("--strategy is ff, merge or squash") }
+                let commit = try await cluster.client().mergePatch(repo, id, strategy: value)
+                output(cluster.json, ["merged": id, "commit": commit], text: "merged \(id): \(commit.prefix(12))")
             }
         }
     }

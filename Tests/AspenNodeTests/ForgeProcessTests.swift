@@ -433,6 +433,38 @@ extension ClusterSuites {
             #expect(status == 4 && text.contains("revisions 1 to 2"), "\(text)")
             listed = [:]
             patches = []
+
+            // main protected: an approval by a maintainer and ci/build. The merge is refused,
+            // naming what is missing, until both are there.
+            (status, text) = try await cluster.aspen(["repo", "protect", "demo", "main", "--require-approvals", "1", "--require-status", "ci/build"], withErrors: true)
+            #expect(status == 0, "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "review", "demo", id, "--request-changes"], withErrors: true)
+            #expect(status == 0, "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "merge", "demo", id, "--strategy", "squash"], withErrors: true)
+            #expect(status == 2 && text.contains("requires 1 approval(s)"), "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "review", "demo", id, "--approve"], withErrors: true)
+            #expect(status == 0, "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "merge", "demo", id, "--strategy", "squash"], withErrors: true)
+            #expect(status == 2 && text.contains("status ci/build"), "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "status", "demo", id, "ci/build", "success"], withErrors: true)
+            #expect(status == 0, "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "merge", "demo", id, "--strategy", "squash", "--json"], endpoints: cluster.entries[1], withErrors: true)
+            #expect(status == 0, "\(text)")
+            let merged = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            let commit = try #require(merged["commit"] as? String)
+            // main moved to one new commit on the old main, holding the second try; every node
+            // serves it, and the patch is merged.
+            let clone = path(cluster, "after-merge")
+            try await offThePool { try git.check(["clone", "-q", "aspen://demo", clone], endpoints: cluster.entries[2]) }
+            #expect(try git.check(["rev-parse", "HEAD"], in: clone, endpoints: "") == commit)
+            #expect(try git.check(["rev-parse", "HEAD~1"], in: clone, endpoints: "") == base)
+            #expect(try String(contentsOfFile: clone + "/fix.txt", encoding: .utf8) == "second try\n")
+            try git.check(["fsck", "--full"], in: clone, endpoints: "")
+            (status, text) = try await cluster.aspen(["patch", "show", "demo", id, "--json"])
+            let done = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            #expect(done["merged"] as? Int == 2 && done["state"] as? String == "closed", "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "merge", "demo", id], withErrors: true)
+            #expect(status == 2 && text.contains("merged"), "\(text)")
         }
 
         @Test("a node cut off from the quorum refuses to serve; a corrupt push is rejected with refs unchanged")

@@ -435,6 +435,9 @@ extension ForgeService {
             return .patches(try await patches(name, only: id))
         case .patchDiff(let name, let id, let from, let to):
             return .text(try await patchDiff(name, id, from: from, to: to))
+        case .patchMerge(let name, let change):
+            guard let caller else { throw ForgeError.badInput("a merge needs its author's connection") }
+            return .text(try await mergePatch(name, change, caller: caller))
         }
     }
 }
