@@ -147,7 +147,8 @@ public struct PushRecord: Sendable, Equatable {
 /// The forge's calls over `aspen/client/1` (domain `forge`).
 public enum ForgeCall: Sendable, Equatable {
     case create(RepoRecord)
-    case list
+    /// The repositories whose names start with `prefix` (what a credential scoped to it may list).
+    case list(prefix: String)
     case show(String)
     case delete(String)
     /// The refs of a repository, read linearizably.
@@ -184,8 +185,9 @@ public enum ForgeCall: Sendable, Equatable {
         case .create(let record):
             writer.write(UInt8(1))
             writer.writeBytes(record.encoded)
-        case .list:
+        case .list(let prefix):
             writer.write(UInt8(2))
+            writer.writeString(prefix)
         case .show(let name):
             writer.write(UInt8(3))
             writer.writeString(name)
@@ -250,7 +252,7 @@ public enum ForgeCall: Sendable, Equatable {
         var reader = ByteReader(bytes)
         switch try reader.readByte() {
         case 1: self = .create(try RepoRecord(decoding: try reader.readBytes(limit: 4096), limits: limits))
-        case 2: self = .list
+        case 2: self = .list(prefix: try reader.readString(limit: limits.forgeRepoNameBytesMax))
         case 3: self = .show(try reader.readString(limit: limits.forgeRepoNameBytesMax))
         case 4: self = .delete(try reader.readString(limit: limits.forgeRepoNameBytesMax))
         case 5: self = .refs(try reader.readString(limit: limits.forgeRepoNameBytesMax))
@@ -289,7 +291,7 @@ public enum ForgeCall: Sendable, Equatable {
     public var repo: String {
         switch self {
         case .create(let record): record.name
-        case .list: ""
+        case .list(let prefix): prefix
         case .show(let name), .delete(let name), .refs(let name), .packs(let name), .repack(let name), .protections(let name), .issues(let name),
             .patches(let name):
             name

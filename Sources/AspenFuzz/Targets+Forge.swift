@@ -20,7 +20,7 @@ extension FuzzTarget {
                 RefUpdate(old: String(repeating: "0", count: 40), new: sha1, name: "refs/heads/main"),
                 RefUpdate(old: sha256, new: String(repeating: "0", count: 64), name: "refs/tags/v1.0"),
             ]
-            let calls: [ForgeCall] = [.create(record), .create(RepoRecord(name: "demo")), .list, .show("demo"), .delete("team/app"), .refs("demo"), .packs("demo"), .repack("team/app"),
+            let calls: [ForgeCall] = [.create(record), .create(RepoRecord(name: "demo")), .list(prefix: ""), .list(prefix: "team/"), .show("demo"), .delete("team/app"), .refs("demo"), .packs("demo"), .repack("team/app"),
                 .protect("demo", branch: "main", ProtectionRule(requiredApprovals: 1, requiredStatuses: ["ci/build"])), .protect("demo", branch: "main", nil),
                 .protections("demo"),
             ]
@@ -125,7 +125,7 @@ enum ForgeBounds {
     static func call(_ call: ForgeCall, _ limits: Limits) -> String? {
         switch call {
         case .create(let repo): return record(repo, limits)
-        case .list: return nil
+        case .list(let prefix): return prefix.utf8.count > limits.forgeRepoNameBytesMax ? "a prefix too long" : nil
         case .protect(let name, let branch, let rule):
             if let rule, rule.requiredStatuses.count > ProtectionRule.statusesMax { return "\(rule.requiredStatuses.count) statuses" }
             return name.utf8.count > limits.forgeRepoNameBytesMax || branch.utf8.count > limits.forgeRefNameBytesMax ? "a name too long" : nil

@@ -176,7 +176,7 @@ extension RequestRequirements {
         // Writing issues takes write access; who may change what in an issue is the fold's rule.
         case .cobAdd(let name, _), .patchMerge(let name, _): return .service(.forge, .write, resource: Array(name.utf8))
         case .repack(let name): return .service(.forge, .write, resource: Array(name.utf8))
-        case .list: return .service(.forge, .read, resource: [])
+        case .list(let prefix): return .service(.forge, .read, resource: Array(prefix.utf8))
         }
     }
 }

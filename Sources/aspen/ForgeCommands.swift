@@ -63,12 +63,13 @@ struct RepoCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the repositories.")
+        static let configuration = CommandConfiguration(abstract: "List the repositories (those whose names start with PREFIX).")
         @OptionGroup var cluster: ClusterOptions
+        @Argument(help: "Only names starting with this (what a credential scoped to team/ may list).") var prefix: String = ""
 
         func run() async throws {
             try await runForge {
-                guard case .repos(let records) = try await cluster.client().forge(.list) else { throw CLIError.unexpectedAnswer }
+                guard case .repos(let records) = try await cluster.client().forge(.list(prefix: prefix)) else { throw CLIError.unexpectedAnswer }
                 if cluster.json {
                     output(true, ["repos": records.map(describe)], text: "")
                 } else {

@@ -26,7 +26,7 @@ enum ForgeSamples {
     ]
 
     /// Every case of `ForgeCall`.
-    static let calls: [ForgeCall] = [.create(record), .create(RepoRecord(name: "demo")), .list, .show("demo"), .delete("team/app"), .refs("a.b_c-d")]
+    static let calls: [ForgeCall] = [.create(record), .create(RepoRecord(name: "demo")), .list(prefix: ""), .list(prefix: "team/"), .show("demo"), .delete("team/app"), .refs("a.b_c-d")]
     /// Every case of `ForgeAnswer`.
     static let answers: [ForgeAnswer] = [
         .done, .repos([]), .repos(records), .refs([]), .refs([(name: "refs/heads/main", id: sha1), (name: "refs/tags/v1.0", id: sha256)]),
@@ -142,7 +142,7 @@ struct ForgeWireTests {
         #expect(Set(ForgeSamples.tunnels.map(\.service)) == [.uploadPack, .receivePack])
         #expect(Set(ForgeSamples.tunnels.map(\.protocolVersion)) == [0, 1, 2])
         #expect(ForgeSamples.tunnels.allSatisfy { $0.encoded.first == GitTunnelFrame.header })
-        #expect(ForgeCall.list.repo == "")
+        #expect(ForgeCall.list(prefix: "").repo == "")
         #expect(ForgeCall.create(ForgeSamples.record).repo == "team/app")
     }
 

@@ -19,9 +19,9 @@ struct GitClient: Sendable {
 
     /// Runs `git ARGUMENTS` in `directory` against the nodes of `endpoints`; returns its status
     /// and its output and errors together.
-    func run(_ arguments: [String], in directory: String? = nil, endpoints: String, input: String? = nil) throws -> (Int32, String) {
+    func run(_ arguments: [String], in directory: String? = nil, endpoints: String, input: String? = nil, environment extra: [String: String] = [:]) throws -> (Int32, String) {
         let process = Process()
-        var environment = ProcessInfo.processInfo.environment
+        var environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
         environment["ASPEN_TICKET"] = nil
         environment["ASPEN_ENDPOINTS"] = endpoints
         environment["PATH"] = binaries + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
@@ -467,6 +467,49 @@ extension ClusterSuites {
             #expect(done["merged"] as? Int == 2 && done["state"] as? String == "closed", "\(text)")
             (status, text) = try await cluster.aspen(["patch", "merge", "demo", id], withErrors: true)
             #expect(status == 2 && text.contains("merged"), "\(text)")
+        }
+
+        @Test("with credentials required: forge capabilities by repository prefix decide who creates, pushes and clones, through the CLI and git")
+        func capabilities() async throws {
+            let (cluster, root, _) = try AuthProcessTests.start()
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            let git = try GitClient(directory: cluster.directory)
+            let key = cluster.directory.appendingPathComponent("root.key").path
+            let admin = path(cluster, "admin.cred")
+            let reader = path(cluster, "reader.cred")
+            #expect(try AuthProcessTests.offline(["token", "create", "--root-key-file", key, "--cap", "forge-full:team/", "--lifetime", "1h", "--out", admin]).0 == 0)
+            #expect(try AuthProcessTests.offline(["token", "create", "--root-key-file", key, "--cap", "forge-read:team/", "--lifetime", "1h", "--out", reader]).0 == 0)
+            func aspen(_ credential: String, _ arguments: [String]) async throws -> (Int32, String) {
+                try await cluster.aspen(["--credential-file", credential] + arguments, withErrors: true)
+            }
+            // The root credential holds no forge capability; the reader may not create.
+            #expect(try await aspen(root, ["repo", "create", "team/app"]).0 == 6)
+            var (status, text) = try await aspen(reader, ["repo", "create", "team/app"])
+            #expect(status == 6 && text.contains("forge"), "\(text)")
+            (status, text) = try await aspen(admin, ["repo", "create", "team/app"])
+            #expect(status == 0, "\(text)")
+            #expect(try await aspen(admin, ["repo", "create", "other"]).0 == 6)
+            (status, text) = try await aspen(reader, ["repo", "list", "team/"])
+            #expect(status == 0 && text.contains("team/app"), "\(text)")
+            #expect(try await aspen(reader, ["repo", "list"]).0 == 6)
+            // git: the reader may clone but not push; the admin may push.
+            let source = try await offThePool { try git.generate(at: self.path(cluster, "source"), commits: 3, seed: 8) }
+            let pushed = try await offThePool {
+                try git.run(["push", "aspen://team/app", "main"], in: source, endpoints: cluster.endpointsText, environment: ["ASPEN_CREDENTIAL_FILE": reader])
+            }
+            #expect(pushed.0 != 0 && pushed.1.contains("forge"), "\(pushed.1)")
+            try await offThePool {
+                _ = try git.run(["push", "-q", "aspen://team/app", "main"], in: source, endpoints: cluster.endpointsText, environment: ["ASPEN_CREDENTIAL_FILE": admin])
+            }
+            let cloned = try await offThePool {
+                try git.run(["clone", "-q", "aspen://team/app", self.path(cluster, "clone")], endpoints: cluster.endpointsText, environment: ["ASPEN_CREDENTIAL_FILE": reader])
+            }
+            #expect(cloned.0 == 0, "\(cloned.1)")
+            #expect(try git.check(["rev-parse", "HEAD"], in: path(cluster, "clone"), endpoints: "") == git.check(["rev-parse", "HEAD"], in: source, endpoints: ""))
+            // Without a credential, nothing.
+            let anonymous = try await offThePool { try git.run(["ls-remote", "aspen://team/app"], endpoints: cluster.endpointsText) }
+            #expect(anonymous.0 != 0, "\(anonymous.1)")
         }
 
         @Test("a node cut off from the quorum refuses to serve; a corrupt push is rejected with refs unchanged")

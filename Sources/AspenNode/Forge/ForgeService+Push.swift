@@ -359,7 +359,7 @@ extension ForgeService {
             }
             guard result.succeeded else { throw ForgeError.exists("repository \(record.name) already exists") }
             return .done
-        case .list:
+        case .list(let prefix):
             let (start, end) = ForgeKeys.repos.range
             var records: [RepoRecord] = []
             var continuation: Bytes?
@@ -369,7 +369,10 @@ extension ForgeService {
                     RangeRequest(.range(start: start, end: end), revision: revision, continuation: continuation),
                     consistency: continuation == nil ? .linearizable : .stale)
                 revision = page.revision
-                for pair in page.kvs { records.append(try RepoRecord(decoding: pair.value, limits: limits)) }
+                for pair in page.kvs {
+                    let record = try RepoRecord(decoding: pair.value, limits: limits)
+                    if record.name.hasPrefix(prefix) { records.append(record) }
+                }
                 continuation = page.more ? page.continuation : nil
             } while continuation != nil
             return .repos(records)

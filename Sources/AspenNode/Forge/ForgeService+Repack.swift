@@ -47,7 +47,7 @@ extension ForgeService {
     /// Repacks every repository with `repackAfterPacks` packs or more, or retired packs whose
     /// grace has ended.
     func repackPass() async throws {
-        guard case .repos(let records) = try await call(.list) else { return }
+        guard case .repos(let records) = try await call(.list(prefix: "")) else { return }
         for record in records where !Task.isCancelled {
             let state = try await RepoCache.read(record.name, node: node, limits: limits)
             let now = node.nowMs()
