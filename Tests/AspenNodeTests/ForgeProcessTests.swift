@@ -379,7 +379,7 @@ extension ClusterSuites {
             #expect(listed.hasPrefix(try git.check(["rev-parse", "big"], in: source, endpoints: "")))
         }
 
-        @Test("a push to refs/for/main opens a patch; a second push with its topic adds revision 2; the interdiff and a review follow")
+        @Test("a push to refs/for/main opens a patch, a second adds revision 2, the interdiff and reviews follow; merges wait for the approval and the status, then squash, fast-forward and merge")
         func patches() async throws {
             let (cluster, git) = try await started()
             defer { cluster.terminateAll() }
@@ -467,6 +467,40 @@ extension ClusterSuites {
             #expect(done["merged"] as? Int == 2 && done["state"] as? String == "closed", "\(text)")
             (status, text) = try await cluster.aspen(["patch", "merge", "demo", id], withErrors: true)
             #expect(status == 2 && text.contains("merged"), "\(text)")
+
+            // Two more patches on the new main, each approved with ci/build passed: the first
+            // fast-forwards main; the second, from the same base, needs a merge commit (ff refused).
+            try await offThePool { try git.check(["fetch", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            var heads: [String: String] = [:]
+            var ids: [String: String] = [:]
+            for topic in ["ff-one", "merge-two"] {
+                try git.check(["checkout", "-q", "-B", topic, "FETCH_HEAD"], in: source, endpoints: "")
+                try "\(topic)\n".write(toFile: source + "/\(topic).txt", atomically: true, encoding: .utf8)
+                try git.check(["add", "."], in: source, endpoints: "")
+                try git.check(["commit", "-q", "-m", topic], in: source, endpoints: "")
+                heads[topic] = try git.check(["rev-parse", "HEAD"], in: source, endpoints: "")
+                let result = try await offThePool {
+                    try git.run(["push", "aspen://demo", "HEAD:refs/for/main", "-o", "topic=\(topic)"], in: source, endpoints: cluster.entries[0])
+                }
+                #expect(result.0 == 0, "\(result.1)")
+                (status, text) = try await cluster.aspen(["patch", "list", "demo", "--json"])
+                let all = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+                ids[topic] = try #require((all["patches"] as? [[String: Any]])?.first { $0["topic"] as? String == topic }?["id"] as? String)
+                #expect(try await cluster.aspen(["patch", "review", "demo", ids[topic]!, "--approve"]).0 == 0)
+                #expect(try await cluster.aspen(["patch", "status", "demo", ids[topic]!, "ci/build", "success"]).0 == 0)
+            }
+            (status, text) = try await cluster.aspen(["patch", "merge", "demo", ids["ff-one"]!, "--strategy", "ff", "--json"], withErrors: true)
+            #expect(status == 0 && text.contains(heads["ff-one"]!), "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "merge", "demo", ids["merge-two"]!, "--strategy", "ff"], withErrors: true)
+            #expect(status == 2 && text.contains("fast-forward"), "\(text)")
+            (status, text) = try await cluster.aspen(["patch", "merge", "demo", ids["merge-two"]!, "--strategy", "merge", "--json"], withErrors: true)
+            #expect(status == 0, "\(text)")
+            let final = path(cluster, "final")
+            try await offThePool { try git.check(["clone", "-q", "aspen://demo", final], endpoints: cluster.entries[1]) }
+            let parents = try git.check(["rev-list", "--parents", "-n", "1", "HEAD"], in: final, endpoints: "").split(separator: " ").map(String.init)
+            #expect(parents.count == 3 && parents[1] == heads["ff-one"]! && parents[2] == heads["merge-two"]!, "\(parents)")
+            #expect(FileManager.default.fileExists(atPath: final + "/ff-one.txt") && FileManager.default.fileExists(atPath: final + "/merge-two.txt"))
+            try git.check(["fsck", "--full"], in: final, endpoints: "")
         }
 
         @Test("with credentials required: forge capabilities by repository prefix decide who creates, pushes and clones, through the CLI and git")
