@@ -39,32 +39,49 @@ extension AspenClient {
         }
     }
 
-    /// Adds one change to issue `id` of `repo` (or opens an issue when `id` is nil), naming the
-    /// heads the node knows as parents and signed with this client's key; returns the issue's id.
-    public func changeIssue(_ repo: String, _ id: String?, _ operations: [CobOperation], nowMs: Int64? = nil) async throws -> CobID {
-        var object: CobID?
+    /// A change to `object` (a new object when nil) doing `operations`, naming as parents the
+    /// newest heads the node knows (at most forgeCobParentsMax: a later change joins the rest),
+    /// timed after them, checked against the rules and signed with this client's key.
+    func signedChange(
+        _ repo: String, _ type: CobType, object: CobID?, _ operations: [CobOperation], nowMs: Int64?
+    ) async throws -> SignedCobChange {
         var parents: [CobID] = []
         var after: UInt64 = 0
-        if let id {
-            guard case .issues(let found) = try await forge(.issue(repo, id: id)), let issue = found.first else {
-                throw ClientError.malformedResponse("not an issue")
-            }
-            object = issue.id
-            guard case .heads(let heads) = try await forge(.cobHeads(repo, .issue, object: issue.id)) else {
+        if let object {
+            guard case .heads(let heads) = try await forge(.cobHeads(repo, type, object: object)) else {
                 throw ClientError.malformedResponse("not heads")
             }
-            // At most forgeCobParentsMax, the newest: a later change joins the rest.
             let newest = heads.sorted { ($0.time, $0.id) > ($1.time, $1.id) }.prefix(options.limits.forgeCobParentsMax)
             parents = newest.map(\.id)
             after = newest.map(\.time).max() ?? 0
         }
         let change = CobChange(
-            type: .issue, object: object, parents: parents, operations: operations, author: identity.key.bytes,
+            type: type, object: object, parents: parents, operations: operations, author: identity.key.bytes,
             time: CobChange.time(nowMs: nowMs ?? Int64(Date().timeIntervalSince1970 * 1000), after: after))
         try CobRules.validate(change, limits: options.limits)
-        guard case .added(let added) = try await forge(.cobAdd(repo, try change.signed(by: identity.privateKey))) else {
-            throw ClientError.malformedResponse("not an added change")
+        return try change.signed(by: identity.privateKey)
+    }
+
+    /// Patch `id` (its full id or a unique prefix), folded.
+    public func patch(_ repo: String, _ id: String) async throws -> Patch {
+        guard case .patches(let found) = try await forge(.patch(repo, id: id)), let patch = found.first else {
+            throw ClientError.malformedResponse("not a patch")
         }
+        return patch
+    }
+
+    /// Adds one change to issue `id` of `repo` (or opens an issue when `id` is nil); returns the
+    /// issue's id.
+    public func changeIssue(_ repo: String, _ id: String?, _ operations: [CobOperation], nowMs: Int64? = nil) async throws -> CobID {
+        var object: CobID?
+        if let id {
+            guard case .issues(let found) = try await forge(.issue(repo, id: id)), let issue = found.first else {
+                throw ClientError.malformedResponse("not an issue")
+            }
+            object = issue.id
+        }
+        let signed = try await signedChange(repo, .issue, object: object, operations, nowMs: nowMs)
+        guard case .added(let added) = try await forge(.cobAdd(repo, signed)) else { throw ClientError.malformedResponse("not an added change") }
         return object ?? added
     }
 
@@ -78,55 +95,31 @@ extension AspenClient {
         guard case .refs(let refs) = try await forge(.refs(repo)) else { throw ClientError.malformedResponse("not refs") }
         let base = refs.first { $0.name == "refs/heads/" + target }?.id ?? ""
         let me = identity.key.hex
-        let now = nowMs ?? Int64(Date().timeIntervalSince1970 * 1000)
-        let change: CobChange
         if let patch = patches.last(where: { $0.open && $0.author == me && $0.target == target && $0.topic == topic }) {
-            guard case .heads(let heads) = try await forge(.cobHeads(repo, .patch, object: patch.id)) else { throw ClientError.malformedResponse("not heads") }
-            let newest = heads.sorted { ($0.time, $0.id) > ($1.time, $1.id) }.prefix(options.limits.forgeCobParentsMax)
-            change = CobChange(
-                type: .patch, object: patch.id, parents: newest.map(\.id), operations: [.revision(base: base, head: head)], author: identity.key.bytes,
-                time: CobChange.time(nowMs: now, after: newest.map(\.time).max() ?? 0))
-        } else {
-            change = CobChange(
-                type: .patch, object: nil, parents: [],
-                operations: [.openPatch(title: title, description: description, target: target, topic: topic, base: base, head: head)],
-                author: identity.key.bytes, time: CobChange.time(nowMs: now, after: 0))
+            return try await signedChange(repo, .patch, object: patch.id, [.revision(base: base, head: head)], nowMs: nowMs)
         }
-        try CobRules.validate(change, limits: options.limits)
-        return try change.signed(by: identity.privateKey)
+        return try await signedChange(
+            repo, .patch, object: nil, [.openPatch(title: title, description: description, target: target, topic: topic, base: base, head: head)],
+            nowMs: nowMs)
     }
 
-    /// Adds a signed change to patch `id` (a review, a comment, a close) naming the heads the node
-    /// knows; returns the patch's id.
-    public func changePatch(_ repo: String, _ id: String, _ operations: [CobOperation], nowMs: Int64? = nil) async throws -> CobID {
-        guard case .patches(let found) = try await forge(.patch(repo, id: id)), let patch = found.first else {
-            throw ClientError.malformedResponse("not a patch")
-        }
-        guard case .heads(let heads) = try await forge(.cobHeads(repo, .patch, object: patch.id)) else { throw ClientError.malformedResponse("not heads") }
-        let newest = heads.sorted { ($0.time, $0.id) > ($1.time, $1.id) }.prefix(options.limits.forgeCobParentsMax)
-        let change = CobChange(
-            type: .patch, object: patch.id, parents: newest.map(\.id), operations: operations, author: identity.key.bytes,
-            time: CobChange.time(nowMs: nowMs ?? Int64(Date().timeIntervalSince1970 * 1000), after: newest.map(\.time).max() ?? 0))
-        try CobRules.validate(change, limits: options.limits)
-        _ = try await forge(.cobAdd(repo, try change.signed(by: identity.privateKey)))
-        return patch.id
+    /// Adds a change to patch `id` (a review, a status, a comment, a close), its operations made
+    /// from the patch as the node folds it now; returns the patch.
+    @discardableResult
+    public func changePatch(
+        _ repo: String, _ id: String, nowMs: Int64? = nil, _ operations: (Patch) -> [CobOperation]
+    ) async throws -> Patch {
+        let patch = try await patch(repo, id)
+        _ = try await forge(.cobAdd(repo, try await signedChange(repo, .patch, object: patch.id, operations(patch), nowMs: nowMs)))
+        return patch
     }
 
     /// Asks the forge to merge patch `id`'s latest revision into its target with `strategy`;
     /// returns the target's new commit.
     public func mergePatch(_ repo: String, _ id: String, strategy: MergeStrategy, nowMs: Int64? = nil) async throws -> String {
-        guard case .patches(let found) = try await forge(.patch(repo, id: id)), let patch = found.first else {
-            throw ClientError.malformedResponse("not a patch")
-        }
-        guard case .heads(let heads) = try await forge(.cobHeads(repo, .patch, object: patch.id)) else { throw ClientError.malformedResponse("not heads") }
-        let newest = heads.sorted { ($0.time, $0.id) > ($1.time, $1.id) }.prefix(options.limits.forgeCobParentsMax)
-        let change = CobChange(
-            type: .patch, object: patch.id, parents: newest.map(\.id), operations: [.merged(revision: patch.revisions.count, strategy: strategy)],
-            author: identity.key.bytes, time: CobChange.time(nowMs: nowMs ?? Int64(Date().timeIntervalSince1970 * 1000), after: newest.map(\.time).max() ?? 0))
-        try CobRules.validate(change, limits: options.limits)
-        guard case .text(let commit) = try await forge(.patchMerge(repo, try change.signed(by: identity.privateKey))) else {
-            throw ClientError.malformedResponse("not a commit")
-        }
+        let patch = try await patch(repo, id)
+        let signed = try await signedChange(repo, .patch, object: patch.id, [.merged(revision: patch.revisions.count, strategy: strategy)], nowMs: nowMs)
+        guard case .text(let commit) = try await forge(.patchMerge(repo, signed)) else { throw ClientError.malformedResponse("not a commit") }
         return commit
     }
 

@@ -351,41 +351,32 @@ public struct Issue: Sendable, Equatable {
         else { throw ForgeError.failed("the issue has no opening change") }
         try checkGraph(changes, root: rootID, type: .issue)
         let author = Hex.encode(root.author)
-        var issue = Issue(
-            id: rootID, author: author, title: title, body: body, open: true, labels: [], comments: [], created: root.time, updated: root.time,
-            changes: changes.count, ignored: [], heads: [])
-        var labels = Set<String>()
+        var discussion = Discussion(title: title, refusal: "only the issue's author or a maintainer may change its title, labels or state")
+        var updated = root.time
         for id in topologicalOrder(changes) where id != rootID {
             let change = changes[id]!
             let who = Hex.encode(change.author)
             let privileged = who == author || maintainers.contains(who)
-            issue.updated = max(issue.updated, change.time)
-            for operation in change.operations {
+            updated = max(updated, change.time)
+            for operation in change.operations where !discussion.apply(operation, id: id, who: who, time: change.time, privileged: privileged) {
                 switch operation {
                 case .open:
-                    issue.ignored.append((id, "only an issue's first change opens it"))
-                case .comment(let body):
-                    issue.comments.append(Comment(id: id, author: who, body: body, time: change.time))
-                case .title(let title) where privileged:
-                    issue.title = title
-                case .label(let add, let remove) where privileged:
-                    labels.formUnion(add)
-                    labels.subtract(remove)
-                case .close where privileged:
-                    issue.open = false
-                case .reopen where privileged:
-                    issue.open = true
-                case .title, .label, .close, .reopen:
-                    issue.ignored.append((id, "only the issue's author or a maintainer may change its title, labels or state"))
-                case .openPatch, .revision, .review, .status, .merged:
-                    issue.ignored.append((id, "revisions, reviews, statuses and merges belong to patches"))
+                    discussion.ignored.append((id, "only an issue's first change opens it"))
+                default:
+                    discussion.ignored.append((id, "revisions, reviews, statuses and merges belong to patches"))
                 }
             }
         }
-        issue.labels = labels.sorted()
+        return Issue(
+            id: rootID, author: author, title: discussion.title, body: body, open: discussion.open, labels: discussion.labels.sorted(),
+            comments: discussion.comments, created: root.time, updated: updated, changes: changes.count, ignored: discussion.ignored,
+            heads: heads(of: changes))
+    }
+
+    /// The changes no other change names as a parent.
+    static func heads(of changes: [CobID: CobChange]) -> [CobID] {
         let parents = Set(changes.values.flatMap(\.parents))
-        issue.heads = changes.keys.filter { !parents.contains($0) }.sorted()
-        return issue
+        return changes.keys.filter { !parents.contains($0) }.sorted()
     }
 
     /// Every change belongs to the object and names only changes of it as parents.
@@ -426,25 +417,13 @@ extension Issue {
         writer.writeString(title)
         writer.writeString(body)
         writer.write(open)
-        writer.writeVarint(UInt64(labels.count))
-        for label in labels { writer.writeString(label) }
-        writer.writeVarint(UInt64(comments.count))
-        for comment in comments {
-            writer.writeRaw(comment.id.bytes)
-            writer.writeString(comment.author)
-            writer.writeString(comment.body)
-            writer.writeFixed(comment.time)
-        }
+        writer.write(labels: labels)
+        writer.write(comments: comments)
         writer.writeFixed(created)
         writer.writeFixed(updated)
         writer.writeVarint(UInt64(changes))
-        writer.writeVarint(UInt64(ignored.count))
-        for (id, reason) in ignored {
-            writer.writeRaw(id.bytes)
-            writer.writeString(reason)
-        }
-        writer.writeVarint(UInt64(heads.count))
-        for head in heads { writer.writeRaw(head.bytes) }
+        writer.write(ignored: ignored)
+        writer.write(ids: heads)
     }
 
     init(from reader: inout ByteReader, limits: Limits) throws(DecodingError) {
@@ -453,24 +432,112 @@ extension Issue {
         title = try reader.readString(limit: limits.forgeTitleBytesMax)
         body = try reader.readString(limit: limits.forgeCommentBytesMax)
         open = try reader.readBool()
-        labels = []
-        for _ in 0..<(try reader.readCount(limit: 10_000)) { labels.append(try reader.readString(limit: limits.forgeLabelBytesMax)) }
-        comments = []
-        for _ in 0..<(try reader.readCount(limit: limits.forgeCobChangesMax * limits.forgeCobOperationsMax)) {
-            comments.append(
-                Comment(
-                    id: CobID(bytes: try reader.readRaw(32))!, author: try reader.readString(limit: 64),
-                    body: try reader.readString(limit: limits.forgeCommentBytesMax), time: try reader.readFixed64()))
-        }
+        labels = try reader.readLabels(limits: limits)
+        comments = try reader.readComments(limits: limits)
         created = try reader.readFixed64()
         updated = try reader.readFixed64()
         changes = try reader.readCount(limit: limits.forgeCobChangesMax)
-        ignored = []
-        for _ in 0..<(try reader.readCount(limit: limits.forgeCobChangesMax * limits.forgeCobOperationsMax)) {
-            ignored.append((CobID(bytes: try reader.readRaw(32))!, try reader.readString(limit: 1024)))
+        ignored = try reader.readIgnored(limits: limits)
+        heads = try reader.readIDs(limit: limits.forgeCobChangesMax)
+    }
+}
+
+/// What an issue's fold and a patch's share: the title, the open state, the labels and the
+/// comments, and the changes whose operations were ignored, with the reason.
+struct Discussion {
+    var title: String
+    var open = true
+    var labels = Set<String>()
+    var comments: [Issue.Comment] = []
+    var ignored: [(id: CobID, reason: String)] = []
+    /// Why a title, label or state change by someone without the right is ignored.
+    let refusal: String
+
+    init(title: String, refusal: String) {
+        self.title = title
+        self.refusal = refusal
+    }
+
+    /// Applies an operation both kinds take: a comment (anyone), a title, labels, closing or
+    /// reopening (the author or a maintainer; ignored with `refusal` otherwise). False for an
+    /// operation only the kind's own fold knows.
+    mutating func apply(_ operation: CobOperation, id: CobID, who: String, time: UInt64, privileged: Bool) -> Bool {
+        switch operation {
+        case .comment(let body): comments.append(Issue.Comment(id: id, author: who, body: body, time: time))
+        case .title(let new) where privileged: title = new
+        case .label(let add, let remove) where privileged:
+            labels.formUnion(add)
+            labels.subtract(remove)
+        case .close where privileged: open = false
+        case .reopen where privileged: open = true
+        case .title, .label, .close, .reopen: ignored.append((id, refusal))
+        default: return false
         }
-        heads = []
-        for _ in 0..<(try reader.readCount(limit: limits.forgeCobChangesMax)) { heads.append(CobID(bytes: try reader.readRaw(32))!) }
+        return true
+    }
+}
+
+// The parts of an issue's and a patch's encodings they share.
+extension ByteWriter {
+    mutating func write(labels: [String]) {
+        writeVarint(UInt64(labels.count))
+        for label in labels { writeString(label) }
+    }
+
+    mutating func write(comments: [Issue.Comment]) {
+        writeVarint(UInt64(comments.count))
+        for comment in comments {
+            writeRaw(comment.id.bytes)
+            writeString(comment.author)
+            writeString(comment.body)
+            writeFixed(comment.time)
+        }
+    }
+
+    mutating func write(ignored: [(id: CobID, reason: String)]) {
+        writeVarint(UInt64(ignored.count))
+        for (id, reason) in ignored {
+            writeRaw(id.bytes)
+            writeString(reason)
+        }
+    }
+
+    mutating func write(ids: [CobID]) {
+        writeVarint(UInt64(ids.count))
+        for id in ids { writeRaw(id.bytes) }
+    }
+}
+
+extension ByteReader {
+    mutating func readLabels(limits: Limits) throws(DecodingError) -> [String] {
+        var labels: [String] = []
+        for _ in 0..<(try readCount(limit: 10_000)) { labels.append(try readString(limit: limits.forgeLabelBytesMax)) }
+        return labels
+    }
+
+    mutating func readComments(limits: Limits) throws(DecodingError) -> [Issue.Comment] {
+        var comments: [Issue.Comment] = []
+        for _ in 0..<(try readCount(limit: limits.forgeCobChangesMax * limits.forgeCobOperationsMax)) {
+            comments.append(
+                Issue.Comment(
+                    id: CobID(bytes: try readRaw(32))!, author: try readString(limit: 64), body: try readString(limit: limits.forgeCommentBytesMax),
+                    time: try readFixed64()))
+        }
+        return comments
+    }
+
+    mutating func readIgnored(limits: Limits) throws(DecodingError) -> [(id: CobID, reason: String)] {
+        var ignored: [(id: CobID, reason: String)] = []
+        for _ in 0..<(try readCount(limit: limits.forgeCobChangesMax * limits.forgeCobOperationsMax)) {
+            ignored.append((CobID(bytes: try readRaw(32))!, try readString(limit: 1024)))
+        }
+        return ignored
+    }
+
+    mutating func readIDs(limit: Int) throws(DecodingError) -> [CobID] {
+        var ids: [CobID] = []
+        for _ in 0..<(try readCount(limit: limit)) { ids.append(CobID(bytes: try readRaw(32))!) }
+        return ids
     }
 }
 
@@ -619,54 +686,46 @@ public struct Patch: Sendable, Equatable {
             id: rootID, author: author, title: title, description: description, target: target, topic: topic, open: true, labels: [],
             revisions: [Revision(number: 1, change: rootID, base: base, head: head, time: root.time)], reviews: [], comments: [],
             changes: changes.count, ignored: [], heads: [])
-        var labels = Set<String>()
+        var discussion = Discussion(title: title, refusal: "only the patch's author or a maintainer may add revisions or change its title, labels or state")
         for id in Issue.topologicalOrder(changes) where id != rootID {
             let change = changes[id]!
             let who = Hex.encode(change.author)
             let privileged = who == author || maintainers.contains(who)
-            for operation in change.operations {
+            for operation in change.operations where !discussion.apply(operation, id: id, who: who, time: change.time, privileged: privileged) {
                 switch operation {
-                case .comment(let body):
-                    patch.comments.append(Issue.Comment(id: id, author: who, body: body, time: change.time))
                 case .revision(let base, let head) where privileged:
                     patch.revisions.append(Revision(number: patch.revisions.count + 1, change: id, base: base, head: head, time: change.time))
                 case .review(let revision, let verdict, let comment):
                     guard revision <= patch.revisions.count else {
-                        patch.ignored.append((id, "a review of revision \(revision), which did not exist when it was made"))
+                        discussion.ignored.append((id, "a review of revision \(revision), which did not exist when it was made"))
                         continue
                     }
                     patch.reviews.append(Review(revision: revision, author: who, verdict: verdict, comment: comment, time: change.time))
-                case .title(let title) where privileged:
-                    patch.title = title
-                case .label(let add, let remove) where privileged:
-                    labels.formUnion(add)
-                    labels.subtract(remove)
-                case .close where privileged:
-                    patch.open = false
-                case .reopen where privileged:
-                    patch.open = true
-                case .revision, .title, .label, .close, .reopen:
-                    patch.ignored.append((id, "only the patch's author or a maintainer may add revisions or change its title, labels or state"))
-                case .open, .openPatch:
-                    patch.ignored.append((id, "only a patch's first change opens it"))
+                case .revision:
+                    discussion.ignored.append((id, discussion.refusal))
                 case .status(let revision, let context, let state):
                     guard revision <= patch.revisions.count else {
-                        patch.ignored.append((id, "a status of revision \(revision), which did not exist when it was set"))
+                        discussion.ignored.append((id, "a status of revision \(revision), which did not exist when it was set"))
                         continue
                     }
                     patch.statuses.removeAll { $0.revision == revision && $0.context == context }
                     patch.statuses.append(Status(revision: revision, context: context, state: state, author: who))
                 case .merged(let revision, _) where privileged:
                     patch.merged = revision
-                    patch.open = false
+                    discussion.open = false
                 case .merged:
-                    patch.ignored.append((id, "only the patch's author or a maintainer merges it"))
+                    discussion.ignored.append((id, "only the patch's author or a maintainer merges it"))
+                default:
+                    discussion.ignored.append((id, "only a patch's first change opens it"))
                 }
             }
         }
-        patch.labels = labels.sorted()
-        let parents = Set(changes.values.flatMap(\.parents))
-        patch.heads = changes.keys.filter { !parents.contains($0) }.sorted()
+        patch.title = discussion.title
+        patch.open = discussion.open
+        patch.labels = discussion.labels.sorted()
+        patch.comments = discussion.comments
+        patch.ignored = discussion.ignored
+        patch.heads = Issue.heads(of: changes)
         return patch
     }
 }
@@ -676,8 +735,7 @@ extension Patch {
         writer.writeRaw(id.bytes)
         for text in [author, title, description, target, topic] { writer.writeString(text) }
         writer.write(open)
-        writer.writeVarint(UInt64(labels.count))
-        for label in labels { writer.writeString(label) }
+        writer.write(labels: labels)
         writer.writeVarint(UInt64(revisions.count))
         for revision in revisions {
             writer.writeVarint(UInt64(revision.number))
@@ -694,21 +752,10 @@ extension Patch {
             writer.writeString(review.comment)
             writer.writeFixed(review.time)
         }
-        writer.writeVarint(UInt64(comments.count))
-        for comment in comments {
-            writer.writeRaw(comment.id.bytes)
-            writer.writeString(comment.author)
-            writer.writeString(comment.body)
-            writer.writeFixed(comment.time)
-        }
+        writer.write(comments: comments)
         writer.writeVarint(UInt64(changes))
-        writer.writeVarint(UInt64(ignored.count))
-        for (id, reason) in ignored {
-            writer.writeRaw(id.bytes)
-            writer.writeString(reason)
-        }
-        writer.writeVarint(UInt64(heads.count))
-        for head in heads { writer.writeRaw(head.bytes) }
+        writer.write(ignored: ignored)
+        writer.write(ids: heads)
         writer.writeVarint(UInt64(statuses.count))
         for status in statuses {
             writer.writeVarint(UInt64(status.revision))
@@ -728,8 +775,7 @@ extension Patch {
         target = try reader.readString(limit: limits.forgeRefNameBytesMax)
         topic = try reader.readString(limit: limits.forgeRefNameBytesMax)
         open = try reader.readBool()
-        labels = []
-        for _ in 0..<(try reader.readCount(limit: 10_000)) { labels.append(try reader.readString(limit: limits.forgeLabelBytesMax)) }
+        labels = try reader.readLabels(limits: limits)
         revisions = []
         for _ in 0..<(try reader.readCount(limit: many)) {
             revisions.append(
@@ -746,18 +792,10 @@ extension Patch {
             reviews.append(
                 Review(revision: revision, author: author, verdict: verdict, comment: try reader.readString(limit: limits.forgeCommentBytesMax), time: try reader.readFixed64()))
         }
-        comments = []
-        for _ in 0..<(try reader.readCount(limit: many)) {
-            comments.append(
-                Issue.Comment(
-                    id: CobID(bytes: try reader.readRaw(32))!, author: try reader.readString(limit: 64),
-                    body: try reader.readString(limit: limits.forgeCommentBytesMax), time: try reader.readFixed64()))
-        }
+        comments = try reader.readComments(limits: limits)
         changes = try reader.readCount(limit: limits.forgeCobChangesMax)
-        ignored = []
-        for _ in 0..<(try reader.readCount(limit: many)) { ignored.append((CobID(bytes: try reader.readRaw(32))!, try reader.readString(limit: 1024))) }
-        heads = []
-        for _ in 0..<(try reader.readCount(limit: limits.forgeCobChangesMax)) { heads.append(CobID(bytes: try reader.readRaw(32))!) }
+        ignored = try reader.readIgnored(limits: limits)
+        heads = try reader.readIDs(limit: limits.forgeCobChangesMax)
         statuses = []
         for _ in 0..<(try reader.readCount(limit: many)) {
             let revision = try reader.readCount(limit: many)

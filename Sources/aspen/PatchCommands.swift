@@ -57,9 +57,7 @@ struct PatchCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runForge {
-                guard case .patches(let found) = try await cluster.client().forge(.patch(repo, id: id)), let patch = found.first else {
-                    throw CLIError.unexpectedAnswer
-                }
+                let patch = try await cluster.client().patch(repo, id)
                 if cluster.json {
                     output(true, PatchCommand.describe(patch), text: "")
                     return
@@ -95,10 +93,7 @@ struct PatchCommand: AsyncParsableCommand {
                         throw CLIError.badInput("--range is FROM..TO (1..2) or one revision (2)")
                     }
                 } else {
-                    guard case .patches(let found) = try await client.forge(.patch(repo, id: id)), let patch = found.first else {
-                        throw CLIError.unexpectedAnswer
-                    }
-                    to = patch.revisions.count
+                    to = try await client.patch(repo, id).revisions.count
                 }
                 guard case .text(let diff) = try await client.forge(.patchDiff(repo, id: id, from: from, to: to)) else { throw CLIError.unexpectedAnswer }
                 print(diff, terminator: "")
@@ -119,14 +114,11 @@ struct PatchCommand: AsyncParsableCommand {
         func run() async throws {
             try await runForge {
                 guard !(approve && requestChanges) else { throw CLIError.badInput("--approve or --request-changes, not both") }
-                let client = try cluster.client()
-                var number = revision ?? 0
-                if number == 0 {
-                    guard case .patches(let found) = try await client.forge(.patch(repo, id: id)), let patch = found.first else { throw CLIError.unexpectedAnswer }
-                    number = patch.revisions.count
-                }
                 let verdict: ReviewVerdict = approve ? .approve : requestChanges ? .requestChanges : .comment
-                _ = try await client.changePatch(repo, id, [.review(revision: number, verdict: verdict, comment: comment)])
+                let patch = try await cluster.client().changePatch(repo, id) {
+                    [.review(revision: revision ?? $0.revisions.count, verdict: verdict, comment: comment)]
+                }
+                let number = revision ?? patch.revisions.count
                 output(cluster.json, ["reviewed": id, "revision": number, "verdict": verdict.name], text: "\(verdict.name) on revision \(number) of \(id)")
             }
         }
@@ -144,13 +136,10 @@ struct PatchCommand: AsyncParsableCommand {
         func run() async throws {
             try await runForge {
                 guard let value = StatusState.allCases.first(where: { $0.name == state }) else { throw CLIError.badInput("a state is pending, success or failure") }
-                let client = try cluster.client()
-                var number = revision ?? 0
-                if number == 0 {
-                    guard case .patches(let found) = try await client.forge(.patch(repo, id: id)), let patch = found.first else { throw CLIError.unexpectedAnswer }
-                    number = patch.revisions.count
+                let patch = try await cluster.client().changePatch(repo, id) {
+                    [.status(revision: revision ?? $0.revisions.count, context: context, state: value)]
                 }
-                _ = try await client.changePatch(repo, id, [.status(revision: number, context: context, state: value)])
+                let number = revision ?? patch.revisions.count
                 output(cluster.json, ["status": context, "state": state, "revision": number], text: "\(context) \(state) on revision \(number) of \(id)")
             }
         }
@@ -182,7 +171,7 @@ struct PatchCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runForge {
-                _ = try await cluster.client().changePatch(repo, id, [.comment(body: body)])
+                try await cluster.client().changePatch(repo, id) { _ in [.comment(body: body)] }
                 output(cluster.json, ["commented": id], text: "commented on \(id)")
             }
         }
@@ -196,7 +185,7 @@ struct PatchCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runForge {
-                _ = try await cluster.client().changePatch(repo, id, [.close])
+                try await cluster.client().changePatch(repo, id) { _ in [.close] }
                 output(cluster.json, ["closed": id], text: "closed \(id)")
             }
         }
@@ -210,7 +199,7 @@ struct PatchCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runForge {
-                _ = try await cluster.client().changePatch(repo, id, [.reopen])
+                try await cluster.client().changePatch(repo, id) { _ in [.reopen] }
                 output(cluster.json, ["reopened": id], text: "reopened \(id)")
             }
         }
