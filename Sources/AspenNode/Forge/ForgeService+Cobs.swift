@@ -56,12 +56,38 @@ extension ForgeService {
                 throw ForgeError.badInput("\(type.name) \(object.short) holds \(count) changes, at forgeCobChangesMax (\(limits.forgeCobChangesMax))")
             }
         }
-        let hash = try await blobs.add(signed.encoded, tag: "aspen/forge/cob/\(repo)/\(id.hex)", tagTtlMs: Self.incomingTagTtlMs)
-        let reference = BlobReference(hash: hash, size: UInt64(signed.encoded.count))
-        // Added once: the same change sent again (a retry) must not bring back its head after a
-        // later change replaced it.
+        let (changeCompares, operations) = changeWrites(repo, change, signed, try await store(signed, repo: repo))
+        let compares = [Compare(key: ForgeKeys.repo(repo), .version(0), .greater)] + changeCompares
         let changeKey = ForgeKeys.cobChange(repo, type, object: object, change: id)
-        var compares = [Compare(key: ForgeKeys.repo(repo), .version(0), .greater), .absent(changeKey)]
+        guard case .transaction(let result) = try await node.write(.transaction(Transaction(compares: compares, success: operations)), forwarding: true)
+        else { throw ForgeError.failed("unexpected result of the change's transaction") }
+        guard result.succeeded else {
+            if try await node.get(changeKey, consistency: .linearizable) != nil { return id }
+            throw ForgeError.notFound("no repository \(repo), or no \(type.name) \(object.short) in it, or a parent change it names")
+        }
+        return id
+    }
+
+    /// Stores a signed change in the blob store (tagged until the transaction that adds it
+    /// references it); returns its reference.
+    func store(_ signed: SignedCobChange, repo: String) async throws -> BlobReference {
+        let bytes = signed.encoded
+        let hash = try await blobs.add(bytes, tag: "aspen/forge/cob/\(repo)/\(signed.id.hex)", tagTtlMs: Self.incomingTagTtlMs)
+        return BlobReference(hash: hash, size: UInt64(bytes.count))
+    }
+
+    /// What adding `change` (stored at `reference`) asks of a transaction: that it is new (a
+    /// retry must not bring back a head a later change replaced), that its object and its parents
+    /// exist (not that they still be heads); and what it writes: its reference and its head, and
+    /// the removal of its parents' heads.
+    func changeWrites(
+        _ repo: String, _ change: CobChange, _ signed: SignedCobChange, _ reference: BlobReference
+    ) -> (compares: [Compare], operations: [TransactionOperation]) {
+        let id = signed.id
+        let object = change.object ?? id
+        let type = change.type
+        let changeKey = ForgeKeys.cobChange(repo, type, object: object, change: id)
+        var compares: [Compare] = [.absent(changeKey)]
         var operations: [TransactionOperation] = [
             .put(Put(key: changeKey, value: reference.encoded)),
             .put(Put(key: ForgeKeys.cobHead(repo, type, object: object, change: id), value: ByteWriter.fixed(change.time))),
@@ -73,13 +99,7 @@ extension ForgeService {
             compares.append(Compare(key: ForgeKeys.cobChange(repo, type, object: object, change: parent), .version(0), .greater))
             operations.append(.delete(Delete(.key(ForgeKeys.cobHead(repo, type, object: object, change: parent)))))
         }
-        guard case .transaction(let result) = try await node.write(.transaction(Transaction(compares: compares, success: operations)), forwarding: true)
-        else { throw ForgeError.failed("unexpected result of the change's transaction") }
-        guard result.succeeded else {
-            if try await node.get(changeKey, consistency: .linearizable) != nil { return id }
-            throw ForgeError.notFound("no repository \(repo), or no \(type.name) \(object.short) in it, or a parent change it names")
-        }
-        return id
+        return (compares, operations)
     }
 
     /// Every object of `type` in the repository, by id.
@@ -182,17 +202,7 @@ extension ForgeService {
     /// linearizably first).
     func scan(_ space: Subspace, keysOnly: Bool = false) async throws -> [KeyValue] {
         let (start, end) = space.range
-        var found: [KeyValue] = []
-        var continuation: Bytes?
-        var revision: Revision = 0
-        repeat {
-            let page = try await node.read(
-                RangeRequest(.range(start: start, end: end), revision: revision, keysOnly: keysOnly, continuation: continuation), consistency: .stale)
-            revision = page.revision
-            found += page.kvs
-            continuation = page.more ? page.continuation : nil
-        } while continuation != nil
-        return found
+        return try await RepoCache.scan(node, start: start, end: end, keysOnly: keysOnly)
     }
 }
 

@@ -51,26 +51,15 @@ extension ForgeService {
             if new != head {
                 stored = try await self.packMerge(path, new: new, old: old, repo: repo)
             }
-            let bytes = signed.encoded
-            let hash = try await self.blobs.add(bytes, tag: "aspen/forge/cob/\(repo)/\(signed.id.hex)", tagTtlMs: Self.incomingTagTtlMs)
-            let id = signed.id
-            let changeKey = ForgeKeys.cobChange(repo, .patch, object: object, change: id)
+            let writes = self.changeWrites(repo, change, signed, try await self.store(signed, repo: repo))
             let refKey = ForgeKeys.ref(repo, targetRef)
             var compares = [
-                Compare(key: ForgeKeys.repo(repo), .createRevision(state.createRevision)), .absent(changeKey),
+                Compare(key: ForgeKeys.repo(repo), .createRevision(state.createRevision)),
                 old.map { Compare(key: refKey, .value(Array($0.utf8))) } ?? .absent(refKey),
-            ]
+            ] + writes.compares
             let ruleKey = ForgeKeys.protection(repo, patch.target)
             compares.append(state.protections[patch.target].map { Compare(key: ruleKey, .modRevision($0.revision)) } ?? .absent(ruleKey))
-            var operations: [TransactionOperation] = [
-                .put(Put(key: refKey, value: Array(new.utf8))),
-                .put(Put(key: changeKey, value: BlobReference(hash: hash, size: UInt64(bytes.count)).encoded)),
-                .put(Put(key: ForgeKeys.cobHead(repo, .patch, object: object, change: id), value: ByteWriter.fixed(change.time))),
-            ]
-            for parent in change.parents {
-                compares.append(Compare(key: ForgeKeys.cobChange(repo, .patch, object: object, change: parent), .version(0), .greater))
-                operations.append(.delete(Delete(.key(ForgeKeys.cobHead(repo, .patch, object: object, change: parent)))))
-            }
+            var operations: [TransactionOperation] = [.put(Put(key: refKey, value: Array(new.utf8)))] + writes.operations
             if let stored { operations.append(.put(Put(key: ForgeKeys.pack(repo, stored.name), value: stored.reference.encoded))) }
             let update = RefUpdate(old: old ?? String(repeating: "0", count: head.utf8.count), new: new, name: targetRef)
             let record = PushRecord(

@@ -185,18 +185,10 @@ extension ForgeService {
                 ForgeNames.isZero(update.new) ? .delete(Delete(.key(key))) : .put(Put(key: key, value: Array(update.new.utf8))))
         }
         for pack in stored { operations.append(.put(Put(key: ForgeKeys.pack(repo, pack.name), value: pack.reference.encoded))) }
-        for (change, signed, reference) in try await storeChanges(patchChanges, repo: repo) {
-            let id = signed.id
-            let object = change.object ?? id
-            let changeKey = ForgeKeys.cobChange(repo, .patch, object: object, change: id)
-            compares.append(.absent(changeKey))
-            if change.object != nil { compares.append(Compare(key: ForgeKeys.cobChange(repo, .patch, object: object, change: object), .version(0), .greater)) }
-            operations.append(.put(Put(key: changeKey, value: reference.encoded)))
-            operations.append(.put(Put(key: ForgeKeys.cobHead(repo, .patch, object: object, change: id), value: ByteWriter.fixed(change.time))))
-            for parent in change.parents {
-                compares.append(Compare(key: ForgeKeys.cobChange(repo, .patch, object: object, change: parent), .version(0), .greater))
-                operations.append(.delete(Delete(.key(ForgeKeys.cobHead(repo, .patch, object: object, change: parent)))))
-            }
+        for (change, signed) in patchChanges {
+            let writes = changeWrites(repo, change, signed, try await store(signed, repo: repo))
+            compares += writes.compares
+            operations += writes.operations
         }
         // The rules checked are the rules applied: a branch protected meanwhile fails the compare.
         for branch in Set(request.updates.compactMap { Self.branch($0.name) }) {
@@ -280,17 +272,6 @@ extension ForgeService {
         return found
     }
 
-    /// Stores each patch change's signed bytes in the blob store.
-    func storeChanges(_ changes: [(CobChange, SignedCobChange)], repo: String) async throws -> [(CobChange, SignedCobChange, BlobReference)] {
-        var stored: [(CobChange, SignedCobChange, BlobReference)] = []
-        for (change, signed) in changes {
-            let bytes = signed.encoded
-            let hash = try await blobs.add(bytes, tag: "aspen/forge/cob/\(repo)/\(signed.id.hex)", tagTtlMs: Self.incomingTagTtlMs)
-            stored.append((change, signed, BlobReference(hash: hash, size: UInt64(bytes.count))))
-        }
-        return stored
-    }
-
     /// `main` for `refs/heads/main`.
     static func branch(_ ref: String) -> String? { ref.hasPrefix("refs/heads/") ? String(ref.dropFirst("refs/heads/".count)) : nil }
 
@@ -361,20 +342,9 @@ extension ForgeService {
             return .done
         case .list(let prefix):
             let (start, end) = ForgeKeys.repos.range
-            var records: [RepoRecord] = []
-            var continuation: Bytes?
-            var revision: Revision = 0
-            repeat {
-                let page = try await node.read(
-                    RangeRequest(.range(start: start, end: end), revision: revision, continuation: continuation),
-                    consistency: continuation == nil ? .linearizable : .stale)
-                revision = page.revision
-                for pair in page.kvs {
-                    let record = try RepoRecord(decoding: pair.value, limits: limits)
-                    if record.name.hasPrefix(prefix) { records.append(record) }
-                }
-                continuation = page.more ? page.continuation : nil
-            } while continuation != nil
+            try await node.linearizableBarrier()
+            let records = try await RepoCache.scan(node, start: start, end: end).map { try RepoRecord(decoding: $0.value, limits: limits) }
+                .filter { $0.name.hasPrefix(prefix) }
             return .repos(records)
         case .show(let name):
             try ForgeNames.validate(repo: name, limits: limits)

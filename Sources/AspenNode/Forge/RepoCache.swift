@@ -81,33 +81,41 @@ struct RepoCache: Sendable {
         var packs: [String: BlobReference] = [:]
         var retired: [(pack: String, retiredMs: Int64, reference: BlobReference)] = []
         var protections: [String: (rule: ProtectionRule, revision: Revision)] = [:]
+        for pair in try await scan(node, start: start, end: end) {
+            if let ref = ForgeKeys.name(in: ForgeKeys.refs(name), pair.key) {
+                let id = String(decoding: pair.value, as: UTF8.self)
+                guard ForgeNames.isObjectID(id), (try? ForgeNames.validate(ref: ref, limits: limits)) != nil else { continue }
+                refs[ref] = id
+            } else if let pack = ForgeKeys.name(in: ForgeKeys.packs(name), pair.key), ForgeNames.isPackName(pack),
+                let reference = BlobReference(decoding: pair.value)
+            {
+                packs[pack] = reference
+            } else if let branch = ForgeKeys.name(in: ForgeKeys.protections(name), pair.key) {
+                protections[branch] = (try ProtectionRule(decoding: pair.value), pair.modRevision)
+            } else if let tuple = try? ForgeKeys.retired(name).unpack(pair.key), tuple.elements.count == 2,
+                case .int(let retiredMs) = tuple.elements[0], case .string(let pack) = tuple.elements[1], ForgeNames.isPackName(pack),
+                let reference = BlobReference(decoding: pair.value)
+            {
+                retired.append((pack, retiredMs, reference))
+            }
+        }
+        return RepoState(record: record, createRevision: kv.createRevision, refs: refs, packs: packs, retired: retired, protections: protections)
+    }
+
+    /// Every key in `[start, end)` as this node has applied it, at one revision (the first
+    /// page's), page after page.
+    static func scan(_ node: RaftNode, start: Bytes, end: Bytes?, keysOnly: Bool = false) async throws -> [KeyValue] {
+        var found: [KeyValue] = []
         var continuation: Bytes?
         var revision: Revision = 0
         repeat {
             let page = try await node.read(
-                RangeRequest(.range(start: start, end: end), revision: revision, continuation: continuation), consistency: .stale)
+                RangeRequest(.range(start: start, end: end), revision: revision, keysOnly: keysOnly, continuation: continuation), consistency: .stale)
             revision = page.revision
-            for pair in page.kvs {
-                if let ref = ForgeKeys.name(in: ForgeKeys.refs(name), pair.key) {
-                    let id = String(decoding: pair.value, as: UTF8.self)
-                    guard ForgeNames.isObjectID(id), (try? ForgeNames.validate(ref: ref, limits: limits)) != nil else { continue }
-                    refs[ref] = id
-                } else if let pack = ForgeKeys.name(in: ForgeKeys.packs(name), pair.key), ForgeNames.isPackName(pack),
-                    let reference = BlobReference(decoding: pair.value)
-                {
-                    packs[pack] = reference
-                } else if let branch = ForgeKeys.name(in: ForgeKeys.protections(name), pair.key) {
-                    protections[branch] = (try ProtectionRule(decoding: pair.value), pair.modRevision)
-                } else if let tuple = try? ForgeKeys.retired(name).unpack(pair.key), tuple.elements.count == 2,
-                    case .int(let retiredMs) = tuple.elements[0], case .string(let pack) = tuple.elements[1], ForgeNames.isPackName(pack),
-                    let reference = BlobReference(decoding: pair.value)
-                {
-                    retired.append((pack, retiredMs, reference))
-                }
-            }
+            found += page.kvs
             continuation = page.more ? page.continuation : nil
         } while continuation != nil
-        return RepoState(record: record, createRevision: kv.createRevision, refs: refs, packs: packs, retired: retired, protections: protections)
+        return found
     }
 
     /// Makes the cache of `state.record.name` hold every pack and exactly the refs of `state`.
