@@ -31,6 +31,7 @@ let package = Package(
         .library(name: "AspenJobs", targets: ["AspenJobs"]),
         .library(name: "AspenWorker", targets: ["AspenWorker"]),
         .library(name: "AspenForge", targets: ["AspenForge"]),
+        .library(name: "AspenSecrets", targets: ["AspenSecrets"]),
         .library(name: "AspenTesting", targets: ["AspenTesting"]),
         .executable(name: "aspen-sim", targets: ["aspen-sim"]),
         .executable(name: "aspen-storage-bench", targets: ["aspen-storage-bench"]),
@@ -53,6 +54,9 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // Foundation of everything: ids, limits, hashing, seeded randomness. No I/O.
@@ -91,7 +95,7 @@ let package = Package(
             name: "AspenNode",
             dependencies: [
                 "AspenAuth", "AspenBlob", "AspenCore", "AspenJobs", "AspenWorker", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient",
-                "AspenCoordination", "AspenForge",
+                "AspenCoordination", "AspenForge", "AspenSecrets",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -137,6 +141,23 @@ let package = Package(
         .testTarget(
             name: "AspenForgeTests", dependencies: ["AspenCore", "AspenKV", "AspenForge", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strictSwift),
+        // Secrets: the engines (KV v2, transit, PKI), encryption at rest, the Shamir-split seal,
+        // SOPS/age bootstrap (docs/secrets.md). Pure: no I/O but reading a file it is given.
+        .target(
+            name: "AspenSecrets",
+            dependencies: [
+                "AspenCore", "AspenKV", "AspenLayer",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "AspenSecretsTests", dependencies: ["AspenCore", "AspenKV", "AspenSecrets", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSwift),
         .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenKV", "AspenJobs", "AspenForge"], swiftSettings: strictSwift),
         // The worker's side of jobs: running a claimed job on this machine (shell jobs so far) and
         // leaving none of its processes behind. Linux only.
@@ -162,7 +183,7 @@ let package = Package(
         .testTarget(name: "AspenAuthTests", dependencies: ["AspenCore", "AspenKV", "AspenAuth"], swiftSettings: strictSwift),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
         .target(
-            name: "AspenClient", dependencies: ["AspenAuth", "AspenBlob", "AspenCore", "AspenForge", "AspenJobs", "AspenKV", "AspenTransport", "AspenCoordination", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strictSwift),
+            name: "AspenClient", dependencies: ["AspenAuth", "AspenBlob", "AspenCore", "AspenForge", "AspenJobs", "AspenKV", "AspenSecrets", "AspenTransport", "AspenCoordination", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .executableTarget(
@@ -221,7 +242,7 @@ let package = Package(
             name: "aspen",
             dependencies: [
                 "AspenAuth", "AspenBlob", "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination", "AspenLayer",
-                "AspenNodeCommands", "AspenJobs", "AspenWorker", "AspenForge",
+                "AspenNodeCommands", "AspenJobs", "AspenWorker", "AspenForge", "AspenSecrets",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

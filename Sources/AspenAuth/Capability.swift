@@ -38,6 +38,10 @@ public enum Capability: Sendable, Hashable {
         case forge = 5
         /// CI pipelines, by repository prefix.
         case ci = 6
+        /// Transit keys, by `MOUNT/KEY` prefix.
+        case transit = 7
+        /// PKI roles and issuers, by `MOUNT/ROLE` prefix (`MOUNT` alone for revocation and management).
+        case pki = 8
 
         public var name: String {
             switch self {
@@ -47,21 +51,42 @@ public enum Capability: Sendable, Hashable {
             case .secrets: "secrets"
             case .forge: "forge"
             case .ci: "ci"
+            case .transit: "transit"
+            case .pki: "pki"
             }
         }
     }
 
-    /// Access to a service's resources; `full` contains `read` and `write`.
+    /// Access to a service's resources; `full` contains every other. The verbs past `full` are
+    /// those of the secrets engines (`secrets-list`, `transit-encrypt`, `pki-issue`, …).
     public enum Access: UInt8, Sendable, Hashable, CaseIterable {
         case read = 1
         case write = 2
         case full = 3
+        case delete = 4
+        case list = 5
+        case encrypt = 6
+        case decrypt = 7
+        case sign = 8
+        case verify = 9
+        case manage = 10
+        case issue = 11
+        case revoke = 12
 
         public var name: String {
             switch self {
             case .read: "read"
             case .write: "write"
             case .full: "full"
+            case .delete: "delete"
+            case .list: "list"
+            case .encrypt: "encrypt"
+            case .decrypt: "decrypt"
+            case .sign: "sign"
+            case .verify: "verify"
+            case .manage: "manage"
+            case .issue: "issue"
+            case .revoke: "revoke"
             }
         }
 

@@ -260,6 +260,47 @@ public struct Limits: Sendable, Equatable {
     /// issuer and time instead: one record revokes everything an issuer issued before then.
     public var revocationsMax = 10_000
 
+    // MARK: Secrets (docs/secrets.md)
+    /// Most secrets engine mounts in a cluster.
+    public var secretsMountsMax = 64
+    /// Longest mount path, in bytes.
+    public var secretsMountPathBytesMax = 128
+    /// Longest secret path (or transit key or PKI role name) inside a mount, in bytes.
+    public var secretPathBytesMax = 512
+    /// Largest KV v2 secret (its JSON data), in bytes.
+    public var secretBytesMax = 512 * 1024
+    /// Deepest nesting of a JSON document the secrets API accepts (objects and arrays).
+    public var secretJSONDepthMax = 32
+    /// Largest request body the Vault API reads, in bytes.
+    public var secretsRequestBytesMax = 1024 * 1024
+    /// Most versions a KV v2 secret keeps (`max_versions` may not be set above it; 0 means the default).
+    public var secretVersionsMax = 100
+    /// Versions kept when neither the secret nor the mount sets `max_versions` (Vault's default).
+    public var secretVersionsDefault = 10
+    /// Most custom metadata entries on a secret, and the longest key and value (Vault's bounds).
+    public var secretCustomMetadataMax = 64
+    public var secretCustomMetadataKeyBytesMax = 128
+    public var secretCustomMetadataValueBytesMax = 512
+    /// Most keys one LIST answers (a listing past it is refused, naming the bound).
+    public var secretsListKeysMax = 10_000
+    /// Largest transit plaintext (before base64), in bytes.
+    public var transitPlaintextBytesMax = 1024 * 1024
+    /// Most items in one transit batch request.
+    public var transitBatchMax = 1000
+    /// Most transit keys, and PKI roles and certificates, in one mount.
+    public var transitKeysMax = 10_000
+    public var pkiRolesMax = 1000
+    public var pkiCertificatesMax = 100_000
+    /// Most versions one transit key keeps (rotations past it are refused until old ones are trimmed).
+    public var transitKeyVersionsMax = 1000
+    /// Most entries in a PKI mount's certificate revocation list.
+    public var pkiCRLEntriesMax = 100_000
+    /// Largest SOPS file a node reads at start, in bytes.
+    public var sopsFileBytesMax = 1024 * 1024
+    /// How long a secrets request waits for the cluster (a quorum for reads and writes, key shares
+    /// to unseal) before it is answered 503.
+    public var secretsQuorumWaitMs: Int64 = 3000
+
     public init() {}
 
     /// The production limits.

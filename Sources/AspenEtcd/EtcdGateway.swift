@@ -125,7 +125,11 @@ public final class EtcdGateway: Sendable {
     /// (no leader known yet, or lease grants and keep-alives, which take the leader's clock) go
     /// to the leader as client requests.
     func write(_ request: KVWriteRequest) async throws -> KVResult {
-        try authorize(try RequestRequirements.of(request) { try node.keysAttached(toLease: $0) }, "write")
+        let needed = try RequestRequirements.of(request) { try node.keysAttached(toLease: $0) }
+        if let problem = RequestRequirements.reservedWriteProblem(needed) {
+            throw RPCError(code: .permissionDenied, message: "etcdserver: \(problem)")
+        }
+        try authorize(needed, "write")
         return try await translatingErrors {
             try await onLeader({ try await node.write(request, forwarding: true) }, remote: { try await $0.write(request) })
         }

@@ -6,6 +6,7 @@ import AspenJobs
 import AspenKV
 import AspenLayer
 import AspenRaft
+import AspenSecrets
 import AspenTransport
 import Logging
 
@@ -32,13 +33,16 @@ public struct ClientService: Sendable {
     let jobs: JobService?
     /// The forge's repository calls (nil: this node answers them as unknown).
     let forge: ForgeService?
+    /// The secrets engines (nil: this node answers their calls as unknown).
+    let secrets: SecretsService?
 
     public init(
         node: RaftNode, network: PeerNetwork? = nil, cookie: ClusterCookie? = nil, auth: NodeAuth? = nil,
-        metrics: RequestMetrics? = nil, jobs: JobService? = nil, forge: ForgeService? = nil, limits: Limits = .standard, logger: Logger,
-        keepAdopted: (@Sendable ([UInt8]) throws -> Void)? = nil
+        metrics: RequestMetrics? = nil, jobs: JobService? = nil, forge: ForgeService? = nil, secrets: SecretsService? = nil, limits: Limits = .standard,
+        logger: Logger, keepAdopted: (@Sendable ([UInt8]) throws -> Void)? = nil
     ) {
         self.jobs = jobs
+        self.secrets = secrets
         self.forge = forge
         self.keepAdopted = keepAdopted
         self.node = node
@@ -109,7 +113,9 @@ public struct ClientService: Sendable {
             switch (request.domain, request.operation) {
             case ("kv", "write"):
                 let (write, stamp) = try KVWire.decodeClientWrite(request.body, limits: limits)
-                try access.authorize(try RequestRequirements.of(write) { try node.storage.lease($0)?.keys ?? [] })
+                let needed = try RequestRequirements.of(write) { try node.storage.lease($0)?.keys ?? [] }
+                if let problem = RequestRequirements.reservedWriteProblem(needed) { throw KVError.invalidCommand(problem) }
+                try access.authorize(needed)
                 if let stamp { return .ok(KVWire.encode(try await node.write(write, stamp: stamp))) }
                 return .ok(KVWire.encode(try await node.write(write)))
             case ("kv", "read"):
@@ -147,11 +153,29 @@ public struct ClientService: Sendable {
                 let call = try ForgeCall(decoding: request.body, limits: limits)
                 try access.authorize(RequestRequirements.of(call))
                 return .ok(try await forge!.call(call, caller: caller.key).encoded)
+            case ("secrets", "call") where secrets != nil:
+                var vault = try VaultRequest(decoding: request.body, limits: limits)
+                vault.token = nil
+                let caller = SecretsService.Caller(
+                    authorize: { try access.authorize($0) }, credential: access.credential, credentialRequired: access.auth != nil)
+                return .ok(await secrets!.handle(vault, caller: caller).encoded())
+            case ("secrets", "share") where secrets != nil, ("secrets", "seal-share") where secrets != nil:
+                // Between voters only: a key share goes to (or comes from) a member's proven key.
+                guard let from = network?.node(for: caller.key), network?.isMember(caller.key) == true else {
+                    return .failure(RPCFailure(code: "unauthorized", message: "key shares are exchanged between cluster members only"))
+                }
+                var reader = ByteReader(request.body)
+                let epoch = try reader.readVarint()
+                if request.operation == "share" { return .ok(try await secrets!.share(epoch: epoch, for: from)) }
+                let share = try reader.readBytes(limit: 64)
+                return .ok(try await secrets!.sealShare(epoch: epoch, share: share, for: from))
             default:
                 try access.authorize(.clusterAdmin)
                 return .failure(
                     RPCFailure(code: "unknown_operation", message: "unknown operation \(request.domain).\(request.operation)"))
             }
+        } catch let error as SecretsError {
+            return .failure(RPCFailure(code: "secrets", message: error.message))
         } catch let refusal as AuthRefusal {
             auth?.noteDenial(refusal, client: "\(caller.key)", operation: "\(request.domain).\(request.operation)", nowMs: node.nowMs())
             return .failure(RPCFailure(code: refusal.code, message: refusal.description))

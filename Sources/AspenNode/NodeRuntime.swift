@@ -1,6 +1,8 @@
+import AspenClient
 import AspenCore
 import AspenKV
 import AspenRaft
+import AspenSecrets
 import AspenStorage
 import AspenTransport
 import Foundation
@@ -23,6 +25,9 @@ public final class NodeRuntime: Sendable {
     public let blobs: BlobService
     public let jobs: JobService
     public let forge: ForgeService
+    public let secrets: SecretsService
+    /// Vault's HTTP API, when `vault-listen` is set.
+    public let vault: VaultHTTPServer?
     let logger: Logger
     let initialClusterID: [UInt8]
     /// The node's own event loop: its Raft actor, its peer connections and the connections it
@@ -31,9 +36,11 @@ public final class NodeRuntime: Sendable {
 
     private init(
         settings: NodeSettings, identity: NodeIdentity, node: RaftNode, server: TransportServer, admin: AdminServer?, auth: NodeAuth,
-        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, blobs: BlobService, jobs: JobService, forge: ForgeService, logger: Logger, clusterID: [UInt8],
-        loops: MultiThreadedEventLoopGroup
+        network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, blobs: BlobService, jobs: JobService, forge: ForgeService, secrets: SecretsService,
+        vault: VaultHTTPServer?, logger: Logger, clusterID: [UInt8], loops: MultiThreadedEventLoopGroup
     ) {
+        self.secrets = secrets
+        self.vault = vault
         self.loops = loops
         self.blobs = blobs
         self.jobs = jobs
@@ -163,6 +170,9 @@ public final class NodeRuntime: Sendable {
             dataDirectory: settings.dataDirectory, node: node, blobs: blobs, auth: auth, cookie: cookie, ownKey: identity.key,
             limits: configuration.limits, logger: logger)
         requestMetrics.add { forge.metricsExposition }
+        let secrets = SecretsService(
+            node: node, selfID: id, identityKey: Array(identity.privateKey.rawRepresentation),
+            peers: Self.secretsPeers(network: network, identity: identity, cookie: cookie), logger: logger)
         let server = try await TransportServer.start(
             host: host, port: port, tls: tls,
             routes: [
@@ -172,8 +182,8 @@ public final class NodeRuntime: Sendable {
                 AspenProtocol.git: forge.route,
                 AspenProtocol.gitHook: forge.hookRoute,
                 AspenProtocol.client: ClientService(
-                    node: node, network: network, cookie: cookie, auth: auth, metrics: requestMetrics, jobs: jobs, forge: forge, logger: logger,
-                    keepAdopted: { try DurableFiles.replaceContents(adoptedPath, with: $0) })
+                    node: node, network: network, cookie: cookie, auth: auth, metrics: requestMetrics, jobs: jobs, forge: forge, secrets: secrets,
+                    logger: logger, keepAdopted: { try DurableFiles.replaceContents(adoptedPath, with: $0) })
                     .route,
             ],
             logger: logger, group: loops)
@@ -207,6 +217,11 @@ public final class NodeRuntime: Sendable {
         if let http = settings.http {
             admin = try await AdminServer.start(host: http.host, port: http.port, node: node, requests: requestMetrics, auth: auth)
         }
+        var vault: VaultHTTPServer?
+        if let address = settings.vaultListen {
+            vault = try await VaultHTTPServer.start(host: address.host, port: address.port, secrets: secrets, auth: auth, group: loops)
+            logger.info("Vault API listening", metadata: ["address": "\(address.host):\(vault!.port)"])
+        }
         var joiner: Task<Void, Never>?
         if let ticket = settings.ticket, await node.membership.isEmpty {
             joiner = Task {
@@ -217,7 +232,30 @@ public final class NodeRuntime: Sendable {
         }
         return NodeRuntime(
             settings: settings, identity: identity, node: node, server: server, admin: admin, auth: auth, network: network, storage: store,
-            joiner: joiner, blobs: blobs, jobs: jobs, forge: forge, logger: logger, clusterID: clusterID, loops: loops)
+            joiner: joiner, blobs: blobs, jobs: jobs, forge: forge, secrets: secrets, vault: vault, logger: logger, clusterID: clusterID,
+            loops: loops)
+    }
+
+    /// How this node's seal reaches another voter: one request on a connection that proves this
+    /// node's key and checks the peer's.
+    static func secretsPeers(network: PeerNetwork, identity: NodeIdentity, cookie: ClusterCookie?) -> SecretsSeal.Peers {
+        @Sendable func withPeer(_ id: NodeID, _ body: @Sendable (AspenClient) async throws -> [UInt8]) async throws -> [UInt8] {
+            guard let address = network.address(of: id) else { throw SecretsError.unavailable("no address is known for node \(id)") }
+            let client = try AspenClient(
+                endpoints: [Endpoint(id: id, host: address.host, port: address.port, key: address.key)], identity: identity, attemptsMax: 1,
+                cookie: cookie)
+            do {
+                let answer = try await body(client)
+                await client.close()
+                return answer
+            } catch {
+                await client.close()
+                throw error
+            }
+        }
+        return SecretsSeal.Peers(
+            share: { id, epoch in try await withPeer(id) { try await $0.secretsShare(epoch: epoch) } },
+            seal: { id, epoch, share in try await withPeer(id) { try await $0.secretsSealShare(epoch: epoch, share: share) } })
     }
 
     /// Stops in dependency order: stop accepting, drain in-flight requests (bounded), stop Raft
@@ -233,6 +271,7 @@ public final class NodeRuntime: Sendable {
         await forge.stop()
         await server.stopAccepting()
         try? await admin?.close()
+        try? await vault?.close()
         let left = await server.drain(seconds: drainSeconds)
         if left > 0 { logger.warning("requests still in flight after the drain period", metadata: ["requests": "\(left)"]) }
         await blobs.closeConnections()

@@ -17,6 +17,8 @@ public struct NodeSettings: Sendable, Equatable {
     /// The etcd endpoint's TLS certificate and key (PEM files), and the CA whose certificates
     /// clients must present when given (etcd's --cert-file, --key-file, --trusted-ca-file).
     public var etcdTLS: TLSFiles?
+    /// Where to serve Vault's HTTP API (the secrets engines), if anywhere: loopback only.
+    public var vaultListen: (host: String, port: Int)?
     public var cookie: String?
     public var ticket: ClusterTicket?
     public var peers: [NodeID: PeerAddress]
@@ -45,7 +47,7 @@ public struct NodeSettings: Sendable, Equatable {
     /// Every setting's name as a flag, environment variable (`ASPEN_` + upper case, `_` for `-`)
     /// and config file key, with its default (nil: required or off).
     public static let known: [(name: String, defaultValue: String?)] = [
-        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("etcd-cert-file", nil),
+        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("vault-listen", nil), ("etcd-cert-file", nil),
         ("etcd-key-file", nil), ("etcd-trusted-ca-file", nil), ("cookie", nil), ("cookie-file", nil), ("ticket", nil),
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
         ("election-timeout-ms", nil), ("compact-after-entries", "100000"),
@@ -72,6 +74,7 @@ public struct NodeSettings: Sendable, Equatable {
     public static func == (lhs: NodeSettings, rhs: NodeSettings) -> Bool {
         lhs.nodeID == rhs.nodeID && lhs.dataDirectory == rhs.dataDirectory && lhs.listen == rhs.listen
             && lhs.http?.host == rhs.http?.host && lhs.http?.port == rhs.http?.port && lhs.cookie == rhs.cookie
+            && lhs.vaultListen?.host == rhs.vaultListen?.host && lhs.vaultListen?.port == rhs.vaultListen?.port
             && lhs.etcdListen?.host == rhs.etcdListen?.host && lhs.etcdListen?.port == rhs.etcdListen?.port && lhs.etcdTLS == rhs.etcdTLS
             && lhs.ticket == rhs.ticket && lhs.peers == rhs.peers && lhs.bootstrap == rhs.bootstrap && lhs.learner == rhs.learner
             && lhs.storage == rhs.storage && lhs.heartbeatMs == rhs.heartbeatMs && lhs.electionTimeoutMs == rhs.electionTimeoutMs
@@ -304,6 +307,12 @@ public struct NodeSettings: Sendable, Equatable {
             compactAfterEntries: UInt64(try integer("compact-after-entries", 1...100_000_000)), autoCompaction: autoCompaction,
             logLevel: logLevel, sources: sources)
         settings.auth = auth
+        if let vault = try address("vault-listen") {
+            guard Self.isLoopback(host: vault.0) else {
+                throw Problem("\(origin("vault-listen")) \(vault.0) is reachable from other machines: the Vault API is served on loopback only (it speaks plain HTTP)")
+            }
+            settings.vaultListen = vault
+        }
         settings.trustedRoots = trustedRoots
         settings.blob.replicas = try integer("blob-replicas", 1...Limits.standard.blobReplicasMax)
         settings.blob.gcGraceMs = Int64(try integer("blob-gc-grace-ms", 0...365 * 86_400_000))
@@ -340,6 +349,7 @@ public struct NodeSettings: Sendable, Equatable {
             line("node-id", "\(nodeID.rawValue)"), line("data-dir", dataDirectory), line("listen", "\(listen.host):\(listen.port)"),
             line("http", http.map { "\($0.host):\($0.port)" } ?? "(off)"),
             line("etcd-listen", etcdListen.map { "\($0.host):\($0.port)" } ?? "(off)"),
+            line("vault-listen", vaultListen.map { "\($0.host):\($0.port)" } ?? "(off)"),
             line("etcd-cert-file", etcdTLS?.certificate ?? "(plaintext)"), line("etcd-key-file", etcdTLS?.key ?? "(plaintext)"),
             line("etcd-trusted-ca-file", etcdTLS?.clientCA ?? "(no client certificates)"), line("cookie", cookie == nil ? "(none)" : "(set)"),
             line("ticket", ticket == nil ? "(none)" : "(set)"), line("peers", PeerList.format(peers)), line("bootstrap", "\(bootstrap)"),

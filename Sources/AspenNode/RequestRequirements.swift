@@ -4,6 +4,7 @@ import AspenJobs
 import AspenCore
 import AspenForge
 import AspenKV
+import AspenSecrets
 
 /// The `cluster.*` operations of the native protocol.
 public enum ClusterOperation: String, Sendable, CaseIterable {
@@ -178,5 +179,52 @@ extension RequestRequirements {
         case .repack(let name): return .service(.forge, .write, resource: Array(name.utf8))
         case .list(let prefix): return .service(.forge, .read, resource: Array(prefix.utf8))
         }
+    }
+}
+
+extension RequestRequirements {
+    /// A secrets request (the Vault API): kv-v2 by `MOUNT/PATH` and verb (read, write, delete,
+    /// list; undelete is a write, destroy a delete), the mount table by `MOUNT/` with `manage`
+    /// (a listing: `list` on every mount); health and seal status are public, and the token
+    /// lookup needs only a credential.
+    public static func of(_ operation: SecretsOperation) -> Requirement {
+        func secrets(_ access: Capability.Access, _ resource: String) -> Requirement { .service(.secrets, access, resource: Array(resource.utf8)) }
+        switch operation {
+        case .health, .sealStatus, .lookupSelf: return .nothing
+        case .mounts: return secrets(.list, "")
+        case .mountRead(let path): return secrets(.read, path + "/")
+        case .mountEnable(let path, _, _, _), .mountDisable(let path), .mountTune(let path, _): return secrets(.manage, path + "/")
+        case .kvConfig(let mount): return secrets(.read, mount.path + "/")
+        case .kvConfigWrite(let mount, _): return secrets(.manage, mount.path + "/")
+        case .kvRead(let mount, let path, _), .kvMetadata(let mount, let path): return secrets(.read, mount.path + "/" + path)
+        case .kvWrite(let mount, let path, _, _), .kvPatch(let mount, let path, _, _), .kvMetadataWrite(let mount, let path, _, _):
+            return secrets(.write, mount.path + "/" + path)
+        case .kvVersions(let mount, let action, let path, _):
+            return secrets(action == .undelete ? .write : .delete, mount.path + "/" + path)
+        case .kvMetadataDelete(let mount, let path): return secrets(.delete, mount.path + "/" + path)
+        case .kvList(let mount, let prefix): return secrets(.list, mount.path + "/" + prefix)
+        }
+    }
+}
+
+extension RequestRequirements {
+    /// Why a client's key-value write may not run, if it writes or deletes inside the secrets'
+    /// subspace: only the secrets engines change it (every value there is sealed, and a raw
+    /// write could drop or replace a secret). Reads there see only sealed envelopes.
+    public static func reservedWriteProblem(_ requirement: Requirement) -> String? {
+        let reserved = SecretsKeys.space.prefix
+        let reservedEnd = KeyBounds.prefixEnd(reserved)
+        for atom in requirement.atoms {
+            switch atom {
+            case .write(let bounds), .delete(let bounds):
+                let startsBefore = reservedEnd.map { bounds.start.lexicographicallyPrecedes($0) } ?? true
+                let endsAfter = bounds.end.map { reserved.lexicographicallyPrecedes($0) } ?? true
+                if startsBefore && endsAfter {
+                    return "keys under the secrets subspace (\"aspen\", \"secrets\") are reserved: change secrets through the secrets API (aspen secrets, aspen kv2, Vault clients)"
+                }
+            default: continue
+            }
+        }
+        return nil
     }
 }

@@ -36,6 +36,7 @@ public enum NodeCommands {
         @Option(help: "Admin HTTP address HOST:PORT for /health, /metrics and /cluster-ticket (off unless given).") var http: String?
         @Option(help: "Serve etcd's v3 gRPC API on HOST:PORT, so etcdctl and etcd clients work (off unless given; plaintext unless --etcd-cert-file).")
         var etcdListen: String?
+        @Option(help: "Serve Vault's HTTP API (kv-v2, transit, pki) on HOST:PORT, loopback only (off unless given).") var vaultListen: String?
         @Option(help: "The etcd endpoint's TLS certificate chain (PEM); with --etcd-key-file it serves TLS only.") var etcdCertFile: String?
         @Option(help: "The etcd endpoint's TLS private key (PEM).") var etcdKeyFile: String?
         @Option(help: "Require etcd clients to present a certificate signed by this CA (PEM).") var etcdTrustedCaFile: String?
@@ -73,7 +74,8 @@ public enum NodeCommands {
         func settings() throws -> NodeSettings {
             var flags: [String: String] = [:]
             let given: [(String, String?)] = [
-                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("etcd-listen", etcdListen), ("etcd-cert-file", etcdCertFile),
+                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("etcd-listen", etcdListen), ("vault-listen", vaultListen),
+                ("etcd-cert-file", etcdCertFile),
                 ("etcd-key-file", etcdKeyFile), ("etcd-trusted-ca-file", etcdTrustedCaFile), ("cookie", cookie), ("cookie-file", cookieFile),
                 ("ticket", ticket),
                 ("peers", peers), ("storage", storage), ("heartbeat-ms", heartbeatMs), ("election-timeout-ms", electionTimeoutMs),
@@ -127,6 +129,9 @@ public enum NodeCommands {
             logger.info("node ready", metadata: ["id": "\(id)", "key": "\(runtime.identity.key.hex)", "listen": "\(runtime.listenAddress)"])
             FileHandle.standardOutput.write(
                 Data("aspen-node \(id.rawValue) ready key=\(runtime.identity.key.hex) listen=\(runtime.listenAddress)\n".utf8))
+            if let vault = runtime.vault, let address = settings.vaultListen {
+                FileHandle.standardOutput.write(Data("aspen-node \(id.rawValue) vault endpoint http://\(address.host):\(vault.port)\n".utf8))
+            }
             var etcd: EtcdServer?
             if let address = settings.etcdListen {
                 let gateway = EtcdGateway(

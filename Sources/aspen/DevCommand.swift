@@ -77,7 +77,7 @@ struct Dev: AsyncParsableCommand {
                 "run", "--node-id", "\(id)", "--data-dir", root.appendingPathComponent("n\(id)").path,
                 "--listen", "127.0.0.1:\(basePort + id)", "--heartbeat-ms", "\(heartbeatMs)",
                 "--election-timeout-ms", "\(heartbeatMs * 10)-\(heartbeatMs * 20 - 1)", "--log-level", logLevel, "--http", "127.0.0.1:\(basePort + 50 + id)",
-                "--etcd-listen", "127.0.0.1:\(basePort + 30 + id)",
+                "--etcd-listen", "127.0.0.1:\(basePort + 30 + id)", "--vault-listen", "127.0.0.1:\(basePort + 60 + id)",
             ] + (ticket.map { ["--ticket", $0] } ?? []) + authArguments
             try process.run()
             processes.append(process)
@@ -113,6 +113,7 @@ struct Dev: AsyncParsableCommand {
             export ASPEN_TICKET=\(ticket)
             Admin: http://127.0.0.1:\(basePort + 51)/metrics and /health (node N on port \(basePort + 50) + N)
             etcd endpoints: \((1...nodes).map { "127.0.0.1:\(basePort + 30 + $0)" }.joined(separator: ",")) (e.g. etcdctl --endpoints=127.0.0.1:\(basePort + 31) member list)
+            Vault API: export VAULT_ADDR=http://127.0.0.1:\(basePort + 61) (node N on port \(basePort + 60) + N); aspen secrets enable kv-v2
             Try: aspen kv put hello world && aspen kv get hello   (from this directory, no export needed; Ctrl-C stops the cluster)
             \(credential == nil ? "" : "Auth: required; the root credential is \(credentialPath) (the CLI run here uses it; etcdctl --user root --password \"$(cat \(credentialPath))\")\n")
             """.utf8))

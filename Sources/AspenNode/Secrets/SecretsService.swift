@@ -1,0 +1,161 @@
+import AspenAuth
+import AspenCore
+import AspenKV
+import AspenRaft
+import AspenSecrets
+import Foundation
+import Logging
+
+/// The node's secrets engines (docs/secrets.md): the Vault API's router and engines over this
+/// node's store, the seal that yields the data key, and the authorization of each request by
+/// capability tokens. HTTP (`VaultHTTPServer`) and the native protocol (`secrets.call`) both end
+/// in `handle`.
+public final class SecretsService: Sendable {
+    /// Who is asking: what they may do, and what `auth/token/lookup-self` tells them.
+    public struct Caller: Sendable {
+        /// Throws an `AuthRefusal` unless the caller's credential allows the requirement.
+        public var authorize: @Sendable (Requirement) throws -> Void
+        public var credential: VerifiedCredential?
+        /// Whether this node requires credentials (without one, a token lookup is refused).
+        public var credentialRequired: Bool
+
+        public init(authorize: @escaping @Sendable (Requirement) throws -> Void, credential: VerifiedCredential?, credentialRequired: Bool) {
+            self.authorize = authorize
+            self.credential = credential
+            self.credentialRequired = credentialRequired
+        }
+    }
+
+    let node: RaftNode
+    let seal: SecretsSeal
+    let api: SecretsAPI
+    let limits: Limits
+    let logger: Logger
+
+    init(node: RaftNode, selfID: NodeID, identityKey: Bytes, peers: SecretsSeal.Peers, logger: Logger) {
+        self.node = node
+        self.limits = node.configuration.limits
+        self.logger = logger
+        let seal = SecretsSeal(node: node, selfID: selfID, identityKey: identityKey, peers: peers, limits: node.configuration.limits, logger: logger)
+        self.seal = seal
+        api = SecretsAPI(store: ForwardingStore(node: node), limits: node.configuration.limits, nowMs: node.nowMs) { try await seal.dataKey() }
+    }
+
+    /// Serves one request; every failure becomes Vault's error answer.
+    public func handle(_ request: VaultRequest, caller: Caller) async -> VaultResponse {
+        do {
+            let wait = limits.secretsQuorumWaitMs
+            let router = try await Self.within(wait, "no quorum: this node could not confirm the secrets mounts") { try await self.api.router() }
+            let operation = try router.route(request)
+            do {
+                let needed = RequestRequirements.of(operation)
+                // Health and seal status answer anyone, whatever token they carry.
+                if needed != .nothing || { if case .lookupSelf = operation { true } else { false } }() { try caller.authorize(needed) }
+            } catch let refusal as AuthRefusal {
+                return .error(.forbidden("permission denied: \(refusal)"))
+            }
+            switch operation {
+            case .health: return await health()
+            case .sealStatus: return await sealStatus()
+            case .lookupSelf: return lookupSelf(caller)
+            default:
+                return try await Self.within(wait, "no quorum: the cluster did not answer") { try await self.api.run(operation) }
+            }
+        } catch let error as SecretsError {
+            return .error(error)
+        } catch let error as NodeError {
+            return .error(.unavailable("\(error)"))
+        } catch let error as KVError {
+            return .error(.badRequest("\(error)"))
+        } catch let error as Shamir.Failure {
+            return .error(.internalError("\(error)"))
+        } catch {
+            logger.error("secrets request failed", metadata: ["path": "\(request.path)", "error": "\(error)"])
+            return .error(.internalError("the node could not complete the request"))
+        }
+    }
+
+    func health() async -> VaultResponse {
+        let sealed: Bool
+        do {
+            _ = try await seal.dataKey()
+            sealed = false
+        } catch {
+            sealed = true
+        }
+        let leader = await node.status.role == .leader
+        var answer = VaultResponse.data([:])
+        answer.body = SecretsJSON.encode([
+            "initialized": true, "sealed": sealed, "standby": !leader, "performance_standby": false,
+            "replication_performance_mode": "disabled", "replication_dr_mode": "disabled",
+            "server_time_utc": node.nowMs() / 1000, "version": "1.15.0+aspen", "cluster_name": "aspen",
+        ])
+        answer.status = sealed ? 503 : 200
+        return answer
+    }
+
+    func sealStatus() async -> VaultResponse {
+        let record = try? await seal.record()
+        let sealed = (try? await seal.dataKey()) == nil
+        var answer = VaultResponse.data([:])
+        answer.body = SecretsJSON.encode([
+            "type": "shamir", "initialized": record != nil || !sealed, "sealed": sealed, "t": record?.threshold ?? 0, "n": record?.members.count ?? 0,
+            "progress": 0, "nonce": "", "version": "1.15.0+aspen", "migration": false, "recovery_seal": false, "storage_type": "raft",
+        ])
+        return answer
+    }
+
+    func lookupSelf(_ caller: Caller) -> VaultResponse {
+        guard let credential = caller.credential else {
+            if caller.credentialRequired { return .error(.forbidden("permission denied: no credential given (X-Vault-Token)")) }
+            // No credentials required here: the caller may do anything.
+            return .data([
+                "id": "", "accessor": "", "policies": ["root"], "display_name": "anonymous", "ttl": 0, "renewable": false, "type": "service",
+                "meta": NSNull(), "capabilities": ["*"],
+            ])
+        }
+        let remaining = max(0, (credential.expiresAtMs - node.nowMs()) / 1000)
+        return .data([
+            "id": credential.id.bytes.map { String(format: "%02x", $0) }.joined(), "accessor": "", "policies": ["default"],
+            "display_name": "aspen-token", "ttl": remaining, "expire_time": VaultTime.format(ms: credential.expiresAtMs), "renewable": false,
+            "type": "service", "meta": NSNull(), "capabilities": credential.capabilities.map(\.description),
+        ])
+    }
+
+    /// Runs `body`, or throws `SecretsError.unavailable(problem)` after `waitMs`.
+    static func within<T: Sendable>(_ waitMs: Int64, _ problem: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(waitMs))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw SecretsError.unavailable("\(problem) within \(waitMs) ms")
+            }
+            return value
+        }
+    }
+
+    // MARK: Peers
+
+    /// A voter's request for this node's key share of an epoch.
+    func share(epoch: UInt64, for caller: NodeID) async throws -> Bytes { try await seal.share(epoch: epoch, for: caller) }
+    func sealShare(epoch: UInt64, share: Bytes, for caller: NodeID) async throws -> Bytes {
+        try await seal.seal(epoch: epoch, share: share, for: caller)
+    }
+}
+
+/// The node as the engines' store: writes a follower receives go to the leader inside Raft's
+/// traffic, so every node serves the Vault API.
+struct ForwardingStore: KeyValueStore {
+    let node: RaftNode
+
+    func write(_ request: KVWriteRequest) async throws -> KVResult { try await node.write(request, forwarding: true) }
+    func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
+        try await node.read(request, consistency: consistency)
+    }
+    func leaseStatus(_ id: LeaseID, withKeys: Bool) async throws -> LeaseStatus { try await node.leaseStatus(id, withKeys: withKeys) }
+    func leases() async throws -> [Lease] { try await node.leases() }
+}

@@ -1,0 +1,282 @@
+import AspenClient
+import AspenCore
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs a Python script (hvac, Vault's Python client) against the cluster's Vault endpoints;
+/// returns its exit status and output. A machine without python3 and hvac fails the test with
+/// what to install: the check never passes by not running.
+func python(_ script: String, in directory: URL, environment: [String: String]) throws -> (Int32, String) {
+    let path = directory.appendingPathComponent("script-\(UUID().uuidString).py")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    try Data(script.utf8).write(to: path)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", path.path]
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+extension ProcessCluster {
+    /// Node `id`'s Vault endpoint when started with `vaultArguments(id)`.
+    func vaultURL(_ id: Int) -> String { "http://127.0.0.1:\(basePort + 60 + id)" }
+    func vaultArguments(_ id: Int) -> [String] { ["--vault-listen", "127.0.0.1:\(basePort + 60 + id)"] }
+    var vaultEnvironment: [String: String] {
+        ["VAULT_ADDRS": (1...entries.count).map(vaultURL).joined(separator: ","), "VAULT_TOKEN": "unused"]
+    }
+
+    /// Starts every node with its Vault endpoint (and `extra`) and waits until they answer.
+    func startWithVault(_ extra: [String] = []) async throws {
+        for id in 1...entries.count { try start(id, adding: vaultArguments(id) + extra) }
+        try await eventually("the Vault endpoints answer") { try await self.aspen(["secrets", "list"]).0 == 0 }
+    }
+}
+
+/// The prelude every script starts with: `clients` has one hvac client per node.
+let hvacPrelude = """
+    import os, sys, json, threading, time
+    try:
+        import hvac
+    except ImportError:
+        print("python3 -m pip install hvac: the Vault client these tests drive Aspen with is missing"); sys.exit(3)
+    addrs = os.environ["VAULT_ADDRS"].split(",")
+    clients = [hvac.Client(url=a, token=os.environ.get("VAULT_TOKEN", "")) for a in addrs]
+    kv = lambda i: clients[i].secrets.kv.v2
+    def expect(cond, what):
+        if not cond:
+            print("FAILED: " + what); sys.exit(1)
+    def fails(call, kind, text=None):
+        try:
+            call()
+        except kind as e:
+            if text is not None and text not in str(e):
+                print("FAILED: expected %r in %s" % (text, e)); sys.exit(1)
+            return str(e)
+        print("FAILED: expected %s" % kind.__name__); sys.exit(1)
+
+    """
+
+extension ClusterSuites {
+    @Suite("Secrets engines on real processes (hvac, the CLI)", .serialized, .timeLimit(.minutes(5)))
+    struct SecretsProcessTests {
+        @Test("hvac writes nested JSON on one node and reads it on the others; check-and-set, cas_required and the version lifecycle behave as Vault's")
+        func kvRoundTripAndLifecycle() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            defer { cluster.terminateAll() }
+            try await cluster.startWithVault()
+            let (status, output) = try python(
+                hvacPrelude + """
+                    clients[0].sys.enable_secrets_engine(backend_type="kv", path="team-a", options={"version": "2"})
+                    mounts = clients[1].sys.list_mounted_secrets_engines()["data"]
+                    expect(mounts["team-a/"]["type"] == "kv" and mounts["team-a/"]["options"]["version"] == "2", "mount listed: %r" % mounts)
+                    secret = {"user": "a", "n": 7, "nested": {"list": [1, 2, {"x": None}], "ok": True, "pi": 3.5}}
+                    kv(0).create_or_update_secret("app/db", secret, cas=0, mount_point="team-a")
+                    for i in (1, 2):
+                        got = kv(i).read_secret_version("app/db", mount_point="team-a", raise_on_deleted_version=True)["data"]
+                        expect(got["data"] == secret, "node %d read %r" % (i + 1, got["data"]))
+                        expect(got["metadata"]["version"] == 1, "version 1: %r" % got["metadata"])
+                    fails(lambda: kv(1).create_or_update_secret("app/db", {"u": "b"}, cas=0, mount_point="team-a"), hvac.exceptions.InvalidRequest,
+                          "check-and-set parameter did not match the current version")
+                    kv(2).create_or_update_secret("app/db", {"u": "b"}, cas=1, mount_point="team-a")
+                    # Versions, soft delete, undelete, destroy, max_versions.
+                    kv(0).configure(max_versions=3, mount_point="team-a")
+                    for n in range(3, 7):
+                        kv(n % 3).create_or_update_secret("app/db", {"n": n}, mount_point="team-a")
+                    meta = kv(1).read_secret_metadata("app/db", mount_point="team-a")["data"]
+                    expect(meta["current_version"] == 6 and sorted(meta["versions"]) == ["4", "5", "6"], "kept 3 versions: %r" % meta)
+                    expect(meta["oldest_version"] == 4, "oldest version 4: %r" % meta)
+                    kv(0).delete_latest_version_of_secret("app/db", mount_point="team-a")
+                    fails(lambda: kv(1).read_secret_version("app/db", mount_point="team-a", raise_on_deleted_version=True), hvac.exceptions.InvalidPath)
+                    kv(2).undelete_secret_versions("app/db", versions=[6], mount_point="team-a")
+                    expect(kv(0).read_secret_version("app/db", mount_point="team-a", raise_on_deleted_version=True)["data"]["data"] == {"n": 6}, "undeleted")
+                    kv(0).destroy_secret_versions("app/db", versions=[5], mount_point="team-a")
+                    fails(lambda: kv(1).read_secret_version("app/db", version=5, mount_point="team-a", raise_on_deleted_version=True), hvac.exceptions.InvalidPath)
+                    meta = kv(2).read_secret_metadata("app/db", mount_point="team-a")["data"]
+                    expect(meta["versions"]["5"]["destroyed"] is True, "version 5 destroyed: %r" % meta["versions"])
+                    expect(kv(0).read_secret_version("app/db", version=4, mount_point="team-a", raise_on_deleted_version=True)["data"]["data"] == {"n": 4}, "version 4 kept")
+                    # cas_required on the secret.
+                    kv(0).update_metadata("app/db", cas_required=True, custom_metadata={"owner": "team-a"}, mount_point="team-a")
+                    fails(lambda: kv(1).create_or_update_secret("app/db", {"n": 0}, mount_point="team-a"), hvac.exceptions.InvalidRequest,
+                          "check-and-set parameter required for this call")
+                    kv(1).create_or_update_secret("app/db", {"n": 7}, cas=6, mount_point="team-a")
+                    meta = kv(2).read_secret_metadata("app/db", mount_point="team-a")["data"]
+                    expect(meta["custom_metadata"] == {"owner": "team-a"} and meta["cas_required"] is True, "metadata: %r" % meta)
+                    # Patch merges into a new version.
+                    kv(0).patch("app/db", {"extra": "x"}, mount_point="team-a")
+                    got = kv(1).read_secret_version("app/db", mount_point="team-a", raise_on_deleted_version=True)["data"]
+                    expect(got["data"] == {"n": 7, "extra": "x"} and got["metadata"]["version"] == 8, "patched: %r" % got)
+                    # Listing with folders.
+                    kv(0).create_or_update_secret("app/cache", {"a": "1"}, mount_point="team-a")
+                    kv(0).create_or_update_secret("app/sub/deep", {"a": "1"}, mount_point="team-a")
+                    kv(0).create_or_update_secret("top", {"a": "1"}, mount_point="team-a")
+                    expect(kv(1).list_secrets("", mount_point="team-a")["data"]["keys"] == ["app/", "top"], "root listing")
+                    expect(kv(2).list_secrets("app", mount_point="team-a")["data"]["keys"] == ["cache", "db", "sub/"], "folder listing")
+                    fails(lambda: kv(2).list_secrets("nothing-here", mount_point="team-a"), hvac.exceptions.InvalidPath)
+                    # Delete everything.
+                    kv(0).delete_metadata_and_all_versions("app/db", mount_point="team-a")
+                    fails(lambda: kv(1).read_secret_version("app/db", mount_point="team-a", raise_on_deleted_version=True), hvac.exceptions.InvalidPath)
+                    # Unknown mounts and bad input are Vault's errors.
+                    fails(lambda: kv(0).read_secret_version("x", mount_point="nope", raise_on_deleted_version=True), hvac.exceptions.InvalidPath)
+                    fails(lambda: clients[0].sys.enable_secrets_engine(backend_type="kv", path="team-a", options={"version": "2"}), hvac.exceptions.InvalidRequest, "already in use")
+                    deep = {"a": 1}
+                    for _ in range(40):
+                        deep = {"d": deep}
+                    fails(lambda: kv(0).create_or_update_secret("deep", deep, mount_point="team-a"), hvac.exceptions.InvalidRequest, "secretJSONDepthMax")
+                    health = clients[2].sys.read_health_status(method="GET")
+                    expect(health["sealed"] is False and health["initialized"] is True, "health: %r" % health)
+                    print("ok")
+                    """, in: cluster.directory, environment: cluster.vaultEnvironment)
+            #expect(status == 0 && output.contains("ok"), "\(output)")
+        }
+
+        @Test("20 writers with cas=1 through three nodes at once: exactly one wins, the others get Vault's check-and-set error")
+        func casRace() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            defer { cluster.terminateAll() }
+            try await cluster.startWithVault()
+            #expect(try await cluster.aspen(["secrets", "enable", "kv-v2"]).0 == 0)
+            let (status, output) = try python(
+                hvacPrelude + """
+                    kv(0).create_or_update_secret("race", {"v": 0}, cas=0)
+                    results = []
+                    lock = threading.Lock()
+                    gate = threading.Barrier(20)
+                    def writer(n):
+                        client = hvac.Client(url=addrs[n % 3])
+                        gate.wait()
+                        try:
+                            client.secrets.kv.v2.create_or_update_secret("race", {"v": n}, cas=1)
+                            outcome = "won"
+                        except hvac.exceptions.InvalidRequest as e:
+                            outcome = "cas" if "check-and-set parameter did not match the current version" in str(e) else "other: %s" % e
+                        except Exception as e:
+                            outcome = "other: %r" % e
+                        with lock:
+                            results.append((n, outcome))
+                    threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]
+                    for t in threads: t.start()
+                    for t in threads: t.join()
+                    winners = [n for n, o in results if o == "won"]
+                    others = [o for n, o in results if o not in ("won", "cas")]
+                    expect(len(results) == 20 and not others, "outcomes: %r" % results)
+                    expect(len(winners) == 1, "exactly one winner: %r" % results)
+                    got = kv(1).read_secret_version("race", raise_on_deleted_version=True)["data"]
+                    expect(got["metadata"]["version"] == 2 and got["data"] == {"v": winners[0]}, "the winner's write is version 2: %r" % got)
+                    print("ok")
+                    """, in: cluster.directory, environment: cluster.vaultEnvironment)
+            #expect(status == 0 && output.contains("ok"), "\(output)")
+        }
+
+        @Test("the CLI: enable, put, get, list, metadata, delete, undelete, destroy, with its exit codes")
+        func commandLine() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            defer { cluster.terminateAll() }
+            try await cluster.startWithVault()
+            func aspen(_ arguments: [String]) async throws -> (Int32, String) { try await cluster.aspen(arguments, withErrors: true) }
+            #expect(try await aspen(["secrets", "enable", "kv-v2", "--path", "team-a"]).0 == 0)
+            #expect(try await aspen(["secrets", "list"]).1.contains("team-a/\tkv-v2"))
+            #expect(try await aspen(["kv2", "put", "team-a/app/db", "user=a", "password=b", "--cas", "0"]).0 == 0)
+            let conflict = try await aspen(["kv2", "put", "team-a/app/db", "user=c", "--cas", "0"])
+            #expect(conflict.0 == 2 && conflict.1.contains("check-and-set"), "\(conflict)")
+            #expect(try await aspen(["kv2", "put", "team-a/app/db", "--json-data", #"{"user": "c", "ports": [1, 2]}"#, "--cas", "1"]).0 == 0)
+            #expect(try await aspen(["kv2", "get", "team-a/app/db", "--field", "user"]).1 == "c")
+            #expect(try await aspen(["kv2", "get", "team-a/app/db", "--version", "1", "--field", "password"]).1 == "b")
+            #expect(try await aspen(["kv2", "list", "team-a/app"]).1 == "db")
+            #expect(try await aspen(["kv2", "delete", "team-a/app/db"]).0 == 0)
+            let deleted = try await aspen(["kv2", "get", "team-a/app/db"])
+            #expect(deleted.0 == 1 && deleted.1.contains("deleted"), "\(deleted)")
+            #expect(try await aspen(["kv2", "undelete", "team-a/app/db", "--versions", "2"]).0 == 0)
+            #expect(try await aspen(["kv2", "get", "team-a/app/db", "--field", "ports"]).1.filter { !$0.isWhitespace } == "[1,2]")
+            #expect(try await aspen(["kv2", "destroy", "team-a/app/db", "--versions", "1"]).0 == 0)
+            let metadata = try await aspen(["kv2", "metadata", "team-a/app/db", "--max-versions", "5"])
+            #expect(metadata.0 == 0 && metadata.1.contains("max_versions\t5") && metadata.1.contains("version 1") && metadata.1.contains("destroyed"), "\(metadata)")
+            // Raw key-value writes cannot touch the secrets' subspace, even a delete of everything.
+            let wipe = try await aspen(["kv", "delete", "--prefix", ""])
+            #expect(wipe.0 == 4 && wipe.1.contains("reserved"), "\(wipe)")
+            #expect(try await aspen(["kv2", "get", "team-a/app/db", "--field", "user"]).1 == "c")
+            let missing = try await aspen(["kv2", "get", "nowhere/x"])
+            #expect(missing.0 == 1, "\(missing)")
+            #expect(try await aspen(["secrets", "disable", "team-a"]).0 == 0)
+            #expect(try await aspen(["kv2", "get", "team-a/app/db"]).0 == 1)
+        }
+
+        @Test("at rest: no secret value or key byte is in any data directory, log or snapshot; one node down serves, two down answer 503 quickly; a restarted node unseals from its peers")
+        func atRestAndQuorum() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            defer { cluster.terminateAll() }
+            // A short log: the writes below are compacted into snapshots too.
+            try await cluster.startWithVault(["--compact-after-entries", "16"])
+            let canary = "canary-\(UUID().uuidString)"
+            #expect(try await cluster.aspen(["secrets", "enable", "kv-v2"]).0 == 0)
+            #expect(try await cluster.aspen(["kv2", "put", "secret/app/canary", "value=\(canary)"]).0 == 0)
+            // Enough writes that the log is compacted into a snapshot too.
+            for index in 0..<20 { #expect(try await cluster.aspen(["kv2", "put", "secret/app/n\(index)", "value=\(canary)-\(index)"]).0 == 0) }
+            #expect(try await cluster.aspen(["kv2", "get", "secret/app/canary", "--field", "value"]).1 == canary)
+            // One node down: the other two still hold a quorum of key shares and of the log.
+            let leader = try await cluster.leader()
+            cluster.kill9(leader)
+            let alive = (1...3).filter { $0 != leader }
+            try await eventually("a survivor serves the secret") {
+                try await cluster.aspen(["kv2", "get", "secret/app/canary", "--field", "value"], endpoints: cluster.entries[alive[0] - 1]).1 == canary
+            }
+            #expect(try await cluster.aspen(["kv2", "put", "secret/app/after", "value=\(canary)-after"], endpoints: cluster.entries[alive[1] - 1]).0 == 0)
+            // The killed node comes back with nothing in memory: it unseals from the others.
+            try cluster.start(leader, adding: cluster.vaultArguments(leader) + ["--compact-after-entries", "16"])
+            try await eventually("the restarted node unseals and serves") {
+                try await cluster.aspen(["kv2", "get", "secret/app/after", "--field", "value"], endpoints: cluster.entries[leader - 1]).1 == "\(canary)-after"
+            }
+            // Two down: the last node answers 503 (sealed or no quorum) rather than hang.
+            cluster.kill9(alive[0])
+            cluster.kill9(alive[1])
+            let started = Date()
+            let (status, output) = try python(
+                hvacPrelude + """
+                    try:
+                        clients[\(leader - 1)].secrets.kv.v2.read_secret_version("app/canary", raise_on_deleted_version=True)
+                        print("FAILED: read without a quorum"); sys.exit(1)
+                    except hvac.exceptions.VaultDown as e:
+                        print("503: %s" % e)
+                    """, in: cluster.directory, environment: cluster.vaultEnvironment)
+            #expect(status == 0 && output.contains("503"), "\(output)")
+            #expect(Date().timeIntervalSince(started) < 30, "a request without a quorum is answered, not left to hang")
+            cluster.terminateAll()
+            // Nothing secret on disk: every file of every data directory, in full.
+            var scanned = 0
+            let needle = Array(canary.utf8)
+            let enumerator = FileManager.default.enumerator(at: cluster.directory, includingPropertiesForKeys: [.isRegularFileKey])
+            while let url = enumerator?.nextObject() as? URL {
+                guard (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true,
+                    !url.lastPathComponent.hasPrefix("script-"), let data = try? Data(contentsOf: url)
+                else { continue }
+                scanned += data.count
+                let leaked = Array(data).contains(needle)
+                #expect(!leaked, "\(url.path) holds the secret in plaintext")
+            }
+            #expect(scanned > 100_000, "the data directories were read (\(scanned) bytes)")
+        }
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Whether `needle` occurs anywhere in the bytes.
+    func contains(_ needle: [UInt8]) -> Bool {
+        guard !needle.isEmpty, count >= needle.count else { return needle.isEmpty }
+        let first = needle[0]
+        var index = 0
+        while index <= count - needle.count {
+            if self[index] == first, self[index..<(index + needle.count)].elementsEqual(needle) { return true }
+            index += 1
+        }
+        return false
+    }
+}
