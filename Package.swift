@@ -259,7 +259,7 @@ let package = Package(
             name: "AspenFuzz",
             dependencies: [
                 "AspenAuth", "AspenBlob", "AspenCore", "AspenRaft", "AspenKV", "AspenLayer", "AspenCoordination", "AspenTransport", "AspenEtcd",
-                "AspenForge", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "AspenForge", "AspenSecrets", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

@@ -265,6 +265,8 @@ public struct Limits: Sendable, Equatable {
     public var secretsMountsMax = 64
     /// Longest mount path, in bytes.
     public var secretsMountPathBytesMax = 128
+    /// Longest mount description, in bytes.
+    public var secretsMountDescriptionBytesMax = 1024
     /// Longest secret path (or transit key or PKI role name) inside a mount, in bytes.
     public var secretPathBytesMax = 512
     /// Largest KV v2 secret (its JSON data), in bytes.

@@ -212,6 +212,7 @@ public final class NodeRuntime: Sendable {
         blobs.setEventSink { jobs.publishNodeEvents($0) }
         jobs.start()
         forge.start()
+        secrets.start()
         jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie)
         var admin: AdminServer?
         if let http = settings.http {
@@ -269,6 +270,7 @@ public final class NodeRuntime: Sendable {
         await blobs.stopMaintenance()
         await jobs.stop()
         await forge.stop()
+        secrets.stop()
         await server.stopAccepting()
         try? await admin?.close()
         try? await vault?.close()

@@ -82,7 +82,7 @@ public struct MountRecord: Sendable, Equatable {
             }
             self.type = type
             id = try reader.readBytes(limit: 16)
-            description = try reader.readString(limit: 1024)
+            description = try reader.readString(limit: limits.secretsMountDescriptionBytesMax)
             createdMs = try reader.readSignedVarint()
             kv = try KV2Config(reading: &reader)
             try reader.expectEnd()

@@ -210,6 +210,42 @@ extension ClusterSuites {
             #expect(try await aspen(["kv2", "get", "team-a/app/db"]).0 == 1)
         }
 
+        @Test("a cluster that grows from one voter splits its secret again: with the founder killed, the voters that joined unseal alone")
+        func growingCluster() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            defer { cluster.terminateAll() }
+            try cluster.start(1, arguments: cluster.vaultArguments(1))
+            let one = cluster.entries[0]
+            var founded = (Int32(-1), "")
+            try await eventually("cluster init succeeds", seconds: 15) {
+                founded = try await cluster.aspen(["cluster", "init", "--json"], endpoints: one)
+                return founded.0 == 0
+            }
+            let ticket = try #require(founded.1.split(separator: "\"").first { $0.hasPrefix("aspen1") }.map(String.init))
+            // The secret is made while node 1 is the only voter (threshold 1 of 1).
+            #expect(try await cluster.aspen(["secrets", "enable", "kv-v2"], endpoints: one).0 == 0)
+            #expect(try await cluster.aspen(["kv2", "put", "secret/grown", "v=1"], endpoints: one).0 == 0)
+            for id in [2, 3] { try cluster.start(id, arguments: ["--ticket", ticket] + cluster.vaultArguments(id)) }
+            let (status, output) = try python(
+                hvacPrelude + """
+                    deadline = time.time() + 30
+                    while time.time() < deadline:
+                        try:
+                            if clients[1].sys.read_seal_status()["n"] == 3: break
+                        except Exception:
+                            pass
+                        time.sleep(0.2)
+                    expect(clients[1].sys.read_seal_status()["n"] == 3, "split among three voters: %r" % clients[1].sys.read_seal_status())
+                    expect(clients[2].sys.read_seal_status()["t"] == 2, "threshold two")
+                    print("ok")
+                    """, in: cluster.directory, environment: cluster.vaultEnvironment)
+            #expect(status == 0 && output.contains("ok"), "\(output)")
+            cluster.kill9(1)
+            try await eventually("node 2 unseals without the founder") {
+                try await cluster.aspen(["kv2", "get", "secret/grown", "--field", "v"], endpoints: cluster.entries[1]).1 == "1"
+            }
+        }
+
         @Test("at rest: no secret value or key byte is in any data directory, log or snapshot; one node down serves, two down answer 503 quickly; a restarted node unseals from its peers")
         func atRestAndQuorum() async throws {
             let cluster = try ProcessCluster(nodes: 3)

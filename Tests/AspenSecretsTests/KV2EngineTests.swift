@@ -6,8 +6,10 @@ import Testing
 
 /// kv-v2 against the in-memory store: the same engine the node runs.
 struct KV2EngineTests {
-    static func engine(_ store: MemoryKeyValueStore, key: DataKey = .random(), config: KV2Config = KV2Config()) -> KV2Engine {
+    /// The engine of a mount recorded in `store` (every change compares the mount's record).
+    static func engine(_ store: MemoryKeyValueStore, key: DataKey = .random(), config: KV2Config = KV2Config()) async throws -> KV2Engine {
         let mount = MountRecord(path: "secret", type: .kv2, id: Array(repeating: 7, count: 16), createdMs: 0, kv: config)
+        try await store.put(SecretsKeys.mount(mount.path), mount.encoded())
         return KV2Engine(store: store, mount: mount, key: key, limits: .standard, nowMs: { 1_000_000 })
     }
 
@@ -16,7 +18,7 @@ struct KV2EngineTests {
     @Test("versions count up; check-and-set is decided against the current version")
     func checkAndSet() async throws {
         let store = MemoryKeyValueStore(nowMs: { 0 })
-        let kv = Self.engine(store)
+        let kv = try await Self.engine(store)
         #expect(try await kv.write("a", data: Self.json(#"{"v":1}"#), cas: 0).version == 1)
         await #expect(throws: SecretsError.badRequest("check-and-set parameter did not match the current version")) {
             try await kv.write("a", data: Self.json(#"{"v":2}"#), cas: 0)
@@ -29,7 +31,7 @@ struct KV2EngineTests {
     @Test("concurrent cas=1 writers: exactly one wins")
     func concurrentWriters() async throws {
         let store = MemoryKeyValueStore(nowMs: { 0 })
-        let kv = Self.engine(store)
+        let kv = try await Self.engine(store)
         _ = try await kv.write("race", data: Self.json("{}"), cas: 0)
         let wins = await withTaskGroup(of: Bool.self) { group in
             for index in 0..<20 {
@@ -43,7 +45,7 @@ struct KV2EngineTests {
     @Test("a flipped byte in a stored envelope fails that read only, with no plaintext; an envelope copied under another key does not open")
     func tamperedEnvelopes() async throws {
         let store = MemoryKeyValueStore(nowMs: { 0 })
-        let kv = Self.engine(store)
+        let kv = try await Self.engine(store)
         _ = try await kv.write("a", data: Self.json(#"{"secret":"alpha"}"#), cas: nil)
         _ = try await kv.write("b", data: Self.json(#"{"secret":"beta"}"#), cas: nil)
         let versionA = kv.versionKey("a", 1)
@@ -64,14 +66,14 @@ struct KV2EngineTests {
         try await store.put(versionA, Self.json(#"{"secret":"plain"}"#))
         await #expect(throws: SecretsError.self) { try await kv.read("a", version: 1) }
         // Another data key opens nothing.
-        let other = Self.engine(store, key: .random())
+        let other = try await Self.engine(store, key: .random())
         await #expect(throws: SecretsError.self) { try await other.read("b", version: nil) }
     }
 
     @Test("max_versions prunes the oldest; soft delete, undelete and destroy")
     func lifecycle() async throws {
         let store = MemoryKeyValueStore(nowMs: { 0 })
-        let kv = Self.engine(store, config: KV2Config(maxVersions: 2))
+        let kv = try await Self.engine(store, config: KV2Config(maxVersions: 2))
         for index in 1...4 { _ = try await kv.write("a", data: Self.json(#"{"n":\#(index)}"#), cas: nil) }
         let (metadata, _) = try #require(try await kv.metadata("a"))
         #expect(metadata.versions.keys.sorted() == [3, 4] && metadata.oldestVersion == 3)
@@ -86,10 +88,24 @@ struct KV2EngineTests {
         #expect(try await store.get(kv.versionKey("a", 3)) == nil, "a destroyed version's data is removed")
     }
 
+    @Test("a write racing a disable of its mount does not land; one made under changed mount settings is refused")
+    func mountChangedUnderWrite() async throws {
+        let store = MemoryKeyValueStore(nowMs: { 0 })
+        let kv = try await Self.engine(store)
+        _ = try await kv.write("a", data: Self.json("{}"), cas: nil)
+        var changed = kv.mount
+        changed.kv.casRequired = true
+        try await store.put(SecretsKeys.mount(kv.mount.path), changed.encoded())
+        await #expect(throws: SecretsError.self) { try await kv.write("a", data: Self.json("{}"), cas: nil) }
+        try await store.delete(SecretsKeys.mount(kv.mount.path))
+        await #expect(throws: SecretsError.self) { try await kv.write("b", data: Self.json("{}"), cas: nil) }
+        #expect(try await store.get(kv.versionKey("b", 1)) == nil)
+    }
+
     @Test("listing: names and folders directly under a prefix, each folder once")
     func listing() async throws {
         let store = MemoryKeyValueStore(nowMs: { 0 })
-        let kv = Self.engine(store)
+        let kv = try await Self.engine(store)
         for path in ["app/db", "app/cache", "app/sub/x", "app/sub/y", "app/sub/z/w", "apple", "top"] {
             _ = try await kv.write(path, data: Self.json("{}"), cas: nil)
         }
@@ -102,7 +118,7 @@ struct KV2EngineTests {
     @Test("bounds: paths, size, depth and custom metadata are refused with the limit named")
     func bounds() async throws {
         let store = MemoryKeyValueStore(nowMs: { 0 })
-        let kv = Self.engine(store)
+        let kv = try await Self.engine(store)
         await #expect(throws: SecretsError.self) { try await kv.write("../x", data: Self.json("{}"), cas: nil) }
         await #expect(throws: SecretsError.self) { try await kv.write(String(repeating: "p", count: 600), data: Self.json("{}"), cas: nil) }
         do {

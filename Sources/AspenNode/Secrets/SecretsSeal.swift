@@ -28,8 +28,10 @@ actor SecretsSeal {
     private var secret: Bytes?
     private var key: DataKey?
     private var opening: Task<DataKey, any Error>?
-    private var lastReshareCheckMs: Int64 = 0
     private var resharing = false
+    /// The last failed unseal: requests within a second of it get its answer, not another round
+    /// of connections to every voter (a sealed node under load, or under a flood).
+    private var lastFailure: (atMs: Int64, error: any Error)?
 
     init(node: RaftNode, selfID: NodeID, identityKey: Bytes, peers: Peers, limits: Limits, logger: Logger) {
         self.node = node
@@ -44,15 +46,18 @@ actor SecretsSeal {
 
     /// The data key, unsealing (or making the cluster secret) first if this node has not yet.
     func dataKey() async throws -> DataKey {
-        if let key {
-            checkVoters()
-            return key
-        }
+        if let key { return key }
         if let opening { return try await opening.value }
+        if let lastFailure, node.nowMs() - lastFailure.atMs < 1000 { throw lastFailure.error }
         let task = Task { try await self.open() }
         opening = task
         defer { opening = nil }
-        return try await task.value
+        do {
+            return try await task.value
+        } catch {
+            lastFailure = (node.nowMs(), error)
+            throw error
+        }
     }
 
     func record() throws -> SealRecord? {
@@ -87,7 +92,10 @@ actor SecretsSeal {
         for index in secret.indices { secret[index] = UInt8.random(in: 0...255, using: &random) }
         let write = try await split(secret, epoch: 1, voters: voters, replacing: nil)
         do {
-            try await node.writeSystem(write, forwarding: true)
+            let node = self.node
+            try await SecretsService.within(limits.secretsQuorumWaitMs, "no quorum: the cluster did not record the new key split") {
+                try await node.writeSystem(write, forwarding: true)
+            }
         } catch KVError.systemConditionFailed {
             return nil
         }
@@ -131,9 +139,16 @@ actor SecretsSeal {
 
     private func unseal(_ record: SealRecord) async throws -> DataKey {
         var shares: [Shamir.Share] = []
-        if record.members[selfID] != nil, let own = try ownShare(epoch: record.epoch) { shares.append(own) }
-        let others = record.members.keys.filter { $0 != selfID }.sorted { $0.rawValue < $1.rawValue }
         var problems: [String] = []
+        if record.members[selfID] != nil {
+            // A share that does not open (a damaged record) leaves the others to ask.
+            do {
+                if let own = try ownShare(epoch: record.epoch) { shares.append(own) }
+            } catch {
+                problems.append("this node's own share: \(error)")
+            }
+        }
+        let others = record.members.keys.filter { $0 != selfID }.sorted { $0.rawValue < $1.rawValue }
         if shares.count < record.threshold {
             let peers = self.peers
             let wait = limits.secretsQuorumWaitMs
@@ -186,10 +201,10 @@ actor SecretsSeal {
         return share
     }
 
-    /// Another voter's request for this node's share: answered only to a member of the split.
+    /// Another member's request for this node's share (a voter, or a learner that serves
+    /// secrets too): answered only to a current member of the cluster, for the current split.
     func share(epoch: UInt64, for caller: NodeID) async throws -> Bytes {
         guard let record = try record(), record.epoch == epoch else { throw SecretsError.badRequest("no key split of epoch \(epoch)") }
-        guard record.members[caller] != nil else { throw SecretsError.forbidden("node \(caller) holds no share of this split") }
         let members = await node.status.membership
         guard members.allVoters.contains(caller) || members.learners.contains(caller) else {
             throw SecretsError.forbidden("node \(caller) is not a member of the cluster")
@@ -207,28 +222,29 @@ actor SecretsSeal {
         return shareKey.seal(share, storageKey: SealRecord.shareName(epoch: epoch, node: selfID))
     }
 
-    /// On the leader, at most every few seconds: splits the secret again when the voters are
-    /// not those of the current split.
-    private func checkVoters() {
-        let now = node.nowMs()
-        guard !resharing, now - lastReshareCheckMs >= 2000, let secret else { return }
-        lastReshareCheckMs = now
+    /// Splits the secret again when the voters are not those of the current split (a voter
+    /// added, removed or replaced), so the threshold stays a quorum of the current voters.
+    /// Any node holding the secret may do it; the write compares the seal record, so of several
+    /// at once one wins and the others find it done. Called periodically by the service.
+    func checkVoters() async {
+        guard !resharing, let secret else { return }
         resharing = true
-        Task {
-            defer { Task { await self.doneResharing() } }
-            do {
-                let status = await node.status
-                guard status.role == .leader, let record = try record() else { return }
-                let voters = status.membership.allVoters
-                guard Set(voters) != Set(record.members.keys) else { return }
-                let write = try await split(secret, epoch: record.epoch + 1, voters: voters, replacing: record)
+        defer { resharing = false }
+        do {
+            guard let record = try record() else { return }
+            let voters = await node.status.membership.allVoters
+            guard !voters.isEmpty, Set(voters) != Set(record.members.keys) else { return }
+            let write = try await split(secret, epoch: record.epoch + 1, voters: voters, replacing: record)
+            let node = self.node
+            try await SecretsService.within(limits.secretsQuorumWaitMs, "no quorum: the new key split was not recorded") {
                 try await node.writeSystem(write, forwarding: true)
-                logger.notice("secrets: split the cluster secret again for the current voters", metadata: ["voters": "\(voters.count)", "epoch": "\(record.epoch + 1)"])
-            } catch {
-                logger.warning("secrets: could not split the cluster secret for the current voters; will retry", metadata: ["error": "\(error)"])
             }
+            logger.notice("secrets: split the cluster secret again for the current voters", metadata: ["voters": "\(voters.count)", "epoch": "\(record.epoch + 1)"])
+        } catch KVError.systemConditionFailed {
+            // Another node split it first.
+        } catch {
+            logger.warning("secrets: could not split the cluster secret for the current voters; will retry", metadata: ["error": "\(error)"])
         }
     }
 
-    private func doneResharing() { resharing = false }
 }

@@ -5,6 +5,7 @@ import AspenRaft
 import AspenSecrets
 import Foundation
 import Logging
+import Synchronization
 
 /// The node's secrets engines (docs/secrets.md): the Vault API's router and engines over this
 /// node's store, the seal that yields the data key, and the authorization of each request by
@@ -45,7 +46,11 @@ public final class SecretsService: Sendable {
     public func handle(_ request: VaultRequest, caller: Caller) async -> VaultResponse {
         do {
             let wait = limits.secretsQuorumWaitMs
-            let router = try await Self.within(wait, "no quorum: this node could not confirm the secrets mounts") { try await self.api.router() }
+            // The node's own sys calls need no mount table (health answers without a quorum).
+            let ownCall = ["sys/health", "sys/seal-status", "auth/token/lookup-self"].contains(request.path)
+            let router = ownCall
+                ? SecretsRouter(mounts: [], limits: limits)
+                : try await Self.within(wait, "no quorum: this node could not confirm the secrets mounts") { try await self.api.router() }
             let operation = try router.route(request)
             do {
                 let needed = RequestRequirements.of(operation)
@@ -59,7 +64,9 @@ public final class SecretsService: Sendable {
             case .sealStatus: return await sealStatus()
             case .lookupSelf: return lookupSelf(caller)
             default:
-                return try await Self.within(wait, "no quorum: the cluster did not answer") { try await self.api.run(operation) }
+                let reading = request.method == "GET" || request.method == "LIST" || request.method == "HEAD"
+                let problem = reading ? "no quorum: the cluster did not answer" : "no quorum: the cluster did not confirm the change (it may still take effect)"
+                return try await Self.within(wait, problem) { try await self.api.run(operation) }
             }
         } catch let error as SecretsError {
             return .error(error)
@@ -75,14 +82,14 @@ public final class SecretsService: Sendable {
         }
     }
 
+    /// Whether this node holds the data key, trying to unseal (bounded) if it does not.
+    func unsealed() async -> Bool {
+        let seal = self.seal
+        return (try? await Self.within(limits.secretsQuorumWaitMs, "sealed") { try await seal.dataKey() }) != nil
+    }
+
     func health() async -> VaultResponse {
-        let sealed: Bool
-        do {
-            _ = try await seal.dataKey()
-            sealed = false
-        } catch {
-            sealed = true
-        }
+        let sealed = !(await unsealed())
         let leader = await node.status.role == .leader
         var answer = VaultResponse.data([:])
         answer.body = SecretsJSON.encode([
@@ -96,7 +103,7 @@ public final class SecretsService: Sendable {
 
     func sealStatus() async -> VaultResponse {
         let record = try? await seal.record()
-        let sealed = (try? await seal.dataKey()) == nil
+        let sealed = !(await unsealed())
         var answer = VaultResponse.data([:])
         answer.body = SecretsJSON.encode([
             "type": "shamir", "initialized": record != nil || !sealed, "sealed": sealed, "t": record?.threshold ?? 0, "n": record?.members.count ?? 0,
@@ -122,21 +129,44 @@ public final class SecretsService: Sendable {
         ])
     }
 
-    /// Runs `body`, or throws `SecretsError.unavailable(problem)` after `waitMs`.
+    /// Runs `body`, or throws `SecretsError.unavailable(problem)` after `waitMs` — then, not
+    /// when the body ends: Raft's waits are not cancellable, so the body runs on in its own task
+    /// (a write may still commit; the message says so for changes) while the caller is answered.
     static func within<T: Sendable>(_ waitMs: Int64, _ problem: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: .milliseconds(waitMs))
-                return nil
+        let once = Once<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            let work = Task {
+                do {
+                    once.resume(continuation, with: .success(try await body()))
+                } catch {
+                    once.resume(continuation, with: .failure(error))
+                }
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw SecretsError.unavailable("\(problem) within \(waitMs) ms")
+            Task {
+                try? await Task.sleep(for: .milliseconds(waitMs))
+                if once.resume(continuation, with: .failure(SecretsError.unavailable("\(problem) within \(waitMs) ms"))) { work.cancel() }
             }
-            return value
         }
     }
+
+    // MARK: Upkeep
+
+    private let upkeep = Mutex<Task<Void, Never>?>(nil)
+
+    /// Every few seconds, a node holding the secret checks that its split matches the voters.
+    public func start() {
+        let seal = self.seal
+        upkeep.withLock { task in
+            task = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(2))
+                    await seal.checkVoters()
+                }
+            }
+        }
+    }
+
+    public func stop() { upkeep.withLock { $0?.cancel() } }
 
     // MARK: Peers
 
@@ -144,6 +174,21 @@ public final class SecretsService: Sendable {
     func share(epoch: UInt64, for caller: NodeID) async throws -> Bytes { try await seal.share(epoch: epoch, for: caller) }
     func sealShare(epoch: UInt64, share: Bytes, for caller: NodeID) async throws -> Bytes {
         try await seal.seal(epoch: epoch, share: share, for: caller)
+    }
+}
+
+/// Resumes a continuation once: whichever of the work and its deadline comes first.
+final class Once<T: Sendable>: Sendable {
+    private let done = Mutex(false)
+
+    @discardableResult
+    func resume(_ continuation: CheckedContinuation<T, any Error>, with result: Result<T, any Error>) -> Bool {
+        let first = done.withLock { done in
+            defer { done = true }
+            return !done
+        }
+        if first { continuation.resume(with: result) }
+        return first
     }
 }
 

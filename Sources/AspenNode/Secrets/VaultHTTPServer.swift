@@ -25,13 +25,15 @@ public final class VaultHTTPServer: Sendable {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
+                // NIO's HTTP server pipeline, with the rewriter before the parser and the
+                // boundary observer right after it (before requests are queued for answers).
                 let rewriter = ListMethodRewriter()
-                return channel.pipeline.addHandler(rewriter).flatMap {
-                    channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true)
-                }.flatMap {
-                    channel.pipeline.addHandler(NIOHTTPServerRequestAggregator(maxContentLength: maxBody))
-                }.flatMap {
-                    channel.pipeline.addHandler(VaultHTTPHandler(secrets: secrets, auth: auth, rewriter: rewriter))
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        rewriter, HTTPResponseEncoder(), ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+                        RequestBoundaryObserver(rewriter: rewriter), HTTPServerPipelineHandler(), HTTPServerProtocolErrorHandler(),
+                        NIOHTTPServerRequestAggregator(maxContentLength: maxBody), VaultHTTPHandler(secrets: secrets, auth: auth),
+                    ])
                 }
             }
             .bind(host: host, port: port).get()
@@ -42,8 +44,10 @@ public final class VaultHTTPServer: Sendable {
 }
 
 /// Rewrites a `LIST` request line to `GET …?list=true`. It looks only at the start of each
-/// request (the handler marks the start again before it answers); a request line is read whole
-/// (up to 8 KiB) before it is passed on.
+/// request: the parser's end of a request (`RequestBoundaryObserver`) marks the next start, so
+/// body bytes are never taken for a request line. A request line is read whole (up to 8 KiB)
+/// before it is passed on. A pipelined request that came in the same read as the previous
+/// one's end passes unchanged (a pipelined LIST is refused as an unknown method).
 final class ListMethodRewriter: ChannelInboundHandler, @unchecked Sendable {
     // Touched only on the channel's event loop (the handler and this one share it).
     typealias InboundIn = ByteBuffer
@@ -90,17 +94,29 @@ final class ListMethodRewriter: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
+/// Tells the rewriter where each request ends, as the parser sees it.
+final class RequestBoundaryObserver: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    let rewriter: ListMethodRewriter
+
+    init(rewriter: ListMethodRewriter) { self.rewriter = rewriter }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = unwrapInboundIn(data) { rewriter.nextRequest() }
+        context.fireChannelRead(data)
+    }
+}
+
 final class VaultHTTPHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = NIOHTTPServerRequestFull
     typealias OutboundOut = HTTPServerResponsePart
     let secrets: SecretsService
     let auth: NodeAuth?
-    let rewriter: ListMethodRewriter
 
-    init(secrets: SecretsService, auth: NodeAuth?, rewriter: ListMethodRewriter) {
+    init(secrets: SecretsService, auth: NodeAuth?) {
         self.secrets = secrets
         self.auth = auth
-        self.rewriter = rewriter
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -109,7 +125,6 @@ final class VaultHTTPHandler: ChannelInboundHandler, Sendable {
         let channel = context.channel
         let secrets = self.secrets
         let auth = self.auth
-        let rewriter = self.rewriter
         let body = full.body.map { Array($0.readableBytesView) } ?? []
         let token = head.headers.first(name: "x-vault-token")
             ?? head.headers.first(name: "authorization").map { String($0.trimmingPrefix("Bearer ")) }
@@ -133,7 +148,6 @@ final class VaultHTTPHandler: ChannelInboundHandler, Sendable {
             buffer.writeBytes(response.body)
             let status = HTTPResponseStatus(statusCode: response.status)
             channel.eventLoop.execute {
-                rewriter.nextRequest()
                 channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: status, headers: headers)), promise: nil)
                 if response.status != 204 { channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil) }
                 channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in

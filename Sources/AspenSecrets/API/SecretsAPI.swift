@@ -21,11 +21,15 @@ public struct SecretsAPI: Sendable {
         self.dataKey = dataKey
     }
 
-    /// Every mount, read linearizably.
-    public func mounts() async throws -> [MountRecord] {
+    /// Every mount, read linearizably. A record that does not decode is left out (its path
+    /// answers 404) rather than failing every request.
+    public func mounts() async throws -> [MountRecord] { try await mountTable().mounts }
+
+    /// The mounts and the revision they were read at.
+    func mountTable() async throws -> (mounts: [MountRecord], revision: Revision) {
         let page = try await store.read(
             RangeRequest(.prefix(SecretsKeys.mounts.prefix), limit: limits.secretsMountsMax + 1), consistency: .linearizable)
-        return try page.kvs.map { entry throws(SecretsError) in try MountRecord(decoding: entry.value, limits: limits) }
+        return (page.kvs.compactMap { try? MountRecord(decoding: $0.value, limits: limits) }, page.revision)
     }
 
     public func router() async throws -> SecretsRouter { SecretsRouter(mounts: try await mounts(), limits: limits) }
@@ -101,6 +105,10 @@ public struct SecretsAPI: Sendable {
                 throw SecretsError.notFound("no secret at '\(path)' to patch")
             }
             if let cas, cas != number { throw SecretsError.badRequest("check-and-set parameter did not match the current version") }
+            let secretRequiresCAS = try await engine.metadata(path)?.0.config.casRequired ?? false
+            if cas == nil, mount.kv.casRequired || secretRequiresCAS {
+                throw SecretsError.badRequest("check-and-set parameter required for this call")
+            }
             let merged = try Self.mergePatch(data, patch)
             let (written, metadata) = try await engine.write(path, data: merged, cas: number)
             return .data(metadata.versionJSON(written))
@@ -126,7 +134,7 @@ public struct SecretsAPI: Sendable {
     }
 
     func enable(_ path: String, _ type: SecretsEngineType, _ description: String, _ config: KV2Config) async throws {
-        let existing = try await mounts()
+        let (existing, revision) = try await mountTable()
         if let clash = existing.first(where: { $0.path == path || path.hasPrefix($0.path + "/") || $0.path.hasPrefix(path + "/") }) {
             throw SecretsError.badRequest("path is already in use at \(clash.path)/")
         }
@@ -138,9 +146,12 @@ public struct SecretsAPI: Sendable {
         for index in id.indices { id[index] = UInt8.random(in: 0...255, using: &random) }
         let record = MountRecord(path: path, type: type, id: id, description: description, createdMs: nowMs(), kv: config)
         let key = SecretsKeys.mount(path)
+        // No mount appeared or changed since the table was read: the overlap and count checks hold.
+        let table = SecretsKeys.mounts.range
+        let unchanged = Compare(key: table.start, .modRevision(revision + 1), .less, extent: .range(end: table.end))
         let result = try await store.transaction(
-            Transaction(compares: [Compare.absent(key)], success: [.put(Put(key: key, value: record.encoded()))]))
-        guard result.succeeded else { throw SecretsError.badRequest("path is already in use at \(path)/") }
+            Transaction(compares: [Compare.absent(key), unchanged], success: [.put(Put(key: key, value: record.encoded()))]))
+        guard result.succeeded else { throw SecretsError.unavailable("the mount table changed during this request; try again") }
     }
 
     func updateMount(_ path: String, _ change: (inout MountRecord) -> Void) async throws {

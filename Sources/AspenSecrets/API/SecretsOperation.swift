@@ -101,13 +101,21 @@ public struct SecretsRouter: Sendable {
             case "": throw .badRequest("the mount's type is missing (kv-v2, transit or pki)")
             default: throw .badRequest("plugin not found in the catalog: \(typeName) (this cluster serves kv-v2, transit and pki)")
             }
-            return .mountEnable(path: mountPath, type: type, description: try SecretsJSON.string(body["description"], "description") ?? "", kv: KV2Config())
+            return .mountEnable(path: mountPath, type: type, description: try description(body) ?? "", kv: KV2Config())
         case ("GET", true): return .mountRead(path: mountPath)
         case ("POST", true):
             let body = try SecretsJSON.object(request.body, limits: limits)
-            return .mountTune(path: mountPath, description: try SecretsJSON.string(body["description"], "description"))
+            return .mountTune(path: mountPath, description: try description(body))
         default: throw .unsupported("unsupported operation \(method) on \(path)")
         }
+    }
+
+    func description(_ body: [String: Any]) throws(SecretsError) -> String? {
+        guard let text = try SecretsJSON.string(body["description"], "description") else { return nil }
+        guard text.utf8.count <= limits.secretsMountDescriptionBytesMax else {
+            throw .badRequest("a description of \(text.utf8.count) bytes exceeds secretsMountDescriptionBytesMax (\(limits.secretsMountDescriptionBytesMax))")
+        }
+        return text
     }
 
     func kv(_ method: String, _ mount: MountRecord, _ inside: String, _ request: VaultRequest) throws(SecretsError) -> SecretsOperation {

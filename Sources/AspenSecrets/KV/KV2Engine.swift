@@ -151,9 +151,13 @@ public struct KV2Engine: Sendable {
             if decided.metadata == nil { operations.append(.delete(Delete(.prefix(versionsRange(path).prefix)))) }
             if operations.isEmpty { return decided.answer }
             let compare = record.map { Compare(key: metaKey, .modRevision($0.modRevision)) } ?? Compare.absent(metaKey)
+            // The mount as this request saw it: a write racing a disable (or a settings change)
+            // does not land under a mount that is gone, or by rules that changed.
+            let mountKey = SecretsKeys.mount(mount.path)
+            let mountHolds = Compare(key: mountKey, .value(mount.encoded()))
             let committed: Bool
             do {
-                committed = try await store.transaction(Transaction(compares: [compare], success: operations)).succeeded
+                committed = try await store.transaction(Transaction(compares: [compare, mountHolds], success: operations)).succeeded
             } catch let error as KVError {
                 throw error
             } catch {
@@ -164,6 +168,9 @@ public struct KV2Engine: Sendable {
                 throw error
             }
             if committed { return decided.answer }
+            if try await store.get(mountKey)?.value != mount.encoded() {
+                throw SecretsError.unavailable("mount \(mount.path)/ changed during this request; try again")
+            }
         }
         throw SecretsError.unavailable("secret '\(path)' changed under this request \(Self.attemptsMax) times in a row; try again")
     }

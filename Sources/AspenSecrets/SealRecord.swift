@@ -1,7 +1,5 @@
 import AspenCore
 import AspenKV
-import AspenRaft
-import AspenSecrets
 import Crypto
 
 /// The seal's system records (outside the keyspace: no client request can read or change them):
@@ -13,38 +11,38 @@ import Crypto
 ///
 /// One stolen disk holds its node's identity and so its one share: fewer than the threshold
 /// whenever the cluster has two voters or more.
-struct SealRecord: Sendable, Equatable {
-    var epoch: UInt64
-    var threshold: Int
+public struct SealRecord: Sendable, Equatable {
+    public var epoch: UInt64
+    public var threshold: Int
     /// Each voter of the split and its share's evaluation point.
-    var members: [NodeID: UInt8]
-    var verifier: Bytes
+    public var members: [NodeID: UInt8]
+    public var verifier: Bytes
 
-    static let name = Array("secrets/seal".utf8)
-    static let sharePrefix = Array("secrets/share/".utf8)
+    public static let name = Array("secrets/seal".utf8)
+    public static let sharePrefix = Array("secrets/share/".utf8)
     static let codecVersion: UInt8 = 1
 
-    static func shareName(epoch: UInt64, node: NodeID) -> Bytes {
+    public static func shareName(epoch: UInt64, node: NodeID) -> Bytes {
         sharePrefix + withUnsafeBytes(of: epoch.bigEndian) { Array($0) } + withUnsafeBytes(of: node.rawValue.bigEndian) { Array($0) }
     }
 
-    static func shares(epoch: UInt64) -> Bytes { sharePrefix + withUnsafeBytes(of: epoch.bigEndian) { Array($0) } }
+    public static func shares(epoch: UInt64) -> Bytes { sharePrefix + withUnsafeBytes(of: epoch.bigEndian) { Array($0) } }
 
     /// ⌊N/2⌋+1: a quorum of the voters.
-    static func threshold(voters: Int) -> Int { voters / 2 + 1 }
+    public static func threshold(voters: Int) -> Int { voters / 2 + 1 }
 
-    static func verifier(of secret: Bytes) -> Bytes {
+    public static func verifier(of secret: Bytes) -> Bytes {
         Array(HMAC<SHA256>.authenticationCode(for: Array("aspen-secrets-seal-verifier-v1".utf8), using: SymmetricKey(data: secret)))
     }
 
     /// The key that seals this node's share, derived from its identity key.
-    static func shareKey(identityKey: Bytes) -> DataKey {
+    public static func shareKey(identityKey: Bytes) -> DataKey {
         DataKey(
             HKDF<SHA256>.deriveKey(
                 inputKeyMaterial: SymmetricKey(data: identityKey), info: Array("aspen-secrets-share-key-v1".utf8), outputByteCount: 32))
     }
 
-    func encoded() -> Bytes {
+    public func encoded() -> Bytes {
         var writer = ByteWriter()
         writer.write(Self.codecVersion)
         writer.writeVarint(epoch)
@@ -58,14 +56,14 @@ struct SealRecord: Sendable, Equatable {
         return writer.bytes
     }
 
-    init(epoch: UInt64, threshold: Int, members: [NodeID: UInt8], verifier: Bytes) {
+    public init(epoch: UInt64, threshold: Int, members: [NodeID: UInt8], verifier: Bytes) {
         self.epoch = epoch
         self.threshold = threshold
         self.members = members
         self.verifier = verifier
     }
 
-    init(decoding bytes: Bytes) throws(SecretsError) {
+    public init(decoding bytes: Bytes) throws(SecretsError) {
         do {
             var reader = ByteReader(bytes)
             guard try reader.readByte() == Self.codecVersion else { throw SecretsError.internalError("a seal record of an unknown version") }
