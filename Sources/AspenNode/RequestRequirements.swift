@@ -203,6 +203,22 @@ extension RequestRequirements {
             return secrets(action == .undelete ? .write : .delete, mount.path + "/" + path)
         case .kvMetadataDelete(let mount, let path): return secrets(.delete, mount.path + "/" + path)
         case .kvList(let mount, let prefix): return secrets(.list, mount.path + "/" + prefix)
+        case .pki(let mount, let call): return of(call, mount: mount.path)
+        }
+    }
+
+    /// A PKI call: issuing and signing by `MOUNT/ROLE` (`pki-issue`), revocation (`pki-revoke`)
+    /// and everything that changes the CA or roles (`pki-manage`) by `MOUNT/`; reading roles
+    /// and certificates takes `pki-read`; the CA certificate and CRL are public, as in Vault.
+    static func of(_ call: PKICall, mount: String) -> Requirement {
+        func pki(_ access: Capability.Access, _ resource: String = "") -> Requirement { .service(.pki, access, resource: Array((mount + "/" + resource).utf8)) }
+        switch call {
+        case .caCertificate, .crl: return .nothing
+        case .generateRoot, .generateIntermediate, .signIntermediate, .setSigned, .roleWrite, .roleDelete, .rotateCRL: return pki(.manage)
+        case .roleRead(let name): return pki(.read, name)
+        case .roles, .certificate, .certificates: return pki(.read)
+        case .issue(let role, _, _, _, _, _), .sign(let role, _, _, _, _, _): return pki(.issue, role)
+        case .revoke: return pki(.revoke)
         }
     }
 }

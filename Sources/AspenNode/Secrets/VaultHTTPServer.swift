@@ -140,7 +140,7 @@ final class VaultHTTPHandler: ChannelInboundHandler, Sendable {
                 response = .error(.badRequest("\(error)"))
             }
             var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: "application/json")
+            headers.add(name: "content-type", value: response.contentType)
             headers.add(name: "cache-control", value: "no-store")
             headers.add(name: "content-length", value: "\(response.body.count)")
             if !keepAlive { headers.add(name: "connection", value: "close") }

@@ -27,12 +27,15 @@ public enum SecretsOperation: Sendable {
     case kvConfig(MountRecord)
     case kvConfigWrite(MountRecord, KV2Config)
 
+    // pki
+    case pki(MountRecord, PKICall)
+
     /// The mount the operation works in, if any.
     public var mount: MountRecord? {
         switch self {
         case .kvRead(let mount, _, _), .kvWrite(let mount, _, _, _), .kvPatch(let mount, _, _, _), .kvVersions(let mount, _, _, _),
             .kvMetadata(let mount, _), .kvMetadataWrite(let mount, _, _, _), .kvMetadataDelete(let mount, _), .kvList(let mount, _),
-            .kvConfig(let mount), .kvConfigWrite(let mount, _):
+            .kvConfig(let mount), .kvConfigWrite(let mount, _), .pki(let mount, _):
             return mount
         case .health, .sealStatus, .lookupSelf, .mounts, .mountRead, .mountEnable, .mountDisable, .mountTune:
             return nil
@@ -65,7 +68,8 @@ public struct SecretsRouter: Sendable {
         let inside = String(path.dropFirst(mount.path.count).drop { $0 == "/" })
         switch mount.type {
         case .kv2: return try kv(method, mount, inside, request)
-        case .transit, .pki: throw .unsupported("the \(mount.type.rawValue) engine is not served yet")
+        case .pki: return .pki(mount, try pki(method, inside, request))
+        case .transit: throw .unsupported("the \(mount.type.rawValue) engine is not served yet")
         }
     }
 
@@ -191,6 +195,104 @@ public struct SecretsRouter: Sendable {
             return .kvMetadataDelete(mount, path: path)
         default:
             throw .unsupported("unsupported operation \(method) on \(mount.path)/\(inside)")
+        }
+    }
+
+    func pki(_ method: String, _ inside: String, _ request: VaultRequest) throws(SecretsError) -> PKICall {
+        func body() throws(SecretsError) -> [String: Any] { try SecretsJSON.object(request.body, limits: limits) }
+        func string(_ object: [String: Any], _ field: String) throws(SecretsError) -> String { try SecretsJSON.string(object[field], field) ?? "" }
+        func list(_ object: [String: Any], _ field: String) throws(SecretsError) -> [String] {
+            if let array = object[field] as? [Any] { return array.compactMap { $0 as? String }.filter { !$0.isEmpty } }
+            return try string(object, field).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        func duration(_ object: [String: Any], _ field: String) throws(SecretsError) -> Duration? {
+            try GoDuration.parseMs(object[field], field).map { Duration.milliseconds($0) }
+        }
+        func keyType(_ object: [String: Any], default value: PKIKeyType) throws(SecretsError) -> PKIKeyType {
+            let name = try string(object, "key_type")
+            if name.isEmpty { return value }
+            guard let type = PKIKeyType(rawValue: name) else { throw .badRequest("unknown key_type \(name) (rsa, ec, ed25519)") }
+            return type
+        }
+        func bits(_ object: [String: Any]) throws(SecretsError) -> Int { Int(clamping: try SecretsJSON.int(object["key_bits"], "key_bits") ?? 0) }
+        func pathLength(_ object: [String: Any]) throws(SecretsError) -> Int? {
+            guard let value = try SecretsJSON.int(object["max_path_length"], "max_path_length"), value >= 0 else { return nil }
+            return Int(clamping: value)
+        }
+        func validName(_ name: String) throws(SecretsError) -> String {
+            guard !name.isEmpty, name.utf8.count <= limits.secretPathBytesMax, !name.contains("/") else { throw .badRequest("invalid role name '\(name)'") }
+            return name
+        }
+        let slash = inside.firstIndex(of: "/")
+        let head = slash.map { String(inside[..<$0]) } ?? inside
+        let name = slash.map { String(inside[inside.index(after: $0)...]) } ?? ""
+        switch (method, inside) {
+        case ("POST", "root/generate/internal"), ("POST", "root/generate/exported"):
+            let object = try body()
+            return .generateRoot(
+                commonName: try string(object, "common_name"), keyType: try keyType(object, default: .rsa), keyBits: try bits(object),
+                ttl: try duration(object, "ttl") ?? .seconds(365 * 86_400), maxPathLength: try pathLength(object))
+        case ("POST", "intermediate/generate/internal"), ("POST", "intermediate/generate/exported"):
+            let object = try body()
+            return .generateIntermediate(commonName: try string(object, "common_name"), keyType: try keyType(object, default: .rsa), keyBits: try bits(object))
+        case ("POST", "root/sign-intermediate"):
+            let object = try body()
+            return .signIntermediate(
+                csr: try string(object, "csr"), commonName: try string(object, "common_name"), ttl: try duration(object, "ttl") ?? .seconds(365 * 86_400),
+                maxPathLength: try pathLength(object))
+        case ("POST", "intermediate/set-signed"): return .setSigned(certificate: try string(try body(), "certificate"))
+        case ("LIST", "roles"), ("LIST", "roles/"): return .roles
+        case ("GET", _) where head == "roles": return .roleRead(name: try validName(name))
+        case ("DELETE", _) where head == "roles": return .roleDelete(name: try validName(name))
+        case ("POST", _) where head == "roles":
+            let object = try body()
+            var role = PKIRole()
+            role.allowedDomains = try list(object, "allowed_domains")
+            func flag(_ field: String, _ keyPath: WritableKeyPath<PKIRole, Bool>) throws(SecretsError) {
+                if let value = try SecretsJSON.bool(object[field], field) { role[keyPath: keyPath] = value }
+            }
+            try flag("allow_localhost", \.allowLocalhost)
+            try flag("allow_bare_domains", \.allowBareDomains)
+            try flag("allow_subdomains", \.allowSubdomains)
+            try flag("allow_glob_domains", \.allowGlobDomains)
+            try flag("allow_wildcard_certificates", \.allowWildcardCertificates)
+            try flag("allow_any_name", \.allowAnyName)
+            try flag("enforce_hostnames", \.enforceHostnames)
+            try flag("allow_ip_sans", \.allowIPSANs)
+            try flag("server_flag", \.serverFlag)
+            try flag("client_flag", \.clientFlag)
+            try flag("use_csr_common_name", \.useCSRCommonName)
+            try flag("use_csr_sans", \.useCSRSANs)
+            try flag("require_cn", \.requireCN)
+            role.keyType = try keyType(object, default: .rsa)
+            role.keyBits = try bits(object)
+            role.ttl = try duration(object, "ttl")
+            role.maxTTL = try duration(object, "max_ttl")
+            if object["key_usage"] != nil { role.keyUsage = try list(object, "key_usage") }
+            if object["ext_key_usage"] != nil { role.extKeyUsage = try list(object, "ext_key_usage") }
+            return .roleWrite(name: try validName(name), role)
+        case ("POST", _) where head == "issue":
+            let object = try body()
+            let format = try string(object, "private_key_format")
+            return .issue(
+                role: try validName(name), commonName: try string(object, "common_name"), altNames: try list(object, "alt_names"),
+                ipSANs: try list(object, "ip_sans"), ttl: try duration(object, "ttl"), format: format == "pkcs8" ? .pkcs8 : .pem)
+        case ("POST", _) where head == "sign":
+            let object = try body()
+            return .sign(
+                role: try validName(name), csr: try string(object, "csr"), commonName: try string(object, "common_name"),
+                altNames: try list(object, "alt_names"), ipSANs: try list(object, "ip_sans"), ttl: try duration(object, "ttl"))
+        case ("POST", "revoke"): return .revoke(serial: try string(try body(), "serial_number"))
+        case ("GET", "ca"): return .caCertificate(.der)
+        case ("GET", "ca/pem"), ("GET", "ca_chain"): return .caCertificate(.pem)
+        case ("GET", "cert/ca"): return .caCertificate(.json)
+        case ("GET", "crl"): return .crl(.der)
+        case ("GET", "crl/pem"): return .crl(.pem)
+        case ("GET", "cert/crl"): return .crl(.json)
+        case ("GET", "crl/rotate"): return .rotateCRL
+        case ("LIST", "certs"), ("LIST", "certs/"): return .certificates
+        case ("GET", _) where head == "cert": return .certificate(serial: name)
+        default: throw .unsupported("unsupported operation \(method) on pki path \(inside)")
         }
     }
 }

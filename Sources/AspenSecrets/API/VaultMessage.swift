@@ -80,14 +80,17 @@ public struct VaultRequest: Sendable, Equatable {
     }
 }
 
-/// The answer: an HTTP status and a JSON body (empty for 204).
+/// The answer: an HTTP status and a body, JSON but for the PKI's raw certificates and CRLs
+/// (empty for 204).
 public struct VaultResponse: Sendable, Equatable {
     public var status: Int
     public var body: Bytes
+    public var contentType: String
 
-    public init(status: Int, body: Bytes) {
+    public init(status: Int, body: Bytes, contentType: String = "application/json") {
         self.status = status
         self.body = body
+        self.contentType = contentType
     }
 
     public static let noContent = VaultResponse(status: 204, body: [])
@@ -112,6 +115,7 @@ public struct VaultResponse: Sendable, Equatable {
         var writer = ByteWriter()
         writer.writeVarint(UInt64(status))
         writer.writeBytes(body)
+        writer.writeString(contentType)
         return writer.bytes
     }
 
@@ -120,6 +124,7 @@ public struct VaultResponse: Sendable, Equatable {
             var reader = ByteReader(bytes)
             status = Int(try reader.readVarint())
             body = try reader.readBytes(limit: limits.secretsRequestBytesMax * 2)
+            contentType = try reader.readString(limit: 128)
             try reader.expectEnd()
         } catch {
             throw .internalError("an undecodable secrets answer: \(error)")
