@@ -204,6 +204,29 @@ extension RequestRequirements {
         case .kvMetadataDelete(let mount, let path): return secrets(.delete, mount.path + "/" + path)
         case .kvList(let mount, let prefix): return secrets(.list, mount.path + "/" + prefix)
         case .pki(let mount, let call): return of(call, mount: mount.path)
+        case .transit(let mount, let call): return of(call, mount: mount.path)
+        }
+    }
+
+    /// A transit call, by `MOUNT/KEY`: each use by its verb (`transit-encrypt`, `-decrypt`,
+    /// `-sign`, `-verify`; a rewrap both decrypts and encrypts), every change to a key
+    /// `transit-manage`, reading a key `transit-read`. The prefix operations also need the
+    /// key-value rights on the prefix they scan (and rewrite).
+    static func of(_ call: TransitCall, mount: String) -> Requirement {
+        func transit(_ access: Capability.Access, _ name: String) -> Requirement { .service(.transit, access, resource: Array((mount + "/" + name).utf8)) }
+        switch call {
+        case .list: return transit(.read, "")
+        case .read(let name): return transit(.read, name)
+        case .create(let name, _, _, _, _, _, _), .delete(let name), .configure(let name, _, _, _, _, _, _), .rotate(let name), .trim(let name, _),
+            .export(let name, _, _):
+            return transit(.manage, name)
+        case .encrypt(let name, _, _, _), .dataKey(let name, _, _, _): return transit(.encrypt, name)
+        case .decrypt(let name, _, _): return transit(.decrypt, name)
+        case .rewrap(let name, _, _): return .all([transit(.decrypt, name), transit(.encrypt, name)])
+        case .sign(let name, _, _, _): return transit(.sign, name)
+        case .verify(let name, _, _, _): return transit(.verify, name)
+        case .inventory(let name, let prefix): return .all([transit(.manage, name), .read(.prefix(prefix))])
+        case .rewrapPrefix(let name, let prefix): return .all([transit(.manage, name), .read(.prefix(prefix)), .write(KeySelection.prefix(prefix).bounds)])
         }
     }
 

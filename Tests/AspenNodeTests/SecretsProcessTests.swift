@@ -177,6 +177,111 @@ extension ClusterSuites {
             #expect(status == 0 && output.contains("ok"), "\(output)")
         }
 
+        @Test("transit through hvac: round trips across nodes, rotation, rewrap, the decryption floor, every tampered ciphertext refused, datakeys, signatures checked by openssl")
+        func transit() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            defer { cluster.terminateAll() }
+            try await cluster.startWithVault()
+            #expect(try await cluster.aspen(["secrets", "enable", "transit"]).0 == 0)
+            let (status, output) = try python(
+                hvacPrelude + """
+                    import base64, subprocess, hashlib, tempfile
+                    b64 = lambda b: base64.b64encode(b).decode()
+                    tr = lambda i: clients[i].secrets.transit
+                    tr(0).create_key("k")
+                    secret = b"\\x00attack at dawn\\xff" * 64
+                    c1 = tr(0).encrypt_data("k", b64(secret))["data"]["ciphertext"]
+                    expect(c1.startswith("vault:v1:"), c1)
+                    for i in (1, 2):
+                        expect(base64.b64decode(tr(i).decrypt_data("k", c1)["data"]["plaintext"]) == secret, "node %d decrypts" % (i + 1))
+                    tr(1).rotate_key("k")
+                    c2 = tr(2).encrypt_data("k", b64(b"two"))["data"]["ciphertext"]
+                    expect(c2.startswith("vault:v2:"), c2)
+                    expect(base64.b64decode(tr(0).decrypt_data("k", c1)["data"]["plaintext"]) == secret, "the old version still decrypts")
+                    r = tr(0).rewrap_data("k", c1)["data"]["ciphertext"]
+                    expect(r.startswith("vault:v2:") and base64.b64decode(tr(1).decrypt_data("k", r)["data"]["plaintext"]) == secret, "rewrapped")
+                    tr(2).update_key_configuration("k", min_decryption_version=2)
+                    fails(lambda: tr(0).decrypt_data("k", c1), hvac.exceptions.InvalidRequest, "ciphertext or signature version is disallowed by policy (too old)")
+                    # Tampering: each refused with 400 and no plaintext.
+                    raw = base64.b64decode(r.split(":")[2])
+                    flipped = bytearray(raw); flipped[20] ^= 1
+                    bad = {
+                        "flipped byte": "vault:v2:" + b64(bytes(flipped)),
+                        "cut tag": "vault:v2:" + b64(raw[:-4]),
+                        "wrong version": "vault:v9:" + r.split(":")[2],
+                        "no prefix": r.split(":")[2],
+                    }
+                    for what, ciphertext in bad.items():
+                        fails(lambda: tr(1).decrypt_data("k", ciphertext), hvac.exceptions.InvalidRequest)
+                    tr(0).create_key("other")
+                    tr(0).rotate_key("other")
+                    fails(lambda: tr(1).decrypt_data("other", r), hvac.exceptions.InvalidRequest, "message authentication failed")
+                    ad = tr(0).encrypt_data("k", b64(b"x"), associated_data=b64(b"ad-1"))["data"]["ciphertext"]
+                    expect(base64.b64decode(tr(1).decrypt_data("k", ad, associated_data=b64(b"ad-1"))["data"]["plaintext"]) == b"x", "ad round trip")
+                    fails(lambda: tr(2).decrypt_data("k", ad, associated_data=b64(b"ad-2")), hvac.exceptions.InvalidRequest, "message authentication failed")
+                    tr(0).create_key("derived", derived=True)
+                    dc = tr(0).encrypt_data("derived", b64(b"y"), context=b64(b"tenant-1"))["data"]["ciphertext"]
+                    expect(base64.b64decode(tr(1).decrypt_data("derived", dc, context=b64(b"tenant-1"))["data"]["plaintext"]) == b"y", "derived")
+                    fails(lambda: tr(2).decrypt_data("derived", dc, context=b64(b"tenant-2")), hvac.exceptions.InvalidRequest)
+                    fails(lambda: tr(2).decrypt_data("derived", dc), hvac.exceptions.InvalidRequest, "missing 'context'")
+                    # Batches.
+                    batch = tr(0).encrypt_data("k", batch_input=[{"plaintext": b64(b"a")}, {"plaintext": b64(b"b")}])["data"]["batch_results"]
+                    back = tr(1).decrypt_data("k", batch_input=[{"ciphertext": x["ciphertext"]} for x in batch])["data"]["batch_results"]
+                    expect([base64.b64decode(x["plaintext"]) for x in back] == [b"a", b"b"], "batch")
+                    # Data keys.
+                    dk = tr(0).generate_data_key("k", key_type="plaintext")["data"]
+                    expect(base64.b64decode(tr(1).decrypt_data("k", dk["ciphertext"])["data"]["plaintext"]) == base64.b64decode(dk["plaintext"]), "datakey")
+                    wrapped = tr(0).generate_data_key("k", key_type="wrapped")["data"]
+                    expect("plaintext" not in wrapped and wrapped["ciphertext"].startswith("vault:v2:"), "wrapped datakey")
+                    # Signatures, checked by openssl with the exported public key.
+                    work = tempfile.mkdtemp()
+                    def openssl(*args):
+                        return subprocess.run(["openssl"] + list(args), cwd=work, capture_output=True, text=True)
+                    message = b"the message to sign"
+                    for kind in ("ed25519", "ecdsa-p256"):
+                        tr(0).create_key("s-" + kind, key_type=kind)
+                        sig = tr(1).sign_data("s-" + kind, b64(message))["data"]["signature"]
+                        expect(tr(2).verify_signed_data("s-" + kind, b64(message), signature=sig)["data"]["valid"] is True, kind + " verifies")
+                        expect(tr(2).verify_signed_data("s-" + kind, b64(b"other"), signature=sig)["data"]["valid"] is False, kind + " refuses another input")
+                        key = tr(0).read_key("s-" + kind)["data"]["keys"]["1"]["public_key"]
+                        raw_sig = base64.b64decode(sig.split(":")[2])
+                        open(work + "/sig", "wb").write(raw_sig)
+                        if kind == "ed25519":
+                            der = bytes.fromhex("302a300506032b6570032100") + base64.b64decode(key)
+                            open(work + "/pub.pem", "w").write("-----BEGIN PUBLIC KEY-----\\n" + b64(der) + "\\n-----END PUBLIC KEY-----\\n")
+                            open(work + "/msg", "wb").write(message)
+                            done = openssl("pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", "msg", "-sigfile", "sig")
+                        else:
+                            open(work + "/pub.pem", "w").write(key)
+                            open(work + "/digest", "wb").write(hashlib.sha256(message).digest())
+                            done = openssl("pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-in", "digest", "-sigfile", "sig")
+                        expect(done.returncode == 0 and "Signature Verified Successfully" in done.stdout, "openssl verifies %s: %s %s" % (kind, done.stdout, done.stderr))
+                    print("ok")
+                    """, in: cluster.directory, environment: cluster.vaultEnvironment)
+            #expect(status == 0 && output.contains("ok"), "\(output)")
+
+            // Beyond Vault: ciphertexts an application keeps in the key-value store, counted by
+            // version and rewrapped in place after a rotation.
+            func aspen(_ arguments: [String]) async throws -> (Int32, String) { try await cluster.aspen(arguments, withErrors: true) }
+            for index in 0..<5 {
+                let ciphertext = try await aspen(["transit", "encrypt", "app-key", "--plaintext", "row-\(index)"]).1
+                #expect(ciphertext.hasPrefix("vault:v1:"), "\(ciphertext)")
+                #expect(try await aspen(["kv", "put", "app/rows/\(index)", ciphertext]).0 == 0)
+            }
+            #expect(try await aspen(["transit", "rotate", "app-key"]).0 == 0)
+            let before = try await aspen(["transit", "inventory", "app-key", "--prefix", "app/rows/"])
+            #expect(before.1.contains("5 behind") && before.1.contains("v1\t5"), "\(before)")
+            let rewrap = try await aspen(["transit", "rewrap-prefix", "app-key", "--prefix", "app/rows/"])
+            #expect(rewrap.0 == 0 && rewrap.1.contains("rewrapped 5"), "\(rewrap)")
+            let after = try await aspen(["transit", "inventory", "app-key", "--prefix", "app/rows/"])
+            #expect(after.1.contains("0 behind") && after.1.contains("v2\t5"), "\(after)")
+            let stored = try await aspen(["kv", "get", "app/rows/3"]).1
+            #expect(stored.contains("vault:v2:"), "\(stored)")
+            let value = stored.split(separator: "\n").last.map(String.init) ?? stored
+            let plain = try await aspen(["transit", "decrypt", "app-key", value.trimmingCharacters(in: .whitespaces)])
+            #expect(plain.1 == "row-3", "\(plain)")
+        }
+
         @Test("the CLI: enable, put, get, list, metadata, delete, undelete, destroy, with its exit codes")
         func commandLine() async throws {
             let cluster = try ProcessCluster(nodes: 3)
@@ -258,6 +363,16 @@ extension ClusterSuites {
             // Enough writes that the log is compacted into a snapshot too.
             for index in 0..<20 { #expect(try await cluster.aspen(["kv2", "put", "secret/app/n\(index)", "value=\(canary)-\(index)"]).0 == 0) }
             #expect(try await cluster.aspen(["kv2", "get", "secret/app/canary", "--field", "value"]).1 == canary)
+            // A transit key's material, exported once so the scan below can look for its bytes.
+            #expect(try await cluster.aspen(["secrets", "enable", "transit"]).0 == 0)
+            #expect(try await cluster.aspen(["transit", "create", "canary-key", "--exportable"]).0 == 0)
+            let exported = try python(
+                hvacPrelude + """
+                    print("KEY=" + clients[0].secrets.transit.export_key("canary-key", key_type="encryption-key")["data"]["keys"]["1"])
+                    """, in: cluster.directory, environment: cluster.vaultEnvironment)
+            let keyText = try #require(exported.1.split(separator: "\n").first { $0.hasPrefix("KEY=") }.map { String($0.dropFirst(4)) }, "\(exported.1)")
+            let keyBytes = try #require(Data(base64Encoded: keyText).map(Array.init))
+            #expect(keyBytes.count == 32)
             // One node down: the other two still hold a quorum of key shares and of the log.
             let leader = try await cluster.leader()
             cluster.kill9(leader)
@@ -297,6 +412,8 @@ extension ClusterSuites {
                 scanned += data.count
                 let leaked = Array(data).contains(needle)
                 #expect(!leaked, "\(url.path) holds the secret in plaintext")
+                let keyLeaked = Array(data).contains(keyBytes)
+                #expect(!keyLeaked, "\(url.path) holds the transit key's material")
             }
             #expect(scanned > 100_000, "the data directories were read (\(scanned) bytes)")
         }

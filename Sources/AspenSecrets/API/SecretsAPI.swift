@@ -81,6 +81,8 @@ public struct SecretsAPI: Sendable {
             return .noContent
         case .kvRead, .kvWrite, .kvPatch, .kvVersions, .kvMetadata, .kvMetadataWrite, .kvMetadataDelete, .kvList:
             return try await runKV(operation)
+        case .transit(let mount, let call):
+            return try await TransitEngine(store: store, mount: mount, key: try await dataKey(), limits: limits, nowMs: nowMs).run(call)
         case .pki(let mount, let call):
             return try await PKIEngine(store: store, mount: mount, key: try await dataKey(), limits: limits, nowMs: nowMs).run(call)
         }

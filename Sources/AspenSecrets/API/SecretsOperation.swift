@@ -27,15 +27,17 @@ public enum SecretsOperation: Sendable {
     case kvConfig(MountRecord)
     case kvConfigWrite(MountRecord, KV2Config)
 
-    // pki
+    // pki and transit
     case pki(MountRecord, PKICall)
+    case transit(MountRecord, TransitCall)
 
     /// The mount the operation works in, if any.
     public var mount: MountRecord? {
         switch self {
         case .kvRead(let mount, _, _), .kvWrite(let mount, _, _, _), .kvPatch(let mount, _, _, _), .kvVersions(let mount, _, _, _),
             .kvMetadata(let mount, _), .kvMetadataWrite(let mount, _, _, _), .kvMetadataDelete(let mount, _), .kvList(let mount, _),
-            .kvConfig(let mount), .kvConfigWrite(let mount, _), .pki(let mount, _):
+            .kvConfig(let mount), .kvConfigWrite(let mount, _), .pki(let mount, _),
+            .transit(let mount, _):
             return mount
         case .health, .sealStatus, .lookupSelf, .mounts, .mountRead, .mountEnable, .mountDisable, .mountTune:
             return nil
@@ -69,7 +71,7 @@ public struct SecretsRouter: Sendable {
         switch mount.type {
         case .kv2: return try kv(method, mount, inside, request)
         case .pki: return .pki(mount, try pki(method, inside, request))
-        case .transit: throw .unsupported("the \(mount.type.rawValue) engine is not served yet")
+        case .transit: return .transit(mount, try transit(method, inside, request))
         }
     }
 
@@ -293,6 +295,125 @@ public struct SecretsRouter: Sendable {
         case ("LIST", "certs"), ("LIST", "certs/"): return .certificates
         case ("GET", _) where head == "cert": return .certificate(serial: name)
         default: throw .unsupported("unsupported operation \(method) on pki path \(inside)")
+        }
+    }
+
+    func transit(_ method: String, _ inside: String, _ request: VaultRequest) throws(SecretsError) -> TransitCall {
+        let parts = inside.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard let head = parts.first else { throw .unsupported("unsupported transit path") }
+        func body() throws(SecretsError) -> [String: Any] { try SecretsJSON.object(request.body, limits: limits) }
+        func name(_ index: Int) throws(SecretsError) -> String {
+            guard parts.count > index, !parts[index].isEmpty, parts[index].utf8.count <= limits.secretPathBytesMax else {
+                throw .badRequest("missing or invalid key name")
+            }
+            return parts[index]
+        }
+        func base64(_ object: [String: Any], _ field: String) throws(SecretsError) -> Bytes? {
+            guard let text = try SecretsJSON.string(object[field], field), !text.isEmpty else { return nil }
+            guard text.utf8.count <= limits.transitPlaintextBytesMax * 4 / 3 + 8 else {
+                throw .tooLarge("\(field) exceeds transitPlaintextBytesMax (\(limits.transitPlaintextBytesMax) bytes)")
+            }
+            return try TransitBase64.decode(validating: text)
+        }
+        func item(_ object: [String: Any]) throws(SecretsError) -> TransitItem {
+            var item = TransitItem()
+            item.plaintext = try base64(object, "plaintext")
+            item.ciphertext = try SecretsJSON.string(object["ciphertext"], "ciphertext")
+            item.input = try base64(object, "input")
+            item.signature = try SecretsJSON.string(object["signature"], "signature")
+            item.context = try base64(object, "context")
+            item.associatedData = try base64(object, "associated_data")
+            item.keyVersion = try SecretsJSON.int(object["key_version"], "key_version").map { Int(clamping: $0) }
+            return item
+        }
+        /// The request's items: its `batch_input`, or itself.
+        func items(_ object: [String: Any]) throws(SecretsError) -> (items: [TransitItem], batch: Bool) {
+            guard let batch = object["batch_input"], !(batch is NSNull) else { return ([try item(object)], false) }
+            guard let list = batch as? [Any] else { throw .badRequest("batch_input must be a list") }
+            guard list.count <= limits.transitBatchMax else {
+                throw .badRequest("batch_input has \(list.count) items; at most transitBatchMax (\(limits.transitBatchMax))")
+            }
+            var result: [TransitItem] = []
+            for entry in list {
+                guard let object = entry as? [String: Any] else { throw .badRequest("each batch_input item must be an object") }
+                result.append(try item(object))
+            }
+            let withContext = result.filter { $0.context != nil }.count
+            if withContext != 0 && withContext != result.count { throw .badRequest("context should be set either in all the request blocks or in none") }
+            return (result, true)
+        }
+        func signing(_ object: [String: Any], hashInPath: String?) throws(SecretsError) -> TransitSigning {
+            var options = TransitSigning()
+            let named = try SecretsJSON.string(object["hash_algorithm"], "hash_algorithm")
+            if let hash = hashInPath ?? named, !hash.isEmpty {
+                options.hash = try TransitHashAlgorithm(vaultName: hash)
+            }
+            if let algorithm = try SecretsJSON.string(object["signature_algorithm"], "signature_algorithm"), !algorithm.isEmpty {
+                options.algorithm = try TransitSignatureAlgorithm(vaultName: algorithm)
+            }
+            if let salt = try SecretsJSON.string(object["salt_length"], "salt_length"), !salt.isEmpty { options.saltLength = try TransitSaltLength(vaultValue: salt) }
+            options.prehashed = try SecretsJSON.bool(object["prehashed"], "prehashed") ?? false
+            if let marshaling = try SecretsJSON.string(object["marshaling_algorithm"], "marshaling_algorithm"), !marshaling.isEmpty {
+                options.marshaling = try TransitMarshaling(vaultName: marshaling)
+            }
+            return options
+        }
+        func autoRotate(_ object: [String: Any]) throws(SecretsError) -> Int64? { try GoDuration.parseMs(object["auto_rotate_period"], "auto_rotate_period") }
+        switch (method, head) {
+        case ("LIST", "keys") where parts.count == 1 || (parts.count == 2 && parts[1].isEmpty): return .list
+        case ("POST", "keys") where parts.count == 2:
+            let object = try body()
+            let typeName = try SecretsJSON.string(object["type"], "type") ?? ""
+            return .create(
+                name: try name(1), type: typeName.isEmpty ? .aes256GCM96 : try TransitKeyType(vaultName: typeName),
+                derived: try SecretsJSON.bool(object["derived"], "derived") ?? false,
+                convergent: try SecretsJSON.bool(object["convergent_encryption"], "convergent_encryption") ?? false,
+                exportable: try SecretsJSON.bool(object["exportable"], "exportable") ?? false,
+                allowPlaintextBackup: try SecretsJSON.bool(object["allow_plaintext_backup"], "allow_plaintext_backup") ?? false,
+                autoRotateMs: try autoRotate(object) ?? 0)
+        case ("GET", "keys") where parts.count == 2: return .read(name: try name(1))
+        case ("DELETE", "keys") where parts.count == 2: return .delete(name: try name(1))
+        case ("POST", "keys") where parts.count == 3 && parts[2] == "config":
+            let object = try body()
+            return .configure(
+                name: try name(1), minDecryption: try SecretsJSON.int(object["min_decryption_version"], "min_decryption_version").map { Int(clamping: $0) },
+                minEncryption: try SecretsJSON.int(object["min_encryption_version"], "min_encryption_version").map { Int(clamping: $0) },
+                deletionAllowed: try SecretsJSON.bool(object["deletion_allowed"], "deletion_allowed"),
+                exportable: try SecretsJSON.bool(object["exportable"], "exportable"),
+                allowPlaintextBackup: try SecretsJSON.bool(object["allow_plaintext_backup"], "allow_plaintext_backup"), autoRotateMs: try autoRotate(object))
+        case ("POST", "keys") where parts.count == 3 && parts[2] == "rotate": return .rotate(name: try name(1))
+        case ("POST", "keys") where parts.count == 3 && parts[2] == "trim":
+            let minimum = try SecretsJSON.int(try body()["min_available_version"], "min_available_version") ?? 0
+            return .trim(name: try name(1), minAvailable: Int(clamping: minimum))
+        case ("GET", "keys") where parts.count == 3 && parts[2] == "inventory":
+            return .inventory(name: try name(1), prefix: Array((request.query["prefix"] ?? "").utf8))
+        case ("POST", "keys") where parts.count == 3 && parts[2] == "rewrap-prefix":
+            return .rewrapPrefix(name: try name(1), prefix: Array((try SecretsJSON.string(try body()["prefix"], "prefix") ?? "").utf8))
+        case ("POST", "encrypt") where parts.count == 2:
+            let object = try body()
+            let (list, batch) = try items(object)
+            let typeName = try SecretsJSON.string(object["type"], "type") ?? ""
+            return .encrypt(name: try name(1), list, batch: batch, type: typeName.isEmpty ? nil : try TransitKeyType(vaultName: typeName))
+        case ("POST", "decrypt") where parts.count == 2:
+            let (list, batch) = try items(try body())
+            return .decrypt(name: try name(1), list, batch: batch)
+        case ("POST", "rewrap") where parts.count == 2:
+            let (list, batch) = try items(try body())
+            return .rewrap(name: try name(1), list, batch: batch)
+        case ("POST", "datakey") where parts.count == 3:
+            guard parts[1] == "plaintext" || parts[1] == "wrapped" else { throw .badRequest("invalid type \(parts[1]): plaintext or wrapped") }
+            let object = try body()
+            let bits = try SecretsJSON.int(object["bits"], "bits") ?? 256
+            return .dataKey(name: try name(2), plaintext: parts[1] == "plaintext", bits: Int(clamping: bits), try item(object))
+        case ("POST", "sign") where parts.count == 2 || parts.count == 3, ("POST", "verify") where parts.count == 2 || parts.count == 3:
+            let object = try body()
+            let (list, batch) = try items(object)
+            let options = try signing(object, hashInPath: parts.count == 3 ? parts[2] : nil)
+            return head == "sign" ? .sign(name: try name(1), list, batch: batch, options) : .verify(name: try name(1), list, batch: batch, options)
+        case ("GET", "export") where parts.count == 3 || parts.count == 4:
+            return .export(name: try name(2), try TransitExportType(vaultName: parts[1]), version: parts.count == 4 ? parts[3] : nil)
+        default:
+            throw .unsupported("unsupported operation \(method) on transit path \(inside)")
         }
     }
 }
