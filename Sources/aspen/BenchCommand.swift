@@ -31,6 +31,9 @@ struct Bench: AsyncParsableCommand {
         case pub
         /// Publish-to-delivery on a stream watcher against put-to-watch-event, alternating.
         case pubLatency = "pub-latency"
+        /// The secrets engines: transit encrypt and decrypt of --value-size bytes, kv-v2 writes,
+        /// and the AEAD alone in this process (no cluster).
+        case transitEncrypt = "transit-encrypt", transitDecrypt = "transit-decrypt", kv2Put = "kv2-put", aead
         var isLayer: Bool { [.lock, .queue, .counter, .bufferedCounter].contains(self) }
     }
     enum WireProtocol: String, ExpressibleByArgument, CaseIterable { case aspen, etcd }
@@ -84,6 +87,15 @@ struct Bench: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if let secrets = SecretsBench.Workload(rawValue: workload.rawValue) {
+            try await runReporting {
+                if secrets == .aead { return SecretsBench.aead(seconds: duration, valueSize: valueSize, json: cluster.json) }
+                let client = try cluster.client()
+                try await SecretsBench.run(secrets, client: client, clients: clients, seconds: duration, valueSize: valueSize, json: cluster.json)
+                await client.close()
+            }
+            return
+        }
         if workload == .auth {
             try await runReporting { AuthBench.run(seconds: duration, json: cluster.json) }
             return

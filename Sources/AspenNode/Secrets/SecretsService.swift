@@ -48,10 +48,9 @@ public final class SecretsService: Sendable {
             let wait = limits.secretsQuorumWaitMs
             // The node's own sys calls need no mount table (health answers without a quorum).
             let ownCall = ["sys/health", "sys/seal-status", "auth/token/lookup-self"].contains(request.path)
-            let router = ownCall
-                ? SecretsRouter(mounts: [], limits: limits)
-                : try await Self.within(wait, "no quorum: this node could not confirm the secrets mounts") { try await self.api.router() }
-            let operation = try router.route(request)
+            let operation = ownCall
+                ? try SecretsRouter(mounts: [], limits: limits).route(request)
+                : try await Self.within(wait, "no quorum: this node could not confirm the secrets mounts") { try await self.api.route(request) }
             do {
                 let needed = RequestRequirements.of(operation)
                 // Health and seal status answer anyone, whatever token they carry.

@@ -26,13 +26,26 @@ public struct SecretsAPI: Sendable {
     public func mounts() async throws -> [MountRecord] { try await mountTable().mounts }
 
     /// The mounts and the revision they were read at.
-    func mountTable() async throws -> (mounts: [MountRecord], revision: Revision) {
+    func mountTable(_ consistency: ReadConsistency = .linearizable) async throws -> (mounts: [MountRecord], revision: Revision) {
         let page = try await store.read(
-            RangeRequest(.prefix(SecretsKeys.mounts.prefix), limit: limits.secretsMountsMax + 1), consistency: .linearizable)
+            RangeRequest(.prefix(SecretsKeys.mounts.prefix), limit: limits.secretsMountsMax + 1), consistency: consistency)
         return (page.kvs.compactMap { try? MountRecord(decoding: $0.value, limits: limits) }, page.revision)
     }
 
-    public func router() async throws -> SecretsRouter { SecretsRouter(mounts: try await mounts(), limits: limits) }
+    public func router(_ consistency: ReadConsistency = .linearizable) async throws -> SecretsRouter {
+        SecretsRouter(mounts: try await mountTable(consistency).mounts, limits: limits)
+    }
+
+    /// Routes `request` on this node's applied mount table — every engine change compares its
+    /// mount's record, so a stale table cannot make one land wrongly — and again on a
+    /// linearizable read when the local table knows no mount for it (one just made elsewhere).
+    public func route(_ request: VaultRequest) async throws -> SecretsOperation {
+        do {
+            return try await router(.stale).route(request)
+        } catch SecretsError.notFound {
+            return try await router(.linearizable).route(request)
+        }
+    }
 
     func kv(_ mount: MountRecord) async throws -> KV2Engine {
         KV2Engine(store: store, mount: mount, key: try await dataKey(), limits: limits, nowMs: nowMs)

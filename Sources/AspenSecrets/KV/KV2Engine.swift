@@ -127,13 +127,23 @@ public struct KV2Engine: Sendable {
     ) async throws -> Answer {
         try validate(path: path)
         let metaKey = metadataKey(path)
+        // The first round reads this node's applied state (no round trip to the leader): the
+        // transaction's compare catches a stale read. A refusal decided on it (a failed
+        // check-and-set) is decided again on a linearizable read before it is answered.
+        var consistency = ReadConsistency.stale
         for _ in 0..<Self.attemptsMax {
-            let record = try await store.get(metaKey)
+            let record = try await store.get(metaKey, consistency: consistency)
             let current = try record.map { record throws(SecretsError) in
                 try KV2Metadata(decoding: try key.open(record.value, storageKey: metaKey), limits: limits)
             }
             let now = nowMs()
-            let decided = try plan(current, now)
+            let planned = Result { () throws(SecretsError) -> Change<Answer> in try plan(current, now) }
+            if case .failure = planned, consistency == .stale {
+                consistency = .linearizable
+                continue
+            }
+            consistency = .linearizable
+            let decided = try planned.get()
             var operations: [TransactionOperation] = []
             var sealedMetadata: Bytes? = nil
             if let metadata = decided.metadata {
