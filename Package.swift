@@ -156,7 +156,7 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .testTarget(
-            name: "AspenSecretsTests", dependencies: ["AspenCore", "AspenKV", "AspenSecrets", .product(name: "Crypto", package: "swift-crypto")],
+            name: "AspenSecretsTests", dependencies: ["AspenCore", "AspenKV", "AspenSecrets", "AspenTesting", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strictSwift),
         .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenKV", "AspenJobs", "AspenForge"], swiftSettings: strictSwift),
         // The worker's side of jobs: running a claimed job on this machine (shell jobs so far) and

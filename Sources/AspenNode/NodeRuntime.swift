@@ -1,3 +1,4 @@
+import AspenAuth
 import AspenClient
 import AspenCore
 import AspenKV
@@ -69,10 +70,22 @@ public final class NodeRuntime: Sendable {
     /// The cookie clients of this node must prove, if any.
     public var cookie: ClusterCookie? { settings.cookie.map(ClusterCookie.init) }
 
-    public static func start(_ settings: NodeSettings, logger: Logger) async throws -> NodeRuntime {
-        let id = settings.nodeID
+    public static func start(_ given: NodeSettings, logger: Logger) async throws -> NodeRuntime {
+        let id = given.nodeID
         var logger = logger
         logger[metadataKey: "node"] = "\(id)"
+        // Phase 0: the bootstrap secrets, if any: a file that does not open stops the node here.
+        var configured = given
+        var bootstrap: BootstrapSecrets?
+        if let path = configured.bootstrapSecrets, let identityFile = configured.ageIdentityFile {
+            let loaded = try BootstrapSecrets.load(path: path, identityFile: identityFile, limits: .standard)
+            configured.trustedRoots += loaded.trustedRoots.compactMap { PublicKey(hex: $0) }
+            if configured.cookie == nil { configured.cookie = loaded.cookie }
+            logger.info(
+                "bootstrap secrets read", metadata: ["file": "\(path)", "roots": "\(loaded.trustedRoots.count)", "secrets": "\(loaded.secrets.count)"])
+            bootstrap = loaded
+        }
+        let settings = configured
         // Phase 1: identity.
         let identity = try NodeIdentity.loadOrCreate(directory: settings.dataDirectory)
         let tls = try TLSMaterial(identity: identity)
@@ -213,6 +226,7 @@ public final class NodeRuntime: Sendable {
         jobs.start()
         forge.start()
         secrets.start()
+        if let bootstrap, !bootstrap.secrets.isEmpty { secrets.writeInitial(bootstrap.secrets) }
         jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie)
         var admin: AdminServer?
         if let http = settings.http {

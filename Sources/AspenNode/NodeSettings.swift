@@ -19,6 +19,10 @@ public struct NodeSettings: Sendable, Equatable {
     public var etcdTLS: TLSFiles?
     /// Where to serve Vault's HTTP API (the secrets engines), if anywhere: loopback only.
     public var vaultListen: (host: String, port: Int)?
+    /// A SOPS file (YAML, JSON or TOML) read at start with the age identities of
+    /// `ageIdentityFile`: trusted roots, the cookie, initial kv-v2 secrets (docs/secrets.md).
+    public var bootstrapSecrets: String?
+    public var ageIdentityFile: String?
     public var cookie: String?
     public var ticket: ClusterTicket?
     public var peers: [NodeID: PeerAddress]
@@ -47,7 +51,7 @@ public struct NodeSettings: Sendable, Equatable {
     /// Every setting's name as a flag, environment variable (`ASPEN_` + upper case, `_` for `-`)
     /// and config file key, with its default (nil: required or off).
     public static let known: [(name: String, defaultValue: String?)] = [
-        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("vault-listen", nil), ("etcd-cert-file", nil),
+        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("vault-listen", nil), ("bootstrap-secrets", nil), ("age-identity-file", nil), ("etcd-cert-file", nil),
         ("etcd-key-file", nil), ("etcd-trusted-ca-file", nil), ("cookie", nil), ("cookie-file", nil), ("ticket", nil),
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
         ("election-timeout-ms", nil), ("compact-after-entries", "100000"),
@@ -314,6 +318,14 @@ public struct NodeSettings: Sendable, Equatable {
             settings.vaultListen = vault
         }
         settings.trustedRoots = trustedRoots
+        switch (value("bootstrap-secrets"), value("age-identity-file")) {
+        case (let file?, let identity?):
+            settings.bootstrapSecrets = file
+            settings.ageIdentityFile = identity
+        case (nil, nil): break
+        case (.some, nil): throw Problem("\(origin("bootstrap-secrets")) needs age-identity-file: the age key that opens it")
+        case (nil, .some): throw Problem("\(origin("age-identity-file")) is used only with bootstrap-secrets")
+        }
         settings.blob.replicas = try integer("blob-replicas", 1...Limits.standard.blobReplicasMax)
         settings.blob.gcGraceMs = Int64(try integer("blob-gc-grace-ms", 0...365 * 86_400_000))
         settings.blob.gcIntervalMs = Int64(try integer("blob-gc-interval-ms", 0...365 * 86_400_000))

@@ -37,6 +37,9 @@ public enum NodeCommands {
         @Option(help: "Serve etcd's v3 gRPC API on HOST:PORT, so etcdctl and etcd clients work (off unless given; plaintext unless --etcd-cert-file).")
         var etcdListen: String?
         @Option(help: "Serve Vault's HTTP API (kv-v2, transit, pki) on HOST:PORT, loopback only (off unless given).") var vaultListen: String?
+        @Option(help: "A SOPS file (age recipients) read at start: trusted_roots, cookie, kv (initial secrets). Needs --age-identity-file.")
+        var bootstrapSecrets: String?
+        @Option(help: "The age identity file (AGE-SECRET-KEY-1…) that opens --bootstrap-secrets.") var ageIdentityFile: String?
         @Option(help: "The etcd endpoint's TLS certificate chain (PEM); with --etcd-key-file it serves TLS only.") var etcdCertFile: String?
         @Option(help: "The etcd endpoint's TLS private key (PEM).") var etcdKeyFile: String?
         @Option(help: "Require etcd clients to present a certificate signed by this CA (PEM).") var etcdTrustedCaFile: String?
@@ -74,7 +77,7 @@ public enum NodeCommands {
         func settings() throws -> NodeSettings {
             var flags: [String: String] = [:]
             let given: [(String, String?)] = [
-                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("etcd-listen", etcdListen), ("vault-listen", vaultListen),
+                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("etcd-listen", etcdListen), ("vault-listen", vaultListen), ("bootstrap-secrets", bootstrapSecrets), ("age-identity-file", ageIdentityFile),
                 ("etcd-cert-file", etcdCertFile),
                 ("etcd-key-file", etcdKeyFile), ("etcd-trusted-ca-file", etcdTrustedCaFile), ("cookie", cookie), ("cookie-file", cookieFile),
                 ("ticket", ticket),

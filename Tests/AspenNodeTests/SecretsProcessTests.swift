@@ -282,6 +282,82 @@ extension ClusterSuites {
             #expect(plain.1 == "row-3", "\(plain)")
         }
 
+        @Test("capabilities: a credential reaches only its mount and prefix, an encrypt-only one cannot decrypt, none is refused, a revoked one stops working")
+        func capabilities() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            defer { cluster.terminateAll() }
+            try FileManager.default.createDirectory(at: cluster.directory, withIntermediateDirectories: true)
+            let file = { (name: String) in cluster.directory.appendingPathComponent(name).path }
+            let (keyStatus, rootKey) = try AuthProcessTests.offline(["token", "keygen", "--out", file("root.key")])
+            #expect(keyStatus == 0, "\(rootKey)")
+            #expect(try AuthProcessTests.offline([
+                "token", "create", "--root-key-file", file("root.key"), "--cap", "full:", "--cap", "cluster-admin", "--cap", "delegate",
+                "--cap", "secrets-full:", "--cap", "transit-full:", "--cap", "pki-full:", "--lifetime", "1d", "--out", file("root.cred"),
+            ]).0 == 0)
+            for id in 1...3 {
+                let peers = cluster.entries.enumerated().filter { $0.offset != id - 1 }.map(\.element).joined(separator: ",")
+                try cluster.start(id, arguments: ["--peers", peers, "--bootstrap", "--auth", "required", "--trusted-roots", rootKey] + cluster.vaultArguments(id))
+            }
+            func aspen(_ arguments: [String]) async throws -> (Int32, String) {
+                try await cluster.aspen(["--credential-file", file("root.cred")] + arguments, withErrors: true)
+            }
+            try await eventually("the cluster takes the root credential") { try await aspen(["secrets", "enable", "kv-v2", "--path", "team-a"]).0 == 0 }
+            #expect(try await aspen(["secrets", "enable", "kv-v2", "--path", "team-b"]).0 == 0)
+            #expect(try await aspen(["secrets", "enable", "transit"]).0 == 0)
+            #expect(try await aspen(["kv2", "put", "team-a/app/db", "u=a"]).0 == 0)
+            #expect(try await aspen(["kv2", "put", "team-b/app/db", "u=b"]).0 == 0)
+            #expect(try await aspen(["transit", "create", "k"]).0 == 0)
+            #expect(try AuthProcessTests.offline([
+                "token", "create", "--credential-file", file("root.cred"), "--cap", "secrets-read:team-a/app/", "--cap", "secrets-write:team-a/app/",
+                "--lifetime", "1h", "--out", file("team-a.cred"),
+            ]).0 == 0)
+            #expect(try AuthProcessTests.offline([
+                "token", "create", "--credential-file", file("root.cred"), "--cap", "transit-encrypt:transit/k", "--lifetime", "1h", "--out", file("enc.cred"),
+            ]).0 == 0)
+            let tokens = [
+                "TEAM_A": try String(contentsOfFile: file("team-a.cred"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+                "ENC": try String(contentsOfFile: file("enc.cred"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+            ]
+            let (status, output) = try python(
+                hvacPrelude + """
+                    import base64
+                    a = hvac.Client(url=addrs[1], token=os.environ["TEAM_A"]).secrets.kv.v2
+                    expect(a.read_secret_version("app/db", mount_point="team-a", raise_on_deleted_version=True)["data"]["data"] == {"u": "a"}, "own mount")
+                    a.create_or_update_secret("app/other", {"v": "1"}, mount_point="team-a")
+                    fails(lambda: a.read_secret_version("app/db", mount_point="team-b", raise_on_deleted_version=True), hvac.exceptions.Forbidden, "permission denied")
+                    fails(lambda: a.create_or_update_secret("top", {"v": "1"}, mount_point="team-a"), hvac.exceptions.Forbidden)
+                    fails(lambda: a.list_secrets("app", mount_point="team-a"), hvac.exceptions.Forbidden)
+                    fails(lambda: a.destroy_secret_versions("app/db", versions=[1], mount_point="team-a"), hvac.exceptions.Forbidden)
+                    fails(lambda: hvac.Client(url=addrs[1], token=os.environ["TEAM_A"]).sys.enable_secrets_engine("transit", path="mine"), hvac.exceptions.Forbidden)
+                    e = hvac.Client(url=addrs[2], token=os.environ["ENC"]).secrets.transit
+                    c = e.encrypt_data("k", base64.b64encode(b"x").decode())["data"]["ciphertext"]
+                    fails(lambda: e.decrypt_data("k", c), hvac.exceptions.Forbidden, "permission denied")
+                    fails(lambda: e.encrypt_data("other-key", base64.b64encode(b"x").decode()), hvac.exceptions.Forbidden)
+                    nobody = hvac.Client(url=addrs[0])
+                    fails(lambda: nobody.secrets.kv.v2.read_secret_version("app/db", mount_point="team-a", raise_on_deleted_version=True), hvac.exceptions.Forbidden)
+                    expect(nobody.sys.read_health_status(method="GET")["sealed"] is False, "health needs no token")
+                    expect(not nobody.is_authenticated(), "no token: not authenticated")
+                    expect(hvac.Client(url=addrs[0], token=os.environ["TEAM_A"]).is_authenticated(), "a credential is a token")
+                    print("ok")
+                    """, in: cluster.directory, environment: cluster.vaultEnvironment.merging(tokens) { $1 })
+            #expect(status == 0 && output.contains("ok"), "\(output)")
+            // Revoked: refused on every node.
+            #expect(try await aspen(["token", "revoke", file("team-a.cred")]).0 == 0)
+            try await eventually("every node refuses the revoked credential") {
+                let (status, output) = try python(
+                    hvacPrelude + """
+                        for url in addrs:
+                            try:
+                                hvac.Client(url=url, token=os.environ["TEAM_A"]).secrets.kv.v2.read_secret_version("app/db", mount_point="team-a", raise_on_deleted_version=True)
+                                print("still served by " + url); sys.exit(1)
+                            except hvac.exceptions.Forbidden:
+                                pass
+                        print("ok")
+                        """, in: cluster.directory, environment: cluster.vaultEnvironment.merging(tokens) { $1 })
+                return status == 0 && output.contains("ok")
+            }
+        }
+
         @Test("the CLI: enable, put, get, list, metadata, delete, undelete, destroy, with its exit codes")
         func commandLine() async throws {
             let cluster = try ProcessCluster(nodes: 3)

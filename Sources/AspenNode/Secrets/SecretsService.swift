@@ -165,7 +165,44 @@ public final class SecretsService: Sendable {
         }
     }
 
-    public func stop() { upkeep.withLock { $0?.cancel() } }
+    public func stop() {
+        upkeep.withLock { $0?.cancel() }
+        initial.withLock { $0?.cancel() }
+    }
+
+    private let initial = Mutex<Task<Void, Never>?>(nil)
+
+    /// Writes the bootstrap file's secrets once the cluster can take them: each mount made
+    /// (kv-v2) unless it exists, each secret written with cas=0 (a secret that exists is left as
+    /// it is: the file seeds, it does not overwrite). Retried with backoff until all are in.
+    func writeInitial(_ secrets: [(mount: String, path: String, data: Bytes)]) {
+        let caller = Caller(authorize: { _ in }, credential: nil, credentialRequired: false)
+        let logger = self.logger
+        initial.withLock { task in
+            task = Task {
+                var pending = secrets
+                var delayMs = 200
+                while !pending.isEmpty && !Task.isCancelled {
+                    var left: [(mount: String, path: String, data: Bytes)] = []
+                    for secret in pending {
+                        let mount = await self.handle(
+                            VaultRequest(method: "POST", path: "sys/mounts/\(secret.mount)", body: SecretsJSON.encode(["type": "kv-v2"])), caller: caller)
+                        let mounted = mount.status == 204 || mount.errors.contains { $0.contains("already in use") }
+                        let body = Array(#"{"options":{"cas":0},"data":"#.utf8) + secret.data + Array("}".utf8)
+                        let write = mounted
+                            ? await self.handle(VaultRequest(method: "POST", path: "\(secret.mount)/data/\(secret.path)", body: body), caller: caller) : mount
+                        if write.status == 200 || write.errors.contains(where: { $0.contains("check-and-set") }) { continue }
+                        left.append(secret)
+                    }
+                    pending = left
+                    if pending.isEmpty { break }
+                    try? await Task.sleep(for: .milliseconds(delayMs))
+                    delayMs = min(delayMs * 2, 5000)
+                }
+                if pending.isEmpty { logger.info("bootstrap secrets written", metadata: ["secrets": "\(secrets.count)"]) }
+            }
+        }
+    }
 
     // MARK: Peers
 
