@@ -10,21 +10,7 @@ import Glibc
 extension ClusterSuites {
     @Suite("Bootstrap secrets: SOPS files with age recipients, on real processes", .serialized, .timeLimit(.minutes(3)))
     struct BootstrapProcessTests {
-        /// Runs `program` (at most `seconds`), returning its status and its output with errors.
-        static func run(_ program: String, _ arguments: [String], seconds: Double = 20) throws -> (Int32, String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: program)
-            process.arguments = arguments
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
-            let deadline = Date().addingTimeInterval(seconds)
-            while process.isRunning && Date() < deadline { usleep(50_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
-        }
+        static func run(_ program: String, _ arguments: [String]) throws -> (Int32, String) { try runProgram(program, arguments, seconds: 20) }
 
         @Test("nodes read a SOPS file made with the real age: its trusted root admits a credential, its secrets are written once; a tampered, foreign or oversized file stops a node with a clear error")
         func bootstrap() async throws {

@@ -2,21 +2,8 @@ import AspenCore
 import Foundation
 import Testing
 
-/// Runs `openssl ARGUMENTS`; returns its status and output (with errors). A machine without
-/// openssl fails the test: the check never passes by not running.
-func openssl(_ arguments: [String], in directory: URL) throws -> (Int32, String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-    process.arguments = arguments
-    process.currentDirectoryURL = directory
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-}
+/// Runs `openssl ARGUMENTS` in `directory`: its status and its output with errors.
+func openssl(_ arguments: [String], in directory: URL) throws -> (Int32, String) { try runProgram("/usr/bin/openssl", arguments, in: directory) }
 
 extension ClusterSuites {
     @Suite("The PKI engine on real processes, checked by openssl", .serialized, .timeLimit(.minutes(5)))

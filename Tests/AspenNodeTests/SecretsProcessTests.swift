@@ -7,6 +7,27 @@ import Testing
 import Glibc
 #endif
 
+/// Runs `executable` (killed after `seconds`); its exit status and its output with its errors.
+func runProgram(
+    _ executable: String, _ arguments: [String], in directory: URL? = nil, environment: [String: String] = [:], seconds: Double = 300
+) throws -> (Int32, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = directory }
+    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let deadline = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: deadline)
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    deadline.cancel()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
 /// Runs a Python script (hvac, Vault's Python client) against the cluster's Vault endpoints;
 /// returns its exit status and output. A machine without python3 and hvac fails the test with
 /// what to install: the check never passes by not running.
@@ -14,17 +35,7 @@ func python(_ script: String, in directory: URL, environment: [String: String]) 
     let path = directory.appendingPathComponent("script-\(UUID().uuidString).py")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     try Data(script.utf8).write(to: path)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", path.path]
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    return try runProgram("/usr/bin/env", ["python3", path.path], environment: environment)
 }
 
 extension ProcessCluster {

@@ -138,7 +138,7 @@ struct KV2EngineTests {
 struct ShamirTests {
     @Test("any threshold of the shares recovers the secret; fewer recover something else")
     func thresholds() throws {
-        var random = SplitMix(seed: 42)
+        var random = SplitMix64(seed: 42)
         let secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }
         for (threshold, count) in [(1, 1), (2, 3), (3, 5), (4, 7)] {
             let shares = try Shamir.split(secret, threshold: threshold, count: count, using: &random)
@@ -165,18 +165,5 @@ struct ShamirTests {
         #expect(throws: Shamir.Failure.self) { try Shamir.combine([.init(x: 1, y: [1]), .init(x: 1, y: [2])]) }
         #expect(throws: Shamir.Failure.self) { try Shamir.combine([.init(x: 1, y: [1]), .init(x: 2, y: [2, 3])]) }
         #expect(throws: Shamir.Failure.self) { try Shamir.split([1], threshold: 3, count: 2) }
-    }
-}
-
-/// A seeded generator, so a failure replays.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1330_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -491,7 +491,7 @@ import Testing
 
         // Random damage never crashes a decoder (seeded: the seed prints on failure).
         let seed = UInt64(Date().timeIntervalSince1970 * 1000)
-        var generator = PKISeededGenerator(seed: seed)
+        var generator = SplitMix64(seed: seed)
         for (name, bytes, decode) in encodings {
             for _ in 0..<300 {
                 var damaged = bytes
@@ -596,31 +596,6 @@ final class PKIOpenSSL {
     }
 
     /// Runs openssl with `arguments`; its exit status and its stdout and stderr, together.
-    func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
-    }
+    func run(_ arguments: [String]) throws -> (status: Int32, output: String) { try runProgram(executable, arguments, in: directory) }
 }
 
-/// SplitMix64, so that a failing damage test replays from its printed seed.
-struct PKISeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

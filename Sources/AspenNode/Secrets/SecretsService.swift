@@ -48,9 +48,21 @@ public final class SecretsService: Sendable {
             let wait = limits.secretsQuorumWaitMs
             // The node's own sys calls need no mount table (health answers without a quorum).
             let ownCall = ["sys/health", "sys/seal-status", "auth/token/lookup-self"].contains(request.path)
-            let operation = ownCall
-                ? try SecretsRouter(mounts: [], limits: limits).route(request)
-                : try await Self.within(wait, "no quorum: this node could not confirm the secrets mounts") { try await self.api.route(request) }
+            let operation: SecretsOperation
+            if ownCall {
+                operation = try SecretsRouter(mounts: [], limits: limits).route(request)
+            } else {
+                // This node's mount table first (no round trip); a path it has no mount for is
+                // routed again on a linearizable read (a mount just made elsewhere), bounded.
+                do {
+                    operation = try await api.router(.stale).route(request)
+                } catch SecretsError.notFound {
+                    let api = self.api
+                    operation = try await Self.within(wait, "no quorum: this node could not confirm the secrets mounts") {
+                        try await api.router(.linearizable).route(request)
+                    }
+                }
+            }
             do {
                 let needed = RequestRequirements.of(operation)
                 // Health and seal status answer anyone, whatever token they carry.
@@ -134,16 +146,16 @@ public final class SecretsService: Sendable {
     static func within<T: Sendable>(_ waitMs: Int64, _ problem: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let once = Once<T>()
         return try await withCheckedThrowingContinuation { continuation in
-            let work = Task {
-                do {
-                    once.resume(continuation, with: .success(try await body()))
-                } catch {
-                    once.resume(continuation, with: .failure(error))
-                }
+            let work = Task { try await body() }
+            let deadline = Task {
+                try await Task.sleep(for: .milliseconds(waitMs))
+                if once.resume(continuation, with: .failure(SecretsError.unavailable("\(problem) within \(waitMs) ms"))) { work.cancel() }
             }
             Task {
-                try? await Task.sleep(for: .milliseconds(waitMs))
-                if once.resume(continuation, with: .failure(SecretsError.unavailable("\(problem) within \(waitMs) ms"))) { work.cancel() }
+                let result = await work.result
+                // The deadline's task ends now rather than sleeping out its wait.
+                deadline.cancel()
+                once.resume(continuation, with: result)
             }
         }
     }

@@ -31,22 +31,11 @@ public enum PKICall: Sendable {
 /// PKI over a `KeyValueStore`: the mount's issuer (its key sealed like every secret), roles,
 /// every issued certificate (the certificate only: Vault keeps no issued private key), the
 /// revocations and the last CRL. A change is one transaction comparing what it read.
-public struct PKIEngine: Sendable {
-    public let store: any KeyValueStore
-    public let mount: MountRecord
-    public let key: DataKey
-    public let limits: Limits
-    public let nowMs: @Sendable () -> Int64
+public struct PKIEngine: MountEngine {
+    public let context: MountContext
 
-    public init(store: any KeyValueStore, mount: MountRecord, key: DataKey, limits: Limits, nowMs: @escaping @Sendable () -> Int64) {
-        self.store = store
-        self.mount = mount
-        self.key = key
-        self.limits = limits
-        self.nowMs = nowMs
-    }
+    public init(_ context: MountContext) { self.context = context }
 
-    var space: Subspace { SecretsKeys.data(mount) }
     var issuerKey: Bytes { space.pack(["issuer"]) }
     var crlKey: Bytes { space.pack(["crl"]) }
     func roleKey(_ name: String) -> Bytes { space.pack(["role", .string(name)]) }
@@ -76,8 +65,7 @@ public struct PKIEngine: Sendable {
 
     /// Commits `operations` if every compared record still holds what was read.
     func commit(_ compares: [Compare], _ operations: [TransactionOperation]) async throws {
-        let mountHolds = Compare(key: SecretsKeys.mount(mount.path), .value(mount.encoded()))
-        let result = try await store.transaction(Transaction(compares: compares + [mountHolds], success: operations))
+        let result = try await store.transaction(Transaction(compares: compares + [context.mountHolds], success: operations))
         guard result.succeeded else { throw SecretsError.unavailable("the PKI mount \(mount.path)/ changed during this request; try again") }
     }
 

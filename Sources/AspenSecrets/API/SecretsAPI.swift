@@ -36,17 +36,6 @@ public struct SecretsAPI: Sendable {
         SecretsRouter(mounts: try await mountTable(consistency).mounts, limits: limits)
     }
 
-    /// Routes `request` on this node's applied mount table — every engine change compares its
-    /// mount's record, so a stale table cannot make one land wrongly — and again on a
-    /// linearizable read when the local table knows no mount for it (one just made elsewhere).
-    public func route(_ request: VaultRequest) async throws -> SecretsOperation {
-        do {
-            return try await router(.stale).route(request)
-        } catch SecretsError.notFound {
-            return try await router(.linearizable).route(request)
-        }
-    }
-
     func kv(_ mount: MountRecord) async throws -> KV2Engine {
         KV2Engine(store: store, mount: mount, key: try await dataKey(), limits: limits, nowMs: nowMs)
     }

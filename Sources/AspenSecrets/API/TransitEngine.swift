@@ -58,22 +58,12 @@ public enum TransitCall: Sendable {
 /// Transit over a `KeyValueStore`: each named key one record, sealed like every secret;
 /// every operation reads it (linearizably) and runs `TransitKey`'s pure code; a change is one
 /// transaction comparing the record's revision.
-public struct TransitEngine: Sendable {
-    public let store: any KeyValueStore
-    public let mount: MountRecord
-    public let key: DataKey
-    public let limits: Limits
-    public let nowMs: @Sendable () -> Int64
+public struct TransitEngine: MountEngine {
+    public let context: MountContext
 
-    public init(store: any KeyValueStore, mount: MountRecord, key: DataKey, limits: Limits, nowMs: @escaping @Sendable () -> Int64) {
-        self.store = store
-        self.mount = mount
-        self.key = key
-        self.limits = limits
-        self.nowMs = nowMs
-    }
+    public init(_ context: MountContext) { self.context = context }
 
-    var keys: Subspace { SecretsKeys.data(mount).subspace(["key"]) }
+    var keys: Subspace { space.subspace(["key"]) }
     func storageKey(_ name: String) -> Bytes { keys.pack([.string(name)]) }
 
     func load(_ name: String) async throws -> (TransitKey, KeyValue)? {
@@ -90,9 +80,8 @@ public struct TransitEngine: Sendable {
     func save(_ transitKey: TransitKey, replacing previous: KeyValue?) async throws {
         let storage = storageKey(transitKey.name)
         let compare = previous.map { Compare(key: storage, .modRevision($0.modRevision)) } ?? Compare.absent(storage)
-        let mountHolds = Compare(key: SecretsKeys.mount(mount.path), .value(mount.encoded()))
         let result = try await store.transaction(
-            Transaction(compares: [compare, mountHolds], success: [.put(Put(key: storage, value: key.seal(transitKey.encoded(), storageKey: storage)))]))
+            Transaction(compares: [compare, context.mountHolds], success: [.put(Put(key: storage, value: key.seal(transitKey.encoded(), storageKey: storage)))]))
         guard result.succeeded else { throw SecretsError.unavailable("transit key \(transitKey.name) changed during this request; try again") }
     }
 

@@ -15,24 +15,13 @@ public enum KV2Read: Sendable {
 /// record and one record per version, every value sealed by the data key. Every change is one
 /// transaction that compares the metadata's revision, so a check-and-set is decided against
 /// exactly the version it read, and two writers never both win.
-public struct KV2Engine: Sendable {
-    public let store: any KeyValueStore
-    public let mount: MountRecord
-    public let key: DataKey
-    public let limits: Limits
-    public let nowMs: @Sendable () -> Int64
+public struct KV2Engine: MountEngine {
+    public let context: MountContext
     /// Rounds of read-compare-write under contention before a change gives up (503).
     static let attemptsMax = 32
 
-    public init(store: any KeyValueStore, mount: MountRecord, key: DataKey, limits: Limits, nowMs: @escaping @Sendable () -> Int64) {
-        self.store = store
-        self.mount = mount
-        self.key = key
-        self.limits = limits
-        self.nowMs = nowMs
-    }
+    public init(_ context: MountContext) { self.context = context }
 
-    var space: Subspace { SecretsKeys.data(mount) }
     func metadataKey(_ path: String) -> Bytes { space.pack(["meta", .string(path)]) }
     func versionKey(_ path: String, _ version: Int64) -> Bytes { space.pack(["ver", .string(path), .int(version)]) }
     func versionsRange(_ path: String) -> Subspace { space.subspace(["ver", .string(path)]) }
@@ -163,11 +152,9 @@ public struct KV2Engine: Sendable {
             let compare = record.map { Compare(key: metaKey, .modRevision($0.modRevision)) } ?? Compare.absent(metaKey)
             // The mount as this request saw it: a write racing a disable (or a settings change)
             // does not land under a mount that is gone, or by rules that changed.
-            let mountKey = SecretsKeys.mount(mount.path)
-            let mountHolds = Compare(key: mountKey, .value(mount.encoded()))
             let committed: Bool
             do {
-                committed = try await store.transaction(Transaction(compares: [compare, mountHolds], success: operations)).succeeded
+                committed = try await store.transaction(Transaction(compares: [compare, context.mountHolds], success: operations)).succeeded
             } catch let error as KVError {
                 throw error
             } catch {
@@ -178,7 +165,7 @@ public struct KV2Engine: Sendable {
                 throw error
             }
             if committed { return decided.answer }
-            if try await store.get(mountKey)?.value != mount.encoded() {
+            if try await store.get(SecretsKeys.mount(mount.path))?.value != mount.encoded() {
                 throw SecretsError.unavailable("mount \(mount.path)/ changed during this request; try again")
             }
         }
