@@ -234,7 +234,10 @@ public final class NodeRuntime: Sendable {
         }
         var vault: VaultHTTPServer?
         if let address = settings.vaultListen {
-            vault = try await VaultHTTPServer.start(host: address.host, port: address.port, secrets: secrets, auth: auth, group: loops)
+            let tls = try settings.vaultTLS.map { files throws(VaultHTTPServer.Problem) in
+                try VaultHTTPServer.tls(certificateFile: files.certificate, keyFile: files.key)
+            }
+            vault = try await VaultHTTPServer.start(host: address.host, port: address.port, secrets: secrets, auth: auth, tls: tls, group: loops)
             logger.info("Vault API listening", metadata: ["address": "\(address.host):\(vault!.port)"])
         }
         var joiner: Task<Void, Never>?

@@ -17,8 +17,10 @@ public struct NodeSettings: Sendable, Equatable {
     /// The etcd endpoint's TLS certificate and key (PEM files), and the CA whose certificates
     /// clients must present when given (etcd's --cert-file, --key-file, --trusted-ca-file).
     public var etcdTLS: TLSFiles?
-    /// Where to serve Vault's HTTP API (the secrets engines), if anywhere: loopback only.
+    /// Where to serve Vault's HTTP API (the secrets engines), if anywhere; plain HTTP on
+    /// loopback only, HTTPS (`vaultTLS`) anywhere.
     public var vaultListen: (host: String, port: Int)?
+    public var vaultTLS: TLSFiles?
     /// A SOPS file (YAML, JSON or TOML) read at start with the age identities of
     /// `ageIdentityFile`: trusted roots, the cookie, initial kv-v2 secrets (docs/secrets.md).
     public var bootstrapSecrets: String?
@@ -51,7 +53,7 @@ public struct NodeSettings: Sendable, Equatable {
     /// Every setting's name as a flag, environment variable (`ASPEN_` + upper case, `_` for `-`)
     /// and config file key, with its default (nil: required or off).
     public static let known: [(name: String, defaultValue: String?)] = [
-        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("vault-listen", nil), ("bootstrap-secrets", nil), ("age-identity-file", nil), ("etcd-cert-file", nil),
+        ("node-id", nil), ("data-dir", nil), ("listen", "127.0.0.1:7000"), ("http", nil), ("etcd-listen", nil), ("vault-listen", nil), ("vault-cert-file", nil), ("vault-key-file", nil), ("bootstrap-secrets", nil), ("age-identity-file", nil), ("etcd-cert-file", nil),
         ("etcd-key-file", nil), ("etcd-trusted-ca-file", nil), ("cookie", nil), ("cookie-file", nil), ("ticket", nil),
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
         ("election-timeout-ms", nil), ("compact-after-entries", "100000"),
@@ -311,11 +313,21 @@ public struct NodeSettings: Sendable, Equatable {
             compactAfterEntries: UInt64(try integer("compact-after-entries", 1...100_000_000)), autoCompaction: autoCompaction,
             logLevel: logLevel, sources: sources)
         settings.auth = auth
+        switch (value("vault-cert-file"), value("vault-key-file")) {
+        case (let certificate?, let key?): settings.vaultTLS = TLSFiles(certificate: certificate, key: key)
+        case (nil, nil): break
+        case (.some, nil): throw Problem("\(origin("vault-cert-file")) needs vault-key-file too")
+        case (nil, .some): throw Problem("\(origin("vault-key-file")) needs vault-cert-file too")
+        }
         if let vault = try address("vault-listen") {
-            guard Self.isLoopback(host: vault.0) else {
-                throw Problem("\(origin("vault-listen")) \(vault.0) is reachable from other machines: the Vault API is served on loopback only (it speaks plain HTTP)")
+            guard Self.isLoopback(host: vault.0) || settings.vaultTLS != nil else {
+                throw Problem(
+                    "\(origin("vault-listen")) \(vault.0) is reachable from other machines: serve the Vault API with TLS there "
+                        + "(vault-cert-file and vault-key-file), or listen on 127.0.0.1")
             }
             settings.vaultListen = vault
+        } else if settings.vaultTLS != nil {
+            throw Problem("\(origin("vault-cert-file")) needs vault-listen: there is no Vault endpoint to secure")
         }
         settings.trustedRoots = trustedRoots
         switch (value("bootstrap-secrets"), value("age-identity-file")) {

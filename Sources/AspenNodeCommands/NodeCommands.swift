@@ -36,7 +36,10 @@ public enum NodeCommands {
         @Option(help: "Admin HTTP address HOST:PORT for /health, /metrics and /cluster-ticket (off unless given).") var http: String?
         @Option(help: "Serve etcd's v3 gRPC API on HOST:PORT, so etcdctl and etcd clients work (off unless given; plaintext unless --etcd-cert-file).")
         var etcdListen: String?
-        @Option(help: "Serve Vault's HTTP API (kv-v2, transit, pki) on HOST:PORT, loopback only (off unless given).") var vaultListen: String?
+        @Option(help: "Serve Vault's HTTP API (kv-v2, transit, pki) on HOST:PORT (off unless given; beyond loopback only with --vault-cert-file).")
+        var vaultListen: String?
+        @Option(help: "The Vault endpoint's TLS certificate chain (PEM); with --vault-key-file it serves HTTPS.") var vaultCertFile: String?
+        @Option(help: "The Vault endpoint's TLS private key (PEM).") var vaultKeyFile: String?
         @Option(help: "A SOPS file (age recipients) read at start: trusted_roots, cookie, kv (initial secrets). Needs --age-identity-file.")
         var bootstrapSecrets: String?
         @Option(help: "The age identity file (AGE-SECRET-KEY-1…) that opens --bootstrap-secrets.") var ageIdentityFile: String?
@@ -77,7 +80,7 @@ public enum NodeCommands {
         func settings() throws -> NodeSettings {
             var flags: [String: String] = [:]
             let given: [(String, String?)] = [
-                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("etcd-listen", etcdListen), ("vault-listen", vaultListen), ("bootstrap-secrets", bootstrapSecrets), ("age-identity-file", ageIdentityFile),
+                ("node-id", nodeId), ("data-dir", dataDir), ("listen", listen), ("http", http), ("etcd-listen", etcdListen), ("vault-listen", vaultListen), ("vault-cert-file", vaultCertFile), ("vault-key-file", vaultKeyFile), ("bootstrap-secrets", bootstrapSecrets), ("age-identity-file", ageIdentityFile),
                 ("etcd-cert-file", etcdCertFile),
                 ("etcd-key-file", etcdKeyFile), ("etcd-trusted-ca-file", etcdTrustedCaFile), ("cookie", cookie), ("cookie-file", cookieFile),
                 ("ticket", ticket),
@@ -133,7 +136,8 @@ public enum NodeCommands {
             FileHandle.standardOutput.write(
                 Data("aspen-node \(id.rawValue) ready key=\(runtime.identity.key.hex) listen=\(runtime.listenAddress)\n".utf8))
             if let vault = runtime.vault, let address = settings.vaultListen {
-                FileHandle.standardOutput.write(Data("aspen-node \(id.rawValue) vault endpoint http://\(address.host):\(vault.port)\n".utf8))
+                let scheme = settings.vaultTLS == nil ? "http" : "https"
+                FileHandle.standardOutput.write(Data("aspen-node \(id.rawValue) vault endpoint \(scheme)://\(address.host):\(vault.port)\n".utf8))
             }
             var etcd: EtcdServer?
             if let address = settings.etcdListen {

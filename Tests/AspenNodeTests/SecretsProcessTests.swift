@@ -369,6 +369,36 @@ extension ClusterSuites {
             }
         }
 
+        @Test("the Vault API over HTTPS: hvac verifies the node's certificate; plain HTTP on that port gets nothing")
+        func https() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            defer { cluster.terminateAll() }
+            let directory = cluster.directory
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let made = try openssl(
+                ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "vault.key", "-out", "vault.pem",
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], in: directory)
+            #expect(made.0 == 0, "\(made.1)")
+            let tls = ["--vault-cert-file", directory.appendingPathComponent("vault.pem").path, "--vault-key-file", directory.appendingPathComponent("vault.key").path]
+            for id in 1...3 { try cluster.start(id, adding: cluster.vaultArguments(id) + (id == 1 ? tls : [])) }
+            try await eventually("the cluster answers") { try await cluster.aspen(["secrets", "enable", "kv-v2"]).0 == 0 }
+            let (status, output) = try python(
+                hvacPrelude + """
+                    import requests
+                    url = addrs[0].replace("http://", "https://")
+                    c = hvac.Client(url=url, verify=os.environ["CA"])
+                    c.secrets.kv.v2.create_or_update_secret("over/tls", {"a": "b"})
+                    expect(c.secrets.kv.v2.read_secret_version("over/tls", raise_on_deleted_version=True)["data"]["data"] == {"a": "b"}, "https round trip")
+                    try:
+                        requests.get(addrs[0] + "/v1/sys/health", timeout=5)
+                        print("FAILED: plain HTTP answered on the TLS port"); sys.exit(1)
+                    except requests.exceptions.RequestException:
+                        pass
+                    print("ok")
+                    """, in: directory, environment: cluster.vaultEnvironment.merging(["CA": directory.appendingPathComponent("vault.pem").path]) { $1 })
+            #expect(status == 0 && output.contains("ok"), "\(output)")
+        }
+
         @Test("the CLI: enable, put, get, list, metadata, delete, undelete, destroy, with its exit codes")
         func commandLine() async throws {
             let cluster = try ProcessCluster(nodes: 3)

@@ -4,6 +4,8 @@ import AspenSecrets
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import Foundation
 
 /// Vault's HTTP API (`/v1/…`) on SwiftNIO's HTTP/1 server, so `hvac`, `curl` and other Vault
 /// clients work unchanged. `X-Vault-Token` (or `Authorization: Bearer`) carries the caller's
@@ -18,8 +20,30 @@ public final class VaultHTTPServer: Sendable {
 
     private init(channel: any Channel) { self.channel = channel }
 
+    public struct Problem: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// The TLS context of PEM files, each failure naming its file.
+    public static func tls(certificateFile: String, keyFile: String) throws(Problem) -> NIOSSLContext {
+        func load<T>(_ what: String, _ file: String, _ body: () throws -> T) throws(Problem) -> T {
+            guard FileManager.default.isReadableFile(atPath: file) else { throw Problem(description: "cannot read the Vault endpoint's \(what) \(file)") }
+            do {
+                return try body()
+            } catch {
+                throw Problem(description: "the Vault endpoint's \(what) \(file) is not usable PEM: \(error)")
+            }
+        }
+        let chain = try load("certificate", certificateFile) { try NIOSSLCertificate.fromPEMFile(certificateFile) }
+        guard !chain.isEmpty else { throw Problem(description: "the Vault endpoint's certificate \(certificateFile) holds no certificate") }
+        let key = try load("key", keyFile) { try NIOSSLPrivateKey(file: keyFile, format: .pem) }
+        let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        return try load("certificate and key", certificateFile) { try NIOSSLContext(configuration: configuration) }
+    }
+
     public static func start(
-        host: String, port: Int, secrets: SecretsService, auth: NodeAuth?, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        host: String, port: Int, secrets: SecretsService, auth: NodeAuth?, tls: NIOSSLContext? = nil,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> VaultHTTPServer {
         let maxBody = secrets.limits.secretsRequestBytesMax
         let channel = try await ServerBootstrap(group: group)
@@ -29,6 +53,7 @@ public final class VaultHTTPServer: Sendable {
                 // boundary observer right after it (before requests are queued for answers).
                 let rewriter = ListMethodRewriter()
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandlers([
                         rewriter, HTTPResponseEncoder(), ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
                         RequestBoundaryObserver(rewriter: rewriter), HTTPServerPipelineHandler(), HTTPServerProtocolErrorHandler(),
