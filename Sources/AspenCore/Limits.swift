@@ -295,8 +295,9 @@ public struct Limits: Sendable, Equatable {
     public var pkiCertificatesMax = 100_000
     /// Most versions one transit key keeps (rotations past it are refused until old ones are trimmed).
     public var transitKeyVersionsMax = 1000
-    /// Most entries in a PKI mount's certificate revocation list.
-    public var pkiCRLEntriesMax = 100_000
+    /// Most entries in a PKI mount's certificate revocation list: the signed CRL is one value,
+    /// under `valueBytesMax` (about 40 bytes an entry).
+    public var pkiCRLEntriesMax = 20_000
     /// Largest SOPS file a node reads at start, in bytes.
     public var sopsFileBytesMax = 1024 * 1024
     /// How long a secrets request waits for the cluster (a quorum for reads and writes, key shares

@@ -126,7 +126,7 @@ public final class EtcdGateway: Sendable {
     /// to the leader as client requests.
     func write(_ request: KVWriteRequest) async throws -> KVResult {
         let needed = try RequestRequirements.of(request) { try node.keysAttached(toLease: $0) }
-        if let problem = RequestRequirements.reservedWriteProblem(needed) {
+        if let problem = RequestRequirements.reservedWriteProblem(needed), try await node.holdsSecrets() {
             throw RPCError(code: .permissionDenied, message: "etcdserver: \(problem)")
         }
         try authorize(needed, "write")

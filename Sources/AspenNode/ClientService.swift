@@ -114,7 +114,9 @@ public struct ClientService: Sendable {
             case ("kv", "write"):
                 let (write, stamp) = try KVWire.decodeClientWrite(request.body, limits: limits)
                 let needed = try RequestRequirements.of(write) { try node.storage.lease($0)?.keys ?? [] }
-                if let problem = RequestRequirements.reservedWriteProblem(needed) { throw KVError.invalidCommand(problem) }
+                if let problem = RequestRequirements.reservedWriteProblem(needed), try await node.holdsSecrets() {
+                    throw KVError.invalidCommand(problem)
+                }
                 try access.authorize(needed)
                 if let stamp { return .ok(KVWire.encode(try await node.write(write, stamp: stamp))) }
                 return .ok(KVWire.encode(try await node.write(write)))

@@ -325,6 +325,9 @@ public struct NodeSettings: Sendable, Equatable {
                     "\(origin("vault-listen")) \(vault.0) is reachable from other machines: serve the Vault API with TLS there "
                         + "(vault-cert-file and vault-key-file), or listen on 127.0.0.1")
             }
+            guard Self.isLoopback(host: vault.0) || auth != .off else {
+                throw Problem("\(origin("vault-listen")) \(vault.0) is reachable from other machines: it needs credentials, not --auth off")
+            }
             settings.vaultListen = vault
         } else if settings.vaultTLS != nil {
             throw Problem("\(origin("vault-cert-file")) needs vault-listen: there is no Vault endpoint to secure")
@@ -363,8 +366,11 @@ public struct NodeSettings: Sendable, Equatable {
         return settings
     }
 
-    /// Whether the native port is reachable from other machines.
-    public var listensBeyondLoopback: Bool { !Self.isLoopback(host: listen.host) }
+    /// Whether the native port, or the Vault endpoint, is reachable from other machines (then
+    /// `auth auto` requires credentials).
+    public var listensBeyondLoopback: Bool {
+        !Self.isLoopback(host: listen.host) || vaultListen.map { !Self.isLoopback(host: $0.host) } ?? false
+    }
 
     /// The effective settings with their sources, one per line (`aspen-node run --print-config`).
     public var summary: String {

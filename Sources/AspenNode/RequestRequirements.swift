@@ -213,7 +213,10 @@ extension RequestRequirements {
     /// `transit-manage`, reading a key `transit-read`. The prefix operations also need the
     /// key-value rights on the prefix they scan (and rewrite).
     static func of(_ call: TransitCall, mount: String) -> Requirement {
-        func transit(_ access: Capability.Access, _ name: String) -> Requirement { .service(.transit, access, resource: Array((mount + "/" + name).utf8)) }
+        // `MOUNT/KEY/`: a grant on `transit/app/` names the key app alone, not app2.
+        func transit(_ access: Capability.Access, _ name: String) -> Requirement {
+            .service(.transit, access, resource: Array((mount + "/" + name + (name.isEmpty ? "" : "/")).utf8))
+        }
         switch call {
         case .list: return transit(.read, "")
         case .read(let name): return transit(.read, name)
@@ -234,7 +237,10 @@ extension RequestRequirements {
     /// and everything that changes the CA or roles (`pki-manage`) by `MOUNT/`; reading roles
     /// and certificates takes `pki-read`; the CA certificate and CRL are public, as in Vault.
     static func of(_ call: PKICall, mount: String) -> Requirement {
-        func pki(_ access: Capability.Access, _ resource: String = "") -> Requirement { .service(.pki, access, resource: Array((mount + "/" + resource).utf8)) }
+        // `MOUNT/ROLE/`: a grant on `pki/web/` names the role web alone, not web-admin.
+        func pki(_ access: Capability.Access, _ resource: String = "") -> Requirement {
+            .service(.pki, access, resource: Array((mount + "/" + resource + (resource.isEmpty ? "" : "/")).utf8))
+        }
         switch call {
         case .caCertificate, .crl: return .nothing
         case .generateRoot, .generateIntermediate, .signIntermediate, .setSigned, .roleWrite, .roleDelete, .rotateCRL: return pki(.manage)
@@ -249,7 +255,9 @@ extension RequestRequirements {
 extension RequestRequirements {
     /// Why a client's key-value write may not run, if it writes or deletes inside the secrets'
     /// subspace: only the secrets engines change it (every value there is sealed, and a raw
-    /// write could drop or replace a secret). Reads there see only sealed envelopes.
+    /// write could drop or replace a secret). Reads there see only sealed envelopes. Callers
+    /// refuse only while the subspace holds anything (`RaftNode.holdsSecrets`), so that deleting
+    /// every key stays possible on a cluster that keeps no secrets.
     public static func reservedWriteProblem(_ requirement: Requirement) -> String? {
         let reserved = SecretsKeys.space.prefix
         let reservedEnd = KeyBounds.prefixEnd(reserved)
@@ -265,5 +273,12 @@ extension RequestRequirements {
             }
         }
         return nil
+    }
+}
+
+extension RaftNode {
+    /// Whether this node's state holds anything under the secrets' subspace.
+    public func holdsSecrets() async throws -> Bool {
+        try await read(RangeRequest(.prefix(SecretsKeys.space.prefix), limit: 1, keysOnly: true), consistency: .stale).kvs.isEmpty == false
     }
 }

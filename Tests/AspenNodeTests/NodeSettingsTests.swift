@@ -152,3 +152,25 @@ struct NodeSettingsTests {
         #expect(problem("just words").contains("expected key = value"))
     }
 }
+
+extension NodeSettingsTests {
+    @Test("a Vault endpoint beyond loopback needs TLS and credentials: it makes auto require them, and --auth off is refused")
+    func vaultBeyondLoopback() throws {
+        let base = ["node-id": "1", "data-dir": "/tmp/aspen-settings-vault"]
+        func problem(_ flags: [String: String]) -> String {
+            do {
+                _ = try NodeSettings.resolve(flags: base.merging(flags) { $1 }, environment: [:], file: [:])
+                return ""
+            } catch {
+                return error.description
+            }
+        }
+        #expect(problem(["vault-listen": "0.0.0.0:8200"]).contains("vault-cert-file"))
+        let tls = ["vault-listen": "0.0.0.0:8200", "vault-cert-file": "c.pem", "vault-key-file": "k.pem"]
+        #expect(problem(tls.merging(["auth": "off"]) { $1 }).contains("needs credentials"))
+        let settings = try NodeSettings.resolve(flags: base.merging(tls) { $1 }, environment: [:], file: [:])
+        #expect(settings.listensBeyondLoopback, "auth auto then requires credentials")
+        let local = try NodeSettings.resolve(flags: base.merging(["vault-listen": "127.0.0.1:8200"]) { $1 }, environment: [:], file: [:])
+        #expect(!local.listensBeyondLoopback)
+    }
+}

@@ -274,6 +274,9 @@ extension ClusterSuites {
             // Beyond Vault: ciphertexts an application keeps in the key-value store, counted by
             // version and rewrapped in place after a rotation.
             func aspen(_ arguments: [String]) async throws -> (Int32, String) { try await cluster.aspen(arguments, withErrors: true) }
+            let unknown = try await aspen(["transit", "encrypt", "app-key", "--plaintext", "x"])
+            #expect(unknown.0 != 0 && unknown.1.contains("encryption key not found"), "encrypting never creates a key: \(unknown)")
+            #expect(try await aspen(["transit", "create", "app-key"]).0 == 0)
             for index in 0..<5 {
                 let ciphertext = try await aspen(["transit", "encrypt", "app-key", "--plaintext", "row-\(index)"]).1
                 #expect(ciphertext.hasPrefix("vault:v1:"), "\(ciphertext)")
@@ -323,7 +326,7 @@ extension ClusterSuites {
                 "--lifetime", "1h", "--out", file("team-a.cred"),
             ]).0 == 0)
             #expect(try AuthProcessTests.offline([
-                "token", "create", "--credential-file", file("root.cred"), "--cap", "transit-encrypt:transit/k", "--lifetime", "1h", "--out", file("enc.cred"),
+                "token", "create", "--credential-file", file("root.cred"), "--cap", "transit-encrypt:transit/k/", "--lifetime", "1h", "--out", file("enc.cred"),
             ]).0 == 0)
             let tokens = [
                 "TEAM_A": try String(contentsOfFile: file("team-a.cred"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),

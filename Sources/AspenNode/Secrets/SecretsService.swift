@@ -204,6 +204,12 @@ public final class SecretsService: Sendable {
                         let write = mounted
                             ? await self.handle(VaultRequest(method: "POST", path: "\(secret.mount)/data/\(secret.path)", body: body), caller: caller) : mount
                         if write.status == 200 || write.errors.contains(where: { $0.contains("check-and-set") }) { continue }
+                        if (400..<500).contains(write.status) {
+                            // Refused for good (a mount of another engine, an invalid path): said once, not retried.
+                            logger.error(
+                                "a bootstrap secret was refused", metadata: ["path": "\(secret.mount)/\(secret.path)", "error": "\(write.errors.joined(separator: "; "))"])
+                            continue
+                        }
                         left.append(secret)
                     }
                     pending = left

@@ -37,8 +37,10 @@ public final class VaultHTTPServer: Sendable {
         let chain = try load("certificate", certificateFile) { try NIOSSLCertificate.fromPEMFile(certificateFile) }
         guard !chain.isEmpty else { throw Problem(description: "the Vault endpoint's certificate \(certificateFile) holds no certificate") }
         let key = try load("key", keyFile) { try NIOSSLPrivateKey(file: keyFile, format: .pem) }
-        let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
-        return try load("certificate and key", certificateFile) { try NIOSSLContext(configuration: configuration) }
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv12
+        let built = configuration
+        return try load("certificate and key", certificateFile) { try NIOSSLContext(configuration: built) }
     }
 
     public static func start(

@@ -79,7 +79,8 @@ public struct PKIEngine: MountEngine {
             let existing = try await store.get(issuerKey)
             let issuer = try PKIIssuer.generateRoot(
                 commonName: commonName, keyType: keyType, keyBits: keyBits, ttl: ttl, maxPathLength: maxPathLength, now: now)
-            try await commit([Self.unchanged(existing, issuerKey)], [sealed(try issuer.encoded(), at: issuerKey)])
+            try await commit([Self.unchanged(existing, issuerKey)], [sealed(try issuer.encoded(), at: issuerKey)] + forgetRevocations)
+            _ = try await rotateCRL()
             let pem = try issuer.certificatePEM()
             return .data([
                 "certificate": pem, "issuing_ca": pem, "serial_number": issuer.serialNumber?.colonHex ?? "", "key_type": issuer.keyType.rawValue,
@@ -99,7 +100,8 @@ public struct PKIEngine: MountEngine {
             guard let (current, entry) = try await issuer() else { throw SecretsError.badRequest("no pending intermediate: generate one first") }
             var issuer = current
             try issuer.setSigned(certificatePEM: certificate)
-            try await commit([Self.unchanged(entry, issuerKey)], [sealed(try issuer.encoded(), at: issuerKey)])
+            try await commit([Self.unchanged(entry, issuerKey)], [sealed(try issuer.encoded(), at: issuerKey)] + forgetRevocations)
+            _ = try await rotateCRL()
             return .noContent
         case .roleWrite(let name, let role):
             try role.validate()
@@ -140,13 +142,10 @@ public struct PKIEngine: MountEngine {
             let pem = try issuer.certificatePEM()
             return Self.document(pem: pem, der: issuer.certificate.map { _ in Self.der(fromPEM: pem) } ?? [], format)
         case .crl(let format):
-            var stored = try await store.get(crlKey).map { entry throws(SecretsError) in try open(entry) }
-            if stored == nil {
-                // No revocation yet: an empty, signed CRL, made now and kept.
-                _ = try await rotateCRL()
-                stored = try await store.get(crlKey).map { entry throws(SecretsError) in try open(entry) }
+            // Signed when the CA is made and at every revocation; a read never writes.
+            guard let der = try await store.get(crlKey).map({ entry throws(SecretsError) in try open(entry) }) else {
+                throw SecretsError.badRequest("no CRL: the mount has no issuer yet")
             }
-            let der = stored ?? []
             return Self.document(pem: PKICRLText.pem(der), der: der, format)
         case .rotateCRL:
             _ = try await rotateCRL()
@@ -181,10 +180,14 @@ public struct PKIEngine: MountEngine {
         let entry = try await store.get(certificateKey(parsed))
         let record = try entry.map { entry throws(SecretsError) in try PKICertificateRecord(decoding: try open(entry), limits: limits) }
         let result = try issuer.revoke(serial: serial, record: record, now: now)
-        if let time = result.revocationTime, record?.revocationTime == nil, let revocation = result.record.revocation {
-            try await commit(
-                [Self.unchanged(entry, certificateKey(parsed))],
-                [sealed(result.record.encoded(), at: certificateKey(parsed)), sealed(PKICRLText.encode(revocation), at: revokedKey(parsed))])
+        if let time = result.revocationTime, let revocation = result.record.revocation {
+            if record?.revocationTime == nil {
+                try await commit(
+                    [Self.unchanged(entry, certificateKey(parsed))],
+                    [sealed(result.record.encoded(), at: certificateKey(parsed)), sealed(PKICRLText.encode(revocation), at: revokedKey(parsed))])
+            }
+            // Revoking again signs the CRL again too: a revocation whose CRL was not signed
+            // (a lost race, a cut request) is published by the retry.
             _ = try await rotateCRL()
             return .data(["revocation_time": Int(time.timeIntervalSince1970), "revocation_time_rfc3339": VaultTime.format(ms: Int64(time.timeIntervalSince1970 * 1000))])
         }
@@ -192,8 +195,21 @@ public struct PKIEngine: MountEngine {
         return .data(["revocation_time": time], warnings: result.warnings.isEmpty ? nil : result.warnings)
     }
 
-    /// Signs a new CRL of every unexpired revocation and keeps it (with the issuer's new CRL number).
+    /// Deletes of every revocation and the last CRL (a new CA starts with none).
+    var forgetRevocations: [TransactionOperation] {
+        [.delete(Delete(.key(crlKey))), .delete(Delete(.prefix(space.subspace(["revoked"]).prefix)))]
+    }
+
+    /// Signs a new CRL of every unexpired revocation and keeps it (with the issuer's new CRL
+    /// number), again on a lost race: two revocations at once both end up on the CRL.
     func rotateCRL() async throws -> PKICRL {
+        for _ in 0..<8 {
+            if let crl = try await rotateCRLOnce() { return crl }
+        }
+        throw SecretsError.unavailable("the CRL of \(mount.path)/ changed under this request 8 times in a row; try again")
+    }
+
+    func rotateCRLOnce() async throws -> PKICRL? {
         var (issuer, entry) = try await activeIssuer()
         var revocations: [PKIRevocation] = []
         var cursor: Bytes? = nil
@@ -205,11 +221,14 @@ public struct PKIEngine: MountEngine {
             guard revocations.count <= limits.pkiCRLEntriesMax * 2 else { break }
         } while cursor != nil
         let crl = try issuer.crl(revoked: revocations, now: now, limits: limits)
-        // The expired are pruned from the index as well as from the list.
-        let expired = revocations.filter { $0.certificateNotAfter < now }.map { TransactionOperation.delete(Delete(.key(revokedKey($0.serialNumber)))) }
-        try await commit(
-            [Self.unchanged(entry, issuerKey)], [sealed(try issuer.encoded(), at: issuerKey), sealed(crl.der, at: crlKey)] + expired)
-        return crl
+        // The expired are pruned from the index as well as from the list, a bounded number at a time.
+        let expired = revocations.filter { $0.certificateNotAfter < now }.prefix(max(0, limits.batchKeysMax - 8))
+            .map { TransactionOperation.delete(Delete(.key(revokedKey($0.serialNumber)))) }
+        let result = try await store.transaction(
+            Transaction(
+                compares: [Self.unchanged(entry, issuerKey), context.mountHolds],
+                success: [sealed(try issuer.encoded(), at: issuerKey), sealed(crl.der, at: crlKey)] + expired))
+        return result.succeeded ? crl : nil
     }
 
     func listNames(_ subspace: Subspace) async throws -> [String] {

@@ -133,18 +133,10 @@ public struct TransitEngine: MountEngine {
         case .trim(let name, let minAvailable):
             try await change(name) { key throws(SecretsError) in try key.trim(minAvailableVersion: minAvailable) }
             return .noContent
-        case .encrypt(let name, let items, let batch, let type):
-            let transitKey: TransitKey
-            if let (found, _) = try await load(name) {
-                transitKey = found
-            } else {
-                // Vault's upsert: encrypting with a key that does not exist creates it.
-                try await checkRoom()
-                let derived = items.contains { $0.context != nil }
-                let created = try TransitKey.create(name: name, type: type ?? .aes256GCM96, derived: derived, nowMs: nowMs(), limits: limits)
-                try await save(created, replacing: nil)
-                transitKey = created
-            }
+        case .encrypt(let name, let items, let batch, _):
+            // Vault creates a missing key here when the caller may also create keys; a key
+            // must be created first here (transit-encrypt alone never makes one).
+            let transitKey = try await existing(name)
             return try Self.answer(items, batch: batch) { item, index throws(SecretsError) in
                 let ciphertext = try transitKey.encrypt(
                     plaintext: item.plaintext ?? [], context: item.context, associatedData: item.associatedData, keyVersion: item.keyVersion,
@@ -223,7 +215,7 @@ public struct TransitEngine: MountEngine {
                     let fresh = try transitKey.rewrap(ciphertext: text)
                     // Only if the value is still the one read: a concurrent writer's value is left alone.
                     let result = try await store.transaction(
-                        Transaction(compares: [Compare(key: entry.key, .modRevision(entry.modRevision))], success: [.put(Put(key: entry.key, value: Array(fresh.utf8)))]))
+                        Transaction(compares: [Compare(key: entry.key, .modRevision(entry.modRevision))], success: [.put(Put(key: entry.key, value: Array(fresh.utf8), ignoreLease: true))]))
                     if result.succeeded { rewrapped += 1 } else { skipped += 1 }
                 } catch let error as SecretsError {
                     if failed.count < 10 { failed.append("\(String(decoding: entry.key, as: UTF8.self)): \(error.message)") }

@@ -49,6 +49,18 @@ public struct BootstrapSecrets: Sendable {
 
     /// The entries of a decrypted document.
     public static func from(_ document: SopsDocument, source: String) throws(Problem) -> BootstrapSecrets {
+        // What the node trusts must have been encrypted: sops's MAC does not cover keys, and
+        // with mac_only_encrypted not cleartext values at all, so a cleartext entry could have
+        // been added or moved by anyone who can write the file.
+        guard !document.macOnlyEncrypted else {
+            throw Problem(description: "\(source): mac_only_encrypted files are refused for bootstrap (their cleartext values are not authenticated)")
+        }
+        guard case .map(let top) = document.tree else { throw Problem(description: "\(source): the document is not a map") }
+        for field in top where ["trusted_roots", "cookie", "kv"].contains(field.key) {
+            if let cleartext = cleartextLeaf(field.value, path: [field.key], encrypted: document.encryptedPaths) {
+                throw Problem(description: "\(source): \(cleartext) is not encrypted in the file; bootstrap entries must be")
+            }
+        }
         var result = BootstrapSecrets()
         result.openedFor = document.openedFor
         guard case .map(let fields) = document.tree else { throw Problem(description: "\(source): the document is not a map") }
@@ -79,6 +91,24 @@ public struct BootstrapSecrets: Sendable {
             }
         }
         return result
+    }
+
+    /// The path of the first value under `value` that was cleartext in the file (map keys only,
+    /// as sops builds a value's path: list items share their list's), or nil.
+    static func cleartextLeaf(_ value: SopsValue, path: [String], encrypted: Set<String>) -> String? {
+        switch value {
+        case .map(let fields):
+            for field in fields { if let found = cleartextLeaf(field.value, path: path + [field.key], encrypted: encrypted) { return found } }
+            return nil
+        case .list(let items):
+            for item in items { if let found = cleartextLeaf(item, path: path, encrypted: encrypted) { return found } }
+            return nil
+        case .null:
+            return nil
+        default:
+            let text = path.map { $0 + ":" }.joined()
+            return encrypted.contains(text) ? nil : text
+        }
     }
 
     /// A SOPS value as JSON (bytes as their text, timestamps as RFC 3339 text).

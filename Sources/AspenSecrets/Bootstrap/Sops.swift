@@ -65,7 +65,9 @@ public enum Sops {
         let tree = try walker.walk(data, path: [])
         let storedMAC = try SopsCipher.decryptMAC(metadata.mac, key: walker.key, lastModified: metadata.lastModified)
         guard walker.macHex() == storedMAC else { throw .macMismatch }
-        return SopsDocument(tree: tree, version: metadata.version, lastModified: metadata.lastModified, openedFor: metadata.openedFor)
+        return SopsDocument(
+            tree: tree, version: metadata.version, lastModified: metadata.lastModified, openedFor: metadata.openedFor,
+            encryptedPaths: walker.encryptedPaths, macOnlyEncrypted: metadata.macOnlyEncrypted)
     }
 
     /// The decrypted document in the file at `path`, read only up to `limits.sopsFileBytesMax`;
@@ -193,6 +195,11 @@ public struct SopsDocument: Sendable {
     public let lastModified: String
     /// The `recipient` of the `sops.age` entry whose data key an identity opened.
     public let openedFor: String
+    /// The paths (`a:b:`, as sops writes them) of the values that were encrypted in the file;
+    /// the others were cleartext, which sops's MAC protects weakly (values only, not keys).
+    public let encryptedPaths: Set<String>
+    /// Whether the file's MAC covers only its encrypted values (`mac_only_encrypted`).
+    public let macOnlyEncrypted: Bool
 
     /// Every scalar with its path, in document order (see `Sops.flatten`).
     public var flattened: [(path: [String], value: String)] { Sops.flatten(tree) }
@@ -382,6 +389,8 @@ struct SopsWalker {
     let rules: SopsRules
     let macOnlyEncrypted: Bool
     var hash = SHA512()
+    /// Every encrypted value's path, as `SopsCipher.pathText` writes it.
+    var encryptedPaths: Set<String> = []
 
     init(key: SymmetricKey, rules: SopsRules, macOnlyEncrypted: Bool) {
         self.key = key
@@ -412,6 +421,7 @@ struct SopsWalker {
 
     mutating func leaf(_ value: SopsValue, path: [String]) throws(SopsError) -> SopsValue {
         let encrypted = rules.isEncrypted(path)
+        if encrypted { encryptedPaths.insert(SopsCipher.pathText(path)) }
         let cleartext: SopsValue
         let hashed: [UInt8]
         if encrypted {
