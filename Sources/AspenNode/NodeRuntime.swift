@@ -220,12 +220,15 @@ public final class NodeRuntime: Sendable {
         await node.start()
         blobs.startMaintenance()
         jobs.startMaintenance(
-            blobs.maintenanceTasks, needed: { await blobs.needsMaintenance() }, run: { try await blobs.runMaintenance($0) }, identity: identity,
+            blobs.maintenanceTasks, needed: { await blobs.needsMaintenance() }, run: { command in
+                if let summary = try await secrets.runMaintenance(command) { return summary }
+                return try await blobs.runMaintenance(command.first ?? "")
+            }, identity: identity,
             cookie: cookie)
         blobs.setEventSink { jobs.publishNodeEvents($0) }
         jobs.start()
         forge.start()
-        secrets.start()
+        secrets.start(submitJob: { spec in try await jobs.jobs.submit(spec, origin: "secrets").id })
         if let bootstrap, !bootstrap.secrets.isEmpty { secrets.writeInitial(bootstrap.secrets) }
         jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie)
         var admin: AdminServer?

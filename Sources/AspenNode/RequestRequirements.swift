@@ -229,7 +229,7 @@ extension RequestRequirements {
         case .sign(let name, _, _, _): return transit(.sign, name)
         case .verify(let name, _, _, _): return transit(.verify, name)
         case .inventory(let name, let prefix): return .all([transit(.manage, name), .read(.prefix(prefix))])
-        case .rewrapPrefix(let name, let prefix): return .all([transit(.manage, name), .read(.prefix(prefix)), .write(KeySelection.prefix(prefix).bounds)])
+        case .rewrapPrefix(let name, let prefix, _): return .all([transit(.manage, name), .read(.prefix(prefix)), .write(KeySelection.prefix(prefix).bounds)])
         }
     }
 

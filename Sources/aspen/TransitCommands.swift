@@ -214,10 +214,12 @@ struct TransitCommand: AsyncParsableCommand {
         @OptionGroup var options: TransitOptions
         @Argument var name: String
         @Option(help: "The key-value prefix.") var prefix: String
+        @Flag(help: "Run it as a job on the job system (prints the job's id; aspen job result ID --wait 5m).") var background = false
 
         func run() async throws {
             try await runReporting {
-                let data = try await transitCall(options, "POST", "keys/\(name)/rewrap-prefix", body: ["prefix": prefix])
+                let data = try await transitCall(options, "POST", "keys/\(name)/rewrap-prefix", body: ["prefix": prefix, "background": background])
+                if background { return output(options.cluster.json, data, text: "\(data["job_id"] ?? "?")") }
                 output(options.cluster.json, data, text: "rewrapped \(data["rewrapped"] ?? 0) values to version \(data["latest_version"] ?? "?"); \(data["changed_meanwhile"] ?? 0) changed meanwhile")
             }
         }

@@ -294,6 +294,14 @@ extension ClusterSuites {
             let value = stored.split(separator: "\n").last.map(String.init) ?? stored
             let plain = try await aspen(["transit", "decrypt", "app-key", value.trimmingCharacters(in: .whitespaces)])
             #expect(plain.1 == "row-3", "\(plain)")
+            // The same as a job on the job system, after another rotation.
+            #expect(try await aspen(["transit", "rotate", "app-key"]).0 == 0)
+            let job = try await aspen(["transit", "rewrap-prefix", "app-key", "--prefix", "app/rows/", "--background"])
+            #expect(job.0 == 0 && UInt64(job.1) != nil, "\(job)")
+            let result = try await aspen(["job", "result", job.1, "--wait", "60s"])
+            #expect(result.0 == 0 && result.1.contains("\"rewrapped\":5"), "\(result)")
+            let moved = try await aspen(["transit", "inventory", "app-key", "--prefix", "app/rows/"])
+            #expect(moved.1.contains("0 behind") && moved.1.contains("v3\t5"), "\(moved)")
         }
 
         @Test("capabilities: a credential reaches only its mount and prefix, an encrypt-only one cannot decrypt, none is refused, a revoked one stops working")

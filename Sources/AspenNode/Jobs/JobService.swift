@@ -169,10 +169,11 @@ public final class JobService: Sendable {
     }
 
     /// Schedules `tasks` as maintenance jobs (while this node leads) and starts this node's
-    /// maintenance worker, which runs them with `run` (a task's summary; nil: no such task).
+    /// maintenance worker, which runs them with `run` (given the job's command, its first word
+    /// the task; a task's summary; nil: no such task).
     /// `needed` says whether there is anything to maintain (else no jobs are made).
     public func startMaintenance(
-        _ tasks: [MaintenanceTask], needed: @escaping @Sendable () async -> Bool, run: @escaping @Sendable (String) async throws -> [UInt8]?,
+        _ tasks: [MaintenanceTask], needed: @escaping @Sendable () async -> Bool, run: @escaping @Sendable ([String]) async throws -> [UInt8]?,
         identity: NodeIdentity, cookie: ClusterCookie?
     ) {
         let calls = LeaderJobCalls(service: self, identity: identity, cookie: cookie)
@@ -190,7 +191,7 @@ public final class JobService: Sendable {
                         }
                         return try await Self.compactHistory(node, through: revision)
                     }
-                    guard let summary = try await run(name) else {
+                    guard let summary = try await run(job.spec.command) else {
                         throw JobError.invalid("no maintenance task named '\(name)' (there are \(tasks.map(\.name).joined(separator: ", ")))")
                     }
                     return summary

@@ -50,6 +50,16 @@ public struct MaintenanceTask: Sendable, Equatable {
             idempotencyKey: "maintenance:\(historyCompaction):\(revision)", requiredTags: [workerTag: "yes"])
     }
 
+    /// A transit rewrap of the ciphertexts under a key-value prefix (`transit-rewrap MOUNT KEY
+    /// PREFIX`), run by a node's maintenance worker.
+    static let transitRewrap = "transit-rewrap"
+
+    static func transitRewrapSpec(mount: String, key: String, prefix: String) -> JobSpec {
+        JobSpec(
+            type: jobType, command: [transitRewrap, mount, key, prefix], priority: .normal, maxAttempts: 3, timeoutMs: 3_600_000,
+            requiredTags: [workerTag: "yes"])
+    }
+
     static func summary(_ fields: [String: Any]) -> [UInt8] {
         ClusterEvents.json(fields)
     }

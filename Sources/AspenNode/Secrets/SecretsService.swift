@@ -1,5 +1,6 @@
 import AspenAuth
 import AspenCore
+import AspenJobs
 import AspenKV
 import AspenRaft
 import AspenSecrets
@@ -69,6 +70,13 @@ public final class SecretsService: Sendable {
                 if needed != .nothing || { if case .lookupSelf = operation { true } else { false } }() { try caller.authorize(needed) }
             } catch let refusal as AuthRefusal {
                 return .error(.forbidden("permission denied: \(refusal)"))
+            }
+            if case .transit(let mount, .rewrapPrefix(let name, let prefix, background: true)) = operation {
+                // Authorized above like the request itself; a node's maintenance worker runs it.
+                guard let submit = submitJob.withLock({ $0 }) else { throw SecretsError.unavailable("this node runs no job system") }
+                let spec = MaintenanceTask.transitRewrapSpec(mount: mount.path, key: name, prefix: String(decoding: prefix, as: UTF8.self))
+                let id = try await Self.within(wait, "no quorum: the job was not recorded") { try await submit(spec) }
+                return .data(["job_id": id, "command": spec.command])
             }
             switch operation {
             case .health: return await health()
@@ -164,8 +172,13 @@ public final class SecretsService: Sendable {
 
     private let upkeep = Mutex<Task<Void, Never>?>(nil)
 
+    /// Submits a job (the job system's submit on this node); set at start.
+    private let submitJob = Mutex<(@Sendable (JobSpec) async throws -> UInt64)?>(nil)
+
     /// Every few seconds, a node holding the secret checks that its split matches the voters.
-    public func start() {
+    /// `submitJob` submits the background rewraps.
+    public func start(submitJob: (@Sendable (JobSpec) async throws -> UInt64)? = nil) {
+        self.submitJob.withLock { $0 = submitJob }
         let seal = self.seal
         upkeep.withLock { task in
             task = Task {
@@ -220,6 +233,20 @@ public final class SecretsService: Sendable {
                 if pending.isEmpty { logger.info("bootstrap secrets written", metadata: ["secrets": "\(secrets.count)"]) }
             }
         }
+    }
+
+    /// A maintenance job of the secrets engines, if `command` names one: `transit-rewrap MOUNT
+    /// KEY PREFIX`. Returns the job's summary (JSON); nil for other tasks.
+    func runMaintenance(_ command: [String]) async throws -> [UInt8]? {
+        guard command.first == MaintenanceTask.transitRewrap else { return nil }
+        guard command.count == 4 else { throw JobError.invalid("transit-rewrap takes MOUNT KEY PREFIX, not \(command.dropFirst())") }
+        guard let mount = try await api.mounts().first(where: { $0.path == command[1] }), mount.type == .transit else {
+            throw JobError.invalid("no transit mount at \(command[1])/")
+        }
+        let response = try await api.run(.transit(mount, .rewrapPrefix(name: command[2], prefix: Array(command[3].utf8), background: false)))
+        guard response.status == 200 else { throw JobError.invalid("rewrap refused: \(response.errors.joined(separator: "; "))") }
+        let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any]
+        return SecretsJSON.encode(object?["data"] ?? [:])
     }
 
     // MARK: Peers

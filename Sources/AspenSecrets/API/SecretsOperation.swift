@@ -388,7 +388,10 @@ public struct SecretsRouter: Sendable {
         case ("GET", "keys") where parts.count == 3 && parts[2] == "inventory":
             return .inventory(name: try name(1), prefix: Array((request.query["prefix"] ?? "").utf8))
         case ("POST", "keys") where parts.count == 3 && parts[2] == "rewrap-prefix":
-            return .rewrapPrefix(name: try name(1), prefix: Array((try SecretsJSON.string(try body()["prefix"], "prefix") ?? "").utf8))
+            let object = try body()
+            return .rewrapPrefix(
+                name: try name(1), prefix: Array((try SecretsJSON.string(object["prefix"], "prefix") ?? "").utf8),
+                background: try SecretsJSON.bool(object["background"], "background") ?? false)
         case ("POST", "encrypt") where parts.count == 2:
             let object = try body()
             let (list, batch) = try items(object)

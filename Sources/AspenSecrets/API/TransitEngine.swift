@@ -41,15 +41,16 @@ public enum TransitCall: Sendable {
     case export(name: String, TransitExportType, version: String?)
     /// Beyond Vault: how many values under a key-value prefix are this key's ciphertexts of each version.
     case inventory(name: String, prefix: Bytes)
-    /// Beyond Vault: rewraps every value under a prefix that is an older version's ciphertext.
-    case rewrapPrefix(name: String, prefix: Bytes)
+    /// Beyond Vault: rewraps every value under a prefix that is an older version's ciphertext
+    /// (`background`: as a job on the job system, answered with its id).
+    case rewrapPrefix(name: String, prefix: Bytes, background: Bool)
 
     public var keyName: String? {
         switch self {
         case .list: nil
         case .create(let name, _, _, _, _, _, _), .read(let name), .delete(let name), .configure(let name, _, _, _, _, _, _), .rotate(let name),
             .trim(let name, _), .encrypt(let name, _, _, _), .decrypt(let name, _, _), .rewrap(let name, _, _), .dataKey(let name, _, _, _),
-            .sign(let name, _, _, _), .verify(let name, _, _, _), .export(let name, _, _), .inventory(let name, _), .rewrapPrefix(let name, _):
+            .sign(let name, _, _, _), .verify(let name, _, _, _), .export(let name, _, _), .inventory(let name, _), .rewrapPrefix(let name, _, _):
             name
         }
     }
@@ -203,7 +204,7 @@ public struct TransitEngine: MountEngine {
                 "keys_scanned": scanned, "versions": Dictionary(uniqueKeysWithValues: counts.map { (String($0.key), $0.value) }),
                 "behind_latest": counts.filter { $0.key < transitKey.latestVersion }.values.reduce(0, +),
             ])
-        case .rewrapPrefix(let name, let prefix):
+        case .rewrapPrefix(let name, let prefix, _):
             let transitKey = try await existing(name)
             var rewrapped = 0
             var skipped = 0
