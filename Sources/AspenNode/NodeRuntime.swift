@@ -1,6 +1,7 @@
 import AspenAuth
 import AspenClient
 import AspenCore
+import AspenJobs
 import AspenKV
 import AspenRaft
 import AspenSecrets
@@ -228,7 +229,20 @@ public final class NodeRuntime: Sendable {
         blobs.setEventSink { jobs.publishNodeEvents($0) }
         jobs.start()
         forge.start()
-        secrets.start(submitJob: { spec in try await jobs.jobs.submit(spec, origin: "secrets").id })
+        // A job is submitted on the leader (from a follower, through a connection to it).
+        secrets.start(submitJob: { spec in
+            let calls = LeaderJobCalls(service: jobs, identity: identity, cookie: cookie)
+            let answer: JobAnswer
+            do {
+                answer = try await calls.job(.submit(spec))
+                await calls.close()
+            } catch {
+                await calls.close()
+                throw error
+            }
+            guard case .submitted(let id, _) = answer else { throw SecretsError.internalError("the job system answered a submit with \(answer)") }
+            return id
+        })
         if let bootstrap, !bootstrap.secrets.isEmpty { secrets.writeInitial(bootstrap.secrets) }
         jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie)
         var admin: AdminServer?

@@ -296,7 +296,10 @@ extension ClusterSuites {
             #expect(plain.1 == "row-3", "\(plain)")
             // The same as a job on the job system, after another rotation.
             #expect(try await aspen(["transit", "rotate", "app-key"]).0 == 0)
-            let job = try await aspen(["transit", "rewrap-prefix", "app-key", "--prefix", "app/rows/", "--background"])
+            // Submitted through a follower: the job goes to the leader's job system.
+            let leader = try await cluster.leader()
+            let job = try await cluster.aspen(
+                ["transit", "rewrap-prefix", "app-key", "--prefix", "app/rows/", "--background"], endpoints: cluster.entries[leader % 3], withErrors: true)
             #expect(job.0 == 0 && UInt64(job.1) != nil, "\(job)")
             let result = try await aspen(["job", "result", job.1, "--wait", "60s"])
             #expect(result.0 == 0 && result.1.contains("\"rewrapped\":5"), "\(result)")
