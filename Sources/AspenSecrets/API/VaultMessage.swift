@@ -95,13 +95,15 @@ public struct VaultResponse: Sendable, Equatable {
 
     public static let noContent = VaultResponse(status: 204, body: [])
 
-    /// Vault's envelope around `data`.
+    /// Vault's envelope around `data`, written around the data's own JSON.
     public static func data(_ data: Any, warnings: [String]? = nil) -> VaultResponse {
-        let envelope: [String: Any] = [
-            "request_id": UUID().uuidString.lowercased(), "lease_id": "", "renewable": false, "lease_duration": 0, "data": data,
-            "wrap_info": NSNull(), "warnings": warnings.map { $0 as Any } ?? NSNull(), "auth": NSNull(), "mount_type": "",
-        ]
-        return VaultResponse(status: 200, body: SecretsJSON.encode(envelope))
+        var body = Array(#"{"request_id":""#.utf8) + Array(UUID().uuidString.lowercased().utf8)
+        body += Array(#"","lease_id":"","renewable":false,"lease_duration":0,"data":"#.utf8)
+        body += SecretsJSON.encode(data)
+        body += Array(#","wrap_info":null,"warnings":"#.utf8)
+        body += warnings.map { SecretsJSON.encode($0) } ?? Array("null".utf8)
+        body += Array(#","auth":null,"mount_type":""}"#.utf8)
+        return VaultResponse(status: 200, body: body)
     }
 
     public static func error(_ error: SecretsError) -> VaultResponse {
