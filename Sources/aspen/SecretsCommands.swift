@@ -149,9 +149,14 @@ struct KV2Command: AsyncParsableCommand {
         return data
     }
 
-    static func printVersion(_ data: [String: Any], _ json: Bool) {
-        if json { return printJSON(data) }
-        print("version \(data["version"] ?? "?") created \(data["created_time"] ?? "")")
+    /// Writes a new version (`POST`) or merges a patch into one (`PATCH`); prints the version made.
+    static func writeVersion(_ method: String, _ cluster: ClusterOptions, _ path: String, _ pairs: [String], json: String?, cas: Int?) async throws {
+        let (mount, inside) = try await splitMount(cluster, path, type: "kv")
+        var body: [String: Any] = ["data": try data(pairs, json: json)]
+        if let cas { body["options"] = ["cas": cas] }
+        let version = try await vaultCall(cluster, method, "\(mount)/data/\(inside)", body: body) ?? [:]
+        if cluster.json { return printJSON(version) }
+        print("version \(version["version"] ?? "?") created \(version["created_time"] ?? "")")
     }
 
     struct Put: AsyncParsableCommand {
@@ -163,12 +168,7 @@ struct KV2Command: AsyncParsableCommand {
         @Option(help: "Check-and-set: 0 writes only a new secret, N only if the current version is N.") var cas: Int?
 
         func run() async throws {
-            try await runReporting {
-                let (mount, inside) = try await splitMount(cluster, path, type: "kv")
-                var body: [String: Any] = ["data": try KV2Command.data(pairs, json: jsonData)]
-                if let cas { body["options"] = ["cas": cas] }
-                KV2Command.printVersion(try await vaultCall(cluster, "POST", "\(mount)/data/\(inside)", body: body) ?? [:], cluster.json)
-            }
+            try await runReporting { try await KV2Command.writeVersion("POST", cluster, path, pairs, json: jsonData, cas: cas) }
         }
     }
 
@@ -181,12 +181,7 @@ struct KV2Command: AsyncParsableCommand {
         @Option(help: "Check-and-set on the current version.") var cas: Int?
 
         func run() async throws {
-            try await runReporting {
-                let (mount, inside) = try await splitMount(cluster, path, type: "kv")
-                var body: [String: Any] = ["data": try KV2Command.data(pairs, json: jsonData)]
-                if let cas { body["options"] = ["cas": cas] }
-                KV2Command.printVersion(try await vaultCall(cluster, "PATCH", "\(mount)/data/\(inside)", body: body) ?? [:], cluster.json)
-            }
+            try await runReporting { try await KV2Command.writeVersion("PATCH", cluster, path, pairs, json: jsonData, cas: cas) }
         }
     }
 
