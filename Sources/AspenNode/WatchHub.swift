@@ -33,6 +33,15 @@ public final class WatchHub: Sendable {
 
     private let state = Mutex(State())
 
+    /// Quick callbacks, run on the applying path: `changed` after an applied batch touches
+    /// `bounds`, and after a snapshot replaces the state (whose changes no event lists).
+    private let observers = Mutex<[(bounds: KeyBounds, changed: @Sendable () -> Void)]>([])
+
+    /// Registers a cache's invalidation: `changed` must not block.
+    public func observe(_ bounds: KeyBounds, _ changed: @escaping @Sendable () -> Void) {
+        observers.withLock { $0.append((bounds, changed)) }
+    }
+
     public init(storage: any NodeStorage, limits: Limits = .standard) {
         self.storage = storage
         self.limits = limits
@@ -121,6 +130,9 @@ public final class WatchHub: Sendable {
     /// Called by the node with the events of each applied batch, in order. Never blocks.
     public func publish(_ events: [WatchEvent]) {
         guard let last = events.last else { return }
+        for observer in observers.withLock({ $0 }) where events.contains(where: { observer.bounds.contains($0.keyValue.key) }) {
+            observer.changed()
+        }
         var lagging: [Int] = []
         state.withLock { state in
             state.revision = max(state.revision, last.revision)
@@ -160,6 +172,7 @@ public final class WatchHub: Sendable {
     /// Ends every watch with `ending` (e.g. after this node caught up by snapshot, when the
     /// changes in between cannot be told apart).
     public func endAll(_ ending: WatchEnd) {
+        for observer in observers.withLock({ $0 }) { observer.changed() }
         for id in state.withLock({ Array($0.watchers.keys) }) { remove(id, ending: ending) }
     }
 

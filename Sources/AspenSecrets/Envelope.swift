@@ -32,9 +32,7 @@ public struct DataKey: Sendable {
     public static func random() -> DataKey { DataKey(SymmetricKey(size: .bits256)) }
 
     public func seal(_ plaintext: Bytes, storageKey: Bytes) -> Bytes {
-        var salt = Bytes(repeating: 0, count: Self.saltBytes)
-        var random = SystemRandomNumberGenerator()
-        for index in salt.indices { salt[index] = UInt8.random(in: 0...255, using: &random) }
+        let salt = SecureRandom.bytes(Self.saltBytes)
         let (subkey, nonce) = derive(salt)
         // Sealing with a 12-byte nonce and a 32-byte key cannot fail.
         let box = try! AES.GCM.seal(plaintext, using: subkey, nonce: nonce, authenticating: Self.context + storageKey)

@@ -60,12 +60,113 @@ public enum SecretsJSON {
         return object
     }
 
-    /// JSON of a value built from parsed JSON and plain literals. Keys are not sorted: the
-    /// sorted writer compared keys with locale-aware string comparison, a quarter of a node's
-    /// CPU under load (measured with perf on a kv-v2 write load).
+    /// JSON of a value built from parsed JSON and plain literals, object keys in the order of
+    /// their UTF-8 bytes (as Go, and so Vault, writes them). Written here rather than by
+    /// Foundation's `JSONSerialization`, which bridged every dictionary to `NSDictionary` and
+    /// cast every value dynamically: a tenth of the leader's CPU under a kv-v2 write load
+    /// (perf, `benchmarks/secrets.sh`). A value of a type this writer does not know falls back
+    /// to Foundation's.
     public static func encode(_ value: Any) -> Bytes {
-        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed]) else { return Array("null".utf8) }
-        return Array(data)
+        var writer = Writer()
+        do {
+            try writer.write(value)
+            return writer.bytes
+        } catch {
+            guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed]) else { return Array("null".utf8) }
+            return Array(data)
+        }
+    }
+
+    struct Unsupported: Error {}
+
+    struct Writer {
+        var bytes: Bytes = []
+
+        init() { bytes.reserveCapacity(256) }
+
+        mutating func write(_ value: Any) throws(Unsupported) {
+            switch value {
+            case let string as String: write(string: string)
+            case is NSNull: append("null")
+            default:
+                // Foundation's numbers first: a parsed `1` would also cast to `Bool`.
+                if type(of: value) is NSNumber.Type {
+                    try write(number: unsafeDowncast(value as AnyObject, to: NSNumber.self))
+                    return
+                }
+                switch value {
+                case let flag as Bool: append(flag ? "true" : "false")
+                case let number as Int: append(String(number))
+                case let number as Int64: append(String(number))
+                case let number as Int32: append(String(number))
+                case let number as UInt64: append(String(number))
+                case let number as UInt: append(String(number))
+                case let number as Double: try write(double: number)
+                case let object as [String: Any]:
+                    bytes.append(UInt8(ascii: "{"))
+                    var first = true
+                    for (key, item) in object.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) {
+                        if !first { bytes.append(UInt8(ascii: ",")) }
+                        first = false
+                        write(string: key)
+                        bytes.append(UInt8(ascii: ":"))
+                        try write(item)
+                    }
+                    bytes.append(UInt8(ascii: "}"))
+                case let array as [Any]:
+                    bytes.append(UInt8(ascii: "["))
+                    for (index, item) in array.enumerated() {
+                        if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                        try write(item)
+                    }
+                    bytes.append(UInt8(ascii: "]"))
+                default: throw Unsupported()
+                }
+            }
+        }
+
+        mutating func append(_ text: String) { bytes.append(contentsOf: text.utf8) }
+
+        mutating func write(number: NSNumber) throws(Unsupported) {
+            switch number.objCType.pointee {
+            // "c": Foundation's booleans (the parser makes no other chars).
+            case 0x63: append(number.boolValue ? "true" : "false")
+            case 0x64, 0x66: try write(double: number.doubleValue)
+            case 0x43, 0x53, 0x49, 0x4C, 0x51: append(String(number.uint64Value))
+            default: append(String(number.int64Value))
+            }
+        }
+
+        mutating func write(double: Double) throws(Unsupported) {
+            guard double.isFinite else { throw Unsupported() }
+            // Integral values as integers (exact below 2^63), others in the shortest form that
+            // reads back as the same double.
+            if double == double.rounded(), double >= -0x1p63, double < 0x1p63 {
+                append(String(Int64(double)))
+            } else {
+                append(String(double))
+            }
+        }
+
+        mutating func write(string: String) {
+            bytes.append(UInt8(ascii: "\""))
+            for byte in string.utf8 {
+                switch byte {
+                case UInt8(ascii: "\""): append("\\\"")
+                case UInt8(ascii: "\\"): append("\\\\")
+                case 0x0A: append("\\n")
+                case 0x0D: append("\\r")
+                case 0x09: append("\\t")
+                case 0x08: append("\\b")
+                case 0x0C: append("\\f")
+                case 0..<0x20:
+                    let hex = Array("0123456789abcdef".utf8)
+                    bytes.append(contentsOf: Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+                default: bytes.append(byte)
+                }
+            }
+            bytes.append(UInt8(ascii: "\""))
+        }
     }
 
     // MARK: Reading request fields the way Vault does (strings for numbers and booleans too)
@@ -187,10 +288,28 @@ public enum GoDuration {
     }
 }
 
-/// RFC 3339 times with fractional seconds, in UTC, as Vault writes them.
+/// RFC 3339 times with fractional seconds, in UTC, as Vault writes them
+/// (`2026-12-05T22:46:45.123Z`). Formatted by hand: Foundation's ISO 8601 style built a
+/// formatter on every call, on every kv-v2 answer.
 public enum VaultTime {
     public static func format(ms: Int64) -> String {
-        let text = Date(timeIntervalSince1970: Double(ms) / 1000).ISO8601Format(.iso8601(timeZone: .gmt, includingFractionalSeconds: true))
-        return text.hasSuffix("Z") ? text : text + "Z"
+        let days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
+        let inDay = ms - days * 86_400_000
+        // Civil date of a day count since 1970-01-01 (proleptic Gregorian; H. Hinnant's algorithm).
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let shiftedMonth = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
+        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        func pad(_ value: Int64, _ width: Int) -> String {
+            let digits = String(value)
+            return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+        }
+        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(inDay / 3_600_000, 2)):\(pad(inDay / 60_000 % 60, 2)):"
+            + "\(pad(inDay / 1000 % 60, 2)).\(pad(inDay % 1000, 3))Z"
     }
 }

@@ -101,6 +101,12 @@ extension ClusterSuites {
                     kv(2).create_or_update_secret("app/db", {"u": "b"}, cas=1, mount_point="team-a")
                     # Versions, soft delete, undelete, destroy, max_versions.
                     kv(0).configure(max_versions=3, mount_point="team-a")
+                    # Every node routes by its own copy of the mount table, renewed when a mount changes.
+                    for i in (1, 2):
+                        deadline = time.time() + 5
+                        while kv(i).read_configuration(mount_point="team-a")["data"]["max_versions"] != 3:
+                            expect(time.time() < deadline, "node %d still routes by the old mount settings" % (i + 1))
+                            time.sleep(0.05)
                     for n in range(3, 7):
                         kv(n % 3).create_or_update_secret("app/db", {"n": n}, mount_point="team-a")
                     meta = kv(1).read_secret_metadata("app/db", mount_point="team-a")["data"]

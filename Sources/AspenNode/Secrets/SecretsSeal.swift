@@ -87,9 +87,7 @@ actor SecretsSeal {
     /// when another node did first (the caller then unseals with that one).
     private func initialize() async throws -> DataKey? {
         let voters = await node.status.membership.allVoters
-        var secret = Bytes(repeating: 0, count: 32)
-        var random = SystemRandomNumberGenerator()
-        for index in secret.indices { secret[index] = UInt8.random(in: 0...255, using: &random) }
+        let secret = SecureRandom.bytes(32)
         let write = try await split(secret, epoch: 1, voters: voters, replacing: nil)
         do {
             let node = self.node

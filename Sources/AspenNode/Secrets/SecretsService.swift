@@ -41,6 +41,30 @@ public final class SecretsService: Sendable {
         let seal = SecretsSeal(node: node, selfID: selfID, identityKey: identityKey, peers: peers, limits: node.configuration.limits, logger: logger)
         self.seal = seal
         api = SecretsAPI(store: ForwardingStore(node: node), limits: node.configuration.limits, nowMs: node.nowMs) { try await seal.dataKey() }
+        let mounts = SecretsKeys.mounts.prefix
+        node.watches.observe(KeyBounds(start: mounts, end: KeyBounds.prefixEnd(mounts))) { [weak self] in
+            self?.mountCache.withLock { cache in
+                cache.generation += 1
+                cache.router = nil
+            }
+        }
+    }
+
+    /// This node's mount table as a router, kept until an applied change touches the mounts
+    /// (or a snapshot replaces the state): routing a request reads nothing from the store.
+    private let mountCache = Mutex<(generation: UInt64, router: SecretsRouter?)>((0, nil))
+
+    /// The router of this node's applied mount table (no round trip to the leader).
+    func localRouter() async throws -> SecretsRouter {
+        let generation: UInt64
+        switch mountCache.withLock({ $0 }) {
+        case (_, let router?): return router
+        case (let current, nil): generation = current
+        }
+        let router = try await api.router(.stale)
+        // Kept only if no mount changed while it was read.
+        mountCache.withLock { cache in if cache.generation == generation { cache.router = router } }
+        return router
     }
 
     /// Serves one request; every failure becomes Vault's error answer.
@@ -56,7 +80,7 @@ public final class SecretsService: Sendable {
                 // This node's mount table first (no round trip); a path it has no mount for is
                 // routed again on a linearizable read (a mount just made elsewhere), bounded.
                 do {
-                    operation = try await api.router(.stale).route(request)
+                    operation = try await localRouter().route(request)
                 } catch SecretsError.notFound {
                     let api = self.api
                     operation = try await Self.within(wait, "no quorum: this node could not confirm the secrets mounts") {
@@ -151,20 +175,24 @@ public final class SecretsService: Sendable {
     /// Runs `body`, or throws `SecretsError.unavailable(problem)` after `waitMs` — then, not
     /// when the body ends: Raft's waits are not cancellable, so the body runs on in its own task
     /// (a write may still commit; the message says so for changes) while the caller is answered.
+    /// One task per call; the deadline is an entry in `Deadlines` (a timer per call, and a task
+    /// to cancel it, were a measurable share of a node's CPU under a kv-v2 write load).
     static func within<T: Sendable>(_ waitMs: Int64, _ problem: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let once = Once<T>()
+        let work = Mutex<Task<Void, Never>?>(nil)
         return try await withCheckedThrowingContinuation { continuation in
-            let work = Task { try await body() }
-            let deadline = Task {
-                try await Task.sleep(for: .milliseconds(waitMs))
-                if once.resume(continuation, with: .failure(SecretsError.unavailable("\(problem) within \(waitMs) ms"))) { work.cancel() }
+            let deadline = Deadlines.shared.add(afterMs: waitMs) {
+                if once.resume(continuation, with: .failure(SecretsError.unavailable("\(problem) within \(waitMs) ms"))) {
+                    work.withLock { $0?.cancel() }
+                }
             }
-            Task {
-                let result = await work.result
-                // The deadline's task ends now rather than sleeping out its wait.
-                deadline.cancel()
+            let task = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await body()) } catch { result = .failure(error) }
+                Deadlines.shared.remove(deadline)
                 once.resume(continuation, with: result)
             }
+            work.withLock { $0 = task }
         }
     }
 
@@ -259,6 +287,53 @@ public final class SecretsService: Sendable {
 }
 
 /// Resumes a continuation once: whichever of the work and its deadline comes first.
+/// Deadlines of the calls in flight, fired by one task that looks every 20 ms while any is
+/// pending (and sleeps otherwise).
+final class Deadlines: Sendable {
+    static let shared = Deadlines()
+    static let tickMs: Int64 = 20
+
+    private struct State {
+        var entries: [UInt64: (at: ContinuousClock.Instant, fire: @Sendable () -> Void)] = [:]
+        var nextID: UInt64 = 0
+        var ticking = false
+    }
+
+    private let state = Mutex(State())
+
+    func add(afterMs waitMs: Int64, _ fire: @escaping @Sendable () -> Void) -> UInt64 {
+        let at = ContinuousClock.now + .milliseconds(waitMs)
+        let (id, start) = state.withLock { state in
+            state.nextID += 1
+            state.entries[state.nextID] = (at, fire)
+            defer { state.ticking = true }
+            return (state.nextID, !state.ticking)
+        }
+        if start { Task { await self.tick() } }
+        return id
+    }
+
+    func remove(_ id: UInt64) { state.withLock { _ = $0.entries.removeValue(forKey: id) } }
+
+    private func tick() async {
+        while true {
+            try? await Task.sleep(for: .milliseconds(Self.tickMs))
+            let now = ContinuousClock.now
+            let due: [@Sendable () -> Void] = state.withLock { state in
+                let due = state.entries.filter { $0.value.at <= now }
+                for id in due.keys { state.entries[id] = nil }
+                return due.values.map(\.fire)
+            }
+            for fire in due { fire() }
+            let done = state.withLock { state in
+                if state.entries.isEmpty { state.ticking = false }
+                return !state.ticking
+            }
+            if done { return }
+        }
+    }
+}
+
 final class Once<T: Sendable>: Sendable {
     private let done = Mutex(false)
 

@@ -147,9 +147,7 @@ public struct SecretsAPI: Sendable {
         guard existing.count < limits.secretsMountsMax else {
             throw SecretsError.badRequest("the cluster has \(existing.count) mounts, the most secretsMountsMax (\(limits.secretsMountsMax)) allows")
         }
-        var id = Bytes(repeating: 0, count: 16)
-        var random = SystemRandomNumberGenerator()
-        for index in id.indices { id[index] = UInt8.random(in: 0...255, using: &random) }
+        let id = SecureRandom.bytes(16)
         let record = MountRecord(path: path, type: type, id: id, description: description, createdMs: nowMs(), kv: config)
         let key = SecretsKeys.mount(path)
         // No mount appeared or changed since the table was read: the overlap and count checks hold.

@@ -34,8 +34,7 @@ public struct PKISerialNumber: Sendable, Hashable, Comparable, CustomStringConve
     /// A fresh serial of 20 random bytes, positive (top bit clear) and exactly 20 bytes long so
     /// that its DER INTEGER stays within RFC 5280's 20 octets.
     static func random() -> PKISerialNumber {
-        var generator = SystemRandomNumberGenerator()
-        var bytes = (0..<20).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        var bytes = SecureRandom.bytes(20)
         bytes[0] = (bytes[0] & 0x7F) | 0x01
         return PKISerialNumber(bytes: bytes)!
     }

@@ -6,12 +6,7 @@ import Foundation
 /// The transit engine's use of swift-crypto: key generation, derivation, the AEADs, Ed25519
 /// and ECDSA. Every failure is a `SecretsError`; nothing here reads a clock or storage.
 enum TransitCrypto {
-    static func randomBytes(_ count: Int) -> Bytes {
-        var generator = SystemRandomNumberGenerator()
-        var bytes = Bytes(repeating: 0, count: count)
-        for index in bytes.indices { bytes[index] = UInt8.random(in: 0...255, using: &generator) }
-        return bytes
-    }
+    static func randomBytes(_ count: Int) -> Bytes { SecureRandom.bytes(count) }
 
     static func generateMaterial(for type: TransitKeyType) throws(SecretsError) -> Bytes {
         switch type {
