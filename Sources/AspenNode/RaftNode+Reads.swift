@@ -11,12 +11,27 @@ extension RaftNode {
     /// no hand-over), and on the concurrency pool when others are, so that many reads use
     /// every core rather than the loop's one (the store serves reads concurrently, each in its
     /// own transaction).
+    /// A stale read whose node has applied every write it answered needs nothing of the
+    /// actor: it is served without waiting its turn there (a kv-v2 write makes one).
     public nonisolated func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
-        try await readable(request, consistency: consistency)
+        try await read(request, consistency: consistency, onCallingThread: false)
+    }
+
+    /// `onCallingThread`: the caller is not an event loop; the read runs on its thread even
+    /// with others under way.
+    public nonisolated func read(_ request: RangeRequest, consistency: ReadConsistency, onCallingThread: Bool) async throws -> RangeResult {
+        if consistency == .stale, !stoppedFlag.load(ordering: .relaxed),
+            answeredThrough.load(ordering: .relaxed) <= appliedMirror.load(ordering: .acquiring)
+        {
+            try KVValidator.validate(request, limits: configuration.limits)
+            readsServed.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            try await readable(request, consistency: consistency)
+        }
         let alone = readsInFlight.wrappingAdd(1, ordering: .relaxed).newValue == 1
         defer { readsInFlight.wrappingSubtract(1, ordering: .relaxed) }
         let store = self.storage
-        if alone { return try Self.serving { try store.read(request).get() } }
+        if alone || onCallingThread { return try Self.serving { try store.read(request).get() } }
         return try await Task.detached { try Self.serving { try store.read(request).get() } }.value
     }
 
@@ -52,7 +67,7 @@ extension RaftNode {
     func readable(_ request: RangeRequest, consistency: ReadConsistency) async throws {
         guard !stopped else { throw NodeError.stopped }
         try KVValidator.validate(request, limits: configuration.limits)
-        counters.reads += 1
+        readsServed.wrappingAdd(1, ordering: .relaxed)
         if consistency == .linearizable {
             let context = nextReadContext
             nextReadContext += 1
@@ -74,6 +89,7 @@ extension RaftNode {
     func advanceApplied(to index: Raft.Index) {
         guard index > appliedIndex else { return }
         appliedIndex = index
+        appliedMirror.store(index, ordering: .releasing)
         let ready = applyWaiters.filter { $0.index <= index }
         applyWaiters.removeAll { $0.index <= index }
         for waiter in ready { waiter.continuation.resume() }

@@ -109,7 +109,9 @@ public actor RaftNode {
     var leasePolicy: Raft.LeasePolicy<LeaseID>
     /// Lease proposals under way.
     var leaseTasks = 0
-    var stopped = false
+    var stopped = false {
+        didSet { stoppedFlag.store(stopped, ordering: .relaxed) }
+    }
     var autoCompaction: AutoCompaction?
     var historyCompactionInFlight = false
     /// Told of each snapshot this node takes (its index and term).
@@ -129,8 +131,16 @@ public actor RaftNode {
     /// addresses given at bootstrap. The leader records whichever the membership lacks.
     var localRecords: [NodeID: [UInt8]] = [:]
     var recordProposalIndex: Raft.Index = 0
-    /// Counters for /metrics.
-    public internal(set) var counters = Counters()
+    /// Counters for /metrics (reads are counted off the actor, in `readsServed`).
+    public internal(set) var counters: Counters {
+        get {
+            var counters = tally
+            counters.reads = readsServed.load(ordering: .relaxed)
+            return counters
+        }
+        set { tally = newValue }
+    }
+    private var tally = Counters()
 
     public struct Counters: Sendable {
         public var proposals = 0
@@ -193,6 +203,7 @@ public actor RaftNode {
         self.systemRecordsChanged = systemRecordsChanged
         self.nowMs = nowMs
         self.appliedIndex = state.appliedIndex
+        self.appliedMirror.store(state.appliedIndex, ordering: .releasing)
         self.autoCompaction = configuration.autoCompaction
         self.leasePolicy = Raft.LeasePolicy(extensionsInFlightMax: configuration.limits.leaseRefreshesInFlightMax)
         self.compaction = Raft.CompactionPolicy(threshold: configuration.compactionThreshold, waitMs: Int64(configuration.compactionWaitMs))
@@ -345,6 +356,11 @@ public actor RaftNode {
 
     /// Reads of the store under way (see `read(_:consistency:)`).
     nonisolated let readsInFlight = Atomic<Int>(0)
+    /// Reads served, counted where they are served (on the actor or off it).
+    nonisolated let readsServed = Atomic<Int>(0)
+    /// `appliedIndex` and `stopped`, for the stale reads that need not wait on the actor.
+    nonisolated let appliedMirror = Atomic<UInt64>(0)
+    nonisolated let stoppedFlag = Atomic<Bool>(false)
 
     public struct Status: Sendable, Equatable {
         public var id: NodeID

@@ -1,5 +1,7 @@
+import AspenCore
 import AspenKV
 import Crypto
+import Synchronization
 
 /// Random bytes for salts, keys, nonces and identifiers: one call into BoringSSL's generator
 /// (through swift-crypto), where drawing them a byte at a time from the standard library's
@@ -11,20 +13,25 @@ public enum SecureRandom {
         return SymmetricKey(size: SymmetricKeySize(bitCount: count * 8)).withUnsafeBytes { Array($0) }
     }
 
-    /// A version 4 UUID in lower case, as Vault writes request ids.
-    public static func uuid() -> String {
-        var raw = bytes(16)
+    /// A version 4 UUID in lower case, as Vault writes request ids: unique, not secret, so
+    /// drawn from a generator seeded once from the secure one rather than a system call each.
+    public static func uuid() -> Bytes {
+        var raw = identifiers.withLock { generator in
+            withUnsafeBytes(of: (generator.next(), generator.next())) { Array($0) }
+        }
         raw[6] = raw[6] & 0x0F | 0x40
         raw[8] = raw[8] & 0x3F | 0x80
-        let hex = raw.map { byte -> String in
-            let digits = String(byte, radix: 16)
-            return byte < 16 ? "0" + digits : digits
-        }.joined()
-        var result = ""
-        for (index, character) in hex.enumerated() {
-            if index == 8 || index == 12 || index == 16 || index == 20 { result.append("-") }
-            result.append(character)
+        let digits = Array("0123456789abcdef".utf8)
+        var text = Bytes()
+        text.reserveCapacity(36)
+        for (index, byte) in raw.enumerated() {
+            if index == 4 || index == 6 || index == 8 || index == 10 { text.append(UInt8(ascii: "-")) }
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0F)])
         }
-        return result
+        return text
     }
+
+    private static let identifiers = Mutex(
+        SplitMix64(seed: bytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }))
 }

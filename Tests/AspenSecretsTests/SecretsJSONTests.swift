@@ -1,5 +1,6 @@
 import AspenCore
 import AspenKV
+import Crypto
 import Foundation
 import Testing
 
@@ -55,5 +56,24 @@ struct SecretsJSONTests {
             let expected = String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) + String(format: ".%03lldZ", millis)
             #expect(VaultTime.format(ms: ms) == expected, "\(ms)")
         }
+    }
+}
+
+struct EnvelopeTests {
+    @Test("the envelope's key and nonce are HKDF-SHA256 of the data key and salt, byte for byte")
+    func derivation() {
+        var random = SplitMix64(seed: 11)
+        for _ in 0..<200 {
+            let key = DataKey(SymmetricKey(data: (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }))
+            let salt = (0..<DataKey.saltBytes).map { _ in UInt8.random(in: 0...255, using: &random) }
+            let (subkey, nonce) = key.derive(salt)
+            let derived = subkey.withUnsafeBytes { Array($0) } + Array(nonce)
+            #expect(derived == key.derivedWithHKDF(salt))
+        }
+        // And what is sealed opens, under its storage key only.
+        let key = DataKey.random()
+        let sealed = key.seal(Array("canary".utf8), storageKey: [1, 2])
+        #expect((try? key.open(sealed, storageKey: [1, 2])) == Array("canary".utf8))
+        #expect((try? key.open(sealed, storageKey: [1, 3])) == nil)
     }
 }

@@ -3,6 +3,7 @@ import AspenKV
 import AspenRaft
 import AspenSecrets
 import Logging
+import Synchronization
 
 /// The cluster secret behind the data key, split by Shamir's scheme among the voters (DESIGN
 /// §16, docs/secrets.md). A node holds the secret in memory only: it recovers it by opening its
@@ -26,7 +27,13 @@ actor SecretsSeal {
     let limits: Limits
     let logger: Logger
     private var secret: Bytes?
-    private var key: DataKey?
+    private var key: DataKey? {
+        didSet { known.withLock { $0 = key } }
+    }
+    /// The data key once this node holds it, readable without a turn on the actor (every
+    /// secrets request asks for it).
+    private nonisolated let known = Mutex<DataKey?>(nil)
+    nonisolated var knownKey: DataKey? { known.withLock { $0 } }
     private var opening: Task<DataKey, any Error>?
     private var resharing = false
     /// The last failed unseal: requests within a second of it get its answer, not another round

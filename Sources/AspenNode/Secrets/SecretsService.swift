@@ -40,7 +40,10 @@ public final class SecretsService: Sendable {
         self.logger = logger
         let seal = SecretsSeal(node: node, selfID: selfID, identityKey: identityKey, peers: peers, limits: node.configuration.limits, logger: logger)
         self.seal = seal
-        api = SecretsAPI(store: ForwardingStore(node: node), limits: node.configuration.limits, nowMs: node.nowMs) { try await seal.dataKey() }
+        api = SecretsAPI(store: ForwardingStore(node: node), limits: node.configuration.limits, nowMs: node.nowMs) {
+            if let key = seal.knownKey { return key }
+            return try await seal.dataKey()
+        }
         let mounts = SecretsKeys.mounts.prefix
         node.watches.observe(KeyBounds(start: mounts, end: KeyBounds.prefixEnd(mounts))) { [weak self] in
             self?.mountCache.withLock { cache in
@@ -355,7 +358,9 @@ struct ForwardingStore: KeyValueStore {
 
     func write(_ request: KVWriteRequest) async throws -> KVResult { try await node.write(request, forwarding: true) }
     func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
-        try await node.read(request, consistency: consistency)
+        // The engines run in tasks of their own on the concurrency pool, never on an event
+        // loop: their reads (small, one or two per request) are served on the calling thread.
+        try await node.read(request, consistency: consistency, onCallingThread: true)
     }
     func leaseStatus(_ id: LeaseID, withKeys: Bool) async throws -> LeaseStatus { try await node.leaseStatus(id, withKeys: withKeys) }
     func leases() async throws -> [Lease] { try await node.leases() }

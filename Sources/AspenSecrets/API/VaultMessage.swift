@@ -97,7 +97,7 @@ public struct VaultResponse: Sendable, Equatable {
 
     /// Vault's envelope around `data`, written around the data's own JSON.
     public static func data(_ data: Any, warnings: [String]? = nil) -> VaultResponse {
-        var body = Array(#"{"request_id":""#.utf8) + Array(SecureRandom.uuid().utf8)
+        var body = Array(#"{"request_id":""#.utf8) + SecureRandom.uuid()
         body += Array(#"","lease_id":"","renewable":false,"lease_duration":0,"data":"#.utf8)
         body += SecretsJSON.encode(data)
         body += Array(#","wrap_info":null,"warnings":"#.utf8)
