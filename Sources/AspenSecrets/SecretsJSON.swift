@@ -289,27 +289,17 @@ public enum GoDuration {
 }
 
 /// RFC 3339 times with fractional seconds, in UTC, as Vault writes them
-/// (`2026-12-05T22:46:45.123Z`). Formatted by hand: Foundation's ISO 8601 style built a
-/// formatter on every call, on every kv-v2 answer.
+/// (`2026-12-05T22:46:45.123Z`), from the PKI's civil-date arithmetic. Foundation's ISO 8601
+/// style built a formatter on every kv-v2 answer, and rounded `.999` down to `.998`.
 public enum VaultTime {
     public static func format(ms: Int64) -> String {
-        let days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
-        let inDay = ms - days * 86_400_000
-        // Civil date of a day count since 1970-01-01 (proleptic Gregorian; H. Hinnant's algorithm).
-        let shifted = days + 719_468
-        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let shiftedMonth = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
-        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func pad(_ value: Int64, _ width: Int) -> String {
+        let seconds = ms.floorDivided(by: 1000)
+        let time = PKITime.civil(seconds)
+        func pad(_ value: Int, _ width: Int) -> String {
             let digits = String(value)
             return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
         }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(inDay / 3_600_000, 2)):\(pad(inDay / 60_000 % 60, 2)):"
-            + "\(pad(inDay / 1000 % 60, 2)).\(pad(inDay % 1000, 3))Z"
+        return "\(pad(time.year, 4))-\(pad(time.month, 2))-\(pad(time.day, 2))T\(pad(time.hour, 2)):\(pad(time.minute, 2)):"
+            + "\(pad(time.second, 2)).\(pad(Int(ms - seconds * 1000), 3))Z"
     }
 }
