@@ -57,6 +57,9 @@ extension RaftNode {
                 let answerKnown: @Sendable ([AppliedEntry]) -> Void = { [self] results in
                     for entry in results {
                         guard let proposal = waiting.withLock({ $0.removeValue(forKey: entry.index) }) else { continue }
+                        // Answered before the batch commits: caches over the store are told
+                        // first, so the writer's next request does not find the old state there.
+                        if !entry.events.isEmpty { self.watches.notifyObservers(entry.events) }
                         self.answeredThrough.max(entry.index, ordering: .relaxed)
                         Self.answer(proposal, with: entry)
                     }

@@ -138,7 +138,7 @@ public actor RaftNode {
             counters.reads = readsServed.load(ordering: .relaxed)
             return counters
         }
-        set { tally = newValue }
+        _modify { yield &tally }
     }
     private var tally = Counters()
 

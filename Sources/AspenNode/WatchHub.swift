@@ -33,9 +33,18 @@ public final class WatchHub: Sendable {
 
     private let state = Mutex(State())
 
-    /// Quick callbacks, run on the applying path: `changed` after an applied batch touches
-    /// `bounds`, and after a snapshot replaces the state (whose changes no event lists).
+    /// Quick callbacks, run on the applying path: `changed` when a change to `bounds` is
+    /// answered to its writer (before its batch commits), again after the batch commits, and
+    /// after a snapshot replaces the state (whose changes no event lists). A cache dropped at
+    /// the answer and refilled before the commit read the old state; the second call drops that.
     private let observers = Mutex<[(bounds: KeyBounds, changed: @Sendable () -> Void)]>([])
+
+    /// Calls the observers whose bounds `events` touch.
+    public func notifyObservers(_ events: [WatchEvent]) {
+        for observer in observers.withLock({ $0 }) where events.contains(where: { observer.bounds.contains($0.keyValue.key) }) {
+            observer.changed()
+        }
+    }
 
     /// Registers a cache's invalidation: `changed` must not block.
     public func observe(_ bounds: KeyBounds, _ changed: @escaping @Sendable () -> Void) {
@@ -130,9 +139,7 @@ public final class WatchHub: Sendable {
     /// Called by the node with the events of each applied batch, in order. Never blocks.
     public func publish(_ events: [WatchEvent]) {
         guard let last = events.last else { return }
-        for observer in observers.withLock({ $0 }) where events.contains(where: { observer.bounds.contains($0.keyValue.key) }) {
-            observer.changed()
-        }
+        notifyObservers(events)
         var lagging: [Int] = []
         state.withLock { state in
             state.revision = max(state.revision, last.revision)

@@ -128,6 +128,14 @@ public enum SecretsJSON {
         mutating func append(_ text: String) { bytes.append(contentsOf: text.utf8) }
 
         mutating func write(number: NSNumber) throws(Unsupported) {
+            // Foundation's parser gives a decimal for a number no Int64, UInt64 or Double holds
+            // exactly (more than 17 digits): its own text keeps every digit.
+            if let decimal = number as? NSDecimalNumber {
+                let text = decimal.description
+                guard text.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-" || $0 == ".") }) else { throw Unsupported() }
+                append(text)
+                return
+            }
             switch number.objCType.pointee {
             // "c": Foundation's booleans (the parser makes no other chars).
             case 0x63: append(number.boolValue ? "true" : "false")
@@ -300,6 +308,6 @@ public enum VaultTime {
             return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
         }
         return "\(pad(time.year, 4))-\(pad(time.month, 2))-\(pad(time.day, 2))T\(pad(time.hour, 2)):\(pad(time.minute, 2)):"
-            + "\(pad(time.second, 2)).\(pad(Int(ms - seconds * 1000), 3))Z"
+            + "\(pad(time.second, 2)).\(pad(Int(ms &- seconds &* 1000), 3))Z"
     }
 }

@@ -1,7 +1,5 @@
-import AspenCore
 import AspenKV
 import Crypto
-import Synchronization
 
 /// Random bytes for salts, keys, nonces and identifiers: one call into BoringSSL's generator
 /// (through swift-crypto), where drawing them a byte at a time from the standard library's
@@ -13,12 +11,10 @@ public enum SecureRandom {
         return SymmetricKey(size: SymmetricKeySize(bitCount: count * 8)).withUnsafeBytes { Array($0) }
     }
 
-    /// A version 4 UUID in lower case, as Vault writes request ids: unique, not secret, so
-    /// drawn from a generator seeded once from the secure one rather than a system call each.
+    /// A version 4 UUID in lower case, as Vault writes request ids (from the secure
+    /// generator: a predictable sequence would tell a client how many answers others got).
     public static func uuid() -> Bytes {
-        var raw = identifiers.withLock { generator in
-            withUnsafeBytes(of: (generator.next(), generator.next())) { Array($0) }
-        }
+        var raw = bytes(16)
         raw[6] = raw[6] & 0x0F | 0x40
         raw[8] = raw[8] & 0x3F | 0x80
         let digits = Array("0123456789abcdef".utf8)
@@ -31,7 +27,4 @@ public enum SecureRandom {
         }
         return text
     }
-
-    private static let identifiers = Mutex(
-        SplitMix64(seed: bytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }))
 }

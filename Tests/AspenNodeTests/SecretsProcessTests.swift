@@ -101,7 +101,9 @@ extension ClusterSuites {
                     kv(2).create_or_update_secret("app/db", {"u": "b"}, cas=1, mount_point="team-a")
                     # Versions, soft delete, undelete, destroy, max_versions.
                     kv(0).configure(max_versions=3, mount_point="team-a")
-                    # Every node routes by its own copy of the mount table, renewed when a mount changes.
+                    # Every node routes by its own copy of the mount table, renewed when a mount changes:
+                    # at once on the node that made the change, as soon as it applies it on the others.
+                    expect(kv(0).read_configuration(mount_point="team-a")["data"]["max_versions"] == 3, "node 1 routes by the old mount settings")
                     for i in (1, 2):
                         deadline = time.time() + 5
                         while kv(i).read_configuration(mount_point="team-a")["data"]["max_versions"] != 3:

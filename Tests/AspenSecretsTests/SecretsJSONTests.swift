@@ -16,6 +16,7 @@ struct SecretsJSONTests {
             #"{"a":true,"b":1,"c":1.5,"d":12345678901234567890,"e":false,"f":0,"g":-3,"h":1e300,"i":null,"j":"s"}"#,
             #"{"nested":{"list":[1,"two",{"three":[true,null]}],"empty":{},"none":[]},"quote":"a\"b\\c\n\t\u0001é/😀"}"#,
             #"[0.1,-0.000001,123456789012,1e-7,-9223372036854775808,18446744073709551615]"#,
+            #"{"big":12345678901234567890123,"long":0.1234567890123456789,"huge":-99999999999999999999}"#,
             #""only a string""#, "42", "true", "null",
         ]
         for document in documents {
@@ -30,6 +31,9 @@ struct SecretsJSONTests {
             #expect(text(parsed).contains("true") == document.contains("true"), "\(document) → \(text(parsed))")
         }
         #expect(text(try JSONSerialization.jsonObject(with: Data(#"{"b":1,"t":true}"#.utf8))) == #"{"b":1,"t":true}"#)
+        // Numbers beyond a double's 17 digits keep every digit (a stored secret is not rounded).
+        let big = text(try JSONSerialization.jsonObject(with: Data(#"[12345678901234567890123,0.1234567890123456789]"#.utf8)))
+        #expect(big == "[12345678901234567890123,0.1234567890123456789]", "\(big)")
     }
 
     @Test("Swift values: keys in byte order, escapes, integers, doubles")

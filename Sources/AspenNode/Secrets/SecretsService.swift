@@ -358,8 +358,9 @@ struct ForwardingStore: KeyValueStore {
 
     func write(_ request: KVWriteRequest) async throws -> KVResult { try await node.write(request, forwarding: true) }
     func read(_ request: RangeRequest, consistency: ReadConsistency) async throws -> RangeResult {
-        // The engines run in tasks of their own on the concurrency pool, never on an event
-        // loop: their reads (small, one or two per request) are served on the calling thread.
+        // The engines run in tasks of their own on the concurrency pool: their reads (small,
+        // one or two per request) are served on the calling thread. (The mount table's read on
+        // a cache miss may run on the event loop that took the request: rare, and small.)
         try await node.read(request, consistency: consistency, onCallingThread: true)
     }
     func leaseStatus(_ id: LeaseID, withKeys: Bool) async throws -> LeaseStatus { try await node.leaseStatus(id, withKeys: withKeys) }
