@@ -452,9 +452,12 @@ extension ClusterSuites {
             let (cluster, leader, worker) = try await Self.withWorker(["--concurrency", "2"])
             defer { Self.stop(cluster, worker) }
             let seen = cluster.directory.appendingPathComponent("seen").path
+            // Leader events asked for first: a pass of the leader's manager between the two would
+            // record the current term unpublished (events are not retroactive) and this test
+            // would wait for an event that was never due.
             for arguments in [
-                ["hook", "create", "on-config", "--on", "hooks.kv.put.config.>", "--", "sh", "-c", "echo \"$ASPEN_EVENT\" >> \(seen)"],
                 ["topic", "retention", "hooks.cluster.>", "--max-msgs", "1000"],
+                ["hook", "create", "on-config", "--on", "hooks.kv.put.config.>", "--", "sh", "-c", "echo \"$ASPEN_EVENT\" >> \(seen)"],
             ] {
                 let (status, said) = try await cluster.aspen(arguments, withErrors: true)
                 #expect(status == 0, "\(said)")
