@@ -160,6 +160,10 @@ let package = Package(
             name: "AspenSecretsTests", dependencies: ["AspenCore", "AspenKV", "AspenSecrets", "AspenTesting", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strictSwift),
         .testTarget(name: "AspenJobsTests", dependencies: ["AspenCore", "AspenKV", "AspenJobs", "AspenForge"], swiftSettings: strictSwift),
+        // CI pipeline definitions (`.aspen/ci.yml`): strict parsing, the job graph, triggers. Pure: no I/O.
+        .target(name: "AspenCI", dependencies: ["AspenCore", .product(name: "Yams", package: "Yams")], swiftSettings: strictSwift),
+        .testTarget(
+            name: "AspenCITests", dependencies: ["AspenCI", "AspenCore", .product(name: "Yams", package: "Yams")], swiftSettings: strictSwift),
         // The worker's side of jobs: running a claimed job on this machine (shell jobs so far) and
         // leaving none of its processes behind. Linux only.
         .target(
@@ -260,7 +264,7 @@ let package = Package(
             name: "AspenFuzz",
             dependencies: [
                 "AspenAuth", "AspenBlob", "AspenCore", "AspenRaft", "AspenKV", "AspenLayer", "AspenCoordination", "AspenTransport", "AspenEtcd",
-                "AspenForge", "AspenSecrets", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "AspenForge", "AspenSecrets", "AspenCI", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

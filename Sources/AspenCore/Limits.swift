@@ -304,6 +304,56 @@ public struct Limits: Sendable, Equatable {
     /// to unseal) before it is answered 503.
     public var secretsQuorumWaitMs: Int64 = 3000
 
+    // MARK: CI
+    /// Largest pipeline file (`.aspen/ci.yml`), in bytes, checked before the YAML parser sees it.
+    public var ciPipelineFileBytesMax = 1024 * 1024
+    /// Largest stored (encoded) pipeline, in bytes: above the file bound, for the defaults a
+    /// file may leave out.
+    public var ciPipelineEncodedBytesMax = 2 * 1024 * 1024
+    /// Deepest nesting of mappings and sequences in a pipeline file (the schema needs 5).
+    public var ciYAMLDepthMax = 16
+    /// Most YAML nodes (scalars, mappings, sequences) in a pipeline file.
+    public var ciYAMLNodesMax = 50_000
+    /// Most jobs in one pipeline, counting each matrix combination as a job.
+    public var ciJobsPerPipelineMax = 256
+    /// Longest job name, in bytes.
+    public var ciJobNameBytesMax = 64
+    /// Longest other name (matrix axis and value, environment variable, secret, worker tag), in bytes.
+    public var ciNameBytesMax = 128
+    /// Axes of one job's matrix, and values of one axis.
+    public var ciMatrixAxesMax = 8
+    public var ciMatrixValuesMax = 64
+    /// A job's timeout when it names none (30 minutes), and the longest it may name (24 hours).
+    public var ciJobTimeoutMsDefault: Int64 = 1_800_000
+    public var ciJobTimeoutMsMax: Int64 = 86_400_000
+    /// A job's `run` script, in bytes.
+    public var ciRunBytesMax = 64 * 1024
+    /// Any text after interpolation (`run`, an environment value, a cache key, a concurrency
+    /// group), in bytes.
+    public var ciInterpolatedBytesMax = 128 * 1024
+    /// Environment variables of one job, and the longest value, in bytes.
+    public var ciEnvVarsMax = 64
+    public var ciEnvValueBytesMax = 8 * 1024
+    /// Secrets one job may read.
+    public var ciSecretsPerJobMax = 32
+    /// Worker tags one job may require.
+    public var ciWorkerTagsPerJobMax = 16
+    /// Entries of one list of patterns or paths (branches, tags, paths, artifacts, cache
+    /// paths), and the longest entry, in bytes.
+    public var ciPatternsMax = 64
+    public var ciPatternBytesMax = 1024
+    /// Longest cache key and concurrency group, in bytes.
+    public var ciCacheKeyBytesMax = 512
+    /// Retries of one job, and exit codes that may ask for one.
+    public var ciJobRetriesMax = 10
+    public var ciRetryExitCodesMax = 16
+    /// Longest `if` condition, in bytes, and deepest nesting of its parentheses.
+    public var ciConditionBytesMax = 1024
+    public var ciConditionDepthMax = 8
+    /// Changed paths a trigger's path filters look at; a push that changes more runs without
+    /// filtering (running too much is safe, skipping wrongly is not).
+    public var ciChangedPathsMax = 10_000
+
     public init() {}
 
     /// The production limits.

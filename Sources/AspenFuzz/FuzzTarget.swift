@@ -45,7 +45,7 @@ extension FuzzTarget {
     /// Every target, in the order `aspen-fuzz list` shows them.
     public static let all: [FuzzTarget] =
         raftTargets + clientTargets + kvTargets + layerTargets + transportTargets + etcdTargets + authTargets + blobTargets + jobTargets
-        + forgeTargets + secretsTargets
+        + forgeTargets + secretsTargets + ciTargets
 
     public static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }
 }
