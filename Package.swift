@@ -246,6 +246,7 @@ let package = Package(
         .executableTarget(
             name: "aspen",
             dependencies: [
+                "AspenCI",
                 "AspenAuth", "AspenBlob", "AspenCore", "AspenKV", "AspenClient", "AspenNode", "AspenTransport", "AspenEtcd", "AspenCoordination", "AspenLayer",
                 "AspenNodeCommands", "AspenJobs", "AspenWorker", "AspenForge", "AspenSecrets",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

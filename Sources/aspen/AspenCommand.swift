@@ -30,7 +30,7 @@ struct AspenCommand: AsyncParsableCommand {
         subcommands: [
             KV.self, LeaseCommand.self, LockCommand.self, LockSetCommand.self, ReadWriteLockCommand.self, ElectionCommand.self, CounterCommand.self, SequenceCommand.self, QueueCommand.self,
             RateLimitCommand.self, SemaphoreCommand.self, BarrierCommand.self, ServiceCommand.self, Cluster.self, TokenCommand.self,
-            AuthCommand.self, BlobCommand.self, JobCommand.self, CronCommand.self, SagaCommand.self, WorkerCommand.self, PublishCommand.self, SubscribeCommand.self, TopicCommand.self, HookCommand.self, RepoCommand.self, IssueCommand.self, PatchCommand.self, SecretsCommand.self, KV2Command.self, PKICommand.self, TransitCommand.self, GitRemoteHelperCommand.self, Bench.self, Dev.self, NodeGroup.self,
+            AuthCommand.self, BlobCommand.self, JobCommand.self, CronCommand.self, SagaCommand.self, WorkerCommand.self, PublishCommand.self, SubscribeCommand.self, TopicCommand.self, HookCommand.self, RepoCommand.self, IssueCommand.self, PatchCommand.self, SecretsCommand.self, KV2Command.self, PKICommand.self, TransitCommand.self, CICommand.self, GitRemoteHelperCommand.self, Bench.self, Dev.self, NodeGroup.self,
         ])
 
     /// `aspen --json kv get k` as well as `aspen kv get k --json` (etcdctl's `-w json` and

@@ -1,0 +1,127 @@
+import AspenBlob
+import AspenCI
+import AspenCore
+import AspenWorker
+import Foundation
+
+/// `aspen ci run --local`: the pipeline of the working tree, run on this machine with the
+/// cluster's parser, job graph, interpolation, conditions and shell executor (`ShellRunner`:
+/// `bash -eo pipefail -c`, its own process group, nothing left running after a job). Jobs run
+/// one at a time in plan order, in the working tree; secrets come from this environment.
+struct CILocalRun {
+    let pipeline: Pipeline
+    let root: String
+    let ref: String
+    let sha: String
+    let only: Set<String>
+    let limits: Limits
+
+    struct Result {
+        var name: String
+        var outcome: JobOutcome
+        var detail: String
+    }
+
+    /// Runs the plan; returns each job's outcome in plan order.
+    func run() async throws -> [Result] {
+        var ended: [String: JobOutcome] = [:]
+        var results: [Result] = []
+        let wanted = selected()
+        let runner = ShellRunner()
+        for planned in pipeline.plan where wanted.contains(planned.name) {
+            let result: Result
+            switch pipeline.decide(planned, ended: ended, ref: ref, event: .manual) {
+            case .skip(let reason):
+                result = Result(name: planned.name, outcome: .skipped, detail: reason)
+            case .run:
+                result = try await run(planned, runner: runner)
+            }
+            ended[planned.name] = result.outcome
+            results.append(result)
+            Self.say("== \(result.name): \(result.outcome.rawValue) (\(result.detail))")
+        }
+        return results
+    }
+
+    /// The planned jobs to run: those named with `--job` (a file job names all its
+    /// expansions) and every job they need; all of them when none is named.
+    func selected() -> Set<String> {
+        guard !only.isEmpty else { return Set(pipeline.plan.map(\.name)) }
+        var chosen = Set(pipeline.plan.filter { only.contains($0.name) || only.contains($0.jobName) }.map(\.name))
+        for planned in pipeline.plan.reversed() where chosen.contains(planned.name) { chosen.formUnion(planned.needs) }
+        return chosen
+    }
+
+    func run(_ planned: PlannedJob, runner: ShellRunner) async throws -> Result {
+        guard let job = pipeline.job(named: planned.jobName) else { return Result(name: planned.name, outcome: .failure, detail: "no such job") }
+        let root = self.root
+        let context = InterpolationContext(ref: ref, sha: sha, event: .manual, hashOfPath: { path in
+            guard let data = FileManager.default.contents(atPath: (root as NSString).appendingPathComponent(path)) else {
+                throw CLIError.notFound("\(path): no such file in the working tree")
+            }
+            return BLAKE3.hash(Array(data)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        })
+        let resolved: ResolvedJob
+        do {
+            resolved = try pipeline.resolve(planned, in: context, limits: limits)
+        } catch {
+            return Result(name: planned.name, outcome: .failure, detail: "\(error)")
+        }
+        let command = ShellCommand(
+            arguments: ["bash", "-eo", "pipefail", "-c", resolved.run], environment: environment(job, resolved, planned), workingDirectory: root,
+            timeoutMs: job.timeoutMs, outputBytesMax: limits.jobOutputBytesMax)
+        var attempt = 0
+        while true {
+            attempt += 1
+            Self.say("== \(planned.name): running\(attempt > 1 ? " (attempt \(attempt))" : "")")
+            let outcome = try await runner.run(command, marker: "aspen-ci-local-\(getpid())-\(attempt)-\(UUID().uuidString)") { chunk in
+                FileHandle.standardOutput.write(Data(chunk.bytes))
+            }
+            let seconds = String(format: "%.1f s", Double(outcome.runMs) / 1000)
+            if outcome.succeeded { return Result(name: planned.name, outcome: .success, detail: "exit code 0, \(seconds)") }
+            let why = outcome.timedOut ? "timed out after \(job.timeoutMs / 1000) s" : "\(outcome.termination), \(seconds)"
+            if let retry = job.retry, attempt <= retry.retriesMax, case .exited(let code) = outcome.termination,
+                retry.onExitCodes.isEmpty || retry.onExitCodes.contains(Int(code)), !outcome.timedOut
+            {
+                continue
+            }
+            return Result(name: planned.name, outcome: .failure, detail: why + (attempt > 1 ? ", \(attempt) attempts" : ""))
+        }
+    }
+
+    /// What a job's processes see: a few variables of this shell (PATH, HOME, …), the job's own
+    /// `env`, the secrets it names (from this shell, as a local run has no secrets engine), and
+    /// the run's description.
+    func environment(_ job: Job, _ resolved: ResolvedJob, _ planned: PlannedJob) -> [String: String] {
+        let mine = ProcessInfo.processInfo.environment
+        var environment: [String: String] = [:]
+        for name in ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR", "SHELL"] { environment[name] = mine[name] }
+        for name in job.secrets { environment[name] = mine[name] }
+        environment.merge(resolved.env) { $1 }
+        environment["CI"] = "true"
+        environment["ASPEN_CI"] = "local"
+        environment["ASPEN_CI_REF"] = ref
+        environment["ASPEN_CI_SHA"] = sha
+        environment["ASPEN_CI_JOB"] = planned.name
+        for binding in planned.matrix { environment["ASPEN_CI_MATRIX_\(binding.axis.uppercased().replacingOccurrences(of: "-", with: "_"))"] = binding.value }
+        return environment
+    }
+
+    /// A line on standard output, unbuffered like the jobs' output written between such lines.
+    static func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+    /// `git -C root ARGUMENTS`'s first line, or nil when git fails (not a repository).
+    static func git(_ arguments: [String], in directory: String) -> String? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["git", "-C", directory] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return nil }
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { return nil }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").first.map(String.init)
+    }
+}
