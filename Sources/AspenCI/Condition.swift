@@ -40,6 +40,12 @@ public indirect enum Condition: Sendable, Equatable, CustomStringConvertible {
         }
         var parser = ConditionParser(text: text, tokens: try ConditionLexer.tokens(of: text), depthMax: limits.ciConditionDepthMax)
         self = try parser.parseCondition()
+        // A run stores the normal form (spaced operators), which must read back under the same bound.
+        guard description.utf8.count <= limits.ciConditionBytesMax else {
+            throw PipelineError(
+                .overLimit,
+                "the condition in normal form (\(description.utf8.count) bytes, with spaces around operators) exceeds ciConditionBytesMax (\(limits.ciConditionBytesMax))")
+        }
     }
 
     /// Whether the condition holds for `context`.

@@ -29,31 +29,31 @@ extension Pipeline {
     /// an `if` that looks at `status` decides alone (`if: status == "failure"` runs after a
     /// failure), so that `if: ref == "refs/heads/main"` never deploys after failed tests.
     public func decide(_ planned: PlannedJob, ended: [String: JobOutcome], ref: String, event: TriggerKind) -> JobDecision {
-        var status = RunStatus.success
-        var culprit = ""
+        var failed: String?
+        var cancelled: String?
+        var skipped: String?
         for need in planned.needs {
             let outcome = ended[need] ?? .cancelled
             let neededJob = plan.first { $0.name == need }.flatMap { job(named: $0.jobName) }
             if outcome.letsDependentsRun(neededJob) { continue }
-            if outcome == .cancelled {
-                status = .cancelled
-                culprit = need
-                break
-            }
-            if status == .success {
-                status = .failure
-                culprit = need
+            switch outcome {
+            case .failure: failed = failed ?? need
+            case .cancelled: cancelled = cancelled ?? need
+            case .skipped: skipped = skipped ?? need
+            case .success: break
             }
         }
-        let context = ConditionContext(ref: ref, event: event, status: status)
-        if let condition = job(named: planned.jobName)?.condition, status == .success || condition.looksAtStatus {
-            return condition.evaluate(in: context) ? .run : .skip(reason: "its condition (\(condition)) is false")
+        // A failure outranks the cancellations it caused (a failed expansion cancels its
+        // siblings under fail_fast); a skipped need is neither.
+        let status: RunStatus = failed != nil ? .failure : cancelled != nil ? .cancelled : .success
+        let condition = job(named: planned.jobName)?.condition
+        if let condition, condition.looksAtStatus || (status == .success && skipped == nil) {
+            return condition.evaluate(in: ConditionContext(ref: ref, event: event, status: status)) ? .run : .skip(reason: "its condition (\(condition)) is false")
         }
-        switch status {
-        case .success: return .run
-        case .failure: return .skip(reason: "'\(culprit)' did not succeed")
-        case .cancelled: return .skip(reason: "'\(culprit)' was cancelled")
-        }
+        if let failed { return .skip(reason: "'\(failed)' did not succeed") }
+        if let cancelled { return .skip(reason: "'\(cancelled)' was cancelled") }
+        if let skipped { return .skip(reason: "'\(skipped)' was skipped") }
+        return .run
     }
 }
 

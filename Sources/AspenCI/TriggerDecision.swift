@@ -117,14 +117,25 @@ extension Pipeline {
 
     /// `paths_ignore` first: the paths left must be non-empty and, if `paths` names any,
     /// include one it matches. Unknown or too many changed paths run everything.
+    /// The matching is bounded as a whole: a match costs at most the product of the pattern's
+    /// and the path's lengths, and past `ciPathMatchWorkMax` of that the pipeline runs (a push
+    /// or patch author chooses both the patterns and the paths).
     static func filter(_ changed: [String], paths: [Glob], pathsIgnore: [Glob], limits: Limits) -> TriggerDecision {
         guard !changed.isEmpty, changed.count <= limits.ciChangedPathsMax else { return .run }
-        let considered = changed.filter { path in !pathsIgnore.contains { $0.matches(path) } }
-        guard !considered.isEmpty else { return .skipAll(reason: "every changed path matches paths_ignore") }
-        guard paths.isEmpty || considered.contains(where: { path in paths.contains { $0.matches(path) } }) else {
-            return .skipAll(reason: "no changed path matches paths")
+        var work = 0
+        var exhausted = false
+        func matches(_ glob: Glob, _ path: String) -> Bool {
+            work += max(1, glob.pattern.utf8.count) * max(1, path.utf8.count)
+            if work > limits.ciPathMatchWorkMax { exhausted = true }
+            return !exhausted && glob.matches(path)
         }
-        return .run
+        var considered: [String] = []
+        for path in changed where !pathsIgnore.contains(where: { matches($0, path) }) { considered.append(path) }
+        if exhausted { return .run }
+        guard !considered.isEmpty else { return .skipAll(reason: "every changed path matches paths_ignore") }
+        let wanted = paths.isEmpty || considered.contains(where: { path in paths.contains { matches($0, path) } })
+        if exhausted { return .run }
+        return wanted ? .run : .skipAll(reason: "no changed path matches paths")
     }
 }
 

@@ -115,6 +115,11 @@ struct YAMLPrepass {
     }
 
     mutating func key(_ key: String, at location: SourceLocation) throws(PipelineError) {
+        // No key of the schema is longer (job, axis and variable names); a long one would also
+        // be copied into the path of every mapping under it.
+        guard key.utf8.count <= limits.ciNameBytesMax else {
+            throw PipelineError(.overLimit, "a key of \(key.utf8.count) bytes exceeds ciNameBytesMax (\(limits.ciNameBytesMax))", at: location)
+        }
         let index = frames.count - 1
         if let first = frames[index].keys[key] {
             let place = frames[index].path.isEmpty ? "at the top level" : "in \(frames[index].path)"

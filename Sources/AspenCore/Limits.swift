@@ -353,6 +353,9 @@ public struct Limits: Sendable, Equatable {
     /// Changed paths a trigger's path filters look at; a push that changes more runs without
     /// filtering (running too much is safe, skipping wrongly is not).
     public var ciChangedPathsMax = 10_000
+    /// Work of matching changed paths against path filters (the sum, over the matches made, of
+    /// pattern bytes × path bytes, a match's worst cost); past it the pipeline runs unfiltered.
+    public var ciPathMatchWorkMax = 200_000_000
 
     public init() {}
 

@@ -1,4 +1,5 @@
 import AspenCI
+import AspenNode
 import AspenCore
 import ArgumentParser
 import Foundation
@@ -59,7 +60,8 @@ struct CICommand: AsyncParsableCommand {
                 Jobs run one at a time in the order the cluster would start them, in the working tree, each with
                 `bash -eo pipefail -c`, its timeout and retries; a job whose needs did not succeed is skipped
                 unless its `if` says otherwise. Secrets a job names are taken from this shell's environment.
-                Exit status 0 when every job succeeded or was skipped, 2 when one failed.
+                Exit status 0 when every job succeeded or was skipped, 2 when one failed or was cancelled
+                (SIGINT stops the job under way, its whole process group, and cancels the rest).
                 """)
         @Flag(help: "Run here, without a cluster.") var local = false
         @Option(help: "The pipeline file.") var file = ".aspen/ci.yml"
@@ -79,13 +81,23 @@ struct CICommand: AsyncParsableCommand {
                 let root = CILocalRun.git(["rev-parse", "--show-toplevel"], in: here) ?? here
                 let ref = self.ref ?? CILocalRun.git(["symbolic-ref", "-q", "HEAD"], in: root) ?? "refs/heads/local"
                 let sha = CILocalRun.git(["rev-parse", "HEAD"], in: root) ?? ""
-                let results = try await CILocalRun(pipeline: pipeline, root: root, ref: ref, sha: sha, only: Set(jobs), limits: limits).run()
+                let local = CILocalRun(pipeline: pipeline, root: root, ref: ref, sha: sha, only: Set(jobs), limits: limits, hashes: FileHashes(root: root))
+                // SIGINT or SIGTERM stops the job under way (its whole process group) and cancels the rest.
+                let running = Task { try await local.run() }
+                let interrupt = Task {
+                    await waitForTerminationSignal()
+                    running.cancel()
+                }
+                let results = try await running.value
+                interrupt.cancel()
                 let failed = results.filter { result in
-                    result.outcome == .failure && pipeline.plan.first { $0.name == result.name }.flatMap { pipeline.job(named: $0.jobName) }?.continueOnError != true
+                    result.outcome == .cancelled
+                        || (result.outcome == .failure
+                            && pipeline.plan.first { $0.name == result.name }.flatMap { pipeline.job(named: $0.jobName) }?.continueOnError != true)
                 }
                 let counts = Dictionary(grouping: results, by: \.outcome).map { "\($0.value.count) \($0.key.rawValue)" }.sorted()
                 CILocalRun.say("\(results.count) jobs: \(counts.joined(separator: ", "))")
-                if !failed.isEmpty { throw CLIError.conditionFailed("failed: \(failed.map(\.name).joined(separator: ", "))") }
+                if !failed.isEmpty { throw CLIError.conditionFailed("failed or cancelled: \(failed.map(\.name).joined(separator: ", "))") }
             }
         }
     }

@@ -15,6 +15,7 @@ struct CILocalRun {
     let sha: String
     let only: Set<String>
     let limits: Limits
+    let hashes: FileHashes
 
     struct Result {
         var name: String
@@ -28,13 +29,25 @@ struct CILocalRun {
         var results: [Result] = []
         let wanted = selected()
         let runner = ShellRunner()
+        // Matrix jobs one of whose expansions failed, with fail_fast: their other expansions
+        // are cancelled, as on the cluster.
+        var failedFast: Set<String> = []
         for planned in pipeline.plan where wanted.contains(planned.name) {
             let result: Result
-            switch pipeline.decide(planned, ended: ended, ref: ref, event: .manual) {
-            case .skip(let reason):
-                result = Result(name: planned.name, outcome: .skipped, detail: reason)
-            case .run:
-                result = try await run(planned, runner: runner)
+            if Task.isCancelled {
+                result = Result(name: planned.name, outcome: .cancelled, detail: "interrupted")
+            } else if failedFast.contains(planned.jobName) {
+                result = Result(name: planned.name, outcome: .cancelled, detail: "fail_fast: another expansion of '\(planned.jobName)' failed")
+            } else {
+                switch pipeline.decide(planned, ended: ended, ref: ref, event: .manual) {
+                case .skip(let reason):
+                    result = Result(name: planned.name, outcome: .skipped, detail: reason)
+                case .run:
+                    result = try await run(planned, runner: runner)
+                }
+            }
+            if result.outcome == .failure, !planned.matrix.isEmpty, pipeline.job(named: planned.jobName)?.failFast == true {
+                failedFast.insert(planned.jobName)
             }
             ended[planned.name] = result.outcome
             results.append(result)
@@ -54,13 +67,7 @@ struct CILocalRun {
 
     func run(_ planned: PlannedJob, runner: ShellRunner) async throws -> Result {
         guard let job = pipeline.job(named: planned.jobName) else { return Result(name: planned.name, outcome: .failure, detail: "no such job") }
-        let root = self.root
-        let context = InterpolationContext(ref: ref, sha: sha, event: .manual, hashOfPath: { path in
-            guard let data = FileManager.default.contents(atPath: (root as NSString).appendingPathComponent(path)) else {
-                throw CLIError.notFound("\(path): no such file in the working tree")
-            }
-            return BLAKE3.hash(Array(data)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-        })
+        let context = InterpolationContext(ref: ref, sha: sha, event: .manual, hashOfPath: hashes.hash)
         let resolved: ResolvedJob
         do {
             resolved = try pipeline.resolve(planned, in: context, limits: limits)
@@ -74,10 +81,19 @@ struct CILocalRun {
         while true {
             attempt += 1
             Self.say("== \(planned.name): running\(attempt > 1 ? " (attempt \(attempt))" : "")")
-            let outcome = try await runner.run(command, marker: "aspen-ci-local-\(getpid())-\(attempt)-\(UUID().uuidString)") { chunk in
-                FileHandle.standardOutput.write(Data(chunk.bytes))
+            let outcome: ShellOutcome
+            do {
+                outcome = try await runner.run(command, marker: "aspen-ci-local-\(getpid())-\(attempt)-\(UUID().uuidString)") { chunk in
+                    FileHandle.standardOutput.write(Data(chunk.bytes))
+                }
+            } catch is CancellationError {
+                return Result(name: planned.name, outcome: .cancelled, detail: "interrupted")
+            } catch {
+                return Result(name: planned.name, outcome: .failure, detail: "it could not run: \(error)")
             }
+            if outcome.truncated { Self.say("== \(planned.name): output past jobOutputBytesMax (\(limits.jobOutputBytesMax) bytes) was dropped") }
             let seconds = String(format: "%.1f s", Double(outcome.runMs) / 1000)
+            if outcome.cancelled { return Result(name: planned.name, outcome: .cancelled, detail: "interrupted after \(seconds)") }
             if outcome.succeeded { return Result(name: planned.name, outcome: .success, detail: "exit code 0, \(seconds)") }
             let why = outcome.timedOut ? "timed out after \(job.timeoutMs / 1000) s" : "\(outcome.termination), \(seconds)"
             if let retry = job.retry, attempt <= retry.retriesMax, case .exited(let code) = outcome.termination,
@@ -123,5 +139,34 @@ struct CILocalRun {
         process.waitUntilExit()
         guard process.terminationStatus == 0 else { return nil }
         return String(decoding: data, as: UTF8.self).split(separator: "\n").first.map(String.init)
+    }
+}
+
+/// `${hash:PATH}` of the working tree: the BLAKE3 of a regular file (not followed through a
+/// link), at most `fileBytesMax`, each computed once per run.
+final class FileHashes: @unchecked Sendable {
+    // @unchecked: used by one local run, one job at a time.
+    let root: String
+    let fileBytesMax: Int
+    private var known: [String: String] = [:]
+
+    init(root: String, fileBytesMax: Int = 64 << 20) {
+        self.root = root
+        self.fileBytesMax = fileBytesMax
+    }
+
+    func hash(_ path: String) throws -> String {
+        if let hash = known[path] { return hash }
+        let full = (root as NSString).appendingPathComponent(path)
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: full) else {
+            throw CLIError.notFound("\(path): no such file in the working tree")
+        }
+        guard attributes[.type] as? FileAttributeType == .typeRegular else { throw CLIError.badInput("\(path) is not a regular file") }
+        guard let size = attributes[.size] as? Int, size <= fileBytesMax, let data = FileManager.default.contents(atPath: full) else {
+            throw CLIError.badInput("\(path) is larger than \(fileBytesMax) bytes")
+        }
+        let hash = BLAKE3.hash(Array(data)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        known[path] = hash
+        return hash
     }
 }

@@ -28,8 +28,10 @@ struct JobDecisionTests {
         #expect(decide("test", ["build": .success, "lint": .success]) == .run)
         #expect(decide("test", ["build": .success, "lint": .failure]) == .run, "lint may fail")
         #expect(decide("test", ["build": .failure, "lint": .success]) == .skip(reason: "'build' did not succeed"))
-        #expect(decide("test", ["build": .skipped, "lint": .success]) == .skip(reason: "'build' did not succeed"))
+        #expect(decide("test", ["build": .skipped, "lint": .success]) == .skip(reason: "'build' was skipped"))
         #expect(decide("test", ["build": .cancelled, "lint": .failure]) == .skip(reason: "'build' was cancelled"))
+        // A failure outranks a cancellation (fail_fast cancels a failed expansion's siblings).
+        #expect(decide("test", ["build": .failure, "lint": .cancelled]) == .skip(reason: "'build' did not succeed"))
     }
 
     @Test("an if on the status decides alone (it can run a job after a failure); any other if applies only after success")
@@ -37,6 +39,8 @@ struct JobDecisionTests {
         #expect(decide("cleanup", ["test": .success]) != .run)
         #expect(decide("cleanup", ["test": .failure]) == .run)
         #expect(decide("cleanup", ["test": .cancelled]) == .run)
+        // A need skipped (its own if was false) is not a failure: the failure handler stays out.
+        #expect(decide("cleanup", ["test": .skipped]) != .run)
         #expect(decide("release", ["test": .success]) == .run)
         #expect(decide("release", ["test": .success], ref: "refs/heads/dev") != .run)
         // An if that does not look at the status does not run a job after a failure.

@@ -94,4 +94,39 @@ struct CICommandTests {
         let unknown = try aspen(["ci", "run", "--local", "--job", "nope"], in: directory)
         #expect(unknown.0 == 1, "\(unknown)")
     }
+
+    @Test("ci run --local interrupted: SIGINT stops the job under way with the processes it started, setsid ones too, and cancels the rest")
+    func interrupted() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ci-local-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent(".aspen"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let marker = "31.\(Int.random(in: 100_000...999_999))"
+        let pipeline = """
+            version: 1
+            jobs:
+              hang: { run: "sleep \(marker) & setsid sleep \(marker) & echo started; wait" }
+              after: { needs: [hang], run: echo never }
+            """
+        try Data(pipeline.utf8).write(to: directory.appendingPathComponent(".aspen/ci.yml"))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ProcessCluster.binary("aspen"))
+        process.arguments = ["ci", "run", "--local"]
+        process.currentDirectoryURL = directory
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        func sleepers() throws -> Int {
+            let (_, said) = try runProgram("/usr/bin/pgrep", ["-f", "^sleep \(marker)$"])
+            return said.split(separator: "\n").count
+        }
+        try await eventually("the job's two sleeps started", seconds: 30) { try sleepers() == 2 }
+        kill(process.processIdentifier, SIGINT)
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let said = String(decoding: data, as: UTF8.self)
+        #expect(process.terminationStatus == 2, "\(said)")
+        #expect(said.contains("== hang: cancelled") && said.contains("== after: cancelled (interrupted)"), "\(said)")
+        #expect(try sleepers() == 0, "a process of the job outlived the interrupted run")
+    }
 }
