@@ -192,6 +192,14 @@ public struct MatrixAxis: Sendable, Equatable {
     }
 }
 
+extension MatrixAxis {
+    /// The variable a job's processes find the axis's value in: `ASPEN_CI_MATRIX_` and the
+    /// name in upper case with `-` as `_`. Two axes of a job may not share one.
+    public static func environmentName(_ axis: String) -> String {
+        "ASPEN_CI_MATRIX_" + axis.uppercased().replacingOccurrences(of: "-", with: "_")
+    }
+}
+
 /// One axis's value in one expansion of a matrix job.
 public struct MatrixBinding: Sendable, Equatable {
     public var axis: String

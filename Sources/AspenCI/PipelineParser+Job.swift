@@ -70,8 +70,13 @@ extension PipelineParser {
                 at: mapping.location)
         }
         var axes: [MatrixAxis] = []
+        var variables: [String: String] = [:]
         for entry in mapping.entries {
             try placed(entry.keyLocation) { () throws(PipelineError) in try PipelineValidation.axisName(entry.key, limits: limits) }
+            let variable = MatrixAxis.environmentName(entry.key)
+            if let other = variables.updateValue(entry.key, forKey: variable) {
+                throw PipelineError(.invalidValue, "matrix axes '\(other)' and '\(entry.key)' in \(context) would share \(variable)", at: entry.keyLocation)
+            }
             let what = "matrix axis '\(entry.key)' in \(context)"
             let values = try YAMLRead.texts(entry.value, what: what, max: limits.ciMatrixValuesMax, limitName: "ciMatrixValuesMax")
             guard !values.isEmpty else { throw PipelineError(.invalidValue, "\(what) has no values", at: YAMLRead.location(entry.value)) }

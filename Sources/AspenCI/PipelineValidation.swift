@@ -100,6 +100,7 @@ enum PipelineValidation {
             try unique(axis.values, what: "value of matrix axis '\(axis.name)'")
         }
         try unique(axes.map(\.name), what: "matrix axis")
+        try unique(axes.map { MatrixAxis.environmentName($0.name) }, what: "matrix axis variable")
     }
 
     static func axisName(_ axis: String, limits: Limits) throws(PipelineError) {

@@ -58,7 +58,9 @@ struct GitRef: Equatable {
             kind = .branch(name)
         } else if let name = Self.name(ref, after: "refs/tags/") {
             kind = .tag(name)
-        } else if let name = Self.name(ref, after: "refs/for/"), let target = name.split(separator: "%", maxSplits: 1).first {
+        } else if let name = Self.name(ref, after: "refs/for/"),
+            let target = name.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false).first, !target.isEmpty
+        {
             kind = .patch(target: String(target))
         } else {
             kind = .other

@@ -119,7 +119,7 @@ struct CILocalRun {
         environment["ASPEN_CI_REF"] = ref
         environment["ASPEN_CI_SHA"] = sha
         environment["ASPEN_CI_JOB"] = planned.name
-        for binding in planned.matrix { environment["ASPEN_CI_MATRIX_\(binding.axis.uppercased().replacingOccurrences(of: "-", with: "_"))"] = binding.value }
+        for binding in planned.matrix { environment[MatrixAxis.environmentName(binding.axis)] = binding.value }
         return environment
     }
 

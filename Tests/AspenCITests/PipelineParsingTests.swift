@@ -171,6 +171,9 @@ struct PipelineParsingTests {
         #expect((axes?.code, axes?.line, axes?.column) == (.overLimit, 5, 5))
         let values = parseError(pipelineFile(jobs: "  t:\n    run: x\n    matrix: {a: [1, 2, 3, 4]}\n"), limits: limits)
         #expect((values?.code, values?.line, values?.column) == (.overLimit, 5, 17))
+        // Two axes whose values would land in one ASPEN_CI_MATRIX_ variable.
+        let shared = parseError(pipelineFile(jobs: "  t:\n    run: x\n    matrix: {os-name: [a], os_name: [b]}\n"))
+        #expect(shared?.code == .invalidValue && shared?.message.contains("ASPEN_CI_MATRIX_OS_NAME") == true, "\(String(describing: shared))")
         let shell = parseError(pipelineFile(jobs: "  t:\n    run: x\n    matrix: {a: [ok, \"$(rm -rf /)\"]}\n"))
         #expect((shell?.code, shell?.line, shell?.column) == (.invalidValue, 5, 22))
         let twice = parseError(pipelineFile(jobs: "  t:\n    run: x\n    matrix: {a: [x, y, x]}\n"))

@@ -60,6 +60,8 @@ struct TriggerTests {
     func patchesAndManual() throws {
         #expect(try decide(.patch, "refs/for/main", ["src/a.swift"]) == .run)
         #expect(try decide(.patch, "refs/for/main%topic=x") == .run)
+        // No target before the options: not a patch of any branch.
+        #expect(try decide(.patch, "refs/for/%main") == .notTriggered(reason: "a patch's ref must be refs/for/<branch>, not refs/for/%main"))
         #expect(try decide(.patch, "refs/heads/main") == .notTriggered(reason: "a patch's ref must be refs/for/<branch>, not refs/heads/main"))
         #expect(try decide(.manual, "refs/heads/main") == .notTriggered(reason: "the pipeline has no manual trigger"))
         #expect(!TriggerKind.patch.isTrusted && TriggerKind.push.isTrusted && TriggerKind.manual.isTrusted)
