@@ -168,8 +168,7 @@ public enum SecretsJSON {
                 case 0x08: append("\\b")
                 case 0x0C: append("\\f")
                 case 0..<0x20:
-                    let hex = Array("0123456789abcdef".utf8)
-                    bytes.append(contentsOf: Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+                    bytes.append(contentsOf: Array("\\u00".utf8) + Array(Hex.encode([byte]).utf8))
                 default: bytes.append(byte)
                 }
             }

@@ -1,3 +1,4 @@
+import AspenCore
 import AspenKV
 import Crypto
 
@@ -17,14 +18,8 @@ public enum SecureRandom {
         var raw = bytes(16)
         raw[6] = raw[6] & 0x0F | 0x40
         raw[8] = raw[8] & 0x3F | 0x80
-        let digits = Array("0123456789abcdef".utf8)
-        var text = Bytes()
-        text.reserveCapacity(36)
-        for (index, byte) in raw.enumerated() {
-            if index == 4 || index == 6 || index == 8 || index == 10 { text.append(UInt8(ascii: "-")) }
-            text.append(digits[Int(byte >> 4)])
-            text.append(digits[Int(byte & 0x0F)])
-        }
+        var text = Array(Hex.encode(raw).utf8)
+        for offset in [20, 16, 12, 8] { text.insert(UInt8(ascii: "-"), at: offset) }
         return text
     }
 }

@@ -165,7 +165,7 @@ final class FileHashes: @unchecked Sendable {
         guard let size = attributes[.size] as? Int, size <= fileBytesMax, let data = FileManager.default.contents(atPath: full) else {
             throw CLIError.badInput("\(path) is larger than \(fileBytesMax) bytes")
         }
-        let hash = BLAKE3.hash(Array(data)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        let hash = Hex.encode(BLAKE3.hash(Array(data)))
         known[path] = hash
         return hash
     }

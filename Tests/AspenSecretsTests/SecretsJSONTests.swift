@@ -45,6 +45,16 @@ struct SecretsJSONTests {
         #expect(text(Double.nan) == "null")
     }
 
+    @Test("request ids are version 4 UUIDs in lower case")
+    func requestIDs() {
+        for _ in 0..<50 {
+            let id = String(decoding: SecureRandom.uuid(), as: UTF8.self)
+            let parts = id.split(separator: "-").map(\.count)
+            #expect(parts == [8, 4, 4, 4, 12] && id.allSatisfy { "0123456789abcdef-".contains($0) }, "\(id)")
+            #expect(Array(id)[14] == "4" && "89ab".contains(Array(id)[19]), "\(id)")
+        }
+    }
+
     @Test("times are RFC 3339 in UTC to the millisecond, as the C library's gmtime makes them")
     func times() {
         var random = SplitMix64(seed: 7)
