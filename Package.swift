@@ -95,7 +95,7 @@ let package = Package(
             name: "AspenNode",
             dependencies: [
                 "AspenAuth", "AspenBlob", "AspenCore", "AspenJobs", "AspenWorker", "AspenRaft", "AspenKV", "AspenStorage", "AspenTransport", "AspenClient",
-                "AspenCoordination", "AspenForge", "AspenSecrets",
+                "AspenCoordination", "AspenForge", "AspenSecrets", "AspenCI", "AspenLayer",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -188,7 +188,7 @@ let package = Package(
         .testTarget(name: "AspenAuthTests", dependencies: ["AspenCore", "AspenKV", "AspenAuth"], swiftSettings: strictSwift),
         // The client: leader discovery, retries, KeyValueStore over aspen/client/1.
         .target(
-            name: "AspenClient", dependencies: ["AspenAuth", "AspenBlob", "AspenCore", "AspenForge", "AspenJobs", "AspenKV", "AspenSecrets", "AspenTransport", "AspenCoordination", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strictSwift),
+            name: "AspenClient", dependencies: ["AspenAuth", "AspenBlob", "AspenCI", "AspenCore", "AspenForge", "AspenJobs", "AspenKV", "AspenSecrets", "AspenTransport", "AspenCoordination", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strictSwift),
         // Deterministic cluster simulator and linearizability checker. Never used in production.
         .target(name: "AspenTesting", dependencies: ["AspenCore", "AspenRaft", "AspenKV", "AspenStorage"], swiftSettings: strictSwift),
         .executableTarget(

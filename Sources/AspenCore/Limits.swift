@@ -356,6 +356,8 @@ public struct Limits: Sendable, Equatable {
     /// Work of matching changed paths against path filters (the sum, over the matches made, of
     /// pattern bytes × path bytes, a match's worst cost); past it the pipeline runs unfiltered.
     public var ciPathMatchWorkMax = 200_000_000
+    /// Log one try of a job keeps, in bytes (the rest is dropped and the drop noted in the log).
+    public var ciLogBytesPerJobMax = 128 << 20
 
     public init() {}
 

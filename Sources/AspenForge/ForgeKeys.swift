@@ -21,6 +21,11 @@ public enum ForgeKeys {
     public static func packs(_ name: String) -> Subspace { contents(name).subspace(["pack"]) }
     public static func pack(_ name: String, _ pack: String) -> [UInt8] { packs(name).pack([.string(pack)]) }
     public static func push(_ name: String) -> [UInt8] { contents(name).pack(["push"]) }
+    /// Push events not yet taken by CI: `(nowMs, id)` → `PushEvent`. Written in the push's own
+    /// transaction and removed by the transaction that creates its runs, so that each push is
+    /// taken exactly once whichever leader takes it.
+    public static let outbox = space.subspace(["outbox"])
+    public static func outbox(nowMs: Int64, id: String) -> [UInt8] { outbox.pack([.int(nowMs), .string(id)]) }
     /// A repository's collaborative objects of one type: `(OBJECT, "c", CHANGE)` holds a
     /// `BlobReference` to each change (every change stays referenced), `(OBJECT, "h", CHANGE)`
     /// marks each head.

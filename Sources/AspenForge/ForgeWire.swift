@@ -144,6 +144,33 @@ public struct PushRecord: Sendable, Equatable {
     }
 }
 
+/// A push as CI takes it from the forge's outbox: the repository and its push record.
+public struct PushEvent: Sendable, Equatable {
+    public var repo: String
+    public var record: PushRecord
+
+    public init(repo: String, record: PushRecord) {
+        self.repo = repo
+        self.record = record
+    }
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter()
+        writer.write(UInt8(1))
+        writer.writeString(repo)
+        writer.writeBytes(record.encoded)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8], limits: Limits = .standard) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        guard try reader.readByte() == 1 else { throw .invalid("unknown push event version") }
+        repo = try reader.readString(limit: limits.forgeRepoNameBytesMax)
+        record = try PushRecord(decoding: try reader.readBytes(limit: 1 << 20), limits: limits)
+        try reader.expectEnd()
+    }
+}
+
 /// The forge's calls over `aspen/client/1` (domain `forge`).
 public enum ForgeCall: Sendable, Equatable {
     case create(RepoRecord)

@@ -1,4 +1,5 @@
 import AspenAuth
+import AspenCI
 import AspenForge
 import AspenCore
 import AspenCoordination
@@ -33,17 +34,20 @@ public struct ClientService: Sendable {
     let jobs: JobService?
     /// The forge's repository calls (nil: this node answers them as unknown).
     let forge: ForgeService?
+    /// CI's calls (nil: this node answers them as unknown).
+    let ci: CIService?
     /// The secrets engines (nil: this node answers their calls as unknown).
     let secrets: SecretsService?
 
     public init(
         node: RaftNode, network: PeerNetwork? = nil, cookie: ClusterCookie? = nil, auth: NodeAuth? = nil,
-        metrics: RequestMetrics? = nil, jobs: JobService? = nil, forge: ForgeService? = nil, secrets: SecretsService? = nil, limits: Limits = .standard,
+        metrics: RequestMetrics? = nil, jobs: JobService? = nil, forge: ForgeService? = nil, secrets: SecretsService? = nil, ci: CIService? = nil, limits: Limits = .standard,
         logger: Logger, keepAdopted: (@Sendable ([UInt8]) throws -> Void)? = nil
     ) {
         self.jobs = jobs
         self.secrets = secrets
         self.forge = forge
+        self.ci = ci
         self.keepAdopted = keepAdopted
         self.node = node
         self.metrics = metrics
@@ -155,6 +159,9 @@ public struct ClientService: Sendable {
                 let call = try ForgeCall(decoding: request.body, limits: limits)
                 try access.authorize(RequestRequirements.of(call))
                 return .ok(try await forge!.call(call, caller: caller.key).encoded)
+            case ("ci", "call") where ci != nil:
+                let call = try CICall(decoding: request.body, limits: limits)
+                return .ok(try await ci!.call(call, caller: caller.key.hex) { try access.authorize($0) }.encoded)
             case ("secrets", "call") where secrets != nil:
                 var vault = try VaultRequest(decoding: request.body, limits: limits)
                 vault.token = nil
@@ -196,6 +203,10 @@ public struct ClientService: Sendable {
             return .failure(RPCFailure(code: CoordinationError.rpcCode, message: error.description, detail: error.encoded))
         } catch let error as JobError {
             return .failure(RPCFailure(code: JobError.rpcCode, message: error.description, detail: error.encoded))
+        } catch let error as CIError {
+            return .failure(RPCFailure(code: CIError.rpcCode, message: error.description, detail: Array(error.code.utf8)))
+        } catch let error as PipelineError {
+            return .failure(RPCFailure(code: CIError.rpcCode, message: error.description, detail: Array("bad_request".utf8)))
         } catch let error as ForgeError {
             return .failure(RPCFailure(code: ForgeError.rpcCode, message: error.description, detail: Array(error.code.utf8)))
         } catch let failure as RPCFailure {

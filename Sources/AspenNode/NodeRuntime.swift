@@ -1,4 +1,5 @@
 import AspenAuth
+import AspenCI
 import AspenClient
 import AspenCore
 import AspenJobs
@@ -28,6 +29,7 @@ public final class NodeRuntime: Sendable {
     public let jobs: JobService
     public let forge: ForgeService
     public let secrets: SecretsService
+    public let ci: CIService
     /// Vault's HTTP API, when `vault-listen` is set.
     public let vault: VaultHTTPServer?
     let logger: Logger
@@ -39,9 +41,10 @@ public final class NodeRuntime: Sendable {
     private init(
         settings: NodeSettings, identity: NodeIdentity, node: RaftNode, server: TransportServer, admin: AdminServer?, auth: NodeAuth,
         network: PeerNetwork, storage: any NodeStorage, joiner: Task<Void, Never>?, blobs: BlobService, jobs: JobService, forge: ForgeService, secrets: SecretsService,
-        vault: VaultHTTPServer?, logger: Logger, clusterID: [UInt8], loops: MultiThreadedEventLoopGroup
+        ci: CIService, vault: VaultHTTPServer?, logger: Logger, clusterID: [UInt8], loops: MultiThreadedEventLoopGroup
     ) {
         self.secrets = secrets
+        self.ci = ci
         self.vault = vault
         self.loops = loops
         self.blobs = blobs
@@ -184,6 +187,9 @@ public final class NodeRuntime: Sendable {
             dataDirectory: settings.dataDirectory, node: node, blobs: blobs, auth: auth, cookie: cookie, ownKey: identity.key,
             limits: configuration.limits, logger: logger)
         requestMetrics.add { forge.metricsExposition }
+        let ci = CIService(
+            dataDirectory: settings.dataDirectory, node: node, forge: forge, jobs: jobs, blobs: blobs, limits: configuration.limits, logger: logger)
+        requestMetrics.add { ci.metrics.exposition }
         let secrets = SecretsService(
             node: node, selfID: id, identityKey: Array(identity.privateKey.rawRepresentation),
             peers: Self.secretsPeers(network: network, identity: identity, cookie: cookie), logger: logger)
@@ -197,7 +203,7 @@ public final class NodeRuntime: Sendable {
                 AspenProtocol.gitHook: forge.hookRoute,
                 AspenProtocol.client: ClientService(
                     node: node, network: network, cookie: cookie, auth: auth, metrics: requestMetrics, jobs: jobs, forge: forge, secrets: secrets,
-                    logger: logger, keepAdopted: { try DurableFiles.replaceContents(adoptedPath, with: $0) })
+                    ci: ci, logger: logger, keepAdopted: { try DurableFiles.replaceContents(adoptedPath, with: $0) })
                     .route,
             ],
             logger: logger, group: loops)
@@ -229,6 +235,7 @@ public final class NodeRuntime: Sendable {
         blobs.setEventSink { jobs.publishNodeEvents($0) }
         jobs.start()
         forge.start()
+        ci.start()
         // A job is submitted on the leader (from a follower, through a connection to it).
         secrets.start(submitJob: { spec in
             let calls = LeaderJobCalls(service: jobs, identity: identity, cookie: cookie)
@@ -244,7 +251,9 @@ public final class NodeRuntime: Sendable {
             return id
         })
         if let bootstrap, !bootstrap.secrets.isEmpty { secrets.writeInitial(bootstrap.secrets) }
-        jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie)
+        jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie) { markerPrefix in
+            [CIJobTask.jobType: ci.handler(markerPrefix: markerPrefix)]
+        }
         var admin: AdminServer?
         if let http = settings.http {
             admin = try await AdminServer.start(host: http.host, port: http.port, node: node, requests: requestMetrics, auth: auth)
@@ -267,7 +276,7 @@ public final class NodeRuntime: Sendable {
         }
         return NodeRuntime(
             settings: settings, identity: identity, node: node, server: server, admin: admin, auth: auth, network: network, storage: store,
-            joiner: joiner, blobs: blobs, jobs: jobs, forge: forge, secrets: secrets, vault: vault, logger: logger, clusterID: clusterID,
+            joiner: joiner, blobs: blobs, jobs: jobs, forge: forge, secrets: secrets, ci: ci, vault: vault, logger: logger, clusterID: clusterID,
             loops: loops)
     }
 
@@ -303,6 +312,7 @@ public final class NodeRuntime: Sendable {
         joiner?.cancel()
         await blobs.stopMaintenance()
         await jobs.stop()
+        ci.stop()
         await forge.stop()
         secrets.stop()
         await server.stopAccepting()

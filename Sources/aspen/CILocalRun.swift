@@ -105,22 +105,17 @@ struct CILocalRun {
         }
     }
 
-    /// What a job's processes see: a few variables of this shell (PATH, HOME, …), the job's own
-    /// `env`, the secrets it names (from this shell, as a local run has no secrets engine), and
-    /// the run's description.
+    /// What a job's processes see (`JobEnvironment`, as on the cluster); the secrets it names
+    /// come from this shell, as a local run has no secrets engine.
     func environment(_ job: Job, _ resolved: ResolvedJob, _ planned: PlannedJob) -> [String: String] {
         let mine = ProcessInfo.processInfo.environment
-        var environment: [String: String] = [:]
-        for name in ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR", "SHELL"] { environment[name] = mine[name] }
-        for name in job.secrets { environment[name] = mine[name] }
-        environment.merge(resolved.env) { $1 }
-        environment["CI"] = "true"
-        environment["ASPEN_CI"] = "local"
-        environment["ASPEN_CI_REF"] = ref
-        environment["ASPEN_CI_SHA"] = sha
-        environment["ASPEN_CI_JOB"] = planned.name
-        for binding in planned.matrix { environment[MatrixAxis.environmentName(binding.axis)] = binding.value }
-        return environment
+        var own = resolved.env
+        for binding in planned.matrix { own[MatrixAxis.environmentName(binding.axis)] = binding.value }
+        let secrets = Dictionary(uniqueKeysWithValues: job.secrets.compactMap { name in mine[name].map { (name, $0) } })
+        let repo = (root as NSString).lastPathComponent
+        return JobEnvironment.make(
+            from: mine, own: own, secrets: secrets,
+            run: JobEnvironment.Run(mode: "local", repo: repo, run: nil, ref: ref, sha: sha, event: .manual, job: planned.name, attempt: 1))
     }
 
     /// A line on standard output, unbuffered like the jobs' output written between such lines.

@@ -1,4 +1,5 @@
 import AspenBlob
+import AspenCI
 import AspenCore
 import AspenForge
 import AspenKV
@@ -36,7 +37,10 @@ extension ForgeService {
                     throw ForgeError.conflict(
                         "\(patch.target) requires \(rule.requiredApprovals) approval(s) by maintainers other than the author; revision \(revision) has \(approvals)")
                 }
-                let missing = patch.missingStatuses(rule.requiredStatuses)
+                // A status is met by one recorded on the revision, or by CI's status of its commit
+                // (`success`, or `skipped` for a job its paths filtered out).
+                let passed = try await self.commitStatuses(repo, patch.latest.head).filter { $0.state.satisfiesRequirement }.map(\.context)
+                let missing = patch.missingStatuses(rule.requiredStatuses).filter { !passed.contains($0) }
                 guard missing.isEmpty else {
                     throw ForgeError.conflict("\(patch.target) requires status \(missing.joined(separator: ", ")) to succeed on revision \(revision)")
                 }
@@ -64,7 +68,7 @@ extension ForgeService {
             let update = RefUpdate(old: old ?? String(repeating: "0", count: head.utf8.count), new: new, name: targetRef)
             let record = PushRecord(
                 updates: [update], packs: stored.map { [$0.name] } ?? [], pusher: who, nowMs: self.node.nowMs(), node: await self.node.id.rawValue)
-            operations.append(.put(Put(key: ForgeKeys.push(repo), value: record.encoded)))
+            operations += Self.pushWrites(repo, record)
             guard case .transaction(let result) = try await self.node.write(.transaction(Transaction(compares: compares, success: operations)), forwarding: true)
             else { throw ForgeError.failed("unexpected result of the merge transaction") }
             guard result.succeeded else {
@@ -75,6 +79,12 @@ extension ForgeService {
             self.metrics.pushes.add(1, ordering: .relaxed)
             return new
         }
+    }
+
+    /// CI's statuses of a commit (`aspen ci status`), as applied here.
+    func commitStatuses(_ repo: String, _ sha: String) async throws -> [CommitStatus] {
+        let range = CIKeys.statuses(repo, sha).range
+        return try await RepoCache.scan(node, start: range.start, end: range.end).compactMap { try? CommitStatus(decoding: $0.value, limits: limits) }
     }
 
     /// The target's new commit for `strategy`: the head itself (fast-forward), a merge commit of

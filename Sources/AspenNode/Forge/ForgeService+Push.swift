@@ -136,7 +136,7 @@ extension ForgeService {
         }
         // Three keys per ref (its compare, its write, its branch rule) and a few more must fit one
         // transaction: refused before anything is stored.
-        let keys = 3 + request.updates.count * 3 + PushRecord.packsMax
+        let keys = 4 + request.updates.count * 3 + PushRecord.packsMax
         guard keys <= limits.batchKeysMax else {
             throw ForgeError.badInput("a push of \(request.updates.count) refs needs \(keys) keys in one transaction, over batchKeysMax (\(limits.batchKeysMax))")
         }
@@ -197,7 +197,7 @@ extension ForgeService {
         }
         let record = PushRecord(
             updates: request.updates + patchUpdates, packs: stored.map(\.name), pusher: session.pusher.hex, nowMs: node.nowMs(), node: await node.id.rawValue)
-        operations.append(.put(Put(key: ForgeKeys.push(repo), value: record.encoded)))
+        operations += Self.pushWrites(repo, record)
         let transaction = Transaction(compares: compares, success: operations)
         // One log entry per push; a write whose fate is unknown is settled by reading the refs
         // (the compares make sending it again safe: it cannot apply twice).
@@ -270,6 +270,15 @@ extension ForgeService {
             found.append((change, signed))
         }
         return found
+    }
+
+    /// The writes that record a push: the repository's last push, and the event CI takes from
+    /// the outbox (in the same transaction as the refs, so that no push is missed or doubled).
+    static func pushWrites(_ repo: String, _ record: PushRecord) -> [TransactionOperation] {
+        [
+            .put(Put(key: ForgeKeys.push(repo), value: record.encoded)),
+            .put(Put(key: ForgeKeys.outbox(nowMs: record.nowMs, id: UUID().uuidString), value: PushEvent(repo: repo, record: record).encoded)),
+        ]
     }
 
     /// `main` for `refs/heads/main`.

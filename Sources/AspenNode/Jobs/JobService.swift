@@ -142,7 +142,11 @@ public final class JobService: Sendable {
     /// Starts the node's built-in worker: `settings.workers` shell jobs at once, claimed
     /// through the leader (this node's calls, forwarded to the leader when this node follows).
     /// Also starts the runner of in-process hooks' commands.
-    public func startWorkers(_ settings: NodeSettings.JobSettings, identity: NodeIdentity, cookie: ClusterCookie?) {
+    /// `handlers`: the job types this node's worker runs besides shell, given the marker
+    /// prefix of the node's processes.
+    public func startWorkers(
+        _ settings: NodeSettings.JobSettings, identity: NodeIdentity, cookie: ClusterCookie?, handlers: (String) -> [String: JobHandler] = { _ in [:] }
+    ) {
         // A node killed while it ran jobs (or hook commands) left their processes running: they
         // are this node's (its key marks them) and their attempts are dead, so they go before
         // any new one starts.
@@ -155,12 +159,13 @@ public final class JobService: Sendable {
         jobs.inProcessRunner.withLock { $0 = { hooks.run($0, $1) } }
         guard settings.workers > 0 else { return }
         let calls = LeaderJobCalls(service: self, identity: identity, cookie: cookie)
+        let extra = handlers(markerPrefix)
         let worker = JobWorker(
             calls: calls,
             options: JobWorkerOptions(
-                name: "node-\(node.id.rawValue)", node: node.id.rawValue, types: ["shell"], tags: settings.workerTags, concurrency: settings.workers,
-                leaseMs: settings.leaseMs, environment: ProcessInfo.processInfo.environment, markerPrefix: markerPrefix),
-            logger: logger)
+                name: "node-\(node.id.rawValue)", node: node.id.rawValue, types: ["shell"] + extra.keys.sorted(), tags: settings.workerTags,
+                concurrency: settings.workers, leaseMs: settings.leaseMs, environment: ProcessInfo.processInfo.environment, markerPrefix: markerPrefix),
+            handlers: extra, logger: logger)
         let task = Task {
             await worker.run()
             await calls.close()

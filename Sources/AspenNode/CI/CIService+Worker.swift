@@ -1,0 +1,240 @@
+import AspenBlob
+import AspenCI
+import AspenCore
+import AspenJobs
+import AspenKV
+import AspenWorker
+import Foundation
+
+// A worker's side of a CI job: the exact commit checked out with a real `.git`, the script run
+// by the job system's shell executor, the log stored as it comes.
+extension CIService {
+    /// The job handler of type `ci` for this node's worker; `markerPrefix` marks every process
+    /// of its jobs as this node's (a restarted node kills what its predecessor left).
+    func handler(markerPrefix: String) -> JobHandler {
+        let runner = ShellRunner()
+        return { [self] record in try await runTry(record, runner: runner, markerPrefix: markerPrefix) }
+    }
+
+    func runTry(_ record: JobRecord, runner: ShellRunner, markerPrefix: String) async throws -> [UInt8] {
+        let task = try CIJobTask(decoding: record.spec.payload, limits: limits)
+        guard let attempt = record.attempt else { throw CIError.failed("job \(record.id) has no attempt") }
+        let log = CILogWriter(service: self, run: task.run, job: task.job, jobID: record.id, attempt: attempt.number)
+        try await log.begin()
+        let directory = (workRoot as NSString).appendingPathComponent("\(task.run)-\(record.id)-\(attempt.number)")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let clock = ContinuousClock()
+        let started = clock.now
+        do {
+            try await checkout(task, into: directory)
+        } catch {
+            // The commit could not be had here: another worker may do better.
+            await log.append(Array("aspen: checkout of \(task.sha) failed: \(error)\n".utf8))
+            await log.finish()
+            throw error
+        }
+        let environment = JobEnvironment.make(
+            from: ProcessInfo.processInfo.environment, own: task.env, secrets: [:],
+            run: JobEnvironment.Run(
+                mode: "cluster", repo: task.repo, run: task.run, ref: task.ref, sha: task.sha, event: task.event, job: task.job, attempt: task.attempt))
+        let command = ShellCommand(
+            arguments: ["bash", "-eo", "pipefail", "-c", task.script], environment: environment, workingDirectory: directory, timeoutMs: task.timeoutMs,
+            outputBytesMax: limits.ciLogBytesPerJobMax)
+        let outcome: ShellOutcome
+        do {
+            outcome = try await runner.run(command, marker: "\(markerPrefix)ci-\(record.id)-\(String(attempt.token, radix: 16))") { chunk in
+                await log.append(chunk.bytes)
+            }
+        } catch is CancellationError {
+            await log.finish()
+            return CIJobResult(exitCode: nil, cancelled: true, detail: "cancelled before it started").encoded
+        } catch {
+            await log.append(Array("aspen: the job could not start: \(error)\n".utf8))
+            await log.finish()
+            return CIJobResult(exitCode: nil, runMs: ForgeService.milliseconds(clock.now - started), detail: "it could not start: \(error)").encoded
+        }
+        if outcome.truncated {
+            await log.append(Array("\naspen: output past ciLogBytesPerJobMax (\(limits.ciLogBytesPerJobMax) bytes) was dropped\n".utf8))
+        }
+        if outcome.timedOut {
+            await log.append(Array("\naspen: timed out after \(JobDuration.format(ms: task.timeoutMs)); every process of the job was stopped\n".utf8))
+        }
+        await log.finish()
+        let exitCode: Int32? = if case .exited(let code) = outcome.termination { code } else { nil }
+        let detail = outcome.timedOut ? "after \(JobDuration.format(ms: task.timeoutMs))" : exitCode == nil ? "\(outcome.termination)" : ""
+        return CIJobResult(
+            exitCode: exitCode, timedOut: outcome.timedOut, cancelled: outcome.cancelled, outputBytes: Int64(outcome.outputBytes), runMs: outcome.runMs,
+            detail: detail
+        ).encoded
+    }
+
+    /// A clone of the node's forge cache sharing its objects, at the commit, detached: in the
+    /// job `git rev-parse HEAD` is the commit and the tree is clean.
+    func checkout(_ task: CIJobTask, into directory: String) async throws {
+        let (cache, _) = try await forge.prepare(task.repo)
+        try? FileManager.default.removeItem(atPath: directory)
+        try await Git.check(["clone", "--quiet", "--shared", "--no-checkout", cache, directory])
+        try await Git.check(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", task.sha], in: directory)
+    }
+
+    // MARK: Logs
+
+    /// A page of a job's log: `offset` onwards of one try, waiting up to `waitMs` for bytes.
+    func logPage(_ run: CIRun, job: String, attempt: Int, offset: Int64, waitMs: Int64) async throws -> CILogPage {
+        let deadline = ContinuousClock.now + .milliseconds(waitMs)
+        while true {
+            let tries = try await scan(CIKeys.tries(run.id, job)).compactMap { kv -> (jobID: UInt64, number: Int, record: CILogTry)? in
+                guard let numbers = CIKeys.integers(in: CIKeys.tries(run.id, job), kv.key), numbers.count == 2, let record = try? CILogTry(decoding: kv.value)
+                else { return nil }
+                return (UInt64(numbers[0]), Int(numbers[1]), record)
+            }
+            let current = try await self.run(run.id)?.run ?? run
+            let jobEnded = current.job(job)?.state.ended ?? true
+            var attempts = tries.enumerated().map { index, found in
+                CILogAttempt(jobID: found.jobID, number: found.number, bytes: found.record.bytes, ended: found.record.ended || index < tries.count - 1 || jobEnded)
+            }
+            if tries.isEmpty {
+                if jobEnded || ContinuousClock.now >= deadline { return CILogPage(attempts: [], attempt: 0, offset: offset, bytes: [], complete: jobEnded) }
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            guard attempt <= tries.count else { throw CIError.notFound("job '\(job)' of run \(run.id) has \(tries.count) tries, not \(attempt)") }
+            let index = attempt == 0 ? tries.count - 1 : attempt - 1
+            let chosen = tries[index]
+            let chunks = try await storedChunks(run.id, job, jobID: chosen.jobID, attempt: chosen.number)
+            let available = chunks.reduce(Int64(0)) { $0 + Int64($1.size) }
+            if !chosen.record.ended { attempts[index].bytes = available }
+            if offset < available {
+                var bytes: [UInt8] = []
+                var start: Int64 = 0
+                for chunk in chunks {
+                    let end = start + Int64(chunk.size)
+                    defer { start = end }
+                    guard end > offset + Int64(bytes.count) else { continue }
+                    guard bytes.count < CILogPage.bytesMax else { break }
+                    let content = try await blobs.bytes(chunk.hash)
+                    let from = Int(max(0, offset + Int64(bytes.count) - start))
+                    bytes += content[min(from, content.count)...].prefix(CILogPage.bytesMax - bytes.count)
+                }
+                let complete = attempts[index].ended && offset + Int64(bytes.count) >= available
+                return CILogPage(attempts: attempts, attempt: index + 1, offset: offset, bytes: bytes, complete: complete)
+            }
+            if attempts[index].ended || ContinuousClock.now >= deadline {
+                return CILogPage(attempts: attempts, attempt: index + 1, offset: offset, bytes: [], complete: attempts[index].ended)
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// The chunks of one try's log stored so far, in order, up to the first one missing (a
+    /// later one may have landed first).
+    func storedChunks(_ run: UInt64, _ job: String, jobID: UInt64, attempt: Int) async throws -> [BlobReference] {
+        let subspace = CIKeys.chunks(run, job, jobID: jobID, attempt: attempt)
+        var chunks: [BlobReference] = []
+        for kv in try await scan(subspace) {
+            guard let seq = CIKeys.integers(in: subspace, kv.key)?.first, seq == chunks.count, let reference = BlobReference(decoding: kv.value) else { break }
+            chunks.append(reference)
+        }
+        return chunks
+    }
+}
+
+/// One try's log on its way to the blob store: output gathers until a chunk is full or has
+/// waited `logFlushMs`, then goes to the blob store, its reference to the key-value store
+/// (two writes per chunk however much a job prints, so that a noisy job leaves the key-value
+/// write path alone). Chunks are stored one after another, in order.
+actor CILogWriter {
+    let service: CIService
+    let run: UInt64
+    let job: String
+    let jobID: UInt64
+    let attempt: Int
+    private var buffer: [UInt8] = []
+    private var firstBufferedAt: ContinuousClock.Instant?
+    private var seq = 0
+    private var total: Int64 = 0
+    private var storing: Task<Void, Never>?
+    private var ticker: Task<Void, Never>?
+
+    init(service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int) {
+        self.service = service
+        self.run = run
+        self.job = job
+        self.jobID = jobID
+        self.attempt = attempt
+    }
+
+    /// Records the try (so that `ci logs` lists it before it prints anything) and starts the
+    /// timer that stores what waited long enough.
+    func begin() async throws {
+        try await record(ended: false)
+        ticker = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(CIService.logFlushMs / 2))
+                await self?.tick()
+            }
+        }
+    }
+
+    func append(_ bytes: [UInt8]) async {
+        guard !bytes.isEmpty else { return }
+        if buffer.isEmpty { firstBufferedAt = .now }
+        buffer += bytes
+        if buffer.count >= CIService.logChunkBytes { await ship() }
+    }
+
+    private func tick() async {
+        guard let first = firstBufferedAt, ContinuousClock.now - first >= .milliseconds(CIService.logFlushMs) else { return }
+        await ship()
+    }
+
+    /// Hands the buffer to the store chain; waits while more than one chunk is in flight (a
+    /// job printing faster than the blob store takes it slows down, it does not fill memory).
+    private func ship() async {
+        guard !buffer.isEmpty else { return }
+        let bytes = buffer
+        buffer = []
+        firstBufferedAt = nil
+        let number = seq
+        seq += 1
+        total += Int64(bytes.count)
+        let previous = storing
+        let (service, run, job, jobID, attempt) = (service, run, job, jobID, attempt)
+        // Not the caller's task: a cancelled job's last output is stored all the same.
+        let next = Task {
+            await previous?.value
+            await Self.store(bytes, service: service, run: run, job: job, jobID: jobID, attempt: attempt, seq: number)
+        }
+        storing = next
+        await previous?.value
+    }
+
+    /// Stores what is left and marks the try ended with its log's length.
+    func finish() async {
+        ticker?.cancel()
+        await ship()
+        await storing?.value
+        try? await Task { try await self.record(ended: true) }.value
+    }
+
+    private func record(ended: Bool) async throws {
+        let value = CILogTry(node: service.node.id.rawValue, ended: ended, bytes: total).encoded
+        _ = try await service.node.write(.put(Put(key: CIKeys.tryKey(run, job, jobID: jobID, attempt: attempt), value: value)), forwarding: true)
+    }
+
+    private static func store(_ bytes: [UInt8], service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int, seq: Int) async {
+        for round in 0..<5 {
+            do {
+                let hash = try await service.blobs.add(bytes, tag: "aspen/ci/log/\(run)/\(jobID)/\(attempt)/\(seq)", tagTtlMs: 3_600_000)
+                let reference = BlobReference(hash: hash, size: UInt64(bytes.count))
+                _ = try await service.node.write(
+                    .put(Put(key: CIKeys.chunk(run, job, jobID: jobID, attempt: attempt, seq: seq), value: reference.encoded)), forwarding: true)
+                return
+            } catch {
+                service.logger.info("storing a CI log chunk failed; trying again", metadata: ["run": "\(run)", "job": "\(job)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(200 << round))
+            }
+        }
+        service.logger.warning("a CI log chunk was lost", metadata: ["run": "\(run)", "job": "\(job)", "seq": "\(seq)"])
+    }
+}

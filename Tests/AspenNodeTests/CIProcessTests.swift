@@ -1,0 +1,194 @@
+import AspenCI
+import AspenClient
+import AspenCore
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension ClusterSuites {
+    @Suite("CI: pipelines run on push against real nodes", .serialized, .timeLimit(.minutes(6)))
+    struct CIProcessTests {
+        func started() async throws -> (ProcessCluster, GitClient, AspenClient) {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll()
+            _ = try await cluster.leader()
+            let git = try GitClient(directory: cluster.directory)
+            let (status, output) = try await cluster.aspen(["repo", "create", "demo"], withErrors: true)
+            #expect(status == 0, "\(output)")
+            return (cluster, git, try cluster.client())
+        }
+
+        /// A working tree with `files` committed on main; returns its path and head.
+        func commit(_ git: GitClient, at path: String, _ files: [String: String], message: String = "change", new: Bool = true) throws -> String {
+            if new { try git.check(["init", "-q", "-b", "main", path], endpoints: "") }
+            for (name, text) in files {
+                let file = (path as NSString).appendingPathComponent(name)
+                try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try text.write(toFile: file, atomically: true, encoding: .utf8)
+            }
+            try git.check(["add", "-A"], in: path, endpoints: "")
+            try git.check(["commit", "-q", "-m", message], in: path, endpoints: "")
+            return try git.check(["rev-parse", "HEAD"], in: path, endpoints: "")
+        }
+
+        func runs(_ client: AspenClient, _ repo: String = "demo") async throws -> [CIRun] {
+            guard case .runs(let runs) = try await client.ci(.list(repo: repo, limit: 50)) else { return [] }
+            return runs
+        }
+
+        /// Waits for the runs of `sha` to have ended; returns them.
+        func ended(_ client: AspenClient, sha: String, count: Int = 1, seconds: Double = 90) async throws -> [CIRun] {
+            var found: [CIRun] = []
+            try await eventually("\(count) run(s) of \(sha.prefix(12)) ended", seconds: seconds) {
+                found = try await runs(client).filter { $0.sha == sha }
+                return found.count >= count && found.allSatisfy { $0.state.ended }
+            }
+            return found
+        }
+
+        func log(_ cluster: ProcessCluster, _ run: UInt64, _ job: String, node: Int = 1) async throws -> String {
+            let (status, output) = try await cluster.aspen(["ci", "logs", "\(run)", job], endpoints: cluster.entries[node - 1], withErrors: true)
+            #expect(status == 0, "\(output)")
+            return output
+        }
+
+        @Test("one push, one run: the exact commit checked out clean, jobs in DAG order, a failure with its log and exit code, its dependents skipped, per-job statuses")
+        func pushRunsOnce() async throws {
+            let (cluster, git, client) = try await started()
+            defer {
+                Task { await client.close() }
+                cluster.terminateAll()
+            }
+            let source = cluster.directory.appendingPathComponent("source").path
+            let pipeline = """
+                version: 1
+                jobs:
+                  build:
+                    run: |
+                      echo "head $(git rev-parse HEAD)"
+                      echo "author $(git log -1 --format=%an)"
+                      test -z "$(git status --porcelain)" && echo clean
+                      echo "env $ASPEN_CI_SHA $ASPEN_CI_REF $CI"
+                  test:
+                    needs: [build]
+                    matrix: { config: [debug, release] }
+                    run: |
+                      echo "testing $ASPEN_CI_MATRIX_CONFIG"
+                      if [ "$ASPEN_CI_MATRIX_CONFIG" = release ]; then echo "release broke" >&2; exit 3; fi
+                  deploy:
+                    needs: [test]
+                    run: echo deployed
+                """
+            let sha = try commit(git, at: source, [".aspen/ci.yml": pipeline, "README": "demo\n"])
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[1]) }
+            let found = try await ended(client, sha: sha)
+            #expect(found.count == 1, "\(found)")
+            let run = try #require(found.first)
+            #expect(run.state == .failure && run.event == .push && run.ref == "refs/heads/main", "\(run)")
+            #expect(run.jobs.map(\.name) == ["build", "test (config=debug)", "test (config=release)", "deploy"])
+            #expect(run.jobs.map(\.state) == [.success, .success, .failure, .skipped], "\(run.jobs)")
+            #expect(run.job("test (config=release)")?.attempts.last?.exitCode == 3)
+            // The job saw the pushed commit, clean, with its author.
+            let build = try await log(cluster, run.id, "build", node: 3)
+            #expect(build.contains("head \(sha)") && build.contains("author Test") && build.contains("clean"), "\(build)")
+            #expect(build.contains("env \(sha) refs/heads/main true"), "\(build)")
+            let failed = try await log(cluster, run.id, "test (config=release)", node: 2)
+            #expect(failed.contains("testing release") && failed.contains("release broke"), "\(failed)")
+            #expect(try await log(cluster, run.id, "test (config=debug)").contains("testing debug"))
+            // Per-job statuses keyed by the commit; `ci status` fails.
+            let (status, text) = try await cluster.aspen(["ci", "status", "demo", sha], withErrors: true)
+            #expect(status != 0, "\(text)")
+            guard case .statuses(let statuses) = try await client.ci(.status(repo: "demo", sha: sha)) else { Issue.record("no statuses"); return }
+            let states = Dictionary(uniqueKeysWithValues: statuses.map { ($0.context, $0.state) })
+            #expect(
+                states == [
+                    "ci/ci": .failure, "ci/ci/build": .success, "ci/ci/test (config=debug)": .success, "ci/ci/test (config=release)": .failure,
+                    "ci/ci/deploy": .skipped,
+                ], "\(states)")
+
+            // Pushing the same commit again to the same ref starts nothing new; to another ref, one run.
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main:refs/heads/other"], in: source, endpoints: cluster.entries[0]) }
+            _ = try await ended(client, sha: sha, count: 2)
+            try await Task.sleep(for: .seconds(1))
+            let all = try await runs(client).filter { $0.sha == sha }
+            #expect(all.count == 2 && Set(all.map(\.ref)) == ["refs/heads/main", "refs/heads/other"], "\(all.map(\.ref))")
+
+            // A commit asking to skip CI starts none; an invalid file makes a run in error with line and column.
+            let skipped = try commit(git, at: source, ["README": "more\n"], message: "docs [skip ci]", new: false)
+            let invalid = try commit(git, at: source, [".aspen/ci.yml": "version: 1\njobs:\n  a: { run: x, colour: red }\n"], new: false)
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[2]) }
+            let broken = try #require(try await ended(client, sha: invalid).first)
+            #expect(broken.state == .error && broken.message.hasPrefix("ci.yml:3:"), "\(broken.message)")
+            #expect(try await runs(client).filter { $0.sha == skipped }.isEmpty)
+
+            // A manual run of main's commit, then a rerun of only what failed.
+            let fixed = try commit(git, at: source, [".aspen/ci.yml": pipeline.replacingOccurrences(of: "exit 3", with: "exit 0")], new: false)
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            let pushed = try #require(try await ended(client, sha: fixed).first)
+            #expect(pushed.state == .success, "\(pushed)")
+            let (manualStatus, manualText) = try await cluster.aspen(["ci", "run", "demo", "--ref", "main", "--wait"], withErrors: true)
+            #expect(manualStatus == 0, "\(manualText)")
+            let manual = try await runs(client).filter { $0.sha == fixed && $0.event == .manual }
+            #expect(manual.count == 1 && manual.first?.state == .success, "\(manual)")
+            guard case .run(let again) = try await client.ci(.rerun(run: run.id, failedOnly: true)) else { Issue.record("no rerun"); return }
+            #expect(again.rerunOf == run.id)
+            let rerun = try #require(try await ended(client, sha: sha, count: 3).first { $0.id == again.id })
+            #expect(rerun.job("build")?.state == .success && rerun.job("build")?.attempts.isEmpty == true, "\(rerun.jobs)")
+            #expect(rerun.job("test (config=release)")?.state == .failure && rerun.job("deploy")?.state == .skipped, "\(rerun.jobs)")
+        }
+
+        @Test("a job past its timeout and a cancelled run leave no process behind, setsid grandchildren included; the log of each is kept")
+        func timeoutAndCancel() async throws {
+            let (cluster, git, client) = try await started()
+            defer {
+                Task { await client.close() }
+                cluster.terminateAll()
+            }
+            let source = cluster.directory.appendingPathComponent("source").path
+            let marker = "aspen-ci-test-\(UInt32.random(in: 0...UInt32.max))"
+            let pipeline = """
+                version: 1
+                jobs:
+                  hang:
+                    timeout: 2s
+                    run: |
+                      echo started
+                      setsid bash -c 'exec -a \(marker)-orphan sleep 600' &
+                      bash -c 'exec -a \(marker)-child sleep 600'
+                """
+            let sha = try commit(git, at: source, [".aspen/ci.yml": pipeline])
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            let run = try #require(try await ended(client, sha: sha).first)
+            #expect(run.state == .failure && run.job("hang")?.detail.contains("timed out") == true, "\(run.jobs)")
+            #expect(try await log(cluster, run.id, "hang").contains("started"))
+            #expect(Self.processes(named: marker).isEmpty, "left running: \(Self.processes(named: marker))")
+
+            // Cancel a run whose job would run for ten minutes.
+            let long = try commit(git, at: source, [".aspen/ci.yml": pipeline.replacingOccurrences(of: "timeout: 2s", with: "timeout: 10m")], new: false)
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            var started: CIRun?
+            try await eventually("the long job runs") {
+                started = try await runs(client).first { $0.sha == long }
+                return started?.job("hang")?.state == .running && !Self.processes(named: marker).isEmpty
+            }
+            let id = try #require(started?.id)
+            let (status, text) = try await cluster.aspen(["ci", "cancel", "\(id)"], endpoints: cluster.entries[2], withErrors: true)
+            #expect(status == 0, "\(text)")
+            let cancelled = try #require(try await ended(client, sha: long, seconds: 30).first)
+            #expect(cancelled.state == .cancelled && cancelled.job("hang")?.state == .cancelled, "\(cancelled)")
+            #expect(Self.processes(named: marker).isEmpty, "left running: \(Self.processes(named: marker))")
+        }
+
+        /// Processes whose command line starts with `name`.
+        static func processes(named name: String) -> [Int32] {
+            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+            return entries.compactMap(Int32.init).filter { pid in
+                guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+                return String(decoding: data, as: UTF8.self).hasPrefix(name)
+            }
+        }
+    }
+}
