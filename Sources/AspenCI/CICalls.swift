@@ -16,6 +16,12 @@ public enum CICall: Sendable, Equatable {
     case rerun(run: UInt64, failedOnly: Bool)
     /// A manual run of `ref`'s current commit. `request` makes a retried call find its first run.
     case start(repo: String, ref: String, request: String)
+    /// Sets a repository's CI secret (kept by the secrets engine, given to the trusted runs'
+    /// jobs that name it, masked in their logs).
+    case secretSet(repo: String, name: String, value: [UInt8])
+    /// The names of a repository's CI secrets (never their values).
+    case secretList(repo: String)
+    case secretDelete(repo: String, name: String)
 
     /// Most runs one list answers.
     public static let listMax = 200
@@ -55,6 +61,18 @@ public enum CICall: Sendable, Equatable {
             writer.writeString(repo)
             writer.writeString(ref)
             writer.writeString(request)
+        case .secretSet(let repo, let name, let value):
+            writer.write(UInt8(8))
+            writer.writeString(repo)
+            writer.writeString(name)
+            writer.writeBytes(value)
+        case .secretList(let repo):
+            writer.write(UInt8(9))
+            writer.writeString(repo)
+        case .secretDelete(let repo, let name):
+            writer.write(UInt8(10))
+            writer.writeString(repo)
+            writer.writeString(name)
         }
         return writer.bytes
     }
@@ -79,6 +97,12 @@ public enum CICall: Sendable, Equatable {
             self = .start(
                 repo: try reader.readString(limit: limits.forgeRepoNameBytesMax), ref: try reader.readString(limit: limits.forgeRefNameBytesMax),
                 request: try reader.readString(limit: 64))
+        case 8:
+            self = .secretSet(
+                repo: try reader.readString(limit: limits.forgeRepoNameBytesMax), name: try reader.readString(limit: limits.ciNameBytesMax),
+                value: try reader.readBytes(limit: limits.ciSecretBytesMax))
+        case 9: self = .secretList(repo: try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        case 10: self = .secretDelete(repo: try reader.readString(limit: limits.forgeRepoNameBytesMax), name: try reader.readString(limit: limits.ciNameBytesMax))
         case let tag: throw .unknownTag(tag, context: "CI call")
         }
         try reader.expectEnd()
@@ -88,7 +112,7 @@ public enum CICall: Sendable, Equatable {
     /// from the run).
     public var repo: String? {
         switch self {
-        case .list(let repo, _), .status(let repo, _), .start(let repo, _, _): repo
+        case .list(let repo, _), .status(let repo, _), .start(let repo, _, _), .secretSet(let repo, _, _), .secretList(let repo), .secretDelete(let repo, _): repo
         case .show, .logs, .cancel, .rerun: nil
         }
     }
@@ -139,6 +163,8 @@ public enum CIAnswer: Sendable, Equatable {
     case run(CIRun)
     case log(CILogPage)
     case statuses([CommitStatus])
+    /// Names (a repository's CI secrets).
+    case names([String])
 
     public var encoded: [UInt8] {
         var writer = ByteWriter()
@@ -167,6 +193,10 @@ public enum CIAnswer: Sendable, Equatable {
             writer.write(UInt8(4))
             writer.writeVarint(UInt64(statuses.count))
             for status in statuses { status.write(to: &writer) }
+        case .names(let names):
+            writer.write(UInt8(5))
+            writer.writeVarint(UInt64(names.count))
+            for name in names { writer.writeString(name) }
         }
         return writer.bytes
     }
@@ -194,6 +224,10 @@ public enum CIAnswer: Sendable, Equatable {
             var statuses: [CommitStatus] = []
             for _ in 0..<(try reader.readCount(limit: 4 * limits.ciJobsPerPipelineMax)) { statuses.append(try CommitStatus(from: &reader, limits: limits)) }
             self = .statuses(statuses)
+        case 5:
+            var names: [String] = []
+            for _ in 0..<(try reader.readCount(limit: limits.ciSecretsPerRepoMax)) { names.append(try reader.readString(limit: limits.ciNameBytesMax)) }
+            self = .names(names)
         case let tag: throw .unknownTag(tag, context: "CI answer")
         }
         try reader.expectEnd()

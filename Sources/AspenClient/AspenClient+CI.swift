@@ -14,6 +14,8 @@ extension AspenClient {
         // A rerun sent again after a lost answer would start a second run: the caller is told
         // the outcome is unknown instead.
         case .rerun: repeatable = false
+        // Setting a secret again sets the same value; deleting again finds it gone.
+        case .secretSet, .secretList, .secretDelete: repeatable = true
         }
         // A log request may wait for new bytes: that wait is not the node being slow.
         let waitMs: Int64 = if case .logs(_, _, _, _, let waitMs) = call { waitMs } else { 0 }

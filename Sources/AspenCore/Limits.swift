@@ -358,6 +358,9 @@ public struct Limits: Sendable, Equatable {
     public var ciPathMatchWorkMax = 200_000_000
     /// Log one try of a job keeps, in bytes (the rest is dropped and the drop noted in the log).
     public var ciLogBytesPerJobMax = 128 << 20
+    /// Longest CI secret value, in bytes, and secrets one repository may hold.
+    public var ciSecretBytesMax = 32 * 1024
+    public var ciSecretsPerRepoMax = 256
 
     public init() {}
 

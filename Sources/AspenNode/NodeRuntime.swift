@@ -187,12 +187,13 @@ public final class NodeRuntime: Sendable {
             dataDirectory: settings.dataDirectory, node: node, blobs: blobs, auth: auth, cookie: cookie, ownKey: identity.key,
             limits: configuration.limits, logger: logger)
         requestMetrics.add { forge.metricsExposition }
-        let ci = CIService(
-            dataDirectory: settings.dataDirectory, node: node, forge: forge, jobs: jobs, blobs: blobs, limits: configuration.limits, logger: logger)
-        requestMetrics.add { ci.metrics.exposition }
         let secrets = SecretsService(
             node: node, selfID: id, identityKey: Array(identity.privateKey.rawRepresentation),
             peers: Self.secretsPeers(network: network, identity: identity, cookie: cookie), logger: logger)
+        let ci = CIService(
+            dataDirectory: settings.dataDirectory, node: node, forge: forge, jobs: jobs, blobs: blobs, secrets: secrets, limits: configuration.limits,
+            logger: logger)
+        requestMetrics.add { ci.metrics.exposition }
         let server = try await TransportServer.start(
             host: host, port: port, tls: tls,
             routes: [

@@ -15,7 +15,7 @@ struct CICommand: AsyncParsableCommand {
             A push to a repository the cluster hosts starts a run of its pipeline; aspen ci run REPO starts
             one by hand. aspen ci list, show, logs and status follow them; cancel and rerun change them.
             """,
-        subcommands: [Lint.self, Run.self, List.self, Show.self, Logs.self, Status.self, Cancel.self, Rerun.self])
+        subcommands: [Lint.self, Run.self, List.self, Show.self, Logs.self, Status.self, Cancel.self, Rerun.self, Secret.self])
 
     /// The pipeline in `file`, or an error with FILE:LINE:COLUMN.
     static func load(_ file: String, limits: Limits = .standard) throws -> Pipeline {
@@ -376,6 +376,61 @@ extension CICommand {
                 let call = CICall.rerun(run: try CICommand.runID(id), failedOnly: failed)
                 guard case .run(let started) = try await cluster.client().ci(call) else { throw CLIError.unexpectedAnswer }
                 output(cluster.json, CICommand.describe(started), text: "\(started.id)")
+            }
+        }
+    }
+
+    struct Secret: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A repository's CI secrets: kept sealed by the secrets engine, given to the jobs that name them, masked in logs.",
+            discussion: """
+                Runs of refs/for/* pushes (patches) never get secrets. Values are never shown again; `list` prints names.
+                Needs full ci access to the repository.
+                """,
+            subcommands: [Set.self, List.self, Delete.self])
+
+        struct Set: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Set a secret from standard input (one trailing newline dropped).")
+            @OptionGroup var cluster: ClusterOptions
+            @Argument(help: "The repository.") var repo: String
+            @Argument(help: "The secret's name, as the job's environment variable.") var name: String
+
+            func run() async throws {
+                try await runCI {
+                    var value = Array(FileHandle.standardInput.readDataToEndOfFile())
+                    if value.last == UInt8(ascii: "\n") { value.removeLast() }
+                    guard case .names(let names) = try await cluster.client().ci(.secretSet(repo: repo, name: name, value: value)) else {
+                        throw CLIError.unexpectedAnswer
+                    }
+                    output(cluster.json, ["secrets": names], text: "\(name) set for \(repo) (\(names.count) secrets)")
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "The names of a repository's secrets.")
+            @OptionGroup var cluster: ClusterOptions
+            @Argument(help: "The repository.") var repo: String
+
+            func run() async throws {
+                try await runCI {
+                    guard case .names(let names) = try await cluster.client().ci(.secretList(repo: repo)) else { throw CLIError.unexpectedAnswer }
+                    output(cluster.json, ["secrets": names], text: names.joined(separator: "\n"))
+                }
+            }
+        }
+
+        struct Delete: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Delete a secret and every version of it.")
+            @OptionGroup var cluster: ClusterOptions
+            @Argument(help: "The repository.") var repo: String
+            @Argument(help: "The secret's name.") var name: String
+
+            func run() async throws {
+                try await runCI {
+                    guard case .names(let names) = try await cluster.client().ci(.secretDelete(repo: repo, name: name)) else { throw CLIError.unexpectedAnswer }
+                    output(cluster.json, ["secrets": names], text: "\(name) deleted from \(repo)")
+                }
             }
         }
     }

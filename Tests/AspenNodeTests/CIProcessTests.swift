@@ -182,6 +182,75 @@ extension ClusterSuites {
             #expect(Self.processes(named: marker).isEmpty, "left running: \(Self.processes(named: marker))")
         }
 
+        @Test("secrets: injected into the trusted run's job, masked in its log, withheld from a refs/for/* run; a docs-only patch reports skipped and the merge gate takes it")
+        func secretsPathsAndMergeGate() async throws {
+            let (cluster, git, client) = try await started()
+            defer {
+                Task { await client.close() }
+                cluster.terminateAll()
+            }
+            let source = cluster.directory.appendingPathComponent("source").path
+            let pipeline = """
+                version: 1
+                triggers:
+                  push: { branches: [main], paths_ignore: ["docs/**"] }
+                  patch: { paths_ignore: ["docs/**"] }
+                jobs:
+                  deploy:
+                    secrets: [DEPLOY_TOKEN]
+                    run: |
+                      echo "token=$DEPLOY_TOKEN"
+                      if [ -n "$DEPLOY_TOKEN" ]; then echo has-token; else echo no-token; fi
+                """
+            var (status, text) = try await cluster.aspen(["ci", "secret", "set", "demo", "DEPLOY_TOKEN"], stdin: "s3cr3t-value-42\n", withErrors: true)
+            #expect(status == 0, "\(text)")
+            (status, text) = try await cluster.aspen(["ci", "secret", "list", "demo"], endpoints: cluster.entries[2], withErrors: true)
+            #expect(status == 0 && text == "DEPLOY_TOKEN", "\(text)")
+            (status, text) = try await cluster.aspen(["ci", "secret", "set", "demo", "1BAD"], stdin: "x", withErrors: true)
+            #expect(status != 0 && text.contains("environment variable name"), "\(text)")
+
+            let sha = try commit(git, at: source, [".aspen/ci.yml": pipeline, "src/app.txt": "v1\n"])
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            let run = try #require(try await ended(client, sha: sha).first)
+            #expect(run.state == .success, "\(run)")
+            let trusted = try await log(cluster, run.id, "deploy", node: 2)
+            #expect(trusted.contains("token=***") && trusted.contains("has-token") && !trusted.contains("s3cr3t"), "\(trusted)")
+
+            // A docs-only push: the run and its job report skipped.
+            let docs = try commit(git, at: source, ["docs/guide.md": "words\n"], new: false)
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[1]) }
+            let skipped = try #require(try await ended(client, sha: docs).first)
+            #expect(skipped.state == .skipped && skipped.job("deploy")?.state == .skipped, "\(skipped)")
+            (status, text) = try await cluster.aspen(["ci", "status", "demo", docs], withErrors: true)
+            #expect(status == 0 && text.contains("skipped"), "\(text)")
+
+            // A patch changing code runs without the secret.
+            try git.check(["checkout", "-q", "-b", "fix"], in: source, endpoints: "")
+            let patchCode = try commit(git, at: source, ["src/app.txt": "v2\n"], message: "Fix the app", new: false)
+            var pushed = try await offThePool { try git.run(["push", "aspen://demo", "HEAD:refs/for/main"], in: source, endpoints: cluster.entries[1]) }
+            #expect(pushed.0 == 0, "\(pushed.1)")
+            let untrusted = try #require(try await ended(client, sha: patchCode).first)
+            #expect(untrusted.event == .patch && untrusted.state == .success, "\(untrusted)")
+            let withheld = try await log(cluster, untrusted.id, "deploy")
+            #expect(withheld.contains("no-token") && !withheld.contains("s3cr3t"), "\(withheld)")
+
+            // main requires ci/ci/deploy: a docs-only patch reports it skipped, and the merge goes through.
+            (status, text) = try await cluster.aspen(["repo", "protect", "demo", "main", "--require-status", "ci/ci/deploy"], withErrors: true)
+            #expect(status == 0, "\(text)")
+            try git.check(["checkout", "-q", "-b", "docs-fix", "main"], in: source, endpoints: "")
+            let patchDocs = try commit(git, at: source, ["docs/guide.md": "better words\n"], message: "Improve the guide", new: false)
+            pushed = try await offThePool { try git.run(["push", "aspen://demo", "HEAD:refs/for/main"], in: source, endpoints: cluster.entries[0]) }
+            #expect(pushed.0 == 0, "\(pushed.1)")
+            let docsRun = try #require(try await ended(client, sha: patchDocs).first)
+            #expect(docsRun.state == .skipped, "\(docsRun)")
+            (status, text) = try await cluster.aspen(["patch", "list", "demo", "--json"])
+            let listed = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            let patches = try #require(listed["patches"] as? [[String: Any]])
+            let id = try #require(patches.first { $0["title"] as? String == "Improve the guide" }?["id"] as? String)
+            (status, text) = try await cluster.aspen(["patch", "merge", "demo", id, "--strategy", "ff"], withErrors: true)
+            #expect(status == 0, "\(text)")
+        }
+
         /// Processes whose command line starts with `name`.
         static func processes(named name: String) -> [Int32] {
             guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }

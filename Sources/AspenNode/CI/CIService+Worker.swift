@@ -19,8 +19,23 @@ extension CIService {
     func runTry(_ record: JobRecord, runner: ShellRunner, markerPrefix: String) async throws -> [UInt8] {
         let task = try CIJobTask(decoding: record.spec.payload, limits: limits)
         guard let attempt = record.attempt else { throw CIError.failed("job \(record.id) has no attempt") }
-        let log = CILogWriter(service: self, run: task.run, job: task.job, jobID: record.id, attempt: attempt.number)
+        // Secrets first: their values are masked in everything the log stores.
+        var secretValues: [String: String] = [:]
+        var secretProblem: String?
+        if !task.secrets.isEmpty {
+            do {
+                secretValues = try await self.secretValues(task.repo, names: task.secrets)
+            } catch let error as CIError {
+                secretProblem = error.description
+            }
+        }
+        let log = CILogWriter(service: self, run: task.run, job: task.job, jobID: record.id, attempt: attempt.number, mask: SecretMask(Array(secretValues.values)))
         try await log.begin()
+        if let secretProblem {
+            await log.append(Array("aspen: \(secretProblem)\n".utf8))
+            await log.finish()
+            return CIJobResult(exitCode: nil, detail: secretProblem).encoded
+        }
         let directory = (workRoot as NSString).appendingPathComponent("\(task.run)-\(record.id)-\(attempt.number)")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let clock = ContinuousClock()
@@ -34,7 +49,7 @@ extension CIService {
             throw error
         }
         let environment = JobEnvironment.make(
-            from: ProcessInfo.processInfo.environment, own: task.env, secrets: [:],
+            from: ProcessInfo.processInfo.environment, own: task.env, secrets: secretValues,
             run: JobEnvironment.Run(
                 mode: "cluster", repo: task.repo, run: task.run, ref: task.ref, sha: task.sha, event: task.event, job: task.job, attempt: task.attempt))
         let command = ShellCommand(
@@ -155,8 +170,10 @@ actor CILogWriter {
     private var total: Int64 = 0
     private var storing: Task<Void, Never>?
     private var ticker: Task<Void, Never>?
+    private var mask: SecretMask
 
-    init(service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int) {
+    init(service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int, mask: SecretMask = SecretMask([])) {
+        self.mask = mask
         self.service = service
         self.run = run
         self.job = job
@@ -176,7 +193,8 @@ actor CILogWriter {
         }
     }
 
-    func append(_ bytes: [UInt8]) async {
+    func append(_ raw: [UInt8]) async {
+        let bytes = mask.mask(raw)
         guard !bytes.isEmpty else { return }
         if buffer.isEmpty { firstBufferedAt = .now }
         buffer += bytes
@@ -212,6 +230,11 @@ actor CILogWriter {
     /// Stores what is left and marks the try ended with its log's length.
     func finish() async {
         ticker?.cancel()
+        let rest = mask.mask([], final: true)
+        if !rest.isEmpty {
+            if buffer.isEmpty { firstBufferedAt = .now }
+            buffer += rest
+        }
         await ship()
         await storing?.value
         try? await Task { try await self.record(ended: true) }.value

@@ -6,6 +6,7 @@ import AspenForge
 import AspenJobs
 import AspenKV
 import AspenLayer
+import AspenSecrets
 import Foundation
 import Logging
 import Synchronization
@@ -24,6 +25,7 @@ public final class CIService: Sendable {
     let forge: ForgeService
     let jobs: JobService
     let blobs: BlobService
+    let secrets: SecretsService
     let limits: Limits
     let logger: Logger
     /// Where jobs' checkouts go (each removed when its try ends).
@@ -42,8 +44,12 @@ public final class CIService: Sendable {
     /// Job-system attempts of one try (a worker that dies mid-job is replaced this often).
     static let infrastructureAttempts = 3
 
-    init(dataDirectory: String, node: RaftNode, forge: ForgeService, jobs: JobService, blobs: BlobService, limits: Limits, logger: Logger) {
+    init(
+        dataDirectory: String, node: RaftNode, forge: ForgeService, jobs: JobService, blobs: BlobService, secrets: SecretsService, limits: Limits,
+        logger: Logger
+    ) {
         self.node = node
+        self.secrets = secrets
         self.forge = forge
         self.jobs = jobs
         self.blobs = blobs
@@ -157,6 +163,17 @@ public final class CIService: Sendable {
         case .start(let repo, let ref, let request):
             try authorize(.service(.ci, .write, resource: Array(repo.utf8)))
             return .run(try await startManual(repo, ref: ref, request: request, creator: caller))
+        case .secretSet(let repo, let name, let value):
+            try authorize(.service(.ci, .full, resource: Array(repo.utf8)))
+            try await setSecret(repo, name: name, value: value)
+            return .names(try await secretNames(repo))
+        case .secretList(let repo):
+            try authorize(.service(.ci, .full, resource: Array(repo.utf8)))
+            return .names(try await secretNames(repo))
+        case .secretDelete(let repo, let name):
+            try authorize(.service(.ci, .full, resource: Array(repo.utf8)))
+            try await deleteSecret(repo, name: name)
+            return .names(try await secretNames(repo))
         }
     }
 
