@@ -224,7 +224,12 @@ public struct CIRun: Sendable, Equatable {
         }
         self.jobs = jobs
         cancelRequested = try reader.readBool()
-        group = try reader.readOptionalBytes(limit: limits.ciCacheKeyBytesMax).map { String(decoding: $0, as: UTF8.self) }
+        if let bytes = try reader.readOptionalBytes(limit: limits.ciCacheKeyBytesMax) {
+            guard let text = String(validating: bytes, as: UTF8.self) else { throw .invalid("a run's concurrency group is not UTF-8") }
+            group = text
+        } else {
+            group = nil
+        }
         rerunOf = try reader.readBool() ? try reader.readVarint() : nil
         try reader.expectEnd()
     }

@@ -57,7 +57,7 @@ extension FuzzTarget {
 extension FuzzTarget {
     static let ciWire = FuzzTarget(
         name: "ci-wire",
-        summary: "CICall, CIAnswer, CIRun, CIJobTask, CIJobResult: the CI wire, its runs and what a worker is given and reports",
+        summary: "CICall, CIAnswer, CIRun, CIJobTask, CIJobResult: the CI wire (runs, logs, statuses, secrets), its runs and what a worker is given and reports",
         seeds: {
             let sha = String(repeating: "3b18e512", count: 5)
             let run = CIRun(
@@ -76,6 +76,8 @@ extension FuzzTarget {
                 .list(repo: "team/app", limit: 20), .show(run: 42), .logs(run: 42, job: "test (config=debug)", attempt: 0, offset: 0, waitMs: 10_000),
                 .logs(run: 7, job: "build", attempt: 2, offset: 4096, waitMs: 0), .status(repo: "team/app", sha: sha), .cancel(run: 42),
                 .rerun(run: 42, failedOnly: true), .start(repo: "team/app", ref: "refs/heads/main", request: "5C1D1B5E-8A6B-4F57-9F0A-6E1B2C3D4E5F"),
+                .secretSet(repo: "team/app", name: "DEPLOY_TOKEN", value: [0, 0xFF, 10]), .secretList(repo: "team/app"),
+                .secretDelete(repo: "team/app", name: "DEPLOY_TOKEN"),
             ]
             let page = CILogPage(
                 attempts: [CILogAttempt(jobID: 18, number: 1, bytes: 4096, ended: true), CILogAttempt(jobID: 19, number: 2, bytes: 3, ended: false)],
@@ -86,6 +88,7 @@ extension FuzzTarget {
                     CommitStatus(context: "ci/ci", state: .failure, description: "1 of 3 jobs failed", run: 42, updatedMs: 9),
                     CommitStatus(context: "ci/ci/deploy", state: .skipped, run: 42, updatedMs: 9),
                 ]),
+                .names(["DEPLOY_TOKEN", "NPM_TOKEN"]), .names([]),
             ]
             let tasks = [
                 CIJobTask(

@@ -288,7 +288,8 @@ extension CICommand {
 
         func run() async throws {
             try await runCI {
-                guard case .run(let shown) = try await cluster.client().ci(.show(run: try CICommand.runID(id))) else { throw CLIError.unexpectedAnswer }
+                let run = try CICommand.runID(id)
+                guard case .run(let shown) = try await cluster.client().ci(.show(run: run)) else { throw CLIError.unexpectedAnswer }
                 output(cluster.json, CICommand.describe(shown), text: CICommand.summary(shown, nowMs: CICommand.nowMs()))
             }
         }
@@ -309,8 +310,8 @@ extension CICommand {
         func run() async throws {
             try await runCI {
                 guard attempt >= 0 else { throw CLIError.badInput("--attempt takes 1 or more (0: the last try)") }
-                let client = try cluster.client()
                 let run = try CICommand.runID(id)
+                let client = try cluster.client()
                 var number = attempt
                 var offset: Int64 = 0
                 while true {
@@ -359,7 +360,8 @@ extension CICommand {
 
         func run() async throws {
             try await runCI {
-                guard case .run(let cancelled) = try await cluster.client().ci(.cancel(run: try CICommand.runID(id))) else { throw CLIError.unexpectedAnswer }
+                let run = try CICommand.runID(id)
+                guard case .run(let cancelled) = try await cluster.client().ci(.cancel(run: run)) else { throw CLIError.unexpectedAnswer }
                 output(cluster.json, CICommand.describe(cancelled), text: "run #\(cancelled.id): " + (cancelled.state.ended ? "\(cancelled.state)" : "cancel requested"))
             }
         }

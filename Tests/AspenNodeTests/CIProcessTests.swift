@@ -251,6 +251,151 @@ extension ClusterSuites {
             #expect(status == 0, "\(text)")
         }
 
+        @Test("the worker's node SIGKILLed mid-job: the job runs again elsewhere, both tries' logs kept, one final status; pushes under leader kills start exactly one run each")
+        func faults() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            // Short leases: a killed worker's job is given to another within seconds.
+            let lease = ["ASPEN_JOB_LEASE_MS": "2000"]
+            try cluster.startAll(environment: lease)
+            _ = try await cluster.leader()
+            let git = try GitClient(directory: cluster.directory)
+            let client = try cluster.client()
+            defer {
+                Task { await client.close() }
+                cluster.terminateAll()
+            }
+            var (status, text) = try await cluster.aspen(["repo", "create", "demo"], withErrors: true)
+            #expect(status == 0, "\(text)")
+            let source = cluster.directory.appendingPathComponent("source").path
+            let slow = """
+                version: 1
+                jobs:
+                  slow: { run: "echo start; sleep 4; echo done" }
+                """
+            let sha = try commit(git, at: source, [".aspen/ci.yml": slow])
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            var jobID: UInt64 = 0
+            var worker = 0
+            try await eventually("the slow job runs") {
+                guard let run = try await runs(client).first(where: { $0.sha == sha }), let id = run.job("slow")?.attempts.last?.jobID,
+                    case .job(let record) = try await client.job(.job(id)), record.state == .running, let node = record.attempt?.node
+                else { return false }
+                // Once its first line is stored: the first try's log is then not empty.
+                guard case .log(let page) = try await client.ci(.logs(run: run.id, job: "slow", attempt: 0, offset: 0, waitMs: 0)),
+                    String(decoding: page.bytes, as: UTF8.self).contains("start")
+                else { return false }
+                (jobID, worker) = (id, Int(node))
+                return true
+            }
+            cluster.kill9(worker)
+            let others = cluster.entries.enumerated().filter { $0.offset != worker - 1 }.map(\.element).joined(separator: ",")
+            let survivor = try cluster.client(only: worker == 1 ? 2 : 1)
+            defer { Task { await survivor.close() } }
+            var run: CIRun?
+            try await eventually("the run ends after its worker was killed", seconds: 60) {
+                run = try await runs(survivor).first { $0.sha == sha }
+                return run?.state.ended == true
+            }
+            let ended = try #require(run)
+            #expect(ended.state == .success && ended.job("slow")?.attempts.map(\.jobID) == [jobID], "\(ended)")
+            guard case .log(let page) = try await survivor.ci(.logs(run: ended.id, job: "slow", attempt: 0, offset: 0, waitMs: 0)) else {
+                Issue.record("no log")
+                return
+            }
+            #expect(page.attempts.count == 2 && page.attempts.allSatisfy { $0.jobID == jobID && $0.ended }, "\(page.attempts)")
+            #expect(String(decoding: page.bytes, as: UTF8.self).contains("done"))
+            (status, text) = try await cluster.aspen(["ci", "logs", "\(ended.id)", "slow", "--attempt", "1"], endpoints: others, withErrors: true)
+            #expect(status == 0 && text.contains("start"), "\(text)")
+            guard case .statuses(let statuses) = try await survivor.ci(.status(repo: "demo", sha: sha)) else { return }
+            #expect(statuses.map(\.state) == [.success, .success], "\(statuses)")
+            try cluster.start(worker, environment: lease)
+
+            // Pushes while leaders are killed: each pushed commit gets exactly one run.
+            let pushes = Int(ProcessInfo.processInfo.environment["ASPEN_CI_PUSHES"] ?? "") ?? 8
+            let quick = "version: 1\njobs:\n  ok: { run: echo ok }\n"
+            var pushed: [String] = []
+            for round in 1...pushes {
+                let head = try commit(git, at: source, [".aspen/ci.yml": quick, "n.txt": "\(round)\n"], new: false)
+                pushed.append(head)
+                if round % 3 == 0 {
+                    let leader = try await cluster.leader()
+                    cluster.kill9(leader)
+                    try cluster.start(leader, environment: lease)
+                }
+                // A push whose answer was lost is pushed again: it then changes nothing.
+                try await eventually("push \(round) lands", seconds: 60) {
+                    let endpoint = cluster.entries[(round % 3)]
+                    return try await offThePool { try git.run(["push", "-q", "aspen://demo", "main"], in: source, endpoints: endpoint).0 == 0 }
+                }
+            }
+            try await eventually("every pushed commit has one ended run", seconds: 120) {
+                let all = try await runs(client)
+                return pushed.allSatisfy { head in all.filter { $0.sha == head }.count == 1 && all.first { $0.sha == head }?.state == .success }
+            }
+            try await Task.sleep(for: .seconds(1))
+            let all = try await runs(client)
+            for head in pushed { #expect(all.filter { $0.sha == head }.count == 1, "\(head): \(all.filter { $0.sha == head })") }
+        }
+
+        @Test("aspen ci logs --follow on another node sees each line within a second of the job printing it")
+        func follow() async throws {
+            let (cluster, git, client) = try await started()
+            defer {
+                Task { await client.close() }
+                cluster.terminateAll()
+            }
+            let source = cluster.directory.appendingPathComponent("source").path
+            let pipeline = """
+                version: 1
+                jobs:
+                  ticks: { run: "for i in $(seq 1 12); do echo \\"tick $(date +%s%N)\\"; sleep 0.3; done" }
+                """
+            let sha = try commit(git, at: source, [".aspen/ci.yml": pipeline])
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            var id: UInt64 = 0
+            try await eventually("the run exists") {
+                id = try await runs(client).first { $0.sha == sha }?.id ?? 0
+                return id != 0
+            }
+            let arguments = ["ci", "logs", "\(id)", "ticks", "--follow"]
+            let lines = try await offThePool { try Self.follow(cluster, arguments, endpoint: cluster.entries[2]) }
+            let lags = lines.compactMap { line, seenNs -> Double? in
+                guard line.hasPrefix("tick "), let printed = UInt64(line.dropFirst(5)) else { return nil }
+                return Double(Int64(seenNs) - Int64(printed)) / 1e9
+            }
+            #expect(lags.count == 12, "\(lines)")
+            let sorted = lags.sorted()
+            #expect(sorted.count == 12 && sorted[sorted.count / 2] <= 1.0, "lags (s): \(lags)")
+        }
+
+        /// Runs the CLI and notes when each line of its output arrived (wall clock, ns).
+        static func follow(_ cluster: ProcessCluster, _ arguments: [String], endpoint: String) throws -> [(String, UInt64)] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: ProcessCluster.binary("aspen"))
+            process.arguments = arguments + ["--endpoints", endpoint]
+            process.environment = ProcessInfo.processInfo.environment.merging(["ASPEN_IDENTITY_DIR": cluster.directory.appendingPathComponent("cli-identity").path]) { $1 }
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            var lines: [(String, UInt64)] = []
+            var pending = ""
+            while true {
+                let data = output.fileHandleForReading.availableData
+                if data.isEmpty { break }
+                var now = timespec()
+                clock_gettime(CLOCK_REALTIME, &now)
+                let seen = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+                pending += String(decoding: data, as: UTF8.self)
+                while let newline = pending.firstIndex(of: "\n") {
+                    lines.append((String(pending[..<newline]), seen))
+                    pending = String(pending[pending.index(after: newline)...])
+                }
+            }
+            process.waitUntilExit()
+            return lines
+        }
+
         /// Processes whose command line starts with `name`.
         static func processes(named name: String) -> [Int32] {
             guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }

@@ -5,14 +5,14 @@ import Foundation
 
 /// Blobs the node itself adds and reads (a job's output, kept once its attempt ends).
 extension BlobService {
-    /// Adds `bytes` from this node, with the copies and the tag any add gets; returns the hash
-    /// once the blob is committed.
-    func add(_ bytes: [UInt8], tag: String, tagTtlMs: UInt64) async throws -> BlobHash {
+    /// Adds `bytes` from this node, with the copies and the tag any add gets (`replicas`: that
+    /// many copies instead of the node's setting); returns the hash once the blob is committed.
+    func add(_ bytes: [UInt8], tag: String, tagTtlMs: UInt64, replicas: Int = 0) async throws -> BlobHash {
         guard UInt64(bytes.count) <= limits.blobBytesMax else {
             throw BlobServiceError.tooLarge("a blob of \(bytes.count) bytes exceeds blobBytesMax (\(limits.blobBytesMax))")
         }
         try BlobRecords.validate(tag: tag, limits: limits)
-        let id = try await uploads.begin(size: UInt64(bytes.count), replicas: 0, tag: tag, tagTtlMs: tagTtlMs, expected: nil, nowMs: node.nowMs())
+        let id = try await uploads.begin(size: UInt64(bytes.count), replicas: replicas, tag: tag, tagTtlMs: tagTtlMs, expected: nil, nowMs: node.nowMs())
         try await uploads.write(id: id, offset: 0, bytes: bytes, nowMs: node.nowMs())
         // The node's own blobs make no events: a hook on them could feed itself.
         return try await commitAdd(try await uploads.finish(id: id), announcing: false).hash

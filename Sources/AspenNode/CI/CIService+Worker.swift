@@ -248,7 +248,8 @@ actor CILogWriter {
     private static func store(_ bytes: [UInt8], service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int, seq: Int) async {
         for round in 0..<5 {
             do {
-                let hash = try await service.blobs.add(bytes, tag: "aspen/ci/log/\(run)/\(jobID)/\(attempt)/\(seq)", tagTtlMs: 3_600_000)
+                // Two copies: a log outlives one node, and a node down does not stop a job's log.
+                let hash = try await service.blobs.add(bytes, tag: "aspen/ci/log/\(run)/\(jobID)/\(attempt)/\(seq)", tagTtlMs: 3_600_000, replicas: 2)
                 let reference = BlobReference(hash: hash, size: UInt64(bytes.count))
                 _ = try await service.node.write(
                     .put(Put(key: CIKeys.chunk(run, job, jobID: jobID, attempt: attempt, seq: seq), value: reference.encoded)), forwarding: true)
