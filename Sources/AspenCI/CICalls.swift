@@ -22,6 +22,8 @@ public enum CICall: Sendable, Equatable {
     /// The names of a repository's CI secrets (never their values).
     case secretList(repo: String)
     case secretDelete(repo: String, name: String)
+    /// The artifacts of a run's jobs (of one job, when named).
+    case artifacts(run: UInt64, job: String?)
 
     /// Most runs one list answers.
     public static let listMax = 200
@@ -73,6 +75,10 @@ public enum CICall: Sendable, Equatable {
             writer.write(UInt8(10))
             writer.writeString(repo)
             writer.writeString(name)
+        case .artifacts(let run, let job):
+            writer.write(UInt8(11))
+            writer.writeVarint(run)
+            writer.writeOptionalBytes(job.map { Array($0.utf8) })
         }
         return writer.bytes
     }
@@ -103,6 +109,11 @@ public enum CICall: Sendable, Equatable {
                 value: try reader.readBytes(limit: limits.ciSecretBytesMax))
         case 9: self = .secretList(repo: try reader.readString(limit: limits.forgeRepoNameBytesMax))
         case 10: self = .secretDelete(repo: try reader.readString(limit: limits.forgeRepoNameBytesMax), name: try reader.readString(limit: limits.ciNameBytesMax))
+        case 11:
+            let run = try reader.readVarint()
+            let job = try reader.readOptionalBytes(limit: CIWire.plannedNameBytesMax(limits))
+            guard job.map({ String(validating: $0, as: UTF8.self) != nil }) ?? true else { throw .invalid("a job name is not UTF-8") }
+            self = .artifacts(run: run, job: job.map { String(decoding: $0, as: UTF8.self) })
         case let tag: throw .unknownTag(tag, context: "CI call")
         }
         try reader.expectEnd()
@@ -113,7 +124,7 @@ public enum CICall: Sendable, Equatable {
     public var repo: String? {
         switch self {
         case .list(let repo, _), .status(let repo, _), .start(let repo, _, _), .secretSet(let repo, _, _), .secretList(let repo), .secretDelete(let repo, _): repo
-        case .show, .logs, .cancel, .rerun: nil
+        case .show, .logs, .cancel, .rerun, .artifacts: nil
         }
     }
 }
@@ -165,6 +176,7 @@ public enum CIAnswer: Sendable, Equatable {
     case statuses([CommitStatus])
     /// Names (a repository's CI secrets).
     case names([String])
+    case artifacts([CIArtifact])
 
     public var encoded: [UInt8] {
         var writer = ByteWriter()
@@ -197,6 +209,15 @@ public enum CIAnswer: Sendable, Equatable {
             writer.write(UInt8(5))
             writer.writeVarint(UInt64(names.count))
             for name in names { writer.writeString(name) }
+        case .artifacts(let artifacts):
+            writer.write(UInt8(6))
+            writer.writeVarint(UInt64(artifacts.count))
+            for artifact in artifacts {
+                writer.writeString(artifact.job)
+                writer.writeString(artifact.path)
+                writer.writeBytes(artifact.hash)
+                writer.writeVarint(artifact.size)
+            }
         }
         return writer.bytes
     }
@@ -228,6 +249,15 @@ public enum CIAnswer: Sendable, Equatable {
             var names: [String] = []
             for _ in 0..<(try reader.readCount(limit: limits.ciSecretsPerRepoMax)) { names.append(try reader.readString(limit: limits.ciNameBytesMax)) }
             self = .names(names)
+        case 6:
+            var artifacts: [CIArtifact] = []
+            for _ in 0..<(try reader.readCount(limit: CIWire.artifactsListedMax(limits))) {
+                artifacts.append(
+                    CIArtifact(
+                        job: try reader.readString(limit: CIWire.plannedNameBytesMax(limits)), path: try reader.readString(limit: limits.ciArtifactPathBytesMax),
+                        hash: try reader.readBytes(limit: 32), size: try reader.readVarint()))
+            }
+            self = .artifacts(artifacts)
         case let tag: throw .unknownTag(tag, context: "CI answer")
         }
         try reader.expectEnd()

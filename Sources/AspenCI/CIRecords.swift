@@ -341,11 +341,22 @@ public struct CIJobTask: Sendable, Equatable {
     public var timeoutMs: Int64
     /// Names of the repository's CI secrets to inject (empty for an untrusted run).
     public var secrets: [String]
+    /// Patterns of the files kept as artifacts when the script succeeds.
+    public var artifacts: [String]
+    /// The planned jobs whose artifacts are put in the checkout first (the job's `needs`).
+    public var needs: [String]
+    /// The cache: its key, interpolated, and the paths archived under it.
+    public var cacheKey: String?
+    public var cachePaths: [String]
 
     public init(
         run: UInt64, repo: String, ref: String, sha: String, event: TriggerKind, job: String, attempt: Int, script: String, env: [String: String] = [:],
-        timeoutMs: Int64, secrets: [String] = []
+        timeoutMs: Int64, secrets: [String] = [], artifacts: [String] = [], needs: [String] = [], cacheKey: String? = nil, cachePaths: [String] = []
     ) {
+        self.artifacts = artifacts
+        self.needs = needs
+        self.cacheKey = cacheKey
+        self.cachePaths = cachePaths
         self.run = run
         self.repo = repo
         self.ref = ref
@@ -377,6 +388,11 @@ public struct CIJobTask: Sendable, Equatable {
         writer.writeVarint(signed: timeoutMs)
         writer.writeVarint(UInt64(secrets.count))
         for name in secrets { writer.writeString(name) }
+        for list in [artifacts, needs, cachePaths] {
+            writer.writeVarint(UInt64(list.count))
+            for item in list { writer.writeString(item) }
+        }
+        writer.writeOptionalBytes(cacheKey.map { Array($0.utf8) })
         return writer.bytes
     }
 
@@ -402,7 +418,35 @@ public struct CIJobTask: Sendable, Equatable {
         var secrets: [String] = []
         for _ in 0..<(try reader.readCount(limit: limits.ciSecretsPerJobMax)) { secrets.append(try reader.readString(limit: limits.ciNameBytesMax)) }
         self.secrets = secrets
+        var lists: [[String]] = []
+        for limit in [limits.ciPatternBytesMax, CIWire.plannedNameBytesMax(limits), limits.ciPatternBytesMax] {
+            var list: [String] = []
+            for _ in 0..<(try reader.readCount(limit: max(limits.ciPatternsMax, limits.ciJobsPerPipelineMax))) { list.append(try reader.readString(limit: limit)) }
+            lists.append(list)
+        }
+        (artifacts, needs, cachePaths) = (lists[0], lists[1], lists[2])
+        if let key = try reader.readOptionalBytes(limit: limits.ciInterpolatedBytesMax) {
+            guard let text = String(validating: key, as: UTF8.self) else { throw .invalid("a cache key is not UTF-8") }
+            cacheKey = text
+        } else {
+            cacheKey = nil
+        }
         try reader.expectEnd()
+    }
+}
+
+/// A file a job kept: its path in the checkout and its bytes in the blob store.
+public struct CIArtifact: Sendable, Equatable {
+    public var job: String
+    public var path: String
+    public var hash: [UInt8]
+    public var size: UInt64
+
+    public init(job: String, path: String, hash: [UInt8], size: UInt64) {
+        self.job = job
+        self.path = path
+        self.hash = hash
+        self.size = size
     }
 }
 
@@ -460,6 +504,8 @@ public enum CIWire {
     /// A planned job's name: the job's name and its matrix values.
     public static func plannedNameBytesMax(_ limits: Limits) -> Int { limits.ciJobNameBytesMax + limits.ciMatrixAxesMax * (2 * limits.ciNameBytesMax + 4) + 4 }
     public static func contextBytesMax(_ limits: Limits) -> Int { plannedNameBytesMax(limits) + limits.ciNameBytesMax + 8 }
+    /// Artifacts one answer lists.
+    public static func artifactsListedMax(_ limits: Limits) -> Int { 4 * limits.ciArtifactsPerJobMax }
     /// Tries of one planned job: its retries, and as many again for reruns of a stuck worker.
     public static func attemptsMax(_ limits: Limits) -> Int { 2 * (limits.ciJobRetriesMax + 1) }
 

@@ -6,7 +6,7 @@ extension AspenClient {
     public func ci(_ call: CICall) async throws -> CIAnswer {
         let repeatable: Bool
         switch call {
-        case .list, .show, .logs, .status: repeatable = true
+        case .list, .show, .logs, .status, .artifacts: repeatable = true
         // A cancel sent again finds the cancel requested (or the run ended) and changes nothing.
         case .cancel: repeatable = true
         // A start sent again carries the same request id and finds the run the first one made.

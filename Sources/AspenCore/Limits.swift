@@ -361,6 +361,14 @@ public struct Limits: Sendable, Equatable {
     /// Longest CI secret value, in bytes, and secrets one repository may hold.
     public var ciSecretBytesMax = 32 * 1024
     public var ciSecretsPerRepoMax = 256
+    /// Artifacts: files one job keeps, the largest file, all of one job's, in bytes, and the
+    /// longest path.
+    public var ciArtifactsPerJobMax = 1000
+    public var ciArtifactBytesMax: UInt64 = 256 << 20
+    public var ciArtifactsBytesPerJobMax: UInt64 = 1 << 30
+    public var ciArtifactPathBytesMax = 1024
+    /// A cache's archive, in bytes.
+    public var ciCacheBytesMax: UInt64 = 1 << 30
 
     public init() {}
 

@@ -135,6 +135,7 @@ enum CIWireBounds {
                 : page.attempt > page.attempts.count ? "page of try \(page.attempt) of \(page.attempts.count)" : nil
         case .statuses(let statuses): statuses.count > 4 * limits.ciJobsPerPipelineMax ? "\(statuses.count) statuses" : nil
         case .names(let names): names.count > limits.ciSecretsPerRepoMax ? "\(names.count) names" : nil
+        case .artifacts(let artifacts): artifacts.count > CIWire.artifactsListedMax(limits) ? "\(artifacts.count) artifacts" : nil
         }
     }
 }

@@ -143,6 +143,7 @@ public final class NodeRuntime: Sendable {
         // its bound must leave room for that, however large the threshold is set.
         let logEntriesNeeded = Int(clamping: settings.compactAfterEntries.multipliedReportingOverflow(by: 3).partialValue)
         configuration.limits.raftLogEntriesMax = max(configuration.limits.raftLogEntriesMax, logEntriesNeeded)
+        configuration.limits.ciArtifactBytesMax = settings.ciArtifactBytesMax
         configuration.autoCompaction = settings.autoCompaction.map { AutoCompaction(mode: $0) }
         let auth = NodeAuth(
             mode: settings.auth, listensBeyondLoopback: settings.listensBeyondLoopback, configuredRoots: Set(settings.trustedRoots),

@@ -186,18 +186,24 @@ struct BlobGetCommand: AsyncParsableCommand {
                 }
                 bytes = first..<(last + 1)
             }
-            let tree = BlobTree(size: stat.size)
-            if let output, range == nil {
-                try await ResumableOutput.fetch(hash, stat: stat, into: output, client: client)
-                return
-            }
-            let descriptor: Int32 = output.map { open($0, O_WRONLY | O_CREAT | O_TRUNC, 0o644) } ?? 1
-            guard descriptor >= 0 else { throw CLIError.badInput("cannot write \(output ?? "-"): \(String(cString: strerror(errno)))") }
-            defer { if descriptor != 1 { close(descriptor) } }
-            var sink = BlobOutputSink(descriptor: descriptor, bytes: bytes, tree: tree)
-            let groups = range == nil ? 0..<tree.groupCount : tree.groups(covering: bytes)
-            try await client.fetchBlob(hash, size: stat.size, groups: groups, holders: stat.holders.map(\.node), into: &sink)
+            try await Self.download(hash, stat: stat, bytes: range == nil ? nil : bytes, to: output, client: client)
         }
+    }
+
+    /// Writes a blob (or `bytes` of it) to `output` (resumably, when whole) or standard output,
+    /// verified as it arrives.
+    static func download(_ hash: BlobHash, stat: BlobStat, bytes: Range<UInt64>? = nil, to output: String?, client: AspenClient) async throws {
+        let tree = BlobTree(size: stat.size)
+        if let output, bytes == nil {
+            try await ResumableOutput.fetch(hash, stat: stat, into: output, client: client)
+            return
+        }
+        let descriptor: Int32 = output.map { open($0, O_WRONLY | O_CREAT | O_TRUNC, 0o644) } ?? 1
+        guard descriptor >= 0 else { throw CLIError.badInput("cannot write \(output ?? "-"): \(String(cString: strerror(errno)))") }
+        defer { if descriptor != 1 { close(descriptor) } }
+        var sink = BlobOutputSink(descriptor: descriptor, bytes: bytes ?? 0..<stat.size, tree: tree)
+        let groups = bytes.map { tree.groups(covering: $0) } ?? 0..<tree.groupCount
+        try await client.fetchBlob(hash, size: stat.size, groups: groups, holders: stat.holders.map(\.node), into: &sink)
     }
 }
 

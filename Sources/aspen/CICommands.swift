@@ -1,3 +1,4 @@
+import AspenBlob
 import AspenCI
 import AspenClient
 import AspenNode
@@ -15,7 +16,7 @@ struct CICommand: AsyncParsableCommand {
             A push to a repository the cluster hosts starts a run of its pipeline; aspen ci run REPO starts
             one by hand. aspen ci list, show, logs and status follow them; cancel and rerun change them.
             """,
-        subcommands: [Lint.self, Run.self, List.self, Show.self, Logs.self, Status.self, Cancel.self, Rerun.self, Secret.self])
+        subcommands: [Lint.self, Run.self, List.self, Show.self, Logs.self, Status.self, Cancel.self, Rerun.self, Artifact.self, Secret.self])
 
     /// The pipeline in `file`, or an error with FILE:LINE:COLUMN.
     static func load(_ file: String, limits: Limits = .standard) throws -> Pipeline {
@@ -432,6 +433,49 @@ extension CICommand {
                 try await runCI {
                     guard case .names(let names) = try await cluster.client().ci(.secretDelete(repo: repo, name: name)) else { throw CLIError.unexpectedAnswer }
                     output(cluster.json, ["secrets": names], text: "\(name) deleted from \(repo)")
+                }
+            }
+        }
+    }
+
+    struct Artifact: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Files a run's jobs kept (their `artifacts`), stored in the blob store.", subcommands: [List.self, Get.self])
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "A run's artifacts: job, path, size and BLAKE3 hash.")
+            @OptionGroup var cluster: ClusterOptions
+            @Argument(help: ArgumentHelp("The run's id.", valueName: "run")) var id: String
+            @Argument(help: "Only this job's.") var job: String?
+
+            func run() async throws {
+                try await runCI {
+                    guard case .artifacts(let found) = try await cluster.client().ci(.artifacts(run: try CICommand.runID(id), job: job)) else {
+                        throw CLIError.unexpectedAnswer
+                    }
+                    let described = found.map { ["job": $0.job, "path": $0.path, "size": $0.size, "blake3": Hex.encode($0.hash)] as [String: Any] }
+                    output(cluster.json, ["artifacts": described], text: found.map { "\($0.job)\t\($0.path)\t\($0.size)\t\(Hex.encode($0.hash))" }.joined(separator: "\n"))
+                }
+            }
+        }
+
+        struct Get: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Write one artifact to a file or standard output, verified as it arrives.")
+            @OptionGroup var cluster: ClusterOptions
+            @Argument(help: ArgumentHelp("The run's id.", valueName: "run")) var id: String
+            @Argument(help: "The job that kept it.") var job: String
+            @Argument(help: "Its path in the job's checkout.") var path: String
+            @Option(name: [.short, .customLong("output")], help: "Write here instead of standard output.") var output: String?
+
+            func run() async throws {
+                try await runCI {
+                    let client = try cluster.client()
+                    guard case .artifacts(let found) = try await client.ci(.artifacts(run: try CICommand.runID(id), job: job)) else { throw CLIError.unexpectedAnswer }
+                    guard let artifact = found.first(where: { $0.path == path }), let hash = BlobHash(bytes: artifact.hash) else {
+                        throw CLIError.notFound("job '\(job)' of run \(id) kept no \(path)" + (found.isEmpty ? "" : " (it kept \(found.map(\.path).prefix(10).joined(separator: ", ")))"))
+                    }
+                    guard case .stat(let stat) = try await client.blobRequest(.stat(hash: hash), tryOthers: true) else { throw CLIError.unexpectedAnswer }
+                    try await BlobGetCommand.download(hash, stat: stat, to: output, client: client)
                 }
             }
         }

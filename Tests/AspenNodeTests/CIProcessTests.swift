@@ -1,3 +1,4 @@
+import AspenBlob
 import AspenCI
 import AspenClient
 import AspenCore
@@ -394,6 +395,69 @@ extension ClusterSuites {
             }
             process.waitUntilExit()
             return lines
+        }
+
+        @Test("artifacts: kept byte-identical (BLAKE3), given to the jobs that need them, one past the limit fails its job naming it; a cache restored by key on the next run")
+        func artifactsAndCaches() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            try cluster.startAll(environment: ["ASPEN_CI_ARTIFACT_MAX": "1MiB"])
+            _ = try await cluster.leader()
+            let git = try GitClient(directory: cluster.directory)
+            let client = try cluster.client()
+            defer {
+                Task { await client.close() }
+                cluster.terminateAll()
+            }
+            var (status, text) = try await cluster.aspen(["repo", "create", "demo"], withErrors: true)
+            #expect(status == 0, "\(text)")
+            let source = cluster.directory.appendingPathComponent("source").path
+            let pipeline = """
+                version: 1
+                jobs:
+                  build:
+                    run: |
+                      mkdir -p out .deps
+                      head -c 300000 /dev/urandom > out/app.bin
+                      echo hello > out/note.txt
+                      if [ -f .deps/stamp ]; then echo "cache hit $(cat .deps/stamp)"; else echo "cache miss"; fi
+                      echo "$ASPEN_CI_RUN" > .deps/stamp
+                    artifacts: [out]
+                    cache: { key: "deps-${hash:deps.lock}", paths: [.deps] }
+                  use:
+                    needs: [build]
+                    run: |
+                      cat out/note.txt
+                      wc -c < out/app.bin
+                  big:
+                    run: head -c 2000000 /dev/zero > big.bin
+                    artifacts: [big.bin]
+                """
+            let sha = try commit(git, at: source, [".aspen/ci.yml": pipeline, "deps.lock": "a 1.0\n"])
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            let run = try #require(try await ended(client, sha: sha).first)
+            #expect(run.job("build")?.state == .success && run.job("use")?.state == .success, "\(run.jobs)")
+            #expect(run.job("big")?.state == .failure && run.job("big")?.detail.contains("ciArtifactBytesMax") == true, "\(run.jobs)")
+            #expect(try await log(cluster, run.id, "build").contains("cache miss"))
+            let used = try await log(cluster, run.id, "use", node: 3)
+            #expect(used.contains("hello") && used.contains("300000"), "\(used)")
+            // The artifact fetched from another node is the job's file, byte for byte.
+            guard case .artifacts(let kept) = try await client.ci(.artifacts(run: run.id, job: "build")) else { Issue.record("no artifacts"); return }
+            #expect(Set(kept.map(\.path)) == ["out/app.bin", "out/note.txt"], "\(kept)")
+            let file = cluster.directory.appendingPathComponent("app.bin").path
+            (status, text) = try await cluster.aspen(["ci", "artifact", "get", "\(run.id)", "build", "out/app.bin", "-o", file], endpoints: cluster.entries[2], withErrors: true)
+            #expect(status == 0, "\(text)")
+            let bytes = try #require(FileManager.default.contents(atPath: file))
+            let app = try #require(kept.first { $0.path == "out/app.bin" })
+            #expect(bytes.count == 300_000 && Hex.encode(BLAKE3.hash(Array(bytes))) == Hex.encode(app.hash))
+            (status, text) = try await cluster.aspen(["ci", "artifact", "get", "\(run.id)", "build", "out/none"], withErrors: true)
+            #expect(status != 0 && text.contains("kept no out/none"), "\(text)")
+
+            // The next commit with the same deps.lock restores the cache the first run saved.
+            let next = try commit(git, at: source, ["README": "x\n"], new: false)
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[1]) }
+            let second = try #require(try await ended(client, sha: next).first)
+            let restored = try await log(cluster, second.id, "build")
+            #expect(restored.contains("cache hit \(run.id)") && restored.contains("cache deps-"), "\(restored)")
         }
 
         /// Processes whose command line starts with `name`.

@@ -21,7 +21,7 @@ extension BlobService {
     /// Adds the file at `path` from this node, a megabyte at a time (it is hashed as it streams,
     /// never held whole), with the copies and the tag any add gets; returns the hash and size once
     /// the blob is committed.
-    func addFile(_ path: String, tag: String, tagTtlMs: UInt64) async throws -> (hash: BlobHash, size: UInt64) {
+    func addFile(_ path: String, tag: String, tagTtlMs: UInt64, replicas: Int = 0) async throws -> (hash: BlobHash, size: UInt64) {
         guard let handle = FileHandle(forReadingAtPath: path) else { throw BlobServiceError.notFound("cannot open \(path)") }
         defer { try? handle.close() }
         let size = try handle.seekToEnd()
@@ -30,7 +30,7 @@ extension BlobService {
             throw BlobServiceError.tooLarge("a blob of \(size) bytes exceeds blobBytesMax (\(limits.blobBytesMax))")
         }
         try BlobRecords.validate(tag: tag, limits: limits)
-        let id = try await uploads.begin(size: size, replicas: 0, tag: tag, tagTtlMs: tagTtlMs, expected: nil, nowMs: node.nowMs())
+        let id = try await uploads.begin(size: size, replicas: replicas, tag: tag, tagTtlMs: tagTtlMs, expected: nil, nowMs: node.nowMs())
         var offset: UInt64 = 0
         while offset < size {
             guard let piece = try handle.read(upToCount: 1 << 20), !piece.isEmpty else {

@@ -45,6 +45,14 @@ enum CIKeys {
         chunks(run, job, jobID: jobID, attempt: attempt).pack([.int(Int64(seq))])
     }
 
+    /// `("artifact", RUN, JOB, PATH)` → `BlobReference`: a file a job kept.
+    static func artifacts(_ run: UInt64) -> Subspace { space.subspace(["artifact", .int(Int64(run))]) }
+    static func artifacts(_ run: UInt64, _ job: String) -> Subspace { artifacts(run).subspace([.string(job)]) }
+    static func artifact(_ run: UInt64, _ job: String, _ path: String) -> [UInt8] { artifacts(run, job).pack([.string(path)]) }
+    /// `("cache", REPO, KEY)` → `BlobReference`: a cache's archive (a tar of its paths).
+    static func caches(_ repo: String) -> Subspace { space.subspace(["cache", .string(repo)]) }
+    static func cache(_ repo: String, _ key: String) -> [UInt8] { caches(repo).pack([.string(key)]) }
+
     /// The integers that end a key of `subspace`.
     static func integers(in subspace: Subspace, _ key: [UInt8]) -> [Int64]? {
         guard let tuple = try? subspace.unpack(key) else { return nil }

@@ -143,7 +143,8 @@ extension CIService {
         for binding in planned.matrix { env[MatrixAxis.environmentName(binding.axis)] = binding.value }
         let task = CIJobTask(
             run: run.id, repo: run.repo, ref: run.ref, sha: run.sha, event: run.event, job: planned.name, attempt: number, script: resolved.run, env: env,
-            timeoutMs: definition.timeoutMs, secrets: run.trusted ? definition.secrets : [])
+            timeoutMs: definition.timeoutMs, secrets: run.trusted ? definition.secrets : [], artifacts: definition.artifacts, needs: planned.needs,
+            cacheKey: resolved.cacheKey, cachePaths: definition.cache?.paths ?? [])
         var tags: [String: String] = [:]
         for tag in definition.tags {
             let parts = tag.split(separator: "=", maxSplits: 1).map(String.init)

@@ -48,6 +48,16 @@ extension CIService {
             await log.finish()
             throw error
         }
+        // What the jobs it needs kept, and its cache: a failure here is the node's, not the job's.
+        let cacheHit: Bool
+        do {
+            try await restoreArtifacts(task, into: directory, log: log)
+            cacheHit = try await restoreCache(task, into: directory, log: log)
+        } catch {
+            await log.append(Array("aspen: restoring artifacts or the cache failed: \(error)\n".utf8))
+            await log.finish()
+            throw error
+        }
         let environment = JobEnvironment.make(
             from: ProcessInfo.processInfo.environment, own: task.env, secrets: secretValues,
             run: JobEnvironment.Run(
@@ -74,8 +84,21 @@ extension CIService {
         if outcome.timedOut {
             await log.append(Array("\naspen: timed out after \(JobDuration.format(ms: task.timeoutMs)); every process of the job was stopped\n".utf8))
         }
-        await log.finish()
         let exitCode: Int32? = if case .exited(let code) = outcome.termination { code } else { nil }
+        var kept: String?
+        if outcome.succeeded {
+            do {
+                kept = try await keepArtifacts(task, from: directory, log: log)
+                if kept == nil, !cacheHit { try await saveCache(task, from: directory, log: log) }
+            } catch {
+                kept = "artifacts or the cache could not be stored: \(error)"
+            }
+            if let kept {
+                await log.append(Array("aspen: \(kept)\n".utf8))
+            }
+        }
+        await log.finish()
+        if let kept { return CIJobResult(exitCode: nil, runMs: outcome.runMs, detail: "the script succeeded, but \(kept)").encoded }
         let detail = outcome.timedOut ? "after \(JobDuration.format(ms: task.timeoutMs))" : exitCode == nil ? "\(outcome.termination)" : ""
         return CIJobResult(
             exitCode: exitCode, timedOut: outcome.timedOut, cancelled: outcome.cancelled, outputBytes: Int64(outcome.outputBytes), runMs: outcome.runMs,

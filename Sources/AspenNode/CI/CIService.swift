@@ -163,6 +163,9 @@ public final class CIService: Sendable {
         case .start(let repo, let ref, let request):
             try authorize(.service(.ci, .write, resource: Array(repo.utf8)))
             return .run(try await startManual(repo, ref: ref, request: request, creator: caller))
+        case .artifacts(let id, let job):
+            _ = try await authorized(id, .read, authorize)
+            return .artifacts(try await artifacts(of: id, job: job))
         case .secretSet(let repo, let name, let value):
             try authorize(.service(.ci, .full, resource: Array(repo.utf8)))
             try await setSecret(repo, name: name, value: value)

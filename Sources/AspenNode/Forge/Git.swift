@@ -49,4 +49,17 @@ enum Git {
         }
         return outcome
     }
+
+    /// Runs another program (`tar`) with its output discarded; returns its exit status.
+    static func runProgram(_ name: String, _ arguments: [String], in directory: String? = nil) async throws -> Int32 {
+        var options = PlatformOptions()
+        options.createSession = true
+        let result = try await Subprocess.run(
+            .name(name), arguments: Arguments(arguments), workingDirectory: directory.map { .init($0) }, platformOptions: options, output: .discarded,
+            error: .discarded)
+        switch result.terminationStatus {
+        case .exited(let code): return code
+        case .signaled(let signal): return 128 + signal
+        }
+    }
 }
