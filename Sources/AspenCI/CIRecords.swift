@@ -326,6 +326,23 @@ public struct CommitStatus: Sendable, Equatable {
     }
 }
 
+extension CommitStatus {
+    /// The contexts of `statuses` that let a merge through: `success`, or `skipped` when the run
+    /// it belongs to did not fail (a job skipped because a job it needs failed never passes).
+    public static func satisfied(_ statuses: [CommitStatus]) -> Set<String> {
+        let runStates = Dictionary(
+            statuses.filter { $0.context.split(separator: "/", omittingEmptySubsequences: false).count == 2 }.map { ("\($0.run) \($0.context)", $0.state) },
+            uniquingKeysWith: { first, _ in first })
+        var passed = Set<String>()
+        for status in statuses where status.state.satisfiesRequirement {
+            let parts = status.context.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
+            if status.state == .skipped, parts.count == 3, runStates["\(status.run) \(parts[0])/\(parts[1])"]?.satisfiesRequirement != true { continue }
+            passed.insert(status.context)
+        }
+        return passed
+    }
+}
+
 /// What the scheduler gives a worker for one try of a planned job (the job's payload): the
 /// commit, the script with every reference replaced, the environment and the secrets it names.
 public struct CIJobTask: Sendable, Equatable {

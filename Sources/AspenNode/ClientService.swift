@@ -154,6 +154,11 @@ public struct ClientService: Sendable {
             case ("job", "call") where jobs != nil:
                 let call = try JobCall(decoding: request.body, limits: limits)
                 try access.authorize(RequestRequirements.of(call))
+                // CI's jobs are the scheduler's alone: a job of its type (or under its keys) from a
+                // client could name any repository's secrets, or stand in for a run's job.
+                if case .submit(let spec) = call, spec.type == CIJobTask.jobType || spec.idempotencyKey?.hasPrefix("ci/") == true {
+                    throw JobError.invalid("jobs of type \(CIJobTask.jobType) (and idempotency keys under ci/) are made by CI runs only")
+                }
                 return .ok(try await jobs!.run(call).encoded)
             case ("forge", "call") where forge != nil:
                 let call = try ForgeCall(decoding: request.body, limits: limits)

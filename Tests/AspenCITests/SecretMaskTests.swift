@@ -40,3 +40,21 @@ struct SecretMaskTests {
         }
     }
 }
+
+@Suite("Commit statuses a required check accepts")
+struct RequiredStatusTests {
+    @Test("success passes; skipped passes only when its run did not fail (a job skipped after a failed need never does)")
+    func satisfied() {
+        let statuses = [
+            CommitStatus(context: "ci/ci", state: .failure, run: 5, updatedMs: 0),
+            CommitStatus(context: "ci/ci/build", state: .failure, run: 5, updatedMs: 0),
+            CommitStatus(context: "ci/ci/test", state: .skipped, run: 5, updatedMs: 0),
+            CommitStatus(context: "ci/ci/lint", state: .success, run: 5, updatedMs: 0),
+            CommitStatus(context: "ci/docs", state: .skipped, run: 6, updatedMs: 0),
+            CommitStatus(context: "ci/docs/spell", state: .skipped, run: 6, updatedMs: 0),
+            CommitStatus(context: "ci/other/x", state: .skipped, run: 7, updatedMs: 0),
+            CommitStatus(context: "ci/other/y", state: .pending, run: 7, updatedMs: 0),
+        ]
+        #expect(CommitStatus.satisfied(statuses) == ["ci/ci/lint", "ci/docs", "ci/docs/spell"])
+    }
+}

@@ -2,6 +2,7 @@ import AspenBlob
 import AspenCI
 import AspenClient
 import AspenCore
+import AspenJobs
 import Foundation
 import Testing
 
@@ -109,6 +110,14 @@ extension ClusterSuites {
                     "ci/ci": .failure, "ci/ci/build": .success, "ci/ci/test (config=debug)": .success, "ci/ci/test (config=release)": .failure,
                     "ci/ci/deploy": .skipped,
                 ], "\(states)")
+
+            // A client cannot make a job of CI's type (it could name any repository's secrets).
+            do {
+                _ = try await client.job(.submit(JobSpec(type: CIJobTask.jobType, payload: [1])))
+                Issue.record("a client submitted a ci job")
+            } catch let error as JobError {
+                #expect("\(error)".contains("made by CI runs only"), "\(error)")
+            }
 
             // Pushing the same commit again to the same ref starts nothing new; to another ref, one run.
             try await offThePool { try git.check(["push", "-q", "aspen://demo", "main:refs/heads/other"], in: source, endpoints: cluster.entries[0]) }

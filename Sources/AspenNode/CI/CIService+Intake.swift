@@ -32,19 +32,38 @@ extension CIService {
                 _ = try await commit(taken, remove)
                 continue
             }
-            let runs: [NewRun]
             do {
-                runs = try await plan(event)
-            } catch let error as ForgeError {
-                if case .notFound = error {
-                    // The repository is gone: nothing to run.
-                    _ = try await commit(taken, remove)
-                    continue
+                let runs = try await plan(event)
+                // One run per transaction (a push of many tags would not fit one), the event
+                // removed with the last: a run already made is found by its claim if this is
+                // taken again.
+                for (index, run) in runs.enumerated() where index < runs.count - 1 { try await create([run]) }
+                try await create(runs.last.map { [$0] } ?? [], compares: taken, operations: remove)
+                metrics.pushesTaken.add(1, ordering: .relaxed)
+                intakeFailures.withLock { _ = $0.removeValue(forKey: entry.key) }
+            } catch ForgeError.notFound {
+                // The repository is gone: nothing to run.
+                _ = try await commit(taken, remove)
+            } catch {
+                let tries = intakeFailures.withLock { failures -> Int in
+                    failures[entry.key, default: 0] += 1
+                    return failures[entry.key]!
                 }
-                throw error
+                guard tries >= Self.intakeTriesMax else { throw error }
+                // Said, not dropped in silence: a run in error per ref, then the event goes.
+                logger.error("a push event could not become runs", metadata: ["repo": "\(event.repo)", "error": "\(error)"])
+                let failed = event.record.updates.filter { !ForgeNames.isZero($0.new) }.map { update in
+                    NewRun(
+                        run: CIRun(
+                            id: 0, repo: event.repo, ref: update.name, sha: update.new, event: update.name.hasPrefix("refs/for/") ? .patch : .push,
+                            creator: event.record.pusher, createdMs: node.nowMs(), endedMs: node.nowMs(), state: .error,
+                            message: CIWire.message("the run could not be created: \(error)")),
+                        pipeline: nil, claim: CIKeys.idempotency(event.repo, ref: update.name, sha: update.new, pipeline: CIRun.defaultPipeline))
+                }
+                for run in failed { try await create([run]) }
+                _ = try await commit(taken, remove)
+                intakeFailures.withLock { _ = $0.removeValue(forKey: entry.key) }
             }
-            _ = try await create(runs, compares: taken, operations: remove)
-            metrics.pushesTaken.add(1, ordering: .relaxed)
         }
     }
 
@@ -93,6 +112,12 @@ extension CIService {
             run.message = CIWire.message(error.line > 0 ? "ci.yml:\(error.line):\(error.column): \(error.message)" : "ci.yml: \(error.message)")
             return NewRun(run: run, pipeline: nil, claim: claim)
         }
+        let encoded = pipeline.encoded()
+        guard encoded.count <= limits.valueBytesMax else {
+            run.state = .error
+            run.message = "the pipeline's stored form of \(encoded.count) bytes exceeds valueBytesMax (\(limits.valueBytesMax)): make it smaller"
+            return NewRun(run: run, pipeline: nil, claim: claim)
+        }
         run.jobs = pipeline.plan.map { CIRunJob(name: $0.name) }
         switch pipeline.decide(TriggerEvent(kind: kind, ref: ref, changedPaths: changed), limits: limits) {
         case .notTriggered:
@@ -109,7 +134,7 @@ extension CIService {
         case .run:
             break
         }
-        return NewRun(run: run, pipeline: pipeline.encoded(), claim: claim)
+        return NewRun(run: run, pipeline: encoded, claim: claim)
     }
 
     /// The paths a push changed, for the path filters: against the old commit, or for a new

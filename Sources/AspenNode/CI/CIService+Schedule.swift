@@ -25,7 +25,7 @@ extension CIService {
         var changed = Set<String>()
         var operations: [TransactionOperation] = []
         var compares = [Compare(key: CIKeys.run(id), .modRevision(revision))]
-        if run.state == .queued {
+        if run.state == .queued, !run.cancelRequested {
             guard try await takeGroup(&run, pipeline, &compares, &operations) else { return }
             run.state = .running
             changed.formUnion(run.jobs.map(\.name))
@@ -42,7 +42,17 @@ extension CIService {
                     job.state = .pending
                     break
                 }
-                let record = try await jobs.jobs.job(attempt.jobID)
+                let record: JobRecord
+                do {
+                    record = try await jobs.jobs.job(attempt.jobID)
+                } catch JobError.notFound {
+                    // Its record is gone (past the job system's retention): the try is lost.
+                    job.state = .failure
+                    job.detail = "job \(attempt.jobID) of the job system is gone"
+                    job.endedMs = now
+                    changed.insert(job.name)
+                    break
+                }
                 if !record.state.isFinal {
                     if run.cancelRequested, !record.cancelRequested { _ = try? await jobs.jobs.cancel(attempt.jobID) }
                     break
@@ -67,6 +77,11 @@ extension CIService {
                 changed.insert(job.name)
             case .pending:
                 if run.cancelRequested {
+                    // A try submitted by a pass whose record did not commit (the cancel won the
+                    // race) is found by its key and stopped too.
+                    if let orphan = try await jobs.jobs.job(idempotencyKey: "ci/\(run.id)/\(index)/\(job.attempts.count + 1)"), !orphan.state.isFinal {
+                        _ = try? await jobs.jobs.cancel(orphan.id)
+                    }
                     job.state = .cancelled
                     job.detail = "the run was cancelled"
                 } else if definition?.failFast == true, !planned.matrix.isEmpty,
@@ -188,8 +203,15 @@ extension CIService {
         if let holder = try await read(key), let other = Self.runID(holder.value), other != run.id,
             let (held, _) = try await self.run(other), !held.state.ended
         {
-            if pipeline.concurrency?.cancelInProgress == true, !held.cancelRequested {
-                _ = try? await requestCancel(other, reason: "superseded by run \(run.id) (concurrency group \(group))")
+            if pipeline.concurrency?.cancelInProgress == true {
+                // The newer run supersedes the older, whichever took the group first.
+                if other < run.id, !held.cancelRequested {
+                    _ = try? await requestCancel(other, reason: "superseded by run \(run.id) (concurrency group \(group))")
+                } else if other > run.id {
+                    run.cancelRequested = true
+                    run.message = "superseded by run \(other) (concurrency group \(group))"
+                    return true
+                }
             }
             return false
         }

@@ -84,7 +84,12 @@ extension CIService {
         if outcome.timedOut {
             await log.append(Array("\naspen: timed out after \(JobDuration.format(ms: task.timeoutMs)); every process of the job was stopped\n".utf8))
         }
-        let exitCode: Int32? = if case .exited(let code) = outcome.termination { code } else { nil }
+        // A signal is reported as the shell does (128 + N), so `retry.on_exit: [137]` sees a SIGKILL.
+        let exitCode: Int32? =
+            switch outcome.termination {
+            case .exited(let code): code
+            case .signaled(let signal): outcome.timedOut || outcome.cancelled ? nil : 128 + signal
+            }
         var kept: String?
         if outcome.succeeded {
             do {
@@ -128,8 +133,13 @@ extension CIService {
             }
             let current = try await self.run(run.id)?.run ?? run
             let jobEnded = current.job(job)?.state.ended ?? true
+            // A try has ended when it says so, or another followed it, or its job ended (its
+            // worker died); the last try's log is complete only once the job has ended (a
+            // retry may follow it).
             var attempts = tries.enumerated().map { index, found in
-                CILogAttempt(jobID: found.jobID, number: found.number, bytes: found.record.bytes, ended: found.record.ended || index < tries.count - 1 || jobEnded)
+                CILogAttempt(
+                    jobID: found.jobID, number: found.number, bytes: found.record.bytes,
+                    ended: index < tries.count - 1 || jobEnded)
             }
             if tries.isEmpty {
                 if jobEnded || ContinuousClock.now >= deadline { return CILogPage(attempts: [], attempt: 0, offset: offset, bytes: [], complete: jobEnded) }
@@ -139,7 +149,7 @@ extension CIService {
             guard attempt <= tries.count else { throw CIError.notFound("job '\(job)' of run \(run.id) has \(tries.count) tries, not \(attempt)") }
             let index = attempt == 0 ? tries.count - 1 : attempt - 1
             let chosen = tries[index]
-            let chunks = try await storedChunks(run.id, job, jobID: chosen.jobID, attempt: chosen.number)
+            let chunks = try await storedChunks(run.id, job, jobID: chosen.jobID, attempt: chosen.number, skippingGaps: attempts[index].ended)
             let available = chunks.reduce(Int64(0)) { $0 + Int64($1.size) }
             if !chosen.record.ended { attempts[index].bytes = available }
             if offset < available {
@@ -166,12 +176,17 @@ extension CIService {
 
     /// The chunks of one try's log stored so far, in order, up to the first one missing (a
     /// later one may have landed first).
-    func storedChunks(_ run: UInt64, _ job: String, jobID: UInt64, attempt: Int) async throws -> [BlobReference] {
+    /// Once the try has ended (`skippingGaps`), a chunk that was never stored no longer hides
+    /// the ones after it.
+    func storedChunks(_ run: UInt64, _ job: String, jobID: UInt64, attempt: Int, skippingGaps: Bool = false) async throws -> [BlobReference] {
         let subspace = CIKeys.chunks(run, job, jobID: jobID, attempt: attempt)
         var chunks: [BlobReference] = []
+        var next: Int64 = 0
         for kv in try await scan(subspace) {
-            guard let seq = CIKeys.integers(in: subspace, kv.key)?.first, seq == chunks.count, let reference = BlobReference(decoding: kv.value) else { break }
+            guard let seq = CIKeys.integers(in: subspace, kv.key)?.first, let reference = BlobReference(decoding: kv.value) else { continue }
+            if seq != next, !skippingGaps { break }
             chunks.append(reference)
+            next = seq + 1
         }
         return chunks
     }

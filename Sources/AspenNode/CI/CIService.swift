@@ -31,6 +31,10 @@ public final class CIService: Sendable {
     /// Where jobs' checkouts go (each removed when its try ends).
     let workRoot: String
     private let scheduler = Mutex<Task<Void, Never>?>(nil)
+    /// Push events that failed to become runs, by outbox key, and how often.
+    let intakeFailures = Mutex<[[UInt8]: Int]>([:])
+    /// Tries before a push event that keeps failing becomes a run in error.
+    static let intakeTriesMax = 20
     /// Runs the scheduler has looked at and found waiting on nothing it can change yet.
     let metrics = CIMetrics()
 
@@ -87,7 +91,12 @@ public final class CIService: Sendable {
 
     /// One pass: new pushes into runs, then every active run one step further.
     func pass() async throws {
-        try await takePushes()
+        // Runs go on whatever the intake meets.
+        do {
+            try await takePushes()
+        } catch {
+            logger.info("CI could not take a push event yet; it tries again", metadata: ["error": "\(error)"])
+        }
         for id in try await activeRuns() {
             do {
                 try await advance(id)

@@ -39,7 +39,7 @@ extension ForgeService {
                 }
                 // A status is met by one recorded on the revision, or by CI's status of its commit
                 // (`success`, or `skipped` for a job its paths filtered out).
-                let passed = try await self.commitStatuses(repo, patch.latest.head).filter { $0.state.satisfiesRequirement }.map(\.context)
+                let passed = CommitStatus.satisfied(try await self.commitStatuses(repo, patch.latest.head))
                 let missing = patch.missingStatuses(rule.requiredStatuses).filter { !passed.contains($0) }
                 guard missing.isEmpty else {
                     throw ForgeError.conflict("\(patch.target) requires status \(missing.joined(separator: ", ")) to succeed on revision \(revision)")
