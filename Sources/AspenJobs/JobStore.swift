@@ -51,6 +51,8 @@ public final class JobStore: Sendable {
     let ids = JobIDs()
     /// Woken when a job becomes ready, so that waiting claims look again at once.
     public let signals = JobSignals()
+    /// Woken when a job ends on this node's writes (CI's scheduler waits on it).
+    public let finished = JobSignals()
     /// Jobs a claim on this node is trying to take.
     let claiming = Mutex<Set<UInt64>>([])
     /// Ids of the claims running here.
@@ -536,9 +538,11 @@ public final class JobStore: Sendable {
     /// any other attempt is refused, so a worker the cluster gave up on changes nothing.
     public func finish(_ id: UInt64, type: String? = nil, token: UInt64, outcome: JobOutcome, exitCode: Int32? = nil) async throws -> JobRecord {
         try checkResult(outcome)
-        return try await update(id) { record in
+        let record = try await update(id) { record in
             try self.ending(record, JobReport(id: id, type: type ?? record.spec.type, token: token, outcome: outcome, exitCode: exitCode), typed: type != nil)
         }
+        if record.state.isFinal { await finished.notify() }
+        return record
     }
 
     func checkResult(_ outcome: JobOutcome) throws(JobError) {
@@ -602,6 +606,7 @@ public final class JobStore: Sendable {
             if outcome?.succeeded == true {
                 for write in writes { results[write.index] = .success(write.record) }
                 if writes.contains(where: { $0.record.state == .pending }) { await signals.notify() }
+                if writes.contains(where: { $0.record.state.isFinal }) { await finished.notify() }
             }
         }
         for (index, report) in reports.enumerated() where results[index] == nil {

@@ -320,7 +320,13 @@ extension CICommand {
                     guard case .log(let page) = try await client.ci(call) else { throw CLIError.unexpectedAnswer }
                     // Follow one try: the one the first page is of, even once another starts.
                     if page.attempt > 0 { number = page.attempt }
-                    FileHandle.standardOutput.write(Data(page.bytes))
+                    // A reader that stopped (`| head`, `| grep -q`) ends the command quietly.
+                    do {
+                        try page.bytes.withUnsafeBytes { try writeAll(1, $0) }
+                    } catch {
+                        if errno == EPIPE { return }
+                        throw error
+                    }
                     offset += Int64(page.bytes.count)
                     if page.complete || (!follow && page.bytes.isEmpty) { return }
                     if page.bytes.isEmpty { try await Task.sleep(for: .milliseconds(CICommand.followPauseMs)) }

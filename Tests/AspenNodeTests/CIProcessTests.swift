@@ -100,6 +100,10 @@ extension ClusterSuites {
             let failed = try await log(cluster, run.id, "test (config=release)", node: 2)
             #expect(failed.contains("testing release") && failed.contains("release broke"), "\(failed)")
             #expect(try await log(cluster, run.id, "test (config=debug)").contains("testing debug"))
+            // The same pipeline run here with `ci run --local` ends each job the same way.
+            let (localStatus, local) = try runProgram(ProcessCluster.binary("aspen"), ["ci", "run", "--local"], in: URL(fileURLWithPath: source), seconds: 120)
+            #expect(localStatus == 2, "\(local)")
+            for job in run.jobs { #expect(local.contains("== \(job.name): \(job.state) ("), "\(job.name) \(job.state): \(local)") }
             // Per-job statuses keyed by the commit; `ci status` fails.
             let (status, text) = try await cluster.aspen(["ci", "status", "demo", sha], withErrors: true)
             #expect(status != 0, "\(text)")
@@ -449,11 +453,12 @@ extension ClusterSuites {
             #expect(try await log(cluster, run.id, "build").contains("cache miss"))
             let used = try await log(cluster, run.id, "use", node: 3)
             #expect(used.contains("hello") && used.contains("300000"), "\(used)")
-            // The artifact fetched from another node is the job's file, byte for byte.
+            // The artifact fetched back is the job's file, byte for byte.
             guard case .artifacts(let kept) = try await client.ci(.artifacts(run: run.id, job: "build")) else { Issue.record("no artifacts"); return }
             #expect(Set(kept.map(\.path)) == ["out/app.bin", "out/note.txt"], "\(kept)")
             let file = cluster.directory.appendingPathComponent("app.bin").path
-            (status, text) = try await cluster.aspen(["ci", "artifact", "get", "\(run.id)", "build", "out/app.bin", "-o", file], endpoints: cluster.entries[2], withErrors: true)
+            // (From the nodes that hold it: two copies of three; the client knows every node.)
+            (status, text) = try await cluster.aspen(["ci", "artifact", "get", "\(run.id)", "build", "out/app.bin", "-o", file], withErrors: true)
             #expect(status == 0, "\(text)")
             let bytes = try #require(FileManager.default.contents(atPath: file))
             let app = try #require(kept.first { $0.path == "out/app.bin" })

@@ -42,6 +42,7 @@ extension CIService {
         let started = clock.now
         do {
             try await checkout(task, into: directory)
+            await log.append(Array("aspen: checked out \(task.sha) in \(ForgeService.milliseconds(clock.now - started)) ms on node \(node.id.rawValue)\n".utf8))
         } catch {
             // The commit could not be had here: another worker may do better.
             await log.append(Array("aspen: checkout of \(task.sha) failed: \(error)\n".utf8))

@@ -38,7 +38,7 @@ public final class CIService: Sendable {
     /// Runs the scheduler has looked at and found waiting on nothing it can change yet.
     let metrics = CIMetrics()
 
-    /// Longest pause between scheduler passes while leading.
+    /// Longest pause between scheduler passes while leading (a job ending cuts it short).
     static let passMs: Int64 = 100
     /// How long a log chunk waits for more output before it is stored (what `--follow` sees
     /// within a second).
@@ -70,6 +70,8 @@ public final class CIService: Sendable {
         let task = Task { [self] in
             var failures = 0
             while !Task.isCancelled {
+                // A job that ends while the pass runs wakes the next pass at once.
+                let generation = await jobs.jobs.finished.generation
                 if await node.status.leader == node.id {
                     do {
                         try await pass()
@@ -79,7 +81,7 @@ public final class CIService: Sendable {
                         if failures == 1 || failures % 100 == 0 { logger.info("CI scheduler pass did not finish; it runs again", metadata: ["error": "\(error)"]) }
                     }
                 }
-                try? await Task.sleep(for: .milliseconds(Self.passMs))
+                await jobs.jobs.finished.wait(upToMs: Self.passMs, since: generation)
             }
         }
         scheduler.withLock { $0 = task }
