@@ -3,7 +3,7 @@
 # baseline named beside it, measured in the same run:
 #   push to first job started: from `git push` returning to the job's first command (p50, p99)
 #   three trivial sequential jobs (true; true; true): the run, created to ended, against the
-#       same three commands with `bash -c` after the same checkout done by hand
+#       same three commands with `bash -c`, plus a checkout by hand for each job
 #   checkout of a ~60,000-object repository from a node's warm forge cache (the worker's own
 #       figure, from the job's log) against `git clone --shared` + `checkout` of a local bare copy
 #   KV put p99 (16 clients) while a job writes 50 MB of log, against the same without it
@@ -55,7 +55,7 @@ done
 cli repo create demo-trivial > /dev/null
 src="$work/trivial"; git init -q -b main "$src"; mkdir -p "$src/.aspen"
 printf 'version: 1\njobs:\n  a: { run: "true" }\n  b: { needs: [a], run: "true" }\n  c: { needs: [b], run: "true" }\n' > "$src/.aspen/ci.yml"
-runs=(); bases=()
+runs=(); bases=(); clones=()
 for i in 1 2 3 4 5; do
     echo "$i" > "$src/n.txt"; git -C "$src" add -A; git -C "$src" commit -qm "trivial $i"
     sha=$(git -C "$src" rev-parse HEAD)
@@ -66,8 +66,10 @@ for i in 1 2 3 4 5; do
     start=$(nowns)
     git clone -q --shared --no-checkout "$work/bare.git" "$work/by-hand"
     git -C "$work/by-hand" -c advice.detachedHead=false checkout -q --detach "$sha"
+    middle=$(nowns)
     (cd "$work/by-hand" && bash -eo pipefail -c true && bash -eo pipefail -c true && bash -eo pipefail -c true)
-    bases+=("$(( ($(nowns) - start) / 1000000 ))")
+    end=$(nowns)
+    clones+=("$(( (middle - start) / 1000 ))"); bases+=("$(( (end - middle) / 1000 ))")
 done
 
 # 3. Checkout of a big repository from a warm node cache.
@@ -125,20 +127,22 @@ noisy=$(p99 8)
 id=$(run_of demo-noisy "$sha" ended)
 logbytes=$(cli ci logs "$id" noisy | wc -c)
 
-python3 - "${lags[*]}" "${runs[*]}" "${bases[*]}" "${checkouts[*]}" "$byhand" "$objects" "$quiet" "$noisy" "$logbytes" <<'PY'
+python3 - "${lags[*]}" "${runs[*]}" "${bases[*]}" "${checkouts[*]}" "$byhand" "$objects" "$quiet" "$noisy" "$logbytes" "${clones[*]}" <<'PY'
 import statistics, sys
 def pct(values, p):
     values = sorted(values); return values[min(len(values) - 1, int(round(p * (len(values) - 1))))]
 lags = list(map(int, sys.argv[1].split())); runs = list(map(int, sys.argv[2].split())); bases = list(map(int, sys.argv[3].split()))
 checkouts = [int(x) for x in sys.argv[4].split()]; byhand = int(sys.argv[5]); objects = sys.argv[6]
 quiet, noisy, logbytes = float(sys.argv[7]), float(sys.argv[8]), int(sys.argv[9])
-run, base = statistics.median(runs), statistics.median(bases)
+run = statistics.median(runs)
+base = statistics.median(bases) / 1000; clone = statistics.median(map(int, sys.argv[10].split())) / 1000
+goal = 1.5 * base + 3 * clone   # each of the three jobs checks the commit out
 warm = statistics.median(checkouts[1:]) if len(checkouts) > 1 else checkouts[0]
 print("| measure | Aspen | baseline | ratio | goal |")
 print("|---|---|---|---|---|")
 print(f"| push to first job started, p50 / p99 ({len(lags)} pushes) | {pct(lags, .5)} / {pct(lags, .99)} ms | | | p50 ≤ 2 s, p99 ≤ 5 s: {'met' if pct(lags, .5) <= 2000 and pct(lags, .99) <= 5000 else 'not met'} |")
-print(f"| three trivial sequential jobs, run created to ended, median | {run:.0f} ms | {base:.0f} ms (checkout + 3 × bash -c) | {run / base:.1f} | ≤ 1.5× + checkout: {'met' if run <= 1.5 * base + warm else 'not met'} |")
+print(f"| three trivial sequential jobs, run created to ended, median | {run:.0f} ms | {base:.1f} ms (3 × bash -c) + 3 × {clone:.0f} ms (checkout by hand) | {run / (base + 3 * clone):.1f} | ≤ 1.5× + checkouts = {goal:.0f} ms: {'met' if run <= goal else 'not met'} |")
 print(f"| checkout of {objects} objects from the warm node cache, median | {warm:.0f} ms | {byhand} ms (clone --shared + checkout by hand) | {warm / max(byhand, 1):.2f} | ≤ 1 s: {'met' if warm <= 1000 else 'not met'} |")
 print(f"| KV put p99, 16 clients, while a job logs {logbytes / 1e6:.0f} MB | {noisy / 1000:.2f} ms | {quiet / 1000:.2f} ms (no job) | {noisy / quiet:.2f} | ≤ 2×: {'met' if noisy <= 2 * quiet else 'not met'} |")
-print(f"(push lags ms: {lags}; runs ms: {runs}; by hand ms: {bases}; checkouts ms: {checkouts})")
+print(f"(push lags ms: {lags}; runs ms: {runs}; bash -c ×3 µs: {bases}; checkouts ms: {checkouts})")
 PY
