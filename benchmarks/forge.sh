@@ -39,20 +39,7 @@ seconds_of() {
 # The repository.
 src="$work/src"
 git init -q -b main "$src"
-python3 - "$commits" <<'PY' | git -C "$src" fast-import --quiet
-import random, sys
-random.seed(26)
-n = int(sys.argv[1]); out = sys.stdout.buffer
-for c in range(1, n + 1):
-    msg = f"commit {c}".encode()
-    out.write(b"commit refs/heads/main\nmark :%d\ncommitter b <b@b> %d +0000\ndata %d\n%s\n" % (c, 1700000000 + c, len(msg), msg))
-    if c > 1: out.write(b"from :%d\n" % (c - 1))
-    for _ in range(4):
-        f = random.randrange(400)
-        body = random.randbytes(1200)
-        out.write(b"M 100644 inline d%d/f%d\ndata %d\n" % (f % 20, f, len(body)) + body + b"\n")
-    out.write(b"\n")
-PY
+python3 benchmarks/generate-repo.py "$commits" 26 | git -C "$src" fast-import --quiet
 git -C "$src" reset -q --hard main
 git -C "$src" repack -adq
 objects=$(git -C "$src" count-objects -v | awk '/^in-pack/ {print $2}')
