@@ -137,6 +137,10 @@ extension ClusterSuites {
             let broken = try #require(try await ended(client, sha: invalid).first)
             #expect(broken.state == .error && broken.message.hasPrefix("ci.yml:3:"), "\(broken.message)")
             #expect(try await runs(client).filter { $0.sha == skipped }.isEmpty)
+            let twice = try commit(git, at: source, [".aspen/ci.yml": "version: 1\njobs:\n  a: { run: x }\n  a: { run: y }\n"], new: false)
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[1]) }
+            let doubled = try #require(try await ended(client, sha: twice).first)
+            #expect(doubled.state == .error && doubled.message.hasPrefix("ci.yml:4:3: duplicate key 'a'"), "\(doubled.message)")
 
             // A manual run of main's commit, then a rerun of only what failed.
             let fixed = try commit(git, at: source, [".aspen/ci.yml": pipeline.replacingOccurrences(of: "exit 3", with: "exit 0")], new: false)
@@ -191,7 +195,8 @@ extension ClusterSuites {
             let id = try #require(started?.id)
             let (status, text) = try await cluster.aspen(["ci", "cancel", "\(id)"], endpoints: cluster.entries[2], withErrors: true)
             #expect(status == 0, "\(text)")
-            let cancelled = try #require(try await ended(client, sha: long, seconds: 30).first)
+            // Within the stop's grace and a few scheduler passes, not a lease renewal (10 s here).
+            let cancelled = try #require(try await ended(client, sha: long, seconds: 8).first)
             #expect(cancelled.state == .cancelled && cancelled.job("hang")?.state == .cancelled, "\(cancelled)")
             #expect(Self.processes(named: marker).isEmpty, "left running: \(Self.processes(named: marker))")
         }
@@ -462,6 +467,39 @@ extension ClusterSuites {
             let second = try #require(try await ended(client, sha: next).first)
             let restored = try await log(cluster, second.id, "build")
             #expect(restored.contains("cache hit \(run.id)") && restored.contains("cache deps-"), "\(restored)")
+        }
+
+        @Test("a concurrency group with cancel_in_progress: a newer push's run cancels the older one, then starts once it has ended")
+        func superseded() async throws {
+            let (cluster, git, client) = try await started()
+            defer {
+                Task { await client.close() }
+                cluster.terminateAll()
+            }
+            let source = cluster.directory.appendingPathComponent("source").path
+            let pipeline = """
+                version: 1
+                concurrency: { group: "${ref}", cancel_in_progress: true }
+                jobs:
+                  long: { run: "echo begun; sleep 60" }
+                """
+            let first = try commit(git, at: source, [".aspen/ci.yml": pipeline])
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            try await eventually("the first run's job runs") { try await runs(client).first { $0.sha == first }?.job("long")?.state == .running }
+            let second = try commit(git, at: source, ["n.txt": "2\n"], new: false)
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[1]) }
+            let older = try #require(try await ended(client, sha: first, seconds: 30).first)
+            var newer: CIRun?
+            try await eventually("the newer run's job runs") {
+                newer = try await runs(client).first { $0.sha == second }
+                return newer?.job("long")?.state == .running
+            }
+            let id = try #require(newer?.id)
+            #expect(older.state == .cancelled && older.message.contains("superseded by run \(id)"), "\(older)")
+            #expect(try #require(newer?.job("long")?.startedMs) >= (older.endedMs ?? .max), "\(String(describing: newer)) \(older)")
+            _ = try await client.ci(.cancel(run: id))
+            let cancelled = try #require(try await ended(client, sha: second, seconds: 30).first)
+            #expect(cancelled.state == .cancelled)
         }
 
         /// Processes whose command line starts with `name`.

@@ -68,9 +68,21 @@ extension CIService {
             outputBytesMax: limits.ciLogBytesPerJobMax)
         let outcome: ShellOutcome
         do {
-            outcome = try await runner.run(command, marker: "\(markerPrefix)ci-\(record.id)-\(String(attempt.token, radix: 16))") { chunk in
-                await log.append(chunk.bytes)
+            let marker = "\(markerPrefix)ci-\(record.id)-\(String(attempt.token, radix: 16))"
+            let work = Task { try await runner.run(command, marker: marker) { chunk in await log.append(chunk.bytes) } }
+            // A cancelled run is seen here within `cancelCheckMs` (the job system's own cancel
+            // reaches a worker only at its next lease renewal).
+            let watch = Task { [self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(Self.cancelCheckMs))
+                    if let (run, _) = try? await self.run(task.run), run.cancelRequested {
+                        work.cancel()
+                        return
+                    }
+                }
             }
+            defer { watch.cancel() }
+            outcome = try await withTaskCancellationHandler { try await work.value } onCancel: { work.cancel() }
         } catch is CancellationError {
             await log.finish()
             return CIJobResult(exitCode: nil, cancelled: true, detail: "cancelled before it started").encoded

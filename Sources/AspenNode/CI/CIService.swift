@@ -45,6 +45,8 @@ public final class CIService: Sendable {
     static let logFlushMs: Int64 = 250
     /// Largest log chunk, in bytes.
     static let logChunkBytes = 1 << 20
+    /// How often a running job looks whether its run was cancelled.
+    static let cancelCheckMs: Int64 = 250
     /// Job-system attempts of one try (a worker that dies mid-job is replaced this often).
     static let infrastructureAttempts = 3
 
