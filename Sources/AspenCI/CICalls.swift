@@ -178,6 +178,12 @@ public enum CIAnswer: Sendable, Equatable {
     case names([String])
     case artifacts([CIArtifact])
 
+    /// The runs of a `.runs` answer (nil for another answer).
+    public var runs: [CIRun]? {
+        if case .runs(let runs) = self { return runs }
+        return nil
+    }
+
     public var encoded: [UInt8] {
         var writer = ByteWriter()
         switch self {

@@ -369,6 +369,13 @@ public struct Limits: Sendable, Equatable {
     public var ciArtifactPathBytesMax = 1024
     /// A cache's archive, in bytes.
     public var ciCacheBytesMax: UInt64 = 1 << 30
+    /// Runs not yet ended, of one repository and in all: a push past either makes a run in
+    /// `error` naming the bound (nothing is lost silently), a manual run is refused.
+    public var ciActiveRunsPerRepoMax = 64
+    public var ciActiveRunsMax = 1024
+    /// Ended runs a repository keeps (with their logs, artifacts and statuses); older ones are
+    /// deleted by the leader (node setting `ci-runs-kept`).
+    public var ciRunsKeptPerRepo = 1000
 
     public init() {}
 

@@ -144,6 +144,7 @@ public final class NodeRuntime: Sendable {
         let logEntriesNeeded = Int(clamping: settings.compactAfterEntries.multipliedReportingOverflow(by: 3).partialValue)
         configuration.limits.raftLogEntriesMax = max(configuration.limits.raftLogEntriesMax, logEntriesNeeded)
         configuration.limits.ciArtifactBytesMax = settings.ciArtifactBytesMax
+        configuration.limits.ciRunsKeptPerRepo = settings.ciRunsKept
         configuration.autoCompaction = settings.autoCompaction.map { AutoCompaction(mode: $0) }
         let auth = NodeAuth(
             mode: settings.auth, listensBeyondLoopback: settings.listensBeyondLoopback, configuredRoots: Set(settings.trustedRoots),

@@ -61,7 +61,7 @@ public struct NodeSettings: Sendable, Equatable {
         ("auth", "auto"), ("trusted-roots", ""), ("join-credential-file", nil), ("blob-replicas", "3"),
         ("blob-gc-grace-ms", "\(Limits.standard.blobGcGraceMs)"), ("blob-gc-interval-ms", "600000"), ("blob-scrub-interval-ms", "86400000"),
         ("blob-scrub-rate", "\(Limits.standard.blobScrubBytesPerSecond)"), ("blob-quota", "0"), ("job-workers", "2"), ("job-worker-tags", ""),
-        ("ci-artifact-max", "\(Limits.standard.ciArtifactBytesMax)"),
+        ("ci-artifact-max", "\(Limits.standard.ciArtifactBytesMax)"), ("ci-runs-kept", "\(Limits.standard.ciRunsKeptPerRepo)"),
         ("job-lease-ms", "30000"), ("job-retention-ms", "604800000"),
     ]
 
@@ -109,6 +109,8 @@ public struct NodeSettings: Sendable, Equatable {
 
     /// The largest file a CI job may keep as an artifact (`Limits.ciArtifactBytesMax`).
     public var ciArtifactBytesMax = Limits.standard.ciArtifactBytesMax
+    /// Ended CI runs each repository keeps (`Limits.ciRunsKeptPerRepo`).
+    public var ciRunsKept = Limits.standard.ciRunsKeptPerRepo
 
     /// The node's built-in job worker: see docs/jobs.md.
     public struct JobSettings: Sendable, Equatable {
@@ -352,6 +354,7 @@ public struct NodeSettings: Sendable, Equatable {
         settings.blob.scrubBytesPerSecond = UInt64(try size("blob-scrub-rate", minimum: 1))
         settings.blob.quotaBytes = UInt64(try size("blob-quota", minimum: 0))
         settings.ciArtifactBytesMax = UInt64(try size("ci-artifact-max", minimum: 1))
+        settings.ciRunsKept = try integer("ci-runs-kept", 1...1_000_000)
         settings.jobs.workers = try integer("job-workers", 0...256)
         settings.jobs.leaseMs = Int64(try integer("job-lease-ms", 250...600_000))
         settings.jobs.retentionMs = Int64(try integer("job-retention-ms", 1000...3650 * 86_400_000))
@@ -401,6 +404,7 @@ public struct NodeSettings: Sendable, Equatable {
             line("blob-scrub-rate", "\(blob.scrubBytesPerSecond)"), line("blob-quota", blob.quotaBytes == 0 ? "(none)" : "\(blob.quotaBytes)"),
             line("job-workers", "\(jobs.workers)"), line("job-lease-ms", "\(jobs.leaseMs)"),
             line("job-retention-ms", "\(jobs.retentionMs)"), line("ci-artifact-max", "\(ciArtifactBytesMax)"),
+            line("ci-runs-kept", "\(ciRunsKept)"),
             line("job-worker-tags", jobs.workerTags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")),
         ].joined(separator: "\n")
     }

@@ -502,6 +502,39 @@ extension ClusterSuites {
             #expect(cancelled.state == .cancelled)
         }
 
+        @Test("retention: a repository keeps its newest ci-runs-kept runs; an older one goes with its log and statuses")
+        func retention() async throws {
+            let (cluster, git, client) = try await started(environment: ["ASPEN_CI_RUNS_KEPT": "2"])
+            defer {
+                Task { await client.close() }
+                cluster.terminateAll()
+            }
+            let source = cluster.directory.appendingPathComponent("source").path
+            var shas: [String] = []
+            var ids: [UInt64] = []
+            for round in 1...4 {
+                let sha = try commit(git, at: source, [".aspen/ci.yml": "version: 1\njobs:\n  ok: { run: echo round-\(round) }\n"], new: round == 1)
+                try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+                var found: CIRun?
+                try await eventually("run \(round) ended") {
+                    found = try await client.ci(.list(repo: "demo", limit: 50)).runs?.first { $0.sha == sha }
+                    return found?.state == .success
+                }
+                shas.append(sha)
+                ids.append(found?.id ?? 0)
+            }
+            try await eventually("only the newest two runs are left") { try await client.ci(.list(repo: "demo", limit: 50)).runs?.map(\.sha) == [shas[3], shas[2]] }
+            do {
+                _ = try await client.ci(.show(run: ids[0]))
+                Issue.record("run \(ids[0]) is still there")
+            } catch let error as CIError {
+                #expect(error == .notFound("no run \(ids[0])"))
+            }
+            guard case .statuses(let statuses) = try await client.ci(.status(repo: "demo", sha: shas[0])) else { return }
+            #expect(statuses.isEmpty, "\(statuses)")
+            #expect(try await log(cluster, ids[3], "ok").contains("round-4"))
+        }
+
         /// Processes whose command line starts with `name`.
         static func processes(named name: String) -> [Int32] {
             guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }

@@ -8,7 +8,7 @@ import AspenLayer
 /// - `("run", ID)`: a run (`CIRun`), rewritten by the leader's scheduler as its jobs move;
 /// - `("pipe", ID)`: the run's pipeline, normalized (`Pipeline.encoded()`), so that a rerun
 ///   runs exactly what the first run ran;
-/// - `("active", ID)`: a run not yet ended (what the scheduler looks at);
+/// - `("active", ID)` → REPO: a run not yet ended (what the scheduler looks at);
 /// - `("repo", REPO, MAX - ID)`: a repository's runs, newest first;
 /// - `("idem", REPO, REF, SHA, PIPELINE)` → ID: the run of one pushed commit (a push starts one);
 /// - `("request", REPO, ID)` → ID: a manual run's request id (a retried call finds its run);
@@ -21,6 +21,7 @@ enum CIKeys {
     static let space = Subspace(["aspen", "ci"])
     static let sequence = space.pack(["seq"])
     static let runs = space.subspace(["run"])
+    static let repos = space.subspace(["repo"])
     static func run(_ id: UInt64) -> [UInt8] { runs.pack([.int(Int64(id))]) }
     static func pipeline(_ id: UInt64) -> [UInt8] { space.pack(["pipe", .int(Int64(id))]) }
     static let active = space.subspace(["active"])
@@ -34,12 +35,14 @@ enum CIKeys {
     static func statuses(_ repo: String, _ sha: String) -> Subspace { space.subspace(["status", .string(repo), .string(sha)]) }
     static func status(_ repo: String, _ sha: String, _ context: String) -> [UInt8] { statuses(repo, sha).pack([.string(context)]) }
     static func group(_ repo: String, _ group: String) -> [UInt8] { space.pack(["group", .string(repo), .string(group)]) }
-    static func tries(_ run: UInt64, _ job: String) -> Subspace { space.subspace(["try", .int(Int64(run)), .string(job)]) }
+    static func tries(_ run: UInt64) -> Subspace { space.subspace(["try", .int(Int64(run))]) }
+    static func tries(_ run: UInt64, _ job: String) -> Subspace { tries(run).subspace([.string(job)]) }
+    static func logs(_ run: UInt64) -> Subspace { space.subspace(["log", .int(Int64(run))]) }
     static func tryKey(_ run: UInt64, _ job: String, jobID: UInt64, attempt: Int) -> [UInt8] {
         tries(run, job).pack([.int(Int64(jobID)), .int(Int64(attempt))])
     }
     static func chunks(_ run: UInt64, _ job: String, jobID: UInt64, attempt: Int) -> Subspace {
-        space.subspace(["log", .int(Int64(run)), .string(job), .int(Int64(jobID)), .int(Int64(attempt))])
+        logs(run).subspace([.string(job), .int(Int64(jobID)), .int(Int64(attempt))])
     }
     static func chunk(_ run: UInt64, _ job: String, jobID: UInt64, attempt: Int, seq: Int) -> [UInt8] {
         chunks(run, job, jobID: jobID, attempt: attempt).pack([.int(Int64(seq))])

@@ -161,6 +161,8 @@ extension CIService {
     /// returned in its place. Returns the runs as stored.
     @discardableResult
     func create(_ runs: [NewRun], compares: [Compare] = [], operations: [TransactionOperation] = []) async throws -> [CIRun] {
+        var runs = runs
+        try await holdToActiveLimits(&runs)
         for _ in 0..<8 {
             var existing: [Int: CIRun] = [:]
             for (index, new) in runs.enumerated() {
@@ -198,7 +200,7 @@ extension CIService {
                 if run.state.ended {
                     writes += statusWrites(run, jobs: run.jobs.map(\.name))
                 } else {
-                    writes.append(.put(Put(key: CIKeys.active(run.id), value: [])))
+                    writes.append(.put(Put(key: CIKeys.active(run.id), value: Array(run.repo.utf8))))
                 }
             }
             var counter = ByteWriter()
@@ -221,6 +223,34 @@ extension CIService {
             }
         }
         throw CIError.unavailable("runs could not be created: the run sequence kept changing")
+    }
+
+    /// A run past `ciActiveRunsPerRepoMax` or `ciActiveRunsMax` is made in `error`, naming the
+    /// bound (a push is never dropped in silence); a manual run or rerun is refused instead.
+    func holdToActiveLimits(_ runs: inout [NewRun]) async throws {
+        guard runs.contains(where: { !$0.run.state.ended }) else { return }
+        let active = try await scan(CIKeys.active)
+        var perRepo: [String: Int] = [:]
+        for kv in active { perRepo[String(decoding: kv.value, as: UTF8.self), default: 0] += 1 }
+        var total = active.count
+        for index in runs.indices where !runs[index].run.state.ended {
+            let repo = runs[index].run.repo
+            let problem: String? =
+                perRepo[repo, default: 0] >= limits.ciActiveRunsPerRepoMax
+                ? "\(repo) has \(perRepo[repo, default: 0]) runs not yet ended, at ciActiveRunsPerRepoMax (\(limits.ciActiveRunsPerRepoMax))"
+                : total >= limits.ciActiveRunsMax ? "the cluster has \(total) runs not yet ended, at ciActiveRunsMax (\(limits.ciActiveRunsMax))" : nil
+            if let problem {
+                guard runs[index].claim.map({ !$0.starts(with: CIKeys.space.pack(["request"])) }) ?? false else { throw CIError.unavailable(problem) }
+                runs[index].run.state = .error
+                runs[index].run.message = problem
+                runs[index].run.endedMs = runs[index].run.createdMs
+                runs[index].run.jobs = []
+                runs[index].pipeline = nil
+                continue
+            }
+            perRepo[repo, default: 0] += 1
+            total += 1
+        }
     }
 
     /// `aspen ci run REPO --ref REF`: a manual run of the ref's commit. The request id makes a

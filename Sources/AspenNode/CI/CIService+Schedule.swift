@@ -133,6 +133,7 @@ extension CIService {
         operations += statusWrites(run, jobs: changed.subtracting([""]).sorted(), pipeline: run.state != current.state || changed.contains(""))
         if try await commit(compares, operations), run.state.ended {
             logger.info("CI run ended", metadata: ["run": "\(id)", "repo": "\(run.repo)", "state": "\(run.state)", "message": "\(run.message)"])
+            _ = try? await prune(repo: run.repo)
         }
     }
 

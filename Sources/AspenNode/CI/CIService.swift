@@ -33,6 +33,10 @@ public final class CIService: Sendable {
     private let scheduler = Mutex<Task<Void, Never>?>(nil)
     /// Push events that failed to become runs, by outbox key, and how often.
     let intakeFailures = Mutex<[[UInt8]: Int]>([:])
+    /// When the leader last deleted old runs.
+    let lastPrune = Mutex<ContinuousClock.Instant?>(nil)
+    /// Between two prunes of old runs.
+    static let pruneEveryMs: Int64 = 30_000
     /// Tries before a push event that keeps failing becomes a run in error.
     static let intakeTriesMax = 20
     /// Runs the scheduler has looked at and found waiting on nothing it can change yet.
@@ -101,6 +105,7 @@ public final class CIService: Sendable {
         } catch {
             logger.info("CI could not take a push event yet; it tries again", metadata: ["error": "\(error)"])
         }
+        await pruneIfDue()
         for id in try await activeRuns() {
             do {
                 try await advance(id)

@@ -1,0 +1,65 @@
+import AspenCI
+import AspenCore
+import AspenKV
+import Foundation
+
+// Retention: a repository keeps its newest `ciRunsKeptPerRepo` runs; the leader deletes the
+// ended runs past them with everything they hold (their logs', artifacts' and caches'
+// references go with them, and the blob store's collection then frees the bytes).
+extension CIService {
+    func pruneIfDue() async {
+        let now = ContinuousClock.now
+        let due = lastPrune.withLock { last -> Bool in
+            guard last.map({ now - $0 >= .milliseconds(Self.pruneEveryMs) }) ?? true else { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        do {
+            let removed = try await prune()
+            if removed > 0 { logger.info("old CI runs deleted", metadata: ["runs": "\(removed)"]) }
+        } catch {
+            logger.info("deleting old CI runs did not finish; it runs again", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Deletes every ended run past the newest `ciRunsKeptPerRepo` of its repository (of
+    /// `repo` only, when named: what a run's end calls); returns how many.
+    @discardableResult
+    func prune(repo only: String? = nil) async throws -> Int {
+        var seen: [String: Int] = [:]
+        var removed = 0
+        // Keys sort by repository, then newest first.
+        for kv in try await scan(only.map { CIKeys.repoRuns($0) } ?? CIKeys.repos, keysOnly: true) {
+            guard let tuple = try? CIKeys.repos.unpack(kv.key), tuple.elements.count == 2, case .string(let repo) = tuple.elements[0],
+                case .int(let inverted) = tuple.elements[1]
+            else { continue }
+            seen[repo, default: 0] += 1
+            guard seen[repo]! > limits.ciRunsKeptPerRepo else { continue }
+            let id = UInt64(Int64.max - inverted)
+            if try await delete(run: id, indexKey: kv.key) { removed += 1 }
+        }
+        return removed
+    }
+
+    /// Deletes an ended run and what it holds, in one transaction conditioned on the run being
+    /// unchanged; a run not yet ended stays.
+    func delete(run id: UInt64, indexKey: [UInt8]) async throws -> Bool {
+        guard let (run, revision) = try await self.run(id) else {
+            return try await commit([], [.delete(Delete(.key(indexKey)))])
+        }
+        guard run.state.ended else { return false }
+        var operations: [TransactionOperation] = [
+            .delete(Delete(.key(indexKey))), .delete(Delete(.key(CIKeys.run(id)))), .delete(Delete(.key(CIKeys.pipeline(id)))),
+            .delete(Delete(.key(CIKeys.active(id)))),
+            .delete(Delete(.prefix(CIKeys.tries(id).prefix))), .delete(Delete(.prefix(CIKeys.logs(id).prefix))),
+            .delete(Delete(.prefix(CIKeys.artifacts(id).prefix))),
+        ]
+        let claim = CIKeys.idempotency(run.repo, ref: run.ref, sha: run.sha, pipeline: run.pipeline)
+        if let kv = try await read(claim), Self.runID(kv.value) == id { operations.append(.delete(Delete(.key(claim)))) }
+        for kv in try await scan(CIKeys.statuses(run.repo, run.sha)) where (try? CommitStatus(decoding: kv.value, limits: limits))?.run == id {
+            operations.append(.delete(Delete(.key(kv.key))))
+        }
+        return try await commit([Compare(key: CIKeys.run(id), .modRevision(revision))], operations)
+    }
+}
