@@ -3,11 +3,14 @@ import AspenCore
 import AspenSecrets
 import Foundation
 
-// CI secrets live in the secrets engine: a kv-v2 mount per repository, `ci/REPO/.secrets` (a
-// repository segment never starts with '.', so no repository's mount is inside another's),
-// one secret per name holding `{"value": …}`, sealed at rest like every secret.
+// CI secrets live in the secrets engine: a kv-v2 mount per repository, `ci/REPO/.secrets-N`
+// where N is the repository's creation revision (a repository deleted and made again under the
+// same name does not inherit its predecessor's secrets; a repository segment never starts with
+// '.', so no repository's mount is inside another's), one secret per name holding
+// `{"value": …}`, sealed at rest like every secret.
 extension CIService {
-    static func secretsMount(_ repo: String) -> String { "ci/\(repo)/.secrets" }
+    /// The mount of `repo`'s secrets (the repository must exist).
+    func secretsMount(_ repo: String) async throws -> String { "ci/\(repo)/.secrets-\(try await forge.state(repo).createRevision)" }
 
     /// A secret's name: an environment variable's (`[A-Za-z_][A-Za-z0-9_]*`), within `ciNameBytesMax`.
     func validate(secretName name: String) throws {
@@ -45,8 +48,7 @@ extension CIService {
         guard let text = String(validating: value, as: UTF8.self), !text.contains("\0") else {
             throw CIError.badInput("a secret is text for an environment variable: UTF-8 without NUL bytes")
         }
-        _ = try await forge.state(repo)
-        let mount = Self.secretsMount(repo)
+        let mount = try await secretsMount(repo)
         let existing = try await secretNames(repo)
         if !existing.contains(name), existing.count >= limits.ciSecretsPerRepoMax {
             throw CIError.badInput("\(repo) holds \(existing.count) CI secrets, at ciSecretsPerRepoMax (\(limits.ciSecretsPerRepoMax))")
@@ -63,7 +65,7 @@ extension CIService {
     }
 
     func secretNames(_ repo: String) async throws -> [String] {
-        let listed = await vault("LIST", "\(Self.secretsMount(repo))/metadata")
+        let listed = await vault("LIST", "\(try await secretsMount(repo))/metadata")
         if listed.status == 404 { return [] }
         guard listed.status == 200, let object = try? JSONSerialization.jsonObject(with: Data(listed.body)) as? [String: Any],
             let data = object["data"] as? [String: Any], let keys = data["keys"] as? [String]
@@ -73,15 +75,16 @@ extension CIService {
 
     func deleteSecret(_ repo: String, name: String) async throws {
         try validate(secretName: name)
-        let deleted = await vault("DELETE", "\(Self.secretsMount(repo))/metadata/\(name)")
+        let deleted = await vault("DELETE", "\(try await secretsMount(repo))/metadata/\(name)")
         guard deleted.status == 204 || deleted.status == 200 || deleted.status == 404 else { throw failure(deleted, "secret \(name) was not deleted") }
     }
 
     /// The values of `names` for a job of `repo`; a name not set fails the job with what to do.
     func secretValues(_ repo: String, names: [String]) async throws -> [String: String] {
         var values: [String: String] = [:]
+        let mount = try await secretsMount(repo)
         for name in names {
-            let read = await vault("GET", "\(Self.secretsMount(repo))/data/\(name)")
+            let read = await vault("GET", "\(mount)/data/\(name)")
             if read.status == 404 { throw CIError.notFound("secret \(name) is not set for \(repo) (aspen ci secret set \(repo) \(name))") }
             guard read.status == 200, let object = try? JSONSerialization.jsonObject(with: Data(read.body)) as? [String: Any],
                 let outer = object["data"] as? [String: Any], let data = outer["data"] as? [String: Any], let value = data["value"] as? String
