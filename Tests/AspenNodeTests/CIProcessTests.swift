@@ -220,6 +220,8 @@ extension ClusterSuites {
                     run: |
                       echo "token=$DEPLOY_TOKEN"
                       if [ -n "$DEPLOY_TOKEN" ]; then echo has-token; else echo no-token; fi
+                      echo "uid=$(id -u)"
+                      if cat /proc/$PPID/environ > /dev/null 2>&1; then echo reads-the-node; else echo cannot-read-the-node; fi
                 """
             var (status, text) = try await cluster.aspen(["ci", "secret", "set", "demo", "DEPLOY_TOKEN"], stdin: "s3cr3t-value-42\n", withErrors: true)
             #expect(status == 0, "\(text)")
@@ -252,6 +254,11 @@ extension ClusterSuites {
             #expect(untrusted.event == .patch && untrusted.state == .success, "\(untrusted)")
             let withheld = try await log(cluster, untrusted.id, "deploy")
             #expect(withheld.contains("no-token") && !withheld.contains("s3cr3t"), "\(withheld)")
+            // As root, the node runs a patch's job as nobody: it cannot read the node's environment.
+            if getuid() == 0 {
+                #expect(withheld.contains("uid=65534") && withheld.contains("cannot-read-the-node"), "\(withheld)")
+                #expect(trusted.contains("uid=0"), "\(trusted)")
+            }
 
             // main requires ci/ci/deploy: a docs-only patch reports it skipped, and the merge goes through.
             (status, text) = try await cluster.aspen(["repo", "protect", "demo", "main", "--require-status", "ci/ci/deploy"], withErrors: true)

@@ -36,12 +36,15 @@ extension CIService {
             await log.finish()
             return CIJobResult(exitCode: nil, detail: secretProblem).encoded
         }
-        let directory = (workRoot as NSString).appendingPathComponent("\(task.run)-\(record.id)-\(attempt.number)")
+        // An untrusted job (a patch: anyone's code) runs as an unprivileged user in a checkout of
+        // its own outside the node's data directory, when the node can arrange it (it runs as root).
+        let isolated = !task.event.isTrusted && getuid() == 0
+        let directory = ((isolated ? untrustedRoot : workRoot) as NSString).appendingPathComponent("\(task.run)-\(record.id)-\(attempt.number)")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let clock = ContinuousClock()
         let started = clock.now
         do {
-            try await checkout(task, into: directory)
+            try await checkout(task, into: directory, isolated: isolated)
             await log.append(Array("aspen: checked out \(task.sha) in \(ForgeService.milliseconds(clock.now - started)) ms on node \(node.id.rawValue)\n".utf8))
         } catch {
             // The commit could not be had here: another worker may do better.
@@ -59,12 +62,24 @@ extension CIService {
             await log.finish()
             throw error
         }
-        let environment = JobEnvironment.make(
+        if isolated {
+            guard try await Git.runProgram("chown", ["-R", "\(Self.untrustedID):\(Self.untrustedID)", directory]) == 0 else {
+                await log.finish()
+                throw CIError.failed("the untrusted job's checkout could not be given to uid \(Self.untrustedID)")
+            }
+            await log.append(Array("aspen: untrusted run: the job runs as uid \(Self.untrustedID), without secrets\n".utf8))
+        } else if !task.event.isTrusted {
+            await log.append(Array("aspen: untrusted run: this node is not root, so the job runs as the node's user (no secrets)\n".utf8))
+        }
+        var environment = JobEnvironment.make(
             from: ProcessInfo.processInfo.environment, own: task.env, secrets: secretValues,
             run: JobEnvironment.Run(
                 mode: "cluster", repo: task.repo, run: task.run, ref: task.ref, sha: task.sha, event: task.event, job: task.job, attempt: task.attempt))
+        if isolated { environment["HOME"] = directory }
+        let shell = ["bash", "-eo", "pipefail", "-c", task.script]
+        let dropped = ["setpriv", "--reuid=\(Self.untrustedID)", "--regid=\(Self.untrustedID)", "--clear-groups", "--"]
         let command = ShellCommand(
-            arguments: ["bash", "-eo", "pipefail", "-c", task.script], environment: environment, workingDirectory: directory, timeoutMs: task.timeoutMs,
+            arguments: isolated ? dropped + shell : shell, environment: environment, workingDirectory: directory, timeoutMs: task.timeoutMs,
             outputBytesMax: limits.ciLogBytesPerJobMax)
         let outcome: ShellOutcome
         do {
@@ -126,11 +141,18 @@ extension CIService {
 
     /// A clone of the node's forge cache sharing its objects, at the commit, detached: in the
     /// job `git rev-parse HEAD` is the commit and the tree is clean.
-    func checkout(_ task: CIJobTask, into directory: String) async throws {
+    /// `isolated` (an untrusted job): the objects it needs are then copied in and the link to the
+    /// node's cache removed, so that the job reads nothing of the node's.
+    func checkout(_ task: CIJobTask, into directory: String, isolated: Bool = false) async throws {
         let (cache, _) = try await forge.prepare(task.repo)
         try? FileManager.default.removeItem(atPath: directory)
         try await Git.check(["clone", "--quiet", "--shared", "--no-checkout", cache, directory])
         try await Git.check(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", task.sha], in: directory)
+        if isolated {
+            // Without -l, repack copies what the clone borrowed (reachable from HEAD and the refs).
+            try await Git.check(["repack", "-a", "-d", "-q"], in: directory)
+            try FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(".git/objects/info/alternates"))
+        }
     }
 
     // MARK: Logs

@@ -30,6 +30,10 @@ public final class CIService: Sendable {
     let logger: Logger
     /// Where jobs' checkouts go (each removed when its try ends).
     let workRoot: String
+    /// Where untrusted jobs' checkouts go: outside the data directory, which their user cannot enter.
+    let untrustedRoot: String
+    /// The user and group untrusted jobs run as (nobody).
+    static let untrustedID = 65534
     private let scheduler = Mutex<Task<Void, Never>?>(nil)
     /// Push events that failed to become runs, by outbox key, and how often.
     let intakeFailures = Mutex<[[UInt8]: Int]>([:])
@@ -69,6 +73,8 @@ public final class CIService: Sendable {
         // Checkouts left by a node that died mid-job: their tries are over.
         try? FileManager.default.removeItem(atPath: workRoot)
         try? FileManager.default.createDirectory(atPath: workRoot, withIntermediateDirectories: true)
+        untrustedRoot = (NSTemporaryDirectory() as NSString).appendingPathComponent("aspen-ci-untrusted-\(node.id.rawValue)-\(getpid())")
+        try? FileManager.default.createDirectory(atPath: untrustedRoot, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
     }
 
     /// Starts the scheduler: a pass at least every `passMs` while this node leads.
@@ -95,6 +101,7 @@ public final class CIService: Sendable {
 
     public func stop() {
         scheduler.withLock { $0 }?.cancel()
+        try? FileManager.default.removeItem(atPath: untrustedRoot)
     }
 
     /// One pass: new pushes into runs, then every active run one step further.
