@@ -542,6 +542,57 @@ extension ClusterSuites {
             #expect(try await log(cluster, ids[3], "ok").contains("round-4"))
         }
 
+        @Test("with credentials required: ci capabilities by repository prefix — read sees runs, logs and statuses; write starts runs; full manages secrets")
+        func capabilities() async throws {
+            let (cluster, _, _) = try AuthProcessTests.start()
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            let git = try GitClient(directory: cluster.directory)
+            let key = cluster.directory.appendingPathComponent("root.key").path
+            func credential(_ name: String, _ caps: [String]) throws -> String {
+                let file = cluster.directory.appendingPathComponent("\(name).cred").path
+                let created = try AuthProcessTests.offline(["token", "create", "--root-key-file", key, "--lifetime", "1h", "--out", file] + caps.flatMap { ["--cap", $0] })
+                #expect(created.0 == 0, "\(created.1)")
+                return file
+            }
+            let admin = try credential("admin", ["forge-full:team/", "ci-full:team/"])
+            let reader = try credential("reader", ["ci-read:team/"])
+            let runner = try credential("runner", ["ci-write:team/"])
+            func aspen(_ credential: String, _ arguments: [String], stdin: String? = nil) async throws -> (Int32, String) {
+                try await cluster.aspen(["--credential-file", credential] + arguments, stdin: stdin, withErrors: true)
+            }
+            var (status, text) = try await aspen(admin, ["repo", "create", "team/app"])
+            #expect(status == 0, "\(text)")
+            let source = cluster.directory.appendingPathComponent("source").path
+            let sha = try commit(git, at: source, [".aspen/ci.yml": "version: 1\njobs:\n  ok: { run: echo fine }\n"])
+            let pushed = try await offThePool {
+                try git.run(["push", "-q", "aspen://team/app", "main"], in: source, endpoints: cluster.endpointsText, environment: ["ASPEN_CREDENTIAL_FILE": admin])
+            }
+            #expect(pushed.0 == 0, "\(pushed.1)")
+            var id = 0
+            try await eventually("the run ended") {
+                let (_, listed) = try await aspen(reader, ["ci", "list", "team/app", "--json"])
+                let runs = (try? JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [String: Any])?["runs"] as? [[String: Any]] ?? []
+                guard let run = runs.first(where: { $0["sha"] as? String == sha }), run["state"] as? String == "success" else { return false }
+                id = run["id"] as? Int ?? 0
+                return true
+            }
+            (status, text) = try await aspen(reader, ["ci", "logs", "\(id)", "ok"])
+            #expect(status == 0 && text.contains("fine"), "\(text)")
+            #expect(try await aspen(reader, ["ci", "status", "team/app", sha]).0 == 0)
+            // The reader may not start, cancel or manage secrets, nor look outside team/.
+            (status, text) = try await aspen(reader, ["ci", "run", "team/app", "--ref", "main"])
+            #expect(status == 6 && text.contains("ci"), "\(text)")
+            #expect(try await aspen(reader, ["ci", "secret", "list", "team/app"]).0 == 6)
+            #expect(try await aspen(reader, ["ci", "list", "other"]).0 == 6)
+            // The runner may start a run, not manage secrets; the admin may.
+            (status, text) = try await aspen(runner, ["ci", "run", "team/app", "--ref", "main"])
+            #expect(status == 0, "\(text)")
+            #expect(try await aspen(runner, ["ci", "secret", "set", "team/app", "TOKEN"], stdin: "abcdef").0 == 6)
+            (status, text) = try await aspen(admin, ["ci", "secret", "set", "team/app", "TOKEN"], stdin: "abcdef")
+            #expect(status == 0, "\(text)")
+        }
+
         /// Processes whose command line starts with `name`.
         static func processes(named name: String) -> [Int32] {
             guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
