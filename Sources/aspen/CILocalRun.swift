@@ -3,6 +3,7 @@ import AspenCI
 import AspenCore
 import AspenWorker
 import Foundation
+import Synchronization
 
 /// `aspen ci run --local`: the pipeline of the working tree, run on this machine with the
 /// cluster's parser, job graph, interpolation, conditions and shell executor (`ShellRunner`:
@@ -74,18 +75,23 @@ struct CILocalRun {
         } catch {
             return Result(name: planned.name, outcome: .failure, detail: "\(error)")
         }
+        let environment = environment(job, resolved, planned)
         let command = ShellCommand(
-            arguments: ["bash", "-eo", "pipefail", "-c", resolved.run], environment: environment(job, resolved, planned), workingDirectory: root,
+            arguments: ["bash", "-eo", "pipefail", "-c", resolved.run], environment: environment, workingDirectory: root,
             timeoutMs: job.timeoutMs, outputBytesMax: limits.jobOutputBytesMax)
+        // The secrets it names are masked in its output, as on the cluster.
+        let secrets = job.secrets.compactMap { environment[$0] }
         var attempt = 0
         while true {
             attempt += 1
             Self.say("== \(planned.name): running\(attempt > 1 ? " (attempt \(attempt))" : "")")
             let outcome: ShellOutcome
             do {
+                let mask = Mutex(SecretMask(secrets))
                 outcome = try await runner.run(command, marker: "aspen-ci-local-\(getpid())-\(attempt)-\(UUID().uuidString)") { chunk in
-                    FileHandle.standardOutput.write(Data(chunk.bytes))
+                    FileHandle.standardOutput.write(Data(mask.withLock { $0.mask(chunk.bytes) }))
                 }
+                FileHandle.standardOutput.write(Data(mask.withLock { $0.mask([], final: true) }))
             } catch is CancellationError {
                 return Result(name: planned.name, outcome: .cancelled, detail: "interrupted")
             } catch {

@@ -95,6 +95,18 @@ struct CICommandTests {
         #expect(unknown.0 == 1, "\(unknown)")
     }
 
+    @Test("ci run --local: a secret the job names comes from this shell and is masked in its output")
+    func localSecretMasked() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ci-local-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent(".aspen"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pipeline = "version: 1\njobs:\n  use: { secrets: [LOCAL_TOKEN], run: 'echo \"token=$LOCAL_TOKEN\"; test $${#LOCAL_TOKEN} -eq 13' }\n"
+        try Data(pipeline.utf8).write(to: directory.appendingPathComponent(".aspen/ci.yml"))
+        let (status, said) = try runProgram(
+            ProcessCluster.binary("aspen"), ["ci", "run", "--local"], in: directory, environment: ["LOCAL_TOKEN": "hunter2-local"], seconds: 60)
+        #expect(status == 0 && said.contains("token=***") && !said.contains("hunter2"), "\(said)")
+    }
+
     @Test("ci run --local interrupted: SIGINT stops the job under way with the processes it started, setsid ones too, and cancels the rest")
     func interrupted() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ci-local-\(UUID().uuidString)")
