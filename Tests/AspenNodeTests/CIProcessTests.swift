@@ -77,6 +77,7 @@ extension ClusterSuites {
                   test:
                     needs: [build]
                     matrix: { config: [debug, release] }
+                    fail_fast: false
                     run: |
                       echo "testing $ASPEN_CI_MATRIX_CONFIG"
                       if [ "$ASPEN_CI_MATRIX_CONFIG" = release ]; then echo "release broke" >&2; exit 3; fi
@@ -591,6 +592,30 @@ extension ClusterSuites {
             #expect(try await aspen(runner, ["ci", "secret", "set", "team/app", "TOKEN"], stdin: "abcdef").0 == 6)
             (status, text) = try await aspen(admin, ["ci", "secret", "set", "team/app", "TOKEN"], stdin: "abcdef")
             #expect(status == 0, "\(text)")
+        }
+
+        @Test("fail_fast: a failed matrix expansion stops its sibling that is running, within seconds")
+        func failFast() async throws {
+            let (cluster, git, client) = try await started()
+            defer {
+                Task { await client.close() }
+                cluster.terminateAll()
+            }
+            let source = cluster.directory.appendingPathComponent("source").path
+            let pipeline = """
+                version: 1
+                jobs:
+                  t:
+                    matrix: { speed: [slow, fast] }
+                    run: 'if [ "$ASPEN_CI_MATRIX_SPEED" = fast ]; then sleep 1; exit 1; fi; sleep 120'
+                """
+            let sha = try commit(git, at: source, [".aspen/ci.yml": pipeline])
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            let run = try #require(try await ended(client, sha: sha, seconds: 20).first)
+            #expect(run.state == .failure, "\(run)")
+            #expect(run.job("t (speed=fast)")?.state == .failure, "\(run.jobs)")
+            let slow = run.job("t (speed=slow)")
+            #expect(slow?.state == .cancelled && slow?.detail.contains("fail_fast: 't (speed=fast)' failed") == true, "\(run.jobs)")
         }
 
         /// Processes whose command line starts with `name`.

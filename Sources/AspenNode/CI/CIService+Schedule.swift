@@ -53,8 +53,12 @@ extension CIService {
                     changed.insert(job.name)
                     break
                 }
+                // fail_fast: a failed expansion stops its running siblings too.
+                let failedSibling =
+                    definition?.failFast == true && !planned.matrix.isEmpty
+                    ? zip(pipeline.plan, run.jobs).first { $0.0.jobName == planned.jobName && $0.1.state == .failure }?.1.name : nil
                 if !record.state.isFinal {
-                    if run.cancelRequested, !record.cancelRequested { _ = try? await jobs.jobs.cancel(attempt.jobID) }
+                    if run.cancelRequested || failedSibling != nil, !record.cancelRequested { _ = try? await jobs.jobs.cancel(attempt.jobID) }
                     break
                 }
                 let result = Self.result(of: record)
@@ -63,7 +67,7 @@ extension CIService {
                 job.attempts[job.attempts.count - 1].detail = CIWire.message(Self.describe(result))
                 if result.succeeded {
                     job.state = .success
-                } else if result.cancelled || run.cancelRequested {
+                } else if result.cancelled || run.cancelRequested || failedSibling != nil {
                     job.state = .cancelled
                 } else if let retry = definition?.retry, job.attempts.count <= retry.retriesMax, !result.timedOut, let code = result.exitCode,
                     retry.onExitCodes.isEmpty || retry.onExitCodes.contains(Int(code))
@@ -72,7 +76,9 @@ extension CIService {
                 } else {
                     job.state = .failure
                 }
-                job.detail = CIWire.message(Self.describe(result) + (job.attempts.count > 1 ? " (\(job.attempts.count) tries)" : ""))
+                job.detail = CIWire.message(
+                    (job.state == .cancelled && failedSibling != nil && !run.cancelRequested ? "fail_fast: '\(failedSibling!)' failed; " : "")
+                        + Self.describe(result) + (job.attempts.count > 1 ? " (\(job.attempts.count) tries)" : ""))
                 if job.state.ended { job.endedMs = now }
                 changed.insert(job.name)
             case .pending:

@@ -90,7 +90,10 @@ extension CIService {
             let watch = Task { [self] in
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(Self.cancelCheckMs))
-                    if let (run, _) = try? await self.run(task.run), run.cancelRequested {
+                    let runCancelled = (try? await self.run(task.run))?.run.cancelRequested == true
+                    // The job itself cancelled (fail_fast, an operator) shows in its record here too.
+                    let jobCancelled = runCancelled ? false : (try? await jobs.jobs.job(record.id))?.cancelRequested == true
+                    if runCancelled || jobCancelled {
                         work.cancel()
                         return
                     }
