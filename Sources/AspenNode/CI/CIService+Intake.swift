@@ -167,14 +167,10 @@ extension CIService {
             var existing: [Int: CIRun] = [:]
             for (index, new) in runs.enumerated() {
                 guard let claim = new.claim, let kv = try await read(claim, consistency: .linearizable) else { continue }
-                var reader = ByteReader(kv.value)
-                if let id = try? reader.readVarint(), let found = try await run(id, consistency: .linearizable) { existing[index] = found.run }
+                if let id = Self.runID(kv.value), let found = try await run(id, consistency: .linearizable) { existing[index] = found.run }
             }
             let sequence = try await read(CIKeys.sequence, consistency: .linearizable)
-            var next = sequence.flatMap { kv -> UInt64? in
-                var reader = ByteReader(kv.value)
-                return try? reader.readVarint()
-            } ?? 0
+            var next = sequence.flatMap { Self.runID($0.value) } ?? 0
             var all = compares
             var writes = operations
             all.append(sequence.map { Compare(key: CIKeys.sequence, .modRevision($0.modRevision)) } ?? .absent(CIKeys.sequence))
@@ -188,11 +184,9 @@ extension CIService {
                 var run = new.run
                 run.id = next
                 made.append(run)
-                var id = ByteWriter()
-                id.writeVarint(run.id)
                 if let claim = new.claim {
                     all.append(.absent(claim))
-                    writes.append(.put(Put(key: claim, value: id.bytes)))
+                    writes.append(.put(Put(key: claim, value: Self.runIDValue(run.id))))
                 }
                 writes.append(.put(Put(key: CIKeys.run(run.id), value: run.encoded)))
                 writes.append(.put(Put(key: CIKeys.repoRun(run.repo, run.id), value: [])))
@@ -203,9 +197,7 @@ extension CIService {
                     writes.append(.put(Put(key: CIKeys.active(run.id), value: Array(run.repo.utf8))))
                 }
             }
-            var counter = ByteWriter()
-            counter.writeVarint(next)
-            writes.append(.put(Put(key: CIKeys.sequence, value: counter.bytes)))
+            writes.append(.put(Put(key: CIKeys.sequence, value: Self.runIDValue(next))))
             if try await commit(all, writes) {
                 metrics.runsCreated.add(made.count - existing.count, ordering: .relaxed)
                 for run in made where existing.values.allSatisfy({ $0.id != run.id }) {
@@ -260,8 +252,7 @@ extension CIService {
         try ForgeNames.validate(ref: ref, limits: limits)
         let requestKey = CIKeys.request(repo, request)
         if let kv = try await read(requestKey, consistency: .linearizable) {
-            var reader = ByteReader(kv.value)
-            if let id = try? reader.readVarint(), let found = try await run(id) { return found.run }
+            if let id = Self.runID(kv.value), let found = try await run(id) { return found.run }
         }
         let (cache, _) = try await forge.prepare(repo)
         let state = try await forge.state(repo)

@@ -207,7 +207,8 @@ extension CIService {
         })
         guard let group = try? pipeline.concurrencyGroup(in: context, limits: limits), !group.isEmpty else { return true }
         let key = CIKeys.group(run.repo, group)
-        if let holder = try await read(key), let other = Self.runID(holder.value), other != run.id,
+        let holder = try await read(key)
+        if let holder, let other = Self.runID(holder.value), other != run.id,
             let (held, _) = try await self.run(other), !held.state.ended
         {
             if pipeline.concurrency?.cancelInProgress == true {
@@ -222,12 +223,17 @@ extension CIService {
             }
             return false
         }
-        var id = ByteWriter()
-        id.writeVarint(run.id)
-        compares.append(try await read(key).map { Compare(key: key, .modRevision($0.modRevision)) } ?? .absent(key))
-        operations.append(.put(Put(key: key, value: id.bytes)))
+        compares.append(holder.map { Compare(key: key, .modRevision($0.modRevision)) } ?? .absent(key))
+        operations.append(.put(Put(key: key, value: Self.runIDValue(run.id))))
         run.group = group
         return true
+    }
+
+    /// A run id as the claim, group and sequence keys hold it (a varint), and back.
+    static func runIDValue(_ id: UInt64) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.writeVarint(id)
+        return writer.bytes
     }
 
     static func runID(_ value: [UInt8]) -> UInt64? {

@@ -40,7 +40,8 @@ extension CIService {
         }
     }
 
-    func setSecret(_ repo: String, name: String, value: [UInt8]) async throws {
+    /// Stores the secret; returns the repository's secret names after it.
+    func setSecret(_ repo: String, name: String, value: [UInt8]) async throws -> [String] {
         try validate(secretName: name)
         guard value.count <= limits.ciSecretBytesMax else {
             throw CIError.badInput("a secret of \(value.count) bytes exceeds ciSecretBytesMax (\(limits.ciSecretBytesMax))")
@@ -49,7 +50,7 @@ extension CIService {
             throw CIError.badInput("a secret is text for an environment variable: UTF-8 without NUL bytes")
         }
         let mount = try await secretsMount(repo)
-        let existing = try await secretNames(repo)
+        let existing = try await secretNames(repo, in: mount)
         if !existing.contains(name), existing.count >= limits.ciSecretsPerRepoMax {
             throw CIError.badInput("\(repo) holds \(existing.count) CI secrets, at ciSecretsPerRepoMax (\(limits.ciSecretsPerRepoMax))")
         }
@@ -62,10 +63,13 @@ extension CIService {
             written = await vault("POST", "\(mount)/data/\(name)", body: ["data": ["value": text]])
         }
         guard written.status == 200 || written.status == 204 else { throw failure(written, "secret \(name) was not stored") }
+        return existing.contains(name) ? existing : (existing + [name]).sorted()
     }
 
-    func secretNames(_ repo: String) async throws -> [String] {
-        let listed = await vault("LIST", "\(try await secretsMount(repo))/metadata")
+    func secretNames(_ repo: String) async throws -> [String] { try await secretNames(repo, in: try await secretsMount(repo)) }
+
+    func secretNames(_ repo: String, in mount: String) async throws -> [String] {
+        let listed = await vault("LIST", "\(mount)/metadata")
         if listed.status == 404 { return [] }
         guard listed.status == 200, let object = try? JSONSerialization.jsonObject(with: Data(listed.body)) as? [String: Any],
             let data = object["data"] as? [String: Any], let keys = data["keys"] as? [String]
@@ -73,10 +77,13 @@ extension CIService {
         return keys.sorted()
     }
 
-    func deleteSecret(_ repo: String, name: String) async throws {
+    /// Deletes the secret; returns the repository's secret names after it.
+    func deleteSecret(_ repo: String, name: String) async throws -> [String] {
         try validate(secretName: name)
-        let deleted = await vault("DELETE", "\(try await secretsMount(repo))/metadata/\(name)")
+        let mount = try await secretsMount(repo)
+        let deleted = await vault("DELETE", "\(mount)/metadata/\(name)")
         guard deleted.status == 204 || deleted.status == 200 || deleted.status == 404 else { throw failure(deleted, "secret \(name) was not deleted") }
+        return try await secretNames(repo, in: mount)
     }
 
     /// The values of `names` for a job of `repo`; a name not set fails the job with what to do.

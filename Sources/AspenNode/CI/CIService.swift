@@ -193,15 +193,13 @@ public final class CIService: Sendable {
             return .artifacts(try await artifacts(of: id, job: job))
         case .secretSet(let repo, let name, let value):
             try authorize(.service(.ci, .full, resource: Array(repo.utf8)))
-            try await setSecret(repo, name: name, value: value)
-            return .names(try await secretNames(repo))
+            return .names(try await setSecret(repo, name: name, value: value))
         case .secretList(let repo):
             try authorize(.service(.ci, .full, resource: Array(repo.utf8)))
             return .names(try await secretNames(repo))
         case .secretDelete(let repo, let name):
             try authorize(.service(.ci, .full, resource: Array(repo.utf8)))
-            try await deleteSecret(repo, name: name)
-            return .names(try await secretNames(repo))
+            return .names(try await deleteSecret(repo, name: name))
         }
     }
 
