@@ -209,17 +209,20 @@ struct GRPCEndpointTests {
         var options = EtcdServer.Options()
         options.limits.grpcConnectionBufferedBytesMax = 2 << 20
         try await Self.withEndpoint(options: options) { _, kv, observed in
-            // Two held calls of 800 KB each fit; a third does not.
+            // Two held calls of 800 KB each fit; a third does not. The held calls end only when
+            // cancelled below (a short deadline would free their room early on a loaded machine).
             let held = (0..<2).map { _ in
                 Task {
                     var callOptions = CallOptions.defaults
-                    callOptions.timeout = .seconds(2)
+                    callOptions.timeout = .seconds(60)
                     return try await kv.txn(Self.txn(size: 800_000), options: callOptions)
                 }
             }
             #expect(try await Self.eventually { observed.started.load(ordering: .relaxed) == 2 })
             do {
-                _ = try await kv.txn(Self.txn(size: 800_000))
+                var callOptions = CallOptions.defaults
+                callOptions.timeout = .seconds(10)
+                _ = try await kv.txn(Self.txn(size: 800_000), options: callOptions)
                 Issue.record("a call past the connection's buffered bound was taken")
             } catch let error as RPCError {
                 #expect(error.code == .resourceExhausted)
@@ -227,7 +230,9 @@ struct GRPCEndpointTests {
             }
             // Small calls still pass; once the held calls end, a large one does too.
             #expect(try await kv.put(Self.put(size: 10)).header.revision == 10)
+            for call in held { call.cancel() }
             for call in held { _ = await call.result }
+            #expect(try await Self.eventually { observed.cancelled.load(ordering: .relaxed) == 2 })
             #expect(try await kv.put(Self.put(size: 1_500_000)).header.revision == 1_500_000)
         }
     }
