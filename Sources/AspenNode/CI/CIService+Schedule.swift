@@ -16,11 +16,11 @@ extension CIService {
             return
         }
         guard !current.state.ended else {
+            pipelines.withLock { $0[id] = nil }
             _ = try await commit([Compare(key: CIKeys.run(id), .modRevision(revision))], [.delete(Delete(.key(CIKeys.active(id))))])
             return
         }
-        guard let stored = try await read(CIKeys.pipeline(id)) else { throw CIError.failed("run \(id) has no stored pipeline") }
-        let pipeline = try Pipeline(decoding: stored.value, limits: limits)
+        let pipeline = try await storedPipeline(of: id)
         var run = current
         var changed = Set<String>()
         var operations: [TransactionOperation] = []
@@ -138,9 +138,22 @@ extension CIService {
         operations.append(.put(Put(key: CIKeys.run(id), value: run.encoded)))
         operations += statusWrites(run, jobs: changed.subtracting([""]).sorted(), pipeline: run.state != current.state || changed.contains(""))
         if try await commit(compares, operations), run.state.ended {
+            pipelines.withLock { $0[id] = nil }
             logger.info("CI run ended", metadata: ["run": "\(id)", "repo": "\(run.repo)", "state": "\(run.state)", "message": "\(run.message)"])
             _ = try? await prune(repo: run.repo)
         }
+    }
+
+    /// Run `id`'s pipeline, from the cache or decoded from its stored form (then kept).
+    func storedPipeline(of id: UInt64) async throws -> Pipeline {
+        if let cached = pipelines.withLock({ $0[id] }) { return cached }
+        guard let stored = try await read(CIKeys.pipeline(id)) else { throw CIError.failed("run \(id) has no stored pipeline") }
+        let pipeline = try Pipeline(decoding: stored.value, limits: limits)
+        pipelines.withLock { cache in
+            if cache.count >= limits.ciActiveRunsMax { cache.removeAll() }
+            cache[id] = pipeline
+        }
+        return pipeline
     }
 
     /// Submits the next try of `job` to the job system; a second submission of the same try

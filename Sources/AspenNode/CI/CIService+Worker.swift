@@ -5,6 +5,7 @@ import AspenJobs
 import AspenKV
 import AspenWorker
 import Foundation
+import Synchronization
 
 // A worker's side of a CI job: the exact commit checked out with a real `.git`, the script run
 // by the job system's shell executor, the log stored as it comes.
@@ -30,7 +31,7 @@ extension CIService {
             }
         }
         let log = CILogWriter(service: self, run: task.run, job: task.job, jobID: record.id, attempt: attempt.number, mask: SecretMask(Array(secretValues.values)))
-        try await log.begin()
+        await log.begin()
         if let secretProblem {
             await log.append(Array("aspen: \(secretProblem)\n".utf8))
             await log.finish()
@@ -258,9 +259,21 @@ actor CILogWriter {
     }
 
     /// Records the try (so that `ci logs` lists it before it prints anything) and starts the
-    /// timer that stores what waited long enough.
-    func begin() async throws {
-        try await record(ended: false)
+    /// timer that stores what waited long enough. The record is written while the job goes on
+    /// (its checkout); every chunk, and the end, is stored after it.
+    func begin() {
+        let (service, key) = (service, CIKeys.tryKey(run, job, jobID: jobID, attempt: attempt))
+        storing = Task {
+            for round in 0..<5 {
+                do {
+                    _ = try await service.node.write(.put(Put(key: key, value: CILogTry(node: service.node.id.rawValue, ended: false, bytes: 0).encoded)), forwarding: true)
+                    return
+                } catch {
+                    try? await Task.sleep(for: .milliseconds(200 << round))
+                }
+            }
+            service.logger.warning("a CI try's record could not be written; its log is listed once it ends", metadata: ["key": "\(key)"])
+        }
         ticker = Task { [weak self] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(CIService.logFlushMs / 2))
@@ -284,26 +297,33 @@ actor CILogWriter {
 
     /// Hands the buffer to the store chain; waits while more than one chunk is in flight (a
     /// job printing faster than the blob store takes it slows down, it does not fill memory).
-    private func ship() async {
-        guard !buffer.isEmpty else { return }
+    /// `last`: the try has ended, and the record saying so goes with this chunk's reference.
+    private func ship(last: Bool = false) async {
+        guard !buffer.isEmpty || last else { return }
         let bytes = buffer
         buffer = []
         firstBufferedAt = nil
         let number = seq
-        seq += 1
+        if !bytes.isEmpty { seq += 1 }
         total += Int64(bytes.count)
         let previous = storing
         let (service, run, job, jobID, attempt) = (service, run, job, jobID, attempt)
+        let ending = last ? CILogTry(node: service.node.id.rawValue, ended: true, bytes: total) : nil
         // Not the caller's task: a cancelled job's last output is stored all the same.
         let next = Task {
             await previous?.value
-            await Self.store(bytes, service: service, run: run, job: job, jobID: jobID, attempt: attempt, seq: number)
+            await Self.store(bytes, service: service, run: run, job: job, jobID: jobID, attempt: attempt, seq: number, ending: ending)
         }
         storing = next
-        await previous?.value
+        if !last { await previous?.value }
     }
 
-    /// Stores what is left and marks the try ended with its log's length.
+    /// Stores what is left and marks the try ended with its log's length, in one write.
+    ///
+    /// A stopping node (the calling task cancelled) waits for that at most `stopWaitMs`: cut off
+    /// from the cluster, each write would wait for a leader and then retry, and the node would
+    /// not stop for minutes. The try then reads as ended once its job has (`logPage`), and the
+    /// output of a last chunk not stored is lost with the node's stop.
     func finish() async {
         ticker?.cancel()
         let rest = mask.mask([], final: true)
@@ -311,24 +331,57 @@ actor CILogWriter {
             if buffer.isEmpty { firstBufferedAt = .now }
             buffer += rest
         }
-        await ship()
-        await storing?.value
-        try? await Task { try await self.record(ended: true) }.value
+        await ship(last: true)
+        guard let chain = storing else { return }
+        guard Task.isCancelled else { return await chain.value }
+        let stored = await Self.value(of: chain, waitingAtMostMs: Self.stopWaitMs)
+        if !stored { service.logger.warning("the end of a CI try's log was not stored before the node stopped", metadata: ["run": "\(run)", "job": "\(job)"]) }
     }
 
-    private func record(ended: Bool) async throws {
-        let value = CILogTry(node: service.node.id.rawValue, ended: ended, bytes: total).encoded
-        _ = try await service.node.write(.put(Put(key: CIKeys.tryKey(run, job, jobID: jobID, attempt: attempt), value: value)), forwarding: true)
+    /// How long a stopping node waits for a try's last log chunk to be stored.
+    static let stopWaitMs: Int64 = 5000
+
+    /// Waits for `task` at most `ms` (a cancelled caller too: the timer is a task of its own,
+    /// which the caller's cancellation does not cut short); says whether it ended in time.
+    private static func value(of task: Task<Void, Never>, waitingAtMostMs ms: Int64) async -> Bool {
+        final class First: Sendable {
+            let continuation = Mutex<CheckedContinuation<Bool, Never>?>(nil)
+            func resume(_ value: Bool) { continuation.withLock { $0.take() }?.resume(returning: value) }
+        }
+        let first = First()
+        return await withCheckedContinuation { continuation in
+            first.continuation.withLock { $0 = continuation }
+            Task {
+                await task.value
+                first.resume(true)
+            }
+            Task {
+                try? await Task.sleep(for: .milliseconds(ms))
+                first.resume(false)
+            }
+        }
     }
 
-    private static func store(_ bytes: [UInt8], service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int, seq: Int) async {
+    /// Stores one chunk (none if `bytes` is empty) and its reference, with the try's end record
+    /// when there is one.
+    private static func store(
+        _ bytes: [UInt8], service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int, seq: Int, ending: CILogTry?
+    ) async {
         for round in 0..<5 {
             do {
-                // Two copies: a log outlives one node, and a node down does not stop a job's log.
-                let hash = try await service.blobs.add(bytes, tag: "aspen/ci/log/\(run)/\(jobID)/\(attempt)/\(seq)", tagTtlMs: 3_600_000, replicas: 2)
-                let reference = BlobReference(hash: hash, size: UInt64(bytes.count))
-                _ = try await service.node.write(
-                    .put(Put(key: CIKeys.chunk(run, job, jobID: jobID, attempt: attempt, seq: seq), value: reference.encoded)), forwarding: true)
+                var puts: [Put] = []
+                if !bytes.isEmpty {
+                    // Two copies: a log outlives one node, and a node down does not stop a job's log.
+                    let hash = try await service.blobs.add(bytes, tag: "aspen/ci/log/\(run)/\(jobID)/\(attempt)/\(seq)", tagTtlMs: 3_600_000, replicas: 2)
+                    let reference = BlobReference(hash: hash, size: UInt64(bytes.count))
+                    puts.append(Put(key: CIKeys.chunk(run, job, jobID: jobID, attempt: attempt, seq: seq), value: reference.encoded))
+                }
+                if let ending { puts.append(Put(key: CIKeys.tryKey(run, job, jobID: jobID, attempt: attempt), value: ending.encoded)) }
+                if puts.count == 1 {
+                    _ = try await service.node.write(.put(puts[0]), forwarding: true)
+                } else if !puts.isEmpty {
+                    _ = try await service.node.write(.transaction(Transaction(compares: [], success: puts.map { .put($0) })), forwarding: true)
+                }
                 return
             } catch {
                 service.logger.info("storing a CI log chunk failed; trying again", metadata: ["run": "\(run)", "job": "\(job)", "error": "\(error)"])

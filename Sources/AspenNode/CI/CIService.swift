@@ -45,6 +45,10 @@ public final class CIService: Sendable {
     static let intakeTriesMax = 20
     /// Runs the scheduler has looked at and found waiting on nothing it can change yet.
     let metrics = CIMetrics()
+    /// Active runs' pipelines, decoded once: a run's stored pipeline never changes (written with
+    /// the run, deleted with it), and every pass of the scheduler needs it. At most
+    /// `Limits.ciActiveRunsMax` entries; an ended run's goes.
+    let pipelines = Mutex<[UInt64: Pipeline]>([:])
 
     /// Longest pause between scheduler passes while leading (a job ending cuts it short).
     static let passMs: Int64 = 100
