@@ -369,6 +369,10 @@ public struct Limits: Sendable, Equatable {
     public var ciArtifactPathBytesMax = 1024
     /// A cache's archive, in bytes.
     public var ciCacheBytesMax: UInt64 = 1 << 30
+    /// Caches one repository keeps, and their archives' bytes together: past either, the
+    /// leader deletes the least recently used (saved or restored) first.
+    public var ciCachesPerRepoMax = 64
+    public var ciCacheBytesPerRepoMax: UInt64 = 10 << 30
     /// Runs not yet ended, of one repository and in all: a push past either makes a run in
     /// `error` naming the bound (nothing is lost silently), a manual run is refused.
     public var ciActiveRunsPerRepoMax = 64

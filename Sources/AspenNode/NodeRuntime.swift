@@ -145,6 +145,10 @@ public final class NodeRuntime: Sendable {
         configuration.limits.raftLogEntriesMax = max(configuration.limits.raftLogEntriesMax, logEntriesNeeded)
         configuration.limits.ciArtifactBytesMax = settings.ciArtifactBytesMax
         configuration.limits.ciRunsKeptPerRepo = settings.ciRunsKept
+        configuration.limits.ciActiveRunsPerRepoMax = settings.ciActiveRunsPerRepo
+        configuration.limits.ciActiveRunsMax = settings.ciActiveRuns
+        configuration.limits.ciCachesPerRepoMax = settings.ciCachesKept
+        configuration.limits.ciCacheBytesPerRepoMax = settings.ciCacheBytesPerRepo
         configuration.autoCompaction = settings.autoCompaction.map { AutoCompaction(mode: $0) }
         let auth = NodeAuth(
             mode: settings.auth, listensBeyondLoopback: settings.listensBeyondLoopback, configuredRoots: Set(settings.trustedRoots),

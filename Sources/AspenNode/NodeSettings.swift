@@ -62,6 +62,8 @@ public struct NodeSettings: Sendable, Equatable {
         ("blob-gc-grace-ms", "\(Limits.standard.blobGcGraceMs)"), ("blob-gc-interval-ms", "600000"), ("blob-scrub-interval-ms", "86400000"),
         ("blob-scrub-rate", "\(Limits.standard.blobScrubBytesPerSecond)"), ("blob-quota", "0"), ("job-workers", "2"), ("job-worker-tags", ""),
         ("ci-artifact-max", "\(Limits.standard.ciArtifactBytesMax)"), ("ci-runs-kept", "\(Limits.standard.ciRunsKeptPerRepo)"),
+        ("ci-active-runs-per-repo", "\(Limits.standard.ciActiveRunsPerRepoMax)"), ("ci-active-runs", "\(Limits.standard.ciActiveRunsMax)"),
+        ("ci-caches-kept", "\(Limits.standard.ciCachesPerRepoMax)"), ("ci-cache-repo-max", "\(Limits.standard.ciCacheBytesPerRepoMax)"),
         ("job-lease-ms", "30000"), ("job-retention-ms", "604800000"),
     ]
 
@@ -111,6 +113,12 @@ public struct NodeSettings: Sendable, Equatable {
     public var ciArtifactBytesMax = Limits.standard.ciArtifactBytesMax
     /// Ended CI runs each repository keeps (`Limits.ciRunsKeptPerRepo`).
     public var ciRunsKept = Limits.standard.ciRunsKeptPerRepo
+    /// CI runs not yet ended, per repository and in all (`Limits.ciActiveRunsPerRepoMax`, `ciActiveRunsMax`).
+    public var ciActiveRunsPerRepo = Limits.standard.ciActiveRunsPerRepoMax
+    public var ciActiveRuns = Limits.standard.ciActiveRunsMax
+    /// CI caches each repository keeps, and their bytes together (`Limits.ciCachesPerRepoMax`, `ciCacheBytesPerRepoMax`).
+    public var ciCachesKept = Limits.standard.ciCachesPerRepoMax
+    public var ciCacheBytesPerRepo = Limits.standard.ciCacheBytesPerRepoMax
 
     /// The node's built-in job worker: see docs/jobs.md.
     public struct JobSettings: Sendable, Equatable {
@@ -355,6 +363,10 @@ public struct NodeSettings: Sendable, Equatable {
         settings.blob.quotaBytes = UInt64(try size("blob-quota", minimum: 0))
         settings.ciArtifactBytesMax = UInt64(try size("ci-artifact-max", minimum: 1))
         settings.ciRunsKept = try integer("ci-runs-kept", 1...1_000_000)
+        settings.ciActiveRunsPerRepo = try integer("ci-active-runs-per-repo", 1...1_000_000)
+        settings.ciActiveRuns = try integer("ci-active-runs", 1...1_000_000)
+        settings.ciCachesKept = try integer("ci-caches-kept", 1...1_000_000)
+        settings.ciCacheBytesPerRepo = UInt64(try size("ci-cache-repo-max", minimum: 1))
         settings.jobs.workers = try integer("job-workers", 0...256)
         settings.jobs.leaseMs = Int64(try integer("job-lease-ms", 250...600_000))
         settings.jobs.retentionMs = Int64(try integer("job-retention-ms", 1000...3650 * 86_400_000))
@@ -404,7 +416,9 @@ public struct NodeSettings: Sendable, Equatable {
             line("blob-scrub-rate", "\(blob.scrubBytesPerSecond)"), line("blob-quota", blob.quotaBytes == 0 ? "(none)" : "\(blob.quotaBytes)"),
             line("job-workers", "\(jobs.workers)"), line("job-lease-ms", "\(jobs.leaseMs)"),
             line("job-retention-ms", "\(jobs.retentionMs)"), line("ci-artifact-max", "\(ciArtifactBytesMax)"),
-            line("ci-runs-kept", "\(ciRunsKept)"),
+            line("ci-runs-kept", "\(ciRunsKept)"), line("ci-active-runs-per-repo", "\(ciActiveRunsPerRepo)"),
+            line("ci-active-runs", "\(ciActiveRuns)"), line("ci-caches-kept", "\(ciCachesKept)"),
+            line("ci-cache-repo-max", "\(ciCacheBytesPerRepo)"),
             line("job-worker-tags", jobs.workerTags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")),
         ].joined(separator: "\n")
     }

@@ -418,9 +418,9 @@ extension ClusterSuites {
             return lines
         }
 
-        @Test("artifacts: kept byte-identical (BLAKE3), given to the jobs that need them, one past the limit fails its job naming it; a cache restored by key on the next run")
+        @Test("artifacts: kept byte-identical (BLAKE3), given to the jobs that need them, one past the limit fails its job naming it; a cache restored by key on the next run; past ci-caches-kept the least recently used cache goes")
         func artifactsAndCaches() async throws {
-            let (cluster, git, client) = try await started(environment: ["ASPEN_CI_ARTIFACT_MAX": "1MiB"])
+            let (cluster, git, client) = try await started(environment: ["ASPEN_CI_ARTIFACT_MAX": "1MiB", "ASPEN_CI_CACHES_KEPT": "1"])
             defer {
                 Task { await client.close() }
                 cluster.terminateAll()
@@ -475,6 +475,19 @@ extension ClusterSuites {
             let second = try #require(try await ended(client, sha: next).first)
             let restored = try await log(cluster, second.id, "build")
             #expect(restored.contains("cache hit \(run.id)") && restored.contains("cache deps-"), "\(restored)")
+
+            // With ci-caches-kept 1, saving a second key deletes the least recently used one: the
+            // first key's run afterwards restores the second (by prefix), not its own.
+            let first = "deps-" + Hex.encode(BLAKE3.hash(Array("a 1.0\n".utf8)))
+            let secondKey = "deps-" + Hex.encode(BLAKE3.hash(Array("a 2.0\n".utf8)))
+            for (round, lock) in ["a 2.0\n", "a 1.0\n"].enumerated() {
+                let changed = try commit(git, at: source, ["deps.lock": lock], new: false)
+                try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+                let later = try #require(try await ended(client, sha: changed).first)
+                let text = try await log(cluster, later.id, "build")
+                let expected = round == 0 ? "cache \(first) restored" : "cache \(secondKey) restored"
+                #expect(text.contains(expected), "\(text)")
+            }
         }
 
         @Test("a concurrency group with cancel_in_progress: a newer push's run cancels the older one, then starts once it has ended")
@@ -510,9 +523,9 @@ extension ClusterSuites {
             #expect(cancelled.state == .cancelled)
         }
 
-        @Test("retention: a repository keeps its newest ci-runs-kept runs; an older one goes with its log and statuses")
+        @Test("retention: a repository keeps its newest ci-runs-kept runs; an older one goes with its log and statuses; a push past ci-active-runs-per-repo makes a run in error naming the bound, a manual run is refused")
         func retention() async throws {
-            let (cluster, git, client) = try await started(environment: ["ASPEN_CI_RUNS_KEPT": "2"])
+            let (cluster, git, client) = try await started(environment: ["ASPEN_CI_RUNS_KEPT": "2", "ASPEN_CI_ACTIVE_RUNS_PER_REPO": "1"])
             defer {
                 Task { await client.close() }
                 cluster.terminateAll()
@@ -541,6 +554,33 @@ extension ClusterSuites {
             guard case .statuses(let statuses) = try await client.ci(.status(repo: "demo", sha: shas[0])) else { return }
             #expect(statuses.isEmpty, "\(statuses)")
             #expect(try await log(cluster, ids[3], "ok").contains("round-4"))
+
+            // One run not yet ended is the bound: a second push's run is made in error, naming it.
+            let long = try commit(git, at: source, [".aspen/ci.yml": "version: 1\njobs:\n  long: { run: sleep 120 }\n"], new: false)
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            var running: CIRun?
+            try await eventually("the long run started") {
+                running = try await runs(client).first { $0.sha == long }
+                return running?.state == .running
+            }
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main:side"], in: source, endpoints: cluster.entries[1]) }
+            var side: CIRun?
+            try await eventually("the side push's run was made") {
+                side = try await runs(client).first { $0.ref == "refs/heads/side" }
+                return side != nil
+            }
+            let refused = try #require(side)
+            #expect(refused.state == .error && refused.message.contains("at ciActiveRunsPerRepoMax (1)"), "\(refused)")
+            let (status, output) = try await cluster.aspen(["ci", "run", "demo", "--ref", "main"], withErrors: true)
+            #expect(status != 0 && output.contains("ciActiveRunsPerRepoMax (1)"), "\(status) \(output)")
+            // Once it ends, there is room again.
+            _ = try await client.ci(.cancel(run: try #require(running?.id)))
+            try await eventually("the long run was cancelled") { try await runs(client).first { $0.id == running?.id }?.state == .cancelled }
+            let (again, againOutput) = try await cluster.aspen(["ci", "run", "demo", "--ref", "main", "--json"], withErrors: true)
+            #expect(again == 0, "\(againOutput)")
+            let manual = try await runs(client).first { $0.sha == long && $0.ref == "refs/heads/main" && $0.id != running?.id }
+            #expect(manual != nil && manual?.state != .error, "\(String(describing: manual))")
+            if let manual { _ = try await client.ci(.cancel(run: manual.id)) }
         }
 
         @Test("with credentials required: ci capabilities by repository prefix — read sees runs, logs and statuses; write starts runs; full manages secrets")
@@ -616,6 +656,51 @@ extension ClusterSuites {
             #expect(run.job("t (speed=fast)")?.state == .failure, "\(run.jobs)")
             let slow = run.job("t (speed=slow)")
             #expect(slow?.state == .cancelled && slow?.detail.contains("fail_fast: 't (speed=fast)' failed") == true, "\(run.jobs)")
+        }
+
+        @Test("a node cut off from its peers stops on SIGTERM while it runs a CI job, and leaves no process of the job")
+        func stopWhileCutOff() async throws {
+            let (cluster, git, client) = try await started()
+            defer {
+                Task { await client.close() }
+                cluster.terminateAll()
+            }
+            let source = cluster.directory.appendingPathComponent("source").path
+            let sha = try commit(git, at: source, [".aspen/ci.yml": "version: 1\njobs:\n  long: { run: sleep 120.25 }\n"])
+            try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+            var job: Int32?
+            try await eventually("the job's process is running") {
+                job = Self.processes(named: "sleep\u{0}120.25").first
+                return job != nil
+            }
+            // The node the job's process descends from.
+            let pids = Dictionary(uniqueKeysWithValues: cluster.processes.map { ($0.value.processIdentifier, $0.key) })
+            var ancestor = try #require(job)
+            while pids[ancestor] == nil, ancestor > 1 { ancestor = Self.parent(of: ancestor) }
+            let worker = try #require(pids[ancestor], "no node runs the job of \(sha.prefix(12))")
+            await client.close()
+            for (id, process) in cluster.processes where id != worker {
+                process.terminate()
+                process.waitUntilExit()
+            }
+            // Alone, the worker's node can store nothing; it must stop all the same, its job's process gone.
+            let process = try #require(cluster.processes[worker])
+            process.terminate()
+            let deadline = ContinuousClock.now + .seconds(60)
+            while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(!process.isRunning, "node \(worker) did not stop within 60 s of SIGTERM")
+            #expect(Self.processes(named: "sleep\u{0}120.25").isEmpty)
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+
+        /// The parent of process `pid` (1 when it cannot be read).
+        static func parent(of pid: Int32) -> Int32 {
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return 1 }
+            let text = String(decoding: data, as: UTF8.self)
+            // After the command's closing parenthesis: state, then the parent's pid.
+            guard let close = text.lastIndex(of: ")") else { return 1 }
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            return fields.count > 1 ? Int32(fields[1]) ?? 1 : 1
         }
 
         /// Processes whose command line starts with `name`.

@@ -54,6 +54,8 @@ enum CIKeys {
     static func artifact(_ run: UInt64, _ job: String, _ path: String) -> [UInt8] { artifacts(run, job).pack([.string(path)]) }
     /// `("cache", REPO, KEY)` → `BlobReference`: a cache's archive (a tar of its paths).
     static func caches(_ repo: String) -> Subspace { space.subspace(["cache", .string(repo)]) }
+    /// Every repository's caches.
+    static var allCaches: Subspace { space.subspace(["cache"]) }
     static func cache(_ repo: String, _ key: String) -> [UInt8] { caches(repo).pack([.string(key)]) }
 
     /// The integers that end a key of `subspace`.

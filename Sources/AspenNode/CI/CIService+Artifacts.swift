@@ -97,9 +97,9 @@ extension CIService {
     /// Returns whether the exact key was found (an inexact or missing one is saved after).
     func restoreCache(_ task: CIJobTask, into directory: String, log: CILogWriter) async throws -> Bool {
         guard let key = task.cacheKey else { return true }
-        var found: (key: String, reference: BlobReference, exact: Bool)?
+        var found: (key: String, reference: BlobReference, exact: Bool, revision: Revision)?
         if let kv = try await read(CIKeys.cache(task.repo, key)), let reference = BlobReference(decoding: kv.value) {
-            found = (key, reference, true)
+            found = (key, reference, true, kv.modRevision)
         } else if let dash = key.lastIndex(of: "-") {
             let prefix = String(key[...dash])
             let candidates = try await scan(CIKeys.caches(task.repo)).compactMap { kv -> (String, BlobReference, Revision)? in
@@ -108,7 +108,7 @@ extension CIService {
                 else { return nil }
                 return (name, reference, kv.modRevision)
             }
-            if let newest = candidates.max(by: { $0.2 < $1.2 }) { found = (newest.0, newest.1, false) }
+            if let newest = candidates.max(by: { $0.2 < $1.2 }) { found = (newest.0, newest.1, false, newest.2) }
         }
         guard let found else {
             await log.append(Array("aspen: no cache for \(key)\n".utf8))
@@ -119,6 +119,9 @@ extension CIService {
         try await blobs.write(found.reference.hash, to: archive)
         let unpacked = try await Git.runProgram("tar", ["-xf", archive, "-C", directory])
         await log.append(Array("aspen: cache \(found.key) restored (\(found.reference.size) bytes)\(unpacked == 0 ? "" : ", tar exited \(unpacked)")\n".utf8))
+        // Used: written again (if unchanged meanwhile), so retention sees it as recent.
+        let entry = CIKeys.cache(task.repo, found.key)
+        _ = try? await commit([Compare(key: entry, .modRevision(found.revision))], [.put(Put(key: entry, value: found.reference.encoded))])
         return found.exact
     }
 
@@ -141,5 +144,6 @@ extension CIService {
         let added = try await blobs.addFile(archive, tag: "aspen/ci/cache/\(UUID().uuidString)", tagTtlMs: 3_600_000, replicas: 2)
         _ = try await node.write(.put(Put(key: CIKeys.cache(task.repo, key), value: BlobReference(hash: added.hash, size: added.size).encoded)), forwarding: true)
         await log.append(Array("aspen: cache \(key) saved (\(added.size) bytes)\n".utf8))
+        _ = try? await pruneCaches(repo: task.repo)
     }
 }

@@ -1,11 +1,13 @@
+import AspenBlob
 import AspenCI
 import AspenCore
 import AspenKV
 import Foundation
 
 // Retention: a repository keeps its newest `ciRunsKeptPerRepo` runs; the leader deletes the
-// ended runs past them with everything they hold (their logs', artifacts' and caches'
-// references go with them, and the blob store's collection then frees the bytes).
+// ended runs past them with everything they hold (their logs' and artifacts' references go with
+// them, and the blob store's collection then frees the bytes). Caches are kept by use: the
+// least recently used go past `ciCachesPerRepoMax` or `ciCacheBytesPerRepoMax`.
 extension CIService {
     func pruneIfDue() async {
         let now = ContinuousClock.now
@@ -18,6 +20,8 @@ extension CIService {
         do {
             let removed = try await prune()
             if removed > 0 { logger.info("old CI runs deleted", metadata: ["runs": "\(removed)"]) }
+            let caches = try await pruneCaches()
+            if caches > 0 { logger.info("least recently used CI caches deleted", metadata: ["caches": "\(caches)"]) }
         } catch {
             logger.info("deleting old CI runs did not finish; it runs again", metadata: ["error": "\(error)"])
         }
@@ -38,6 +42,34 @@ extension CIService {
             guard seen[repo]! > limits.ciRunsKeptPerRepo else { continue }
             let id = UInt64(Int64.max - inverted)
             if try await delete(run: id, indexKey: kv.key) { removed += 1 }
+        }
+        return removed
+    }
+
+    /// Deletes, in each repository (or `repo` only), the least recently used caches (by the
+    /// revision of their last save or restore) past `ciCachesPerRepoMax` or
+    /// `ciCacheBytesPerRepoMax`; returns how many. Each deletion is conditioned on the cache
+    /// being unchanged since it was read: one used meanwhile stays.
+    @discardableResult
+    func pruneCaches(repo only: String? = nil) async throws -> Int {
+        let subspace = only.map { CIKeys.caches($0) } ?? CIKeys.allCaches
+        var byRepo: [String: [(key: [UInt8], size: UInt64, revision: Revision)]] = [:]
+        for kv in try await scan(subspace) {
+            guard let tuple = try? CIKeys.allCaches.unpack(kv.key), case .string(let repo)? = tuple.elements.first else { continue }
+            byRepo[repo, default: []].append((kv.key, BlobReference(decoding: kv.value)?.size ?? 0, kv.modRevision))
+        }
+        var removed = 0
+        for caches in byRepo.values {
+            var kept = 0
+            var bytes: UInt64 = 0
+            for cache in caches.sorted(by: { $0.revision > $1.revision }) {
+                if kept < limits.ciCachesPerRepoMax, bytes + cache.size <= limits.ciCacheBytesPerRepoMax {
+                    kept += 1
+                    bytes += cache.size
+                } else if try await commit([Compare(key: cache.key, .modRevision(cache.revision))], [.delete(Delete(.key(cache.key)))]) {
+                    removed += 1
+                }
+            }
         }
         return removed
     }
