@@ -39,6 +39,7 @@ let package = Package(
         .executable(name: "aspen", targets: ["aspen"]),
         .executable(name: "aspen-fuzz", targets: ["aspen-fuzz"]),
         .executable(name: "git-remote-aspen", targets: ["git-remote-aspen"]),
+        .executable(name: "aspen-job-trampoline", targets: ["aspen-job-trampoline"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -176,6 +177,9 @@ let package = Package(
         .testTarget(name: "AspenWorkerTests", dependencies: ["AspenWorker"], swiftSettings: strictSwift),
         // The Linux process-control calls Swift's Glibc module lacks: prctl, pidfd_open, pidfd_send_signal.
         .target(name: "CAspenLinux"),
+        // A shell job's first process: joins the job's cgroup, then execs the command (C, so that
+        // it loads in a fraction of a millisecond); the worker finds it beside its own program.
+        .executableTarget(name: "aspen-job-trampoline"),
         // BLAKE3's lane kernel again (the same source file, linked), eight lanes wide and compiled
         // for AVX2; AspenBlob calls it only where the CPU has AVX2.
         .target(name: "AspenBlobAVX2", swiftSettings: strictSwift + avx2),

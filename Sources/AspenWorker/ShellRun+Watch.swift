@@ -9,6 +9,8 @@ struct Supervision: Sendable {
     /// When the child was seen to have exited.
     var exitedAt: ContinuousClock.Instant
     var sweep: SweepReport
+    /// The child was in the attempt's cgroup when it exited (it joined it before its exec).
+    var childJoinedCgroup: Bool
     /// Why the output could not be read, if it could not.
     var failure: String?
 }
@@ -49,7 +51,7 @@ extension ShellRunner {
     /// so the child's pid, which is the job's process group id, cannot be reused meanwhile: no
     /// `kill(-group)` here can reach another group.
     func watch(
-        _ execution: Execution<NoInput, SequenceOutput, SequenceOutput>, _ command: ShellCommand, marker: String,
+        _ execution: Execution<NoInput, SequenceOutput, SequenceOutput>, _ command: ShellCommand, marker: String, cgroup: JobCgroup?,
         events: SupervisorEvents, onOutput: @escaping @Sendable (ShellOutputChunk) async -> Void, clock: ContinuousClock
     ) async -> Supervision {
         let child = execution.processIdentifier.value
@@ -60,7 +62,7 @@ extension ShellRunner {
         async let delivered: Void = {
             for await chunk in chunks { await onOutput(chunk) }
         }()
-        async let stopCause = stopWhenAsked(group: child, command: command, events: events)
+        async let stopCause = stopWhenAsked(group: child, cgroup: cgroup, command: command, events: events)
 
         let failure = await Self.pump(execution, meter: meter, into: chunkSink, events: events)
         chunkSink.finish()
@@ -70,9 +72,12 @@ extension ShellRunner {
         let cause = await stopCause
         events.finish()
 
-        let sweep = await ProcessSweep(group: child, marker: marker, matchesMarker: sweepsMarkedProcesses).run()
+        // The child is a zombie until swift-subprocess reaps it, and /proc still shows its cgroup.
+        let childJoinedCgroup = cgroup?.contains(child) ?? false
+        let sweep = await ProcessSweep(group: child, marker: marker, matchesMarker: sweepsMarkedProcesses, cgroup: cgroup).run()
         await delivered
-        return Supervision(stopCause: cause, output: meter.budget, exitedAt: exitedAt, sweep: sweep, failure: failure)
+        return Supervision(
+            stopCause: cause, output: meter.budget, exitedAt: exitedAt, sweep: sweep, childJoinedCgroup: childJoinedCgroup, failure: failure)
     }
 
     /// Reads both streams to their end, which the child's exit brings even while a descendant
@@ -110,22 +115,24 @@ extension ShellRunner {
         }
     }
 
-    /// Waits for the deadline, a stop request or the child's exit. On a stop, sends the group
-    /// SIGTERM (and SIGCONT, so a stopped process sees it), waits up to `killGraceMs` for every
-    /// member to exit, then SIGKILLs the group. Returns the cause, or nil when the child exited
-    /// unasked (a stop that comes after the exit is no stop).
-    private func stopWhenAsked(group: pid_t, command: ShellCommand, events: SupervisorEvents) async -> StopCause? {
+    /// Waits for the deadline, a stop request or the child's exit. On a stop, sends the group and
+    /// each process of the cgroup SIGTERM (and SIGCONT, so a stopped process sees it), waits up to
+    /// `killGraceMs` for all of them to exit, then SIGKILLs the group and the cgroup. Returns the
+    /// cause, or nil when the child exited unasked (a stop that comes after the exit is no stop).
+    private func stopWhenAsked(group: pid_t, cgroup: JobCgroup?, command: ShellCommand, events: SupervisorEvents) async -> StopCause? {
         guard let cause = await Self.firstStop(timeoutMs: command.timeoutMs, events: events), !Self.hasExited(group) else {
             return nil
         }
         kill(-group, SIGTERM)
         kill(-group, SIGCONT)
+        cgroup?.signalMembers(SIGTERM, SIGCONT)
         let clock = ContinuousClock()
         let deadline = clock.now + .milliseconds(command.killGraceMs)
-        while clock.now < deadline, ProcessTable.hasLiveMember(inGroup: group) {
+        while clock.now < deadline, ProcessTable.hasLiveMember(inGroup: group) || cgroup?.isPopulated == true {
             try? await Task.sleep(for: min(.milliseconds(Self.sweepIntervalMs), deadline - clock.now))
         }
         kill(-group, SIGKILL)
+        cgroup?.killAll()
         return cause
     }
 
@@ -158,9 +165,15 @@ extension ShellRunner {
 
     /// Polls, because swift-subprocess keeps the child's exit to itself until `run` returns.
     /// Returns at once in the usual case, where the output ended because the child exited.
+    ///
+    /// The output can end a moment before the exit shows (the kernel closes a dying process's
+    /// files before it makes it a zombie): the first looks come soon after (1 ms, doubling up to
+    /// `sweepIntervalMs`), so that a short job is not held up by a whole interval.
     private static func waitForExit(of child: pid_t) async {
+        var pauseMs: Int64 = 1
         while !hasExited(child) {
-            try? await Task.sleep(for: .milliseconds(sweepIntervalMs))
+            try? await Task.sleep(for: .milliseconds(pauseMs))
+            pauseMs = min(pauseMs * 2, sweepIntervalMs)
         }
     }
 

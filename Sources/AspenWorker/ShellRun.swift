@@ -1,7 +1,8 @@
 // AspenWorker: what a worker does with the jobs it claims, on its own machine. Shell jobs run
-// through `ShellRunner` (this file, ShellRun+Watch, ProcessSweep, ProcessTable, OutputBudget), on
-// swift-subprocess and CAspenLinux, and must never leave a process of a job running after its
-// attempt ends. Linux only: the cleanup reads /proc and uses pidfds and the child-subreaper flag.
+// through `ShellRunner` (this file, ShellRun+Watch, ShellRun+Cgroup, ProcessSweep, ProcessTable,
+// JobCgroup, CgroupHierarchy, OutputBudget), on swift-subprocess and CAspenLinux, and must never
+// leave a process of a job running after its attempt ends. Linux only: the cleanup reads /proc,
+// uses pidfds, the child-subreaper flag and, where it can, a cgroup v2 per attempt.
 #if os(Linux)
 import CAspenLinux
 import Glibc
@@ -91,6 +92,10 @@ public struct ShellOutcome: Sendable, Equatable {
     /// that outran the cleanup's rounds (a fork bomb) or a process that ignores SIGKILL (stuck in
     /// the kernel).
     public var leftoversRemaining: Int
+    /// The directory of the cgroup (v2) the job ran in, which the runner removes before it
+    /// returns (unless `leftoversRemaining` is not 0); nil when the job ran without one: no
+    /// writable cgroup v2 here, or the child could not join it.
+    public var cgroupDirectory: String?
 
     /// Exit code 0, not stopped.
     public var succeeded: Bool { termination == .exited(0) && !timedOut && !cancelled }
@@ -123,21 +128,30 @@ public enum ShellRunError: Error, Equatable, CustomStringConvertible {
 /// Runs shell jobs so that nothing of a job outlives its attempt.
 ///
 /// The child starts in a session and process group of its own, so one `kill(-group)` reaches it
-/// and its ordinary descendants. A stop (timeout or the caller's cancellation) sends the group
-/// SIGTERM, waits up to `killGraceMs` for it to exit, then SIGKILLs it. Whenever the child has
-/// exited, stopped or not, the runner sweeps: it SIGKILLs what is left of the group, and every
-/// process whose environment carries `ASPEN_JOB_MARKER=<marker>`, which is how it finds a
-/// descendant that left the group with `setsid` or `setpgid`, and repeats until a scan of /proc
-/// finds none (at most `sweepRoundsMax` rounds, `sweepIntervalMs` apart). Processes are killed and
-/// reaped through pidfds opened while they still carry the marker, so a reused pid is never hit.
+/// and its ordinary descendants; and, where this process's cgroup v2 can take children, in a
+/// cgroup of its own (`JobCgroup`), which no descendant leaves by `setsid` or `env -i`. A stop
+/// (timeout or the caller's cancellation) sends the group and each process of the cgroup
+/// SIGTERM, waits up to `killGraceMs` for them to exit, then SIGKILLs the group and writes the
+/// cgroup's `cgroup.kill`. Whenever the child has exited, stopped or not, the runner sweeps: it
+/// kills what is left of the cgroup and of the group, and every process whose environment carries
+/// `ASPEN_JOB_MARKER=<marker>` (how it finds, without a cgroup, a descendant that left the group
+/// with `setsid` or `setpgid`), and repeats until the cgroup is empty and a scan of /proc finds
+/// none (at most `sweepRoundsMax` rounds, `sweepIntervalMs` apart); then it removes the cgroup.
+/// Processes are killed and reaped through pidfds opened while they are still seen to be the
+/// job's, so a reused pid is never hit.
 ///
 /// This process becomes a child subreaper (`PR_SET_CHILD_SUBREAPER`) on the first runner made:
 /// a job's orphans are reparented here rather than to init, and the sweep reaps those it kills.
 /// The cost: an orphan of any other child of this process also lands here, and nothing reaps it.
 ///
-/// The limit: a descendant that clears its environment (`env -i`) and also leaves the group
-/// (`setsid`) escapes the sweep. It is still reparented to this process (the subreaper), but it
-/// is not killed. Likewise one whose environ this process may not read (another user's).
+/// The limit, without a cgroup (no cgroup v2, or not writable by this user): a descendant that
+/// clears its environment (`env -i`) and also leaves the group (`setsid`) escapes the sweep. It is
+/// still reparented to this process (the subreaper), but it is not killed. Likewise one whose
+/// environ this process may not read (another user's). With a cgroup, a job still escapes if it
+/// moves itself to another cgroup on purpose (see `JobCgroup`). In a cgroup, the command starts
+/// through the job trampoline (see `CgroupPlacement`): an executable that is found but cannot be
+/// executed (not a binary, no `#!` line) makes the child exit 127 with the reason on stderr,
+/// rather than `run` throwing `startFailed`.
 public struct ShellRunner: Sendable {
     /// The environment variable that marks every process of one attempt.
     public static let markerVariable = "ASPEN_JOB_MARKER"
@@ -151,18 +165,22 @@ public struct ShellRunner: Sendable {
     /// Whether the sweep hunts processes by marker as well as by process group. Off only in a
     /// test, to show that processes escape without it.
     var sweepsMarkedProcesses = true
+    /// Whether a job gets a cgroup of its own where one can be made. Off only in a test, to show
+    /// what escapes without it.
+    var usesCgroup = true
 
     public init() {
         _ = subreaperEnabled
     }
 
-    /// Kills every process left by an earlier run of this worker: those whose marker starts
-    /// with `markerPrefix` (a worker that was killed could not stop its jobs). Returns how many.
+    /// Kills every process left by an earlier run of this worker: those in the job cgroups it
+    /// left under this process's cgroup (then removed), and those whose marker starts with
+    /// `markerPrefix` (a worker that was killed could not stop its jobs). Returns how many.
     @discardableResult
     public static func killLeftovers(markerPrefix: String) -> Int {
         let entry = Array("\(markerVariable)=\(markerPrefix)".utf8)
         let own = getpid()
-        var killed = 0
+        var killed = CgroupHierarchy.current.map { JobCgroup.killLeftovers(markerPrefix: markerPrefix, in: $0) } ?? 0
         for pid in ProcessTable.pids() where pid != own && ProcessTable.environment(of: pid, contains: entry, prefix: true) {
             if kill(pid, SIGKILL) == 0 { killed += 1 }
         }
@@ -205,14 +223,22 @@ public struct ShellRunner: Sendable {
     ) async throws -> ShellOutcome {
         let clock = ContinuousClock()
         let start = clock.now
+        let placement = usesCgroup ? CgroupPlacement(command, configuration, marker: marker) : nil
+        let cgroup = placement?.cgroup
         let result: ExecutionResult<Supervision, SequenceOutput, SequenceOutput>
         do {
-            result = try await Subprocess.run(configuration, input: .none, output: .sequence, error: .sequence) { execution in
-                await self.watch(execution, command, marker: marker, events: events, onOutput: onOutput, clock: clock)
+            result = try await Subprocess.run(
+                placement?.configuration ?? configuration, input: .none, output: .sequence, error: .sequence
+            ) { execution in
+                await self.watch(execution, command, marker: marker, cgroup: cgroup, events: events, onOutput: onOutput, clock: clock)
             }
-        } catch let error as SubprocessError {
-            throw ShellRunError(error, command: command)
+        } catch {
+            await cgroup?.remove()
+            if let error = error as? SubprocessError { throw ShellRunError(error, command: command) }
+            throw error
         }
+        // The sweep has emptied it (or given up, and then this fails too and leaves it).
+        await cgroup?.remove()
         let supervision = result.closureResult
         if let failure = supervision.failure {
             throw ShellRunError.supervisionFailed(failure)
@@ -226,7 +252,8 @@ public struct ShellRunner: Sendable {
             runMs: (supervision.exitedAt - start).wholeMilliseconds,
             cleanupMs: (clock.now - supervision.exitedAt).wholeMilliseconds,
             leftoversKilled: supervision.sweep.killed,
-            leftoversRemaining: supervision.sweep.remaining
+            leftoversRemaining: supervision.sweep.remaining,
+            cgroupDirectory: supervision.childJoinedCgroup ? cgroup?.directory : nil
         )
     }
 }
