@@ -261,6 +261,7 @@ public final class NodeRuntime: Sendable {
         jobs.startWorkers(settings.jobs, identity: identity, cookie: cookie) { markerPrefix in
             [CIJobTask.jobType: ci.handler(markerPrefix: markerPrefix)]
         }
+        if settings.jobs.workers > 0 { ci.startWarming() }
         var admin: AdminServer?
         if let http = settings.http {
             admin = try await AdminServer.start(host: http.host, port: http.port, node: node, requests: requestMetrics, auth: auth)

@@ -35,6 +35,8 @@ public final class CIService: Sendable {
     /// The user and group untrusted jobs run as (nobody).
     static let untrustedID = 65534
     private let scheduler = Mutex<Task<Void, Never>?>(nil)
+    /// Pulls pushed packs into this node's forge cache as pushes commit (`startWarming`).
+    let warming = Mutex<Task<Void, Never>?>(nil)
     /// Push events that failed to become runs, by outbox key, and how often.
     let intakeFailures = Mutex<[[UInt8]: Int]>([:])
     /// When the leader last deleted old runs.
@@ -105,6 +107,7 @@ public final class CIService: Sendable {
 
     public func stop() {
         scheduler.withLock { $0 }?.cancel()
+        warming.withLock { $0 }?.cancel()
         try? FileManager.default.removeItem(atPath: untrustedRoot)
     }
 
