@@ -132,7 +132,16 @@ struct CICommandTests {
             let (_, said) = try runProgram("/usr/bin/pgrep", ["-f", "^sleep \(marker)$"])
             return said.split(separator: "\n").count
         }
-        try await eventually("the job's two sleeps started", seconds: 30) { try sleepers() == 2 }
+        do {
+            try await eventually("the job's two sleeps started", seconds: 30) { try sleepers() == 2 }
+        } catch {
+            // Say what the run printed instead.
+            kill(process.processIdentifier, SIGKILL)
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            Issue.record("the job's sleeps did not start; the run said: \(String(decoding: data, as: UTF8.self))")
+            return
+        }
         kill(process.processIdentifier, SIGINT)
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
