@@ -262,17 +262,10 @@ actor CILogWriter {
     /// timer that stores what waited long enough. The record is written while the job goes on
     /// (its checkout); every chunk, and the end, is stored after it.
     func begin() {
-        let (service, key) = (service, CIKeys.tryKey(run, job, jobID: jobID, attempt: attempt))
+        let (service, run, job, jobID, attempt) = (service, run, job, jobID, attempt)
+        let record = CILogTry(node: service.node.id.rawValue, ended: false, bytes: 0)
         storing = Task {
-            for round in 0..<5 {
-                do {
-                    _ = try await service.node.write(.put(Put(key: key, value: CILogTry(node: service.node.id.rawValue, ended: false, bytes: 0).encoded)), forwarding: true)
-                    return
-                } catch {
-                    try? await Task.sleep(for: .milliseconds(200 << round))
-                }
-            }
-            service.logger.warning("a CI try's record could not be written; its log is listed once it ends", metadata: ["key": "\(key)"])
+            await Self.store([], service: service, run: run, job: job, jobID: jobID, attempt: attempt, seq: 0, record: record)
         }
         ticker = Task { [weak self] in
             while !Task.isCancelled {
@@ -308,11 +301,11 @@ actor CILogWriter {
         total += Int64(bytes.count)
         let previous = storing
         let (service, run, job, jobID, attempt) = (service, run, job, jobID, attempt)
-        let ending = last ? CILogTry(node: service.node.id.rawValue, ended: true, bytes: total) : nil
+        let record = last ? CILogTry(node: service.node.id.rawValue, ended: true, bytes: total) : nil
         // Not the caller's task: a cancelled job's last output is stored all the same.
         let next = Task {
             await previous?.value
-            await Self.store(bytes, service: service, run: run, job: job, jobID: jobID, attempt: attempt, seq: number, ending: ending)
+            await Self.store(bytes, service: service, run: run, job: job, jobID: jobID, attempt: attempt, seq: number, record: record)
         }
         storing = next
         if !last { await previous?.value }
@@ -362,10 +355,11 @@ actor CILogWriter {
         }
     }
 
-    /// Stores one chunk (none if `bytes` is empty) and its reference, with the try's end record
-    /// when there is one.
+    /// Stores one chunk (none if `bytes` is empty) and its reference, with the try's record (its
+    /// start or its end) when there is one, in one write; tried a few times, then given up
+    /// (said in the node's log).
     private static func store(
-        _ bytes: [UInt8], service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int, seq: Int, ending: CILogTry?
+        _ bytes: [UInt8], service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int, seq: Int, record: CILogTry?
     ) async {
         for round in 0..<5 {
             do {
@@ -376,7 +370,7 @@ actor CILogWriter {
                     let reference = BlobReference(hash: hash, size: UInt64(bytes.count))
                     puts.append(Put(key: CIKeys.chunk(run, job, jobID: jobID, attempt: attempt, seq: seq), value: reference.encoded))
                 }
-                if let ending { puts.append(Put(key: CIKeys.tryKey(run, job, jobID: jobID, attempt: attempt), value: ending.encoded)) }
+                if let record { puts.append(Put(key: CIKeys.tryKey(run, job, jobID: jobID, attempt: attempt), value: record.encoded)) }
                 if puts.count == 1 {
                     _ = try await service.node.write(.put(puts[0]), forwarding: true)
                 } else if !puts.isEmpty {
@@ -384,10 +378,11 @@ actor CILogWriter {
                 }
                 return
             } catch {
-                service.logger.info("storing a CI log chunk failed; trying again", metadata: ["run": "\(run)", "job": "\(job)", "error": "\(error)"])
+                service.logger.info("storing a CI log chunk or try record failed; trying again", metadata: ["run": "\(run)", "job": "\(job)", "error": "\(error)"])
                 try? await Task.sleep(for: .milliseconds(200 << round))
             }
         }
-        service.logger.warning("a CI log chunk was lost", metadata: ["run": "\(run)", "job": "\(job)", "seq": "\(seq)"])
+        service.logger.warning(
+            "a CI log chunk or try record was lost", metadata: ["run": "\(run)", "job": "\(job)", "seq": "\(seq)", "bytes": "\(bytes.count)", "record": "\(record != nil)"])
     }
 }
