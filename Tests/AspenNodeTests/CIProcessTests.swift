@@ -190,7 +190,7 @@ extension ClusterSuites {
                 let run = try #require(try await ended(client, sha: sha).first)
                 #expect(run.state == .failure && run.job("hang")?.detail.contains("timed out") == true, "\(run.jobs)")
                 #expect(try await log(cluster, run.id, "hang").contains("started"))
-                #expect(Self.processes(named: marker).isEmpty, "left running: \(Self.processes(named: marker))")
+                #expect(processes { $0.hasPrefix(marker) }.isEmpty, "left running: \(processes { $0.hasPrefix(marker) })")
 
                 // Cancel a run whose job would run for ten minutes.
                 let long = try commit(git, at: source, [".aspen/ci.yml": pipeline.replacingOccurrences(of: "timeout: 2s", with: "timeout: 10m")], new: false)
@@ -198,7 +198,7 @@ extension ClusterSuites {
                 var started: CIRun?
                 try await eventually("the long job runs") {
                     started = try await runs(client).first { $0.sha == long }
-                    return started?.job("hang")?.state == .running && !Self.processes(named: marker).isEmpty
+                    return started?.job("hang")?.state == .running && !processes { $0.hasPrefix(marker) }.isEmpty
                 }
                 let id = try #require(started?.id)
                 let (status, text) = try await cluster.aspen(["ci", "cancel", "\(id)"], endpoints: cluster.entries[2], withErrors: true)
@@ -206,7 +206,7 @@ extension ClusterSuites {
                 // Within the stop's grace and a few scheduler passes, not a lease renewal (10 s here).
                 let cancelled = try #require(try await ended(client, sha: long, seconds: 8).first)
                 #expect(cancelled.state == .cancelled && cancelled.job("hang")?.state == .cancelled, "\(cancelled)")
-                #expect(Self.processes(named: marker).isEmpty, "left running: \(Self.processes(named: marker))")
+                #expect(processes { $0.hasPrefix(marker) }.isEmpty, "left running: \(processes { $0.hasPrefix(marker) })")
             }
         }
 
@@ -647,7 +647,7 @@ extension ClusterSuites {
                 try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
                 var job: Int32?
                 try await eventually("the job's process is running") {
-                    job = Self.processes(named: "sleep\u{0}120.25").first
+                    job = processes { $0.hasPrefix("sleep 120.25") }.first
                     return job != nil
                 }
                 // The node the job's process descends from.
@@ -666,7 +666,7 @@ extension ClusterSuites {
                 let deadline = ContinuousClock.now + .seconds(60)
                 while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
                 #expect(!process.isRunning, "node \(worker) did not stop within 60 s of SIGTERM")
-                #expect(Self.processes(named: "sleep\u{0}120.25").isEmpty)
+                #expect(processes { $0.hasPrefix("sleep 120.25") }.isEmpty)
                 if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             }
         }
@@ -679,15 +679,6 @@ extension ClusterSuites {
             guard let close = text.lastIndex(of: ")") else { return 1 }
             let fields = text[text.index(after: close)...].split(separator: " ")
             return fields.count > 1 ? Int32(fields[1]) ?? 1 : 1
-        }
-
-        /// Processes whose command line starts with `name`.
-        static func processes(named name: String) -> [Int32] {
-            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
-            return entries.compactMap(Int32.init).filter { pid in
-                guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
-                return String(decoding: data, as: UTF8.self).hasPrefix(name)
-            }
         }
     }
 }

@@ -27,11 +27,7 @@ extension ClusterSuites {
 
         /// Kills every process whose command line is exactly `commandLine` (space-separated).
         static func kill(commandLine: String) {
-            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-                guard let pid = Int32(entry), let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
-                let arguments = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-                if arguments.joined(separator: " ") == commandLine { Foundation.kill(pid, SIGKILL) }
-            }
+            for pid in processes(where: { $0 == commandLine }) { Foundation.kill(pid, SIGKILL) }
         }
 
         @Test("the leader's automatic history compaction runs as maintenance jobs, each listed with the revision it compacted to")
@@ -377,15 +373,8 @@ extension ClusterSuites {
             #expect(started >= due, "the timer fired early: \(history)")
         }
 
-        /// Processes whose command line is exactly `commandLine`.
-        static func alive(commandLine: String) -> [Int32] {
-            ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
-                guard let pid = Int32(entry), let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),
-                    let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8), !stat.contains(") Z ")
-                else { return nil }
-                return raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ") == commandLine ? pid : nil
-            }
-        }
+        /// Living processes whose command line is exactly `commandLine`.
+        static func alive(commandLine: String) -> [Int32] { processes { $0 == commandLine } }
 
         @Test("a saga whose last step fails is undone in reverse, each compensation once, across a leader kill mid-compensation")
         func sagaAcrossLeaderKill() async throws {

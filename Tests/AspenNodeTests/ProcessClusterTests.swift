@@ -13,6 +13,18 @@ import Glibc
 import Darwin
 #endif
 
+/// The processes on this machine whose command line (arguments joined by spaces) satisfies
+/// `matches`, read from /proc so that no procps is needed. A zombie's command line is empty, so
+/// zombies never match.
+func processes(where matches: (String) -> Bool) -> [Int32] {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+    return entries.compactMap(Int32.init).filter { pid in
+        guard let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), !raw.isEmpty else { return false }
+        let arguments = raw.split(separator: 0, omittingEmptySubsequences: false).dropLast(raw.last == 0 ? 1 : 0)
+        return matches(arguments.map { String(decoding: $0, as: UTF8.self) }.joined(separator: " "))
+    }
+}
+
 /// Waits until `check` passes, or records an issue saying what was awaited and throws.
 func eventually(_ what: String, seconds: Double = 30, _ check: () async throws -> Bool) async throws {
     let deadline = Date().addingTimeInterval(seconds)
