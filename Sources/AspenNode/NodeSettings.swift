@@ -58,7 +58,7 @@ public struct NodeSettings: Sendable, Equatable {
         ("peers", ""), ("bootstrap", "false"), ("learner", "false"), ("storage", "sqlite"), ("heartbeat-ms", "100"),
         ("election-timeout-ms", nil), ("compact-after-entries", "100000"),
         ("auto-compaction-mode", "periodic"), ("auto-compaction-retention", nil), ("log-level", "info"),
-        ("auth", "auto"), ("trusted-roots", ""), ("join-credential-file", nil), ("blob-replicas", "3"),
+        ("auth", "auto"), ("trusted-roots", ""), ("join-credential-file", nil), ("blob-replicas", "3"), ("blob-min-replicas", "0"),
         ("blob-gc-grace-ms", "\(Limits.standard.blobGcGraceMs)"), ("blob-gc-interval-ms", "600000"), ("blob-scrub-interval-ms", "86400000"),
         ("blob-scrub-rate", "\(Limits.standard.blobScrubBytesPerSecond)"), ("blob-quota", "0"), ("job-workers", "2"), ("job-worker-tags", ""),
         ("ci-artifact-max", "\(Limits.standard.ciArtifactBytesMax)"), ("ci-runs-kept", "\(Limits.standard.ciRunsKeptPerRepo)"),
@@ -96,6 +96,9 @@ public struct NodeSettings: Sendable, Equatable {
     public struct BlobSettings: Sendable, Equatable {
         /// Copies of each new blob made before its add is acknowledged (at most the cluster's size).
         public var replicas = 3
+        /// Copies that must hold a blob before its add is acknowledged; the rest are made as
+        /// members answer (0: a majority of the copies asked for).
+        public var minReplicas = 0
         /// See `Limits.blobGcGraceMs`; every node of a cluster should have the same.
         public var gcGraceMs = Limits.standard.blobGcGraceMs
         /// How often the leader collects garbage by itself (0: only when asked).
@@ -356,6 +359,7 @@ public struct NodeSettings: Sendable, Equatable {
         case (nil, .some): throw Problem("\(origin("age-identity-file")) is used only with bootstrap-secrets")
         }
         settings.blob.replicas = try integer("blob-replicas", 1...Limits.standard.blobReplicasMax)
+        settings.blob.minReplicas = try integer("blob-min-replicas", 0...Limits.standard.blobReplicasMax)
         settings.blob.gcGraceMs = Int64(try integer("blob-gc-grace-ms", 0...365 * 86_400_000))
         settings.blob.gcIntervalMs = Int64(try integer("blob-gc-interval-ms", 0...365 * 86_400_000))
         settings.blob.scrubIntervalMs = Int64(try integer("blob-scrub-interval-ms", 0...365 * 86_400_000))
@@ -411,7 +415,8 @@ public struct NodeSettings: Sendable, Equatable {
             line("log-level", logLevel),
             line("auth", auth.rawValue), line("trusted-roots", trustedRoots.map(\.hex).joined(separator: ",")),
             line("join-credential-file", joinCredential == nil ? "(none)" : "(set)"),
-            line("blob-replicas", "\(blob.replicas)"), line("blob-gc-grace-ms", "\(blob.gcGraceMs)"),
+            line("blob-replicas", "\(blob.replicas)"),
+            line("blob-min-replicas", blob.minReplicas == 0 ? "(a majority)" : "\(blob.minReplicas)"), line("blob-gc-grace-ms", "\(blob.gcGraceMs)"),
             line("blob-gc-interval-ms", "\(blob.gcIntervalMs)"), line("blob-scrub-interval-ms", "\(blob.scrubIntervalMs)"),
             line("blob-scrub-rate", "\(blob.scrubBytesPerSecond)"), line("blob-quota", blob.quotaBytes == 0 ? "(none)" : "\(blob.quotaBytes)"),
             line("job-workers", "\(jobs.workers)"), line("job-lease-ms", "\(jobs.leaseMs)"),

@@ -57,11 +57,12 @@ func describe(_ stat: BlobStat) -> [String: Any] {
 struct BlobAddCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "add",
-        abstract: "Store a file (or - for standard input); prints its BLAKE3 hash once enough replicas hold it.")
+        abstract: "Store a file (or - for standard input); prints its BLAKE3 hash once enough copies are held.")
     @OptionGroup var cluster: ClusterOptions
     @Argument(help: "The file to add; - reads standard input.") var file: String
     @Option(help: "Name the blob with this tag (in the same step as the add), so garbage collection keeps it.") var tag: String?
-    @Option(help: "Copies to hold before answering (default: the cluster's blob-replicas setting).") var replicas: Int = 0
+    @Option(help: "Copies to make (default: the node's blob-replicas); answered once blob-min-replicas of them (a majority by default) are held, the rest follow.")
+    var replicas: Int = 0
 
     func run() async throws {
         try await runBlob {

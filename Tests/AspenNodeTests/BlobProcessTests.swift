@@ -1,4 +1,5 @@
 import AspenBlob
+import AspenClient
 import AspenCore
 import Foundation
 import Testing
@@ -77,6 +78,49 @@ extension ClusterSuites {
             let (statStatus, stat) = try await cluster.aspen(["blob", "stat", hash.hex, "--json"], endpoints: survivors)
             #expect(statStatus == 0)
             #expect(stat.contains("\"release\"") && stat.contains("\"size\":\(Self.fileBytes)"))
+        }
+
+        /// The nodes holding `hash`, as `blob stat --json` reports them.
+        static func holders(_ cluster: ProcessCluster, _ hash: String, endpoints: String) async throws -> [Int] {
+            let (status, said) = try await cluster.aspen(["blob", "stat", hash, "--json"], endpoints: endpoints, withErrors: true)
+            guard status == 0, let object = try JSONSerialization.jsonObject(with: Data(said.utf8)) as? [String: Any],
+                let holders = object["holders"] as? [[String: Any]]
+            else { throw ClientError.unavailable("blob stat said: \(said)") }
+            return holders.compactMap { $0["node"] as? Int }.sorted()
+        }
+
+        @Test("with one node of three down, an add is acknowledged with two copies and the third is made when the node returns; blob-min-replicas 3 refuses it by name")
+        func addWithNodeDown() async throws {
+            let cluster = try ProcessCluster(nodes: 3)
+            // Node 1 wants every copy before it acknowledges; nodes 2 and 3 keep the default.
+            try cluster.start(1, environment: ["ASPEN_BLOB_MIN_REPLICAS": "3"])
+            try cluster.start(2)
+            try cluster.start(3)
+            defer { cluster.terminateAll() }
+            _ = try await cluster.leader()
+            cluster.kill9(3)
+            let input = cluster.directory.appendingPathComponent("input.bin").path
+            try Self.randomFile(input, bytes: 1 << 20, seed: 25)
+            let expected = try Self.b3sum(input)
+            let (strict, refusal) = try await cluster.aspen(["blob", "add", input], endpoints: cluster.entries[0], withErrors: true)
+            #expect(strict != 0 && refusal.contains("blob-min-replicas (3)"), "\(refusal)")
+
+            let survivors = cluster.entries[0] + "," + cluster.entries[1]
+            let (status, printed) = try await cluster.aspen(["blob", "add", input, "--tag", "degraded"], endpoints: cluster.entries[1], withErrors: true)
+            #expect(status == 0 && printed == expected, "\(printed)")
+            #expect(try await Self.holders(cluster, expected, endpoints: survivors) == [1, 2])
+            let output = cluster.directory.appendingPathComponent("output.bin").path
+            #expect(try await cluster.aspen(["blob", "get", expected, "-o", output], endpoints: survivors).0 == 0)
+            #expect(FileManager.default.contentsEqual(atPath: output, andPath: input))
+
+            // Back, node 3 gets the third copy without anyone asking (well before the leader's
+            // periodic restore, ten minutes away).
+            try cluster.start(3)
+            try await eventually("node 3 holds the third copy", seconds: 60) {
+                try await Self.holders(cluster, expected, endpoints: survivors) == [1, 2, 3]
+            }
+            let held = try FileManager.default.contentsOfDirectory(atPath: cluster.dataDirectory(3) + "/blobs/complete")
+            #expect(held.contains("\(expected).data"), "\(held)")
         }
 
         /// A counter from the node's metrics.

@@ -223,5 +223,6 @@ extension BlobService {
         }
         task?.cancel()
         await task?.value
+        await stopShortCopies()
     }
 }

@@ -199,3 +199,81 @@ extension BlobService {
         return metrics.exposition(held: used.held, reserved: used.reserved, quota: files.quotaBytes)
     }
 }
+
+/// Blobs a node acknowledged with fewer copies than asked for (a member was down or did not
+/// answer), each with the copies it wants, and whether a loop is making them.
+struct ShortCopies: Sendable {
+    var wanted: [BlobHash: (size: UInt64, copies: Int)] = [:]
+    var task: Task<Void, Never>?
+    /// Beyond this many, the leader's periodic restore (`restoreCopies`) catches up instead.
+    static let tracked = 4096
+}
+
+extension BlobService {
+    /// Notes that `hash` was acknowledged with fewer than `wanted` copies; a loop on this node
+    /// makes the rest as members answer, instead of leaving them to the leader's next restore.
+    func completeCopies(_ hash: BlobHash, size: UInt64, wanted: Int) {
+        shortCopies.withLock { short in
+            guard short.wanted.count < ShortCopies.tracked else { return }
+            short.wanted[hash] = (size, wanted)
+            if short.task == nil { short.task = Task { await self.makeShortCopies() } }
+        }
+    }
+
+    /// Retries the missing copies, pausing 0.5 s and doubling to 10 s while no member takes
+    /// one; ends when every blob has its copies (or was collected), or at shutdown.
+    func makeShortCopies() async {
+        var pauseMs = 500
+        while true {
+            do { try await Task.sleep(for: .milliseconds(pauseMs)) } catch { break }
+            let pending = shortCopies.withLock { short in
+                if short.wanted.isEmpty { short.task = nil }
+                return short.wanted
+            }
+            if pending.isEmpty { return }
+            var progress = false
+            for (hash, want) in pending {
+                guard !Task.isCancelled else { break }
+                guard let done = await makeCopies(hash, size: want.size, wanted: want.copies) else { continue }
+                progress = progress || done
+                if done { _ = shortCopies.withLock { $0.wanted.removeValue(forKey: hash) } }
+            }
+            pauseMs = progress ? 500 : min(pauseMs * 2, 10_000)
+        }
+        shortCopies.withLock { $0.task = nil }
+    }
+
+    /// Asks members that lack `hash` for copies until `wanted` current members hold it; whether
+    /// they do (or the blob was collected meanwhile), nil when its record could not be read.
+    private func makeCopies(_ hash: BlobHash, size: UInt64, wanted: Int) async -> Bool? {
+        let stat: BlobStat?
+        do { stat = try await self.stat(hash) } catch { return nil }
+        guard let stat else { return true }
+        let membership = await node.membership
+        let members = Set(membership.voters + membership.learners)
+        var holders = stat.holders.map { NodeID(rawValue: $0.node) }.filter(members.contains)
+        let target = min(wanted, members.count)
+        for peer in members.subtracting(holders).shuffled() where holders.count < target {
+            do {
+                try await askToReplicate(peer, hash: hash, size: size, sources: holders.shuffled())
+                try await recordHolder(hash, peer)
+                holders.append(peer)
+                metrics.restored.add(1, ordering: .relaxed)
+                logger.notice("blob copy made after its add", metadata: ["hash": "\(hash)", "to": "\(peer)", "copies": "\(holders.count)"])
+            } catch {
+                logger.debug("a blob copy after its add failed; trying again later", metadata: ["hash": "\(hash)", "to": "\(peer)", "error": "\(error)"])
+            }
+        }
+        return holders.count >= target
+    }
+
+    /// Stops the loop making missing copies (at shutdown).
+    func stopShortCopies() async {
+        let task = shortCopies.withLock { short in
+            defer { short.task = nil }
+            return short.task
+        }
+        task?.cancel()
+        await task?.value
+    }
+}

@@ -26,6 +26,8 @@ public final class BlobService: Sendable {
     let eventSink = Mutex<(@Sendable ([TopicMessage]) -> Void)?>(nil)
     let transfers = Atomic<Int>(0)
     let metrics = BlobMetrics()
+    /// Blobs this node acknowledged with fewer copies than asked for, and the loop making the rest.
+    let shortCopies = Mutex<ShortCopies>(ShortCopies())
     /// Blobs whose bad local copy is being replaced, so that one repair runs for each.
     let repairing = Mutex<Set<BlobHash>>([])
     let maintenance = Mutex<Task<Void, Never>?>(nil)
@@ -307,8 +309,15 @@ public final class BlobService: Sendable {
         return BlobStat(hash: hash, size: meta.size, addedAtMs: meta.addedAtMs, holders: holders, tags: tags)
     }
 
+    /// Copies that must hold a blob before an add that asked for `wanted` is acknowledged.
+    func requiredCopies(of wanted: Int) -> Int {
+        min(wanted, settings.minReplicas == 0 ? wanted / 2 + 1 : settings.minReplicas)
+    }
+
     /// Makes the copies an add asked for, then commits the blob, its holders and its tag in one
-    /// system write: the add is acknowledged only once all of that is committed. The blob's
+    /// system write: the add is acknowledged only once all of that is committed. Members that do
+    /// not answer are skipped: with `requiredCopies` held the add is acknowledged and this node
+    /// makes the rest as they come back (`completeCopies`), as Raft commits with a majority. The blob's
     /// record is rewritten with this add's time, so a collection decided before it fails its
     /// condition and keeps the blob.
     func commitAdd(_ finished: BlobUploads.Finished, announcing: Bool = true) async throws -> BlobStat {
@@ -344,9 +353,12 @@ public final class BlobService: Sendable {
                 if let problem { problems.append("node \(peer): \(problem)") } else { holders.append(peer) }
             }
         }
-        guard holders.count >= wanted else {
+        let required = requiredCopies(of: wanted)
+        guard holders.count >= required else {
+            let setting = settings.minReplicas == 0 ? "blob-min-replicas (a majority: \(required))" : "blob-min-replicas (\(required))"
             throw BlobServiceError.unavailable(
-                "blob \(finished.hash) reached \(holders.count) of the \(wanted) copies asked for: \(problems.joined(separator: "; "))")
+                "blob \(finished.hash) reached \(holders.count) of the \(wanted) copies asked for, fewer than \(setting): "
+                    + problems.joined(separator: "; "))
         }
         try await writeConditioned("adding blob \(finished.hash)") {
             let now = node.nowMs()
@@ -372,6 +384,12 @@ public final class BlobService: Sendable {
             ])
         }
         logger.info("blob added", metadata: ["hash": "\(finished.hash)", "size": "\(finished.size)", "holders": "\(holders.map(\.rawValue))"])
+        if holders.count < wanted {
+            logger.warning(
+                "blob added with fewer copies than asked for; the rest follow as members answer",
+                metadata: ["hash": "\(finished.hash)", "copies": "\(holders.count)", "wanted": "\(wanted)", "problems": "\(problems)"])
+            completeCopies(finished.hash, size: finished.size, wanted: wanted)
+        }
         guard let stat = try await stat(finished.hash) else {
             throw BlobServiceError.internalError("blob \(finished.hash) was committed but its record is not readable here")
         }
