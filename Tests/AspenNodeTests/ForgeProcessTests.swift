@@ -244,7 +244,7 @@ extension ClusterSuites {
             #expect(listed.hasPrefix(rewritten), "\(listed)")
         }
 
-        @Test("a push acknowledged by git survives SIGKILL of the leader, and of the follower that took it")
+        @Test("a push acknowledged by git survives SIGKILL of the leader, and of the follower that took it; with that node down, pushes go on")
         func pushSurvivesKill() async throws {
             for victim in ["leader", "receiving follower"] {
                 let (cluster, git) = try await started()
@@ -260,6 +260,13 @@ extension ClusterSuites {
                 try await offThePool { try git.check(["clone", "-q", "aspen://demo", clone], endpoints: survivors) }
                 #expect(try git.check(["rev-parse", "HEAD"], in: clone, endpoints: "") == head, "after SIGKILL of the \(victim)")
                 try git.check(["fsck", "--full"], in: clone, endpoints: "")
+                // With that node still down, pushes go on: the pack is acknowledged with two of
+                // its three copies.
+                try git.check(["commit", "-q", "--allow-empty", "-m", "while a node is down"], in: clone, endpoints: "")
+                try await offThePool { try git.check(["push", "-q", "origin", "main"], in: clone, endpoints: survivors) }
+                let later = path(cluster, "later")
+                try await offThePool { try git.check(["clone", "-q", "aspen://demo", later], endpoints: survivors) }
+                #expect(try git.check(["log", "-1", "--format=%s"], in: later, endpoints: "") == "while a node is down")
             }
         }
 
