@@ -24,6 +24,11 @@ public enum CICall: Sendable, Equatable {
     case secretDelete(repo: String, name: String)
     /// The artifacts of a run's jobs (of one job, when named).
     case artifacts(run: UInt64, job: String?)
+    /// A repository's caches, most recently used first.
+    case caches(repo: String)
+    /// Deletes a repository's cache of exactly `key` (every cache, when nil); answers with what
+    /// it deleted.
+    case cacheDelete(repo: String, key: String?)
 
     /// Most runs one list answers.
     public static let listMax = 200
@@ -79,6 +84,13 @@ public enum CICall: Sendable, Equatable {
             writer.write(UInt8(11))
             writer.writeVarint(run)
             writer.writeOptionalBytes(job.map { Array($0.utf8) })
+        case .caches(let repo):
+            writer.write(UInt8(12))
+            writer.writeString(repo)
+        case .cacheDelete(let repo, let key):
+            writer.write(UInt8(13))
+            writer.writeString(repo)
+            writer.writeOptionalBytes(key.map { Array($0.utf8) })
         }
         return writer.bytes
     }
@@ -114,6 +126,12 @@ public enum CICall: Sendable, Equatable {
             let job = try reader.readOptionalBytes(limit: CIWire.plannedNameBytesMax(limits))
             guard job.map({ String(validating: $0, as: UTF8.self) != nil }) ?? true else { throw .invalid("a job name is not UTF-8") }
             self = .artifacts(run: run, job: job.map { String(decoding: $0, as: UTF8.self) })
+        case 12: self = .caches(repo: try reader.readString(limit: limits.forgeRepoNameBytesMax))
+        case 13:
+            let repo = try reader.readString(limit: limits.forgeRepoNameBytesMax)
+            let key = try reader.readOptionalBytes(limit: limits.ciCacheKeyBytesMax)
+            guard key.map({ String(validating: $0, as: UTF8.self) != nil }) ?? true else { throw .invalid("a cache key is not UTF-8") }
+            self = .cacheDelete(repo: repo, key: key.map { String(decoding: $0, as: UTF8.self) })
         case let tag: throw .unknownTag(tag, context: "CI call")
         }
         try reader.expectEnd()
@@ -123,7 +141,9 @@ public enum CICall: Sendable, Equatable {
     /// from the run).
     public var repo: String? {
         switch self {
-        case .list(let repo, _), .status(let repo, _), .start(let repo, _, _), .secretSet(let repo, _, _), .secretList(let repo), .secretDelete(let repo, _): repo
+        case .list(let repo, _), .status(let repo, _), .start(let repo, _, _), .secretSet(let repo, _, _), .secretList(let repo), .secretDelete(let repo, _),
+            .caches(let repo), .cacheDelete(let repo, _):
+            repo
         case .show, .logs, .cancel, .rerun, .artifacts: nil
         }
     }
@@ -177,6 +197,7 @@ public enum CIAnswer: Sendable, Equatable {
     /// Names (a repository's CI secrets).
     case names([String])
     case artifacts([CIArtifact])
+    case caches([CICache])
 
     /// The runs of a `.runs` answer (nil for another answer).
     public var runs: [CIRun]? {
@@ -224,6 +245,15 @@ public enum CIAnswer: Sendable, Equatable {
                 writer.writeBytes(artifact.hash)
                 writer.writeVarint(artifact.size)
             }
+        case .caches(let caches):
+            writer.write(UInt8(7))
+            writer.writeVarint(UInt64(caches.count))
+            for cache in caches {
+                writer.writeString(cache.key)
+                writer.writeBytes(cache.hash)
+                writer.writeVarint(cache.size)
+                writer.writeVarint(cache.revision)
+            }
         }
         return writer.bytes
     }
@@ -264,6 +294,15 @@ public enum CIAnswer: Sendable, Equatable {
                         hash: try reader.readBytes(limit: 32), size: try reader.readVarint()))
             }
             self = .artifacts(artifacts)
+        case 7:
+            var caches: [CICache] = []
+            for _ in 0..<(try reader.readCount(limit: CIWire.cachesListedMax)) {
+                caches.append(
+                    CICache(
+                        key: try reader.readString(limit: limits.ciCacheKeyBytesMax), hash: try reader.readBytes(limit: 32), size: try reader.readVarint(),
+                        revision: try reader.readVarint()))
+            }
+            self = .caches(caches)
         case let tag: throw .unknownTag(tag, context: "CI answer")
         }
         try reader.expectEnd()

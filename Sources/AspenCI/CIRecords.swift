@@ -467,6 +467,22 @@ public struct CIArtifact: Sendable, Equatable {
     }
 }
 
+/// A repository's cache: its key, its archive in the blob store, and the revision of its last
+/// save or restore (a restore rewrites the entry, so it counts as use).
+public struct CICache: Sendable, Equatable {
+    public var key: String
+    public var hash: [UInt8]
+    public var size: UInt64
+    public var revision: UInt64
+
+    public init(key: String, hash: [UInt8], size: UInt64, revision: UInt64) {
+        self.key = key
+        self.hash = hash
+        self.size = size
+        self.revision = revision
+    }
+}
+
 /// How a try of a job ended, as the worker reports it (the job system's result).
 public struct CIJobResult: Sendable, Equatable {
     /// The script's exit code; nil when a signal ended it or it never started.
@@ -523,6 +539,8 @@ public enum CIWire {
     public static func contextBytesMax(_ limits: Limits) -> Int { plannedNameBytesMax(limits) + limits.ciNameBytesMax + 8 }
     /// Artifacts one answer lists.
     public static func artifactsListedMax(_ limits: Limits) -> Int { 4 * limits.ciArtifactsPerJobMax }
+    /// Caches one answer lists (most recently used first).
+    public static let cachesListedMax = 1000
     /// Tries of one planned job: its retries, and as many again for reruns of a stuck worker.
     public static func attemptsMax(_ limits: Limits) -> Int { 2 * (limits.ciJobRetriesMax + 1) }
 

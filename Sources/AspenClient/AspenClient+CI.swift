@@ -16,6 +16,10 @@ extension AspenClient {
         case .rerun: repeatable = false
         // Setting a secret again sets the same value; deleting again finds it gone.
         case .secretSet, .secretList, .secretDelete: repeatable = true
+        case .caches: repeatable = true
+        // Deleting every cache again deletes what is left; deleting one key again would call a
+        // cache deleted by the first send unknown.
+        case .cacheDelete(_, let key): repeatable = key == nil
         }
         // A log request may wait for new bytes: that wait is not the node being slow.
         let waitMs: Int64 = if case .logs(_, _, _, _, let waitMs) = call { waitMs } else { 0 }

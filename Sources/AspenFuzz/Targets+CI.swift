@@ -77,7 +77,8 @@ extension FuzzTarget {
                 .logs(run: 7, job: "build", attempt: 2, offset: 4096, waitMs: 0), .status(repo: "team/app", sha: sha), .cancel(run: 42),
                 .rerun(run: 42, failedOnly: true), .start(repo: "team/app", ref: "refs/heads/main", request: "5C1D1B5E-8A6B-4F57-9F0A-6E1B2C3D4E5F"),
                 .secretSet(repo: "team/app", name: "DEPLOY_TOKEN", value: [0, 0xFF, 10]), .secretList(repo: "team/app"),
-                .secretDelete(repo: "team/app", name: "DEPLOY_TOKEN"),
+                .secretDelete(repo: "team/app", name: "DEPLOY_TOKEN"), .caches(repo: "team/app"), .cacheDelete(repo: "demo", key: "spm-3b18"),
+                .cacheDelete(repo: "demo", key: nil),
             ]
             let page = CILogPage(
                 attempts: [CILogAttempt(jobID: 18, number: 1, bytes: 4096, ended: true), CILogAttempt(jobID: 19, number: 2, bytes: 3, ended: false)],
@@ -89,6 +90,7 @@ extension FuzzTarget {
                     CommitStatus(context: "ci/ci/deploy", state: .skipped, run: 42, updatedMs: 9),
                 ]),
                 .names(["DEPLOY_TOKEN", "NPM_TOKEN"]), .names([]),
+                .caches([CICache(key: "spm-3b18", hash: Array(repeating: 7, count: 32), size: 1 << 20, revision: 99)]), .caches([]),
             ]
             let tasks = [
                 CIJobTask(
@@ -136,6 +138,7 @@ enum CIWireBounds {
         case .statuses(let statuses): statuses.count > 4 * limits.ciJobsPerPipelineMax ? "\(statuses.count) statuses" : nil
         case .names(let names): names.count > limits.ciSecretsPerRepoMax ? "\(names.count) names" : nil
         case .artifacts(let artifacts): artifacts.count > CIWire.artifactsListedMax(limits) ? "\(artifacts.count) artifacts" : nil
+        case .caches(let caches): caches.count > CIWire.cachesListedMax ? "\(caches.count) caches" : nil
         }
     }
 }

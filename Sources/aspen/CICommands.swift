@@ -16,7 +16,7 @@ struct CICommand: AsyncParsableCommand {
             A push to a repository the cluster hosts starts a run of its pipeline; aspen ci run REPO starts
             one by hand. aspen ci list, show, logs and status follow them; cancel and rerun change them.
             """,
-        subcommands: [Lint.self, Run.self, List.self, Show.self, Logs.self, Status.self, Cancel.self, Rerun.self, Artifact.self, Secret.self])
+        subcommands: [Lint.self, Run.self, List.self, Show.self, Logs.self, Status.self, Cancel.self, Rerun.self, Artifact.self, Cache.self, Secret.self])
 
     /// The pipeline in `file`, or an error with FILE:LINE:COLUMN.
     static func load(_ file: String, limits: Limits = .standard) throws -> Pipeline {
@@ -439,6 +439,55 @@ extension CICommand {
                 try await runCI {
                     guard case .names(let names) = try await cluster.client().ci(.secretDelete(repo: repo, name: name)) else { throw CLIError.unexpectedAnswer }
                     output(cluster.json, ["secrets": names], text: "\(name) deleted from \(repo)")
+                }
+            }
+        }
+    }
+
+    struct Cache: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A repository's caches (a job's `cache`: key → archived paths, in the blob store).",
+            discussion: """
+                The least recently used go by themselves past ci-caches-kept or ci-cache-repo-max; delete
+                one to make the next run start without it.
+                """,
+            subcommands: [List.self, Delete.self])
+
+        static func describe(_ caches: [CICache]) -> [[String: Any]] {
+            caches.map { ["key": $0.key, "size": $0.size, "blake3": Hex.encode($0.hash), "revision": $0.revision] as [String: Any] }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "A repository's caches, most recently used first: key, size and BLAKE3 hash.")
+            @OptionGroup var cluster: ClusterOptions
+            @Argument(help: "The repository.") var repo: String
+
+            func run() async throws {
+                try await runCI {
+                    guard case .caches(let caches) = try await cluster.client().ci(.caches(repo: repo)) else { throw CLIError.unexpectedAnswer }
+                    let total = caches.reduce(UInt64(0)) { $0 + $1.size }
+                    output(
+                        cluster.json, ["caches": Cache.describe(caches), "bytes": total],
+                        text: caches.map { "\($0.key)\t\($0.size)\t\(Hex.encode($0.hash))" }.joined(separator: "\n"))
+                }
+            }
+        }
+
+        struct Delete: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Delete a cache by its exact key, or every cache of the repository.")
+            @OptionGroup var cluster: ClusterOptions
+            @Argument(help: "The repository.") var repo: String
+            @Argument(help: "The cache's key.") var key: String?
+            @Flag(help: "Delete every cache of the repository.") var all = false
+
+            func validate() throws {
+                guard (key == nil) == all else { throw ValidationError("name one cache's key, or --all, not both") }
+            }
+
+            func run() async throws {
+                try await runCI {
+                    guard case .caches(let deleted) = try await cluster.client().ci(.cacheDelete(repo: repo, key: key)) else { throw CLIError.unexpectedAnswer }
+                    output(cluster.json, ["deleted": Cache.describe(deleted)], text: "\(deleted.count) cache\(deleted.count == 1 ? "" : "s") of \(repo) deleted")
                 }
             }
         }

@@ -37,6 +37,8 @@ struct CIWireTests {
         .start(repo: "team/app", ref: "refs/heads/main", request: "5C1D1B5E-8A6B-4F57-9F0A-6E1B2C3D4E5F"),
         .secretSet(repo: "team/app", name: "DEPLOY_TOKEN", value: [0, 0xFF, 10]), .secretSet(repo: "demo", name: "EMPTY", value: []),
         .secretList(repo: "team/app"), .secretDelete(repo: "team/app", name: "DEPLOY_TOKEN"),
+        .artifacts(run: 42, job: "build"), .artifacts(run: 1, job: nil),
+        .caches(repo: "team/app"), .cacheDelete(repo: "team/app", key: "spm-é-3b18"), .cacheDelete(repo: "demo", key: nil),
     ]
 
     static let page = CILogPage(
@@ -51,6 +53,12 @@ struct CIWireTests {
             CommitStatus(context: "ci/ci/test (config=debug)", state: .skipped, run: 42, updatedMs: -1),
         ]),
         .statuses([]), .names(["DEPLOY_TOKEN", "NPM_TOKEN"]), .names([]),
+        .artifacts([CIArtifact(job: "build", path: ".build/release/app", hash: Array(repeating: 1, count: 32), size: 12)]), .artifacts([]),
+        .caches([
+            CICache(key: "spm-3b18", hash: Array(repeating: 7, count: 32), size: 1 << 30, revision: 99),
+            CICache(key: "", hash: [], size: 0, revision: 0),
+        ]),
+        .caches([]),
     ]
 
     @Test("every call reads back to itself")
@@ -109,6 +117,18 @@ struct CIWireTests {
             #expect(throws: DecodingError.self) { try CIAnswer(decoding: answer.encoded + [0]) }
         }
         #expect(throws: DecodingError.self) { try CIRun(decoding: Self.run.encoded + [0]) }
+    }
+
+    @Test("a cache key longer than ciCacheKeyBytesMax, and a list of more than cachesListedMax caches, are refused")
+    func cacheBounds() throws {
+        let long = String(repeating: "k", count: Limits.standard.ciCacheKeyBytesMax + 1)
+        #expect(throws: DecodingError.self) { try CICall(decoding: CICall.cacheDelete(repo: "demo", key: long).encoded) }
+        let longest = String(long.dropLast())
+        #expect(try CICall(decoding: CICall.cacheDelete(repo: "demo", key: longest).encoded) == .cacheDelete(repo: "demo", key: longest))
+        let one = CICache(key: "k", hash: [], size: 0, revision: 0)
+        #expect(throws: DecodingError.self) { try CIAnswer(decoding: CIAnswer.caches(Array(repeating: one, count: CIWire.cachesListedMax + 1)).encoded) }
+        let most = CIAnswer.caches(Array(repeating: one, count: CIWire.cachesListedMax))
+        #expect(try CIAnswer(decoding: most.encoded) == most)
     }
 
     @Test("a log request past its bounds is refused")

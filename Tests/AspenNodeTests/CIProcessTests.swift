@@ -415,7 +415,7 @@ extension ClusterSuites {
             return lines
         }
 
-        @Test("artifacts: kept byte-identical (BLAKE3), given to the jobs that need them, one past the limit fails its job naming it; a cache restored by key on the next run; past ci-caches-kept the least recently used cache goes")
+        @Test("artifacts: kept byte-identical (BLAKE3), given to the jobs that need them, one past the limit fails its job naming it; a cache restored by key on the next run; past ci-caches-kept the least recently used cache goes; aspen ci cache lists and deletes them")
         func artifactsAndCaches() async throws {
             try await withCluster(environment: ["ASPEN_CI_ARTIFACT_MAX": "1MiB", "ASPEN_CI_CACHES_KEPT": "1"]) { cluster, git, client, source in
                 var (status, text) = (Int32(0), "")
@@ -481,6 +481,26 @@ extension ClusterSuites {
                     let expected = round == 0 ? "cache \(first) restored" : "cache \(secondKey) restored"
                     #expect(text.contains(expected), "\(text)")
                 }
+
+                // The CLI lists the one cache kept and deletes it by its key; the next run of that
+                // key then starts without a cache.
+                (status, text) = try await cluster.aspen(["ci", "cache", "list", "demo", "--json"], withErrors: true)
+                let listed = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+                let caches = try #require(listed?["caches"] as? [[String: Any]], "\(text)")
+                #expect(caches.map { $0["key"] as? String } == [first] && (caches.first?["size"] as? Int ?? 0) > 0, "\(text)")
+                (status, text) = try await cluster.aspen(["ci", "cache", "delete", "demo"], withErrors: true)
+                #expect(status != 0 && text.contains("name one cache's key, or --all"), "\(text)")
+                (status, text) = try await cluster.aspen(["ci", "cache", "delete", "demo", secondKey], withErrors: true)
+                #expect(status != 0 && text.contains("has no cache '\(secondKey)'"), "\(text)")
+                (status, text) = try await cluster.aspen(["ci", "cache", "delete", "demo", first], withErrors: true)
+                #expect(status == 0 && text.contains("1 cache of demo deleted"), "\(text)")
+                (status, text) = try await cluster.aspen(["ci", "cache", "list", "demo"], withErrors: true)
+                #expect(status == 0 && text.isEmpty, "\(text)")
+                let uncached = try commit(git, at: source, ["README": "y\n"], new: false)
+                try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+                let cold = try #require(try await ended(client, sha: uncached).first)
+                let coldLog = try await log(cluster, cold.id, "build")
+                #expect(coldLog.contains("no cache for \(first)") && coldLog.contains("cache miss"), "\(coldLog)")
             }
         }
 

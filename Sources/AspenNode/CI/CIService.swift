@@ -207,6 +207,14 @@ public final class CIService: Sendable {
         case .secretDelete(let repo, let name):
             try authorize(.service(.ci, .full, resource: Array(repo.utf8)))
             return .names(try await deleteSecret(repo, name: name))
+        case .caches(let repo):
+            try authorize(.service(.ci, .read, resource: Array(repo.utf8)))
+            try await forge.barrier()
+            return .caches(try await caches(of: repo))
+        case .cacheDelete(let repo, let key):
+            try authorize(.service(.ci, .write, resource: Array(repo.utf8)))
+            try await forge.barrier()
+            return .caches(try await deleteCaches(of: repo, key: key))
         }
     }
 
