@@ -589,7 +589,7 @@ extension ClusterSuites {
             }
         }
 
-        @Test("with credentials required: ci capabilities by repository prefix — read sees runs, logs and statuses; write starts runs; full manages secrets")
+        @Test("with credentials required: ci capabilities by repository prefix — read sees runs, logs, statuses and caches; write starts runs and deletes caches; full manages secrets")
         func capabilities() async throws {
             let (cluster, _, _) = try AuthProcessTests.start()
             defer { cluster.terminateAll() }
@@ -632,6 +632,11 @@ extension ClusterSuites {
             #expect(status == 6 && text.contains("ci"), "\(text)")
             #expect(try await aspen(reader, ["ci", "secret", "list", "team/app"]).0 == 6)
             #expect(try await aspen(reader, ["ci", "list", "other"]).0 == 6)
+            // The reader lists caches but may not delete them; the runner may.
+            #expect(try await aspen(reader, ["ci", "cache", "list", "team/app"]).0 == 0)
+            #expect(try await aspen(reader, ["ci", "cache", "delete", "team/app", "--all"]).0 == 6)
+            (status, text) = try await aspen(runner, ["ci", "cache", "delete", "team/app", "--all"])
+            #expect(status == 0 && text.contains("0 caches of team/app deleted"), "\(text)")
             // The runner may start a run, not manage secrets; the admin may.
             (status, text) = try await aspen(runner, ["ci", "run", "team/app", "--ref", "main"])
             #expect(status == 0, "\(text)")
