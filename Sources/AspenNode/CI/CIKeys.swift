@@ -1,3 +1,4 @@
+import AspenBlob
 import AspenCI
 import AspenCore
 import AspenLayer
@@ -15,8 +16,9 @@ import AspenLayer
 /// - `("status", REPO, SHA, CONTEXT)`: a commit's statuses (`CommitStatus`);
 /// - `("group", REPO, GROUP)` → ID: the run holding a concurrency group;
 /// - `("try", RUN, JOB, JOBID, ATTEMPT)`: one try of a job (`CILogTry`), and under
-///   `("log", RUN, JOB, JOBID, ATTEMPT, SEQ)` its log's chunks, each a `BlobReference` to the
-///   bytes in the blob store (which keeps them from collection).
+///   `("log", RUN, JOB, JOBID, ATTEMPT, SEQ)` its log's chunks (`CILogChunk`): a `BlobReference`
+///   to the bytes in the blob store (which keeps them from collection), or the bytes themselves
+///   when there are at most `CILogChunk.inlineBytesMax` of them.
 enum CIKeys {
     static let space = Subspace(["aspen", "ci"])
     static let sequence = space.pack(["seq"])
@@ -98,5 +100,43 @@ struct CILogTry: Sendable, Equatable {
         ended = try reader.readBool()
         self.bytes = try reader.readSignedVarint()
         try reader.expectEnd()
+    }
+}
+
+/// One stored piece of a try's log. A chunk of at most `inlineBytesMax` bytes (a trivial job's
+/// whole log, a quiet job's flush) is kept in its key-value record: one write instead of a blob
+/// add (two copies, two fsyncs, a write of its own) and then the reference. Larger chunks go to
+/// the blob store, so a noisy job still costs the key-value store one small write per MiB.
+enum CILogChunk: Equatable {
+    case blob(BlobReference)
+    case inline([UInt8])
+
+    static let inlineBytesMax = 4096
+    /// NUL, "aspen-log", NUL: no blob reference starts so.
+    static let inlineMarker: [UInt8] = [0] + Array("aspen-log".utf8) + [0]
+
+    var size: UInt64 {
+        switch self {
+        case .blob(let reference): reference.size
+        case .inline(let bytes): UInt64(bytes.count)
+        }
+    }
+
+    var encoded: [UInt8] {
+        switch self {
+        case .blob(let reference): reference.encoded
+        case .inline(let bytes): Self.inlineMarker + bytes
+        }
+    }
+
+    /// Nil unless `value` is a reference, or the marker and at most `inlineBytesMax` bytes.
+    init?(decoding value: [UInt8]) {
+        if let reference = BlobReference(decoding: value) {
+            self = .blob(reference)
+        } else if value.starts(with: Self.inlineMarker), value.count - Self.inlineMarker.count <= Self.inlineBytesMax {
+            self = .inline(Array(value[Self.inlineMarker.count...]))
+        } else {
+            return nil
+        }
     }
 }

@@ -143,14 +143,14 @@ extension CIService {
         ).encoded
     }
 
-    /// A clone of the node's forge cache sharing its objects, at the commit, detached: in the
-    /// job `git rev-parse HEAD` is the commit and the tree is clean.
+    /// A clone of the node's forge cache sharing its objects (`SharedClone`), at the commit,
+    /// detached: in the job `git rev-parse HEAD` is the commit and the tree is clean.
     /// `isolated` (an untrusted job): the objects it needs are then copied in and the link to the
     /// node's cache removed, so that the job reads nothing of the node's.
     func checkout(_ task: CIJobTask, into directory: String, isolated: Bool = false) async throws {
-        let (cache, _) = try await forge.prepare(task.repo)
+        let (cache, state) = try await forge.prepare(task.repo)
         try? FileManager.default.removeItem(atPath: directory)
-        try await Git.check(["clone", "--quiet", "--shared", "--no-checkout", cache, directory])
+        try SharedClone.create(at: directory, cache: cache, refs: state.refs, defaultBranch: state.record.defaultBranch)
         try await Git.check(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", task.sha], in: directory)
         if isolated {
             // Without -l, repack copies what the clone borrowed (reachable from HEAD and the refs).
@@ -199,7 +199,11 @@ extension CIService {
                     defer { start = end }
                     guard end > offset + Int64(bytes.count) else { continue }
                     guard bytes.count < CILogPage.bytesMax else { break }
-                    let content = try await blobs.bytes(chunk.hash)
+                    let content: [UInt8]
+                    switch chunk {
+                    case .blob(let reference): content = try await blobs.bytes(reference.hash)
+                    case .inline(let inline): content = inline
+                    }
                     let from = Int(max(0, offset + Int64(bytes.count) - start))
                     bytes += content[min(from, content.count)...].prefix(CILogPage.bytesMax - bytes.count)
                 }
@@ -217,14 +221,14 @@ extension CIService {
     /// later one may have landed first).
     /// Once the try has ended (`skippingGaps`), a chunk that was never stored no longer hides
     /// the ones after it.
-    func storedChunks(_ run: UInt64, _ job: String, jobID: UInt64, attempt: Int, skippingGaps: Bool = false) async throws -> [BlobReference] {
+    func storedChunks(_ run: UInt64, _ job: String, jobID: UInt64, attempt: Int, skippingGaps: Bool = false) async throws -> [CILogChunk] {
         let subspace = CIKeys.chunks(run, job, jobID: jobID, attempt: attempt)
-        var chunks: [BlobReference] = []
+        var chunks: [CILogChunk] = []
         var next: Int64 = 0
         for kv in try await scan(subspace) {
-            guard let seq = CIKeys.integers(in: subspace, kv.key)?.first, let reference = BlobReference(decoding: kv.value) else { continue }
+            guard let seq = CIKeys.integers(in: subspace, kv.key)?.first, let chunk = CILogChunk(decoding: kv.value) else { continue }
             if seq != next, !skippingGaps { break }
-            chunks.append(reference)
+            chunks.append(chunk)
             next = seq + 1
         }
         return chunks
@@ -234,7 +238,8 @@ extension CIService {
 /// One try's log on its way to the blob store: output gathers until a chunk is full or has
 /// waited `logFlushMs`, then goes to the blob store, its reference to the key-value store
 /// (two writes per chunk however much a job prints, so that a noisy job leaves the key-value
-/// write path alone). Chunks are stored one after another, in order.
+/// write path alone; a chunk of at most `CILogChunk.inlineBytesMax` bytes goes into its record
+/// instead, one write). Chunks are stored one after another, in order.
 actor CILogWriter {
     let service: CIService
     let run: UInt64
@@ -365,10 +370,15 @@ actor CILogWriter {
             do {
                 var puts: [Put] = []
                 if !bytes.isEmpty {
-                    // Two copies: a log outlives one node, and a node down does not stop a job's log.
-                    let hash = try await service.blobs.add(bytes, tag: "aspen/ci/log/\(run)/\(jobID)/\(attempt)/\(seq)", tagTtlMs: 3_600_000, replicas: 2)
-                    let reference = BlobReference(hash: hash, size: UInt64(bytes.count))
-                    puts.append(Put(key: CIKeys.chunk(run, job, jobID: jobID, attempt: attempt, seq: seq), value: reference.encoded))
+                    let chunk: CILogChunk
+                    if bytes.count <= CILogChunk.inlineBytesMax {
+                        chunk = .inline(bytes)
+                    } else {
+                        // Two copies: a log outlives one node, and a node down does not stop a job's log.
+                        let hash = try await service.blobs.add(bytes, tag: "aspen/ci/log/\(run)/\(jobID)/\(attempt)/\(seq)", tagTtlMs: 3_600_000, replicas: 2)
+                        chunk = .blob(BlobReference(hash: hash, size: UInt64(bytes.count)))
+                    }
+                    puts.append(Put(key: CIKeys.chunk(run, job, jobID: jobID, attempt: attempt, seq: seq), value: chunk.encoded))
                 }
                 if let record { puts.append(Put(key: CIKeys.tryKey(run, job, jobID: jobID, attempt: attempt), value: record.encoded)) }
                 if puts.count == 1 {

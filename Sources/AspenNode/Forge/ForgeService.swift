@@ -128,7 +128,8 @@ public final class ForgeService: Sendable {
                 throw ForgeError.unavailable("busy: this node runs \(limits.forgeSessionsMax) git sessions (forgeSessionsMax); try again or another node")
             }
             admitted = true
-            (path, createRevision) = try await prepare(request.repo)
+            let prepared = try await prepare(request.repo)
+            (path, createRevision) = (prepared.path, prepared.state.createRevision)
         } catch {
             metrics.refused.add(1, ordering: .relaxed)
             logger.info("git request refused", metadata: ["client": "\(caller.key)", "reason": "\(error)"])
@@ -208,12 +209,13 @@ public final class ForgeService: Sendable {
     /// quorum: never served from what this node last knew) and sets the cache to them.
     /// The state is read under the repository's lock: a sync never sets the cache to refs older
     /// than what an earlier sync or a push on this node already set. Returns the cache's path and
-    /// the repository's creation revision (a push commits only into the repository it began on).
-    func prepare(_ name: String) async throws -> (path: String, createRevision: Revision) {
+    /// the state it was set to (its creation revision: a push commits only into the repository it
+    /// began on).
+    func prepare(_ name: String) async throws -> (path: String, state: RepoState) {
         try await locks.withLock(name) {
             let state = try await self.state(name)
             let pushing = self.sessions.withLock { $0.values.contains { $0.repo == name } }
-            return (try await self.cache.sync(state, blobs: self.blobs, pushing: pushing), state.createRevision)
+            return (try await self.cache.sync(state, blobs: self.blobs, pushing: pushing), state)
         }
     }
 

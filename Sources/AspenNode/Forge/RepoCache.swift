@@ -145,17 +145,40 @@ struct RepoCache: Sendable {
         if !pushing { removeStaleQuarantines(in: (path as NSString).appendingPathComponent("objects")) }
         // The refs: set to the cluster's, and those it lacks deleted. No old values are checked:
         // the lock keeps every other writer of this cache out.
-        let listing = try await Git.check(["for-each-ref", "--format=%(objectname) %(refname)"], in: path)
-        var current: [String: String] = [:]
-        for line in listing.text.split(separator: "\n") {
-            let parts = line.split(separator: " ", maxSplits: 1)
-            if parts.count == 2 { current[String(parts[1])] = String(parts[0]) }
-        }
+        let current = Self.storedRefs(in: path)
         var commands = ""
         for (ref, id) in state.refs where current[ref] != id { commands += "update \(ref) \(id)\n" }
         for ref in current.keys where state.refs[ref] == nil { commands += "delete \(ref)\n" }
         if !commands.isEmpty { try await Git.check(["update-ref", "--stdin"], in: path, input: Array(commands.utf8)) }
         return path
+    }
+
+    /// The refs of the git repository at `path` as its files hold them — loose files under
+    /// `refs/` over `packed-refs` — read here instead of by a `git for-each-ref` process on every
+    /// sync (3–12 ms each, and a CI job syncs at least once). Symbolic refs, lock files and
+    /// files that hold no object id are left out. Only for caches this node made (the files
+    /// backend: what `git init` makes).
+    static func storedRefs(in path: String) -> [String: String] {
+        func objectID(_ text: Substring) -> String? {
+            text.utf8.count == 40 && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) } ? String(text) : nil
+        }
+        var refs: [String: String] = [:]
+        if let packed = try? String(contentsOfFile: (path as NSString).appendingPathComponent("packed-refs"), encoding: .utf8) {
+            for line in packed.split(separator: "\n") where !line.hasPrefix("#") && !line.hasPrefix("^") {
+                let parts = line.split(separator: " ", maxSplits: 1)
+                if parts.count == 2, let id = objectID(parts[0]) { refs[String(parts[1])] = id }
+            }
+        }
+        let root = (path as NSString).appendingPathComponent("refs")
+        guard let walker = FileManager.default.enumerator(atPath: root) else { return refs }
+        while let relative = walker.nextObject() as? String {
+            // A directory has no contents to read.
+            guard !relative.hasSuffix(".lock"), let data = FileManager.default.contents(atPath: (root as NSString).appendingPathComponent(relative)),
+                let id = objectID(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)[...])
+            else { continue }
+            refs["refs/" + relative] = id
+        }
+        return refs
     }
 
     /// A pack in the cache that the cluster no longer lists (a repack replaced it, and its grace
