@@ -234,7 +234,7 @@ extension BlobService {
             var progress = false
             for (hash, want) in pending {
                 guard !Task.isCancelled else { break }
-                guard let done = await makeCopies(hash, size: want.size, wanted: want.copies) else { continue }
+                guard let done = await finishCopies(of: hash, size: want.size, wanted: want.copies) else { continue }
                 progress = progress || done
                 if done { _ = shortCopies.withLock { $0.wanted.removeValue(forKey: hash) } }
             }
@@ -243,28 +243,33 @@ extension BlobService {
         shortCopies.withLock { $0.task = nil }
     }
 
-    /// Asks members that lack `hash` for copies until `wanted` current members hold it; whether
-    /// they do (or the blob was collected meanwhile), nil when its record could not be read.
-    private func makeCopies(_ hash: BlobHash, size: UInt64, wanted: Int) async -> Bool? {
+    /// Asks members that lack `hash` for copies until `wanted` current members hold it, and
+    /// records each copy; whether they do (or the blob was collected meanwhile), nil when its
+    /// record could not be read.
+    private func finishCopies(of hash: BlobHash, size: UInt64, wanted: Int) async -> Bool? {
         let stat: BlobStat?
         do { stat = try await self.stat(hash) } catch { return nil }
         guard let stat else { return true }
         let membership = await node.membership
         let members = Set(membership.voters + membership.learners)
-        var holders = stat.holders.map { NodeID(rawValue: $0.node) }.filter(members.contains)
+        let holding = stat.holders.map { NodeID(rawValue: $0.node) }.filter(members.contains)
         let target = min(wanted, members.count)
-        for peer in members.subtracting(holders).shuffled() where holders.count < target {
+        guard holding.count < target else { return true }
+        let (holders, problems) = await makeCopies(
+            hash, size: size, holding: holding, wanted: target, required: target, among: Array(members.subtracting(holding)))
+        var recorded = holding.count
+        for peer in holders.dropFirst(holding.count) {
             do {
-                try await askToReplicate(peer, hash: hash, size: size, sources: holders.shuffled())
                 try await recordHolder(hash, peer)
-                holders.append(peer)
+                recorded += 1
                 metrics.restored.add(1, ordering: .relaxed)
-                logger.notice("blob copy made after its add", metadata: ["hash": "\(hash)", "to": "\(peer)", "copies": "\(holders.count)"])
+                logger.notice("blob copy made after its add", metadata: ["hash": "\(hash)", "to": "\(peer)", "copies": "\(recorded)"])
             } catch {
-                logger.debug("a blob copy after its add failed; trying again later", metadata: ["hash": "\(hash)", "to": "\(peer)", "error": "\(error)"])
+                logger.debug("recording a blob copy failed; trying again later", metadata: ["hash": "\(hash)", "to": "\(peer)", "error": "\(error)"])
             }
         }
-        return holders.count >= target
+        if !problems.isEmpty { logger.debug("blob copies after its add still missing; trying again later", metadata: ["hash": "\(hash)", "problems": "\(problems)"]) }
+        return recorded >= target
     }
 
     /// Stops the loop making missing copies (at shutdown).

@@ -309,6 +309,65 @@ public final class BlobService: Sendable {
         return BlobStat(hash: hash, size: meta.size, addedAtMs: meta.addedAtMs, holders: holders, tags: tags)
     }
 
+    /// Asks members (`among`, in random order) for verified copies, fetched from the nodes
+    /// `holding` it, until `wanted` nodes hold the blob; a member that fails is replaced by the
+    /// next. Once `required` hold
+    /// it, the members still copying get as long again as that took (at least 100 ms), and the
+    /// add goes on without them: a stalled member (SIGSTOPped, cut off) would otherwise hold every
+    /// add for the transport's timeout. Their copies are left to `completeCopies`. Returns the
+    /// holders and each failed member's problem.
+    func makeCopies(_ hash: BlobHash, size: UInt64, holding: [NodeID], wanted: Int, required: Int, among others: [NodeID]) async -> (
+        holders: [NodeID], problems: [String]
+    ) {
+        let clock = ContinuousClock()
+        let started = clock.now
+        var holders = holding
+        var problems: [String] = []
+        var candidates = others.shuffled()
+        // nil: the members still copying had their time.
+        let (events, sink) = AsyncStream<(NodeID, String?)?>.makeStream()
+        var copying = 0
+        func askMore() {
+            while holders.count + copying < wanted, let peer = candidates.popLast() {
+                copying += 1
+                let sources = holders
+                Task {
+                    do {
+                        try await self.askToReplicate(peer, hash: hash, size: size, sources: sources)
+                        sink.yield((peer, nil))
+                    } catch {
+                        sink.yield((peer, "\(error)"))
+                    }
+                }
+            }
+        }
+        askMore()
+        var grace: Task<Void, Never>?
+        defer {
+            grace?.cancel()
+            sink.finish()
+        }
+        guard copying > 0 else { return (holders, problems) }
+        for await event in events {
+            guard let (peer, problem) = event else {
+                problems.append("\(copying) member(s) still copying after \(ForgeService.milliseconds(clock.now - started)) ms: left to finish later")
+                break
+            }
+            copying -= 1
+            if let problem { problems.append("node \(peer): \(problem)") } else { holders.append(peer) }
+            askMore()
+            if copying == 0 { break }
+            if holders.count >= required, grace == nil {
+                let wait = max(.milliseconds(100), clock.now - started)
+                grace = Task {
+                    try? await Task.sleep(for: wait)
+                    sink.yield(nil)
+                }
+            }
+        }
+        return (holders, problems)
+    }
+
     /// Copies that must hold a blob before an add that asked for `wanted` is acknowledged.
     func requiredCopies(of wanted: Int) -> Int {
         min(wanted, settings.minReplicas == 0 ? wanted / 2 + 1 : settings.minReplicas)
@@ -324,36 +383,8 @@ public final class BlobService: Sendable {
         let members = await node.membership
         let others = (members.voters + members.learners).filter { $0 != node.id }
         let wanted = min(max(1, finished.replicas == 0 ? replicationFactor : finished.replicas), others.count + 1)
-        var holders = [node.id]
-        var problems: [String] = []
-        // Ask the other members in turn until enough hold a verified copy, a few at a time.
-        var candidates = others.shuffled()
-        while holders.count < wanted, !candidates.isEmpty {
-            let batch = Array(candidates.prefix(wanted - holders.count))
-            candidates.removeFirst(batch.count)
-            let sources = holders
-            let hash = finished.hash
-            let size = finished.size
-            let results = await withTaskGroup(of: (NodeID, String?).self) { group in
-                for peer in batch {
-                    group.addTask {
-                        do {
-                            try await self.askToReplicate(peer, hash: hash, size: size, sources: sources)
-                            return (peer, nil)
-                        } catch {
-                            return (peer, "\(error)")
-                        }
-                    }
-                }
-                var results: [(NodeID, String?)] = []
-                for await result in group { results.append(result) }
-                return results
-            }
-            for (peer, problem) in results {
-                if let problem { problems.append("node \(peer): \(problem)") } else { holders.append(peer) }
-            }
-        }
         let required = requiredCopies(of: wanted)
+        let (holders, problems) = await makeCopies(finished.hash, size: finished.size, holding: [node.id], wanted: wanted, required: required, among: others)
         guard holders.count >= required else {
             let setting = settings.minReplicas == 0 ? "blob-min-replicas (a majority: \(required))" : "blob-min-replicas (\(required))"
             throw BlobServiceError.unavailable(
