@@ -198,7 +198,7 @@ public final class NodeRuntime: Sendable {
             peers: Self.secretsPeers(network: network, identity: identity, cookie: cookie), logger: logger)
         let ci = CIService(
             dataDirectory: settings.dataDirectory, node: node, forge: forge, jobs: jobs, blobs: blobs, secrets: secrets, limits: configuration.limits,
-            logger: logger)
+            untrustedNetwork: settings.ciUntrustedNetwork, logger: logger)
         requestMetrics.add { ci.metrics.exposition }
         let server = try await TransportServer.start(
             host: host, port: port, tls: tls,

@@ -64,6 +64,7 @@ public struct NodeSettings: Sendable, Equatable {
         ("ci-artifact-max", "\(Limits.standard.ciArtifactBytesMax)"), ("ci-runs-kept", "\(Limits.standard.ciRunsKeptPerRepo)"),
         ("ci-active-runs-per-repo", "\(Limits.standard.ciActiveRunsPerRepoMax)"), ("ci-active-runs", "\(Limits.standard.ciActiveRunsMax)"),
         ("ci-caches-kept", "\(Limits.standard.ciCachesPerRepoMax)"), ("ci-cache-repo-max", "\(Limits.standard.ciCacheBytesPerRepoMax)"),
+        ("ci-untrusted-network", "none"),
         ("job-lease-ms", "30000"), ("job-retention-ms", "604800000"),
     ]
 
@@ -122,6 +123,9 @@ public struct NodeSettings: Sendable, Equatable {
     /// CI caches each repository keeps, and their bytes together (`Limits.ciCachesPerRepoMax`, `ciCacheBytesPerRepoMax`).
     public var ciCachesKept = Limits.standard.ciCachesPerRepoMax
     public var ciCacheBytesPerRepo = Limits.standard.ciCacheBytesPerRepoMax
+    /// Whether untrusted CI jobs (patches: anyone's code, run as `nobody` on a root node) see the
+    /// host's network; false: a namespace with only a loopback.
+    public var ciUntrustedNetwork = false
 
     /// The node's built-in job worker: see docs/jobs.md.
     public struct JobSettings: Sendable, Equatable {
@@ -371,6 +375,11 @@ public struct NodeSettings: Sendable, Equatable {
         settings.ciActiveRuns = try integer("ci-active-runs", 1...1_000_000)
         settings.ciCachesKept = try integer("ci-caches-kept", 1...1_000_000)
         settings.ciCacheBytesPerRepo = UInt64(try size("ci-cache-repo-max", minimum: 1))
+        switch value("ci-untrusted-network") ?? "none" {
+        case "none": settings.ciUntrustedNetwork = false
+        case "host": settings.ciUntrustedNetwork = true
+        case let other: throw Problem("\(origin("ci-untrusted-network")) must be none or host, not '\(other)'")
+        }
         settings.jobs.workers = try integer("job-workers", 0...256)
         settings.jobs.leaseMs = Int64(try integer("job-lease-ms", 250...600_000))
         settings.jobs.retentionMs = Int64(try integer("job-retention-ms", 1000...3650 * 86_400_000))
@@ -423,6 +432,7 @@ public struct NodeSettings: Sendable, Equatable {
             line("job-retention-ms", "\(jobs.retentionMs)"), line("ci-artifact-max", "\(ciArtifactBytesMax)"),
             line("ci-runs-kept", "\(ciRunsKept)"), line("ci-active-runs-per-repo", "\(ciActiveRunsPerRepo)"),
             line("ci-active-runs", "\(ciActiveRuns)"), line("ci-caches-kept", "\(ciCachesKept)"),
+            line("ci-untrusted-network", ciUntrustedNetwork ? "host" : "none"),
             line("ci-cache-repo-max", "\(ciCacheBytesPerRepo)"),
             line("job-worker-tags", jobs.workerTags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")),
         ].joined(separator: "\n")

@@ -3,17 +3,21 @@ import CAspenLinux
 import Glibc
 import Subprocess
 
-/// An attempt's cgroup, and the configuration that starts its command inside it.
+/// An attempt's cgroup and network namespace, and the configuration that starts its command
+/// inside them.
 ///
 /// The command starts through the job trampoline (`aspen-job-trampoline`, a small C program
-/// installed beside the worker's own), which joins the cgroup and then execs the command's
-/// executable with the command's argv and environment as they are. The executable is looked up
-/// here first, by swift-subprocess's rules (a name on the child's `PATH`, else this process's;
-/// the first regular file this process may execute), because the trampoline can only report a
-/// failed exec as exit status 127. When the lookup finds nothing the attempt runs without a
-/// cgroup, and swift-subprocess reports the error it always did.
+/// installed beside the worker's own), which joins the cgroup, makes the namespace if the command
+/// asks for `ShellNetwork.loopbackOnly`, and then execs the command's executable with the
+/// command's argv and environment as they are. The executable is looked up here first, by
+/// swift-subprocess's rules (a name on the child's `PATH`, else this process's; the first regular
+/// file this process may execute), because the trampoline can only report a failed exec as exit
+/// status 127. When the lookup finds nothing the attempt runs without a cgroup, and
+/// swift-subprocess reports the error it always did — unless the command must not see the host's
+/// network, which then fails to start.
 struct CgroupPlacement: Sendable {
-    let cgroup: JobCgroup
+    /// Nil when the job runs in no cgroup of its own (only in a namespace).
+    let cgroup: JobCgroup?
     let configuration: Configuration
 
     /// The trampoline's name, and its argv[0].
@@ -30,20 +34,30 @@ struct CgroupPlacement: Sendable {
         return access(candidate, X_OK) == 0 ? candidate : nil
     }()
 
-    /// Nil when the job runs without a cgroup: none available here (see `JobCgroup.create`), or
-    /// the executable not found (left for swift-subprocess to report), or a name to look up with
-    /// no `PATH` in the child's environment nor in this process's (swift-subprocess then searches
-    /// the system's default path; rare enough not to copy).
-    init?(_ command: ShellCommand, _ configuration: Configuration, marker: String) {
-        guard let hierarchy = CgroupHierarchy.current, let trampoline = Self.trampolineExecutable,
-            let executable = command.resolvedExecutable(), let cgroup = JobCgroup.create(marker: marker, in: hierarchy)
-        else { return nil }
+    /// Nil when the job runs as it is, without a cgroup: none wanted (`cgroups` false) or
+    /// available here (see `JobCgroup.create`), or the executable not found (left for
+    /// swift-subprocess to report), or a name to look up with no `PATH` in the child's
+    /// environment nor in this process's (swift-subprocess then searches the system's default
+    /// path; rare enough not to copy). A command that must not see the host's network is never
+    /// left to run as it is: without the trampoline or its executable it throws.
+    init?(_ command: ShellCommand, _ configuration: Configuration, marker: String, cgroups: Bool) throws(ShellRunError) {
+        let isolated = command.network == .loopbackOnly
+        guard let trampoline = Self.trampolineExecutable, let executable = command.resolvedExecutable() else {
+            guard isolated else { return nil }
+            if Self.trampolineExecutable == nil {
+                throw .startFailed("a job without the host's network starts through \(Self.trampolineName), which is not beside this program")
+            }
+            throw .executableNotFound(command.arguments[0])
+        }
+        let cgroup = cgroups ? CgroupHierarchy.current.flatMap { JobCgroup.create(marker: marker, in: $0) } : nil
+        guard cgroup != nil || isolated else { return nil }
         self.cgroup = cgroup
         self.configuration = Configuration(
             executable: .path(.init(trampoline)),
             arguments: Arguments(
                 executablePathOverride: Self.trampolineName,
-                remainingValues: [cgroup.directory + "/cgroup.procs", executable] + command.arguments),
+                remainingValues: (isolated ? ["--loopback-only"] : []) + [cgroup.map { $0.directory + "/cgroup.procs" } ?? "-", executable]
+                    + command.arguments),
             environment: configuration.environment,
             workingDirectory: configuration.workingDirectory,
             platformOptions: configuration.platformOptions

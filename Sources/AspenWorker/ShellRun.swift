@@ -26,10 +26,12 @@ public struct ShellCommand: Sendable, Equatable {
     public var outputBytesMax: Int
     /// How long the job's process group has between SIGTERM and SIGKILL.
     public var killGraceMs: Int64
+    /// The network the job sees.
+    public var network: ShellNetwork
 
     public init(
         arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil, timeoutMs: Int64 = 0,
-        outputBytesMax: Int = 1024 * 1024, killGraceMs: Int64 = 2000
+        outputBytesMax: Int = 1024 * 1024, killGraceMs: Int64 = 2000, network: ShellNetwork = .host
     ) {
         self.arguments = arguments
         self.environment = environment
@@ -37,7 +39,19 @@ public struct ShellCommand: Sendable, Equatable {
         self.timeoutMs = timeoutMs
         self.outputBytesMax = outputBytesMax
         self.killGraceMs = killGraceMs
+        self.network = network
     }
+}
+
+/// The network a shell job sees.
+public enum ShellNetwork: Sendable, Equatable {
+    /// The worker's own.
+    case host
+    /// A network namespace of its own with only a loopback: its processes reach one another on
+    /// 127.0.0.1 and nothing else (not the node's ports, not other hosts). Needs the job
+    /// trampoline and the privilege to make a namespace (root); without them the job does not
+    /// start, or exits 126 saying why — it never runs with the host's network instead.
+    case loopbackOnly
 }
 
 /// Output as the child produced it, one read at a time, up to the command's `outputBytesMax`.
@@ -223,8 +237,8 @@ public struct ShellRunner: Sendable {
     ) async throws -> ShellOutcome {
         let clock = ContinuousClock()
         let start = clock.now
-        let placement = usesCgroup ? CgroupPlacement(command, configuration, marker: marker) : nil
-        let cgroup = placement?.cgroup
+        let placement = try CgroupPlacement(command, configuration, marker: marker, cgroups: usesCgroup)
+        let cgroup = placement.flatMap(\.cgroup)
         let result: ExecutionResult<Supervision, SequenceOutput, SequenceOutput>
         do {
             result = try await Subprocess.run(

@@ -210,9 +210,10 @@ extension ClusterSuites {
             }
         }
 
-        @Test("secrets: injected into the trusted run's job, masked in its log, withheld from a refs/for/* run; a docs-only patch reports skipped and the merge gate takes it")
+        @Test("secrets: injected into the trusted run's job, masked in its log, withheld from a refs/for/* run (which, on a root node, runs as nobody with no network but its own loopback); a docs-only patch reports skipped and the merge gate takes it")
         func secretsPathsAndMergeGate() async throws {
             try await withCluster { cluster, git, client, source in
+                let nodePort = try #require(cluster.entries[0].split(separator: ":").last.flatMap { Int($0) }, "\(cluster.entries[0])")
                 let pipeline = """
                     version: 1
                     triggers:
@@ -226,6 +227,7 @@ extension ClusterSuites {
                           if [ -n "$DEPLOY_TOKEN" ]; then echo has-token; else echo no-token; fi
                           echo "uid=$(id -u)"
                           if cat /proc/$PPID/environ > /dev/null 2>&1; then echo reads-the-node; else echo cannot-read-the-node; fi
+                          (exec 3<>/dev/tcp/127.0.0.1/\(nodePort)) 2>/dev/null && echo reaches-the-node-port || echo cannot-reach-the-node-port
                     """
                 var (status, text) = try await cluster.aspen(["ci", "secret", "set", "demo", "DEPLOY_TOKEN"], stdin: "s3cr3t-value-42\n", withErrors: true)
                 #expect(status == 0, "\(text)")
@@ -240,6 +242,7 @@ extension ClusterSuites {
                 #expect(run.state == .success, "\(run)")
                 let trusted = try await log(cluster, run.id, "deploy", node: 2)
                 #expect(trusted.contains("token=***") && trusted.contains("has-token") && !trusted.contains("s3cr3t"), "\(trusted)")
+                #expect(trusted.contains("reaches-the-node-port"), "\(trusted)")
 
                 // A docs-only push: the run and its job report skipped.
                 let docs = try commit(git, at: source, ["docs/guide.md": "words\n"], new: false)
@@ -261,6 +264,8 @@ extension ClusterSuites {
                 // As root, the node runs a patch's job as nobody: it cannot read the node's environment.
                 if getuid() == 0 {
                     #expect(withheld.contains("uid=65534") && withheld.contains("cannot-read-the-node"), "\(withheld)")
+                    // Nor reach the node's ports: it has no network but its own loopback.
+                    #expect(withheld.contains("cannot-reach-the-node-port") && withheld.contains("with no network but its own loopback"), "\(withheld)")
                     #expect(trusted.contains("uid=0"), "\(trusted)")
                 }
 

@@ -91,6 +91,8 @@ struct NodeSettingsTests {
         #expect(problem(flags: base.merging(["election-timeout-ms": "900-100"]) { $1 }).contains("--election-timeout-ms must be MIN-MAX"))
         #expect(problem(flags: base.merging(["ticket": "aspen1broken"]) { $1 }).contains("--ticket"))
         #expect(problem(flags: base, file: ["colour": "blue"]).contains("unknown setting 'colour'"))
+        #expect(problem(flags: base, environment: ["ASPEN_CI_UNTRUSTED_NETWORK": "open"]).contains("ASPEN_CI_UNTRUSTED_NETWORK must be none or host, not 'open'"))
+        #expect(problem(flags: base, file: ["blob-min-replicas": "8"]).contains("'blob-min-replicas' in the config file"))
         #expect(problem(flags: base.merging(["peers": "2=nokey@host"]) { $1 }).contains("--peers"))
         #expect(problem(flags: base.merging(["bootstrap": "true", "ticket": Self.ticket]) { $1 }).contains("give one of them"))
         #expect(problem(flags: base.merging(["listen": "nowhere"]) { $1 }).contains("--listen is not HOST:PORT"))

@@ -34,6 +34,9 @@ public final class CIService: Sendable {
     let untrustedRoot: String
     /// The user and group untrusted jobs run as (nobody).
     static let untrustedID = 65534
+    /// Whether untrusted jobs see the host's network (`ci-untrusted-network host`); otherwise
+    /// they get a namespace with only a loopback.
+    let untrustedNetwork: Bool
     private let scheduler = Mutex<Task<Void, Never>?>(nil)
     /// Pulls pushed packs into this node's forge cache as pushes commit (`startWarming`).
     let warming = Mutex<Task<Void, Never>?>(nil)
@@ -66,8 +69,9 @@ public final class CIService: Sendable {
 
     init(
         dataDirectory: String, node: RaftNode, forge: ForgeService, jobs: JobService, blobs: BlobService, secrets: SecretsService, limits: Limits,
-        logger: Logger
+        untrustedNetwork: Bool = false, logger: Logger
     ) {
+        self.untrustedNetwork = untrustedNetwork
         self.node = node
         self.secrets = secrets
         self.forge = forge

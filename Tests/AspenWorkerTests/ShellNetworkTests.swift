@@ -1,0 +1,79 @@
+#if os(Linux)
+@testable import AspenWorker
+import Foundation
+import Glibc
+import Testing
+
+/// Jobs without the host's network (`ShellNetwork.loopbackOnly`): what untrusted CI jobs get.
+@Suite("Jobs without the host's network", .timeLimit(.minutes(1)))
+struct ShellNetworkTests {
+    /// A TCP listener of this process on 127.0.0.1 (the host's loopback), and its port.
+    static func listener() throws -> (socket: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EIO) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw POSIXError(.EADDRINUSE) }
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
+    /// Says whether the job reaches this process's listener, whether it can serve and reach
+    /// itself on 127.0.0.1, and which interfaces it sees.
+    static func probe(port: Int) -> [String] {
+        let script = """
+            (exec 3<>/dev/tcp/127.0.0.1/\(port)) 2>/dev/null && echo host-reached || echo host-unreachable
+            python3 -c "
+            import socket
+            s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)
+            socket.create_connection(s.getsockname(), timeout=2); print('own-loopback-works')"
+            echo "interfaces $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' ')"
+            """
+        return ["bash", "-c", script]
+    }
+
+    @Test("a job without the host's network reaches no listener of the host, serves itself on 127.0.0.1 and sees only lo; with a cgroup or without; the same job on the host's network reaches it",
+        .enabled(if: geteuid() == 0, "needs root to make a network namespace"))
+    func loopbackOnly() async throws {
+        let (fd, port) = try Self.listener()
+        defer { close(fd) }
+        let environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"]
+        for runner in [ShellRunner(), ShellRunTests.runnerWithoutCgroup()] {
+            let (outcome, received) = try await ShellRunTests.run(Self.probe(port: port), environment: environment, runner: runner, network: .loopbackOnly)
+            let said = received.text(.standardOutput) + received.text(.standardError)
+            #expect(outcome.succeeded, "\(said)")
+            #expect(said.contains("host-unreachable") && said.contains("own-loopback-works") && said.contains("interfaces lo \n"), "\(said)")
+        }
+        let (outcome, received) = try await ShellRunTests.run(Self.probe(port: port), environment: environment)
+        #expect(outcome.succeeded && received.text(.standardOutput).contains("host-reached"), "\(received.text(.standardOutput))")
+    }
+
+    @Test("without the privilege to make a namespace, the trampoline does not run the job at all (exit 126, saying why)",
+        .enabled(if: geteuid() == 0, "needs root to run the trampoline as another user"))
+    func failsClosed() throws {
+        let trampoline = try #require(CgroupPlacement.trampolineExecutable, "no aspen-job-trampoline beside the tests")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "--", trampoline, "--loopback-only", "-", "/bin/echo", "echo", "ran"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 126 && !said.contains("ran") && said.contains("cannot give the job a network namespace"), "\(said)")
+    }
+
+    @Test("a job without the host's network and an executable that does not exist fails to start, as any job does")
+    func missingExecutable() async throws {
+        await #expect(throws: ShellRunError.executableNotFound("aspen-no-such-executable")) {
+            try await ShellRunTests.run(["aspen-no-such-executable"], network: .loopbackOnly)
+        }
+    }
+}
+#endif
