@@ -538,7 +538,9 @@ extension ClusterSuites {
             let leader = try await cluster.leader()
             let seen = cluster.directory.appendingPathComponent("seen").path
             for arguments in [
-                ["hook", "create", "fast", "--on", "ping.>", "--in-process", "--", "sh", "-c", "echo \"$ASPEN_HOOK $ASPEN_EVENT\" >> \(seen)"],
+                // Room for all five pings at once: a slow pass may take them in one batch, and at
+                // the default concurrency (4) the fifth would be dropped, as designed.
+                ["hook", "create", "fast", "--on", "ping.>", "--in-process", "--concurrency", "8", "--", "sh", "-c", "echo \"$ASPEN_HOOK $ASPEN_EVENT\" >> \(seen)"],
                 ["hook", "create", "slow", "--on", "slow.>", "--in-process", "--concurrency", "1", "--timeout", "1s", "--", "sleep", "31"],
             ] {
                 let (status, said) = try await cluster.aspen(arguments, withErrors: true)
