@@ -230,9 +230,12 @@ public struct NodeSettings: Sendable, Equatable {
         guard let idText = value("node-id"), let id = UInt64(idText), id > 0 else {
             throw Problem("a positive node id is required: --node-id, \(environmentName("node-id")) or 'node-id' in the config file")
         }
-        guard let dataDirectory = value("data-dir"), !dataDirectory.isEmpty else {
+        guard let given = value("data-dir"), !given.isEmpty else {
             throw Problem("a data directory is required: --data-dir, \(environmentName("data-dir")) or 'data-dir' in the config file")
         }
+        // Absolute, so that paths the node hands to git (a CI checkout's alternates, a cache's
+        // hooks) mean the same from any working directory.
+        let dataDirectory = given.hasPrefix("/") ? given : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(given)
         let listen = try address("listen")!
         let http = try address("http")
         let etcdListen = try address("etcd-listen")

@@ -48,7 +48,9 @@ public enum ShellNetwork: Sendable, Equatable {
     /// The worker's own.
     case host
     /// A network namespace of its own with only a loopback: its processes reach one another on
-    /// 127.0.0.1 and nothing else (not the node's ports, not other hosts). Needs the job
+    /// 127.0.0.1 and no other address (not the node's ports, not other hosts); Unix sockets in
+    /// the file system are not part of a network namespace, and its user's permissions decide
+    /// those. Needs the job
     /// trampoline and the privilege to make a namespace (root); without them the job does not
     /// start, or exits 126 saying why — it never runs with the host's network instead.
     case loopbackOnly

@@ -37,6 +37,13 @@ struct NodeSettingsTests {
         #expect(settings.summary.contains("listen = 127.0.0.1:9000    # from flag"))
     }
 
+    @Test("a relative data directory is made absolute, from the working directory (git reads paths the node writes from elsewhere)")
+    func relativeDataDirectory() throws {
+        let settings = try NodeSettings.resolve(flags: ["node-id": "1", "data-dir": "d1"], environment: [:], file: [:])
+        #expect(settings.dataDirectory == FileManager.default.currentDirectoryPath + "/d1")
+        #expect(try NodeSettings.resolve(flags: ["node-id": "1", "data-dir": "/srv/aspen"], environment: [:], file: [:]).dataDirectory == "/srv/aspen")
+    }
+
     @Test("a node joins only when told to: ASPEN_TICKET, which the CLI reads, is not a join ticket; ASPEN_JOIN_TICKET is")
     func joinTicketVariable() throws {
         let base = ["node-id": "4", "data-dir": "/tmp/x"]

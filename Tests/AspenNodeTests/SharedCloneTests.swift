@@ -50,8 +50,8 @@ struct SharedCloneTests {
         return (cache, try git(["rev-parse", "trunk~1"], in: cache))
     }
 
-    @Test("the refs read from the cache's files are git for-each-ref's, loose over packed, lock files left out")
-    func storedRefs() throws {
+    @Test("the refs read from the cache's files are git for-each-ref's, loose over packed, lock files left out; a reftable repository is left to git")
+    func storedRefs() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("shared-clone-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
         let (cache, _) = try Self.cache(in: root)
@@ -62,6 +62,10 @@ struct SharedCloneTests {
         }
         #expect(expected.count == 5, "\(expected)")
         #expect(RepoCache.storedRefs(in: cache) == expected)
+        #expect(try await RepoCache.listedRefs(in: cache) == expected)
+        // Refs in a reftable are not files to read.
+        try FileManager.default.createDirectory(atPath: (cache as NSString).appendingPathComponent("reftable"), withIntermediateDirectories: false)
+        #expect(RepoCache.storedRefs(in: cache) == nil)
     }
 
     /// The one difference: git's clone leaves a first reflog entry ("clone: from …") before the
@@ -74,7 +78,7 @@ struct SharedCloneTests {
         let cloned = (root as NSString).appendingPathComponent("cloned")
         let written = (root as NSString).appendingPathComponent("written")
         _ = try Self.git(["clone", "--quiet", "--shared", "--no-checkout", cache, cloned], in: root)
-        try SharedClone.create(at: written, cache: cache, refs: RepoCache.storedRefs(in: cache), defaultBranch: "trunk")
+        try SharedClone.create(at: written, cache: cache, refs: try #require(RepoCache.storedRefs(in: cache)), defaultBranch: "trunk")
         for directory in [cloned, written] {
             _ = try Self.git(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", sha], in: directory)
         }

@@ -205,6 +205,10 @@ extension BlobService {
 struct ShortCopies: Sendable {
     var wanted: [BlobHash: (size: UInt64, copies: Int)] = [:]
     var task: Task<Void, Never>?
+    /// The loop's number: a loop that ends clears `task` only if it is still its own.
+    var generation = 0
+    /// Set at shutdown: no loop starts again.
+    var stopped = false
     /// Beyond this many, the leader's periodic restore (`restoreCopies`) catches up instead.
     static let tracked = 4096
 }
@@ -214,39 +218,49 @@ extension BlobService {
     /// makes the rest as members answer, instead of leaving them to the leader's next restore.
     func completeCopies(_ hash: BlobHash, size: UInt64, wanted: Int) {
         shortCopies.withLock { short in
-            guard short.wanted.count < ShortCopies.tracked else { return }
+            guard !short.stopped, short.wanted.count < ShortCopies.tracked else { return }
             short.wanted[hash] = (size, wanted)
-            if short.task == nil { short.task = Task { await self.makeShortCopies() } }
+            if short.task == nil {
+                short.generation += 1
+                let generation = short.generation
+                short.task = Task { await self.makeShortCopies(generation) }
+            }
         }
     }
 
     /// Retries the missing copies, pausing 0.5 s and doubling to 10 s while no member takes
-    /// one; ends when every blob has its copies (or was collected), or at shutdown.
-    func makeShortCopies() async {
+    /// one; ends when every blob has its copies (or was collected), or at shutdown. A member
+    /// that fails or does not answer in time is not asked again in the same pass, so that one
+    /// stalled member costs a pass one request timeout, not one per blob.
+    func makeShortCopies(_ generation: Int) async {
         var pauseMs = 500
         while true {
             do { try await Task.sleep(for: .milliseconds(pauseMs)) } catch { break }
             let pending = shortCopies.withLock { short in
-                if short.wanted.isEmpty { short.task = nil }
+                if short.wanted.isEmpty, short.generation == generation { short.task = nil }
                 return short.wanted
             }
             if pending.isEmpty { return }
             var progress = false
+            var unanswered: Set<NodeID> = []
             for (hash, want) in pending {
                 guard !Task.isCancelled else { break }
-                guard let done = await finishCopies(of: hash, size: want.size, wanted: want.copies) else { continue }
+                guard let done = await finishCopies(of: hash, size: want.size, wanted: want.copies, skipping: &unanswered) else { continue }
                 progress = progress || done
                 if done { _ = shortCopies.withLock { $0.wanted.removeValue(forKey: hash) } }
             }
             pauseMs = progress ? 500 : min(pauseMs * 2, 10_000)
         }
-        shortCopies.withLock { $0.task = nil }
+        shortCopies.withLock { short in
+            if short.generation == generation { short.task = nil }
+        }
     }
 
-    /// Asks members that lack `hash` for copies until `wanted` current members hold it, and
-    /// records each copy; whether they do (or the blob was collected meanwhile), nil when its
-    /// record could not be read.
-    private func finishCopies(of hash: BlobHash, size: UInt64, wanted: Int) async -> Bool? {
+    /// Asks members that lack `hash` (and are not in `skipping`) for copies until `wanted`
+    /// current members hold it, and records each copy; whether they do (or the blob was
+    /// collected meanwhile), nil when its record could not be read. Members that failed or were
+    /// still copying when the others were done join `skipping`.
+    private func finishCopies(of hash: BlobHash, size: UInt64, wanted: Int, skipping: inout Set<NodeID>) async -> Bool? {
         let stat: BlobStat?
         do { stat = try await self.stat(hash) } catch { return nil }
         guard let stat else { return true }
@@ -255,10 +269,14 @@ extension BlobService {
         let holding = stat.holders.map { NodeID(rawValue: $0.node) }.filter(members.contains)
         let target = min(wanted, members.count)
         guard holding.count < target else { return true }
-        let (holders, problems) = await makeCopies(
-            hash, size: size, holding: holding, wanted: target, required: target, among: Array(members.subtracting(holding)))
+        let candidates = members.subtracting(holding).subtracting(skipping)
+        guard !candidates.isEmpty else { return false }
+        // One new copy is progress; the rest get the same grace as an add's.
+        let made = await makeCopies(
+            hash, size: size, holding: holding, wanted: target, required: holding.count + 1, among: Array(candidates))
+        skipping.formUnion(made.unanswered)
         var recorded = holding.count
-        for peer in holders.dropFirst(holding.count) {
+        for peer in made.holders.dropFirst(holding.count) {
             do {
                 try await recordHolder(hash, peer)
                 recorded += 1
@@ -268,14 +286,19 @@ extension BlobService {
                 logger.debug("recording a blob copy failed; trying again later", metadata: ["hash": "\(hash)", "to": "\(peer)", "error": "\(error)"])
             }
         }
-        if !problems.isEmpty { logger.debug("blob copies after its add still missing; trying again later", metadata: ["hash": "\(hash)", "problems": "\(problems)"]) }
+        if !made.problems.isEmpty {
+            logger.debug("blob copies after its add still missing; trying again later", metadata: ["hash": "\(hash)", "problems": "\(made.problems)"])
+        }
         return recorded >= target
     }
 
     /// Stops the loop making missing copies (at shutdown).
     func stopShortCopies() async {
         let task = shortCopies.withLock { short in
-            defer { short.task = nil }
+            defer {
+                short.task = nil
+                short.stopped = true
+            }
             return short.task
         }
         task?.cancel()

@@ -315,9 +315,9 @@ public final class BlobService: Sendable {
     /// it, the members still copying get as long again as that took (at least 100 ms), and the
     /// add goes on without them: a stalled member (SIGSTOPped, cut off) would otherwise hold every
     /// add for the transport's timeout. Their copies are left to `completeCopies`. Returns the
-    /// holders and each failed member's problem.
+    /// holders, each failed member's problem, and the members that failed or were still copying.
     func makeCopies(_ hash: BlobHash, size: UInt64, holding: [NodeID], wanted: Int, required: Int, among others: [NodeID]) async -> (
-        holders: [NodeID], problems: [String]
+        holders: [NodeID], problems: [String], unanswered: Set<NodeID>
     ) {
         let clock = ContinuousClock()
         let started = clock.now
@@ -326,10 +326,11 @@ public final class BlobService: Sendable {
         var candidates = others.shuffled()
         // nil: the members still copying had their time.
         let (events, sink) = AsyncStream<(NodeID, String?)?>.makeStream()
-        var copying = 0
+        var copying: Set<NodeID> = []
+        var unanswered: Set<NodeID> = []
         func askMore() {
-            while holders.count + copying < wanted, let peer = candidates.popLast() {
-                copying += 1
+            while holders.count + copying.count < wanted, let peer = candidates.popLast() {
+                copying.insert(peer)
                 let sources = holders
                 Task {
                     do {
@@ -347,25 +348,35 @@ public final class BlobService: Sendable {
             grace?.cancel()
             sink.finish()
         }
-        guard copying > 0 else { return (holders, problems) }
-        for await event in events {
-            guard let (peer, problem) = event else {
-                problems.append("\(copying) member(s) still copying after \(ForgeService.milliseconds(clock.now - started)) ms: left to finish later")
-                break
-            }
-            copying -= 1
-            if let problem { problems.append("node \(peer): \(problem)") } else { holders.append(peer) }
-            askMore()
-            if copying == 0 { break }
-            if holders.count >= required, grace == nil {
-                let wait = max(.milliseconds(100), clock.now - started)
-                grace = Task {
-                    try? await Task.sleep(for: wait)
-                    sink.yield(nil)
-                }
+        func startGrace() {
+            guard holders.count >= required, grace == nil else { return }
+            let wait = max(.milliseconds(100), clock.now - started)
+            grace = Task {
+                try? await Task.sleep(for: wait)
+                sink.yield(nil)
             }
         }
-        return (holders, problems)
+        guard !copying.isEmpty else { return (holders, problems, unanswered) }
+        // Enough already (blob-min-replicas 1): the others get the least grace.
+        startGrace()
+        for await event in events {
+            guard let (peer, problem) = event else {
+                problems.append("\(copying.count) member(s) still copying after \(ForgeService.milliseconds(clock.now - started)) ms: left to finish later")
+                unanswered.formUnion(copying)
+                break
+            }
+            copying.remove(peer)
+            if let problem {
+                problems.append("node \(peer): \(problem)")
+                unanswered.insert(peer)
+            } else {
+                holders.append(peer)
+            }
+            askMore()
+            if copying.isEmpty { break }
+            startGrace()
+        }
+        return (holders, problems, unanswered)
     }
 
     /// Copies that must hold a blob before an add that asked for `wanted` is acknowledged.
@@ -384,7 +395,8 @@ public final class BlobService: Sendable {
         let others = (members.voters + members.learners).filter { $0 != node.id }
         let wanted = min(max(1, finished.replicas == 0 ? replicationFactor : finished.replicas), others.count + 1)
         let required = requiredCopies(of: wanted)
-        let (holders, problems) = await makeCopies(finished.hash, size: finished.size, holding: [node.id], wanted: wanted, required: required, among: others)
+        let (holders, problems, _) = await makeCopies(
+            finished.hash, size: finished.size, holding: [node.id], wanted: wanted, required: required, among: others)
         guard holders.count >= required else {
             let setting = settings.minReplicas == 0 ? "blob-min-replicas (a majority: \(required))" : "blob-min-replicas (\(required))"
             throw BlobServiceError.unavailable(

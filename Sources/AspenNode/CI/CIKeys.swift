@@ -105,13 +105,15 @@ struct CILogTry: Sendable, Equatable {
 
 /// One stored piece of a try's log. A chunk of at most `inlineBytesMax` bytes (a trivial job's
 /// whole log, a quiet job's flush) is kept in its key-value record: one write instead of a blob
-/// add (two copies, two fsyncs, a write of its own) and then the reference. Larger chunks go to
-/// the blob store, so a noisy job still costs the key-value store one small write per MiB.
+/// add (two copies, two fsyncs, a write of its own) and then the reference. Only the first
+/// `inlineBytesPerTryMax` bytes of a try go so; the rest, and larger chunks, go to the blob
+/// store, so that a job printing slowly for hours does not put its whole log through Raft.
 enum CILogChunk: Equatable {
     case blob(BlobReference)
     case inline([UInt8])
 
     static let inlineBytesMax = 4096
+    static let inlineBytesPerTryMax = 64 * 1024
     /// NUL, "aspen-log", NUL: no blob reference starts so.
     static let inlineMarker: [UInt8] = [0] + Array("aspen-log".utf8) + [0]
 

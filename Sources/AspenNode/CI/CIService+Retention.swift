@@ -74,23 +74,33 @@ extension CIService {
         return removed
     }
 
-    /// A repository's caches, most recently saved or restored first (at most `cachesListedMax`).
-    func caches(of repo: String) async throws -> [CICache] {
-        let entries = try await scan(CIKeys.caches(repo)).compactMap { kv -> CICache? in
-            guard let tuple = try? CIKeys.caches(repo).unpack(kv.key), case .string(let key)? = tuple.elements.first,
-                let reference = BlobReference(decoding: kv.value)
-            else { return nil }
-            return CICache(key: key, hash: reference.hash.bytes, size: reference.size, revision: UInt64(max(0, kv.modRevision)))
-        }
-        return Array(entries.sorted { $0.revision > $1.revision }.prefix(CIWire.cachesListedMax))
+    /// A repository's caches, most recently saved or restored first (all of them unless `limit`).
+    func caches(of repo: String, limit: Int? = CIWire.cachesListedMax) async throws -> [CICache] {
+        let entries = try await scan(CIKeys.caches(repo)).compactMap { kv in Self.cache(repo, kv) }.sorted { $0.revision > $1.revision }
+        return limit.map { Array(entries.prefix($0)) } ?? entries
+    }
+
+    static func cache(_ repo: String, _ kv: KeyValue) -> CICache? {
+        guard let tuple = try? CIKeys.caches(repo).unpack(kv.key), case .string(let key)? = tuple.elements.first,
+            let reference = BlobReference(decoding: kv.value)
+        else { return nil }
+        return CICache(key: key, hash: reference.hash.bytes, size: reference.size, revision: UInt64(max(0, kv.modRevision)))
     }
 
     /// Deletes the cache of exactly `key` (every cache of the repository, when nil), each on the
     /// condition that no save or restore rewrote it meanwhile; the archives go with the blob
-    /// store's next collection. Returns what was deleted; an unknown key is an error.
+    /// store's next collection. Returns what was deleted (at most `cachesListedMax` of it; the
+    /// rest goes all the same); an unknown key is an error.
     func deleteCaches(of repo: String, key: String?) async throws -> [CICache] {
-        let found = try await caches(of: repo).filter { key == nil || $0.key == key }
-        if let key, found.isEmpty { throw CIError.notFound("repository \(repo) has no cache '\(key)'") }
+        let found: [CICache]
+        if let key {
+            guard let kv = try await read(CIKeys.cache(repo, key)), let cache = Self.cache(repo, kv) else {
+                throw CIError.notFound("repository \(repo) has no cache '\(key)'")
+            }
+            found = [cache]
+        } else {
+            found = try await caches(of: repo, limit: nil)
+        }
         var deleted: [CICache] = []
         for cache in found {
             let name = CIKeys.cache(repo, cache.key)
@@ -98,7 +108,7 @@ extension CIService {
                 deleted.append(cache)
             }
         }
-        return deleted
+        return Array(deleted.prefix(CIWire.cachesListedMax))
     }
 
     /// Deletes an ended run and what it holds, in one transaction conditioned on the run being

@@ -251,6 +251,8 @@ actor CILogWriter {
     private var firstBufferedAt: ContinuousClock.Instant?
     private var seq = 0
     private var total: Int64 = 0
+    /// Bytes of this try kept in key-value records (`CILogChunk.inline`).
+    private var inlined = 0
     private var storing: Task<Void, Never>?
     private var ticker: Task<Void, Never>?
     private var mask: SecretMask
@@ -271,7 +273,7 @@ actor CILogWriter {
         let (service, run, job, jobID, attempt) = (service, run, job, jobID, attempt)
         let record = CILogTry(node: service.node.id.rawValue, ended: false, bytes: 0)
         storing = Task {
-            await Self.store([], service: service, run: run, job: job, jobID: jobID, attempt: attempt, seq: 0, record: record)
+            await Self.store([], inline: true, service: service, run: run, job: job, jobID: jobID, attempt: attempt, seq: 0, record: record)
         }
         ticker = Task { [weak self] in
             while !Task.isCancelled {
@@ -308,10 +310,12 @@ actor CILogWriter {
         let previous = storing
         let (service, run, job, jobID, attempt) = (service, run, job, jobID, attempt)
         let record = last ? CILogTry(node: service.node.id.rawValue, ended: true, bytes: total) : nil
+        let inline = bytes.count <= CILogChunk.inlineBytesMax && inlined + bytes.count <= CILogChunk.inlineBytesPerTryMax
+        if inline { inlined += bytes.count }
         // Not the caller's task: a cancelled job's last output is stored all the same.
         let next = Task {
             await previous?.value
-            await Self.store(bytes, service: service, run: run, job: job, jobID: jobID, attempt: attempt, seq: number, record: record)
+            await Self.store(bytes, inline: inline, service: service, run: run, job: job, jobID: jobID, attempt: attempt, seq: number, record: record)
         }
         storing = next
         if !last { await previous?.value }
@@ -361,18 +365,18 @@ actor CILogWriter {
         }
     }
 
-    /// Stores one chunk (none if `bytes` is empty) and its reference, with the try's record (its
-    /// start or its end) when there is one, in one write; tried a few times, then given up
-    /// (said in the node's log).
+    /// Stores one chunk (none if `bytes` is empty; in its record if `inline`, else in the blob
+    /// store) and its reference, with the try's record (its start or its end) when there is one,
+    /// in one write; tried a few times, then given up (said in the node's log).
     private static func store(
-        _ bytes: [UInt8], service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int, seq: Int, record: CILogTry?
+        _ bytes: [UInt8], inline: Bool, service: CIService, run: UInt64, job: String, jobID: UInt64, attempt: Int, seq: Int, record: CILogTry?
     ) async {
         for round in 0..<5 {
             do {
                 var puts: [Put] = []
                 if !bytes.isEmpty {
                     let chunk: CILogChunk
-                    if bytes.count <= CILogChunk.inlineBytesMax {
+                    if inline {
                         chunk = .inline(bytes)
                     } else {
                         // Two copies: a log outlives one node, and a node down does not stop a job's log.

@@ -145,10 +145,11 @@ struct RepoCache: Sendable {
         if !pushing { removeStaleQuarantines(in: (path as NSString).appendingPathComponent("objects")) }
         // The refs: set to the cluster's, and those it lacks deleted. No old values are checked:
         // the lock keeps every other writer of this cache out.
-        let current = Self.storedRefs(in: path)
+        let refs: [String: String]
+        if let stored = Self.storedRefs(in: path) { refs = stored } else { refs = try await Self.listedRefs(in: path) }
         var commands = ""
-        for (ref, id) in state.refs where current[ref] != id { commands += "update \(ref) \(id)\n" }
-        for ref in current.keys where state.refs[ref] == nil { commands += "delete \(ref)\n" }
+        for (ref, id) in state.refs where refs[ref] != id { commands += "update \(ref) \(id)\n" }
+        for ref in refs.keys where state.refs[ref] == nil { commands += "delete \(ref)\n" }
         if !commands.isEmpty { try await Git.check(["update-ref", "--stdin"], in: path, input: Array(commands.utf8)) }
         return path
     }
@@ -156,9 +157,10 @@ struct RepoCache: Sendable {
     /// The refs of the git repository at `path` as its files hold them — loose files under
     /// `refs/` over `packed-refs` — read here instead of by a `git for-each-ref` process on every
     /// sync (3–12 ms each, and a CI job syncs at least once). Symbolic refs, lock files and
-    /// files that hold no object id are left out. Only for caches this node made (the files
-    /// backend: what `git init` makes).
-    static func storedRefs(in path: String) -> [String: String] {
+    /// files that hold no object id are left out. Nil for a repository whose refs are in a
+    /// reftable (git 2.45 and later can make one): `listedRefs` asks git then.
+    static func storedRefs(in path: String) -> [String: String]? {
+        guard access((path as NSString).appendingPathComponent("reftable"), F_OK) != 0 else { return nil }
         func objectID(_ text: Substring) -> String? {
             text.utf8.count == 40 && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) } ? String(text) : nil
         }
@@ -177,6 +179,17 @@ struct RepoCache: Sendable {
                 let id = objectID(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)[...])
             else { continue }
             refs["refs/" + relative] = id
+        }
+        return refs
+    }
+
+    /// The refs of the git repository at `path`, as `git for-each-ref` lists them.
+    static func listedRefs(in path: String) async throws -> [String: String] {
+        let listing = try await Git.check(["for-each-ref", "--format=%(objectname) %(refname)"], in: path)
+        var refs: [String: String] = [:]
+        for line in listing.text.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1)
+            if parts.count == 2 { refs[String(parts[1])] = String(parts[0]) }
         }
         return refs
     }
@@ -216,7 +229,8 @@ struct RepoCache: Sendable {
     private func create(_ path: String, defaultBranch: String, incarnation: String) async throws {
         let staging = (root as NSString).appendingPathComponent("staging/\(UUID().uuidString).git")
         try FileManager.default.createDirectory(atPath: (staging as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try await Git.check(["init", "--bare", "--quiet", staging])
+        // The files backend, whatever a user's git configuration says: `storedRefs` reads it.
+        try await Git.check(["-c", "init.defaultRefFormat=files", "init", "--bare", "--quiet", staging])
         let settings: [(String, String)] = [
             ("receive.fsckObjects", "true"), ("receive.unpackLimit", "1"), ("receive.autogc", "false"), ("gc.auto", "0"),
             ("uploadpack.allowFilter", "true"), ("uploadpack.allowReachableSHA1InWant", "true"), ("receive.advertisePushOptions", "true"),

@@ -21,7 +21,10 @@ enum SharedClone {
         func write(_ path: String, _ text: String) throws {
             try Data(text.utf8).write(to: URL(fileURLWithPath: (git as NSString).appendingPathComponent(path)))
         }
-        let cacheObjects = ((cache as NSString).appendingPathComponent("objects") as NSString).standardizingPath
+        // Absolute, as git clone writes them: git reads a relative alternate from the clone's
+        // objects directory.
+        let cache = ((cache.hasPrefix("/") ? cache : (manager.currentDirectoryPath as NSString).appendingPathComponent(cache)) as NSString).standardizingPath
+        let cacheObjects = (cache as NSString).appendingPathComponent("objects")
         try write("objects/info/alternates", cacheObjects + "\n")
 
         let defaultRef = "refs/heads/\(defaultBranch)"
