@@ -256,7 +256,7 @@ public final class JobWorker: Sendable {
         }
         let command = ShellCommand(
             arguments: job.spec.command, environment: environment, workingDirectory: options.workingDirectory, timeoutMs: job.spec.timeoutMs,
-            outputBytesMax: options.outputBytesMax)
+            outputBytesMax: options.outputBytesMax, network: job.spec.noNetwork ? .loopbackOnly : .host)
         let output = Mutex<(stdout: [UInt8], stderr: [UInt8])>(([], []))
         let resultMax = Limits.standard.jobResultBytesMax
         let logs = OutputShipper(job: job, attempt: attempt, calls: calls)

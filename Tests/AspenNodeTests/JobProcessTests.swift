@@ -346,7 +346,7 @@ extension ClusterSuites {
             #expect((try Self.json(done)["attempt"] as? [String: Any])?["worker"] as? String == "tagged", "\(done)")
         }
 
-        @Test("a timer survives a whole-cluster stop, and a shell job past its timeout leaves no process behind")
+        @Test("a timer survives a whole-cluster stop, and a shell job past its timeout leaves no process behind; one with --no-network reaches no port of the node")
         func timerAcrossRestartAndTimeout() async throws {
             let cluster = try ProcessCluster(nodes: 3)
             try cluster.startAll()
@@ -371,6 +371,22 @@ extension ClusterSuites {
             #expect(history.first?["state"] as? String == "scheduled", "\(history)")
             let started = history.first { $0["state"] as? String == "running" }?["at_ms"] as? Int ?? 0
             #expect(started >= due, "the timer fired early: \(history)")
+
+            // A shell job submitted with --no-network reaches no port of the node; the same job
+            // without it does. (A worker that is not root cannot make the namespace: the job fails.)
+            let port = try #require(cluster.entries[0].split(separator: ":").last.flatMap { Int($0) })
+            let probe = "(exec 3<>/dev/tcp/127.0.0.1/\(port)) 2>/dev/null && echo reached || echo unreachable"
+            let open = try await Self.submit(cluster, ["--", "bash", "-c", probe])
+            #expect(try await cluster.aspen(["job", "result", "\(open)", "--wait", "30s"], withErrors: true) == (0, "reached"))
+            let closed = try await Self.submit(cluster, ["--no-network", "--max-attempts", "1", "--", "bash", "-c", probe])
+            let (closedStatus, closedResult) = try await cluster.aspen(["job", "result", "\(closed)", "--wait", "30s"], withErrors: true)
+            if getuid() == 0 {
+                #expect(closedStatus == 0 && closedResult == "unreachable", "\(closedResult)")
+            } else {
+                #expect(closedStatus == 2, "\(closedResult)")
+            }
+            let (refused, refusal) = try await cluster.aspen(["job", "submit", "--type", "resize", "--no-network"], withErrors: true)
+            #expect(refused != 0 && refusal.contains("--no-network is for shell jobs"), "\(refusal)")
         }
 
         /// Living processes whose command line is exactly `commandLine`.
