@@ -3,18 +3,19 @@ import CAspenLinux
 import Glibc
 import Subprocess
 
-/// An attempt's cgroup and network namespace, and the configuration that starts its command
-/// inside them.
+/// An attempt's cgroup and namespaces, and the configuration that starts its command inside
+/// them.
 ///
 /// The command starts through the job trampoline (`aspen-job-trampoline`, a small C program
-/// installed beside the worker's own), which joins the cgroup, makes the namespace if the command
-/// asks for `ShellNetwork.loopbackOnly`, and then execs the command's executable with the
+/// installed beside the worker's own), which joins the cgroup, makes the namespaces the command
+/// asks for (`ShellNetwork.loopbackOnly`, `hidesOthersProcesses`), and then execs the command's
+/// executable with the
 /// command's argv and environment as they are. The executable is looked up here first, by
 /// swift-subprocess's rules (a name on the child's `PATH`, else this process's; the first regular
 /// file this process may execute), because the trampoline can only report a failed exec as exit
 /// status 127. When the lookup finds nothing the attempt runs without a cgroup, and
-/// swift-subprocess reports the error it always did — unless the command must not see the host's
-/// network, which then fails to start.
+/// swift-subprocess reports the error it always did — unless the command asks for a namespace,
+/// and then it fails to start.
 struct CgroupPlacement: Sendable {
     /// Nil when the job runs in no cgroup of its own (only in a namespace).
     let cgroup: JobCgroup?
@@ -38,14 +39,15 @@ struct CgroupPlacement: Sendable {
     /// available here (see `JobCgroup.create`), or the executable not found (left for
     /// swift-subprocess to report), or a name to look up with no `PATH` in the child's
     /// environment nor in this process's (swift-subprocess then searches the system's default
-    /// path; rare enough not to copy). A command that must not see the host's network is never
-    /// left to run as it is: without the trampoline or its executable it throws.
+    /// path; rare enough not to copy). A command that asks for a namespace is never left to run
+    /// as it is: without the trampoline or its executable it throws.
     init?(_ command: ShellCommand, _ configuration: Configuration, marker: String, cgroups: Bool) throws(ShellRunError) {
-        let isolated = command.network == .loopbackOnly
+        let flags = (command.network == .loopbackOnly ? ["--loopback-only"] : []) + (command.hidesOthersProcesses ? ["--hide-processes"] : [])
+        let isolated = !flags.isEmpty
         guard let trampoline = Self.trampolineExecutable, let executable = command.resolvedExecutable() else {
             guard isolated else { return nil }
             if Self.trampolineExecutable == nil {
-                throw .startFailed("a job without the host's network starts through \(Self.trampolineName), which is not beside this program")
+                throw .startFailed("a job in a namespace of its own starts through \(Self.trampolineName), which is not beside this program")
             }
             throw .executableNotFound(command.arguments[0])
         }
@@ -56,7 +58,7 @@ struct CgroupPlacement: Sendable {
             executable: .path(.init(trampoline)),
             arguments: Arguments(
                 executablePathOverride: Self.trampolineName,
-                remainingValues: (isolated ? ["--loopback-only"] : []) + [cgroup.map { $0.directory + "/cgroup.procs" } ?? "-", executable]
+                remainingValues: flags + [cgroup.map { $0.directory + "/cgroup.procs" } ?? "-", executable]
                     + command.arguments),
             environment: configuration.environment,
             workingDirectory: configuration.workingDirectory,

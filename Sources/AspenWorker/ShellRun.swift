@@ -28,11 +28,17 @@ public struct ShellCommand: Sendable, Equatable {
     public var killGraceMs: Int64
     /// The network the job sees.
     public var network: ShellNetwork
+    /// The job sees in /proc only its own user's processes (a mount namespace with a /proc of its
+    /// own, `hidepid=invisible`): for a job run as another user than the worker's (untrusted CI
+    /// jobs), so that it cannot read the node's or other jobs' command lines. Like
+    /// `ShellNetwork.loopbackOnly`, it needs the trampoline and root, and fails closed.
+    public var hidesOthersProcesses: Bool
 
     public init(
         arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil, timeoutMs: Int64 = 0,
-        outputBytesMax: Int = 1024 * 1024, killGraceMs: Int64 = 2000, network: ShellNetwork = .host
+        outputBytesMax: Int = 1024 * 1024, killGraceMs: Int64 = 2000, network: ShellNetwork = .host, hidesOthersProcesses: Bool = false
     ) {
+        self.hidesOthersProcesses = hidesOthersProcesses
         self.arguments = arguments
         self.environment = environment
         self.workingDirectory = workingDirectory

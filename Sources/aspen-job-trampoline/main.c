@@ -2,14 +2,17 @@
 // gets no network, a network namespace of its own) before it runs a single instruction of the
 // job's command.
 //
-//     aspen-job-trampoline [--loopback-only] CGROUP_PROCS EXECUTABLE ARGV0 [ARG...]
+//     aspen-job-trampoline [--loopback-only] [--hide-processes] CGROUP_PROCS EXECUTABLE ARGV0 [ARG...]
 //
 // Writes "0" to CGROUP_PROCS (moving itself into that cgroup; a failure leaves it where it is,
 // and the runner, which checks, cleans up by process group and marker alone; "-" joins none).
 // With --loopback-only it then moves into a new network namespace and brings its loopback up:
 // the job can use 127.0.0.1 among its own processes and reaches nothing else, neither the node's
-// ports nor any other host. That step fails closed: if the namespace cannot be had, the job does
-// not run (exit 126, the reason on standard error). Then it execs EXECUTABLE with ARGV0 ARG...
+// ports nor any other host. With --hide-processes it moves into a new mount namespace and mounts
+// a /proc of its own with hidepid=invisible: a job run as another user (the untrusted CI jobs'
+// nobody) sees only its own user's processes, not the node's or other jobs' command lines.
+// Those steps fail closed: if one cannot be done, the job does not run (exit 126, the reason on
+// standard error). Then it execs EXECUTABLE with ARGV0 ARG...
 // and its own environment, unchanged. If that exec fails it says why on standard error and
 // exits 127, as a shell does.
 //
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -52,12 +56,26 @@ static int loopback_only(void) {
     return result;
 }
 
+// A new mount namespace whose /proc shows other users' processes to no one but root; 0, or -1
+// with errno set. hidepid=invisible is Linux 5.8's name; 2 is the older one.
+static int hide_processes(void) {
+    if (unshare(CLONE_NEWNS) != 0) return -1;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -1;
+    unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    if (mount("proc", "/proc", "proc", flags, "hidepid=invisible") == 0) return 0;
+    return mount("proc", "/proc", "proc", flags, "hidepid=2");
+}
+
 int main(int argc, char **argv, char **envp) {
     int first = 1;
-    int isolate = argc > 1 && strcmp(argv[1], "--loopback-only") == 0;
-    if (isolate) first = 2;
+    int isolate = 0, hide = 0;
+    for (; first < argc; first++) {
+        if (strcmp(argv[first], "--loopback-only") == 0) isolate = 1;
+        else if (strcmp(argv[first], "--hide-processes") == 0) hide = 1;
+        else break;
+    }
     if (argc < first + 3) {
-        dprintf(STDERR_FILENO, "usage: aspen-job-trampoline [--loopback-only] CGROUP_PROCS EXECUTABLE ARGV0 [ARG...]\n");
+        dprintf(STDERR_FILENO, "usage: aspen-job-trampoline [--loopback-only] [--hide-processes] CGROUP_PROCS EXECUTABLE ARGV0 [ARG...]\n");
         return 2;
     }
     if (strcmp(argv[first], "-") != 0) {
@@ -70,6 +88,11 @@ int main(int argc, char **argv, char **envp) {
     if (isolate && loopback_only() != 0) {
         int error = errno;
         dprintf(STDERR_FILENO, "aspen: cannot give the job a network namespace of its own (it would reach the host's network): %s\n", strerror(error));
+        return 126;
+    }
+    if (hide && hide_processes() != 0) {
+        int error = errno;
+        dprintf(STDERR_FILENO, "aspen: cannot give the job a /proc of its own (it would see every process): %s\n", strerror(error));
         return 126;
     }
     execve(argv[first + 1], argv + first + 2, envp);

@@ -210,7 +210,7 @@ extension ClusterSuites {
             }
         }
 
-        @Test("secrets: injected into the trusted run's job, masked in its log, withheld from a refs/for/* run (which, on a root node, runs as nobody with no network but its own loopback); a docs-only patch reports skipped and the merge gate takes it")
+        @Test("secrets: injected into the trusted run's job, masked in its log, withheld from a refs/for/* run (which, on a root node, runs as nobody with no network but its own loopback, seeing only its own processes); a docs-only patch reports skipped and the merge gate takes it")
         func secretsPathsAndMergeGate() async throws {
             try await withCluster { cluster, git, client, source in
                 let nodePort = try #require(cluster.entries[0].split(separator: ":").last.flatMap { Int($0) }, "\(cluster.entries[0])")
@@ -228,6 +228,7 @@ extension ClusterSuites {
                           echo "uid=$(id -u)"
                           if cat /proc/$PPID/environ > /dev/null 2>&1; then echo reads-the-node; else echo cannot-read-the-node; fi
                           (exec 3<>/dev/tcp/127.0.0.1/\(nodePort)) 2>/dev/null && echo reaches-the-node-port || echo cannot-reach-the-node-port
+                          [ -e /proc/1/cmdline ] && echo sees-pid-1 || echo hides-pid-1
                     """
                 var (status, text) = try await cluster.aspen(["ci", "secret", "set", "demo", "DEPLOY_TOKEN"], stdin: "s3cr3t-value-42\n", withErrors: true)
                 #expect(status == 0, "\(text)")
@@ -242,7 +243,7 @@ extension ClusterSuites {
                 #expect(run.state == .success, "\(run)")
                 let trusted = try await log(cluster, run.id, "deploy", node: 2)
                 #expect(trusted.contains("token=***") && trusted.contains("has-token") && !trusted.contains("s3cr3t"), "\(trusted)")
-                #expect(trusted.contains("reaches-the-node-port"), "\(trusted)")
+                #expect(trusted.contains("reaches-the-node-port") && trusted.contains("sees-pid-1"), "\(trusted)")
 
                 // A docs-only push: the run and its job report skipped.
                 let docs = try commit(git, at: source, ["docs/guide.md": "words\n"], new: false)
@@ -266,6 +267,8 @@ extension ClusterSuites {
                     #expect(withheld.contains("uid=65534") && withheld.contains("cannot-read-the-node"), "\(withheld)")
                     // Nor reach the node's ports: it has no network but its own loopback.
                     #expect(withheld.contains("cannot-reach-the-node-port") && withheld.contains("with no network but its own loopback"), "\(withheld)")
+                    // Nor see the node's or other jobs' command lines.
+                    #expect(withheld.contains("hides-pid-1") && withheld.contains("seeing only its own processes"), "\(withheld)")
                     #expect(trusted.contains("uid=0"), "\(trusted)")
                 }
 

@@ -69,7 +69,7 @@ extension CIService {
                 throw CIError.failed("the untrusted job's checkout could not be given to uid \(Self.untrustedID)")
             }
             await log.append(
-                Array("aspen: untrusted run: the job runs as uid \(Self.untrustedID), without secrets, \(untrustedNetwork ? "on the host's network" : "with no network but its own loopback")\n".utf8))
+                Array("aspen: untrusted run: the job runs as uid \(Self.untrustedID), without secrets, seeing only its own processes, \(untrustedNetwork ? "on the host's network" : "with no network but its own loopback")\n".utf8))
         } else if !task.event.isTrusted {
             await log.append(Array("aspen: untrusted run: this node is not root, so the job runs as the node's user (no secrets)\n".utf8))
         }
@@ -82,7 +82,7 @@ extension CIService {
         let dropped = ["setpriv", "--reuid=\(Self.untrustedID)", "--regid=\(Self.untrustedID)", "--clear-groups", "--"]
         let command = ShellCommand(
             arguments: isolated ? dropped + shell : shell, environment: environment, workingDirectory: directory, timeoutMs: task.timeoutMs,
-            outputBytesMax: limits.ciLogBytesPerJobMax, network: isolated && !untrustedNetwork ? .loopbackOnly : .host)
+            outputBytesMax: limits.ciLogBytesPerJobMax, network: isolated && !untrustedNetwork ? .loopbackOnly : .host, hidesOthersProcesses: isolated)
         let outcome: ShellOutcome
         do {
             let marker = "\(markerPrefix)ci-\(record.id)-\(String(attempt.token, radix: 16))"

@@ -4,9 +4,10 @@ import Foundation
 import Glibc
 import Testing
 
-/// Jobs without the host's network (`ShellNetwork.loopbackOnly`): what untrusted CI jobs get.
-@Suite("Jobs without the host's network", .timeLimit(.minutes(1)))
-struct ShellNetworkTests {
+/// Jobs in namespaces of their own: without the host's network (`ShellNetwork.loopbackOnly`), and
+/// seeing only their own user's processes (`hidesOthersProcesses`): what untrusted CI jobs get.
+@Suite("Jobs isolated in namespaces", .timeLimit(.minutes(1)))
+struct ShellIsolationTests {
     /// A TCP listener of this process on 127.0.0.1 (the host's loopback), and its port.
     static func listener() throws -> (socket: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -53,20 +54,39 @@ struct ShellNetworkTests {
         #expect(outcome.succeeded && received.text(.standardOutput).contains("host-reached"), "\(received.text(.standardOutput))")
     }
 
+    @Test("a job run as nobody with hidesOthersProcesses sees only its own processes in /proc, not init's nor this one's; without it, it sees them",
+        .enabled(if: geteuid() == 0, "needs root to mount a /proc and switch users"))
+    func hiddenProcesses() async throws {
+        let asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "bash", "-c",
+            "for pid in 1 \(getpid()); do [ -e /proc/$pid/cmdline ] && echo sees-$pid || echo hides-$pid; done; [ -e /proc/self/cmdline ] && echo sees-self"]
+        let environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"]
+        for runner in [ShellRunner(), ShellRunTests.runnerWithoutCgroup()] {
+            let (outcome, received) = try await ShellRunTests.run(asNobody, environment: environment, runner: runner, hidesOthersProcesses: true)
+            let said = received.text(.standardOutput) + received.text(.standardError)
+            #expect(outcome.succeeded && said == "hides-1\nhides-\(getpid())\nsees-self\n", "\(said)")
+        }
+        let (outcome, received) = try await ShellRunTests.run(asNobody, environment: environment)
+        #expect(outcome.succeeded && received.text(.standardOutput) == "sees-1\nsees-\(getpid())\nsees-self\n", "\(received.text(.standardOutput))")
+        // The node's own /proc is untouched: one proc mount, showing every process.
+        #expect(access("/proc/1/cmdline", F_OK) == 0)
+    }
+
     @Test("without the privilege to make a namespace, the trampoline does not run the job at all (exit 126, saying why)",
         .enabled(if: geteuid() == 0, "needs root to run the trampoline as another user"))
     func failsClosed() throws {
         let trampoline = try #require(CgroupPlacement.trampolineExecutable, "no aspen-job-trampoline beside the tests")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "--", trampoline, "--loopback-only", "-", "/bin/echo", "echo", "ran"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 126 && !said.contains("ran") && said.contains("cannot give the job a network namespace"), "\(said)")
+        for (flag, reason) in [("--loopback-only", "cannot give the job a network namespace"), ("--hide-processes", "cannot give the job a /proc")] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "--", trampoline, flag, "-", "/bin/echo", "echo", "ran"]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 126 && !said.contains("ran") && said.contains(reason), "\(flag): \(said)")
+        }
     }
 
     @Test("a job without the host's network and an executable that does not exist fails to start, as any job does")
