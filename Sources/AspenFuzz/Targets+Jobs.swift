@@ -17,7 +17,6 @@ extension FuzzTarget {
                     requiredTags: ["gpu": "true", "region": "eu"], preferNode: 2, avoidNode: 3, nearBlob: Array(repeating: 1, count: 32)
                 ).encoded,
                 JobSpec(type: "resize", payload: [1, 2, 3], backoff: .none).encoded,
-                JobSpec(type: "shell", command: ["curl", "example.com"], noNetwork: true).encoded,
             ]
         }
     ) { input in

@@ -29,9 +29,6 @@ public struct JobSpec: Sendable, Equatable {
     public var preferNode: UInt64?
     public var avoidNode: UInt64?
     public var nearBlob: [UInt8]?
-    /// A shell job without the host's network: a namespace with only its own loopback (see
-    /// `ShellNetwork.loopbackOnly`). A worker that cannot make one does not run the job.
-    public var noNetwork: Bool
 
     public enum DependencyFailure: String, Sendable, CaseIterable {
         /// The job is cancelled when a dependency fails for good.
@@ -44,9 +41,8 @@ public struct JobSpec: Sendable, Equatable {
         type: String, command: [String] = [], payload: [UInt8] = [], priority: JobPriority = .normal, maxAttempts: Int = 3,
         backoff: JobBackoff = .standard, timeoutMs: Int64 = 0, idempotencyKey: String? = nil, dependsOn: [UInt64] = [],
         onDependencyFailure: DependencyFailure = .cancel, runAtMs: Int64? = nil, requiredTags: [String: String] = [:],
-        preferNode: UInt64? = nil, avoidNode: UInt64? = nil, nearBlob: [UInt8]? = nil, noNetwork: Bool = false
+        preferNode: UInt64? = nil, avoidNode: UInt64? = nil, nearBlob: [UInt8]? = nil
     ) {
-        self.noNetwork = noNetwork
         self.type = type
         self.command = command
         self.payload = payload
@@ -75,8 +71,6 @@ public struct JobSpec: Sendable, Equatable {
         try name(type, "a job type", max: limits.jobNameBytesMax)
         if type == "shell" {
             guard !command.isEmpty, !command[0].isEmpty else { throw JobPolicyError("a shell job needs a command (after --)") }
-        } else if noNetwork {
-            throw JobPolicyError("--no-network is for shell jobs: a \(type) job's worker decides its own network")
         }
         let commandBytes = command.reduce(0) { $0 + $1.utf8.count + 1 }
         guard commandBytes <= limits.jobCommandBytesMax else {
@@ -133,9 +127,6 @@ public struct JobSpec: Sendable, Equatable {
             if let node { writer.writeVarint(node) }
         }
         writer.writeOptionalBytes(nearBlob)
-        // Written only when set: a node too old to know it refuses such a job rather than run it
-        // on the host's network, and every other job reads as before.
-        if noNetwork { writer.write(UInt8(1)) }
         return writer.bytes
     }
 
@@ -181,12 +172,6 @@ public struct JobSpec: Sendable, Equatable {
         preferNode = try reader.readBool() ? try reader.readVarint() : nil
         avoidNode = try reader.readBool() ? try reader.readVarint() : nil
         nearBlob = try reader.readOptionalBytes(limit: 32)
-        if reader.isAtEnd {
-            noNetwork = false
-        } else {
-            guard try reader.readByte() == 1 else { throw .invalid("unknown network flag") }
-            noNetwork = true
-        }
         try reader.expectEnd()
     }
 }

@@ -76,7 +76,14 @@ public final class JobWorker: Sendable {
     /// Longest a busy worker holds back a claim for more free slots.
     static let batchWaitMs = 10
 
-    var info: WorkerInfo { WorkerInfo(name: options.name, node: options.node, types: options.types, tags: options.tags) }
+    var info: WorkerInfo {
+        WorkerInfo(name: options.name, node: options.node, types: options.types, tags: options.tags.merging(Self.capabilityTags) { $1 })
+    }
+
+    /// Tags for what this worker can do beyond its options': `aspen.network=none` where it can
+    /// give a shell job a network namespace (root, the trampoline beside it).
+    static let capabilityTags: [String: String] =
+        geteuid() == 0 && CgroupPlacement.trampolineExecutable != nil ? [ShellNetwork.isolationTag.name: ShellNetwork.isolationTag.value] : [:]
 
     /// Runs until the calling task is cancelled; a job under way is stopped (and reported failed,
     /// so that it is retried) first.
@@ -256,7 +263,8 @@ public final class JobWorker: Sendable {
         }
         let command = ShellCommand(
             arguments: job.spec.command, environment: environment, workingDirectory: options.workingDirectory, timeoutMs: job.spec.timeoutMs,
-            outputBytesMax: options.outputBytesMax, network: job.spec.noNetwork ? .loopbackOnly : .host)
+            outputBytesMax: options.outputBytesMax,
+            network: job.spec.requiredTags[ShellNetwork.isolationTag.name] == ShellNetwork.isolationTag.value ? .loopbackOnly : .host)
         let output = Mutex<(stdout: [UInt8], stderr: [UInt8])>(([], []))
         let resultMax = Limits.standard.jobResultBytesMax
         let logs = OutputShipper(job: job, attempt: attempt, calls: calls)

@@ -39,10 +39,19 @@ struct CgroupPlacement: Sendable {
     /// available here (see `JobCgroup.create`), or the executable not found (left for
     /// swift-subprocess to report), or a name to look up with no `PATH` in the child's
     /// environment nor in this process's (swift-subprocess then searches the system's default
-    /// path; rare enough not to copy). A command that asks for a namespace is never left to run
-    /// as it is: without the trampoline or its executable it throws.
+    /// path; rare enough not to copy). A command that asks for a namespace or another user is
+    /// never left to run as it is: without the trampoline or its executable it throws.
     init?(_ command: ShellCommand, _ configuration: Configuration, marker: String, cgroups: Bool) throws(ShellRunError) {
-        let flags = (command.network == .loopbackOnly ? ["--loopback-only"] : []) + (command.hidesOthersProcesses ? ["--hide-processes"] : [])
+        var flags = (command.network == .loopbackOnly ? ["--loopback-only"] : []) + (command.hidesOthersProcesses ? ["--hide-processes"] : [])
+        // The trampoline runs as root: the job's environment reaches it as arguments, for the
+        // job alone, never as its own (its dynamic loader would read LD_PRELOAD and the like).
+        var environment = configuration.environment
+        if let user = command.user {
+            var entries = command.environment.filter { $0.key != ShellRunner.markerVariable }.map { "\($0.key)=\($0.value)" }.sorted()
+            entries.append("\(ShellRunner.markerVariable)=\(marker)")
+            flags += ["--user", "\(user.uid):\(user.gid)", "--environment", "\(entries.count)"] + entries
+            environment = .custom([Environment.Key(rawValue: ShellRunner.markerVariable)!: marker])
+        }
         let isolated = !flags.isEmpty
         guard let trampoline = Self.trampolineExecutable, let executable = command.resolvedExecutable() else {
             guard isolated else { return nil }
@@ -60,7 +69,7 @@ struct CgroupPlacement: Sendable {
                 executablePathOverride: Self.trampolineName,
                 remainingValues: flags + [cgroup.map { $0.directory + "/cgroup.procs" } ?? "-", executable]
                     + command.arguments),
-            environment: configuration.environment,
+            environment: environment,
             workingDirectory: configuration.workingDirectory,
             platformOptions: configuration.platformOptions
         )

@@ -29,15 +29,22 @@ public struct ShellCommand: Sendable, Equatable {
     /// The network the job sees.
     public var network: ShellNetwork
     /// The job sees in /proc only its own user's processes (a mount namespace with a /proc of its
-    /// own, `hidepid=invisible`): for a job run as another user than the worker's (untrusted CI
-    /// jobs), so that it cannot read the node's or other jobs' command lines. Like
-    /// `ShellNetwork.loopbackOnly`, it needs the trampoline and root, and fails closed.
+    /// own, `hidepid=invisible`, Linux 5.8): for a job run as another user than the worker's
+    /// (untrusted CI jobs), so that it cannot read the node's or trusted jobs' command lines;
+    /// other jobs of the same user stay visible. Like `ShellNetwork.loopbackOnly`, it needs the
+    /// trampoline and root, and fails closed.
     public var hidesOthersProcesses: Bool
+    /// Run the job as this user (the worker must be root), with no supplementary groups and
+    /// `no_new_privs`; nil: as the worker. The switch happens in the trampoline, after the
+    /// namespaces, so that nothing of the job's (its environment either) runs as root.
+    public var user: ShellUser?
 
     public init(
         arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil, timeoutMs: Int64 = 0,
-        outputBytesMax: Int = 1024 * 1024, killGraceMs: Int64 = 2000, network: ShellNetwork = .host, hidesOthersProcesses: Bool = false
+        outputBytesMax: Int = 1024 * 1024, killGraceMs: Int64 = 2000, network: ShellNetwork = .host, hidesOthersProcesses: Bool = false,
+        user: ShellUser? = nil
     ) {
+        self.user = user
         self.hidesOthersProcesses = hidesOthersProcesses
         self.arguments = arguments
         self.environment = environment
@@ -49,8 +56,24 @@ public struct ShellCommand: Sendable, Equatable {
     }
 }
 
+/// A user and group a job runs as (not root's).
+public struct ShellUser: Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public init(uid: UInt32, gid: UInt32) {
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
 /// The network a shell job sees.
 public enum ShellNetwork: Sendable, Equatable {
+    /// The worker tag a job requires (`aspen job submit --no-network`) to run with
+    /// `loopbackOnly`, and which workers that can make the namespace carry: a job asking for it
+    /// waits for such a worker, and a node too old to know the tag never claims it.
+    public static let isolationTag = (name: "aspen.network", value: "none")
+
     /// The worker's own.
     case host
     /// A network namespace of its own with only a loopback: its processes reach one another on
@@ -318,6 +341,9 @@ extension ShellCommand {
             if value.utf8.contains(0) { throw .invalidCommand("environment value of \(name) contains NUL") }
         }
         if workingDirectory?.utf8.contains(0) == true { throw .invalidCommand("workingDirectory contains NUL") }
+        if let user, user.uid == 0 || user.uid == UInt32.max || user.gid == UInt32.max {
+            throw .invalidCommand("user \(user.uid):\(user.gid) is root or not a user")
+        }
         guard timeoutMs >= 0, killGraceMs >= 0, outputBytesMax >= 0 else {
             throw .invalidCommand("timeoutMs, killGraceMs and outputBytesMax must not be negative")
         }

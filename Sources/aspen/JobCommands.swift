@@ -2,6 +2,7 @@ import AspenBlob
 import AspenClient
 import AspenCore
 import AspenJobs
+import AspenWorker
 import ArgumentParser
 import Foundation
 
@@ -140,7 +141,8 @@ struct JobSubmitCommand: AsyncParsableCommand {
     @Option(help: "Never run on this node.") var avoidNode: UInt64?
     @Option(help: "Prefer workers on nodes holding this blob.") var nearBlob: String?
     @Option(help: "Input for the job's worker (other types than shell).") var payload: String?
-    @Flag(help: "Run the shell job without the host's network: only its own loopback (needs a root worker).") var noNetwork = false
+    @Flag(help: "Run the shell job without the host's network, only its own loopback: it waits for a worker that can (root; tag aspen.network=none).")
+    var noNetwork = false
     @Option(help: "Make this a recurring job on a cron schedule ('*/5 * * * *', six fields with seconds first, or @hourly…); needs --name.")
     var cron: String?
     @Option(help: "The schedule's name (with --cron).") var name: String?
@@ -156,7 +158,11 @@ struct JobSubmitCommand: AsyncParsableCommand {
                 type: type, command: command, payload: Array((payload ?? "").utf8), priority: try JobPriority(parsing: priority),
                 maxAttempts: maxAttempts, backoff: try JobBackoff(parsing: backoff), timeoutMs: try timeout.map(JobDuration.parseMs) ?? 0,
                 idempotencyKey: idempotencyKey, runAtMs: try runAt.map(parseRunAt), requiredTags: try parseTags(tags),
-                preferNode: preferNode, avoidNode: avoidNode, nearBlob: try nearBlob.map { try parseHash($0).bytes }, noNetwork: noNetwork)
+                preferNode: preferNode, avoidNode: avoidNode, nearBlob: try nearBlob.map { try parseHash($0).bytes })
+            if noNetwork {
+                guard type == "shell" else { throw CLIError.badInput("--no-network is for shell jobs: a \(type) job's worker decides its own network") }
+                spec.requiredTags[ShellNetwork.isolationTag.name] = ShellNetwork.isolationTag.value
+            }
             spec.dependsOn = try (dependsOn ?? "").split(separator: ",").map { try parseJobID(String($0)) }
             guard let policy = JobSpec.DependencyFailure(rawValue: onDependencyFailure) else {
                 throw CLIError.badInput("--on-dependency-failure takes cancel or continue, not \(onDependencyFailure)")

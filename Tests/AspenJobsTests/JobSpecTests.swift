@@ -12,9 +12,7 @@ struct JobSpecTests {
 
     @Test("a spec survives its encoding, every field, and its encoding is the same whatever the order of its tags")
     func roundTrip() throws {
-        var isolated = Self.full
-        isolated.noNetwork = true
-        for spec in [Self.full, isolated, JobSpec(type: "resize", payload: Array("{\"w\":3}".utf8))] {
+        for spec in [Self.full, JobSpec(type: "resize", payload: Array("{\"w\":3}".utf8))] {
             try spec.validate()
             let decoded = try JobSpec(decoding: spec.encoded)
             #expect(decoded == spec)
@@ -47,20 +45,15 @@ struct JobSpecTests {
         #expect(refused { $0.nearBlob = [1] }.contains("blob hash"))
         #expect(refused { $0.avoidNode = 2 }.contains("both preferred and avoided"))
         #expect(refused { $0.timeoutMs = -1 }.contains("timeout"))
-        #expect(refused { $0.type = "resize"; $0.noNetwork = true }.contains("--no-network is for shell jobs"))
     }
 
     @Test("decoding refuses unknown versions, priorities and policies, duplicate tags and trailing bytes")
-    func decodingRefusals() throws {
+    func decodingRefusals() {
         let good = Self.full.encoded
         var version = good
         version[0] = 9
         #expect(throws: DecodingError.self) { try JobSpec(decoding: version) }
         #expect(throws: DecodingError.self) { try JobSpec(decoding: good + [0]) }
-        // The network flag is written only as 1, then nothing more.
-        #expect(try JobSpec(decoding: good + [1]).noNetwork)
-        #expect(throws: DecodingError.self) { try JobSpec(decoding: good + [2]) }
-        #expect(throws: DecodingError.self) { try JobSpec(decoding: good + [1, 1]) }
         #expect(throws: DecodingError.self) { try JobSpec(decoding: Array(good.dropLast())) }
         #expect(throws: DecodingError.self) { try JobSpec(decoding: []) }
     }

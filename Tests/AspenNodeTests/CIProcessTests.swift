@@ -210,7 +210,7 @@ extension ClusterSuites {
             }
         }
 
-        @Test("secrets: injected into the trusted run's job, masked in its log, withheld from a refs/for/* run (which, on a root node, runs as nobody with no network but its own loopback, seeing only its own processes); a docs-only patch reports skipped and the merge gate takes it")
+        @Test("secrets: injected into the trusted run's job, masked in its log, withheld from a refs/for/* run (which, on a root node, runs as nobody with no network but its own loopback, seeing no other user's processes); a docs-only patch reports skipped and the merge gate takes it")
         func secretsPathsAndMergeGate() async throws {
             try await withCluster { cluster, git, client, source in
                 let nodePort = try #require(cluster.entries[0].split(separator: ":").last.flatMap { Int($0) }, "\(cluster.entries[0])")
@@ -268,7 +268,7 @@ extension ClusterSuites {
                     // Nor reach the node's ports: it has no network but its own loopback.
                     #expect(withheld.contains("cannot-reach-the-node-port") && withheld.contains("with no network but its own loopback"), "\(withheld)")
                     // Nor see the node's or other jobs' command lines.
-                    #expect(withheld.contains("hides-pid-1") && withheld.contains("seeing only its own processes"), "\(withheld)")
+                    #expect(withheld.contains("hides-pid-1") && withheld.contains("seeing no other user's processes"), "\(withheld)")
                     #expect(trusted.contains("uid=0"), "\(trusted)")
                 }
 
@@ -509,6 +509,29 @@ extension ClusterSuites {
                 let cold = try #require(try await ended(client, sha: uncached).first)
                 let coldLog = try await log(cluster, cold.id, "build")
                 #expect(coldLog.contains("no cache for \(first)") && coldLog.contains("cache miss"), "\(coldLog)")
+            }
+        }
+
+        @Test("an artifact is not restored through a symbolic link the commit holds: the node writes nothing outside the checkout")
+        func artifactThroughLink() async throws {
+            try await withCluster { cluster, git, client, source in
+                let outside = cluster.directory.appendingPathComponent("outside").path
+                try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+                let pipeline = """
+                    version: 1
+                    jobs:
+                      make: { run: "rm out && mkdir out && echo planted > out/x", artifacts: [out/x] }
+                      use: { needs: [make], run: "test -L out && echo still-a-link" }
+                    """
+                _ = try commit(git, at: source, [".aspen/ci.yml": pipeline])
+                try FileManager.default.createSymbolicLink(atPath: (source as NSString).appendingPathComponent("out"), withDestinationPath: outside)
+                let sha = try commit(git, at: source, [:], new: false)
+                try await offThePool { try git.check(["push", "-q", "aspen://demo", "main"], in: source, endpoints: cluster.entries[0]) }
+                let run = try #require(try await ended(client, sha: sha).first)
+                #expect(run.state == .success, "\(run)")
+                let used = try await log(cluster, run.id, "use")
+                #expect(used.contains("artifact out/x of 'make' not restored: a part of its path is a symbolic link") && used.contains("still-a-link"), "\(used)")
+                #expect(!FileManager.default.fileExists(atPath: outside + "/x"), "the node wrote through the link")
             }
         }
 

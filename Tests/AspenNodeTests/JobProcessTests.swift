@@ -373,17 +373,18 @@ extension ClusterSuites {
             #expect(started >= due, "the timer fired early: \(history)")
 
             // A shell job submitted with --no-network reaches no port of the node; the same job
-            // without it does. (A worker that is not root cannot make the namespace: the job fails.)
+            // without it does. (It needs a worker that can make the namespace, root: none here
+            // otherwise, and the job waits.)
             let port = try #require(cluster.entries[0].split(separator: ":").last.flatMap { Int($0) })
             let probe = "(exec 3<>/dev/tcp/127.0.0.1/\(port)) 2>/dev/null && echo reached || echo unreachable"
             let open = try await Self.submit(cluster, ["--", "bash", "-c", probe])
             #expect(try await cluster.aspen(["job", "result", "\(open)", "--wait", "30s"], withErrors: true) == (0, "reached"))
             let closed = try await Self.submit(cluster, ["--no-network", "--max-attempts", "1", "--", "bash", "-c", probe])
-            let (closedStatus, closedResult) = try await cluster.aspen(["job", "result", "\(closed)", "--wait", "30s"], withErrors: true)
+            let (closedStatus, closedResult) = try await cluster.aspen(["job", "result", "\(closed)", "--wait", getuid() == 0 ? "30s" : "2s"], withErrors: true)
             if getuid() == 0 {
                 #expect(closedStatus == 0 && closedResult == "unreachable", "\(closedResult)")
             } else {
-                #expect(closedStatus == 2, "\(closedResult)")
+                #expect(closedStatus != 0 && closedResult.contains("still pending"), "\(closedResult)")
             }
             let (refused, refusal) = try await cluster.aspen(["job", "submit", "--type", "resize", "--no-network"], withErrors: true)
             #expect(refused != 0 && refusal.contains("--no-network is for shell jobs"), "\(refusal)")

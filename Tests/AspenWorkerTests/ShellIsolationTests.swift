@@ -54,21 +54,57 @@ struct ShellIsolationTests {
         #expect(outcome.succeeded && received.text(.standardOutput).contains("host-reached"), "\(received.text(.standardOutput))")
     }
 
-    @Test("a job run as nobody with hidesOthersProcesses sees only its own processes in /proc, not init's nor this one's; without it, it sees them",
+    static let nobody = ShellUser(uid: 65534, gid: 65534)
+
+    @Test("a job run as nobody with hidesOthersProcesses sees neither init's nor this process's entry in /proc, but its own; without it, it sees them",
         .enabled(if: geteuid() == 0, "needs root to mount a /proc and switch users"))
     func hiddenProcesses() async throws {
-        let asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "bash", "-c",
-            "for pid in 1 \(getpid()); do [ -e /proc/$pid/cmdline ] && echo sees-$pid || echo hides-$pid; done; [ -e /proc/self/cmdline ] && echo sees-self"]
+        let probe = ["bash", "-c",
+            "for pid in 1 \(getpid()); do [ -e /proc/$pid/cmdline ] && echo sees-$pid || echo hides-$pid; done; [ -e /proc/self/cmdline ] && echo sees-self; id -u"]
         let environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"]
         for runner in [ShellRunner(), ShellRunTests.runnerWithoutCgroup()] {
-            let (outcome, received) = try await ShellRunTests.run(asNobody, environment: environment, runner: runner, hidesOthersProcesses: true)
+            let (outcome, received) = try await ShellRunTests.run(
+                probe, environment: environment, runner: runner, hidesOthersProcesses: true, user: Self.nobody)
             let said = received.text(.standardOutput) + received.text(.standardError)
-            #expect(outcome.succeeded && said == "hides-1\nhides-\(getpid())\nsees-self\n", "\(said)")
+            #expect(outcome.succeeded && said == "hides-1\nhides-\(getpid())\nsees-self\n65534\n", "\(said)")
         }
-        let (outcome, received) = try await ShellRunTests.run(asNobody, environment: environment)
-        #expect(outcome.succeeded && received.text(.standardOutput) == "sees-1\nsees-\(getpid())\nsees-self\n", "\(received.text(.standardOutput))")
-        // The node's own /proc is untouched: one proc mount, showing every process.
+        let (outcome, received) = try await ShellRunTests.run(probe, environment: environment, user: Self.nobody)
+        #expect(outcome.succeeded && received.text(.standardOutput) == "sees-1\nsees-\(getpid())\nsees-self\n65534\n", "\(received.text(.standardOutput))")
+        // The node's own /proc is untouched.
         #expect(access("/proc/1/cmdline", F_OK) == 0)
+    }
+
+    @Test("a job run as another user gets its environment, LD_PRELOAD included, only as that user: nothing of it runs as root",
+        .enabled(if: geteuid() == 0, "needs root to switch users"))
+    func environmentOnlyAsTheUser() async throws {
+        // A library that writes the uid of every process that loads it.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("preload-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o777])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let seen = directory + "/uids"
+        let source = directory + "/preload.c"
+        try """
+            #include <stdio.h>
+            #include <unistd.h>
+            __attribute__((constructor)) static void note(void) {
+                FILE *file = fopen("\(seen)", "a");
+                if (file) { fprintf(file, "%d\\n", (int)getuid()); fclose(file); }
+            }
+            """.write(toFile: source, atomically: true, encoding: .utf8)
+        let candidates: [String] = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"]
+            + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { String($0) + "/clang" }
+        let compiler = try #require(candidates.first { (path: String) in access(path, X_OK) == 0 }, "no C compiler to build the preloaded library")
+        let library = directory + "/preload.so"
+        let (built, _) = try await ShellRunTests.run([compiler, "-shared", "-fPIC", "-o", library, source], environment: ["PATH": "/usr/bin:/bin"])
+        #expect(built.succeeded)
+        chmod(directory, 0o777)
+        let environment = ["PATH": "/usr/bin:/bin", "LD_PRELOAD": library]
+        let (outcome, received) = try await ShellRunTests.run(
+            ["bash", "-c", "true"], environment: environment, hidesOthersProcesses: true, user: Self.nobody)
+        #expect(outcome.succeeded, "\(received.text(.standardError))")
+        let uids = (try? String(contentsOfFile: seen, encoding: .utf8))?.split(separator: "\n").map(String.init) ?? []
+        // Loaded by the job (so the check can see a load at all), never by a process of root's.
+        #expect(!uids.isEmpty && uids.allSatisfy { $0 == "65534" }, "loaded by uids \(uids)")
     }
 
     @Test("without the privilege to make a namespace, the trampoline does not run the job at all (exit 126, saying why)",

@@ -24,12 +24,12 @@ struct ShellRunTests {
     static func run(
         _ arguments: [String], environment: [String: String] = ["PATH": "/usr/bin:/bin"], workingDirectory: String? = nil,
         timeoutMs: Int64 = 10_000, outputBytesMax: Int = 1 << 20, killGraceMs: Int64 = 2000, marker: String = nextMarker(),
-        runner: ShellRunner = ShellRunner(), network: ShellNetwork = .host, hidesOthersProcesses: Bool = false
+        runner: ShellRunner = ShellRunner(), network: ShellNetwork = .host, hidesOthersProcesses: Bool = false, user: ShellUser? = nil
     ) async throws -> (ShellOutcome, Received) {
         let received = Received()
         let command = ShellCommand(
             arguments: arguments, environment: environment, workingDirectory: workingDirectory, timeoutMs: timeoutMs,
-            outputBytesMax: outputBytesMax, killGraceMs: killGraceMs, network: network, hidesOthersProcesses: hidesOthersProcesses)
+            outputBytesMax: outputBytesMax, killGraceMs: killGraceMs, network: network, hidesOthersProcesses: hidesOthersProcesses, user: user)
         let outcome = try await runner.run(command, marker: marker) { received.add($0) }
         return (outcome, received)
     }

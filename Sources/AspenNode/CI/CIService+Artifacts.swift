@@ -27,12 +27,31 @@ extension CIService {
         for need in task.needs {
             for artifact in try await artifacts(of: task.run, job: need) {
                 guard let hash = BlobHash(bytes: artifact.hash), Self.safe(artifact.path) else { continue }
+                // The node writes as root into a tree the pushed commit shaped: a link committed
+                // at `out` must not carry `out/app` outside the checkout.
+                guard Self.withoutLinks(artifact.path, in: directory) else {
+                    await log.append(Array("aspen: artifact \(artifact.path) of '\(need)' not restored: a part of its path is a symbolic link\n".utf8))
+                    continue
+                }
                 let file = (directory as NSString).appendingPathComponent(artifact.path)
                 try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
                 try await blobs.write(hash, to: file)
                 await log.append(Array("aspen: artifact \(artifact.path) of '\(need)' (\(artifact.size) bytes)\n".utf8))
             }
         }
+    }
+
+    /// Whether no part of `path` that exists under `directory` is a symbolic link (what does not
+    /// exist yet is made as a directory or a file, never followed).
+    static func withoutLinks(_ path: String, in directory: String) -> Bool {
+        var current = directory
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            var info = stat()
+            guard lstat(current, &info) == 0 else { return true }
+            if info.st_mode & S_IFMT == S_IFLNK { return false }
+        }
+        return true
     }
 
     /// A relative path inside the checkout: no `..`, not absolute, not into `.git`.

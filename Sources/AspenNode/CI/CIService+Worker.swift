@@ -57,7 +57,14 @@ extension CIService {
         let cacheHit: Bool
         do {
             try await restoreArtifacts(task, into: directory, log: log)
-            cacheHit = try await restoreCache(task, into: directory, log: log)
+            // A patch's run shares no cache with trusted runs: it could poison one, and tar, run as
+            // root, would follow the links its tree holds.
+            if task.event.isTrusted || task.cacheKey == nil {
+                cacheHit = try await restoreCache(task, into: directory, log: log)
+            } else {
+                cacheHit = false
+                await log.append(Array("aspen: untrusted run: caches are neither restored nor saved\n".utf8))
+            }
         } catch {
             await log.append(Array("aspen: restoring artifacts or the cache failed: \(error)\n".utf8))
             await log.finish()
@@ -69,7 +76,7 @@ extension CIService {
                 throw CIError.failed("the untrusted job's checkout could not be given to uid \(Self.untrustedID)")
             }
             await log.append(
-                Array("aspen: untrusted run: the job runs as uid \(Self.untrustedID), without secrets, seeing only its own processes, \(untrustedNetwork ? "on the host's network" : "with no network but its own loopback")\n".utf8))
+                Array("aspen: untrusted run: the job runs as uid \(Self.untrustedID), without secrets, seeing no other user's processes, \(untrustedNetwork ? "on the host's network" : "with no network but its own loopback")\n".utf8))
         } else if !task.event.isTrusted {
             await log.append(Array("aspen: untrusted run: this node is not root, so the job runs as the node's user (no secrets)\n".utf8))
         }
@@ -78,11 +85,10 @@ extension CIService {
             run: JobEnvironment.Run(
                 mode: "cluster", repo: task.repo, run: task.run, ref: task.ref, sha: task.sha, event: task.event, job: task.job, attempt: task.attempt))
         if isolated { environment["HOME"] = directory }
-        let shell = ["bash", "-eo", "pipefail", "-c", task.script]
-        let dropped = ["setpriv", "--reuid=\(Self.untrustedID)", "--regid=\(Self.untrustedID)", "--clear-groups", "--"]
         let command = ShellCommand(
-            arguments: isolated ? dropped + shell : shell, environment: environment, workingDirectory: directory, timeoutMs: task.timeoutMs,
-            outputBytesMax: limits.ciLogBytesPerJobMax, network: isolated && !untrustedNetwork ? .loopbackOnly : .host, hidesOthersProcesses: isolated)
+            arguments: ["bash", "-eo", "pipefail", "-c", task.script], environment: environment, workingDirectory: directory,
+            timeoutMs: task.timeoutMs, outputBytesMax: limits.ciLogBytesPerJobMax, network: isolated && !untrustedNetwork ? .loopbackOnly : .host,
+            hidesOthersProcesses: isolated, user: isolated ? ShellUser(uid: UInt32(Self.untrustedID), gid: UInt32(Self.untrustedID)) : nil)
         let outcome: ShellOutcome
         do {
             let marker = "\(markerPrefix)ci-\(record.id)-\(String(attempt.token, radix: 16))"
@@ -124,10 +130,14 @@ extension CIService {
             case .signaled(let signal): outcome.timedOut || outcome.cancelled ? nil : 128 + signal
             }
         var kept: String?
-        if outcome.succeeded {
+        // Taken back from the untrusted user before the node reads it as root: another untrusted
+        // job (the same user) could otherwise swap a kept file for a link meanwhile.
+        if isolated, outcome.succeeded, try await Git.runProgram("chown", ["-R", "-h", "0:0", directory]) != 0 {
+            kept = "the checkout could not be taken back from uid \(Self.untrustedID) to keep its artifacts"
+        } else if outcome.succeeded {
             do {
                 kept = try await keepArtifacts(task, from: directory, log: log)
-                if kept == nil, !cacheHit { try await saveCache(task, from: directory, log: log) }
+                if kept == nil, !cacheHit, task.event.isTrusted { try await saveCache(task, from: directory, log: log) }
             } catch {
                 kept = "artifacts or the cache could not be stored: \(error)"
             }
