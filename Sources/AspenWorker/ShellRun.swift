@@ -341,7 +341,7 @@ extension ShellCommand {
             if value.utf8.contains(0) { throw .invalidCommand("environment value of \(name) contains NUL") }
         }
         if workingDirectory?.utf8.contains(0) == true { throw .invalidCommand("workingDirectory contains NUL") }
-        if let user, user.uid == 0 || user.uid == UInt32.max || user.gid == UInt32.max {
+        if let user, user.uid == 0 || user.gid == 0 || user.uid == UInt32.max || user.gid == UInt32.max {
             throw .invalidCommand("user \(user.uid):\(user.gid) is root or not a user")
         }
         guard timeoutMs >= 0, killGraceMs >= 0, outputBytesMax >= 0 else {

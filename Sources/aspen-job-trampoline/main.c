@@ -118,7 +118,7 @@ int main(int argc, char **argv, char **envp) {
             if (end == argv[first + 1] || *end != ':') return usage();
             char *rest = end + 1;
             gid = strtoul(rest, &end, 10);
-            if (end == rest || *end != 0 || uid == 0 || uid > 0xFFFFFFFEul || gid > 0xFFFFFFFEul) return usage();
+            if (end == rest || *end != 0 || uid == 0 || gid == 0 || uid > 0xFFFFFFFEul || gid > 0xFFFFFFFEul) return usage();
             drop = 1;
             first += 2;
         } else if (strcmp(argv[first], "--environment") == 0 && first + 1 < argc) {

@@ -222,7 +222,9 @@ extension ClusterSuites {
                     jobs:
                       deploy:
                         secrets: [DEPLOY_TOKEN]
+                        artifacts: [kept.txt]
                         run: |
+                          echo kept > kept.txt
                           echo "token=$DEPLOY_TOKEN"
                           if [ -n "$DEPLOY_TOKEN" ]; then echo has-token; else echo no-token; fi
                           echo "uid=$(id -u)"
@@ -269,6 +271,10 @@ extension ClusterSuites {
                     #expect(withheld.contains("cannot-reach-the-node-port") && withheld.contains("with no network but its own loopback"), "\(withheld)")
                     // Nor see the node's or other jobs' command lines.
                     #expect(withheld.contains("hides-pid-1") && withheld.contains("seeing no other user's processes"), "\(withheld)")
+                    // It keeps no artifacts: root would read them from a tree other untrusted jobs can change.
+                    #expect(withheld.contains("untrusted run: artifacts are not kept"), "\(withheld)")
+                    #expect(try await cluster.aspen(["ci", "artifact", "list", "\(untrusted.id)"]) == (0, ""))
+                    #expect(try await cluster.aspen(["ci", "artifact", "list", "\(run.id)"]).1.contains("kept.txt"))
                     #expect(trusted.contains("uid=0"), "\(trusted)")
                 }
 

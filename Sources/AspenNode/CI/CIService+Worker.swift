@@ -40,8 +40,25 @@ extension CIService {
         // An untrusted job (a patch: anyone's code) runs as an unprivileged user in a checkout of
         // its own outside the node's data directory, when the node can arrange it (it runs as root).
         let isolated = !task.event.isTrusted && getuid() == 0
-        let directory = ((isolated ? untrustedRoot : workRoot) as NSString).appendingPathComponent("\(task.run)-\(record.id)-\(attempt.number)")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        guard !isolated || untrustedRoot != nil else {
+            await log.append(Array("aspen: this node has no private directory for untrusted checkouts\n".utf8))
+            await log.finish()
+            throw CIError.failed("no private directory for untrusted checkouts on node \(node.id.rawValue)")
+        }
+        let directory = ((isolated ? untrustedRoot! : workRoot) as NSString).appendingPathComponent("\(task.run)-\(record.id)-\(attempt.number)")
+        defer {
+            if isolated {
+                // Emptied as its user first: root walking a tree that user can still change could
+                // be sent elsewhere by a link swapped in meanwhile. Then root removes what is
+                // left only if it is empty.
+                Task {
+                    _ = try? await Git.runProgram("setpriv", ["--reuid=\(Self.untrustedID)", "--regid=\(Self.untrustedID)", "--clear-groups", "--", "rm", "-rf", "--one-file-system", "--", directory])
+                    rmdir(directory)
+                }
+            } else {
+                try? FileManager.default.removeItem(atPath: directory)
+            }
+        }
         let clock = ContinuousClock()
         let started = clock.now
         do {
@@ -130,10 +147,10 @@ extension CIService {
             case .signaled(let signal): outcome.timedOut || outcome.cancelled ? nil : 128 + signal
             }
         var kept: String?
-        // Taken back from the untrusted user before the node reads it as root: another untrusted
-        // job (the same user) could otherwise swap a kept file for a link meanwhile.
-        if isolated, outcome.succeeded, try await Git.runProgram("chown", ["-R", "-h", "0:0", directory]) != 0 {
-            kept = "the checkout could not be taken back from uid \(Self.untrustedID) to keep its artifacts"
+        if isolated, outcome.succeeded, !task.artifacts.isEmpty {
+            // Read as root from a tree other untrusted jobs (the same user) can change, a kept
+            // file could be swapped for a link to the node's own: a patch's run keeps none.
+            await log.append(Array("aspen: untrusted run: artifacts are not kept\n".utf8))
         } else if outcome.succeeded {
             do {
                 kept = try await keepArtifacts(task, from: directory, log: log)

@@ -31,7 +31,7 @@ public final class CIService: Sendable {
     /// Where jobs' checkouts go (each removed when its try ends).
     let workRoot: String
     /// Where untrusted jobs' checkouts go: outside the data directory, which their user cannot enter.
-    let untrustedRoot: String
+    let untrustedRoot: String?
     /// The user and group untrusted jobs run as (nobody).
     static let untrustedID = 65534
     /// Whether untrusted jobs see the host's network (`ci-untrusted-network host`); otherwise
@@ -83,8 +83,21 @@ public final class CIService: Sendable {
         // Checkouts left by a node that died mid-job: their tries are over.
         try? FileManager.default.removeItem(atPath: workRoot)
         try? FileManager.default.createDirectory(atPath: workRoot, withIntermediateDirectories: true)
-        untrustedRoot = (NSTemporaryDirectory() as NSString).appendingPathComponent("aspen-ci-untrusted-\(node.id.rawValue)-\(getpid())")
-        try? FileManager.default.createDirectory(atPath: untrustedRoot, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
+        untrustedRoot = Self.privateDirectory(prefix: "aspen-ci-untrusted-\(node.id.rawValue)-")
+    }
+
+    /// A directory made here and now under the temporary directory, owned by this process's user,
+    /// mode 0711 (others may reach what is in it, not list or change it). Made new, never taken
+    /// over: a name someone made first is passed by. Nil if none could be made.
+    static func privateDirectory(prefix: String) -> String? {
+        for _ in 0..<8 {
+            let path = (NSTemporaryDirectory() as NSString).appendingPathComponent(prefix + UUID().uuidString)
+            guard mkdir(path, 0o700) == 0 else { continue }
+            var info = stat()
+            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, info.st_uid == geteuid(), chmod(path, 0o711) == 0 else { continue }
+            return path
+        }
+        return nil
     }
 
     /// Starts the scheduler: a pass at least every `passMs` while this node leads.
@@ -112,7 +125,7 @@ public final class CIService: Sendable {
     public func stop() {
         scheduler.withLock { $0 }?.cancel()
         warming.withLock { $0 }?.cancel()
-        try? FileManager.default.removeItem(atPath: untrustedRoot)
+        if let untrustedRoot { try? FileManager.default.removeItem(atPath: untrustedRoot) }
     }
 
     /// One pass: new pushes into runs, then every active run one step further.
