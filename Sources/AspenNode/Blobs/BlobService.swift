@@ -311,11 +311,11 @@ public final class BlobService: Sendable {
 
     /// Asks members (`among`, in random order) for verified copies, fetched from the nodes
     /// `holding` it, until `wanted` nodes hold the blob; a member that fails is replaced by the
-    /// next. Once `required` hold
-    /// it, the members still copying get as long again as that took (at least 100 ms), and the
-    /// add goes on without them: a stalled member (SIGSTOPped, cut off) would otherwise hold every
-    /// add for the transport's timeout. Their copies are left to `completeCopies`. Returns the
-    /// holders, each failed member's problem, and the members that failed or were still copying.
+    /// next. Once `required` hold it, the members still copying get as long again as that took
+    /// (at least 100 ms), and the add goes on without them: a stalled member (SIGSTOPped, cut
+    /// off) would otherwise hold every add for the transport's timeout. Their copies are left to
+    /// `completeCopies`. Returns the holders, each failed member's problem, and the members that
+    /// failed or were still copying.
     func makeCopies(_ hash: BlobHash, size: UInt64, holding: [NodeID], wanted: Int, required: Int, among others: [NodeID]) async -> (
         holders: [NodeID], problems: [String], unanswered: Set<NodeID>
     ) {
@@ -387,9 +387,9 @@ public final class BlobService: Sendable {
     /// Makes the copies an add asked for, then commits the blob, its holders and its tag in one
     /// system write: the add is acknowledged only once all of that is committed. Members that do
     /// not answer are skipped: with `requiredCopies` held the add is acknowledged and this node
-    /// makes the rest as they come back (`completeCopies`), as Raft commits with a majority. The blob's
-    /// record is rewritten with this add's time, so a collection decided before it fails its
-    /// condition and keeps the blob.
+    /// makes the rest as they come back (`completeCopies`), as Raft commits with a majority. The
+    /// blob's record is rewritten with this add's time, so a collection decided before it fails
+    /// its condition and keeps the blob.
     func commitAdd(_ finished: BlobUploads.Finished, announcing: Bool = true) async throws -> BlobStat {
         let members = await node.membership
         let others = (members.voters + members.learners).filter { $0 != node.id }
